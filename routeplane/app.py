@@ -1,0 +1,328 @@
+"""The App, its builder, the Plugin API, and `create_app()` for gunicorn."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from marshmallow import Schema, ValidationError
+
+from .config import Config, ConfigError, load_config, parse_config, DEFAULT_CONFIG
+from .hooks.acp import ACPHook
+from .hooks.language_model import HOOK_KINDS, LanguageModelHook
+from .hooks.mcp import MCPHook
+from .language_model.executor import Executor, HttpExecutor
+from .language_model.pipeline import LanguageModelHooks, LanguageModelPipeline
+from .language_model.routing import RoutingTable, StaticRoutingTable
+from .observers import ObserverDispatcher
+
+if TYPE_CHECKING:  # pragma: no cover
+    from flask import Flask
+
+log = logging.getLogger("routeplane")
+
+ENTRY_POINT_GROUP = "routeplane.plugins"
+
+
+class PluginId(str):
+    """A plugin's unique id; also the key of its section under `plugins:` in the config."""
+
+    def __new__(cls, value: str) -> "PluginId":
+        if not value or not all(c.isalnum() or c in "-_." for c in value):
+            raise ValueError(f"invalid plugin id {value!r}: use letters, digits, '-', '_' or '.'")
+        return super().__new__(cls, value)
+
+
+@dataclass(frozen=True)
+class MigrationItem:
+    """One numbered, atomic schema change of a plugin. `tables` are the only ones it may touch."""
+
+    version: int
+    name: str
+    sql: str
+    tables: Tuple[str, ...] = ()
+    dialect: Optional[str] = None  # None = every dialect; else "sqlite" | "postgresql" | "mysql"
+
+
+class Plugin:
+    """A bundle of hooks (and migrations) installed in one call.
+
+    Subclasses set `id`, and may set `options_schema` (a marshmallow Schema
+    class) to validate their `plugins.<id>` config section before install.
+    """
+
+    id: PluginId = PluginId("plugin")
+    options_schema: Optional[type] = None
+
+    def migrations(self) -> List[MigrationItem]:
+        return []
+
+    def install(self, app: "AppBuilder") -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> "Plugin":
+        return cls(**options) if options else cls()
+
+
+class LanguageModelBuilder:
+    """Collects the language-model pipeline's parts and hooks, validating each at registration."""
+
+    def __init__(self) -> None:
+        self._hooks: Dict[str, List[Tuple[str, Any]]] = {kind: [] for kind in HOOK_KINDS}
+        self._routing_table: Optional[RoutingTable] = None
+        self._executor: Optional[Executor] = None
+        self._current_plugin = "app"
+
+    def routing_table(self, table: RoutingTable) -> "LanguageModelBuilder":
+        self._routing_table = table
+        return self
+
+    def executor(self, executor: Executor) -> "LanguageModelBuilder":
+        self._executor = executor
+        return self
+
+    def pre_request_hook(self, hook: Any) -> "LanguageModelBuilder":
+        return self._register("pre_request_hook", hook)
+
+    def route_hook(self, hook: Any) -> "LanguageModelBuilder":
+        return self._register("route_hook", hook)
+
+    def execution_hook(self, hook: Any) -> "LanguageModelBuilder":
+        return self._register("execution_hook", hook)
+
+    def stream_hook(self, hook: Any) -> "LanguageModelBuilder":
+        return self._register("stream_hook", hook)
+
+    def settlement_recorder(self, hook: Any) -> "LanguageModelBuilder":
+        return self._register("settlement_recorder", hook)
+
+    def observe_hook(self, hook: Any) -> "LanguageModelBuilder":
+        return self._register("observe_hook", hook)
+
+    def _register(self, kind: str, hook: Any) -> "LanguageModelBuilder":
+        contract, methods = HOOK_KINDS[kind]
+        who = f"{type(hook).__name__} (plugin {self._current_plugin!r})"
+        if isinstance(hook, (MCPHook, ACPHook)):
+            raise TypeError(f"{who} is a hook of another pipeline; it cannot be registered on the language-model pipeline")
+        if not isinstance(hook, contract):
+            raise TypeError(f"{who} is not a {contract.__name__}; {kind}() takes an instance of it")
+        for name in methods:
+            _check_arity(hook, name, _ARITY[name], who)
+        self._hooks[kind].append((self._current_plugin, hook))
+        return self
+
+    def hooks(self) -> LanguageModelHooks:
+        h = self._hooks
+        return LanguageModelHooks(
+            pre_request=tuple(h["pre_request_hook"]),
+            route=tuple(h["route_hook"]),
+            execution=tuple(h["execution_hook"]),
+            stream=tuple(h["stream_hook"]),
+            settlement=tuple(h["settlement_recorder"]),
+            observe=tuple(h["observe_hook"]),
+        )
+
+
+_ARITY = {
+    "check": 1, "resolve": 2, "on_success": 2, "on_failure": 2, "on_part": 2, "on_stream_end": 2, "interest": 0,
+    "record": 1, "on_request_start": 1, "after_phase": 1, "on_hop_start": 1, "on_hop_end": 1, "on_stream_part": 1,
+    "on_request_end": 1,
+}
+
+
+def _check_arity(hook: Any, name: str, n: int, who: str) -> None:
+    method = getattr(hook, name, None)
+    if not callable(method):
+        raise TypeError(f"{who} has no method {name}()")
+    try:
+        inspect.signature(method).bind(*([None] * n))
+    except TypeError:
+        raise TypeError(f"{who}.{name}() must take {n} argument(s) besides self") from None
+    except ValueError:  # builtins without a signature
+        pass
+
+
+class _OtherPipelineBuilder:
+    """MCP/ACP hook registration; their pipelines land with their own issues."""
+
+    def __init__(self, marker: type, name: str) -> None:
+        self._marker, self._name = marker, name
+        self.hooks: List[Any] = []
+
+    def _register(self, hook: Any) -> "_OtherPipelineBuilder":
+        if not isinstance(hook, self._marker):
+            raise TypeError(f"{type(hook).__name__} is not a {self._name} hook")
+        self.hooks.append(hook)
+        return self
+
+    pre_request_hook = route_hook = observe_hook = _register
+
+
+class AppBuilder:
+    def __init__(self) -> None:
+        self._config: Optional[Config] = None
+        self._lm = LanguageModelBuilder()
+        self._mcp = _OtherPipelineBuilder(MCPHook, "MCP")
+        self._acp = _OtherPipelineBuilder(ACPHook, "ACP")
+        self._plugins: List[Plugin] = []
+        self._inline_observers = False
+
+    def config(self, config: Config) -> "AppBuilder":
+        self._config = config
+        return self
+
+    def inline_observers(self, inline: bool = True) -> "AppBuilder":
+        """Run observers on the request thread (tests): deterministic, still isolated."""
+        self._inline_observers = inline
+        return self
+
+    def language_model(self, configure: Callable[[LanguageModelBuilder], Any]) -> "AppBuilder":
+        configure(self._lm)
+        return self
+
+    def language_model_builder(self) -> LanguageModelBuilder:
+        return self._lm
+
+    def mcp_builder(self) -> _OtherPipelineBuilder:
+        return self._mcp
+
+    def acp_builder(self) -> _OtherPipelineBuilder:
+        return self._acp
+
+    def plugin(self, plugin: Plugin) -> "AppBuilder":
+        if not isinstance(plugin, Plugin):
+            raise TypeError(f"{type(plugin).__name__} is not a routeplane Plugin")
+        if any(p.id == plugin.id for p in self._plugins):
+            raise ValueError(f"a plugin with id {plugin.id!r} is already installed")
+        previous, self._lm._current_plugin = self._lm._current_plugin, str(plugin.id)
+        try:
+            plugin.install(self)
+        finally:
+            self._lm._current_plugin = previous
+        self._plugins.append(plugin)
+        return self
+
+    def build(self) -> "App":
+        config = self._config or parse_config(DEFAULT_CONFIG, "<built-in defaults>")
+        lm = self._lm
+        table = lm._routing_table or StaticRoutingTable(config.routes, config.providers)
+        executor = lm._executor or HttpExecutor.with_defaults()
+        hooks = lm.hooks()
+        observers = ObserverDispatcher(
+            [h for _pid, h in hooks.observe],
+            workers=config.server.observer_threads,
+            max_queue=config.server.observer_queue,
+            inline=self._inline_observers,
+        )
+        pipeline = LanguageModelPipeline(table, executor, hooks, observers)
+        return App(config, pipeline, tuple(self._plugins))
+
+
+class App:
+    """A built gateway: config, pipeline and plugins. Holds all state; no globals."""
+
+    def __init__(self, config: Config, pipeline: LanguageModelPipeline, plugins: Sequence[Plugin]) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.plugins = tuple(plugins)
+
+    @staticmethod
+    def builder() -> AppBuilder:
+        return AppBuilder()
+
+    def flask_app(self) -> "Flask":
+        from flask import Flask
+
+        from .web.common import error_response, request_id
+        from .errors import RouteplaneError
+        from .protocols.openai_chat import CLIENT
+
+        flask_app = Flask("routeplane")
+        self.init_app(flask_app)
+
+        @flask_app.errorhandler(404)
+        @flask_app.errorhandler(405)
+        def _not_routed(exc: Any) -> Any:
+            # Unknown paths and methods answer in the OpenAI error shape, never HTML.
+            err = RouteplaneError(f"{exc.name}: no such endpoint or method on this gateway.", status=exc.code,
+                                  kind="not_found" if exc.code == 404 else "invalid_request")
+            return error_response(err, CLIENT.error_body, request_id())
+
+        return flask_app
+
+    def init_app(self, flask_app: "Flask", url_prefix: str = "") -> None:
+        """Mount every blueprint into an existing Flask app (optionally under a prefix)."""
+        from .web import register_blueprints
+
+        flask_app.extensions.setdefault("routeplane", self)
+        register_blueprints(self, flask_app, url_prefix.rstrip("/"))
+
+    def serve(self, addr: str = "127.0.0.1:4356") -> None:
+        """Development server (threaded Werkzeug). Production: `routeplane serve` (gunicorn)."""
+        from werkzeug.serving import run_simple
+
+        host, _, port = addr.rpartition(":")
+        run_simple(host or "127.0.0.1", int(port), self.flask_app(), threaded=True)
+
+
+def discover_plugins(config: Config) -> List[Plugin]:
+    """Load the plugins named under `plugins:` through the `routeplane.plugins` entry point."""
+    if not config.plugins:
+        return []
+    available = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+    plugins: List[Plugin] = []
+    for pid, options in config.plugins.items():
+        path = f"{config.source}: plugins.{pid}"
+        options = dict(options or {})
+        if options.pop("enabled", True) is False:
+            continue
+        ep = available.get(pid)
+        if ep is None:
+            raise ConfigError(f"{path}: no installed plugin has this id (installed: {sorted(available) or 'none'})")
+        try:
+            factory = ep.load()
+        except Exception as exc:
+            raise ConfigError(f"{path}: the plugin failed to import: {exc}") from exc
+        schema_cls = getattr(factory, "options_schema", None)
+        if schema_cls is not None:
+            try:
+                options = schema_cls().load(options)
+            except ValidationError as exc:
+                from .config import _flatten
+
+                raise ConfigError(f"{path}: invalid options:\n  " + "\n  ".join(_flatten(exc.messages))) from None
+        try:
+            plugin = factory.from_options(options) if hasattr(factory, "from_options") else factory(**options)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: invalid options: {exc}") from None
+        plugins.append(plugin)
+    return plugins
+
+
+def build_app(config: Config, extra_plugins: Sequence[Plugin] = ()) -> App:
+    builder = App.builder().config(config)
+    for plugin in list(discover_plugins(config)) + list(extra_plugins):
+        builder.plugin(plugin)
+    return builder.build()
+
+
+def create_app(config_path: Optional[str] = None) -> "Flask":
+    """The WSGI app gunicorn serves: config from `config_path`, `$ROUTEPLANE_CONFIG`, or defaults."""
+    import os
+
+    from .logs import configure_logging
+
+    path = config_path or os.environ.get("ROUTEPLANE_CONFIG") or None
+    config = load_config(path)
+    configure_logging(config.server.log_level)
+    return build_app(config).flask_app()
+
+
+__all__ = [
+    "App", "AppBuilder", "LanguageModelBuilder", "MigrationItem", "Plugin", "PluginId", "Schema",
+    "build_app", "create_app", "discover_plugins",
+]

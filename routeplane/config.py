@@ -1,0 +1,262 @@
+"""Configuration: YAML load, `${VAR}` interpolation, marshmallow validation, a frozen typed result.
+
+Errors name the file and the key path (`routeplane.yaml: providers.openai.protocol: ...`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import yaml
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .language_model.routing import PROTOCOLS, STRATEGIES, Prices, Route, RoutingTarget, Timeouts
+
+DEFAULT_LISTEN = "127.0.0.1:4356"
+
+DEFAULT_CONFIG: Dict[str, Any] = {
+    "server": {"listen": DEFAULT_LISTEN},
+    "providers": {"mock": {"protocol": "mock"}},
+    "models": {
+        "default": {"targets": [{"provider": "mock", "model": "echo"}]},
+        "mock-echo": {"targets": [{"provider": "mock", "model": "echo"}]},
+    },
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file and key path."""
+
+
+# --- schemas ---------------------------------------------------------------
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+class ServerSchema(_Strict):
+    listen = fields.String(load_default=DEFAULT_LISTEN)
+    max_body_bytes = fields.Integer(load_default=10 * 1024 * 1024, validate=validate.Range(min=1024))
+    workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=256))
+    threads = fields.Integer(load_default=64, validate=validate.Range(min=1, max=4096))
+    observer_threads = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
+    observer_queue = fields.Integer(load_default=10000, validate=validate.Range(min=1))
+    allow_non_loopback_without_auth = fields.Boolean(load_default=False)
+    log_level = fields.String(load_default="info", validate=validate.OneOf(["debug", "info", "warning", "error"]))
+
+
+class DatabaseSchema(_Strict):
+    url = fields.String(load_default="sqlite:///routeplane.db")
+
+
+class PricesSchema(_Strict):
+    input = fields.Float(load_default=None, validate=validate.Range(min=0))
+    cache_read = fields.Float(load_default=None, validate=validate.Range(min=0))
+    cache_write = fields.Float(load_default=None, validate=validate.Range(min=0))
+    output = fields.Float(load_default=None, validate=validate.Range(min=0))
+    reasoning = fields.Float(load_default=None, validate=validate.Range(min=0))
+
+
+class TimeoutsSchema(_Strict):
+    connect = fields.Float(load_default=10.0, validate=validate.Range(min=0.001))
+    read = fields.Float(load_default=300.0, validate=validate.Range(min=0.001))
+    total = fields.Float(load_default=None, validate=validate.Range(min=0.001))
+
+
+class ProviderSchema(_Strict):
+    protocol = fields.String(required=True, validate=validate.OneOf(PROTOCOLS))
+    base_url = fields.String(load_default=None)
+    api_key = fields.String(load_default=None)
+    headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
+    timeouts = fields.Nested(TimeoutsSchema, load_default=lambda: TimeoutsSchema().load({}))
+    prices = fields.Nested(PricesSchema, load_default=None)
+    model_prices = fields.Dict(keys=fields.String(), values=fields.Nested(PricesSchema), load_default=dict)
+    models = fields.List(fields.String(), load_default=list)
+    confidential = fields.Boolean(load_default=False)
+    options = fields.Dict(keys=fields.String(), load_default=dict)
+
+
+class TargetSchema(_Strict):
+    provider = fields.String(required=True)
+    model = fields.String(required=True)
+    weight = fields.Float(load_default=1.0, validate=validate.Range(min=0))
+
+
+class RouteSchema(_Strict):
+    strategy = fields.String(load_default="priority", validate=validate.OneOf(STRATEGIES))
+    targets = fields.List(fields.Nested(TargetSchema), required=True, validate=validate.Length(min=1))
+
+
+class AuthSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE  # the auth issue owns the rest of this section
+
+    mode = fields.String(load_default="none", validate=validate.OneOf(["none", "api_keys", "jwt", "api_keys+jwt"]))
+
+
+class ConfigSchema(_Strict):
+    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
+    database = fields.Nested(DatabaseSchema, load_default=lambda: DatabaseSchema().load({}))
+    providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderSchema), required=True)
+    models = fields.Dict(keys=fields.String(), values=fields.Nested(RouteSchema), required=True)
+    auth = fields.Nested(AuthSchema, load_default=lambda: AuthSchema().load({}))
+    plugins = fields.Dict(keys=fields.String(), load_default=dict)
+    mcp_servers = fields.Dict(keys=fields.String(), load_default=dict)
+    agents = fields.Dict(keys=fields.String(), load_default=dict)
+
+    @validates_schema
+    def _targets_known(self, data: Dict[str, Any], **_kw: Any) -> None:
+        providers = data.get("providers") or {}
+        errors: Dict[str, Any] = {}
+        for name, route in (data.get("models") or {}).items():
+            for i, t in enumerate(route.get("targets", [])):
+                if t["provider"] not in providers:
+                    errors.setdefault("models", {}).setdefault(name, {}).setdefault("targets", {})[i] = {
+                        "provider": [f"Unknown provider {t['provider']!r}; declared: {sorted(providers)}."]
+                    }
+        if errors:
+            raise ValidationError(errors)
+
+
+# --- typed config ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = DEFAULT_LISTEN
+    max_body_bytes: int = 10 * 1024 * 1024
+    workers: int = 2
+    threads: int = 64
+    observer_threads: int = 2
+    observer_queue: int = 10000
+    allow_non_loopback_without_auth: bool = False
+    log_level: str = "info"
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    database_url: str
+    providers: Mapping[str, RoutingTarget]  # templates with an empty model
+    routes: Tuple[Route, ...]
+    auth: Mapping[str, Any]
+    plugins: Mapping[str, Any]
+    mcp_servers: Mapping[str, Any] = field(default_factory=dict)
+    agents: Mapping[str, Any] = field(default_factory=dict)
+    source: str = "<built-in defaults>"
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
+
+
+def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of the tree."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(m: "re.Match[str]") -> str:
+        name, has_default, default = m.group(1), m.group(2), m.group(3)
+        if name in env and (env[name] != "" or not has_default):
+            return env[name]
+        if has_default is not None:
+            return default or ""
+        raise ConfigError(f"{path}: environment variable {name} is not set (use ${{{name}:-default}} to make it optional)")
+
+    return _VAR.sub(sub, value)
+
+
+def _flatten(messages: Any, prefix: str = "") -> List[str]:
+    out: List[str] = []
+    if isinstance(messages, dict):
+        for k, v in messages.items():
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if isinstance(v, dict) and "value" in v and isinstance(v["value"], (dict, list)):
+                v = v["value"]  # marshmallow's Dict field nests errors under "value"
+            out.extend(_flatten(v, key))
+    elif isinstance(messages, list):
+        for m in messages:
+            if isinstance(m, (dict, list)):
+                out.extend(_flatten(m, prefix))
+            else:
+                out.append(f"{prefix}: {m}")
+    else:
+        out.append(f"{prefix}: {messages}")
+    return out
+
+
+def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, str]] = None) -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    try:
+        data = ConfigSchema().load(interpolate(raw, os.environ if env is None else env))
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    except ValidationError as exc:
+        lines = _flatten(exc.messages)
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines)) from None
+    providers: Dict[str, RoutingTarget] = {}
+    model_prices: Dict[str, Dict[str, Prices]] = {}
+    for pid, p in data["providers"].items():
+        providers[pid] = RoutingTarget(
+            provider=pid,
+            model="",
+            protocol=p["protocol"],
+            base_url=p["base_url"],
+            api_key=p["api_key"] or None,
+            headers=dict(p["headers"]),
+            timeouts=Timeouts(**p["timeouts"]),
+            prices=Prices(**p["prices"]) if p["prices"] else Prices(),
+            confidential=p["confidential"],
+            options=dict(p["options"], declared_models=tuple(p["models"])),
+        )
+        model_prices[pid] = {m: Prices(**v) for m, v in p["model_prices"].items()}
+    routes = []
+    for name, r in data["models"].items():
+        targets = tuple(
+            providers[t["provider"]].replace(
+                model=t["model"],
+                weight=t["weight"],
+                prices=model_prices[t["provider"]].get(t["model"], providers[t["provider"]].prices),
+            )
+            for t in r["targets"]
+        )
+        routes.append(Route(name, targets, r["strategy"]))
+    return Config(
+        server=ServerConfig(**data["server"]),
+        database_url=data["database"]["url"],
+        providers=providers,
+        routes=tuple(routes),
+        auth=dict(raw.get("auth") or {}, mode=data["auth"]["mode"]),
+        plugins=dict(data["plugins"]),
+        mcp_servers=dict(data["mcp_servers"]),
+        agents=dict(data["agents"]),
+        source=source,
+    )
+
+
+def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Config:
+    """Load a YAML file; with no path, `routeplane.yaml` in the working directory or the built-in default."""
+    if path is None:
+        if os.path.exists("routeplane.yaml"):
+            path = "routeplane.yaml"
+        else:
+            return parse_config(DEFAULT_CONFIG, "<built-in defaults>", env)
+    try:
+        with open(path, "rb") as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw, path, env)

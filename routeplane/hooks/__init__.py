@@ -1,0 +1,1 @@
+"""Hook contracts, one module per pipeline: language_model, mcp, acp."""

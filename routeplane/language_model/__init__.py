@@ -1,0 +1,1 @@
+"""The language-model pipeline: canonical types, context, routing, execution, settlement."""

@@ -1,0 +1,103 @@
+"""The per-request context that hooks read and (in the allowed stages) write."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+
+from .routing import RoutingTarget
+from .types import Prompt
+
+T = TypeVar("T")
+
+# Headers that carry credentials: never copied into the context or any event.
+SECRET_HEADERS = frozenset(
+    {"authorization", "x-api-key", "x-goog-api-key", "api-key", "cookie", "proxy-authorization"}
+)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is calling. Filled by an auth hook; anonymous when auth is off."""
+
+    account_id: Optional[str] = None
+    key_id: Optional[str] = None
+    session_id: Optional[str] = None
+    scope: str = "api"
+    models: Tuple[str, ...] = ("*",)
+    budget_micro_usd: Optional[int] = None
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+
+ANONYMOUS = Identity()
+
+
+class Extensions:
+    """Typed values shared between stages of one request, keyed by their type."""
+
+    def __init__(self) -> None:
+        self._values: Dict[type, Any] = {}
+
+    def put(self, value: Any) -> None:
+        self._values[type(value)] = value
+
+    def get(self, kind: Type[T]) -> Optional[T]:
+        return self._values.get(kind)
+
+    def __contains__(self, kind: type) -> bool:
+        return kind in self._values
+
+
+class PipelineContext:
+    """State of one request as it moves through the stages.
+
+    The prompt may be replaced only during pre-request; after that it is
+    read-only so that routing, execution and settlement agree on what was sent.
+    """
+
+    def __init__(
+        self,
+        request_id: str,
+        inbound_protocol: str,
+        prompt: Prompt,
+        headers: Mapping[str, str],
+        identity: Identity = ANONYMOUS,
+        credential: Optional[str] = None,
+    ) -> None:
+        self.request_id = request_id
+        self.inbound_protocol = inbound_protocol
+        self._prompt = prompt
+        self.route = prompt.model
+        self.headers: Mapping[str, str] = {k.lower(): v for k, v in headers.items() if k.lower() not in SECRET_HEADERS}
+        # The caller's own credential (bearer token / x-api-key), for auth hooks
+        # only. Never logged, never copied into events or settlements.
+        self.credential = credential
+        self.identity = identity
+        self.chain: List[RoutingTarget] = []
+        self.target: Optional[RoutingTarget] = None
+        self.result: Any = None
+        self.metadata: Dict[str, Dict[str, Any]] = {}
+        self.extensions = Extensions()
+        self.started_at = time.time()
+        self.started_monotonic = time.monotonic()
+        self._prompt_locked = False
+
+    @property
+    def prompt(self) -> Prompt:
+        return self._prompt
+
+    def replace_prompt(self, prompt: Prompt) -> None:
+        if self._prompt_locked:
+            raise RuntimeError("the prompt is read-only after the pre-request stage")
+        self._prompt = prompt
+
+    def lock_prompt(self) -> None:
+        self._prompt_locked = True
+
+    def plugin_metadata(self, plugin_id: str) -> Dict[str, Any]:
+        """JSON-able metadata owned by one plugin; it reaches the settlement."""
+        return self.metadata.setdefault(str(plugin_id), {})
+
+    def elapsed_ms(self) -> float:
+        return (time.monotonic() - self.started_monotonic) * 1000.0

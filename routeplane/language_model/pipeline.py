@@ -1,0 +1,427 @@
+"""The language-model pipeline: pre-request → route → execute → stream → settle → observe."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+
+from ..errors import (
+    HookDenied,
+    InternalError,
+    InvalidUpstreamResponse,
+    NoTargetAvailable,
+    RouteplaneError,
+    StreamAborted,
+    UpstreamError,
+    merge_failures,
+)
+from ..hooks.language_model import (
+    DecisionKind,
+    ExecutionHook,
+    ObserveHook,
+    Outcome,
+    Phase,
+    PreRequestHook,
+    RouteHook,
+    SettlementRecorder,
+    StreamActionKind,
+    StreamHook,
+)
+from ..observers import ObserverDispatcher
+from .context import PipelineContext
+from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent
+from .executor import Executor
+from .routing import RoutingTable, RoutingTarget
+from .settlement import Attempt, Settlement, cost_micro_usd
+from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content
+from .types import Generation, StreamPart, Usage
+
+log = logging.getLogger("routeplane.pipeline")
+
+
+@dataclass(frozen=True)
+class LanguageModelHooks:
+    """Every registered hook, per stage, in registration order (with its plugin id)."""
+
+    pre_request: Tuple[Tuple[str, PreRequestHook], ...] = ()
+    route: Tuple[Tuple[str, RouteHook], ...] = ()
+    execution: Tuple[Tuple[str, ExecutionHook], ...] = ()
+    stream: Tuple[Tuple[str, StreamHook], ...] = ()
+    settlement: Tuple[Tuple[str, SettlementRecorder], ...] = ()
+    observe: Tuple[Tuple[str, ObserveHook], ...] = ()
+
+
+@dataclass
+class _Run:
+    """Mutable bookkeeping of one request inside the pipeline."""
+
+    ctx: PipelineContext
+    attempts: List[Attempt] = field(default_factory=list)
+    settled: bool = False
+    ttft_ms: Optional[float] = None
+
+
+class PipelineStream:
+    """The client-facing stream: canonical parts, settled exactly once on exhaustion or close()."""
+
+    def __init__(self, parts: Iterator[StreamPart], ctx: PipelineContext) -> None:
+        self._parts = parts
+        self.ctx = ctx
+
+    def __iter__(self) -> Iterator[StreamPart]:
+        return self._parts
+
+    def close(self) -> None:
+        close = getattr(self._parts, "close", None)
+        if close is not None:
+            close()
+
+
+class LanguageModelPipeline:
+    """Runs one request through the stages. No Flask here: tests drive it directly."""
+
+    def __init__(
+        self,
+        routing_table: RoutingTable,
+        executor: Executor,
+        hooks: LanguageModelHooks,
+        observers: ObserverDispatcher,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.routing_table = routing_table
+        self.executor = executor
+        self.hooks = hooks
+        self.observers = observers
+        self.settlement_errors = 0
+        self._clock = clock
+
+    # --- entry point -------------------------------------------------------
+
+    def run(self, ctx: PipelineContext) -> Union[Generation, PipelineStream]:
+        """Returns a Generation, or a PipelineStream when the prompt asked to stream.
+
+        Raises a RouteplaneError for every failure before the first byte; the
+        request is settled by then, unless a pre-request hook denied it.
+        """
+        run = _Run(ctx)
+        prompt = ctx.prompt
+        self.observers.emit_lazy(
+            "on_request_start",
+            lambda: RequestStartEvent(
+                ctx.request_id, ctx.inbound_protocol, ctx.route, prompt.stream, ctx.identity.account_id, ctx.started_at
+            ),
+        )
+        short_circuit = self._pre_request(run)
+        if short_circuit is not None:
+            return self._deliver_direct(run, short_circuit)
+        try:
+            chain = self._route(run)
+            if ctx.prompt.stream:
+                return self._execute_stream(run, chain)
+            return self._execute(run, chain)
+        except RouteplaneError as err:
+            self._settle_failure(run, err)
+            raise
+        except Exception as exc:  # a bug in a hook or codec: settle, log, 500
+            log.exception("request %s failed inside the pipeline", ctx.request_id)
+            err = InternalError()
+            self._settle_failure(run, err)
+            raise err from exc
+
+    # --- stages ------------------------------------------------------------
+
+    def _pre_request(self, run: _Run) -> Optional[Generation]:
+        ctx = run.ctx
+        try:
+            for plugin_id, hook in self.hooks.pre_request:
+                decision = hook.check(ctx)
+                if decision.kind is DecisionKind.DENY:
+                    reason = decision.reason
+                    assert reason is not None
+                    self._phase(ctx, Phase.PRE_REQUEST, ok=False)
+                    self._end_event(run, None, Usage(reported=False), None, Outcome.DENIED, reason.kind, reason.status)
+                    raise HookDenied(reason.message, status=reason.status, kind=reason.kind, retry_after=reason.retry_after)
+                if decision.kind is DecisionKind.RESPOND:
+                    self._phase(ctx, Phase.PRE_REQUEST)
+                    return decision.result
+        except RouteplaneError:
+            raise
+        except Exception as exc:
+            # Fail closed: a pre-request hook that crashes may have been an auth check.
+            log.exception("pre-request hook failed for request %s", ctx.request_id)
+            raise InternalError() from exc
+        finally:
+            ctx.lock_prompt()
+        self._phase(ctx, Phase.PRE_REQUEST)
+        return None
+
+    def _route(self, run: _Run) -> List[RoutingTarget]:
+        ctx = run.ctx
+        chain = self.routing_table.resolve(ctx.prompt.model)
+        for _plugin_id, hook in self.hooks.route:
+            chain = list(hook.resolve(list(chain), ctx))
+        ctx.chain = chain
+        self._phase(ctx, Phase.ROUTE)
+        if not chain:
+            raise NoTargetAvailable(f"No upstream target is available for model {ctx.prompt.model!r}.")
+        return chain
+
+    def _attempt(self, run: _Run, chain: List[RoutingTarget], call: Callable[[RoutingTarget], Any]) -> Any:
+        """Call targets in order until one succeeds; fallback rules live here."""
+        ctx = run.ctx
+        errors: List[UpstreamError] = []
+        for hop, target in enumerate(chain):
+            ctx.target = target
+            self.observers.emit_lazy(
+                "on_hop_start", lambda: HopEvent(ctx.request_id, hop, target.provider, target.model, target.protocol)
+            )
+            t0 = self._clock()
+            try:
+                result = call(target)
+            except UpstreamError as err:
+                latency = (self._clock() - t0) * 1000.0
+                self._record_attempt(run, hop, target, latency, err)
+                errors.append(err)
+                may_continue = err.retriable and hop + 1 < len(chain)
+                for _pid, hook in self.hooks.execution:
+                    decision = hook.on_failure(ctx, err)
+                    if not decision.try_next:
+                        may_continue = False
+                        if decision.error is not None:
+                            raise decision.error from err
+                if not may_continue:
+                    if not err.retriable:
+                        raise
+                    raise merge_failures(errors) from err
+                continue
+            latency = (self._clock() - t0) * 1000.0
+            self._record_attempt(run, hop, target, latency, None)
+            for _pid, hook in self.hooks.execution:
+                hook.on_success(ctx, result)
+            return result
+        raise NoTargetAvailable("No upstream target is available.")  # empty chain guarded in _route
+
+    def _record_attempt(
+        self, run: _Run, hop: int, target: RoutingTarget, latency: float, err: Optional[UpstreamError]
+    ) -> None:
+        attempt = Attempt(
+            provider=target.provider,
+            model=target.model,
+            protocol=target.protocol,
+            ok=err is None,
+            latency_ms=round(latency, 3),
+            status=(err.upstream_status or err.status) if err else 200,
+            error_type=type(err).__name__ if err else None,
+            error=err.message[:300] if err else None,
+        )
+        run.attempts.append(attempt)
+        rid = run.ctx.request_id
+        self.observers.emit_lazy(
+            "on_hop_end",
+            lambda: HopEvent(
+                rid, hop, target.provider, target.model, target.protocol, err is None, attempt.latency_ms,
+                attempt.status, attempt.error_type,
+            ),
+        )
+
+    def _execute(self, run: _Run, chain: List[RoutingTarget]) -> Generation:
+        ctx = run.ctx
+        gen: Generation = self._attempt(run, chain, lambda t: self.executor.complete(t, ctx.prompt, ctx))
+        ctx.result = gen
+        self._phase(ctx, Phase.EXECUTE)
+        self._settle(run, gen.usage, Outcome.SUCCESS, None, 200)
+        return gen
+
+    def _execute_stream(self, run: _Run, chain: List[RoutingTarget]) -> PipelineStream:
+        ctx = run.ctx
+
+        def open_stream(target: RoutingTarget) -> Tuple[StreamPart, Iterator[StreamPart]]:
+            upstream = iter(self.executor.stream(target, ctx.prompt, ctx))
+            try:
+                # Pull the first part before answering: a failure this early can
+                # still fall back, and an upstream 429 stays a 429.
+                first = next(upstream)
+            except StopIteration:
+                raise InvalidUpstreamResponse(
+                    f"{target.provider} ended the stream before sending anything", provider=target.provider
+                ) from None
+            except BaseException:
+                _close(upstream)
+                raise
+            return first, upstream
+
+        first, upstream = self._attempt(run, chain, open_stream)
+        self._phase(ctx, Phase.EXECUTE)
+        return PipelineStream(self._stream(run, first, upstream), ctx)
+
+    def _stream(self, run: _Run, first: StreamPart, upstream: Iterator[StreamPart]) -> Iterator[StreamPart]:
+        ctx = run.ctx
+        acc = GenerationAccumulator()
+        outcome = Outcome.SUCCESS
+        error: Optional[RouteplaneError] = None
+        hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
+        observing = self.observers.active
+        try:
+            for part in _prepend(first, upstream):
+                for out in self._apply_stream_hooks(ctx, hooks, part):
+                    acc.add(out)
+                    if run.ttft_ms is None and is_content(out):
+                        run.ttft_ms = ctx.elapsed_ms()
+                    if observing:
+                        self.observers.emit("on_stream_part", StreamPartEvent(ctx.request_id, out, ctx.elapsed_ms()))
+                    yield out
+        except GeneratorExit:
+            outcome = Outcome.CLIENT_DISCONNECTED
+            raise
+        except StreamAborted as err:
+            outcome, error = Outcome.ABORTED, err
+            raise
+        except RouteplaneError as err:
+            outcome, error = Outcome.UPSTREAM_ERROR, err
+            raise
+        except Exception as exc:
+            log.exception("stream of request %s failed", ctx.request_id)
+            outcome, error = Outcome.ERROR, InternalError()
+            raise error from exc
+        finally:
+            _close(upstream)
+            for _h, _i in hooks:
+                try:
+                    _h.on_stream_end(ctx, outcome)
+                except Exception:
+                    log.exception("stream hook on_stream_end failed for request %s", ctx.request_id)
+            usage = acc.usage
+            if usage is None or (not usage.reported and usage.total_output == 0):
+                usage = estimate_usage(ctx.prompt, acc.output_chars)
+            ctx.result = acc.generation()
+            self._phase(ctx, Phase.STREAM, ok=outcome is Outcome.SUCCESS)
+            status = 200 if error is None else error.status
+            self._settle(run, usage, outcome, _error_type(error), status)
+
+    def _apply_stream_hooks(self, ctx: PipelineContext, hooks: list, part: StreamPart) -> List[StreamPart]:
+        parts = [part]
+        for hook, interest in hooks:
+            nxt: List[StreamPart] = []
+            for p in parts:
+                if not (interest & interest_of(p)):
+                    nxt.append(p)
+                    continue
+                action = hook.on_part(ctx, p)
+                if action.kind is StreamActionKind.PASS:
+                    nxt.append(p)
+                elif action.kind is StreamActionKind.REPLACE:
+                    nxt.extend(action.parts)
+                elif action.kind is StreamActionKind.ABORT:
+                    err = action.error
+                    if not isinstance(err, StreamAborted):
+                        err = StreamAborted(
+                            err.message if err else "The stream was stopped by a policy.",
+                            status=err.status if err else 400,
+                            kind=err.kind if err else "guardrail",
+                        )
+                    raise err
+            parts = nxt
+        return parts
+
+    def _deliver_direct(self, run: _Run, gen: Generation) -> Union[Generation, PipelineStream]:
+        """A pre-request hook answered: no upstream, but settle and observe as usual."""
+        ctx = run.ctx
+        ctx.result = gen
+        if not ctx.prompt.stream:
+            self._settle(run, gen.usage, Outcome.SUCCESS, None, 200)
+            return gen
+        parts = generation_to_parts(gen)
+        first = next(parts)
+        return PipelineStream(self._stream(run, first, parts), ctx)
+
+    # --- settle and observe ------------------------------------------------
+
+    def _settle_failure(self, run: _Run, err: RouteplaneError) -> None:
+        self._settle(run, Usage(reported=False), Outcome.UPSTREAM_ERROR if isinstance(err, UpstreamError) else Outcome.ERROR,
+                     _error_type(err), err.status)
+
+    def _settle(self, run: _Run, usage: Usage, outcome: Outcome, error_type: Optional[str], status: int) -> None:
+        if run.settled:
+            return
+        run.settled = True
+        ctx = run.ctx
+        target = ctx.target
+        cost = cost_micro_usd(usage, target.prices) if target is not None else None
+        if target is None and usage.total == 0:
+            cost = 0  # nothing was called, nothing to pay
+        settlement = Settlement(
+            request_id=ctx.request_id,
+            started_at=ctx.started_at,
+            inbound_protocol=ctx.inbound_protocol,
+            route=ctx.route,
+            streamed=ctx.prompt.stream,
+            outcome=outcome.value,
+            provider=target.provider if target else None,
+            model=target.model if target else None,
+            account_id=ctx.identity.account_id,
+            session_id=ctx.identity.session_id,
+            usage=usage,
+            cost_micro_usd=cost,
+            latency_ms=round(ctx.elapsed_ms(), 3),
+            ttft_ms=round(run.ttft_ms, 3) if run.ttft_ms is not None else None,
+            attempts=tuple(run.attempts),
+            error_type=error_type,
+            status=status,
+            metadata={k: dict(v) for k, v in ctx.metadata.items()},
+        )
+        for _pid, recorder in self.hooks.settlement:
+            try:
+                recorder.record(settlement)
+            except Exception:
+                self.settlement_errors += 1
+                log.exception("settlement recorder %s failed for request %s", type(recorder).__name__, ctx.request_id)
+        self._phase(ctx, Phase.SETTLE)
+        self._end_event(run, target, usage, cost, outcome, error_type, status)
+
+    def _end_event(self, run: _Run, target: Optional[RoutingTarget], usage: Usage, cost: Optional[int],
+                   outcome: Outcome, error_type: Optional[str], status: int) -> None:
+        ctx = run.ctx
+        self.observers.emit_lazy(
+            "on_request_end",
+            lambda: RequestEndEvent(
+                request_id=ctx.request_id,
+                inbound_protocol=ctx.inbound_protocol,
+                route=ctx.route,
+                provider=target.provider if target else None,
+                model=target.model if target else None,
+                account_id=ctx.identity.account_id,
+                streamed=ctx.prompt.stream,
+                latency_ms=round(ctx.elapsed_ms(), 3),
+                ttft_ms=run.ttft_ms,
+                usage=usage,
+                cost_micro_usd=cost,
+                success=outcome is Outcome.SUCCESS,
+                outcome=outcome.value,
+                error_type=error_type,
+                status=status,
+                attempts=tuple(run.attempts),
+            ),
+        )
+
+    def _phase(self, ctx: PipelineContext, phase: Phase, ok: bool = True) -> None:
+        self.observers.emit_lazy("after_phase", lambda: PhaseEvent(ctx.request_id, phase, ctx.elapsed_ms(), ok))
+
+
+def _error_type(err: Optional[RouteplaneError]) -> Optional[str]:
+    return None if err is None else err.kind
+
+
+def _prepend(first: StreamPart, rest: Iterator[StreamPart]) -> Iterator[StreamPart]:
+    yield first
+    yield from rest
+
+
+def _close(it: Any) -> None:
+    close = getattr(it, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception:
+            log.debug("closing an upstream stream failed", exc_info=True)

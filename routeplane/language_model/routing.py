@@ -1,0 +1,146 @@
+"""Routing: virtual model names to ordered chains of provider targets."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from ..errors import ModelNotFound
+
+PROTOCOLS = ("openai_chat", "openai_responses", "anthropic_messages", "gemini", "mock")
+STRATEGIES = ("priority", "round_robin", "weighted")
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens; None means unknown (cost recorded as unknown, never zero)."""
+
+    input: Optional[float] = None
+    cache_read: Optional[float] = None
+    cache_write: Optional[float] = None
+    output: Optional[float] = None
+    reasoning: Optional[float] = None  # billed as output when unset
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 10.0
+    read: float = 300.0  # idle time between bytes, guards a stalled stream
+    total: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class RoutingTarget:
+    """One concrete upstream call: a provider, its wire and a model id."""
+
+    provider: str
+    model: str
+    protocol: str
+    base_url: Optional[str] = None
+    api_key: Optional[str] = field(default=None, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    timeouts: Timeouts = Timeouts()
+    prices: Prices = Prices()
+    weight: float = 1.0
+    confidential: bool = False
+    options: Mapping[str, object] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    def replace(self, **changes) -> "RoutingTarget":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    targets: Tuple[RoutingTarget, ...]
+    strategy: str = "priority"
+
+
+class RoutingTable:
+    """Resolves a client's model name to an ordered chain (head first, the rest fallbacks)."""
+
+    def resolve(self, model: str) -> List[RoutingTarget]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def routes(self) -> Sequence[Route]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def provider_models(self) -> Sequence[RoutingTarget]:
+        return ()
+
+
+class StaticRoutingTable(RoutingTable):
+    """Routes declared up front, plus `provider:model` direct routing.
+
+    Round-robin rotation state is per table instance, so per worker process:
+    consistent within a worker, which is all a WSGI deployment can promise
+    without a shared store on the hot path.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route] = (),
+        providers: Optional[Mapping[str, RoutingTarget]] = None,
+        rng: Optional[random.Random] = None,
+    ) -> None:
+        self._routes: Dict[str, Route] = {r.name: r for r in routes}
+        # Provider templates for direct routing: a RoutingTarget with an empty model.
+        self._providers: Dict[str, RoutingTarget] = dict(providers or {})
+        self._counters: Dict[str, "itertools.count[int]"] = {name: itertools.count() for name in self._routes}
+        self._lock = threading.Lock()
+        self._rng = rng or random.Random()
+
+    def routes(self) -> Sequence[Route]:
+        return tuple(self._routes.values())
+
+    def providers(self) -> Mapping[str, RoutingTarget]:
+        return dict(self._providers)
+
+    def provider_models(self) -> Sequence[RoutingTarget]:
+        return tuple(t for r in self._routes.values() for t in r.targets)
+
+    def resolve(self, model: str) -> List[RoutingTarget]:
+        route = self._routes.get(model)
+        if route is not None:
+            return self._order(route)
+        provider, sep, model_id = model.partition(":")
+        if sep and model_id and provider in self._providers:
+            return [self._providers[provider].replace(model=model_id)]
+        raise ModelNotFound(model)
+
+    def _order(self, route: Route) -> List[RoutingTarget]:
+        targets = list(route.targets)
+        if len(targets) < 2 or route.strategy == "priority":
+            return targets
+        if route.strategy == "round_robin":
+            with self._lock:
+                n = next(self._counters[route.name])
+            head = n % len(targets)
+            return targets[head:] + targets[:head]
+        # weighted: draw the head by weight, then the rest by weight without replacement
+        ordered: List[RoutingTarget] = []
+        pool = targets[:]
+        while pool:
+            total = sum(max(t.weight, 0.0) for t in pool)
+            if total <= 0:
+                ordered.extend(pool)
+                break
+            with self._lock:
+                x = self._rng.uniform(0, total)
+            acc = 0.0
+            for i, t in enumerate(pool):
+                acc += max(t.weight, 0.0)
+                if x <= acc:
+                    ordered.append(pool.pop(i))
+                    break
+            else:  # float rounding at the top end
+                ordered.append(pool.pop())
+        return ordered

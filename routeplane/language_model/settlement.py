@@ -1,0 +1,68 @@
+"""The immutable settlement of a request, and cost in micro-USD from token buckets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple
+
+from .routing import Prices
+from .types import Usage
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One upstream attempt, in order; the last successful one served the request."""
+
+    provider: str
+    model: str
+    protocol: str
+    ok: bool
+    latency_ms: float
+    status: Optional[int] = None
+    error_type: Optional[str] = None
+    error: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    request_id: str
+    started_at: float  # unix seconds
+    inbound_protocol: str
+    route: str  # the model name the client asked for
+    streamed: bool
+    outcome: str  # an Outcome value
+    provider: Optional[str] = None
+    model: Optional[str] = None  # upstream model id
+    account_id: Optional[str] = None
+    session_id: Optional[str] = None
+    usage: Usage = Usage(reported=False)
+    cost_micro_usd: Optional[int] = None  # None = unknown price, never a silent zero
+    latency_ms: float = 0.0
+    ttft_ms: Optional[float] = None
+    attempts: Tuple[Attempt, ...] = ()
+    error_type: Optional[str] = None
+    status: int = 200
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+
+def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
+    """Cost of the usage in micro-USD, or None if any used bucket has no price.
+
+    Prices are USD per million tokens, so tokens × price is micro-USD exactly.
+    Cache buckets fall back to the input price only when the provider has no
+    separate cache price; reasoning is billed as output unless priced.
+    """
+    buckets = (
+        (usage.input_tokens, prices.input),
+        (usage.cache_read_tokens, prices.cache_read if prices.cache_read is not None else prices.input),
+        (usage.cache_write_tokens, prices.cache_write if prices.cache_write is not None else prices.input),
+        (usage.output_tokens, prices.output),
+        (usage.reasoning_tokens, prices.reasoning if prices.reasoning is not None else prices.output),
+    )
+    total = 0.0
+    for tokens, price in buckets:
+        if tokens:
+            if price is None:
+                return None
+            total += tokens * price
+    return int(round(total))

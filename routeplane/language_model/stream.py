@@ -1,0 +1,189 @@
+"""Helpers over canonical stream parts: accumulate into a Generation, explode a Generation."""
+
+from __future__ import annotations
+
+import json
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from ..hooks.language_model import StreamInterest
+from .types import (
+    ContentPart,
+    Finish,
+    FinishReason,
+    Generation,
+    Prompt,
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningPart,
+    ReasoningStart,
+    ResponseStart,
+    StreamPart,
+    TextDelta,
+    TextEnd,
+    TextPart,
+    TextStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallPart,
+    ToolCallStart,
+    ToolResultPart,
+    Usage,
+    UsageUpdate,
+)
+
+_INTEREST = {
+    ResponseStart: StreamInterest.LIFECYCLE,
+    Finish: StreamInterest.LIFECYCLE,
+    TextStart: StreamInterest.TEXT,
+    TextDelta: StreamInterest.TEXT,
+    TextEnd: StreamInterest.TEXT,
+    ReasoningStart: StreamInterest.REASONING,
+    ReasoningDelta: StreamInterest.REASONING,
+    ReasoningEnd: StreamInterest.REASONING,
+    ToolCallStart: StreamInterest.TOOL_CALLS,
+    ToolCallDelta: StreamInterest.TOOL_CALLS,
+    ToolCallEnd: StreamInterest.TOOL_CALLS,
+    UsageUpdate: StreamInterest.USAGE,
+}
+
+
+def interest_of(part: StreamPart) -> StreamInterest:
+    return _INTEREST.get(type(part), StreamInterest.LIFECYCLE)
+
+
+def is_content(part: StreamPart) -> bool:
+    """A part that carries output a person sees (marks time to first token)."""
+    return isinstance(part, (TextDelta, ReasoningDelta, ToolCallStart))
+
+
+class GenerationAccumulator:
+    """Folds a stream of parts into the Generation it describes."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.model = ""
+        self.created = 0
+        self.usage: Optional[Usage] = None
+        self.finish: Optional[Finish] = None
+        self._blocks: Dict[int, dict] = {}
+        self._order: List[int] = []
+        self.output_chars = 0
+
+    def add(self, part: StreamPart) -> None:
+        if isinstance(part, ResponseStart):
+            self.id, self.model, self.created = part.id, part.model, part.created
+            if part.usage is not None:
+                self.usage = part.usage
+        elif isinstance(part, TextStart):
+            self._open(part.index, {"kind": "text", "text": []})
+        elif isinstance(part, TextDelta):
+            self._open(part.index, {"kind": "text", "text": []})["text"].append(part.text)
+            self.output_chars += len(part.text)
+        elif isinstance(part, ReasoningStart):
+            self._open(part.index, {"kind": "reasoning", "text": [], "provider": part.provider, "redacted": part.redacted})
+        elif isinstance(part, ReasoningDelta):
+            b = self._open(part.index, {"kind": "reasoning", "text": [], "provider": None, "redacted": None})
+            b["text"].append(part.text)
+            if part.signature:
+                b["signature"] = b.get("signature", "") + part.signature
+            self.output_chars += len(part.text)
+        elif isinstance(part, ReasoningEnd):
+            if part.signature and part.index in self._blocks:
+                self._blocks[part.index]["signature"] = part.signature
+        elif isinstance(part, ToolCallStart):
+            self._open(part.index, {"kind": "tool", "id": part.id, "name": part.name, "args": [], "signature": part.signature})
+            self.output_chars += len(part.name)
+        elif isinstance(part, ToolCallDelta):
+            b = self._blocks.get(part.index)
+            if b is not None and b["kind"] == "tool":
+                b["args"].append(part.arguments)
+                self.output_chars += len(part.arguments)
+        elif isinstance(part, UsageUpdate):
+            self.usage = part.usage
+        elif isinstance(part, Finish):
+            self.finish = part
+
+    def _open(self, index: int, block: dict) -> dict:
+        if index not in self._blocks:
+            self._blocks[index] = block
+            self._order.append(index)
+        return self._blocks[index]
+
+    def parts(self) -> Tuple[ContentPart, ...]:
+        out: List[ContentPart] = []
+        for i in self._order:
+            b = self._blocks[i]
+            if b["kind"] == "text":
+                out.append(TextPart("".join(b["text"])))
+            elif b["kind"] == "reasoning":
+                out.append(
+                    ReasoningPart("".join(b["text"]), b.get("signature"), b.get("redacted"), b.get("provider"))
+                )
+            else:
+                out.append(ToolCallPart(b["id"], b["name"], "".join(b["args"]) or "{}", b.get("signature")))
+        return tuple(out)
+
+    def generation(self) -> Generation:
+        parts = self.parts()
+        reason = self.finish.reason if self.finish else FinishReason.STOP
+        return Generation(
+            id=self.id,
+            model=self.model,
+            parts=parts,
+            finish_reason=reason,
+            usage=self.usage or Usage(reported=False),
+            created=self.created,
+            stop_sequence=self.finish.stop_sequence if self.finish else None,
+        )
+
+
+def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
+    """Explode a complete Generation into the stream it would have been."""
+    yield ResponseStart(gen.id, gen.model, gen.created)
+    for i, p in enumerate(gen.parts):
+        if isinstance(p, TextPart):
+            yield TextStart(i)
+            if p.text:
+                yield TextDelta(i, p.text)
+            yield TextEnd(i)
+        elif isinstance(p, ReasoningPart):
+            yield ReasoningStart(i, p.provider, p.redacted)
+            if p.text:
+                yield ReasoningDelta(i, p.text)
+            yield ReasoningEnd(i, p.signature)
+        elif isinstance(p, ToolCallPart):
+            yield ToolCallStart(i, p.id, p.name, p.signature)
+            yield ToolCallDelta(i, p.arguments)
+            yield ToolCallEnd(i)
+    yield UsageUpdate(gen.usage)
+    yield Finish(gen.finish_reason, gen.stop_sequence)
+
+
+def estimate_tokens(text: str) -> int:
+    """A documented rough estimate (4 characters a token), used only when usage is missing."""
+    return (len(text) + 3) // 4 if text else 0
+
+
+def prompt_text(prompt: Prompt) -> str:
+    chunks: List[str] = [prompt.system_text()]
+    for m in prompt.messages:
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                chunks.append(p.text)
+            elif isinstance(p, ToolCallPart):
+                chunks.append(p.name + p.arguments)
+            elif isinstance(p, ToolResultPart):
+                chunks.append(p.text())
+            elif isinstance(p, ReasoningPart):
+                chunks.append(p.text)
+    for t in prompt.tools:
+        chunks.append(t.name + (t.description or "") + json.dumps(t.parameters))
+    return "".join(chunks)
+
+
+def estimate_usage(prompt: Prompt, output_chars: int) -> Usage:
+    return Usage(
+        input_tokens=max(1, estimate_tokens(prompt_text(prompt))),
+        output_tokens=(output_chars + 3) // 4,
+        reported=False,
+    )

@@ -1,0 +1,322 @@
+"""The canonical model every wire codec maps to and from (hub-and-spoke translation)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping, Optional, Tuple, Union
+
+
+class Role(str, Enum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    # One message per batch of tool results; codecs that fold results into a
+    # user turn (Anthropic, Gemini) do so when encoding.
+    TOOL = "tool"
+
+
+class FinishReason(str, Enum):
+    STOP = "stop"
+    STOP_SEQUENCE = "stop_sequence"
+    LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
+    PAUSE = "pause"
+    OTHER = "other"
+
+
+# --- content parts ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TextPart:
+    text: str
+    # Anthropic prompt-caching marker, kept verbatim on the Anthropic wire.
+    cache_control: Optional[Mapping[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """An image by URL or inline base64 data (exactly one of url/data)."""
+
+    url: Optional[str] = None
+    data: Optional[str] = None
+    media_type: Optional[str] = None
+    detail: Optional[str] = None
+    cache_control: Optional[Mapping[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class FilePart:
+    """A document: an uploaded file id, a URL or inline base64 data."""
+
+    file_id: Optional[str] = None
+    url: Optional[str] = None
+    data: Optional[str] = None
+    media_type: Optional[str] = None
+    filename: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ToolCallPart:
+    id: str
+    name: str
+    # Always JSON text, as OpenAI carries it; object-shaped wires parse it.
+    arguments: str = "{}"
+    # Gemini thought signature or similar provider-bound opaque value.
+    signature: Optional[str] = None
+    signature_provider: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ToolResultPart:
+    tool_call_id: str
+    content: Tuple["ContentPart", ...] = ()
+    is_error: bool = False
+    # Gemini needs the function name on a result; codecs fill it from history.
+    name: Optional[str] = None
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.content if isinstance(p, TextPart))
+
+
+@dataclass(frozen=True)
+class ReasoningPart:
+    """Model reasoning. A signature is only valid for the provider that made it."""
+
+    text: str = ""
+    signature: Optional[str] = None
+    # Anthropic redacted_thinking payload (opaque, must round-trip verbatim).
+    redacted: Optional[str] = None
+    # Wire that produced the signature ("anthropic_messages", "gemini", ...).
+    provider: Optional[str] = None
+
+
+ContentPart = Union[TextPart, ImagePart, FilePart, ToolCallPart, ToolResultPart, ReasoningPart]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Role
+    parts: Tuple[ContentPart, ...]
+    name: Optional[str] = None
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+
+# --- request ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: Optional[str] = None
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: Optional[bool] = None
+    cache_control: Optional[Mapping[str, Any]] = None
+
+
+@dataclass(frozen=True)
+class ToolChoice:
+    """mode: auto | none | required | tool (then `name` is set)."""
+
+    mode: str = "auto"
+    name: Optional[str] = None
+    parallel: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """type: text | json_object | json_schema."""
+
+    type: str = "text"
+    name: Optional[str] = None
+    schema: Optional[Mapping[str, Any]] = None
+    strict: Optional[bool] = None
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_tokens: Optional[int] = None
+    temperature: Optional[float] = None
+    top_p: Optional[float] = None
+    top_k: Optional[int] = None
+    stop: Tuple[str, ...] = ()
+    seed: Optional[int] = None
+    presence_penalty: Optional[float] = None
+    frequency_penalty: Optional[float] = None
+    reasoning_effort: Optional[str] = None
+    reasoning_budget: Optional[int] = None
+    user: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Prompt:
+    model: str
+    messages: Tuple[Message, ...]
+    system: Tuple[TextPart, ...] = ()
+    tools: Tuple[Tool, ...] = ()
+    tool_choice: Optional[ToolChoice] = None
+    response_format: Optional[ResponseFormat] = None
+    params: GenerationParams = GenerationParams()
+    stream: bool = False
+    # The client asked for usage on its stream (OpenAI stream_options.include_usage).
+    include_usage: bool = False
+    # Fields of the inbound wire the canonical model does not carry; forwarded
+    # only to an upstream that speaks the same wire (same-wire round trip).
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    extras_protocol: Optional[str] = None
+
+    def system_text(self) -> str:
+        return "\n\n".join(p.text for p in self.system)
+
+    def replace(self, **changes: Any) -> "Prompt":
+        return dataclasses.replace(self, **changes)
+
+
+# --- response --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Disjoint token buckets; `total_input`/`total_output` recombine them."""
+
+    input_tokens: int = 0  # uncached input
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0  # visible output (text, tool calls)
+    reasoning_tokens: int = 0
+    reported: bool = True  # False when estimated locally
+    raw: Optional[Mapping[str, Any]] = None
+
+    @property
+    def total_input(self) -> int:
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def total_output(self) -> int:
+        return self.output_tokens + self.reasoning_tokens
+
+    @property
+    def total(self) -> int:
+        return self.total_input + self.total_output
+
+
+@dataclass(frozen=True)
+class Generation:
+    id: str
+    model: str
+    parts: Tuple[ContentPart, ...]
+    finish_reason: FinishReason = FinishReason.STOP
+    usage: Usage = Usage(reported=False)
+    created: int = 0
+    stop_sequence: Optional[str] = None
+    # Fields of the upstream wire kept for a same-wire client (e.g. system_fingerprint).
+    extras: Mapping[str, Any] = field(default_factory=dict)
+    extras_protocol: Optional[str] = None
+
+    def text(self) -> str:
+        return "".join(p.text for p in self.parts if isinstance(p, TextPart))
+
+    def tool_calls(self) -> Tuple[ToolCallPart, ...]:
+        return tuple(p for p in self.parts if isinstance(p, ToolCallPart))
+
+
+# --- stream parts ----------------------------------------------------------
+# `index` is the position of the content block in the output, shared by the
+# start/delta/end markers of one block.
+
+
+@dataclass(frozen=True)
+class ResponseStart:
+    id: str
+    model: str
+    created: int = 0
+    # Input usage known up front (Anthropic message_start); may be refined later.
+    usage: Optional[Usage] = None
+
+
+@dataclass(frozen=True)
+class TextStart:
+    index: int
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class TextEnd:
+    index: int
+
+
+@dataclass(frozen=True)
+class ReasoningStart:
+    index: int
+    provider: Optional[str] = None
+    redacted: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ReasoningDelta:
+    index: int
+    text: str = ""
+    signature: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ReasoningEnd:
+    index: int
+    signature: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ToolCallStart:
+    index: int
+    id: str
+    name: str
+    signature: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    index: int
+    arguments: str
+
+
+@dataclass(frozen=True)
+class ToolCallEnd:
+    index: int
+
+
+@dataclass(frozen=True)
+class UsageUpdate:
+    """Cumulative usage so far; the last one seen wins."""
+
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: FinishReason
+    stop_sequence: Optional[str] = None
+
+
+StreamPart = Union[
+    ResponseStart,
+    TextStart,
+    TextDelta,
+    TextEnd,
+    ReasoningStart,
+    ReasoningDelta,
+    ReasoningEnd,
+    ToolCallStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    UsageUpdate,
+    Finish,
+]

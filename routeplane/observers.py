@@ -1,0 +1,109 @@
+"""Fan-out of frozen events to observers on a bounded thread pool (or inline in tests)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from typing import Any, Callable, List, Optional, Sequence, Tuple
+
+log = logging.getLogger("routeplane.observers")
+
+
+class ObserverDispatcher:
+    """Delivers `(method name, event)` to every observer without blocking the request.
+
+    Threads start lazily and are re-created after a fork (gunicorn forks
+    workers after the app is built; threads do not survive a fork). A full
+    queue drops the event and counts it: observers may lose events under
+    overload, requests never wait for them.
+    """
+
+    def __init__(
+        self,
+        observers: Sequence[Any],
+        *,
+        workers: int = 2,
+        max_queue: int = 10_000,
+        inline: bool = False,
+    ) -> None:
+        self._observers: Tuple[Any, ...] = tuple(observers)
+        self._workers = max(1, workers)
+        self._max_queue = max_queue
+        self.inline = inline
+        self._queue: Optional["queue.Queue[Tuple[str, Any]]"] = None
+        self._pid: Optional[int] = None
+        self._lock = threading.Lock()
+        self.dropped = 0
+        self.errors = 0
+        self.delivered = 0
+
+    @property
+    def active(self) -> bool:
+        return bool(self._observers)
+
+    def emit(self, method: str, event: Any) -> None:
+        if not self._observers:
+            return
+        if self.inline:
+            self._deliver(method, event)
+            return
+        q = self._ensure_started()
+        try:
+            q.put_nowait((method, event))
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+
+    def emit_lazy(self, method: str, make_event: Callable[[], Any]) -> None:
+        if self._observers:
+            self.emit(method, make_event())
+
+    def drain(self, timeout: float = 5.0) -> None:
+        """Wait until queued events were delivered (for tests and shutdown)."""
+        q = self._queue
+        if q is None or self._pid != os.getpid():
+            return
+        done = threading.Event()
+
+        def waiter() -> None:
+            q.join()
+            done.set()
+
+        threading.Thread(target=waiter, daemon=True).start()
+        done.wait(timeout)
+
+    def _ensure_started(self) -> "queue.Queue[Tuple[str, Any]]":
+        pid = os.getpid()
+        if self._queue is not None and self._pid == pid:
+            return self._queue
+        with self._lock:
+            if self._queue is None or self._pid != pid:
+                q: "queue.Queue[Tuple[str, Any]]" = queue.Queue(self._max_queue)
+                threads: List[threading.Thread] = []
+                for i in range(self._workers):
+                    t = threading.Thread(target=self._run, args=(q,), name=f"routeplane-observer-{i}", daemon=True)
+                    t.start()
+                    threads.append(t)
+                self._queue, self._pid = q, pid
+        return self._queue
+
+    def _run(self, q: "queue.Queue[Tuple[str, Any]]") -> None:
+        while True:
+            method, event = q.get()
+            try:
+                self._deliver(method, event)
+            finally:
+                q.task_done()
+
+    def _deliver(self, method: str, event: Any) -> None:
+        for observer in self._observers:
+            try:
+                getattr(observer, method)(event)
+            except Exception:  # an observer can never break a request
+                with self._lock:
+                    self.errors += 1
+                log.exception("observer %s.%s failed", type(observer).__name__, method)
+        with self._lock:
+            self.delivered += 1

@@ -1,0 +1,20 @@
+"""Pure wire codecs (no I/O, no Flask), one per protocol, plus SSE parsing and framing."""
+
+from __future__ import annotations
+
+from typing import Dict
+
+from .base import ClientCodec, ProviderCodec
+
+
+def provider_codecs() -> Dict[str, ProviderCodec]:
+    """Every outbound codec by protocol name (imported lazily: no import-time work)."""
+    from . import openai_chat
+
+    return {openai_chat.PROTOCOL: openai_chat.PROVIDER}
+
+
+def client_codecs() -> Dict[str, ClientCodec]:
+    from . import openai_chat
+
+    return {openai_chat.PROTOCOL: openai_chat.CLIENT}

@@ -1,0 +1,231 @@
+"""The codec interfaces every wire implements, and helpers shared by all of them."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import re
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Dict, List, Mapping, Optional
+
+from ..errors import (
+    InvalidRequest,
+    InvalidUpstreamResponse,
+    RouteplaneError,
+    UpstreamError,
+    UpstreamStatusError,
+)
+from ..language_model.routing import RoutingTarget
+from ..language_model.types import Generation, Prompt, StreamPart
+from .sse import SSEEvent
+
+# --- client side (inbound) -------------------------------------------------
+
+
+class StreamEncoder(ABC):
+    """Turns canonical parts into the client's SSE frames, as a state machine."""
+
+    @abstractmethod
+    def encode(self, part: StreamPart) -> bytes: ...
+
+    @abstractmethod
+    def close(self) -> bytes:
+        """Trailing frames after the last part of a successful stream."""
+
+    @abstractmethod
+    def error(self, err: RouteplaneError) -> bytes:
+        """The wire's in-stream error frame (after HTTP 200 went out)."""
+
+
+class ClientCodec(ABC):
+    protocol: str
+
+    @abstractmethod
+    def decode_request(self, body: Any) -> Prompt: ...
+
+    @abstractmethod
+    def encode_response(self, gen: Generation, prompt: Prompt) -> Dict[str, Any]: ...
+
+    @abstractmethod
+    def stream_encoder(self, prompt: Prompt) -> StreamEncoder: ...
+
+    @abstractmethod
+    def error_body(self, err: RouteplaneError) -> Dict[str, Any]: ...
+
+
+# --- provider side (outbound) ----------------------------------------------
+
+
+class StreamDecoder(ABC):
+    """Turns the provider's SSE events into canonical parts, as a state machine."""
+
+    @abstractmethod
+    def feed(self, event: SSEEvent) -> List[StreamPart]: ...
+
+    @abstractmethod
+    def finish(self) -> List[StreamPart]:
+        """End of the byte stream: closes open blocks, or raises if the wire's terminator never came."""
+
+
+class ProviderCodec(ABC):
+    protocol: str
+
+    @abstractmethod
+    def url(self, target: RoutingTarget, stream: bool) -> str: ...
+
+    @abstractmethod
+    def headers(self, target: RoutingTarget) -> Dict[str, str]: ...
+
+    @abstractmethod
+    def encode_request(self, prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]: ...
+
+    @abstractmethod
+    def decode_response(self, body: Any, target: RoutingTarget) -> Generation: ...
+
+    @abstractmethod
+    def stream_decoder(self, target: RoutingTarget) -> StreamDecoder: ...
+
+    def decode_error(self, status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget) -> UpstreamError:
+        return upstream_status_error(status, body, headers, target)
+
+
+# --- shared helpers --------------------------------------------------------
+
+RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
+
+
+def scrub(text: str, target: Optional[RoutingTarget] = None) -> str:
+    """Remove the target's key and anything key-shaped from a provider's message."""
+    if target is not None and target.api_key:
+        text = text.replace(target.api_key, "[redacted]")
+    return _KEYLIKE.sub("[redacted]", text)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: Optional[float] = None) -> Optional[float]:
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        if parsed is None:
+            return None
+        return max(0.0, parsed.timestamp() - (now if now is not None else time.time()))
+
+
+def error_message(body: bytes) -> Optional[str]:
+    """The human message from any of the four wires' error bodies."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]  # Gemini sometimes wraps errors in a list
+    if not isinstance(data, dict):
+        return None
+    err = data.get("error")
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return err["message"]
+    if isinstance(err, str):
+        return err
+    if isinstance(data.get("message"), str):
+        return data["message"]
+    return None
+
+
+def upstream_status_error(
+    status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget
+) -> UpstreamError:
+    raw = error_message(body) or body[:200].decode("utf-8", "replace").strip() or "no details"
+    message = f"{target.provider} returned HTTP {status}: {scrub(raw, target)}"
+    retry_after = retry_after_seconds(headers)
+    if status in (401, 403):
+        # The gateway's provider credential is wrong: the client's own key is fine.
+        return UpstreamStatusError(
+            f"{target.provider} rejected the gateway's credentials (HTTP {status}); check the provider's api_key.",
+            provider=target.provider, upstream_status=status, retriable=False, status=502, kind="upstream",
+        )
+    if status == 429:
+        return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
+                                   status=429, kind="rate_limit", retry_after=retry_after)
+    if status in (503, 529):
+        return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
+                                   status=503, kind="overloaded", retry_after=retry_after)
+    if status in (408, 504):
+        return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
+                                   status=504, kind="timeout")
+    if status >= 500:
+        return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
+                                   status=502, kind="upstream")
+    kind = {404: "not_found", 413: "request_too_large"}.get(status, "invalid_request")
+    return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=False,
+                               status=status if 400 <= status < 500 else 502, kind=kind)
+
+
+def load_json(body: bytes, target: RoutingTarget) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidUpstreamResponse(f"{target.provider} sent a response that is not JSON",
+                                      provider=target.provider) from exc
+
+
+def bad_upstream(target: RoutingTarget, what: str) -> InvalidUpstreamResponse:
+    return InvalidUpstreamResponse(f"{target.provider} sent an invalid response: {what}", provider=target.provider)
+
+
+# --- request validation helpers (inbound) ----------------------------------
+
+
+def expect(value: Any, types: Any, param: str, required: bool = False) -> Any:
+    """Check a field's JSON type; the error names the parameter."""
+    if value is None:
+        if required:
+            raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
+        return None
+    if isinstance(value, bool) and types in (int, float, (int, float)):
+        raise InvalidRequest(f"Invalid type for '{param}': expected a number, got a boolean.", param=param,
+                             code="invalid_type")
+    if not isinstance(value, types):
+        expected = _type_name(types)
+        raise InvalidRequest(f"Invalid type for '{param}': expected {expected}, got {_json_type(value)}.",
+                             param=param, code="invalid_type")
+    return value
+
+
+def _type_name(types: Any) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "an array",
+             dict: "an object"}
+    if isinstance(types, tuple):
+        if set(types) == {int, float}:
+            return "a number"
+        return " or ".join(names.get(t, t.__name__) for t in types)
+    return names.get(types, types.__name__)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return {str: "a string", int: "an integer", float: "a number", list: "an array", dict: "an object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def parse_data_url(url: str) -> Optional[tuple]:
+    """`data:<mime>;base64,<payload>` → (mime, payload), or None if not a data URL."""
+    if not url.startswith("data:"):
+        return None
+    header, sep, payload = url[5:].partition(",")
+    if not sep or not header.endswith(";base64"):
+        raise InvalidRequest("Only base64 data URLs are supported for inline images.", code="invalid_image_url")
+    return header[: -len(";base64")] or "application/octet-stream", payload

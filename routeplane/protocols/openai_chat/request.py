@@ -1,0 +1,405 @@
+"""OpenAI Chat Completions requests: client body → Prompt, and Prompt → provider body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional, Tuple
+
+from ...errors import InvalidRequest
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FilePart,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Prompt,
+    ReasoningPart,
+    ResponseFormat,
+    Role,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+)
+from ..base import expect, parse_data_url
+
+PROTOCOL = "openai_chat"
+
+# Request fields the canonical model carries; everything else is a same-wire extra.
+_KNOWN = frozenset(
+    {
+        "model", "messages", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+        "top_p", "stop", "seed", "presence_penalty", "frequency_penalty", "reasoning_effort", "user", "tools",
+        "tool_choice", "parallel_tool_calls", "response_format", "functions", "function_call", "n",
+    }
+)
+
+
+def decode_request(body: Any) -> Prompt:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    model = expect(body.get("model"), str, "model", required=True)
+    if not model:
+        raise InvalidRequest("'model' must not be empty.", param="model")
+    raw_messages = expect(body.get("messages"), list, "messages", required=True)
+    if not raw_messages:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+    n = expect(body.get("n"), int, "n")
+    if n is not None and n != 1:
+        raise InvalidRequest("Only n=1 is supported by this gateway.", param="n", code="unsupported_value")
+
+    system: List[TextPart] = []
+    messages: List[Message] = []
+    for i, raw in enumerate(raw_messages):
+        _decode_message(raw, f"messages[{i}]", system, messages)
+
+    tools = _decode_tools(body)
+    stream = bool(expect(body.get("stream"), bool, "stream"))
+    stream_options = expect(body.get("stream_options"), dict, "stream_options") or {}
+    include_usage = bool(expect(stream_options.get("include_usage"), bool, "stream_options.include_usage"))
+
+    max_tokens = expect(body.get("max_completion_tokens"), int, "max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = expect(body.get("max_tokens"), int, "max_tokens")
+    stop = body.get("stop")
+    if isinstance(stop, str):
+        stops: Tuple[str, ...] = (stop,)
+    elif stop is None:
+        stops = ()
+    elif isinstance(stop, list) and all(isinstance(s, str) for s in stop):
+        stops = tuple(stop)
+    else:
+        raise InvalidRequest("Invalid type for 'stop': expected a string or an array of strings.", param="stop")
+    params = GenerationParams(
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
+        stop=stops,
+        seed=expect(body.get("seed"), int, "seed"),
+        presence_penalty=_number(body, "presence_penalty"),
+        frequency_penalty=_number(body, "frequency_penalty"),
+        reasoning_effort=expect(body.get("reasoning_effort"), str, "reasoning_effort"),
+        user=expect(body.get("user"), str, "user"),
+    )
+    hints = {"max_tokens_field": "max_tokens"} if "max_tokens" in body and "max_completion_tokens" not in body else {}
+    return Prompt(
+        model=model,
+        messages=tuple(messages),
+        system=tuple(system),
+        tools=tools,
+        tool_choice=_decode_tool_choice(body),
+        response_format=_decode_response_format(body.get("response_format")),
+        params=params,
+        stream=stream,
+        include_usage=include_usage,
+        extras={**{k: v for k, v in body.items() if k not in _KNOWN}, **hints},
+        extras_protocol=PROTOCOL,
+    )
+
+
+def _number(body: Dict[str, Any], key: str) -> Optional[float]:
+    value = expect(body.get(key), (int, float), key)
+    return None if value is None else float(value)
+
+
+def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Message]) -> None:
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"'{path}' must be an object.", param=path)
+    role = expect(raw.get("role"), str, f"{path}.role", required=True)
+    content = raw.get("content")
+    if role in ("system", "developer"):
+        system.extend(p for p in _text_parts(content, path) if p.text)
+        return
+    if role == "user":
+        parts = _user_parts(content, path)
+        if not parts:
+            raise InvalidRequest(f"'{path}.content' must not be empty.", param=f"{path}.content")
+        out.append(Message(Role.USER, tuple(parts), name=raw.get("name")))
+        return
+    if role == "assistant":
+        parts_a: List[ContentPart] = []
+        reasoning = raw.get("reasoning_content") or raw.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            parts_a.append(ReasoningPart(reasoning, provider=PROTOCOL))
+        if content is not None:
+            parts_a.extend(p for p in _text_parts(content, path, allow_refusal=True) if p.text)
+        refusal = raw.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            parts_a.append(TextPart(refusal))
+        for j, call in enumerate(expect(raw.get("tool_calls"), list, f"{path}.tool_calls") or []):
+            parts_a.append(_decode_tool_call(call, f"{path}.tool_calls[{j}]"))
+        legacy = raw.get("function_call")
+        if isinstance(legacy, dict):
+            parts_a.append(ToolCallPart(f"call_{legacy.get('name', 'fn')}", str(legacy.get("name", "")),
+                                        str(legacy.get("arguments") or "{}")))
+        out.append(Message(Role.ASSISTANT, tuple(parts_a), name=raw.get("name")))
+        return
+    if role in ("tool", "function"):
+        if role == "tool":
+            call_id = expect(raw.get("tool_call_id"), str, f"{path}.tool_call_id", required=True)
+            name = None
+        else:  # legacy function role answers the legacy function_call
+            name = expect(raw.get("name"), str, f"{path}.name", required=True)
+            call_id = f"call_{name}"
+        result = ToolResultPart(call_id, tuple(_text_parts(content, path)), name=name)
+        if out and out[-1].role is Role.TOOL:
+            out[-1] = Message(Role.TOOL, out[-1].parts + (result,))
+        else:
+            out.append(Message(Role.TOOL, (result,)))
+        return
+    raise InvalidRequest(f"Invalid value for '{path}.role': {role!r}.", param=f"{path}.role")
+
+
+def _text_parts(content: Any, path: str, allow_refusal: bool = False) -> List[TextPart]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"Invalid type for '{path}.content': expected a string or an array.",
+                             param=f"{path}.content")
+    parts = []
+    for k, item in enumerate(content):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"'{path}.content[{k}]' must be an object.", param=f"{path}.content[{k}]")
+        kind = item.get("type")
+        if kind == "text":
+            parts.append(TextPart(expect(item.get("text"), str, f"{path}.content[{k}].text", required=True)))
+        elif kind == "refusal" and allow_refusal:
+            parts.append(TextPart(str(item.get("refusal") or "")))
+        else:
+            raise InvalidRequest(f"Unsupported content part type {kind!r} at '{path}.content[{k}]'.",
+                                 param=f"{path}.content[{k}].type")
+    return parts
+
+
+def _user_parts(content: Any, path: str) -> List[ContentPart]:
+    if isinstance(content, str):
+        return [TextPart(content)]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"Invalid type for '{path}.content': expected a string or an array.",
+                             param=f"{path}.content")
+    parts: List[ContentPart] = []
+    for k, item in enumerate(content):
+        p = f"{path}.content[{k}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"'{p}' must be an object.", param=p)
+        kind = item.get("type")
+        if kind == "text":
+            parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True)))
+        elif kind == "image_url":
+            image = expect(item.get("image_url"), dict, f"{p}.image_url", required=True)
+            url = expect(image.get("url"), str, f"{p}.image_url.url", required=True)
+            detail = image.get("detail")
+            parsed = parse_data_url(url)
+            if parsed:
+                parts.append(ImagePart(data=parsed[1], media_type=parsed[0], detail=detail))
+            else:
+                parts.append(ImagePart(url=url, detail=detail))
+        elif kind == "input_audio":
+            audio = expect(item.get("input_audio"), dict, f"{p}.input_audio", required=True)
+            parts.append(FilePart(data=str(audio.get("data", "")), media_type=f"audio/{audio.get('format', 'wav')}"))
+        elif kind == "file":
+            f = expect(item.get("file"), dict, f"{p}.file", required=True)
+            data = f.get("file_data")
+            media_type = None
+            if isinstance(data, str) and data.startswith("data:"):
+                media_type, data = parse_data_url(data)  # type: ignore[misc]
+            parts.append(FilePart(file_id=f.get("file_id"), data=data, media_type=media_type,
+                                  filename=f.get("filename")))
+        else:
+            raise InvalidRequest(f"Unsupported content part type {kind!r} at '{p}'.", param=f"{p}.type")
+    return parts
+
+
+def _decode_tool_call(call: Any, path: str) -> ToolCallPart:
+    if not isinstance(call, dict):
+        raise InvalidRequest(f"'{path}' must be an object.", param=path)
+    fn = expect(call.get("function"), dict, f"{path}.function", required=True)
+    return ToolCallPart(
+        id=expect(call.get("id"), str, f"{path}.id", required=True),
+        name=expect(fn.get("name"), str, f"{path}.function.name", required=True),
+        arguments=expect(fn.get("arguments"), str, f"{path}.function.arguments") or "{}",
+    )
+
+
+def _decode_tools(body: Dict[str, Any]) -> Tuple[Tool, ...]:
+    tools: List[Tool] = []
+    for i, raw in enumerate(expect(body.get("tools"), list, "tools") or []):
+        path = f"tools[{i}]"
+        if not isinstance(raw, dict) or raw.get("type") != "function":
+            raise InvalidRequest(f"'{path}' must be a function tool ({{\"type\": \"function\", ...}}).", param=path)
+        fn = expect(raw.get("function"), dict, f"{path}.function", required=True)
+        tools.append(_tool(fn, f"{path}.function"))
+    for i, fn in enumerate(expect(body.get("functions"), list, "functions") or []):
+        tools.append(_tool(fn, f"functions[{i}]"))
+    return tuple(tools)
+
+
+def _tool(fn: Any, path: str) -> Tool:
+    if not isinstance(fn, dict):
+        raise InvalidRequest(f"'{path}' must be an object.", param=path)
+    params = expect(fn.get("parameters"), dict, f"{path}.parameters")
+    return Tool(
+        name=expect(fn.get("name"), str, f"{path}.name", required=True),
+        description=expect(fn.get("description"), str, f"{path}.description"),
+        parameters=params if params is not None else {"type": "object", "properties": {}},
+        strict=expect(fn.get("strict"), bool, f"{path}.strict"),
+    )
+
+
+def _decode_tool_choice(body: Dict[str, Any]) -> Optional[ToolChoice]:
+    parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
+    raw = body.get("tool_choice", body.get("function_call"))
+    if raw is None:
+        return ToolChoice("auto", parallel=parallel) if parallel is not None else None
+    if isinstance(raw, str):
+        if raw not in ("auto", "none", "required"):
+            raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
+        return ToolChoice(raw, parallel=parallel)
+    if isinstance(raw, dict):
+        fn = raw.get("function") if raw.get("type") == "function" else raw
+        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+            return ToolChoice("tool", fn["name"], parallel=parallel)
+    raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
+
+
+def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("type") not in ("text", "json_object", "json_schema"):
+        raise InvalidRequest("Invalid value for 'response_format'.", param="response_format")
+    if raw["type"] != "json_schema":
+        return ResponseFormat(raw["type"])
+    spec = expect(raw.get("json_schema"), dict, "response_format.json_schema", required=True)
+    return ResponseFormat("json_schema", spec.get("name"), spec.get("schema"), spec.get("strict"))
+
+
+# --- provider side ---------------------------------------------------------
+
+
+def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
+    messages: List[Dict[str, Any]] = []
+    if prompt.system:
+        messages.append({"role": "system", "content": prompt.system_text()})
+    for m in prompt.messages:
+        messages.extend(_encode_message(m))
+    body: Dict[str, Any] = {"model": target.model, "messages": messages}
+    if prompt.extras_protocol == PROTOCOL:
+        body.update({k: v for k, v in prompt.extras.items() if k != "max_tokens_field"})
+    p = prompt.params
+    if p.max_tokens is not None:
+        field = prompt.extras.get("max_tokens_field") if prompt.extras_protocol == PROTOCOL else None
+        body[field or str(target.options.get("max_tokens_field", "max_completion_tokens"))] = p.max_tokens
+    for key, value in (
+        ("temperature", p.temperature), ("top_p", p.top_p), ("seed", p.seed),
+        ("presence_penalty", p.presence_penalty), ("frequency_penalty", p.frequency_penalty),
+        ("reasoning_effort", p.reasoning_effort), ("user", p.user),
+    ):
+        if value is not None:
+            body[key] = value
+    if p.stop:
+        body["stop"] = list(p.stop)
+    if prompt.tools:
+        body["tools"] = [_encode_tool(t) for t in prompt.tools]
+    tc = prompt.tool_choice
+    if tc is not None:
+        if tc.mode == "tool":
+            body["tool_choice"] = {"type": "function", "function": {"name": tc.name}}
+        elif prompt.tools or tc.mode == "none":
+            body["tool_choice"] = tc.mode
+        if tc.parallel is not None and prompt.tools:
+            body["parallel_tool_calls"] = tc.parallel
+    rf = prompt.response_format
+    if rf is not None:
+        if rf.type == "json_schema":
+            spec: Dict[str, Any] = {"name": rf.name or "response", "schema": dict(rf.schema or {})}
+            if rf.strict is not None:
+                spec["strict"] = rf.strict
+            body["response_format"] = {"type": "json_schema", "json_schema": spec}
+        else:
+            body["response_format"] = {"type": rf.type}
+    if stream:
+        body["stream"] = True
+        # Always ask for usage: the gateway meters every stream, whatever the client asked.
+        body["stream_options"] = {**dict(body.get("stream_options") or {}), "include_usage": True}
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+def _encode_tool(t: Tool) -> Dict[str, Any]:
+    fn: Dict[str, Any] = {"name": t.name, "parameters": dict(t.parameters)}
+    if t.description is not None:
+        fn["description"] = t.description
+    if t.strict is not None:
+        fn["strict"] = t.strict
+    return {"type": "function", "function": fn}
+
+
+def _encode_message(m: Message) -> List[Dict[str, Any]]:
+    if m.role is Role.TOOL:
+        return [
+            {"role": "tool", "tool_call_id": r.tool_call_id, "content": _result_text(r)}
+            for r in m.parts
+            if isinstance(r, ToolResultPart)
+        ]
+    if m.role is Role.ASSISTANT:
+        text = "".join(p.text for p in m.parts if isinstance(p, TextPart))
+        calls = [
+            {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+            for p in m.parts
+            if isinstance(p, ToolCallPart)
+        ]
+        out: Dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+        if calls:
+            out["tool_calls"] = calls
+        if m.name:
+            out["name"] = m.name
+        return [out]
+    # user: plain string when it is only text (the most compatible form)
+    if all(isinstance(p, TextPart) for p in m.parts):
+        msg: Dict[str, Any] = {"role": "user", "content": m.text()}
+    else:
+        msg = {"role": "user", "content": [c for c in (_encode_user_part(p) for p in m.parts) if c]}
+    if m.name:
+        msg["name"] = m.name
+    results = [p for p in m.parts if isinstance(p, ToolResultPart)]
+    if results:  # defensive: results belong in tool messages
+        return _encode_message(Message(Role.TOOL, tuple(results))) + [msg]
+    return [msg]
+
+
+def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
+    if isinstance(p, TextPart):
+        return {"type": "text", "text": p.text}
+    if isinstance(p, ImagePart):
+        url = p.url if p.url else f"data:{p.media_type or 'image/png'};base64,{p.data}"
+        image: Dict[str, Any] = {"url": url}
+        if p.detail:
+            image["detail"] = p.detail
+        return {"type": "image_url", "image_url": image}
+    if isinstance(p, FilePart):
+        if p.media_type and p.media_type.startswith("audio/") and p.data:
+            return {"type": "input_audio", "input_audio": {"data": p.data, "format": p.media_type[6:]}}
+        f: Dict[str, Any] = {}
+        if p.file_id:
+            f["file_id"] = p.file_id
+        if p.data:
+            f["file_data"] = f"data:{p.media_type or 'application/pdf'};base64,{p.data}"
+        if p.filename:
+            f["filename"] = p.filename
+        return {"type": "file", "file": f}
+    return None
+
+
+def _result_text(r: ToolResultPart) -> str:
+    text = r.text()
+    non_text = [p for p in r.content if not isinstance(p, TextPart)]
+    if non_text and not text:
+        text = json.dumps({"note": "non-text tool result omitted"})
+    # OpenAI has no error flag on tool results: say it in the text.
+    return f"Error: {text}" if r.is_error and not text.startswith("Error") else text

@@ -1,0 +1,179 @@
+"""OpenAI Chat Completions responses, usage and errors, both directions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional
+
+from ...errors import RouteplaneError
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FinishReason,
+    Generation,
+    Prompt,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    Usage,
+)
+from ..base import bad_upstream
+
+PROTOCOL = "openai_chat"
+
+FINISH_TO_WIRE = {
+    FinishReason.STOP: "stop",
+    FinishReason.STOP_SEQUENCE: "stop",
+    FinishReason.LENGTH: "length",
+    FinishReason.TOOL_CALLS: "tool_calls",
+    FinishReason.CONTENT_FILTER: "content_filter",
+    FinishReason.PAUSE: "stop",
+    FinishReason.OTHER: "stop",
+}
+FINISH_FROM_WIRE = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+    "content_filter": FinishReason.CONTENT_FILTER,
+}
+_KEEP_EXTRAS = ("system_fingerprint", "service_tier")
+
+# error kind → OpenAI error `type`
+ERROR_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "request_too_large": "invalid_request_error",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "invalid_request_error",
+    "budget": "insufficient_quota",
+    "rate_limit": "rate_limit_exceeded",
+    "guardrail": "invalid_request_error",
+    "overloaded": "server_error",
+    "timeout": "timeout",
+    "upstream": "upstream_error",
+    "internal": "server_error",
+}
+
+
+def encode_usage(u: Usage) -> Dict[str, Any]:
+    prompt = u.total_input
+    completion = u.total_output
+    details: Dict[str, Any] = {"cached_tokens": u.cache_read_tokens}
+    if u.cache_write_tokens:
+        details["cache_write_tokens"] = u.cache_write_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": details,
+        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+    }
+
+
+def decode_usage(raw: Any) -> Optional[Usage]:
+    if not isinstance(raw, dict):
+        return None
+    prompt = _int(raw.get("prompt_tokens"))
+    completion = _int(raw.get("completion_tokens"))
+    pd = raw.get("prompt_tokens_details") if isinstance(raw.get("prompt_tokens_details"), dict) else {}
+    cd = raw.get("completion_tokens_details") if isinstance(raw.get("completion_tokens_details"), dict) else {}
+    cached = _int(pd.get("cached_tokens"))
+    written = _int(pd.get("cache_write_tokens"))
+    reasoning = _int(cd.get("reasoning_tokens"))
+    return Usage(
+        input_tokens=max(0, prompt - cached - written),
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+        output_tokens=max(0, completion - reasoning),
+        reasoning_tokens=min(reasoning, completion) if completion else reasoning,
+        reported=True,
+        raw=raw,
+    )
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
+    text = "".join(p.text for p in gen.parts if isinstance(p, TextPart))
+    calls = [
+        {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
+        for p in gen.parts
+        if isinstance(p, ToolCallPart)
+    ]
+    message: Dict[str, Any] = {
+        "role": "assistant",
+        "content": text if (text or not calls) else None,
+        "refusal": None,
+        "annotations": [],
+    }
+    if calls:
+        message["tool_calls"] = calls
+    body: Dict[str, Any] = {
+        "id": gen.id or "chatcmpl-routeplane",
+        "object": "chat.completion",
+        "created": gen.created or int(time.time()),
+        "model": prompt.model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH_TO_WIRE[gen.finish_reason]}
+        ],
+        "usage": encode_usage(gen.usage),
+    }
+    if gen.extras_protocol == PROTOCOL:
+        body.update({k: v for k, v in gen.extras.items() if k in _KEEP_EXTRAS})
+    return body
+
+
+def decode_response(body: Any, target: RoutingTarget) -> Generation:
+    if not isinstance(body, dict):
+        raise bad_upstream(target, "the body is not a JSON object")
+    choices = body.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        raise bad_upstream(target, "no choices")
+    choice = choices[0]
+    msg = choice.get("message")
+    if not isinstance(msg, dict):
+        raise bad_upstream(target, "choice without a message")
+    parts: List[ContentPart] = []
+    reasoning = msg.get("reasoning_content") or msg.get("reasoning")
+    if isinstance(reasoning, str) and reasoning:
+        parts.append(ReasoningPart(reasoning, provider=PROTOCOL))
+    content = msg.get("content")
+    if isinstance(content, str) and content:
+        parts.append(TextPart(content))
+    elif isinstance(content, list):
+        parts.extend(TextPart(c["text"]) for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
+    if isinstance(msg.get("refusal"), str) and msg["refusal"]:
+        parts.append(TextPart(msg["refusal"]))
+    for call in msg.get("tool_calls") or []:
+        if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
+            raise bad_upstream(target, "malformed tool call")
+        fn = call["function"]
+        parts.append(ToolCallPart(str(call.get("id") or ""), str(fn.get("name") or ""), fn.get("arguments") or "{}"))
+    finish = FINISH_FROM_WIRE.get(str(choice.get("finish_reason")), FinishReason.STOP)
+    if any(isinstance(p, ToolCallPart) for p in parts) and finish is FinishReason.STOP:
+        finish = FinishReason.TOOL_CALLS  # some compatible servers say "stop" after a tool call
+    usage = decode_usage(body.get("usage")) or Usage(reported=False)
+    return Generation(
+        id=str(body.get("id") or ""),
+        model=str(body.get("model") or target.model),
+        parts=tuple(parts),
+        finish_reason=finish,
+        usage=usage,
+        created=body.get("created") if isinstance(body.get("created"), int) else int(time.time()),
+        extras={k: body[k] for k in _KEEP_EXTRAS if k in body},
+        extras_protocol=PROTOCOL,
+    )
+
+
+def error_body(err: RouteplaneError) -> Dict[str, Any]:
+    return {
+        "error": {
+            "message": err.message,
+            "type": ERROR_TYPES.get(err.kind, "invalid_request_error" if err.status < 500 else "server_error"),
+            "param": err.param,
+            "code": err.code or (err.kind if err.kind not in ("invalid_request",) else None),
+        }
+    }

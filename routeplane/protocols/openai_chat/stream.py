@@ -1,0 +1,243 @@
+"""OpenAI Chat Completions SSE: canonical parts → chunks (client), chunks → parts (provider)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, List, Optional
+
+from ...errors import RouteplaneError, UpstreamError
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    Finish,
+    FinishReason,
+    Prompt,
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
+    ResponseStart,
+    StreamPart,
+    TextDelta,
+    TextEnd,
+    TextStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+    UsageUpdate,
+)
+from ..base import StreamDecoder, StreamEncoder, bad_upstream, error_message, scrub
+from ..sse import SSEEvent, dumps
+from .response import FINISH_FROM_WIRE, FINISH_TO_WIRE, PROTOCOL, decode_usage, encode_usage, error_body
+
+_DONE = b"data: [DONE]\n\n"
+
+
+class ChatStreamEncoder(StreamEncoder):
+    """Emits `id`, `type` and `function.name` once per tool call: the OpenAI SDK's
+    accumulator concatenates repeated strings (\"call_acall_a\")."""
+
+    def __init__(self, prompt: Prompt) -> None:
+        self._model = prompt.model
+        self._include_usage = prompt.include_usage
+        self._id = "chatcmpl-routeplane"
+        self._created = int(time.time())
+        self._started = False
+        self._tool_index: Dict[int, int] = {}  # canonical block index → OpenAI tool_calls index
+        self._usage: Optional[Usage] = None
+        self._finished = False
+
+    def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None) -> bytes:
+        chunk = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self._include_usage:
+            chunk["usage"] = None
+        return b"data: " + dumps(chunk).encode() + b"\n\n"
+
+    def _start(self, out: List[bytes]) -> None:
+        if not self._started:
+            self._started = True
+            out.append(self._chunk({"role": "assistant", "content": "", "refusal": None}))
+
+    def encode(self, part: StreamPart) -> bytes:
+        out: List[bytes] = []
+        if isinstance(part, ResponseStart):
+            if part.id:
+                self._id = part.id if part.id.startswith("chatcmpl") else f"chatcmpl-{part.id}"
+            if part.created:
+                self._created = part.created
+            self._start(out)
+        elif isinstance(part, TextDelta):
+            self._start(out)
+            if part.text:
+                out.append(self._chunk({"content": part.text}))
+        elif isinstance(part, ToolCallStart):
+            self._start(out)
+            k = self._tool_index.setdefault(part.index, len(self._tool_index))
+            out.append(self._chunk({"tool_calls": [
+                {"index": k, "id": part.id, "type": "function", "function": {"name": part.name, "arguments": ""}}
+            ]}))
+        elif isinstance(part, ToolCallDelta):
+            k = self._tool_index.get(part.index)
+            if k is not None and part.arguments:
+                out.append(self._chunk({"tool_calls": [{"index": k, "function": {"arguments": part.arguments}}]}))
+        elif isinstance(part, UsageUpdate):
+            self._usage = part.usage
+        elif isinstance(part, Finish):
+            self._start(out)
+            self._finished = True
+            out.append(self._chunk({}, FINISH_TO_WIRE[part.reason]))
+        # Text/tool block markers and reasoning have no Chat Completions form.
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        out: List[bytes] = []
+        if not self._finished:
+            out.append(self._chunk({}, "stop"))
+        if self._include_usage:
+            chunk = {
+                "id": self._id,
+                "object": "chat.completion.chunk",
+                "created": self._created,
+                "model": self._model,
+                "choices": [],
+                "usage": encode_usage(self._usage or Usage(reported=False)),
+            }
+            out.append(b"data: " + dumps(chunk).encode() + b"\n\n")
+        out.append(_DONE)
+        return b"".join(out)
+
+    def error(self, err: RouteplaneError) -> bytes:
+        # A `data:` object with an `error` key makes the OpenAI SDK raise APIError.
+        return b"data: " + dumps(error_body(err)).encode() + b"\n\n"
+
+
+class ChatStreamDecoder(StreamDecoder):
+    """Provider chunks → parts. Finish is held until `[DONE]` so that the usage
+    chunk (which OpenAI sends after finish_reason) comes before it."""
+
+    def __init__(self, target: RoutingTarget) -> None:
+        self._target = target
+        self._started = False
+        self._done = False
+        self._next_block = 0
+        self._text_block: Optional[int] = None
+        self._reasoning_block: Optional[int] = None
+        self._tools: Dict[int, int] = {}  # OpenAI tool index → canonical block index
+        self._finish: Optional[FinishReason] = None
+        self._usage: Optional[Usage] = None
+
+    def feed(self, event: SSEEvent) -> List[StreamPart]:
+        if self._done:
+            return []
+        data = event.data.strip()
+        if not data:
+            return []
+        if data == "[DONE]":
+            self._done = True
+            return self._close_all() + self._tail()
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise bad_upstream(self._target, "a stream chunk is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise bad_upstream(self._target, "a stream chunk is not an object")
+        if chunk.get("error"):
+            msg = error_message(data.encode()) or "error in stream"
+            raise UpstreamError(f"{self._target.provider} failed mid-stream: {scrub(msg, self._target)}",
+                                provider=self._target.provider)
+        out: List[StreamPart] = []
+        if not self._started:
+            self._started = True
+            out.append(ResponseStart(str(chunk.get("id") or ""), str(chunk.get("model") or self._target.model),
+                                     chunk.get("created") if isinstance(chunk.get("created"), int) else 0))
+        usage = decode_usage(chunk.get("usage"))
+        if usage is not None:
+            self._usage = usage
+        choices = chunk.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                    out.extend(self._choice(choice))
+        return out
+
+    def _choice(self, choice: Dict[str, Any]) -> List[StreamPart]:
+        out: List[StreamPart] = []
+        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        reasoning = delta.get("reasoning_content") or delta.get("reasoning")
+        if isinstance(reasoning, str) and reasoning:
+            if self._reasoning_block is None:
+                out.extend(self._close_text())
+                self._reasoning_block = self._block()
+                out.append(ReasoningStart(self._reasoning_block, PROTOCOL))
+            out.append(ReasoningDelta(self._reasoning_block, reasoning))
+        content = delta.get("content")
+        if isinstance(content, str) and content:
+            if self._text_block is None:
+                out.extend(self._close_reasoning())
+                self._text_block = self._block()
+                out.append(TextStart(self._text_block))
+            out.append(TextDelta(self._text_block, content))
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            for frag in calls:
+                if not isinstance(frag, dict):
+                    raise bad_upstream(self._target, "malformed tool call fragment")
+                idx = frag.get("index", 0)
+                fn = frag.get("function") if isinstance(frag.get("function"), dict) else {}
+                if idx not in self._tools:
+                    out.extend(self._close_text() + self._close_reasoning())
+                    self._tools[idx] = self._block()
+                    out.append(ToolCallStart(self._tools[idx], str(frag.get("id") or f"call_{idx}"),
+                                             str(fn.get("name") or "")))
+                args = fn.get("arguments")
+                if isinstance(args, str) and args:
+                    out.append(ToolCallDelta(self._tools[idx], args))
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            self._finish = FINISH_FROM_WIRE.get(reason, FinishReason.STOP)
+        return out
+
+    def _block(self) -> int:
+        self._next_block += 1
+        return self._next_block - 1
+
+    def _close_text(self) -> List[StreamPart]:
+        if self._text_block is None:
+            return []
+        i, self._text_block = self._text_block, None
+        return [TextEnd(i)]
+
+    def _close_reasoning(self) -> List[StreamPart]:
+        if self._reasoning_block is None:
+            return []
+        i, self._reasoning_block = self._reasoning_block, None
+        return [ReasoningEnd(i)]
+
+    def _close_all(self) -> List[StreamPart]:
+        out = self._close_reasoning() + self._close_text()
+        out.extend(ToolCallEnd(i) for i in sorted(self._tools.values()))
+        return out
+
+    def _tail(self) -> List[StreamPart]:
+        out: List[StreamPart] = []
+        if not self._started:
+            self._started = True
+            out.append(ResponseStart("", self._target.model))
+        if self._usage is not None:
+            out.append(UsageUpdate(self._usage))
+        reason = self._finish or FinishReason.STOP
+        if self._tools and reason is FinishReason.STOP:
+            reason = FinishReason.TOOL_CALLS
+        out.append(Finish(reason))
+        return out
+
+    def finish(self) -> List[StreamPart]:
+        if not self._done:
+            raise bad_upstream(self._target, "the stream ended without its [DONE] terminator")
+        return []

@@ -1,0 +1,123 @@
+"""What every wire blueprint shares: body parsing, request ids, running the pipeline, streaming."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import uuid
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional
+
+from flask import Response, request
+
+from ..errors import InternalError, InvalidRequest, PayloadTooLarge, RouteplaneError, UnsupportedMediaType
+from ..language_model.context import PipelineContext
+from ..language_model.pipeline import PipelineStream
+from ..protocols.base import ClientCodec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..app import App
+
+log = logging.getLogger("routeplane.web")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def request_id() -> str:
+    """An inbound `x-request-id` is honoured when it is sane; otherwise a new one."""
+    rid = request.headers.get("x-request-id", "")
+    return rid if _REQUEST_ID.match(rid) else "req_" + uuid.uuid4().hex
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidRequest(f"Invalid JSON: {name} is not a JSON value.")
+
+
+def read_json_body(limit: int) -> Any:
+    """The request body as JSON, enforcing content type, size, UTF-8 and syntax (all 4xx)."""
+    ctype = (request.mimetype or "").lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise UnsupportedMediaType(
+            f"Content-Type must be application/json (got {request.mimetype or 'none'}).", code="unsupported_media_type"
+        )
+    length = request.content_length
+    if length is not None and length > limit:
+        raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.", code="request_too_large")
+    raw = request.stream.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
+    if not raw:
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("The request body is not valid UTF-8.") from None
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RouteplaneError:
+        raise
+    except RecursionError:
+        raise InvalidRequest("The request body is nested too deeply.") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+
+
+def bearer_token(headers: Mapping[str, str]) -> Optional[str]:
+    auth = headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return None
+
+
+def error_response(err: RouteplaneError, render: Callable[[RouteplaneError], Dict[str, Any]], rid: str) -> Response:
+    resp = Response(json.dumps(render(err)), status=err.status, mimetype="application/json")
+    resp.headers["x-request-id"] = rid
+    if err.retry_after is not None:
+        resp.headers["Retry-After"] = str(max(0, math.ceil(err.retry_after)))
+    return resp
+
+
+def run_language_model(
+    app: "App",
+    codec: ClientCodec,
+    body: Any,
+    rid: str,
+    credential: Optional[str],
+    inbound_protocol: Optional[str] = None,
+) -> Response:
+    """Decode, run the pipeline, and render the result (JSON or SSE) in the codec's wire."""
+    prompt = codec.decode_request(body)
+    ctx = PipelineContext(rid, inbound_protocol or codec.protocol, prompt, dict(request.headers), credential=credential)
+    result = app.pipeline.run(ctx)
+    target = ctx.target
+    if isinstance(result, PipelineStream):
+        resp = Response(_sse_body(codec, ctx, result), mimetype="text/event-stream", headers=SSE_HEADERS)
+    else:
+        resp = Response(json.dumps(codec.encode_response(result, ctx.prompt)), mimetype="application/json")
+    resp.headers["x-request-id"] = rid
+    if target is not None:
+        resp.headers["x-routeplane-target"] = target.label
+    return resp
+
+
+def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream) -> Iterator[bytes]:
+    # Everything the generator needs comes in as arguments: it runs after the
+    # view returned, outside Flask's request context.
+    encoder = codec.stream_encoder(ctx.prompt)
+    try:
+        for part in stream:
+            data = encoder.encode(part)
+            if data:
+                yield data
+        tail = encoder.close()
+        if tail:
+            yield tail
+    except RouteplaneError as err:
+        yield encoder.error(err)
+    except Exception:
+        log.exception("encoding the stream of request %s failed", ctx.request_id)
+        yield encoder.error(InternalError())
+    finally:
+        stream.close()

@@ -1,0 +1,74 @@
+"""OpenAI-wire blueprint: `POST /v1/chat/completions`, `GET /v1/models`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Dict, List
+
+from flask import Blueprint, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import InternalError, ModelNotFound, RouteplaneError
+from ..protocols import openai_chat
+from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..app import App
+
+log = logging.getLogger("routeplane.web.openai")
+
+
+def make_blueprint(app: "App") -> Blueprint:
+    bp = Blueprint("routeplane_openai", __name__)
+    codec = openai_chat.CLIENT
+    limit = app.config.server.max_body_bytes
+
+    @bp.post("/v1/chat/completions")
+    def chat_completions() -> Response:
+        rid = request_id()
+        try:
+            body = read_json_body(limit)
+            return run_language_model(app, codec, body, rid, bearer_token(request.headers))
+        except RouteplaneError as err:
+            return error_response(err, codec.error_body, rid)
+        except Exception:
+            log.exception("request %s failed", rid)
+            return error_response(InternalError(), codec.error_body, rid)
+
+    @bp.get("/v1/models")
+    def list_models() -> Response:
+        return jsonify({"object": "list", "data": model_list(app)})
+
+    @bp.get("/v1/models/<path:model_id>")
+    def get_model(model_id: str) -> Response:
+        for entry in model_list(app):
+            if entry["id"] == model_id:
+                return jsonify(entry)
+        return error_response(ModelNotFound(model_id), codec.error_body, request_id())
+
+    @bp.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        err = RouteplaneError(exc.description or exc.name, status=exc.code or 500,
+                 kind="not_found" if exc.code == 404 else "invalid_request")
+        return error_response(err, codec.error_body, request_id())
+
+    return bp
+
+
+def model_list(app: "App") -> List[Dict[str, Any]]:
+    """Routes first, then each provider's declared models as `provider:model`."""
+    table = app.pipeline.routing_table
+    created = int(time.time())
+    seen = set()
+    out: List[Dict[str, Any]] = []
+    for route in table.routes():
+        seen.add(route.name)
+        out.append({"id": route.name, "object": "model", "created": created, "owned_by": "routeplane"})
+    for pid, template in getattr(table, "providers", lambda: {})().items():
+        for model in template.options.get("declared_models", ()):
+            name = f"{pid}:{model}"
+            if name not in seen:
+                seen.add(name)
+                out.append({"id": name, "object": "model", "created": created, "owned_by": pid})
+    return out
