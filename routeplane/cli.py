@@ -1,0 +1,86 @@
+"""The `routeplane` command: serve, check, and more as issues add them."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from typing import List, Optional
+
+from .config import ConfigError, load_config
+
+
+def _is_loopback(listen: str) -> bool:
+    host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    args.config = args.config or os.environ.get("ROUTEPLANE_CONFIG") or None
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"routeplane: {exc}", file=sys.stderr)
+        return 2
+    listen = args.listen or config.server.listen
+    if (config.auth.get("mode", "none") == "none" and not _is_loopback(listen)
+            and not config.server.allow_non_loopback_without_auth):
+        print(f"routeplane: refusing to listen on {listen} with auth.mode none; set server."
+              "allow_non_loopback_without_auth: true to override", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if args.config:
+        env["ROUTEPLANE_CONFIG"] = os.path.abspath(args.config)
+    env["ROUTEPLANE_LISTEN"] = listen
+    if args.workers:
+        env["ROUTEPLANE_WORKERS"] = str(args.workers)
+    if args.threads:
+        env["ROUTEPLANE_THREADS"] = str(args.threads)
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:routeplane.gunicorn_conf"]
+    print(f"routeplane: serving {config.source} on http://{listen}", file=sys.stderr)
+    os.execvpe(argv[0], argv, env)
+    return 0  # pragma: no cover
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config_file)
+        from .app import build_app
+
+        build_app(config)  # plugins load and validate their options too
+    except ConfigError as exc:
+        print(f"routeplane: {exc}", file=sys.stderr)
+        return 1
+    print(f"{config.source}: OK ({len(config.providers)} providers, {len(config.routes)} routes, "
+          f"{len(config.plugins)} plugins)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="routeplane", description="A programmable router for LLM API traffic.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway under gunicorn")
+    serve.add_argument("--config", help="config file (default: $ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in)")
+    serve.add_argument("--listen", help="HOST:PORT (default from the config: 127.0.0.1:4356)")
+    serve.add_argument("--workers", type=int, help="gunicorn worker processes")
+    serve.add_argument("--threads", type=int, help="threads per worker (one per open stream)")
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check", help="validate a config file (and load its plugins)")
+    check.add_argument("config_file")
+    check.set_defaults(func=cmd_check)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
