@@ -218,13 +218,17 @@ class ExecutionHook(LanguageModelHook, ABC):
     """Sees each upstream attempt's outcome.
 
     `on_success(ctx, result)` fires when an attempt succeeded (for a stream:
-    once the upstream accepted it). `on_failure(ctx, error)` fires after a
+    once the upstream accepted it; `result` is then the first stream part and
+    a tuple `(first_part, iterator)`). For a non-streaming request it may
+    return a replacement `Generation` (a response check that redacts) or
+    raise a RouteplaneError (a response check that blocks: the request is
+    settled as failed). `on_failure(ctx, error)` fires after a
     failed attempt and returns a `FallbackDecision`: `next()` lets the
     executor try the next target (only if the error is retriable), `fail()`
     vetoes the fallback. Never fires after the first byte reached the client.
     """
 
-    def on_success(self, ctx: "PipelineContext", result: Any) -> None:
+    def on_success(self, ctx: "PipelineContext", result: Any) -> Optional[Generation]:
         return None
 
     def on_failure(self, ctx: "PipelineContext", error: RouteplaneError) -> FallbackDecision:

@@ -199,7 +199,10 @@ class LanguageModelPipeline:
             latency = (self._clock() - t0) * 1000.0
             self._record_attempt(run, hop, target, latency, None)
             for _pid, hook in self.hooks.execution:
-                hook.on_success(ctx, result)
+                replacement = hook.on_success(ctx, result)
+                # Non-streaming only: a hook may return a checked/redacted Generation.
+                if isinstance(replacement, Generation) and isinstance(result, Generation):
+                    result = replacement
             return result
         raise NoTargetAvailable("No upstream target is available.")  # empty chain guarded in _route
 

@@ -1,0 +1,32 @@
+# routeplane — `make serve` starts the gateway, `make test` runs every test.
+# Both create .venv on first use; nothing needs installing by hand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PLUGINS := $(wildcard contrib/plugins/*/setup.cfg)
+
+.PHONY: serve test bench lint clean venv
+
+$(BIN)/.installed: setup.cfg pyproject.toml $(PLUGINS)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,postgres]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	touch $@
+
+venv: $(BIN)/.installed
+
+serve: $(BIN)/.installed
+	$(BIN)/routeplane serve
+
+test: $(BIN)/.installed
+	scripts/test-services
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check routeplane tests
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache
