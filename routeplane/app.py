@@ -294,7 +294,8 @@ def discover_plugins(config: Config) -> List[Plugin]:
             except ValidationError as exc:
                 from .config import _flatten
 
-                raise ConfigError(f"{path}: invalid options:\n  " + "\n  ".join(_flatten(exc.messages))) from None
+                lines = _flatten(exc.messages, f"plugins.{pid}")  # key paths as in the file
+                raise ConfigError(f"{path}: invalid options:\n  " + "\n  ".join(lines)) from None
         try:
             plugin = factory.from_options(options) if hasattr(factory, "from_options") else factory(**options)
         except TypeError as exc:

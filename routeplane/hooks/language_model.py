@@ -34,6 +34,8 @@ class DenyReason:
     message: str
     status: int
     retry_after: Optional[float] = None
+    # Machine-readable error code for the wire's error body (e.g. "guardrail_violation").
+    code: Optional[str] = None
 
     @classmethod
     def unauthorized(cls, message: str = "Missing or invalid credentials.") -> "DenyReason":
@@ -53,7 +55,7 @@ class DenyReason:
 
     @classmethod
     def guardrail_violation(cls, message: str = "The request violates a guardrail.") -> "DenyReason":
-        return cls("guardrail", message, 400)
+        return cls("guardrail", message, 400, code="guardrail_violation")
 
     @classmethod
     def bad_request(cls, message: str) -> "DenyReason":

@@ -142,7 +142,8 @@ class LanguageModelPipeline:
                     assert reason is not None
                     self._phase(ctx, Phase.PRE_REQUEST, ok=False)
                     self._end_event(run, None, Usage(reported=False), None, Outcome.DENIED, reason.kind, reason.status)
-                    raise HookDenied(reason.message, status=reason.status, kind=reason.kind, retry_after=reason.retry_after)
+                    raise HookDenied(reason.message, status=reason.status, kind=reason.kind, retry_after=reason.retry_after,
+                                     code=reason.code)
                 if decision.kind is DecisionKind.RESPOND:
                     self._phase(ctx, Phase.PRE_REQUEST)
                     return decision.result
@@ -323,6 +324,7 @@ class LanguageModelPipeline:
                             err.message if err else "The stream was stopped by a policy.",
                             status=err.status if err else 400,
                             kind=err.kind if err else "guardrail",
+                            code=err.code if err else None,
                         )
                     raise err
             parts = nxt
