@@ -258,7 +258,7 @@ class LanguageModelPipeline:
 
         first, upstream = self._attempt(run, chain, open_stream)
         self._phase(ctx, Phase.EXECUTE)
-        return PipelineStream(self._stream(run, first, upstream), ctx)
+        return PipelineStream(_primed(self._stream(run, first, upstream)), ctx)
 
     def _stream(self, run: _Run, first: StreamPart, upstream: Iterator[StreamPart]) -> Iterator[StreamPart]:
         ctx = run.ctx
@@ -268,6 +268,7 @@ class LanguageModelPipeline:
         hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
         observing = self.observers.active
         try:
+            yield _PRIMED  # see _primed(): from here on, close() always reaches the finally below
             for part in _prepend(first, upstream):
                 for out in self._apply_stream_hooks(ctx, hooks, part):
                     acc.add(out)
@@ -339,7 +340,7 @@ class LanguageModelPipeline:
             return gen
         parts = generation_to_parts(gen)
         first = next(parts)
-        return PipelineStream(self._stream(run, first, parts), ctx)
+        return PipelineStream(_primed(self._stream(run, first, parts)), ctx)
 
     # --- settle and observe ------------------------------------------------
 
@@ -416,6 +417,18 @@ class LanguageModelPipeline:
 
 def _error_type(err: Optional[RouteplaneError]) -> Optional[str]:
     return None if err is None else err.kind
+
+
+_PRIMED: Any = object()
+
+
+def _primed(parts: Iterator[StreamPart]) -> Iterator[StreamPart]:
+    """Advance `_stream` to its marker: a generator closed before it started never runs its
+    `finally`, so a client that went away before the first part would be neither settled nor
+    have its upstream connection closed."""
+    marker = next(parts)
+    assert marker is _PRIMED
+    return parts
 
 
 def _prepend(first: StreamPart, rest: Iterator[StreamPart]) -> Iterator[StreamPart]:
