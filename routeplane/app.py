@@ -17,6 +17,7 @@ from .hooks.mcp import MCPHook
 from .language_model.executor import Executor, HttpExecutor
 from .language_model.pipeline import LanguageModelHooks, LanguageModelPipeline
 from .language_model.routing import RoutingTable, StaticRoutingTable
+from .lifecycle import Lifecycle
 from .observers import ObserverDispatcher
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -170,6 +171,8 @@ class AppBuilder:
         self._acp = _OtherPipelineBuilder(ACPHook, "ACP")
         self._plugins: List[Plugin] = []
         self._inline_observers = False
+        self._interceptors: List[Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]]] = []
+        self._on_shutdown: List[Callable[[], None]] = []
 
     def config(self, config: Config) -> "AppBuilder":
         self._config = config
@@ -192,6 +195,18 @@ class AppBuilder:
 
     def acp_builder(self) -> _OtherPipelineBuilder:
         return self._acp
+
+    def transport_interceptor(
+        self, interceptor: Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]]
+    ) -> "AppBuilder":
+        """`interceptor(headers, body) -> (headers, body)` sees the raw JSON body before any wire decodes it."""
+        self._interceptors.append(interceptor)
+        return self
+
+    def on_shutdown(self, callback: Callable[[], None]) -> "AppBuilder":
+        """Called once when the worker shuts down (gunicorn worker_exit) or `App.shutdown()` is called."""
+        self._on_shutdown.append(callback)
+        return self
 
     def plugin(self, plugin: Plugin) -> "AppBuilder":
         if not isinstance(plugin, Plugin):
@@ -219,7 +234,10 @@ class AppBuilder:
             inline=self._inline_observers,
         )
         pipeline = LanguageModelPipeline(table, executor, hooks, observers)
-        return App(config, pipeline, tuple(self._plugins))
+        app = App(config, pipeline, tuple(self._plugins))
+        app.transport_interceptors = tuple(self._interceptors)
+        app.shutdown_callbacks = tuple(self._on_shutdown)
+        return app
 
 
 class App:
@@ -229,6 +247,22 @@ class App:
         self.config = config
         self.pipeline = pipeline
         self.plugins = tuple(plugins)
+        self.transport_interceptors: Tuple[Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]], ...] = ()
+        self.shutdown_callbacks: Tuple[Callable[[], None], ...] = ()
+        self._shut_down = False
+
+    def shutdown(self) -> None:
+        """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
+        if self._shut_down:
+            return
+        self._shut_down = True
+        self.pipeline.observers.drain(timeout=2.0)
+        for callback in self.shutdown_callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("a shutdown callback failed")
+        self.lifecycle = Lifecycle()  # draining / closing streams on shutdown (gunicorn_conf.py)
 
     @staticmethod
     def builder() -> AppBuilder:

@@ -1,0 +1,46 @@
+"""A worker's lifecycle: draining on SIGTERM/HUP, then closing open streams (settled) before the hard kill."""
+
+from __future__ import annotations
+
+import threading
+from typing import Optional
+
+
+class Lifecycle:
+    """Shared by the health endpoints (`/ready` says 503 while draining) and every open SSE body.
+
+    gunicorn's SIGTERM handler (routeplane/gunicorn_conf.py) calls
+    `begin_drain(close_after)`: the worker stops accepting, open streams keep
+    running, and after `close_after` seconds `closing` is set so each stream
+    ends with an error event at its next part and is settled, before the
+    master's SIGKILL at graceful_timeout.
+    """
+
+    def __init__(self) -> None:
+        self.draining = threading.Event()
+        self.closing = threading.Event()
+        self._lock = threading.Lock()
+        self._open = 0
+        self._timer: Optional[threading.Timer] = None
+
+    def begin_drain(self, close_after: Optional[float]) -> None:
+        with self._lock:
+            if self.draining.is_set():
+                return
+            self.draining.set()
+            if close_after is not None:
+                self._timer = threading.Timer(max(0.0, close_after), self.closing.set)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def stream_opened(self) -> None:
+        with self._lock:
+            self._open += 1
+
+    def stream_closed(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+    @property
+    def open_streams(self) -> int:
+        return self._open
