@@ -250,6 +250,7 @@ class App:
         self.transport_interceptors: Tuple[Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]], ...] = ()
         self.shutdown_callbacks: Tuple[Callable[[], None], ...] = ()
         self._shut_down = False
+        self.lifecycle = Lifecycle()  # draining / closing streams on shutdown (gunicorn_conf.py)
 
     def shutdown(self) -> None:
         """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
@@ -262,7 +263,6 @@ class App:
                 callback()
             except Exception:
                 log.exception("a shutdown callback failed")
-        self.lifecycle = Lifecycle()  # draining / closing streams on shutdown (gunicorn_conf.py)
 
     @staticmethod
     def builder() -> AppBuilder:
