@@ -39,3 +39,10 @@ proc_name = "routeplane"
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     server.log.info("routeplane: config %s, %d workers x %d threads", _config.source, workers, threads)
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signature
+    """Let plugins clean up (App.shutdown) when a worker stops."""
+    app = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("routeplane")
+    if app is not None:
+        app.shutdown()

@@ -6,14 +6,27 @@ from typing import Any, Callable
 
 import pytest
 
+from .language_model.executor import MockExecutor
 from .testing import Gateway
 
 
 @pytest.fixture
-def routeplane_gateway() -> Callable[..., Gateway]:
-    """Factory: `routeplane_gateway(plugins=[...], hooks=[...], script=[...], config={...})`."""
+def routeplane_upstream() -> MockExecutor:
+    """A scripted upstream: `.push(Generation | [StreamPart, ...] | RouteplaneError | callable)`; `.calls` records."""
+    return MockExecutor()
+
+
+@pytest.fixture
+def routeplane_gateway(routeplane_upstream: MockExecutor) -> Callable[..., Gateway]:
+    """Factory for a fresh in-process gateway: `routeplane_gateway(plugins=[...], hooks=[...], config={...})`.
+
+    It uses the `routeplane_upstream` fixture as its upstream unless `executor=` or `script=` is given;
+    observers run inline, and `.settlements.items` / `.events.items` capture what happened.
+    """
 
     def make(**options: Any) -> Gateway:
+        if "executor" not in options and "script" not in options and "per_provider" not in options:
+            options["executor"] = routeplane_upstream
         return Gateway(**options)
 
     return make

@@ -157,3 +157,60 @@ def register_hook(lm: Any, hook: Any) -> None:
 def run_request(body: Any, *, wire: str = "openai_chat", **gateway_options: Any) -> Result:
     """Build a fresh gateway and run one request through it, synchronously."""
     return Gateway(**gateway_options).request(body, wire=wire)
+
+
+# --- contract checks -----------------------------------------------------------
+
+
+@dataclass
+class PluginReport:
+    plugin: str
+    hooks: Dict[str, int]
+    checks: List[str] = field(default_factory=list)
+
+
+def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
+                 request: Optional[Mapping[str, Any]] = None) -> PluginReport:
+    """Run the contract every plugin must keep; raises AssertionError naming the broken rule.
+
+    Checks: its hooks register on the language-model pipeline (a wrong hook is
+    a TypeError at install); it survives a non-streaming and a streaming
+    request, a failing upstream and a client that disconnects mid-stream; each
+    served request is settled exactly once; a deny is a 4xx in the wire's shape.
+    """
+    from .errors import UpstreamStatusError
+
+    body = dict(request or {"model": "default", "messages": [{"role": "user", "content": "contract check"}]})
+    gw = Gateway(plugins=[plugin], config=config)
+    counts = {kind: sum(1 for pid, _h in hooks if pid == str(plugin.id))
+              for kind, hooks in gw.app.pipeline.hooks.__dict__.items()}
+    report = PluginReport(str(plugin.id), counts)
+
+    def served_once(result: Result, what: str) -> None:
+        if result.status < 400 or result.status >= 500:
+            assert len(result.settlements) == 1, f"{what}: expected exactly one settlement, got {len(result.settlements)}"
+        if 400 <= result.status < 500 and result.settlements:
+            assert len(result.settlements) == 1, f"{what}: settled {len(result.settlements)} times"
+        if result.status >= 400:
+            assert "error" in result.json, f"{what}: a {result.status} without an error body"
+        report.checks.append(what)
+
+    served_once(gw.request(body), "non-streaming request")
+    stream_result = gw.request({**body, "stream": True})
+    served_once(stream_result, "streaming request")
+    gw.executor.push(UpstreamStatusError("contract check: upstream down", provider="mock", upstream_status=503,
+                                         status=502))
+    failed = gw.request(body)
+    assert failed.status >= 400, "a failing upstream must not look like success"
+    served_once(failed, "failing upstream")
+    before = len(gw.settlements.items)
+    resp = gw.client.post(WIRE_PATHS["openai_chat"], json={**body, "stream": True})
+    if resp.status_code == 200 and resp.is_streamed:
+        next(iter(resp.response), None)  # read one frame, then hang up
+    resp.close()
+    settled = len(gw.settlements.items) - before
+    assert settled <= 1, f"client disconnect: settled {settled} times"
+    if resp.status_code == 200:
+        assert settled == 1, "client disconnect: the stream was not settled"
+    report.checks.append("client disconnect")
+    return report

@@ -292,6 +292,7 @@ class LanguageModelPipeline:
             raise error from exc
         finally:
             _close(upstream)
+            ctx.result = acc.generation()
             for _h, _i in hooks:
                 try:
                     _h.on_stream_end(ctx, outcome)
@@ -300,7 +301,6 @@ class LanguageModelPipeline:
             usage = acc.usage
             if usage is None or (not usage.reported and usage.total_output == 0):
                 usage = estimate_usage(ctx.prompt, acc.output_chars)
-            ctx.result = acc.generation()
             self._phase(ctx, Phase.STREAM, ok=outcome is Outcome.SUCCESS)
             status = 200 if error is None else error.status
             self._settle(run, usage, outcome, _error_type(error), status)

@@ -10,6 +10,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional
 
 from flask import Response, request
+from werkzeug.wsgi import ClosingIterator
 
 from ..errors import InternalError, InvalidRequest, PayloadTooLarge, RouteplaneError, UnsupportedMediaType
 from ..language_model.context import PipelineContext
@@ -18,6 +19,7 @@ from ..protocols.base import ClientCodec
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
+    from ..lifecycle import Lifecycle
 
 log = logging.getLogger("routeplane.web")
 
@@ -88,12 +90,18 @@ def run_language_model(
     inbound_protocol: Optional[str] = None,
 ) -> Response:
     """Decode, run the pipeline, and render the result (JSON or SSE) in the codec's wire."""
+    headers = dict(request.headers)
+    for intercept in app.transport_interceptors:
+        headers, body = intercept(headers, body)
     prompt = codec.decode_request(body)
-    ctx = PipelineContext(rid, inbound_protocol or codec.protocol, prompt, dict(request.headers), credential=credential)
+    ctx = PipelineContext(rid, inbound_protocol or codec.protocol, prompt, headers, credential=credential)
     result = app.pipeline.run(ctx)
     target = ctx.target
     if isinstance(result, PipelineStream):
-        resp = Response(_sse_body(codec, ctx, result), mimetype="text/event-stream", headers=SSE_HEADERS)
+        # ClosingIterator: the server's close() reaches the pipeline stream (settlement, upstream
+        # close) even when the body generator never started because the client was already gone.
+        body = ClosingIterator(_sse_body(codec, ctx, result, app.lifecycle), [result.close])
+        resp = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
     else:
         resp = Response(json.dumps(codec.encode_response(result, ctx.prompt)), mimetype="application/json")
     resp.headers["x-request-id"] = rid
@@ -102,12 +110,23 @@ def run_language_model(
     return resp
 
 
-def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream) -> Iterator[bytes]:
+def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
+              lifecycle: Optional["Lifecycle"] = None) -> Iterator[bytes]:
     # Everything the generator needs comes in as arguments: it runs after the
     # view returned, outside Flask's request context.
     encoder = codec.stream_encoder(ctx.prompt)
+    closing = lifecycle.closing if lifecycle is not None else None
+    if lifecycle is not None:
+        lifecycle.stream_opened()
     try:
         for part in stream:
+            if closing is not None and closing.is_set():
+                # The worker's graceful_timeout is nearly over: end this stream
+                # with an error event now (settled by stream.close()) rather
+                # than be cut without settlement by the master's SIGKILL.
+                yield encoder.error(RouteplaneError("The gateway is shutting down; retry the request.",
+                                                    status=503, kind="overloaded", code="shutting_down"))
+                return
             data = encoder.encode(part)
             if data:
                 yield data
@@ -120,4 +139,6 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream) 
         log.exception("encoding the stream of request %s failed", ctx.request_id)
         yield encoder.error(InternalError())
     finally:
+        if lifecycle is not None:
+            lifecycle.stream_closed()
         stream.close()
