@@ -9,6 +9,8 @@ per worker is cheap: see docs/deploy.md for measured numbers.
 from __future__ import annotations
 
 import os
+import signal
+from typing import Any, Optional
 
 from routeplane.config import ConfigError, load_config
 
@@ -24,9 +26,15 @@ threads = int(os.environ.get("ROUTEPLANE_THREADS") or _config.server.threads)
 worker_class = "gthread"
 # gthread workers heartbeat from their main loop, so a long stream does not trip this.
 timeout = 60
+# SIGTERM/HUP: a worker stops accepting and lets open requests and streams
+# finish for this long; streams still open near the end are closed with an
+# error event and settled (see post_worker_init), before the master's SIGKILL.
 graceful_timeout = int(os.environ.get("ROUTEPLANE_GRACEFUL_TIMEOUT") or 30)
 keepalive = 5
-max_requests = int(os.environ.get("ROUTEPLANE_MAX_REQUESTS") or 0)
+# Recycle each worker after about this many requests (a slow leak in a plugin
+# or a library cannot grow forever); the jitter keeps workers from recycling
+# together. A recycled worker drains like a SIGTERM'd one. 0 turns it off.
+max_requests = int(os.environ.get("ROUTEPLANE_MAX_REQUESTS") or 20000)
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 # Not preloaded: HUP then re-reads the config and plugins in fresh workers.
 preload_app = False
@@ -41,8 +49,37 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     server.log.info("routeplane: config %s, %d workers x %d threads", _config.source, workers, threads)
 
 
+def _routeplane_app(worker: Any) -> Optional[Any]:
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("routeplane")
+
+
+def close_margin(graceful: float) -> float:
+    """Seconds before graceful_timeout at which open streams are told to end (time to settle and exit)."""
+    return min(5.0, graceful * 0.2)
+
+
+def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn hook signature
+    """Chain the worker's SIGTERM handler: start draining (/ready → 503) and schedule closing open streams."""
+    app = _routeplane_app(worker)
+    if app is None:
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    graceful = float(worker.cfg.graceful_timeout)
+
+    def on_sigterm(sig: int, frame: Any) -> None:
+        app.lifecycle.begin_drain(close_after=graceful - close_margin(graceful))
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signature
     """Let plugins clean up (App.shutdown) when a worker stops."""
-    app = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("routeplane")
+    app = _routeplane_app(worker)
     if app is not None:
+        # The serving loop is over (drained, timed out, or recycled): a stream
+        # still running ends at its next part, settled, instead of being cut.
+        app.lifecycle.closing.set()
         app.shutdown()

@@ -1,13 +1,16 @@
-"""Operations endpoints: `/health` (process serves) and `/ready` (config loaded, a provider usable)."""
+"""Operations endpoints: `/health` (process serves) and `/ready` (config loaded, store reachable, a provider usable)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List
+import logging
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from flask import Blueprint, Response, jsonify
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
+
+log = logging.getLogger("routeplane.web.health")
 
 
 def make_blueprint(app: "App") -> Blueprint:
@@ -19,13 +22,50 @@ def make_blueprint(app: "App") -> Blueprint:
 
     @bp.get("/ready")
     def ready() -> Response:
-        usable = usable_providers(app)
-        body = {"status": "ready" if usable else "not_ready", "config": app.config.source, "providers": usable}
+        body = readiness(app)
         resp = jsonify(body)
-        resp.status_code = 200 if usable else 503
+        resp.status_code = 200 if body["status"] == "ready" else 503
         return resp
 
     return bp
+
+
+def readiness(app: "App") -> Dict[str, Any]:
+    """Ready when no drain is under way, the store (if any) answers, and at least one provider is usable."""
+    usable = usable_providers(app)
+    problems: List[str] = []
+    lifecycle = getattr(app, "lifecycle", None)
+    if lifecycle is not None and lifecycle.draining.is_set():
+        problems.append("draining: the worker is shutting down")
+    store_error = store_problem(app)
+    if store_error:
+        problems.append(store_error)
+    if not usable:
+        problems.append("no usable provider (each needs an api_key or a base_url)")
+    return {
+        "status": "not_ready" if problems else "ready",
+        "config": app.config.source,
+        "providers": usable,
+        "store": "none" if getattr(app, "store", None) is None else ("unreachable" if store_error else "ok"),
+        "problems": problems,
+    }
+
+
+def store_problem(app: "App") -> Optional[str]:
+    """None when there is no store or it answers a trivial query; else a message without the URL (it may hold a password)."""
+    store = getattr(app, "store", None)
+    if store is None:
+        return None
+    try:
+        ping = getattr(store, "ping", None)
+        if callable(ping):
+            ping()
+        else:
+            store.database.execute_sql("SELECT 1").close()
+    except Exception as exc:
+        log.warning("readiness: the store is unreachable: %s", type(exc).__name__)
+        return f"store unreachable ({type(exc).__name__})"
+    return None
 
 
 def usable_providers(app: "App") -> List[str]:
