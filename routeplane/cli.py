@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="validate a config file (and load its plugins)")
     check.add_argument("config_file")
     check.set_defaults(func=cmd_check)
+    from .cli_plugins import add_commands as add_plugin_commands
+
+    add_plugin_commands(sub)
     return parser
 
 

@@ -1,0 +1,85 @@
+"""`routeplane plugins` (list installed plugins) and `routeplane plugin new NAME` (a template package)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from importlib import metadata
+from typing import Any, Dict, List
+
+from .app import ENTRY_POINT_GROUP, App, Plugin
+from .config import ConfigError, load_config
+
+
+def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
+    """Every installed plugin: id, distribution, hooks it registers, migrations, enabled in the config."""
+    try:
+        config = load_config(config_path)
+        enabled = {pid for pid, opts in config.plugins.items() if (opts or {}).get("enabled", True) is not False}
+    except ConfigError:
+        enabled = set()
+    out: List[Dict[str, Any]] = []
+    for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        row: Dict[str, Any] = {"id": ep.name, "target": ep.value, "enabled": ep.name in enabled,
+                               "distribution": getattr(getattr(ep, "dist", None), "name", None)}
+        try:
+            factory = ep.load()
+            plugin = factory.from_options({}) if hasattr(factory, "from_options") else factory()
+            if not isinstance(plugin, Plugin):
+                raise TypeError("not a routeplane Plugin")
+            builder = App.builder()
+            builder.plugin(plugin)
+            hooks = builder.language_model_builder().hooks()
+            row["hooks"] = {kind: [type(h).__name__ for _pid, h in items]
+                            for kind, items in hooks.__dict__.items() if items}
+            row["migrations"] = [f"{m.version}:{m.name}" for m in plugin.migrations()]
+        except Exception as exc:  # listing must not die on one broken plugin
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        out.append(row)
+    return out
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    rows = describe_plugins(args.config)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no plugins installed (entry point group routeplane.plugins)")
+    for row in rows:
+        state = "enabled" if row["enabled"] else "installed"
+        print(f"{row['id']}  [{state}]  {row['target']}")
+        if "error" in row:
+            print(f"    error: {row['error']}")
+            continue
+        for kind, names in row["hooks"].items():
+            print(f"    {kind}: {', '.join(names)}")
+        if row["migrations"]:
+            print(f"    migrations: {', '.join(row['migrations'])}")
+    return 0
+
+
+def cmd_plugin_new(args: argparse.Namespace) -> int:
+    from .scaffold import new_plugin
+
+    try:
+        root = new_plugin(args.name, args.directory)
+    except (ValueError, FileExistsError) as exc:
+        print(f"routeplane: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {root}: `pip install -e {root}` then `pytest {root}`")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    plugins = sub.add_parser("plugins", help="list installed plugins, their hooks and migrations")
+    plugins.add_argument("--config", help="config file, to show which plugins are enabled")
+    plugins.add_argument("--json", action="store_true")
+    plugins.set_defaults(func=cmd_plugins)
+    plugin = sub.add_parser("plugin", help="plugin authoring tools")
+    psub = plugin.add_subparsers(dest="plugin_command", required=True)
+    new = psub.add_parser("new", help="write a plugin package (entry point, plugin class, tests using the kit)")
+    new.add_argument("name")
+    new.add_argument("--directory", default=".")
+    new.set_defaults(func=cmd_plugin_new)

@@ -1,0 +1,118 @@
+"""`routeplane plugin new NAME`: writes a plugin package whose tests pass as generated."""
+
+from __future__ import annotations
+
+import keyword
+import os
+import re
+from typing import Dict
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+def _files(name: str) -> Dict[str, str]:
+    pkg = f"routeplane_{name}"
+    cls = "".join(part.capitalize() for part in name.split("_")) + "Plugin"
+    return {
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61", "wheel"]\nbuild-backend = "setuptools.build_meta"\n',
+        "setup.cfg": f"""[metadata]
+name = routeplane-{name.replace('_', '-')}
+version = 0.1.0
+description = A routeplane plugin: {name}
+
+[options]
+packages = find:
+install_requires =
+    routeplane
+
+[options.packages.find]
+include = {pkg}, {pkg}.*
+
+[options.entry_points]
+routeplane.plugins =
+    {name} = {pkg}:{cls}
+
+[tool:pytest]
+testpaths = tests
+filterwarnings = error
+""",
+        f"{pkg}/__init__.py": f'''"""routeplane plugin `{name}`: denies requests whose last user message contains a blocked word."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields
+
+from routeplane import Plugin, PluginId
+from routeplane.hooks.language_model import DenyReason, HookDecision, PreRequestHook
+
+
+class {cls}Options(Schema):
+    blocked_word = fields.String(load_default="forbidden")
+
+
+class BlockedWordHook(PreRequestHook):
+    def __init__(self, word: str) -> None:
+        self.word = word.lower()
+
+    def check(self, ctx) -> HookDecision:
+        last = ctx.prompt.messages[-1].text().lower() if ctx.prompt.messages else ""
+        if self.word in last:
+            return HookDecision.deny(DenyReason.bad_request(f"The word {{self.word!r}} is not allowed."))
+        return HookDecision.allow()
+
+
+class {cls}(Plugin):
+    id = PluginId("{name}")
+    options_schema = {cls}Options
+
+    def __init__(self, blocked_word: str = "forbidden") -> None:
+        self.blocked_word = blocked_word
+
+    def install(self, app) -> None:
+        app.language_model_builder().pre_request_hook(BlockedWordHook(self.blocked_word))
+''',
+        f"tests/test_{name}.py": f'''"""Tests of the `{name}` plugin with routeplane's kit: synchronous, in-process, no network."""
+
+from {pkg} import {cls}
+from routeplane.testing import Gateway, check_plugin
+
+
+def test_allows_ordinary_requests():
+    gw = Gateway(plugins=[{cls}()])
+    result = gw.chat("hello")
+    assert result.status == 200
+    assert result.json["choices"][0]["message"]["content"] == "You said: hello"
+    assert len(result.settlements) == 1
+
+
+def test_denies_the_blocked_word():
+    gw = Gateway(plugins=[{cls}(blocked_word="pineapple")])
+    result = gw.chat("I like PINEAPPLE")
+    assert result.status == 400
+    assert "pineapple" in result.json["error"]["message"]
+    assert result.settlements == []  # a denied request is never settled
+
+
+def test_keeps_the_plugin_contract():
+    report = check_plugin({cls}())
+    assert report.hooks["pre_request"] == 1
+''',
+        "README.md": f"# routeplane-{name.replace('_', '-')}\n\nA routeplane plugin. Install it (`pip install -e .`) and "
+                     f"enable it in `routeplane.yaml`:\n\n```yaml\nplugins:\n  {name}: {{blocked_word: forbidden}}\n```\n\n"
+                     "Run its tests with `pytest`.\n",
+    }
+
+
+def new_plugin(name: str, directory: str = ".") -> str:
+    """Write the package into `directory/routeplane-NAME`; returns that path."""
+    if not _NAME.match(name) or keyword.iskeyword(name):
+        raise ValueError(f"invalid plugin name {name!r}: use lower-case letters, digits and '_' (a Python identifier)")
+    root = os.path.join(directory, f"routeplane-{name.replace('_', '-')}")
+    if os.path.exists(root):
+        raise FileExistsError(f"{root} already exists")
+    for rel, text in _files(name).items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return root
