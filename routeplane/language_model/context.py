@@ -28,6 +28,14 @@ class Identity:
     models: Tuple[str, ...] = ("*",)
     budget_micro_usd: Optional[int] = None
     claims: Mapping[str, Any] = field(default_factory=dict)
+    # How the caller proved who it is: "anonymous" | "api_key" | "jwt".
+    kind: str = "anonymous"
+    # Budget semantics (routeplane.auth): "account" or "session", and an optional
+    # window (routeplane.auth.window.BudgetWindow: last N requests or S seconds).
+    budget_scope: str = "account"
+    budget_window: Optional[Any] = None
+    issued_at: Optional[float] = None
+    expires_at: Optional[float] = None
 
 
 ANONYMOUS = Identity()
@@ -82,6 +90,8 @@ class PipelineContext:
         self.started_at = time.time()
         self.started_monotonic = time.monotonic()
         self._prompt_locked = False
+        # True during POST /admin/explain: hooks must decide but not act (no reservations, no writes).
+        self.dry_run = False
 
     @property
     def prompt(self) -> Prompt:
