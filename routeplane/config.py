@@ -109,13 +109,16 @@ class ConfigSchema(_Strict):
     mcp_servers = fields.Dict(keys=fields.String(), load_default=dict)
     agents = fields.Dict(keys=fields.String(), load_default=dict)
 
-    @validates_schema
-    def _targets_known(self, data: Dict[str, Any], **_kw: Any) -> None:
-        providers = data.get("providers") or {}
+    # Runs even when fields failed, on the original provider names, so that `routeplane check`
+    # lists a bad provider and a target naming an undeclared one in the same report.
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _targets_known(self, data: Dict[str, Any], original: Any = None, **_kw: Any) -> None:
+        raw_providers = original.get("providers") if isinstance(original, dict) else None
+        providers = raw_providers if isinstance(raw_providers, dict) else (data.get("providers") or {})
         errors: Dict[str, Any] = {}
         for name, route in (data.get("models") or {}).items():
             for i, t in enumerate(route.get("targets", [])):
-                if t["provider"] not in providers:
+                if isinstance(t, dict) and "provider" in t and t["provider"] not in providers:
                     errors.setdefault("models", {}).setdefault(name, {}).setdefault("targets", {})[i] = {
                         "provider": [f"Unknown provider {t['provider']!r}; declared: {sorted(providers)}."]
                     }
