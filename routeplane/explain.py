@@ -19,6 +19,10 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_WORST_CASE_OUTPUT = 4096
 
 
+def _name(hook: Any) -> str:
+    return type(getattr(hook, "inner", hook)).__name__
+
+
 def worst_case_cost(prompt: Prompt, target: RoutingTarget) -> Optional[int]:
     """Estimated input plus `max_tokens` (or 4096) of output at the target's prices; None when unpriced."""
     usage = Usage(
@@ -51,11 +55,11 @@ def explain(app: "App", wire: str, body: Any, headers: Mapping[str, str], creden
         try:
             decision = hook.check(ctx)
         except RouteplaneError as err:
-            steps.append({"stage": "pre_request", "plugin": plugin_id, "hook": type(hook).__name__,
+            steps.append({"stage": "pre_request", "plugin": plugin_id, "hook": _name(hook),
                           "decision": "error", "status": err.status, "message": err.message})
             verdict = "error"
             break
-        row: Dict[str, Any] = {"stage": "pre_request", "plugin": plugin_id, "hook": type(hook).__name__,
+        row: Dict[str, Any] = {"stage": "pre_request", "plugin": plugin_id, "hook": _name(hook),
                                "decision": decision.kind.value}
         if decision.kind is DecisionKind.DENY and decision.reason is not None:
             row.update(status=decision.reason.status, message=decision.reason.message)
@@ -72,12 +76,12 @@ def explain(app: "App", wire: str, body: Any, headers: Mapping[str, str], creden
             routing["resolved"] = [_target_row(ctx.prompt, t) for t in chain]
             for plugin_id, hook in hooks.route:
                 chain = list(hook.resolve(list(chain), ctx))
-                steps.append({"stage": "route", "plugin": plugin_id, "hook": type(hook).__name__,
+                steps.append({"stage": "route", "plugin": plugin_id, "hook": _name(hook),
                               "chain": [t.label for t in chain]})
         except RouteplaneError as err:
             verdict = "error"
             routing["error"] = {"status": err.status, "message": err.message}
-    later = {stage: [{"plugin": pid, "hook": type(h).__name__} for pid, h in getattr(hooks, stage)]
+    later = {stage: [{"plugin": pid, "hook": _name(h)} for pid, h in getattr(hooks, stage)]
              for stage in ("execution", "stream", "settlement", "observe")}
     head_cost = worst_case_cost(ctx.prompt, chain[0]) if chain else None
     identity = ctx.identity

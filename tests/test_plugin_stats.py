@@ -1,0 +1,97 @@
+"""Per-hook statistics and pre-request time budgets (fail-open skips, fail-closed denies with 503)."""
+
+from __future__ import annotations
+
+import time
+
+from routeplane import Plugin, PluginId
+from routeplane.hooks.language_model import (
+    DenyReason,
+    HookDecision,
+    ObserveHook,
+    PreRequestHook,
+    StreamAction,
+    StreamHook,
+)
+from routeplane.errors import StreamAborted
+from routeplane.language_model.types import TextDelta
+from routeplane.testing import Gateway
+
+
+class Sleepy(PreRequestHook):
+    def __init__(self, seconds):
+        self.seconds = seconds
+
+    def check(self, ctx):
+        time.sleep(self.seconds)
+        return HookDecision.deny(DenyReason.forbidden("too late to matter"))
+
+
+class DenyWord(PreRequestHook):
+    def check(self, ctx):
+        if "deny" in ctx.prompt.messages[-1].text():
+            return HookDecision.deny(DenyReason.forbidden("no"))
+        return HookDecision.allow()
+
+
+class Boom(ObserveHook):
+    def on_request_end(self, event):
+        raise RuntimeError("observer bug")
+
+
+class AbortOnX(StreamHook):
+    def on_part(self, ctx, part):
+        if isinstance(part, TextDelta) and "x" in part.text:
+            return StreamAction.abort(StreamAborted("x is not allowed"))
+        return StreamAction.pass_()
+
+
+class SlowPlugin(Plugin):
+    def __init__(self, pid, fail_open, seconds=0.3):
+        self.id = PluginId(pid)
+        self.fail_open = fail_open
+        self.timeout_ms = 30
+        self.seconds = seconds
+
+    def install(self, app):
+        app.language_model_builder().pre_request_hook(Sleepy(self.seconds))
+
+
+class Mixed(Plugin):
+    id = PluginId("mixed")
+
+    def install(self, app):
+        app.language_model_builder().pre_request_hook(DenyWord()).observe_hook(Boom()).stream_hook(AbortOnX())
+
+
+def stats_of(gw, plugin):
+    return {s["stage"]: s for s in gw.app.plugin_stats.snapshot() if s["plugin"] == plugin}
+
+
+def test_fail_open_timeout_skips_the_hook():
+    gw = Gateway(plugins=[SlowPlugin("slow-open", fail_open=True)])
+    r = gw.chat("hello")
+    assert r.status == 200  # the hook's late deny never applies
+    s = stats_of(gw, "slow-open")["pre_request"]
+    assert s["timeouts"] == 1 and s["invocations"] == 1 and s["denies"] == 0
+
+
+def test_fail_closed_timeout_denies_with_503():
+    gw = Gateway(plugins=[SlowPlugin("slow-closed", fail_open=False)])
+    r = gw.chat("hello")
+    assert r.status == 503 and "timed out" in r.json["error"]["message"]
+    assert stats_of(gw, "slow-closed")["pre_request"]["timeouts"] == 1
+    assert gw.executor.calls == []
+
+
+def test_counts_denies_blocks_errors_and_latency():
+    gw = Gateway(plugins=[Mixed()])
+    assert gw.chat("fine").status == 200
+    assert gw.chat("please deny").status == 403
+    streamed = gw.chat("say x", stream=True)
+    assert streamed.status == 200 and "x is not allowed" in streamed.body.decode()
+    s = stats_of(gw, "mixed")
+    assert s["pre_request"]["invocations"] == 3 and s["pre_request"]["denies"] == 1
+    assert s["stream"]["denies"] == 1
+    assert s["observe"]["errors"] >= 2  # raised on every request end, swallowed
+    assert s["pre_request"]["average_ms"] >= 0 and s["pre_request"]["total_ms"] >= 0
