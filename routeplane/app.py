@@ -23,6 +23,8 @@ from .observers import ObserverDispatcher
 if TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
 
+    from .store import Store
+
 log = logging.getLogger("routeplane")
 
 ENTRY_POINT_GROUP = "routeplane.plugins"
@@ -57,6 +59,10 @@ class Plugin:
 
     id: PluginId = PluginId("plugin")
     options_schema: Optional[type] = None
+    # Time budget of this plugin's pre-request hooks (config `plugins.<id>.timeout_ms` overrides);
+    # past it the hook is skipped when fail_open, else the request is denied with 503.
+    timeout_ms: Optional[float] = None
+    fail_open: bool = True
 
     def migrations(self) -> List[MigrationItem]:
         return []
@@ -173,10 +179,20 @@ class AppBuilder:
         self._inline_observers = False
         self._interceptors: List[Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]]] = []
         self._on_shutdown: List[Callable[[], None]] = []
+        self._store: Optional["Store"] = None
 
     def config(self, config: Config) -> "AppBuilder":
         self._config = config
         return self
+
+    def store(self, store: Optional["Store"]) -> "AppBuilder":
+        """The database (routeplane.store.Store) plugins write to; None = no store."""
+        self._store = store
+        return self
+
+    @property
+    def current_store(self) -> Optional["Store"]:
+        return self._store
 
     def inline_observers(self, inline: bool = True) -> "AppBuilder":
         """Run observers on the request thread (tests): deterministic, still isolated."""
@@ -226,7 +242,12 @@ class AppBuilder:
         lm = self._lm
         table = lm._routing_table or StaticRoutingTable(config.routes, config.providers)
         executor = lm._executor or HttpExecutor.with_defaults()
-        hooks = lm.hooks()
+        from .plugin_stats import HookPolicy, PluginStats, instrument
+
+        stats = PluginStats()
+        policies = {str(p.id): HookPolicy(getattr(p, "timeout_ms", None), getattr(p, "fail_open", True))
+                    for p in self._plugins}
+        hooks = instrument(lm.hooks(), stats, policies)
         observers = ObserverDispatcher(
             [h for _pid, h in hooks.observe],
             workers=config.server.observer_threads,
@@ -237,6 +258,8 @@ class AppBuilder:
         app = App(config, pipeline, tuple(self._plugins))
         app.transport_interceptors = tuple(self._interceptors)
         app.shutdown_callbacks = tuple(self._on_shutdown)
+        app.plugin_stats = stats
+        app.store = self._store
         return app
 
 
@@ -249,8 +272,12 @@ class App:
         self.plugins = tuple(plugins)
         self.transport_interceptors: Tuple[Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]], ...] = ()
         self.shutdown_callbacks: Tuple[Callable[[], None], ...] = ()
+        from .plugin_stats import PluginStats
+
+        self.plugin_stats = PluginStats()
         self._shut_down = False
         self.lifecycle = Lifecycle()  # draining / closing streams on shutdown (gunicorn_conf.py)
+        self.store: Optional["Store"] = None  # routeplane.store.Store, set by the builder
 
     def shutdown(self) -> None:
         """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
@@ -314,7 +341,10 @@ def discover_plugins(config: Config) -> List[Plugin]:
         options = dict(options or {})
         if options.pop("enabled", True) is False:
             continue
-        ep = available.get(pid)
+        # A time budget for the plugin's pre-request hooks; the plugin's own `fail_open` decides what a
+        # timeout means (skip the hook, or deny with 503).
+        timeout_ms = options.pop("timeout_ms", None)
+        ep = available.get(pid) or _BUILTIN_PLUGINS.get(pid)
         if ep is None:
             raise ConfigError(f"{path}: no installed plugin has this id (installed: {sorted(available) or 'none'})")
         try:
@@ -334,13 +364,44 @@ def discover_plugins(config: Config) -> List[Plugin]:
             plugin = factory.from_options(options) if hasattr(factory, "from_options") else factory(**options)
         except TypeError as exc:
             raise ConfigError(f"{path}: invalid options: {exc}") from None
+        if timeout_ms is not None:
+            if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool) or timeout_ms <= 0:
+                raise ConfigError(f"{path}.timeout_ms: must be a positive number of milliseconds")
+            plugin.timeout_ms = float(timeout_ms)
         plugins.append(plugin)
     return plugins
 
 
-def build_app(config: Config, extra_plugins: Sequence[Plugin] = ()) -> App:
-    builder = App.builder().config(config)
-    for plugin in list(discover_plugins(config)) + list(extra_plugins):
+class _BuiltinPlugin:
+    """A plugin shipped inside routeplane, found by id like an entry point (same `load()`)."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    def load(self) -> Any:
+        import importlib
+
+        module, _, attr = self.target.partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_BUILTIN_PLUGINS = {"spend_log": _BuiltinPlugin("routeplane.store.spend_log:SpendLogPlugin")}
+
+
+def build_app(config: Config, extra_plugins: Sequence[Plugin] = (), store: Optional["Store"] = None) -> App:
+    """The App for a config. With `database.url` set (the default), it gets a Store (no connection
+    is opened here) and the spend log plugin, unless `plugins: {spend_log: {enabled: false}}`."""
+    if store is None and config.database_url:
+        from .store import Store
+
+        store = Store.from_url(config.database_url)
+    builder = App.builder().config(config).store(store)
+    plugins = list(discover_plugins(config))
+    if store is not None and "spend_log" not in config.plugins:
+        from .store.spend_log import SpendLogPlugin
+
+        plugins.insert(0, SpendLogPlugin())
+    for plugin in plugins + list(extra_plugins):
         builder.plugin(plugin)
     return builder.build()
 
@@ -354,7 +415,14 @@ def create_app(config_path: Optional[str] = None) -> "Flask":
     path = config_path or os.environ.get("ROUTEPLANE_CONFIG") or None
     config = load_config(path)
     configure_logging(config.server.log_level)
-    return build_app(config).flask_app()
+    app = build_app(config)
+    if app.store is not None:
+        from .store import verify
+
+        # Workers never migrate (the gunicorn master or `routeplane migrate` does);
+        # a pending or edited migration stops the worker here, before it serves.
+        verify(app.store, app.plugins)
+    return app.flask_app()
 
 
 __all__ = [

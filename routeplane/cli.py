@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_plugins import add_commands as add_plugin_commands
 
     add_plugin_commands(sub)
+    from .store.commands import add_parsers as add_store_commands
+
+    add_store_commands(sub)  # migrate, spend
     return parser
 
 

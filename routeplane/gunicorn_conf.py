@@ -47,6 +47,41 @@ proc_name = "routeplane"
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     server.log.info("routeplane: config %s, %d workers x %d threads", _config.source, workers, threads)
+    migrate_store(server)
+
+
+def on_reload(server) -> None:  # noqa: ANN001 - gunicorn hook signature
+    # HUP may have added a plugin with migrations. A failure here is logged, not
+    # fatal to the master: the new workers' verification refuses to serve.
+    try:
+        migrate_store(server)
+    except SystemExit as exc:
+        server.log.error("%s", exc)
+
+
+def migrate_store(server) -> None:  # noqa: ANN001
+    """Apply pending migrations once, before any worker forks (workers only verify).
+
+    Runs `routeplane migrate` in a child process, so the master never holds a
+    database connection (workers would inherit it) nor imports plugin code
+    (HUP re-imports it in fresh workers). A failure stops the server.
+    """
+    if not _config.database_url:
+        return
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "routeplane.cli", "migrate", "--quiet"]
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              timeout=float(os.environ.get("ROUTEPLANE_MIGRATE_TIMEOUT") or 300))
+    except subprocess.TimeoutExpired:
+        raise SystemExit("routeplane: migrations did not finish in time (ROUTEPLANE_MIGRATE_TIMEOUT)") from None
+    output = proc.stdout.decode("utf-8", "replace").strip()
+    if proc.returncode != 0:
+        raise SystemExit(f"routeplane: migrations failed, not starting:\n{output}")
+    for line in output.splitlines():
+        server.log.info("routeplane: %s", line)
 
 
 def _routeplane_app(worker: Any) -> Optional[Any]:

@@ -1,0 +1,141 @@
+"""`routeplane migrate` and `routeplane spend`: the store's command-line side."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+import time
+from typing import Any, List, Optional, Tuple
+
+from ..config import ConfigError, load_config
+from .database import Store, StoreError
+from .migrations import MigrationError, Migrator
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, now: Optional[float] = None) -> float:
+    """`24h`, `30m`, `7d` (ago) or an ISO date/time (UTC unless it says otherwise) → unix seconds."""
+    now = time.time() if now is None else now
+    m = _DURATION.match(text.strip())
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2)]
+    try:
+        when = dt.datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration (24h, 30m, 7d) nor an ISO date (2026-11-01T00:00)") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return when.timestamp()
+
+
+def _open(args: argparse.Namespace) -> Tuple[Any, Store]:
+    path = getattr(args, "config", None) or os.environ.get("ROUTEPLANE_CONFIG") or None
+    config = load_config(path)
+    url = getattr(args, "database", None) or config.database_url
+    if not url:
+        raise ConfigError(f"{config.source}: database.url is empty; there is no store")
+    return config, Store.from_url(url)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    try:
+        config, store = _open(args)
+        from ..app import build_app
+
+        app = build_app(config, store=store)
+        migrator = Migrator(store, app.plugins)
+        if args.status:
+            states = migrator.status()
+            width = max([len(s.plugin) for s in states] + [6])
+            print(f"{'plugin':<{width}}  version  state    name")
+            for s in states:
+                print(f"{s.plugin:<{width}}  {s.version:>7}  {s.state:<7}  {s.name}")
+            bad = [s for s in states if s.state in ("changed", "pending")]
+            return 1 if any(s.state == "changed" for s in bad) else 0
+        done = migrator.migrate()
+    except (ConfigError, MigrationError, StoreError) as exc:
+        print(f"routeplane: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if "store" in locals():
+            store.close()
+    if not args.quiet or done:
+        for m in done:
+            print(f"applied {m.label}", file=sys.stderr if args.quiet else sys.stdout)
+        if not args.quiet:
+            print(f"{store.display_url}: up to date ({len(migrator.plan)} migrations, {len(done)} applied now)")
+    return 0
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    from .spend_log import TABLE, spend_totals
+
+    try:
+        since = parse_when(args.since)
+        until = parse_when(args.until) if args.until else None
+    except ValueError as exc:
+        print(f"routeplane: {exc}", file=sys.stderr)
+        return 2
+    try:
+        _config, store = _open(args)
+        if not store.table_exists(TABLE):
+            print(f"routeplane: {store.display_url} has no spend log yet: run `routeplane migrate`", file=sys.stderr)
+            return 1
+        totals = spend_totals(store, since, until, args.by)
+        store.close()
+    except (ConfigError, StoreError) as exc:
+        print(f"routeplane: {exc}", file=sys.stderr)
+        return 1
+    rows = [t.as_dict() for t in totals]
+    grand = {k: sum(r[k] for r in rows) for k in ("requests", "failed", "input_tokens", "output_tokens",
+                                                   "cost_micro_usd", "unpriced_requests")}
+    grand["cost_usd"] = grand["cost_micro_usd"] / 1_000_000
+    if args.json:
+        json.dump({"since": since, "until": until, "by": args.by, "rows": rows, "total": grand}, sys.stdout, indent=2)
+        print()
+        return 0
+    _print_table(args.by, rows, grand, since, until)
+    return 0
+
+
+def _print_table(by: str, rows: List[dict], grand: dict, since: float, until: Optional[float]) -> None:
+    def iso(ts: float) -> str:
+        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+    print(f"spend by {by}, {iso(since)} → {iso(until) if until else 'now'}")
+    header = (by, "requests", "failed", "input tok", "output tok", "cost USD", "unpriced")
+    lines = [header] + [
+        (str(r["key"]) if r["key"] is not None else "-", str(r["requests"]), str(r["failed"]), str(r["input_tokens"]),
+         str(r["output_tokens"]), f"{r['cost_usd']:.6f}", str(r["unpriced_requests"]))
+        for r in rows
+    ] + [("TOTAL", str(grand["requests"]), str(grand["failed"]), str(grand["input_tokens"]),
+          str(grand["output_tokens"]), f"{grand['cost_usd']:.6f}", str(grand["unpriced_requests"]))]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for n, line in enumerate(lines):
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
+        if n == 0 or n == len(lines) - 2:
+            print("  ".join("-" * w for w in widths))
+
+
+def add_parsers(sub: Any) -> None:
+    """Register `migrate` and `spend` on the `routeplane` command's subparsers."""
+    migrate = sub.add_parser("migrate", help="apply pending database migrations (core and plugins)")
+    migrate.add_argument("--config", help="config file (default: $ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in)")
+    migrate.add_argument("--database", help="database URL (default: the config's database.url)")
+    migrate.add_argument("--status", action="store_true", help="list migrations and their state; change nothing")
+    migrate.add_argument("--quiet", action="store_true", help="print only what was applied")
+    migrate.set_defaults(func=cmd_migrate)
+    spend = sub.add_parser("spend", help="spend totals from the spend log")
+    spend.add_argument("--config", help="config file (default: $ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in)")
+    spend.add_argument("--database", help="database URL (default: the config's database.url)")
+    spend.add_argument("--since", default="24h", help="window start: 24h, 30m, 7d or an ISO date (default 24h)")
+    spend.add_argument("--until", help="window end (default: now)")
+    spend.add_argument("--by", choices=["account", "model", "provider", "route"], default="account")
+    spend.add_argument("--json", action="store_true", help="JSON instead of a table")
+    spend.set_defaults(func=cmd_spend)

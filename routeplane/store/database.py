@@ -1,0 +1,222 @@
+"""The Store: a peewee database from a URL, one connection per thread, reopened lazily after a fork."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import peewee
+
+DIALECTS = ("sqlite", "postgresql", "mysql")
+
+# SQLite: WAL lets readers run beside the one writer; busy_timeout makes a second
+# writer (another gunicorn worker) wait instead of failing; NORMAL is durable in WAL.
+SQLITE_PRAGMAS: Tuple[Tuple[str, Any], ...] = (
+    ("busy_timeout", 10000),
+    ("journal_mode", "wal"),
+    ("synchronous", "normal"),
+    ("foreign_keys", 1),
+)
+
+
+class StoreError(Exception):
+    """A store URL or connection problem; the message never holds a password."""
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    dialect: str
+    database: str  # a file path (SQLite) or a database name
+    host: Optional[str] = None
+    port: Optional[int] = None
+    user: Optional[str] = field(default=None, repr=False)
+    password: Optional[str] = field(default=None, repr=False)
+    options: Tuple[Tuple[str, str], ...] = ()
+
+    @classmethod
+    def parse(cls, url: str) -> "DatabaseURL":
+        scheme, sep, rest = url.partition("://")
+        scheme = scheme.lower().split("+", 1)[0]  # tolerate SQLAlchemy-style "postgresql+psycopg2"
+        if not sep:
+            raise StoreError(f"database url {redact(url)!r} has no scheme: use sqlite:///path, postgresql://… or mysql://…")
+        if scheme == "sqlite":
+            # sqlite:///relative/path, sqlite:////absolute/path, sqlite:///:memory:
+            path, _, query = rest.partition("?")
+            if not path.startswith("/") or len(path) < 2:
+                raise StoreError(f"database url {url!r}: write sqlite:///relative/path or sqlite:////absolute/path")
+            return cls("sqlite", path[1:], options=tuple(parse_qsl(query)))
+        if scheme in ("postgresql", "postgres", "mysql"):
+            parts = urlsplit(url)
+            name = unquote(parts.path.lstrip("/"))
+            if not name:
+                raise StoreError(f"database url {redact(url)!r} names no database (…/dbname)")
+            try:
+                port = parts.port
+            except ValueError:
+                raise StoreError(f"database url {redact(url)!r} has an invalid port") from None
+            return cls(
+                "mysql" if scheme == "mysql" else "postgresql", name, parts.hostname, port,
+                unquote(parts.username) if parts.username else None,
+                unquote(parts.password) if parts.password else None,
+                tuple(parse_qsl(parts.query)),
+            )
+        raise StoreError(f"database url {redact(url)!r}: unsupported scheme {scheme!r} (sqlite, postgresql, mysql)")
+
+
+def redact(url: str) -> str:
+    """The URL with its password replaced, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    if ":" in creds:
+        creds = creds.split(":", 1)[0] + ":***"
+    return f"{scheme}://{creds}@{host}"
+
+
+def _int_option(options: Dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(options.pop(name, default))
+    except ValueError:
+        raise StoreError(f"database url option {name} must be an integer") from None
+
+
+def make_database(url: DatabaseURL) -> peewee.Database:
+    """A fresh, unconnected peewee Database for the URL (thread-local connections)."""
+    options = dict(url.options)
+    if url.dialect == "sqlite":
+        return peewee.SqliteDatabase(url.database, pragmas=list(SQLITE_PRAGMAS), timeout=10, check_same_thread=False)
+    from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
+
+    # A pool per worker process: a connection goes back to it when a thread closes
+    # it, so short writes from many gthread threads share a few server sessions.
+    pool = {
+        "max_connections": _int_option(options, "max_connections", 32),
+        "stale_timeout": _int_option(options, "stale_timeout", 300),
+        "timeout": _int_option(options, "pool_timeout", 10),
+    }
+    conn: Dict[str, Any] = {k: v for k, v in (("host", url.host), ("port", url.port), ("user", url.user),
+                                               ("password", url.password)) if v is not None}
+    conn.update(options)
+    if url.dialect == "postgresql":
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise StoreError("postgresql:// needs psycopg2: pip install 'routeplane[postgres]'") from None
+        conn.setdefault("connect_timeout", 10)
+        return PooledPostgresqlDatabase(url.database, **pool, **conn)
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        raise StoreError("mysql:// needs pymysql: pip install 'routeplane[mysql]'") from None
+    conn.setdefault("charset", "utf8mb4")
+    return PooledMySQLDatabase(url.database, **pool, **conn)
+
+
+class Store:
+    """The gateway's database. Lives on the App; every thread gets its own connection.
+
+    A Store is fork-safe by construction: it remembers the pid that opened its
+    database, and a child process builds a new one on first use instead of
+    sharing the parent's sockets (the parent's are never closed from the child,
+    which would end the parent's server sessions).
+    """
+
+    def __init__(self, url: str, factory: Optional[Callable[[], peewee.Database]] = None) -> None:
+        self.url = url
+        self.parsed = DatabaseURL.parse(url)
+        self.dialect = self.parsed.dialect
+        self._factory = factory or (lambda: make_database(self.parsed))
+        self._db: Optional[peewee.Database] = None
+        self._pid = 0
+        self._lock = threading.Lock()
+        self._inherited: List[peewee.Database] = []  # kept referenced so the GC never closes them in a child
+        # A :memory: database lives and dies with its connection: keep each thread's open.
+        self._keep_open = self.dialect == "sqlite" and self.parsed.database in (":memory:", "")
+
+    @classmethod
+    def from_url(cls, url: str) -> "Store":
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"Store({redact(self.url)!r})"
+
+    @property
+    def display_url(self) -> str:
+        return redact(self.url)
+
+    @property
+    def database(self) -> peewee.Database:
+        pid = os.getpid()
+        db = self._db
+        if db is not None and self._pid == pid:
+            return db
+        with self._lock:
+            if self._db is None or self._pid != pid:
+                if self._db is not None:
+                    self._inherited.append(self._db)
+                self._db = self._factory()
+                self._pid = pid
+            return self._db
+
+    @property
+    def param(self) -> str:
+        """The driver's placeholder for raw SQL (`?` for SQLite, `%s` for the others)."""
+        return self.database.param
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[peewee.Database]:
+        """This thread's connection, opened if needed and closed (or returned to the pool) after.
+
+        A connection that was already open (by the request, say) is used and
+        left open; one opened here is closed here.
+        """
+        db = self.database
+        opened = db.is_closed()
+        if opened:
+            try:
+                db.connect(reuse_if_open=True)
+            except peewee.OperationalError as exc:
+                raise StoreError(f"cannot connect to {self.display_url}: {_first_line(exc)}") from None
+        try:
+            yield db
+        finally:
+            if opened and not self._keep_open:
+                db.close()
+
+    def execute(self, sql: str, params: Tuple[Any, ...] = ()) -> List[Tuple[Any, ...]]:
+        """Run one statement on this thread's connection; rows if it returns any."""
+        with self.connection() as db:
+            cursor = db.execute_sql(sql, params)
+            try:
+                return list(cursor.fetchall()) if cursor.description else []
+            finally:
+                cursor.close()
+
+    def ping(self) -> None:
+        """Raise unless the database answers a trivial query (readiness checks)."""
+        self.execute("SELECT 1")
+
+    def table_exists(self, name: str) -> bool:
+        with self.connection() as db:
+            return db.table_exists(name)
+
+    def close(self) -> None:
+        """Close this process's connections (pools included). Call before forking, or at exit."""
+        db = self._db
+        if db is None or self._pid != os.getpid():
+            return
+        close_all = getattr(db, "close_all", None)
+        if close_all is not None:
+            close_all()
+        elif not db.is_closed():
+            db.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,261 @@
+"""Migrations: core files from `sql/`, plugin migrations, a checksummed history, one run at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+from .database import Store, StoreError
+from .sqltext import SQLCheckError, check_tables, split_statements
+
+CORE = "routeplane"  # the plugin id the core schema is recorded under
+HISTORY = "routeplane_migrations"
+SQL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sql")
+_FILE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
+# One fixed key for every routeplane migrate run against a PostgreSQL database.
+_PG_LOCK_KEY = zlib.crc32(b"routeplane.migrate")
+
+_HISTORY_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {HISTORY} ("
+    " plugin VARCHAR(100) NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " name VARCHAR(200) NOT NULL,"
+    " checksum CHAR(64) NOT NULL,"
+    " applied_at DOUBLE PRECISION NOT NULL,"
+    " PRIMARY KEY (plugin, version))"
+)
+
+
+class MigrationError(Exception):
+    """The schema cannot be brought up to date, or has drifted from the code; start-up must stop."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    plugin: str
+    version: int
+    name: str
+    sql: str
+    tables: Tuple[str, ...] = ()
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+    @property
+    def label(self) -> str:
+        return f"{self.plugin} {self.version:04d}_{self.name}"
+
+
+@dataclass(frozen=True)
+class MigrationState:
+    plugin: str
+    version: int
+    name: str
+    state: str  # "applied" | "pending" | "changed" | "unknown" (applied, but no installed code has it)
+    applied_at: Optional[float] = None
+
+
+def core_migrations(dialect: str, sql_dir: str = SQL_DIR) -> List[Migration]:
+    """`sql/NNNN_name.sql`, with `sql/<dialect>/NNNN_name.sql` replacing a file where that dialect differs."""
+    found: Dict[int, Tuple[str, str]] = {}
+    for directory in (sql_dir, os.path.join(sql_dir, dialect)):
+        if not os.path.isdir(directory):
+            continue
+        for fname in sorted(os.listdir(directory)):
+            m = _FILE.match(fname)
+            if m:
+                found[int(m.group(1))] = (m.group(2), os.path.join(directory, fname))
+    out = []
+    for version in sorted(found):
+        name, path = found[version]
+        with open(path, "r", encoding="utf-8") as fh:
+            out.append(Migration(CORE, version, name, fh.read()))
+    return out
+
+
+def plugin_migrations(plugins: Iterable[Any], dialect: str) -> List[Migration]:
+    """Every installed plugin's migrations for this dialect, validated against the tables each declares."""
+    out: List[Migration] = []
+    owners: Dict[str, str] = {}
+    for plugin in plugins:
+        pid = str(plugin.id)
+        if pid == CORE:
+            raise MigrationError(f"plugin id {CORE!r} is reserved for the core schema")
+        chosen: Dict[int, Any] = {}
+        for item in plugin.migrations():
+            if item.dialect is not None and item.dialect not in ("sqlite", "postgresql", "mysql"):
+                raise MigrationError(f"plugin {pid!r} migration {item.version}: unknown dialect {item.dialect!r}")
+            if item.dialect not in (None, dialect):
+                continue
+            current = chosen.get(item.version)
+            if current is not None and (current.dialect is not None) == (item.dialect is not None):
+                raise MigrationError(f"plugin {pid!r} has two migrations numbered {item.version} for {dialect}")
+            if current is None or item.dialect is not None:  # a dialect's own variant wins
+                chosen[item.version] = item
+        for version in sorted(chosen):
+            item = chosen[version]
+            if version < 1:
+                raise MigrationError(f"plugin {pid!r} migration versions start at 1 (got {version})")
+            tables = tuple(t.lower() for t in item.tables)
+            for table in tables:
+                if table.startswith("routeplane_"):
+                    raise MigrationError(f"plugin {pid!r} migration {version}: table {table!r} is reserved for the core")
+                if owners.setdefault(table, pid) != pid:
+                    raise MigrationError(f"plugin {pid!r} migration {version}: table {table!r} belongs to plugin "
+                                         f"{owners[table]!r}")
+            try:
+                check_tables(item.sql, tables)
+            except SQLCheckError as exc:
+                raise MigrationError(f"plugin {pid!r} migration {version} ({item.name}) refused: {exc}") from None
+            out.append(Migration(pid, version, item.name, item.sql, tables))
+    return out
+
+
+def planned(store: Store, plugins: Iterable[Any] = ()) -> List[Migration]:
+    return core_migrations(store.dialect) + plugin_migrations(plugins, store.dialect)
+
+
+class Migrator:
+    """Applies and inspects migrations on one Store."""
+
+    def __init__(self, store: Store, plugins: Sequence[Any] = ()) -> None:
+        self.store = store
+        self.plan = planned(store, plugins)
+
+    def status(self) -> List[MigrationState]:
+        with self.store.connection():
+            applied = self._applied() if self.store.table_exists(HISTORY) else {}
+        return _states(self.plan, applied)
+
+    def verify(self) -> None:
+        """Raise MigrationError if any migration is pending or an applied one changed (workers call this)."""
+        states = self.status()
+        _raise_changed(states, self.plan)
+        pending = [s for s in states if s.state == "pending"]
+        if pending:
+            names = ", ".join(f"{s.plugin} {s.version:04d}_{s.name}" for s in pending)
+            raise MigrationError(f"the database {self.store.display_url} is not migrated ({names} pending): "
+                                 "run `routeplane migrate`")
+
+    def migrate(self) -> List[Migration]:
+        """Apply every pending migration, each in its own transaction; returns those applied by this run."""
+        done: List[Migration] = []
+        with self.store.connection() as db, self._run_lock(db):
+            self._ensure_history(db)
+            _raise_changed(_states(self.plan, self._applied()), self.plan)
+            for migration in self.plan:
+                if self._apply(db, migration):
+                    done.append(migration)
+        return done
+
+    # --- internals ------------------------------------------------------------
+
+    def _applied(self) -> Dict[Tuple[str, int], Tuple[str, str, float]]:
+        rows = self.store.execute(f"SELECT plugin, version, name, checksum, applied_at FROM {HISTORY}")
+        return {(r[0], int(r[1])): (r[2], r[3].strip(), float(r[4])) for r in rows}
+
+    def _ensure_history(self, db: Any) -> None:
+        with self._transaction(db):
+            db.execute_sql(_HISTORY_DDL)
+
+    def _apply(self, db: Any, migration: Migration) -> bool:
+        p = db.param
+        with self._transaction(db):
+            # Re-read under the write lock: a concurrent run may have applied it meanwhile.
+            cursor = db.execute_sql(f"SELECT checksum FROM {HISTORY} WHERE plugin = {p} AND version = {p}",
+                                    (migration.plugin, migration.version))
+            row = cursor.fetchone()
+            cursor.close()
+            if row is not None:
+                if row[0].strip() != migration.checksum:
+                    raise MigrationError(_changed_message([migration]))
+                return False
+            for statement, _normalized in split_statements(migration.sql):
+                try:
+                    db.execute_sql(statement)
+                except Exception as exc:
+                    raise MigrationError(f"{migration.label} failed on {self.store.display_url}: "
+                                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from exc
+            db.execute_sql(f"INSERT INTO {HISTORY} (plugin, version, name, checksum, applied_at) "
+                           f"VALUES ({p}, {p}, {p}, {p}, {p})",
+                           (migration.plugin, migration.version, migration.name, migration.checksum, time.time()))
+        return True
+
+    def _transaction(self, db: Any) -> Any:
+        if self.store.dialect == "sqlite":
+            # IMMEDIATE takes the write lock up front, so two runs queue instead of both applying.
+            return db.atomic(lock_type="IMMEDIATE")
+        return db.atomic()
+
+    @contextlib.contextmanager
+    def _run_lock(self, db: Any) -> Iterator[None]:
+        dialect = self.store.dialect
+        if dialect == "postgresql":
+            db.execute_sql("SELECT pg_advisory_lock(%s)", (_PG_LOCK_KEY,)).close()
+            try:
+                yield
+            finally:
+                db.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,)).close()
+        elif dialect == "mysql":
+            cursor = db.execute_sql("SELECT GET_LOCK('routeplane_migrate', 120)")
+            got = cursor.fetchone()
+            cursor.close()
+            if not got or got[0] != 1:
+                raise MigrationError("another `routeplane migrate` held the lock for 120 s")
+            try:
+                yield
+            finally:
+                db.execute_sql("SELECT RELEASE_LOCK('routeplane_migrate')").close()
+        else:
+            yield  # SQLite: each migration's BEGIN IMMEDIATE serializes runs
+
+
+def _states(plan: List[Migration], applied: Dict[Tuple[str, int], Tuple[str, str, float]]) -> List[MigrationState]:
+    out = []
+    known = set()
+    for m in plan:
+        key = (m.plugin, m.version)
+        known.add(key)
+        row = applied.get(key)
+        if row is None:
+            out.append(MigrationState(m.plugin, m.version, m.name, "pending"))
+        else:
+            out.append(MigrationState(m.plugin, m.version, m.name, "applied" if row[1] == m.checksum else "changed",
+                                      row[2]))
+    for key, row in sorted(applied.items()):
+        if key not in known:
+            out.append(MigrationState(key[0], key[1], row[0], "unknown", row[2]))
+    return out
+
+
+def _changed_message(changed: Sequence[Any]) -> str:
+    names = ", ".join(f"{m.plugin} {m.version:04d}_{m.name}" for m in changed)
+    return (f"applied migration(s) changed since they ran: {names}. A migration that has run must never be edited; "
+            "add a new numbered migration instead (or restore the original text)")
+
+
+def _raise_changed(states: List[MigrationState], plan: List[Migration]) -> None:
+    changed = [s for s in states if s.state == "changed"]
+    if changed:
+        raise MigrationError(_changed_message(changed))
+
+
+def migrate(store: Store, plugins: Sequence[Any] = ()) -> List[Migration]:
+    try:
+        return Migrator(store, plugins).migrate()
+    except StoreError as exc:
+        raise MigrationError(str(exc)) from None
+
+
+def verify(store: Store, plugins: Sequence[Any] = ()) -> None:
+    try:
+        Migrator(store, plugins).verify()
+    except StoreError as exc:
+        raise MigrationError(str(exc)) from None

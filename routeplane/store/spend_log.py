@@ -1,0 +1,196 @@
+"""The spend log: an ordinary plugin whose SettlementRecorder writes one row per served request."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+import peewee
+
+from ..app import AppBuilder, MigrationItem, Plugin, PluginId
+from ..hooks.language_model import SettlementRecorder
+from ..language_model.settlement import Settlement
+from .database import Store
+
+log = logging.getLogger("routeplane.spend")
+
+TABLE = "spend_log"
+
+# One SQL text for every dialect: no auto-increment column, the request id is the key
+# (which also makes the insert idempotent: a request is recorded exactly once).
+SPEND_LOG_V1 = f"""
+CREATE TABLE {TABLE} (
+    request_id VARCHAR(128) NOT NULL PRIMARY KEY,
+    started_at DOUBLE PRECISION NOT NULL,
+    recorded_at DOUBLE PRECISION NOT NULL,
+    account_id VARCHAR(255),
+    session_id VARCHAR(255),
+    route VARCHAR(255) NOT NULL,
+    provider VARCHAR(255),
+    model VARCHAR(255),
+    inbound_protocol VARCHAR(64) NOT NULL,
+    streamed BOOLEAN NOT NULL,
+    input_tokens BIGINT NOT NULL,
+    cache_read_tokens BIGINT NOT NULL,
+    cache_write_tokens BIGINT NOT NULL,
+    output_tokens BIGINT NOT NULL,
+    reasoning_tokens BIGINT NOT NULL,
+    usage_reported BOOLEAN NOT NULL,
+    cost_micro_usd BIGINT,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    ttft_ms DOUBLE PRECISION,
+    attempts INTEGER NOT NULL,
+    attempts_json TEXT NOT NULL,
+    outcome VARCHAR(32) NOT NULL,
+    error_type VARCHAR(64),
+    status INTEGER NOT NULL
+);
+CREATE INDEX spend_log_started_at ON {TABLE} (started_at);
+CREATE INDEX spend_log_account_started ON {TABLE} (account_id, started_at);
+"""
+
+COLUMNS = (
+    "request_id", "started_at", "recorded_at", "account_id", "session_id", "route", "provider", "model",
+    "inbound_protocol", "streamed", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
+    "reasoning_tokens", "usage_reported", "cost_micro_usd", "latency_ms", "ttft_ms", "attempts", "attempts_json",
+    "outcome", "error_type", "status",
+)
+
+
+def spend_row(s: Settlement, now: Optional[float] = None) -> Dict[str, Any]:
+    """The row for one settlement. Carries no prompt text and no secret: attempts keep
+    their provider, model, status and error type, never the upstream's error message
+    (which may quote the prompt)."""
+    u = s.usage
+    attempts = [
+        {"provider": a.provider, "model": a.model, "protocol": a.protocol, "ok": a.ok, "latency_ms": a.latency_ms,
+         "status": a.status, "error_type": a.error_type}
+        for a in s.attempts
+    ]
+    return {
+        "request_id": s.request_id[:128],
+        "started_at": float(s.started_at),
+        "recorded_at": time.time() if now is None else now,
+        "account_id": _cut(s.account_id),
+        "session_id": _cut(s.session_id),
+        "route": _cut(s.route) or "",
+        "provider": _cut(s.provider),
+        "model": _cut(s.model),
+        "inbound_protocol": s.inbound_protocol,
+        "streamed": bool(s.streamed),
+        "input_tokens": int(u.input_tokens),
+        "cache_read_tokens": int(u.cache_read_tokens),
+        "cache_write_tokens": int(u.cache_write_tokens),
+        "output_tokens": int(u.output_tokens),
+        "reasoning_tokens": int(u.reasoning_tokens),
+        "usage_reported": bool(u.reported),
+        "cost_micro_usd": s.cost_micro_usd,
+        "latency_ms": float(s.latency_ms),
+        "ttft_ms": s.ttft_ms,
+        "attempts": len(attempts),
+        "attempts_json": json.dumps(attempts, separators=(",", ":")),
+        "outcome": s.outcome,
+        "error_type": s.error_type,
+        "status": int(s.status),
+    }
+
+
+def _cut(value: Optional[str], size: int = 255) -> Optional[str]:
+    return None if value is None else str(value)[:size]
+
+
+class SpendRecorder(SettlementRecorder):
+    """Writes each settlement on its own connection (the request's may be closed by now).
+
+    The insert ignores a second row for the same request id, so a retry after
+    a lost reply from the database cannot count a request twice.
+    """
+
+    def __init__(self, store: Store, retries: int = 2) -> None:
+        self.store = store
+        self.retries = retries
+
+    def record(self, settlement: Settlement) -> None:
+        row = spend_row(settlement)
+        for attempt in range(self.retries + 1):
+            try:
+                with self.store.connection() as db:
+                    table = peewee.Table(TABLE, COLUMNS, _database=db)
+                    table.insert(row).on_conflict_ignore().execute()
+                return
+            except peewee.OperationalError:
+                # SQLite "database is locked" past busy_timeout, or a dropped server connection.
+                if attempt == self.retries:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+
+
+class SpendLogPlugin(Plugin):
+    """Records every served request in the `spend_log` table of the App's store."""
+
+    id = PluginId("spend_log")
+
+    def __init__(self, store: Optional[Store] = None) -> None:
+        self.store = store
+
+    def migrations(self) -> List[MigrationItem]:
+        return [MigrationItem(1, "spend_log", SPEND_LOG_V1, tables=(TABLE,))]
+
+    def install(self, app: AppBuilder) -> None:
+        store = self.store or app.current_store
+        if store is None:
+            raise ValueError("the spend_log plugin needs a store: set database.url in the config")
+        self.store = store
+        app.language_model_builder().settlement_recorder(SpendRecorder(store))
+
+
+# --- reading ---------------------------------------------------------------
+
+GROUPS = {"account": "account_id", "model": "model", "provider": "provider", "route": "route"}
+
+
+@dataclass(frozen=True)
+class SpendTotal:
+    key: Optional[str]
+    requests: int
+    failed: int
+    input_tokens: int  # every input bucket: uncached + cache read + cache write
+    output_tokens: int  # visible output + reasoning
+    cost_micro_usd: int  # sum over rows with a known cost
+    unpriced: int  # rows whose cost is unknown (no price configured)
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "key": self.key, "requests": self.requests, "failed": self.failed, "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens, "cost_micro_usd": self.cost_micro_usd,
+            "cost_usd": self.cost_micro_usd / 1_000_000, "unpriced_requests": self.unpriced,
+        }
+
+
+def spend_totals(store: Store, since: float, until: Optional[float] = None, by: str = "account") -> List[SpendTotal]:
+    """Totals over [since, until) grouped by account, model, provider or route; most expensive first."""
+    column = GROUPS[by]
+    p = store.param
+    until = time.time() + 1 if until is None else until
+    rows = store.execute(
+        f"SELECT {column}, COUNT(*),"
+        " SUM(CASE WHEN outcome = 'success' THEN 0 ELSE 1 END),"
+        " SUM(input_tokens + cache_read_tokens + cache_write_tokens),"
+        " SUM(output_tokens + reasoning_tokens),"
+        " SUM(cost_micro_usd),"
+        " SUM(CASE WHEN cost_micro_usd IS NULL THEN 1 ELSE 0 END)"
+        f" FROM {TABLE} WHERE started_at >= {p} AND started_at < {p} GROUP BY {column}",
+        (since, until),
+    )
+    out = [SpendTotal(r[0], *(int(v or 0) for v in r[1:])) for r in rows]
+    out.sort(key=lambda t: (-t.cost_micro_usd, -t.requests, t.key or ""))
+    return out
+
+
+def spend_rows(store: Store, where: str = "", params: Tuple[Any, ...] = ()) -> List[Dict[str, Any]]:
+    """Raw rows as dicts (tests and exports); `where` is a trusted SQL fragment."""
+    rows = store.execute(f"SELECT {', '.join(COLUMNS)} FROM {TABLE} {where}", params)
+    return [dict(zip(COLUMNS, r)) for r in rows]
