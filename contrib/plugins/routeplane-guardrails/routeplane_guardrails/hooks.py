@@ -1,0 +1,231 @@
+"""The three hooks: upgoing prompt check, downgoing stream check, downgoing non-streaming response check."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from routeplane.errors import GuardrailViolation, StreamAborted
+from routeplane.hooks.language_model import (
+    DenyReason,
+    ExecutionHook,
+    HookDecision,
+    Outcome,
+    PreRequestHook,
+    StreamAction,
+    StreamHook,
+    StreamInterest,
+)
+from routeplane.language_model.context import PipelineContext
+from routeplane.language_model.types import (
+    ContentPart,
+    Finish,
+    Generation,
+    Message,
+    Prompt,
+    StreamPart,
+    TextDelta,
+    TextEnd,
+    TextPart,
+    TextStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallPart,
+    ToolCallStart,
+    ToolResultPart,
+)
+
+from .detectors import DOWNGOING, UPGOING
+from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, find, redact
+from .stream import Blocked, ChannelScanner
+
+PLUGIN_ID = "guardrails"
+CODE = "guardrail_violation"
+
+Channel = Tuple[str, int]  # ("text" | "tool", block index)
+
+
+class RequestGuard:
+    """Per-request state, put in `ctx.extensions` by the pre-request check and read by the stream stage."""
+
+    def __init__(self, ruleset: RuleSet, reporter: Reporter) -> None:
+        self.ruleset = ruleset
+        self.reporter = reporter
+        self.channels: Dict[Channel, ChannelScanner] = {}
+
+    @classmethod
+    def of(cls, ctx: PipelineContext, ruleset: RuleSet, stats: Stats) -> "RequestGuard":
+        guard = ctx.extensions.get(cls)
+        if guard is None:  # an earlier pre-request hook answered before ours ran
+            guard = cls(ruleset, Reporter(stats, ctx.request_id))
+            ctx.extensions.put(guard)
+        return guard
+
+    def channel(self, key: Channel) -> ChannelScanner:
+        scanner = self.channels.get(key)
+        if scanner is None:
+            where = f"text block {key[1]}" if key[0] == "text" else f"tool call {key[1]} arguments"
+            scanner = self.channels[key] = ChannelScanner(self.ruleset.downgoing, self.ruleset, self.reporter, where)
+        return scanner
+
+    def flush(self, keys: Sequence[Channel]) -> List[StreamPart]:
+        out: List[StreamPart] = []
+        for key in keys:
+            scanner = self.channels.get(key)
+            if scanner is not None:
+                out.extend(_part(key, text) for text in scanner.flush())
+        return out
+
+    def record(self, ctx: PipelineContext) -> None:
+        if self.reporter.per_request:
+            ctx.plugin_metadata(PLUGIN_ID).update(self.reporter.per_request)
+
+
+def _part(key: Channel, text: str) -> StreamPart:
+    return TextDelta(key[1], text) if key[0] == "text" else ToolCallDelta(key[1], text)
+
+
+def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str) -> Tuple[str, List[Finding]]:
+    """A whole text at once: (redacted text, block findings). Every finding is counted and logged."""
+    findings = find(text, rules)
+    for f in findings:
+        reporter.report(rules.direction, f, where)
+    blocks = [f for f in findings if f.action == BLOCK]
+    spans = [(f.red_start, f.red_end, f.placeholder) for f in findings if f.action == REDACT]
+    return (redact(text, spans) if spans and not blocks else text), blocks
+
+
+class _Scan:
+    """Walks content parts, redacting in place and stopping at the first block."""
+
+    def __init__(self, rules: DirectionRules, reporter: Reporter) -> None:
+        self.rules, self.reporter = rules, reporter
+        self.blocked: Optional[Tuple[List[Finding], str]] = None
+
+    def text(self, text: str, where: str) -> str:
+        if self.blocked is not None:
+            return text
+        new, blocks = scan_text(text, self.rules, self.reporter, where)
+        if blocks:
+            self.blocked = (blocks, where)
+        return new
+
+    def parts(self, parts: Tuple[ContentPart, ...], where: str) -> Tuple[ContentPart, ...]:
+        out: List[ContentPart] = []
+        for p in parts:
+            if isinstance(p, TextPart):
+                new = self.text(p.text, f"{where} text")
+                p = p if new == p.text else dataclasses.replace(p, text=new)
+            elif isinstance(p, ToolCallPart):
+                new = self.text(p.arguments, f"{where} tool call arguments")
+                p = p if new == p.arguments else dataclasses.replace(p, arguments=new)
+            elif isinstance(p, ToolResultPart):
+                content = self.parts(p.content, f"{where} tool result")
+                p = p if content == p.content else dataclasses.replace(p, content=content)
+            # Images, files and (signed) reasoning are not scanned.
+            out.append(p)
+        return tuple(out)
+
+
+class UpgoingCheck(PreRequestHook):
+    """Scans system, user, assistant and tool-result text and tool-call arguments before the upstream sees them."""
+
+    def __init__(self, ruleset: RuleSet, stats: Stats) -> None:
+        self.ruleset, self.stats = ruleset, stats
+
+    def check(self, ctx: PipelineContext) -> HookDecision:
+        guard = RequestGuard.of(ctx, self.ruleset, self.stats)
+        rules = self.ruleset.upgoing
+        if not rules:
+            return HookDecision.allow()
+        prompt = ctx.prompt
+        scan = _Scan(rules, guard.reporter)
+        system = scan.parts(prompt.system, "system")
+        messages: List[Message] = []
+        for i, msg in enumerate(prompt.messages):
+            parts = scan.parts(msg.parts, f"messages[{i}] ({msg.role.value})")
+            messages.append(msg if parts == msg.parts else dataclasses.replace(msg, parts=parts))
+        guard.record(ctx)
+        if scan.blocked is not None:
+            findings, where = scan.blocked
+            return HookDecision.deny(
+                DenyReason.guardrail_violation(self.ruleset.block_message.render(UPGOING, findings, where)))
+        if system != prompt.system or tuple(messages) != prompt.messages:
+            ctx.replace_prompt(_replace(prompt, system, tuple(messages)))
+        return HookDecision.allow()
+
+
+def _replace(prompt: Prompt, system: Tuple[Any, ...], messages: Tuple[Message, ...]) -> Prompt:
+    return prompt.replace(system=system, messages=messages)
+
+
+class DowngoingStreamCheck(StreamHook):
+    """Redacts/blocks streamed text and tool-call arguments, holding back a bounded window per channel."""
+
+    def __init__(self, ruleset: RuleSet, stats: Stats) -> None:
+        self.ruleset, self.stats = ruleset, stats
+
+    def interest(self) -> StreamInterest:
+        if not self.ruleset.downgoing:
+            return StreamInterest.NONE
+        return StreamInterest.TEXT | StreamInterest.TOOL_CALLS | StreamInterest.LIFECYCLE
+
+    def on_part(self, ctx: PipelineContext, part: StreamPart) -> StreamAction:
+        guard = RequestGuard.of(ctx, self.ruleset, self.stats)
+        try:
+            if isinstance(part, TextDelta):
+                return _deliver(part, part.text, guard.channel(("text", part.index)).feed(part.text))
+            if isinstance(part, ToolCallDelta):
+                return _deliver(part, part.arguments, guard.channel(("tool", part.index)).feed(part.arguments))
+            if isinstance(part, TextEnd):
+                return _before(guard.flush([("text", part.index)]), part)
+            if isinstance(part, ToolCallEnd):
+                return _before(guard.flush([("tool", part.index)]), part)
+            if isinstance(part, (TextStart, ToolCallStart)):
+                # Held text of another block goes out first, keeping the output order.
+                mine = ("text" if isinstance(part, TextStart) else "tool", part.index)
+                return _before(guard.flush([k for k in guard.channels if k != mine]), part)
+            if isinstance(part, Finish):
+                return _before(guard.flush(list(guard.channels)), part)
+        except Blocked as blocked:
+            message = self.ruleset.block_message.render(DOWNGOING, blocked.findings, blocked.where)
+            return StreamAction.abort(StreamAborted(message, status=400, kind="guardrail", code=CODE))
+        return StreamAction.pass_()
+
+    def on_stream_end(self, ctx: PipelineContext, outcome: Outcome) -> None:
+        guard = ctx.extensions.get(RequestGuard)
+        if guard is not None:
+            guard.record(ctx)
+
+
+def _deliver(part: StreamPart, original: str, out: Optional[List[str]]) -> StreamAction:
+    if out is None or (len(out) == 1 and out[0] == original):
+        return StreamAction.pass_()
+    if not out:
+        return StreamAction.drop()
+    index = part.index  # type: ignore[union-attr]
+    make = TextDelta if isinstance(part, TextDelta) else ToolCallDelta
+    return StreamAction.replace([make(index, text) for text in out])
+
+
+def _before(flushed: List[StreamPart], part: StreamPart) -> StreamAction:
+    return StreamAction.replace([*flushed, part]) if flushed else StreamAction.pass_()
+
+
+class DowngoingResponseCheck(ExecutionHook):
+    """Non-streaming responses: returns a redacted Generation, or raises GuardrailViolation to block."""
+
+    def __init__(self, ruleset: RuleSet, stats: Stats) -> None:
+        self.ruleset, self.stats = ruleset, stats
+
+    def on_success(self, ctx: PipelineContext, result: Any) -> Optional[Generation]:
+        if not isinstance(result, Generation) or not self.ruleset.downgoing:
+            return None  # a stream: the stream check sees its parts
+        guard = RequestGuard.of(ctx, self.ruleset, self.stats)
+        scan = _Scan(self.ruleset.downgoing, guard.reporter)
+        parts = scan.parts(result.parts, "response")
+        guard.record(ctx)
+        if scan.blocked is not None:
+            findings, where = scan.blocked
+            raise GuardrailViolation(self.ruleset.block_message.render(DOWNGOING, findings, where), code=CODE)
+        return None if parts == result.parts else dataclasses.replace(result, parts=parts)

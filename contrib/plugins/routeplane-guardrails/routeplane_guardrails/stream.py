@@ -1,0 +1,165 @@
+"""Scanning one streamed channel (a text block, a tool call's arguments) with a bounded hold-back window."""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .detectors import Rule
+from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, find, redact
+
+
+class Blocked(Exception):
+    """A block rule matched; the hook turns this into the wire's error (never carrying the text)."""
+
+    def __init__(self, findings: Sequence[Finding], where: str) -> None:
+        super().__init__(where)
+        self.findings = tuple(findings)
+        self.where = where
+
+
+class ChannelScanner:
+    """Holds back the last `stream_window` characters of a channel so a match split across chunks is seen whole.
+
+    Text leaves in the chunks it arrived in (so a clean stream is unchanged
+    apart from timing); only chunks touched by a redaction are merged and
+    rewritten. A match still growing at the end of the buffer (a PEM block)
+    holds everything from its start, up to `max_hold_chars`; past that the
+    held text is released with the part seen so far redacted, and a rule's
+    `continuation` pattern keeps redacting what follows the cut. With only
+    `warn` rules nothing is held: chunks pass at once and a carry window of
+    the same size is scanned for matches that span chunks.
+
+    Positions are absolute character offsets in the channel; `buf` keeps the
+    pending text plus `context_chars` of already-sent text for look-behinds.
+    """
+
+    def __init__(self, rules: DirectionRules, ruleset: RuleSet, reporter: Reporter, where: str) -> None:
+        self.rules = rules
+        self.hold = rules.holds
+        self.window = ruleset.stream_window
+        self.max_hold = ruleset.max_hold_chars
+        self.context = ruleset.context_chars
+        self.reporter = reporter
+        self.where = where
+        self.buf = ""
+        self.base = 0  # absolute offset of buf[0]
+        self.total = 0  # characters received
+        self.emitted = 0  # characters released to the client
+        self.chunk_ends: List[int] = []  # absolute end of every held chunk
+        self.reported_end: Dict[str, int] = {}  # per detector, so a match is counted once
+        self.open: Optional[Tuple[Rule, str, str]] = None  # (rule, action, placeholder) of a match cut at the cap
+
+    # --- public ------------------------------------------------------------
+
+    def feed(self, text: str) -> Optional[List[str]]:
+        """None: the chunk passes unchanged. Otherwise the chunks to send now (possibly none)."""
+        self.buf += text
+        self.total += len(text)
+        if not self.hold:
+            self._report_warnings(final=False)
+            self.emitted = self.total
+            self._trim(self.total - self.window - self.context)
+            return None
+        self.chunk_ends.append(self.total)
+        return self._release(final=False)
+
+    def flush(self) -> List[str]:
+        """The channel ended: release everything held (redacted), or raise Blocked."""
+        if not self.hold:
+            self._report_warnings(final=True)
+            return []
+        return self._release(final=True)
+
+    # --- internals ---------------------------------------------------------
+
+    def _report(self, f: Finding) -> None:
+        if f.start >= self.reported_end.get(f.detector, -1):
+            self.reported_end[f.detector] = f.end
+            self.reporter.report(self.rules.direction, f, self.where)
+
+    def _report_warnings(self, final: bool) -> None:
+        for f in find(self.buf, self.rules, self.base):
+            if final or f.end < self.total:  # one touching the end may still grow
+                self._report(f)
+
+    def _trim(self, keep_from: int) -> None:
+        keep_from = min(keep_from, self.emitted - self.context)
+        if keep_from > self.base:
+            self.buf = self.buf[keep_from - self.base:]
+            self.base = keep_from
+
+    def _release(self, final: bool) -> List[str]:
+        findings = [f for f in find(self.buf, self.rules, self.base) if f.end > self.emitted]
+        blocks = [f for f in findings if f.action == BLOCK]
+        if blocks:
+            for f in blocks:
+                self._report(f)
+            raise Blocked(blocks, self.where)
+        spans: List[Tuple[int, int, str]] = []
+        still_open = False
+        if self.open is not None:
+            rule, action, placeholder = self.open
+            assert rule.continuation is not None
+            m = rule.continuation.match(self.buf, self.emitted - self.base)
+            cont_end = self.base + (m.end() if m else self.emitted - self.base)
+            still_open = cont_end >= self.total and not final
+            if not still_open:
+                self.open = None
+            if action == REDACT and cont_end > self.emitted:
+                spans.append((self.emitted, cont_end, placeholder))
+
+        cutoff, forced = self._cutoff(findings, final, still_open)
+        if cutoff <= self.emitted:
+            return []
+        for f in findings:
+            if f.start >= cutoff:
+                continue
+            self._report(f)
+            if f.action == REDACT:
+                spans.append((f.red_start, f.red_end, f.placeholder))
+                if f.red_end > cutoff and f.rule.continuation is not None:
+                    self.open = (f.rule, f.action, f.placeholder)
+        out = self._pieces(cutoff, spans, forced)
+        self.emitted = cutoff
+        self.chunk_ends = [e for e in self.chunk_ends if e > cutoff]
+        self._trim(self.emitted - self.context)
+        return out
+
+    def _cutoff(self, findings: Sequence[Finding], final: bool, still_open: bool) -> Tuple[int, bool]:
+        if final:
+            return self.total, False
+        cutoff = self.total - self.window
+        for f in findings:
+            # Never split a match, nor release the start of one that may still grow.
+            if f.start < cutoff and (f.end > cutoff or f.end >= self.total):
+                cutoff = min(cutoff, f.start)
+        if still_open:
+            cutoff = self.emitted
+        if self.total - max(cutoff, self.emitted) > self.max_hold:
+            return self.total - self.window, True
+        boundaries = [e for e in self.chunk_ends if e <= cutoff]
+        return (boundaries[-1] if boundaries else self.emitted), False
+
+    def _pieces(self, cutoff: int, spans: List[Tuple[int, int, str]], forced: bool) -> List[str]:
+        bounds = [e for e in self.chunk_ends if self.emitted < e <= cutoff]
+        if not bounds or bounds[-1] != cutoff:
+            bounds.append(cutoff)  # a forced cut inside a chunk
+        # Chunks joined by a redaction span leave as one rewritten chunk.
+        groups: List[List[int]] = []
+        start = self.emitted
+        for b in bounds:
+            joined = groups and any(s < start < e for s, e, _ in spans)
+            if joined:
+                groups[-1][1] = b
+            else:
+                groups.append([start, b])
+            start = b
+        out: List[str] = []
+        for gs, ge in groups:
+            text = self.buf[gs - self.base:ge - self.base]
+            touched = [(s, e, p) for s, e, p in spans if s < ge and e > gs]
+            if touched:
+                text = redact(text, touched, offset=gs)
+            if text:
+                out.append(text)
+        return out
