@@ -56,6 +56,7 @@ class FilePart:
     data: Optional[str] = None
     media_type: Optional[str] = None
     filename: Optional[str] = None
+    cache_control: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class ToolCallPart:
     # Gemini thought signature or similar provider-bound opaque value.
     signature: Optional[str] = None
     signature_provider: Optional[str] = None
+    cache_control: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,7 @@ class ToolResultPart:
     is_error: bool = False
     # Gemini needs the function name on a result; codecs fill it from history.
     name: Optional[str] = None
+    cache_control: Optional[Mapping[str, Any]] = None
 
     def text(self) -> str:
         return "".join(p.text for p in self.content if isinstance(p, TextPart))

@@ -9,12 +9,12 @@ from .base import ClientCodec, ProviderCodec
 
 def provider_codecs() -> Dict[str, ProviderCodec]:
     """Every outbound codec by protocol name (imported lazily: no import-time work)."""
-    from . import openai_chat
+    from . import anthropic_messages, openai_chat
 
-    return {openai_chat.PROTOCOL: openai_chat.PROVIDER}
+    return {openai_chat.PROTOCOL: openai_chat.PROVIDER, anthropic_messages.PROTOCOL: anthropic_messages.PROVIDER}
 
 
 def client_codecs() -> Dict[str, ClientCodec]:
-    from . import openai_chat
+    from . import anthropic_messages, openai_chat
 
-    return {openai_chat.PROTOCOL: openai_chat.CLIENT}
+    return {openai_chat.PROTOCOL: openai_chat.CLIENT, anthropic_messages.PROTOCOL: anthropic_messages.CLIENT}

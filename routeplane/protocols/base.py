@@ -77,6 +77,11 @@ class ProviderCodec(ABC):
     @abstractmethod
     def headers(self, target: RoutingTarget) -> Dict[str, str]: ...
 
+    def request_headers(self, target: RoutingTarget, prompt: Prompt) -> Dict[str, str]:
+        """Headers for one call; a codec overrides this to forward client headers
+        it keeps in `prompt.extras` (e.g. Anthropic's anthropic-beta)."""
+        return self.headers(target)
+
     @abstractmethod
     def encode_request(self, prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]: ...
 

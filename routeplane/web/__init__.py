@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Callable, Dict
 
 if TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
@@ -15,3 +15,18 @@ def register_blueprints(app: "App", flask_app: "Flask", url_prefix: str = "") ->
 
     flask_app.register_blueprint(openai.make_blueprint(app), url_prefix=url_prefix or None)
     flask_app.register_blueprint(health.make_blueprint(app), url_prefix=url_prefix or None)
+    from . import anthropic
+
+    flask_app.register_blueprint(anthropic.make_blueprint(app), url_prefix=url_prefix or None)
+    from . import admin
+
+    flask_app.register_blueprint(admin.make_blueprint(app), url_prefix=url_prefix or None)
+
+
+def error_renderer_for(path: str) -> Callable[[Any], Dict[str, Any]]:
+    """The error-body renderer for an unrouted path: each wire answers 404/405 in its own shape."""
+    from ..protocols import anthropic_messages, openai_chat
+
+    if "/v1/messages" in path:
+        return anthropic_messages.CLIENT.error_body
+    return openai_chat.CLIENT.error_body

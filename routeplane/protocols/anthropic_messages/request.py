@@ -1,0 +1,588 @@
+"""Anthropic Messages requests: client body → Prompt, and Prompt → provider body."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ...errors import InvalidRequest
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FilePart,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Prompt,
+    ReasoningPart,
+    ResponseFormat,
+    Role,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+)
+from ..base import expect
+
+PROTOCOL = "anthropic_messages"
+
+# Anthropic requires max_tokens; OpenAI and Gemini clients may omit it. This is
+# the documented default, overridable per provider with options.default_max_tokens.
+DEFAULT_MAX_TOKENS = 4096
+DEFAULT_VERSION = "2023-06-01"
+
+# Prompt.extras keys starting with "_" are gateway-internal hints, never body fields.
+HEADERS_KEY = "_anthropic_headers"  # the client's anthropic-version / anthropic-beta
+SERVER_TOOLS_KEY = "_anthropic_server_tools"  # versioned server tools (web_search_…), same wire only
+SYSTEM_BLOCKS_KEY = "_anthropic_system_blocks"  # the client sent `system` as blocks
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+
+# Suggested effort → thinking budget (translation.md §3); Anthropic needs 1024 ≤ budget < max_tokens.
+EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
+
+_KNOWN = frozenset(
+    {
+        "model", "messages", "system", "max_tokens", "stop_sequences", "stream", "temperature", "top_p", "top_k",
+        "tools", "tool_choice", "metadata",
+    }
+)
+_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+# --- client side -----------------------------------------------------------
+
+
+def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, require_max_tokens: bool = True) -> Prompt:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    model = expect(body.get("model"), str, "model", required=True)
+    if not model:
+        raise InvalidRequest("'model' must not be empty.", param="model")
+    max_tokens = expect(body.get("max_tokens"), int, "max_tokens", required=require_max_tokens)
+    if max_tokens is not None and max_tokens < 0:
+        raise InvalidRequest("'max_tokens' must be at least 0.", param="max_tokens")
+    raw_messages = expect(body.get("messages"), list, "messages", required=True)
+    if not raw_messages:
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
+
+    extras: Dict[str, Any] = {k: v for k, v in body.items() if k not in _KNOWN}
+    system = _decode_system(body.get("system"))
+    if isinstance(body.get("system"), list):
+        extras[SYSTEM_BLOCKS_KEY] = True
+    messages: List[Message] = []
+    for i, raw in enumerate(raw_messages):
+        _decode_message(raw, f"messages[{i}]", system, messages)
+
+    tools, server_tools = _decode_tools(body.get("tools"))
+    if server_tools:
+        extras[SERVER_TOOLS_KEY] = server_tools
+    stops = expect(body.get("stop_sequences"), list, "stop_sequences") or []
+    if not all(isinstance(s, str) for s in stops):
+        raise InvalidRequest("'stop_sequences' must be an array of strings.", param="stop_sequences")
+    metadata = expect(body.get("metadata"), dict, "metadata") or {}
+    thinking = expect(body.get("thinking"), dict, "thinking")
+    budget = None
+    if thinking and thinking.get("type") == "enabled":
+        budget = expect(thinking.get("budget_tokens"), int, "thinking.budget_tokens", required=True)
+    output_config = expect(body.get("output_config"), dict, "output_config") or {}
+    effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
+    params = GenerationParams(
+        max_tokens=max_tokens,
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
+        top_k=expect(body.get("top_k"), int, "top_k"),
+        stop=tuple(stops),
+        reasoning_effort=effort,
+        reasoning_budget=budget,
+        user=expect(metadata.get("user_id"), str, "metadata.user_id"),
+    )
+    if headers:
+        lower = {k.lower(): v for k, v in headers.items()}
+        forwarded = {h: lower[h] for h in FORWARDED_HEADERS if lower.get(h)}
+        if forwarded:
+            extras[HEADERS_KEY] = forwarded
+    return Prompt(
+        model=model,
+        messages=tuple(messages),
+        system=tuple(system),
+        tools=tools,
+        tool_choice=_decode_tool_choice(body.get("tool_choice")),
+        response_format=_decode_format(output_config.get("format")),
+        params=params,
+        stream=bool(expect(body.get("stream"), bool, "stream")),
+        # Anthropic streams always carry usage.
+        include_usage=True,
+        extras=extras,
+        extras_protocol=PROTOCOL,
+    )
+
+
+def _number(body: Dict[str, Any], key: str) -> Optional[float]:
+    value = expect(body.get(key), (int, float), key)
+    return None if value is None else float(value)
+
+
+def _decode_system(raw: Any) -> List[TextPart]:
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        return [TextPart(raw)] if raw else []
+    if not isinstance(raw, list):
+        raise InvalidRequest("Invalid type for 'system': expected a string or an array of text blocks.", param="system")
+    out = []
+    for i, block in enumerate(raw):
+        path = f"system[{i}]"
+        if not isinstance(block, dict) or block.get("type") != "text":
+            raise InvalidRequest(f"'{path}' must be a text block.", param=path)
+        out.append(TextPart(expect(block.get("text"), str, f"{path}.text", required=True), _cache(block, path)))
+    return out
+
+
+def _cache(block: Dict[str, Any], path: str) -> Optional[Mapping[str, Any]]:
+    return expect(block.get("cache_control"), dict, f"{path}.cache_control")
+
+
+def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Message]) -> None:
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"'{path}' must be an object.", param=path)
+    role = expect(raw.get("role"), str, f"{path}.role", required=True)
+    content = raw.get("content")
+    if isinstance(content, str):
+        blocks: List[Any] = [{"type": "text", "text": content}]
+    elif isinstance(content, list):
+        blocks = content
+    else:
+        raise InvalidRequest(f"Invalid type for '{path}.content': expected a string or an array of content blocks.",
+                             param=f"{path}.content")
+    if role == "system":  # SDK 2.12 types a system-role message; hoist it (anthropic-messages.md §3)
+        system.extend(p for p in _decode_system(content if isinstance(content, list) else [blocks[0]]) if p.text)
+        return
+    if role not in ("user", "assistant"):
+        raise InvalidRequest(f"Invalid value for '{path}.role': {role!r} (expected 'user' or 'assistant').",
+                             param=f"{path}.role")
+    results: List[ContentPart] = []
+    parts: List[ContentPart] = []
+    for k, block in enumerate(blocks):
+        bpath = f"{path}.content[{k}]"
+        if not isinstance(block, dict):
+            raise InvalidRequest(f"'{bpath}' must be an object.", param=bpath)
+        kind = block.get("type")
+        if role == "user" and kind == "tool_result":
+            results.append(_decode_tool_result(block, bpath))
+        elif kind == "text":
+            parts.append(TextPart(expect(block.get("text"), str, f"{bpath}.text", required=True), _cache(block, bpath)))
+        elif kind == "image" and role == "user":
+            parts.append(_decode_image(block, bpath))
+        elif kind == "document" and role == "user":
+            parts.append(_decode_document(block, bpath))
+        elif kind == "tool_use" and role == "assistant":
+            parts.append(_decode_tool_use(block, bpath))
+        elif kind == "thinking" and role == "assistant":
+            parts.append(ReasoningPart(
+                expect(block.get("thinking"), str, f"{bpath}.thinking", required=True),
+                signature=expect(block.get("signature"), str, f"{bpath}.signature"),
+                provider=PROTOCOL,
+            ))
+        elif kind == "redacted_thinking" and role == "assistant":
+            parts.append(ReasoningPart(redacted=expect(block.get("data"), str, f"{bpath}.data", required=True),
+                                       provider=PROTOCOL))
+        else:
+            raise InvalidRequest(f"Unsupported content block type {kind!r} in a {role} message at '{bpath}'.",
+                                 param=f"{bpath}.type")
+    # Canonical form: tool results are a TOOL message placed before the rest of the user turn.
+    if results:
+        out.append(Message(Role.TOOL, tuple(results)))
+    if parts or not results:
+        out.append(Message(Role.USER if role == "user" else Role.ASSISTANT, tuple(parts)))
+
+
+def _decode_image(block: Dict[str, Any], path: str) -> ImagePart:
+    source = expect(block.get("source"), dict, f"{path}.source", required=True)
+    kind = source.get("type")
+    cache = _cache(block, path)
+    if kind == "base64":
+        return ImagePart(data=expect(source.get("data"), str, f"{path}.source.data", required=True),
+                         media_type=expect(source.get("media_type"), str, f"{path}.source.media_type", required=True),
+                         cache_control=cache)
+    if kind == "url":
+        return ImagePart(url=expect(source.get("url"), str, f"{path}.source.url", required=True), cache_control=cache)
+    raise InvalidRequest(f"Unsupported image source type {kind!r} at '{path}.source'.", param=f"{path}.source.type")
+
+
+def _decode_document(block: Dict[str, Any], path: str) -> FilePart:
+    source = expect(block.get("source"), dict, f"{path}.source", required=True)
+    kind = source.get("type")
+    cache = _cache(block, path)
+    title = block.get("title") if isinstance(block.get("title"), str) else None
+    if kind == "base64":
+        return FilePart(data=expect(source.get("data"), str, f"{path}.source.data", required=True),
+                        media_type=str(source.get("media_type") or "application/pdf"), filename=title,
+                        cache_control=cache)
+    if kind == "text":
+        text = expect(source.get("data"), str, f"{path}.source.data", required=True)
+        return FilePart(data=base64.b64encode(text.encode("utf-8")).decode("ascii"), media_type="text/plain",
+                        filename=title, cache_control=cache)
+    if kind == "url":
+        return FilePart(url=expect(source.get("url"), str, f"{path}.source.url", required=True), filename=title,
+                        cache_control=cache)
+    if kind == "file":
+        return FilePart(file_id=expect(source.get("file_id"), str, f"{path}.source.file_id", required=True),
+                        filename=title, cache_control=cache)
+    raise InvalidRequest(f"Unsupported document source type {kind!r} at '{path}.source'.", param=f"{path}.source.type")
+
+
+def _decode_tool_use(block: Dict[str, Any], path: str) -> ToolCallPart:
+    tool_input = block.get("input", {})
+    if not isinstance(tool_input, dict):
+        raise InvalidRequest(f"'{path}.input' must be an object.", param=f"{path}.input")
+    return ToolCallPart(
+        id=expect(block.get("id"), str, f"{path}.id", required=True),
+        name=expect(block.get("name"), str, f"{path}.name", required=True),
+        arguments=json.dumps(tool_input, separators=(",", ":"), ensure_ascii=False),
+        cache_control=_cache(block, path),
+    )
+
+
+def _decode_tool_result(block: Dict[str, Any], path: str) -> ToolResultPart:
+    call_id = expect(block.get("tool_use_id"), str, f"{path}.tool_use_id", required=True)
+    content = block.get("content")
+    parts: List[ContentPart] = []
+    if isinstance(content, str):
+        parts.append(TextPart(content))
+    elif isinstance(content, list):
+        for k, item in enumerate(content):
+            ipath = f"{path}.content[{k}]"
+            if not isinstance(item, dict):
+                raise InvalidRequest(f"'{ipath}' must be an object.", param=ipath)
+            if item.get("type") == "text":
+                parts.append(TextPart(expect(item.get("text"), str, f"{ipath}.text", required=True), _cache(item, ipath)))
+            elif item.get("type") == "image":
+                parts.append(_decode_image(item, ipath))
+            elif item.get("type") == "document":
+                parts.append(_decode_document(item, ipath))
+            else:
+                raise InvalidRequest(f"Unsupported tool_result content type {item.get('type')!r} at '{ipath}'.",
+                                     param=f"{ipath}.type")
+    elif content is not None:
+        raise InvalidRequest(f"Invalid type for '{path}.content': expected a string or an array.",
+                             param=f"{path}.content")
+    return ToolResultPart(call_id, tuple(parts), is_error=bool(expect(block.get("is_error"), bool, f"{path}.is_error")),
+                          cache_control=_cache(block, path))
+
+
+def _decode_tools(raw: Any) -> Tuple[Tuple[Tool, ...], List[Dict[str, Any]]]:
+    tools: List[Tool] = []
+    server: List[Dict[str, Any]] = []
+    for i, t in enumerate(expect(raw, list, "tools") or []):
+        path = f"tools[{i}]"
+        if not isinstance(t, dict):
+            raise InvalidRequest(f"'{path}' must be an object.", param=path)
+        if t.get("type") not in (None, "custom"):
+            server.append(t)  # a versioned server tool: only an Anthropic upstream understands it
+            continue
+        schema = expect(t.get("input_schema"), dict, f"{path}.input_schema", required=True)
+        tools.append(Tool(
+            name=expect(t.get("name"), str, f"{path}.name", required=True),
+            description=expect(t.get("description"), str, f"{path}.description"),
+            parameters=schema,
+            strict=expect(t.get("strict"), bool, f"{path}.strict"),
+            cache_control=_cache(t, path),
+        ))
+    return tuple(tools), server
+
+
+def _decode_tool_choice(raw: Any) -> Optional[ToolChoice]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise InvalidRequest("Invalid type for 'tool_choice': expected an object.", param="tool_choice")
+    kind = raw.get("type")
+    disable = expect(raw.get("disable_parallel_tool_use"), bool, "tool_choice.disable_parallel_tool_use")
+    parallel = None if disable is None else not disable
+    if kind in ("auto", "none"):
+        return ToolChoice(kind, parallel=parallel)
+    if kind == "any":
+        return ToolChoice("required", parallel=parallel)
+    if kind == "tool":
+        return ToolChoice("tool", expect(raw.get("name"), str, "tool_choice.name", required=True), parallel=parallel)
+    raise InvalidRequest(f"Invalid value for 'tool_choice.type': {kind!r}.", param="tool_choice.type")
+
+
+def _decode_format(raw: Any) -> Optional[ResponseFormat]:
+    if isinstance(raw, dict) and raw.get("type") == "json_schema" and isinstance(raw.get("schema"), dict):
+        return ResponseFormat("json_schema", schema=raw["schema"])
+    return None
+
+
+# --- provider side ---------------------------------------------------------
+
+
+def sanitize_id(value: str) -> str:
+    """Anthropic ids must match ^[a-zA-Z0-9_-]+$; foreign ids are mapped deterministically.
+
+    The same function is applied to tool_use.id and tool_result.tool_use_id, so
+    pairs stay matched; a short hash keeps distinct foreign ids distinct.
+    """
+    if _ID_OK.match(value):
+        return value
+    cleaned = re.sub(r"[^a-zA-Z0-9_-]", "_", value) or "toolu"
+    return f"{cleaned}_{hashlib.sha1(value.encode('utf-8')).hexdigest()[:8]}"
+
+
+def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
+    same_wire = prompt.extras_protocol == PROTOCOL
+    p = prompt.params
+    default_max = int(target.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))  # type: ignore[call-overload]
+    max_tokens = p.max_tokens if p.max_tokens is not None else default_max
+    body: Dict[str, Any] = {"model": target.model, "max_tokens": max_tokens}
+    if prompt.system:
+        blocks = [_text_block(t) for t in prompt.system if t.text]
+        plain = all(t.cache_control is None for t in prompt.system) and len(blocks) == 1
+        if plain and not (same_wire and prompt.extras.get(SYSTEM_BLOCKS_KEY)):
+            body["system"] = blocks[0]["text"]
+        elif blocks:
+            body["system"] = blocks
+    body["messages"] = encode_messages(prompt.messages)
+    if p.stop:
+        body["stop_sequences"] = list(p.stop)
+    if p.user:
+        body["metadata"] = {"user_id": p.user}
+
+    thinking = _thinking(prompt, body, same_wire)
+    if same_wire:
+        # The client chose these for this wire and version: forward them untouched.
+        for key, value in (("temperature", p.temperature), ("top_p", p.top_p), ("top_k", p.top_k)):
+            if value is not None:
+                body[key] = value
+    elif thinking is None:
+        if p.temperature is not None:
+            body["temperature"] = min(1.0, max(0.0, p.temperature))  # Anthropic's range is 0..1
+        if p.top_p is not None:
+            body["top_p"] = p.top_p
+        if p.top_k is not None:
+            body["top_k"] = p.top_k
+    else:
+        # With thinking on, Anthropic rejects temperature/top_k and top_p below 0.95.
+        if p.top_p is not None and p.top_p >= 0.95:
+            body["top_p"] = p.top_p
+        body["thinking"] = thinking
+
+    tools = [_encode_tool(t) for t in prompt.tools]
+    if same_wire:
+        tools.extend(prompt.extras.get(SERVER_TOOLS_KEY) or [])
+    if tools:
+        body["tools"] = tools
+        tc = prompt.tool_choice
+        if tc is not None:
+            choice: Dict[str, Any] = {"type": {"required": "any"}.get(tc.mode, tc.mode)}
+            if tc.mode == "tool":
+                choice["name"] = tc.name
+            if tc.parallel is not None and tc.mode != "none":
+                choice["disable_parallel_tool_use"] = not tc.parallel
+            body["tool_choice"] = choice
+    rf = prompt.response_format
+    if rf is not None and rf.type in ("json_schema", "json_object") and not same_wire:
+        # json_object has no schema: a permissive object schema is the closest Anthropic form.
+        schema = dict(rf.schema) if rf.type == "json_schema" and rf.schema else {"type": "object"}
+        body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+    if same_wire:
+        body.update({k: v for k, v in prompt.extras.items() if not k.startswith("_")})
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    return body
+
+
+def _thinking(prompt: Prompt, body: Dict[str, Any], same_wire: bool) -> Optional[Dict[str, Any]]:
+    """The thinking config to send (same wire: the client's own, verbatim, via extras)."""
+    if same_wire:
+        raw = prompt.extras.get("thinking")
+        return raw if isinstance(raw, dict) and raw.get("type") not in (None, "disabled") else None
+    p = prompt.params
+    budget = p.reasoning_budget
+    if budget is None and p.reasoning_effort:
+        budget = EFFORT_BUDGET.get(p.reasoning_effort)
+    if not budget:
+        return None
+    tc = prompt.tool_choice
+    if tc is not None and tc.mode in ("required", "tool") and prompt.tools:
+        # Anthropic rejects thinking with a forcing tool_choice; the client's forced
+        # tool call is the harder requirement, so thinking is dropped.
+        return None
+    budget = max(1024, budget)
+    if p.max_tokens is None:
+        body["max_tokens"] = body["max_tokens"] + budget  # the default bounds the visible output
+    elif budget >= p.max_tokens:
+        budget = p.max_tokens - 1  # the client's bound includes reasoning, as in OpenAI
+        if budget < 1024:
+            return None
+    return {"type": "enabled", "budget_tokens": budget}
+
+
+def _text_block(t: TextPart) -> Dict[str, Any]:
+    block: Dict[str, Any] = {"type": "text", "text": t.text}
+    if t.cache_control is not None:
+        block["cache_control"] = dict(t.cache_control)
+    return block
+
+
+def _encode_tool(t: Tool) -> Dict[str, Any]:
+    schema = dict(t.parameters) if t.parameters else {}
+    schema.setdefault("type", "object")  # Anthropic requires input_schema.type == "object"
+    out: Dict[str, Any] = {"name": t.name}
+    if t.description is not None:
+        out["description"] = t.description
+    out["input_schema"] = schema
+    if t.strict is not None:
+        out["strict"] = t.strict
+    if t.cache_control is not None:
+        out["cache_control"] = dict(t.cache_control)
+    return out
+
+
+def encode_messages(messages: Tuple[Message, ...]) -> List[Dict[str, Any]]:
+    """Canonical messages → Anthropic turns: same-role turns merged, tool results first, no empty blocks."""
+    turns: List[Tuple[str, List[Dict[str, Any]]]] = []
+    for m in messages:
+        role = "assistant" if m.role is Role.ASSISTANT else "user"
+        blocks = [b for b in (_encode_part(p, role) for p in m.parts) if b is not None]
+        if not blocks:
+            continue  # Anthropic rejects empty content
+        if turns and turns[-1][0] == role:
+            turns[-1][1].extend(blocks)
+        else:
+            turns.append((role, blocks))
+    out = []
+    for role, blocks in turns:
+        if role == "user":
+            # "In that user message, all tool_result blocks come first" (400 otherwise).
+            blocks = [b for b in blocks if b["type"] == "tool_result"] + [b for b in blocks if b["type"] != "tool_result"]
+        out.append({"role": role, "content": blocks})
+    return out
+
+
+def _encode_part(p: ContentPart, role: str) -> Optional[Dict[str, Any]]:
+    if isinstance(p, TextPart):
+        return _text_block(p) if p.text else None  # "text content blocks must be non-empty"
+    if isinstance(p, ImagePart):
+        return _image_block(p)
+    if isinstance(p, FilePart):
+        return _document_block(p)
+    if isinstance(p, ToolCallPart):
+        block: Dict[str, Any] = {"type": "tool_use", "id": sanitize_id(p.id), "name": p.name,
+                                 "input": parse_arguments(p.arguments, p.name)}
+        if p.cache_control is not None:
+            block["cache_control"] = dict(p.cache_control)
+        return block
+    if isinstance(p, ToolResultPart):
+        return _tool_result_block(p)
+    if isinstance(p, ReasoningPart):
+        # Signatures are valid only for the vendor that made them; unsigned thinking
+        # is rejected by Anthropic, so foreign or unsigned reasoning is dropped.
+        if role != "assistant" or p.provider != PROTOCOL:
+            return None
+        if p.redacted is not None:
+            return {"type": "redacted_thinking", "data": p.redacted}
+        if p.signature:
+            return {"type": "thinking", "thinking": p.text, "signature": p.signature}
+        return None
+    return None
+
+
+def parse_arguments(arguments: str, name: str) -> Dict[str, Any]:
+    """OpenAI carries arguments as JSON text; Anthropic needs an object.
+
+    Empty text is `{}`. Text that is not a JSON object is a 400: forwarding a
+    guess would silently change the call the model made.
+    """
+    if not arguments or not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        raise InvalidRequest(
+            f"The arguments of tool call {name!r} are not valid JSON; Anthropic needs a JSON object.",
+            code="invalid_tool_arguments",
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"The arguments of tool call {name!r} must be a JSON object.",
+                             code="invalid_tool_arguments")
+    return value
+
+
+def _image_block(p: ImagePart) -> Dict[str, Any]:
+    if p.url is not None:
+        source: Dict[str, Any] = {"type": "url", "url": p.url}
+    else:
+        media = p.media_type or "image/png"
+        if media not in _IMAGE_TYPES:
+            raise InvalidRequest(f"Anthropic accepts only {', '.join(_IMAGE_TYPES)} images (got {media}).",
+                                 code="unsupported_image_type")
+        source = {"type": "base64", "media_type": media, "data": p.data or ""}
+    block: Dict[str, Any] = {"type": "image", "source": source}
+    if p.cache_control is not None:
+        block["cache_control"] = dict(p.cache_control)
+    return block
+
+
+def _document_block(p: FilePart) -> Dict[str, Any]:
+    if p.file_id:
+        source: Dict[str, Any] = {"type": "file", "file_id": p.file_id}
+    elif p.url:
+        source = {"type": "url", "url": p.url}
+    elif p.media_type == "text/plain" and p.data is not None:
+        try:
+            text = base64.b64decode(p.data).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise InvalidRequest("A text/plain document is not valid base64 UTF-8.") from None
+        source = {"type": "text", "media_type": "text/plain", "data": text}
+    else:
+        source = {"type": "base64", "media_type": p.media_type or "application/pdf", "data": p.data or ""}
+    block: Dict[str, Any] = {"type": "document", "source": source}
+    if p.filename:
+        block["title"] = p.filename
+    if p.cache_control is not None:
+        block["cache_control"] = dict(p.cache_control)
+    return block
+
+
+def _tool_result_block(r: ToolResultPart) -> Dict[str, Any]:
+    content: Any
+    if all(isinstance(c, TextPart) and c.cache_control is None for c in r.content) and len(r.content) <= 1:
+        content = r.content[0].text if r.content else ""  # type: ignore[union-attr]
+    else:
+        content = []
+        for c in r.content:
+            if isinstance(c, TextPart):
+                if c.text:
+                    content.append(_text_block(c))
+            elif isinstance(c, ImagePart):
+                content.append(_image_block(c))
+            elif isinstance(c, FilePart):
+                content.append(_document_block(c))
+    block: Dict[str, Any] = {"type": "tool_result", "tool_use_id": sanitize_id(r.tool_call_id)}
+    if content:
+        block["content"] = content
+    if r.is_error:
+        block["is_error"] = True
+    if r.cache_control is not None:
+        block["cache_control"] = dict(r.cache_control)
+    return block
+
+
+def request_headers(prompt: Prompt, target: RoutingTarget) -> Dict[str, str]:
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+               "anthropic-version": str(target.options.get("anthropic_version", DEFAULT_VERSION))}
+    if target.api_key:
+        headers["x-api-key"] = target.api_key
+    if prompt.extras_protocol == PROTOCOL:
+        headers.update(prompt.extras.get(HEADERS_KEY) or {})
+    headers.update(target.headers)
+    return headers

@@ -1,0 +1,228 @@
+"""Anthropic Messages responses, usage, stop reasons and errors, both directions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from ...errors import RouteplaneError
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FinishReason,
+    Generation,
+    Prompt,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    Usage,
+)
+from ..base import bad_upstream
+
+PROTOCOL = "anthropic_messages"
+
+STOP_TO_WIRE = {
+    FinishReason.STOP: "end_turn",
+    FinishReason.STOP_SEQUENCE: "stop_sequence",
+    FinishReason.LENGTH: "max_tokens",
+    FinishReason.TOOL_CALLS: "tool_use",
+    FinishReason.CONTENT_FILTER: "refusal",
+    FinishReason.PAUSE: "pause_turn",
+    FinishReason.OTHER: "end_turn",
+}
+STOP_FROM_WIRE = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP_SEQUENCE,
+    "max_tokens": FinishReason.LENGTH,
+    "tool_use": FinishReason.TOOL_CALLS,
+    "pause_turn": FinishReason.PAUSE,
+    "refusal": FinishReason.CONTENT_FILTER,
+    # Distinct on Anthropic, but every other wire calls it "length"; the raw
+    # value is kept in Generation.extras for an Anthropic client.
+    "model_context_window_exceeded": FinishReason.LENGTH,
+}
+
+# error kind → Anthropic error `type` (anthropic-messages.md §5)
+ERROR_TYPES = {
+    "invalid_request": "invalid_request_error",
+    "request_too_large": "request_too_large",
+    "authentication": "authentication_error",
+    "permission": "permission_error",
+    "not_found": "not_found_error",
+    "budget": "billing_error",
+    "rate_limit": "rate_limit_error",
+    "guardrail": "invalid_request_error",
+    "overloaded": "overloaded_error",
+    "timeout": "timeout_error",
+    "upstream": "api_error",
+    "internal": "api_error",
+}
+# Anthropic error `type` → the wire-neutral kind (for upstream errors).
+KIND_FROM_TYPE = {v: k for k, v in ERROR_TYPES.items() if k not in ("guardrail", "internal")}
+
+
+def error_status(err: RouteplaneError) -> int:
+    """The HTTP status an Anthropic client expects: overload is 529, not 503."""
+    return 529 if err.kind == "overloaded" else err.status
+
+
+def error_body(err: RouteplaneError) -> Dict[str, Any]:
+    kind = ERROR_TYPES.get(err.kind, "invalid_request_error" if err.status < 500 else "api_error")
+    return {"type": "error", "error": {"type": kind, "message": err.message}}
+
+
+# --- usage -----------------------------------------------------------------
+
+
+def encode_usage(u: Usage) -> Dict[str, Any]:
+    """Anthropic input_tokens EXCLUDES cache reads and writes (translation.md §9)."""
+    out: Dict[str, Any] = {
+        "input_tokens": u.input_tokens,
+        "cache_creation_input_tokens": u.cache_write_tokens,
+        "cache_read_input_tokens": u.cache_read_tokens,
+        "output_tokens": u.total_output,  # includes thinking, as Anthropic bills it
+    }
+    if u.reasoning_tokens:
+        out["output_tokens_details"] = {"thinking_tokens": u.reasoning_tokens}
+    return out
+
+
+def decode_usage(raw: Any, base: Optional[Usage] = None) -> Optional[Usage]:
+    """Anthropic usage → disjoint buckets; fields present overwrite `base` (stream usage is cumulative)."""
+    if not isinstance(raw, dict):
+        return None
+    b = base or Usage()
+    details = raw.get("output_tokens_details") if isinstance(raw.get("output_tokens_details"), dict) else {}
+    if "output_tokens" in raw:
+        total_out = _int(raw.get("output_tokens"))
+    else:
+        total_out = b.total_output
+    if "thinking_tokens" in details:
+        reasoning = min(_int(details.get("thinking_tokens")), total_out)
+    else:
+        reasoning = min(b.reasoning_tokens, total_out)
+    merged_raw = dict(b.raw or {})
+    merged_raw.update(raw)
+    return Usage(
+        input_tokens=_int(raw["input_tokens"]) if "input_tokens" in raw else b.input_tokens,
+        cache_read_tokens=(_int(raw["cache_read_input_tokens"]) if "cache_read_input_tokens" in raw
+                           else b.cache_read_tokens),
+        cache_write_tokens=(_int(raw["cache_creation_input_tokens"]) if "cache_creation_input_tokens" in raw
+                            else b.cache_write_tokens),
+        output_tokens=total_out - reasoning,
+        reasoning_tokens=reasoning,
+        reported=True,
+        raw=merged_raw,
+    )
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+# --- client side -----------------------------------------------------------
+
+
+def message_id(raw_id: str) -> str:
+    return raw_id if raw_id.startswith("msg_") else f"msg_{raw_id or 'routeplane'}"
+
+
+def wants_thinking(prompt: Prompt) -> bool:
+    """Did the Anthropic client turn thinking on? Foreign reasoning is shown only then."""
+    thinking = prompt.extras.get("thinking") if prompt.extras_protocol == PROTOCOL else None
+    return isinstance(thinking, dict) and thinking.get("type") not in (None, "disabled")
+
+
+def tool_input(arguments: str) -> Dict[str, Any]:
+    """Tool arguments as the object Anthropic clients expect.
+
+    An upstream model can emit arguments that are not a JSON object; they are
+    kept, not dropped, as {"_raw": "<text>"} (translation.md §6 allows either).
+    """
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"_raw": arguments}
+
+
+def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
+    show_foreign = wants_thinking(prompt)
+    content: List[Dict[str, Any]] = []
+    for p in gen.parts:
+        if isinstance(p, TextPart):
+            if p.text:
+                content.append({"type": "text", "text": p.text})
+        elif isinstance(p, ReasoningPart):
+            if p.provider == PROTOCOL and p.redacted is not None:
+                content.append({"type": "redacted_thinking", "data": p.redacted})
+            elif p.provider == PROTOCOL or (show_foreign and p.text):
+                # A foreign signature is never shown: it is meaningless to Anthropic.
+                content.append({"type": "thinking", "thinking": p.text,
+                                "signature": (p.signature or "") if p.provider == PROTOCOL else ""})
+        elif isinstance(p, ToolCallPart):
+            content.append({"type": "tool_use", "id": p.id, "name": p.name, "input": tool_input(p.arguments)})
+    stop_reason = STOP_TO_WIRE[gen.finish_reason]
+    if gen.extras_protocol == PROTOCOL and gen.extras.get("stop_reason") in STOP_FROM_WIRE:
+        if STOP_FROM_WIRE[gen.extras["stop_reason"]] is gen.finish_reason:
+            stop_reason = gen.extras["stop_reason"]
+    body: Dict[str, Any] = {
+        "id": message_id(gen.id),
+        "type": "message",
+        "role": "assistant",
+        "model": prompt.model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": gen.stop_sequence if stop_reason == "stop_sequence" else None,
+        "usage": encode_usage(gen.usage),
+    }
+    return body
+
+
+# --- provider side ---------------------------------------------------------
+
+
+def decode_response(body: Any, target: RoutingTarget) -> Generation:
+    if not isinstance(body, dict):
+        raise bad_upstream(target, "the body is not a JSON object")
+    if body.get("type") == "error":
+        raise bad_upstream(target, "an error body with a success status")
+    content = body.get("content")
+    if not isinstance(content, list):
+        raise bad_upstream(target, "no content array")
+    parts: List[ContentPart] = []
+    for block in content:
+        if not isinstance(block, dict):
+            raise bad_upstream(target, "a content block is not an object")
+        kind = block.get("type")
+        if kind == "text":
+            parts.append(TextPart(str(block.get("text") or "")))
+        elif kind == "thinking":
+            parts.append(ReasoningPart(str(block.get("thinking") or ""), block.get("signature") or None,
+                                       provider=PROTOCOL))
+        elif kind == "redacted_thinking":
+            parts.append(ReasoningPart(redacted=str(block.get("data") or ""), provider=PROTOCOL))
+        elif kind == "tool_use":
+            tool_in = block.get("input")
+            parts.append(ToolCallPart(
+                str(block.get("id") or ""), str(block.get("name") or ""),
+                json.dumps(tool_in if isinstance(tool_in, dict) else {}, separators=(",", ":"), ensure_ascii=False),
+            ))
+        # Server-tool transcript blocks (server_tool_use, web_search_tool_result, …)
+        # have no canonical form and are not forwarded.
+    raw_stop = body.get("stop_reason")
+    finish = STOP_FROM_WIRE.get(str(raw_stop), FinishReason.OTHER if raw_stop else FinishReason.STOP)
+    stop_sequence = body.get("stop_sequence") if isinstance(body.get("stop_sequence"), str) else None
+    extras = {"stop_reason": raw_stop} if isinstance(raw_stop, str) else {}
+    return Generation(
+        id=str(body.get("id") or ""),
+        model=str(body.get("model") or target.model),
+        parts=tuple(parts),
+        finish_reason=finish,
+        usage=decode_usage(body.get("usage")) or Usage(reported=False),
+        stop_sequence=stop_sequence,
+        extras=extras,
+        extras_protocol=PROTOCOL,
+    )

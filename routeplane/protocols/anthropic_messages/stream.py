@@ -1,0 +1,449 @@
+"""Anthropic Messages SSE: canonical parts → named events (client), events → parts (provider)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ...errors import InvalidUpstreamResponse, RouteplaneError, UpstreamError
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    Finish,
+    FinishReason,
+    Prompt,
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
+    ResponseStart,
+    StreamPart,
+    TextDelta,
+    TextEnd,
+    TextStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+    UsageUpdate,
+)
+from ..base import StreamDecoder, StreamEncoder, bad_upstream, scrub
+from ..sse import SSEEvent, frame
+from .response import (
+    KIND_FROM_TYPE,
+    PROTOCOL,
+    STOP_FROM_WIRE,
+    STOP_TO_WIRE,
+    decode_usage,
+    encode_usage,
+    error_body,
+    message_id,
+    wants_thinking,
+)
+
+log = logging.getLogger("routeplane.protocols.anthropic")
+
+_START_TYPES = (TextStart, ReasoningStart, ToolCallStart)
+
+
+def _event(data: Dict[str, Any]) -> bytes:
+    # The SDK skips events without an `event:` line: always name them.
+    return frame(data, event=data["type"])
+
+
+@dataclass
+class _Block:
+    """One canonical content block on its way to becoming one Anthropic block."""
+
+    kind: str  # text | thinking | tool
+    start: StreamPart
+    pending: List[StreamPart] = field(default_factory=list)  # parts held while another block is live
+    ended: bool = False
+    wire_index: Optional[int] = None  # set once content_block_start went out
+    args: List[str] = field(default_factory=list)
+    signature_sent: Optional[str] = None
+
+
+class MessagesStreamEncoder(StreamEncoder):
+    """Canonical parts → message_start, content blocks, message_delta, message_stop.
+
+    Anthropic blocks never overlap: exactly one is live at a time. When a new
+    block starts while a tool call is live and its arguments are not yet a
+    complete JSON object (OpenAI may interleave fragments of parallel calls),
+    the new block is held and replayed once the live one completes, so no
+    argument fragment is ever dropped or misplaced. A complete JSON object
+    cannot legally grow, so in the usual case every block streams live.
+    Text blocks open lazily on their first non-empty delta: Anthropic rejects
+    empty text blocks when a client sends the history back.
+    """
+
+    def __init__(self, prompt: Prompt) -> None:
+        self._model = prompt.model
+        self._show_foreign_reasoning = wants_thinking(prompt)
+        self._id = "msg_routeplane"
+        self._started = False
+        self._input_usage: Optional[Usage] = None
+        self._usage: Optional[Usage] = None
+        self._finish: Optional[Finish] = None
+        self._blocks: Dict[int, _Block] = {}
+        self._live: Optional[int] = None
+        self._queue: List[int] = []  # canonical indices waiting for the live block to end
+        self._next_wire = 0
+
+    # --- public ------------------------------------------------------------
+
+    def encode(self, part: StreamPart) -> bytes:
+        out: List[bytes] = []
+        if isinstance(part, ResponseStart):
+            if part.id:
+                self._id = message_id(part.id)
+            self._input_usage = part.usage
+            self._ensure_started(out)
+        elif isinstance(part, UsageUpdate):
+            self._usage = part.usage
+        elif isinstance(part, Finish):
+            self._finish = part
+        elif isinstance(part, _START_TYPES):
+            self._ensure_started(out)
+            self._on_start(part, out)
+        else:
+            self._ensure_started(out)
+            self._route(part, out)
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        out: List[bytes] = []
+        self._ensure_started(out)
+        self._flush_all(out)
+        usage = self._usage or self._input_usage or Usage(reported=False)
+        finish = self._finish or Finish(FinishReason.STOP)
+        reason = STOP_TO_WIRE[finish.reason]
+        out.append(_event({
+            "type": "message_delta",
+            "delta": {"stop_reason": reason,
+                      "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None},
+            "usage": encode_usage(usage),
+        }))
+        out.append(_event({"type": "message_stop"}))
+        return b"".join(out)
+
+    def error(self, err: RouteplaneError) -> bytes:
+        return _event(error_body(err))
+
+    # --- block scheduling --------------------------------------------------
+
+    def _ensure_started(self, out: List[bytes]) -> None:
+        if self._started:
+            return
+        self._started = True
+        usage = encode_usage(self._input_usage or Usage())
+        # message_start carries input usage; output is reported in message_delta.
+        usage["output_tokens"] = min(usage["output_tokens"], 1)
+        usage.pop("output_tokens_details", None)
+        out.append(_event({
+            "type": "message_start",
+            "message": {"id": self._id, "type": "message", "role": "assistant", "model": self._model,
+                        "content": [], "stop_reason": None, "stop_sequence": None, "usage": usage},
+        }))
+
+    def _on_start(self, part: StreamPart, out: List[bytes]) -> None:
+        index = part.index  # type: ignore[union-attr]
+        if isinstance(part, ReasoningStart) and part.provider != PROTOCOL and not self._show_foreign_reasoning:
+            return  # reasoning the client did not ask for is not shown
+        kind = "text" if isinstance(part, TextStart) else "thinking" if isinstance(part, ReasoningStart) else "tool"
+        if index in self._blocks and not self._blocks[index].ended:
+            return  # a repeated start marker
+        self._blocks[index] = _Block(kind, part)
+        if self._live is not None and not self._closable(self._blocks[self._live]):
+            self._queue.append(index)
+            return
+        self._end_live(out)
+        self._queue.append(index)
+        self._drain(out)
+
+    def _route(self, part: StreamPart, out: List[bytes]) -> None:
+        index = part.index  # type: ignore[union-attr]
+        block = self._blocks.get(index)
+        if block is None:
+            if isinstance(part, TextDelta):  # a delta without its start marker
+                self._on_start(TextStart(index), out)
+                block = self._blocks.get(index)
+            if block is None:
+                return
+        if index == self._live:
+            self._apply(block, part, out)
+            if self._live is not None and self._queue and self._closable(block):
+                self._end_live(out)
+            self._drain(out)
+        elif index in self._queue:
+            if isinstance(part, (TextEnd, ReasoningEnd, ToolCallEnd)):
+                block.ended = True
+            block.pending.append(part)
+        elif isinstance(part, TextDelta) and part.text:
+            # Late text for a block already closed: text can continue in a new block.
+            self._blocks.pop(index)
+            self._on_start(TextStart(index), out)
+            self._route(part, out)
+        elif isinstance(part, ToolCallDelta) and part.arguments.strip():
+            log.warning("dropping a tool-argument fragment that arrived after its call was complete")
+
+    def _closable(self, block: _Block) -> bool:
+        """Can the live block end now without risking a later fragment for it?"""
+        if block.ended or block.kind != "tool":
+            return True
+        text = "".join(block.args)
+        if not text.strip():
+            return False
+        try:
+            return isinstance(json.loads(text), dict)
+        except ValueError:
+            return False
+
+    def _go_live(self, index: int, out: List[bytes]) -> None:
+        block = self._blocks[index]
+        self._live = index
+        if block.kind != "text":  # text opens lazily on its first non-empty delta
+            self._open_wire(block, out)
+        pending, block.pending = block.pending, []
+        for p in pending:
+            if self._live != index:
+                break
+            self._apply(block, p, out)
+
+    def _drain(self, out: List[bytes]) -> None:
+        """Make queued blocks live, in order, while the live one may end."""
+        while self._queue:
+            if self._live is not None:
+                if not self._closable(self._blocks[self._live]):
+                    return
+                self._end_live(out)
+            self._go_live(self._queue.pop(0), out)
+
+    def _flush_all(self, out: List[bytes]) -> None:
+        while self._live is not None or self._queue:
+            self._end_live(out)
+            if self._queue:
+                self._go_live(self._queue.pop(0), out)
+
+    def _open_wire(self, block: _Block, out: List[bytes]) -> None:
+        block.wire_index = self._next_wire
+        self._next_wire += 1
+        start = block.start
+        if isinstance(start, ToolCallStart):
+            cb: Dict[str, Any] = {"type": "tool_use", "id": start.id, "name": start.name, "input": {}}
+        elif isinstance(start, ReasoningStart) and start.redacted is not None:
+            cb = {"type": "redacted_thinking", "data": start.redacted}
+        elif isinstance(start, ReasoningStart):
+            cb = {"type": "thinking", "thinking": "", "signature": ""}
+        else:
+            cb = {"type": "text", "text": ""}
+        out.append(_event({"type": "content_block_start", "index": block.wire_index, "content_block": cb}))
+
+    def _apply(self, block: _Block, part: StreamPart, out: List[bytes]) -> None:
+        if isinstance(part, (TextEnd, ReasoningEnd, ToolCallEnd)):
+            if isinstance(part, ReasoningEnd) and part.signature:
+                self._signature(block, part.signature, out)
+            self._end_live(out)
+            return
+        if isinstance(part, TextDelta):
+            if not part.text:
+                return
+            if block.wire_index is None:
+                self._open_wire(block, out)
+            self._delta(block, {"type": "text_delta", "text": part.text}, out)
+        elif isinstance(part, ReasoningDelta):
+            start = block.start
+            if isinstance(start, ReasoningStart) and start.redacted is not None:
+                return
+            if part.text:
+                self._delta(block, {"type": "thinking_delta", "thinking": part.text}, out)
+            if part.signature:
+                self._signature(block, part.signature, out)
+        elif isinstance(part, ToolCallDelta):
+            if part.arguments:
+                block.args.append(part.arguments)
+                self._delta(block, {"type": "input_json_delta", "partial_json": part.arguments}, out)
+
+    def _signature(self, block: _Block, signature: str, out: List[bytes]) -> None:
+        start = block.start
+        # Only Anthropic's own signatures mean anything to an Anthropic client.
+        if not isinstance(start, ReasoningStart) or start.provider != PROTOCOL or start.redacted is not None:
+            return
+        if signature != block.signature_sent:
+            block.signature_sent = signature
+            self._delta(block, {"type": "signature_delta", "signature": signature}, out)
+
+    def _delta(self, block: _Block, delta: Dict[str, Any], out: List[bytes]) -> None:
+        out.append(_event({"type": "content_block_delta", "index": block.wire_index, "delta": delta}))
+
+    def _end_live(self, out: List[bytes]) -> None:
+        if self._live is None:
+            return
+        block = self._blocks[self._live]
+        block.ended = True
+        if block.wire_index is not None:
+            out.append(_event({"type": "content_block_stop", "index": block.wire_index}))
+        self._live = None
+
+
+class MessagesStreamDecoder(StreamDecoder):
+    """Provider events → parts. `ping` and unknown events are ignored; an `error`
+    event raises; a stream that ends before `message_stop` is an upstream failure."""
+
+    def __init__(self, target: RoutingTarget) -> None:
+        self._target = target
+        self._started = False
+        self._done = False
+        self._usage: Optional[Usage] = None
+        self._stop: Optional[str] = None
+        self._stop_sequence: Optional[str] = None
+        self._kinds: Dict[int, str] = {}
+        self._signatures: Dict[int, str] = {}
+        self._start_input: Dict[int, Any] = {}
+        self._saw_args: Dict[int, bool] = {}
+
+    def feed(self, event: SSEEvent) -> List[StreamPart]:
+        if self._done:
+            return []
+        data = event.data.strip()
+        if not data:
+            return []
+        try:
+            payload = json.loads(data)
+        except ValueError:
+            raise bad_upstream(self._target, "a stream event is not JSON") from None
+        if not isinstance(payload, dict):
+            raise bad_upstream(self._target, "a stream event is not an object")
+        name = payload.get("type") or event.event
+        if name == "error":
+            raise self._error(payload)
+        handler = getattr(self, f"_on_{name}", None) if isinstance(name, str) else None
+        if handler is None:
+            return []  # ping and event types this gateway does not know
+        return handler(payload)
+
+    def finish(self) -> List[StreamPart]:
+        if not self._done:
+            raise InvalidUpstreamResponse(
+                f"{self._target.provider} ended the stream without message_stop", provider=self._target.provider
+            )
+        return []
+
+    # --- events ------------------------------------------------------------
+
+    def _on_message_start(self, payload: Dict[str, Any]) -> List[StreamPart]:
+        msg = payload.get("message") if isinstance(payload.get("message"), dict) else {}
+        self._usage = decode_usage(msg.get("usage"))
+        self._started = True
+        return [ResponseStart(str(msg.get("id") or ""), str(msg.get("model") or self._target.model), usage=self._usage)]
+
+    def _preamble(self) -> List[StreamPart]:
+        if self._started:
+            return []
+        self._started = True
+        return [ResponseStart("", self._target.model)]
+
+    def _on_content_block_start(self, payload: Dict[str, Any]) -> List[StreamPart]:
+        out = self._preamble()
+        index = payload.get("index")
+        block = payload.get("content_block")
+        if not isinstance(index, int) or not isinstance(block, dict):
+            raise bad_upstream(self._target, "content_block_start without index or block")
+        kind = block.get("type")
+        if kind == "text":
+            self._kinds[index] = "text"
+            out.append(TextStart(index))
+            if block.get("text"):
+                out.append(TextDelta(index, str(block["text"])))
+        elif kind == "thinking":
+            self._kinds[index] = "thinking"
+            out.append(ReasoningStart(index, PROTOCOL))
+            if block.get("thinking"):
+                out.append(ReasoningDelta(index, str(block["thinking"])))
+            if block.get("signature"):
+                self._signatures[index] = str(block["signature"])
+        elif kind == "redacted_thinking":
+            self._kinds[index] = "thinking"
+            out.append(ReasoningStart(index, PROTOCOL, redacted=str(block.get("data") or "")))
+        elif kind == "tool_use":
+            self._kinds[index] = "tool"
+            self._start_input[index] = block.get("input")
+            out.append(ToolCallStart(index, str(block.get("id") or ""), str(block.get("name") or "")))
+        # Server-tool blocks have no canonical form; their events are skipped.
+        return out
+
+    def _on_content_block_delta(self, payload: Dict[str, Any]) -> List[StreamPart]:
+        index = payload.get("index")
+        delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
+        kind = self._kinds.get(index) if isinstance(index, int) else None
+        if kind is None:
+            return []
+        assert isinstance(index, int)
+        dtype = delta.get("type")
+        if dtype == "text_delta" and kind == "text":
+            text = delta.get("text")
+            return [TextDelta(index, text)] if isinstance(text, str) and text else []
+        if dtype == "input_json_delta" and kind == "tool":
+            frag = delta.get("partial_json")
+            if isinstance(frag, str) and frag:
+                self._saw_args[index] = True
+                return [ToolCallDelta(index, frag)]
+            return []
+        if dtype == "thinking_delta" and kind == "thinking":
+            text = delta.get("thinking")
+            return [ReasoningDelta(index, text)] if isinstance(text, str) and text else []
+        if dtype == "signature_delta" and kind == "thinking":
+            # The whole signature arrives once; it replaces, never appends.
+            self._signatures[index] = str(delta.get("signature") or "")
+        return []  # citations_delta and unknown deltas
+
+    def _on_content_block_stop(self, payload: Dict[str, Any]) -> List[StreamPart]:
+        index = payload.get("index")
+        kind = self._kinds.pop(index, None) if isinstance(index, int) else None
+        if kind is None:
+            return []
+        assert isinstance(index, int)
+        if kind == "text":
+            return [TextEnd(index)]
+        if kind == "thinking":
+            return [ReasoningEnd(index, self._signatures.pop(index, None) or None)]
+        out: List[StreamPart] = []
+        start_input = self._start_input.pop(index, None)
+        if not self._saw_args.pop(index, False) and isinstance(start_input, dict) and start_input:
+            # Some servers send the whole input in content_block_start and no deltas.
+            out.append(ToolCallDelta(index, json.dumps(start_input, separators=(",", ":"), ensure_ascii=False)))
+        out.append(ToolCallEnd(index))
+        return out
+
+    def _on_message_delta(self, payload: Dict[str, Any]) -> List[StreamPart]:
+        delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
+        if isinstance(delta.get("stop_reason"), str):
+            self._stop = delta["stop_reason"]
+        if isinstance(delta.get("stop_sequence"), str):
+            self._stop_sequence = delta["stop_sequence"]
+        usage = decode_usage(payload.get("usage"), self._usage)  # cumulative: overwrite, never add
+        if usage is not None:
+            self._usage = usage
+        return []
+
+    def _on_message_stop(self, payload: Dict[str, Any]) -> List[StreamPart]:
+        self._done = True
+        out = self._preamble()
+        # Blocks left open by a sloppy upstream are closed before the finish.
+        for index in sorted(self._kinds):
+            out.extend(self._on_content_block_stop({"index": index}))
+        if self._usage is not None:
+            out.append(UsageUpdate(self._usage))
+        reason = STOP_FROM_WIRE.get(self._stop or "end_turn", FinishReason.OTHER)
+        out.append(Finish(reason, self._stop_sequence if reason is FinishReason.STOP_SEQUENCE else None))
+        return out
+
+    def _error(self, payload: Dict[str, Any]) -> UpstreamError:
+        err = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+        etype = str(err.get("type") or "api_error")
+        message = scrub(str(err.get("message") or "error in stream"), self._target)
+        kind = KIND_FROM_TYPE.get(etype, "upstream")
+        status = {"overloaded": 503, "rate_limit": 429, "timeout": 504}.get(kind, 502)
+        retriable = kind in ("overloaded", "rate_limit", "timeout", "upstream")
+        return UpstreamError(f"{self._target.provider} failed mid-stream ({etype}): {message}",
+                             provider=self._target.provider, retriable=retriable, status=status, kind=kind)

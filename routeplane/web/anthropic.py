@@ -1,0 +1,144 @@
+"""Anthropic-wire blueprint: `POST /v1/messages` and `POST /v1/messages/count_tokens`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+
+import requests
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import HookDenied, InternalError, RouteplaneError, UnsafeUpstreamURL, UpstreamError
+from ..hooks.language_model import DecisionKind
+from ..language_model.context import PipelineContext
+from ..language_model.routing import RoutingTarget
+from ..language_model.stream import estimate_tokens, prompt_text
+from ..language_model.url_safety import UnsafeURL, check_base_url
+from ..protocols import anthropic_messages
+from ..protocols.base import scrub, upstream_status_error
+from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..app import App
+
+log = logging.getLogger("routeplane.web.anthropic")
+
+
+def credential() -> Optional[str]:
+    """Anthropic clients send the key as x-api-key (SDK < 2) or as a Bearer token (SDK ≥ 2)."""
+    return request.headers.get("x-api-key") or bearer_token(request.headers)
+
+
+def anthropic_error(err: RouteplaneError, rid: str) -> Response:
+    codec = anthropic_messages.CLIENT
+    resp = error_response(err, codec.error_body, rid)
+    resp.status_code = codec.error_status(err)  # overload is 529 on this wire
+    return resp
+
+
+def make_blueprint(app: "App") -> Blueprint:
+    bp = Blueprint("routeplane_anthropic", __name__)
+    limit = app.config.server.max_body_bytes
+
+    @bp.post("/v1/messages")
+    def messages() -> Response:
+        rid = request_id()
+        try:
+            body = read_json_body(limit)
+            codec = anthropic_messages.CLIENT.with_headers(request.headers)
+            resp = run_language_model(app, codec, body, rid, credential())
+            if resp.mimetype == "application/json" and resp.status_code == 200:
+                resp.headers["request-id"] = rid
+            return resp
+        except RouteplaneError as err:
+            return anthropic_error(err, rid)
+        except Exception:
+            log.exception("request %s failed", rid)
+            return anthropic_error(InternalError(), rid)
+
+    @bp.post("/v1/messages/count_tokens")
+    def count_tokens() -> Response:
+        rid = request_id()
+        try:
+            body = read_json_body(limit)
+            return _count_tokens(app, body, rid)
+        except RouteplaneError as err:
+            return anthropic_error(err, rid)
+        except Exception:
+            log.exception("count_tokens %s failed", rid)
+            return anthropic_error(InternalError(), rid)
+
+    @bp.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        err = RouteplaneError(exc.description or exc.name, status=exc.code or 500,
+                              kind="not_found" if exc.code == 404 else "invalid_request")
+        return anthropic_error(err, request_id())
+
+    return bp
+
+
+def _count_tokens(app: "App", body: Any, rid: str) -> Response:
+    """Forwarded to Anthropic when the route's first target speaks its wire; otherwise
+    a documented local estimate (about 4 characters a token over all prompt text)."""
+    codec = anthropic_messages.CLIENT.with_headers(request.headers)
+    prompt = codec.decode_count_tokens(body)
+    ctx = PipelineContext(rid, anthropic_messages.PROTOCOL, prompt, dict(request.headers), credential=credential())
+    _authenticate(app, ctx)
+    chain = app.pipeline.routing_table.resolve(prompt.model)
+    if chain and chain[0].protocol == anthropic_messages.PROTOCOL:
+        return _forward_count_tokens(chain[0], body, prompt, rid)
+    resp = Response(json.dumps({"input_tokens": max(1, estimate_tokens(prompt_text(prompt)))}),
+                    mimetype="application/json")
+    resp.headers["x-request-id"] = rid
+    resp.headers["x-routeplane-estimate"] = "true"
+    return resp
+
+
+def _authenticate(app: "App", ctx: PipelineContext) -> None:
+    """Run the auth hooks only: count_tokens is not a billed call, so budget and
+    policy hooks (which may reserve spend) stay out of it."""
+    from ..auth.plugin import AuthHook
+
+    for _pid, hook in app.pipeline.hooks.pre_request:
+        if isinstance(hook, AuthHook):
+            decision = hook.check(ctx)
+            if decision.kind is DecisionKind.DENY and decision.reason is not None:
+                reason = decision.reason
+                raise HookDenied(reason.message, status=reason.status, kind=reason.kind)
+
+
+def _forward_count_tokens(target: RoutingTarget, body: Any, prompt: Any, rid: str) -> Response:
+    provider = anthropic_messages.PROVIDER
+    outbound = {k: v for k, v in body.items() if k not in ("max_tokens", "stream", "stop_sequences", "metadata")}
+    outbound["model"] = target.model
+    headers = provider.request_headers(target, prompt)
+    headers["X-Request-Id"] = rid
+    url = f"{anthropic_messages.base_url(target)}/v1/messages/count_tokens"
+    try:
+        check_base_url(url, target.url_policy)  # the same policy the executor applies
+    except UnsafeURL:
+        raise UnsafeUpstreamURL(f"{target.provider}: the upstream URL was refused by the URL safety policy.",
+                                provider=target.provider) from None
+    try:
+        with requests.Session() as session:
+            session.trust_env = False
+            upstream = session.post(url, json=outbound, headers=headers,
+                                    timeout=(target.timeouts.connect, target.timeouts.read))
+            status, raw, up_headers = upstream.status_code, upstream.content, dict(upstream.headers)
+            upstream.close()
+    except requests.RequestException as exc:
+        raise UpstreamError(f"{target.provider}: count_tokens failed ({type(exc).__name__})",
+                            provider=target.provider) from exc
+    if status >= 400:
+        raise upstream_status_error(status, raw, up_headers, target)
+    try:
+        data = json.loads(raw)
+        tokens = int(data["input_tokens"])
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamError(scrub(f"{target.provider} sent an invalid count_tokens answer", target),
+                            provider=target.provider) from None
+    resp = Response(json.dumps({"input_tokens": tokens}), mimetype="application/json")
+    resp.headers["x-request-id"] = rid
+    return resp
