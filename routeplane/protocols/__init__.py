@@ -9,12 +9,14 @@ from .base import ClientCodec, ProviderCodec
 
 def provider_codecs() -> Dict[str, ProviderCodec]:
     """Every outbound codec by protocol name (imported lazily: no import-time work)."""
-    from . import anthropic_messages, openai_chat
+    from . import anthropic_messages, gemini, openai_chat, openai_responses
 
-    return {openai_chat.PROTOCOL: openai_chat.PROVIDER, anthropic_messages.PROTOCOL: anthropic_messages.PROVIDER}
+    return {openai_chat.PROTOCOL: openai_chat.PROVIDER, anthropic_messages.PROTOCOL: anthropic_messages.PROVIDER,
+            openai_responses.PROTOCOL: openai_responses.PROVIDER, gemini.PROTOCOL: gemini.PROVIDER}
 
 
 def client_codecs() -> Dict[str, ClientCodec]:
-    from . import anthropic_messages, openai_chat
+    from . import anthropic_messages, gemini, openai_chat, openai_responses
 
-    return {openai_chat.PROTOCOL: openai_chat.CLIENT, anthropic_messages.PROTOCOL: anthropic_messages.CLIENT}
+    return {openai_chat.PROTOCOL: openai_chat.CLIENT, anthropic_messages.PROTOCOL: anthropic_messages.CLIENT,
+            openai_responses.PROTOCOL: openai_responses.CLIENT, gemini.PROTOCOL: gemini.CLIENT}

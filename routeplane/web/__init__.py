@@ -18,6 +18,9 @@ def register_blueprints(app: "App", flask_app: "Flask", url_prefix: str = "") ->
     from . import anthropic
 
     flask_app.register_blueprint(anthropic.make_blueprint(app), url_prefix=url_prefix or None)
+    from . import gemini
+
+    flask_app.register_blueprint(gemini.make_blueprint(app), url_prefix=url_prefix or None)
     from . import admin
 
     flask_app.register_blueprint(admin.make_blueprint(app), url_prefix=url_prefix or None)
@@ -29,4 +32,8 @@ def error_renderer_for(path: str) -> Callable[[Any], Dict[str, Any]]:
 
     if "/v1/messages" in path:
         return anthropic_messages.CLIENT.error_body
+    if path.startswith("/v1beta/") or ("/models/" in path and ":" in path.rsplit("/", 1)[-1]):
+        from ..protocols import gemini
+
+        return gemini.CLIENT.error_body
     return openai_chat.CLIENT.error_body

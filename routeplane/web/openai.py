@@ -1,4 +1,4 @@
-"""OpenAI-wire blueprint: `POST /v1/chat/completions`, `GET /v1/models`."""
+"""OpenAI-wire blueprint: `POST /v1/chat/completions`, `POST /v1/responses`, `GET /v1/models`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import InternalError, ModelNotFound, RouteplaneError
-from ..protocols import openai_chat
+from ..protocols import openai_chat, openai_responses
 from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,6 +35,18 @@ def make_blueprint(app: "App") -> Blueprint:
         except Exception:
             log.exception("request %s failed", rid)
             return error_response(InternalError(), codec.error_body, rid)
+
+    @bp.post("/v1/responses")
+    def responses() -> Response:
+        rid = request_id()
+        try:
+            body = read_json_body(limit)
+            return run_language_model(app, openai_responses.CLIENT, body, rid, bearer_token(request.headers))
+        except RouteplaneError as err:
+            return error_response(err, openai_responses.CLIENT.error_body, rid)
+        except Exception:
+            log.exception("request %s failed", rid)
+            return error_response(InternalError(), openai_responses.CLIENT.error_body, rid)
 
     @bp.get("/v1/models")
     def list_models() -> Response:

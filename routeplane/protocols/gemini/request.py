@@ -1,0 +1,492 @@
+"""Gemini generateContent requests: client body → Prompt, and Prompt → provider body."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ...errors import InvalidRequest
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FilePart,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Prompt,
+    ReasoningPart,
+    ResponseFormat,
+    Role,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+)
+from ..base import expect
+from .schema import clean_for_gemini, from_gemini_schema, strip_meta
+
+PROTOCOL = "gemini"
+# Gemini may omit function-call ids. The gateway then makes one up with this
+# prefix, and never sends such an id back to Gemini (translation.md §6: match by
+# name and order, send the functionResponse without an id).
+SYNTHETIC_ID = "call_gx"
+# Google's documented placeholder for a functionCall with no real signature
+# (history from another vendor); Gemini 3 rejects unsigned calls otherwise.
+SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
+# Effort → thinking budget (translation.md §3, a suggested table).
+EFFORT_BUDGET = {"none": 0, "minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
+
+_KNOWN = frozenset({"model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
+_KNOWN_GEN = frozenset({
+    "maxOutputTokens", "temperature", "topP", "topK", "stopSequences", "candidateCount", "seed", "presencePenalty",
+    "frequencyPenalty", "responseMimeType", "responseJsonSchema", "responseSchema", "thinkingConfig",
+})
+
+
+def synthetic_id() -> str:
+    return f"{SYNTHETIC_ID}{uuid.uuid4().hex[:20]}"
+
+
+def is_synthetic(call_id: str) -> bool:
+    return call_id.startswith(SYNTHETIC_ID)
+
+
+def get(d: Mapping[str, Any], camel: str) -> Any:
+    """REST uses lowerCamelCase but the proto3-JSON parser also takes snake_case."""
+    if camel in d:
+        return d[camel]
+    snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
+    return d.get(snake)
+
+
+def _camel_keys(d: Mapping[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        head, *rest = k.split("_")
+        out[head + "".join(w[:1].upper() + w[1:] for w in rest)] = v
+    return out
+
+
+def decode_request(body: Any, model: Optional[str] = None, stream: bool = False) -> Prompt:
+    """`model` and `stream` come from the URL path (`models/{model}:streamGenerateContent`)."""
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    body = _camel_keys(body)
+    if not model:
+        raw_model = expect(body.get("model"), str, "model", required=True)
+        model = raw_model[7:] if raw_model.startswith("models/") else raw_model
+    contents = expect(body.get("contents"), list, "contents", required=True)
+    if not contents:
+        raise InvalidRequest("'contents' must not be empty.", param="contents")
+    system: List[TextPart] = []
+    raw_system = body.get("systemInstruction")
+    if raw_system is not None:
+        if isinstance(raw_system, str):
+            system.append(TextPart(raw_system))
+        else:
+            sys_parts = expect(get(expect(raw_system, dict, "systemInstruction"), "parts"), list,
+                               "systemInstruction.parts") or []
+            for k, p in enumerate(sys_parts):
+                if not isinstance(p, dict) or not isinstance(p.get("text"), str):
+                    raise InvalidRequest("systemInstruction parts must be text parts.",
+                                         param=f"systemInstruction.parts[{k}]")
+                if p["text"]:
+                    system.append(TextPart(p["text"]))
+    messages = _decode_contents(contents)
+    tools = _decode_tools(body.get("tools"))
+    tool_choice, allowed = _decode_tool_config(body.get("toolConfig"))
+    if allowed is not None and len(allowed) > 1:
+        tools = tuple(t for t in tools if t.name in allowed)
+    gen = _camel_keys(expect(body.get("generationConfig"), dict, "generationConfig") or {})
+    params, response_format, thinking = _decode_generation(gen)
+    extras: Dict[str, Any] = {k: v for k, v in body.items() if k not in _KNOWN}
+    gen_extra = {k: v for k, v in gen.items() if k not in _KNOWN_GEN}
+    if thinking is not None:
+        gen_extra["thinkingConfig"] = thinking
+    if gen_extra:
+        extras["generationConfig"] = gen_extra  # forwarded to a Gemini upstream only
+    return Prompt(
+        model=model,
+        messages=tuple(messages),
+        system=tuple(system),
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=response_format,
+        params=params,
+        stream=stream,
+        include_usage=True,  # Gemini chunks always carry usageMetadata
+        extras=extras,
+        extras_protocol=PROTOCOL,
+    )
+
+
+def _decode_contents(contents: List[Any]) -> List[Message]:
+    messages: List[Message] = []
+    # Calls of the latest model turn, for results that carry no id (matched by name and order).
+    pending: List[ToolCallPart] = []
+    for i, content in enumerate(contents):
+        path = f"contents[{i}]"
+        if not isinstance(content, dict):
+            raise InvalidRequest(f"'{path}' must be an object.", param=path)
+        role = get(content, "role") or "user"
+        parts = expect(get(content, "parts"), list, f"{path}.parts", required=True)
+        if role == "model":
+            decoded = _model_parts(parts, path, i)
+            pending = [p for p in decoded if isinstance(p, ToolCallPart)]
+            if decoded:
+                messages.append(Message(Role.ASSISTANT, tuple(decoded)))
+        elif role in ("user", "function"):
+            results, others = _user_parts(parts, path, pending)
+            if results:
+                messages.append(Message(Role.TOOL, tuple(results)))
+            if others:
+                messages.append(Message(Role.USER, tuple(others)))
+            if not results and not others:
+                raise InvalidRequest(f"'{path}.parts' must not be empty.", param=f"{path}.parts")
+        else:
+            raise InvalidRequest(f"Invalid value for '{path}.role': {role!r} (expected 'user' or 'model').",
+                                 param=f"{path}.role")
+    return messages
+
+
+def _model_parts(parts: List[Any], path: str, turn: int) -> List[ContentPart]:
+    out: List[ContentPart] = []
+    for k, raw in enumerate(parts):
+        p = f"{path}.parts[{k}]"
+        if not isinstance(raw, dict):
+            raise InvalidRequest(f"'{p}' must be an object.", param=p)
+        sig = get(raw, "thoughtSignature")
+        sig = sig if isinstance(sig, str) and sig else None
+        call = get(raw, "functionCall")
+        if isinstance(call, dict):
+            name = expect(call.get("name"), str, f"{p}.functionCall.name", required=True)
+            args = call.get("args") if call.get("args") is not None else {}
+            # A stable made-up id: the same history always maps to the same ids.
+            call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"{SYNTHETIC_ID}{turn}_{k}"
+            out.append(ToolCallPart(call_id, name, json.dumps(args, separators=(",", ":")), sig,
+                                    PROTOCOL if sig else None))
+        elif isinstance(raw.get("text"), str):
+            if raw.get("thought"):
+                out.append(ReasoningPart(raw["text"], sig, provider=PROTOCOL))
+            else:
+                if raw["text"]:
+                    out.append(TextPart(raw["text"]))
+                if sig:
+                    # A signature on a text part has no canonical slot: keep it as a
+                    # signature-only reasoning part that re-attaches on the way back.
+                    out.append(ReasoningPart("", sig, provider=PROTOCOL))
+        elif sig:
+            out.append(ReasoningPart("", sig, provider=PROTOCOL))
+        else:
+            raise InvalidRequest(f"Unsupported part at '{p}' in a model turn.", param=p)
+    return out
+
+
+def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tuple[List[ToolResultPart], List[ContentPart]]:
+    results: List[ToolResultPart] = []
+    others: List[ContentPart] = []
+    unanswered = list(pending)
+    for k, raw in enumerate(parts):
+        p = f"{path}.parts[{k}]"
+        if not isinstance(raw, dict):
+            raise InvalidRequest(f"'{p}' must be an object.", param=p)
+        resp = get(raw, "functionResponse")
+        inline = get(raw, "inlineData")
+        file_data = get(raw, "fileData")
+        if isinstance(resp, dict):
+            name = expect(resp.get("name"), str, f"{p}.functionResponse.name", required=True)
+            call_id = resp.get("id") if isinstance(resp.get("id"), str) and resp.get("id") else None
+            match = next((c for c in unanswered if (c.id == call_id if call_id else c.name == name)), None)
+            if match is not None:
+                unanswered.remove(match)
+                call_id = match.id
+            if call_id is None:
+                raise InvalidRequest(f"'{p}.functionResponse' answers no functionCall named {name!r} in the "
+                                     "preceding model turn.", param=f"{p}.functionResponse")
+            text, is_error = result_text(resp.get("response"))
+            results.append(ToolResultPart(call_id, (TextPart(text),), is_error=is_error, name=name))
+        elif isinstance(raw.get("text"), str):
+            others.append(TextPart(raw["text"]))
+        elif isinstance(inline, dict):
+            mime = str(get(inline, "mimeType") or "application/octet-stream")
+            data = expect(inline.get("data"), str, f"{p}.inlineData.data", required=True)
+            others.append(ImagePart(data=data, media_type=mime) if mime.startswith("image/")
+                          else FilePart(data=data, media_type=mime))
+        elif isinstance(file_data, dict):
+            mime = get(file_data, "mimeType")
+            uri = expect(get(file_data, "fileUri"), str, f"{p}.fileData.fileUri", required=True)
+            others.append(ImagePart(url=uri, media_type=mime) if isinstance(mime, str) and mime.startswith("image/")
+                          else FilePart(url=uri, media_type=mime))
+        else:
+            raise InvalidRequest(f"Unsupported part at '{p}'.", param=p)
+    return results, others
+
+
+def result_text(response: Any) -> Tuple[str, bool]:
+    """functionResponse.response → (text, is_error): `output` is the result, `error`
+    an error, any other object the result as a whole (gemini.md §2)."""
+    if isinstance(response, dict):
+        if set(response) == {"output"}:
+            out = response["output"]
+            return (out if isinstance(out, str) else json.dumps(out, separators=(",", ":"))), False
+        if set(response) == {"error"}:
+            err = response["error"]
+            return (err if isinstance(err, str) else json.dumps(err, separators=(",", ":"))), True
+    if response is None:
+        return "", False
+    return json.dumps(response, separators=(",", ":")), False
+
+
+def _decode_tools(raw: Any) -> Tuple[Tool, ...]:
+    tools: List[Tool] = []
+    for i, group in enumerate(expect(raw, list, "tools") or []):
+        if not isinstance(group, dict):
+            raise InvalidRequest(f"'tools[{i}]' must be an object.", param=f"tools[{i}]")
+        decls = get(group, "functionDeclarations")
+        other = [k for k in group if k not in ("functionDeclarations", "function_declarations")]
+        if other:
+            raise InvalidRequest(f"Tool kind {other[0]!r} ('tools[{i}]') is not supported by this gateway; "
+                                 "only functionDeclarations are.", param=f"tools[{i}]", code="unsupported_value")
+        for j, d in enumerate(expect(decls, list, f"tools[{i}].functionDeclarations") or []):
+            path = f"tools[{i}].functionDeclarations[{j}]"
+            if not isinstance(d, dict):
+                raise InvalidRequest(f"'{path}' must be an object.", param=path)
+            schema = get(d, "parametersJsonSchema")
+            if schema is None and get(d, "parameters") is not None:
+                schema = from_gemini_schema(expect(get(d, "parameters"), dict, f"{path}.parameters"))
+            tools.append(Tool(
+                name=expect(d.get("name"), str, f"{path}.name", required=True),
+                description=expect(d.get("description"), str, f"{path}.description"),
+                parameters=expect(schema, dict, f"{path}.parametersJsonSchema") or {"type": "object", "properties": {}},
+            ))
+    return tuple(tools)
+
+
+def _decode_tool_config(raw: Any) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
+    if raw is None:
+        return None, None
+    cfg = get(expect(raw, dict, "toolConfig"), "functionCallingConfig")
+    if cfg is None:
+        return None, None
+    cfg = expect(cfg, dict, "toolConfig.functionCallingConfig")
+    mode = str(cfg.get("mode") or "AUTO").upper()
+    allowed = get(cfg, "allowedFunctionNames")
+    if allowed is not None and not (isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)):
+        raise InvalidRequest("'allowedFunctionNames' must be an array of strings.",
+                             param="toolConfig.functionCallingConfig.allowedFunctionNames")
+    if mode in ("AUTO", "VALIDATED", "MODE_UNSPECIFIED"):
+        return ToolChoice("auto"), None
+    if mode == "NONE":
+        return ToolChoice("none"), None
+    if mode == "ANY":
+        if allowed and len(allowed) == 1:
+            return ToolChoice("tool", allowed[0]), allowed
+        return ToolChoice("required"), allowed
+    raise InvalidRequest(f"Invalid functionCallingConfig.mode {mode!r}.", param="toolConfig.functionCallingConfig.mode")
+
+
+def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[ResponseFormat], Any]:
+    n = expect(gen.get("candidateCount"), int, "generationConfig.candidateCount")
+    if n is not None and n != 1:
+        raise InvalidRequest("Only candidateCount=1 is supported by this gateway.",
+                             param="generationConfig.candidateCount", code="unsupported_value")
+    stops = expect(gen.get("stopSequences"), list, "generationConfig.stopSequences") or []
+    if not all(isinstance(s, str) for s in stops):
+        raise InvalidRequest("'stopSequences' must be an array of strings.", param="generationConfig.stopSequences")
+    thinking = expect(gen.get("thinkingConfig"), dict, "generationConfig.thinkingConfig")
+    effort = budget = None
+    if thinking is not None:
+        thinking = _camel_keys(thinking)
+        budget = expect(thinking.get("thinkingBudget"), int, "generationConfig.thinkingConfig.thinkingBudget")
+        level = expect(thinking.get("thinkingLevel"), str, "generationConfig.thinkingConfig.thinkingLevel")
+        if level:
+            effort = level.lower()
+        elif budget == 0:
+            effort = "none"
+        if budget is not None and budget <= 0:
+            budget = None  # 0 = off (effort none), -1 = dynamic: no fixed budget
+    params = GenerationParams(
+        max_tokens=expect(gen.get("maxOutputTokens"), int, "generationConfig.maxOutputTokens"),
+        temperature=_number(gen, "temperature"),
+        top_p=_number(gen, "topP"),
+        top_k=expect(gen.get("topK"), int, "generationConfig.topK"),
+        stop=tuple(stops),
+        seed=expect(gen.get("seed"), int, "generationConfig.seed"),
+        presence_penalty=_number(gen, "presencePenalty"),
+        frequency_penalty=_number(gen, "frequencyPenalty"),
+        reasoning_effort=effort,
+        reasoning_budget=budget,
+    )
+    rf = None
+    mime = gen.get("responseMimeType")
+    schema = gen.get("responseJsonSchema")
+    if schema is None and isinstance(gen.get("responseSchema"), dict):
+        schema = from_gemini_schema(gen["responseSchema"])
+    if mime == "application/json" or schema is not None:
+        rf = ResponseFormat("json_schema", "response", schema) if isinstance(schema, dict) else ResponseFormat("json_object")
+    return params, rf, thinking
+
+
+def _number(gen: Dict[str, Any], key: str) -> Optional[float]:
+    value = expect(gen.get(key), (int, float), f"generationConfig.{key}")
+    return None if value is None else float(value)
+
+
+# --- provider side ---------------------------------------------------------
+
+
+def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
+    names = {p.id: p.name for m in prompt.messages for p in m.parts if isinstance(p, ToolCallPart)}
+    placeholder = target.options.get("thought_signature_placeholder", True)
+    contents: List[Dict[str, Any]] = []
+    for m in prompt.messages:
+        role = "model" if m.role is Role.ASSISTANT else "user"
+        parts = _encode_parts(m, names, bool(placeholder))
+        if not parts:
+            continue
+        if contents and contents[-1]["role"] == role:
+            # Gemini wants one user turn holding every functionResponse of a call turn.
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    body: Dict[str, Any] = {"contents": contents}
+    same_wire = prompt.extras_protocol == PROTOCOL
+    extras = dict(prompt.extras) if same_wire else {}
+    gen_extra = dict(extras.pop("generationConfig", None) or {})
+    body.update(extras)
+    if prompt.system:
+        body["systemInstruction"] = {"parts": [{"text": prompt.system_text()}]}
+    if prompt.tools:
+        field = "parameters" if target.options.get("gemini_schema_field") == "parameters" else "parametersJsonSchema"
+        decls = []
+        for t in prompt.tools:
+            d: Dict[str, Any] = {"name": t.name}
+            if t.description:
+                d["description"] = t.description
+            schema = dict(t.parameters)
+            if schema.get("properties") or field == "parametersJsonSchema":
+                d[field] = clean_for_gemini(schema) if field == "parameters" else strip_meta(schema)
+            decls.append(d)
+        body["tools"] = [{"functionDeclarations": decls}]
+    tc = prompt.tool_choice
+    if tc is not None and (prompt.tools or tc.mode == "none"):
+        cfg: Dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}[tc.mode]}
+        if tc.mode == "tool" and tc.name:
+            cfg["allowedFunctionNames"] = [tc.name]
+        body["toolConfig"] = {"functionCallingConfig": cfg}
+    gen = _encode_generation(prompt, gen_extra)
+    if gen:
+        body["generationConfig"] = gen
+    return body
+
+
+def _encode_generation(prompt: Prompt, gen_extra: Dict[str, Any]) -> Dict[str, Any]:
+    p = prompt.params
+    gen: Dict[str, Any] = {}
+    for key, value in (("maxOutputTokens", p.max_tokens), ("temperature", p.temperature), ("topP", p.top_p),
+                       ("topK", p.top_k), ("seed", p.seed), ("presencePenalty", p.presence_penalty),
+                       ("frequencyPenalty", p.frequency_penalty)):
+        if value is not None:
+            gen[key] = value
+    if p.stop:
+        gen["stopSequences"] = list(p.stop)[:5]
+    rf = prompt.response_format
+    if rf is not None and rf.type != "text":
+        gen["responseMimeType"] = "application/json"
+        if rf.type == "json_schema" and rf.schema:
+            gen["responseJsonSchema"] = strip_meta(dict(rf.schema))
+    thinking = dict(gen_extra.pop("thinkingConfig", None) or {})
+    if not thinking:
+        if p.reasoning_budget is not None:
+            thinking = {"thinkingBudget": p.reasoning_budget, "includeThoughts": True}
+        elif p.reasoning_effort is not None and p.reasoning_effort in EFFORT_BUDGET:
+            budget = EFFORT_BUDGET[p.reasoning_effort]
+            thinking = {"thinkingBudget": budget} if budget == 0 else {"thinkingBudget": budget, "includeThoughts": True}
+    if thinking:
+        gen["thinkingConfig"] = thinking
+    gen.update(gen_extra)
+    return gen
+
+
+def _encode_parts(m: Message, names: Dict[str, str], placeholder: bool) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+    signed_call = False
+    for p in m.parts:
+        if isinstance(p, TextPart):
+            if p.text:
+                out.append({"text": p.text})
+        elif isinstance(p, ReasoningPart):
+            # Signatures are only valid for the vendor that made them: others' reasoning is dropped.
+            if p.provider != PROTOCOL:
+                continue
+            if p.text:
+                part: Dict[str, Any] = {"text": p.text, "thought": True}
+                if p.signature:
+                    part["thoughtSignature"] = p.signature
+                out.append(part)
+            elif p.signature:
+                prev = out[-1] if out else None
+                if prev is not None and "text" in prev and not prev.get("thought") and "thoughtSignature" not in prev:
+                    prev["thoughtSignature"] = p.signature  # it came on this text part
+                else:
+                    out.append({"text": "", "thoughtSignature": p.signature})
+        elif isinstance(p, ToolCallPart):
+            call: Dict[str, Any] = {"name": p.name, "args": parse_args(p.arguments)}
+            if not is_synthetic(p.id):
+                call["id"] = p.id
+            part = {"functionCall": call}
+            if p.signature and p.signature_provider == PROTOCOL:
+                part["thoughtSignature"] = p.signature
+                signed_call = True
+            elif placeholder and not signed_call:
+                part["thoughtSignature"] = SIGNATURE_PLACEHOLDER
+                signed_call = True
+            out.append(part)
+        elif isinstance(p, ToolResultPart):
+            resp: Dict[str, Any] = {"name": p.name or names.get(p.tool_call_id, "function"),
+                                    "response": result_object(p)}
+            if not is_synthetic(p.tool_call_id):
+                resp["id"] = p.tool_call_id
+            out.append({"functionResponse": resp})
+        elif isinstance(p, ImagePart):
+            if p.data is not None:
+                out.append({"inlineData": {"mimeType": p.media_type or "image/png", "data": p.data}})
+            else:
+                # Gemini fetches only Files API / GCS URIs; other URLs fail upstream with a 400.
+                out.append({"fileData": {"mimeType": p.media_type or "image/jpeg", "fileUri": p.url}})
+        elif isinstance(p, FilePart):
+            if p.data is not None:
+                out.append({"inlineData": {"mimeType": p.media_type or "application/pdf", "data": p.data}})
+            elif p.url:
+                out.append({"fileData": {"mimeType": p.media_type or "application/pdf", "fileUri": p.url}})
+    # Results first in a mixed user turn (Gemini pairs them with the call turn).
+    out.sort(key=lambda d: 0 if "functionResponse" in d else 1)
+    return out
+
+
+def parse_args(arguments: str) -> Dict[str, Any]:
+    """OpenAI-style JSON text → the object Gemini needs; `{"_raw": text}` when it is not an object."""
+    if not arguments.strip():
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"_raw": arguments}
+
+
+def result_object(r: ToolResultPart) -> Dict[str, Any]:
+    """functionResponse.response must be an object: JSON-object text passes as is,
+    anything else is wrapped as {"output": …} (or {"error": …})."""
+    text = r.text()
+    if r.is_error:
+        return {"error": text}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return value
+    return {"output": text}

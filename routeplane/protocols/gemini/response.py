@@ -1,0 +1,223 @@
+"""Gemini GenerateContentResponse, usageMetadata, finish reasons and errors, both directions."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from ...errors import RouteplaneError, UpstreamError
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FinishReason,
+    Generation,
+    Prompt,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    Usage,
+)
+from ..base import bad_upstream, upstream_status_error
+from .request import PROTOCOL, is_synthetic, parse_args, synthetic_id
+
+FINISH_TO_WIRE = {
+    FinishReason.STOP: "STOP",
+    FinishReason.STOP_SEQUENCE: "STOP",
+    FinishReason.LENGTH: "MAX_TOKENS",
+    FinishReason.TOOL_CALLS: "STOP",  # Gemini has no tool-call finish reason
+    FinishReason.CONTENT_FILTER: "SAFETY",
+    FinishReason.PAUSE: "OTHER",
+    FinishReason.OTHER: "OTHER",
+}
+_FILTERED = frozenset({
+    "SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "LANGUAGE", "MODEL_ARMOR", "IMAGE_SAFETY",
+    "IMAGE_PROHIBITED_CONTENT", "IMAGE_OTHER", "IMAGE_RECITATION", "NO_IMAGE",
+})
+
+# error kind → (HTTP status, google.rpc status) when the gateway speaks Gemini.
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION", 403: "PERMISSION_DENIED",
+    404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED", 409: "ABORTED", 413: "INVALID_ARGUMENT", 415: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE",
+    503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED",
+}
+
+
+def finish_from_wire(reason: Any, parts: List[ContentPart]) -> FinishReason:
+    if reason == "MAX_TOKENS":
+        return FinishReason.LENGTH
+    if reason in _FILTERED:
+        return FinishReason.CONTENT_FILTER
+    # Tool calls end with STOP: their presence is the signal.
+    if any(isinstance(p, ToolCallPart) for p in parts):
+        return FinishReason.TOOL_CALLS
+    return FinishReason.STOP
+
+
+def encode_usage(u: Usage) -> Dict[str, Any]:
+    """candidatesTokenCount excludes thoughts; promptTokenCount includes cached (translation.md §9)."""
+    prompt = u.total_input
+    meta: Dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": u.output_tokens,
+                            "totalTokenCount": prompt + u.total_output}
+    if u.cache_read_tokens:
+        meta["cachedContentTokenCount"] = u.cache_read_tokens
+    if u.reasoning_tokens:
+        meta["thoughtsTokenCount"] = u.reasoning_tokens
+    return meta
+
+
+def decode_usage(raw: Any) -> Optional[Usage]:
+    if not isinstance(raw, dict):
+        return None
+    prompt = _int(raw.get("promptTokenCount"))
+    cached = min(_int(raw.get("cachedContentTokenCount")), prompt)
+    # Server-side tool results are billed as input.
+    tool_prompt = _int(raw.get("toolUsePromptTokenCount"))
+    return Usage(
+        input_tokens=prompt - cached + tool_prompt,
+        cache_read_tokens=cached,
+        output_tokens=_int(raw.get("candidatesTokenCount")),
+        reasoning_tokens=_int(raw.get("thoughtsTokenCount")),
+        reported=True,
+        raw=raw,
+    )
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+def encode_parts(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+    for p in parts:
+        if isinstance(p, TextPart):
+            if p.text:
+                out.append({"text": p.text})
+        elif isinstance(p, ReasoningPart):
+            sig = p.signature if p.provider == PROTOCOL else None
+            if p.text:
+                part: Dict[str, Any] = {"text": p.text, "thought": True}
+                if sig:
+                    part["thoughtSignature"] = sig
+                out.append(part)
+            elif sig:
+                prev = out[-1] if out else None
+                if prev is not None and "text" in prev and not prev.get("thought") and "thoughtSignature" not in prev:
+                    prev["thoughtSignature"] = sig
+                else:
+                    out.append({"text": "", "thoughtSignature": sig})
+        elif isinstance(p, ToolCallPart):
+            out.append(function_call_part(p.id, p.name, p.arguments,
+                                          p.signature if p.signature_provider in (PROTOCOL, None) else None))
+    return out
+
+
+def function_call_part(call_id: str, name: str, arguments: str, signature: Optional[str]) -> Dict[str, Any]:
+    call: Dict[str, Any] = {"name": name, "args": parse_args(arguments)}
+    if call_id and not is_synthetic(call_id):
+        call["id"] = call_id
+    part: Dict[str, Any] = {"functionCall": call}
+    if signature:
+        part["thoughtSignature"] = signature
+    return part
+
+
+def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
+    return {
+        "candidates": [{
+            "content": {"role": "model", "parts": encode_parts(gen.parts)},
+            "finishReason": FINISH_TO_WIRE[gen.finish_reason],
+            "index": 0,
+        }],
+        "usageMetadata": encode_usage(gen.usage),
+        "modelVersion": prompt.model,
+        "responseId": gen.id or "routeplane",
+    }
+
+
+def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
+    out: List[ContentPart] = []
+    for raw in parts or []:
+        if not isinstance(raw, dict):
+            raise bad_upstream(target, "a part is not an object")
+        sig = raw.get("thoughtSignature") if isinstance(raw.get("thoughtSignature"), str) else None
+        call = raw.get("functionCall")
+        if isinstance(call, dict):
+            call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else synthetic_id()
+            args = call.get("args") if call.get("args") is not None else {}
+            out.append(ToolCallPart(call_id, str(call.get("name") or ""), json.dumps(args, separators=(",", ":")),
+                                    sig, PROTOCOL if sig else None))
+        elif isinstance(raw.get("text"), str):
+            if raw.get("thought"):
+                out.append(ReasoningPart(raw["text"], sig, provider=PROTOCOL))
+                continue
+            if raw["text"]:
+                out.append(TextPart(raw["text"]))
+            if sig:
+                out.append(ReasoningPart("", sig, provider=PROTOCOL))
+        elif sig:
+            out.append(ReasoningPart("", sig, provider=PROTOCOL))
+        # executableCode / codeExecutionResult / inline media have no canonical output form.
+    return _merge_text(out)
+
+
+def _merge_text(parts: List[ContentPart]) -> List[ContentPart]:
+    merged: List[ContentPart] = []
+    for p in parts:
+        if isinstance(p, TextPart) and merged and isinstance(merged[-1], TextPart):
+            merged[-1] = TextPart(merged[-1].text + p.text)
+        else:
+            merged.append(p)
+    return merged
+
+
+def decode_response(body: Any, target: RoutingTarget) -> Generation:
+    if isinstance(body, list) and len(body) == 1:
+        body = body[0]
+    if not isinstance(body, dict):
+        raise bad_upstream(target, "the body is not a JSON object")
+    if isinstance(body.get("error"), dict):
+        raise upstream_status_error(int(body["error"].get("code") or 502), json.dumps(body).encode(), {}, target)
+    usage = decode_usage(body.get("usageMetadata")) or Usage(reported=False)
+    rid = str(body.get("responseId") or "")
+    model = str(body.get("modelVersion") or target.model)
+    candidates = body.get("candidates")
+    if not candidates:
+        feedback = body.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            # A blocked prompt is HTTP 200 with no candidates: a refusal, not a crash.
+            return Generation(rid, model, (), FinishReason.CONTENT_FILTER, usage, int(time.time()))
+        raise bad_upstream(target, "no candidates")
+    cand = candidates[0]
+    if not isinstance(cand, dict):
+        raise bad_upstream(target, "a candidate is not an object")
+    content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
+    parts = decode_parts(content.get("parts"), target)
+    return Generation(rid, model, tuple(parts), finish_from_wire(cand.get("finishReason"), parts), usage,
+                      int(time.time()))
+
+
+def error_body(err: RouteplaneError) -> Dict[str, Any]:
+    status = err.status
+    name = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+    if err.kind == "budget":
+        name = "RESOURCE_EXHAUSTED"
+    return {"error": {"code": status, "message": err.message, "status": name}}
+
+
+def decode_error(status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget) -> UpstreamError:
+    # Gemini says "invalid key" with HTTP 400 + reason API_KEY_INVALID: that is the
+    # gateway's credential, not the client's request (translation.md §10).
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        data = None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        data = data[0]
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        details = err.get("details") if isinstance(err.get("details"), list) else []
+        if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details):
+            status = 401
+    return upstream_status_error(status, body, headers, target)

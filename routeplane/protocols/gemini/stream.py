@@ -1,0 +1,260 @@
+"""Gemini streaming: canonical parts → `data:` chunks (client), chunks → parts (provider)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, List, Optional
+
+from ...errors import RouteplaneError
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    Finish,
+    FinishReason,
+    Prompt,
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
+    ResponseStart,
+    StreamPart,
+    TextDelta,
+    TextEnd,
+    TextStart,
+    ToolCallDelta,
+    ToolCallEnd,
+    ToolCallStart,
+    Usage,
+    UsageUpdate,
+)
+from ..base import StreamDecoder, StreamEncoder, bad_upstream, upstream_status_error
+from ..sse import SSEEvent, dumps
+from .request import PROTOCOL, synthetic_id
+from .response import FINISH_TO_WIRE, decode_usage, encode_usage, error_body, finish_from_wire, function_call_part
+
+
+class GeminiStreamEncoder(StreamEncoder):
+    """Frames are exactly `data: {json}` + blank line: google-genai fails on any
+    other line (no `event:`, no comments, no keep-alives). Tool calls go out whole,
+    once their arguments are complete; the finishReason chunk is held until the
+    end so it can carry the final usage. With `sse=False` the same chunks form
+    one streamed JSON array (the `streamGenerateContent` form without `alt=sse`)."""
+
+    def __init__(self, prompt: Prompt, sse: bool = True) -> None:
+        self._model = prompt.model
+        self._sse = sse
+        self._id = "routeplane"
+        self._usage: Optional[Usage] = None
+        self._finish: Optional[FinishReason] = None
+        self._tools: Dict[int, Dict[str, Any]] = {}
+        self._reasoning: Dict[int, Dict[str, Any]] = {}
+        self._emitted = False
+        self._closed = False
+
+    def _frame(self, obj: Dict[str, Any]) -> bytes:
+        payload = dumps(obj).encode()
+        if self._sse:
+            self._emitted = True
+            return b"data: " + payload + b"\r\n\r\n"
+        prefix = b",\r\n" if self._emitted else b"["
+        self._emitted = True
+        return prefix + payload
+
+    def _chunk(self, parts: List[Dict[str, Any]], finish: Optional[str] = None) -> bytes:
+        cand: Dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
+        if finish:
+            cand["finishReason"] = finish
+        body: Dict[str, Any] = {"candidates": [cand]}
+        if self._usage is not None:
+            body["usageMetadata"] = encode_usage(self._usage)
+        body["modelVersion"] = self._model
+        body["responseId"] = self._id
+        return self._frame(body)
+
+    def encode(self, part: StreamPart) -> bytes:
+        if isinstance(part, ResponseStart):
+            if part.id:
+                self._id = part.id
+            if part.usage is not None:
+                self._usage = part.usage
+        elif isinstance(part, TextDelta):
+            if part.text:
+                return self._chunk([{"text": part.text}])
+        elif isinstance(part, ReasoningStart):
+            self._reasoning[part.index] = {"provider": part.provider, "sig": "", "text": False}
+        elif isinstance(part, ReasoningDelta):
+            r = self._reasoning.setdefault(part.index, {"provider": None, "sig": "", "text": False})
+            if part.signature:
+                r["sig"] += part.signature
+            if part.text:
+                r["text"] = True
+                return self._chunk([{"text": part.text, "thought": True}])
+        elif isinstance(part, ReasoningEnd):
+            r = self._reasoning.pop(part.index, None)
+            if r is not None:
+                sig = part.signature or r["sig"]
+                # Only Gemini's own signatures mean anything to a Gemini client.
+                if sig and r["provider"] == PROTOCOL:
+                    p: Dict[str, Any] = {"text": "", "thoughtSignature": sig}
+                    if r["text"]:
+                        p["thought"] = True
+                    return self._chunk([p])
+        elif isinstance(part, ToolCallStart):
+            self._tools[part.index] = {"id": part.id, "name": part.name, "args": [], "sig": part.signature}
+        elif isinstance(part, ToolCallDelta):
+            if part.index in self._tools:
+                self._tools[part.index]["args"].append(part.arguments)
+        elif isinstance(part, ToolCallEnd):
+            call = self._tools.pop(part.index, None)
+            if call is not None:
+                return self._chunk([self._call_part(call)])
+        elif isinstance(part, UsageUpdate):
+            self._usage = part.usage
+        elif isinstance(part, Finish):
+            self._finish = part.reason
+        return b""
+
+    @staticmethod
+    def _call_part(call: Dict[str, Any]) -> Dict[str, Any]:
+        return function_call_part(call["id"], call["name"], "".join(call["args"]), call["sig"])
+
+    def close(self) -> bytes:
+        out: List[bytes] = []
+        pending = [self._call_part(self._tools.pop(i)) for i in sorted(self._tools)]
+        reason = self._finish or FinishReason.STOP
+        if self._usage is None:
+            self._usage = Usage(reported=False)
+        out.append(self._chunk(pending, FINISH_TO_WIRE[reason]))
+        if not self._sse:
+            out.append(b"]")
+        self._closed = True
+        return b"".join(out)
+
+    def error(self, err: RouteplaneError) -> bytes:
+        # google-genai raises ClientError/ServerError on a chunk whose JSON is {"error": …}.
+        frame = self._frame(error_body(err))
+        return frame + (b"]" if not self._sse and not self._closed else b"")
+
+
+class GeminiStreamDecoder(StreamDecoder):
+    """No terminator exists on this wire: a clean close after a finishReason is
+    success, a close without one is an upstream failure. usageMetadata counts are
+    running totals, so the last one wins."""
+
+    def __init__(self, target: RoutingTarget) -> None:
+        self._target = target
+        self._started = False
+        self._next_block = 0
+        self._text: Optional[int] = None
+        self._reasoning: Optional[int] = None
+        self._reasoning_sig: Optional[str] = None
+        self._finish: Optional[str] = None
+        self._blocked = False
+        self._usage: Optional[Usage] = None
+        self._tools = False
+
+    def feed(self, event: SSEEvent) -> List[StreamPart]:
+        data = event.data.strip()
+        if not data:
+            return []
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise bad_upstream(self._target, "a stream chunk is not JSON") from None
+        if not isinstance(chunk, dict):
+            raise bad_upstream(self._target, "a stream chunk is not an object")
+        if isinstance(chunk.get("error"), dict):
+            code = chunk["error"].get("code")
+            raise upstream_status_error(code if isinstance(code, int) and code >= 400 else 502, data.encode(), {},
+                                        self._target)
+        out: List[StreamPart] = []
+        if not self._started:
+            self._started = True
+            out.append(ResponseStart(str(chunk.get("responseId") or ""),
+                                     str(chunk.get("modelVersion") or self._target.model)))
+        usage = decode_usage(chunk.get("usageMetadata"))
+        if usage is not None:
+            self._usage = usage
+        feedback = chunk.get("promptFeedback")
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            self._blocked = True
+        candidates = chunk.get("candidates")
+        if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
+            cand = candidates[0]
+            content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
+            for raw in content.get("parts") or []:
+                if isinstance(raw, dict):
+                    out.extend(self._part(raw))
+            if isinstance(cand.get("finishReason"), str):
+                self._finish = cand["finishReason"]
+        return out
+
+    def _block(self) -> int:
+        self._next_block += 1
+        return self._next_block - 1
+
+    def _part(self, raw: Dict[str, Any]) -> List[StreamPart]:
+        out: List[StreamPart] = []
+        sig = raw.get("thoughtSignature") if isinstance(raw.get("thoughtSignature"), str) else None
+        call = raw.get("functionCall")
+        if isinstance(call, dict):
+            out.extend(self._close_text() + self._close_reasoning())
+            block = self._block()
+            self._tools = True
+            call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else synthetic_id()
+            args = call.get("args") if call.get("args") is not None else {}
+            out.append(ToolCallStart(block, call_id, str(call.get("name") or ""), sig))
+            out.append(ToolCallDelta(block, json.dumps(args, separators=(",", ":"))))
+            out.append(ToolCallEnd(block))
+            return out
+        text = raw.get("text") if isinstance(raw.get("text"), str) else ""
+        if raw.get("thought"):
+            if self._reasoning is None:
+                out.extend(self._close_text())
+                self._reasoning = self._block()
+                out.append(ReasoningStart(self._reasoning, PROTOCOL))
+            if text:
+                out.append(ReasoningDelta(self._reasoning, text))
+            if sig:
+                self._reasoning_sig = sig
+            return out
+        if text:
+            if self._text is None:
+                out.extend(self._close_reasoning())
+                self._text = self._block()
+                out.append(TextStart(self._text))
+            out.append(TextDelta(self._text, text))
+        if sig:
+            # A signature on a text part: a signature-only reasoning block after it.
+            out.extend(self._close_text() + self._close_reasoning())
+            block = self._block()
+            out.extend([ReasoningStart(block, PROTOCOL), ReasoningEnd(block, sig)])
+        return out
+
+    def _close_text(self) -> List[StreamPart]:
+        if self._text is None:
+            return []
+        block, self._text = self._text, None
+        return [TextEnd(block)]
+
+    def _close_reasoning(self) -> List[StreamPart]:
+        if self._reasoning is None:
+            return []
+        block, sig = self._reasoning, self._reasoning_sig
+        self._reasoning = self._reasoning_sig = None
+        return [ReasoningEnd(block, sig)]
+
+    def finish(self) -> List[StreamPart]:
+        if self._finish is None and not self._blocked:
+            raise bad_upstream(self._target, "the stream closed before a finishReason arrived")
+        out: List[StreamPart] = self._close_reasoning() + self._close_text()
+        if not self._started:
+            out.insert(0, ResponseStart("", self._target.model))
+        if self._usage is not None:
+            out.append(UsageUpdate(self._usage))
+        if self._blocked and self._finish is None:
+            reason = FinishReason.CONTENT_FILTER
+        else:
+            reason = finish_from_wire(self._finish, [])
+            if self._tools and reason is FinishReason.STOP:
+                reason = FinishReason.TOOL_CALLS
+        out.append(Finish(reason))
+        return out

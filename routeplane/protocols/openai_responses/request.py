@@ -1,0 +1,421 @@
+"""OpenAI Responses requests: client body → Prompt, and Prompt → provider body."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from ...errors import InvalidRequest
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FilePart,
+    GenerationParams,
+    ImagePart,
+    Message,
+    Prompt,
+    ReasoningPart,
+    ResponseFormat,
+    Role,
+    TextPart,
+    Tool,
+    ToolCallPart,
+    ToolChoice,
+    ToolResultPart,
+)
+from ..base import expect, parse_data_url
+
+PROTOCOL = "openai_responses"
+
+# Request fields the canonical model carries; everything else is a same-wire extra.
+_KNOWN = frozenset(
+    {
+        "model", "input", "instructions", "tools", "tool_choice", "parallel_tool_calls", "max_output_tokens",
+        "temperature", "top_p", "text", "reasoning", "stream", "user", "previous_response_id", "conversation",
+    }
+)
+STATELESS = (
+    "This gateway is stateless: it does not store responses, so '{param}' cannot be resolved. "
+    "Send the full conversation in 'input' instead."
+)
+
+
+def pack_reasoning_signature(item_id: str, encrypted: Optional[str]) -> str:
+    """A Responses reasoning item needs both its id and its encrypted_content to
+    round-trip; the canonical ReasoningPart has one signature slot, so both go in
+    it (ids never contain a newline)."""
+    return f"{item_id}\n{encrypted or ''}"
+
+
+def unpack_reasoning_signature(signature: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+    if not signature or "\n" not in signature:
+        return None, signature or None
+    item_id, _, encrypted = signature.partition("\n")
+    return item_id or None, encrypted or None
+
+
+def decode_request(body: Any) -> Prompt:
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    for param in ("previous_response_id", "conversation"):
+        if body.get(param) is not None:
+            raise InvalidRequest(STATELESS.format(param=param), param=param, code="unsupported_parameter")
+    model = expect(body.get("model"), str, "model", required=True)
+    if not model:
+        raise InvalidRequest("'model' must not be empty.", param="model")
+    raw_input = body.get("input")
+    if raw_input is None:
+        raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+
+    system: List[TextPart] = []
+    instructions = expect(body.get("instructions"), str, "instructions")
+    if instructions:
+        system.append(TextPart(instructions))
+    messages: List[Message] = []
+    if isinstance(raw_input, str):
+        messages.append(Message(Role.USER, (TextPart(raw_input),)))
+    elif isinstance(raw_input, list):
+        for i, item in enumerate(raw_input):
+            _decode_item(item, f"input[{i}]", system, messages)
+    else:
+        raise InvalidRequest("Invalid type for 'input': expected a string or an array of items.", param="input")
+    if not messages:
+        raise InvalidRequest("'input' must contain at least one user, assistant or tool item.", param="input")
+
+    tools, allowed = _decode_tools(body)
+    tool_choice = _decode_tool_choice(body, allowed)
+    if tool_choice is not None and tool_choice.name is None and allowed is not None:
+        tools = tuple(t for t in tools if t.name in allowed)
+    reasoning = expect(body.get("reasoning"), dict, "reasoning") or {}
+    params = GenerationParams(
+        max_tokens=expect(body.get("max_output_tokens"), int, "max_output_tokens"),
+        temperature=_number(body, "temperature"),
+        top_p=_number(body, "top_p"),
+        reasoning_effort=expect(reasoning.get("effort"), str, "reasoning.effort"),
+        user=expect(body.get("user"), str, "user"),
+    )
+    extras = {k: v for k, v in body.items() if k not in _KNOWN}
+    rest = {k: v for k, v in reasoning.items() if k != "effort"}
+    if rest:
+        extras["reasoning"] = rest  # summary / generate_summary: same-wire only
+    text = expect(body.get("text"), dict, "text") or {}
+    if "verbosity" in text:
+        extras["text_verbosity"] = text["verbosity"]
+    return Prompt(
+        model=model,
+        messages=tuple(messages),
+        system=tuple(system),
+        tools=tools,
+        tool_choice=tool_choice,
+        response_format=_decode_format(text.get("format")),
+        params=params,
+        stream=bool(expect(body.get("stream"), bool, "stream")),
+        # Responses always reports usage in its terminal event.
+        include_usage=True,
+        extras=extras,
+        extras_protocol=PROTOCOL,
+    )
+
+
+def _number(body: Dict[str, Any], key: str) -> Optional[float]:
+    value = expect(body.get(key), (int, float), key)
+    return None if value is None else float(value)
+
+
+def _append(out: List[Message], role: Role, part: ContentPart) -> None:
+    """Consecutive items of one role collapse into one message (function_call items
+    join the preceding assistant message, outputs join one tool message)."""
+    if out and out[-1].role is role:
+        out[-1] = Message(role, out[-1].parts + (part,))
+    else:
+        out.append(Message(role, (part,)))
+
+
+def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message]) -> None:
+    if not isinstance(item, dict):
+        raise InvalidRequest(f"'{path}' must be an object.", param=path)
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = expect(item.get("role"), str, f"{path}.role", required=True)
+        content = item.get("content")
+        if role in ("system", "developer"):
+            system.extend(p for p in _parts(content, path, Role.USER) if isinstance(p, TextPart) and p.text)
+        elif role == "user":
+            parts = _parts(content, path, Role.USER)
+            if not parts:
+                raise InvalidRequest(f"'{path}.content' must not be empty.", param=f"{path}.content")
+            out.append(Message(Role.USER, tuple(parts)))
+        elif role == "assistant":
+            for p in _parts(content, path, Role.ASSISTANT):
+                if not isinstance(p, TextPart) or p.text:
+                    _append(out, Role.ASSISTANT, p)
+        else:
+            raise InvalidRequest(f"Invalid value for '{path}.role': {role!r}.", param=f"{path}.role")
+    elif kind == "function_call":
+        _append(out, Role.ASSISTANT, ToolCallPart(
+            id=expect(item.get("call_id"), str, f"{path}.call_id", required=True),
+            name=expect(item.get("name"), str, f"{path}.name", required=True),
+            arguments=expect(item.get("arguments"), str, f"{path}.arguments") or "{}",
+        ))
+    elif kind == "function_call_output":
+        call_id = expect(item.get("call_id"), str, f"{path}.call_id", required=True)
+        output = item.get("output")
+        if isinstance(output, str):
+            content: Tuple[ContentPart, ...] = (TextPart(output),)
+        elif isinstance(output, list):
+            content = tuple(_parts(output, path, Role.USER))
+        else:
+            raise InvalidRequest(f"Invalid type for '{path}.output': expected a string or an array.",
+                                 param=f"{path}.output")
+        _append(out, Role.TOOL, ToolResultPart(call_id, content))
+    elif kind == "reasoning":
+        summary = expect(item.get("summary"), list, f"{path}.summary") or []
+        text = "\n\n".join(s.get("text", "") for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str))
+        item_id = expect(item.get("id"), str, f"{path}.id") or ""
+        encrypted = expect(item.get("encrypted_content"), str, f"{path}.encrypted_content")
+        _append(out, Role.ASSISTANT, ReasoningPart(text, pack_reasoning_signature(item_id, encrypted), provider=PROTOCOL))
+    elif kind == "item_reference":
+        raise InvalidRequest(STATELESS.format(param=f"{path} (item_reference)"), param=path,
+                             code="unsupported_parameter")
+    else:
+        raise InvalidRequest(f"Input items of type {kind!r} ('{path}') are not supported by this gateway; "
+                             "only messages, function calls, function call outputs and reasoning are.",
+                             param=f"{path}.type", code="unsupported_value")
+
+
+def _parts(content: Any, path: str, role: Role) -> List[ContentPart]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [TextPart(content)]
+    if not isinstance(content, list):
+        raise InvalidRequest(f"Invalid type for '{path}.content': expected a string or an array.",
+                             param=f"{path}.content")
+    parts: List[ContentPart] = []
+    for k, item in enumerate(content):
+        p = f"{path}.content[{k}]"
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"'{p}' must be an object.", param=p)
+        kind = item.get("type")
+        if kind in ("input_text", "output_text", "text"):
+            parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True)))
+        elif kind == "refusal":
+            parts.append(TextPart(expect(item.get("refusal"), str, f"{p}.refusal", required=True)))
+        elif kind == "input_image" and role is Role.USER:
+            url = expect(item.get("image_url"), str, f"{p}.image_url")
+            detail = item.get("detail")
+            if url:
+                parsed = parse_data_url(url)
+                parts.append(ImagePart(data=parsed[1], media_type=parsed[0], detail=detail) if parsed
+                             else ImagePart(url=url, detail=detail))
+            elif isinstance(item.get("file_id"), str):
+                parts.append(FilePart(file_id=item["file_id"], media_type="image/*"))
+            else:
+                raise InvalidRequest(f"'{p}' needs an image_url or a file_id.", param=p)
+        elif kind == "input_file" and role is Role.USER:
+            data = item.get("file_data")
+            media_type = None
+            if isinstance(data, str) and data.startswith("data:"):
+                media_type, data = parse_data_url(data)  # type: ignore[misc]
+            parts.append(FilePart(file_id=item.get("file_id"), url=item.get("file_url"), data=data,
+                                  media_type=media_type, filename=item.get("filename")))
+        else:
+            raise InvalidRequest(f"Unsupported content part type {kind!r} at '{p}'.", param=f"{p}.type")
+    return parts
+
+
+def _decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set]]:
+    tools: List[Tool] = []
+    for i, raw in enumerate(expect(body.get("tools"), list, "tools") or []):
+        path = f"tools[{i}]"
+        if not isinstance(raw, dict):
+            raise InvalidRequest(f"'{path}' must be an object.", param=path)
+        if raw.get("type") != "function":
+            raise InvalidRequest(f"Tools of type {raw.get('type')!r} ('{path}') are not supported by this gateway; "
+                                 "only function tools are.", param=f"{path}.type", code="unsupported_value")
+        if isinstance(raw.get("function"), dict):
+            raise InvalidRequest(f"'{path}' uses the Chat Completions shape; Responses function tools are flat: "
+                                 "{\"type\": \"function\", \"name\": ..., \"parameters\": ...}.", param=path)
+        params = expect(raw.get("parameters"), dict, f"{path}.parameters")
+        tools.append(Tool(
+            name=expect(raw.get("name"), str, f"{path}.name", required=True),
+            description=expect(raw.get("description"), str, f"{path}.description"),
+            parameters=params if params is not None else {"type": "object", "properties": {}},
+            strict=expect(raw.get("strict"), bool, f"{path}.strict"),
+        ))
+    allowed = None
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+    return tuple(tools), allowed
+
+
+def _decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Optional[ToolChoice]:
+    parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
+    raw = body.get("tool_choice")
+    if raw is None:
+        return ToolChoice("auto", parallel=parallel) if parallel is not None else None
+    if isinstance(raw, str):
+        if raw not in ("auto", "none", "required"):
+            raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
+        return ToolChoice(raw, parallel=parallel)
+    if isinstance(raw, dict):
+        if raw.get("type") == "function" and isinstance(raw.get("name"), str):
+            return ToolChoice("tool", raw["name"], parallel=parallel)
+        if raw.get("type") == "allowed_tools" and raw.get("mode") in ("auto", "required"):
+            if raw["mode"] == "required" and allowed is not None and len(allowed) == 1:
+                return ToolChoice("tool", next(iter(allowed)), parallel=parallel)
+            return ToolChoice(raw["mode"], parallel=parallel)
+    raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
+
+
+def _decode_format(raw: Any) -> Optional[ResponseFormat]:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or raw.get("type") not in ("text", "json_object", "json_schema"):
+        raise InvalidRequest("Invalid value for 'text.format'.", param="text.format")
+    if raw["type"] != "json_schema":
+        return ResponseFormat(raw["type"])
+    schema = expect(raw.get("schema"), dict, "text.format.schema", required=True)
+    return ResponseFormat("json_schema", raw.get("name"), schema, raw.get("strict"))
+
+
+# --- provider side ---------------------------------------------------------
+
+
+def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
+    items: List[Dict[str, Any]] = []
+    for m in prompt.messages:
+        items.extend(_encode_message(m))
+    body: Dict[str, Any] = {"model": target.model, "input": items}
+    same_wire = prompt.extras_protocol == PROTOCOL
+    extras = dict(prompt.extras) if same_wire else {}
+    verbosity = extras.pop("text_verbosity", None)
+    reasoning_extra = extras.pop("reasoning", None)
+    body.update(extras)
+    # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
+    body.setdefault("store", False)
+    if prompt.system:
+        body["instructions"] = prompt.system_text()
+    p = prompt.params
+    for key, value in (("max_output_tokens", p.max_tokens), ("temperature", p.temperature), ("top_p", p.top_p),
+                       ("user", p.user)):
+        if value is not None:
+            body[key] = value
+    reasoning: Dict[str, Any] = dict(reasoning_extra or {})
+    if p.reasoning_effort is not None:
+        reasoning["effort"] = p.reasoning_effort
+    if reasoning:
+        body["reasoning"] = reasoning
+    has_reasoning = any(isinstance(x, ReasoningPart) and x.provider == PROTOCOL for m in prompt.messages for x in m.parts)
+    if body.get("store") is False and (reasoning or has_reasoning):
+        # Without a store, reasoning only round-trips as encrypted content.
+        include = list(body.get("include") or [])
+        if "reasoning.encrypted_content" not in include:
+            include.append("reasoning.encrypted_content")
+        body["include"] = include
+    if prompt.tools:
+        body["tools"] = [_encode_tool(t) for t in prompt.tools]
+    tc = prompt.tool_choice
+    if tc is not None:
+        if tc.mode == "tool":
+            body["tool_choice"] = {"type": "function", "name": tc.name}
+        elif prompt.tools or tc.mode == "none":
+            body["tool_choice"] = tc.mode
+        if tc.parallel is not None and prompt.tools:
+            body["parallel_tool_calls"] = tc.parallel
+    text: Dict[str, Any] = {}
+    rf = prompt.response_format
+    if rf is not None:
+        if rf.type == "json_schema":
+            fmt: Dict[str, Any] = {"type": "json_schema", "name": rf.name or "response", "schema": dict(rf.schema or {})}
+            if rf.strict is not None:
+                fmt["strict"] = rf.strict
+            text["format"] = fmt
+        else:
+            text["format"] = {"type": rf.type}
+    if verbosity is not None:
+        text["verbosity"] = verbosity
+    if text:
+        body["text"] = text
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+        body.pop("stream_options", None)
+    return body
+
+
+def _encode_tool(t: Tool) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"type": "function", "name": t.name, "parameters": dict(t.parameters)}
+    if t.description is not None:
+        out["description"] = t.description
+    # strict defaults to true on Responses and then demands a strict-conforming schema.
+    out["strict"] = bool(t.strict)
+    return out
+
+
+def _encode_message(m: Message) -> List[Dict[str, Any]]:
+    if m.role is Role.TOOL:
+        out = []
+        for r in m.parts:
+            if isinstance(r, ToolResultPart):
+                text = r.text()
+                if r.is_error and not text.startswith("Error"):
+                    text = f"Error: {text}"  # Responses has no error flag on outputs
+                out.append({"type": "function_call_output", "call_id": r.tool_call_id, "output": text})
+        return out
+    if m.role is Role.ASSISTANT:
+        items: List[Dict[str, Any]] = []
+        texts: List[str] = []
+
+        def flush() -> None:
+            if texts:
+                items.append({"role": "assistant", "content": "".join(texts)})
+                texts.clear()
+
+        for p in m.parts:
+            if isinstance(p, TextPart):
+                texts.append(p.text)
+            elif isinstance(p, ToolCallPart):
+                flush()
+                items.append({"type": "function_call", "call_id": p.id, "name": p.name, "arguments": p.arguments})
+            elif isinstance(p, ReasoningPart) and p.provider == PROTOCOL:
+                item_id, encrypted = unpack_reasoning_signature(p.signature)
+                # Only OpenAI's own reasoning (with its id and encrypted content) can go back.
+                if item_id and encrypted:
+                    flush()
+                    summary = [{"type": "summary_text", "text": p.text}] if p.text else []
+                    items.append({"type": "reasoning", "id": item_id, "summary": summary,
+                                  "encrypted_content": encrypted})
+        flush()
+        return items
+    content = [c for c in (_encode_user_part(p) for p in m.parts) if c]
+    out_u: List[Dict[str, Any]] = []
+    results = [p for p in m.parts if isinstance(p, ToolResultPart)]
+    if results:  # defensive: results belong in tool messages
+        out_u.extend(_encode_message(Message(Role.TOOL, tuple(results))))
+    if content:
+        out_u.append({"role": "user", "content": content})
+    return out_u
+
+
+def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
+    if isinstance(p, TextPart):
+        return {"type": "input_text", "text": p.text}
+    if isinstance(p, ImagePart):
+        url = p.url if p.url else f"data:{p.media_type or 'image/png'};base64,{p.data}"
+        return {"type": "input_image", "image_url": url, "detail": p.detail or "auto"}
+    if isinstance(p, FilePart):
+        if p.file_id and (p.media_type or "").startswith("image/"):
+            return {"type": "input_image", "file_id": p.file_id, "detail": "auto"}
+        f: Dict[str, Any] = {"type": "input_file"}
+        if p.file_id:
+            f["file_id"] = p.file_id
+        if p.url:
+            f["file_url"] = p.url
+        if p.data:
+            f["file_data"] = f"data:{p.media_type or 'application/pdf'};base64,{p.data}"
+        if p.filename:
+            f["filename"] = p.filename
+        return f
+    return None

@@ -1,0 +1,245 @@
+"""OpenAI Responses objects, usage and errors, both directions."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Dict, List, Optional, Tuple
+
+from ...errors import RouteplaneError, UpstreamError
+from ...language_model.routing import RoutingTarget
+from ...language_model.types import (
+    ContentPart,
+    FinishReason,
+    Generation,
+    Prompt,
+    ReasoningPart,
+    TextPart,
+    ToolCallPart,
+    Usage,
+)
+from ..base import bad_upstream, scrub
+from ..openai_chat.response import error_body as chat_error_body
+from .request import PROTOCOL, pack_reasoning_signature, unpack_reasoning_signature
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def response_id(gen_id: str) -> str:
+    if gen_id.startswith("resp_"):
+        return gen_id
+    return f"resp_{gen_id}" if gen_id else new_id("resp")
+
+
+def status_of(reason: FinishReason) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """Responses has no finish reason: it is a status plus incomplete_details."""
+    if reason is FinishReason.LENGTH:
+        return "incomplete", {"reason": "max_output_tokens"}
+    if reason is FinishReason.CONTENT_FILTER:
+        return "incomplete", {"reason": "content_filter"}
+    if reason is FinishReason.PAUSE:
+        return "incomplete", None
+    return "completed", None
+
+
+def encode_usage(u: Usage) -> Dict[str, Any]:
+    total_in, total_out = u.total_input, u.total_output
+    return {
+        "input_tokens": total_in,
+        # cache_write_tokens is a required int in SDK 3.54's types.
+        "input_tokens_details": {"cached_tokens": u.cache_read_tokens, "cache_write_tokens": u.cache_write_tokens},
+        "output_tokens": total_out,
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
+        "total_tokens": total_in + total_out,
+    }
+
+
+def decode_usage(raw: Any) -> Optional[Usage]:
+    if not isinstance(raw, dict):
+        return None
+    inp, out = _int(raw.get("input_tokens")), _int(raw.get("output_tokens"))
+    idet = raw.get("input_tokens_details") if isinstance(raw.get("input_tokens_details"), dict) else {}
+    odet = raw.get("output_tokens_details") if isinstance(raw.get("output_tokens_details"), dict) else {}
+    cached, written = _int(idet.get("cached_tokens")), _int(idet.get("cache_write_tokens"))
+    reasoning = min(_int(odet.get("reasoning_tokens")), out) if out else _int(odet.get("reasoning_tokens"))
+    return Usage(
+        input_tokens=max(0, inp - cached - written),
+        cache_read_tokens=cached,
+        cache_write_tokens=written,
+        output_tokens=max(0, out - reasoning),
+        reasoning_tokens=reasoning,
+        reported=True,
+        raw=raw,
+    )
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+# --- output items ----------------------------------------------------------
+
+
+def message_item(item_id: str, texts: List[str], status: str = "completed") -> Dict[str, Any]:
+    return {
+        "type": "message", "id": item_id, "role": "assistant", "status": status,
+        "content": [{"type": "output_text", "text": t, "annotations": [], "logprobs": []} for t in texts],
+    }
+
+
+def function_call_item(item_id: str, call: ToolCallPart, status: str = "completed") -> Dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call.id, "name": call.name,
+            "arguments": call.arguments, "status": status}
+
+
+def reasoning_item(item_id: str, text: str, encrypted: Optional[str]) -> Dict[str, Any]:
+    item: Dict[str, Any] = {"type": "reasoning", "id": item_id,
+                            "summary": [{"type": "summary_text", "text": text}] if text else []}
+    if encrypted:
+        item["encrypted_content"] = encrypted
+    return item
+
+
+def reasoning_identity(part: ReasoningPart) -> Tuple[str, Optional[str]]:
+    """(item id, encrypted content): OpenAI's own when it made the reasoning, else a fresh id."""
+    if part.provider == PROTOCOL:
+        item_id, encrypted = unpack_reasoning_signature(part.signature)
+        if item_id:
+            return item_id, encrypted
+    return new_id("rs"), None
+
+
+def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
+    out: List[Dict[str, Any]] = []
+    texts: List[str] = []
+
+    def flush() -> None:
+        if texts:
+            out.append(message_item(new_id("msg"), list(texts)))
+            texts.clear()
+
+    for p in parts:
+        if isinstance(p, TextPart):
+            texts.append(p.text)
+        elif isinstance(p, ToolCallPart):
+            flush()
+            out.append(function_call_item(f"fc_{p.id}", p))
+        elif isinstance(p, ReasoningPart):
+            flush()
+            item_id, encrypted = reasoning_identity(p)
+            out.append(reasoning_item(item_id, p.text, encrypted))
+    flush()
+    return out
+
+
+def response_object(rid: str, prompt: Prompt, created: int, status: str, output: List[Dict[str, Any]],
+                    usage: Optional[Usage], incomplete: Optional[Dict[str, Any]] = None,
+                    error: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    tc = prompt.tool_choice
+    if tc is None or tc.mode == "auto":
+        tool_choice: Any = "auto"
+    elif tc.mode == "tool":
+        tool_choice = {"type": "function", "name": tc.name}
+    else:
+        tool_choice = tc.mode
+    body: Dict[str, Any] = {
+        "id": rid,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "model": prompt.model,
+        "error": error,
+        "incomplete_details": incomplete,
+        "instructions": prompt.system_text() or None,
+        "output": output,
+        "parallel_tool_calls": tc.parallel if tc is not None and tc.parallel is not None else True,
+        "tool_choice": tool_choice,
+        "tools": [{"type": "function", "name": t.name, "description": t.description,
+                   "parameters": dict(t.parameters), "strict": bool(t.strict)} for t in prompt.tools],
+        "temperature": prompt.params.temperature,
+        "top_p": prompt.params.top_p,
+        "max_output_tokens": prompt.params.max_tokens,
+        "metadata": dict(prompt.extras.get("metadata") or {}) if prompt.extras_protocol == PROTOCOL else {},
+        "usage": encode_usage(usage) if usage is not None else None,
+    }
+    return body
+
+
+def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
+    status, incomplete = status_of(gen.finish_reason)
+    return response_object(response_id(gen.id), prompt, gen.created or int(time.time()), status,
+                           encode_output(gen.parts), gen.usage, incomplete)
+
+
+def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
+    if not isinstance(items, list):
+        raise bad_upstream(target, "'output' is not an array")
+    parts: List[ContentPart] = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise bad_upstream(target, "an output item is not an object")
+        kind = item.get("type")
+        if kind == "message":
+            for c in item.get("content") or []:
+                if isinstance(c, dict) and c.get("type") == "output_text" and isinstance(c.get("text"), str):
+                    parts.append(TextPart(c["text"]))
+                elif isinstance(c, dict) and c.get("type") == "refusal" and isinstance(c.get("refusal"), str):
+                    parts.append(TextPart(c["refusal"]))
+        elif kind == "function_call":
+            parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
+                                      str(item.get("arguments") or "{}")))
+        elif kind == "reasoning":
+            parts.append(ReasoningPart(_reasoning_text(item),
+                                       pack_reasoning_signature(str(item.get("id") or ""), item.get("encrypted_content")),
+                                       provider=PROTOCOL))
+        # Hosted-tool items have no canonical form; a translated client cannot use them.
+    return parts
+
+
+def _reasoning_text(item: Dict[str, Any]) -> str:
+    texts = [s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict)]
+    if not texts:
+        texts = [c.get("text", "") for c in item.get("content") or [] if isinstance(c, dict)]
+    return "\n\n".join(t for t in texts if isinstance(t, str))
+
+
+def finish_of(status: Any, incomplete: Any, parts: List[ContentPart]) -> FinishReason:
+    if status == "incomplete":
+        reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
+        return FinishReason.CONTENT_FILTER if reason == "content_filter" else FinishReason.LENGTH
+    if any(isinstance(p, ToolCallPart) for p in parts):
+        return FinishReason.TOOL_CALLS
+    return FinishReason.STOP
+
+
+def failed_error(body: Dict[str, Any], target: RoutingTarget) -> UpstreamError:
+    err = body.get("error") if isinstance(body.get("error"), dict) else {}
+    message = err.get("message") if isinstance(err.get("message"), str) else "the response failed"
+    code = err.get("code")
+    kind = "rate_limit" if code == "rate_limit_exceeded" else "upstream"
+    return UpstreamError(f"{target.provider} failed: {scrub(message, target)}", provider=target.provider,
+                         kind=kind, status=429 if kind == "rate_limit" else 502)
+
+
+def decode_response(body: Any, target: RoutingTarget) -> Generation:
+    if not isinstance(body, dict):
+        raise bad_upstream(target, "the body is not a JSON object")
+    status = body.get("status")
+    if status == "failed":
+        raise failed_error(body, target)
+    parts = decode_output(body.get("output"), target)
+    return Generation(
+        id=str(body.get("id") or ""),
+        model=str(body.get("model") or target.model),
+        parts=tuple(parts),
+        finish_reason=finish_of(status, body.get("incomplete_details"), parts),
+        usage=decode_usage(body.get("usage")) or Usage(reported=False),
+        created=body["created_at"] if isinstance(body.get("created_at"), int) else int(time.time()),
+    )
+
+
+def error_body(err: RouteplaneError) -> Dict[str, Any]:
+    # Same envelope as Chat Completions (openai-responses.md: "same error envelope").
+    return chat_error_body(err)

@@ -1,0 +1,73 @@
+"""Gemini-wire blueprint: `POST /v1beta/models/{model}:generateContent` / `:streamGenerateContent` (and `/v1/`)."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Optional
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
+
+from ..errors import InternalError, NotFound, RouteplaneError
+from ..protocols import gemini
+from .common import error_response, read_json_body, request_id, run_language_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..app import App
+
+log = logging.getLogger("routeplane.web.gemini")
+
+_ACTIONS = {"generateContent": False, "streamGenerateContent": True}
+
+
+def credential() -> Optional[str]:
+    """google-genai sends `x-goog-api-key`; curl samples use `?key=`."""
+    return request.headers.get("x-goog-api-key") or request.args.get("key") or None
+
+
+def gemini_error(err: RouteplaneError, rid: str) -> Response:
+    return error_response(err, gemini.CLIENT.error_body, rid)
+
+
+def make_blueprint(app: "App") -> Blueprint:
+    bp = Blueprint("routeplane_gemini", __name__)
+    limit = app.config.server.max_body_bytes
+
+    def generate(target: str) -> Response:
+        rid = request_id()
+        try:
+            # The `:` before the method is literal: `models/gemini-x:generateContent`.
+            model, sep, action = target.rpartition(":")
+            if not sep or action not in _ACTIONS or not model:
+                raise NotFound(f"Unknown Gemini method {target!r}: use models/{{model}}:generateContent "
+                               "or :streamGenerateContent.")
+            stream = _ACTIONS[action]
+            # Without `alt=sse` Google streams one JSON array instead of SSE.
+            sse = request.args.get("alt") == "sse" or not stream
+            codec = gemini.CLIENT.for_path(model, stream, sse=sse)
+            body = read_json_body(limit)
+            resp = run_language_model(app, codec, body, rid, credential())
+            if stream and not sse and resp.mimetype == "text/event-stream":
+                resp.mimetype = "application/json"
+            return resp
+        except RouteplaneError as err:
+            return gemini_error(err, rid)
+        except Exception:
+            log.exception("request %s failed", rid)
+            return gemini_error(InternalError(), rid)
+
+    @bp.post("/v1beta/models/<path:target>")
+    def generate_v1beta(target: str) -> Response:
+        return generate(target)
+
+    @bp.post("/v1/models/<path:target>")
+    def generate_v1(target: str) -> Response:
+        return generate(target)
+
+    @bp.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        err = RouteplaneError(exc.description or exc.name, status=exc.code or 500,
+                              kind="not_found" if exc.code == 404 else "invalid_request")
+        return gemini_error(err, request_id())
+
+    return bp
