@@ -401,7 +401,13 @@ def build_app(config: Config, extra_plugins: Sequence[Plugin] = (), store: Optio
         from .store.spend_log import SpendLogPlugin
 
         plugins.insert(0, SpendLogPlugin())
-    for plugin in plugins + list(extra_plugins):
+    from .auth.plugin import auth_plugins
+
+    try:  # auth.mode != none: authentication runs first, budget admission last
+        first, last = auth_plugins(config)
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"{config.source}: {exc}") from None
+    for plugin in first + plugins + list(extra_plugins) + last:
         builder.plugin(plugin)
     return builder.build()
 

@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .store.commands import add_parsers as add_store_commands
 
     add_store_commands(sub)  # migrate, spend
+    from .auth.cli import add_commands as add_auth_commands
+
+    add_auth_commands(sub)  # token, keys
     return parser
 
 

@@ -92,11 +92,36 @@ class RouteSchema(_Strict):
     targets = fields.List(fields.Nested(TargetSchema), required=True, validate=validate.Length(min=1))
 
 
-class AuthSchema(Schema):
-    class Meta:
-        unknown = EXCLUDE  # the auth issue owns the rest of this section
+class BudgetWindowSchema(_Strict):
+    rounds = fields.Integer(load_default=None, validate=validate.Range(min=1))
+    seconds = fields.Integer(load_default=None, validate=validate.Range(min=1))
 
+    @validates_schema
+    def _one(self, data: Dict[str, Any], **_kw: Any) -> None:
+        if (data.get("rounds") is None) == (data.get("seconds") is None):
+            raise ValidationError("give exactly one of rounds or seconds")
+
+
+class AuthBudgetSchema(_Strict):
+    # An operator limit for every account (on top of any limit a key or token carries).
+    account_limit_micro_usd = fields.Integer(load_default=None, validate=validate.Range(min=0))
+    account_window = fields.Nested(BudgetWindowSchema, load_default=None)
+    # Worst-case cost reserved at admission: max_tokens (or this default) of output plus the prompt.
+    default_max_output_tokens = fields.Integer(load_default=4096, validate=validate.Range(min=1))
+    unknown_price_reservation_micro_usd = fields.Integer(load_default=10000, validate=validate.Range(min=0))
+    reservation_ttl_seconds = fields.Integer(load_default=900, validate=validate.Range(min=10))
+    # A store error while checking a budget: true = 503 (fail closed), false = admit unchecked.
+    fail_closed = fields.Boolean(load_default=True)
+
+
+class AuthSchema(_Strict):
     mode = fields.String(load_default="none", validate=validate.OneOf(["none", "api_keys", "jwt", "api_keys+jwt"]))
+    leeway_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=3600))
+    max_token_bytes = fields.Integer(load_default=4096, validate=validate.Range(min=256, max=65536))
+    require_exp = fields.Boolean(load_default=False)
+    allowed_issuers = fields.List(fields.String(), load_default=list)  # CAIP-10 account ids
+    allowed_chains = fields.List(fields.String(), load_default=list)  # CAIP-2 ids or namespaces
+    budget = fields.Nested(AuthBudgetSchema, load_default=lambda: AuthBudgetSchema().load({}))
 
 
 class ConfigSchema(_Strict):
@@ -240,7 +265,7 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
         database_url=data["database"]["url"],
         providers=providers,
         routes=tuple(routes),
-        auth=dict(raw.get("auth") or {}, mode=data["auth"]["mode"]),
+        auth=dict(data["auth"]),
         plugins=dict(data["plugins"]),
         mcp_servers=dict(data["mcp_servers"]),
         agents=dict(data["agents"]),

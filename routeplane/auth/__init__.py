@@ -1,0 +1,8 @@
+"""Caller auth: API keys and Web3 (Solana / EVM) JWTs, scopes, model allowlists, budgets."""
+
+from __future__ import annotations
+
+from .guard import authenticate_request, require_admin
+from .plugin import AuthPlugin, BudgetPlugin, auth_plugins
+
+__all__ = ["AuthPlugin", "BudgetPlugin", "auth_plugins", "authenticate_request", "require_admin"]

@@ -1,0 +1,81 @@
+"""Credential → Identity: API keys (looked up in the store) and Web3 JWTs (verified statelessly)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Callable, Optional
+
+from ..language_model.context import Identity
+from .jwt import TokenError, verify_token
+from .keys import KeyError_, check_key, looks_like_api_key
+from .settings import AuthSettings
+from .store import AuthStore
+from .window import parse_window
+
+log = logging.getLogger("routeplane.auth")
+
+
+class AuthFailure(Exception):
+    """Refused credentials: `status` (401/403/503) and a message safe for the client."""
+
+    def __init__(self, message: str, status: int = 401) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def session_id_for(account_id: str, token_id: str) -> str:
+    # Namespaced by account: another caller reusing a jti cannot touch this session's budget.
+    return "ses_" + hashlib.sha256(f"{account_id}\n{token_id}".encode()).hexdigest()[:32]
+
+
+class Authenticator:
+    def __init__(self, settings: AuthSettings, store: Callable[[], AuthStore],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self._store = store
+        self._clock = clock
+
+    def authenticate(self, credential: Optional[str]) -> Identity:
+        if not credential:
+            raise AuthFailure("Missing credentials: send an API key or token as 'Authorization: Bearer <credential>'.")
+        if self.settings.api_keys and looks_like_api_key(credential):
+            return self._api_key(credential)
+        if self.settings.jwt and credential.count(".") == 2:
+            return self._jwt(credential)
+        accepted = {"api_keys": "an API key", "jwt": "a Web3 JWT", "api_keys+jwt": "an API key or a Web3 JWT"}
+        raise AuthFailure(f"Invalid credentials: this gateway accepts {accepted.get(self.settings.mode, 'none')}.")
+
+    def _api_key(self, key: str) -> Identity:
+        try:
+            row = check_key(self._store(), key, self._clock())
+        except KeyError_ as exc:
+            raise AuthFailure(str(exc)) from None
+        except Exception:
+            # Fail closed: no store, no key check. The key itself is never logged.
+            log.exception("the API key store failed")
+            raise AuthFailure("Credentials cannot be checked right now; try again shortly.", status=503) from None
+        return Identity(
+            account_id=row.account_id, key_id=row.id, session_id=session_id_for(row.account_id, row.id),
+            scope=row.scope, models=row.models or ("*",), budget_micro_usd=row.budget_micro_usd,
+            claims={"key_name": row.name}, kind="api_key", budget_scope=row.budget_scope,
+            budget_window=parse_window(row.budget_window), issued_at=row.created_at, expires_at=row.expires_at,
+        )
+
+    def _jwt(self, token: str) -> Identity:
+        try:
+            claims = verify_token(token, self.settings.verifier, self._clock())
+        except TokenError as exc:
+            raise AuthFailure(exc.message, exc.status) from None
+        account_id = claims.issuer.account_id
+        # A token without jti is its own session: hash of the signed bytes, never the token itself.
+        token_id = claims.jti or hashlib.sha256(token.encode("ascii")).hexdigest()
+        return Identity(
+            account_id=account_id, key_id=None, session_id=session_id_for(account_id, token_id), scope=claims.scope,
+            models=claims.models or ("*",), budget_micro_usd=claims.budget,
+            claims={"iss": str(claims.issuer), "chain": claims.issuer.chain, "alg": claims.alg, "jti": claims.jti},
+            kind="jwt", budget_scope=claims.budget_scope, budget_window=claims.budget_window, issued_at=claims.iat,
+            expires_at=claims.exp,
+        )

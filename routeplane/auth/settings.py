@@ -1,0 +1,70 @@
+"""Typed view of the config's `auth:` section (validated by routeplane.config.AuthSchema)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from .caip10 import CaipError, parse_caip10, parse_chain
+from .jwt import VerifierSettings
+from .window import BudgetWindow
+
+MODES = ("none", "api_keys", "jwt", "api_keys+jwt")
+
+
+@dataclass(frozen=True)
+class BudgetSettings:
+    account_limit_micro_usd: Optional[int] = None
+    account_window: Optional[BudgetWindow] = None
+    default_max_output_tokens: int = 4096
+    unknown_price_reservation_micro_usd: int = 10000
+    reservation_ttl_seconds: int = 900
+    fail_closed: bool = True
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    mode: str = "none"
+    verifier: VerifierSettings = field(default_factory=VerifierSettings)
+    budget: BudgetSettings = field(default_factory=BudgetSettings)
+
+    @property
+    def api_keys(self) -> bool:
+        return "api_keys" in self.mode
+
+    @property
+    def jwt(self) -> bool:
+        return "jwt" in self.mode
+
+    @classmethod
+    def from_config(cls, auth: Mapping[str, Any]) -> "AuthSettings":
+        """Raises ValueError with the key path on a bad issuer or chain."""
+        issuers, chains = set(), set()
+        for i, iss in enumerate(auth.get("allowed_issuers") or ()):
+            try:
+                issuers.add(str(parse_caip10(iss)))
+            except CaipError as exc:
+                raise ValueError(f"auth.allowed_issuers[{i}]: {exc}") from None
+        for i, chain in enumerate(auth.get("allowed_chains") or ()):
+            try:
+                chains.add(parse_chain(chain))
+            except CaipError as exc:
+                raise ValueError(f"auth.allowed_chains[{i}]: {exc}") from None
+        verifier = VerifierSettings(
+            leeway_seconds=float(auth.get("leeway_seconds", 30.0)),
+            max_token_bytes=int(auth.get("max_token_bytes", 4096)),
+            require_exp=bool(auth.get("require_exp", False)),
+            allowed_issuers=frozenset(issuers),
+            allowed_chains=frozenset(chains),
+        )
+        b = dict(auth.get("budget") or {})
+        window = b.get("account_window")
+        budget = BudgetSettings(
+            account_limit_micro_usd=b.get("account_limit_micro_usd"),
+            account_window=BudgetWindow(window.get("rounds"), window.get("seconds")) if window else None,
+            default_max_output_tokens=int(b.get("default_max_output_tokens", 4096)),
+            unknown_price_reservation_micro_usd=int(b.get("unknown_price_reservation_micro_usd", 10000)),
+            reservation_ttl_seconds=int(b.get("reservation_ttl_seconds", 900)),
+            fail_closed=bool(b.get("fail_closed", True)),
+        )
+        return cls(mode=str(auth.get("mode", "none")), verifier=verifier, budget=budget)

@@ -1,0 +1,202 @@
+"""The auth tables (API keys, budget ledger) and their queries, on the gateway's Store (any dialect)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple
+
+from ..app import MigrationItem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..store.database import Store
+
+KEYS = "auth_api_keys"
+LEDGER = "auth_budget_ledger"
+LOCKS = "auth_budget_locks"
+
+# DOUBLE PRECISION / BIGINT / VARCHAR mean the same on SQLite, PostgreSQL and MySQL.
+MIGRATIONS = [
+    MigrationItem(1, "api_keys", f"""
+CREATE TABLE {KEYS} (
+    id VARCHAR(32) PRIMARY KEY,
+    key_hash CHAR(64) NOT NULL,
+    name VARCHAR(200) NOT NULL,
+    account_id VARCHAR(128) NOT NULL,
+    scope VARCHAR(16) NOT NULL,
+    models TEXT NOT NULL,
+    budget_micro_usd BIGINT,
+    budget_scope VARCHAR(16) NOT NULL,
+    budget_window VARCHAR(64),
+    created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION,
+    revoked_at DOUBLE PRECISION
+);
+""", tables=(KEYS,)),
+    MigrationItem(2, "budget_ledger", f"""
+CREATE TABLE {LEDGER} (
+    id VARCHAR(40) PRIMARY KEY,
+    account_id VARCHAR(128) NOT NULL,
+    session_id VARCHAR(128),
+    amount_micro_usd BIGINT NOT NULL,
+    state VARCHAR(16) NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX {LEDGER}_account ON {LEDGER} (account_id, created_at);
+CREATE INDEX {LEDGER}_session ON {LEDGER} (session_id, created_at);
+CREATE TABLE {LOCKS} (
+    account_id VARCHAR(128) PRIMARY KEY
+);
+""", tables=(LEDGER, LOCKS)),
+]
+
+# Ledger states: a reservation in flight, a settled actual cost, or a request whose
+# price is unknown (its worst-case reservation keeps counting: never a silent zero).
+PENDING, SETTLED, UNKNOWN = "pending", "settled", "unknown"
+
+
+@dataclass(frozen=True)
+class ApiKeyRow:
+    id: str
+    key_hash: str
+    name: str
+    account_id: str
+    scope: str
+    models: Tuple[str, ...]
+    budget_micro_usd: Optional[int]
+    budget_scope: str
+    budget_window: Optional[dict]
+    created_at: float
+    expires_at: Optional[float]
+    revoked_at: Optional[float]
+
+
+@dataclass(frozen=True)
+class BudgetRule:
+    """One limit a request must fit: over an account or a session, in a window."""
+
+    limit_micro_usd: int
+    scope: str  # "account" | "session"
+    key: str  # the account or session id
+    rounds: Optional[int] = None
+    since: Optional[float] = None  # unix seconds; None = all time
+    label: str = "budget"
+
+
+class AuthStore:
+    """Every query the auth plugin runs; placeholders follow the Store's driver."""
+
+    def __init__(self, store: "Store") -> None:
+        self.store = store
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", self.store.param)
+
+    # --- API keys -------------------------------------------------------------
+
+    _KEY_COLUMNS = ("id, key_hash, name, account_id, scope, models, budget_micro_usd, budget_scope, budget_window, "
+                    "created_at, expires_at, revoked_at")
+
+    def insert_key(self, row: ApiKeyRow) -> None:
+        self.store.execute(self._sql(f"INSERT INTO {KEYS} ({self._KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), (
+            row.id, row.key_hash, row.name, row.account_id, row.scope, json.dumps(list(row.models)),
+            row.budget_micro_usd, row.budget_scope, json.dumps(row.budget_window) if row.budget_window else None,
+            row.created_at, row.expires_at, row.revoked_at))
+
+    def get_key(self, key_id: str) -> Optional[ApiKeyRow]:
+        rows = self.store.execute(self._sql(f"SELECT {self._KEY_COLUMNS} FROM {KEYS} WHERE id = ?"), (key_id,))
+        return _key_row(rows[0]) if rows else None
+
+    def list_keys(self) -> List[ApiKeyRow]:
+        return [_key_row(r) for r in self.store.execute(f"SELECT {self._KEY_COLUMNS} FROM {KEYS} ORDER BY created_at")]
+
+    def revoke_key(self, key_id: str, now: Optional[float] = None) -> bool:
+        with self.store.connection() as db:
+            cursor = db.execute_sql(self._sql(f"UPDATE {KEYS} SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
+                                    (now or time.time(), key_id))
+            changed = cursor.rowcount
+            cursor.close()
+        return bool(changed)
+
+    # --- budget ledger ----------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _account_lock(self, account_id: str) -> Iterator[Any]:
+        """A transaction that holds the account's budget lock: admissions of one account run one at a time."""
+        with self.store.connection() as db:
+            dialect = self.store.dialect
+            if dialect == "sqlite":
+                # BEGIN IMMEDIATE takes SQLite's single write lock before reading the sums.
+                with db.atomic(lock_type="IMMEDIATE"):
+                    yield db
+                return
+            with db.atomic():
+                ignore = "ON CONFLICT DO NOTHING" if dialect == "postgresql" else ""
+                verb = "INSERT IGNORE" if dialect == "mysql" else "INSERT"
+                db.execute_sql(self._sql(f"{verb} INTO {LOCKS} (account_id) VALUES (?) {ignore}"), (account_id,)).close()
+                db.execute_sql(self._sql(f"SELECT account_id FROM {LOCKS} WHERE account_id = ? FOR UPDATE"),
+                               (account_id,)).close()
+                yield db
+
+    def used(self, db: Any, rule: BudgetRule, now: float, ttl: float) -> int:
+        """Micro-USD counted against `rule`: settled costs, unknown-price reservations, live reservations."""
+        column = "account_id" if rule.scope == "account" else "session_id"
+        live = f"(state <> '{PENDING}' OR created_at >= ?)"
+        params: List[Any] = [rule.key, now - ttl]
+        if rule.rounds is not None:
+            sql = (f"SELECT amount_micro_usd, state, created_at FROM {LEDGER} WHERE {column} = ? "
+                   f"ORDER BY created_at DESC LIMIT {int(rule.rounds)}")
+            cursor = db.execute_sql(self._sql(sql), (rule.key,))
+            rows = cursor.fetchall()
+            cursor.close()
+            return sum(int(a) for a, state, created in rows if state != PENDING or float(created) >= now - ttl)
+        sql = f"SELECT COALESCE(SUM(amount_micro_usd), 0) FROM {LEDGER} WHERE {column} = ? AND {live}"
+        if rule.since is not None:
+            sql += " AND created_at >= ?"
+            params.append(rule.since)
+        cursor = db.execute_sql(self._sql(sql), tuple(params))
+        row = cursor.fetchone()
+        cursor.close()
+        return int(row[0] or 0)
+
+    def admit(self, entry_id: str, account_id: str, session_id: Optional[str], amount: int,
+              rules: Sequence[BudgetRule], now: float, ttl: float) -> Optional[Tuple[BudgetRule, int]]:
+        """Check every rule and record the reservation, atomically; returns (rule, used) for the first rule over."""
+        insert = self._sql(f"INSERT INTO {LEDGER} (id, account_id, session_id, amount_micro_usd, state, created_at) "
+                           "VALUES (?, ?, ?, ?, ?, ?)")
+        if not rules:  # nothing to enforce: record the request (it counts for later limits) without the lock
+            self.store.execute(insert, (entry_id, account_id, session_id, amount, PENDING, now))
+            return None
+        with self._account_lock(account_id) as db:
+            for rule in rules:
+                used = self.used(db, rule, now, ttl)
+                if used >= rule.limit_micro_usd:
+                    return rule, used
+            db.execute_sql(insert, (entry_id, account_id, session_id, amount, PENDING, now)).close()
+        return None
+
+    def settle(self, entry_id: str, amount: Optional[int]) -> None:
+        """The actual cost replaces the reservation; an unknown cost keeps the reservation, marked unknown."""
+        if amount is None:
+            sql = f"UPDATE {LEDGER} SET state = ? WHERE id = ? AND state = ?"
+            params: Tuple[Any, ...] = (UNKNOWN, entry_id, PENDING)
+        else:
+            sql = f"UPDATE {LEDGER} SET amount_micro_usd = ?, state = ? WHERE id = ? AND state = ?"
+            params = (int(amount), SETTLED, entry_id, PENDING)
+        self.store.execute(self._sql(sql), params)
+
+    def ledger_total(self, account_id: str) -> int:
+        rows = self.store.execute(self._sql(f"SELECT COALESCE(SUM(amount_micro_usd), 0) FROM {LEDGER} "
+                                            "WHERE account_id = ?"), (account_id,))
+        return int(rows[0][0] or 0)
+
+
+def _key_row(r: Sequence[Any]) -> ApiKeyRow:
+    return ApiKeyRow(
+        id=r[0], key_hash=str(r[1]).strip(), name=r[2], account_id=r[3], scope=r[4], models=tuple(json.loads(r[5])),
+        budget_micro_usd=None if r[6] is None else int(r[6]), budget_scope=r[7],
+        budget_window=json.loads(r[8]) if r[8] else None, created_at=float(r[9]),
+        expires_at=None if r[10] is None else float(r[10]), revoked_at=None if r[11] is None else float(r[11]),
+    )
