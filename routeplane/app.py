@@ -254,7 +254,7 @@ class AppBuilder:
             max_queue=config.server.observer_queue,
             inline=self._inline_observers,
         )
-        pipeline = LanguageModelPipeline(table, executor, hooks, observers)
+        pipeline = LanguageModelPipeline(table, executor, hooks, observers, fallback=config.fallback)
         app = App(config, pipeline, tuple(self._plugins))
         app.transport_interceptors = tuple(self._interceptors)
         app.shutdown_callbacks = tuple(self._on_shutdown)

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import yaml
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
+from .language_model.cooldown import CooldownPolicy, FallbackSettings
 from .language_model.routing import PROTOCOLS, STRATEGIES, Prices, Route, RoutingTarget, Timeouts
 
 DEFAULT_LISTEN = "127.0.0.1:4356"
@@ -63,17 +64,37 @@ class PricesSchema(_Strict):
 
 
 class TimeoutsSchema(_Strict):
-    connect = fields.Float(load_default=10.0, validate=validate.Range(min=0.001))
-    read = fields.Float(load_default=300.0, validate=validate.Range(min=0.001))
+    # Unset fields inherit: provider `timeouts` → top-level `timeouts` → built-in (10 s, 300 s, no total).
+    connect = fields.Float(load_default=None, validate=validate.Range(min=0.001))
+    read = fields.Float(load_default=None, validate=validate.Range(min=0.001))
     total = fields.Float(load_default=None, validate=validate.Range(min=0.001))
 
 
+class CooldownSchema(_Strict):
+    failures = fields.Integer(load_default=3, validate=validate.Range(min=0))
+    seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0.001))
+
+
+class FallbackSchema(_Strict):
+    backoff = fields.List(fields.Float(validate=validate.Range(min=0, max=600)), load_default=list)
+    retry_after_max = fields.Float(load_default=60.0, validate=validate.Range(min=0, max=3600))
+    cooldown = fields.Nested(CooldownSchema, load_default=lambda: CooldownSchema().load({}))
+
+
 class ProviderSchema(_Strict):
-    protocol = fields.String(required=True, validate=validate.OneOf(PROTOCOLS))
+    # Optional for a registry provider id (or with `extends`): the registry entry supplies it.
+    protocol = fields.String(load_default=None, validate=validate.OneOf(PROTOCOLS))
+    extends = fields.String(load_default=None)
+    enabled = fields.Boolean(load_default=True)
     base_url = fields.String(load_default=None)
     api_key = fields.String(load_default=None)
+    key_env = fields.String(load_default=None)
+    auth_header = fields.String(load_default=None)
+    auth_prefix = fields.String(load_default=None)
+    allow_insecure_http = fields.Boolean(load_default=False)
+    allow_private_network = fields.Boolean(load_default=False)
     headers = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict)
-    timeouts = fields.Nested(TimeoutsSchema, load_default=lambda: TimeoutsSchema().load({}))
+    timeouts = fields.Nested(TimeoutsSchema, load_default=dict)
     prices = fields.Nested(PricesSchema, load_default=None)
     model_prices = fields.Dict(keys=fields.String(), values=fields.Nested(PricesSchema), load_default=dict)
     models = fields.List(fields.String(), load_default=list)
@@ -133,6 +154,8 @@ class ConfigSchema(_Strict):
     plugins = fields.Dict(keys=fields.String(), load_default=dict)
     mcp_servers = fields.Dict(keys=fields.String(), load_default=dict)
     agents = fields.Dict(keys=fields.String(), load_default=dict)
+    timeouts = fields.Nested(TimeoutsSchema, load_default=dict)
+    fallback = fields.Nested(FallbackSchema, load_default=lambda: FallbackSchema().load({}))
 
     # Runs even when fields failed, on the original provider names, so that `routeplane check`
     # lists a bad provider and a target naming an undeclared one in the same report.
@@ -143,12 +166,20 @@ class ConfigSchema(_Strict):
         errors: Dict[str, Any] = {}
         for name, route in (data.get("models") or {}).items():
             for i, t in enumerate(route.get("targets", [])):
-                if isinstance(t, dict) and "provider" in t and t["provider"] not in providers:
+                # Registry ids pass here; parse_config checks they are active (key env var set).
+                if (isinstance(t, dict) and "provider" in t and t["provider"] not in providers
+                        and t["provider"] not in _registry_ids()):
                     errors.setdefault("models", {}).setdefault(name, {}).setdefault("targets", {})[i] = {
                         "provider": [f"Unknown provider {t['provider']!r}; declared: {sorted(providers)}."]
                     }
         if errors:
             raise ValidationError(errors)
+
+
+def _registry_ids() -> Tuple[str, ...]:
+    from .language_model.provider_registry import load_registry
+
+    return tuple(load_registry().providers)
 
 
 # --- typed config ------------------------------------------------------------
@@ -177,6 +208,7 @@ class Config:
     mcp_servers: Mapping[str, Any] = field(default_factory=dict)
     agents: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<built-in defaults>"
+    fallback: FallbackSettings = field(default_factory=FallbackSettings)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
@@ -233,29 +265,18 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
     except ValidationError as exc:
         lines = _flatten(exc.messages)
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines)) from None
-    providers: Dict[str, RoutingTarget] = {}
-    model_prices: Dict[str, Dict[str, Prices]] = {}
-    for pid, p in data["providers"].items():
-        providers[pid] = RoutingTarget(
-            provider=pid,
-            model="",
-            protocol=p["protocol"],
-            base_url=p["base_url"],
-            api_key=p["api_key"] or None,
-            headers=dict(p["headers"]),
-            timeouts=Timeouts(**p["timeouts"]),
-            prices=Prices(**p["prices"]) if p["prices"] else Prices(),
-            confidential=p["confidential"],
-            options=dict(p["options"], declared_models=tuple(p["models"])),
-        )
-        model_prices[pid] = {m: Prices(**v) for m, v in p["model_prices"].items()}
+    providers, problems = _providers(data, os.environ if env is None else env)
+    if problems:
+        lines = [f"{path}: {m}" for path, msgs in problems.items() for m in msgs]
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
     routes = []
     for name, r in data["models"].items():
         targets = tuple(
             providers[t["provider"]].replace(
                 model=t["model"],
                 weight=t["weight"],
-                prices=model_prices[t["provider"]].get(t["model"], providers[t["provider"]].prices),
+                prices=providers[t["provider"]].options["model_prices"].get(  # type: ignore[union-attr]
+                    t["model"], providers[t["provider"]].prices),
             )
             for t in r["targets"]
         )
@@ -270,7 +291,23 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
         mcp_servers=dict(data["mcp_servers"]),
         agents=dict(data["agents"]),
         source=source,
+        fallback=FallbackSettings(
+            backoff=tuple(data["fallback"]["backoff"]),
+            retry_after_max=data["fallback"]["retry_after_max"],
+            cooldown=CooldownPolicy(**data["fallback"]["cooldown"]),
+        ),
     )
+
+
+def _providers(data: Mapping[str, Any], env: Mapping[str, str]) -> Tuple[Dict[str, RoutingTarget], Dict[str, List[str]]]:
+    """Active providers (registry defaults + config), and problems keyed by path."""
+    from .config_providers import resolve_providers, target_problems
+    from .language_model.provider_registry import load_registry
+
+    registry = load_registry()
+    providers, problems = resolve_providers(data["providers"], data["timeouts"], env, registry)
+    problems.update(target_problems(data["models"], providers, data["providers"], registry))
+    return providers, problems
 
 
 def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Config:

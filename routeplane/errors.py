@@ -17,6 +17,7 @@
     │   ├── UpstreamTimeout            504, retriable
     │   ├── UpstreamConnectionError    502, retriable
     │   ├── InvalidUpstreamResponse    502, retriable (bad JSON, broken or cut stream)
+    │   ├── UnsafeUpstreamURL          502, not retriable: the URL policy refused the target
     │   └── AllTargetsFailed           merged result of every attempt
     ├── NoTargetAvailable              503 the chain was empty after route hooks
     ├── StreamAborted                  a stream hook aborted the stream
@@ -161,6 +162,13 @@ class UpstreamConnectionError(UpstreamError):
 
 class InvalidUpstreamResponse(UpstreamError):
     status = 502
+
+
+class UnsafeUpstreamURL(UpstreamError):
+    """A target's URL broke the URL safety policy; no connection was made."""
+
+    status = 502
+    retriable = False
 
 
 class AllTargetsFailed(UpstreamError):

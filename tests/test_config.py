@@ -140,11 +140,11 @@ def test_load_config_reads_yaml_and_env(tmp_path):
 
 def test_provider_model_direct_routing():
     cfg = parse_config({**MINIMAL, "providers": {"local": {"protocol": "mock"},
-                                                 "up": {"protocol": "openai_chat", "base_url": "http://x/v1"}}},
+                                                 "up": {"protocol": "openai_chat", "base_url": "https://x/v1"}}},
                        "f.yaml", env={})
     table = StaticRoutingTable(cfg.routes, cfg.providers)
     [t] = table.resolve("up:gpt-4.1-mini")
-    assert (t.provider, t.model, t.protocol, t.base_url) == ("up", "gpt-4.1-mini", "openai_chat", "http://x/v1")
+    assert (t.provider, t.model, t.protocol, t.base_url) == ("up", "gpt-4.1-mini", "openai_chat", "https://x/v1")
     [t] = table.resolve("local:anything:with:colons")
     assert t.model == "anything:with:colons"
     for unknown in ("nope:gpt", "gpt-4.1", "up:", "default:x"):
@@ -212,7 +212,7 @@ def test_check_cli_exit_codes(tmp_path):
     good = write(tmp_path, """
         providers:
           local: {protocol: mock}
-          up: {protocol: openai_chat, api_key: "${CHECK_KEY:-}"}
+          up: {protocol: openai_chat, base_url: "https://up.example/v1", api_key: "${CHECK_KEY:-}"}
         models:
           default: {targets: [{provider: local, model: echo}]}
     """, "good.yaml")
@@ -233,7 +233,7 @@ def test_check_cli_exit_codes(tmp_path):
     assert "Traceback" not in r.stderr
 
     unset = write(tmp_path, """
-        providers: {up: {protocol: openai_chat, api_key: "${CHECK_UNSET_VAR}"}}
+        providers: {up: {protocol: openai_chat, base_url: "https://up.example/v1", api_key: "${CHECK_UNSET_VAR}"}}
         models: {default: {targets: [{provider: up, model: x}]}}
     """, "unset.yaml")
     r = check(unset)

@@ -17,12 +17,14 @@ import urllib3
 from ..errors import (
     InvalidUpstreamResponse,
     RouteplaneError,
+    UnsafeUpstreamURL,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamTimeout,
 )
 from .mock_provider import MockProvider
-from .routing import RoutingTarget
+from .routing import RoutingTarget, Timeouts
+from .url_safety import UnsafeURL, check_base_url
 from .stream import generation_to_parts
 from .types import Generation, Prompt, StreamPart
 
@@ -93,33 +95,44 @@ class HttpExecutor(Executor):
         return codec
 
     def _post(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext", stream: bool) -> Tuple[
-        "ProviderCodec", requests.Response
+        "ProviderCodec", requests.Response, "_Deadline"
     ]:
         codec = self._codec(target)
+        url = codec.url(target, stream)
+        try:
+            # Checked on every call, not only at config load: a route hook may
+            # have rewritten the target's base URL.
+            check_base_url(url, target.url_policy)
+        except UnsafeURL as exc:
+            log.warning("refused upstream URL for provider %s: %s", target.provider, exc)
+            raise UnsafeUpstreamURL(
+                f"{target.provider}: the upstream URL was refused by the URL safety policy (see the gateway log).",
+                provider=target.provider,
+            ) from None
         body = json.dumps(codec.encode_request(prompt, target, stream), separators=(",", ":")).encode("utf-8")
-        headers = codec.headers(target)
+        headers = _with_auth(codec.request_headers(target, prompt), target)
         headers.setdefault("User-Agent", self._user_agent)
         headers["X-Request-Id"] = ctx.request_id
-        url = codec.url(target, stream)
-        t = target.timeouts
+        deadline = _Deadline(target.timeouts)
         try:
-            resp = self._session().post(url, data=body, headers=headers, timeout=(t.connect, t.read), stream=True)
+            resp = self._session().post(url, data=body, headers=headers, timeout=deadline.requests_timeout(),
+                                        stream=True)
         except Exception as exc:
-            raise translate_exception(exc, target) from exc
+            raise deadline.translate(exc, target) from exc
         if resp.status_code >= 400:
             try:
-                raw = _read_limited(resp, 64 * 1024, target)
+                raw = _read_limited(resp, 64 * 1024, target, deadline)
             finally:
                 resp.close()
             raise codec.decode_error(resp.status_code, raw, resp.headers, target)
-        return codec, resp
+        return codec, resp, deadline
 
     def complete(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext") -> Generation:
         if target.protocol == "mock":
             return self._mock.complete(target, prompt)
-        codec, resp = self._post(target, prompt, ctx, stream=False)
+        codec, resp, deadline = self._post(target, prompt, ctx, stream=False)
         try:
-            raw = _read_limited(resp, self._max_response_bytes, target)
+            raw = _read_limited(resp, self._max_response_bytes, target, deadline)
         finally:
             resp.close()
         try:
@@ -132,12 +145,12 @@ class HttpExecutor(Executor):
     def stream(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext") -> Iterator[StreamPart]:
         if target.protocol == "mock":
             return self._mock.stream(target, prompt)
-        codec, resp = self._post(target, prompt, ctx, stream=True)
+        codec, resp, deadline = self._post(target, prompt, ctx, stream=True)
         ctype = resp.headers.get("Content-Type", "")
         if "json" in ctype and "event-stream" not in ctype:
             # Some servers answer a stream request with one JSON body.
             try:
-                raw = _read_limited(resp, self._max_response_bytes, target)
+                raw = _read_limited(resp, self._max_response_bytes, target, deadline)
             finally:
                 resp.close()
             try:
@@ -145,53 +158,156 @@ class HttpExecutor(Executor):
             except ValueError as exc:
                 raise InvalidUpstreamResponse(f"{target.provider} sent invalid JSON", provider=target.provider) from exc
             return generation_to_parts(gen)
-        return _iter_stream(codec, resp, target)
+        return _iter_stream(codec, resp, target, deadline)
 
 
-def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: RoutingTarget) -> Iterator[StreamPart]:
+class _Deadline:
+    """One upstream call's timeouts: requests' (connect, read) plus the optional total cap.
+
+    requests applies its read timeout to each socket read, so it is already an
+    idle timeout. The total cap has no requests equivalent: it is enforced by
+    shrinking the socket's timeout to the time left before each read, and by a
+    check after every chunk.
+    """
+
+    def __init__(self, timeouts: Timeouts) -> None:
+        self.timeouts = timeouts
+        self.expires = time.monotonic() + timeouts.total if timeouts.total else None
+
+    def remaining(self) -> Optional[float]:
+        return None if self.expires is None else self.expires - time.monotonic()
+
+    def expired(self) -> bool:
+        left = self.remaining()
+        return left is not None and left <= 0
+
+    def read_timeout(self) -> float:
+        left = self.remaining()
+        return self.timeouts.read if left is None else max(0.001, min(self.timeouts.read, left))
+
+    def requests_timeout(self) -> Tuple[float, float]:
+        left = self.remaining()
+        connect = self.timeouts.connect if left is None else max(0.001, min(self.timeouts.connect, left))
+        return connect, self.read_timeout()
+
+    def before_read(self, resp: requests.Response, target: RoutingTarget) -> None:
+        if self.expires is None:
+            return
+        if self.expired():
+            raise self.timeout(target)
+        sock = _socket_of(resp)
+        if sock is not None:
+            try:
+                sock.settimeout(self.read_timeout())
+            except OSError:
+                pass
+
+    def timeout(self, target: RoutingTarget) -> UpstreamTimeout:
+        return UpstreamTimeout(f"{target.provider}: the call took longer than the total timeout "
+                               f"({self.timeouts.total:g} s)", provider=target.provider)
+
+    def translate(self, exc: BaseException, target: RoutingTarget) -> UpstreamError:
+        if self.expires is not None and self.remaining() is not None and self.remaining() <= 0.05 \
+                and _is_timeout(exc):
+            return self.timeout(target)
+        return translate_exception(exc, target)
+
+
+def _socket_of(resp: requests.Response) -> Any:
+    """The connection's socket (urllib3 2.x keeps it on the response while the body is unread)."""
+    conn = getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is None:
+        fp = getattr(getattr(getattr(resp.raw, "_fp", None), "fp", None), "raw", None)
+        sock = getattr(fp, "_sock", None)
+    return sock
+
+
+def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]:
+    """Put the key in the provider's own credential header when the registry or config names one."""
+    if not target.auth_header or not target.api_key:
+        return headers
+    key = target.api_key
+    out = {k: v for k, v in headers.items() if key not in v}  # drop the codec's default credential header
+    out[target.auth_header] = f"{target.auth_prefix}{key}"
+    return out
+
+
+def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: RoutingTarget,
+                 deadline: Optional[_Deadline] = None) -> Iterator[StreamPart]:
     from ..protocols.sse import SSEParser
 
     decoder = codec.stream_decoder(target)
     parser = SSEParser()
     try:
         try:
+            if deadline is not None:
+                deadline.before_read(resp, target)
             for chunk in resp.iter_content(chunk_size=None):
                 for event in parser.feed(chunk):
                     yield from decoder.feed(event)
+                if deadline is not None:
+                    deadline.before_read(resp, target)
             for event in parser.finish():
                 yield from decoder.feed(event)
         except RouteplaneError:
             raise
         except Exception as exc:  # a transport error while iterating the stream
-            raise translate_exception(exc, target) from exc
+            raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
         yield from decoder.finish()
     finally:
         resp.close()
 
 
-def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget) -> bytes:
+def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget,
+                  deadline: Optional[_Deadline] = None) -> bytes:
     chunks: List[bytes] = []
     size = 0
     try:
+        if deadline is not None:
+            deadline.before_read(resp, target)
         for chunk in resp.iter_content(chunk_size=65536):
             size += len(chunk)
             if size > limit:
                 raise InvalidUpstreamResponse(f"{target.provider} sent a response over {limit} bytes",
                                               provider=target.provider)
             chunks.append(chunk)
+            if deadline is not None:
+                deadline.before_read(resp, target)
     except RouteplaneError:
         raise
     except Exception as exc:
-        raise translate_exception(exc, target) from exc
+        raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
     return b"".join(chunks)
+
+
+_TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    """requests reports a read timeout inside a streamed body as ConnectionError(ReadTimeoutError),
+    so the cause chain and the wrapped first argument are searched too."""
+    cur: Optional[BaseException] = exc
+    for _ in range(6):
+        if cur is None:
+            return False
+        if isinstance(cur, _TIMEOUTS):
+            return True
+        if cur.args and isinstance(cur.args[0], _TIMEOUTS):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False
 
 
 def translate_exception(exc: BaseException, target: RoutingTarget) -> UpstreamError:
     """The one place where requests/urllib3 exceptions become gateway errors."""
     name = target.provider
+    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                        requests.exceptions.InvalidSchema)):
+        return UpstreamConnectionError(f"{name}: invalid base URL", provider=name, retriable=False)
     if isinstance(exc, (requests.exceptions.ConnectTimeout,)):
         return UpstreamTimeout(f"{name}: connection timed out", provider=name)
-    if isinstance(exc, (requests.exceptions.ReadTimeout, urllib3.exceptions.ReadTimeoutError)):
+    if _is_timeout(exc):
         return UpstreamTimeout(f"{name}: no data within the read timeout", provider=name)
     if isinstance(exc, requests.exceptions.Timeout):
         return UpstreamTimeout(f"{name}: timed out", provider=name)
@@ -200,8 +316,6 @@ def translate_exception(exc: BaseException, target: RoutingTarget) -> UpstreamEr
         return InvalidUpstreamResponse(f"{name}: the connection broke while reading the response", provider=name)
     if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError, OSError)):
         return UpstreamConnectionError(f"{name}: could not connect or the connection was reset", provider=name)
-    if isinstance(exc, requests.exceptions.InvalidURL):
-        return UpstreamConnectionError(f"{name}: invalid base URL", provider=name, retriable=False)
     return UpstreamError(f"{name}: {type(exc).__name__}", provider=name)
 
 

@@ -31,6 +31,7 @@ from ..hooks.language_model import (
 )
 from ..observers import ObserverDispatcher
 from .context import PipelineContext
+from .cooldown import CooldownTracker, FallbackSettings
 from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent
 from .executor import Executor
 from .routing import RoutingTable, RoutingTarget
@@ -89,6 +90,8 @@ class LanguageModelPipeline:
         hooks: LanguageModelHooks,
         observers: ObserverDispatcher,
         clock: Callable[[], float] = time.monotonic,
+        fallback: Optional[FallbackSettings] = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.routing_table = routing_table
         self.executor = executor
@@ -96,6 +99,10 @@ class LanguageModelPipeline:
         self.observers = observers
         self.settlement_errors = 0
         self._clock = clock
+        self._sleep = sleep
+        self.fallback = fallback or FallbackSettings()
+        # Per-worker circuit breakers, one per provider:model (see docs/routing.md).
+        self.cooldown = CooldownTracker(self.fallback, clock)
 
     # --- entry point -------------------------------------------------------
 
@@ -170,10 +177,18 @@ class LanguageModelPipeline:
         return chain
 
     def _attempt(self, run: _Run, chain: List[RoutingTarget], call: Callable[[RoutingTarget], Any]) -> Any:
-        """Call targets in order until one succeeds; fallback rules live here."""
+        """Call targets in order until one succeeds; fallback rules live here.
+
+        Only failures before the first byte reaches the client come through
+        here (a stream's first part is pulled inside `call`), so a fallback
+        can never splice two upstreams into one answer.
+        """
         ctx = run.ctx
         errors: List[UpstreamError] = []
-        for hop, target in enumerate(chain):
+        for hop, target in enumerate(self._hops(ctx, chain)):
+            wait = self.fallback.backoff_before(hop)
+            if wait > 0:
+                self._sleep(wait)
             ctx.target = target
             self.observers.emit_lazy(
                 "on_hop_start", lambda: HopEvent(ctx.request_id, hop, target.provider, target.model, target.protocol)
@@ -183,21 +198,23 @@ class LanguageModelPipeline:
                 result = call(target)
             except UpstreamError as err:
                 latency = (self._clock() - t0) * 1000.0
+                self.cooldown.record_failure(target.label, err)
                 self._record_attempt(run, hop, target, latency, err)
                 errors.append(err)
-                may_continue = err.retriable and hop + 1 < len(chain)
                 for _pid, hook in self.hooks.execution:
                     decision = hook.on_failure(ctx, err)
                     if not decision.try_next:
-                        may_continue = False
                         if decision.error is not None:
                             raise decision.error from err
-                if not may_continue:
-                    if not err.retriable:
-                        raise
-                    raise merge_failures(errors) from err
+                        raise _merged(errors)
+                if not err.retriable:
+                    raise
                 continue
+            except BaseException:
+                self.cooldown.release(target.label)  # a bug or a client gone: no verdict on the target
+                raise
             latency = (self._clock() - t0) * 1000.0
+            self.cooldown.record_success(target.label)
             self._record_attempt(run, hop, target, latency, None)
             for _pid, hook in self.hooks.execution:
                 replacement = hook.on_success(ctx, result)
@@ -205,7 +222,28 @@ class LanguageModelPipeline:
                 if isinstance(replacement, Generation) and isinstance(result, Generation):
                     result = replacement
             return result
+        if errors:
+            raise _merged(errors)
         raise NoTargetAvailable("No upstream target is available.")  # empty chain guarded in _route
+
+    def _hops(self, ctx: PipelineContext, chain: List[RoutingTarget]) -> Iterator[RoutingTarget]:
+        """The chain minus targets whose breaker is open, claimed lazily (a half-open
+        target is probed only when the request actually reaches it).
+
+        When every target is cooling down the head is tried anyway: a request
+        that might succeed beats a certain 503, and that call doubles as a probe.
+        """
+        skipped: List[str] = []
+        called = False
+        for target in chain:
+            if self.cooldown.acquire(target.label):
+                called = True
+                yield target
+            else:
+                skipped.append(target.label)
+                ctx.plugin_metadata("routeplane.routing")["cooling_down"] = list(skipped)
+        if not called and chain:
+            yield chain[0]
 
     def _record_attempt(
         self, run: _Run, hop: int, target: RoutingTarget, latency: float, err: Optional[UpstreamError]
@@ -413,6 +451,14 @@ class LanguageModelPipeline:
 
     def _phase(self, ctx: PipelineContext, phase: Phase, ok: bool = True) -> None:
         self.observers.emit_lazy("after_phase", lambda: PhaseEvent(ctx.request_id, phase, ctx.elapsed_ms(), ok))
+
+
+def _merged(errors: List[UpstreamError]) -> UpstreamError:
+    """The error the client sees after the last attempt, chained to that attempt's error."""
+    merged = merge_failures(errors)
+    if merged is not errors[-1]:
+        merged.__cause__ = errors[-1]
+    return merged
 
 
 def _error_type(err: Optional[RouteplaneError]) -> Optional[str]:

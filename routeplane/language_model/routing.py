@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ModelNotFound
+from .url_safety import URLPolicy
 
 PROTOCOLS = ("openai_chat", "openai_responses", "anthropic_messages", "gemini", "mock")
 STRATEGIES = ("priority", "round_robin", "weighted")
@@ -28,8 +29,12 @@ class Prices:
 
 @dataclass(frozen=True)
 class Timeouts:
+    """Seconds. `read` is an idle timeout (it restarts with every byte received,
+    so it guards a stalled stream without capping a long one); `total` caps one
+    upstream call from connect to the last byte, streams included."""
+
     connect: float = 10.0
-    read: float = 300.0  # idle time between bytes, guards a stalled stream
+    read: float = 300.0
     total: Optional[float] = None
 
 
@@ -48,6 +53,10 @@ class RoutingTarget:
     weight: float = 1.0
     confidential: bool = False
     options: Mapping[str, object] = field(default_factory=dict)
+    # The credential header; None lets the wire's codec choose (Bearer, x-api-key, ...).
+    auth_header: Optional[str] = None
+    auth_prefix: str = ""
+    url_policy: URLPolicy = URLPolicy()
 
     @property
     def label(self) -> str:
@@ -113,7 +122,9 @@ class StaticRoutingTable(RoutingTable):
             return self._order(route)
         provider, sep, model_id = model.partition(":")
         if sep and model_id and provider in self._providers:
-            return [self._providers[provider].replace(model=model_id)]
+            template = self._providers[provider]
+            prices = template.options.get("model_prices", {})
+            return [template.replace(model=model_id, prices=prices.get(model_id, template.prices))]  # type: ignore[union-attr]
         raise ModelNotFound(model)
 
     def _order(self, route: Route) -> List[RoutingTarget]:

@@ -1,0 +1,149 @@
+"""The `providers:` section resolved against the shipped registry: defaults, env activation, URL checks."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .language_model.provider_registry import ProviderRegistry, ProviderSpec
+from .language_model.routing import PROTOCOLS, Prices, RoutingTarget, Timeouts
+from .language_model.url_safety import URLPolicy, UnsafeURL, check_base_url
+
+BUILTIN_TIMEOUTS = Timeouts()
+
+# path -> messages; flattened by config.py into "file: key.path: message" lines
+Problems = Dict[str, List[str]]
+
+
+def layered_timeouts(*layers: Optional[Mapping[str, Any]]) -> Timeouts:
+    """Built-in defaults, then each layer's explicitly set fields (global `timeouts:`, then the provider's)."""
+    values = {"connect": BUILTIN_TIMEOUTS.connect, "read": BUILTIN_TIMEOUTS.read, "total": BUILTIN_TIMEOUTS.total}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is not None:
+                values[key] = value
+    return Timeouts(**values)
+
+
+def _merge_prices(base: Optional[Prices], override: Optional[Mapping[str, Any]]) -> Optional[Prices]:
+    if override is None:
+        return base
+    fields = dict(vars(base)) if base is not None else {}
+    fields.update({k: v for k, v in override.items() if v is not None})
+    return Prices(**fields)
+
+
+def resolve_providers(
+    declared: Mapping[str, Mapping[str, Any]],
+    global_timeouts: Optional[Mapping[str, Any]],
+    env: Mapping[str, str],
+    registry: ProviderRegistry,
+) -> Tuple[Dict[str, RoutingTarget], Problems]:
+    """Active provider templates (RoutingTargets with an empty model), and any problems found.
+
+    A registry provider is active when its key env var is set or it is
+    declared; a declared provider inherits the registry entry of the same id
+    (or the one named by `extends`), field by field.
+    """
+    problems: Problems = {}
+    out: Dict[str, RoutingTarget] = {}
+    for pid, p in declared.items():
+        path = f"providers.{pid}"
+        if p.get("enabled") is False:
+            continue
+        base_id = p.get("extends") or pid
+        spec = registry.get(base_id)
+        if p.get("extends") and spec is None:
+            problems.setdefault(f"{path}.extends", []).append(
+                f"unknown registry provider {base_id!r}; known: {sorted(registry.providers)}")
+            continue
+        template = _template(pid, p, spec, global_timeouts, env, path, problems)
+        if template is not None:
+            out[pid] = template
+    for pid, spec in registry.providers.items():
+        if pid in declared or not spec.key_env or not env.get(spec.key_env):
+            continue
+        template = _template(pid, {}, spec, global_timeouts, env, f"{spec.key_env} (registry provider {pid})",
+                             problems)
+        if template is not None:
+            out[pid] = template
+    return out, problems
+
+
+def _template(
+    pid: str,
+    p: Mapping[str, Any],
+    spec: Optional[ProviderSpec],
+    global_timeouts: Optional[Mapping[str, Any]],
+    env: Mapping[str, str],
+    path: str,
+    problems: Problems,
+) -> Optional[RoutingTarget]:
+    protocol = p.get("protocol") or (spec.protocol if spec else None)
+    if protocol is None:
+        problems.setdefault(f"{path}.protocol", []).append(
+            f"required: {pid!r} is not a registry provider, so name its wire ({' | '.join(PROTOCOLS)}) "
+            "or set extends: <registry id>")
+        return None
+    base_url = p.get("base_url") or (spec.base_url if spec else None)
+    if protocol != "mock" and base_url is None:
+        # Loud on purpose: a block without a base URL would otherwise fall
+        # through to the wire's public default host (and bill someone else).
+        who = spec.display_name if spec else f"{pid!r} (not a registry provider)"
+        problems.setdefault(f"{path}.base_url", []).append(f"required: {who} has no default base URL")
+        return None
+    policy = URLPolicy(
+        allow_insecure_http=bool(p.get("allow_insecure_http")),
+        allow_private_network=bool(p.get("allow_private_network")),
+    )
+    if protocol != "mock" and base_url is not None:
+        try:
+            check_base_url(base_url, policy)
+        except UnsafeURL as exc:
+            problems.setdefault(f"{path}.base_url", []).append(str(exc))
+            return None
+    key_env = p.get("key_env") or (spec.key_env if spec else None)
+    api_key = p.get("api_key") or (env.get(key_env) if key_env else None) or None
+    model_prices: Dict[str, Prices] = dict(spec.model_prices) if spec else {}
+    for model, override in (p.get("model_prices") or {}).items():
+        model_prices[model] = _merge_prices(model_prices.get(model), override) or Prices()
+    default_price = _merge_prices(spec.default_price if spec else None, p.get("prices")) or Prices()
+    declared_models = list(p.get("models") or ())
+    declared_models += [m for m in model_prices if m not in declared_models]
+    return RoutingTarget(
+        provider=pid,
+        model="",
+        protocol=protocol,
+        base_url=base_url,
+        api_key=api_key,
+        headers=dict(p.get("headers") or {}),
+        timeouts=layered_timeouts(global_timeouts, p.get("timeouts")),
+        prices=default_price,
+        confidential=bool(p.get("confidential")),
+        options=dict(p.get("options") or {}, declared_models=tuple(declared_models), model_prices=model_prices),
+        auth_header=p.get("auth_header") or (spec.auth_header if spec else None),
+        auth_prefix=p["auth_prefix"] if p.get("auth_prefix") is not None else (spec.auth_prefix if spec else ""),
+        url_policy=policy,
+    )
+
+
+def target_problems(routes: Mapping[str, Any], active: Mapping[str, RoutingTarget],
+                    declared: Mapping[str, Any], registry: ProviderRegistry) -> Problems:
+    """Every route target must name an active provider; say how to turn a known one on."""
+    problems: Problems = {}
+    for name, route in routes.items():
+        for i, t in enumerate(route.get("targets", [])):
+            pid = t["provider"]
+            if pid in active:
+                continue
+            spec = registry.get(pid)
+            if pid in declared:
+                if declared[pid].get("enabled") is not False:
+                    continue  # the provider block itself is invalid and already reported
+                hint = f"provider {pid!r} is declared with enabled: false"
+            elif spec is not None:
+                hint = (f"provider {pid!r} is known but not active: set {spec.key_env} or declare it under providers"
+                        if spec.key_env else f"provider {pid!r} is known but not active: declare it under providers")
+            else:
+                hint = f"Unknown provider {pid!r}; declared: {sorted(active)}."
+            problems.setdefault(f"models.{name}.targets.{i}.provider", []).append(hint)
+    return problems
