@@ -87,6 +87,11 @@ def _not_loopback(text: str, m: "re.Match[str]") -> bool:
     return not re.search(r"(?:version|ver\.?|release)\s*$", before)
 
 
+def _not_url_userinfo(text: str, m: "re.Match[str]") -> bool:
+    """`postgres://app:pw@db.example.com` holds a credential, not an email address."""
+    return not re.search(r"://[^\s/@]*$", text[max(0, m.start() - 200):m.start()])
+
+
 def _digit_count(lo: int, hi: int) -> Validator:
     def check(text: str, m: "re.Match[str]") -> bool:
         return lo <= sum(c.isdigit() for c in m.group(0)) <= hi
@@ -121,6 +126,7 @@ _IPS = "ip_addresses"
 _COMMANDS = "suspicious_commands"
 
 _SHELL_END = r"(?=$|[\s;&|'\"`)])"
+_PASSWORD_KEY = r"(?i)(?<![A-Za-z0-9])(?:password|passwd|passphrase|pwd)[\"']?\s*[:=]\s*"
 
 BUILTIN_DETECTORS: Dict[str, Detector] = {
     _API_KEYS: Detector(_API_KEYS, (
@@ -136,7 +142,8 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
         _r(_API_KEYS, "api_key", _L + r"AIza[0-9A-Za-z_\-]{35}" + _R),
         # GCP service-account JSON: the private key string (closing quote optional so a
         # stream holds it while it is still arriving) and its id.
-        _r(_API_KEYS, "api_key", r"\"private_key\"\s*:\s*\"(?P<secret>(?:[^\"\\]|\\.)+)\"?"),
+        _r(_API_KEYS, "api_key", r"\"private_key\"\s*:\s*\"(?P<secret>(?:[^\"\\]|\\.)+)\"?",
+           continuation=r"(?:[^\"\\]|\\.)*\"?"),
         _r(_API_KEYS, "api_key", r"\"private_key_id\"\s*:\s*\"(?P<secret>[0-9a-f]{40})\""),
         # GitHub classic tokens and fine-grained PATs.
         _r(_API_KEYS, "api_key", _L + r"gh[pousr]_[A-Za-z0-9]{36}" + _R),
@@ -150,9 +157,10 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
            continuation=_PEM_BODY + _PEM_END),
     )),
     _CREDENTIALS: Detector(_CREDENTIALS, (
-        _r(_CREDENTIALS, "credential",
-           r"(?i)(?<![A-Za-z0-9])(?:password|passwd|passphrase|pwd)[\"']?\s*[:=]\s*[\"']?(?P<secret>[^\s\"'`,;&<>]{3,})",
-           _real_password),
+        # password=… / "password": "…" / pwd: '…' — quoted values may hold spaces.
+        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"\"(?P<secret>[^\"\n]{3,200})\"", _real_password),
+        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"'(?P<secret>[^'\n]{3,200})'", _real_password),
+        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"(?P<secret>[^\s\"'`,;&<>]{3,})", _real_password),
         _r(_CREDENTIALS, "credential", r"(?i)\bbasic\s+(?P<secret>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])", _basic_auth),
         # Any URL with user:password@ — postgres://, postgresql+psycopg2://, mongodb+srv://, redis://, https://, …
         _r(_CREDENTIALS, "credential",
@@ -160,15 +168,18 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
     )),
     _EMAILS: Detector(_EMAILS, (
         _r(_EMAILS, "email",
-           r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-])"),
+           r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-])",
+           _not_url_userinfo),
     )),
     _PHONES: Detector(_PHONES, (
         # E.164 with optional grouping: +1 212 555 0123, +44 20 7946 0958, +4930123456.
         _r(_PHONES, "phone_number", r"(?<![\w+])\+[1-9]\d{0,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}(?![\d\-])",
            _digit_count(8, 15)),
-        # NANP: (212) 555-0123, 212-555-0123, 212.555.0123, 212 555 0123 — separators required.
+        # NANP: (212) 555-0123, 212-555-0123, 212.555.0123, 1-800-555-0199 — separators required, so
+        # a bare 10-digit id or "200 300 4000" never matches.
         _r(_PHONES, "phone_number",
-           r"(?<![\w.+\-])(?:\([2-9]\d{2}\)\s?[2-9]\d{2}[\-.\s]\d{4}|[2-9]\d{2}([\-.\s])[2-9]\d{2}\1\d{4})(?![\w\-]|\.\d)"),
+           r"(?<![\w.+\-])(?:1[\-.\s]?)?(?:\([2-9]\d{2}\)\s?[2-9]\d{2}[\-.\s]\d{4}|[2-9]\d{2}([\-.])[2-9]\d{2}\1\d{4})"
+           r"(?![\w\-]|\.\d)"),
         # European national formats: French pairs (01 23 45 67 89), UK 020 7946 0958 / 07700 900123.
         _r(_PHONES, "phone_number", r"(?<![\w.+\-])0[1-9](?:[ .]\d{2}){4}(?![\w\-]|\.\d)"),
         _r(_PHONES, "phone_number", r"(?<![\w.+\-])0\d{2,4} \d{3,4} ?\d{3,4}(?![\w\-]|\.\d)", _digit_count(10, 11)),

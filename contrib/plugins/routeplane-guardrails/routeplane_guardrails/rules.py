@@ -129,7 +129,8 @@ def find(text: str, rules: DirectionRules, offset: int = 0) -> List[Finding]:
 def redact(text: str, spans: Iterable[Tuple[int, int, str]], offset: int = 0) -> str:
     """Replace (start, end, placeholder) spans, given in absolute offsets; overlapping spans merge into one."""
     merged: List[List] = []
-    for s, e, ph in sorted(spans):
+    # The span that starts first (the longer one on a tie) names the merged placeholder.
+    for s, e, ph in sorted(spans, key=lambda sp: (sp[0], -sp[1])):
         s, e = max(s - offset, 0), min(e - offset, len(text))
         if e <= s:
             continue
