@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -19,11 +20,14 @@ log = logging.getLogger("routeplane.spend")
 
 TABLE = "spend_log"
 
-# One SQL text for every dialect: no auto-increment column, the request id is the key
-# (which also makes the insert idempotent: a request is recorded exactly once).
+# One SQL text for every dialect: no auto-increment column. The key is an id the
+# recorder draws once per settlement (so a retried insert is ignored, not doubled).
+# The request id is not the key: a client may send its own x-request-id, and
+# reusing one must not hide a request from the spend log.
 SPEND_LOG_V1 = f"""
 CREATE TABLE {TABLE} (
-    request_id VARCHAR(128) NOT NULL PRIMARY KEY,
+    id VARCHAR(40) NOT NULL PRIMARY KEY,
+    request_id VARCHAR(128) NOT NULL,
     started_at DOUBLE PRECISION NOT NULL,
     recorded_at DOUBLE PRECISION NOT NULL,
     account_id VARCHAR(255),
@@ -49,11 +53,12 @@ CREATE TABLE {TABLE} (
     status INTEGER NOT NULL
 );
 CREATE INDEX spend_log_started_at ON {TABLE} (started_at);
+CREATE INDEX spend_log_request_id ON {TABLE} (request_id);
 CREATE INDEX spend_log_account_started ON {TABLE} (account_id, started_at);
 """
 
 COLUMNS = (
-    "request_id", "started_at", "recorded_at", "account_id", "session_id", "route", "provider", "model",
+    "id", "request_id", "started_at", "recorded_at", "account_id", "session_id", "route", "provider", "model",
     "inbound_protocol", "streamed", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "usage_reported", "cost_micro_usd", "latency_ms", "ttft_ms", "attempts", "attempts_json",
     "outcome", "error_type", "status",
@@ -71,6 +76,7 @@ def spend_row(s: Settlement, now: Optional[float] = None) -> Dict[str, Any]:
         for a in s.attempts
     ]
     return {
+        "id": "sp_" + uuid.uuid4().hex,
         "request_id": s.request_id[:128],
         "started_at": float(s.started_at),
         "recorded_at": time.time() if now is None else now,
@@ -105,8 +111,9 @@ def _cut(value: Optional[str], size: int = 255) -> Optional[str]:
 class SpendRecorder(SettlementRecorder):
     """Writes each settlement on its own connection (the request's may be closed by now).
 
-    The insert ignores a second row for the same request id, so a retry after
-    a lost reply from the database cannot count a request twice.
+    The row's id is drawn once per settlement and the insert ignores a second
+    row with that id, so a retry after a lost reply from the database cannot
+    count a request twice.
     """
 
     def __init__(self, store: Store, retries: int = 2) -> None:
@@ -114,7 +121,9 @@ class SpendRecorder(SettlementRecorder):
         self.retries = retries
 
     def record(self, settlement: Settlement) -> None:
-        row = spend_row(settlement)
+        self.write(spend_row(settlement))
+
+    def write(self, row: Dict[str, Any]) -> None:
         for attempt in range(self.retries + 1):
             try:
                 with self.store.connection() as db:

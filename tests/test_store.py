@@ -1,0 +1,388 @@
+"""The store suite, run on SQLite and on a real PostgreSQL: migrations, the spend log, cost, fork safety."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import uuid
+from typing import Any, Iterator, List
+
+import pytest
+
+from routeplane.app import MigrationItem, Plugin, PluginId
+from routeplane.language_model.routing import Prices
+from routeplane.language_model.settlement import Attempt, Settlement, cost_micro_usd
+from routeplane.language_model.types import Usage
+from routeplane.store import MigrationError, Migrator, Store, migrate, verify
+from routeplane.store.migrations import HISTORY
+from routeplane.store.spend_log import SpendLogPlugin, SpendRecorder, spend_row, spend_rows, spend_totals
+from routeplane.testing import Gateway
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+PRICED = {"input": 1000.0, "output": 3000.0}  # USD per million tokens → micro-USD per token
+CONFIG = {
+    "providers": {
+        "mock": {"protocol": "mock", "prices": PRICED, "api_key": "sk-secret-never-logged"},
+        "free": {"protocol": "mock"},  # no prices: cost unknown
+    },
+    "models": {
+        "priced": {"targets": [{"provider": "mock", "model": "echo"}]},
+        "unpriced": {"targets": [{"provider": "free", "model": "echo"}]},
+        "fallback": {"targets": [{"provider": "mock", "model": "fail-503"}, {"provider": "mock", "model": "echo"}]},
+        "broken": {"targets": [{"provider": "mock", "model": "fail-503"}]},
+    },
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
+    if request.param == "sqlite":
+        s = Store.from_url(f"sqlite:///{tmp_path}/store.db")
+    else:
+        cluster = request.getfixturevalue("postgres_cluster")
+        s = Store.from_url(cluster.create_database("t_" + uuid.uuid4().hex[:12]))
+    yield s
+    s.close()
+
+
+class WidgetPlugin(Plugin):
+    id = PluginId("widgets")
+
+    def __init__(self, items: List[MigrationItem]) -> None:
+        self.items = items
+
+    def migrations(self) -> List[MigrationItem]:
+        return list(self.items)
+
+    def install(self, app: Any) -> None:
+        return None
+
+
+WIDGETS_V1 = MigrationItem(1, "widgets", "CREATE TABLE widgets (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL);",
+                           tables=("widgets",))
+WIDGETS_V2 = MigrationItem(2, "widget_colour",
+                           "ALTER TABLE widgets ADD COLUMN colour VARCHAR(20);\n"
+                           "INSERT INTO widgets (id, name, colour) VALUES (1, 'first; not a split', 'red');",
+                           tables=("widgets",))
+
+
+def history(store: Store) -> List[tuple]:
+    return sorted((r[0], int(r[1]), r[2].strip()) for r in store.execute(f"SELECT plugin, version, checksum FROM {HISTORY}"))
+
+
+# --- migrations ----------------------------------------------------------------
+
+
+def test_fresh_database_gets_core_and_plugin_schema_with_checksums(store: Store) -> None:
+    applied = migrate(store, [SpendLogPlugin(store)])
+    assert [(m.plugin, m.version) for m in applied] == [("routeplane", 1), ("spend_log", 1)]
+    assert store.table_exists("routeplane_meta") and store.table_exists("spend_log")
+    core_sql = open(os.path.join(ROOT, "sql", "0001_core.sql"), encoding="utf-8").read()
+    rows = history(store)
+    assert rows[0] == ("routeplane", 1, hashlib.sha256(core_sql.encode()).hexdigest())
+    assert rows[1][:2] == ("spend_log", 1)
+    verify(store, [SpendLogPlugin(store)])  # nothing pending, nothing changed
+
+
+def test_rerun_is_a_noop(store: Store) -> None:
+    plugins = [SpendLogPlugin(store)]
+    migrate(store, plugins)
+    before = history(store)
+    assert migrate(store, plugins) == []
+    assert history(store) == before
+    assert {s.state for s in Migrator(store, plugins).status()} == {"applied"}
+
+
+def test_plugin_adds_a_table_then_a_column(store: Store) -> None:
+    migrate(store, [WidgetPlugin([WIDGETS_V1])])
+    assert store.table_exists("widgets")
+    applied = migrate(store, [WidgetPlugin([WIDGETS_V1, WIDGETS_V2])])
+    assert [(m.plugin, m.version) for m in applied] == [("widgets", 2)]
+    assert store.execute("SELECT id, name, colour FROM widgets") == [(1, "first; not a split", "red")]
+
+
+def test_pending_migration_fails_verification(store: Store) -> None:
+    migrate(store, [WidgetPlugin([WIDGETS_V1])])
+    with pytest.raises(MigrationError, match=r"widgets 0002_widget_colour pending.*routeplane migrate"):
+        verify(store, [WidgetPlugin([WIDGETS_V1, WIDGETS_V2])])
+
+
+@pytest.mark.parametrize("sql, tables, message", [
+    ("CREATE TABLE gadgets (id INTEGER);", ("widgets",), "gadgets"),
+    ("CREATE TABLE widgets (id INTEGER); DROP TABLE spend_log;", ("widgets",), "spend_log"),
+    ("INSERT INTO routeplane_migrations VALUES ('x', 1, 'x', 'x', 0);", ("widgets",), "routeplane_migrations"),
+    ("CREATE TABLE widgets (id INTEGER); UPDATE spend_log SET cost_micro_usd = 0;", ("widgets",), "spend_log"),
+    ("CREATE INDEX widgets_x ON spend_log (request_id);", ("widgets",), "spend_log"),
+    ("ALTER TABLE widgets RENAME TO spend_log_old;", ("widgets",), "spend_log_old"),
+    ("CREATE TRIGGER t AFTER INSERT ON widgets BEGIN DELETE FROM spend_log; END;", ("widgets",), "not allowed"),
+    ("CREATE TABLE routeplane_x (id INTEGER);", ("routeplane_x",), "reserved"),
+])
+def test_plugin_touching_an_undeclared_table_is_refused_before_anything_runs(
+        store: Store, sql: str, tables: tuple, message: str) -> None:
+    bad = WidgetPlugin([MigrationItem(1, "bad", sql, tables=tables)])
+    with pytest.raises(MigrationError, match=message):
+        migrate(store, [bad])
+    assert not store.table_exists(HISTORY)  # refused while planning: the database was not touched
+    assert not store.table_exists("widgets")
+
+
+def test_two_plugins_cannot_claim_one_table(store: Store) -> None:
+    class Other(WidgetPlugin):
+        id = PluginId("other")
+
+    with pytest.raises(MigrationError, match="belongs to plugin 'widgets'"):
+        migrate(store, [WidgetPlugin([WIDGETS_V1]), Other([WIDGETS_V1])])
+
+
+def test_tampered_checksum_is_refused(store: Store) -> None:
+    migrate(store, [WidgetPlugin([WIDGETS_V1])])
+    edited = MigrationItem(1, "widgets", WIDGETS_V1.sql.replace("VARCHAR(50)", "VARCHAR(60)"), tables=("widgets",))
+    with pytest.raises(MigrationError, match=r"changed since they ran: widgets 0001_widgets"):
+        migrate(store, [WidgetPlugin([edited, WIDGETS_V2])])
+    with pytest.raises(MigrationError, match="changed"):
+        verify(store, [WidgetPlugin([edited])])
+    assert [s.state for s in Migrator(store, [WidgetPlugin([edited])]).status() if s.plugin == "widgets"] == ["changed"]
+    assert not any(r[0] == "widgets" and r[1] == 2 for r in history(store))  # nothing applied after the refusal
+    # The core schema's history is checked the same way.
+    p = store.param
+    store.execute(f"UPDATE {HISTORY} SET checksum = {p} WHERE plugin = {p}", ("0" * 64, "routeplane"))
+    with pytest.raises(MigrationError, match="routeplane 0001_core"):
+        migrate(store, [])
+
+
+def test_a_failing_migration_is_rolled_back_whole(store: Store) -> None:
+    broken = MigrationItem(1, "half", "CREATE TABLE widgets (id INTEGER);\nINSERT INTO widgets (nope) VALUES (1);",
+                           tables=("widgets",))
+    with pytest.raises(MigrationError, match="widgets 0001_half failed"):
+        migrate(store, [WidgetPlugin([broken])])
+    assert not store.table_exists("widgets")  # the CREATE went with the failed INSERT
+    assert not any(r[0] == "widgets" for r in history(store))
+    assert migrate(store, [WidgetPlugin([WIDGETS_V1])])  # the fixed migration applies cleanly
+
+
+def test_dialect_variant_replaces_the_generic_migration(store: Store) -> None:
+    generic = MigrationItem(1, "w", "CREATE TABLE widgets (id INTEGER, kind VARCHAR(10));", tables=("widgets",))
+    own = MigrationItem(1, "w", "CREATE TABLE widgets (id INTEGER, kind VARCHAR(10), mine INTEGER);",
+                        tables=("widgets",), dialect=store.dialect)
+    other = "mysql"
+    foreign = MigrationItem(2, "w2", "DROP TABLE widgets;", tables=("widgets",), dialect=other)
+    migrate(store, [WidgetPlugin([generic, own, foreign])])
+    store.execute("INSERT INTO widgets (id, kind, mine) VALUES (1, 'a', 2)")  # the variant's column exists
+    assert store.table_exists("widgets")  # the other dialect's DROP did not run
+
+
+def test_concurrent_migrate_runs_do_not_race(store: Store) -> None:
+    plugins = [SpendLogPlugin(store), WidgetPlugin([WIDGETS_V1, WIDGETS_V2])]
+    results: List[Any] = []
+    barrier = threading.Barrier(4)
+
+    def run() -> None:
+        own = Store.from_url(store.url)  # a separate connection per runner, as separate processes would have
+        try:
+            barrier.wait(timeout=10)
+            results.append([m.label for m in migrate(own, plugins)])
+        except Exception as exc:  # pragma: no cover - reported below
+            results.append(exc)
+        finally:
+            own.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(isinstance(r, Exception) for r in results), results
+    applied = sorted(label for r in results for label in r)
+    assert applied == sorted(["routeplane 0001_core", "spend_log 0001_spend_log", "widgets 0001_widgets",
+                              "widgets 0002_widget_colour"])  # each applied exactly once, by one runner
+    assert store.execute("SELECT COUNT(*) FROM widgets") == [(1,)]
+
+
+# --- fork safety ------------------------------------------------------------------
+
+
+def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(store: Store) -> None:
+    migrate(store, [])
+    pid_sql = "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT 1"
+    db = store.database
+    db.connect(reuse_if_open=True)  # the parent holds an open connection across the fork
+    parent_conn = db.connection()
+    parent_backend = db.execute_sql(pid_sql).fetchone()[0]
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            assert store.database is not db
+            backend = store.execute(pid_sql)[0][0]
+            store.execute("INSERT INTO routeplane_meta (name, value, updated_at) VALUES ('child', 'x', 0)")
+            store.close()
+            os.write(write, json.dumps({"backend": backend}).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    _, status = os.waitpid(child, 0)
+    got = json.loads(os.read(read, 1000) or b"{}")
+    os.close(read)
+    assert os.WEXITSTATUS(status) == 0
+    if store.dialect == "postgresql":
+        assert got["backend"] != parent_backend
+    assert store.database is db and db.connection() is parent_conn
+    assert db.execute_sql("SELECT value FROM routeplane_meta WHERE name = 'child'").fetchone()[0] == "x"
+    db.close()
+
+
+# --- spend log ------------------------------------------------------------------
+
+
+def _gateway(store: Store) -> Gateway:
+    migrate(store, [SpendLogPlugin(store)])
+    return Gateway(plugins=[SpendLogPlugin(store)], config=CONFIG)
+
+
+def hand_cost(prompt: str) -> int:
+    """The mock provider: input = ceil(len(prompt)/4) tokens, output = ceil(len("You said: " + prompt)/4)."""
+    tokens_in = max(1, (len(prompt) + 3) // 4)
+    tokens_out = (len("You said: " + prompt) + 3) // 4
+    return tokens_in * int(PRICED["input"]) + tokens_out * int(PRICED["output"])
+
+
+def test_spend_rows_for_success_stream_fallback_failure_and_unknown_price(store: Store) -> None:
+    gw = _gateway(store)
+    ok = gw.chat("hello world", model="priced", user="u1")
+    assert ok.status == 200
+    streamed = gw.chat("stream me please", model="priced", stream=True)
+    assert streamed.status == 200
+    fell_back = gw.chat("fall back", model="fallback")
+    assert fell_back.status == 200
+    failed = gw.chat("no luck", model="broken")
+    assert failed.status >= 500
+    unknown = gw.chat("what does it cost", model="unpriced")
+    assert unknown.status == 200
+
+    rows = {r["request_id"]: r for r in spend_rows(store)}
+    assert len(rows) == 5
+    by_id = {s.request_id: s for s in gw.settlements.items}
+    assert set(rows) == set(by_id)
+    for rid, row in rows.items():
+        s = by_id[rid]
+        assert row["cost_micro_usd"] == s.cost_micro_usd
+        assert row["route"] == s.route and row["outcome"] == s.outcome and row["attempts"] == len(s.attempts)
+        assert bool(row["streamed"]) == s.streamed
+    by_route = {r["route"]: r for r in rows.values()}
+    assert by_route["priced"]["cost_micro_usd"] in (hand_cost("hello world"), hand_cost("stream me please"))
+    costs = sorted(r["cost_micro_usd"] for r in rows.values() if r["route"] == "priced")
+    assert costs == sorted([hand_cost("hello world"), hand_cost("stream me please")])
+    fb = by_route["fallback"]
+    assert fb["cost_micro_usd"] == hand_cost("fall back") and fb["attempts"] == 2 and fb["outcome"] == "success"
+    assert [a["ok"] for a in json.loads(fb["attempts_json"])] == [False, True]
+    assert by_route["broken"]["outcome"] == "upstream_error" and by_route["broken"]["error_type"]
+    assert by_route["unpriced"]["cost_micro_usd"] is None  # unknown price: NULL, never 0
+    assert by_route["unpriced"]["output_tokens"] > 0
+    assert by_route["priced"]["input_tokens"] > 0 and by_route["priced"]["latency_ms"] >= 0
+
+
+def test_client_disconnect_mid_stream_is_recorded_once(store: Store) -> None:
+    gw = _gateway(store)
+    resp = gw.client.post("/v1/chat/completions", buffered=False, json={
+        "model": "priced", "stream": True, "messages": [{"role": "user", "content": "one two three four five six"}]})
+    assert resp.status_code == 200
+    next(iter(resp.response))  # the first chunk, then the client goes away
+    resp.close()
+    rows = spend_rows(store)
+    assert len(rows) == 1 and rows[0]["outcome"] == "client_disconnected" and rows[0]["streamed"]
+
+
+def test_write_is_idempotent_and_carries_no_secret_or_prompt(store: Store) -> None:
+    migrate(store, [SpendLogPlugin(store)])
+    prompt = "my secret prompt text"
+    s = Settlement(
+        request_id="req-1", started_at=1_700_000_000.0, inbound_protocol="openai_chat", route="priced",
+        streamed=False, outcome="success", provider="mock", model="echo", account_id="acct", session_id="sess",
+        usage=Usage(input_tokens=10, cache_read_tokens=5, cache_write_tokens=2, output_tokens=7, reasoning_tokens=3),
+        cost_micro_usd=123, latency_ms=12.5, ttft_ms=3.0,
+        attempts=(Attempt("mock", "fail", "mock", False, 1.0, 503, "UpstreamStatusError", f"echo of {prompt}"),
+                  Attempt("mock", "echo", "mock", True, 2.0, 200)),
+        metadata={"guard": {"prompt": prompt}},
+    )
+    recorder = SpendRecorder(store)
+    row = spend_row(s)
+    recorder.write(row)
+    recorder.write(row)  # a retried write (the first reply was lost) cannot count the request twice
+    rows = spend_rows(store)
+    assert len(rows) == 1
+    row = rows[0]
+    # A client may reuse an x-request-id; the second request is still a row of its own.
+    recorder.record(s)
+    assert len(spend_rows(store)) == 2
+    assert (row["input_tokens"], row["cache_read_tokens"], row["cache_write_tokens"], row["output_tokens"],
+            row["reasoning_tokens"]) == (10, 5, 2, 7, 3)
+    assert row["account_id"] == "acct" and row["session_id"] == "sess" and row["ttft_ms"] == 3.0
+    dumped = json.dumps(row, default=str)
+    assert prompt not in dumped and "sk-" not in dumped
+
+
+def test_cost_matches_hand_computation_for_every_bucket() -> None:
+    usage = Usage(input_tokens=1000, cache_read_tokens=2000, cache_write_tokens=300, output_tokens=400,
+                  reasoning_tokens=50)
+    prices = Prices(input=3.0, cache_read=0.3, cache_write=3.75, output=15.0, reasoning=15.0)
+    assert cost_micro_usd(usage, prices) == 1000 * 3 + 2000 * 0.3 + 300 * 3.75 + 400 * 15 + 50 * 15
+    assert cost_micro_usd(usage, Prices(input=3.0)) is None  # output used but unpriced → unknown
+    assert cost_micro_usd(Usage(input_tokens=10), Prices(input=3.0)) == 30
+
+
+def test_spend_totals_by_account_model_provider(store: Store) -> None:
+    migrate(store, [SpendLogPlugin(store)])
+    recorder = SpendRecorder(store)
+
+    def settle(rid: str, account: str, provider: str, model: str, cost: Any, outcome: str = "success") -> None:
+        recorder.record(Settlement(rid, 1_700_000_100.0, "openai_chat", "r", False, outcome, provider=provider,
+                                   model=model, account_id=account, usage=Usage(input_tokens=10, output_tokens=5),
+                                   cost_micro_usd=cost))
+
+    settle("a", "alice", "p1", "m1", 100)
+    settle("b", "alice", "p2", "m2", 50)
+    settle("c", "bob", "p1", "m1", None)
+    settle("d", "bob", "p1", "m1", 0, outcome="upstream_error")
+    totals = {t.key: t for t in spend_totals(store, 1_700_000_000.0, 1_700_000_200.0, "account")}
+    assert (totals["alice"].requests, totals["alice"].cost_micro_usd, totals["alice"].unpriced) == (2, 150, 0)
+    assert (totals["bob"].requests, totals["bob"].cost_micro_usd, totals["bob"].unpriced, totals["bob"].failed) == \
+        (2, 0, 1, 1)
+    assert totals["alice"].input_tokens == 20 and totals["alice"].output_tokens == 10
+    by_provider = {t.key: t.cost_micro_usd for t in spend_totals(store, 1_700_000_000.0, 1_700_000_200.0, "provider")}
+    assert by_provider == {"p1": 100, "p2": 50}
+    by_model = [t.key for t in spend_totals(store, 1_700_000_000.0, 1_700_000_200.0, "model")]
+    assert by_model == ["m1", "m2"]
+    assert spend_totals(store, 1_700_000_150.0, 1_700_000_200.0, "account") == []  # outside the window
+
+
+def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: pytest.CaptureFixture) -> None:
+    from routeplane.cli import main
+
+    import yaml
+
+    config = tmp_path / "routeplane.yaml"
+    config.write_text(yaml.safe_dump(dict(CONFIG, database={"url": store.url})))
+    assert main(["migrate", "--config", str(config)]) == 0
+    assert "up to date (2 migrations, 2 applied now)" in capsys.readouterr().out
+    assert main(["migrate", "--config", str(config), "--status"]) == 0
+    status = capsys.readouterr().out
+    assert "routeplane        1  applied  core" in status and "spend_log         1  applied  spend_log" in status
+    SpendRecorder(store).record(Settlement("x", __import__("time").time(), "openai_chat", "r", False, "success",
+                                           provider="mock", model="echo", account_id="acct", cost_micro_usd=2_500_000,
+                                           usage=Usage(input_tokens=1)))
+    assert main(["spend", "--config", str(config), "--by", "provider", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"][0]["key"] == "mock" and out["total"]["cost_usd"] == 2.5 and out["total"]["requests"] == 1
+    assert main(["spend", "--config", str(config), "--since", "7d"]) == 0
+    table = capsys.readouterr().out
+    assert "acct" in table and "2.500000" in table
+    store.execute(f"UPDATE {HISTORY} SET checksum = 'x' WHERE plugin = 'spend_log'")
+    assert main(["migrate", "--config", str(config), "--status"]) == 1
+    assert "changed" in capsys.readouterr().out
+    assert main(["migrate", "--config", str(config)]) == 1
+    assert "changed since they ran" in capsys.readouterr().err
