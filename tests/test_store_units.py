@@ -1,0 +1,181 @@
+"""Store pieces without a server: database URLs, SQL splitting and table checks, shipped SQL files, app wiring."""
+
+from __future__ import annotations
+
+import filecmp
+import os
+from typing import Any
+
+import pytest
+
+from routeplane.app import build_app
+from routeplane.config import DEFAULT_CONFIG, parse_config
+from routeplane.store import DatabaseURL, Store, StoreError, redact
+from routeplane.store.commands import parse_when
+from routeplane.store.migrations import SQL_DIR, core_migrations
+from routeplane.store.spend_log import SpendLogPlugin
+from routeplane.store.sqltext import SQLCheckError, check_tables, split_statements, written_tables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- URLs -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, dialect, database", [
+    ("sqlite:///routeplane.db", "sqlite", "routeplane.db"),
+    ("sqlite:///data/rp.db", "sqlite", "data/rp.db"),
+    ("sqlite:////var/lib/rp.db", "sqlite", "/var/lib/rp.db"),
+    ("sqlite:///:memory:", "sqlite", ":memory:"),
+    ("postgresql://u:p%40ss@db.example:6543/rp", "postgresql", "rp"),
+    ("postgres://u@db/rp?sslmode=require", "postgresql", "rp"),
+    ("mysql://u:pw@127.0.0.1/rp", "mysql", "rp"),
+])
+def test_database_urls(url: str, dialect: str, database: str) -> None:
+    parsed = DatabaseURL.parse(url)
+    assert (parsed.dialect, parsed.database) == (dialect, database)
+
+
+def test_postgres_url_parts_and_redaction() -> None:
+    parsed = DatabaseURL.parse("postgresql://app:s3cr%40t@db.example:6543/rp?sslmode=require&max_connections=8")
+    assert (parsed.host, parsed.port, parsed.user, parsed.password) == ("db.example", 6543, "app", "s3cr@t")
+    assert dict(parsed.options) == {"sslmode": "require", "max_connections": "8"}
+    assert "s3cr" not in repr(parsed)
+    store = Store.from_url("postgresql://app:s3cr%40t@db.example:6543/rp")
+    assert "s3cr" not in repr(store) and "s3cr" not in store.display_url
+    assert redact("postgresql://app:pw@h/db") == "postgresql://app:***@h/db"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("routeplane.db", "no scheme"),
+    ("sqlite://relative.db", "sqlite:///relative/path"),
+    ("oracle://u:pw@h/db", "unsupported scheme"),
+    ("postgresql://u:topsecret@h/", "names no database"),
+])
+def test_bad_database_urls_say_what_to_write_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(StoreError, match=message) as info:
+        DatabaseURL.parse(url)
+    assert "topsecret" not in str(info.value)
+
+
+def test_sqlite_store_uses_wal_busy_timeout_and_normal_sync(tmp_path: Any) -> None:
+    store = Store.from_url(f"sqlite:///{tmp_path}/x.db")
+    assert store.execute("PRAGMA journal_mode") == [("wal",)]
+    assert store.execute("PRAGMA busy_timeout") == [(10000,)]
+    assert store.execute("PRAGMA synchronous") == [(1,)]  # NORMAL
+    assert store.database.is_closed()  # each use returns its connection
+    store.close()
+
+
+def test_memory_store_keeps_its_connection(tmp_path: Any) -> None:
+    store = Store.from_url("sqlite:///:memory:")
+    store.execute("CREATE TABLE t (x INTEGER)")
+    store.execute("INSERT INTO t VALUES (1)")
+    assert store.execute("SELECT x FROM t") == [(1,)]
+    store.database.close()
+
+
+# --- SQL text ---------------------------------------------------------------------
+
+
+def test_split_respects_strings_comments_and_dollar_quotes() -> None:
+    sql = """
+    -- a comment; with a semicolon
+    CREATE TABLE a (x TEXT DEFAULT 'semi;colon');
+    /* block; comment */ INSERT INTO a VALUES ('it''s; fine');
+    CREATE FUNCTION f() RETURNS int AS $body$ SELECT 1; $body$ LANGUAGE sql
+    """
+    parts = split_statements(sql)
+    assert len(parts) == 3
+    assert parts[0][1] == "CREATE TABLE a (x TEXT DEFAULT '')"
+    assert parts[1][0].endswith("VALUES ('it''s; fine')")
+    assert parts[2][1].startswith("CREATE FUNCTION f()")
+
+
+@pytest.mark.parametrize("sql, kind, tables", [
+    ("CREATE TABLE IF NOT EXISTS w (x int)", "create table", ["w"]),
+    ('CREATE TABLE "W" (x int)', "create table", ["w"]),
+    ("CREATE UNIQUE INDEX w_x ON w (x)", "create index", ["w"]),
+    ("CREATE INDEX ON public.w (x)", "create index", ["public.w"]),
+    ("ALTER TABLE w ADD COLUMN y int", "alter table", ["w"]),
+    ("ALTER TABLE w RENAME TO w2", "alter table", ["w", "w2"]),
+    ("DROP TABLE IF EXISTS w, w2", "drop table", ["w", "w2"]),
+    ("DROP INDEX w_x ON w", "drop index", ["w"]),
+    ("INSERT OR IGNORE INTO w VALUES (1)", "insert", ["w"]),
+    ("UPDATE w SET x = 1 WHERE x IN (SELECT x FROM other)", "update", ["w"]),
+    ("DELETE FROM w", "delete", ["w"]),
+    ("TRUNCATE TABLE w", "truncate", ["w"]),
+])
+def test_written_tables(sql: str, kind: str, tables: list) -> None:
+    assert written_tables(split_statements(sql)[0][1]) == (kind, tables)
+
+
+@pytest.mark.parametrize("sql", [
+    "PRAGMA writable_schema = 1", "ATTACH DATABASE 'x.db' AS x", "WITH d AS (SELECT 1) DELETE FROM spend_log",
+    "SELECT setval('spend_log_id_seq', 1)", "DO $$ BEGIN DELETE FROM spend_log; END $$", "GRANT ALL ON w TO public",
+    "CREATE TRIGGER t AFTER INSERT ON w BEGIN SELECT 1; END",
+])
+def test_statements_with_unknowable_targets_are_refused(sql: str) -> None:
+    with pytest.raises(SQLCheckError, match="not allowed"):
+        check_tables(sql, ("w",))
+
+
+def test_drop_index_must_name_a_declared_tables_index() -> None:
+    check_tables("DROP INDEX w_x", ("w",))
+    with pytest.raises(SQLCheckError, match="index name must start"):
+        check_tables("DROP INDEX spend_log_started_at", ("w",))
+
+
+# --- shipped SQL -------------------------------------------------------------------
+
+
+def test_packaged_sql_mirrors_the_top_level_sql_directory() -> None:
+    """Canonical migrations live in sql/; routeplane/sql/ is the copy an installed package reads."""
+    top = os.path.join(ROOT, "sql")
+    assert os.path.realpath(SQL_DIR) == os.path.join(ROOT, "routeplane", "sql")
+
+    def tree(base: str) -> list:
+        return sorted(os.path.relpath(os.path.join(d, f), base) for d, _, fs in os.walk(base) for f in fs
+                      if f.endswith(".sql"))
+
+    assert tree(top) == tree(SQL_DIR), "copy sql/ to routeplane/sql/ (cp -r sql/. routeplane/sql/)"
+    for rel in tree(top):
+        assert filecmp.cmp(os.path.join(top, rel), os.path.join(SQL_DIR, rel), shallow=False), rel
+
+
+def test_core_migrations_prefer_a_dialect_file(tmp_path: Any) -> None:
+    (tmp_path / "postgresql").mkdir()
+    (tmp_path / "0001_core.sql").write_text("CREATE TABLE a (x INTEGER);")
+    (tmp_path / "0002_more.sql").write_text("CREATE TABLE b (x INTEGER);")
+    (tmp_path / "postgresql" / "0002_more.sql").write_text("CREATE TABLE b (x BIGINT);")
+    (tmp_path / "README").write_text("not a migration")
+    assert [(m.version, m.name, m.sql) for m in core_migrations("postgresql", str(tmp_path))] == [
+        (1, "core", "CREATE TABLE a (x INTEGER);"), (2, "more", "CREATE TABLE b (x BIGINT);")]
+    assert core_migrations("sqlite", str(tmp_path))[1].sql == "CREATE TABLE b (x INTEGER);"
+
+
+# --- wiring ----------------------------------------------------------------------
+
+
+def test_build_app_installs_the_spend_log_without_connecting(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/lazy.db"
+    app = build_app(parse_config(dict(DEFAULT_CONFIG, database={"url": url})))
+    assert app.store is not None and app.store.url == url
+    assert any(isinstance(p, SpendLogPlugin) for p in app.plugins)
+    assert not os.path.exists(tmp_path / "lazy.db")  # nothing opened until a write
+
+
+def test_spend_log_can_be_switched_off_and_no_url_means_no_store() -> None:
+    off = build_app(parse_config(dict(DEFAULT_CONFIG, database={"url": "sqlite:///:memory:"},
+                                      plugins={"spend_log": {"enabled": False}})))
+    assert off.store is not None and not any(isinstance(p, SpendLogPlugin) for p in off.plugins)
+    none = build_app(parse_config(dict(DEFAULT_CONFIG, database={"url": ""})))
+    assert none.store is None and not any(isinstance(p, SpendLogPlugin) for p in none.plugins)
+
+
+def test_parse_when() -> None:
+    assert parse_when("24h", now=100000.0) == 100000.0 - 86400
+    assert parse_when("30m", now=10000.0) == 10000.0 - 1800
+    assert parse_when("2026-11-01T00:00") == 1793491200.0
+    with pytest.raises(ValueError, match="neither a duration"):
+        parse_when("yesterday")
