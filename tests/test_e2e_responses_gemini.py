@@ -1,0 +1,236 @@
+"""E2E under gunicorn: the official openai Responses and google-genai clients against upstreams of every other wire."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Dict, Iterator, List
+
+import pytest
+import requests
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from openai import BadRequestError, OpenAI
+
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream, Reply
+from tests.support.wires import CACHED, INPUT, OUTPUT, weather_upstream
+
+pytestmark = pytest.mark.e2e
+
+WIRES = ("openai_chat", "anthropic_messages", "openai_responses", "gemini")
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"],
+                  "additionalProperties": False}
+
+
+@pytest.fixture(scope="module")
+def upstream_all() -> Iterator[FakeUpstream]:
+    up = FakeUpstream().start()
+    up.default = weather_upstream
+    yield up
+    up.stop()
+
+
+@pytest.fixture(scope="module")
+def gateway(upstream_all: FakeUpstream) -> Iterator[GatewayProcess]:
+    base = {"openai_chat": upstream_all.url + "/v1", "anthropic_messages": upstream_all.url,
+            "openai_responses": upstream_all.url + "/v1", "gemini": upstream_all.url}
+    config = {
+        "providers": {f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}-secret"} for w in WIRES},
+        "models": {f"via-{w}": {"targets": [{"provider": f"up_{w}", "model": f"up-{w}"}]} for w in WIRES},
+    }
+    gw = GatewayProcess(config).start()
+    yield gw
+    gw.stop()
+
+
+def _last_request(up: FakeUpstream, wire: str) -> Dict[str, Any]:
+    marker = {"openai_chat": "/chat/completions", "anthropic_messages": "/v1/messages",
+              "openai_responses": "/v1/responses", "gemini": "Content"}[wire]
+    return [r for r in up.requests if marker in r.path][-1]
+
+
+# --- OpenAI Responses client -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def oai(gateway: GatewayProcess) -> Iterator[OpenAI]:
+    client = OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0)
+    yield client
+    client.close()
+
+
+RESP_TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA,
+               "strict": True}]
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_responses_create_text(oai: OpenAI, wire: str) -> None:
+    r = oai.responses.create(model=f"via-{wire}", input="hi", instructions="Be terse.")
+    assert r.status == "completed"
+    assert r.output_text == f"Hello from {wire}."
+    assert r.usage.input_tokens == INPUT
+    assert r.usage.input_tokens_details.cached_tokens == CACHED
+    assert r.usage.output_tokens == OUTPUT
+    assert r.usage.total_tokens == INPUT + OUTPUT
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_responses_stream_text(oai: OpenAI, wire: str) -> None:
+    deltas: List[str] = []
+    seqs: List[int] = []
+    with oai.responses.stream(model=f"via-{wire}", input="hi") as stream:
+        for event in stream:
+            seqs.append(event.sequence_number)
+            if event.type == "response.output_text.delta":
+                deltas.append(event.delta)
+        final = stream.get_final_response()
+    assert "".join(deltas) == f"Hello from {wire}."
+    assert seqs == list(range(len(seqs)))
+    assert final.output_text == f"Hello from {wire}."
+    assert final.usage.input_tokens == INPUT and final.usage.output_tokens == OUTPUT
+    assert final.usage.input_tokens_details.cached_tokens == CACHED
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("wire", WIRES)
+def test_responses_function_call_round_trip(oai: OpenAI, upstream_all: FakeUpstream, wire: str, stream: bool) -> None:
+    history: List[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        with oai.responses.stream(model=f"via-{wire}", input=history, tools=RESP_TOOLS) as s:
+            first = s.get_final_response()
+    else:
+        first = oai.responses.create(model=f"via-{wire}", input=history, tools=RESP_TOOLS)
+    calls = [o for o in first.output if o.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert json.loads(calls[0].arguments) == {"city": "Paris"}
+    history += [o.model_dump(exclude_none=True) for o in first.output]
+    history.append({"type": "function_call_output", "call_id": calls[0].call_id, "output": "18C"})
+    second = oai.responses.create(model=f"via-{wire}", input=history, tools=RESP_TOOLS)
+    assert second.output_text == "It is 18C."
+    sent = _last_request(upstream_all, wire).json
+    # The upstream saw the call and its result paired, in its own dialect.
+    assert "18C" in json.dumps(sent) and "get_weather" in json.dumps(sent)
+
+
+def test_responses_previous_response_id_is_a_clear_400(oai: OpenAI) -> None:
+    with pytest.raises(BadRequestError) as exc:
+        oai.responses.create(model="via-openai_chat", input="more", previous_response_id="resp_123")
+    assert "stateless" in exc.value.message
+    assert exc.value.body["param"] == "previous_response_id"
+
+
+# --- google-genai client -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gclient(gateway: GatewayProcess) -> genai.Client:
+    return genai.Client(api_key="client-key", http_options=types.HttpOptions(base_url=gateway.url))
+
+
+GE_TOOLS = [types.Tool(function_declarations=[types.FunctionDeclaration(
+    name="get_weather", description="Weather", parameters_json_schema=WEATHER_SCHEMA)])]
+NO_AFC = types.AutomaticFunctionCallingConfig(disable=True)
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_genai_generate_content_text(gclient: genai.Client, upstream_all: FakeUpstream, wire: str) -> None:
+    r = gclient.models.generate_content(model=f"via-{wire}", contents="hi",
+                                        config=types.GenerateContentConfig(system_instruction="Be terse.",
+                                                                           max_output_tokens=64))
+    assert r.text == f"Hello from {wire}."
+    assert r.candidates[0].finish_reason == types.FinishReason.STOP
+    assert r.usage_metadata.prompt_token_count == INPUT
+    assert r.usage_metadata.cached_content_token_count == CACHED
+    assert r.usage_metadata.candidates_token_count == OUTPUT
+    assert r.usage_metadata.total_token_count == INPUT + OUTPUT
+    sent = json.dumps(_last_request(upstream_all, wire).json)
+    assert "Be terse." in sent
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_genai_generate_content_stream_text(gclient: genai.Client, wire: str) -> None:
+    chunks = list(gclient.models.generate_content_stream(model=f"via-{wire}", contents="hi"))
+    assert "".join(c.text or "" for c in chunks) == f"Hello from {wire}."
+    assert chunks[-1].candidates[0].finish_reason == types.FinishReason.STOP
+    usage = chunks[-1].usage_metadata
+    assert usage.prompt_token_count == INPUT and usage.candidates_token_count == OUTPUT
+    assert usage.cached_content_token_count == CACHED
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("wire", WIRES)
+def test_genai_function_call_round_trip(gclient: genai.Client, upstream_all: FakeUpstream, wire: str,
+                                        stream: bool) -> None:
+    config = types.GenerateContentConfig(tools=GE_TOOLS, automatic_function_calling=NO_AFC)
+    contents: List[Any] = [types.Content(role="user", parts=[types.Part(text="Weather in Paris?")])]
+    if stream:
+        chunks = list(gclient.models.generate_content_stream(model=f"via-{wire}", contents=contents, config=config))
+        model_parts = [p for c in chunks for p in (c.candidates[0].content.parts or []) if c.candidates]
+        model_turn = types.Content(role="model", parts=model_parts)
+    else:
+        r = gclient.models.generate_content(model=f"via-{wire}", contents=contents, config=config)
+        model_turn = r.candidates[0].content
+    calls = [p.function_call for p in model_turn.parts if p.function_call]
+    assert len(calls) == 1 and calls[0].name == "get_weather" and calls[0].args == {"city": "Paris"}
+    contents += [model_turn, types.Content(role="user", parts=[types.Part(function_response=types.FunctionResponse(
+        id=calls[0].id, name="get_weather", response={"output": "18C"}))])]
+    r2 = gclient.models.generate_content(model=f"via-{wire}", contents=contents, config=config)
+    assert r2.text == "It is 18C."
+    sent = _last_request(upstream_all, wire).json
+    assert "18C" in json.dumps(sent)
+    if wire == "gemini":
+        # Gemini gave no id: none is invented on its own wire, and the response goes back without one.
+        assert calls[0].id is None
+        fr = sent["contents"][-1]["parts"][0]["functionResponse"]
+        assert "id" not in fr and fr["name"] == "get_weather"
+
+
+def test_genai_errors_are_google_shaped(gclient: genai.Client, gateway: GatewayProcess) -> None:
+    with pytest.raises(genai_errors.ClientError) as exc:
+        gclient.models.generate_content(model="no-such-model", contents="hi")
+    assert exc.value.code == 404 and exc.value.status == "NOT_FOUND"
+    r = requests.post(gateway.url + "/v1beta/models/via-gemini:generateContent?key=k", data=b"{not json",
+                      headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400
+    assert r.json()["error"]["status"] == "INVALID_ARGUMENT" and r.json()["error"]["code"] == 400
+
+
+def test_gemini_stream_frames_are_only_data_lines(gateway: GatewayProcess) -> None:
+    """google-genai breaks on `event:` lines and comments: the stream must be `data:` lines only."""
+    with requests.post(gateway.url + "/v1beta/models/via-anthropic_messages:streamGenerateContent?alt=sse",
+                       json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+                       headers={"x-goog-api-key": "k"}, stream=True, timeout=10) as r:
+        body = r.content.decode()
+    lines = [line for line in body.replace("\r\n", "\n").split("\n") if line]
+    assert lines and all(line.startswith("data: {") for line in lines)
+
+
+def test_gemini_upstream_cut_without_finish_reason_is_an_error(gateway: GatewayProcess,
+                                                               upstream_all: FakeUpstream) -> None:
+    from tests.support.wires import gemini_sse
+
+    upstream_all.enqueue(gemini_sse([{"candidates": [{"content": {"role": "model", "parts": [{"text": "Hel"}]},
+                                                      "index": 0}]}]))
+    client = OpenAI(base_url=gateway.url + "/v1", api_key="k", max_retries=0)
+    try:
+        events = list(client.responses.create(model="via-gemini", input="hi", stream=True))
+    finally:
+        client.close()
+    kinds = [e.type for e in events]
+    assert "response.completed" not in kinds
+    assert kinds[-2:] == ["error", "response.failed"]
+
+
+def test_upstream_key_goes_in_the_gemini_header(upstream_all: FakeUpstream, gclient: genai.Client) -> None:
+    gclient.models.generate_content(model="via-gemini", contents="hi")
+    req = _last_request(upstream_all, "gemini")
+    assert req.headers["x-goog-api-key"] == "sk-up-gemini-secret"
+    assert req.path == "/v1beta/models/up-gemini:generateContent"
+    upstream_all.enqueue(Reply.json({"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT",
+                                               "details": [{"reason": "API_KEY_INVALID"}]}}, 400))
+    with pytest.raises(genai_errors.APIError) as exc:
+        gclient.models.generate_content(model="via-gemini", contents="hi")
+    # The gateway's own provider key is wrong: not the client's fault, and never echoed.
+    assert exc.value.code == 502
+    assert "sk-up" not in str(exc.value)
