@@ -121,8 +121,11 @@ class BudgetHook(PreRequestHook):
                                                     code="budget_unavailable"))
             return HookDecision.allow()
         try:
-            over = plugin.store().admit(entry_id, identity.account_id, identity.session_id, amount, rules, now,
-                                        plugin.settings.reservation_ttl_seconds)
+            ttl = plugin.settings.reservation_ttl_seconds
+            if getattr(ctx, "dry_run", False):  # explain: decide, but reserve nothing
+                over = plugin.store().over_budget(rules, now, ttl)
+            else:
+                over = plugin.store().admit(entry_id, identity.account_id, identity.session_id, amount, rules, now, ttl)
         except Exception:
             log.exception("budget check failed for request %s", ctx.request_id)
             if plugin.settings.fail_closed:
@@ -137,7 +140,9 @@ class BudgetHook(PreRequestHook):
                 f"micro-USD{window}.", 402, code="budget_exhausted"))
         # The settlement carries plugin metadata, so the recorder finds its ledger entry there.
         meta = ctx.plugin_metadata(BUDGET_ID)
-        meta["entry_id"], meta["reserved_micro_usd"] = entry_id, amount
+        meta["reserved_micro_usd"] = amount
+        if not getattr(ctx, "dry_run", False):
+            meta["entry_id"] = entry_id
         return HookDecision.allow()
 
 

@@ -177,6 +177,15 @@ class AuthStore:
             db.execute_sql(insert, (entry_id, account_id, session_id, amount, PENDING, now)).close()
         return None
 
+    def over_budget(self, rules: Sequence[BudgetRule], now: float, ttl: float) -> Optional[Tuple[BudgetRule, int]]:
+        """The first rule already at its limit, read-only (for dry runs)."""
+        with self.store.connection() as db:
+            for rule in rules:
+                used = self.used(db, rule, now, ttl)
+                if used >= rule.limit_micro_usd:
+                    return rule, used
+        return None
+
     def settle(self, entry_id: str, amount: Optional[int]) -> None:
         """The actual cost replaces the reservation; an unknown cost keeps the reservation, marked unknown."""
         if amount is None:
