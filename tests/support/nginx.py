@@ -9,7 +9,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
@@ -32,10 +32,12 @@ class NginxProcess:
     """`NginxProcess(http_block_text).start()`: every path (pid, logs, temp) lives in a private temp dir.
 
     `http_body` is the text inside `http { }`; `{port}` in it is replaced by the
-    port nginx should listen on (`self.port`), `{dir}` by the temp dir.
+    port nginx should listen on (`self.port`), `{dir}` by the temp dir; `files`
+    (name → text) are written under `{dir}/files/` first.
     """
 
-    def __init__(self, http_body: str, *, worker_processes: int = 1, port: Optional[int] = None) -> None:
+    def __init__(self, http_body: str, *, worker_processes: int = 1, port: Optional[int] = None,
+                 files: Optional[Dict[str, str]] = None) -> None:
         binary = nginx_binary()
         if binary is None:
             raise RuntimeError("nginx is not installed (scripts/test-services installs it from Debian's packages)")
@@ -47,6 +49,11 @@ class NginxProcess:
         os.chmod(self.dir, 0o755)
         self.http_body = http_body.replace("{port}", str(self.port)).replace("{dir}", self.dir)
         self.worker_processes = worker_processes
+        for name, text in (files or {}).items():  # static files under {dir}/files/
+            path = os.path.join(self.dir, "files", name)
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            with open(path, "w") as fh:
+                fh.write(text)
         self.proc: Optional[subprocess.Popen] = None
         self.conf_path = os.path.join(self.dir, "nginx.conf")
         self.error_log = os.path.join(self.dir, "error.log")

@@ -1,0 +1,366 @@
+"""`make bench`: the same load against a local mock upstream directly and through routeplane under gunicorn; one table.
+
+    python bench/run.py                 # the table (about 3 minutes)
+    python bench/run.py --quick         # shorter runs
+    python bench/run.py --soak          # 100k requests, RSS at start and end
+    python bench/run.py --profile       # cProfile of the in-process hot path
+    python bench/run.py --streams-only  # only the many-open-streams case
+
+Everything listens on 127.0.0.1 (free ports) and every run is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench import load  # noqa: E402
+from bench.mock_upstream import canned_files, nginx_http_body  # noqa: E402
+from tests.support.gateway import GatewayProcess, free_port  # noqa: E402
+from tests.support.nginx import NginxProcess  # noqa: E402
+
+SHORT_CHUNKS, LONG_CHUNKS = 20, 500
+PACED_TTFB = (5, 10)  # chunks, ms between chunks: the TTFB case
+PACED_MANY = (20, 100)  # 2-second streams: the many-open-streams case
+
+
+def has_anthropic() -> bool:
+    from routeplane.protocols import provider_codecs
+
+    return "anthropic_messages" in provider_codecs()
+
+
+def gateway_config(nginx_url: str, paced_url: str, anthropic: bool) -> Dict[str, Any]:
+    def openai(path: str) -> Dict[str, Any]:
+        return {"protocol": "openai_chat", "base_url": f"{nginx_url}/{path}/v1", "api_key": "sk-bench-upstream"}
+
+    providers: Dict[str, Any] = {
+        "up_json": openai("json"), "up_sse": openai("sse"), "up_sselong": openai("sselong"),
+        "up_paced_ttfb": {"protocol": "openai_chat", "api_key": "sk-bench-upstream",
+                          "base_url": f"{paced_url}/paced/{PACED_TTFB[0]}/{PACED_TTFB[1]}/v1"},
+        "up_paced_many": {"protocol": "openai_chat", "api_key": "sk-bench-upstream",
+                          "base_url": f"{paced_url}/paced/{PACED_MANY[0]}/{PACED_MANY[1]}/v1"},
+    }
+    if anthropic:
+        for name in ("anthropic", "anthropic-sse", "anthropic-sselong"):
+            providers["up_" + name.replace("-", "_")] = {
+                "protocol": "anthropic_messages", "base_url": f"{nginx_url}/{name}/v1", "api_key": "sk-ant-bench"}
+    models = {f"m-{pid[3:]}": {"targets": [{"provider": pid, "model": "bench-model"}]} for pid in providers}
+    return {"server": {"log_level": "warning"}, "providers": providers, "models": models}
+
+
+def body(model: str, stream: bool) -> str:
+    return json.dumps({"model": model, "stream": stream, "max_tokens": 64,
+                       "messages": [{"role": "system", "content": "You are a helpful assistant."},
+                                    {"role": "user", "content": "Say hello in one short sentence."}]})
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.duration = 2.0 if args.quick else args.duration
+        self.rows: List[List[str]] = []
+        self.notes: List[str] = []
+        self.targets_report: List[str] = []
+        self.nginx: Optional[NginxProcess] = None
+        self.paced: Optional[subprocess.Popen] = None
+        self.paced_url = ""
+        self.gw: Optional[GatewayProcess] = None
+        self.anthropic = has_anthropic()
+
+    # --- processes -----------------------------------------------------------
+
+    def start_upstreams(self) -> None:
+        self.nginx = NginxProcess(nginx_http_body(), worker_processes=1,
+                                  files=canned_files(SHORT_CHUNKS, LONG_CHUNKS)).start()
+        port = free_port()
+        self.paced = subprocess.Popen([sys.executable, os.path.join(ROOT, "bench", "paced_upstream.py"), str(port)],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        assert self.paced.stdout is not None
+        if self.paced.stdout.readline().strip() != "ready":
+            raise RuntimeError("the paced upstream did not start")
+        self.paced_url = f"http://127.0.0.1:{port}"
+
+    def start_gateway(self, workers: int, threads: int) -> GatewayProcess:
+        self.stop_gateway()
+        assert self.nginx is not None
+        cfg = gateway_config(self.nginx.url, self.paced_url, self.anthropic)
+        self.gw = GatewayProcess(cfg, workers=workers, threads=threads,
+                                 env={"ROUTEPLANE_MAX_REQUESTS": "0"}).start(timeout=60)
+        return self.gw
+
+    def stop_gateway(self) -> None:
+        if self.gw is not None:
+            self.gw.stop()
+            self.gw = None
+
+    def stop(self) -> None:
+        self.stop_gateway()
+        if self.paced is not None:
+            self.paced.terminate()
+            try:
+                self.paced.wait(10)
+            except subprocess.TimeoutExpired:
+                self.paced.kill()
+                self.paced.wait()
+            if self.paced.stdout:
+                self.paced.stdout.close()
+        if self.nginx is not None:
+            self.nginx.stop()
+
+    def gw_pids(self) -> List[int]:
+        assert self.gw is not None and self.gw.proc is not None
+        return [self.gw.proc.pid] + load.children_of(self.gw.proc.pid)
+
+    def worker_rss(self) -> List[float]:
+        assert self.gw is not None and self.gw.proc is not None
+        return [load.rss_mb(p) for p in load.children_of(self.gw.proc.pid)]
+
+    # --- measurements --------------------------------------------------------
+
+    def warm(self, url: str, payload: str) -> None:
+        load.wrk(url, payload, conns=4, duration=1)
+
+    def wrk_pair(self, label: str, direct_path: str, model: str, stream: bool, conns: int,
+                 threads: int = 1) -> Tuple[load.WrkResult, load.WrkResult]:
+        assert self.nginx is not None and self.gw is not None
+        direct_body, gw_body = body("bench-model", stream), body(model, stream)
+        direct_url = f"{self.nginx.url}/{direct_path}/v1/chat/completions"
+        gw_url = self.gw.url + "/v1/chat/completions"
+        self.warm(gw_url, gw_body)
+        d = load.wrk(direct_url, direct_body, conns=conns, threads=threads, duration=self.duration,
+                     cpu_pids=self.nginx.pids())
+        g = load.wrk(gw_url, gw_body, conns=conns, threads=threads, duration=self.duration, cpu_pids=self.gw_pids())
+        self.add_row(label, d, g)
+        return d, g
+
+    def add_row(self, label: str, d: load.WrkResult, g: load.WrkResult) -> None:
+        rss = max(self.worker_rss() or [0.0])
+        self.rows.append([label, "direct", f"{d.rps:,.0f}", f"{d.p50_ms:.2f}", f"{d.p99_ms:.2f}",
+                          _f(d.cpu_ms_per_req, 3), "-", "", "", str(d.errors)])
+        self.rows.append([label, "routeplane", f"{g.rps:,.0f}", f"{g.p50_ms:.2f}", f"{g.p99_ms:.2f}",
+                          _f(g.cpu_ms_per_req, 3), f"{rss:.1f}", f"{g.rps / d.rps:.2f}x" if d.rps else "-",
+                          f"+{g.p50_ms - d.p50_ms:.2f}", str(g.errors)])
+
+    def ttfb_pair(self, label: str, direct_url: str, gw_url: str, model: str, n: int) -> Tuple[Any, Any]:
+        d = load.streams(direct_url, body("bench-model", True).encode(), concurrency=1, total=n)
+        g = load.streams(gw_url, body(model, True).encode(), concurrency=1, total=n, cpu_pids=self.gw_pids())
+        for who, s in (("direct", d), ("routeplane", g)):
+            extra = f"+{g.ttfb_p50 - d.ttfb_p50:.2f}" if who == "routeplane" else ""
+            self.rows.append([label, who, "-", f"{s.ttfb_p50:.2f}", f"{s.ttfb_p99:.2f}",
+                              _f(s.cpu_ms_per_req, 3), "-", "", extra, str(len(s.errors))])
+        return d, g
+
+    def run_table(self) -> None:
+        c_hi = 16
+        gw = self.start_gateway(workers=2, threads=self.args.threads)
+        rss_start = self.worker_rss()
+        j1 = self.wrk_pair("openai json c=1", "json", "m-json", False, 1)
+        self.wrk_pair(f"openai json c={c_hi}", "json", "m-json", False, c_hi, threads=2)
+        s1 = self.wrk_pair(f"openai sse {SHORT_CHUNKS} chunks c=1 (whole)", "sse", "m-sse", True, 1)
+        sl = self.wrk_pair(f"openai sse {LONG_CHUNKS} chunks c=4 (whole)", "sselong", "m-sselong", True, 4, 2)
+        per_chunk = _per_chunk_us(s1[1], sl[1])
+        assert self.nginx is not None
+        paced = f"{self.paced_url}/paced/{PACED_TTFB[0]}/{PACED_TTFB[1]}/v1/chat/completions"
+        n_ttfb = 60 if self.args.quick else 150
+        td, tg = self.ttfb_pair(f"openai sse TTFB c=1 (paced {PACED_TTFB[0]}x{PACED_TTFB[1]}ms)", paced,
+                                gw.url + "/v1/chat/completions", "m-paced_ttfb", n_ttfb)
+        cross = None
+        if self.anthropic:
+            cross = self.wrk_pair("cross-wire json c=1 (openai in, anthropic out)", "anthropic", "m-anthropic",
+                                  False, 1)
+            self.wrk_pair(f"cross-wire json c={c_hi}", "anthropic", "m-anthropic", False, c_hi, threads=2)
+            cs1 = self.wrk_pair(f"cross-wire sse {SHORT_CHUNKS} chunks c=1", "anthropic-sse", "m-anthropic_sse",
+                                True, 1)
+            csl = self.wrk_pair(f"cross-wire sse {LONG_CHUNKS} chunks c=4", "anthropic-sselong",
+                                "m-anthropic_sselong", True, 4, 2)
+            self.notes.append(f"cross-wire per-chunk cost: {_per_chunk_us(cs1[1], csl[1]):.1f} us")
+        else:
+            self.notes.append("cross-wire rows skipped: no anthropic_messages provider codec is registered yet")
+        rss_end = self.worker_rss()
+        self.notes.append(f"same-wire per-chunk cost: {per_chunk:.1f} us (CPU of the {LONG_CHUNKS}-chunk stream "
+                          f"minus the {SHORT_CHUNKS}-chunk one, per extra chunk)")
+        self.notes.append("RSS per worker (MB) at start / after the table: "
+                          + ", ".join(f"{a:.1f}/{b:.1f}" for a, b in zip(rss_start, rss_end)))
+        self.targets(j1, per_chunk, td, tg, max(rss_end or [0.0]), cross)
+
+    def targets(self, j1: Tuple[load.WrkResult, load.WrkResult], per_chunk: float, td: Any, tg: Any,
+                rss: float, cross: Optional[Tuple[load.WrkResult, load.WrkResult]]) -> None:
+        d, g = j1
+        checks = [
+            ("CPU per proxied non-streaming request <= 1.0 ms", g.cpu_ms_per_req or 0, 1.0, "ms"),
+            ("added p50 at concurrency 1 <= 1.0 ms", g.p50_ms - d.p50_ms, 1.0, "ms"),
+            ("RSS per worker <= 80 MB", rss, 80.0, "MB"),
+            ("added TTFB (p50) <= 2 ms", tg.ttfb_p50 - td.ttfb_p50, 2.0, "ms"),
+            ("per-chunk cost <= 30 us", per_chunk, 30.0, "us"),
+        ]
+        if cross is not None:
+            checks.append(("cross-wire CPU per request <= 1.0 ms", cross[1].cpu_ms_per_req or 0, 1.0, "ms"))
+        for name, value, limit, unit in checks:
+            self.targets_report.append(f"  [{'PASS' if value <= limit else 'MISS'}] {name}: {value:.3f} {unit}")
+
+    def many_streams(self) -> None:
+        """256 concurrent paced streams on 2 workers: direct, then gunicorn with several thread counts."""
+        n = self.args.streams
+        paced_body = body("bench-model", True).encode()
+        direct = load.streams(f"{self.paced_url}/paced/{PACED_MANY[0]}/{PACED_MANY[1]}/v1/chat/completions",
+                              paced_body, concurrency=n, total=n, timeout=60)
+        rows = [("direct", direct, None)]
+        for threads in self.args.stream_threads:
+            gw = self.start_gateway(workers=2, threads=threads)
+            s = load.streams(gw.url + "/v1/chat/completions", body("m-paced_many", True).encode(),
+                             concurrency=n, total=n, cpu_pids=self.gw_pids(), timeout=60)
+            rows.append((f"routeplane 2x{threads}", s, max(self.worker_rss() or [0.0])))
+        self.stop_gateway()
+        label = f"{n} open streams ({PACED_MANY[0]}x{PACED_MANY[1]}ms)"
+        for who, s, rss in rows:
+            ratio = f"{s.ttfb_p50 / direct.ttfb_p50:.2f}x TTFB" if who != "direct" else ""
+            self.rows.append([label, who, f"{s.served}/{s.n} served", f"{s.ttfb_p50:.2f}", f"{s.ttfb_p99:.2f}",
+                              _f(s.cpu_ms_per_req, 3), f"{rss:.1f}" if rss else "-", ratio,
+                              f"total p50 {s.total_p50 / 1000:.2f}s", str(len(s.errors))])
+            if s.errors:
+                self.notes.append(f"{who}: first errors: {s.errors[:3]}")
+        for who, s, _ in rows[1:]:
+            ok = s.served == s.n and not s.errors and s.ttfb_p50 <= 2 * direct.ttfb_p50
+            self.targets_report.append(f"  [{'PASS' if ok else 'MISS'}] {n} streams, {who}: {s.served}/{s.n} "
+                                       f"served, TTFB p50 {s.ttfb_p50:.1f} ms vs direct {direct.ttfb_p50:.1f} ms")
+
+    def soak(self) -> None:
+        total = self.args.soak_requests
+        gw = self.start_gateway(workers=2, threads=self.args.threads)
+        url = gw.url + "/v1/chat/completions"
+        load.wrk(url, body("m-json", False), conns=4, duration=2)
+        start = self.worker_rss()
+        res = load.wrk(url, body("m-json", False), conns=8, threads=2, duration=600,
+                       limit_per_thread=total // 2, cpu_pids=self.gw_pids())
+        end = self.worker_rss()
+        print(f"soak: {res.requests:,} requests in {res.seconds:.1f}s ({res.rps:,.0f}/s), p50 {res.p50_ms:.2f} ms, "
+              f"p99 {res.p99_ms:.2f} ms, CPU {_f(res.cpu_ms_per_req, 3)} ms/req, errors {res.errors}")
+        for i, (a, b) in enumerate(zip(start, end)):
+            print(f"soak: worker {i}: RSS {a:.1f} MB at start, {b:.1f} MB at end ({(b - a) / a * 100:+.1f}%)")
+
+    # --- output --------------------------------------------------------------
+
+    def print_table(self) -> None:
+        head = ["case", "target", "req/s", "p50 ms", "p99 ms", "CPU ms/req", "RSS/worker MB", "ratio",
+                "added p50 ms", "errors"]
+        widths = [max(len(str(r[i])) for r in [head] + self.rows) for i in range(len(head))]
+        line = "  ".join(h.ljust(w) for h, w in zip(head, widths))
+        print(line)
+        print("-" * len(line))
+        for r in self.rows:
+            print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        print()
+        print("TTFB rows: p50/p99 columns are time to the first SSE byte. Stream rows: ratio is TTFB vs direct.")
+        print(f"machine: {os.cpu_count()} CPUs; load generator, nginx mock and gunicorn share them. "
+              f"gunicorn: 2 workers x {self.args.threads} threads (gthread), max_requests off during the bench.")
+        for n in self.notes:
+            print("note: " + n)
+        if self.targets_report:
+            print("targets:")
+            print("\n".join(self.targets_report))
+
+
+def _per_chunk_us(short: load.WrkResult, long: load.WrkResult) -> float:
+    if short.cpu_ms_per_req is None or long.cpu_ms_per_req is None:
+        return float("nan")
+    return (long.cpu_ms_per_req - short.cpu_ms_per_req) * 1000.0 / (LONG_CHUNKS - SHORT_CHUNKS)
+
+
+def _f(v: Optional[float], digits: int) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def profile(args: argparse.Namespace) -> None:
+    """cProfile of N proxied non-streaming requests through the in-process Flask app (real HTTP upstream)."""
+    import cProfile
+    import pstats
+
+    from routeplane.app import build_app
+    from routeplane.config import parse_config
+
+    nginx = NginxProcess(nginx_http_body(), files=canned_files(SHORT_CHUNKS, LONG_CHUNKS)).start()
+    try:
+        cfg = gateway_config(nginx.url, "http://127.0.0.1:9", False)
+        flask_app = build_app(parse_config(cfg, "<bench>")).flask_app()
+        client = flask_app.test_client()
+        for stream, model in ((False, "m-json"), (True, "m-sselong")):
+            payload = body(model, stream).encode()
+            headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-client"}
+            n = args.profile_requests if not stream else max(50, args.profile_requests // 20)
+
+            def one() -> None:
+                r = client.post("/v1/chat/completions", data=payload, headers=headers)
+                r.get_data()
+                assert r.status_code == 200, r.get_data()[:200]
+                r.close()
+
+            for _ in range(200):
+                one()
+            t0 = time.process_time()
+            for _ in range(n):
+                one()
+            per = (time.process_time() - t0) * 1000.0 / n
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(n):
+                one()
+            prof.disable()
+            kind = f"stream of {LONG_CHUNKS} chunks" if stream else "non-streaming"
+            print(f"\n=== {kind}: {n} requests, {per:.3f} ms CPU per request in-process "
+                  f"(includes the Flask test client) ===")
+            stats = pstats.Stats(prof)
+            stats.sort_stats("tottime").print_stats(args.profile_top)
+    finally:
+        nginx.stop()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2-second wrk runs")
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds per wrk run (default 5)")
+    ap.add_argument("--threads", type=int, default=None, help="gunicorn threads per worker (default: config)")
+    ap.add_argument("--streams", type=int, default=256, help="concurrent paced streams (default 256)")
+    ap.add_argument("--stream-threads", type=lambda s: [int(x) for x in s.split(",")], default=[64, 160, 256],
+                    help="threads per worker to compare for the many-streams case (default 64,160,256)")
+    ap.add_argument("--streams-only", action="store_true")
+    ap.add_argument("--soak", action="store_true", help="bounded soak: --soak-requests requests, RSS start/end")
+    ap.add_argument("--soak-requests", type=int, default=100_000)
+    ap.add_argument("--profile", action="store_true", help="cProfile the in-process hot path")
+    ap.add_argument("--profile-requests", type=int, default=2000)
+    ap.add_argument("--profile-top", type=int, default=25)
+    args = ap.parse_args(argv)
+    if subprocess.run([os.path.join(ROOT, "bench", "setup")]).returncode != 0:
+        return 1
+    if args.threads is None:
+        from routeplane.config import ServerConfig
+
+        args.threads = ServerConfig().threads
+    if args.profile:
+        profile(args)
+        return 0
+    bench = Bench(args)
+    try:
+        bench.start_upstreams()
+        if args.soak:
+            bench.soak()
+            return 0
+        if not args.streams_only:
+            bench.run_table()
+        bench.many_streams()
+    finally:
+        bench.stop()
+    bench.print_table()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
