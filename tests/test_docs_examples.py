@@ -1,0 +1,148 @@
+"""docs/plugins.md stays true: its python blocks run, and every hook contract and decision value is documented."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+import os
+import re
+import sys
+import textwrap
+from importlib import metadata
+from typing import Any, Dict, List
+
+import pytest
+
+import routeplane.app
+from routeplane.config import ConfigError, parse_config
+from routeplane.hooks import language_model as contracts
+from routeplane.language_model.executor import MockExecutor
+from routeplane.testing import Gateway
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GUIDE = os.path.join(ROOT, "docs", "plugins.md")
+_BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
+
+
+def guide_text() -> str:
+    with open(GUIDE, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def python_blocks() -> List[str]:
+    return [textwrap.dedent(b) for b in _BLOCK.findall(guide_text())]
+
+
+@pytest.fixture(scope="module")
+def namespace() -> Dict[str, Any]:
+    """Run every python block in order, in one namespace, as a reader would."""
+    ns: Dict[str, Any] = {"__name__": "docs_plugins_examples"}
+    for i, block in enumerate(python_blocks()):
+        code = compile(block, f"{GUIDE}:python-block-{i}", "exec")
+        exec(code, ns)  # noqa: S102 - executing our own documentation is the point
+    return ns
+
+
+def test_guide_has_examples():
+    assert len(python_blocks()) >= 5
+
+
+def test_all_python_blocks_run(namespace):
+    assert "BannedPhrasePlugin" in namespace and "BannedPhraseHook" in namespace
+
+
+def test_pytest_style_examples_pass(namespace):
+    fixtures = {"routeplane_gateway": lambda **kw: Gateway(**kw), "routeplane_upstream": MockExecutor()}
+    tests = [(name, fn) for name, fn in namespace.items() if name.startswith("test_") and callable(fn)]
+    assert tests, "the guide shows at least one pytest test"
+    for _name, fn in tests:
+        fn(**{p: fixtures[p] for p in inspect.signature(fn).parameters})
+
+
+def test_banned_phrase_example_denies_with_400_in_every_form(namespace):
+    plugin = namespace["BannedPhrasePlugin"]("Forbidden Phrase")
+    gw = Gateway(plugins=[plugin])
+    # string system prompt, developer role, and content-part arrays all count as the system prompt
+    for system in ({"role": "system", "content": "contains a forbidden phrase here"},
+                   {"role": "developer", "content": "FORBIDDEN PHRASE"},
+                   {"role": "system", "content": [{"type": "text", "text": "x forbidden phrase y"}]}):
+        r = gw.chat([system, {"role": "user", "content": "hi"}])
+        assert r.status == 400, system
+        assert r.json["error"]["type"] == "invalid_request_error"
+        assert "forbidden phrase" not in r.json["error"]["message"].lower(), "the message must not echo the prompt"
+        assert r.settlements == []
+    streamed = gw.chat([{"role": "system", "content": "forbidden phrase"}, {"role": "user", "content": "x"}],
+                       stream=True)
+    assert streamed.status == 400, "a deny happens before the stream starts: a real status, not an error frame"
+
+
+def test_banned_phrase_plugin_loads_from_config_by_entry_point(namespace, tmp_path, monkeypatch):
+    """The guide's plugin, installed as a module with an entry point, configured under `plugins:`."""
+    blocks = python_blocks()
+    (tmp_path / "routeplane_banned_phrase.py").write_text(blocks[0])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    ep = metadata.EntryPoint(name="banned-phrase", value="routeplane_banned_phrase:BannedPhrasePlugin",
+                             group="routeplane.plugins")
+    real = metadata.entry_points
+
+    def entry_points(**kw: Any) -> Any:
+        if kw.get("group") == "routeplane.plugins":
+            return [ep]
+        return real(**kw)
+
+    monkeypatch.setattr(routeplane.app.metadata, "entry_points", entry_points)
+    base = {"providers": {"local": {"protocol": "mock"}},
+            "models": {"default": {"targets": [{"provider": "local", "model": "echo"}]}}}
+    app = routeplane.app.build_app(parse_config({**base, "plugins": {"banned-phrase": {"phrase": "jailbreak"}}},
+                                                "routeplane.yaml"))
+    with app.flask_app().test_client() as client:
+        r = client.post("/v1/chat/completions", json={"model": "default", "messages": [
+            {"role": "system", "content": "a JAILBREAK attempt"}, {"role": "user", "content": "x"}]})
+        assert r.status_code == 400
+    with pytest.raises(ConfigError) as info:
+        routeplane.app.build_app(parse_config({**base, "plugins": {"banned-phrase": {"phrse": "typo"}}},
+                                              "routeplane.yaml"))
+    assert "plugins.banned-phrase" in str(info.value)
+    sys.modules.pop("routeplane_banned_phrase", None)
+
+
+# --- meta-tests: the guide documents every contract ------------------------------------------
+
+
+def _module_classes() -> Dict[str, type]:
+    return {name: obj for name, obj in vars(contracts).items()
+            if inspect.isclass(obj) and obj.__module__ == contracts.__name__}
+
+
+def test_every_hook_contract_is_documented():
+    text = guide_text()
+    hooks = [name for name, cls in _module_classes().items() if issubclass(cls, contracts.LanguageModelHook)]
+    assert len(hooks) >= 7  # the marker + six contracts
+    missing = [name for name in hooks if f"`{name}`" not in text and f"{name}." not in text]
+    assert not missing, f"docs/plugins.md does not mention hook contract(s): {missing}"
+
+
+def test_every_hook_method_is_documented():
+    text = guide_text()
+    missing = [f"{contract.__name__}.{m}" for contract, methods in contracts.HOOK_KINDS.values()
+               for m in methods if m not in text]
+    assert not missing, f"docs/plugins.md does not mention: {missing}"
+
+
+def test_every_decision_value_is_documented():
+    text = guide_text()
+    values = [name for name, cls in _module_classes().items()
+              if not issubclass(cls, contracts.LanguageModelHook) and not name.endswith("Kind")]
+    assert {"HookDecision", "DenyReason", "FallbackDecision", "StreamAction", "StreamInterest", "Outcome",
+            "Phase"} <= set(values)
+    missing = [name for name in values if name not in text]
+    assert not missing, f"docs/plugins.md does not mention decision value(s): {missing}"
+    for cls in (contracts.DenyReason, contracts.HookDecision, contracts.FallbackDecision, contracts.StreamAction):
+        for name, member in vars(cls).items():
+            if isinstance(member, classmethod):
+                assert f"{cls.__name__}.{name}(" in text or f"`{name}(" in text, f"{cls.__name__}.{name} undocumented"
+    for enum_cls in (contracts.Outcome, contracts.StreamInterest):
+        for member in enum_cls:
+            if isinstance(member, enum.Flag) and member.name in ("NONE",):
+                continue
+            assert member.name in text, f"{enum_cls.__name__}.{member.name} undocumented"
