@@ -97,18 +97,22 @@ class ChannelScanner:
             raise Blocked(blocks, self.where)
         spans: List[Tuple[int, int, str]] = []
         still_open = False
+        cont_end: Optional[int] = None
         if self.open is not None:
             rule, action, placeholder = self.open
             assert rule.continuation is not None
             m = rule.continuation.match(self.buf, self.emitted - self.base)
             cont_end = self.base + (m.end() if m else self.emitted - self.base)
-            still_open = cont_end >= self.total and not final
-            if not still_open:
-                self.open = None
+            # Like any match, it is settled only once a full window follows it
+            # (a half-received END line must not close it early).
+            still_open = not final and cont_end > self.total - self.window
             if action == REDACT and cont_end > self.emitted:
                 spans.append((self.emitted, cont_end, placeholder))
 
         cutoff, forced = self._cutoff(findings, final, still_open)
+        if cont_end is not None and not still_open:
+            self.open = None
+            cutoff = max(cutoff, cont_end)  # release the rest of the cut match now, while its span is known
         if cutoff <= self.emitted:
             return []
         for f in findings:
