@@ -411,6 +411,59 @@ def test_stream_decoder_parallel_tool_calls_in_fragments():
     assert parts[-1] == Finish(FinishReason.TOOL_CALLS)
 
 
+def _calls(parts: list) -> list:
+    starts = [p for p in parts if isinstance(p, ToolCallStart)]
+    args: Dict[int, str] = {}
+    for p in parts:
+        if isinstance(p, ToolCallDelta):
+            args[p.index] = args.get(p.index, "") + p.arguments
+    ends = [p.index for p in parts if isinstance(p, ToolCallEnd)]
+    assert sorted(ends) == sorted(s.index for s in starts), "every tool call block is closed exactly once"
+    return [(s.id, s.name, args.get(s.index, "")) for s in starts]
+
+
+def test_stream_decoder_parallel_calls_all_sent_with_index_zero():
+    """Some OpenAI-compatible servers give every parallel call index 0; a new id means a new call."""
+    parts = decode_all([
+        chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                               "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_b", "type": "function",
+                               "function": {"name": "get_time", "arguments": "{}"}}]}),
+        chunk({}, "tool_calls"), DONE,
+    ])
+    assert _calls(parts) == [("call_a", "get_weather", "{\"city\": \"Paris\"}"), ("call_b", "get_time", "{}")]
+
+
+def test_stream_decoder_id_repeated_on_every_fragment_is_one_call():
+    parts = decode_all([
+        chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function",
+                               "function": {"name": "get_weather", "arguments": "{\"ci"}}]}),
+        chunk({"tool_calls": [{"index": 0, "id": "call_a", "function": {"arguments": "ty\": 1}"}}]}),
+        chunk({}, "tool_calls"), DONE,
+    ])
+    assert _calls(parts) == [("call_a", "get_weather", "{\"city\": 1}")]
+
+
+def test_stream_decoder_tool_call_without_id_gets_a_unique_one():
+    parts = decode_all([
+        chunk({"tool_calls": [{"index": 0, "function": {"name": "a", "arguments": "{}"}}]}),
+        chunk({"tool_calls": [{"index": 1, "function": {"name": "b", "arguments": "{}"}}]}),
+        DONE,
+    ])
+    ids = [c[0] for c in _calls(parts)]
+    assert len(set(ids)) == 2 and all(ids)
+    assert parts[-1] == Finish(FinishReason.TOOL_CALLS)
+
+
+def test_stream_decoder_text_then_tool_call():
+    parts = decode_all([chunk({"content": "Let me check."}),
+                        chunk({"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}]}),
+                        chunk({}, "tool_calls"), DONE])
+    kinds = [type(p).__name__ for p in parts]
+    assert kinds == ["ResponseStart", "TextStart", "TextDelta", "TextEnd", "ToolCallStart", "ToolCallDelta",
+                     "ToolCallEnd", "Finish"]
+
+
 def test_stream_decoder_missing_done_is_an_error():
     d = ChatStreamDecoder(TARGET)
     d.feed(chunk({"content": "partial"}))

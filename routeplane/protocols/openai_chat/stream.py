@@ -129,6 +129,8 @@ class ChatStreamDecoder(StreamDecoder):
         self._text_block: Optional[int] = None
         self._reasoning_block: Optional[int] = None
         self._tools: Dict[int, int] = {}  # OpenAI tool index → canonical block index
+        self._tool_ids: Dict[int, str] = {}  # OpenAI tool index → the id its first fragment carried
+        self._tool_blocks: List[int] = []  # every tool block opened, to close them all at the end
         self._finish: Optional[FinishReason] = None
         self._usage: Optional[Usage] = None
 
@@ -189,11 +191,20 @@ class ChatStreamDecoder(StreamDecoder):
                 if not isinstance(frag, dict):
                     raise bad_upstream(self._target, "malformed tool call fragment")
                 idx = frag.get("index", 0)
+                if not isinstance(idx, int) or isinstance(idx, bool):
+                    raise bad_upstream(self._target, "a tool call fragment without an integer index")
                 fn = frag.get("function") if isinstance(frag.get("function"), dict) else {}
-                if idx not in self._tools:
+                call_id = frag.get("id") if isinstance(frag.get("id"), str) else ""
+                # Some OpenAI-compatible servers send every parallel call with index 0: a
+                # new id on a known index starts a new call instead of merging arguments.
+                seen_id = self._tool_ids.get(idx)
+                if idx not in self._tools or (call_id and seen_id and call_id != seen_id):
                     out.extend(self._close_text() + self._close_reasoning())
                     self._tools[idx] = self._block()
-                    out.append(ToolCallStart(self._tools[idx], str(frag.get("id") or f"call_{idx}"),
+                    self._tool_blocks.append(self._tools[idx])
+                    if call_id:
+                        self._tool_ids[idx] = call_id
+                    out.append(ToolCallStart(self._tools[idx], call_id or f"call_{len(self._tool_blocks) - 1}",
                                              str(fn.get("name") or "")))
                 args = fn.get("arguments")
                 if isinstance(args, str) and args:
@@ -221,7 +232,7 @@ class ChatStreamDecoder(StreamDecoder):
 
     def _close_all(self) -> List[StreamPart]:
         out = self._close_reasoning() + self._close_text()
-        out.extend(ToolCallEnd(i) for i in sorted(self._tools.values()))
+        out.extend(ToolCallEnd(i) for i in self._tool_blocks)
         return out
 
     def _tail(self) -> List[StreamPart]:
