@@ -52,9 +52,10 @@ CREATE TABLE {LOCKS} (
 """, tables=(LEDGER, LOCKS)),
 ]
 
-# Ledger states: a reservation in flight, a settled actual cost, or a request whose
-# price is unknown (its worst-case reservation keeps counting: never a silent zero).
-PENDING, SETTLED, UNKNOWN = "pending", "settled", "unknown"
+# Ledger states: a reservation in flight, a settled actual cost, a request whose price
+# is unknown (its worst-case reservation keeps counting: never a silent zero), or a
+# refused request (zero; it only moves "last N requests" windows).
+PENDING, SETTLED, UNKNOWN, DENIED = "pending", "settled", "unknown", "denied"
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,10 @@ class AuthStore:
             for rule in rules:
                 used = self.used(db, rule, now, ttl)
                 if used >= rule.limit_micro_usd:
+                    if any(r.rounds is not None for r in rules):
+                        # A refused request still counts as a round (at zero cost); otherwise a
+                        # "last N requests" window would never move again once it is full.
+                        db.execute_sql(insert, (entry_id, account_id, session_id, 0, DENIED, now)).close()
                     return rule, used
             db.execute_sql(insert, (entry_id, account_id, session_id, amount, PENDING, now)).close()
         return None
