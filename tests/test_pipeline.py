@@ -435,7 +435,6 @@ def test_stream_hooks_chain_pass_replace_drop():
     parts = list(stream)
     assert _text(parts) == "KEEP  END"
     assert drop.ends == [Outcome.SUCCESS]
-    assert h.app.pipeline.hooks.stream[0][1].__class__ is Upper
     assert h.settlements.items[0].outcome == "success"
 
 
@@ -725,3 +724,18 @@ def test_crashing_settlement_recorder_is_isolated():
     assert isinstance(out, Generation)
     assert h.pipeline.settlement_errors == 1
     assert len(h.settlements.items) == 1  # the recorder after it still ran
+
+
+def test_missing_upstream_usage_is_estimated_never_zero():
+    no_usage = Generation("g", "m1", (TextPart("twelve chars"),), FinishReason.STOP, Usage(reported=False))
+    h = Harness(script=[no_usage])
+    h.run("a prompt of some length")
+    [s] = h.settlements.items
+    assert not s.usage.reported
+    assert s.usage.input_tokens > 0 and s.usage.output_tokens == 3
+
+    h = Harness(script=[[ResponseStart("s", "m1"), TextStart(0), TextDelta(0, "twelve chars"), TextEnd(0),
+                         Finish(FinishReason.STOP)]])
+    list(h.run("a prompt of some length", stream=True))
+    [s] = h.settlements.items
+    assert not s.usage.reported and s.usage.input_tokens > 0 and s.usage.output_tokens == 3

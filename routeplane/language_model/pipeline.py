@@ -36,7 +36,7 @@ from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, St
 from .executor import Executor
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd
-from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content
+from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
 from .types import Generation, StreamPart, Usage
 
 log = logging.getLogger("routeplane.pipeline")
@@ -273,7 +273,11 @@ class LanguageModelPipeline:
         gen: Generation = self._attempt(run, chain, lambda t: self.executor.complete(t, ctx.prompt, ctx))
         ctx.result = gen
         self._phase(ctx, Phase.EXECUTE)
-        self._settle(run, gen.usage, Outcome.SUCCESS, None, 200)
+        usage = gen.usage
+        if not usage.reported and usage.total == 0:
+            # The upstream sent no usage: bill an estimate, as for streams, never a silent zero.
+            usage = estimate_usage(ctx.prompt, output_chars(gen))
+        self._settle(run, usage, Outcome.SUCCESS, None, 200)
         return gen
 
     def _execute_stream(self, run: _Run, chain: List[RoutingTarget]) -> PipelineStream:

@@ -181,6 +181,17 @@ def prompt_text(prompt: Prompt) -> str:
     return "".join(chunks)
 
 
+def output_chars(gen: Generation) -> int:
+    """Characters of visible output and reasoning, for a usage estimate."""
+    n = 0
+    for p in gen.parts:
+        if isinstance(p, (TextPart, ReasoningPart)):
+            n += len(p.text)
+        elif isinstance(p, ToolCallPart):
+            n += len(p.name) + len(p.arguments)
+    return n
+
+
 def estimate_usage(prompt: Prompt, output_chars: int) -> Usage:
     return Usage(
         input_tokens=max(1, estimate_tokens(prompt_text(prompt))),
