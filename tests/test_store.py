@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 import uuid
 from typing import Any, Iterator, List
 
@@ -361,9 +362,9 @@ def test_spend_totals_by_account_model_provider(store: Store) -> None:
 
 
 def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: pytest.CaptureFixture) -> None:
-    from routeplane.cli import main
-
     import yaml
+
+    from routeplane.cli import main
 
     config = tmp_path / "routeplane.yaml"
     config.write_text(yaml.safe_dump(dict(CONFIG, database={"url": store.url})))
@@ -372,7 +373,7 @@ def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: 
     assert main(["migrate", "--config", str(config), "--status"]) == 0
     status = capsys.readouterr().out
     assert "routeplane        1  applied  core" in status and "spend_log         1  applied  spend_log" in status
-    SpendRecorder(store).record(Settlement("x", __import__("time").time(), "openai_chat", "r", False, "success",
+    SpendRecorder(store).record(Settlement("x", time.time(), "openai_chat", "r", False, "success",
                                            provider="mock", model="echo", account_id="acct", cost_micro_usd=2_500_000,
                                            usage=Usage(input_tokens=1)))
     assert main(["spend", "--config", str(config), "--by", "provider", "--json"]) == 0
