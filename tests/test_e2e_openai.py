@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import time
+import uuid
 from typing import Any, Dict, Iterator, List
 
 import openai
@@ -11,6 +14,7 @@ import requests
 from openai import OpenAI
 
 from tests.support.gateway import GatewayProcess, free_port
+from tests.support.settle_log import read_settlements, settle_log_env
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
 
 pytestmark = pytest.mark.e2e
@@ -29,8 +33,15 @@ def fake() -> Iterator[FakeUpstream]:
 
 
 @pytest.fixture(scope="module")
-def gw(fake: FakeUpstream) -> Iterator[GatewayProcess]:
+def settle_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("settle") / "settlements.jsonl")
+
+
+@pytest.fixture(scope="module")
+def gw(fake: FakeUpstream, settle_path: str) -> Iterator[GatewayProcess]:
     config = {
+        # A test plugin (tests/support/settle_log.py) that appends each settlement to a file.
+        "plugins": {"settle_log": {"path": settle_path}},
         "server": {"max_body_bytes": 65536},
         "providers": {
             "local": {"protocol": "mock"},
@@ -45,7 +56,8 @@ def gw(fake: FakeUpstream) -> Iterator[GatewayProcess]:
             "fallback": {"targets": [{"provider": "dead", "model": "x"}, {"provider": "local", "model": "echo"}]},
         },
     }
-    proc = GatewayProcess(config, workers=1, threads=8).start()
+    proc = GatewayProcess(config, workers=1, threads=8,
+                          env=settle_log_env(os.path.dirname(settle_path))).start()
     yield proc
     proc.stop()
 
@@ -67,6 +79,21 @@ def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
 def client(gw: GatewayProcess) -> Iterator[OpenAI]:
     with OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=20) as c:
         yield c
+
+
+def settled(path: str, request_id: str, timeout: float = 5.0) -> List[Dict[str, Any]]:
+    """The settlements recorded for one request id (waits briefly: settlement runs in the close path)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = [r for r in read_settlements(path) if r["request_id"] == request_id]
+        if rows or time.monotonic() > deadline:
+            time.sleep(0.2)  # and a little longer, so that a second (duplicate) settlement would show up
+            return [r for r in read_settlements(path) if r["request_id"] == request_id]
+        time.sleep(0.05)
+
+
+def rid() -> str:
+    return "e2e-" + uuid.uuid4().hex
 
 
 def assert_clean_log(gw: GatewayProcess) -> None:
@@ -237,26 +264,30 @@ def test_upstream_credential_rejection_does_not_blame_the_client(client, up):
     assert "sk-test-upstream-secret" not in info.value.message
 
 
-def test_upstream_error_mid_stream_raises_api_error(client, up, gw):
+def test_upstream_error_mid_stream_raises_api_error(client, up, gw, settle_path):
     up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": ""}), openai_chunk({"content": "partial"}),
                           {"error": {"message": "upstream overloaded", "type": "server_error", "code": "overloaded"}}],
                          done=None))
     got: List[str] = []
+    request_id = rid()
     with pytest.raises(openai.APIError) as info:
-        for c in client.chat.completions.create(model="up", messages=USER, stream=True):
+        for c in client.chat.completions.create(model="up", messages=USER, stream=True,
+                                                extra_headers={"x-request-id": request_id}):
             if c.choices:
                 got.append(c.choices[0].delta.content or "")
     assert "upstream overloaded" in info.value.message
     assert "".join(got) == "partial"
+    rows = settled(settle_path, request_id)
+    assert [(r["outcome"], r["streamed"]) for r in rows] == [("upstream_error", True)]
     # The gateway survived and logged no traceback; the next request works.
     up.enqueue(Reply.json(openai_completion("after the error")))
     assert client.chat.completions.create(model="up", messages=USER).choices[0].message.content == "after the error"
     assert_clean_log(gw)
 
 
-def raw_stream(gw: GatewayProcess, model: str = "up") -> List[Any]:
+def raw_stream(gw: GatewayProcess, model: str = "up", request_id: str = "") -> List[Any]:
     with requests.post(gw.url + "/v1/chat/completions", json={"model": model, "messages": USER, "stream": True},
-                       stream=True, timeout=20) as r:
+                       headers={"x-request-id": request_id or rid()}, stream=True, timeout=20) as r:
         assert r.status_code == 200
         assert r.headers["Content-Type"].startswith("text/event-stream")
         assert r.headers["Cache-Control"] == "no-cache" and r.headers["X-Accel-Buffering"] == "no"
@@ -268,10 +299,12 @@ def raw_stream(gw: GatewayProcess, model: str = "up") -> List[Any]:
         return frames
 
 
-def test_stream_cut_without_done_is_an_error_frame(client, up, gw):
+def test_stream_cut_without_done_is_an_error_frame(client, up, gw, settle_path):
     up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": ""}), openai_chunk({"content": "half"}),
                           openai_chunk({}, "stop")], done=None))
-    frames = raw_stream(gw)
+    request_id = rid()
+    frames = raw_stream(gw, request_id=request_id)
+    assert [r["outcome"] for r in settled(settle_path, request_id)] == ["upstream_error"]
     assert frames[-1] != "[DONE]" and "error" in frames[-1]
     assert "DONE" in frames[-1]["error"]["message"]
     assert not any(isinstance(f, dict) and f.get("choices") and f["choices"][0]["finish_reason"] for f in frames), \
@@ -282,10 +315,12 @@ def test_stream_cut_without_done_is_an_error_frame(client, up, gw):
     assert_clean_log(gw)
 
 
-def test_connection_reset_mid_stream_is_an_error_frame(up, gw):
+def test_connection_reset_mid_stream_is_an_error_frame(up, gw, settle_path):
     up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": ""}), openai_chunk({"content": "a"}),
                           openai_chunk({"content": "b"}), openai_chunk({}, "stop")], reset_after=2))
-    frames = raw_stream(gw)
+    request_id = rid()
+    frames = raw_stream(gw, request_id=request_id)
+    assert [r["outcome"] for r in settled(settle_path, request_id)] == ["upstream_error"]
     assert "".join(f["choices"][0]["delta"].get("content", "") for f in frames[:-1] if f.get("choices")) == "a"
     assert "error" in frames[-1] and frames[-1]["error"]["message"]
     assert_clean_log(gw)
@@ -333,3 +368,29 @@ def test_errors_under_gunicorn_are_json(gw):
                       timeout=10)
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
     assert_clean_log(gw)
+
+
+def test_client_disconnect_mid_stream_is_settled_once(up, gw, settle_path):
+    chunks = [openai_chunk({"role": "assistant", "content": ""})] + [openai_chunk({"content": f"w{i} "})
+                                                                      for i in range(40)]
+    up.enqueue(Reply.sse(chunks + [openai_chunk({}, "stop")], chunk_delay=0.05))
+    request_id = rid()
+    with requests.post(gw.url + "/v1/chat/completions", json={"model": "up", "messages": USER, "stream": True},
+                       headers={"x-request-id": request_id}, stream=True, timeout=20) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        first = next(line for line in lines if line.startswith(b"data: "))
+        assert b"chat.completion.chunk" in first
+    # We hung up after one frame; the gateway notices on its next write and settles from the close path.
+    rows = settled(settle_path, request_id, timeout=10)
+    assert [r["outcome"] for r in rows] == ["client_disconnected"]
+    assert_clean_log(gw)
+
+
+def test_successful_requests_are_settled_exactly_once(client, gw, settle_path):
+    a, b = rid(), rid()
+    client.chat.completions.create(model="default", messages=USER, extra_headers={"x-request-id": a})
+    list(client.chat.completions.create(model="default", messages=USER, stream=True,
+                                        extra_headers={"x-request-id": b}))
+    assert [(r["outcome"], r["streamed"]) for r in settled(settle_path, a)] == [("success", False)]
+    assert [(r["outcome"], r["streamed"]) for r in settled(settle_path, b)] == [("success", True)]
