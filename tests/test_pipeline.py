@@ -105,8 +105,8 @@ def text_parts(*pieces: str) -> list:
 
 
 class Pre(PreRequestHook):
-    def __init__(self, name: str, log: List[str], decision: HookDecision = HookDecision.allow()) -> None:
-        self.name, self.log, self.decision = name, log, decision
+    def __init__(self, name: str, log: List[str], decision: Optional[HookDecision] = None) -> None:
+        self.name, self.log, self.decision = name, log, decision or HookDecision.allow()
 
     def check(self, ctx: PipelineContext) -> HookDecision:
         self.log.append(self.name)
