@@ -1,0 +1,104 @@
+"""Split secrets are redacted or blocked on every client wire, each ending in its own error frame."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Dict, List, Tuple
+
+import pytest
+
+from routeplane.language_model.types import Finish, FinishReason, ResponseStart, TextDelta, TextEnd, TextStart
+from routeplane.testing import Gateway, Result
+from routeplane_guardrails import GuardrailsPlugin
+
+KEY = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7d"
+TEXT = f"Your key is {KEY} keep it safe."
+
+
+def _chat_text(events: List[Any]) -> str:
+    return "".join(e["choices"][0]["delta"].get("content") or "" for e in events
+                   if isinstance(e, dict) and e.get("choices"))
+
+
+def _responses_text(events: List[Any]) -> str:
+    return "".join(e["delta"] for e in events if isinstance(e, dict) and e.get("type") == "response.output_text.delta")
+
+
+def _anthropic_text(events: List[Any]) -> str:
+    return "".join(e["delta"].get("text", "") for e in events
+                   if isinstance(e, dict) and e.get("type") == "content_block_delta")
+
+
+def _gemini_text(events: List[Any]) -> str:
+    return "".join(p.get("text", "") for e in events if isinstance(e, dict) for c in e.get("candidates") or ()
+                   for p in (c.get("content") or {}).get("parts") or ())
+
+
+# wire → (path, streaming request body, text extractor)
+WIRES: Dict[str, Tuple[str, Dict[str, Any], Callable[[List[Any]], str]]] = {
+    "openai_chat": ("/v1/chat/completions",
+                    {"model": "default", "messages": [{"role": "user", "content": "go"}], "stream": True}, _chat_text),
+    "openai_responses": ("/v1/responses", {"model": "default", "input": "go", "stream": True}, _responses_text),
+    "anthropic_messages": ("/v1/messages", {"model": "default", "max_tokens": 64, "stream": True,
+                                            "messages": [{"role": "user", "content": "go"}]}, _anthropic_text),
+    "gemini": ("/v1beta/models/default:streamGenerateContent?alt=sse",
+               {"contents": [{"role": "user", "parts": [{"text": "go"}]}]}, _gemini_text),
+}
+
+
+def script(chunks: List[str]) -> List[Any]:
+    return [ResponseStart("resp-fixed", "up-model", 1700000000), TextStart(0), *[TextDelta(0, c) for c in chunks],
+            TextEnd(0), Finish(FinishReason.STOP)]
+
+
+def split(text: str, n: int) -> List[str]:
+    if n == 0:
+        return list(text)
+    size = -(-len(text) // n)
+    return [text[i:i + size] for i in range(0, len(text), size)]
+
+
+def run(wire: str, config: Dict[str, Any], chunks: List[str]) -> Result:
+    path, body, _ = WIRES[wire]
+    gw = Gateway(plugins=[GuardrailsPlugin(**config)], script=[script(chunks)])
+    return gw.request(body, path=path)
+
+
+@pytest.mark.parametrize("n", [2, 3, 0], ids=["2-chunks", "3-chunks", "per-char"])
+@pytest.mark.parametrize("wire", sorted(WIRES))
+def test_split_secret_is_redacted_on_every_wire(wire: str, n: int) -> None:
+    chunks = ["Your key is " + KEY[:4]] + split(KEY[4:] + " keep it safe.", n)
+    result = run(wire, {"downgoing": {"api_keys": "redact"}}, chunks)
+    assert result.status == 200
+    assert WIRES[wire][2](result.sse) == "Your key is [REDACTED:api_key] keep it safe."
+    assert KEY[8:20].encode() not in result.body
+
+
+@pytest.mark.parametrize("n", [2, 3, 0], ids=["2-chunks", "3-chunks", "per-char"])
+@pytest.mark.parametrize("wire", sorted(WIRES))
+def test_split_secret_blocks_with_the_wires_error_frame(wire: str, n: int) -> None:
+    result = run(wire, {"downgoing": {"api_keys": "block"}}, ["Your key is "] + split(KEY + " keep it safe.", n))
+    assert result.status == 200
+    frames = [e for e in result.sse if isinstance(e, dict) and ("error" in e or e.get("type") == "error")]
+    assert frames, f"no error frame on {wire}: {result.body[-300:]!r}"
+    assert "blocked by a guardrail" in json.dumps(frames[-1])
+    assert WIRES[wire][2](result.sse) == ""  # the secret and the text before it were still held
+    assert KEY[:8].encode() not in result.body
+
+
+@pytest.mark.parametrize("wire", sorted(WIRES))
+def test_clean_stream_is_unchanged_on_every_wire(wire: str) -> None:
+    path, body, _ = WIRES[wire]
+    chunks = split("A perfectly clean answer about version 1.2.3 and nothing else. " * 8, 0)
+    plain = Gateway(script=[script(chunks)]).request(body, path=path)
+    guarded = run(wire, {"downgoing": {"api_keys": "redact", "pii_emails": "block"}}, chunks)
+    assert guarded.status == plain.status == 200
+    assert _strip_volatile(guarded.body) == _strip_volatile(plain.body)
+
+
+def _strip_volatile(body: bytes) -> bytes:
+    # Some encoders stamp a wall-clock time or a fresh id per response; everything else must match.
+    import re
+
+    body = re.sub(rb'"(created_at|created|createTime)": ?\d+', b'"t": 0', body)
+    return re.sub(rb'"(resp|msg|chatcmpl|rs|item)_[A-Za-z0-9_-]+"', b'"id"', body)
