@@ -68,6 +68,8 @@ class HttpExecutor(Executor):
             codecs = provider_codecs()
         self._codecs = codecs
         self._local = threading.local()
+        self._sessions: List[requests.Session] = []
+        self._sessions_lock = threading.Lock()
         self._pool_maxsize = pool_maxsize
         self._max_response_bytes = max_response_bytes
         self._user_agent = user_agent
@@ -77,10 +79,19 @@ class HttpExecutor(Executor):
     def with_defaults(cls) -> "HttpExecutor":
         return cls()
 
+    def close(self) -> None:
+        """Close every thread's pooled session (tests, worker shutdown)."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, []
+        for session in sessions:
+            session.close()
+
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
+            with self._sessions_lock:
+                self._sessions.append(session)
             adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=self._pool_maxsize, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
@@ -289,13 +300,15 @@ def _is_timeout(exc: BaseException) -> bool:
     so the cause chain and the wrapped first argument are searched too."""
     cur: Optional[BaseException] = exc
     for _ in range(6):
-        if cur is None:
-            return False
+        if cur is None or isinstance(cur, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
+            return False  # urllib3's NewConnectionError subclasses ConnectTimeoutError for history's sake
         if isinstance(cur, _TIMEOUTS):
             return True
-        if cur.args and isinstance(cur.args[0], _TIMEOUTS):
+        if cur.args and isinstance(cur.args[0], _TIMEOUTS) and not isinstance(
+                cur.args[0], urllib3.exceptions.NewConnectionError):
             return True
-        cur = cur.__cause__ or cur.__context__
+        reason = getattr(cur, "reason", None)  # MaxRetryError carries the real cause here
+        cur = reason if isinstance(reason, BaseException) else (cur.__cause__ or cur.__context__)
     return False
 
 

@@ -82,7 +82,7 @@ def check_base_url(url: Optional[str], policy: URLPolicy = URLPolicy()) -> None:
     if addr is not None:
         if addr.is_link_local:
             raise UnsafeURL(f"{url!r} points at a link-local address")
-        if addr.is_unspecified or addr.is_multicast or addr.is_reserved:
+        if addr.is_unspecified or addr.is_multicast or (addr.is_reserved and not addr.is_loopback):
             raise UnsafeURL(f"{url!r} points at an address that is not a unicast host")
     loopback = is_loopback_host(host)
     if parts.scheme == "http" and not loopback and not policy.allow_insecure_http:
