@@ -212,6 +212,12 @@ def test_generation_params_decode():
     ({"messages": [{"role": "user", "content": [{"type": "video", "url": "x"}]}]}, "messages[0].content[0].type"),
     ({"tools": [{"type": "function", "function": {"description": "no name"}}]}, "tools[0].function.name"),
     ({"seed": "1"}, "seed"),
+    ({"messages": [{"role": "user", "content": "x", "name": 7}]}, "messages[0].name"),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y", "name": ["a"]}]},
+     "messages[1].name"),
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": 5}}]}]},
+     "messages[0].content[0].image_url.url"),
+    ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
 ])
 def test_wrong_types_name_the_param(fields, param):
     with pytest.raises(InvalidRequest) as info:

@@ -116,7 +116,7 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         parts = _user_parts(content, path)
         if not parts:
             raise InvalidRequest(f"'{path}.content' must not be empty.", param=f"{path}.content")
-        out.append(Message(Role.USER, tuple(parts), name=raw.get("name")))
+        out.append(Message(Role.USER, tuple(parts), name=expect(raw.get("name"), str, f"{path}.name")))
         return
     if role == "assistant":
         parts_a: List[ContentPart] = []
@@ -134,7 +134,7 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         if isinstance(legacy, dict):
             parts_a.append(ToolCallPart(f"call_{legacy.get('name', 'fn')}", str(legacy.get("name", "")),
                                         str(legacy.get("arguments") or "{}")))
-        out.append(Message(Role.ASSISTANT, tuple(parts_a), name=raw.get("name")))
+        out.append(Message(Role.ASSISTANT, tuple(parts_a), name=expect(raw.get("name"), str, f"{path}.name")))
         return
     if role in ("tool", "function"):
         if role == "tool":
