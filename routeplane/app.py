@@ -278,6 +278,7 @@ class App:
         self._shut_down = False
         self.lifecycle = Lifecycle()  # draining / closing streams on shutdown (gunicorn_conf.py)
         self.store: Optional["Store"] = None  # routeplane.store.Store, set by the builder
+        self._store_ready = False
 
     def shutdown(self) -> None:
         """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
@@ -319,6 +320,13 @@ class App:
         """Mount every blueprint into an existing Flask app (optionally under a prefix)."""
         from .web import register_blueprints
 
+        if self.store is not None and not self._store_ready:
+            from .store.migrations import prepare_for_serving
+
+            # Verify (under the gunicorn master, which migrated) or migrate (anywhere else)
+            # before serving: a tampered history stops the app here.
+            prepare_for_serving(self.store, self.plugins)
+            self._store_ready = True
         flask_app.extensions.setdefault("routeplane", self)
         register_blueprints(self, flask_app, url_prefix.rstrip("/"))
 
@@ -421,14 +429,7 @@ def create_app(config_path: Optional[str] = None) -> "Flask":
     path = config_path or os.environ.get("ROUTEPLANE_CONFIG") or None
     config = load_config(path)
     configure_logging(config.server.log_level)
-    app = build_app(config)
-    if app.store is not None:
-        from .store import verify
-
-        # Workers never migrate (the gunicorn master or `routeplane migrate` does);
-        # a pending or edited migration stops the worker here, before it serves.
-        verify(app.store, app.plugins)
-    return app.flask_app()
+    return build_app(config).flask_app()
 
 
 __all__ = [

@@ -82,6 +82,7 @@ def migrate_store(server) -> None:  # noqa: ANN001
         raise SystemExit(f"routeplane: migrations failed, not starting:\n{output}")
     for line in output.splitlines():
         server.log.info("routeplane: %s", line)
+    os.environ["ROUTEPLANE_MIGRATED"] = "1"  # workers fork from here: they verify, never migrate
 
 
 def _routeplane_app(worker: Any) -> Optional[Any]:

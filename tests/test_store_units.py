@@ -179,3 +179,18 @@ def test_parse_when() -> None:
     assert parse_when("2026-11-01T00:00") == 1793491200.0
     with pytest.raises(ValueError, match="neither a duration"):
         parse_when("yesterday")
+
+
+def test_prepare_for_serving_migrates_alone_and_only_verifies_under_the_gunicorn_master(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from routeplane.store.migrations import MIGRATED_ENV, MigrationError, prepare_for_serving
+
+    monkeypatch.setenv(MIGRATED_ENV, "1")  # what the gunicorn master sets before forking workers
+    store = Store.from_url(f"sqlite:///{tmp_path}/w.db")
+    with pytest.raises(MigrationError, match="not migrated"):
+        prepare_for_serving(store, [SpendLogPlugin(store)])
+    assert not store.table_exists("spend_log")  # a worker never migrates
+    monkeypatch.delenv(MIGRATED_ENV)
+    prepare_for_serving(store, [SpendLogPlugin(store)])  # alone (tests, a mounted app, another server): migrate
+    assert store.table_exists("spend_log")
+    store.close()

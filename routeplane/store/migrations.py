@@ -247,6 +247,24 @@ def _raise_changed(states: List[MigrationState], plan: List[Migration]) -> None:
         raise MigrationError(_changed_message(changed))
 
 
+MIGRATED_ENV = "ROUTEPLANE_MIGRATED"
+
+
+def prepare_for_serving(store: Store, plugins: Sequence[Any] = ()) -> None:
+    """Make the store ready before an app serves.
+
+    Under routeplane's gunicorn config the master has migrated and set
+    ROUTEPLANE_MIGRATED=1, so a worker only verifies (pending or changed →
+    MigrationError; workers never migrate). Anywhere else (a single-process
+    server, an app mounted into another Flask app, tests) this migrates, under
+    the same lock `routeplane migrate` takes, so concurrent starts cannot race.
+    """
+    if os.environ.get(MIGRATED_ENV) == "1":
+        verify(store, plugins)
+    else:
+        migrate(store, plugins)
+
+
 def migrate(store: Store, plugins: Sequence[Any] = ()) -> List[Migration]:
     try:
         return Migrator(store, plugins).migrate()
