@@ -40,6 +40,9 @@ max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 preload_app = False
 wsgi_app = "routeplane.app:create_app()"
 accesslog = os.environ.get("ROUTEPLANE_ACCESS_LOG") or None
+# gunicorn's default logs the request line with its query string, where a Gemini
+# client may carry `?key=<api key>`: log the path only (%(U)s), never the query.
+access_log_format = '%(h)s %(l)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 errorlog = "-"
 loglevel = _config.server.log_level
 proc_name = "routeplane"

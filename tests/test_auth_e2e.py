@@ -12,7 +12,6 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 import requests
-import yaml
 
 from routeplane.auth.caip10 import BASE_MAINNET, SOLANA_MAINNET
 from routeplane.auth.crypto import Wallet
@@ -176,6 +175,9 @@ def test_secrets_never_reach_the_gunicorn_log(gateway: GatewayProcess, wallet: W
                                   headers={"Authorization": f"Bearer {cred}", "x-api-key": cred})
                     r.close()
             http.get(gateway.url + "/admin/whoami", headers={"x-api-key": cred}, timeout=10).close()
+            gemini = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+            http.post(gateway.url + "/v1beta/models/mock-echo:generateContent", params={"key": cred}, json=gemini,
+                      timeout=10).close()
     time.sleep(0.3)
     log = gateway.logs()
     assert "POST /v1/chat/completions" in log  # access log on: the haystack is real

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 import json
 import re
-import time
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routeplane.auth.caip10 import BASE_MAINNET, SOLANA_MAINNET, eip55, parse_caip10
 from routeplane.auth.crypto import SECP256K1_N, Wallet, b64url, eip191_digest, eip191_recover

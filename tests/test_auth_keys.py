@@ -125,6 +125,17 @@ def test_anthropic_wire_takes_x_api_key(gw: Gateway) -> None:
     assert r.status_code == 401 and r.json["type"] == "error"
 
 
+def test_gemini_wire_takes_goog_key_bearer_and_query_key(gw: Gateway) -> None:
+    key = gw.key()
+    path = "/v1beta/models/mock-echo:generateContent"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    assert gw.client.post(path, json=body, headers={"x-goog-api-key": key}).status_code == 200
+    assert gw.client.post(path, json=body, headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    assert gw.client.post(path + "?key=" + key, json=body).status_code == 200
+    r = gw.client.post(path, json=body)
+    assert r.status_code == 401 and r.json["error"]["status"] == "UNAUTHENTICATED"
+
+
 def test_scopes_on_admin_endpoints(gw: Gateway, wallet: Wallet) -> None:
     api, admin = gw.key(scope="api"), gw.key(scope="admin")
     r = gw.client.get("/admin/whoami", headers={"Authorization": f"Bearer {api}"})

@@ -41,7 +41,8 @@ def evm_address_of(public_key_uncompressed: bytes) -> str:
 
 
 def ed25519_verify(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    from nacl.exceptions import BadSignatureError, ValueError as NaclValueError
+    from nacl.exceptions import BadSignatureError
+    from nacl.exceptions import ValueError as NaclValueError
     from nacl.signing import VerifyKey
 
     if len(public_key) != 32 or len(signature) != 64:

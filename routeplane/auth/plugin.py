@@ -15,7 +15,7 @@ from ..language_model.routing import Prices, StaticRoutingTable
 from ..language_model.settlement import Settlement, cost_micro_usd
 from ..language_model.stream import estimate_usage
 from ..language_model.types import Usage
-from .authenticator import AuthFailure, Authenticator
+from .authenticator import Authenticator, AuthFailure
 from .globs import model_allowed
 from .settings import AuthSettings
 from .store import MIGRATIONS, AuthStore, BudgetRule

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..errors import InternalError, NotFound, RouteplaneError
 from ..protocols import gemini
-from .common import error_response, read_json_body, request_id, run_language_model
+from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -21,8 +21,8 @@ _ACTIONS = {"generateContent": False, "streamGenerateContent": True}
 
 
 def credential() -> Optional[str]:
-    """google-genai sends `x-goog-api-key`; curl samples use `?key=`."""
-    return request.headers.get("x-goog-api-key") or request.args.get("key") or None
+    """google-genai sends `x-goog-api-key`; curl samples use `?key=`; Bearer works on every wire."""
+    return request.headers.get("x-goog-api-key") or bearer_token(request.headers) or request.args.get("key") or None
 
 
 def gemini_error(err: RouteplaneError, rid: str) -> Response:
