@@ -394,21 +394,3 @@ def test_successful_requests_are_settled_exactly_once(client, gw, settle_path):
                                         extra_headers={"x-request-id": b}))
     assert [(r["outcome"], r["streamed"]) for r in settled(settle_path, a)] == [("success", False)]
     assert [(r["outcome"], r["streamed"]) for r in settled(settle_path, b)] == [("success", True)]
-
-
-def test_upstream_reasoning_content_reaches_the_sdk(client, up):
-    up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": None, "reasoning_content": "Think"}),
-                          openai_chunk({"reasoning_content": "ing."}), openai_chunk({"content": "Answer"}),
-                          openai_chunk({}, "stop")]))
-    with client.chat.completions.stream(model="up", messages=USER) as stream:
-        for _event in stream:
-            pass
-        final = stream.get_final_completion()
-    msg = final.choices[0].message
-    assert msg.content == "Answer" and msg.role == "assistant"
-    assert (msg.model_extra or {}).get("reasoning_content") == "Thinking."
-    up.enqueue(Reply.json({**openai_completion("Answer"), "choices": [{"index": 0, "finish_reason": "stop", "message": {
-        "role": "assistant", "content": "Answer", "reasoning_content": "Because."}}]}))
-    r = client.chat.completions.create(model="up", messages=USER)
-    assert r.choices[0].message.content == "Answer"
-    assert (r.choices[0].message.model_extra or {}).get("reasoning_content") == "Because."

@@ -631,17 +631,3 @@ def test_sse_comments_multiline_and_final_event_without_blank_line():
     tail = p.finish()
     assert [(e.data, e.id) for e in tail] == [("last", "7")]
     assert p.finish() == []
-
-
-def test_reasoning_content_round_trips_on_the_same_wire():
-    """DeepSeek/vLLM-style `reasoning_content` from an upstream reaches an OpenAI-wire client."""
-    parts = decode_all([chunk({"role": "assistant", "reasoning_content": "Let me think"}),
-                        chunk({"reasoning_content": " harder."}), chunk({"content": "42"}), chunk({}, "stop"), DONE])
-    out = encode_all(parts)
-    deltas = [c["choices"][0]["delta"] for c in out[:-1] if c["choices"]]
-    assert "".join(d.get("reasoning_content", "") for d in deltas) == "Let me think harder."
-    assert "".join(d.get("content") or "" for d in deltas) == "42"
-    raw = dict(SDK_RESPONSE, choices=[{"index": 0, "finish_reason": "stop", "message": {
-        "role": "assistant", "content": "42", "reasoning_content": "Because."}}])
-    msg = encode_response(decode_response(raw, TARGET), decode_request(body()))["choices"][0]["message"]
-    assert msg["content"] == "42" and msg["reasoning_content"] == "Because."

@@ -111,9 +111,6 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     }
     if calls:
         message["tool_calls"] = calls
-    reasoning = "".join(p.text for p in gen.parts if isinstance(p, ReasoningPart))
-    if reasoning:
-        message["reasoning_content"] = reasoning  # the compatible servers' field (see stream.py)
     body: Dict[str, Any] = {
         "id": gen.id or "chatcmpl-routeplane",
         "object": "chat.completion",

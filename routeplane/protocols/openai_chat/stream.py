@@ -76,12 +76,6 @@ class ChatStreamEncoder(StreamEncoder):
             self._start(out)
             if part.text:
                 out.append(self._chunk({"content": part.text}))
-        elif isinstance(part, ReasoningDelta):
-            # Not in OpenAI's own schema, but the de-facto field of compatible servers
-            # (DeepSeek, vLLM, LiteLLM): an upstream's reasoning survives the round trip.
-            self._start(out)
-            if part.text:
-                out.append(self._chunk({"reasoning_content": part.text}))
         elif isinstance(part, ToolCallStart):
             self._start(out)
             k = self._tool_index.setdefault(part.index, len(self._tool_index))
@@ -98,7 +92,7 @@ class ChatStreamEncoder(StreamEncoder):
             self._start(out)
             self._finished = True
             out.append(self._chunk({}, FINISH_TO_WIRE[part.reason]))
-        # Block start/end markers have no Chat Completions form.
+        # Text/tool block markers and reasoning have no Chat Completions form.
         return b"".join(out)
 
     def close(self) -> bytes:
