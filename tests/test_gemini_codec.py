@@ -367,3 +367,16 @@ def test_generation_survives_gemini_stream_both_ways() -> None:
 def test_sse_event_with_crlf_and_blank_data_is_ignored() -> None:
     dec = wire.PROVIDER.stream_decoder(TARGET)
     assert dec.feed(SSEEvent("")) == []
+
+
+def test_placeholder_signature_only_for_foreign_history() -> None:
+    body = {"contents": [user("q"), {"role": "model", "parts": [{"functionCall": {"id": "c1", "name": "w", "args": {}}}]},
+                         {"role": "user", "parts": [{"functionResponse": {"id": "c1", "name": "w",
+                                                                          "response": {"output": "ok"}}}]}]}
+    same = wire.PROVIDER.encode_request(decode(body), TARGET, stream=False)
+    assert same["contents"] == body["contents"]  # a Gemini client owns its signatures
+    foreign = decode(body).replace(extras={}, extras_protocol="openai_chat")
+    sent = wire.PROVIDER.encode_request(foreign, TARGET, stream=False)
+    assert sent["contents"][1]["parts"][0]["thoughtSignature"] == SIGNATURE_PLACEHOLDER
+    off = wire.PROVIDER.encode_request(foreign, TARGET.replace(options={"thought_signature_placeholder": False}), False)
+    assert "thoughtSignature" not in off["contents"][1]["parts"][0]

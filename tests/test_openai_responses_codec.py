@@ -375,3 +375,28 @@ def test_decoder_keys_deltas_by_item_id() -> None:
     calls = {c.id: c.arguments for c in acc.generation().tool_calls()}
     assert calls == {"call_a": "{\"a\":1}", "call_b": "{\"b\":1}"}
     assert acc.generation().finish_reason is FinishReason.TOOL_CALLS
+
+
+def test_pause_is_incomplete_without_reason_and_decodes_back() -> None:
+    body = wire.CLIENT.encode_response(Generation("r", "m", (TextPart("..."),), FinishReason.PAUSE), decode(input="x"))
+    assert body["status"] == "incomplete" and body["incomplete_details"] is None
+    assert wire.PROVIDER.decode_response(body, TARGET).finish_reason is FinishReason.PAUSE
+
+
+def test_budget_only_reasoning_becomes_an_effort_and_strict_is_false_across_wires() -> None:
+    from routeplane.language_model.types import GenerationParams, Tool
+
+    p = Prompt(model="m", messages=(Message(Role.USER, (TextPart("x"),)),), tools=(Tool("w", None, SCHEMA),),
+               params=GenerationParams(reasoning_budget=2000))
+    body = wire.PROVIDER.encode_request(p, TARGET, stream=False)
+    assert body["reasoning"] == {"effort": "low"} and body["tools"][0]["strict"] is False
+    same = wire.PROVIDER.encode_request(decode(input="x", tools=[{"type": "function", "name": "w"}]), TARGET, False)
+    assert "strict" not in same["tools"][0]  # the Responses client's own default stands
+    assert same["input"] == [{"role": "user", "content": "x"}]
+
+
+def test_rate_limit_error_event_keeps_its_kind() -> None:
+    raw = b'event: error\ndata: {"type":"error","code":"rate_limit_exceeded","message":"slow down"}\n\n'
+    with pytest.raises(UpstreamError) as exc:
+        decode_stream(raw)
+    assert exc.value.status == 429 and exc.value.kind == "rate_limit"

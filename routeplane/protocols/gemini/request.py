@@ -339,7 +339,8 @@ def _number(gen: Dict[str, Any], key: str) -> Optional[float]:
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
     names = {p.id: p.name for m in prompt.messages for p in m.parts if isinstance(p, ToolCallPart)}
-    placeholder = target.options.get("thought_signature_placeholder", True)
+    # A Gemini client owns its signatures; history from another wire has none.
+    placeholder = prompt.extras_protocol != PROTOCOL and target.options.get("thought_signature_placeholder", True)
     contents: List[Dict[str, Any]] = []
     for m in prompt.messages:
         role = "model" if m.role is Role.ASSISTANT else "user"

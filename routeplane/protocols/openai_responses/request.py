@@ -304,6 +304,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     reasoning: Dict[str, Any] = dict(reasoning_extra or {})
     if p.reasoning_effort is not None:
         reasoning["effort"] = p.reasoning_effort
+    elif p.reasoning_budget is not None:
+        reasoning["effort"] = effort_for_budget(p.reasoning_budget)
     if reasoning:
         body["reasoning"] = reasoning
     has_reasoning = any(isinstance(x, ReasoningPart) and x.provider == PROTOCOL for m in prompt.messages for x in m.parts)
@@ -314,7 +316,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
             include.append("reasoning.encrypted_content")
         body["include"] = include
     if prompt.tools:
-        body["tools"] = [_encode_tool(t) for t in prompt.tools]
+        body["tools"] = [_encode_tool(t, same_wire) for t in prompt.tools]
     tc = prompt.tool_choice
     if tc is not None:
         if tc.mode == "tool":
@@ -345,12 +347,25 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     return body
 
 
-def _encode_tool(t: Tool) -> Dict[str, Any]:
+def effort_for_budget(budget: int) -> str:
+    """A thinking budget (Anthropic/Gemini) as a Responses effort (translation.md §3 table, inverted)."""
+    if budget <= 0:
+        return "none"
+    for limit, effort in ((1024, "minimal"), (2048, "low"), (8192, "medium")):
+        if budget <= limit:
+            return effort
+    return "high"
+
+
+def _encode_tool(t: Tool, same_wire: bool) -> Dict[str, Any]:
     out: Dict[str, Any] = {"type": "function", "name": t.name, "parameters": dict(t.parameters)}
     if t.description is not None:
         out["description"] = t.description
-    # strict defaults to true on Responses and then demands a strict-conforming schema.
-    out["strict"] = bool(t.strict)
+    # strict defaults to true on Responses and then demands a strict-conforming
+    # schema, which a tool from another wire rarely is: say false unless the
+    # Responses client itself chose.
+    if t.strict is not None or not same_wire:
+        out["strict"] = bool(t.strict)
     return out
 
 
@@ -389,7 +404,9 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
                                   "encrypted_content": encrypted})
         flush()
         return items
-    content = [c for c in (_encode_user_part(p) for p in m.parts) if c]
+    content: Any = [c for c in (_encode_user_part(p) for p in m.parts) if c]
+    if content and all(c["type"] == "input_text" for c in content):
+        content = "".join(c["text"] for c in content)  # the plain form, as clients send it
     out_u: List[Dict[str, Any]] = []
     results = [p for p in m.parts if isinstance(p, ToolResultPart)]
     if results:  # defensive: results belong in tool messages

@@ -205,10 +205,18 @@ def _reasoning_text(item: Dict[str, Any]) -> str:
     return "\n\n".join(t for t in texts if isinstance(t, str))
 
 
+def incomplete_reason(incomplete: Any) -> FinishReason:
+    reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
+    if reason == "content_filter":
+        return FinishReason.CONTENT_FILTER
+    if reason is None:
+        return FinishReason.PAUSE  # unfinished for no stated reason (what a paused turn becomes)
+    return FinishReason.LENGTH
+
+
 def finish_of(status: Any, incomplete: Any, parts: List[ContentPart]) -> FinishReason:
     if status == "incomplete":
-        reason = incomplete.get("reason") if isinstance(incomplete, dict) else None
-        return FinishReason.CONTENT_FILTER if reason == "content_filter" else FinishReason.LENGTH
+        return incomplete_reason(incomplete)
     if any(isinstance(p, ToolCallPart) for p in parts):
         return FinishReason.TOOL_CALLS
     return FinishReason.STOP
@@ -217,10 +225,17 @@ def finish_of(status: Any, incomplete: Any, parts: List[ContentPart]) -> FinishR
 def failed_error(body: Dict[str, Any], target: RoutingTarget) -> UpstreamError:
     err = body.get("error") if isinstance(body.get("error"), dict) else {}
     message = err.get("message") if isinstance(err.get("message"), str) else "the response failed"
-    code = err.get("code")
-    kind = "rate_limit" if code == "rate_limit_exceeded" else "upstream"
+    return failure(err.get("code"), message, target)
+
+
+def failure(code: Any, message: str, target: RoutingTarget) -> UpstreamError:
+    """A failed response or an in-stream `error` event, by its code."""
+    if code in ("rate_limit_exceeded", "insufficient_quota"):
+        kind, status = "rate_limit", 429
+    else:
+        kind, status = "upstream", 502
     return UpstreamError(f"{target.provider} failed: {scrub(message, target)}", provider=target.provider,
-                         kind=kind, status=429 if kind == "rate_limit" else 502)
+                         kind=kind, status=status)
 
 
 def decode_response(body: Any, target: RoutingTarget) -> Generation:

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...errors import RouteplaneError, UpstreamError
+from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     Finish,
@@ -29,13 +29,15 @@ from ...language_model.types import (
     Usage,
     UsageUpdate,
 )
-from ..base import StreamDecoder, StreamEncoder, bad_upstream, scrub
+from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..sse import SSEEvent, frame
 from .request import PROTOCOL, pack_reasoning_signature
 from .response import (
     decode_usage,
     failed_error,
+    failure,
     function_call_item,
+    incomplete_reason,
     message_item,
     new_id,
     reasoning_identity,
@@ -248,12 +250,11 @@ class ResponsesStreamEncoder(StreamEncoder):
         out: List[bytes] = []
         self._start(out)
         body = _error_body(err)["error"]
-        self._event(out, "error", code=body.get("code") or body.get("type"), message=body["message"],
-                    param=body.get("param"))
+        # The code is the OpenAI error type ("server_error", "rate_limit_exceeded", ...).
+        self._event(out, "error", code=body["type"], message=body["message"], param=body.get("param"))
         if not self._ended:
-            failure = {"code": "server_error" if err.status >= 500 else (body.get("code") or body.get("type")),
-                       "message": body["message"]}
-            self._event(out, "response.failed", response=self._response("failed", usage=self._usage, error=failure))
+            self._event(out, "response.failed", response=self._response(
+                "failed", usage=self._usage, error={"code": body["type"], "message": body["message"]}))
         return b"".join(out)
 
 
@@ -285,8 +286,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         if kind == "error":
             err = data.get("error") if isinstance(data.get("error"), dict) else data
             msg = err.get("message") if isinstance(err.get("message"), str) else "error in stream"
-            raise UpstreamError(f"{self._target.provider} failed mid-stream: {scrub(msg, self._target)}",
-                                provider=self._target.provider)
+            raise failure(err.get("code"), f"mid-stream: {msg}", self._target)
         if kind == "response.failed":
             raise failed_error(data.get("response") if isinstance(data.get("response"), dict) else {}, self._target)
         if not self._started:
@@ -355,9 +355,7 @@ class ResponsesStreamDecoder(StreamDecoder):
 
     def _finish_reason(self, resp: Dict[str, Any]) -> FinishReason:
         if resp.get("status") == "incomplete":
-            details = resp.get("incomplete_details")
-            reason = details.get("reason") if isinstance(details, dict) else None
-            return FinishReason.CONTENT_FILTER if reason == "content_filter" else FinishReason.LENGTH
+            return incomplete_reason(resp.get("incomplete_details"))
         return FinishReason.TOOL_CALLS if self._tools else FinishReason.STOP
 
     def _open_block(self, key: Tuple[str, int], kind: str, out: List[StreamPart]) -> int:
