@@ -50,16 +50,79 @@ proc_name = "routeplane"
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     server.log.info("routeplane: config %s, %d workers x %d threads", _config.source, workers, threads)
+    remember_good_config()
     migrate_store(server)
 
 
 def on_reload(server) -> None:  # noqa: ANN001 - gunicorn hook signature
+    # A broken file must not reach the new workers: one that fails to boot
+    # makes gunicorn halt the whole server. Checked first, in a child process.
+    check_reloaded_config(server)
     # HUP may have added a plugin with migrations. A failure here is logged, not
     # fatal to the master: the new workers' verification refuses to serve.
     try:
         migrate_store(server)
     except SystemExit as exc:
         server.log.error("%s", exc)
+
+
+def _config_file() -> Optional[str]:
+    if _config_path:
+        return os.path.abspath(_config_path)
+    return os.path.abspath("routeplane.yaml") if os.path.exists("routeplane.yaml") else None
+
+
+def _last_good_path() -> str:
+    import tempfile
+
+    return os.path.join(tempfile.gettempdir(), f"routeplane-last-good-{os.getpid()}.yaml")
+
+
+def remember_good_config() -> None:
+    """Keep a copy of the file the running workers were built from (the fallback for a bad HUP)."""
+    path = _config_file()
+    if path is None:
+        return
+    import shutil
+
+    try:
+        shutil.copyfile(path, _last_good_path())
+    except OSError:
+        pass
+
+
+def check_reloaded_config(server) -> None:  # noqa: ANN001
+    """Run `routeplane check` on the config file (plugins included) in a child process.
+
+    Good: workers read the file, and it becomes the new last-good copy. Bad:
+    the error is logged and the new workers are pointed at the last-good copy,
+    so the gateway keeps serving the previous config instead of halting.
+    """
+    path = _config_file()
+    if path is None:
+        return
+    import subprocess
+    import sys
+
+    argv = [sys.executable, "-m", "routeplane.cli", "check", path]
+    env = dict(os.environ, ROUTEPLANE_CONFIG=path)
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=env, timeout=float(os.environ.get("ROUTEPLANE_CHECK_TIMEOUT") or 120))
+        ok, output = proc.returncode == 0, proc.stdout.decode("utf-8", "replace").strip()
+    except subprocess.TimeoutExpired:
+        ok, output = False, "routeplane check did not finish in time (ROUTEPLANE_CHECK_TIMEOUT)"
+    if ok:
+        os.environ["ROUTEPLANE_CONFIG"] = path
+        remember_good_config()
+        server.log.info("routeplane: reload: %s", output)
+        return
+    fallback = _last_good_path()
+    if os.path.exists(fallback):
+        os.environ["ROUTEPLANE_CONFIG"] = fallback
+        server.log.error("routeplane: reload: %s is invalid, keeping the previous config:\n%s", path, output)
+    else:
+        server.log.error("routeplane: reload: %s is invalid and no previous copy exists:\n%s", path, output)
 
 
 def migrate_store(server) -> None:  # noqa: ANN001
@@ -122,3 +185,10 @@ def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signatu
         # still running ends at its next part, settled, instead of being cut.
         app.lifecycle.closing.set()
         app.shutdown()
+
+
+def on_exit(server) -> None:  # noqa: ANN001 - gunicorn hook signature
+    try:
+        os.unlink(_last_good_path())
+    except OSError:
+        pass
