@@ -297,11 +297,11 @@ class App:
         return AppBuilder()
 
     def flask_app(self) -> "Flask":
-        from flask import Flask
+        from flask import Flask, request
 
+        from .web import error_renderer_for
         from .web.common import error_response, request_id
         from .errors import RouteplaneError
-        from .protocols.openai_chat import CLIENT
 
         flask_app = Flask("routeplane")
         self.init_app(flask_app)
@@ -309,10 +309,10 @@ class App:
         @flask_app.errorhandler(404)
         @flask_app.errorhandler(405)
         def _not_routed(exc: Any) -> Any:
-            # Unknown paths and methods answer in the OpenAI error shape, never HTML.
+            # Unknown paths and methods answer in their wire's error shape, never HTML.
             err = RouteplaneError(f"{exc.name}: no such endpoint or method on this gateway.", status=exc.code,
                                   kind="not_found" if exc.code == 404 else "invalid_request")
-            return error_response(err, CLIENT.error_body, request_id())
+            return error_response(err, error_renderer_for(request.path), request_id())
 
         return flask_app
 
