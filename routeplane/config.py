@@ -133,6 +133,8 @@ class AuthBudgetSchema(_Strict):
     reservation_ttl_seconds = fields.Integer(load_default=900, validate=validate.Range(min=10))
     # A store error while checking a budget: true = 503 (fail closed), false = admit unchecked.
     fail_closed = fields.Boolean(load_default=True)
+    # Stop a stream (402 error frame) once its running cost passes the budget left at admission.
+    mid_stream = fields.Boolean(load_default=False)
 
 
 class AuthSchema(_Strict):

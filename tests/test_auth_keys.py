@@ -350,3 +350,29 @@ def test_token_cli_mints_tokens_the_gateway_accepts(tmp_path: Any, capsys: pytes
     assert who["scope"] == "admin" and who["issuer"] in shown and who["account_id"] in shown
     assert g.chat(evm_token, dict(BODY, model="mock-echo")).status_code == 200
     assert g.chat(evm_token).status_code == 403
+
+
+@pytest.mark.parametrize("mid_stream", [True, False])
+def test_mid_stream_enforcement_stops_a_stream_at_the_budget_left(tmp_path: Any, mid_stream: bool) -> None:
+    from routeplane.language_model.stream import estimate_usage
+    from routeplane.protocols.openai_chat import CLIENT
+
+    g = Gateway(tmp_path, {"mode": "api_keys", "budget": {"mid_stream": mid_stream}})
+    text = "word " * 400
+    body = {"model": "default", "stream": True, "messages": [{"role": "user", "content": text}]}
+    input_tokens = estimate_usage(CLIENT.decode_request(body), 0).input_tokens
+    budget = (input_tokens + 100) * 1000  # room for the prompt and about 100 output tokens
+    key = g.key(budget_micro_usd=budget)
+    r = g.chat(key, body)
+    data = r.get_data(as_text=True)
+    [(amount, state)] = [(row[2], row[3]) for row in g.ledger()]
+    assert r.status_code == 200 and state == "settled"
+    if mid_stream:
+        assert "budget_exhausted" in data and "[DONE]" not in data
+        delivered = sum(len(json.loads(line[6:])["choices"][0]["delta"].get("content") or "")
+                        for line in data.splitlines()
+                        if line.startswith("data: {") and json.loads(line[6:]).get("choices"))
+        assert 300 <= delivered <= 420  # about 100 tokens of 4 characters
+        assert budget - 4000 <= amount <= budget  # settled for what was delivered, within the budget
+    else:
+        assert "[DONE]" in data and amount > budget  # one reservation may overspend without it

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .budget import BudgetPlugin
 from .guard import authenticate_request, require_admin
-from .plugin import AuthPlugin, BudgetPlugin, auth_plugins
+from .plugin import AuthPlugin, auth_plugins
 
 __all__ = ["AuthPlugin", "BudgetPlugin", "auth_plugins", "authenticate_request", "require_admin"]

@@ -20,6 +20,7 @@ class BudgetSettings:
     unknown_price_reservation_micro_usd: int = 10000
     reservation_ttl_seconds: int = 900
     fail_closed: bool = True
+    mid_stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,5 +67,6 @@ class AuthSettings:
             unknown_price_reservation_micro_usd=int(b.get("unknown_price_reservation_micro_usd", 10000)),
             reservation_ttl_seconds=int(b.get("reservation_ttl_seconds", 900)),
             fail_closed=bool(b.get("fail_closed", True)),
+            mid_stream=bool(b.get("mid_stream", False)),
         )
         return cls(mode=str(auth.get("mode", "none")), verifier=verifier, budget=budget)

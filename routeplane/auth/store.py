@@ -86,6 +86,15 @@ class BudgetRule:
     label: str = "budget"
 
 
+@dataclass(frozen=True)
+class Admission:
+    """The budget verdict: refused by `denied_by` (with `used`), or admitted with `headroom` left (None = no limit)."""
+
+    denied_by: Optional[BudgetRule] = None
+    used: int = 0
+    headroom: Optional[int] = None
+
+
 class AuthStore:
     """Every query the auth plugin runs; placeholders follow the Store's driver."""
 
@@ -163,33 +172,38 @@ class AuthStore:
         return int(row[0] or 0)
 
     def admit(self, entry_id: str, account_id: str, session_id: Optional[str], amount: int,
-              rules: Sequence[BudgetRule], now: float, ttl: float) -> Optional[Tuple[BudgetRule, int]]:
-        """Check every rule and record the reservation, atomically; returns (rule, used) for the first rule over."""
+              rules: Sequence[BudgetRule], now: float, ttl: float) -> Admission:
+        """Check every rule and record the reservation, in one transaction under the account's lock."""
         insert = self._sql(f"INSERT INTO {LEDGER} (id, account_id, session_id, amount_micro_usd, state, created_at) "
                            "VALUES (?, ?, ?, ?, ?, ?)")
         if not rules:  # nothing to enforce: record the request (it counts for later limits) without the lock
             self.store.execute(insert, (entry_id, account_id, session_id, amount, PENDING, now))
-            return None
+            return Admission()
         with self._account_lock(account_id) as db:
-            for rule in rules:
-                used = self.used(db, rule, now, ttl)
-                if used >= rule.limit_micro_usd:
-                    if any(r.rounds is not None for r in rules):
-                        # A refused request still counts as a round (at zero cost); otherwise a
-                        # "last N requests" window would never move again once it is full.
-                        db.execute_sql(insert, (entry_id, account_id, session_id, 0, DENIED, now)).close()
-                    return rule, used
+            result = self._evaluate(db, rules, now, ttl)
+            if result.denied_by is not None:
+                if any(r.rounds is not None for r in rules):
+                    # A refused request still counts as a round (at zero cost); otherwise a
+                    # "last N requests" window would never move again once it is full.
+                    db.execute_sql(insert, (entry_id, account_id, session_id, 0, DENIED, now)).close()
+                return result
             db.execute_sql(insert, (entry_id, account_id, session_id, amount, PENDING, now)).close()
-        return None
+        return result
 
-    def over_budget(self, rules: Sequence[BudgetRule], now: float, ttl: float) -> Optional[Tuple[BudgetRule, int]]:
-        """The first rule already at its limit, read-only (for dry runs)."""
+    def _evaluate(self, db: Any, rules: Sequence[BudgetRule], now: float, ttl: float) -> Admission:
+        headroom: Optional[int] = None
+        for rule in rules:
+            used = self.used(db, rule, now, ttl)
+            if used >= rule.limit_micro_usd:
+                return Admission(rule, used, 0)
+            left = rule.limit_micro_usd - used
+            headroom = left if headroom is None else min(headroom, left)
+        return Admission(None, 0, headroom)
+
+    def over_budget(self, rules: Sequence[BudgetRule], now: float, ttl: float) -> Admission:
+        """The same verdict as admit(), read-only and unlocked (for dry runs)."""
         with self.store.connection() as db:
-            for rule in rules:
-                used = self.used(db, rule, now, ttl)
-                if used >= rule.limit_micro_usd:
-                    return rule, used
-        return None
+            return self._evaluate(db, rules, now, ttl)
 
     def settle(self, entry_id: str, amount: Optional[int]) -> None:
         """The actual cost replaces the reservation; an unknown cost keeps the reservation, marked unknown."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from ..errors import (
@@ -343,6 +343,11 @@ class LanguageModelPipeline:
             usage = acc.usage
             if usage is None or (not usage.reported and usage.total_output == 0):
                 usage = estimate_usage(ctx.prompt, acc.output_chars)
+            elif outcome is not Outcome.SUCCESS and usage.total_output < (acc.output_chars + 3) // 4:
+                # Cut short before the upstream's final usage (often only the input was reported
+                # at the start): bill the output that was delivered, never a silent zero.
+                delivered = (acc.output_chars + 3) // 4 - usage.reasoning_tokens
+                usage = replace(usage, output_tokens=max(usage.output_tokens, delivered), reported=False)
             self._phase(ctx, Phase.STREAM, ok=outcome is Outcome.SUCCESS)
             status = 200 if error is None else error.status
             self._settle(run, usage, outcome, _error_type(error), status)
