@@ -63,8 +63,11 @@ def test_sqlite_store_uses_wal_busy_timeout_and_normal_sync(tmp_path: Any) -> No
     assert store.execute("PRAGMA journal_mode") == [("wal",)]
     assert store.execute("PRAGMA busy_timeout") == [(10000,)]
     assert store.execute("PRAGMA synchronous") == [(1,)]  # NORMAL
-    assert store.database.is_closed()  # each use returns its connection
+    conn = store.database.connection()
+    store.execute("SELECT 1")
+    assert store.database.connection() is conn  # kept per thread: closing checkpoints the WAL every write
     store.close()
+    assert store.database.is_closed()
 
 
 def test_memory_store_keeps_its_connection(tmp_path: Any) -> None:

@@ -41,11 +41,13 @@ class PostgresCluster:
         self.bindir = bindir
         self.dbname = dbname
         self.port = free_port()
-        self.dir = tempfile.mkdtemp(prefix="routeplane-pg-")
+        self.user = "postgres" if os.geteuid() == 0 else None
+        # As root the server runs as `postgres`, which must be able to reach the directory:
+        # /tmp, not a $TMPDIR under root's home.
+        self.dir = tempfile.mkdtemp(prefix="routeplane-pg-", dir="/tmp" if self.user else None)
         self.data = os.path.join(self.dir, "data")
         self.sock = os.path.join(self.dir, "sock")
         self.log = os.path.join(self.dir, "server.log")
-        self.user = "postgres" if os.geteuid() == 0 else None
         self.started = False
 
     @property
