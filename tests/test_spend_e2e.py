@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 import uuid
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.e2e
 MOCK_PRICES = {"input": 1000.0, "output": 3000.0}  # USD per million tokens = micro-USD per token
 UP_PRICES = {"input": 500.0, "output": 700.0}
 UP_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
-PER_KIND = 6
+PER_KIND = int(os.environ.get("SPEND_BURST_PER_KIND") or 6)  # raise it for a soak run
 
 
 def upstream_reply(req: Any) -> Reply:
