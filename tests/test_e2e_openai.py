@@ -47,12 +47,15 @@ def gw(fake: FakeUpstream, settle_path: str) -> Iterator[GatewayProcess]:
             "local": {"protocol": "mock"},
             "up": {"protocol": "openai_chat", "base_url": fake.url + "/v1", "api_key": "sk-test-upstream-secret",
                    "timeouts": {"connect": 2, "read": 5}},
+            "slow": {"protocol": "openai_chat", "base_url": fake.url + "/v1", "api_key": "sk-test-upstream-secret",
+                     "timeouts": {"connect": 2, "read": 0.5}},
             "dead": {"protocol": "openai_chat", "base_url": f"http://127.0.0.1:{free_port()}/v1",
                      "timeouts": {"connect": 1, "read": 2}},
         },
         "models": {
             "default": {"targets": [{"provider": "local", "model": "echo"}]},
             "up": {"targets": [{"provider": "up", "model": "up-model"}]},
+            "slow": {"targets": [{"provider": "slow", "model": "up-model"}]},
             "fallback": {"targets": [{"provider": "dead", "model": "x"}, {"provider": "local", "model": "echo"}]},
         },
     }
@@ -166,7 +169,7 @@ def test_mock_tool_call_stream_helper_final_completion(client):
 
 def test_models_endpoint(client):
     ids = [m.id for m in client.models.list()]
-    assert sorted(ids) == ["default", "fallback", "up"]
+    assert sorted(ids) == ["default", "fallback", "slow", "up"]
 
 
 def test_fallback_from_dead_provider_to_mock(client, gw):
@@ -394,3 +397,34 @@ def test_successful_requests_are_settled_exactly_once(client, gw, settle_path):
                                         extra_headers={"x-request-id": b}))
     assert [(r["outcome"], r["streamed"]) for r in settled(settle_path, a)] == [("success", False)]
     assert [(r["outcome"], r["streamed"]) for r in settled(settle_path, b)] == [("success", True)]
+
+
+def test_upstream_silent_before_headers_is_504(client, up):
+    up.enqueue(Reply(hang=1.5))
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="slow", messages=USER)
+    assert info.value.status_code == 504
+    assert time.monotonic() - t0 < 1.4, "the read timeout (0.5 s) bounds the wait"
+
+
+def test_upstream_stalling_mid_stream_is_an_error_frame(up, gw, settle_path):
+    up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": ""}), openai_chunk({"content": "a"}),
+                          openai_chunk({"content": "b"})], chunk_delay=1.5))
+    request_id = rid()
+    frames = raw_stream(gw, model="slow", request_id=request_id)
+    assert "error" in frames[-1] and "timeout" in frames[-1]["error"]["message"]
+    assert [r["outcome"] for r in settled(settle_path, request_id)] == ["upstream_error"]
+
+
+@pytest.mark.parametrize("reply", [
+    Reply(200, {"Content-Type": "application/json"}, b"<html>not json</html>"),
+    Reply.json({"id": "x", "object": "chat.completion", "choices": []}),
+    Reply(502, {"Content-Type": "text/html"}, b"<html><body>Bad Gateway</body></html>"),
+])
+def test_invalid_upstream_response_is_502(client, up, reply):
+    up.enqueue(reply)
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="up", messages=USER)
+    assert info.value.status_code == 502
+    assert info.value.message
