@@ -28,6 +28,16 @@ class Rule:
     # After a match had to be cut at the hold limit, what still belongs to it
     # (anchored at the cut): only PEM blocks need this, they outgrow any window.
     continuation: Optional["re.Pattern[str]"] = None
+    # Cheap pre-checks: the rule can only match if one of these literals (compared
+    # lower-case) occurs, or `prefilter` finds something. Most rules start with a
+    # look-behind, which keeps `re` from skipping ahead on its own.
+    triggers: Tuple[str, ...] = ()
+    prefilter: Optional["re.Pattern[str]"] = None
+
+    def may_match(self, text: str, lower: str) -> bool:
+        if self.triggers and not any(t in lower for t in self.triggers):
+            return False
+        return self.prefilter is None or self.prefilter.search(text) is not None
 
     @property
     def secret_group(self) -> Optional[str]:
@@ -106,9 +116,11 @@ def _recursive_rm(text: str, m: "re.Match[str]") -> bool:
 
 
 def _r(detector: str, placeholder: str, regex: str, validate: Optional[Validator] = None,
-       flags: int = 0, continuation: Optional[str] = None) -> Rule:
+       flags: int = 0, continuation: Optional[str] = None, triggers: Tuple[str, ...] = (),
+       prefilter: Optional[str] = None) -> Rule:
     return Rule(detector, placeholder, re.compile(regex, flags), validate,
-                re.compile(continuation, flags) if continuation else None)
+                re.compile(continuation, flags) if continuation else None,
+                tuple(t.lower() for t in triggers), re.compile(prefilter) if prefilter else None)
 
 
 # PEM body: base64, whitespace, literal `\n` escapes (keys inside JSON strings),
@@ -126,30 +138,34 @@ _IPS = "ip_addresses"
 _COMMANDS = "suspicious_commands"
 
 _SHELL_END = r"(?=$|[\s;&|'\"`)])"
+_PASSWORD_TRIGGERS = ("pass", "pwd")
 _PASSWORD_KEY = r"(?i)(?<![A-Za-z0-9])(?:password|passwd|passphrase|pwd)[\"']?\s*[:=]\s*"
 
 BUILTIN_DETECTORS: Dict[str, Detector] = {
     _API_KEYS: Detector(_API_KEYS, (
         # OpenAI (sk-, sk-proj-, sk-svcacct-, sk-admin-) and Anthropic (sk-ant-api03-…).
         _r(_API_KEYS, "api_key", _L + r"sk-(?:ant-[a-z]+\d*-|proj-|svcacct-|admin-)?(?P<body>[A-Za-z0-9_\-]{20,})" + _R,
-           _looks_random),
+           _looks_random, triggers=("sk-",)),
         # AWS access key ids (long-term AKIA, temporary ASIA).
-        _r(_API_KEYS, "api_key", _L + r"(?:AKIA|ASIA)[A-Z0-9]{16}" + _R),
+        _r(_API_KEYS, "api_key", _L + r"(?:AKIA|ASIA)[A-Z0-9]{16}" + _R, triggers=("akia", "asia")),
         # AWS secret access key: 40 base64 chars are too common alone, so only when labelled.
         _r(_API_KEYS, "api_key",
-           r"(?i)aws_?secret(?:_?access)?_?key[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"),
+           r"(?i)aws_?secret(?:_?access)?_?key[\"']?\s*[:=]\s*[\"']?(?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+           triggers=("secret",)),
         # Google API keys.
-        _r(_API_KEYS, "api_key", _L + r"AIza[0-9A-Za-z_\-]{35}" + _R),
+        _r(_API_KEYS, "api_key", _L + r"AIza[0-9A-Za-z_\-]{35}" + _R, triggers=("aiza",)),
         # GCP service-account JSON: the private key string (closing quote optional so a
         # stream holds it while it is still arriving) and its id.
         _r(_API_KEYS, "api_key", r"\"private_key\"\s*:\s*\"(?P<secret>(?:[^\"\\]|\\.)+)\"?",
            continuation=r"(?:[^\"\\]|\\.)*\"?"),
         _r(_API_KEYS, "api_key", r"\"private_key_id\"\s*:\s*\"(?P<secret>[0-9a-f]{40})\""),
         # GitHub classic tokens and fine-grained PATs.
-        _r(_API_KEYS, "api_key", _L + r"gh[pousr]_[A-Za-z0-9]{36}" + _R),
-        _r(_API_KEYS, "api_key", _L + r"github_pat_[A-Za-z0-9_]{22,}" + _R),
+        _r(_API_KEYS, "api_key", _L + r"gh[pousr]_[A-Za-z0-9]{36}" + _R,
+           triggers=("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+        _r(_API_KEYS, "api_key", _L + r"github_pat_[A-Za-z0-9_]{22,}" + _R, triggers=("github_pat_",)),
         # Stripe secret and restricted keys.
-        _r(_API_KEYS, "api_key", _L + r"(?:sk|rk)_(?:live|test)_(?P<body>[A-Za-z0-9]{16,})" + _R, _has_digit_and_letter),
+        _r(_API_KEYS, "api_key", _L + r"(?:sk|rk)_(?:live|test)_(?P<body>[A-Za-z0-9]{16,})" + _R, _has_digit_and_letter,
+           triggers=("_live_", "_test_")),
     )),
     _PRIVATE_KEYS: Detector(_PRIVATE_KEYS, (
         # The whole block, BEGIN to END (RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP, bare PKCS#8, …).
@@ -158,47 +174,58 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
     )),
     _CREDENTIALS: Detector(_CREDENTIALS, (
         # password=… / "password": "…" / pwd: '…' — quoted values may hold spaces.
-        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"\"(?P<secret>[^\"\n]{3,200})\"", _real_password),
-        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"'(?P<secret>[^'\n]{3,200})'", _real_password),
-        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"(?P<secret>[^\s\"'`,;&<>]{3,})", _real_password),
-        _r(_CREDENTIALS, "credential", r"(?i)\bbasic\s+(?P<secret>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])", _basic_auth),
+        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"\"(?P<secret>[^\"\n]{3,200})\"", _real_password,
+           triggers=_PASSWORD_TRIGGERS),
+        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"'(?P<secret>[^'\n]{3,200})'", _real_password,
+           triggers=_PASSWORD_TRIGGERS),
+        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"(?P<secret>[^\s\"'`,;&<>]{3,})", _real_password,
+           triggers=_PASSWORD_TRIGGERS),
+        _r(_CREDENTIALS, "credential", r"(?i)\bbasic\s+(?P<secret>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])",
+           _basic_auth,
+           triggers=("basic",)),
         # Any URL with user:password@ — postgres://, postgresql+psycopg2://, mongodb+srv://, redis://, https://, …
         _r(_CREDENTIALS, "credential",
-           r"(?i)\b[a-z][a-z0-9+.\-]{1,30}://[^\s:/@'\"]+:(?P<secret>[^\s@/'\"]+)@[A-Za-z0-9.\-\[]"),
+           r"(?i)\b[a-z][a-z0-9+.\-]{1,30}://[^\s:/@'\"]+:(?P<secret>[^\s@/'\"]+)@[A-Za-z0-9.\-\[]", triggers=("://",)),
     )),
     _EMAILS: Detector(_EMAILS, (
         _r(_EMAILS, "email",
            r"(?<![A-Za-z0-9._%+\-])[A-Za-z0-9._%+\-]{1,64}@(?:[A-Za-z0-9\-]{1,63}\.)+[A-Za-z]{2,24}(?![A-Za-z0-9\-])",
-           _not_url_userinfo),
+           _not_url_userinfo, triggers=("@",)),
     )),
     _PHONES: Detector(_PHONES, (
         # E.164 with optional grouping: +1 212 555 0123, +44 20 7946 0958, +4930123456.
         _r(_PHONES, "phone_number", r"(?<![\w+])\+[1-9]\d{0,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}(?![\d\-])",
-           _digit_count(8, 15)),
+           _digit_count(8, 15), triggers=("+",)),
         # NANP: (212) 555-0123, 212-555-0123, 212.555.0123, 1-800-555-0199 — separators required, so
         # a bare 10-digit id or "200 300 4000" never matches.
         _r(_PHONES, "phone_number",
            r"(?<![\w.+\-])(?:1[\-.\s]?)?(?:\([2-9]\d{2}\)\s?[2-9]\d{2}[\-.\s]\d{4}|[2-9]\d{2}([\-.])[2-9]\d{2}\1\d{4})"
-           r"(?![\w\-]|\.\d)"),
+           r"(?![\w\-]|\.\d)", prefilter=r"\d{3}[\-.)]\s?\d"),
         # European national formats: French pairs (01 23 45 67 89), UK 020 7946 0958 / 07700 900123.
-        _r(_PHONES, "phone_number", r"(?<![\w.+\-])0[1-9](?:[ .]\d{2}){4}(?![\w\-]|\.\d)"),
-        _r(_PHONES, "phone_number", r"(?<![\w.+\-])0\d{2,4} \d{3,4} ?\d{3,4}(?![\w\-]|\.\d)", _digit_count(10, 11)),
+        _r(_PHONES, "phone_number", r"(?<![\w.+\-])0[1-9](?:[ .]\d{2}){4}(?![\w\-]|\.\d)",
+           prefilter=r"0[1-9][ .]\d\d[ .]"),
+        _r(_PHONES, "phone_number", r"(?<![\w.+\-])0\d{2,4} \d{3,4} ?\d{3,4}(?![\w\-]|\.\d)", _digit_count(10, 11),
+           prefilter=r"0\d{2,4} \d"),
     )),
     _IPS: Detector(_IPS, (
         _r(_IPS, "ip_address",
            r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)",
-           _not_loopback),
+           _not_loopback, prefilter=r"\d\.\d{1,3}\.\d"),
     )),
     _COMMANDS: Detector(_COMMANDS, (
         # rm -rf / (and -fr, -r -f, --no-preserve-root, /*, ~, $HOME) — not rm -rf /tmp/x.
         _r(_COMMANDS, "command",
-           r"\brm\s+(?P<flags>(?:-{1,2}[A-Za-z\-]+\s+)+)(?:/\*?|~/?|\$HOME/?)" + _SHELL_END, _recursive_rm),
+           r"\brm\s+(?P<flags>(?:-{1,2}[A-Za-z\-]+\s+)+)(?:/\*?|~/?|\$HOME/?)" + _SHELL_END, _recursive_rm,
+           triggers=("rm",)),
         # Download piped into a shell.
-        _r(_COMMANDS, "command", r"\b(?:curl|wget)\b[^\n|]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|da|k)?sh\b"),
+        _r(_COMMANDS, "command", r"\b(?:curl|wget)\b[^\n|]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|da|k)?sh\b",
+           triggers=("|",)),
         # The classic bash fork bomb.
         _r(_COMMANDS, "command", r":\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
-        _r(_COMMANDS, "command", r"\bmkfs(?:\.\w+)?\s+(?:-\S+\s+)*/dev/\w+"),
-        _r(_COMMANDS, "command", r"\bdd\b[^\n]*\bof=/dev/(?:sd[a-z]|nvme\d|hd[a-z]|xvd[a-z]|vd[a-z]|mmcblk\d|disk\d)"),
-        _r(_COMMANDS, "command", r"\bchmod\s+(?:-\w+\s+)*(?:-R\s+(?:-\w+\s+)*0?777|0?777\s+-R)\s+/\*?" + _SHELL_END),
+        _r(_COMMANDS, "command", r"\bmkfs(?:\.\w+)?\s+(?:-\S+\s+)*/dev/\w+", triggers=("mkfs",)),
+        _r(_COMMANDS, "command", r"\bdd\b[^\n]*\bof=/dev/(?:sd[a-z]|nvme\d|hd[a-z]|xvd[a-z]|vd[a-z]|mmcblk\d|disk\d)",
+           triggers=("of=/dev/",)),
+        _r(_COMMANDS, "command", r"\bchmod\s+(?:-\w+\s+)*(?:-R\s+(?:-\w+\s+)*0?777|0?777\s+-R)\s+/\*?" + _SHELL_END,
+           triggers=("777",)),
     ), directions=(DOWNGOING,)),
 }

@@ -114,7 +114,10 @@ def compile_rules(options: Mapping) -> RuleSet:
 def find(text: str, rules: DirectionRules, offset: int = 0) -> List[Finding]:
     """Every validated match in `text`, positions shifted by `offset`, ordered by start."""
     out: List[Finding] = []
+    lower = text.lower()
     for rule, action in rules.rules:
+        if not rule.may_match(text, lower):
+            continue
         group = rule.secret_group
         for m in rule.pattern.finditer(text):
             if m.end() == m.start() or (rule.validate is not None and not rule.validate(text, m)):

@@ -48,6 +48,10 @@ class ChannelScanner:
         self.chunk_ends: List[int] = []  # absolute end of every held chunk
         self.reported_end: Dict[str, int] = {}  # per detector, so a match is counted once
         self.open: Optional[Tuple[Rule, str, str]] = None  # (rule, action, placeholder) of a match cut at the cap
+        # Scan once per `batch` new characters, not once per chunk: streams often
+        # send a few characters per chunk, and each scan reads the whole window.
+        self.batch = max(16, self.window // 4)
+        self.unscanned = 0
 
     # --- public ------------------------------------------------------------
 
@@ -56,11 +60,15 @@ class ChannelScanner:
         self.buf += text
         self.total += len(text)
         if not self.hold:
-            self._report_warnings(final=False)
             self.emitted = self.total
-            self._trim(self.total - self.window - self.context)
+            self.unscanned += len(text)
+            if self.unscanned >= self.batch:
+                self._report_warnings(final=False)
+                self._trim(self.total - self.window - self.context)
             return None
         self.chunk_ends.append(self.total)
+        if self.total - self.window - self.emitted < self.batch:
+            return []  # too little could be released to be worth a scan
         return self._release(final=False)
 
     def flush(self) -> List[str]:
@@ -78,6 +86,7 @@ class ChannelScanner:
             self.reporter.report(self.rules.direction, f, self.where)
 
     def _report_warnings(self, final: bool) -> None:
+        self.unscanned = 0
         for f in find(self.buf, self.rules, self.base):
             if final or f.end < self.total:  # one touching the end may still grow
                 self._report(f)

@@ -7,12 +7,12 @@ from typing import Any, Dict
 import pytest
 import yaml
 from marshmallow import ValidationError
+from routeplane_guardrails import GuardrailsPlugin
 
 from routeplane import cli
 from routeplane.app import build_app, discover_plugins
 from routeplane.config import ConfigError, parse_config
 from routeplane.testing import Gateway, run_request
-from routeplane_guardrails import GuardrailsPlugin
 
 KEY = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7d"
 BASE: Dict[str, Any] = {
@@ -52,7 +52,7 @@ BAD_OPTIONS = [
 def test_bad_options_fail_at_start_up_with_the_key_path(options: Dict[str, Any], key_path: str) -> None:
     with pytest.raises(ConfigError) as info:
         build_app(parse_config(config_with(options), "routeplane.yaml"))
-    assert f"routeplane.yaml: plugins.guardrails: invalid options" in str(info.value)
+    assert "routeplane.yaml: plugins.guardrails: invalid options" in str(info.value)
     assert key_path + ":" in str(info.value)
     with pytest.raises(ValidationError):  # the same check when a plugin author builds it in Python
         GuardrailsPlugin(**options)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from routeplane_guardrails import BUILTIN_DETECTORS, GuardrailsPlugin
 
 from routeplane.testing import Gateway
-from routeplane_guardrails import BUILTIN_DETECTORS, GuardrailsPlugin
 
 UPGOING = [name for name, d in BUILTIN_DETECTORS.items() if "upgoing" in d.directions]
 

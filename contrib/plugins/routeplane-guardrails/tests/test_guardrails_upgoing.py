@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List
 
+from routeplane_guardrails import GuardrailsPlugin
+
 from routeplane.language_model.types import Role, TextPart, ToolCallPart, ToolResultPart
 from routeplane.testing import Gateway
-from routeplane_guardrails import GuardrailsPlugin
 
 KEY = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7d"
 GH = "ghp_" + "A1b2C3d4E5" * 3 + "f6G7h8"

@@ -6,10 +6,10 @@ import json
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
+from routeplane_guardrails import GuardrailsPlugin
 
 from routeplane.language_model.types import Finish, FinishReason, ResponseStart, TextDelta, TextEnd, TextStart
 from routeplane.testing import Gateway, Result
-from routeplane_guardrails import GuardrailsPlugin
 
 KEY = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7d"
 TEXT = f"Your key is {KEY} keep it safe."
