@@ -739,3 +739,25 @@ def test_missing_upstream_usage_is_estimated_never_zero():
     list(h.run("a prompt of some length", stream=True))
     [s] = h.settlements.items
     assert not s.usage.reported and s.usage.input_tokens > 0 and s.usage.output_tokens == 3
+
+
+def test_execution_hook_rejecting_an_opened_stream_closes_the_upstream():
+    closed: List[bool] = []
+
+    def upstream_parts():
+        try:
+            yield from text_parts("a", "b")
+        finally:
+            closed.append(True)
+
+    class Reject(ExecutionHook):
+        def on_success(self, ctx, result):
+            raise StreamAborted("not this one", status=403)
+
+    h = Harness(("execution_hook", Reject()))
+    h.executor.stream = lambda target, p, ctx: upstream_parts()  # type: ignore[method-assign]
+    with pytest.raises(StreamAborted):
+        h.run(stream=True)
+    assert closed == [True]
+    [s] = h.settlements.items
+    assert s.status == 403

@@ -296,9 +296,17 @@ class LanguageModelPipeline:
             except BaseException:
                 _close(upstream)
                 raise
+            opened.append(upstream)
             return first, upstream
 
-        first, upstream = self._attempt(run, chain, open_stream)
+        opened: List[Iterator[StreamPart]] = []
+        try:
+            first, upstream = self._attempt(run, chain, open_stream)
+        except BaseException:
+            # An execution hook rejected an opened stream: release its connection now.
+            for it in opened:
+                _close(it)
+            raise
         self._phase(ctx, Phase.EXECUTE)
         return PipelineStream(_primed(self._stream(run, first, upstream)), ctx)
 
