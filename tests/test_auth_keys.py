@@ -125,6 +125,19 @@ def test_anthropic_wire_takes_x_api_key(gw: Gateway) -> None:
     assert r.status_code == 401 and r.json["type"] == "error"
 
 
+def test_anthropic_count_tokens_needs_credentials_but_reserves_nothing(gw: Gateway) -> None:
+    key = gw.key(models=["mock-*"], budget_micro_usd=1)
+    body = {"model": "mock-echo", "messages": [{"role": "user", "content": "hi"}]}
+    path = "/v1/messages/count_tokens"
+    r = gw.client.post(path, json=body, headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 401 and r.json["error"]["type"] == "authentication_error"
+    r = gw.client.post(path, json=dict(body, model="default"), headers={"x-api-key": key})
+    assert r.status_code == 403
+    for _ in range(3):  # a budget of 1 micro-USD: counting is not a billed call
+        assert gw.client.post(path, json=body, headers={"x-api-key": key}).status_code == 200
+    assert gw.ledger() == []
+
+
 def test_gemini_wire_takes_goog_key_bearer_and_query_key(gw: Gateway) -> None:
     key = gw.key()
     path = "/v1beta/models/mock-echo:generateContent"

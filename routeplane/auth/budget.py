@@ -104,6 +104,7 @@ class BudgetPlugin(Plugin):
     """Budgets from the ledger: per account or session, over a time window or the last N requests."""
 
     id = BUDGET_ID
+    fail_open = False  # a slow budget check must not admit unchecked (fail_closed decides store errors)
 
     def __init__(self, settings: BudgetSettings, store: StoreHandle, config: "Config",
                  clock: Callable[[], float] = time.time) -> None:

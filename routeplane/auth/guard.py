@@ -53,6 +53,21 @@ def authenticate_request(app: "App", headers: Mapping[str, str], remote_addr: Op
     return identity, None
 
 
+def check_context(app: "App", ctx: Any) -> Any:
+    """Run only the auth check (credential, identity, model allowlist) on a PipelineContext.
+
+    For endpoints that are not billed calls (count_tokens): no budget reservation.
+    Returns a HookDecision; allow() when auth is off.
+    """
+    from ..hooks.language_model import HookDecision
+    from .plugin import AuthHook, AuthPlugin
+
+    plugin = next((p for p in app.plugins if isinstance(p, AuthPlugin)), None)
+    if plugin is None:
+        return HookDecision.allow()
+    return AuthHook(plugin.authenticator).check(ctx)
+
+
 def require_admin(app: "App", render: Optional[Callable[[RouteplaneError], Any]] = None) -> Callable:
     """Decorator for a Flask view: 401 without valid credentials, 403 without admin scope.
 

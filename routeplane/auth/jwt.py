@@ -123,7 +123,8 @@ def verify_token(token: str, settings: VerifierSettings, now: Optional[float] = 
     alg = header.get("alg")
     if alg not in ALGORITHMS:  # `none`, HS256, RS256, ... are never accepted
         raise TokenError("The token's algorithm is not accepted (use SOL_EDDSA or EIP191K).")
-    if header.get("typ", "JWT") != "JWT" or "crit" in header:
+    typ = header.get("typ", "JWT")
+    if not isinstance(typ, str) or typ.upper() != "JWT" or "crit" in header:
         raise TokenError(MALFORMED)
     try:
         issuer = parse_caip10(claims.get("iss"))

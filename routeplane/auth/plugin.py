@@ -75,6 +75,7 @@ class AuthPlugin(Plugin):
     """Caller authentication (API keys and/or Web3 JWTs), scopes and model allowlists."""
 
     id = AUTH_ID
+    fail_open = False  # under a configured time budget, a slow auth check denies (503), never skips
 
     def __init__(self, settings: AuthSettings, store: StoreHandle, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings

@@ -99,14 +99,13 @@ def _count_tokens(app: "App", body: Any, rid: str) -> Response:
 def _authenticate(app: "App", ctx: PipelineContext) -> None:
     """Run the auth hooks only: count_tokens is not a billed call, so budget and
     policy hooks (which may reserve spend) stay out of it."""
-    from ..auth.plugin import AuthHook
+    from ..auth.guard import check_context
 
-    for _pid, hook in app.pipeline.hooks.pre_request:
-        if isinstance(hook, AuthHook):
-            decision = hook.check(ctx)
-            if decision.kind is DecisionKind.DENY and decision.reason is not None:
-                reason = decision.reason
-                raise HookDenied(reason.message, status=reason.status, kind=reason.kind)
+    # Not by scanning the pipeline's hooks: they are wrapped (stats, time budgets) at build time.
+    decision = check_context(app, ctx)
+    if decision.kind is DecisionKind.DENY and decision.reason is not None:
+        reason = decision.reason
+        raise HookDenied(reason.message, status=reason.status, kind=reason.kind, code=reason.code)
 
 
 def _forward_count_tokens(target: RoutingTarget, body: Any, prompt: Any, rid: str) -> Response:
