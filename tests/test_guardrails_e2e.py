@@ -26,7 +26,7 @@ def stack() -> Iterator[Tuple[GatewayProcess, FakeUpstream, OpenAI]]:
         "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]},
                    "up": {"targets": [{"provider": "up", "model": "up-model"}]}},
         "plugins": {"guardrails": {
-            "upgoing": {"api_keys": "block"},
+            "upgoing": {"api_keys": "block", "ip_addresses": "redact"},
             "downgoing": {"api_keys": "block", "pii_emails": "redact"},
             "block_message": {"include_details": True},
         }},
@@ -87,3 +87,14 @@ def test_non_streaming_reply_is_redacted_and_logs_never_hold_the_secret(
     logs = gw.logs()
     assert "guardrail" in logs and "pii_emails" in logs
     assert EMAIL not in logs and KEY[:12] not in logs
+
+
+def test_upgoing_redaction_is_what_the_real_upstream_receives(stack: Tuple[GatewayProcess, FakeUpstream, OpenAI]) -> None:
+    gw, upstream, client = stack
+    upstream.enqueue(_sse(["ok"]))
+    stream = client.chat.completions.create(
+        model="up", stream=True, messages=[{"role": "system", "content": "db host 10.20.30.40"},
+                                           {"role": "user", "content": "connect to 172.16.5.9 please"}])
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
+    sent = upstream.requests[-1].json["messages"]
+    assert [m["content"] for m in sent] == ["db host [REDACTED:ip_address]", "connect to [REDACTED:ip_address] please"]

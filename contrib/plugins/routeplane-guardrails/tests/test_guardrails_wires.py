@@ -8,7 +8,16 @@ from typing import Any, Callable, Dict, List, Tuple
 import pytest
 from routeplane_guardrails import GuardrailsPlugin
 
-from routeplane.language_model.types import Finish, FinishReason, ResponseStart, TextDelta, TextEnd, TextStart
+from routeplane.language_model.types import (
+    Finish,
+    FinishReason,
+    ResponseStart,
+    TextDelta,
+    TextEnd,
+    TextStart,
+    Usage,
+    UsageUpdate,
+)
 from routeplane.testing import Gateway, Result
 
 KEY = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7d"
@@ -48,7 +57,7 @@ WIRES: Dict[str, Tuple[str, Dict[str, Any], Callable[[List[Any]], str]]] = {
 
 def script(chunks: List[str]) -> List[Any]:
     return [ResponseStart("resp-fixed", "up-model", 1700000000), TextStart(0), *[TextDelta(0, c) for c in chunks],
-            TextEnd(0), Finish(FinishReason.STOP)]
+            TextEnd(0), UsageUpdate(Usage(input_tokens=3, output_tokens=9)), Finish(FinishReason.STOP)]
 
 
 def split(text: str, n: int) -> List[str]:
