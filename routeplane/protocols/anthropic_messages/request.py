@@ -92,6 +92,8 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
         budget = expect(thinking.get("budget_tokens"), int, "thinking.budget_tokens", required=True)
     output_config = expect(body.get("output_config"), dict, "output_config") or {}
     effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
+    if effort is None and budget is not None:
+        effort = budget_effort(budget)
     params = GenerationParams(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature"),
@@ -121,6 +123,13 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
         extras=extras,
         extras_protocol=PROTOCOL,
     )
+
+
+def budget_effort(budget: int) -> str:
+    """The OpenAI-style effort closest to an Anthropic thinking budget (inverse of EFFORT_BUDGET)."""
+    if budget <= EFFORT_BUDGET["low"]:
+        return "low"
+    return "medium" if budget <= EFFORT_BUDGET["medium"] else "high"
 
 
 def _number(body: Dict[str, Any], key: str) -> Optional[float]:

@@ -1,0 +1,123 @@
+"""The /v1/messages blueprint: Anthropic-shaped errors for every failure, auth pass-through, streams, count_tokens."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, List
+
+import pytest
+
+from routeplane.errors import UpstreamError, UpstreamStatusError
+from routeplane.hooks.language_model import HookDecision, PreRequestHook
+from routeplane.language_model.types import Finish, FinishReason, ResponseStart, TextDelta, TextStart
+from routeplane.testing import Gateway
+
+BODY = {"model": "default", "max_tokens": 50, "messages": [{"role": "user", "content": "hello"}]}
+
+
+def _error(result: Any) -> dict:
+    body = result.json
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, body
+    return body["error"]
+
+
+class RecordCredential(PreRequestHook):
+    def __init__(self) -> None:
+        self.seen: List[Any] = []
+
+    def check(self, ctx: Any) -> HookDecision:
+        self.seen.append((ctx.credential, ctx.inbound_protocol, "x-api-key" in ctx.headers))
+        return HookDecision.allow()
+
+
+def test_plain_message_and_credential_from_x_api_key_or_bearer():
+    hook = RecordCredential()
+    gw = Gateway(hooks=[hook])
+    r = gw.request(BODY, path="/v1/messages", headers={"x-api-key": "k1"})
+    assert r.status == 200 and r.json["content"] == [{"type": "text", "text": "You said: hello"}]
+    assert r.json["stop_reason"] == "end_turn" and r.headers["request-id"] == r.headers["x-request-id"]
+    gw.request(BODY, path="/v1/messages", headers={"Authorization": "Bearer k2"})
+    # The credential reaches auth hooks; the secret header itself is never copied into the context.
+    assert hook.seen == [("k1", "anthropic_messages", False), ("k2", "anthropic_messages", False)]
+    assert r.settlements[0].inbound_protocol == "anthropic_messages"
+
+
+@pytest.mark.parametrize("raw, content_type, status, etype", [
+    (b"{not json", "application/json", 400, "invalid_request_error"),
+    (b"\xff\xfe", "application/json", 400, "invalid_request_error"),
+    (b"[]", "application/json", 400, "invalid_request_error"),
+    (json.dumps(BODY).encode(), "text/plain", 415, "invalid_request_error"),
+    (b"", "application/json", 400, "invalid_request_error"),
+])
+def test_bad_bodies_are_anthropic_errors(raw, content_type, status, etype):
+    gw = Gateway()
+    resp = gw.client.post("/v1/messages", data=raw, content_type=content_type)
+    assert resp.status_code == status
+    body = resp.get_json()
+    assert body["type"] == "error" and body["error"]["type"] == etype
+    resp.close()
+
+
+def test_oversized_body_is_413_request_too_large():
+    gw = Gateway(config={"server": {"max_body_bytes": 2048}, "providers": {"mock": {"protocol": "mock"}},
+                         "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}}})
+    big = dict(BODY, messages=[{"role": "user", "content": "x" * 5000}])
+    r = gw.request(big, path="/v1/messages")
+    assert r.status == 413 and _error(r)["type"] == "request_too_large"
+
+
+@pytest.mark.parametrize("method, path, status, etype", [
+    ("get", "/v1/messages", 405, "invalid_request_error"),
+    ("post", "/v1/messages/batches/nope", 404, "not_found_error"),
+    ("get", "/v1/messages/count_tokens", 405, "invalid_request_error"),
+])
+def test_unrouted_paths_under_messages_answer_in_anthropic_shape(method, path, status, etype):
+    gw = Gateway()
+    resp = getattr(gw.client, method)(path)
+    assert resp.status_code == status and resp.get_json()["error"]["type"] == etype
+    resp.close()
+
+
+def test_unknown_model_is_not_found_error():
+    r = Gateway().request(dict(BODY, model="nope"), path="/v1/messages")
+    assert r.status == 404 and _error(r)["type"] == "not_found_error"
+
+
+def test_upstream_overload_is_529_and_rate_limit_keeps_retry_after():
+    overloaded = UpstreamStatusError("busy", provider="mock", upstream_status=503, retriable=False, status=503,
+                                     kind="overloaded")
+    limited = UpstreamStatusError("slow", provider="mock", upstream_status=429, retriable=False, status=429,
+                                  kind="rate_limit", retry_after=4.2)
+    gw = Gateway(script=[overloaded, limited])
+    r = gw.request(BODY, path="/v1/messages")
+    assert r.status == 529 and _error(r)["type"] == "overloaded_error"
+    r = gw.request(BODY, path="/v1/messages")
+    assert r.status == 429 and _error(r)["type"] == "rate_limit_error" and r.headers["Retry-After"] == "5"
+
+
+def test_mid_stream_failure_is_an_error_event_after_200():
+    parts = [ResponseStart("r1", "m"), TextStart(0), TextDelta(0, "par"),
+             UpstreamError("cut", provider="mock", kind="upstream")]
+    gw = Gateway(script=[parts])
+    r = gw.request(dict(BODY, stream=True), path="/v1/messages")
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
+    events = r.sse
+    assert events[0]["type"] == "message_start"
+    assert events[-1] == {"type": "error", "error": {"type": "api_error", "message": "cut"}}
+    assert b"event: error\n" in r.body and b"message_stop" not in r.body
+
+
+def test_stream_with_pause_turn_and_usage():
+    parts = [ResponseStart("r1", "m"), TextStart(0), TextDelta(0, "wait"), Finish(FinishReason.PAUSE)]
+    r = Gateway(script=[parts]).request(dict(BODY, stream=True), path="/v1/messages")
+    delta = [e for e in r.sse if e["type"] == "message_delta"][0]
+    assert delta["delta"]["stop_reason"] == "pause_turn" and "output_tokens" in delta["usage"]
+    assert r.sse[-1] == {"type": "message_stop"}
+
+
+def test_count_tokens_estimate_for_a_non_anthropic_route():
+    r = Gateway().request({"model": "default", "messages": [{"role": "user", "content": "abcd" * 25}]},
+                          path="/v1/messages/count_tokens")
+    assert r.status == 200 and r.json == {"input_tokens": 25} and r.headers["x-routeplane-estimate"] == "true"
+    bad = Gateway().request({"model": "default"}, path="/v1/messages/count_tokens")
+    assert bad.status == 400 and _error(bad)["type"] == "invalid_request_error"
