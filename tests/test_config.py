@@ -263,3 +263,68 @@ def test_console_script_is_installed():
         pytest.skip("routeplane console script not installed in this environment")
     r = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "serve" in r.stdout and "check" in r.stdout
+
+
+# --- routeplane serve ---------------------------------------------------------------------------
+
+
+def test_default_listen_address():
+    assert parse_config(MINIMAL, "f.yaml", env={}).server.listen == "127.0.0.1:4356"
+
+
+def serve(args: list, env: Dict[str, str], cwd: str) -> subprocess.Popen:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("ROUTEPLANE_")}
+    full_env.update(env)
+    return subprocess.Popen([sys.executable, "-m", "routeplane.cli", "serve", *args], cwd=cwd, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def test_serve_refuses_public_address_without_auth_and_bad_config(tmp_path):
+    p = serve(["--listen", "0.0.0.0:1"], {}, str(tmp_path))
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 2 and b"refusing to listen on 0.0.0.0:1" in out
+    bad = write(tmp_path, "providers: {x: {protocol: nope}}\nmodels: {}\n", "bad.yaml")
+    p = serve(["--config", bad, "--listen", "127.0.0.1:1"], {}, str(tmp_path))
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 2 and b"providers.x.protocol" in out and b"Traceback" not in out
+
+
+def test_serve_runs_gunicorn_with_the_config_listen_address(tmp_path):
+    import signal
+    import time
+
+    import requests
+
+    from tests.support.gateway import free_port
+
+    port = free_port()
+    path = write(tmp_path, f"""
+        server: {{listen: "127.0.0.1:{port}", workers: 1, threads: 4}}
+        providers: {{local: {{protocol: mock}}}}
+        models: {{served-route: {{targets: [{{provider: local, model: echo}}]}}}}
+    """, "serve.yaml")
+    p = serve([], {"ROUTEPLANE_CONFIG": path}, str(tmp_path))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert p.poll() is None, p.stdout.read().decode() if p.stdout else ""
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert time.monotonic() < deadline, "routeplane serve did not become healthy"
+            time.sleep(0.1)
+        r = requests.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=10,
+                          json={"model": "served-route", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "You said: hi"
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a hung gunicorn
+            p.kill()
+            p.wait()
+        if p.stdout:
+            p.stdout.close()
+    assert p.returncode == 0
