@@ -325,3 +325,37 @@ def test_empty_allowlist_allows_everything() -> None:
 def test_glob_match_agrees_with_a_regex_reference(pattern: str, name: str) -> None:
     reference = re.fullmatch(".*".join(re.escape(p) for p in pattern.split("*")), name, re.S) is not None
     assert glob_match(pattern, name) is reference
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_mutation_is_refused_or_means_the_same_never_a_crash(data: st.DataObject) -> None:
+    w = Wallet(SEED)
+    token = mint(w, data.draw(st.sampled_from([sol_iss(w), evm_iss(w)])), models=["a*"], budget=5)
+    chars = list(token)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(chars) - 1))
+        op = data.draw(st.sampled_from(["replace", "delete", "insert"]))
+        c = data.draw(st.sampled_from("AZaz09-_.=+/ \x00é"))
+        if op == "replace":
+            chars[i] = c
+        elif op == "delete" and len(chars) > 1:
+            del chars[i]
+        else:
+            chars.insert(i, c)
+    mutated = "".join(chars)
+    try:
+        claims = verify(mutated)
+    except TokenError as exc:
+        assert exc.status == 401
+        return
+    # Accepted only if it still says exactly what was signed (e.g. v 27 spelled as recovery id 0).
+    original = verify(token)
+    assert (claims.raw, claims.issuer) == (original.raw, original.issuer)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=300))
+def test_arbitrary_strings_are_token_errors(text: str) -> None:
+    with pytest.raises(TokenError):
+        verify(text)
