@@ -38,7 +38,7 @@ def has_anthropic() -> bool:
     return "anthropic_messages" in provider_codecs()
 
 
-def gateway_config(nginx_url: str, paced_url: str, anthropic: bool) -> Dict[str, Any]:
+def gateway_config(nginx_url: str, paced_url: str, anthropic: bool, spend_log: bool = True) -> Dict[str, Any]:
     def openai(path: str) -> Dict[str, Any]:
         return {"protocol": "openai_chat", "base_url": f"{nginx_url}/{path}/v1", "api_key": "sk-bench-upstream"}
 
@@ -54,7 +54,10 @@ def gateway_config(nginx_url: str, paced_url: str, anthropic: bool) -> Dict[str,
             providers["up_" + name.replace("-", "_")] = {
                 "protocol": "anthropic_messages", "base_url": f"{nginx_url}/{name}/v1", "api_key": "sk-ant-bench"}
     models = {f"m-{pid[3:]}": {"targets": [{"provider": pid, "model": "bench-model"}]} for pid in providers}
-    return {"server": {"log_level": "warning"}, "providers": providers, "models": models}
+    cfg: Dict[str, Any] = {"server": {"log_level": "warning"}, "providers": providers, "models": models}
+    if not spend_log:
+        cfg["plugins"] = {"spend_log": {"enabled": False}}
+    return cfg
 
 
 def body(model: str, stream: bool) -> str:
@@ -92,7 +95,7 @@ class Bench:
     def start_gateway(self, workers: int, threads: int) -> GatewayProcess:
         self.stop_gateway()
         assert self.nginx is not None
-        cfg = gateway_config(self.nginx.url, self.paced_url, self.anthropic)
+        cfg = gateway_config(self.nginx.url, self.paced_url, self.anthropic, spend_log=not self.args.no_spend_log)
         self.gw = GatewayProcess(cfg, workers=workers, threads=threads,
                                  env={"ROUTEPLANE_MAX_REQUESTS": "0"}).start(timeout=60)
         return self.gw
@@ -287,9 +290,20 @@ def profile(args: argparse.Namespace) -> None:
     from routeplane.app import build_app
     from routeplane.config import parse_config
 
+    import tempfile
+
+    import yaml
+
     nginx = NginxProcess(nginx_http_body(), files=canned_files(SHORT_CHUNKS, LONG_CHUNKS)).start()
+    tmp = tempfile.mkdtemp(prefix="rp-bench-profile-")
     try:
-        cfg = gateway_config(nginx.url, "http://127.0.0.1:9", False)
+        cfg = gateway_config(nginx.url, "http://127.0.0.1:9", False, spend_log=not args.no_spend_log)
+        cfg["database"] = {"url": f"sqlite:///{tmp}/bench.db"}
+        cfg_path = os.path.join(tmp, "routeplane.yaml")
+        with open(cfg_path, "w") as fh:
+            yaml.safe_dump(cfg, fh)
+        subprocess.run([sys.executable, "-m", "routeplane.cli", "migrate", "--quiet"], check=True, timeout=60,
+                       env=dict(os.environ, ROUTEPLANE_CONFIG=cfg_path))
         flask_app = build_app(parse_config(cfg, "<bench>")).flask_app()
         client = flask_app.test_client()
         for stream, model in ((False, "m-json"), (True, "m-sselong")):
@@ -321,6 +335,9 @@ def profile(args: argparse.Namespace) -> None:
             stats.sort_stats("tottime").print_stats(args.profile_top)
     finally:
         nginx.stop()
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -334,6 +351,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--streams-only", action="store_true")
     ap.add_argument("--soak", action="store_true", help="bounded soak: --soak-requests requests, RSS start/end")
     ap.add_argument("--soak-requests", type=int, default=100_000)
+    ap.add_argument("--no-spend-log", action="store_true", help="disable the spend log (default: on, SQLite)")
     ap.add_argument("--profile", action="store_true", help="cProfile the in-process hot path")
     ap.add_argument("--profile-requests", type=int, default=2000)
     ap.add_argument("--profile-top", type=int, default=25)
