@@ -244,6 +244,19 @@ def test_session_and_account_scopes(gw: Gateway, wallet: Wallet) -> None:
     assert gw.chat(evm).status_code == 200  # the EVM identity of the seed is another account
 
 
+def test_a_re_encoded_signature_does_not_open_a_new_session(gw: Gateway, wallet: Wallet) -> None:
+    import base64
+
+    from routeplane.auth.crypto import b64url
+
+    token = jwt(wallet, chain="evm", budget=COST, budget_scope="session")  # no jti: the token is the session
+    h, p, s = token.split(".")
+    sig = base64.urlsafe_b64decode(s + "==")
+    twin = f"{h}.{p}.{b64url(sig[:64] + bytes([sig[64] - 27]))}"  # v as recovery id: the same signature
+    assert gw.chat(token).status_code == 200
+    assert gw.chat(twin).status_code == 402
+
+
 def test_operator_account_limit_applies_to_every_caller(tmp_path: Any, wallet: Wallet) -> None:
     g = Gateway(tmp_path, {"mode": "jwt", "budget": {"account_limit_micro_usd": COST}})
     token = jwt(wallet)

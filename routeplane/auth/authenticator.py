@@ -70,8 +70,9 @@ class Authenticator:
         except TokenError as exc:
             raise AuthFailure(exc.message, exc.status) from None
         account_id = claims.issuer.account_id
-        # A token without jti is its own session: hash of the signed bytes, never the token itself.
-        token_id = claims.jti or hashlib.sha256(token.encode("ascii")).hexdigest()
+        # A token without jti is its own session, named by a hash of what was signed (header.payload):
+        # the signature has more than one encoding (v 27/28 or 0/1), which must not open a new session.
+        token_id = claims.jti or hashlib.sha256(token.rsplit(".", 1)[0].encode("ascii")).hexdigest()
         return Identity(
             account_id=account_id, key_id=None, session_id=session_id_for(account_id, token_id), scope=claims.scope,
             models=claims.models or ("*",), budget_micro_usd=claims.budget,
