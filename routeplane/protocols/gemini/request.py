@@ -305,6 +305,9 @@ def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[
             effort = level.lower()
         elif budget == 0:
             effort = "none"
+        elif budget is not None and budget > 0:
+            # Wires that only know an effort still hear that thinking was asked for.
+            effort = next((e for e, b in sorted(EFFORT_BUDGET.items(), key=lambda kv: kv[1]) if b >= budget), "high")
         if budget is not None and budget <= 0:
             budget = None  # 0 = off (effort none), -1 = dynamic: no fixed budget
     params = GenerationParams(

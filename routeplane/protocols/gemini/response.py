@@ -49,6 +49,8 @@ def finish_from_wire(reason: Any, parts: List[ContentPart]) -> FinishReason:
         return FinishReason.LENGTH
     if reason in _FILTERED:
         return FinishReason.CONTENT_FILTER
+    if reason == "OTHER":
+        return FinishReason.OTHER
     # Tool calls end with STOP: their presence is the signal.
     if any(isinstance(p, ToolCallPart) for p in parts):
         return FinishReason.TOOL_CALLS
@@ -150,7 +152,7 @@ def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
                                     sig, PROTOCOL if sig else None))
         elif isinstance(raw.get("text"), str):
             if raw.get("thought"):
-                out.append(ReasoningPart(raw["text"], sig, provider=PROTOCOL))
+                out.append(thought_part(out, raw["text"], sig))
                 continue
             if raw["text"]:
                 out.append(TextPart(raw["text"]))
@@ -162,9 +164,22 @@ def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
     return _merge_text(out)
 
 
+def thought_part(previous: List[ContentPart], text: str, sig: Optional[str]) -> ReasoningPart:
+    """A thought part; an empty one carrying only a signature signs the unsigned thoughts before it."""
+    if not text and sig:
+        for i in range(len(previous) - 1, -1, -1):
+            p = previous[i]
+            if isinstance(p, ReasoningPart) and p.provider == PROTOCOL and p.text and not p.signature:
+                previous[i] = ReasoningPart(p.text, sig, provider=PROTOCOL)
+                return ReasoningPart("", None, provider=PROTOCOL)  # dropped below: nothing left to carry
+    return ReasoningPart(text, sig, provider=PROTOCOL)
+
+
 def _merge_text(parts: List[ContentPart]) -> List[ContentPart]:
     merged: List[ContentPart] = []
     for p in parts:
+        if isinstance(p, ReasoningPart) and not p.text and not p.signature and not p.redacted:
+            continue
         if isinstance(p, TextPart) and merged and isinstance(merged[-1], TextPart):
             merged[-1] = TextPart(merged[-1].text + p.text)
         else:

@@ -146,6 +146,7 @@ class GeminiStreamDecoder(StreamDecoder):
         self._text: Optional[int] = None
         self._reasoning: Optional[int] = None
         self._reasoning_sig: Optional[str] = None
+        self._reasoning_held = False  # thoughts ended, their ReasoningEnd waits for a late signature
         self._finish: Optional[str] = None
         self._blocked = False
         self._usage: Optional[Usage] = None
@@ -196,7 +197,11 @@ class GeminiStreamDecoder(StreamDecoder):
         sig = raw.get("thoughtSignature") if isinstance(raw.get("thoughtSignature"), str) else None
         call = raw.get("functionCall")
         if isinstance(call, dict):
-            out.extend(self._close_text() + self._close_reasoning())
+            out.extend(self._close_text())
+            if self._reasoning is not None and self._reasoning_sig is None:
+                self._reasoning_held = True
+            else:
+                out.extend(self._close_reasoning())
             block = self._block()
             self._tools = True
             call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else synthetic_id()
@@ -207,8 +212,14 @@ class GeminiStreamDecoder(StreamDecoder):
             return out
         text = raw.get("text") if isinstance(raw.get("text"), str) else ""
         if raw.get("thought"):
-            if self._reasoning is None:
-                out.extend(self._close_text())
+            if not text and sig and self._reasoning is not None:
+                # The signature of the thoughts often comes last, on an empty thought part.
+                self._reasoning_sig = sig
+                if self._reasoning_held:
+                    out.extend(self._close_reasoning())
+                return out
+            if self._reasoning is None or self._reasoning_held:
+                out.extend(self._close_reasoning() + self._close_text())
                 self._reasoning = self._block()
                 out.append(ReasoningStart(self._reasoning, PROTOCOL))
             if text:
@@ -216,15 +227,19 @@ class GeminiStreamDecoder(StreamDecoder):
             if sig:
                 self._reasoning_sig = sig
             return out
+        if self._reasoning is not None and self._reasoning_sig is None:
+            # Hold the end of unsigned thoughts: their signature may still come.
+            self._reasoning_held = True
+        else:
+            out.extend(self._close_reasoning())
         if text:
             if self._text is None:
-                out.extend(self._close_reasoning())
                 self._text = self._block()
                 out.append(TextStart(self._text))
             out.append(TextDelta(self._text, text))
         if sig:
             # A signature on a text part: a signature-only reasoning block after it.
-            out.extend(self._close_text() + self._close_reasoning())
+            out.extend(self._close_text())
             block = self._block()
             out.extend([ReasoningStart(block, PROTOCOL), ReasoningEnd(block, sig)])
         return out
@@ -240,6 +255,7 @@ class GeminiStreamDecoder(StreamDecoder):
             return []
         block, sig = self._reasoning, self._reasoning_sig
         self._reasoning = self._reasoning_sig = None
+        self._reasoning_held = False
         return [ReasoningEnd(block, sig)]
 
     def finish(self) -> List[StreamPart]:

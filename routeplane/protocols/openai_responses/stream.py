@@ -79,6 +79,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._started = False
         self._open: Dict[int, _Item] = {}
         self._closed: Dict[int, _Item] = {}
+        self._queued: Dict[int, List[StreamPart]] = {}
         self._output: Dict[int, Dict[str, Any]] = {}
         self._next_index = 0
         self._usage: Optional[Usage] = None
@@ -114,6 +115,47 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._start(out)
             return b"".join(out)
         self._start(out)
+        if isinstance(part, UsageUpdate):
+            self._usage = part.usage
+        elif isinstance(part, Finish):
+            self._finish = part.reason
+        else:
+            self._route(part, out)
+        return b"".join(out)
+
+    # A block that starts while a function call is still taking arguments waits
+    # in a queue (Chat upstreams may interleave fragments of parallel calls):
+    # the live call ends first, so its item is complete when it is closed.
+
+    def _route(self, part: StreamPart, out: List[bytes]) -> None:
+        index = part.index  # type: ignore[union-attr]
+        if index in self._queued:
+            self._queued[index].append(part)
+            return
+        new_block = index not in self._open and not (index in self._closed and isinstance(part, (
+            TextEnd, ReasoningEnd, ToolCallEnd, ToolCallDelta, ReasoningDelta)))
+        if new_block and not self._live_closable():
+            self._queued[index] = [part]
+            return
+        self._apply(part, out)
+        self._drain(out)
+
+    def _live_closable(self) -> bool:
+        for item in self._open.values():
+            if item.kind == "function_call":
+                try:
+                    return isinstance(json.loads("".join(item.text) or "null"), dict)
+                except ValueError:
+                    return False
+        return True
+
+    def _drain(self, out: List[bytes]) -> None:
+        while self._queued and self._live_closable():
+            index = next(iter(self._queued))
+            for part in self._queued.pop(index):
+                self._apply(part, out)
+
+    def _apply(self, part: StreamPart, out: List[bytes]) -> None:
         if isinstance(part, TextStart):
             self._text_item(out, part.index)
         elif isinstance(part, TextDelta):
@@ -154,11 +196,6 @@ class ResponsesStreamEncoder(StreamEncoder):
                 else:  # a late fragment of a closed call (legal in Chat, rare): fix the final item only
                     self._output[item.output_index] = function_call_item(
                         item.id, ToolCallPart(item.call_id, item.name, "".join(item.text)))
-        elif isinstance(part, UsageUpdate):
-            self._usage = part.usage
-        elif isinstance(part, Finish):
-            self._finish = part.reason
-        return b"".join(out)
 
     def _begin(self, out: List[bytes], index: int, item: _Item) -> _Item:
         for other in list(self._open):
@@ -176,8 +213,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         item = self._open.get(index)
         if item is not None:
             return item if item.kind == "message" else None
-        if index in self._closed:
-            return None
+        self._closed.pop(index, None)  # late text for a closed block continues in a new message item
         item = self._begin(out, index, _Item("message", id=new_id("msg")))
         self._announce(out, item, {"type": "message", "id": item.id, "role": "assistant", "status": "in_progress",
                                    "content": []})
@@ -239,6 +275,12 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._start(out)
         for index in list(self._open):
             self._close(out, index)
+        while self._queued:
+            index = next(iter(self._queued))
+            for part in self._queued.pop(index):
+                self._apply(part, out)
+            for open_index in list(self._open):
+                self._close(out, open_index)
         status, incomplete = status_of(self._finish or FinishReason.STOP)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         self._ended = True

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from tests.matrix.model import ClientResult, Reasoning, Scenario, ToolResult, UpstreamRequest
+from tests.matrix.model import ClientResult, Reasoning, Scenario, ToolResult, UpstreamRequest, Usage
 from tests.support.upstream import RecordedRequest, Reply
 
 UPSTREAM_KEY = "sk-matrix-upstream-key"  # the gateway's key for every upstream
@@ -50,6 +50,10 @@ class WireDriver(ABC):
     def result_fidelity(self, result: ToolResult) -> ToolResult:
         """A tool result after a trip through this wire."""
         return result
+
+    def usage_fidelity(self, usage: Usage) -> Usage:
+        """Usage buckets after a trip through this wire (a wire without a bucket folds it into another)."""
+        return usage
 
     def midstream_error_kind(self, kind: str) -> str:
         """The failure kind the gateway decodes from this wire's in-stream error for `kind`."""
