@@ -289,7 +289,7 @@ def _events(scenario: Scenario) -> List[Dict[str, Any]]:
                      "arguments": item["arguments"]},
                     {"type": "response.output_item.done", "output_index": first + k, "item": item}]
     if r.interleave:  # deltas of open items keyed by item_id, round-robin (clients key on item_id/output_index)
-        for n, k, piece in sorted(frags):
+        for _n, k, piece in sorted(frags):
             if piece:
                 out.append({"type": "response.function_call_arguments.delta", "item_id": calls[k]["id"],
                             "output_index": first + k, "delta": piece})
