@@ -13,6 +13,7 @@ from routeplane.language_model.types import (
     Finish,
     FinishReason,
     Generation,
+    GenerationParams,
     ImagePart,
     Message,
     Prompt,
@@ -20,6 +21,7 @@ from routeplane.language_model.types import (
     ReasoningEnd,
     ReasoningPart,
     ReasoningStart,
+    ResponseFormat,
     ResponseStart,
     Role,
     TextDelta,
@@ -34,12 +36,15 @@ from routeplane.language_model.types import (
     ToolResultPart,
     Usage,
     UsageUpdate,
-    GenerationParams,
-    ResponseFormat,
 )
 from routeplane.protocols import anthropic_messages as an
 from routeplane.protocols.anthropic_messages.request import decode_request, encode_request, sanitize_id
-from routeplane.protocols.anthropic_messages.response import decode_response, decode_usage, encode_response, encode_usage
+from routeplane.protocols.anthropic_messages.response import (
+    decode_response,
+    decode_usage,
+    encode_response,
+    encode_usage,
+)
 from routeplane.protocols.sse import SSEEvent, iter_events
 
 TARGET = RoutingTarget("anth", "claude-up", "anthropic_messages", api_key="sk-ant-secret-key-123456")

@@ -92,6 +92,7 @@ class WireDriver(ABC):
     def check_upstream_headers(self, headers: Mapping[str, str], client_headers: Mapping[str, str],
                                same_wire: bool) -> None:
         """Assert auth and forwarded headers on the upstream call (raise AssertionError)."""
+        return None
 
     # --- same-wire losslessness ----------------------------------------------
 
