@@ -88,3 +88,21 @@ def test_local_servers_need_configuring_and_openai_compatible_needs_a_base_url()
     with pytest.raises(ConfigError) as info:
         parse_config({"providers": {"openai_compatible": {}}, **route_to("openai_compatible")}, "f.yaml", env={})
     assert "providers.openai_compatible.base_url" in str(info.value)
+
+
+def test_the_routing_doc_examples_parse():
+    import os
+    import re
+
+    import yaml
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "routing.md")
+    with open(path, encoding="utf-8") as fh:
+        blocks = re.findall(r"^```yaml\n(.*?)^```", fh.read(), re.S | re.M)
+    settings, providers = yaml.safe_load(blocks[0]), yaml.safe_load(blocks[1])
+    raw = {**settings, **providers, "models": {"m": {"targets": [{"provider": "openai-eu", "model": "gpt-4.1"},
+                                                                  {"provider": "lan-vllm", "model": "llama"}]}}}
+    cfg = parse_config(raw, "docs/routing.md", env={"OPENAI_EU_KEY": "sk-eu", "GROQ_API_KEY": "gsk"})
+    assert [t.provider for t in cfg.routes[0].targets] == ["openai-eu", "lan-vllm"]
+    assert cfg.fallback.cooldown.failures == 3 and cfg.fallback.retry_after_max == 60
+    assert "groq" not in cfg.providers and cfg.providers["anthropic"].timeouts.read == 600
