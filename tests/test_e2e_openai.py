@@ -428,3 +428,17 @@ def test_invalid_upstream_response_is_502(client, up, reply):
         client.chat.completions.create(model="up", messages=USER)
     assert info.value.status_code == 502
     assert info.value.message
+
+
+def test_concurrent_streams_do_not_mix(gw):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> str:
+        with OpenAI(base_url=gw.url + "/v1", api_key="k", max_retries=0, timeout=30) as c:
+            chunks = c.chat.completions.create(model="default", stream=True,
+                                               messages=[{"role": "user", "content": f"request number {i}"}])
+            return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, range(24)))
+    assert results == [f"You said: request number {i}" for i in range(24)]
