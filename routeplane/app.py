@@ -393,7 +393,10 @@ class _BuiltinPlugin:
         return getattr(importlib.import_module(module), attr)
 
 
-_BUILTIN_PLUGINS = {"spend_log": _BuiltinPlugin("routeplane.store.spend_log:SpendLogPlugin")}
+_BUILTIN_PLUGINS = {
+    "spend_log": _BuiltinPlugin("routeplane.store.spend_log:SpendLogPlugin"),
+    "request_log": _BuiltinPlugin("routeplane.request_log:RequestLogPlugin"),
+}
 
 
 def build_app(config: Config, extra_plugins: Sequence[Plugin] = (), store: Optional["Store"] = None) -> App:
@@ -409,6 +412,10 @@ def build_app(config: Config, extra_plugins: Sequence[Plugin] = (), store: Optio
         from .store.spend_log import SpendLogPlugin
 
         plugins.insert(0, SpendLogPlugin())
+    if "request_log" not in config.plugins:  # one structured line per request, on by default
+        from .request_log import RequestLogPlugin
+
+        plugins.append(RequestLogPlugin())
     from .auth.plugin import auth_plugins
 
     try:  # auth.mode != none: authentication runs first, budget admission last
