@@ -37,18 +37,20 @@ def render() -> str:
         "client's request, and that a non-streaming client got exactly the upstream's response (modulo ids",
         "and model names).",
         "",
-        "Columns are `client wire → upstream wire`. `json` = non-streaming, `stream` = streaming;",
-        "`—` = not covered.",
-        "",
-        "| scenario | " + " | ".join(f"{LABELS.get(a, a)} → {LABELS.get(b, b)}" for a, b in pairs) + " |",
-        "|---|" + "---|" * len(pairs),
+        "One table per client wire; columns are the upstream wire. `json` = non-streaming, `stream` =",
+        "streaming; `—` = not covered.",
     ]
-    for sc in SCENARIOS:
-        row = []
-        for a, b in pairs:
-            modes = covered.get((a, b, sc.id), set())
-            row.append(" + ".join(name for flag, name in ((False, "json"), (True, "stream")) if flag in modes) or "—")
-        lines.append(f"| {sc.title} | " + " | ".join(row) + " |")
+    for a in wires:
+        lines += ["", f"### {LABELS.get(a, a)} clients", "",
+                  "| scenario | " + " | ".join(f"→ {LABELS.get(b, b)}" for b in wires) + " |",
+                  "|---|" + "---|" * len(wires)]
+        for sc in SCENARIOS:
+            row = []
+            for b in wires:
+                modes = covered.get((a, b, sc.id), set())
+                row.append(" + ".join(n for flag, n in ((False, "json"), (True, "stream")) if flag in modes) or "—")
+            lines.append(f"| {sc.title} | " + " | ".join(row) + " |")
+    assert len(pairs) == len(wires) ** 2
     total = sum(len(v) for v in covered.values())
     lines += ["", f"{total} cells over {len(wires)} wires.", "", "## Known, deliberate differences between wires",
               "", *NOTES]
@@ -70,6 +72,17 @@ NOTES = [
     "- **Tool-call arguments** that are not a JSON object cannot be sent to Anthropic: a 400",
     "  `invalid_request_error` (code `invalid_tool_arguments`) instead of a guess. From an upstream model,",
     "  such arguments reach an Anthropic client as `{\"_raw\": \"<text>\"}`.",
+    "- **OpenAI Responses** has no stop sequences (those cells are `—`; a stop sequence bound for a",
+    "  Responses upstream is dropped), no finish reason (status",
+    "  `completed`/`incomplete` + `incomplete_details`; a paused turn is `incomplete` with no reason) and no",
+    "  tool-result error flag (`Error:` prefix). Reasoning items go back upstream only with their own id and",
+    "  `encrypted_content`. The gateway is stateless: `previous_response_id`, `conversation` and",
+    "  `item_reference` are a 400, never silently dropped; `store: false` is sent unless the client chose.",
+    "- **Gemini** has no cache-write count (written tokens are ordinary prompt tokens), no `stop_sequence`",
+    "  or pause finish reason (`STOP` / `OTHER`), and no tool-call finish reason (calls end with `STOP`).",
+    "  Thought signatures reach only Gemini clients; history from another wire gets Google's documented",
+    "  placeholder signature on its first function call. Calls Gemini sent without an id get a synthesized",
+    "  one, which is never sent back to Gemini. Gemini streams carry only `data:` lines (no keep-alives).",
 ]
 
 
