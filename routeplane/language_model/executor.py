@@ -218,8 +218,9 @@ class _Deadline:
                                f"({self.timeouts.total:g} s)", provider=target.provider)
 
     def translate(self, exc: BaseException, target: RoutingTarget) -> UpstreamError:
-        if self.expires is not None and self.remaining() is not None and self.remaining() <= 0.05 \
-                and _is_timeout(exc):
+        left = self.remaining()
+        # The socket timeout was shrunk to the time left, so a timeout at (about) zero is the total cap.
+        if left is not None and left <= 0.05 and _is_timeout(exc):
             return self.timeout(target)
         return translate_exception(exc, target)
 
@@ -239,9 +240,13 @@ def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]
     if not target.auth_header or not target.api_key:
         return headers
     key = target.api_key
-    out = {k: v for k, v in headers.items() if key not in v}  # drop the codec's default credential header
+    # Drop the codec's default credential header (only a credential header that carries this key).
+    out = {k: v for k, v in headers.items() if not (k.lower() in _CREDENTIAL_HEADERS and key in v)}
     out[target.auth_header] = f"{target.auth_prefix}{key}"
     return out
+
+
+_CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
 
 
 def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: RoutingTarget,
