@@ -265,6 +265,13 @@ def test_upstream_credential_rejection_does_not_blame_the_client(client, up):
         client.chat.completions.create(model="up", messages=USER)
     assert info.value.status_code == 502  # the gateway's key is wrong, not the caller's
     assert "sk-test-upstream-secret" not in info.value.message
+    assert info.value.response.headers["x-should-retry"] == "false"
+    # ... so an SDK with retries on gives up at once instead of hammering the provider.
+    up.enqueue(Reply.json({"error": {"message": "Incorrect API key"}}, 401))
+    with OpenAI(base_url=client.base_url, api_key="k", max_retries=2, timeout=20) as retrying:
+        with pytest.raises(openai.APIStatusError):
+            retrying.chat.completions.create(model="up", messages=USER)
+    assert len(up.requests) == 2
 
 
 def test_upstream_error_mid_stream_raises_api_error(client, up, gw, settle_path):

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Option
 from flask import Response, request
 from werkzeug.wsgi import ClosingIterator
 
-from ..errors import InternalError, InvalidRequest, PayloadTooLarge, RouteplaneError, UnsupportedMediaType
+from ..errors import (
+    InternalError,
+    InvalidRequest,
+    PayloadTooLarge,
+    RouteplaneError,
+    UnsupportedMediaType,
+    UpstreamStatusError,
+)
 from ..language_model.context import PipelineContext
 from ..language_model.pipeline import PipelineStream
 from ..protocols.base import ClientCodec
@@ -78,6 +85,10 @@ def error_response(err: RouteplaneError, render: Callable[[RouteplaneError], Dic
     resp.headers["x-request-id"] = rid
     if err.retry_after is not None:
         resp.headers["Retry-After"] = str(max(0, math.ceil(err.retry_after)))
+    if err.status >= 500 and isinstance(err, UpstreamStatusError) and err.upstream_status in (401, 403):
+        # The gateway's own provider key was refused: the OpenAI and Anthropic SDKs retry
+        # every 5xx unless told not to, and a retry cannot fix a wrong key.
+        resp.headers["x-should-retry"] = "false"
     return resp
 
 
