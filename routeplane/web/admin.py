@@ -28,4 +28,29 @@ def make_blueprint(app: "App") -> Blueprint:
             "issuer": ident.claims.get("iss"),
         })
 
+    @bp.post("/admin/explain")
+    @require_admin(app)
+    def explain_request() -> Response:
+        """Dry run: `{"wire": "openai_chat", "request": {...}, "headers": {...}}` → decisions, chain, charge."""
+        from ..errors import InvalidRequest, RouteplaneError
+        from ..explain import explain
+        from ..protocols.openai_chat import CLIENT
+        from .common import error_response, read_json_body, request_id
+
+        rid = request_id()
+        try:
+            body = read_json_body(app.config.server.max_body_bytes)
+            if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
+                raise InvalidRequest("Send {\"wire\": ..., \"request\": {...}, \"headers\": {...}}.", param="request")
+            headers = body.get("headers") or {}
+            if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+                raise InvalidRequest("'headers' must map names to strings.", param="headers")
+            from ..auth.guard import credential_from_headers
+
+            report = explain(app, str(body.get("wire") or "openai_chat"), body["request"], headers,
+                             credential_from_headers(headers), rid)
+        except RouteplaneError as err:
+            return error_response(err, CLIENT.error_body, rid)
+        return jsonify(report)
+
     return bp
