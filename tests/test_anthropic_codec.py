@@ -38,7 +38,8 @@ from routeplane.language_model.types import (
     UsageUpdate,
 )
 from routeplane.protocols import anthropic_messages as an
-from routeplane.protocols.anthropic_messages.request import decode_request, encode_request, sanitize_id
+from routeplane.protocols.anthropic_messages.blocks import sanitize_id
+from routeplane.protocols.anthropic_messages.request import decode_request, encode_request
 from routeplane.protocols.anthropic_messages.response import (
     decode_response,
     decode_usage,
@@ -146,7 +147,7 @@ def test_encode_merges_same_role_puts_results_first_and_drops_empty_text():
     assert [b["type"] for b in results] == ["tool_result", "tool_result", "text"]
     # Sanitized consistently on both sides, and still distinct.
     assert [b["tool_use_id"] for b in results[:2]] == [u["id"] for u in uses]
-    assert all(an.request._ID_OK.match(u["id"]) for u in uses) and uses[0]["id"] != uses[1]["id"]
+    assert all(an.blocks.ID_OK.match(u["id"]) for u in uses) and uses[0]["id"] != uses[1]["id"]
     assert results[1] == {"type": "tool_result", "tool_use_id": uses[1]["id"], "is_error": True}
 
 
@@ -387,3 +388,20 @@ def test_encoder_signature_and_error_frame():
     sigs = [d["delta"]["signature"] for d in data if d.get("delta", {}).get("type") == "signature_delta"]
     assert sigs == ["SIG"]
     assert data[-1] == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+
+
+def test_dangling_tool_calls_get_an_error_result_and_orphan_results_become_text():
+    prompt = _prompt([
+        Message(Role.USER, (TextPart("q"),)),
+        Message(Role.ASSISTANT, (ToolCallPart("c1", "f", "{}"), ToolCallPart("c2", "f", "{}"))),
+        Message(Role.TOOL, (ToolResultPart("c2", (TextPart("ok"),)), ToolResultPart("zz", (TextPart("stale"),)))),
+        Message(Role.USER, (TextPart("go on"),)),
+    ])
+    msgs = encode_request(prompt, TARGET, False)["messages"]
+    assert msgs[2]["content"] == [
+        {"type": "tool_result", "tool_use_id": "c1", "content": "No result was provided for this tool call.",
+         "is_error": True},
+        {"type": "tool_result", "tool_use_id": "c2", "content": "ok"},
+        {"type": "text", "text": "[result of tool call zz]: stale"},
+        {"type": "text", "text": "go on"},
+    ]

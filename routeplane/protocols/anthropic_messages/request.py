@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import json
-import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import InvalidRequest
@@ -28,6 +25,7 @@ from ...language_model.types import (
     ToolResultPart,
 )
 from ..base import expect
+from .blocks import encode_messages, text_block
 
 PROTOCOL = "anthropic_messages"
 
@@ -51,8 +49,6 @@ _KNOWN = frozenset(
         "tools", "tool_choice", "metadata",
     }
 )
-_IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
-_ID_OK = re.compile(r"^[a-zA-Z0-9_-]+$")
 
 
 # --- client side -----------------------------------------------------------
@@ -332,18 +328,6 @@ def _decode_format(raw: Any) -> Optional[ResponseFormat]:
 # --- provider side ---------------------------------------------------------
 
 
-def sanitize_id(value: str) -> str:
-    """Anthropic ids must match ^[a-zA-Z0-9_-]+$; foreign ids are mapped deterministically.
-
-    The same function is applied to tool_use.id and tool_result.tool_use_id, so
-    pairs stay matched; a short hash keeps distinct foreign ids distinct.
-    """
-    if _ID_OK.match(value):
-        return value
-    cleaned = re.sub(r"[^a-zA-Z0-9_-]", "_", value) or "toolu"
-    return f"{cleaned}_{hashlib.sha1(value.encode('utf-8')).hexdigest()[:8]}"
-
-
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
     same_wire = prompt.extras_protocol == PROTOCOL
     p = prompt.params
@@ -351,7 +335,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     max_tokens = p.max_tokens if p.max_tokens is not None else default_max
     body: Dict[str, Any] = {"model": target.model, "max_tokens": max_tokens}
     if prompt.system:
-        blocks = [_text_block(t) for t in prompt.system if t.text]
+        blocks = [text_block(t) for t in prompt.system if t.text]
         plain = all(t.cache_control is None for t in prompt.system) and len(blocks) == 1
         if plain and not (same_wire and prompt.extras.get(SYSTEM_BLOCKS_KEY)):
             body["system"] = blocks[0]["text"]
@@ -435,13 +419,6 @@ def _thinking(prompt: Prompt, body: Dict[str, Any], same_wire: bool) -> Optional
     return {"type": "enabled", "budget_tokens": budget}
 
 
-def _text_block(t: TextPart) -> Dict[str, Any]:
-    block: Dict[str, Any] = {"type": "text", "text": t.text}
-    if t.cache_control is not None:
-        block["cache_control"] = dict(t.cache_control)
-    return block
-
-
 def _encode_tool(t: Tool) -> Dict[str, Any]:
     schema = dict(t.parameters) if t.parameters else {}
     schema.setdefault("type", "object")  # Anthropic requires input_schema.type == "object"
@@ -454,136 +431,6 @@ def _encode_tool(t: Tool) -> Dict[str, Any]:
     if t.cache_control is not None:
         out["cache_control"] = dict(t.cache_control)
     return out
-
-
-def encode_messages(messages: Tuple[Message, ...]) -> List[Dict[str, Any]]:
-    """Canonical messages → Anthropic turns: same-role turns merged, tool results first, no empty blocks."""
-    turns: List[Tuple[str, List[Dict[str, Any]]]] = []
-    for m in messages:
-        role = "assistant" if m.role is Role.ASSISTANT else "user"
-        blocks = [b for b in (_encode_part(p, role) for p in m.parts) if b is not None]
-        if not blocks:
-            continue  # Anthropic rejects empty content
-        if turns and turns[-1][0] == role:
-            turns[-1][1].extend(blocks)
-        else:
-            turns.append((role, blocks))
-    out = []
-    for role, blocks in turns:
-        if role == "user":
-            # "In that user message, all tool_result blocks come first" (400 otherwise).
-            blocks = [b for b in blocks if b["type"] == "tool_result"] + [b for b in blocks if b["type"] != "tool_result"]
-        out.append({"role": role, "content": blocks})
-    return out
-
-
-def _encode_part(p: ContentPart, role: str) -> Optional[Dict[str, Any]]:
-    if isinstance(p, TextPart):
-        return _text_block(p) if p.text else None  # "text content blocks must be non-empty"
-    if isinstance(p, ImagePart):
-        return _image_block(p)
-    if isinstance(p, FilePart):
-        return _document_block(p)
-    if isinstance(p, ToolCallPart):
-        block: Dict[str, Any] = {"type": "tool_use", "id": sanitize_id(p.id), "name": p.name,
-                                 "input": parse_arguments(p.arguments, p.name)}
-        if p.cache_control is not None:
-            block["cache_control"] = dict(p.cache_control)
-        return block
-    if isinstance(p, ToolResultPart):
-        return _tool_result_block(p)
-    if isinstance(p, ReasoningPart):
-        # Signatures are valid only for the vendor that made them; unsigned thinking
-        # is rejected by Anthropic, so foreign or unsigned reasoning is dropped.
-        if role != "assistant" or p.provider != PROTOCOL:
-            return None
-        if p.redacted is not None:
-            return {"type": "redacted_thinking", "data": p.redacted}
-        if p.signature:
-            return {"type": "thinking", "thinking": p.text, "signature": p.signature}
-        return None
-    return None
-
-
-def parse_arguments(arguments: str, name: str) -> Dict[str, Any]:
-    """OpenAI carries arguments as JSON text; Anthropic needs an object.
-
-    Empty text is `{}`. Text that is not a JSON object is a 400: forwarding a
-    guess would silently change the call the model made.
-    """
-    if not arguments or not arguments.strip():
-        return {}
-    try:
-        value = json.loads(arguments)
-    except ValueError:
-        raise InvalidRequest(
-            f"The arguments of tool call {name!r} are not valid JSON; Anthropic needs a JSON object.",
-            code="invalid_tool_arguments",
-        ) from None
-    if not isinstance(value, dict):
-        raise InvalidRequest(f"The arguments of tool call {name!r} must be a JSON object.",
-                             code="invalid_tool_arguments")
-    return value
-
-
-def _image_block(p: ImagePart) -> Dict[str, Any]:
-    if p.url is not None:
-        source: Dict[str, Any] = {"type": "url", "url": p.url}
-    else:
-        media = p.media_type or "image/png"
-        if media not in _IMAGE_TYPES:
-            raise InvalidRequest(f"Anthropic accepts only {', '.join(_IMAGE_TYPES)} images (got {media}).",
-                                 code="unsupported_image_type")
-        source = {"type": "base64", "media_type": media, "data": p.data or ""}
-    block: Dict[str, Any] = {"type": "image", "source": source}
-    if p.cache_control is not None:
-        block["cache_control"] = dict(p.cache_control)
-    return block
-
-
-def _document_block(p: FilePart) -> Dict[str, Any]:
-    if p.file_id:
-        source: Dict[str, Any] = {"type": "file", "file_id": p.file_id}
-    elif p.url:
-        source = {"type": "url", "url": p.url}
-    elif p.media_type == "text/plain" and p.data is not None:
-        try:
-            text = base64.b64decode(p.data).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise InvalidRequest("A text/plain document is not valid base64 UTF-8.") from None
-        source = {"type": "text", "media_type": "text/plain", "data": text}
-    else:
-        source = {"type": "base64", "media_type": p.media_type or "application/pdf", "data": p.data or ""}
-    block: Dict[str, Any] = {"type": "document", "source": source}
-    if p.filename:
-        block["title"] = p.filename
-    if p.cache_control is not None:
-        block["cache_control"] = dict(p.cache_control)
-    return block
-
-
-def _tool_result_block(r: ToolResultPart) -> Dict[str, Any]:
-    content: Any
-    if all(isinstance(c, TextPart) and c.cache_control is None for c in r.content) and len(r.content) <= 1:
-        content = r.content[0].text if r.content else ""  # type: ignore[union-attr]
-    else:
-        content = []
-        for c in r.content:
-            if isinstance(c, TextPart):
-                if c.text:
-                    content.append(_text_block(c))
-            elif isinstance(c, ImagePart):
-                content.append(_image_block(c))
-            elif isinstance(c, FilePart):
-                content.append(_document_block(c))
-    block: Dict[str, Any] = {"type": "tool_result", "tool_use_id": sanitize_id(r.tool_call_id)}
-    if content:
-        block["content"] = content
-    if r.is_error:
-        block["is_error"] = True
-    if r.cache_control is not None:
-        block["cache_control"] = dict(r.cache_control)
-    return block
 
 
 def request_headers(prompt: Prompt, target: RoutingTarget) -> Dict[str, str]:
