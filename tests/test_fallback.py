@@ -350,3 +350,17 @@ def test_auth_header_swap_touches_only_the_credential_header():
     out = _with_auth({"Authorization": "Bearer x", "Accept": "application/json, text/event-stream"}, t)
     assert out == {"Accept": "application/json, text/event-stream", "api-key": "x"}
     assert _with_auth({"Authorization": "Bearer x"}, t.replace(auth_header=None)) == {"Authorization": "Bearer x"}
+
+
+def test_mid_stream_failures_feed_the_cooldown(ups, gateways):
+    a, b = ups
+    cfg = config(a.url, b.url, fallback={"cooldown": {"failures": 2, "seconds": 60}})
+    g = gateways(cfg)
+    for _ in range(2):
+        a.enqueue(stream_reply("one", "two", reset_after=2))
+        r = g.chat("hi", model="m", stream=True)
+        assert error_frames(r) and providers_tried(r) == [("a", True)]  # no fallback mid-stream
+    b.enqueue(stream_reply("from b"))
+    r = g.chat("hi", model="m", stream=True)
+    assert text_of(r) == "from b" and providers_tried(r) == [("b", True)]  # a is cooling down: skipped
+    assert len(a.requests) == 2

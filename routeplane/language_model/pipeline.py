@@ -176,12 +176,14 @@ class LanguageModelPipeline:
             raise NoTargetAvailable(f"No upstream target is available for model {ctx.prompt.model!r}.")
         return chain
 
-    def _attempt(self, run: _Run, chain: List[RoutingTarget], call: Callable[[RoutingTarget], Any]) -> Any:
+    def _attempt(self, run: _Run, chain: List[RoutingTarget], call: Callable[[RoutingTarget], Any],
+                 streaming: bool = False) -> Any:
         """Call targets in order until one succeeds; fallback rules live here.
 
         Only failures before the first byte reaches the client come through
         here (a stream's first part is pulled inside `call`), so a fallback
-        can never splice two upstreams into one answer.
+        can never splice two upstreams into one answer. A stream's breaker
+        verdict waits for the stream's end (see `_stream`).
         """
         ctx = run.ctx
         errors: List[UpstreamError] = []
@@ -214,7 +216,8 @@ class LanguageModelPipeline:
                 self.cooldown.release(target.label)  # a bug or a client gone: no verdict on the target
                 raise
             latency = (self._clock() - t0) * 1000.0
-            self.cooldown.record_success(target.label)
+            if not streaming:
+                self.cooldown.record_success(target.label)
             self._record_attempt(run, hop, target, latency, None)
             for _pid, hook in self.hooks.execution:
                 replacement = hook.on_success(ctx, result)
@@ -301,7 +304,7 @@ class LanguageModelPipeline:
 
         opened: List[Iterator[StreamPart]] = []
         try:
-            first, upstream = self._attempt(run, chain, open_stream)
+            first, upstream = self._attempt(run, chain, open_stream, streaming=True)
         except BaseException:
             # An execution hook rejected an opened stream: release its connection now.
             for it in opened:
@@ -317,6 +320,7 @@ class LanguageModelPipeline:
         error: Optional[RouteplaneError] = None
         hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
         observing = self.observers.active
+        streamed_from = ctx.target.label if ctx.target is not None else None  # breaker verdict owed at the end
         try:
             yield _PRIMED  # see _primed(): from here on, close() always reaches the finally below
             for part in _prepend(first, upstream):
@@ -335,6 +339,11 @@ class LanguageModelPipeline:
             raise
         except RouteplaneError as err:
             outcome, error = Outcome.UPSTREAM_ERROR, err
+            if isinstance(err, UpstreamError) and ctx.target is not None:
+                # No fallback this late, but a provider that stalls or cuts
+                # streams should still cool down (docs/routing.md).
+                self.cooldown.record_failure(ctx.target.label, err)
+                streamed_from = None
             raise
         except Exception as exc:
             log.exception("stream of request %s failed", ctx.request_id)
@@ -342,6 +351,11 @@ class LanguageModelPipeline:
             raise error from exc
         finally:
             _close(upstream)
+            if streamed_from is not None:
+                if outcome is Outcome.SUCCESS:
+                    self.cooldown.record_success(streamed_from)
+                else:  # the client left or a policy stopped it: no verdict on the upstream
+                    self.cooldown.release(streamed_from)
             ctx.result = acc.generation()
             for _h, _i in hooks:
                 try:
