@@ -34,6 +34,8 @@ def cells() -> Iterator[Cell]:
             for sc in SCENARIOS:
                 if not (client.supports(sc, as_client=True) and upstream.supports(sc, as_client=False)):
                     continue
+                if not set(sc.requires) <= (client.features & upstream.features):
+                    continue
                 for stream in sc.modes:
                     yield Cell(client_name, upstream_name, sc, stream)
 
@@ -91,7 +93,7 @@ class Outcome:
 
 def _turn_key(t: Turn) -> Tuple[Any, ...]:
     return (t.role, t.text, tuple((c.id, c.name, dict(c.args)) for c in t.calls), t.results,
-            (t.reasoning.text, t.reasoning.signature) if t.reasoning else None)
+            (t.reasoning.text, t.reasoning.signature) if t.reasoning else None, t.images)
 
 
 def expected_turns(sc: Scenario, client: WireDriver, upstream: WireDriver) -> List[Tuple[Any, ...]]:
@@ -101,7 +103,14 @@ def expected_turns(sc: Scenario, client: WireDriver, upstream: WireDriver) -> Li
         # Reasoning in history survives only on its own wire (signatures are vendor-bound).
         reasoning = t.reasoning if (same and client.history_reasoning) else None
         results = tuple(upstream.result_fidelity(client.result_fidelity(r)) for r in t.results)
-        out.append(_turn_key(dataclasses.replace(t, reasoning=reasoning, results=results)))
+        turn = dataclasses.replace(t, reasoning=reasoning, results=results)
+        if upstream.merges_same_role and out and out[-1][0] == t.role and t.role in ("user", "assistant"):
+            # One merged turn: texts in order, then calls and images (as drivers read them back).
+            role, text, calls, results, thought, images = out[-1]
+            out[-1] = (role, text + t.text, calls + _turn_key(turn)[2], results, thought or _turn_key(turn)[4],
+                       images + t.images)
+            continue
+        out.append(_turn_key(turn))
     return out
 
 

@@ -39,6 +39,15 @@ class Reasoning:
 
 
 @dataclass(frozen=True)
+class Image:
+    """An image by URL, or inline base64 `data` with its media type."""
+
+    url: Optional[str] = None
+    media_type: Optional[str] = None
+    data: Optional[str] = None
+
+
+@dataclass(frozen=True)
 class Turn:
     """role: user | assistant | tool (a batch of tool results), as in the canonical model."""
 
@@ -47,6 +56,7 @@ class Turn:
     calls: Tuple[ToolCall, ...] = ()
     results: Tuple[ToolResult, ...] = ()
     reasoning: Optional[Reasoning] = None
+    images: Tuple[Image, ...] = ()  # user turns: after the text
 
 
 @dataclass(frozen=True)
@@ -113,6 +123,9 @@ class Scenario:
     stop: Tuple[str, ...] = ()
     thinking: bool = False  # the client asks for reasoning
     modes: Tuple[bool, ...] = (False, True)  # non-streaming, streaming
+    # Driver features the scenario needs on both wires (WireDriver.features); cells whose
+    # drivers lack one are left out, so a new scenario never breaks a driver that predates it.
+    requires: Tuple[str, ...] = ()
 
 
 @dataclass

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from tests.matrix.model import Failure, Reasoning, Reply, Scenario, ToolCall, ToolResult, ToolSpec, Turn, Usage
+from tests.matrix.model import (
+    Failure,
+    Image,
+    Reasoning,
+    Reply,
+    Scenario,
+    ToolCall,
+    ToolResult,
+    ToolSpec,
+    Turn,
+    Usage,
+)
 
 WEATHER = ToolSpec(
     "get_weather", "Current weather for a city",
@@ -23,6 +34,21 @@ SCENARIOS: Tuple[Scenario, ...] = (
         system="Be terse.",
         reply=Reply("Hello there, friend!", text_fragments=("Hel", "lo there", ", friend!"),
                     usage=Usage(input=12, output=5)),
+    ),
+    Scenario(
+        "images", "images (base64 and URL)",
+        turns=(Turn("user", "What is in these?", images=(
+            Image(media_type="image/png", data="iVBORw0KGgoAAAANSUhEUg=="),
+            Image(url="https://example.com/cat.jpg"))),),
+        reply=Reply("A dot and a cat.", usage=Usage(input=900, output=6)),
+        requires=("images",),
+    ),
+    Scenario(
+        "consecutive_same_role", "consecutive same-role messages",
+        turns=(Turn("user", "Part one. "), Turn("user", "Part two."), Turn("assistant", "Noted. "),
+               Turn("assistant", "Anything else?"), Turn("user", "No.")),
+        reply=Reply("Bye.", usage=Usage(input=20, output=2)),
+        requires=("same_role_turns",),
     ),
     Scenario(
         "multi_turn_tools", "multi-turn with tool results",

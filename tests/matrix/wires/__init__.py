@@ -36,6 +36,10 @@ class WireDriver(ABC):
     history_reasoning: bool = False
     #: the wire has prompt-cache markers (cache_control)
     cache_control: bool = False
+    #: scenario features this driver can build and read back ("images", "same_role_turns")
+    features: frozenset = frozenset()
+    #: as an upstream, consecutive same-role turns arrive merged into one
+    merges_same_role: bool = False
 
     # --- capabilities ------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from routeplane.protocols.sse import iter_events
 from tests.matrix.model import (
     ClientResult,
+    Image,
     Reasoning,
     Scenario,
     ToolCall,
@@ -33,6 +34,8 @@ class AnthropicMessagesDriver(WireDriver):
     shows_reasoning = True
     history_reasoning = True
     cache_control = True
+    features = frozenset({"images", "same_role_turns"})
+    merges_same_role = True  # the gateway merges them (Anthropic would, server-side)
 
     def finish_fidelity(self, reason: str) -> str:
         return STOP_FROM_WIRE[STOP_TO_WIRE[reason]]
@@ -108,8 +111,9 @@ class AnthropicMessagesDriver(WireDriver):
                 if results:
                     turns.append(Turn("tool", results=results))
                 text = "".join(b["text"] for b in blocks if b["type"] == "text")
-                if text:
-                    turns.append(Turn("user", text))
+                images = tuple(_read_image(b) for b in blocks if b["type"] == "image")
+                if text or images:
+                    turns.append(Turn("user", text, images=images))
             else:
                 reasoning = [Reasoning(b["thinking"], b["signature"]) for b in blocks if b["type"] == "thinking"]
                 turns.append(Turn(
@@ -155,13 +159,31 @@ class AnthropicMessagesDriver(WireDriver):
                         b["content"] = [{"type": "text", "text": b["content"]}] if b["content"] else []
                     b.setdefault("content", [])
                 blocks.append(b)
-            messages.append({"role": m["role"], "content": blocks})
+            if messages and messages[-1]["role"] == m["role"]:
+                # Consecutive same-role messages are one turn (the API merges them server-side).
+                messages[-1]["content"] = messages[-1]["content"] + blocks
+            else:
+                messages.append({"role": m["role"], "content": blocks})
         out["messages"] = messages
         return out
 
 
+def _image_block(image: Image) -> Dict[str, Any]:
+    if image.url:
+        return {"type": "image", "source": {"type": "url", "url": image.url}}
+    return {"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.data}}
+
+
+def _read_image(block: Dict[str, Any]) -> Image:
+    src = block["source"]
+    if src["type"] == "url":
+        return Image(url=src["url"])
+    return Image(media_type=src["media_type"], data=src["data"])
+
+
 def encode_turns(turns: Any) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
+    prev_role = None
     for turn in turns:
         if turn.role == "assistant":
             blocks: List[Dict[str, Any]] = []
@@ -177,14 +199,14 @@ def encode_turns(turns: Any) -> List[Dict[str, Any]]:
             blocks = [{"type": "tool_result", "tool_use_id": r.call_id, "content": r.content,
                        **({"is_error": True} if r.is_error else {})} for r in turn.results]
         else:
-            blocks = [{"type": "text", "text": turn.text}]
-        if out and out[-1]["role"] == "user":  # tool results and the next user text share one turn
-            prev = out[-1]["content"]
-            out[-1]["content"] = (prev if isinstance(prev, list) else [{"type": "text", "text": prev}]) + blocks
-        elif turn.role == "user":
-            out.append({"role": "user", "content": turn.text})
+            blocks = [{"type": "text", "text": turn.text}] + [_image_block(i) for i in turn.images]
+        if prev_role == "tool":  # tool results and the next user text share one turn
+            out[-1]["content"] = out[-1]["content"] + blocks
+        elif turn.role == "user" and not turn.images:
+            out.append({"role": "user", "content": turn.text})  # consecutive user turns stay separate
         else:
             out.append({"role": "user", "content": blocks})
+        prev_role = turn.role
     return out
 
 

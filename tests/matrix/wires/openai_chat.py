@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from routeplane.protocols.sse import iter_events
 from tests.matrix.model import (
     ClientResult,
+    Image,
     Reasoning,
     Scenario,
     ToolCall,
@@ -32,6 +33,7 @@ class OpenAIChatDriver(WireDriver):
     name = "openai_chat"
     # reasoning_content is opt-in for Chat clients (translation.md §7.5), so not shown here
     shows_reasoning = False
+    features = frozenset({"images", "same_role_turns"})
 
     def finish_fidelity(self, reason: str) -> str:
         return FINISH_FROM_WIRE[FINISH_TO_WIRE[reason]]
@@ -116,7 +118,9 @@ class OpenAIChatDriver(WireDriver):
             if m["role"] == "user":
                 content = m["content"]
                 text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-                turns.append(Turn("user", text))
+                images = () if isinstance(content, str) else tuple(
+                    _read_image(p["image_url"]["url"]) for p in content if p["type"] == "image_url")
+                turns.append(Turn("user", text, images=images))
             elif m["role"] == "assistant":
                 calls = tuple(ToolCall(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"] or "{}"))
                               for c in m.get("tool_calls") or [])
@@ -159,7 +163,21 @@ class OpenAIChatDriver(WireDriver):
         return out
 
 
+def _image_url(image: Image) -> str:
+    return image.url or f"data:{image.media_type};base64,{image.data}"
+
+
+def _read_image(url: str) -> Image:
+    if url.startswith("data:"):
+        header, _, data = url[5:].partition(",")
+        return Image(media_type=header.split(";")[0], data=data)
+    return Image(url=url)
+
+
 def _encode_turn(turn: Turn) -> List[Dict[str, Any]]:
+    if turn.role == "user" and turn.images:
+        return [{"role": "user", "content": [{"type": "text", "text": turn.text}] + [
+            {"type": "image_url", "image_url": {"url": _image_url(i)}} for i in turn.images]}]
     if turn.role == "user":
         return [{"role": "user", "content": turn.text}]
     if turn.role == "tool":
