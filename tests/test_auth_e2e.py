@@ -158,6 +158,7 @@ def test_parallel_burst_never_overspends_by_more_than_one_reservation(gateway: G
                                f"WHERE account_id = {store.param} AND state = 'pending'", (account,))[0][0]
     finally:
         store.close()
+    print(f"{kind}: {admitted} of 40 admitted, spend {spent[0]} for a budget of {budget} (+ one reservation {RESERVE})")
     assert int(spent[1]) == admitted and int(spent[0]) == admitted * COST
     assert int(spent[0]) <= budget + RESERVE, (spent, codes)
     assert int(ledger) == 0  # every reservation was settled
