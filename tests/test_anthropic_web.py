@@ -121,3 +121,21 @@ def test_count_tokens_estimate_for_a_non_anthropic_route():
     assert r.status == 200 and r.json == {"input_tokens": 25} and r.headers["x-routeplane-estimate"] == "true"
     bad = Gateway().request({"model": "default"}, path="/v1/messages/count_tokens")
     assert bad.status == 400 and _error(bad)["type"] == "invalid_request_error"
+
+
+def test_anthropic_529_is_retriable_and_falls_back_to_the_next_target(upstream):
+    from routeplane.language_model.executor import HttpExecutor
+    from tests.support.upstream import Reply, openai_completion
+
+    config = {
+        "providers": {"an": {"protocol": "anthropic_messages", "base_url": upstream.url, "api_key": "k-an"},
+                      "oc": {"protocol": "openai_chat", "base_url": upstream.url + "/v1", "api_key": "k-oc"}},
+        "models": {"m": {"targets": [{"provider": "an", "model": "claude-up"}, {"provider": "oc", "model": "gpt-up"}]}},
+    }
+    upstream.enqueue(Reply.json({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+                                status=529),
+                     Reply.json(openai_completion("from the fallback")))
+    r = Gateway(config=config, executor=HttpExecutor()).request(dict(BODY, model="m"), path="/v1/messages")
+    assert r.status == 200 and r.json["content"][0]["text"] == "from the fallback"
+    assert [req.path for req in upstream.requests] == ["/v1/messages", "/v1/chat/completions"]
+    assert [a.ok for a in r.settlements[0].attempts] == [False, True]

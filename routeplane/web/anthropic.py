@@ -35,6 +35,7 @@ def anthropic_error(err: RouteplaneError, rid: str) -> Response:
     codec = anthropic_messages.CLIENT
     resp = error_response(err, codec.error_body, rid)
     resp.status_code = codec.error_status(err)  # overload is 529 on this wire
+    resp.headers["request-id"] = rid
     return resp
 
 
@@ -49,8 +50,7 @@ def make_blueprint(app: "App") -> Blueprint:
             body = read_json_body(limit)
             codec = anthropic_messages.CLIENT.with_headers(request.headers)
             resp = run_language_model(app, codec, body, rid, credential())
-            if resp.mimetype == "application/json" and resp.status_code == 200:
-                resp.headers["request-id"] = rid
+            resp.headers["request-id"] = rid  # Anthropic's own name for it
             return resp
         except RouteplaneError as err:
             return anthropic_error(err, rid)
