@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify
 
@@ -41,7 +42,7 @@ def readiness(app: "App") -> Dict[str, Any]:
     if store_error:
         problems.append(store_error)
     if not usable:
-        problems.append("no usable provider (each needs an api_key or a base_url)")
+        problems.append("no usable provider (set an api_key, or a base_url for a keyless server)")
     return {
         "status": "not_ready" if problems else "ready",
         "config": app.config.source,
@@ -68,10 +69,16 @@ def store_problem(app: "App") -> Optional[str]:
     return None
 
 
+# Public APIs that refuse a call without a key; any other base URL may be a
+# keyless server (a local vLLM/Ollama, an internal gateway).
+KEY_REQUIRED_HOSTS = frozenset({"api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"})
+
+
 def usable_providers(app: "App") -> List[str]:
-    """Providers that could answer: the mock always; others with a key or a custom base URL."""
+    """Providers that could answer: the mock always; others with a key, or a base URL that needs none."""
     out = []
     for pid, t in app.config.providers.items():
-        if t.protocol == "mock" or t.api_key or t.base_url:
+        host = (urlsplit(t.base_url).hostname or "") if t.base_url else ""
+        if t.protocol == "mock" or t.api_key or (host and host not in KEY_REQUIRED_HOSTS):
             out.append(pid)
     return out

@@ -1,0 +1,120 @@
+"""An existing Flask app that mounts routeplane under /llm and shares its own login with the gateway.
+
+The host app authenticates its users its own way (here: a signed Flask
+session from /login, or one of its API tokens as a bearer token) and keeps
+the result in `flask.g.host_user`. A routeplane pre-request hook turns that
+into `ctx.identity`, so spend, budgets and model allow-lists follow the
+host's accounts. A client cannot forge `flask.g`: it exists only in the
+server, unlike a header.
+
+    ROUTEPLANE_CONFIG=routeplane.yaml gunicorn -c python:routeplane.gunicorn_conf 'examples.mounted_app:create_host_app()'
+    # or, for a try-out: python examples/mounted_app.py  (Werkzeug dev server on 127.0.0.1:5000)
+
+Then `OpenAI(base_url="http://127.0.0.1:5000/llm/v1", api_key="host-token-alice")`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from flask import Flask, g, jsonify, redirect, request, session
+
+from routeplane.app import AppBuilder, Plugin, PluginId, build_app
+from routeplane.config import Config, load_config
+from routeplane.hooks.language_model import DenyReason, HookDecision, PreRequestHook
+from routeplane.language_model.context import Identity, PipelineContext
+
+
+@dataclass(frozen=True)
+class HostUser:
+    """The host application's notion of a user."""
+
+    user_id: str
+    plan: str
+    models: Tuple[str, ...] = ("*",)
+
+
+# The host's own user table and API tokens (a database in a real app).
+DEMO_USERS: Dict[str, HostUser] = {
+    "alice": HostUser("alice", "pro"),
+    "bob": HostUser("bob", "free", models=("mock-echo",)),
+}
+DEMO_TOKENS: Dict[str, str] = {"host-token-alice": "alice", "host-token-bob": "bob"}
+
+
+class HostIdentityHook(PreRequestHook):
+    """Maps the host's authenticated user onto routeplane's Identity; anonymous callers are refused.
+
+    Two sources, both decided by the host app, never by a header the client controls:
+    - `flask.g.host_user`, set by the host's own before_request (session login);
+    - `ctx.credential`, the caller's bearer token (ctx.headers has Authorization
+      and Cookie stripped; the credential is passed separately for hooks like this).
+    """
+
+    def __init__(self, tokens: Mapping[str, str], users: Mapping[str, HostUser]) -> None:
+        self.tokens = tokens
+        self.users = users
+
+    def check(self, ctx: PipelineContext) -> HookDecision:
+        user: Optional[HostUser] = getattr(g, "host_user", None)
+        if user is None and ctx.credential:
+            user = self._user_for_token(ctx.credential)
+        if user is None:
+            return HookDecision.deny(DenyReason.unauthorized("Log in to the host app or send a host API token."))
+        if "*" not in user.models and ctx.route not in user.models:
+            return HookDecision.deny(DenyReason.forbidden(f"Your plan ({user.plan}) does not include this model."))
+        ctx.identity = Identity(account_id=user.user_id, models=user.models, claims={"plan": user.plan})
+        return HookDecision.allow()
+
+    def _user_for_token(self, token: str) -> Optional[HostUser]:
+        for known, user_id in self.tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()):  # constant time
+                return self.users.get(user_id)
+        return None
+
+
+class HostAuthPlugin(Plugin):
+    id = PluginId("host_auth")
+
+    def __init__(self, tokens: Mapping[str, str], users: Mapping[str, HostUser]) -> None:
+        self.hook = HostIdentityHook(tokens, users)
+
+    def install(self, app: AppBuilder) -> None:
+        app.language_model_builder().pre_request_hook(self.hook)
+
+
+def create_host_app(config: Optional[Config] = None, secret_key: Optional[str] = None) -> Flask:
+    """The host application, with routeplane mounted under /llm."""
+    host = Flask("host_app")
+    host.secret_key = secret_key or os.environ.get("HOST_SECRET_KEY") or os.urandom(32)
+
+    @host.before_request
+    def load_user() -> None:
+        # The host's own authentication, for all of its routes (routeplane's included).
+        user_id = session.get("user_id")
+        g.host_user = DEMO_USERS.get(user_id) if user_id else None
+
+    @host.post("/login")
+    def login() -> Any:
+        user_id = (request.form.get("user") or "").strip()
+        if user_id not in DEMO_USERS:  # a real app checks a password here
+            return jsonify({"error": "unknown user"}), 401
+        session["user_id"] = user_id
+        return redirect("/")
+
+    @host.get("/")
+    def home() -> Any:
+        user = g.host_user
+        return jsonify({"app": "host", "user": user.user_id if user else None})
+
+    gateway = build_app(config or load_config(os.environ.get("ROUTEPLANE_CONFIG") or None),
+                        extra_plugins=[HostAuthPlugin(DEMO_TOKENS, DEMO_USERS)])
+    gateway.init_app(host, url_prefix="/llm")
+    return host
+
+
+if __name__ == "__main__":  # pragma: no cover - manual try-out
+    create_host_app().run("127.0.0.1", 5000, threaded=True)
