@@ -237,11 +237,11 @@ def test_hup_reload_under_load_drops_nothing(ups, keepalive):
             g.write_config(new_config)
             hup_at = time.monotonic()
             g.signal(signal.SIGHUP)
-            assert wait_for(lambda: "after" in models(g)), g.logs()
+            assert wait_for(lambda: "after" in models(g), timeout=45), g.logs()
             reloaded_in = time.monotonic() - hup_at
             time.sleep(1.5)  # keep the load going on the new workers
         streamer.join(15)
-        assert wait_for(lambda: not (worker_pids(g) & old_workers)), "old workers did not exit"
+        assert wait_for(lambda: not (worker_pids(g) & old_workers), timeout=45), "old workers did not exit"
         assert g.proc.poll() is None
         total = load.ok + len(load.failures)
         print(f"HUP under load ({'keep-alive' if keepalive else 'new connections'}): {total} requests, "
@@ -262,7 +262,7 @@ def test_hup_with_a_broken_config_keeps_serving_the_previous_one(ups):
         with open(g.config_path, "w") as fh:
             fh.write("providers: {x: {protocol: nope}}\nmodels: {}\n")
         g.signal(signal.SIGHUP)
-        assert wait_for(lambda: worker_pids(g) and not (worker_pids(g) & old)), g.logs()
+        assert wait_for(lambda: worker_pids(g) and not (worker_pids(g) & old), timeout=45), g.logs()
         assert g.proc.poll() is None, g.logs()
         assert chat(g, "before").status_code == 200  # the previous config still serves
         assert "is invalid, keeping the previous config" in g.logs()
@@ -271,5 +271,5 @@ def test_hup_with_a_broken_config_keeps_serving_the_previous_one(ups):
         new_config = dict(config, models=dict(config["models"], after=config["models"]["stable"]))
         g.write_config(new_config)
         g.signal(signal.SIGHUP)
-        assert wait_for(lambda: "after" in models(g)), g.logs()
+        assert wait_for(lambda: "after" in models(g), timeout=45), g.logs()
         assert os.path.basename(str(g.config_path)) == "routeplane.yaml"
