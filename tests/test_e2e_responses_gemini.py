@@ -234,3 +234,24 @@ def test_upstream_key_goes_in_the_gemini_header(upstream_all: FakeUpstream, gcli
     # The gateway's own provider key is wrong: not the client's fault, and never echoed.
     assert exc.value.code == 502
     assert "sk-up" not in str(exc.value)
+
+
+def get_weather(city: str) -> str:
+    """Current weather for a city."""
+    return "18C"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("wire", WIRES)
+def test_genai_chat_with_automatic_function_calling(gclient: genai.Client, wire: str, stream: bool) -> None:
+    """google-genai's chat helper calls the Python function itself and keeps the turn in its history
+    (it drops a streamed turn if any chunk has no parts)."""
+    chat = gclient.chats.create(model=f"via-{wire}", config=types.GenerateContentConfig(tools=[get_weather]))
+    if stream:
+        text = "".join(c.text or "" for c in chat.send_message_stream("Weather in Paris?"))
+    else:
+        text = chat.send_message("Weather in Paris?").text
+    assert "18C" in text
+    history = chat.get_history(curated=True)
+    assert history[0].role == "user" and history[-1].role == "model"
+    assert "18C" in "".join(p.text or "" for p in history[-1].parts)

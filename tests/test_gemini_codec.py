@@ -298,12 +298,25 @@ def test_stream_frames_are_data_lines_only_and_calls_go_out_whole() -> None:
     assert last["usageMetadata"] == {"promptTokenCount": 3, "candidatesTokenCount": 2, "totalTokenCount": 5}
 
 
+def test_every_stream_chunk_has_parts_and_the_last_content_carries_the_finish() -> None:
+    # google-genai's chat drops the turn from its history if any chunk has no parts.
+    raw = encode_stream([TextDelta(0, "Hel"), TextDelta(0, "lo"), Finish(FinishReason.STOP)])
+    chunks = [json.loads(line[6:]) for line in raw.split(b"\r\n") if line]
+    assert [c["candidates"][0]["content"]["parts"] for c in chunks] == [[{"text": "Hel"}], [{"text": "lo"}]]
+    assert "finishReason" not in chunks[0]["candidates"][0] and chunks[1]["candidates"][0]["finishReason"] == "STOP"
+    # No usage from upstream: the gateway's estimate, never nothing.
+    assert chunks[1]["usageMetadata"]["candidatesTokenCount"] > 0
+    empty = [json.loads(line[6:]) for line in encode_stream([Finish(FinishReason.STOP)]).split(b"\r\n") if line]
+    assert empty[0]["candidates"][0]["content"]["parts"] == [{"text": ""}]
+
+
 def test_stream_error_frame_and_array_mode() -> None:
     raw = encode_stream([TextDelta(0, "x")], error=UpstreamError("boom", status=503, kind="overloaded"))
     last = json.loads(raw.split(b"\r\n\r\n")[-2][6:])
     assert last == {"error": {"code": 503, "message": "boom", "status": "UNAVAILABLE"}}
     arr = json.loads(encode_stream([TextDelta(0, "a"), TextDelta(0, "b")], sse=False))
-    assert [c["candidates"][0]["content"]["parts"] for c in arr] == [[{"text": "a"}], [{"text": "b"}], []]
+    assert [c["candidates"][0]["content"]["parts"] for c in arr] == [[{"text": "a"}], [{"text": "b"}]]
+    assert arr[-1]["candidates"][0]["finishReason"] == "STOP"
     assert json.loads(encode_stream([TextDelta(0, "a")], sse=False, error=UpstreamError("x")))[-1]["error"]["code"] == 502
 
 

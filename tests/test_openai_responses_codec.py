@@ -299,7 +299,8 @@ def test_stream_length_is_incomplete_and_usage_always_present() -> None:
     events = encode_stream([TextDelta(0, "x"), Finish(FinishReason.LENGTH)])
     assert events[-1]["type"] == "response.incomplete"
     assert events[-1]["response"]["incomplete_details"] == {"reason": "max_output_tokens"}
-    assert events[-1]["response"]["usage"]["total_tokens"] == 0
+    # No usage from upstream: the gateway's estimate, never nothing.
+    assert events[-1]["response"]["usage"]["output_tokens"] == 1
 
 
 def test_stream_error_is_error_event_then_response_failed() -> None:

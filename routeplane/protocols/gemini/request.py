@@ -134,9 +134,16 @@ def _decode_contents(contents: List[Any]) -> List[Message]:
         parts = expect(get(content, "parts"), list, f"{path}.parts", required=True)
         if role == "model":
             decoded = _model_parts(parts, path, i)
-            pending = [p for p in decoded if isinstance(p, ToolCallPart)]
-            if decoded:
-                messages.append(Message(Role.ASSISTANT, tuple(decoded)))
+            calls = [p for p in decoded if isinstance(p, ToolCallPart)]
+            if messages and messages[-1].role is Role.ASSISTANT:
+                # Consecutive model contents are one turn (google-genai's streaming chat
+                # records every chunk's content separately).
+                pending += calls
+                messages[-1] = Message(Role.ASSISTANT, messages[-1].parts + tuple(decoded))
+            else:
+                pending = calls
+                if decoded:
+                    messages.append(Message(Role.ASSISTANT, tuple(decoded)))
         elif role in ("user", "function"):
             results, others = _user_parts(parts, path, pending)
             if results:

@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional
 
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
+from ...language_model.stream import estimate_usage
 from ...language_model.types import (
     Finish,
     FinishReason,
@@ -48,6 +49,9 @@ class GeminiStreamEncoder(StreamEncoder):
         self._reasoning: Dict[int, Dict[str, Any]] = {}
         self._emitted = False
         self._closed = False
+        self._held: Optional[List[Dict[str, Any]]] = None
+        self._prompt = prompt
+        self._chars = 0
 
     def _frame(self, obj: Dict[str, Any]) -> bytes:
         payload = dumps(obj).encode()
@@ -58,7 +62,19 @@ class GeminiStreamEncoder(StreamEncoder):
         self._emitted = True
         return prefix + payload
 
-    def _chunk(self, parts: List[Dict[str, Any]], finish: Optional[str] = None) -> bytes:
+    def _chunk(self, parts: List[Dict[str, Any]]) -> bytes:
+        """Queue a chunk; out goes the one before it. The last content chunk is held
+        so it can carry the finishReason: google-genai's chat drops a whole turn from
+        its history when any chunk has no parts."""
+        out = self._flush() if self._held is not None else b""
+        self._held = parts
+        return out
+
+    def _flush(self, finish: Optional[str] = None) -> bytes:
+        parts, self._held = self._held, None
+        return self._frame(self._body(parts or [{"text": ""}], finish))
+
+    def _body(self, parts: List[Dict[str, Any]], finish: Optional[str] = None) -> Dict[str, Any]:
         cand: Dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if finish:
             cand["finishReason"] = finish
@@ -67,7 +83,7 @@ class GeminiStreamEncoder(StreamEncoder):
             body["usageMetadata"] = encode_usage(self._usage)
         body["modelVersion"] = self._model
         body["responseId"] = self._id
-        return self._frame(body)
+        return body
 
     def encode(self, part: StreamPart) -> bytes:
         if isinstance(part, ResponseStart):
@@ -77,6 +93,7 @@ class GeminiStreamEncoder(StreamEncoder):
                 self._usage = part.usage
         elif isinstance(part, TextDelta):
             if part.text:
+                self._chars += len(part.text)
                 return self._chunk([{"text": part.text}])
         elif isinstance(part, ReasoningStart):
             self._reasoning[part.index] = {"provider": part.provider, "sig": "", "text": False}
@@ -86,6 +103,7 @@ class GeminiStreamEncoder(StreamEncoder):
                 r["sig"] += part.signature
             if part.text:
                 r["text"] = True
+                self._chars += len(part.text)
                 return self._chunk([{"text": part.text, "thought": True}])
         elif isinstance(part, ReasoningEnd):
             r = self._reasoning.pop(part.index, None)
@@ -102,6 +120,7 @@ class GeminiStreamEncoder(StreamEncoder):
         elif isinstance(part, ToolCallDelta):
             if part.index in self._tools:
                 self._tools[part.index]["args"].append(part.arguments)
+                self._chars += len(part.arguments)
         elif isinstance(part, ToolCallEnd):
             call = self._tools.pop(part.index, None)
             if call is not None:
@@ -112,17 +131,23 @@ class GeminiStreamEncoder(StreamEncoder):
             self._finish = part.reason
         return b""
 
+    def _estimate(self) -> Usage:
+        # An upstream that reported no usage: the client still gets the gateway's estimate.
+        return estimate_usage(self._prompt, self._chars)
+
     @staticmethod
     def _call_part(call: Dict[str, Any]) -> Dict[str, Any]:
         return function_call_part(call["id"], call["name"], "".join(call["args"]), call["sig"])
 
     def close(self) -> bytes:
         out: List[bytes] = []
-        pending = [self._call_part(self._tools.pop(i)) for i in sorted(self._tools)]
+        unfinished = [self._call_part(self._tools.pop(i)) for i in sorted(self._tools)]
+        if unfinished:
+            out.append(self._chunk(unfinished))
         reason = self._finish or FinishReason.STOP
         if self._usage is None:
-            self._usage = Usage(reported=False)
-        out.append(self._chunk(pending, FINISH_TO_WIRE[reason]))
+            self._usage = self._estimate()
+        out.append(self._flush(FINISH_TO_WIRE[reason]))
         if not self._sse:
             out.append(b"]")
         self._closed = True
@@ -130,7 +155,9 @@ class GeminiStreamEncoder(StreamEncoder):
 
     def error(self, err: RouteplaneError) -> bytes:
         # google-genai raises ClientError/ServerError on a chunk whose JSON is {"error": …}.
-        frame = self._frame(error_body(err))
+        held = self._frame(self._body(self._held)) if self._held else b""
+        self._held = None
+        frame = held + self._frame(error_body(err))
         return frame + (b"]" if not self._sse and not self._closed else b"")
 
 

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
+from ...language_model.stream import estimate_usage
 from ...language_model.types import (
     Finish,
     FinishReason,
@@ -284,8 +285,10 @@ class ResponsesStreamEncoder(StreamEncoder):
         status, incomplete = status_of(self._finish or FinishReason.STOP)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         self._ended = True
-        self._event(out, kind, response=self._response(status, usage=self._usage or Usage(reported=False),
-                                                         incomplete=incomplete))
+        # An upstream that reported no usage: the client still gets the gateway's estimate.
+        chars = sum(len(t) for item in list(self._closed.values()) for t in item.text)
+        usage = self._usage or estimate_usage(self._prompt, chars)
+        self._event(out, kind, response=self._response(status, usage=usage, incomplete=incomplete))
         return b"".join(out)
 
     def error(self, err: RouteplaneError) -> bytes:
