@@ -357,6 +357,8 @@ def test_keys_cli_create_list_revoke(tmp_path: Any, capsys: pytest.CaptureFixtur
     assert main(["keys", "revoke", "--config", str(path), key_id]) == 0
     assert main(["keys", "revoke", "--config", str(path), key_id]) == 1
     assert main(["keys", "create", "--config", str(path), "--window", "weeks:2"]) == 1
+    assert main(["keys", "create", "--config", str(path), "--account", "a" * 129]) == 1
+    assert main(["keys", "create", "--config", str(path), "--budget", "-5"]) == 1
 
 
 def test_token_cli_mints_tokens_the_gateway_accepts(tmp_path: Any, capsys: pytest.CaptureFixture) -> None:

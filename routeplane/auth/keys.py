@@ -60,6 +60,10 @@ def create_key(store: AuthStore, *, name: str = "", account_id: Optional[str] = 
         raise ValueError("budget scope must be account or session")
     if not valid_patterns(models):
         raise ValueError("model patterns must be non-empty strings")
+    if account_id is not None and not 0 < len(account_id) <= 128:
+        raise ValueError("an account id is 1 to 128 characters")
+    if len(name) > 200:
+        raise ValueError("a key name is at most 200 characters")
     if budget_micro_usd is not None and budget_micro_usd < 0:
         raise ValueError("a budget is a non-negative number of micro-USD")
     key_id, key = new_key()
