@@ -77,6 +77,7 @@ def test_max_tokens_is_required_and_named():
     ({"messages": [{"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "f", "input": "x"}]}]},
      "messages[0].content[0].input"),
     ({"system": 5}, "system"),
+    ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
     ({"tool_choice": {"type": "sometimes"}}, "tool_choice.type"),
     ({"stop_sequences": ["a", 1]}, "stop_sequences"),
 ])
@@ -405,3 +406,20 @@ def test_dangling_tool_calls_get_an_error_result_and_orphan_results_become_text(
         {"type": "text", "text": "[result of tool call zz]: stale"},
         {"type": "text", "text": "go on"},
     ]
+
+
+def test_thinking_is_off_when_continuing_a_tool_turn_without_its_signed_thinking():
+    from routeplane.language_model.types import Tool
+
+    history = [Message(Role.USER, (TextPart("q"),)),
+               Message(Role.ASSISTANT, (ReasoningPart("r", provider="openai_chat"), ToolCallPart("c1", "f", "{}"))),
+               Message(Role.TOOL, (ToolResultPart("c1", (TextPart("ok"),)),))]
+    params = GenerationParams(reasoning_effort="low")
+    body = encode_request(_prompt(history, params=params, tools=(Tool("f"),)), TARGET, False)
+    assert "thinking" not in body  # Anthropic would 400 without the turn's signed thinking block
+    signed = list(history)
+    signed[1] = Message(Role.ASSISTANT, (ReasoningPart("r", "sig", provider="anthropic_messages"),
+                                         ToolCallPart("c1", "f", "{}")))
+    body = encode_request(_prompt(signed, params=params, tools=(Tool("f"),)), TARGET, False)
+    assert body["thinking"]["type"] == "enabled"
+    assert body["messages"][1]["content"][0] == {"type": "thinking", "thinking": "r", "signature": "sig"}

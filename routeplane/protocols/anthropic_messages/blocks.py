@@ -7,7 +7,7 @@ import binascii
 import hashlib
 import json
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ...errors import InvalidRequest
 from ...language_model.types import (

@@ -200,6 +200,8 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         else:
             raise InvalidRequest(f"Unsupported content block type {kind!r} in a {role} message at '{bpath}'.",
                                  param=f"{bpath}.type")
+    if not blocks:
+        raise InvalidRequest(f"'{path}.content' must not be empty.", param=f"{path}.content")
     # Canonical form: tool results are a TOOL message placed before the rest of the user turn.
     if results:
         out.append(Message(Role.TOOL, tuple(results)))
@@ -409,6 +411,11 @@ def _thinking(prompt: Prompt, body: Dict[str, Any], same_wire: bool) -> Optional
         # Anthropic rejects thinking with a forcing tool_choice; the client's forced
         # tool call is the harder requirement, so thinking is dropped.
         return None
+    if continues_unsigned_tool_turn(prompt):
+        # Anthropic requires the continued tool turn's signed thinking block, which a
+        # client of another wire cannot send back (translation.md §11): without it
+        # the request is a 400, so thinking is off for this step of the tool loop.
+        return None
     budget = max(1024, budget)
     if p.max_tokens is None:
         body["max_tokens"] = body["max_tokens"] + budget  # the default bounds the visible output
@@ -417,6 +424,21 @@ def _thinking(prompt: Prompt, body: Dict[str, Any], same_wire: bool) -> Optional
         if budget < 1024:
             return None
     return {"type": "enabled", "budget_tokens": budget}
+
+
+def continues_unsigned_tool_turn(prompt: Prompt) -> bool:
+    """Does the prompt continue an assistant tool-use turn that has no Anthropic-signed thinking?"""
+    for i in range(len(prompt.messages) - 1, -1, -1):
+        m = prompt.messages[i]
+        if m.role is not Role.ASSISTANT:
+            continue
+        if not any(isinstance(p, ToolCallPart) for p in m.parts):
+            return False
+        if not any(m2.role is Role.TOOL for m2 in prompt.messages[i + 1:]):
+            return False
+        return not any(isinstance(p, ReasoningPart) and p.provider == PROTOCOL and (p.signature or p.redacted)
+                       for p in m.parts)
+    return False
 
 
 def _encode_tool(t: Tool) -> Dict[str, Any]:

@@ -40,6 +40,9 @@ class WireDriver(ABC):
     features: frozenset = frozenset()
     #: as an upstream, consecutive same-role turns arrive merged into one
     merges_same_role: bool = False
+    #: as an upstream, reasoning is turned off when a tool turn is continued without its own
+    #: signed reasoning (Anthropic rejects such a request, translation.md §11)
+    thinking_needs_signed_tool_turn: bool = False
 
     # --- capabilities ------------------------------------------------------
 

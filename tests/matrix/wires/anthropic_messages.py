@@ -36,6 +36,7 @@ class AnthropicMessagesDriver(WireDriver):
     cache_control = True
     features = frozenset({"images", "same_role_turns"})
     merges_same_role = True  # the gateway merges them (Anthropic would, server-side)
+    thinking_needs_signed_tool_turn = True
 
     def finish_fidelity(self, reason: str) -> str:
         return STOP_FROM_WIRE[STOP_TO_WIRE[reason]]
