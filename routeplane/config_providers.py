@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .language_model.provider_registry import ProviderRegistry, ProviderSpec
 from .language_model.routing import PROTOCOLS, Prices, RoutingTarget, Timeouts
-from .language_model.url_safety import URLPolicy, UnsafeURL, check_base_url
+from .language_model.url_safety import UnsafeURL, URLPolicy, check_base_url
 
 BUILTIN_TIMEOUTS = Timeouts()
 

@@ -12,7 +12,7 @@ from routeplane.config import parse_config
 from routeplane.errors import UpstreamStatusError, UpstreamTimeout
 from routeplane.language_model.cooldown import CooldownPolicy, CooldownTracker, FallbackSettings
 from routeplane.language_model.routing import StaticRoutingTable
-from routeplane.language_model.url_safety import URLPolicy, UnsafeURL, check_base_url
+from routeplane.language_model.url_safety import UnsafeURL, URLPolicy, check_base_url
 from routeplane.testing import Gateway
 
 

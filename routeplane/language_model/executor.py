@@ -24,9 +24,9 @@ from ..errors import (
 )
 from .mock_provider import MockProvider
 from .routing import RoutingTarget, Timeouts
-from .url_safety import UnsafeURL, check_base_url
 from .stream import generation_to_parts
 from .types import Generation, Prompt, StreamPart
+from .url_safety import UnsafeURL, check_base_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..protocols.base import ProviderCodec
