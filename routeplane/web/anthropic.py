@@ -63,7 +63,9 @@ def make_blueprint(app: "App") -> Blueprint:
         rid = request_id()
         try:
             body = read_json_body(limit)
-            return _count_tokens(app, body, rid)
+            resp = _count_tokens(app, body, rid)
+            resp.headers["request-id"] = rid
+            return resp
         except RouteplaneError as err:
             return anthropic_error(err, rid)
         except Exception:
