@@ -180,6 +180,16 @@ def test_model_allowlist_is_checked_on_the_client_model_name(gw: Gateway, wallet
     assert gw.chat(token, dict(BODY, model="mock-echo")).status_code == 403
 
 
+def test_models_endpoint_needs_credentials_and_lists_only_allowed_models(gw: Gateway) -> None:
+    assert gw.client.get("/v1/models").status_code == 401
+    key = gw.key(models=["mock-*"])
+    r = gw.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 200 and [m["id"] for m in r.json["data"]] == ["mock-echo"]
+    assert gw.client.get("/v1/models/default", headers={"Authorization": f"Bearer {key}"}).status_code == 404
+    everything = gw.client.get("/v1/models", headers={"Authorization": f"Bearer {gw.key()}"}).json["data"]
+    assert {"default", "mock-echo"} <= {m["id"] for m in everything}
+
+
 def test_jwt_only_mode_refuses_api_keys(tmp_path: Any, wallet: Wallet) -> None:
     g = Gateway(tmp_path, {"mode": "jwt"})
     key = create_key(g.auth_store)[1]

@@ -68,8 +68,8 @@ def check_context(app: "App", ctx: Any) -> Any:
     return AuthHook(plugin.authenticator).check(ctx)
 
 
-def require_admin(app: "App", render: Optional[Callable[[RouteplaneError], Any]] = None) -> Callable:
-    """Decorator for a Flask view: 401 without valid credentials, 403 without admin scope.
+def require_scope(app: "App", scope: str = "api", render: Optional[Callable[[RouteplaneError], Any]] = None) -> Callable:
+    """Decorator for a Flask view: 401 without valid credentials, 403 without the scope (`api` or `admin`).
 
     The identity is left in `flask.g.routeplane_identity`. Errors render in the
     OpenAI error shape unless `render` (an error-body function) is given.
@@ -83,7 +83,7 @@ def require_admin(app: "App", render: Optional[Callable[[RouteplaneError], Any]]
             from ..protocols.openai_chat import CLIENT
             from ..web.common import error_response, request_id
 
-            identity, err = authenticate_request(app, request.headers, request.remote_addr, scope="admin")
+            identity, err = authenticate_request(app, request.headers, request.remote_addr, scope=scope)
             if err is not None:
                 return error_response(err, render or CLIENT.error_body, request_id())
             g.routeplane_identity = identity
@@ -92,3 +92,8 @@ def require_admin(app: "App", render: Optional[Callable[[RouteplaneError], Any]]
         return wrapper
 
     return decorator
+
+
+def require_admin(app: "App", render: Optional[Callable[[RouteplaneError], Any]] = None) -> Callable:
+    """`require_scope(app, "admin")`: for every `/admin/*` view."""
+    return require_scope(app, "admin", render)

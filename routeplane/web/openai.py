@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Dict, List
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..auth.guard import require_scope
 from ..errors import InternalError, ModelNotFound, RouteplaneError
 from ..protocols import openai_chat, openai_responses
 from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
@@ -49,12 +50,14 @@ def make_blueprint(app: "App") -> Blueprint:
             return error_response(InternalError(), openai_responses.CLIENT.error_body, rid)
 
     @bp.get("/v1/models")
+    @require_scope(app)
     def list_models() -> Response:
-        return jsonify({"object": "list", "data": model_list(app)})
+        return jsonify({"object": "list", "data": allowed_models(app)})
 
     @bp.get("/v1/models/<path:model_id>")
+    @require_scope(app)
     def get_model(model_id: str) -> Response:
-        for entry in model_list(app):
+        for entry in allowed_models(app):
             if entry["id"] == model_id:
                 return jsonify(entry)
         return error_response(ModelNotFound(model_id), codec.error_body, request_id())
@@ -66,6 +69,16 @@ def make_blueprint(app: "App") -> Blueprint:
         return error_response(err, codec.error_body, request_id())
 
     return bp
+
+
+def allowed_models(app: "App") -> List[Dict[str, Any]]:
+    """The model list as the caller may use it (its model allowlist applied)."""
+    from flask import g
+
+    from ..auth.globs import model_allowed
+
+    patterns = g.routeplane_identity.models
+    return [entry for entry in model_list(app) if model_allowed(patterns, entry["id"])]
 
 
 def model_list(app: "App") -> List[Dict[str, Any]]:
