@@ -72,7 +72,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class Failure:
-    """An upstream failure. kind: overloaded | rate_limit. `midstream`: after some text, inside a 200 stream."""
+    """An upstream failure. kind: overloaded | rate_limit | cut (midstream only: the stream just ends
+    without its wire's terminator). `midstream`: after some text, inside a 200 stream."""
 
     kind: str
     message: str = "upstream is busy"

@@ -144,4 +144,14 @@ SCENARIOS: Tuple[Scenario, ...] = (
     ),
 )
 
+SCENARIOS += (
+    Scenario(
+        "stream_cut", "upstream stream cut before its terminator",
+        turns=(Turn("user", "hi"),),
+        reply=Reply("partial answer", text_fragments=("partial ", "answer"),
+                    failure=Failure("cut", "cut", midstream=True)),
+        modes=(True,), requires=("cut_stream",),
+    ),
+)
+
 BY_ID = {s.id: s for s in SCENARIOS}

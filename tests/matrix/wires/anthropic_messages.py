@@ -34,9 +34,12 @@ class AnthropicMessagesDriver(WireDriver):
     shows_reasoning = True
     history_reasoning = True
     cache_control = True
-    features = frozenset({"images", "same_role_turns"})
+    features = frozenset({"images", "same_role_turns", "cut_stream"})
     merges_same_role = True  # the gateway merges them (Anthropic would, server-side)
     thinking_needs_signed_tool_turn = True
+
+    def midstream_error_kind(self, kind: str) -> str:
+        return "upstream" if kind == "cut" else kind
 
     def finish_fidelity(self, reason: str) -> str:
         return STOP_FROM_WIRE[STOP_TO_WIRE[reason]]
@@ -269,8 +272,10 @@ def _events(scenario: Scenario) -> List[Dict[str, Any]]:
         out.append({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})
         out += [{"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": piece}}
                 for piece in r.pieces()]
-        if r.failure is not None:  # mid-stream: the error event, then nothing
-            out.append({"type": "error", "error": {"type": ERRORS[r.failure.kind][1], "message": r.failure.message}})
+        if r.failure is not None:  # mid-stream: the error event (or, for a cut, no more events)
+            if r.failure.kind != "cut":
+                out.append({"type": "error",
+                            "error": {"type": ERRORS[r.failure.kind][1], "message": r.failure.message}})
             return out
         out.append({"type": "content_block_stop", "index": index})
         index += 1

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional
 
 from tests.matrix.model import (
     ClientResult,
+    Image,
     Reasoning,
     Scenario,
     ToolCall,
@@ -39,6 +40,7 @@ class GeminiDriver(WireDriver):
     name = "gemini"
     shows_reasoning = True  # thought parts (includeThoughts)
     history_reasoning = True  # thought parts with thoughtSignature
+    features = frozenset({"images", "same_role_turns"})
 
     def finish_fidelity(self, reason: str) -> str:
         return finish_of(FINISH_TO_WIRE[reason], reason == "tool_calls")
@@ -142,8 +144,9 @@ class GeminiDriver(WireDriver):
                 if results:
                     turns.append(Turn("tool", results=tuple(results)))
                 text = "".join(p.get("text", "") for p in parts)
-                if text:
-                    turns.append(Turn("user", text))
+                images = tuple(_read_image(p) for p in parts if "inlineData" in p or "fileData" in p)
+                if text or images:
+                    turns.append(Turn("user", text, images=images))
         gen = body.get("generationConfig") or {}
         mode = ((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode")
         thinking = gen.get("thinkingConfig") or {}
@@ -171,6 +174,7 @@ class GeminiDriver(WireDriver):
 def encode_turns(turns: Any) -> List[Dict[str, Any]]:
     contents: List[Dict[str, Any]] = []
     names: Dict[str, str] = {}
+    prev_role = None
     for turn in turns:
         if turn.role == "assistant":
             parts: List[Dict[str, Any]] = []
@@ -183,18 +187,33 @@ def encode_turns(turns: Any) -> List[Dict[str, Any]]:
                 names[c.id] = c.name
                 parts.append({"functionCall": {"id": c.id, "name": c.name, "args": dict(c.args)}})
             contents.append({"role": "model", "parts": parts})
+            prev_role = turn.role
             continue
         if turn.role == "tool":
             parts = [{"functionResponse": {"id": r.call_id, "name": names[r.call_id],
                                            "response": {"error" if r.is_error else "output": r.content}}}
                      for r in turn.results]
         else:
-            parts = [{"text": turn.text}]
-        if contents and contents[-1]["role"] == "user":  # results and the next user text share one turn
+            parts = [{"text": turn.text}] + [_image_part(i) for i in turn.images]
+        if prev_role == "tool":  # results and the next user text share one turn
             contents[-1]["parts"].extend(parts)
         else:
-            contents.append({"role": "user", "parts": parts})
+            contents.append({"role": "user", "parts": parts})  # consecutive user turns stay separate
+        prev_role = turn.role
     return contents
+
+
+def _image_part(image: Image) -> Dict[str, Any]:
+    if image.url:
+        # Gemini fetches only Files API / GCS URIs; the gateway passes a URL through as fileData.
+        return {"fileData": {"mimeType": "image/jpeg", "fileUri": image.url}}
+    return {"inlineData": {"mimeType": image.media_type, "data": image.data}}
+
+
+def _read_image(part: Dict[str, Any]) -> Image:
+    if "fileData" in part:
+        return Image(url=part["fileData"]["fileUri"])
+    return Image(media_type=part["inlineData"]["mimeType"], data=part["inlineData"]["data"])
 
 
 def wire_usage(u: Usage) -> Dict[str, Any]:

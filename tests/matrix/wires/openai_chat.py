@@ -33,7 +33,7 @@ class OpenAIChatDriver(WireDriver):
     name = "openai_chat"
     # reasoning_content is opt-in for Chat clients (translation.md §7.5), so not shown here
     shows_reasoning = False
-    features = frozenset({"images", "same_role_turns"})
+    features = frozenset({"images", "same_role_turns", "cut_stream"})
 
     def finish_fidelity(self, reason: str) -> str:
         return FINISH_FROM_WIRE[FINISH_TO_WIRE[reason]]
@@ -43,7 +43,8 @@ class OpenAIChatDriver(WireDriver):
         return dataclasses.replace(result, is_error=False)
 
     def midstream_error_kind(self, kind: str) -> str:
-        # The in-stream `{"error": ...}` chunk is decoded as a generic upstream failure.
+        # The in-stream `{"error": ...}` chunk (and a stream cut before [DONE]) is decoded
+        # as a generic upstream failure.
         return "upstream"
 
     def reasoning_from_upstream(self, reasoning: Reasoning) -> Reasoning:
@@ -244,7 +245,8 @@ def _chunks(scenario: Scenario) -> List[Any]:
         out.append(_chunk({"reasoning_content": r.reasoning.text}))
     out.extend(_chunk({"content": piece}) for piece in r.pieces())
     if r.failure is not None:  # mid-stream: OpenAI's in-stream error form, and no [DONE]
-        out.append({"error": {"message": r.failure.message, "type": ERRORS[r.failure.kind][1]}})
+        if r.failure.kind != "cut":  # a cut stream just stops
+            out.append({"error": {"message": r.failure.message, "type": ERRORS[r.failure.kind][1]}})
         return out
     frags: List[Tuple[int, int, str]] = []  # (call index, fragment number, text)
     for k, call in enumerate(r.calls):

@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional
 from routeplane.protocols.sse import iter_events
 from tests.matrix.model import (
     ClientResult,
+    Image,
     Reasoning,
     Scenario,
     ToolCall,
@@ -41,6 +42,7 @@ class OpenAIResponsesDriver(WireDriver):
     name = "openai_responses"
     shows_reasoning = True  # reasoning summaries
     history_reasoning = True  # reasoning items with encrypted_content
+    features = frozenset({"images", "same_role_turns"})
 
     def supports(self, scenario: Scenario, as_client: bool) -> bool:
         # Responses has no stop sequences at all: neither a client nor an upstream can carry them.
@@ -134,8 +136,13 @@ class OpenAIResponsesDriver(WireDriver):
             if kind == "message" and item["role"] in ("system", "developer"):
                 system.append(_text(item["content"]))
             elif kind == "message" and item["role"] == "user":
-                turns.append(Turn("user", _text(item["content"])))
+                content = item["content"]
+                images = () if isinstance(content, str) else tuple(
+                    _read_image(p["image_url"]) for p in content if p["type"] == "input_image")
+                turns.append(Turn("user", _text(content), images=images))
             elif kind == "message":
+                if turns and turns[-1].role == "assistant" and turns[-1].text:
+                    turns.append(Turn("assistant"))  # a second message item is a turn of its own
                 turns[-1:] = [dataclasses.replace(assistant(), text=assistant().text + _text(item["content"]))]
             elif kind == "function_call":
                 call = ToolCall(item["call_id"], item["name"], json.loads(item["arguments"] or "{}"))
@@ -183,10 +190,22 @@ def _text(content: Any) -> str:
     return "".join(p.get("text", "") for p in content)
 
 
+def _read_image(url: str) -> Image:
+    if url.startswith("data:"):
+        header, _, data = url[5:].partition(",")
+        return Image(media_type=header.split(";")[0], data=data)
+    return Image(url=url)
+
+
 def encode_turns(turns: Any) -> List[Dict[str, Any]]:
     items: List[Dict[str, Any]] = []
     for k, turn in enumerate(turns):
-        if turn.role == "user":
+        if turn.role == "user" and turn.images:
+            # `detail` is a required field of input_image in the SDK's types.
+            items.append({"role": "user", "content": [{"type": "input_text", "text": turn.text}] + [
+                {"type": "input_image", "image_url": i.url or f"data:{i.media_type};base64,{i.data}", "detail": "auto"}
+                for i in turn.images]})
+        elif turn.role == "user":
             items.append({"role": "user", "content": turn.text})
         elif turn.role == "tool":
             items.extend({"type": "function_call_output", "call_id": r.call_id, "output": r.content}
