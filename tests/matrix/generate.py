@@ -84,6 +84,8 @@ NOTES = [
     "  Thought signatures reach only Gemini clients; history from another wire gets Google's documented",
     "  placeholder signature on its first function call. Calls Gemini sent without an id get a synthesized",
     "  one, which is never sent back to Gemini. Gemini streams carry only `data:` lines (no keep-alives).",
+    "  An image URL is passed to Gemini as `fileData` (Gemini fetches only Files API / GCS URIs; the",
+    "  gateway does not download images).",
 ]
 
 

@@ -135,15 +135,11 @@ def _decode_contents(contents: List[Any]) -> List[Message]:
         if role == "model":
             decoded = _model_parts(parts, path, i)
             calls = [p for p in decoded if isinstance(p, ToolCallPart)]
-            if messages and messages[-1].role is Role.ASSISTANT:
-                # Consecutive model contents are one turn (google-genai's streaming chat
-                # records every chunk's content separately).
-                pending += calls
-                messages[-1] = Message(Role.ASSISTANT, messages[-1].parts + tuple(decoded))
-            else:
-                pending = calls
-                if decoded:
-                    messages.append(Message(Role.ASSISTANT, tuple(decoded)))
+            # Consecutive model contents are one turn for pairing results (google-genai's
+            # streaming chat records every chunk's content separately).
+            pending = pending + calls if messages and messages[-1].role is Role.ASSISTANT else calls
+            if decoded:
+                messages.append(Message(Role.ASSISTANT, tuple(decoded)))
         elif role in ("user", "function"):
             results, others = _user_parts(parts, path, pending)
             if results:
@@ -352,16 +348,18 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     # A Gemini client owns its signatures; history from another wire has none.
     placeholder = prompt.extras_protocol != PROTOCOL and target.options.get("thought_signature_placeholder", True)
     contents: List[Dict[str, Any]] = []
+    previous: Optional[Role] = None
     for m in prompt.messages:
         role = "model" if m.role is Role.ASSISTANT else "user"
         parts = _encode_parts(m, names, bool(placeholder))
         if not parts:
             continue
-        if contents and contents[-1]["role"] == role:
-            # Gemini wants one user turn holding every functionResponse of a call turn.
+        if previous is Role.TOOL and m.role in (Role.TOOL, Role.USER):
+            # One user turn holds every functionResponse of a call turn, and the user's text after them.
             contents[-1]["parts"].extend(parts)
         else:
             contents.append({"role": role, "parts": parts})
+        previous = m.role
     body: Dict[str, Any] = {"contents": contents}
     same_wire = prompt.extras_protocol == PROTOCOL
     extras = dict(prompt.extras) if same_wire else {}

@@ -145,8 +145,11 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
                 raise InvalidRequest(f"'{path}.content' must not be empty.", param=f"{path}.content")
             out.append(Message(Role.USER, tuple(parts)))
         elif role == "assistant":
-            for p in _parts(content, path, Role.ASSISTANT):
-                if not isinstance(p, TextPart) or p.text:
+            parts = [p for p in _parts(content, path, Role.ASSISTANT) if not isinstance(p, TextPart) or p.text]
+            if parts and out and out[-1].role is Role.ASSISTANT and isinstance(out[-1].parts[-1], TextPart):
+                out.append(Message(Role.ASSISTANT, tuple(parts)))  # a second message item: a turn of its own
+            else:
+                for p in parts:
                     _append(out, Role.ASSISTANT, p)
         else:
             raise InvalidRequest(f"Invalid value for '{path}.role': {role!r}.", param=f"{path}.role")
