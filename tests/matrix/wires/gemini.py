@@ -40,10 +40,14 @@ class GeminiDriver(WireDriver):
     name = "gemini"
     shows_reasoning = True  # thought parts (includeThoughts)
     history_reasoning = True  # thought parts with thoughtSignature
-    features = frozenset({"images", "same_role_turns"})
+    features = frozenset({"images", "same_role_turns", "cut_stream"})
 
     def finish_fidelity(self, reason: str) -> str:
         return finish_of(FINISH_TO_WIRE[reason], reason == "tool_calls")
+
+    def midstream_error_kind(self, kind: str) -> str:
+        # A close before any finishReason is an upstream failure; an in-stream error keeps its code.
+        return "upstream" if kind == "cut" else kind
 
     def usage_fidelity(self, usage: Usage) -> Usage:
         # usageMetadata has no cache-write count: written tokens are ordinary prompt tokens.
@@ -267,6 +271,8 @@ def _chunks(scenario: Scenario) -> List[Dict[str, Any]]:
     if r.reasoning is not None:
         out.append(_chunk([{"text": r.reasoning.text, "thought": True}], None, early))
     out += [_chunk([{"text": piece}], None, early) for piece in r.pieces()]
+    if r.failure is not None and r.failure.kind == "cut":  # closed without a finishReason
+        return out
     if r.failure is not None:  # mid-stream: Google's in-stream error object, then the connection closes
         status, name = ERRORS[r.failure.kind]
         out.append({"error": {"code": status, "message": r.failure.message, "status": name}})

@@ -42,7 +42,7 @@ class OpenAIResponsesDriver(WireDriver):
     name = "openai_responses"
     shows_reasoning = True  # reasoning summaries
     history_reasoning = True  # reasoning items with encrypted_content
-    features = frozenset({"images", "same_role_turns"})
+    features = frozenset({"images", "same_role_turns", "cut_stream"})
 
     def supports(self, scenario: Scenario, as_client: bool) -> bool:
         # Responses has no stop sequences at all: neither a client nor an upstream can carry them.
@@ -60,6 +60,7 @@ class OpenAIResponsesDriver(WireDriver):
 
     def midstream_error_kind(self, kind: str) -> str:
         # The in-stream error event's code keeps rate limits apart; anything else is an upstream failure.
+        # (A stream cut before its terminal event is an upstream failure too.)
         return "rate_limit" if kind == "rate_limit" else "upstream"
 
     def reasoning_from_upstream(self, reasoning: Reasoning) -> Reasoning:
@@ -283,6 +284,8 @@ def _events(scenario: Scenario) -> List[Dict[str, Any]]:
                     {"type": "response.content_part.added", **ids,
                      "part": {"type": "output_text", "text": "", "annotations": [], "logprobs": []}}]
             out += [{"type": "response.output_text.delta", **ids, "delta": p, "logprobs": []} for p in r.pieces()]
+            if r.failure is not None and r.failure.kind == "cut":  # the stream just stops
+                return out
             if r.failure is not None:  # mid-stream: the error event, then response.failed
                 out.append({"type": "error", "code": ERRORS[r.failure.kind][1], "message": r.failure.message,
                             "param": None})
