@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Tuple
 
 from ..hooks.language_model import Phase
 from .settlement import Attempt
@@ -66,3 +66,41 @@ class RequestEndEvent:
     error_type: Optional[str]
     status: int
     attempts: Tuple[Attempt, ...]
+    # Coarse failure family for dashboards (see ERROR_CLASSES); None on success.
+    error_class: Optional[str] = None
+    # A copy of ctx.metadata at the end (plugin id -> JSON-able dict), e.g. trace ids.
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    started_at: float = 0.0  # unix seconds
+
+
+# transport: no usable answer (connect/read failure, timeout, broken stream); provider: the
+# upstream answered with an error status; the rest are the gateway's own refusals.
+ERROR_CLASSES = ("transport", "provider", "access_denied", "budget", "rate_limit", "guardrail", "invalid_request",
+                 "no_target", "policy", "client_disconnected", "internal")
+
+_KIND_CLASS = {
+    "authentication": "access_denied", "permission": "access_denied", "budget": "budget",
+    "rate_limit": "rate_limit", "guardrail": "guardrail", "invalid_request": "invalid_request",
+    "request_too_large": "invalid_request", "not_found": "invalid_request", "overloaded": "no_target",
+    "internal": "internal",
+}
+
+
+def error_class(err: Any, outcome: Optional[str] = None) -> Optional[str]:
+    """The ERROR_CLASSES family of a RouteplaneError (or of a deny kind string)."""
+    from ..errors import AllTargetsFailed, UpstreamError, UpstreamStatusError
+
+    if outcome == "client_disconnected":
+        return "client_disconnected"
+    if err is None:
+        return None
+    if isinstance(err, str):
+        return _KIND_CLASS.get(err, "policy")
+    if isinstance(err, AllTargetsFailed):
+        inner = [error_class(e) for e in err.errors]
+        return "transport" if inner and all(c == "transport" for c in inner) else "provider"
+    if isinstance(err, UpstreamStatusError):
+        return "provider"
+    if isinstance(err, UpstreamError):
+        return "transport"
+    return _KIND_CLASS.get(getattr(err, "kind", ""), "policy")

@@ -32,7 +32,7 @@ from ..hooks.language_model import (
 from ..observers import ObserverDispatcher
 from .context import PipelineContext
 from .cooldown import CooldownTracker, FallbackSettings
-from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent
+from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent, error_class
 from .executor import Executor
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd
@@ -62,6 +62,7 @@ class _Run:
     attempts: List[Attempt] = field(default_factory=list)
     settled: bool = False
     ttft_ms: Optional[float] = None
+    error_class: Optional[str] = None  # events.error_class of the failure, for the end event
 
 
 class PipelineStream:
@@ -148,6 +149,7 @@ class LanguageModelPipeline:
                     reason = decision.reason
                     assert reason is not None
                     self._phase(ctx, Phase.PRE_REQUEST, ok=False)
+                    run.error_class = error_class(reason.kind)
                     self._end_event(run, None, Usage(reported=False), None, Outcome.DENIED, reason.kind, reason.status)
                     raise HookDenied(reason.message, status=reason.status, kind=reason.kind, retry_after=reason.retry_after,
                                      code=reason.code)
@@ -260,6 +262,7 @@ class LanguageModelPipeline:
             status=(err.upstream_status or err.status) if err else 200,
             error_type=type(err).__name__ if err else None,
             error=err.message[:300] if err else None,
+            offset_ms=round(max(0.0, run.ctx.elapsed_ms() - latency), 3),
         )
         run.attempts.append(attempt)
         rid = run.ctx.request_id
@@ -372,6 +375,7 @@ class LanguageModelPipeline:
                 usage = replace(usage, output_tokens=max(usage.output_tokens, delivered), reported=False)
             self._phase(ctx, Phase.STREAM, ok=outcome is Outcome.SUCCESS)
             status = 200 if error is None else error.status
+            run.error_class = error_class(error, outcome.value)
             self._settle(run, usage, outcome, _error_type(error), status)
 
     def _apply_stream_hooks(self, ctx: PipelineContext, hooks: list, part: StreamPart) -> List[StreamPart]:
@@ -414,6 +418,7 @@ class LanguageModelPipeline:
     # --- settle and observe ------------------------------------------------
 
     def _settle_failure(self, run: _Run, err: RouteplaneError) -> None:
+        run.error_class = error_class(err)
         self._settle(run, Usage(reported=False), Outcome.UPSTREAM_ERROR if isinstance(err, UpstreamError) else Outcome.ERROR,
                      _error_type(err), err.status)
 
@@ -477,6 +482,9 @@ class LanguageModelPipeline:
                 error_type=error_type,
                 status=status,
                 attempts=tuple(run.attempts),
+                error_class=run.error_class,
+                metadata={k: dict(v) for k, v in ctx.metadata.items()},
+                started_at=ctx.started_at,
             ),
         )
 

@@ -21,6 +21,7 @@ class Attempt:
     status: Optional[int] = None
     error_type: Optional[str] = None
     error: Optional[str] = None
+    offset_ms: Optional[float] = None  # from the request's start to this attempt's start (trace spans)
 
 
 @dataclass(frozen=True)
