@@ -423,3 +423,15 @@ def test_thinking_is_off_when_continuing_a_tool_turn_without_its_signed_thinking
     body = encode_request(_prompt(signed, params=params, tools=(Tool("f"),)), TARGET, False)
     assert body["thinking"]["type"] == "enabled"
     assert body["messages"][1]["content"][0] == {"type": "thinking", "thinking": "r", "signature": "sig"}
+
+
+def test_upstream_error_statuses():
+    overloaded = an.PROVIDER.decode_error(529, b'{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}',
+                                          {}, TARGET)
+    assert overloaded.retriable and overloaded.kind == "overloaded" and "Overloaded" in overloaded.message
+    billing = an.PROVIDER.decode_error(402, b'{"type":"error","error":{"type":"billing_error","message":"no credit"}}',
+                                       {}, TARGET)
+    assert (billing.status, billing.kind, billing.retriable) == (402, "budget", True)
+    assert an.CLIENT.error_body(billing)["error"]["type"] == "billing_error"
+    leaked = an.PROVIDER.decode_error(400, b'{"error":{"message":"bad key sk-ant-secret-key-123456"}}', {}, TARGET)
+    assert "sk-ant-secret" not in leaked.message

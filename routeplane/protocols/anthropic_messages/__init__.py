@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional
 
-from ...errors import RouteplaneError
+from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import Generation, Prompt
-from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder
+from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder, upstream_status_error
 from . import request, response, stream
 
 PROTOCOL = "anthropic_messages"
@@ -65,6 +65,13 @@ class MessagesProviderCodec(ProviderCodec):
 
     def stream_decoder(self, target: RoutingTarget) -> StreamDecoder:
         return stream.MessagesStreamDecoder(target)
+
+    def decode_error(self, status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget) -> UpstreamError:
+        err = upstream_status_error(status, body, headers, target)
+        if status == 402:
+            # billing_error: this provider's account is out of credit; another target may not be.
+            err.kind, err.status, err.retriable = "budget", 402, True
+        return err
 
 
 def base_url(target: RoutingTarget) -> str:
