@@ -273,3 +273,39 @@ def test_anthropic_sdk_same_wire_forwards_beta_and_thinking(env, claude):
     assert sent.headers["anthropic-version"] == anthropic._constants.ANTHROPIC_API_VERSION
     assert sent.json["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert sent.headers["x-api-key"] == UPSTREAM_KEY and "authorization" not in sent.headers
+
+
+def test_anthropic_sdk_thinking_tool_loop_round_trips_the_signature(env, claude):
+    _, _, an = env
+    an.enqueue(Reply.anthropic_sse([
+        {"type": "message_start", "message": {"id": "msg_t", "type": "message", "role": "assistant",
+                                              "model": "claude-up", "content": [], "stop_reason": None,
+                                              "stop_sequence": None, "usage": {"input_tokens": 30, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Need weather."}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "EqQBsig=="}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {}}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"city":'}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '"Oslo"}'}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+         "usage": {"output_tokens": 50, "output_tokens_details": {"thinking_tokens": 20}}},
+        {"type": "message_stop"},
+    ]))
+    an.enqueue(Reply.json(_an_message([{"type": "text", "text": "Oslo: 3C."}])))
+    thinking = {"type": "enabled", "budget_tokens": 2048}
+    question = {"role": "user", "content": "Weather in Oslo?"}
+    with claude.messages.stream(model="claude-route", max_tokens=4096, thinking=thinking, tools=[WEATHER],
+                                messages=[question]) as stream:
+        first = stream.get_final_message()
+    assert [b.type for b in first.content] == ["thinking", "tool_use"] and first.content[0].signature == "EqQBsig=="
+    assert first.usage.output_tokens == 50
+    second = claude.messages.create(model="claude-route", max_tokens=4096, thinking=thinking, tools=[WEATHER], messages=[
+        question, {"role": "assistant", "content": first.content},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "3C"}]}])
+    assert second.content[0].text == "Oslo: 3C."
+    sent = an.requests[1].json["messages"][1]["content"]
+    assert sent[0] == {"type": "thinking", "thinking": "Need weather.", "signature": "EqQBsig=="}
+    assert sent[1] == {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Oslo"}}
