@@ -393,3 +393,5 @@ def test_placeholder_signature_only_for_foreign_history() -> None:
     assert sent["contents"][1]["parts"][0]["thoughtSignature"] == SIGNATURE_PLACEHOLDER
     off = wire.PROVIDER.encode_request(foreign, TARGET.replace(options={"thought_signature_placeholder": False}), False)
     assert "thoughtSignature" not in off["contents"][1]["parts"][0]
+    other = wire.PROVIDER.encode_request(foreign, TARGET.replace(options={"thought_signature_placeholder": "ctx"}), False)
+    assert other["contents"][1]["parts"][0]["thoughtSignature"] == "ctx"

@@ -346,12 +346,15 @@ def _number(gen: Dict[str, Any], key: str) -> Optional[float]:
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
     names = {p.id: p.name for m in prompt.messages for p in m.parts if isinstance(p, ToolCallPart)}
     # A Gemini client owns its signatures; history from another wire has none.
-    placeholder = prompt.extras_protocol != PROTOCOL and target.options.get("thought_signature_placeholder", True)
+    # Option thought_signature_placeholder: true (Google's literal), false, or another value to send.
+    option = target.options.get("thought_signature_placeholder", True)
+    placeholder = "" if prompt.extras_protocol == PROTOCOL or option is False else (
+        option if isinstance(option, str) and option else SIGNATURE_PLACEHOLDER)
     contents: List[Dict[str, Any]] = []
     previous: Optional[Role] = None
     for m in prompt.messages:
         role = "model" if m.role is Role.ASSISTANT else "user"
-        parts = _encode_parts(m, names, bool(placeholder))
+        parts = _encode_parts(m, names, placeholder)
         if not parts:
             continue
         if previous is Role.TOOL and m.role in (Role.TOOL, Role.USER):
@@ -419,7 +422,7 @@ def _encode_generation(prompt: Prompt, gen_extra: Dict[str, Any]) -> Dict[str, A
     return gen
 
 
-def _encode_parts(m: Message, names: Dict[str, str], placeholder: bool) -> List[Dict[str, Any]]:
+def _encode_parts(m: Message, names: Dict[str, str], placeholder: str) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
     signed_call = False
     for p in m.parts:
@@ -450,7 +453,7 @@ def _encode_parts(m: Message, names: Dict[str, str], placeholder: bool) -> List[
                 part["thoughtSignature"] = p.signature
                 signed_call = True
             elif placeholder and not signed_call:
-                part["thoughtSignature"] = SIGNATURE_PLACEHOLDER
+                part["thoughtSignature"] = placeholder
                 signed_call = True
             out.append(part)
         elif isinstance(p, ToolResultPart):
