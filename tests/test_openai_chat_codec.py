@@ -143,6 +143,32 @@ def test_decode_tool_choice_forms(raw, mode, name):
     assert out["tool_choice"] == raw and out["parallel_tool_calls"] is False
 
 
+TIME_TOOL = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+
+
+@pytest.mark.parametrize("mode", ["auto", "required"])
+def test_allowed_tools_narrows_the_offer(mode):
+    p = decode_request(body(tools=[WEATHER_TOOL, TIME_TOOL], tool_choice={
+        "type": "allowed_tools", "allowed_tools": {"mode": mode, "tools": [
+            {"type": "function", "function": {"name": "get_time"}}]}}))
+    assert [t.name for t in p.tools] == ["get_time"]
+    assert p.tool_choice is not None and p.tool_choice.mode == mode
+    out = encode_request(p, TARGET, stream=False)
+    assert out["tools"] == [TIME_TOOL] and out["tool_choice"] == mode
+
+
+@pytest.mark.parametrize("raw, param", [
+    ({"type": "allowed_tools"}, "tool_choice.allowed_tools"),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "none", "tools": []}}, "tool_choice.allowed_tools.mode"),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "auto", "tools": [{"type": "function"}]}},
+     "tool_choice.allowed_tools.tools[0]"),
+])
+def test_invalid_allowed_tools(raw, param):
+    with pytest.raises(InvalidRequest) as info:
+        decode_request(body(tools=[WEATHER_TOOL], tool_choice=raw))
+    assert info.value.param == param
+
+
 def test_invalid_tool_choice_names_the_param():
     with pytest.raises(InvalidRequest) as info:
         decode_request(body(tool_choice="sometimes"))

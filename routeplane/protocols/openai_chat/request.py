@@ -56,6 +56,11 @@ def decode_request(body: Any) -> Prompt:
         _decode_message(raw, f"messages[{i}]", system, messages)
 
     tools = _decode_tools(body)
+    tool_choice, allowed = _decode_tool_choice(body)
+    if allowed is not None:
+        # allowed_tools narrows the offer without changing `tools` (a prompt-cache nicety on
+        # OpenAI); the canonical form is the narrowed list, as for Gemini's allowedFunctionNames.
+        tools = tuple(t for t in tools if t.name in allowed)
     stream = bool(expect(body.get("stream"), bool, "stream"))
     stream_options = expect(body.get("stream_options"), dict, "stream_options") or {}
     include_usage = bool(expect(stream_options.get("include_usage"), bool, "stream_options.include_usage"))
@@ -89,7 +94,7 @@ def decode_request(body: Any) -> Prompt:
         messages=tuple(messages),
         system=tuple(system),
         tools=tools,
-        tool_choice=_decode_tool_choice(body),
+        tool_choice=tool_choice,
         response_format=_decode_response_format(body.get("response_format")),
         params=params,
         stream=stream,
@@ -250,19 +255,34 @@ def _tool(fn: Any, path: str) -> Tool:
     )
 
 
-def _decode_tool_choice(body: Dict[str, Any]) -> Optional[ToolChoice]:
+def _decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
+    """The choice, and for `allowed_tools` the names the offer is narrowed to."""
     parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
     raw = body.get("tool_choice", body.get("function_call"))
     if raw is None:
-        return ToolChoice("auto", parallel=parallel) if parallel is not None else None
+        return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), None
     if isinstance(raw, str):
         if raw not in ("auto", "none", "required"):
             raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
-        return ToolChoice(raw, parallel=parallel)
+        return ToolChoice(raw, parallel=parallel), None
+    if isinstance(raw, dict) and raw.get("type") == "allowed_tools":
+        spec = expect(raw.get("allowed_tools"), dict, "tool_choice.allowed_tools", required=True)
+        mode = spec.get("mode")
+        if mode not in ("auto", "required"):
+            raise InvalidRequest("Invalid value for 'tool_choice.allowed_tools.mode': use 'auto' or 'required'.",
+                                 param="tool_choice.allowed_tools.mode")
+        names: List[str] = []
+        for i, t in enumerate(expect(spec.get("tools"), list, "tool_choice.allowed_tools.tools", required=True)):
+            fn = t.get("function") if isinstance(t, dict) and isinstance(t.get("function"), dict) else t
+            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                raise InvalidRequest(f"'tool_choice.allowed_tools.tools[{i}]' must name a function.",
+                                     param=f"tool_choice.allowed_tools.tools[{i}]")
+            names.append(fn["name"])
+        return ToolChoice(mode, parallel=parallel), names
     if isinstance(raw, dict):
         fn = raw.get("function") if raw.get("type") == "function" else raw
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            return ToolChoice("tool", fn["name"], parallel=parallel)
+            return ToolChoice("tool", fn["name"], parallel=parallel), None
     raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
 
 
