@@ -387,3 +387,14 @@ def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: 
     assert "changed" in capsys.readouterr().out
     assert main(["migrate", "--config", str(config)]) == 1
     assert "changed since they ran" in capsys.readouterr().err
+
+
+def test_spend_writes_survive_a_postgresql_restart(postgres_cluster: Any) -> None:
+    store = Store.from_url(postgres_cluster.create_database("t_" + uuid.uuid4().hex[:12]))
+    migrate(store, [SpendLogPlugin(store)])
+    recorder = SpendRecorder(store)
+    recorder.record(Settlement("before", time.time(), "openai_chat", "r", False, "success"))
+    postgres_cluster.restart()  # the pooled connection is now dead
+    recorder.record(Settlement("after", time.time(), "openai_chat", "r", False, "success"))
+    assert sorted(r["request_id"] for r in spend_rows(store)) == ["after", "before"]
+    store.close()

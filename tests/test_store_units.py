@@ -197,3 +197,13 @@ def test_prepare_for_serving_migrates_alone_and_only_verifies_under_the_gunicorn
     prepare_for_serving(store, [SpendLogPlugin(store)])  # alone (tests, a mounted app, another server): migrate
     assert store.table_exists("spend_log")
     store.close()
+
+
+def test_mysql_without_its_driver_says_which_extra_to_install() -> None:
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        with pytest.raises(StoreError, match=r"routeplane\[mysql\]"):
+            Store.from_url("mysql://u:pw@127.0.0.1:1/rp").database
+    else:  # pragma: no cover - the extra is installed: the handle builds without connecting
+        assert Store.from_url("mysql://u:pw@127.0.0.1:1/rp").database.is_closed()

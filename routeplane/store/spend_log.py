@@ -130,8 +130,9 @@ class SpendRecorder(SettlementRecorder):
                     table = peewee.Table(TABLE, COLUMNS, _database=db)
                     table.insert(row).on_conflict_ignore().execute()
                 return
-            except peewee.OperationalError:
-                # SQLite "database is locked" past busy_timeout, or a dropped server connection.
+            except (peewee.OperationalError, peewee.InterfaceError):
+                # SQLite "database is locked" past busy_timeout, or a dropped server connection
+                # (the pool discards a closed one, so the retry gets a fresh connection).
                 if attempt == self.retries:
                     raise
                 time.sleep(0.05 * (attempt + 1))
