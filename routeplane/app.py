@@ -180,6 +180,7 @@ class AppBuilder:
         self._interceptors: List[Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]]] = []
         self._on_shutdown: List[Callable[[], None]] = []
         self._store: Optional["Store"] = None
+        self._blueprints: List[Callable[["App"], Any]] = []
 
     def config(self, config: Config) -> "AppBuilder":
         self._config = config
@@ -224,6 +225,11 @@ class AppBuilder:
         self._on_shutdown.append(callback)
         return self
 
+    def blueprint(self, factory: Callable[["App"], Any]) -> "AppBuilder":
+        """`factory(app) -> flask.Blueprint`: extra HTTP endpoints of a plugin (e.g. GET /metrics)."""
+        self._blueprints.append(factory)
+        return self
+
     def plugin(self, plugin: Plugin) -> "AppBuilder":
         if not isinstance(plugin, Plugin):
             raise TypeError(f"{type(plugin).__name__} is not a routeplane Plugin")
@@ -258,6 +264,7 @@ class AppBuilder:
         app = App(config, pipeline, tuple(self._plugins))
         app.transport_interceptors = tuple(self._interceptors)
         app.shutdown_callbacks = tuple(self._on_shutdown)
+        app.plugin_blueprints = tuple(self._blueprints)
         app.plugin_stats = stats
         app.store = self._store
         return app
@@ -279,6 +286,8 @@ class App:
         self.lifecycle = Lifecycle()  # draining / closing streams on shutdown (gunicorn_conf.py)
         self.store: Optional["Store"] = None  # routeplane.store.Store, set by the builder
         self._store_ready = False
+        self.plugin_blueprints: Tuple[Callable[["App"], Any], ...] = ()
+        self.stats_flusher: Any = None  # routeplane.metrics.StatsFlusher, set when the admin blueprint mounts
 
     def shutdown(self) -> None:
         """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
@@ -286,6 +295,8 @@ class App:
             return
         self._shut_down = True
         self.pipeline.observers.drain(timeout=2.0)
+        if self.stats_flusher is not None:
+            self.stats_flusher.flush_now()  # the worker's final plugin stats
         for callback in self.shutdown_callbacks:
             try:
                 callback()

@@ -47,6 +47,7 @@ class ServerSchema(_Strict):
     threads = fields.Integer(load_default=64, validate=validate.Range(min=1, max=4096))
     observer_threads = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
     observer_queue = fields.Integer(load_default=10000, validate=validate.Range(min=1))
+    stats_flush_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.05, max=3600))
     allow_non_loopback_without_auth = fields.Boolean(load_default=False)
     log_level = fields.String(load_default="info", validate=validate.OneOf(["debug", "info", "warning", "error"]))
 
@@ -195,6 +196,7 @@ class ServerConfig:
     threads: int = 64
     observer_threads: int = 2
     observer_queue: int = 10000
+    stats_flush_seconds: float = 5.0  # how often a worker writes its plugin stats to the store
     allow_non_loopback_without_auth: bool = False
     log_level: str = "info"
 

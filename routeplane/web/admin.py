@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response, g, jsonify
+from flask import Blueprint, Response, g, jsonify, request
 
 from ..auth.guard import require_admin
 
@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def make_blueprint(app: "App") -> Blueprint:
     bp = Blueprint("routeplane_admin", __name__)
+    _install_stats_flush(app, bp)
 
     @bp.get("/admin/whoami")
     @require_admin(app)
@@ -53,4 +54,36 @@ def make_blueprint(app: "App") -> Blueprint:
             return error_response(err, CLIENT.error_body, rid)
         return jsonify(report)
 
+    @bp.get("/admin/metrics")
+    @require_admin(app)
+    def metrics() -> Response:
+        """Per-route/endpoint request stats over `?window=1h|24h|7d` and per-plugin stats (docs/operations.md)."""
+        from ..errors import InvalidRequest
+        from ..metrics import DEFAULT_WINDOW, WINDOWS, metrics_document
+        from ..protocols.openai_chat import CLIENT
+        from .common import error_response, request_id
+
+        window = request.args.get("window", DEFAULT_WINDOW)
+        if window not in WINDOWS:
+            err = InvalidRequest(f"window must be one of {', '.join(WINDOWS)}.", param="window")
+            return error_response(err, CLIENT.error_body, request_id())
+        return jsonify(metrics_document(app, window))
+
     return bp
+
+
+def _install_stats_flush(app: "App", bp: Blueprint) -> None:
+    """Every answered request may trigger this worker's periodic plugin-stats flush (in the background)."""
+    from ..metrics import StatsFlusher
+
+    if app.stats_flusher is None:
+        app.stats_flusher = StatsFlusher(app, app.config.server.stats_flush_seconds)
+    flusher = app.stats_flusher
+
+    @bp.after_app_request
+    def _flush(response: Response) -> Response:
+        try:
+            flusher.maybe_flush()
+        except Exception:  # metrics never fail a request
+            pass
+        return response
