@@ -255,3 +255,7 @@ def test_genai_chat_with_automatic_function_calling(gclient: genai.Client, wire:
     history = chat.get_history(curated=True)
     assert history[0].role == "user" and history[-1].role == "model"
     assert "18C" in "".join(p.text or "" for p in history[-1].parts)
+
+
+def test_genai_count_tokens(gclient: genai.Client) -> None:
+    assert gclient.models.count_tokens(model="via-gemini", contents="x" * 40).total_tokens == 10

@@ -94,3 +94,14 @@ def test_responses_endpoint_errors_are_openai_shaped(gw: Gateway) -> None:
     assert r.json["error"]["param"] == "previous_response_id"
     r = gw.request({"model": "default", "input": "hello"}, path="/v1/responses")
     assert r.status == 200 and r.json["output"][0]["content"][0]["text"] == "You said: hello"
+
+
+def test_count_tokens_is_a_marked_estimate(gw: Gateway) -> None:
+    r = gw.request({"contents": [{"role": "user", "parts": [{"text": "x" * 40}]}]},
+                   path="/v1/models/default:countTokens")
+    assert r.status == 200 and r.json == {"totalTokens": 10} and r.headers["x-routeplane-estimate"] == "true"
+    wrapped = gw.request({"generateContentRequest": {"contents": [{"role": "user", "parts": [{"text": "x" * 40}]}]}},
+                         path="/v1beta/models/default:countTokens")
+    assert wrapped.json == {"totalTokens": 10}
+    missing = gw.request(BODY, path="/v1beta/models/nope:countTokens")
+    assert missing.status == 404 and missing.json["error"]["status"] == "NOT_FOUND"

@@ -1,14 +1,18 @@
-"""Gemini-wire blueprint: `POST /v1beta/models/{model}:generateContent` / `:streamGenerateContent` (and `/v1/`)."""
+"""Gemini-wire blueprint: `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent`, `:countTokens` (and `/v1/`)."""
 
 from __future__ import annotations
 
+import json
 import logging
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import InternalError, NotFound, RouteplaneError
+from ..errors import HookDenied, InternalError, NotFound, RouteplaneError
+from ..hooks.language_model import DecisionKind
+from ..language_model.context import PipelineContext
+from ..language_model.stream import estimate_tokens, prompt_text
 from ..protocols import gemini
 from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
 
@@ -17,7 +21,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("routeplane.web.gemini")
 
-_ACTIONS = {"generateContent": False, "streamGenerateContent": True}
+_ACTIONS = {"generateContent": False, "streamGenerateContent": True, "countTokens": False}
 
 
 def credential() -> Optional[str]:
@@ -41,6 +45,8 @@ def make_blueprint(app: "App") -> Blueprint:
             if not sep or action not in _ACTIONS or not model:
                 raise NotFound(f"Unknown Gemini method {target!r}: use models/{{model}}:generateContent "
                                "or :streamGenerateContent.")
+            if action == "countTokens":
+                return _count_tokens(app, model, read_json_body(limit), rid)
             stream = _ACTIONS[action]
             # Without `alt=sse` Google streams one JSON array instead of SSE.
             sse = request.args.get("alt") == "sse" or not stream
@@ -71,3 +77,24 @@ def make_blueprint(app: "App") -> Blueprint:
         return gemini_error(err, request_id())
 
     return bp
+
+
+def _count_tokens(app: "App", model: str, body: Any, rid: str) -> Response:
+    """A documented local estimate (about 4 characters a token over all prompt text),
+    marked `x-routeplane-estimate: true`; credentials are checked, nothing is billed."""
+    from ..auth.guard import check_context
+
+    if isinstance(body, dict) and isinstance(body.get("generateContentRequest"), dict):
+        body = body["generateContentRequest"]  # the REST form that wraps a whole request
+    prompt = gemini.CLIENT.for_path(model, False).decode_request(body)
+    ctx = PipelineContext(rid, gemini.PROTOCOL, prompt, dict(request.headers), credential=credential())
+    app.pipeline.routing_table.resolve(prompt.model)  # an unknown model is a 404, as for generateContent
+    decision = check_context(app, ctx)
+    if decision.kind is DecisionKind.DENY and decision.reason is not None:
+        reason = decision.reason
+        raise HookDenied(reason.message, status=reason.status, kind=reason.kind, code=reason.code)
+    resp = Response(json.dumps({"totalTokens": max(1, estimate_tokens(prompt_text(prompt)))}),
+                    mimetype="application/json")
+    resp.headers["x-request-id"] = rid
+    resp.headers["x-routeplane-estimate"] = "true"
+    return resp
