@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-import json
 import inspect
+import json
 import os
 import re
 import sys
