@@ -761,3 +761,28 @@ def test_execution_hook_rejecting_an_opened_stream_closes_the_upstream():
     assert closed == [True]
     [s] = h.settlements.items
     assert s.status == 403
+
+
+def test_slow_observers_never_slow_a_request_and_overflow_is_counted():
+    import threading
+    import time
+
+    release = threading.Event()
+
+    class Stuck(ObserveHook):
+        def on_request_start(self, event):
+            release.wait(5)
+
+    config = dict(CONFIG, server={"observer_threads": 1, "observer_queue": 2})
+    app = (App.builder().config(parse_config(config, "<test>"))
+           .language_model(lambda lm: lm.executor(MockExecutor()).observe_hook(Stuck())).build())
+    try:
+        t0 = time.monotonic()
+        for i in range(5):
+            out = app.pipeline.run(PipelineContext(f"req-{i}", "openai_chat", prompt(), {}))
+            assert out.text() == "You said: hello"
+        assert time.monotonic() - t0 < 2.0
+        assert app.pipeline.observers.dropped > 0
+    finally:
+        release.set()
+        app.pipeline.observers.drain(5)
