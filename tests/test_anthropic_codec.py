@@ -101,7 +101,7 @@ def test_decode_system_blocks_cache_control_tools_and_choice():
     assert p.params.user == "u-1" and p.params.stop == ("###",)
     assert p.params.reasoning_budget == 3000 and p.params.reasoning_effort == "medium"
     assert p.extras[an.request.HEADERS_KEY] == {"anthropic-beta": "b1", "anthropic-version": "2023-06-01"}
-    assert p.extras[an.request.SERVER_TOOLS_KEY] == [{"type": "web_search_20250305", "name": "web_search"}]
+    assert p.extras[an.request.SERVER_TOOLS_KEY] == [[1, {"type": "web_search_20250305", "name": "web_search"}]]
 
 
 def test_tool_results_become_a_tool_message_before_the_rest_of_the_turn():
@@ -222,7 +222,10 @@ def test_headers_forward_client_beta_only_on_the_same_wire():
 def test_same_wire_request_round_trips_unknown_fields():
     body = _body(system=[{"type": "text", "text": "S"}], thinking={"type": "adaptive"}, temperature=0.2,
                  service_tier="auto", output_config={"effort": "low"},
-                 tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 2}])
+                 tools=[{"type": "web_search_20250305", "name": "web_search", "max_uses": 2},
+                        {"type": "custom", "name": "f", "input_schema": {"type": "object"},
+                         "input_examples": [{"a": 1}], "cache_control": {"type": "ephemeral"}},
+                        {"type": "bash_20250124", "name": "bash"}])
     out = encode_request(decode_request(body), TARGET, False)
     expected = dict(body, model="claude-up", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
     out["messages"] = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]

@@ -36,7 +36,8 @@ DEFAULT_VERSION = "2023-06-01"
 
 # Prompt.extras keys starting with "_" are gateway-internal hints, never body fields.
 HEADERS_KEY = "_anthropic_headers"  # the client's anthropic-version / anthropic-beta
-SERVER_TOOLS_KEY = "_anthropic_server_tools"  # versioned server tools (web_search_…), same wire only
+SERVER_TOOLS_KEY = "_anthropic_server_tools"  # [position, tool] of versioned server tools, same wire only
+TOOL_FIELDS_KEY = "_anthropic_tool_fields"  # tool name → fields the canonical Tool lacks, same wire only
 SYSTEM_BLOCKS_KEY = "_anthropic_system_blocks"  # the client sent `system` as blocks
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
@@ -75,9 +76,11 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
     for i, raw in enumerate(raw_messages):
         _decode_message(raw, f"messages[{i}]", system, messages)
 
-    tools, server_tools = _decode_tools(body.get("tools"))
+    tools, server_tools, tool_fields = _decode_tools(body.get("tools"))
     if server_tools:
         extras[SERVER_TOOLS_KEY] = server_tools
+    if tool_fields:
+        extras[TOOL_FIELDS_KEY] = tool_fields
     stops = expect(body.get("stop_sequences"), list, "stop_sequences") or []
     if not all(isinstance(s, str) for s in stops):
         raise InvalidRequest("'stop_sequences' must be an array of strings.", param="stop_sequences")
@@ -283,16 +286,28 @@ def _decode_tool_result(block: Dict[str, Any], path: str) -> ToolResultPart:
                           cache_control=_cache(block, path))
 
 
-def _decode_tools(raw: Any) -> Tuple[Tuple[Tool, ...], List[Dict[str, Any]]]:
+_TOOL_FIELDS = frozenset({"name", "description", "input_schema", "strict", "cache_control"})
+
+
+def _decode_tools(raw: Any) -> Tuple[Tuple[Tool, ...], List[List[Any]], Dict[str, Dict[str, Any]]]:
+    """Client tools, server tools with their positions, and per-tool extra fields.
+
+    Positions and extra fields (`type`, `input_examples`, ...) are kept so an
+    Anthropic upstream gets the same tools list: tools are part of the cached prefix.
+    """
     tools: List[Tool] = []
-    server: List[Dict[str, Any]] = []
+    server: List[List[Any]] = []
+    fields: Dict[str, Dict[str, Any]] = {}
     for i, t in enumerate(expect(raw, list, "tools") or []):
         path = f"tools[{i}]"
         if not isinstance(t, dict):
             raise InvalidRequest(f"'{path}' must be an object.", param=path)
         if t.get("type") not in (None, "custom"):
-            server.append(t)  # a versioned server tool: only an Anthropic upstream understands it
+            server.append([i, t])  # a versioned server tool: only an Anthropic upstream understands it
             continue
+        extra = {k: v for k, v in t.items() if k not in _TOOL_FIELDS}
+        if extra and isinstance(t.get("name"), str):
+            fields[t["name"]] = extra
         schema = expect(t.get("input_schema"), dict, f"{path}.input_schema", required=True)
         tools.append(Tool(
             name=expect(t.get("name"), str, f"{path}.name", required=True),
@@ -301,7 +316,7 @@ def _decode_tools(raw: Any) -> Tuple[Tuple[Tool, ...], List[Dict[str, Any]]]:
             strict=expect(t.get("strict"), bool, f"{path}.strict"),
             cache_control=_cache(t, path),
         ))
-    return tuple(tools), server
+    return tuple(tools), server, fields
 
 
 def _decode_tool_choice(raw: Any) -> Optional[ToolChoice]:
@@ -370,7 +385,10 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
 
     tools = [_encode_tool(t) for t in prompt.tools]
     if same_wire:
-        tools.extend(prompt.extras.get(SERVER_TOOLS_KEY) or [])
+        fields = prompt.extras.get(TOOL_FIELDS_KEY) or {}
+        tools = [{**tool, **fields.get(tool["name"], {})} for tool in tools]
+        for position, server_tool in prompt.extras.get(SERVER_TOOLS_KEY) or []:
+            tools.insert(min(position, len(tools)), server_tool)
     if tools:
         body["tools"] = tools
         tc = prompt.tool_choice
