@@ -131,3 +131,16 @@ def test_openai_sdk_against_mounted_gateway(served_host):
         with pytest.raises(Exception) as info:
             wrong.chat.completions.create(model="default", messages=[{"role": "user", "content": "x"}])
         assert getattr(info.value, "status_code", None) == 404
+
+
+def test_host_max_content_length_is_a_413_in_the_wire_shape():
+    """A host app's own MAX_CONTENT_LENGTH (smaller than routeplane's limit) still gives an OpenAI-shaped 413."""
+    host = Flask("host_with_limit")
+    host.config["MAX_CONTENT_LENGTH"] = 2000
+    build_app(parse_config(CONFIG, "<limit test>")).init_app(host, url_prefix="/llm")
+    big = json.dumps(chat_body(messages=[{"role": "user", "content": "x" * 5000}]))
+    with host.test_client() as c:
+        r = c.post("/llm/v1/chat/completions", data=big, content_type="application/json")
+        assert r.status_code == 413
+        assert r.get_json()["error"]["message"]
+        assert c.post("/llm/v1/chat/completions", json=chat_body()).status_code == 200

@@ -10,6 +10,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional
 
 from flask import Response, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import ClosingIterator
 
 from ..errors import (
@@ -54,7 +55,13 @@ def read_json_body(limit: int) -> Any:
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.", code="request_too_large")
-    raw = request.stream.read(limit + 1)
+    try:
+        raw = request.stream.read(limit + 1)
+    except RequestEntityTooLarge:
+        # A host app's own MAX_CONTENT_LENGTH (mounted mode) is smaller than ours.
+        raise PayloadTooLarge("The request body exceeds the server's size limit.", code="request_too_large") from None
+    except ClientDisconnected:
+        raise InvalidRequest("The client disconnected before sending the whole body.") from None
     if len(raw) > limit:
         raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
     if not raw:
