@@ -156,8 +156,13 @@ def _routeplane_app(worker: Any) -> Optional[Any]:
 
 
 def close_margin(graceful: float) -> float:
-    """Seconds before graceful_timeout at which open streams are told to end (time to settle and exit)."""
-    return min(5.0, graceful * 0.2)
+    """Seconds before graceful_timeout at which open streams are told to end (time to settle and exit).
+
+    A stream ends at its next upstream part; its keep-alive connection then
+    lingers up to gthread's STOP_KEEPALIVE_LINGER (2 s) before the worker can
+    exit, plus settlement and shutdown callbacks: at least 4 s, at most 5 s.
+    """
+    return min(5.0, max(4.0, graceful * 0.2))
 
 
 def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn hook signature

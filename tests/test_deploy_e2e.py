@@ -41,7 +41,7 @@ def test_sigterm_closes_a_stream_that_outlives_graceful_timeout_settled(gateway_
     settle_path = str(tmp_path / "settlements.jsonl")
     upstream.default = long_stream
     gw = gateway_process(upstream_config(upstream.url, settle_path), workers=1, threads=4,
-                         env={**settle_log_env(str(tmp_path)), "ROUTEPLANE_GRACEFUL_TIMEOUT": "3"})
+                         env={**settle_log_env(str(tmp_path)), "ROUTEPLANE_GRACEFUL_TIMEOUT": "7"})
     body = b""
     with requests.post(gw.url + "/v1/chat/completions", stream=True, timeout=30, headers={"x-request-id": "req-long"},
                        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as resp:
@@ -60,9 +60,9 @@ def test_sigterm_closes_a_stream_that_outlives_graceful_timeout_settled(gateway_
     # Kept streaming through the drain, then ended with an error event: not cut, not run to the end.
     assert text.count("t1 ") and "t39 " not in text
     assert '"shutting_down"' in text, text[-300:]
-    assert 1.5 < closed_after < 3.0, f"closed {closed_after:.2f}s after SIGTERM (graceful_timeout 3 s, margin 0.6 s)"
-    assert code == 0 and exited_after < 3.5, (code, exited_after, gw.logs())
-    assert "SIGKILL" not in gw.logs()
+    assert 2.5 < closed_after < 3.8, f"closed {closed_after:.2f}s after SIGTERM (graceful_timeout 7 s, margin 4 s)"
+    assert code == 0 and exited_after < 7.0, (code, exited_after, gw.logs())
+    assert "SIGKILL" not in gw.logs(), gw.logs()
     settled = [s for s in read_settlements(settle_path) if s["request_id"] == "req-long"]
     assert len(settled) == 1 and settled[0]["streamed"] is True
 
