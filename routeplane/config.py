@@ -56,12 +56,23 @@ class DatabaseSchema(_Strict):
     url = fields.String(load_default="sqlite:///routeplane.db")
 
 
+class PriceTierSchema(_Strict):
+    above_input_tokens = fields.Integer(required=True, validate=validate.Range(min=0))
+    input = fields.Float(load_default=None, validate=validate.Range(min=0))
+    cache_read = fields.Float(load_default=None, validate=validate.Range(min=0))
+    cache_write = fields.Float(load_default=None, validate=validate.Range(min=0))
+    output = fields.Float(load_default=None, validate=validate.Range(min=0))
+    reasoning = fields.Float(load_default=None, validate=validate.Range(min=0))
+
+
 class PricesSchema(_Strict):
     input = fields.Float(load_default=None, validate=validate.Range(min=0))
     cache_read = fields.Float(load_default=None, validate=validate.Range(min=0))
     cache_write = fields.Float(load_default=None, validate=validate.Range(min=0))
     output = fields.Float(load_default=None, validate=validate.Range(min=0))
     reasoning = fields.Float(load_default=None, validate=validate.Range(min=0))
+    # Long-context pricing: e.g. [{above_input_tokens: 200000, input: 2.5, output: 15}]
+    tiers = fields.List(fields.Nested(PriceTierSchema), load_default=None)
 
 
 class TimeoutsSchema(_Strict):

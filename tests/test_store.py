@@ -336,6 +336,23 @@ def test_cost_matches_hand_computation_for_every_bucket() -> None:
     assert cost_micro_usd(Usage(input_tokens=10), Prices(input=3.0)) == 30
 
 
+def test_tiered_prices_apply_to_the_whole_request_above_the_threshold() -> None:
+    from routeplane.config import parse_config
+
+    config = parse_config({"providers": {"g": {"protocol": "mock", "prices": {
+        "input": 1.25, "cache_read": 0.31, "output": 10.0,
+        "tiers": [{"above_input_tokens": 200_000, "input": 2.5, "output": 15.0},
+                  {"above_input_tokens": 1_000_000, "input": 5.0}]}}},
+        "models": {"m": {"targets": [{"provider": "g", "model": "x"}]}}})
+    prices = config.routes[0].targets[0].prices
+    assert cost_micro_usd(Usage(input_tokens=200_000, output_tokens=100), prices) == 200_000 * 1.25 + 100 * 10
+    # cache reads count toward the threshold; the tier leaves cache_read at its base price
+    assert cost_micro_usd(Usage(input_tokens=150_000, cache_read_tokens=60_000, output_tokens=100), prices) == \
+        150_000 * 2.5 + 60_000 * 0.31 + 100 * 15
+    # a higher tier inherits what it does not set from the tier below (output 15, not the base 10)
+    assert cost_micro_usd(Usage(input_tokens=1_000_001, output_tokens=1), prices) == 1_000_001 * 5 + 15
+
+
 def test_spend_totals_by_account_model_provider(store: Store) -> None:
     migrate(store, [SpendLogPlugin(store)])
     recorder = SpendRecorder(store)

@@ -17,6 +17,19 @@ STRATEGIES = ("priority", "round_robin", "weighted")
 
 
 @dataclass(frozen=True)
+class PriceTier:
+    """Prices for a whole request whose input (all input buckets) exceeds `above_input_tokens`
+    (long-context pricing); a field left None keeps the price below it."""
+
+    above_input_tokens: int
+    input: Optional[float] = None
+    cache_read: Optional[float] = None
+    cache_write: Optional[float] = None
+    output: Optional[float] = None
+    reasoning: Optional[float] = None
+
+
+@dataclass(frozen=True)
 class Prices:
     """USD per million tokens; None means unknown (cost recorded as unknown, never zero)."""
 
@@ -25,6 +38,22 @@ class Prices:
     cache_write: Optional[float] = None
     output: Optional[float] = None
     reasoning: Optional[float] = None  # billed as output when unset
+    tiers: Tuple[PriceTier, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tiers", tuple(sorted(
+            (t if isinstance(t, PriceTier) else PriceTier(**t) for t in self.tiers or ()),
+            key=lambda t: t.above_input_tokens)))
+
+    def for_input(self, input_tokens: int) -> "Prices":
+        """The prices for a request with this many input tokens: every tier it exceeds applies in
+        order, each overriding the fields it sets (so a higher tier inherits from the one below)."""
+        changes: Dict[str, float] = {}
+        for t in self.tiers:
+            if input_tokens > t.above_input_tokens:
+                changes.update({k: getattr(t, k) for k in ("input", "cache_read", "cache_write", "output", "reasoning")
+                                if getattr(t, k) is not None})
+        return dataclasses.replace(self, tiers=(), **changes) if changes else self
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,11 @@ def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
 
     Prices are USD per million tokens, so tokens × price is micro-USD exactly.
     Cache buckets fall back to the input price only when the provider has no
-    separate cache price; reasoning is billed as output unless priced.
+    separate cache price; reasoning is billed as output unless priced. A
+    price tier (long context) applies to the whole request once its input
+    tokens exceed the tier's threshold.
     """
+    prices = prices.for_input(usage.total_input)
     buckets = (
         (usage.input_tokens, prices.input),
         (usage.cache_read_tokens, prices.cache_read if prices.cache_read is not None else prices.input),
