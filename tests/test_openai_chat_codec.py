@@ -6,6 +6,8 @@ import json
 from typing import Any, Dict, List
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from routeplane.errors import InvalidRequest, InvalidUpstreamResponse, UpstreamError
 from routeplane.language_model.routing import RoutingTarget
@@ -657,3 +659,28 @@ def test_sse_comments_multiline_and_final_event_without_blank_line():
     tail = p.finish()
     assert [(e.data, e.id) for e in tail] == [("last", "7")]
     assert p.finish() == []
+
+
+_line_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n"), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events=st.lists(st.lists(_line_text, min_size=1, max_size=3), min_size=1, max_size=6),
+       eol=st.sampled_from(["\n", "\r\n", "\r"]), cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+       comment=st.booleans())
+def test_sse_parser_is_independent_of_chunking(events, eol, cuts, comment):
+    """However the bytes are split across reads, the same events come out (any line ending, UTF-8 included)."""
+    raw = ""
+    for lines in events:
+        if comment:
+            raw += ": keep-alive" + eol
+        raw += "".join(f"data: {line}{eol}" for line in lines) + eol
+    data = raw.encode("utf-8")
+    points = sorted({min(c, len(data)) for c in cuts})
+    pieces = [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
+    p = SSEParser()
+    got = []
+    for piece in pieces:
+        got += p.feed(piece)
+    got += p.finish()
+    assert [e.data for e in got] == ["\n".join(lines) for lines in events]
