@@ -79,3 +79,44 @@ def test_encoder_output_is_well_formed_and_lossless(case: Dict[str, Any]) -> Non
     assert [(c[0], c[2]) for c in result.calls] == [(b["id"], b["args"]) for b in tools]
     texts = [b["text"] for b in case["blocks"] if b["kind"] == "text"]
     assert sorted(result.text) == sorted("".join(texts))  # every character, whatever block order
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+BLOCK_TYPES = st.sampled_from(["text", "image", "document", "tool_use", "tool_result", "thinking",
+                               "redacted_thinking", "nope"])
+
+
+@st.composite
+def messy_bodies(draw: Any) -> Any:
+    block = st.fixed_dictionaries({"type": BLOCK_TYPES}, optional={
+        "text": JSON, "source": JSON, "id": JSON, "name": JSON, "input": JSON, "content": JSON,
+        "tool_use_id": JSON, "thinking": JSON, "signature": JSON, "data": JSON, "cache_control": JSON,
+        "is_error": JSON})
+    message = st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant", "system", 3])},
+                                    optional={"content": st.one_of(JSON, st.lists(block, max_size=3))})
+    return draw(st.fixed_dictionaries({"model": st.one_of(st.just("m"), JSON)}, optional={
+        "max_tokens": st.one_of(st.integers(-2, 10), JSON), "messages": st.one_of(st.lists(message, max_size=3), JSON),
+        "system": JSON, "tools": JSON, "tool_choice": JSON, "stop_sequences": JSON, "metadata": JSON,
+        "thinking": JSON, "output_config": JSON, "temperature": JSON}))
+
+
+@settings(max_examples=300, deadline=None)
+@given(messy_bodies())
+def test_any_body_decodes_or_is_a_400(body: Any) -> None:
+    from routeplane.errors import InvalidRequest
+    from routeplane.language_model.routing import RoutingTarget
+
+    try:
+        prompt = decode_request(body)
+    except InvalidRequest as err:
+        assert err.status == 400
+        return
+    target = RoutingTarget("a", "m", "anthropic_messages")
+    try:
+        an.PROVIDER.encode_request(prompt, target, False)
+    except InvalidRequest as err:
+        assert err.status == 400
