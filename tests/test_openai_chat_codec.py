@@ -684,3 +684,45 @@ def test_sse_parser_is_independent_of_chunking(events, eol, cuts, comment):
         got += p.feed(piece)
     got += p.finish()
     assert [e.data for e in got] == ["\n".join(lines) for lines in events]
+
+
+@settings(max_examples=100, deadline=None)
+@given(args=st.lists(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=8)), max_size=3),
+                     min_size=1, max_size=3),
+       sizes=st.lists(st.integers(min_value=1, max_value=7), min_size=1, max_size=5),
+       interleave=st.booleans())
+def test_tool_call_arguments_survive_any_fragmentation(args, sizes, interleave):
+    """Upstream fragments → canonical parts → client chunks → the SDK's accumulation: arguments intact, ids once."""
+    texts = [json.dumps(a) for a in args]
+    frags: List[List[str]] = []
+    for t in texts:
+        pieces, i, k = [], 0, 0
+        while i < len(t):
+            n = sizes[k % len(sizes)]
+            pieces.append(t[i:i + n])
+            i, k = i + n, k + 1
+        frags.append(pieces)
+    events = [chunk({"role": "assistant", "content": None})]
+    for idx in range(len(texts)):
+        events.append(chunk({"tool_calls": [{"index": idx, "id": f"call_{idx}", "type": "function",
+                                             "function": {"name": f"fn{idx}", "arguments": ""}}]}))
+        if not interleave:
+            events += [chunk({"tool_calls": [{"index": idx, "function": {"arguments": p}}]}) for p in frags[idx]]
+    if interleave:  # round-robin the fragments of every call, as parallel calls may arrive
+        for j in range(max(len(f) for f in frags)):
+            for idx, f in enumerate(frags):
+                if j < len(f):
+                    events.append(chunk({"tool_calls": [{"index": idx, "function": {"arguments": f[j]}}]}))
+    events += [chunk({}, "tool_calls"), DONE]
+    parts = decode_all(events)
+    assert _calls(parts) == [(f"call_{i}", f"fn{i}", texts[i]) for i in range(len(texts))]
+    # What an OpenAI SDK client accumulates from our chunks (strings concatenate per tool index).
+    acc: Dict[int, Dict[str, str]] = {}
+    for c in encode_all(parts)[:-1]:
+        for frag in (c["choices"][0]["delta"].get("tool_calls") or []) if c["choices"] else []:
+            a = acc.setdefault(frag["index"], {"id": "", "name": "", "arguments": ""})
+            a["id"] += frag.get("id") or ""
+            a["name"] += frag.get("function", {}).get("name") or ""
+            a["arguments"] += frag.get("function", {}).get("arguments") or ""
+    assert [(a["id"], a["name"], json.loads(a["arguments"])) for _, a in sorted(acc.items())] == [
+        (f"call_{i}", f"fn{i}", args[i]) for i in range(len(args))]
