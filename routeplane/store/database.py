@@ -134,6 +134,7 @@ class Store:
         self._db: Optional[peewee.Database] = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._lock_pid = os.getpid()
         self._inherited: List[peewee.Database] = []  # kept referenced so the GC never closes them in a child
         # SQLite: keep each thread's connection open. Closing the last connection to a
         # WAL database checkpoints and removes the WAL (about 10 ms a write instead of
@@ -158,6 +159,9 @@ class Store:
         db = self._db
         if db is not None and self._pid == pid:
             return db
+        if self._lock_pid != pid:
+            # A lock some parent thread held at fork time would never be released in this child.
+            self._lock, self._lock_pid = threading.Lock(), pid
         with self._lock:
             if self._db is None or self._pid != pid:
                 if self._db is not None:
