@@ -17,7 +17,7 @@ from routeplane.language_model.routing import Prices
 from routeplane.language_model.settlement import Attempt, Settlement, cost_micro_usd
 from routeplane.language_model.types import Usage
 from routeplane.store import MigrationError, Migrator, Store, migrate, verify
-from routeplane.store.migrations import HISTORY
+from routeplane.store.migrations import HISTORY, core_migrations
 from routeplane.store.spend_log import SpendLogPlugin, SpendRecorder, spend_row, spend_rows, spend_totals
 from routeplane.testing import Gateway
 
@@ -79,12 +79,14 @@ def history(store: Store) -> List[tuple]:
 
 def test_fresh_database_gets_core_and_plugin_schema_with_checksums(store: Store) -> None:
     applied = migrate(store, [SpendLogPlugin(store)])
-    assert [(m.plugin, m.version) for m in applied] == [("routeplane", 1), ("spend_log", 1)]
+    core = [("routeplane", m.version) for m in core_migrations(store.dialect)]
+    assert core[0] == ("routeplane", 1)
+    assert [(m.plugin, m.version) for m in applied] == core + [("spend_log", 1)]
     assert store.table_exists("routeplane_meta") and store.table_exists("spend_log")
     core_sql = open(os.path.join(ROOT, "sql", "0001_core.sql"), encoding="utf-8").read()
     rows = history(store)
     assert rows[0] == ("routeplane", 1, hashlib.sha256(core_sql.encode()).hexdigest())
-    assert rows[1][:2] == ("spend_log", 1)
+    assert rows[-1][:2] == ("spend_log", 1)
     verify(store, [SpendLogPlugin(store)])  # nothing pending, nothing changed
 
 
@@ -197,8 +199,8 @@ def test_concurrent_migrate_runs_do_not_race(store: Store) -> None:
         t.join(60)
     assert not any(isinstance(r, Exception) for r in results), results
     applied = sorted(label for r in results for label in r)
-    assert applied == sorted(["routeplane 0001_core", "spend_log 0001_spend_log", "widgets 0001_widgets",
-                              "widgets 0002_widget_colour"])  # each applied exactly once, by one runner
+    assert applied == sorted([m.label for m in core_migrations(store.dialect)] + [
+        "spend_log 0001_spend_log", "widgets 0001_widgets", "widgets 0002_widget_colour"])  # each applied exactly once, by one runner
     assert store.execute("SELECT COUNT(*) FROM widgets") == [(1,)]
 
 
@@ -386,7 +388,8 @@ def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: 
     config = tmp_path / "routeplane.yaml"
     config.write_text(yaml.safe_dump(dict(CONFIG, database={"url": store.url})))
     assert main(["migrate", "--config", str(config)]) == 0
-    assert "up to date (2 migrations, 2 applied now)" in capsys.readouterr().out
+    n = len(core_migrations(store.dialect)) + 1
+    assert f"up to date ({n} migrations, {n} applied now)" in capsys.readouterr().out
     assert main(["migrate", "--config", str(config), "--status"]) == 0
     status = capsys.readouterr().out
     assert "routeplane        1  applied  core" in status and "spend_log         1  applied  spend_log" in status
