@@ -139,3 +139,18 @@ def test_anthropic_529_is_retriable_and_falls_back_to_the_next_target(upstream):
     assert r.status == 200 and r.json["content"][0]["text"] == "from the fallback"
     assert [req.path for req in upstream.requests] == ["/v1/messages", "/v1/chat/completions"]
     assert [a.ok for a in r.settlements[0].attempts] == [False, True]
+
+
+def test_models_list_in_anthropic_shape_for_anthropic_clients():
+    gw = Gateway()
+    resp = gw.client.get("/v1/models", headers={"anthropic-version": "2023-06-01"})
+    page = resp.get_json()
+    resp.close()
+    assert page["has_more"] is False and page["first_id"] == page["data"][0]["id"] == "default"
+    assert set(page["data"][0]) == {"type", "id", "display_name", "created_at"} and page["data"][0]["type"] == "model"
+    resp = gw.client.get("/v1/models")
+    assert resp.get_json()["object"] == "list"  # OpenAI clients keep their shape
+    resp.close()
+    resp = gw.client.get("/v1/models/default", headers={"anthropic-version": "2023-06-01"})
+    assert resp.get_json()["type"] == "model"
+    resp.close()

@@ -309,3 +309,9 @@ def test_anthropic_sdk_thinking_tool_loop_round_trips_the_signature(env, claude)
     sent = an.requests[1].json["messages"][1]["content"]
     assert sent[0] == {"type": "thinking", "thinking": "Need weather.", "signature": "EqQBsig=="}
     assert sent[1] == {"type": "tool_use", "id": "toolu_9", "name": "get_weather", "input": {"city": "Oslo"}}
+
+
+def test_anthropic_sdk_lists_models(claude):
+    ids = [m.id for m in claude.models.list()]
+    assert sorted(ids) == ["claude-route", "gpt-route"]
+    assert claude.models.retrieve("claude-route").display_name == "claude-route"

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import requests
 from flask import Blueprint, Response, request
@@ -143,3 +144,17 @@ def _forward_count_tokens(target: RoutingTarget, body: Any, prompt: Any, rid: st
     resp = Response(json.dumps({"input_tokens": tokens}), mimetype="application/json")
     resp.headers["x-request-id"] = rid
     return resp
+
+
+def anthropic_model(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One OpenAI-shaped model entry in Anthropic's `ModelInfo` shape."""
+    created = datetime.fromtimestamp(int(entry.get("created") or 0), timezone.utc)
+    return {"type": "model", "id": entry["id"], "display_name": entry["id"],
+            "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def anthropic_models_page(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """`GET /v1/models` for Anthropic clients (they send anthropic-version): one page, all models."""
+    data = [anthropic_model(e) for e in entries]
+    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}

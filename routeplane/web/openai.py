@@ -12,6 +12,7 @@ from werkzeug.exceptions import HTTPException
 from ..auth.guard import require_scope
 from ..errors import InternalError, ModelNotFound, RouteplaneError
 from ..protocols import openai_chat, openai_responses
+from .anthropic import anthropic_model, anthropic_models_page
 from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,6 +53,8 @@ def make_blueprint(app: "App") -> Blueprint:
     @bp.get("/v1/models")
     @require_scope(app)
     def list_models() -> Response:
+        if "anthropic-version" in request.headers:  # the anthropic SDK's models.list()
+            return jsonify(anthropic_models_page(allowed_models(app)))
         return jsonify({"object": "list", "data": allowed_models(app)})
 
     @bp.get("/v1/models/<path:model_id>")
@@ -59,7 +62,7 @@ def make_blueprint(app: "App") -> Blueprint:
     def get_model(model_id: str) -> Response:
         for entry in allowed_models(app):
             if entry["id"] == model_id:
-                return jsonify(entry)
+                return jsonify(anthropic_model(entry) if "anthropic-version" in request.headers else entry)
         return error_response(ModelNotFound(model_id), codec.error_body, request_id())
 
     @bp.errorhandler(HTTPException)
