@@ -56,6 +56,11 @@ _KNOWN = frozenset(
 
 
 def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, require_max_tokens: bool = True) -> Prompt:
+    """A /v1/messages body → Prompt; every malformed field is a 400 naming it.
+
+    Fields the canonical model lacks go to `extras` (sent again only to an
+    Anthropic upstream); `headers` supplies anthropic-version/-beta to forward.
+    """
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
     model = expect(body.get("model"), str, "model", required=True)
