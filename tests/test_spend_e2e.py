@@ -196,3 +196,32 @@ def test_gunicorn_master_migrates_once_and_refuses_a_tampered_history(gateway_pr
     store.close()
     with pytest.raises(RuntimeError, match="changed since they ran: spend_log 0001_spend_log"):
         gateway_process(config, workers=2, threads=2)
+
+
+def test_hup_that_enables_the_spend_log_migrates_before_new_workers_serve(gateway_process: Any, tmp_path: Any) -> None:
+    import signal
+
+    url = f"sqlite:///{tmp_path}/hup.db"
+    config: Dict[str, Any] = {"database": {"url": url}, "providers": {"mock": {"protocol": "mock"}},
+                              "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}},
+                              "plugins": {"spend_log": {"enabled": False}}}
+    gw = gateway_process(config, workers=2, threads=2)
+    store = Store.from_url(url)
+    try:
+        assert not store.table_exists("spend_log")
+        del config["plugins"]
+        gw.write_config(config)
+        gw.signal(signal.SIGHUP)
+        deadline = time.monotonic() + 30
+        rows: List[Dict[str, Any]] = []
+        while time.monotonic() < deadline and not rows:
+            r = requests.post(gw.url + "/v1/chat/completions", timeout=10, json={
+                "model": "default", "messages": [{"role": "user", "content": "after hup"}]})
+            assert r.status_code == 200
+            if store.table_exists("spend_log"):
+                rows = spend_rows(store)
+            time.sleep(0.2)
+        assert rows, gw.logs()[-3000:]
+        assert "Traceback" not in gw.logs()
+    finally:
+        store.close()
