@@ -195,6 +195,11 @@ class AppBuilder:
     def current_store(self) -> Optional["Store"]:
         return self._store
 
+    @property
+    def current_config(self) -> Optional[Config]:
+        """The config given to `config()` (plugins read route and provider names from it)."""
+        return self._config
+
     def inline_observers(self, inline: bool = True) -> "AppBuilder":
         """Run observers on the request thread (tests): deterministic, still isolated."""
         self._inline_observers = inline
@@ -296,7 +301,7 @@ class App:
         self._shut_down = True
         self.pipeline.observers.drain(timeout=2.0)
         if self.stats_flusher is not None:
-            self.stats_flusher.flush_now()  # the worker's final plugin stats
+            self.stats_flusher.stop()  # the worker's final plugin stats
         for callback in self.shutdown_callbacks:
             try:
                 callback()

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,10 +163,11 @@ def _round(v: Any) -> Optional[float]:
 class StatsFlusher:
     """Writes this worker's plugin stats (and plugins' own `stats()` counters) to the store.
 
-    Called from the request path: `maybe_flush()` costs a clock read unless
-    the interval passed, and then hands the write to a background thread (at
-    most one in flight per process), so a slow or broken database never
-    holds a request. Counters are totals since the worker started; each
+    The request path only calls `ensure_running()` (a pid comparison): it
+    starts, once per worker process, a daemon thread that writes the snapshot
+    every `interval` seconds when it changed. So a slow or broken database
+    never holds a request, and the stored numbers lag by at most one interval
+    (plus the write). Counters are totals since the worker started; each
     process draws its own worker id after the fork.
     """
 
@@ -178,50 +180,53 @@ class StatsFlusher:
         self._lock = threading.Lock()
         self._pid = 0
         self._worker = ""
-        self._next = 0.0
-        self._busy = False
+        self._last: Any = None
+        self._flush_lock = threading.Lock()
 
     @property
     def worker(self) -> str:
-        pid = os.getpid()
-        if pid != self._pid:
-            with self._lock:
-                if pid != self._pid:
-                    self._worker, self._pid, self._next, self._busy = uuid.uuid4().hex, pid, 0.0, False
+        self.ensure_running()
         return self._worker
 
-    def maybe_flush(self) -> None:
-        if self.app.store is None:
-            return
-        worker = self.worker
-        now = time.monotonic()
-        if now < self._next or self._busy:
+    def ensure_running(self) -> None:
+        if self._pid == os.getpid() or self.app.store is None:
             return
         with self._lock:
-            if now < self._next or self._busy:
+            pid = os.getpid()
+            if self._pid == pid:
                 return
-            self._busy, self._next = True, now + self.interval
-        threading.Thread(target=self._background, args=(worker,), name="routeplane-stats-flush", daemon=True).start()
+            self._worker, self._pid, self._last = uuid.uuid4().hex, pid, None
+            # The thread holds the flusher weakly: an App dropped without shutdown() ends its loop.
+            threading.Thread(target=_flush_loop, args=(weakref.ref(self), pid, self.interval),
+                             name="routeplane-stats-flush", daemon=True).start()
 
-    def _background(self, worker: str) -> None:
-        try:
-            self.flush_now(worker)
-        finally:
-            self._busy = False
+    maybe_flush = ensure_running  # the name the request path uses
 
-    def flush_now(self, worker: Optional[str] = None) -> bool:
-        """Write the snapshot now (the /admin/metrics view and shutdown call this); False if it failed."""
+    def stop(self) -> None:
+        """Write the final numbers and end the loop (worker shutdown)."""
+        if self._pid == os.getpid():
+            self.flush_now()
+            self._pid = -1
+
+    def flush_now(self, only_if_changed: bool = False) -> bool:
+        """Write the snapshot now (the loop, the /admin/metrics view and shutdown call this); False if it failed."""
         store = self.app.store
         if store is None:
             return False
-        worker = worker or self.worker
+        with self._flush_lock:  # one writer per process: two replaces of the same rows would collide
+            return self._flush(self.worker, store, only_if_changed)
+
+    def _flush(self, worker: str, store: "Store", only_if_changed: bool) -> bool:
+        snapshot = self.app.plugin_stats.snapshot()
+        plugin_values = plugin_counters(self.app)
+        key = (tuple(tuple(sorted(s.items())) for s in snapshot), tuple(plugin_values))
+        if only_if_changed and key == self._last:
+            return True
         now = time.time()
         pid = os.getpid()
         stats = [(worker, self.host, pid, s["plugin"][:100], s["stage"][:32], s["hook"][:200], s["invocations"],
-                  s["errors"], s["denies"], s["timeouts"], float(s["total_ms"]), now)
-                 for s in self.app.plugin_stats.snapshot()]
-        counters = [(worker, self.host, pid, pid_[:100], name[:255], value, now)
-                    for pid_, name, value in plugin_counters(self.app)]
+                  s["errors"], s["denies"], s["timeouts"], float(s["total_ms"]), now) for s in snapshot]
+        counters = [(worker, self.host, pid, pid_[:100], name[:255], value, now) for pid_, name, value in plugin_values]
         try:
             with store.connection() as db:
                 p = db.param
@@ -234,12 +239,26 @@ class StatsFlusher:
                             db.execute_sql(f"INSERT INTO {table} ({cols}) VALUES ({', '.join([p] * width)})",
                                            row).close()
             self.flushes += 1
+            self._last = key
             return True
         except Exception as exc:  # never a request's problem; counted and logged once per failure
             self.failures += 1
             log.warning("plugin stats flush failed (%s): %s", type(exc).__name__, str(exc).splitlines()[0][:200]
                         if str(exc) else "")
             return False
+
+
+def _flush_loop(ref: "weakref.ReferenceType[StatsFlusher]", pid: int, interval: float) -> None:
+    while True:
+        time.sleep(interval)
+        flusher = ref()
+        if flusher is None or flusher._pid != pid:
+            return
+        try:
+            flusher.flush_now(only_if_changed=True)
+        except Exception:  # pragma: no cover - flush_now swallows; the loop must survive anyway
+            log.exception("plugin stats flush loop")
+        del flusher
 
 
 _STATS_COLS = "worker, host, pid, plugin, stage, hook, invocations, errors, denies, timeouts, total_ms, updated_at"

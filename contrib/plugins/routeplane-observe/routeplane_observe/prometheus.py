@@ -1,0 +1,124 @@
+"""Prometheus text at GET /metrics, rendered from the shared store so every worker and host answers the same."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+
+from flask import Blueprint, Response
+
+from .labels import Labels
+
+if TYPE_CHECKING:  # pragma: no cover
+    from routeplane.app import App
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Request duration buckets, seconds (LLM calls: tens of ms to minutes).
+BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+
+def _esc(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**kv: str) -> str:
+    return "{" + ",".join(f'{k}="{_esc(v)}"' for k, v in kv.items()) + "}"
+
+
+def _num(v: float) -> str:
+    return repr(float(v)) if isinstance(v, float) and not float(v).is_integer() else str(int(v))
+
+
+def render(app: "App", labels: Labels) -> str:
+    """Counters since the spend log began (Prometheus handles the drop if old rows are pruned)."""
+    store = app.store
+    assert store is not None
+    out: List[str] = []
+    Key = Tuple[str, str, str]
+    requests: Dict[Tuple[str, str, str, str], int] = {}
+    tokens: Dict[Tuple[str, str, str, str], int] = {}
+    cost: Dict[Key, float] = {}
+    for route, provider, model, outcome, n, tin, tout, micro in store.execute(
+            "SELECT route, provider, model, outcome, COUNT(*),"
+            " SUM(input_tokens + cache_read_tokens + cache_write_tokens), SUM(output_tokens + reasoning_tokens),"
+            " SUM(cost_micro_usd) FROM spend_log GROUP BY route, provider, model, outcome"):
+        key = (labels.route(route), labels.provider(provider), labels.model(model))
+        okey = key + (labels.outcome(outcome),)
+        requests[okey] = requests.get(okey, 0) + int(n)
+        tokens[key + ("input",)] = tokens.get(key + ("input",), 0) + int(tin or 0)
+        tokens[key + ("output",)] = tokens.get(key + ("output",), 0) + int(tout or 0)
+        cost[key] = cost.get(key, 0.0) + int(micro or 0) / 1_000_000
+    out += ["# HELP routeplane_requests_total Requests served, all workers and hosts (from the spend log).",
+            "# TYPE routeplane_requests_total counter"]
+    for (r, p, m, o), n in sorted(requests.items()):
+        out.append(f"routeplane_requests_total{_labels(route=r, provider=p, model=m, outcome=o)} {n}")
+    out += ["# HELP routeplane_tokens_total Tokens (input: every input bucket; output: visible + reasoning).",
+            "# TYPE routeplane_tokens_total counter"]
+    for (r, p, m, t), n in sorted(tokens.items()):
+        out.append(f"routeplane_tokens_total{_labels(route=r, provider=p, model=m, type=t)} {n}")
+    out += ["# HELP routeplane_cost_usd_total Cost of served requests with a known price, USD.",
+            "# TYPE routeplane_cost_usd_total counter"]
+    for (r, p, m), usd in sorted(cost.items()):
+        out.append(f"routeplane_cost_usd_total{_labels(route=r, provider=p, model=m)} {usd!r}")
+    out += _duration(store, labels)
+    out += _plugins(store)
+    return "\n".join(out) + "\n"
+
+
+def _duration(store: Any, labels: Labels) -> List[str]:
+    cases = ", ".join(f"SUM(CASE WHEN latency_ms <= {b * 1000.0!r} THEN 1 ELSE 0 END)" for b in BUCKETS)
+    hist: Dict[str, List[float]] = {}
+    for row in store.execute(f"SELECT route, {cases}, COUNT(*), SUM(latency_ms) FROM spend_log GROUP BY route"):
+        acc = hist.setdefault(labels.route(row[0]), [0.0] * (len(BUCKETS) + 2))
+        for i, v in enumerate(row[1:]):
+            acc[i] += float(v or 0)
+    out = ["# HELP routeplane_request_duration_seconds Request latency at the gateway (whole stream for streams).",
+           "# TYPE routeplane_request_duration_seconds histogram"]
+    for route, acc in sorted(hist.items()):
+        for b, n in zip(BUCKETS, acc):
+            out.append(f"routeplane_request_duration_seconds_bucket{_labels(route=route, le=repr(b))} {int(n)}")
+        count, total_ms = acc[len(BUCKETS)], acc[len(BUCKETS) + 1]
+        out.append(f"routeplane_request_duration_seconds_bucket{_labels(route=route, le='+Inf')} {int(count)}")
+        out.append(f"routeplane_request_duration_seconds_sum{_labels(route=route)} {total_ms / 1000.0!r}")
+        out.append(f"routeplane_request_duration_seconds_count{_labels(route=route)} {int(count)}")
+    return out
+
+
+def _plugins(store: Any) -> List[str]:
+    from routeplane.metrics import plugin_metrics
+
+    try:
+        hooks = plugin_metrics(store)["hooks"]
+    except Exception:  # the plugin stats table comes with core migration 0002; absent on an old schema
+        return []
+    out: List[str] = []
+    for name, field, help_ in (("invocations", "invocations", "Hook calls"), ("errors", "errors", "Hook errors"),
+                               ("denies", "denies", "Hook denies/blocks"), ("timeouts", "timeouts", "Hook timeouts")):
+        metric = f"routeplane_plugin_hook_{name}_total"
+        out += [f"# HELP {metric} {help_}, summed over workers (lags by their flush interval).",
+                f"# TYPE {metric} counter"]
+        for h in hooks:
+            out.append(f"{metric}{_labels(plugin=h['plugin'], stage=h['stage'], hook=h['hook'])} {h[field]}")
+    out += ["# HELP routeplane_plugin_hook_seconds_total Time spent in hooks, summed over workers.",
+            "# TYPE routeplane_plugin_hook_seconds_total counter"]
+    for h in hooks:
+        out.append(f"routeplane_plugin_hook_seconds_total{_labels(plugin=h['plugin'], stage=h['stage'], hook=h['hook'])}"
+                   f" {h['total_ms'] / 1000.0!r}")
+    return out
+
+
+def make_blueprint(app: "App", labels: Labels, public: bool) -> Blueprint:
+    from routeplane.auth.guard import require_admin
+
+    bp = Blueprint("routeplane_observe_prometheus", __name__)
+
+    def metrics() -> Response:
+        if app.store is None:
+            return Response("# /metrics needs the store (database.url): it renders from the shared spend log\n",
+                            status=503, content_type=CONTENT_TYPE)
+        if app.stats_flusher is not None:
+            app.stats_flusher.flush_now()
+        return Response(render(app, labels), content_type=CONTENT_TYPE)
+
+    view = metrics if public else require_admin(app)(metrics)
+    bp.add_url_rule("/metrics", "metrics", view, methods=["GET"])
+    return bp
