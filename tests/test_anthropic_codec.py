@@ -438,3 +438,15 @@ def test_upstream_error_statuses():
     assert an.CLIENT.error_body(billing)["error"]["type"] == "billing_error"
     leaked = an.PROVIDER.decode_error(400, b'{"error":{"message":"bad key sk-ant-secret-key-123456"}}', {}, TARGET)
     assert "sk-ant-secret" not in leaked.message
+
+
+def test_openai_insufficient_quota_is_billing_error_for_anthropic_clients():
+    from routeplane.protocols.base import upstream_status_error
+
+    oc = RoutingTarget("oc", "gpt", "openai_chat")
+    quota = upstream_status_error(429, b'{"error":{"message":"quota","type":"insufficient_quota",'
+                                       b'"code":"insufficient_quota"}}', {}, oc)
+    assert quota.kind == "budget" and quota.status == 429  # OpenAI clients keep their 429
+    assert an.CLIENT.error_status(quota) == 402 and an.CLIENT.error_body(quota)["error"]["type"] == "billing_error"
+    limited = upstream_status_error(429, b'{"error":{"type":"rate_limit_exceeded"}}', {"retry-after": "2"}, oc)
+    assert limited.kind == "rate_limit" and an.CLIENT.error_status(limited) == 429

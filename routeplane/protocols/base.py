@@ -160,6 +160,11 @@ def upstream_status_error(
             f"{target.provider} rejected the gateway's credentials (HTTP {status}); check the provider's api_key.",
             provider=target.provider, upstream_status=status, retriable=False, status=502, kind="upstream",
         )
+    if status == 429 and _error_code(body) == "insufficient_quota":
+        # OpenAI's "out of credit" shares 429 with rate limiting, but waiting will not
+        # help (translation.md §10): an Anthropic client sees 402 billing_error.
+        return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
+                                   status=429, kind="budget")
     if status == 429:
         return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
                                    status=429, kind="rate_limit", retry_after=retry_after)
@@ -175,6 +180,19 @@ def upstream_status_error(
     kind = {404: "not_found", 413: "request_too_large"}.get(status, "invalid_request")
     return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=False,
                                status=status if 400 <= status < 500 else 502, kind=kind)
+
+
+def _error_code(body: bytes) -> Optional[str]:
+    """OpenAI's `error.code` (or `error.type`) from an error body, if any."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        return None
+    code = err.get("code") or err.get("type")
+    return code if isinstance(code, str) else None
 
 
 def load_json(body: bytes, target: RoutingTarget) -> Any:

@@ -62,8 +62,8 @@ KIND_FROM_TYPE = {v: k for k, v in ERROR_TYPES.items() if k not in ("guardrail",
 
 
 def error_status(err: RouteplaneError) -> int:
-    """The HTTP status an Anthropic client expects: overload is 529, not 503."""
-    return 529 if err.kind == "overloaded" else err.status
+    """The HTTP status an Anthropic client expects: overload is 529 (not 503), no credit is 402."""
+    return {"overloaded": 529, "budget": 402}.get(err.kind, err.status)
 
 
 def error_body(err: RouteplaneError) -> Dict[str, Any]:
