@@ -137,7 +137,7 @@ def redact(text: str, spans: Iterable[Tuple[int, int, str]], offset: int = 0) ->
         s, e = max(s - offset, 0), min(e - offset, len(text))
         if e <= s:
             continue
-        if merged and s <= merged[-1][1]:
+        if merged and s < merged[-1][1]:  # adjacent matches keep a placeholder each
             merged[-1][1] = max(merged[-1][1], e)
         else:
             merged.append([s, e, ph])

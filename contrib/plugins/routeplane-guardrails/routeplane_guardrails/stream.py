@@ -142,16 +142,23 @@ class ChannelScanner:
         if final:
             return self.total, False
         cutoff = self.total - self.window
-        for f in findings:
-            # Never split a match, nor release the start of one that may still grow.
-            if f.start < cutoff and (f.end > cutoff or f.end >= self.total):
-                cutoff = min(cutoff, f.start)
-        if still_open:
-            cutoff = self.emitted
-        if self.total - max(cutoff, self.emitted) > self.max_hold:
-            return self.total - self.window, True
-        boundaries = [e for e in self.chunk_ends if e <= cutoff]
-        return (boundaries[-1] if boundaries else self.emitted), False
+        while True:
+            moved = True
+            while moved:  # overlapping matches can push the cut back more than once
+                moved = False
+                for f in findings:
+                    # Never split a match, nor release the start of one that may still grow.
+                    if f.start < cutoff and (f.end > cutoff or f.end >= self.total):
+                        cutoff, moved = f.start, True
+            if still_open:
+                cutoff = self.emitted
+            if self.total - max(cutoff, self.emitted) > self.max_hold:
+                return self.total - self.window, True
+            boundaries = [e for e in self.chunk_ends if e <= cutoff]
+            snapped = boundaries[-1] if boundaries else self.emitted
+            if snapped >= cutoff:
+                return max(snapped, self.emitted), False
+            cutoff = snapped  # back to the chunk boundary, which may fall inside another match
 
     def _pieces(self, cutoff: int, spans: List[Tuple[int, int, str]], forced: bool) -> List[str]:
         bounds = [e for e in self.chunk_ends if self.emitted < e <= cutoff]

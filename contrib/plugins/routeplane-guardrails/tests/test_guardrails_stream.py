@@ -251,3 +251,32 @@ def test_counters_are_exact_under_concurrent_requests() -> None:
     stats = plugin.stats()
     assert stats["downgoing"] == {"api_keys": {"redact": 40}, "pii_emails": {"redact": 40}}
     assert stats["upgoing"] == {"api_keys": {"warn": 40}, "pii_emails": {"warn": 40}}
+
+
+# --- property: however a response is chunked, the stream says what the whole text says ---
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SMALL_PEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIIrYSSNQFaA2Hwf1duRSxKtLYX5CB04f\n-----END EC PRIVATE KEY-----"
+PIECES = ["hello ", "world. ", "version 1.2.3 ", "a@b", ".com ", KEY, " ", "\n", SMALL_PEM, "mail ops@example.org ",
+          "password=hunter2!x ", "-----BEGIN", " 10.1.2.3 ", "sk-", "short ", FILLER[:300]]
+
+
+@settings(max_examples=80, deadline=None)
+@given(parts=st.lists(st.sampled_from(PIECES), min_size=1, max_size=10),
+       cuts=st.lists(st.integers(min_value=1, max_value=40), min_size=1, max_size=50))
+def test_any_chunking_streams_exactly_the_non_streaming_redaction(parts: List[str], cuts: List[int]) -> None:
+    text = "".join(parts)
+    chunks, pos, i = [], 0, 0
+    while pos < len(text):
+        size = cuts[i % len(cuts)]
+        chunks.append(text[pos:pos + size])
+        pos, i = pos + size, i + 1
+    plugin = GuardrailsPlugin(downgoing={"api_keys": "redact", "private_keys": "redact", "pii_emails": "redact",
+                                         "credentials": "redact", "ip_addresses": "redact"})
+    gw = Gateway(plugins=[plugin], script=[text_stream(chunks), Generation("g", "m", (TextPart(text),))])
+    body = {"model": "default", "messages": [{"role": "user", "content": "go"}]}
+    streamed = content(gw.request({**body, "stream": True}))
+    whole = gw.request(body).json["choices"][0]["message"]["content"]
+    assert streamed == whole
