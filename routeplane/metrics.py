@@ -334,6 +334,7 @@ def metrics_document(app: "App", window: str) -> Dict[str, Any]:
     if flusher is not None:
         flusher.flush_now()  # this worker's numbers fresh; the others' lag by at most their flush interval
     out: Dict[str, Any] = {"store": store.dialect, "requests": request_metrics(store, window)}
+    out["answered_by"] = {"host": socket.gethostname(), "pid": os.getpid()}
     plugins = plugin_metrics(store)
     plugins["source"] = "store"
     plugins["flush_interval_seconds"] = flusher.interval if flusher is not None else None

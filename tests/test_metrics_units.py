@@ -1,0 +1,99 @@
+"""Metrics queries on a real SQLite store: windows, nearest-rank percentiles, merged plugin stats; error classes."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from routeplane.errors import (
+    AllTargetsFailed,
+    Forbidden,
+    GuardrailViolation,
+    InternalError,
+    PaymentRequired,
+    UpstreamConnectionError,
+    UpstreamStatusError,
+    UpstreamTimeout,
+)
+from routeplane.language_model.events import error_class
+from routeplane.language_model.settlement import Settlement
+from routeplane.language_model.types import Usage
+from routeplane.metrics import STATS_TABLE, nearest_rank, plugin_metrics, request_metrics
+from routeplane.store import Store
+from routeplane.store.migrations import migrate
+from routeplane.store.spend_log import SpendLogPlugin, SpendRecorder, spend_row
+
+
+@pytest.fixture()
+def store(tmp_path: Any) -> Iterator[Store]:
+    s = Store.from_url(f"sqlite:///{tmp_path}/m.db")
+    migrate(s, [SpendLogPlugin(s)])
+    yield s
+    s.close()
+
+
+def settle(store: Store, route: str, latency: float, *, started: float, ok: bool = True, model: str = "m",
+           tokens: int = 10) -> None:
+    s = Settlement(request_id="r", started_at=started, inbound_protocol="openai_chat", route=route, streamed=False,
+                   outcome="success" if ok else "upstream_error", provider="p", model=model,
+                   usage=Usage(input_tokens=tokens, output_tokens=2 * tokens), latency_ms=latency)
+    SpendRecorder(store).write(spend_row(s))
+
+
+def test_nearest_rank() -> None:
+    assert [nearest_rank(100, q) for q in (0.5, 0.99)] == [50, 99]
+    assert [nearest_rank(1, q) for q in (0.5, 0.99)] == [1, 1]
+    assert [nearest_rank(3, q) for q in (0.5, 0.99)] == [2, 3]
+
+
+def test_window_percentiles_errors_and_endpoints(store: Store) -> None:
+    now = time.time()
+    for i in range(1, 101):  # latencies 1..100 ms, shuffled insert order
+        lat = float((i * 37) % 100 + 1)
+        settle(store, "r", lat, started=now - 60, ok=lat % 10 != 0, model="a" if lat <= 60 else "b")
+    settle(store, "r", 5000.0, started=now - 2 * 3600)  # outside 1h, inside 24h
+    doc = request_metrics(store, "1h", now=now)
+    (route,) = doc["routes"]
+    assert (route["requests"], route["errors"]) == (100, 10) and route["error_rate"] == 0.1
+    assert route["latency_ms"] == {"p50": 50.0, "p99": 99.0}
+    assert route["avg_input_tokens"] == 10 and route["avg_output_tokens"] == 20
+    eps = {e["endpoint"]: e for e in route["endpoints"]}
+    assert eps["p:a"]["requests"] == 60 and eps["p:a"]["latency_ms"] == {"p50": 30.0, "p99": 60.0}
+    assert eps["p:b"]["requests"] == 40 and eps["p:b"]["latency_ms"] == {"p50": 80.0, "p99": 100.0}
+    day = request_metrics(store, "24h", now=now)
+    assert day["routes"][0]["requests"] == 101 and day["routes"][0]["latency_ms"]["p99"] == 100.0
+    assert day["totals"]["requests"] == 101
+
+
+def test_plugin_stats_rows_sum_over_workers(store: Store) -> None:
+    cols = "worker, host, pid, plugin, stage, hook, invocations, errors, denies, timeouts, total_ms, updated_at"
+    for worker, n in (("w1", 3), ("w2", 4)):
+        store.execute(f"INSERT INTO {STATS_TABLE} ({cols}) VALUES (?, 'h', 1, 'g', 'pre_request', 'Check', ?, 1, 2,"
+                      " 0, ?, ?)", (worker, n, n * 2.0, time.time()))
+    (hook,) = plugin_metrics(store)["hooks"]
+    assert (hook["invocations"], hook["errors"], hook["denies"], hook["workers"]) == (7, 2, 4, 2)
+    assert hook["average_ms"] == 2.0
+
+
+@pytest.mark.parametrize("err, expected", [
+    (UpstreamTimeout("t"), "transport"),
+    (UpstreamConnectionError("c"), "transport"),
+    (UpstreamStatusError("s", upstream_status=500), "provider"),
+    (AllTargetsFailed("a", errors=[UpstreamTimeout("t"), UpstreamConnectionError("c")]), "transport"),
+    (AllTargetsFailed("a", errors=[UpstreamTimeout("t"), UpstreamStatusError("s")]), "provider"),
+    (Forbidden("no"), "access_denied"),
+    (PaymentRequired("no"), "budget"),
+    (GuardrailViolation("no"), "guardrail"),
+    (InternalError(), "internal"),
+    ("authentication", "access_denied"),
+    ("custom", "policy"),
+    (None, None),
+])
+def test_error_class(err: Any, expected: Any) -> None:
+    assert error_class(err) == expected
+
+
+def test_error_class_of_a_client_that_left() -> None:
+    assert error_class(None, "client_disconnected") == "client_disconnected"
