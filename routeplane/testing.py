@@ -28,6 +28,7 @@ from .language_model.settlement import Settlement
 
 WIRE_PATHS = {
     "openai_chat": "/v1/chat/completions",
+    "anthropic_messages": "/v1/messages",
 }
 
 

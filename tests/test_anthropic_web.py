@@ -154,3 +154,10 @@ def test_models_list_in_anthropic_shape_for_anthropic_clients():
     resp = gw.client.get("/v1/models/default", headers={"anthropic-version": "2023-06-01"})
     assert resp.get_json()["type"] == "model"
     resp.close()
+
+
+def test_the_plugin_test_kit_speaks_the_anthropic_wire():
+    from routeplane.testing import run_request
+
+    r = run_request(BODY, wire="anthropic_messages")
+    assert r.status == 200 and r.json["type"] == "message" and len(r.settlements) == 1
