@@ -28,6 +28,7 @@ def request_fields(event: Any) -> Dict[str, Any]:
         "status": event.status,
         "outcome": event.outcome,
         "error_type": event.error_type,
+        "error_class": getattr(event, "error_class", None),
         "latency_ms": round(event.latency_ms, 1),
         "ttft_ms": None if event.ttft_ms is None else round(event.ttft_ms, 1),
         "input_tokens": u.input_tokens,
