@@ -1,0 +1,207 @@
+"""Per-server list caches, merged listings with prefixed names, cross-server cursors, and name/URI routing."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from .jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, MCPError
+from .settings import MCPServerConfig
+from .upstream import Upstream, UpstreamFailure, log
+
+
+@dataclass(frozen=True)
+class ListKind:
+    method: str  # upstream method
+    key: str  # result key holding the items
+    capability: str  # server capability that must be declared
+    name_field: Optional[str]  # the field that is prefixed on /mcp (None: URIs pass through unchanged)
+
+
+KINDS = {
+    "tools/list": ListKind("tools/list", "tools", "tools", "name"),
+    "prompts/list": ListKind("prompts/list", "prompts", "prompts", "name"),
+    "resources/list": ListKind("resources/list", "resources", "resources", None),
+    "resources/templates/list": ListKind("resources/templates/list", "resourceTemplates", "resources", None),
+}
+MAX_UPSTREAM_PAGES = 100  # bounds a misbehaving upstream that never stops paginating
+
+
+class Catalog:
+    """What every upstream lists, cached per server and kind for `ttl` seconds (calls are never cached).
+
+    A `notifications/*/list_changed` from an upstream drops that server's
+    entries at once. Caches are per worker: another worker's copy expires
+    by TTL.
+    """
+
+    def __init__(self, servers: Mapping[str, MCPServerConfig], upstream: Callable[[str], Upstream], ttl: float,
+                 page_size: int, cursor_key: Callable[[], bytes]) -> None:
+        self.servers = servers
+        self._upstream = upstream
+        self.ttl = ttl
+        self.page_size = page_size
+        self._cursor_key = cursor_key
+        self._cache: Dict[Tuple[str, str], Tuple[float, List[Dict[str, Any]]]] = {}
+        self._lock = threading.Lock()
+        self.fetches = 0  # upstream list fetches (tests check the cache with it)
+
+    def invalidate(self, server: str, kinds: Sequence[str]) -> None:
+        with self._lock:
+            for kind in kinds:
+                self._cache.pop((server, kind + "/list"), None)
+
+    def items(self, server: str, method: str) -> List[Dict[str, Any]]:
+        """Every item the server lists for `method` (all upstream pages), from cache when fresh."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get((server, method))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        kind = KINDS[method]
+        up = self._upstream(server)
+        up.ensure_initialized()
+        items: List[Dict[str, Any]] = []
+        if kind.capability in up.capabilities:
+            cursor: Optional[str] = None
+            for _ in range(MAX_UPSTREAM_PAGES):
+                result = up.request(method, {"cursor": cursor} if cursor else {})
+                page = result.get(kind.key)
+                if not isinstance(page, list):
+                    raise UpstreamFailure(server, f"answered {method} without a {kind.key!r} list")
+                items.extend(i for i in page if isinstance(i, dict))
+                cursor = result.get("nextCursor")
+                if not cursor or not isinstance(cursor, str):
+                    break
+        with self._lock:
+            self.fetches += 1
+            if self.ttl > 0:
+                self._cache[(server, method)] = (time.monotonic() + self.ttl, items)
+        return items
+
+    # --- merged listings --------------------------------------------------------
+
+    def listing(self, method: str, servers: Sequence[str], prefixed: bool, cursor: Optional[str],
+                visible: Callable[[str], bool], endpoint: str) -> Dict[str, Any]:
+        """One page of the merged list; the cursor is (server, index) signed, so it spans servers."""
+        kind = KINDS[method]
+        start_server, start_index = self._decode_cursor(cursor, method, endpoint) if cursor else (None, 0)
+        if start_server is not None and start_server not in servers:
+            raise MCPError(INVALID_PARAMS, "Invalid params: the cursor does not belong to this listing.", 200)
+        out: List[Dict[str, Any]] = []
+        unavailable: List[Dict[str, str]] = []
+        next_cursor: Optional[str] = None
+        begun = start_server is None
+        for sid in servers:
+            if not begun:
+                if sid != start_server:
+                    continue
+                begun = True
+                index = start_index
+            else:
+                index = 0
+            try:
+                items = self.items(sid, method)
+            except (UpstreamFailure, MCPError) as exc:
+                # One failing upstream must not fail the listing: omit it, say so, log it.
+                log.warning("listing %s from MCP server %r failed: %s", method, sid, exc)
+                unavailable.append({"server": sid, "error": str(exc)})
+                continue
+            while index < len(items):
+                if len(out) >= self.page_size:
+                    next_cursor = self._encode_cursor(method, endpoint, sid, index)
+                    break
+                item = self._expose(items[index], kind, self.servers[sid].prefix if prefixed else "")
+                index += 1
+                if item is not None and visible(item.get(kind.name_field or "", "")):
+                    out.append(item)
+            if next_cursor:
+                break
+        result: Dict[str, Any] = {kind.key: out}
+        if next_cursor:
+            result["nextCursor"] = next_cursor
+        if unavailable:
+            result["_meta"] = {"routeplane/unavailable": unavailable}
+        return result
+
+    @staticmethod
+    def _expose(item: Dict[str, Any], kind: ListKind, prefix: str) -> Optional[Dict[str, Any]]:
+        if kind.name_field is None:
+            return dict(item)
+        name = item.get(kind.name_field)
+        if not isinstance(name, str):
+            return None
+        return {**item, kind.name_field: prefix + name}
+
+    def _encode_cursor(self, method: str, endpoint: str, server: str, index: int) -> str:
+        body = base64.urlsafe_b64encode(json.dumps([method, endpoint, server, index]).encode()).rstrip(b"=")
+        mac = hmac.new(self._cursor_key(), b"cursor." + body, hashlib.sha256).digest()[:12]
+        return body.decode("ascii") + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+    def _decode_cursor(self, cursor: Any, method: str, endpoint: str) -> Tuple[str, int]:
+        bad = MCPError(INVALID_PARAMS, "Invalid params: unknown or expired cursor.", 200)
+        if not isinstance(cursor, str) or cursor.count(".") != 1 or len(cursor) > 1024:
+            raise bad
+        body, mac = cursor.split(".")
+        expect = base64.urlsafe_b64encode(
+            hmac.new(self._cursor_key(), b"cursor." + body.encode("ascii", "replace"), hashlib.sha256).digest()[:12]
+        ).rstrip(b"=").decode("ascii")
+        if not hmac.compare_digest(expect, mac):
+            raise bad
+        try:
+            m, e, server, index = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        except (ValueError, TypeError):
+            raise bad from None
+        if m != method or e != endpoint or not isinstance(index, int) or index < 0:
+            raise bad
+        return str(server), index
+
+    # --- routing ------------------------------------------------------------------
+
+    def owner_of_name(self, exposed: str, servers: Sequence[str]) -> Tuple[str, str]:
+        """(server, upstream name) of a prefixed name: the longest matching prefix wins."""
+        best: Optional[str] = None
+        for sid in servers:
+            prefix = self.servers[sid].prefix
+            if exposed.startswith(prefix) and len(exposed) > len(prefix):
+                if best is None or len(prefix) > len(self.servers[best].prefix):
+                    best = sid
+        if best is None:
+            raise MCPError(INVALID_PARAMS, f"Unknown name {exposed!r}: no server prefix matches it.", 200)
+        return best, exposed[len(self.servers[best].prefix):]
+
+    def owner_of_uri(self, uri: str, servers: Sequence[str]) -> str:
+        """The one server listing `uri` (exactly, else by template). Two owners is an error, never a guess."""
+        exact: List[str] = []
+        templated: List[str] = []
+        for sid in servers:
+            try:
+                if any(r.get("uri") == uri for r in self.items(sid, "resources/list")):
+                    exact.append(sid)
+                    continue
+                if any(_template_matches(t.get("uriTemplate"), uri) for t in self.items(sid, "resources/templates/list")):
+                    templated.append(sid)
+            except (UpstreamFailure, MCPError) as exc:
+                log.warning("resource lookup on MCP server %r failed: %s", sid, exc)
+        owners = exact or templated
+        if len(owners) > 1:
+            raise MCPError(INVALID_PARAMS, f"Ambiguous resource {uri!r}: servers {owners} all provide it; read it "
+                           "through /mcp/<server> instead.", 200, data={"uri": uri, "servers": owners})
+        if not owners:
+            raise MCPError(RESOURCE_NOT_FOUND, "Resource not found", 200, data={"uri": uri})
+        return owners[0]
+
+
+def _template_matches(template: Any, uri: str) -> bool:
+    """RFC 6570 level-1 matching: each `{var}` matches one non-empty run without '/'."""
+    if not isinstance(template, str) or "{" not in template:
+        return False
+    pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template))
+    return re.fullmatch(pattern, uri) is not None

@@ -1,0 +1,141 @@
+"""Upstream MCP connections: the shared client handshake, failure types, and the transport factory."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Dict, Optional
+
+from .jsonrpc import INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, MCPError
+from .settings import MCPServerConfig
+
+log = logging.getLogger("routeplane.mcp")
+
+CLIENT_PROTOCOL_VERSION = "2025-11-25"
+CLIENT_INFO = {"name": "routeplane", "version": "1"}
+
+# notification method -> the list kinds it invalidates
+LIST_CHANGED = {
+    "notifications/tools/list_changed": ("tools",),
+    "notifications/prompts/list_changed": ("prompts",),
+    "notifications/resources/list_changed": ("resources", "resources/templates"),
+}
+
+
+class UpstreamFailure(Exception):
+    """The upstream could not answer (down, died, timed out, spoke garbage). The message names only the server."""
+
+    def __init__(self, server: str, reason: str, timeout: bool = False) -> None:
+        super().__init__(f"upstream MCP server {server!r} {reason}")
+        self.server = server
+        self.reason = reason
+        self.timeout = timeout
+
+    def to_error(self) -> MCPError:
+        status = 504 if self.timeout else 502
+        return MCPError(UPSTREAM_UNAVAILABLE, str(self), status, data={"server": self.server})
+
+
+class Upstream(ABC):
+    """One upstream MCP server as seen by this worker: a lazily initialized client connection.
+
+    `request()` returns the JSON-RPC result, raises MCPError for a JSON-RPC
+    error the upstream answered (passed through), UpstreamFailure otherwise.
+    Safe to call from many threads.
+    """
+
+    def __init__(self, config: MCPServerConfig, on_notification: Callable[[str, str, Dict[str, Any]], None]) -> None:
+        self.config = config
+        self.server = config.id
+        self._on_notification = on_notification
+        self._ids = itertools.count(1)
+        self._init_lock = threading.Lock()
+        self._initialized = False
+        self.capabilities: Dict[str, Any] = {}
+        self.server_info: Dict[str, Any] = {}
+        self.protocol_version = CLIENT_PROTOCOL_VERSION
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def request(self, method: str, params: Optional[Dict[str, Any]] = None,
+                timeout: Optional[float] = None) -> Dict[str, Any]:
+        self.ensure_initialized()
+        return self._call(method, params, timeout)
+
+    def ensure_initialized(self) -> None:
+        if self._initialized:
+            return
+        with self._init_lock:
+            if not self._initialized:
+                self._handshake()
+
+    def _handshake(self) -> None:
+        result = self._exchange({"jsonrpc": "2.0", "id": self.next_id(), "method": "initialize", "params": {
+            "protocolVersion": CLIENT_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}},
+            self.config.timeout, initializing=True)
+        result = _result_of(self.server, result)
+        self.capabilities = result.get("capabilities") or {}
+        self.server_info = result.get("serverInfo") or {}
+        self.protocol_version = result.get("protocolVersion") or CLIENT_PROTOCOL_VERSION
+        self._send_notification("notifications/initialized")
+        self._initialized = True
+
+    def reset(self) -> None:
+        """Forget the upstream session: the next request initializes again."""
+        self._initialized = False
+
+    def _call(self, method: str, params: Optional[Dict[str, Any]], timeout: Optional[float]) -> Dict[str, Any]:
+        message: Dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id(), "method": method}
+        if params is not None:
+            message["params"] = params
+        return _result_of(self.server, self._exchange(message, timeout or self.config.timeout))
+
+    def notified(self, method: str, params: Dict[str, Any]) -> None:
+        """A notification the upstream sent (list_changed invalidates caches; the rest is dropped)."""
+        try:
+            self._on_notification(self.server, method, params)
+        except Exception:
+            log.exception("handling notification %s from %s failed", method, self.server)
+
+    @abstractmethod
+    def _exchange(self, message: Dict[str, Any], timeout: float, initializing: bool = False) -> Dict[str, Any]:
+        """Send one request; return the upstream's JSON-RPC response object."""
+
+    @abstractmethod
+    def _send_notification(self, method: str, params: Optional[Dict[str, Any]] = None) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+def _result_of(server: str, response: Dict[str, Any]) -> Dict[str, Any]:
+    if "error" in response:
+        err = response.get("error")
+        if not isinstance(err, dict) or not isinstance(err.get("code"), int):
+            raise UpstreamFailure(server, "answered a malformed JSON-RPC error")
+        # The upstream's own JSON-RPC error is passed through (code and message), with the server named.
+        message = str(err.get("message") or "error")[:500]
+        data = err.get("data")
+        raise MCPError(err["code"], message, 200, data=data)
+    result = response.get("result")
+    if not isinstance(result, dict):
+        raise UpstreamFailure(server, "answered without a result object")
+    return result
+
+
+def internal(message: str) -> MCPError:
+    return MCPError(INTERNAL_ERROR, message, 500)
+
+
+def make_upstream(config: MCPServerConfig,
+                  on_notification: Callable[[str, str, Dict[str, Any]], None]) -> Upstream:
+    if config.type == "http":
+        from .upstream_http import HttpUpstream
+
+        return HttpUpstream(config, on_notification)
+    from .upstream_stdio import StdioUpstream
+
+    return StdioUpstream(config, on_notification)

@@ -1,0 +1,186 @@
+"""stdio upstream: a subprocess per worker, started lazily, restarted when it dies, shared by threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+from typing import IO, Any, Callable, Dict, Optional, Tuple
+
+from .settings import MCPServerConfig
+from .upstream import Upstream, UpstreamFailure, log
+
+
+class _Pending:
+    __slots__ = ("event", "response", "failure", "generation")
+
+    def __init__(self, generation: int) -> None:
+        self.event = threading.Event()
+        self.response: Optional[Dict[str, Any]] = None
+        self.failure: Optional[str] = None
+        self.generation = generation
+
+
+class StdioUpstream(Upstream):
+    """Newline-delimited JSON-RPC over a child's stdin/stdout (mcp.md §1).
+
+    Many request threads share one process: each request gets a gateway-side
+    id (never the client's), registers a pending slot, writes its line under
+    the write lock and waits with its timeout; one reader thread per process
+    hands each response to its slot. When the process exits, every pending
+    request fails at once and the next request starts a new process (and
+    handshakes again). The child's stderr goes to the gateway's stderr.
+    """
+
+    def __init__(self, config: MCPServerConfig, on_notification: Callable[[str, str, Dict[str, Any]], None]) -> None:
+        super().__init__(config, on_notification)
+        self._proc: Optional[subprocess.Popen] = None
+        self._generation = 0
+        self._write_lock = threading.Lock()
+        self._pending: Dict[int, _Pending] = {}
+        self._pending_lock = threading.Lock()
+        self.starts = 0  # how many processes this worker started (restarts = starts - 1)
+
+    def ensure_initialized(self) -> None:
+        with self._init_lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._start()
+            if not self._initialized:
+                self._handshake()
+
+    def _start(self) -> None:
+        if self._proc is not None:
+            log.warning("stdio MCP server %r exited with %s; restarting it", self.server, self._proc.returncode)
+            self._reap(self._proc)
+        self._initialized = False
+        env = dict(os.environ)
+        env.update(self.config.env)
+        try:
+            proc = subprocess.Popen(
+                [self.config.command or "", *self.config.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=None, cwd=self.config.cwd, env=env, bufsize=0)
+        except OSError as exc:
+            self._proc = None
+            raise UpstreamFailure(self.server, f"could not be started ({type(exc).__name__}: {exc.strerror})") from None
+        self._generation += 1
+        self._proc = proc
+        self.starts += 1
+        threading.Thread(target=self._reader, args=(proc, self._generation), name=f"mcp-stdio-{self.server}",
+                         daemon=True).start()
+
+    def _reader(self, proc: subprocess.Popen, generation: int) -> None:
+        stdout: IO[bytes] = proc.stdout  # type: ignore[assignment]
+        try:
+            for line in iter(stdout.readline, b""):
+                self._line(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            with self._pending_lock:
+                dead = [(k, p) for k, p in self._pending.items() if p.generation == generation]
+                for key, pending in dead:
+                    del self._pending[key]
+            for _key, pending in dead:
+                pending.failure = "exited while handling the request"
+                pending.event.set()
+
+    def _line(self, line: bytes) -> None:
+        if not line.strip():
+            return
+        try:
+            msg = json.loads(line)
+        except ValueError:
+            log.warning("stdio MCP server %r wrote a line that is not JSON; ignored", self.server)
+            return
+        if not isinstance(msg, dict):
+            return
+        if "method" in msg and "id" in msg:  # server-to-client request: no such capability offered
+            self._write({"jsonrpc": "2.0", "id": msg["id"],
+                         "error": {"code": -32601, "message": "the gateway does not support this request"}})
+        elif "method" in msg:
+            self.notified(msg["method"], msg.get("params") or {})
+        elif isinstance(msg.get("id"), int):
+            with self._pending_lock:
+                pending = self._pending.pop(msg["id"], None)
+            if pending is not None:
+                pending.response = msg
+                pending.event.set()
+
+    def _write(self, message: Dict[str, Any]) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise UpstreamFailure(self.server, "is not running")
+        data = json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"  # no embedded newlines
+        try:
+            with self._write_lock:
+                proc.stdin.write(data)
+                proc.stdin.flush()
+        except (OSError, ValueError):
+            raise UpstreamFailure(self.server, "exited (its stdin is closed)") from None
+
+    def _exchange(self, message: Dict[str, Any], timeout: float, initializing: bool = False) -> Dict[str, Any]:
+        pending = _Pending(self._generation)
+        with self._pending_lock:
+            self._pending[message["id"]] = pending
+        try:
+            self._write(message)
+        except UpstreamFailure:
+            with self._pending_lock:
+                self._pending.pop(message["id"], None)
+            raise
+        if not pending.event.wait(timeout):
+            with self._pending_lock:
+                self._pending.pop(message["id"], None)
+            try:  # let the server stop working on it (mcp.md §8)
+                self._write({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                             "params": {"requestId": message["id"], "reason": "timeout"}})
+            except UpstreamFailure:
+                pass
+            raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
+        if pending.failure is not None:
+            raise UpstreamFailure(self.server, pending.failure)
+        assert pending.response is not None
+        return pending.response
+
+    def _send_notification(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:
+        message: Dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+        if params is not None:
+            message["params"] = params
+        self._write(message)
+
+    @staticmethod
+    def _reap(proc: subprocess.Popen) -> None:
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                if stream is not None:
+                    stream.close()
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=2)
+
+    def close(self) -> None:
+        with self._init_lock:
+            proc, self._proc = self._proc, None
+            self._initialized = False
+        if proc is None:
+            return
+        if proc.poll() is None:
+            try:  # closing stdin is the stdio transport's shutdown signal; terminate if it lingers
+                if proc.stdin is not None:
+                    proc.stdin.close()
+                proc.wait(timeout=1)
+            except (OSError, subprocess.TimeoutExpired):
+                proc.terminate()
+        self._reap(proc)
+
+    def pid(self) -> Optional[int]:
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+
+__all__: Tuple[str, ...] = ("StdioUpstream",)

@@ -1,0 +1,165 @@
+"""MCP streamable HTTP endpoints: `/mcp` (every server, prefixed names) and `/mcp/<server>` (one, native names)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import TYPE_CHECKING, Any, Dict, Optional
+from urllib.parse import urlsplit
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
+
+from ..auth.guard import authenticate_request
+from ..hooks.mcp import DENY_CODES
+from ..mcp.context import MCPRequestContext
+from ..mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, MCPError, classify, parse_body, result_body
+from ..mcp.pipeline import SUPPORTED_VERSIONS
+from ..protocols.sse import dumps
+from .common import request_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..app import App
+
+log = logging.getLogger("routeplane.mcp")
+
+SESSION_HEADER = "Mcp-Session-Id"
+VERSION_HEADER = "MCP-Protocol-Version"
+
+
+def make_blueprint(app: "App") -> Blueprint:
+    bp = Blueprint("mcp", __name__)
+    runtime = app.mcp
+    limit = app.config.server.max_body_bytes
+
+    @bp.route("/mcp", methods=["POST", "GET", "DELETE"], defaults={"server": None})
+    @bp.route("/mcp/<server>", methods=["POST", "GET", "DELETE"])
+    def endpoint(server: Optional[str]) -> Response:
+        rid = request_id()
+        message_id: Any = None
+        try:
+            _check_origin(app.config.mcp.allowed_origins)
+            if server is not None and server not in runtime.pipeline.servers:
+                raise MCPError(INVALID_REQUEST, f"Unknown MCP server {server!r}.", 404)
+            if request.method == "GET":
+                # No server-initiated messages are sent (change notifications only invalidate caches),
+                # so there is no standalone stream to open: the spec's 405 allowance.
+                raise MCPError(INVALID_REQUEST, "Method Not Allowed: this gateway opens no server-to-client "
+                               "stream; use POST.", 405)
+            identity = _authenticate(app)
+            if request.method == "DELETE":
+                session = _session(runtime, identity, server, required=True)
+                assert session is not None
+                runtime.signer.revoke(session)
+                return Response(status=204, headers={"x-request-id": rid})
+            _check_accept()
+            data = parse_body(_read_body(limit))
+            message = classify(data)
+            message_id = message.id
+            if message.kind == "request" and message.method == "initialize":
+                result, version = runtime.pipeline.initialize(message.params, server)
+                sid = runtime.signer.mint(version, identity.account_id, server)
+                return _answer(result_body(message.id, result), rid, runtime,
+                               {SESSION_HEADER: sid})  # type: ignore[arg-type]
+            session = _session(runtime, identity, server, required=True)
+            if message.kind != "request":
+                # Notifications (initialized, cancelled, roots/list_changed) and responses: accepted.
+                return Response(status=202, headers={"x-request-id": rid})
+            ctx = MCPRequestContext(rid, message.method, message.params, identity, dict(request.headers), server,
+                                    session.key if session else None)
+            result = runtime.pipeline.handle(message.method, dict(message.params), ctx)
+            return _answer(result_body(message.id, result), rid, runtime)  # type: ignore[arg-type]
+        except MCPError as err:
+            return _error(err, message_id, rid, runtime)
+        except Exception:  # never a traceback to the client
+            log.exception("MCP request %s failed", rid)
+            return _error(MCPError(INTERNAL_ERROR, "Internal error.", 500), message_id, rid, runtime)
+
+    return bp
+
+
+def _check_origin(allowed: Any) -> None:
+    """DNS-rebinding guard (spec: validate Origin): same host as the request, or listed in mcp.allowed_origins."""
+    origin = request.headers.get("Origin")
+    if not origin or origin in allowed:
+        return
+    host = (urlsplit(origin).netloc or "").lower()
+    if host and host == (request.host or "").lower():
+        return
+    raise MCPError(INVALID_REQUEST, "Forbidden: this Origin may not call the MCP endpoint.", 403)
+
+
+def _authenticate(app: "App") -> Any:
+    identity, err = authenticate_request(app, request.headers, request.remote_addr)
+    if err is None:
+        return identity
+    status = getattr(err, "status", 401)
+    raise MCPError(DENY_CODES.get(status, -32000), str(getattr(err, "message", None) or err), status)
+
+
+def _check_accept() -> None:
+    accept = request.accept_mimetypes
+    if not (accept.find("application/json") >= 0 or accept.find("text/event-stream") >= 0
+            or accept.find("*/*") >= 0 or not request.headers.get("Accept")):
+        raise MCPError(INVALID_REQUEST, "Not Acceptable: accept application/json and text/event-stream.", 406)
+    ctype = (request.mimetype or "").lower()
+    if ctype != "application/json":
+        raise MCPError(INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json.", 415)
+
+
+def _read_body(limit: int) -> bytes:
+    length = request.content_length
+    too_large = MCPError(INVALID_REQUEST, f"Payload Too Large: the limit is {limit} bytes.", 413)
+    if length is not None and length > limit:
+        raise too_large
+    try:
+        raw = request.stream.read(limit + 1)
+    except RequestEntityTooLarge:
+        raise too_large from None
+    except ClientDisconnected:
+        raise MCPError(INVALID_REQUEST, "The client disconnected before sending the whole body.", 400) from None
+    if len(raw) > limit:
+        raise too_large
+    return raw
+
+
+def _session(runtime: Any, identity: Any, server: Optional[str], required: bool) -> Any:
+    sid = request.headers.get(SESSION_HEADER)
+    if not sid:
+        if required:
+            raise MCPError(INVALID_REQUEST, "Bad Request: Missing session ID", 400)
+        return None
+    session = runtime.signer.verify(sid, identity.account_id, server)
+    version = request.headers.get(VERSION_HEADER)
+    if version is not None and (version not in SUPPORTED_VERSIONS or version != session.protocol_version):
+        raise MCPError(INVALID_REQUEST, f"Bad Request: unsupported or mismatched {VERSION_HEADER} {version!r} "
+                       f"(this session negotiated {session.protocol_version}).", 400)
+    return session
+
+
+def _wants_sse(runtime: Any) -> bool:
+    accept = request.accept_mimetypes
+    sse, js = accept.find("text/event-stream") >= 0, accept.find("application/json") >= 0
+    return sse and (runtime.pipeline.settings.prefer_sse or not js)
+
+
+def _answer(body: Dict[str, Any], rid: str, runtime: Any, headers: Optional[Dict[str, str]] = None,
+            status: int = 200) -> Response:
+    out = {"x-request-id": rid, **(headers or {})}
+    if _wants_sse(runtime) and status == 200:
+        out.update({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        payload = f"event: message\ndata: {dumps(body)}\n\n"
+        return Response(payload, status=200, mimetype="text/event-stream", headers=out)
+    return Response(json.dumps(body, separators=(",", ":")), status=status, mimetype="application/json",
+                    headers=out)
+
+
+def _error(err: MCPError, message_id: Any, rid: str, runtime: Any) -> Response:
+    headers: Dict[str, str] = {}
+    if err.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if err.status == 405:
+        headers["Allow"] = "POST, DELETE"
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(0, int(err.retry_after + 0.999)))
+    return _answer(err.body(message_id), rid, runtime, headers, err.status)
