@@ -6,7 +6,7 @@ import logging
 import os
 import queue
 import threading
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 log = logging.getLogger("routeplane.observers")
 
@@ -29,6 +29,10 @@ class ObserverDispatcher:
         inline: bool = False,
     ) -> None:
         self._observers: Tuple[Any, ...] = tuple(observers)
+        # Per method, only the observers that override it: an event nobody
+        # handles (on_stream_part, usually) is never queued, which saves a
+        # queue put and a thread wake-up per streamed part.
+        self._wanted: Dict[str, Tuple[Any, ...]] = {}
         self._workers = max(1, workers)
         self._max_queue = max_queue
         self.inline = inline
@@ -43,8 +47,14 @@ class ObserverDispatcher:
     def active(self) -> bool:
         return bool(self._observers)
 
+    def wants(self, method: str) -> Tuple[Any, ...]:
+        wanted = self._wanted.get(method)
+        if wanted is None:
+            wanted = self._wanted[method] = tuple(o for o in self._observers if _overrides(o, method))
+        return wanted
+
     def emit(self, method: str, event: Any) -> None:
-        if not self._observers:
+        if not self.wants(method):
             return
         if self.inline:
             self._deliver(method, event)
@@ -57,7 +67,7 @@ class ObserverDispatcher:
                 self.dropped += 1
 
     def emit_lazy(self, method: str, make_event: Callable[[], Any]) -> None:
-        if self._observers:
+        if self.wants(method):
             self.emit(method, make_event())
 
     def drain(self, timeout: float = 5.0) -> None:
@@ -98,7 +108,7 @@ class ObserverDispatcher:
                 q.task_done()
 
     def _deliver(self, method: str, event: Any) -> None:
-        for observer in self._observers:
+        for observer in self.wants(method):
             try:
                 getattr(observer, method)(event)
             except Exception:  # an observer can never break a request
@@ -107,3 +117,13 @@ class ObserverDispatcher:
                 log.exception("observer %s.%s failed", type(observer).__name__, method)
         with self._lock:
             self.delivered += 1
+
+
+def _overrides(observer: Any, method: str) -> bool:
+    """False when `method` is ObserveHook's own no-op (also through a wrapper that copied the bound method)."""
+    from .hooks.language_model import ObserveHook
+
+    fn = getattr(observer, method, None)
+    if fn is None:
+        return False
+    return getattr(fn, "__func__", fn) is not getattr(ObserveHook, method, None)
