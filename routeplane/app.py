@@ -23,6 +23,8 @@ from .observers import ObserverDispatcher
 if TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
 
+    from .mcp.builder import MCPBuilder
+
     from .store import Store
 
 log = logging.getLogger("routeplane")
@@ -154,7 +156,7 @@ def _check_arity(hook: Any, name: str, n: int, who: str) -> None:
 
 
 class _OtherPipelineBuilder:
-    """MCP/ACP hook registration; their pipelines land with their own issues."""
+    """ACP hook registration; its pipeline lands with its own issue."""
 
     def __init__(self, marker: type, name: str) -> None:
         self._marker, self._name = marker, name
@@ -173,7 +175,9 @@ class AppBuilder:
     def __init__(self) -> None:
         self._config: Optional[Config] = None
         self._lm = LanguageModelBuilder()
-        self._mcp = _OtherPipelineBuilder(MCPHook, "MCP")
+        from .mcp.builder import MCPBuilder  # late: routeplane.mcp imports auth, which imports this module
+
+        self._mcp = MCPBuilder()
         self._acp = _OtherPipelineBuilder(ACPHook, "ACP")
         self._plugins: List[Plugin] = []
         self._inline_observers = False
@@ -212,7 +216,8 @@ class AppBuilder:
     def language_model_builder(self) -> LanguageModelBuilder:
         return self._lm
 
-    def mcp_builder(self) -> _OtherPipelineBuilder:
+    def mcp_builder(self) -> "MCPBuilder":
+        """MCP hooks: `pre_request_hook`, `route_hook`, `observe_hook` (routeplane.hooks.mcp contracts)."""
         return self._mcp
 
     def acp_builder(self) -> _OtherPipelineBuilder:
@@ -241,10 +246,12 @@ class AppBuilder:
         if any(p.id == plugin.id for p in self._plugins):
             raise ValueError(f"a plugin with id {plugin.id!r} is already installed")
         previous, self._lm._current_plugin = self._lm._current_plugin, str(plugin.id)
+        self._mcp._current_plugin = str(plugin.id)
         try:
             plugin.install(self)
         finally:
             self._lm._current_plugin = previous
+            self._mcp._current_plugin = previous
         self._plugins.append(plugin)
         return self
 
@@ -268,7 +275,8 @@ class AppBuilder:
         pipeline = LanguageModelPipeline(table, executor, hooks, observers, fallback=config.fallback)
         app = App(config, pipeline, tuple(self._plugins))
         app.transport_interceptors = tuple(self._interceptors)
-        app.shutdown_callbacks = tuple(self._on_shutdown)
+        app.mcp = self._mcp.build(config, self._store, self._inline_observers)
+        app.shutdown_callbacks = tuple(self._on_shutdown) + (app.mcp.close,)
         app.plugin_blueprints = tuple(self._blueprints)
         app.plugin_stats = stats
         app.store = self._store
@@ -293,6 +301,7 @@ class App:
         self._store_ready = False
         self.plugin_blueprints: Tuple[Callable[["App"], Any], ...] = ()
         self.stats_flusher: Any = None  # routeplane.metrics.StatsFlusher, set when the admin blueprint mounts
+        self.mcp: Any = None  # routeplane.mcp.builder.MCPRuntime (pipeline, sessions; `mcp.counts()`)
 
     def shutdown(self) -> None:
         """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
@@ -428,6 +437,10 @@ def build_app(config: Config, extra_plugins: Sequence[Plugin] = (), store: Optio
         from .store.spend_log import SpendLogPlugin
 
         plugins.insert(0, SpendLogPlugin())
+    if store is not None and config.mcp_servers and "mcp" not in config.plugins:
+        from .mcp.builder import mcp_plugin_class
+
+        plugins.append(mcp_plugin_class()())  # the MCP session tables (shared session secret, ended sessions)
     if "request_log" not in config.plugins:  # one structured line per request, on by default
         from .request_log import RequestLogPlugin
 

@@ -15,6 +15,8 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from .language_model.cooldown import CooldownPolicy, FallbackSettings
 from .language_model.routing import PROTOCOLS, STRATEGIES, Prices, Route, RoutingTarget, Timeouts
+from .mcp.settings import (MCPGatewaySchema, MCPGatewaySettings, MCPServerSchema, server_id_problems, typed_servers,
+                           typed_settings)
 
 DEFAULT_LISTEN = "127.0.0.1:4356"
 
@@ -166,7 +168,8 @@ class ConfigSchema(_Strict):
     models = fields.Dict(keys=fields.String(), values=fields.Nested(RouteSchema), required=True)
     auth = fields.Nested(AuthSchema, load_default=lambda: AuthSchema().load({}))
     plugins = fields.Dict(keys=fields.String(), load_default=dict)
-    mcp_servers = fields.Dict(keys=fields.String(), load_default=dict)
+    mcp_servers = fields.Dict(keys=fields.String(), values=fields.Nested(MCPServerSchema), load_default=dict)
+    mcp = fields.Nested(MCPGatewaySchema, load_default=lambda: MCPGatewaySchema().load({}))
     agents = fields.Dict(keys=fields.String(), load_default=dict)
     timeouts = fields.Nested(TimeoutsSchema, load_default=dict)
     fallback = fields.Nested(FallbackSchema, load_default=lambda: FallbackSchema().load({}))
@@ -186,6 +189,9 @@ class ConfigSchema(_Strict):
                     errors.setdefault("models", {}).setdefault(name, {}).setdefault("targets", {})[i] = {
                         "provider": [f"Unknown provider {t['provider']!r}; declared: {sorted(providers)}."]
                     }
+        raw_mcp = original.get("mcp_servers") if isinstance(original, dict) else None
+        if isinstance(raw_mcp, dict) and server_id_problems(raw_mcp):
+            errors["mcp_servers"] = server_id_problems(raw_mcp)
         if errors:
             raise ValidationError(errors)
 
@@ -220,7 +226,8 @@ class Config:
     routes: Tuple[Route, ...]
     auth: Mapping[str, Any]
     plugins: Mapping[str, Any]
-    mcp_servers: Mapping[str, Any] = field(default_factory=dict)
+    mcp_servers: Mapping[str, Any] = field(default_factory=dict)  # id -> routeplane.mcp.settings.MCPServerConfig
+    mcp: MCPGatewaySettings = field(default_factory=MCPGatewaySettings)
     agents: Mapping[str, Any] = field(default_factory=dict)
     source: str = "<built-in defaults>"
     fallback: FallbackSettings = field(default_factory=FallbackSettings)
@@ -303,7 +310,8 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
         routes=tuple(routes),
         auth=dict(data["auth"]),
         plugins=dict(data["plugins"]),
-        mcp_servers=dict(data["mcp_servers"]),
+        mcp_servers=typed_servers(data["mcp_servers"]),
+        mcp=typed_settings(data["mcp"]),
         agents=dict(data["agents"]),
         source=source,
         fallback=FallbackSettings(

@@ -8,6 +8,7 @@ import time
 from typing import Callable, Optional
 
 from ..language_model.context import Identity
+from .globs import valid_patterns
 from .jwt import TokenError, verify_token
 from .keys import KeyError_, check_key, looks_like_api_key
 from .settings import AuthSettings
@@ -73,10 +74,16 @@ class Authenticator:
         # A token without jti is its own session, named by a hash of what was signed (header.payload):
         # the signature has more than one encoding (v 27/28 or 0/1), which must not open a new session.
         token_id = claims.jti or hashlib.sha256(token.rsplit(".", 1)[0].encode("ascii")).hexdigest()
+        # `tools`: MCP tool-name patterns (routeplane.mcp), like `models`; absent = every tool.
+        tools = claims.raw.get("tools")
+        if tools is not None and (not isinstance(tools, list) or len(tools) > 256 or not valid_patterns(tools)):
+            raise AuthFailure("The token's tools claim must be a list of tool-name patterns.")
+        extra = {"tools": tuple(tools)} if tools is not None else {}
         return Identity(
             account_id=account_id, key_id=None, session_id=session_id_for(account_id, token_id), scope=claims.scope,
             models=claims.models or ("*",), budget_micro_usd=claims.budget,
-            claims={"iss": str(claims.issuer), "chain": claims.issuer.chain, "alg": claims.alg, "jti": claims.jti},
+            claims={"iss": str(claims.issuer), "chain": claims.issuer.chain, "alg": claims.alg, "jti": claims.jti,
+                    **extra},
             kind="jwt", budget_scope=claims.budget_scope, budget_window=claims.budget_window, issued_at=claims.iat,
             expires_at=claims.exp,
         )

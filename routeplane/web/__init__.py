@@ -21,6 +21,9 @@ def register_blueprints(app: "App", flask_app: "Flask", url_prefix: str = "") ->
     from . import gemini
 
     flask_app.register_blueprint(gemini.make_blueprint(app), url_prefix=url_prefix or None)
+    from . import mcp
+
+    flask_app.register_blueprint(mcp.make_blueprint(app), url_prefix=url_prefix or None)
     from . import admin
 
     flask_app.register_blueprint(admin.make_blueprint(app), url_prefix=url_prefix or None)
