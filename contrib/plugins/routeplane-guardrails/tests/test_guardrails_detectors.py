@@ -177,3 +177,19 @@ def test_pem_block_is_redacted_whole_keeping_the_text_around_it(gateway: Gateway
     text = "before\n-----BEGIN RSA PRIVATE KEY-----\n" + RSA_BODY + "-----END RSA PRIVATE KEY-----\nafter"
     gateway.chat(text)
     assert _sent_upstream(gateway) == "before\n[REDACTED:private_key]\nafter"
+
+
+def test_pathological_inputs_stay_linear() -> None:
+    # Python's `re` backtracks: every built-in must stay fast on hostile text (here 20 KB each).
+    import time
+
+    plugin = GuardrailsPlugin(upgoing={name: "redact" for name in UPGOING})
+    gw = Gateway(plugins=[plugin])
+    units = ["+1" + "1" * 40 + " ", "dd " * 30 + "of=/dev/x ", "curl x " * 20 + "| jq ", "a" * 70 + "@",
+             "rm " + "-" * 50 + " ", "x://" + "a:" * 40, "sk-" + "a" * 100 + "-", "1.2.3.4." * 10,
+             "basic " + "A" * 100 + "= ", "password=" + "$" * 50 + " ", "-----BEGIN RSA PRIVATE KEY-----" + "-a" * 30]
+    started = time.perf_counter()
+    for unit in units:
+        text = (unit * (20_000 // len(unit) + 1))[:20_000]
+        assert gw.chat(text).status == 200
+    assert time.perf_counter() - started < 5.0
