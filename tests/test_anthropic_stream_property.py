@@ -120,3 +120,22 @@ def test_any_body_decodes_or_is_a_400(body: Any) -> None:
         an.PROVIDER.encode_request(prompt, target, False)
     except InvalidRequest as err:
         assert err.status == 400
+
+
+LINE = st.tuples(st.sampled_from(["data: x", "data:ü", "event: e", ": ping", "id: 7", "", "data: {\"a\":1}"]),
+                 st.sampled_from(["\n", "\r\n", "\r"]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(LINE, max_size=12), st.lists(st.integers(0, 200), max_size=5))
+def test_sse_parser_gives_the_same_events_however_the_bytes_are_split(lines: Any, cuts: Any) -> None:
+    from routeplane.protocols.sse import SSEParser
+
+    raw = "".join(a + b for a, b in lines).encode()
+    points = sorted({c % (len(raw) + 1) for c in cuts})
+    chunks = [raw[a:b] for a, b in zip([0] + points, points + [len(raw)])]
+    whole = SSEParser()
+    expected = whole.feed(raw) + whole.finish()
+    split = SSEParser()
+    got = [e for c in chunks for e in split.feed(c)] + split.finish()
+    assert got == expected

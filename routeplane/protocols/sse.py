@@ -41,9 +41,13 @@ class SSEParser:
         events: List[SSEEvent] = []
         start = 0
         n = len(buf)
+        # The next CR is searched again only once passed: most streams have none, and
+        # re-scanning the whole buffer for each line made big reads quadratic.
+        cr = buf.find(b"\r")
         while start < n:
             lf = buf.find(b"\n", start)
-            cr = buf.find(b"\r", start)
+            if cr != -1 and cr < start:
+                cr = buf.find(b"\r", start)
             if lf == -1 and cr == -1:
                 break
             if cr != -1 and (lf == -1 or cr < lf):
