@@ -42,6 +42,10 @@ STOP_FROM_WIRE = {
     "model_context_window_exceeded": FinishReason.LENGTH,
 }
 
+# Response fields and usage fields an Anthropic client gets back from an Anthropic upstream.
+_KEEP_EXTRAS = ("stop_details", "container")
+_KEEP_USAGE = ("cache_creation", "server_tool_use", "service_tier", "inference_geo", "speed")
+
 # error kind → Anthropic error `type` (anthropic-messages.md §5)
 ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
@@ -178,6 +182,11 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
         "stop_sequence": gen.stop_sequence if stop_reason == "stop_sequence" else None,
         "usage": encode_usage(gen.usage),
     }
+    if gen.extras_protocol == PROTOCOL:
+        # Same wire: what the canonical model does not carry goes back as it came.
+        body.update({k: gen.extras[k] for k in _KEEP_EXTRAS if k in gen.extras})
+        raw_usage = gen.usage.raw or {}
+        body["usage"].update({k: v for k, v in raw_usage.items() if k not in body["usage"] and k in _KEEP_USAGE})
     return body
 
 
@@ -215,7 +224,9 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     raw_stop = body.get("stop_reason")
     finish = STOP_FROM_WIRE.get(str(raw_stop), FinishReason.OTHER if raw_stop else FinishReason.STOP)
     stop_sequence = body.get("stop_sequence") if isinstance(body.get("stop_sequence"), str) else None
-    extras = {"stop_reason": raw_stop} if isinstance(raw_stop, str) else {}
+    extras: Dict[str, Any] = {k: body[k] for k in _KEEP_EXTRAS if body.get(k) is not None}
+    if isinstance(raw_stop, str):
+        extras["stop_reason"] = raw_stop
     return Generation(
         id=str(body.get("id") or ""),
         model=str(body.get("model") or target.model),

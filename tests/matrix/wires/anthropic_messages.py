@@ -244,7 +244,9 @@ def message(scenario: Scenario) -> Dict[str, Any]:
     content.extend({"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.args)} for c in r.calls)
     return {"id": "msg_up1", "type": "message", "role": "assistant", "model": "up-model", "content": content,
             "stop_reason": STOP_TO_WIRE[r.finish], "stop_sequence": r.stop_sequence,
-            "usage": wire_usage(r.usage)}
+            "usage": dict(wire_usage(r.usage), service_tier="standard",
+                          cache_creation={"ephemeral_5m_input_tokens": r.usage.cache_write,
+                                          "ephemeral_1h_input_tokens": 0})}
 
 
 def _events(scenario: Scenario) -> List[Dict[str, Any]]:
