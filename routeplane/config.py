@@ -46,7 +46,8 @@ class ServerSchema(_Strict):
     listen = fields.String(load_default=DEFAULT_LISTEN)
     max_body_bytes = fields.Integer(load_default=10 * 1024 * 1024, validate=validate.Range(min=1024))
     workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=256))
-    threads = fields.Integer(load_default=64, validate=validate.Range(min=1, max=4096))
+    # One thread per open stream; 2 x 256 holds 256 concurrent streams with headroom (docs/deploy.md, Sizing).
+    threads = fields.Integer(load_default=256, validate=validate.Range(min=1, max=4096))
     observer_threads = fields.Integer(load_default=2, validate=validate.Range(min=1, max=64))
     observer_queue = fields.Integer(load_default=10000, validate=validate.Range(min=1))
     stats_flush_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.05, max=3600))
@@ -210,7 +211,7 @@ class ServerConfig:
     listen: str = DEFAULT_LISTEN
     max_body_bytes: int = 10 * 1024 * 1024
     workers: int = 2
-    threads: int = 64
+    threads: int = 256
     observer_threads: int = 2
     observer_queue: int = 10000
     stats_flush_seconds: float = 5.0  # how often a worker writes its plugin stats to the store
