@@ -450,3 +450,21 @@ def test_openai_insufficient_quota_is_billing_error_for_anthropic_clients():
     assert an.CLIENT.error_status(quota) == 402 and an.CLIENT.error_body(quota)["error"]["type"] == "billing_error"
     limited = upstream_status_error(429, b'{"error":{"type":"rate_limit_exceeded"}}', {"retry-after": "2"}, oc)
     assert limited.kind == "rate_limit" and an.CLIENT.error_status(limited) == 429
+
+
+def test_same_wire_stream_keeps_anthropic_usage_fields():
+    parts = _decode([
+        {"type": "message_start", "message": {"id": "msg_1", "model": "m", "content": [], "usage": {
+            "input_tokens": 3, "cache_creation_input_tokens": 5, "output_tokens": 1, "service_tier": "priority",
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 5}}}},
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
+        {"type": "message_stop"},
+    ])
+    data = [json.loads(e.data) for e in _encode(parts)]
+    start, delta = data[0]["message"]["usage"], data[-2]["usage"]
+    assert start["service_tier"] == "priority" and start["cache_creation"]["ephemeral_1h_input_tokens"] == 5
+    assert delta["output_tokens"] == 7 and delta["cache_creation_input_tokens"] == 5
+    from routeplane.language_model.types import UsageUpdate as UU
+    foreign = _encode([ResponseStart("r", "m"), UU(Usage(1, 0, 0, 1, raw={"prompt_tokens": 1, "service_tier": "x"})),
+                       Finish(FinishReason.STOP)])
+    assert "prompt_tokens" not in json.loads(foreign[-2].data)["usage"]

@@ -91,6 +91,17 @@ def encode_usage(u: Usage) -> Dict[str, Any]:
     return out
 
 
+def kept_usage(u: Usage) -> Dict[str, Any]:
+    """encode_usage plus the Anthropic-only fields an Anthropic upstream reported (service_tier, ...).
+
+    Only Anthropic's own field names are copied from the raw usage, so another
+    wire's raw usage never leaks into an Anthropic answer.
+    """
+    out = encode_usage(u)
+    out.update({k: v for k, v in (u.raw or {}).items() if k in _KEEP_USAGE and k not in out})
+    return out
+
+
 def decode_usage(raw: Any, base: Optional[Usage] = None) -> Optional[Usage]:
     """Anthropic usage → disjoint buckets; fields present overwrite `base` (stream usage is cumulative)."""
     if not isinstance(raw, dict):
@@ -185,8 +196,7 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     if gen.extras_protocol == PROTOCOL:
         # Same wire: what the canonical model does not carry goes back as it came.
         body.update({k: gen.extras[k] for k in _KEEP_EXTRAS if k in gen.extras})
-        raw_usage = gen.usage.raw or {}
-        body["usage"].update({k: v for k, v in raw_usage.items() if k not in body["usage"] and k in _KEEP_USAGE})
+        body["usage"] = kept_usage(gen.usage)
     return body
 
 

@@ -35,8 +35,8 @@ from .response import (
     STOP_FROM_WIRE,
     STOP_TO_WIRE,
     decode_usage,
-    encode_usage,
     error_body,
+    kept_usage,
     message_id,
     wants_thinking,
 )
@@ -122,7 +122,7 @@ class MessagesStreamEncoder(StreamEncoder):
             "type": "message_delta",
             "delta": {"stop_reason": reason,
                       "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None},
-            "usage": encode_usage(usage),
+            "usage": kept_usage(usage),
         }))
         out.append(_event({"type": "message_stop"}))
         return b"".join(out)
@@ -136,7 +136,7 @@ class MessagesStreamEncoder(StreamEncoder):
         if self._started:
             return
         self._started = True
-        usage = encode_usage(self._input_usage or Usage())
+        usage = kept_usage(self._input_usage or Usage())
         # message_start carries input usage; output is reported in message_delta.
         usage["output_tokens"] = min(usage["output_tokens"], 1)
         usage.pop("output_tokens_details", None)
