@@ -256,9 +256,17 @@ def _flush_loop(ref: "weakref.ReferenceType[StatsFlusher]", pid: int, interval: 
             return
         try:
             flusher.flush_now(only_if_changed=True)
+            _close_thread_connection(flusher.app.store)
         except Exception:  # pragma: no cover - flush_now swallows; the loop must survive anyway
             log.exception("plugin stats flush loop")
         del flusher
+
+
+def _close_thread_connection(store: Any) -> None:
+    """SQLite keeps each thread's connection open; this thread writes rarely, so it gives its own back."""
+    db = store.database if store is not None else None
+    if db is not None and not db.is_closed():
+        db.close()
 
 
 _STATS_COLS = "worker, host, pid, plugin, stage, hook, invocations, errors, denies, timeouts, total_ms, updated_at"

@@ -319,6 +319,10 @@ SLEEP = 0.2
 N = 50
 
 
+def p90(xs: List[float]) -> float:
+    return sorted(xs)[int(0.9 * len(xs))] * 1000
+
+
 def _timed_run(client: Any) -> Tuple[List[float], List[Tuple[int, str]]]:
     times, answers = [], []
     for i in range(N):
@@ -348,7 +352,6 @@ def test_slow_or_raising_observer_changes_no_response_nor_its_latency(tmp_path: 
     t_slow, a_slow = _timed_run(c_slow)
     assert a_plain == a_slow and all(s == 200 for s, _ in a_slow)
     p50_plain, p50_slow = statistics.median(t_plain) * 1000, statistics.median(t_slow) * 1000
-    p90 = (lambda xs: sorted(xs)[int(0.9 * len(xs))] * 1000)
     with capsys.disabled():
         print(f"\n[observer isolation] {N} requests each: p50 {p50_plain:.2f} ms without, {p50_slow:.2f} ms with a "
               f"{SLEEP * 1000:.0f} ms sleeping + raising observer (p90 {p90(t_plain):.2f} / {p90(t_slow):.2f} ms; "
