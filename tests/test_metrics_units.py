@@ -97,3 +97,32 @@ def test_error_class(err: Any, expected: Any) -> None:
 
 def test_error_class_of_a_client_that_left() -> None:
     assert error_class(None, "client_disconnected") == "client_disconnected"
+
+
+def test_admin_metrics_merges_guardrail_counters_and_hook_denies(tmp_path: Any) -> None:
+    from routeplane.app import build_app
+    from routeplane.config import parse_config
+
+    app = build_app(parse_config({
+        "database": {"url": f"sqlite:///{tmp_path}/g.db"},
+        "providers": {"mock": {"protocol": "mock"}},
+        "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}},
+        "plugins": {"guardrails": {"upgoing": {"api_keys": "block"}}},
+    }, "t"))
+    client = app.flask_app().test_client()
+    key = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7d"
+    for text in ("hello", f"my key is {key}", "again " + key):
+        client.post("/v1/chat/completions", json={"model": "default",
+                                                  "messages": [{"role": "user", "content": text}]}).close()
+    resp = client.get("/admin/metrics")
+    doc = resp.get_json()
+    resp.close()
+    hooks = {(h["plugin"], h["stage"]): h for h in doc["plugins"]["hooks"]}
+    assert hooks[("guardrails", "pre_request")]["invocations"] == 3
+    assert hooks[("guardrails", "pre_request")]["denies"] == 2
+    counters = doc["plugins"]["counters"]["guardrails"]
+    assert sum(a.get("block", 0) for d in counters.values() for a in d.values()) == 2, counters
+    assert key not in str(doc)
+    # Denied requests are not settled, so the spend-log counts hold only the served one.
+    assert doc["requests"]["totals"]["requests"] == 1
+    app.shutdown()
