@@ -259,3 +259,14 @@ def test_genai_chat_with_automatic_function_calling(gclient: genai.Client, wire:
 
 def test_genai_count_tokens(gclient: genai.Client) -> None:
     assert gclient.models.count_tokens(model="via-gemini", contents="x" * 40).total_tokens == 10
+
+
+def test_genai_models_list_and_get(gclient: genai.Client) -> None:
+    names = [m.name for m in gclient.models.list()]
+    assert "models/via-gemini" in names and "models/via-openai_chat" in names
+    model = gclient.models.get(model="via-anthropic_messages")
+    assert model.name == "models/via-anthropic_messages"
+    assert "generateContent" in model.supported_actions
+    with pytest.raises(genai_errors.ClientError) as exc:
+        gclient.models.get(model="no-such-model")
+    assert exc.value.code == 404

@@ -105,3 +105,16 @@ def test_count_tokens_is_a_marked_estimate(gw: Gateway) -> None:
     assert wrapped.json == {"totalTokens": 10}
     missing = gw.request(BODY, path="/v1beta/models/nope:countTokens")
     assert missing.status == 404 and missing.json["error"]["status"] == "NOT_FOUND"
+
+
+def test_v1beta_model_list_is_gemini_shaped(gw: Gateway) -> None:
+    resp = gw.client.get("/v1beta/models", headers={"x-goog-api-key": "k"})
+    names = [m["name"] for m in resp.get_json()["models"]]
+    resp.close()
+    assert "models/default" in names
+    one = gw.client.get("/v1beta/models/models/default")
+    assert one.get_json()["supportedGenerationMethods"] == ["generateContent", "streamGenerateContent", "countTokens"]
+    one.close()
+    missing = gw.client.get("/v1beta/models/nope")
+    assert missing.status_code == 404 and missing.get_json()["error"]["status"] == "NOT_FOUND"
+    missing.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from ..auth.guard import require_scope
 from ..errors import HookDenied, InternalError, NotFound, RouteplaneError
 from ..hooks.language_model import DecisionKind
 from ..language_model.context import PipelineContext
@@ -70,6 +71,25 @@ def make_blueprint(app: "App") -> Blueprint:
     def generate_v1(target: str) -> Response:
         return generate(target)
 
+    @bp.get("/v1beta/models")
+    @require_scope(app, render=gemini.CLIENT.error_body)
+    def list_models() -> Response:
+        from .openai import allowed_models
+
+        return jsonify(gemini_models_page(allowed_models(app)))
+
+    @bp.get("/v1beta/models/<path:model_id>")
+    @require_scope(app, render=gemini.CLIENT.error_body)
+    def get_model(model_id: str) -> Response:
+        from .openai import allowed_models
+
+        name = model_id[7:] if model_id.startswith("models/") else model_id
+        for entry in allowed_models(app):
+            if entry["id"] == name:
+                return jsonify(gemini_model(entry))
+        return gemini_error(NotFound(f"Model {name!r} is not a route of this gateway.", code="model_not_found"),
+                           request_id())
+
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
         err = RouteplaneError(exc.description or exc.name, status=exc.code or 500,
@@ -77,6 +97,17 @@ def make_blueprint(app: "App") -> Blueprint:
         return gemini_error(err, request_id())
 
     return bp
+
+
+def gemini_model(entry: Dict[str, Any]) -> Dict[str, Any]:
+    """One entry of the OpenAI-shaped model list as a Gemini `Model`."""
+    return {"name": f"models/{entry['id']}", "baseModelId": entry["id"], "version": "routeplane",
+            "displayName": entry["id"], "description": f"routeplane route {entry['id']}",
+            "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "countTokens"]}
+
+
+def gemini_models_page(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
+    return {"models": [gemini_model(e) for e in entries]}
 
 
 def _count_tokens(app: "App", model: str, body: Any, rid: str) -> Response:

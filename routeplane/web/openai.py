@@ -11,9 +11,10 @@ from werkzeug.exceptions import HTTPException
 
 from ..auth.guard import require_scope
 from ..errors import InternalError, ModelNotFound, RouteplaneError
-from ..protocols import openai_chat, openai_responses
+from ..protocols import gemini, openai_chat, openai_responses
 from .anthropic import anthropic_model, anthropic_models_page
 from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
+from .gemini import gemini_model, gemini_models_page
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -55,14 +56,22 @@ def make_blueprint(app: "App") -> Blueprint:
     def list_models() -> Response:
         if "anthropic-version" in request.headers:  # the anthropic SDK's models.list()
             return jsonify(anthropic_models_page(allowed_models(app)))
+        if "x-goog-api-key" in request.headers:  # google-genai's models.list() (API version v1)
+            return jsonify(gemini_models_page(allowed_models(app)))
         return jsonify({"object": "list", "data": allowed_models(app)})
 
     @bp.get("/v1/models/<path:model_id>")
     @require_scope(app)
     def get_model(model_id: str) -> Response:
+        if "x-goog-api-key" in request.headers and model_id.startswith("models/"):
+            model_id = model_id[7:]
         for entry in allowed_models(app):
             if entry["id"] == model_id:
+                if "x-goog-api-key" in request.headers:
+                    return jsonify(gemini_model(entry))
                 return jsonify(anthropic_model(entry) if "anthropic-version" in request.headers else entry)
+        if "x-goog-api-key" in request.headers:
+            return error_response(ModelNotFound(model_id), gemini.CLIENT.error_body, request_id())
         return error_response(ModelNotFound(model_id), codec.error_body, request_id())
 
     @bp.errorhandler(HTTPException)
