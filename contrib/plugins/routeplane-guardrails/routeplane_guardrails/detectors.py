@@ -28,16 +28,17 @@ class Rule:
     # After a match had to be cut at the hold limit, what still belongs to it
     # (anchored at the cut): only PEM blocks need this, they outgrow any window.
     continuation: Optional["re.Pattern[str]"] = None
-    # Cheap pre-checks: the rule can only match if one of these literals (compared
-    # lower-case) occurs, or `prefilter` finds something. Most rules start with a
-    # look-behind, which keeps `re` from skipping ahead on its own.
+    # Cheap pre-checks on the folded text (lower-case, every digit turned into "0"):
+    # the rule runs only if one of `triggers` occurs and `prefilter` finds something.
+    # Most rules start with a look-behind, which keeps `re` from skipping ahead itself.
     triggers: Tuple[str, ...] = ()
     prefilter: Optional["re.Pattern[str]"] = None
 
-    def may_match(self, text: str, lower: str) -> bool:
-        if self.triggers and not any(t in lower for t in self.triggers):
+    def may_match(self, text: str, folded: str) -> bool:
+        """`folded` is `fold(text)`: computed once per scan, shared by every rule."""
+        if self.triggers and not any(t in folded for t in self.triggers):
             return False
-        return self.prefilter is None or self.prefilter.search(text) is not None
+        return self.prefilter is None or self.prefilter.search(folded) is not None
 
     @property
     def secret_group(self) -> Optional[str]:
@@ -89,6 +90,9 @@ def _basic_auth(text: str, m: "re.Match[str]") -> bool:
 
 
 def _not_loopback(text: str, m: "re.Match[str]") -> bool:
+    # The left edge is checked here, not by a look-behind, so the pattern starts with a digit.
+    if m.start() > 0 and (text[m.start() - 1].isalnum() or text[m.start() - 1] in "._"):
+        return False
     addr = ipaddress.IPv4Address(m.group(0))
     if addr.is_loopback or addr.is_unspecified:
         return False
@@ -113,6 +117,14 @@ def _recursive_rm(text: str, m: "re.Match[str]") -> bool:
     flags = m.group("flags")
     short = "".join(f[1:] for f in flags.split() if f.startswith("-") and not f.startswith("--"))
     return ("r" in short or "R" in short or "--recursive" in flags) and ("f" in short or "--force" in flags)
+
+
+_FOLD_DIGITS = str.maketrans("123456789", "000000000")
+
+
+def fold(text: str) -> str:
+    """Lower-case with every ASCII digit as "0": one C-speed pass that lets digit shapes be triggers."""
+    return text.lower().translate(_FOLD_DIGITS)
 
 
 def _r(detector: str, placeholder: str, regex: str, validate: Optional[Validator] = None,
@@ -201,17 +213,17 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
         # a bare 10-digit id or "200 300 4000" never matches.
         _r(_PHONES, "phone_number",
            r"(?<![\w.+\-])(?:1[\-.\s]?)?(?:\([2-9]\d{2}\)\s?[2-9]\d{2}[\-.\s]\d{4}|[2-9]\d{2}([\-.])[2-9]\d{2}\1\d{4})"
-           r"(?![\w\-]|\.\d)", prefilter=r"\d{3}[\-.)]\s?\d"),
+           r"(?![\w\-]|\.\d)", triggers=("000-", "000.", "000)")),
         # European national formats: French pairs (01 23 45 67 89), UK 020 7946 0958 / 07700 900123.
         _r(_PHONES, "phone_number", r"(?<![\w.+\-])0[1-9](?:[ .]\d{2}){4}(?![\w\-]|\.\d)",
-           prefilter=r"0[1-9][ .]\d\d[ .]"),
+           triggers=("00 00 ", "00.00.")),
         _r(_PHONES, "phone_number", r"(?<![\w.+\-])0\d{2,4} \d{3,4} ?\d{3,4}(?![\w\-]|\.\d)", _digit_count(10, 11),
-           prefilter=r"0\d{2,4} \d"),
+           triggers=("000 00",)),
     )),
     _IPS: Detector(_IPS, (
         _r(_IPS, "ip_address",
-           r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)",
-           _not_loopback, prefilter=r"\d\.\d{1,3}\.\d"),
+           r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)",
+           _not_loopback, prefilter=r"0\.0{1,3}\.0{1,3}\.0"),
     )),
     _COMMANDS: Detector(_COMMANDS, (
         # rm -rf / (and -fr, -r -f, --no-preserve-root, /*, ~, $HOME) — not rm -rf /tmp/x.
@@ -228,6 +240,6 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
         _r(_COMMANDS, "command", r"\bdd[ \t]+(?:\S+[ \t]+){0,8}of=/dev/(?:sd[a-z]|nvme\d|hd[a-z]|xvd[a-z]|vd[a-z]|mmcblk\d|disk\d)",
            triggers=("of=/dev/",)),
         _r(_COMMANDS, "command", r"\bchmod\s+(?:-\w+\s+)*(?:-R\s+(?:-\w+\s+)*0?777|0?777\s+-R)\s+/\*?" + _SHELL_END,
-           triggers=("777",)),
+           triggers=("000",)),
     ), directions=(DOWNGOING,)),
 }

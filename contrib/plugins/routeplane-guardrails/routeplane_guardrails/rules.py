@@ -9,7 +9,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
-from .detectors import BUILTIN_DETECTORS, DOWNGOING, UPGOING, Rule
+from .detectors import BUILTIN_DETECTORS, DOWNGOING, UPGOING, Rule, fold
 
 log = logging.getLogger("routeplane.guardrails")
 
@@ -114,9 +114,9 @@ def compile_rules(options: Mapping) -> RuleSet:
 def find(text: str, rules: DirectionRules, offset: int = 0) -> List[Finding]:
     """Every validated match in `text`, positions shifted by `offset`, ordered by start."""
     out: List[Finding] = []
-    lower = text.lower()
+    folded = fold(text)
     for rule, action in rules.rules:
-        if not rule.may_match(text, lower):
+        if not rule.may_match(text, folded):
             continue
         group = rule.secret_group
         for m in rule.pattern.finditer(text):
