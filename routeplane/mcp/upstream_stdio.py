@@ -37,6 +37,7 @@ class StdioUpstream(Upstream):
         super().__init__(config, on_notification)
         self._proc: Optional[subprocess.Popen] = None
         self._generation = 0
+        self._ended = 0  # the newest generation whose stdout reached EOF (the process is dead or dying)
         self._write_lock = threading.Lock()
         self._pending: Dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
@@ -44,7 +45,8 @@ class StdioUpstream(Upstream):
 
     def ensure_initialized(self) -> None:
         with self._init_lock:
-            if self._proc is None or self._proc.poll() is not None:
+            # stdout EOF comes before the exit status can be reaped: trust either signal.
+            if self._proc is None or self._proc.poll() is not None or self._ended >= self._generation:
                 self._start()
             if not self._initialized:
                 self._handshake()
@@ -78,6 +80,7 @@ class StdioUpstream(Upstream):
             pass
         finally:
             with self._pending_lock:
+                self._ended = max(self._ended, generation)
                 dead = [(k, p) for k, p in self._pending.items() if p.generation == generation]
                 for key, pending in dead:
                     del self._pending[key]
@@ -122,6 +125,8 @@ class StdioUpstream(Upstream):
     def _exchange(self, message: Dict[str, Any], timeout: float, initializing: bool = False) -> Dict[str, Any]:
         pending = _Pending(self._generation)
         with self._pending_lock:
+            if pending.generation <= self._ended:
+                raise UpstreamFailure(self.server, "exited")
             self._pending[message["id"]] = pending
         try:
             self._write(message)

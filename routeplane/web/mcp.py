@@ -98,9 +98,9 @@ def _authenticate(app: "App") -> Any:
 
 
 def _check_accept() -> None:
-    accept = request.accept_mimetypes
-    if not (accept.find("application/json") >= 0 or accept.find("text/event-stream") >= 0
-            or accept.find("*/*") >= 0 or not request.headers.get("Accept")):
+    if not request.headers.get("Accept") or (_accepts("application/json") or _accepts("text/event-stream")):
+        pass
+    else:
         raise MCPError(INVALID_REQUEST, "Not Acceptable: accept application/json and text/event-stream.", 406)
     ctype = (request.mimetype or "").lower()
     if ctype != "application/json":
@@ -137,9 +137,16 @@ def _session(runtime: Any, identity: Any, server: Optional[str], required: bool)
     return session
 
 
+def _accepts(mimetype: str) -> bool:
+    """`Accept` lists the type (or its `type/*`, or `*/*`) with a non-zero quality."""
+    kind = mimetype.split("/")[0]
+    return any(q > 0 and value in (mimetype, f"{kind}/*", "*/*") for value, q in request.accept_mimetypes)
+
+
 def _wants_sse(runtime: Any) -> bool:
-    accept = request.accept_mimetypes
-    sse, js = accept.find("text/event-stream") >= 0, accept.find("application/json") >= 0
+    if not request.headers.get("Accept"):
+        return False
+    sse, js = _accepts("text/event-stream"), _accepts("application/json")
     return sse and (runtime.pipeline.settings.prefer_sse or not js)
 
 

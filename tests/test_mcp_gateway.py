@@ -1,0 +1,280 @@
+"""MCP gateway in process (Flask test client) over real stdio MCP servers: JSON-RPC errors and statuses,
+sessions, hooks (pre-request deny, route rewrite, observers), caching and list_changed, config validation."""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+from typing import Any, Dict, Iterator, List, Optional
+
+import pytest
+
+from routeplane.app import App, Plugin, PluginId
+from routeplane.config import DEFAULT_CONFIG, ConfigError, parse_config
+from routeplane.hooks.language_model import HookDecision, PreRequestHook
+from routeplane.hooks.mcp import MCPDecision, MCPDenial, MCPObserveHook, MCPPreRequestHook, MCPRouteHook
+from routeplane.mcp.context import MCPCallEvent, MCPRequestContext, MCPTarget
+from tests.support.mcp_upstream import SCRIPT
+
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+
+def stdio(name: str, **extra: Any) -> Dict[str, Any]:
+    return {"type": "stdio", "command": sys.executable, "args": [SCRIPT, name, "stdio"], "timeout": 10, **extra}
+
+
+class Deny429(MCPPreRequestHook):
+    def check(self, ctx: MCPRequestContext) -> MCPDecision:
+        if ctx.method == "tools/call" and ctx.arguments.get("a") == 13:
+            return MCPDecision.deny(MCPDenial.rate_limited("Unlucky number; slow down.", retry_after=2.5))
+        return MCPDecision.allow()
+
+
+class AddGoesToDelta(MCPRouteHook):
+    def resolve(self, target: MCPTarget, ctx: MCPRequestContext) -> MCPTarget:
+        return target.replace(server="delta") if target.name == "whoami" else target
+
+
+class Capture(MCPObserveHook):
+    def __init__(self) -> None:
+        self.events: List[MCPCallEvent] = []
+
+    def on_call_end(self, event: MCPCallEvent) -> None:
+        self.events.append(event)
+
+
+class Policy(Plugin):
+    id = PluginId("mcp-policy")
+
+    def __init__(self) -> None:
+        self.capture = Capture()
+
+    def install(self, app: Any) -> None:
+        app.mcp_builder().pre_request_hook(Deny429()).route_hook(AddGoesToDelta()).observe_hook(self.capture)
+
+
+@pytest.fixture(scope="module")
+def gateway() -> Iterator[Any]:
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["mcp"] = {"session_secret": "s" * 32, "list_cache_seconds": 300}
+    raw["mcp_servers"] = {"beta": stdio("beta"), "delta": stdio("delta", prefix="d-")}
+    policy = Policy()
+    app = App.builder().config(parse_config(raw)).inline_observers().plugin(policy).build()
+    client = app.flask_app().test_client()
+    client.policy = policy  # type: ignore[attr-defined]
+    client.app_ = app  # type: ignore[attr-defined]
+    yield client
+    app.shutdown()
+
+
+def session(client: Any, path: str = "/mcp") -> Dict[str, str]:
+    r = client.post(path, json=INIT, headers=ACCEPT)
+    assert r.status_code == 200, r.data
+    assert r.get_json()["result"]["protocolVersion"] == "2025-06-18"  # a supported version is echoed
+    return {**ACCEPT, "Mcp-Session-Id": r.headers["Mcp-Session-Id"], "MCP-Protocol-Version": "2025-06-18"}
+
+
+def rpc(client: Any, h: Dict[str, str], method: str, params: Optional[Dict[str, Any]] = None, path: str = "/mcp",
+        i: int = 5) -> Any:
+    body: Dict[str, Any] = {"jsonrpc": "2.0", "id": i, "method": method}
+    if params is not None:
+        body["params"] = params
+    return client.post(path, json=body, headers=h)
+
+
+# --- bad JSON-RPC ---------------------------------------------------------------
+
+
+def test_invalid_json_is_parse_error(gateway: Any) -> None:
+    r = gateway.post("/mcp", data=b'{"jsonrpc": "2.0", "id": 1,', headers=ACCEPT)
+    assert r.status_code == 400
+    assert r.get_json() == {"jsonrpc": "2.0", "id": None, "error": {"code": -32700, "message": r.get_json()[
+        "error"]["message"]}}
+    assert gateway.post("/mcp", data=b"\xff\xfe", headers=ACCEPT).get_json()["error"]["code"] == -32700
+
+
+@pytest.mark.parametrize("body", [
+    {"id": 1, "method": "ping"},  # missing jsonrpc
+    {"jsonrpc": "1.0", "id": 1, "method": "ping"},
+    {"jsonrpc": "2.0", "id": None, "method": "ping"},
+    {"jsonrpc": "2.0", "id": 1, "method": 7},
+    [{"jsonrpc": "2.0", "id": 1, "method": "ping"}],  # batches were removed in 2025-06-18
+    "ping",
+])
+def test_invalid_requests_are_32600(gateway: Any, body: Any) -> None:
+    r = gateway.post("/mcp", data=json.dumps(body), headers=ACCEPT)
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32600
+
+
+def test_unknown_method_and_wrong_params(gateway: Any) -> None:
+    h = session(gateway)
+    r = rpc(gateway, h, "tools/frobnicate")
+    assert r.status_code == 200 and r.get_json()["error"]["code"] == -32601 and r.get_json()["id"] == 5
+    for params in ({}, {"name": 3}, {"name": "beta__add", "arguments": [1, 2]}):
+        r = rpc(gateway, h, "tools/call", params)
+        assert r.get_json()["error"]["code"] == -32602, params
+    assert rpc(gateway, h, "tools/call", {"name": "nobody__add"}).get_json()["error"]["code"] == -32602
+    assert rpc(gateway, h, "tools/list", {"cursor": "forged.cursor"}).get_json()["error"]["code"] == -32602
+    assert rpc(gateway, h, "prompts/get", {"name": "beta__greet", "arguments": {"who": 1}}).get_json()[
+        "error"]["code"] == -32602
+    r = gateway.post("/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping", "params": [1]}, headers=h)
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32602
+    r = gateway.post("/mcp", json={**INIT, "params": {}}, headers=ACCEPT)
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32602
+
+
+def test_session_rules(gateway: Any) -> None:
+    h = session(gateway)
+    assert rpc(gateway, h, "ping").get_json()["result"] == {}
+    missing = {k: v for k, v in h.items() if k != "Mcp-Session-Id"}
+    r = rpc(gateway, missing, "ping")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32600
+    sid = h["Mcp-Session-Id"]
+    head, body, sig = sid.split(".")
+    for forged in ("nope", f"{head}.{body}.{sig[:-2]}AA", f"{head}.{body[:-2]}AA.{sig}", sid + "x"):
+        r = rpc(gateway, {**h, "Mcp-Session-Id": forged}, "ping")
+        assert r.status_code == 404 and r.get_json()["error"]["code"] == -32600, forged
+    # a session of /mcp is not a session of /mcp/beta
+    assert rpc(gateway, h, "ping", path="/mcp/beta").status_code == 404
+    r = rpc(gateway, {**h, "MCP-Protocol-Version": "1999-01-01"}, "ping")
+    assert r.status_code == 400
+    assert gateway.post("/mcp", json={"jsonrpc": "2.0", "method": "notifications/initialized"},
+                        headers=h).status_code == 202
+    assert gateway.post("/mcp", json={"jsonrpc": "2.0", "id": 99, "result": {}}, headers=h).status_code == 202
+    assert gateway.get("/mcp", headers=h).status_code == 405
+    assert gateway.delete("/mcp", headers=h).status_code == 204
+    assert rpc(gateway, h, "ping").status_code == 404  # ended
+
+
+def test_transport_level_refusals(gateway: Any) -> None:
+    r = gateway.post("/mcp", data=json.dumps(INIT), headers={"Accept": "text/plain", "Content-Type": "application/json"})
+    assert r.status_code == 406
+    r = gateway.post("/mcp", data=json.dumps(INIT), headers={**ACCEPT, "Content-Type": "text/plain"})
+    assert r.status_code == 415
+    r = gateway.post("/mcp", data=b"{" + b" " * (11 * 1024 * 1024) + b"}", headers=ACCEPT)
+    assert r.status_code == 413
+    r = gateway.post("/mcp/nosuch", json=INIT, headers=ACCEPT)
+    assert r.status_code == 404 and r.get_json()["error"]["code"] == -32600
+    r = gateway.post("/mcp", json=INIT, headers={**ACCEPT, "Origin": "http://evil.example"})
+    assert r.status_code == 403
+
+
+def test_sse_answer_when_only_sse_is_accepted(gateway: Any) -> None:
+    h = {**session(gateway), "Accept": "text/event-stream"}
+    r = rpc(gateway, h, "tools/call", {"name": "beta__add", "arguments": {"a": 1, "b": 2}})
+    assert r.status_code == 200 and r.mimetype == "text/event-stream"
+    assert r.headers["Cache-Control"] == "no-cache"
+    text = r.get_data(as_text=True)
+    assert text.startswith("event: message\ndata: ") and text.endswith("\n\n")
+    assert json.loads(text.split("data: ", 1)[1])["result"]["content"][0]["text"] == "3"
+
+
+# --- hooks ----------------------------------------------------------------------
+
+
+def test_pre_request_deny_route_rewrite_and_observers(gateway: Any) -> None:
+    h = session(gateway)
+    capture = gateway.policy.capture
+    capture.events.clear()
+    r = rpc(gateway, h, "tools/call", {"name": "beta__add", "arguments": {"a": 13, "b": 1}}, i=8)
+    assert r.status_code == 429 and r.headers["Retry-After"] == "3"
+    assert r.get_json() == {"jsonrpc": "2.0", "id": 8,
+                            "error": {"code": -32029, "message": "Unlucky number; slow down."}}
+    # The route hook sends whoami to delta whatever the prefix said.
+    r = rpc(gateway, h, "tools/call", {"name": "beta__whoami", "arguments": {}})
+    assert r.get_json()["result"]["content"][0]["text"].startswith("delta:")
+    r = rpc(gateway, h, "tools/call", {"name": "d-add", "arguments": {"a": 2, "b": 3}})
+    assert r.get_json()["result"]["content"][0]["text"] == "5"
+    outcomes = [(e.method, e.server, e.name, e.exposed_name, e.outcome) for e in capture.events]
+    assert outcomes == [("tools/call", None, None, "beta__add", "denied"),
+                        ("tools/call", "delta", "whoami", "beta__whoami", "ok"),
+                        ("tools/call", "delta", "add", "d-add", "ok")]
+    assert all(e.account_id == "local" and e.latency_ms >= 0 for e in capture.events)
+    counts = gateway.app_.mcp.counts()
+    assert counts["tools/call|delta|ok"] >= 2 and counts["tools/call|-|denied"] >= 1
+
+
+def test_hooks_of_another_pipeline_are_type_errors() -> None:
+    class LLMHook(PreRequestHook):
+        def check(self, ctx: Any) -> HookDecision:
+            return HookDecision.allow()
+
+    class BadArity(MCPPreRequestHook):
+        def check(self) -> MCPDecision:  # type: ignore[override]
+            return MCPDecision.allow()
+
+    builder = App.builder()
+    with pytest.raises(TypeError, match="not an MCP hook"):
+        builder.mcp_builder().pre_request_hook(LLMHook())
+    with pytest.raises(TypeError, match="another pipeline"):
+        builder.language_model_builder().pre_request_hook(Deny429())
+    with pytest.raises(TypeError, match="MCPRouteHook"):
+        builder.mcp_builder().route_hook(Deny429())
+    with pytest.raises(TypeError, match="argument"):
+        builder.mcp_builder().pre_request_hook(BadArity())
+    with pytest.raises(TypeError):
+        MCPDecision.deny("no")  # type: ignore[arg-type]
+
+
+# --- caching and list_changed -----------------------------------------------------
+
+
+def test_lists_are_cached_and_list_changed_invalidates(gateway: Any) -> None:
+    h = session(gateway)
+    pipeline = gateway.app_.mcp.pipeline
+    assert "beta__add" in [t["name"] for t in rpc(gateway, h, "tools/list").get_json()["result"]["tools"]]
+    before = pipeline.catalog.fetches
+    rpc(gateway, h, "tools/list")
+    assert pipeline.catalog.fetches == before  # served from cache
+    # The stdio reader receives the upstream's notification exactly as the child would write it.
+    pipeline.upstream("beta")._line(b'{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n')
+    rpc(gateway, h, "tools/list")
+    assert pipeline.catalog.fetches == before + 1
+    calls = pipeline.counts().get("tools/call|beta|ok", 0)
+    rpc(gateway, h, "tools/call", {"name": "beta__add", "arguments": {"a": 1, "b": 1}})
+    rpc(gateway, h, "tools/call", {"name": "beta__add", "arguments": {"a": 1, "b": 1}})
+    assert pipeline.counts()["tools/call|beta|ok"] == calls + 2  # calls are never cached
+
+
+def test_stdio_process_restarts_after_dying(gateway: Any) -> None:
+    h = session(gateway, "/mcp/beta")
+    up = gateway.app_.mcp.pipeline.upstream("beta")
+    rpc(gateway, h, "ping", path="/mcp/beta")
+    r = rpc(gateway, h, "tools/call", {"name": "add", "arguments": {"a": 1, "b": 1}}, path="/mcp/beta")
+    first = up.pid()
+    starts = up.starts
+    r = rpc(gateway, h, "tools/call", {"name": "crash", "arguments": {}}, path="/mcp/beta")
+    assert r.status_code == 502 and r.get_json()["error"]["code"] == -32010
+    r = rpc(gateway, h, "tools/call", {"name": "add", "arguments": {"a": 1, "b": 1}}, path="/mcp/beta")
+    assert r.get_json()["result"]["content"][0]["text"] == "2"
+    assert up.starts == starts + 1 and up.pid() != first
+
+
+# --- config -------------------------------------------------------------------------
+
+
+def test_config_errors_name_key_paths() -> None:
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["mcp_servers"] = {
+        "web": {"type": "http", "url": "http://169.254.169.254/mcp"},
+        "lan": {"type": "http", "url": "https://10.1.2.3/mcp"},
+        "proc": {"type": "stdio", "url": "http://127.0.0.1/x"},
+        "typo": {"type": "ftp"},
+        "dup": {"type": "stdio", "command": "x", "prefix": "web__"},
+        "extra": {"type": "stdio", "command": "x", "colour": "red"},
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "gw.yaml")
+    text = str(err.value)
+    for expected in ("mcp_servers.web.url: ", "metadata", "mcp_servers.lan.url: ", "allow_private_network",
+                     "mcp_servers.proc.command: required", "mcp_servers.proc.url: only for type http",
+                     "mcp_servers.typo.type: ", "mcp_servers.dup.prefix: ", "mcp_servers.extra.colour: "):
+        assert expected in text, (expected, text)
+    assert text.startswith("gw.yaml: ")
+    raw["mcp_servers"] = {"lan": {"type": "http", "url": "https://10.1.2.3/mcp", "allow_private_network": True,
+                                  "headers": {"Authorization": "Bearer upstream-secret"}}}
+    cfg = parse_config(raw)
+    assert cfg.mcp_servers["lan"].prefix == "lan__" and "upstream-secret" not in repr(cfg.mcp_servers)
