@@ -258,6 +258,19 @@ def test_respond_short_circuits_a_stream_too():
     assert h.executor.calls == []
     [s] = h.settlements.items
     assert s.outcome == "success" and s.streamed
+    # Settled with the hook's own usage, as without a stream (a cache hit costs nothing).
+    assert (s.usage.input_tokens, s.usage.output_tokens) == (3, 2)
+
+
+def test_respond_usage_is_settled_alike_with_and_without_stream():
+    free = Generation("g", "cache", (TextPart("cached answer"),), FinishReason.STOP, Usage(reported=False))
+    for stream in (False, True):
+        h = Harness(("pre_request_hook", Pre("cache", [], HookDecision.respond(free))))
+        out = h.run(stream=stream)
+        if stream:
+            list(out)
+        [s] = h.settlements.items
+        assert (s.usage.total, s.cost_micro_usd, s.provider) == (0, 0, None), stream
 
 
 def test_respond_requires_a_generation():

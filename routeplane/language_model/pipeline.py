@@ -316,7 +316,8 @@ class LanguageModelPipeline:
         self._phase(ctx, Phase.EXECUTE)
         return PipelineStream(_primed(self._stream(run, first, upstream)), ctx)
 
-    def _stream(self, run: _Run, first: StreamPart, upstream: Iterator[StreamPart]) -> Iterator[StreamPart]:
+    def _stream(self, run: _Run, first: StreamPart, upstream: Iterator[StreamPart],
+                answered_locally: bool = False) -> Iterator[StreamPart]:
         ctx = run.ctx
         acc = GenerationAccumulator()
         outcome = Outcome.SUCCESS
@@ -366,7 +367,11 @@ class LanguageModelPipeline:
                 except Exception:
                     log.exception("stream hook on_stream_end failed for request %s", ctx.request_id)
             usage = acc.usage
-            if usage is None or (not usage.reported and usage.total_output == 0):
+            if answered_locally:
+                # A pre-request hook's answer: its usage is what it says (a cache hit costs nothing),
+                # exactly as when it is delivered without a stream.
+                usage = usage or Usage(reported=False)
+            elif usage is None or (not usage.reported and usage.total_output == 0):
                 usage = estimate_usage(ctx.prompt, acc.output_chars)
             elif outcome is not Outcome.SUCCESS and usage.total_output < (acc.output_chars + 3) // 4:
                 # Cut short before the upstream's final usage (often only the input was reported
@@ -413,7 +418,7 @@ class LanguageModelPipeline:
             return gen
         parts = generation_to_parts(gen)
         first = next(parts)
-        return PipelineStream(_primed(self._stream(run, first, parts)), ctx)
+        return PipelineStream(_primed(self._stream(run, first, parts, answered_locally=True)), ctx)
 
     # --- settle and observe ------------------------------------------------
 
