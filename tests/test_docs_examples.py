@@ -1,4 +1,4 @@
-"""docs/plugins.md stays true: its python blocks run, and every hook contract and decision value is documented."""
+"""docs/plugins.md and the README stay true: their python blocks run, and every hook contract is documented."""
 
 from __future__ import annotations
 
