@@ -395,3 +395,15 @@ def test_placeholder_signature_only_for_foreign_history() -> None:
     assert "thoughtSignature" not in off["contents"][1]["parts"][0]
     other = wire.PROVIDER.encode_request(foreign, TARGET.replace(options={"thought_signature_placeholder": "ctx"}), False)
     assert other["contents"][1]["parts"][0]["thoughtSignature"] == "ctx"
+
+
+def test_foreign_thoughts_shown_only_when_the_client_asked() -> None:
+    gen = Generation("r", "m", (ReasoningPart("hmm", "an-sig", provider="anthropic_messages"), TextPart("Hi")))
+    plain = decode({"contents": [user("x")]})
+    asked = decode({"contents": [user("x")], "generationConfig": {"thinkingConfig": {"includeThoughts": True}}})
+    assert wire.CLIENT.encode_response(gen, plain)["candidates"][0]["content"]["parts"] == [{"text": "Hi"}]
+    assert wire.CLIENT.encode_response(gen, asked)["candidates"][0]["content"]["parts"] == [
+        {"text": "hmm", "thought": True}, {"text": "Hi"}]  # never the other vendor's signature
+    streamed = wire.CLIENT.for_path("m", True).stream_encoder(plain)
+    raw = b"".join(streamed.encode(p) for p in generation_to_parts(gen)) + streamed.close()
+    assert b"hmm" not in raw and b"Hi" in raw

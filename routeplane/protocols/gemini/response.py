@@ -90,7 +90,15 @@ def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
-def encode_parts(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
+def shows_thoughts(prompt: Prompt) -> bool:
+    """Gemini returns thought text only to a client that set thinkingConfig.includeThoughts;
+    another vendor's reasoning is shown on the same terms."""
+    gen = prompt.extras.get("generationConfig") if prompt.extras_protocol == PROTOCOL else None
+    thinking = gen.get("thinkingConfig") if isinstance(gen, dict) else None
+    return isinstance(thinking, dict) and thinking.get("includeThoughts") is True
+
+
+def encode_parts(parts: Tuple[ContentPart, ...], show_thoughts: bool = True) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
     for p in parts:
         if isinstance(p, TextPart):
@@ -98,7 +106,7 @@ def encode_parts(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
                 out.append({"text": p.text})
         elif isinstance(p, ReasoningPart):
             sig = p.signature if p.provider == PROTOCOL else None
-            if p.text:
+            if p.text and (show_thoughts or p.provider == PROTOCOL):
                 part: Dict[str, Any] = {"text": p.text, "thought": True}
                 if sig:
                     part["thoughtSignature"] = sig
@@ -128,7 +136,7 @@ def function_call_part(call_id: str, name: str, arguments: str, signature: Optio
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     return {
         "candidates": [{
-            "content": {"role": "model", "parts": encode_parts(gen.parts)},
+            "content": {"role": "model", "parts": encode_parts(gen.parts, shows_thoughts(prompt))},
             "finishReason": FINISH_TO_WIRE[gen.finish_reason],
             "index": 0,
         }],

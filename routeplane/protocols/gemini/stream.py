@@ -29,7 +29,15 @@ from ...language_model.types import (
 from ..base import StreamDecoder, StreamEncoder, bad_upstream, upstream_status_error
 from ..sse import SSEEvent, dumps
 from .request import PROTOCOL, synthetic_id
-from .response import FINISH_TO_WIRE, decode_usage, encode_usage, error_body, finish_from_wire, function_call_part
+from .response import (
+    FINISH_TO_WIRE,
+    decode_usage,
+    encode_usage,
+    error_body,
+    finish_from_wire,
+    function_call_part,
+    shows_thoughts,
+)
 
 
 class GeminiStreamEncoder(StreamEncoder):
@@ -52,6 +60,7 @@ class GeminiStreamEncoder(StreamEncoder):
         self._held: Optional[List[Dict[str, Any]]] = None
         self._prompt = prompt
         self._chars = 0
+        self._show_thoughts = shows_thoughts(prompt)
 
     def _frame(self, obj: Dict[str, Any]) -> bytes:
         payload = dumps(obj).encode()
@@ -102,9 +111,10 @@ class GeminiStreamEncoder(StreamEncoder):
             if part.signature:
                 r["sig"] += part.signature
             if part.text:
-                r["text"] = True
                 self._chars += len(part.text)
-                return self._chunk([{"text": part.text, "thought": True}])
+                if self._show_thoughts or r["provider"] == PROTOCOL:
+                    r["text"] = True
+                    return self._chunk([{"text": part.text, "thought": True}])
         elif isinstance(part, ReasoningEnd):
             r = self._reasoning.pop(part.index, None)
             if r is not None:
