@@ -152,33 +152,44 @@ def test_burst_gives_exactly_one_spend_row_per_request(gateway_process: Any, dat
     assert len(rows) == n, f"{len(rows)} spend rows for {n} requests:\n{gw.logs()[-3000:]}"
     by_rid = {r["request_id"]: r for r in rows}
     assert len(by_rid) == n  # exactly once each
-    for rid, prompt, status in sent:
-        kind = rid.split("-")[1]
-        model, stream, cancel, outcome = KINDS[kind]
-        row = by_rid[rid]
-        assert row["outcome"] == outcome, (rid, row)
-        assert row["route"] == model and bool(row["streamed"]) == stream
-        if kind in ("plain", "stream"):
-            assert row["cost_micro_usd"] == mock_cost(prompt), rid
-            assert (row["provider"], row["model"], row["attempts"]) == ("mock", "echo", 1)
-        elif kind == "fallback":
-            # Two attempts, or one once the failing target is cooling down after earlier 503s.
-            assert row["cost_micro_usd"] == mock_cost(prompt) and (row["provider"], row["model"]) == ("mock", "echo")
-            assert [a["ok"] for a in json.loads(row["attempts_json"])] in ([False, True], [True])
-        elif kind == "unpriced":
-            assert row["cost_micro_usd"] is None and row["output_tokens"] > 0
-        elif kind == "up_fast":
-            assert row["cost_micro_usd"] == UP_COST and (row["input_tokens"], row["output_tokens"]) == (11, 7)
-            assert row["ttft_ms"] is not None
-        elif kind in ("broken", "up_503"):
-            assert status >= 500 and row["cost_micro_usd"] == 0 and row["error_type"]
-        elif kind == "cancelled":
-            # Billed for what was streamed before the hang-up: usage estimated locally, never lost.
-            assert status == 200 and not row["usage_reported"] and row["cost_micro_usd"] is not None
-            assert 0 < row["output_tokens"] < 60 * 3
+    problems = [f"{rid} (status {status}): {problem}\n    {by_rid[rid]}"
+                for rid, prompt, status in sent for problem in row_problems(by_rid[rid], rid, prompt, status)]
+    assert not problems, "\n".join(problems) + "\n" + gw.logs()[-3000:]
     assert "sk-upstream-secret" not in json.dumps(rows, default=str)
-    assert "settlement recorder" not in gw.logs()  # no spend write failed for good
+    assert "settlement recorder" not in gw.logs(), gw.logs()[-3000:]  # no spend write failed for good
     assert len({r["id"] for r in rows}) == n
+
+
+def row_problems(row: Dict[str, Any], rid: str, prompt: str, status: int) -> List[str]:
+    """What is wrong with one request's spend row, against the hand computation (empty = right)."""
+    kind = rid.split("-")[1]
+    model, stream, _cancel, outcome = KINDS[kind]
+    checks = [
+        ("outcome", row["outcome"] == outcome),
+        ("route/streamed", row["route"] == model and bool(row["streamed"]) == stream),
+    ]
+    if kind in ("plain", "stream"):
+        checks += [("cost", row["cost_micro_usd"] == mock_cost(prompt)),
+                   ("target", (row["provider"], row["model"], row["attempts"]) == ("mock", "echo", 1))]
+    elif kind == "fallback":
+        # Two attempts, or one once the failing target is cooling down after earlier 503s.
+        checks += [("cost", row["cost_micro_usd"] == mock_cost(prompt)),
+                   ("target", (row["provider"], row["model"]) == ("mock", "echo")),
+                   ("attempts", [a["ok"] for a in json.loads(row["attempts_json"])] in ([False, True], [True]))]
+    elif kind == "unpriced":
+        checks += [("cost unknown", row["cost_micro_usd"] is None and row["output_tokens"] > 0)]
+    elif kind == "up_fast":
+        checks += [("cost", row["cost_micro_usd"] == UP_COST),
+                   ("usage", (row["input_tokens"], row["output_tokens"]) == (11, 7)),
+                   ("ttft", row["ttft_ms"] is not None)]
+    elif kind in ("broken", "up_503"):
+        checks += [("failure", status >= 500 and row["cost_micro_usd"] == 0 and bool(row["error_type"]))]
+    elif kind == "cancelled":
+        # Billed for what was streamed before the hang-up: usage estimated locally, never lost.
+        checks += [("status", status == 200),
+                   ("estimated", not row["usage_reported"] and row["cost_micro_usd"] is not None),
+                   ("output so far", 0 < row["output_tokens"] < 60 * 3)]
+    return [name for name, ok in checks if not ok]
 
 
 def test_gunicorn_master_migrates_once_and_refuses_a_tampered_history(gateway_process: Any, tmp_path: Any) -> None:
