@@ -207,7 +207,8 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
     _PHONES: Detector(_PHONES, (
         # E.164, compact or grouped: +4930123456, +1 212 555 0123, +44 (20) 7946-0958. A separator is
         # required between groups so a long digit run cannot be split many ways (no backtracking blow-up).
-        _r(_PHONES, "phone_number", r"(?<![\w+])\+[1-9](?:\d{7,14}|\d{0,3}(?:[ .\-](?:\(\d{1,5}\)|\d{1,5})){1,6})(?![\d\-])",
+        _r(_PHONES, "phone_number",
+           r"(?<![\w+])\+[1-9](?:\d{7,14}|\d{0,3}(?:[ .\-](?:\(\d{1,5}\)|\d{1,5})){1,6})(?![\d\-])",
            _digit_count(8, 15), triggers=("+",)),
         # NANP: (212) 555-0123, 212-555-0123, 212.555.0123, 1-800-555-0199 — separators required, so
         # a bare 10-digit id or "200 300 4000" never matches.
@@ -232,12 +233,14 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
            triggers=("rm",)),
         # Download piped into a shell. Arguments are matched token by token (bounded) so a long
         # line of "curl"/"dd" words stays linear.
-        _r(_COMMANDS, "command", r"\b(?:curl|wget)\s+(?:[^\s|]+[ \t]+){0,12}[^\s|]*[ \t]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|da|k)?sh\b",
+        _r(_COMMANDS, "command",
+           r"\b(?:curl|wget)\s+(?:[^\s|]+[ \t]+){0,12}[^\s|]*[ \t]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|da|k)?sh\b",
            triggers=("|",)),
         # The classic bash fork bomb.
         _r(_COMMANDS, "command", r":\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
         _r(_COMMANDS, "command", r"\bmkfs(?:\.\w+)?\s+(?:-\S+\s+)*/dev/\w+", triggers=("mkfs",)),
-        _r(_COMMANDS, "command", r"\bdd[ \t]+(?:\S+[ \t]+){0,8}of=/dev/(?:sd[a-z]|nvme\d|hd[a-z]|xvd[a-z]|vd[a-z]|mmcblk\d|disk\d)",
+        _r(_COMMANDS, "command",
+           r"\bdd[ \t]+(?:\S+[ \t]+){0,8}of=/dev/(?:sd[a-z]|nvme\d|hd[a-z]|xvd[a-z]|vd[a-z]|mmcblk\d|disk\d)",
            triggers=("of=/dev/",)),
         _r(_COMMANDS, "command", r"\bchmod\s+(?:-\w+\s+)*(?:-R\s+(?:-\w+\s+)*0?777|0?777\s+-R)\s+/\*?" + _SHELL_END,
            triggers=("000",)),
