@@ -10,7 +10,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import requests
 
-from tests.test_observability import parse_prometheus
+from tests.test_observability import OTLPReceiver, attrs, parse_prometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ MIX: Dict[str, Tuple[str, bool, bool, int]] = {
 }
 
 
-def gateway_config(database_url: str) -> Dict[str, Any]:
+def gateway_config(database_url: str, otlp: str) -> Dict[str, Any]:
     return {
         "database": {"url": database_url},
         "server": {"stats_flush_seconds": 0.3},
@@ -40,7 +40,7 @@ def gateway_config(database_url: str) -> Dict[str, Any]:
             "broken": {"targets": [{"provider": "mock", "model": "fail-503"}]},
             "fallback": {"targets": [{"provider": "mock", "model": "fail-503"}, {"provider": "mock", "model": "echo"}]},
         },
-        "plugins": {"observe": {"prometheus": True}},  # no OTLP endpoint: Prometheus + traceparent only
+        "plugins": {"observe": {"prometheus": True, "otlp_endpoint": otlp, "metrics": False}},
     }
 
 
@@ -66,7 +66,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]
 
 
 def test_three_workers_metrics_equal_what_was_sent(gateway_process: Any, database_url: str) -> None:
-    gw = gateway_process(gateway_config(database_url), workers=3, threads=4)
+    receiver = OTLPReceiver()
+    try:
+        run_burst(gateway_process, database_url, receiver)
+    finally:
+        receiver.stop()
+
+
+def run_burst(gateway_process: Any, database_url: str, receiver: OTLPReceiver) -> None:
+    gw = gateway_process(gateway_config(database_url, receiver.url), workers=3, threads=4)
     jobs: List[Tuple[str, bool]] = [(route, stream) for route, stream, _ok, n in MIX.values() for _ in range(n)]
     with ThreadPoolExecutor(max_workers=12) as pool:
         statuses = list(pool.map(lambda job: send(gw.url, *job), jobs))
@@ -135,5 +143,19 @@ def test_three_workers_metrics_equal_what_was_sent(gateway_process: Any, databas
     invocations = samples[("routeplane_plugin_hook_invocations_total",
                            (("hook", "TraceparentRouteHook"), ("plugin", "observe"), ("stage", "route")))]
     assert invocations == total
+    # Spans from every worker (the OTel pipeline is built after the fork): one server span per request.
+    deadline = time.monotonic() + 15
+    server_spans: List[Any] = []
+    while time.monotonic() < deadline:
+        server_spans = [s for _r, s in list(receiver.spans) if s.kind == 2]  # SPAN_KIND_SERVER
+        if len(server_spans) >= total:
+            break
+        time.sleep(0.2)
+    assert len(server_spans) == total and len({s.trace_id for s in server_spans}) == total
+    by_route_spans: Dict[str, int] = {}
+    for s in server_spans:
+        route = attrs(s)["gen_ai.request.model"]
+        by_route_spans[route] = by_route_spans.get(route, 0) + 1
+    assert by_route_spans == {k: v["requests"] for k, v in sent.items()}
     print(f"\n[metrics e2e] {total} requests over 3 workers; {len(docs)} /admin/metrics answers from "
           f"{len(answered_by)} workers, all with identical counts")
