@@ -235,3 +235,69 @@ def streams(url: str, body: bytes, *, concurrency: int, total: int, cpu_pids: Se
 
 def process_rss(pids: Sequence[int]) -> Dict[int, float]:
     return {pid: rss_mb(pid) for pid in pids}
+
+
+# --- many concurrent streams (asyncio: the client must not eat the CPU it measures) ----------
+
+
+async def _stream_async(host: str, port: int, req: bytes, timeout: float, end_marker: bytes) -> StreamResult:
+    import asyncio
+
+    t0 = time.perf_counter()
+    ttfb = None
+    buf = bytearray()
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+        try:
+            writer.write(req)
+            await writer.drain()
+            while True:
+                data = await asyncio.wait_for(reader.read(65536), timeout)
+                if not data:
+                    break
+                buf += data
+                if ttfb is None and b"data:" in buf:
+                    ttfb = time.perf_counter() - t0
+        finally:
+            writer.close()
+    except (OSError, asyncio.TimeoutError) as exc:
+        return StreamResult(False, error=f"{type(exc).__name__}: {exc}")
+    total = time.perf_counter() - t0
+    if not buf.startswith(b"HTTP/1.1 200"):
+        return StreamResult(False, error=bytes(buf[:60]).decode("latin-1") or "no answer")
+    if end_marker not in buf:
+        return StreamResult(False, error="stream ended without its end marker")
+    return StreamResult(True, (ttfb or total) * 1000.0, total * 1000.0)
+
+
+def many_streams(url: str, body: bytes, *, n: int, ramp_s: float = 0.0, cpu_pids: Sequence[int] = (),
+                 end_marker: bytes = b"[DONE]", timeout: float = 60.0) -> StreamsSummary:
+    """`n` streams on `n` connections, started evenly over `ramp_s` seconds (0: all at once), from one event loop."""
+    import asyncio
+
+    parts = urlsplit(url)
+    req = (f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: application/json\r\n"
+           f"Authorization: Bearer sk-bench-client\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n"
+           ).encode() + body
+
+    async def one(i: int) -> StreamResult:
+        if ramp_s:
+            await asyncio.sleep(ramp_s * i / n)
+        return await _stream_async(parts.hostname or "127.0.0.1", parts.port or 80, req, timeout, end_marker)
+
+    async def run() -> List[StreamResult]:
+        return list(await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), timeout + ramp_s + 30))
+
+    cpu0 = cpu_seconds(cpu_pids)
+    t0 = time.monotonic()
+    results = asyncio.run(run())
+    wall = time.monotonic() - t0
+    cpu1 = cpu_seconds(cpu_pids)
+    ok = [r for r in results if r.ok]
+    summary = StreamsSummary(n, len(ok), [r.error for r in results if not r.ok], wall_s=wall)
+    summary.ttfb_p50 = pct([r.ttfb_ms for r in ok], 50)
+    summary.ttfb_p99 = pct([r.ttfb_ms for r in ok], 99)
+    summary.total_p50 = statistics.median([r.total_ms for r in ok]) if ok else float("nan")
+    if cpu_pids and results:
+        summary.cpu_ms_per_req = (cpu1 - cpu0) * 1000.0 / len(results)
+    return summary

@@ -29,7 +29,8 @@ from tests.support.nginx import NginxProcess  # noqa: E402
 
 SHORT_CHUNKS, LONG_CHUNKS = 20, 500
 PACED_TTFB = (5, 10)  # chunks, ms between chunks: the TTFB case
-PACED_MANY = (20, 100)  # 2-second streams: the many-open-streams case
+PACED_MANY = (20, 100)  # 2-second streams: the many-open-streams burst
+PACED_RAMP = (40, 100)  # 4-second streams: the many-open-streams ramp
 
 
 def has_anthropic() -> bool:
@@ -48,6 +49,8 @@ def gateway_config(nginx_url: str, paced_url: str, anthropic: bool, spend_log: b
                           "base_url": f"{paced_url}/paced/{PACED_TTFB[0]}/{PACED_TTFB[1]}/v1"},
         "up_paced_many": {"protocol": "openai_chat", "api_key": "sk-bench-upstream",
                           "base_url": f"{paced_url}/paced/{PACED_MANY[0]}/{PACED_MANY[1]}/v1"},
+        "up_paced_ramp": {"protocol": "openai_chat", "api_key": "sk-bench-upstream",
+                          "base_url": f"{paced_url}/paced/{PACED_RAMP[0]}/{PACED_RAMP[1]}/v1"},
     }
     if anthropic:
         for name in ("anthropic", "anthropic-sse", "anthropic-sselong"):
@@ -119,6 +122,39 @@ class Bench:
         if self.nginx is not None:
             self.nginx.stop()
 
+    def passthrough_floor(self) -> None:
+        """A minimal Flask pass-through under the same gunicorn settings: the cost of the stack itself."""
+        assert self.nginx is not None
+        port = free_port()
+        env = dict(os.environ, BENCH_UPSTREAM=f"{self.nginx.url}/json/v1/chat/completions", PYTHONPATH=ROOT)
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2", "--threads",
+                                 str(self.args.threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+                                 "bench.passthrough_app:app"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if load.stream_once(url, body("bench-model", False).encode(), timeout=2, end_marker=b"chatcmpl").ok:
+                    break
+                time.sleep(0.2)
+            pids = [proc.pid] + load.children_of(proc.pid)
+            self.warm(url, body("bench-model", False))
+            for conns, threads in ((1, 1), (16, 2)):
+                r = load.wrk(url, body("bench-model", False), conns=conns, threads=threads, duration=self.duration,
+                             cpu_pids=pids)
+                rss = max(load.rss_mb(p) for p in load.children_of(proc.pid))
+                self.rows.append([f"floor: minimal Flask pass-through c={conns}", "passthrough", f"{r.rps:,.0f}",
+                                  f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", _f(r.cpu_ms_per_req, 3), f"{rss:.1f}", "",
+                                  "", str(r.errors)])
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
     def gw_pids(self) -> List[int]:
         assert self.gw is not None and self.gw.proc is not None
         return [self.gw.proc.pid] + load.children_of(self.gw.proc.pid)
@@ -167,6 +203,8 @@ class Bench:
         gw = self.start_gateway(workers=2, threads=self.args.threads)
         rss_start = self.worker_rss()
         j1 = self.wrk_pair("openai json c=1", "json", "m-json", False, 1)
+        if not self.args.no_floor:
+            self.passthrough_floor()
         self.wrk_pair(f"openai json c={c_hi}", "json", "m-json", False, c_hi, threads=2)
         s1 = self.wrk_pair(f"openai sse {SHORT_CHUNKS} chunks c=1 (whole)", "sse", "m-sse", True, 1)
         sl = self.wrk_pair(f"openai sse {LONG_CHUNKS} chunks c=4 (whole)", "sselong", "m-sselong", True, 4, 2)
@@ -211,30 +249,38 @@ class Bench:
             self.targets_report.append(f"  [{'PASS' if value <= limit else 'MISS'}] {name}: {value:.3f} {unit}")
 
     def many_streams(self) -> None:
-        """256 concurrent paced streams on 2 workers: direct, then gunicorn with several thread counts."""
+        """256 concurrent paced streams on 2 workers: direct, then gunicorn with several thread counts.
+
+        Two arrival patterns: a burst (all streams connect in the same instant)
+        and a ramp (arrivals spread over 1 s; each stream lasts 4 s, so all of
+        them are open together for 3 s).
+        """
         n = self.args.streams
-        paced_body = body("bench-model", True).encode()
-        direct = load.streams(f"{self.paced_url}/paced/{PACED_MANY[0]}/{PACED_MANY[1]}/v1/chat/completions",
-                              paced_body, concurrency=n, total=n, timeout=60)
-        rows = [("direct", direct, None)]
-        for threads in self.args.stream_threads:
-            gw = self.start_gateway(workers=2, threads=threads)
-            s = load.streams(gw.url + "/v1/chat/completions", body("m-paced_many", True).encode(),
-                             concurrency=n, total=n, cpu_pids=self.gw_pids(), timeout=60)
-            rows.append((f"routeplane 2x{threads}", s, max(self.worker_rss() or [0.0])))
+        patterns = [("burst", 0.0, PACED_MANY), ("ramp 1s", 1.0, PACED_RAMP)]
+        for name, ramp, (chunks, gap) in patterns:
+            path = f"/paced/{chunks}/{gap}/v1/chat/completions"
+            model = "m-paced_many" if (chunks, gap) == PACED_MANY else "m-paced_ramp"
+            direct = load.many_streams(self.paced_url + path, body("bench-model", True).encode(), n=n, ramp_s=ramp)
+            rows = [("direct", direct, None)]
+            for threads in self.args.stream_threads:
+                gw = self.start_gateway(workers=2, threads=threads)
+                s = load.many_streams(gw.url + "/v1/chat/completions", body(model, True).encode(), n=n,
+                                      ramp_s=ramp, cpu_pids=self.gw_pids())
+                rows.append((f"routeplane 2x{threads}", s, max(self.worker_rss() or [0.0])))
+            label = f"{n} streams {name} ({chunks}x{gap}ms)"
+            for who, s, rss in rows:
+                ratio = f"{s.ttfb_p50 / direct.ttfb_p50:.2f}x TTFB" if who != "direct" else ""
+                self.rows.append([label, who, f"{s.served}/{s.n} served", f"{s.ttfb_p50:.2f}", f"{s.ttfb_p99:.2f}",
+                                  _f(s.cpu_ms_per_req, 3), f"{rss:.1f}" if rss else "-", ratio,
+                                  f"total p50 {s.total_p50 / 1000:.2f}s", str(len(s.errors))])
+                if s.errors:
+                    self.notes.append(f"{label} {who}: first errors: {s.errors[:3]}")
+            for who, s, _ in rows[1:]:
+                ok = s.served == s.n and not s.errors and s.ttfb_p50 <= 2 * direct.ttfb_p50
+                self.targets_report.append(
+                    f"  [{'PASS' if ok else 'MISS'}] {n} streams {name}, {who}: {s.served}/{s.n} served, "
+                    f"TTFB p50 {s.ttfb_p50:.1f} ms vs direct {direct.ttfb_p50:.1f} ms")
         self.stop_gateway()
-        label = f"{n} open streams ({PACED_MANY[0]}x{PACED_MANY[1]}ms)"
-        for who, s, rss in rows:
-            ratio = f"{s.ttfb_p50 / direct.ttfb_p50:.2f}x TTFB" if who != "direct" else ""
-            self.rows.append([label, who, f"{s.served}/{s.n} served", f"{s.ttfb_p50:.2f}", f"{s.ttfb_p99:.2f}",
-                              _f(s.cpu_ms_per_req, 3), f"{rss:.1f}" if rss else "-", ratio,
-                              f"total p50 {s.total_p50 / 1000:.2f}s", str(len(s.errors))])
-            if s.errors:
-                self.notes.append(f"{who}: first errors: {s.errors[:3]}")
-        for who, s, _ in rows[1:]:
-            ok = s.served == s.n and not s.errors and s.ttfb_p50 <= 2 * direct.ttfb_p50
-            self.targets_report.append(f"  [{'PASS' if ok else 'MISS'}] {n} streams, {who}: {s.served}/{s.n} "
-                                       f"served, TTFB p50 {s.ttfb_p50:.1f} ms vs direct {direct.ttfb_p50:.1f} ms")
 
     def soak(self) -> None:
         total = self.args.soak_requests
@@ -352,6 +398,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--soak", action="store_true", help="bounded soak: --soak-requests requests, RSS start/end")
     ap.add_argument("--soak-requests", type=int, default=100_000)
     ap.add_argument("--no-spend-log", action="store_true", help="disable the spend log (default: on, SQLite)")
+    ap.add_argument("--no-floor", action="store_true", help="skip the minimal pass-through rows")
     ap.add_argument("--profile", action="store_true", help="cProfile the in-process hot path")
     ap.add_argument("--profile-requests", type=int, default=2000)
     ap.add_argument("--profile-top", type=int, default=25)
