@@ -270,3 +270,27 @@ def test_genai_models_list_and_get(gclient: genai.Client) -> None:
     with pytest.raises(genai_errors.ClientError) as exc:
         gclient.models.get(model="no-such-model")
     assert exc.value.code == 404
+
+
+@pytest.mark.parametrize("client_wire", ["openai_chat", "openai_responses", "gemini"])
+def test_streamed_usage_reaches_the_client_when_the_upstream_reports_none(
+        gateway: GatewayProcess, upstream_all: FakeUpstream, oai: OpenAI, gclient: genai.Client,
+        client_wire: str) -> None:
+    """An OpenAI-compatible upstream that ignores include_usage: clients still get (estimated) usage."""
+    from tests.support.upstream import openai_chunk
+
+    upstream_all.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": ""}),
+                                    openai_chunk({"content": "twelve chars"}), openai_chunk({}, "stop")]))
+    if client_wire == "openai_chat":
+        chunks = list(oai.chat.completions.create(model="via-openai_chat", messages=[{"role": "user", "content": "hi"}],
+                                                  stream=True, stream_options={"include_usage": True}))
+        usage = chunks[-1].usage
+        assert usage.prompt_tokens > 0 and usage.completion_tokens == 3
+    elif client_wire == "openai_responses":
+        with oai.responses.stream(model="via-openai_chat", input="hi") as s:
+            final = s.get_final_response()
+        assert final.usage.input_tokens > 0 and final.usage.output_tokens == 3
+    else:
+        chunks = list(gclient.models.generate_content_stream(model="via-openai_chat", contents="hi"))
+        meta = chunks[-1].usage_metadata
+        assert meta.prompt_token_count > 0 and meta.candidates_token_count == 3

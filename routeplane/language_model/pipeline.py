@@ -37,7 +37,7 @@ from .executor import Executor
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd
 from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
-from .types import Generation, StreamPart, Usage
+from .types import Generation, StreamPart, Usage, UsageUpdate
 
 log = logging.getLogger("routeplane.pipeline")
 
@@ -335,6 +335,12 @@ class LanguageModelPipeline:
                     if observing:
                         self.observers.emit("on_stream_part", StreamPartEvent(ctx.request_id, out, ctx.elapsed_ms()))
                     yield out
+            if acc.usage is None:
+                # The upstream reported no usage (some OpenAI-compatible servers): a client that
+                # asked for usage gets the same estimate settlement records, not nothing.
+                estimate = UsageUpdate(estimate_usage(ctx.prompt, acc.output_chars))
+                acc.add(estimate)
+                yield estimate
         except GeneratorExit:
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
