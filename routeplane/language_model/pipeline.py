@@ -335,7 +335,7 @@ class LanguageModelPipeline:
                     if observing:
                         self.observers.emit("on_stream_part", StreamPartEvent(ctx.request_id, out, ctx.elapsed_ms()))
                     yield out
-            if acc.usage is None:
+            if acc.usage is None and not answered_locally:
                 # The upstream reported no usage (some OpenAI-compatible servers): a client that
                 # asked for usage gets the same estimate settlement records, not nothing.
                 estimate = UsageUpdate(estimate_usage(ctx.prompt, acc.output_chars))
