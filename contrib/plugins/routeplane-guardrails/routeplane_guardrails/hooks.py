@@ -23,6 +23,10 @@ from routeplane.language_model.types import (
     Generation,
     Message,
     Prompt,
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningPart,
+    ReasoningStart,
     StreamPart,
     TextDelta,
     TextEnd,
@@ -42,7 +46,9 @@ from .stream import Blocked, ChannelScanner
 PLUGIN_ID = "guardrails"
 CODE = "guardrail_violation"
 
-Channel = Tuple[str, int]  # ("text" | "tool", block index)
+Channel = Tuple[str, int]  # ("text" | "tool" | "reasoning", block index)
+_START_KIND = {TextStart: "text", ToolCallStart: "tool", ReasoningStart: "reasoning"}
+_WHERE = {"text": "text block {}", "tool": "tool call {} arguments", "reasoning": "reasoning block {}"}
 
 
 class RequestGuard:
@@ -52,6 +58,7 @@ class RequestGuard:
         self.ruleset = ruleset
         self.reporter = reporter
         self.channels: Dict[Channel, ChannelScanner] = {}
+        self.reasoning_rules = ruleset.downgoing.without_redaction()
 
     @classmethod
     def of(cls, ctx: PipelineContext, ruleset: RuleSet, stats: Stats) -> "RequestGuard":
@@ -64,8 +71,9 @@ class RequestGuard:
     def channel(self, key: Channel) -> ChannelScanner:
         scanner = self.channels.get(key)
         if scanner is None:
-            where = f"text block {key[1]}" if key[0] == "text" else f"tool call {key[1]} arguments"
-            scanner = self.channels[key] = ChannelScanner(self.ruleset.downgoing, self.ruleset, self.reporter, where)
+            rules = self.reasoning_rules if key[0] == "reasoning" else self.ruleset.downgoing
+            scanner = ChannelScanner(rules, self.ruleset, self.reporter, _WHERE[key[0]].format(key[1]))
+            self.channels[key] = scanner
         return scanner
 
     def flush(self, keys: Sequence[Channel]) -> List[StreamPart]:
@@ -82,7 +90,9 @@ class RequestGuard:
 
 
 def _part(key: Channel, text: str) -> StreamPart:
-    return TextDelta(key[1], text) if key[0] == "text" else ToolCallDelta(key[1], text)
+    if key[0] == "text":
+        return TextDelta(key[1], text)
+    return ToolCallDelta(key[1], text) if key[0] == "tool" else ReasoningDelta(key[1], text)
 
 
 def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str) -> Tuple[str, List[Finding]]:
@@ -122,7 +132,12 @@ class _Scan:
             elif isinstance(p, ToolResultPart):
                 content = self.parts(p.content, f"{where} tool result")
                 p = p if content == p.content else dataclasses.replace(p, content=content)
-            # Images, files and (signed) reasoning are not scanned.
+            elif isinstance(p, ReasoningPart) and p.text and self.blocked is None:
+                # Signed by its provider: checked (warn/block) but never rewritten.
+                _, blocks = scan_text(p.text, self.rules.without_redaction(), self.reporter, f"{where} reasoning")
+                if blocks:
+                    self.blocked = (blocks, f"{where} reasoning")
+            # Images and files are not scanned.
             out.append(p)
         return tuple(out)
 
@@ -168,7 +183,7 @@ class DowngoingStreamCheck(StreamHook):
     def interest(self) -> StreamInterest:
         if not self.ruleset.downgoing:
             return StreamInterest.NONE
-        return StreamInterest.TEXT | StreamInterest.TOOL_CALLS | StreamInterest.LIFECYCLE
+        return StreamInterest.TEXT | StreamInterest.TOOL_CALLS | StreamInterest.REASONING | StreamInterest.LIFECYCLE
 
     def on_part(self, ctx: PipelineContext, part: StreamPart) -> StreamAction:
         guard = RequestGuard.of(ctx, self.ruleset, self.stats)
@@ -177,13 +192,20 @@ class DowngoingStreamCheck(StreamHook):
                 return _deliver(part, part.text, guard.channel(("text", part.index)).feed(part.text))
             if isinstance(part, ToolCallDelta):
                 return _deliver(part, part.arguments, guard.channel(("tool", part.index)).feed(part.arguments))
+            if isinstance(part, ReasoningDelta):
+                if part.signature is not None or not part.text:
+                    # A signature must reach the client after all of the text it signs.
+                    return _before(guard.flush([("reasoning", part.index)]), part)
+                return _deliver(part, part.text, guard.channel(("reasoning", part.index)).feed(part.text))
+            if isinstance(part, ReasoningEnd):
+                return _before(guard.flush([("reasoning", part.index)]), part)
             if isinstance(part, TextEnd):
                 return _before(guard.flush([("text", part.index)]), part)
             if isinstance(part, ToolCallEnd):
                 return _before(guard.flush([("tool", part.index)]), part)
-            if isinstance(part, (TextStart, ToolCallStart)):
+            if isinstance(part, (TextStart, ToolCallStart, ReasoningStart)):
                 # Held text of another block goes out first, keeping the output order.
-                mine = ("text" if isinstance(part, TextStart) else "tool", part.index)
+                mine = (_START_KIND[type(part)], part.index)
                 return _before(guard.flush([k for k in guard.channels if k != mine]), part)
             if isinstance(part, Finish):
                 return _before(guard.flush(list(guard.channels)), part)
@@ -204,7 +226,7 @@ def _deliver(part: StreamPart, original: str, out: Optional[List[str]]) -> Strea
     if not out:
         return StreamAction.drop()
     index = part.index  # type: ignore[union-attr]
-    make = TextDelta if isinstance(part, TextDelta) else ToolCallDelta
+    make: Any = type(part)  # TextDelta, ToolCallDelta or ReasoningDelta: (index, text)
     return StreamAction.replace([make(index, text) for text in out])
 
 

@@ -44,6 +44,10 @@ class DirectionRules:
     def __bool__(self) -> bool:
         return bool(self.rules)
 
+    def without_redaction(self) -> "DirectionRules":
+        """For reasoning: its provider signature covers the text, so it may be stopped but never rewritten."""
+        return DirectionRules(self.direction, tuple((r, WARN if a == REDACT else a) for r, a in self.rules))
+
 
 @dataclass(frozen=True)
 class BlockMessage:

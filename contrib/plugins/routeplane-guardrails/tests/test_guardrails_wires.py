@@ -11,6 +11,9 @@ from routeplane_guardrails import GuardrailsPlugin
 from routeplane.language_model.types import (
     Finish,
     FinishReason,
+    ReasoningDelta,
+    ReasoningEnd,
+    ReasoningStart,
     ResponseStart,
     TextDelta,
     TextEnd,
@@ -111,3 +114,46 @@ def _strip_volatile(body: bytes) -> bytes:
 
     body = re.sub(rb'"(created_at|created|createTime)": ?\d+', b'"t": 0', body)
     return re.sub(rb'"(resp|msg|chatcmpl|rs|item)_[A-Za-z0-9_-]+"', b'"id"', body)
+
+
+def reasoning_script(thinking: List[str], text: str = "Done.") -> List[Any]:
+    return [ResponseStart("resp-fixed", "up-model", 1700000000), ReasoningStart(0, "anthropic_messages"),
+            *[ReasoningDelta(0, c) for c in thinking], ReasoningDelta(0, "", signature="sig-abc"), ReasoningEnd(0),
+            TextStart(1), TextDelta(1, text), TextEnd(1), Finish(FinishReason.STOP)]
+
+
+def _anthropic_thinking(events: List[Any]) -> Tuple[str, List[str]]:
+    deltas = [e["delta"] for e in events if isinstance(e, dict) and e.get("type") == "content_block_delta"]
+    return ("".join(d.get("thinking", "") for d in deltas if d.get("type") == "thinking_delta"),
+            [d["signature"] for d in deltas if d.get("type") == "signature_delta"])
+
+
+def test_reasoning_is_never_rewritten_but_counted() -> None:
+    path, body, _ = WIRES["anthropic_messages"]
+    plugin = GuardrailsPlugin(downgoing={"api_keys": "redact"})
+    thinking = f"The user pasted {KEY} earlier."
+    gw = Gateway(plugins=[plugin], script=[reasoning_script(split(thinking, 3), text=f"Use {KEY[:20]}" + KEY[20:])])
+    result = gw.request(body, path=path)
+    assert _anthropic_thinking(result.sse) == (thinking, ["sig-abc"])  # signed text stays as signed
+    assert _anthropic_text(result.sse) == "Use [REDACTED:api_key]"
+    assert plugin.stats()["downgoing"]["api_keys"] == {"redact": 1, "warn": 1}
+
+
+@pytest.mark.parametrize("n", [2, 0], ids=["2-chunks", "per-char"])
+def test_reasoning_can_block(n: int) -> None:
+    path, body, _ = WIRES["anthropic_messages"]
+    gw = Gateway(plugins=[GuardrailsPlugin(downgoing={"api_keys": "block"})],
+                 script=[reasoning_script(["I will reveal "] + split(KEY + " now", n))])
+    result = gw.request(body, path=path)
+    assert any(isinstance(e, dict) and e.get("type") == "error" for e in result.sse)
+    assert KEY[:8] not in _anthropic_thinking(result.sse)[0] and KEY[:8].encode() not in result.body
+
+
+def test_clean_reasoning_with_signature_is_unchanged() -> None:
+    path, body, _ = WIRES["anthropic_messages"]
+    script = reasoning_script(split("Let me think about version 1.2.3 carefully. " * 10, 0))
+    plain = Gateway(script=[list(script)]).request(body, path=path)
+    guarded = Gateway(plugins=[GuardrailsPlugin(downgoing={"api_keys": "block", "pii_emails": "redact"})],
+                      script=[list(script)]).request(body, path=path)
+    assert _strip_volatile(guarded.body) == _strip_volatile(plain.body)
+    assert _anthropic_thinking(guarded.sse)[1] == ["sig-abc"]
