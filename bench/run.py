@@ -332,13 +332,12 @@ def profile(args: argparse.Namespace) -> None:
     """cProfile of N proxied non-streaming requests through the in-process Flask app (real HTTP upstream)."""
     import cProfile
     import pstats
-
-    from routeplane.app import build_app
-    from routeplane.config import parse_config
-
     import tempfile
 
     import yaml
+
+    from routeplane.app import build_app
+    from routeplane.config import parse_config
 
     nginx = NginxProcess(nginx_http_body(), files=canned_files(SHORT_CHUNKS, LONG_CHUNKS)).start()
     tmp = tempfile.mkdtemp(prefix="rp-bench-profile-")
@@ -357,7 +356,7 @@ def profile(args: argparse.Namespace) -> None:
             headers = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench-client"}
             n = args.profile_requests if not stream else max(50, args.profile_requests // 20)
 
-            def one() -> None:
+            def one(payload: bytes = payload, headers: Dict[str, str] = headers) -> None:
                 r = client.post("/v1/chat/completions", data=payload, headers=headers)
                 r.get_data()
                 assert r.status_code == 200, r.get_data()[:200]

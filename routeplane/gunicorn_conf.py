@@ -18,7 +18,7 @@ _config_path = os.environ.get("ROUTEPLANE_CONFIG") or None
 try:
     _config = load_config(_config_path)
 except ConfigError as _exc:  # fail in the master, before any worker starts
-    raise SystemExit(f"routeplane: {_exc}")
+    raise SystemExit(f"routeplane: {_exc}") from None
 
 bind = [os.environ.get("ROUTEPLANE_LISTEN") or _config.server.listen]
 workers = int(os.environ.get("ROUTEPLANE_WORKERS") or _config.server.workers)
