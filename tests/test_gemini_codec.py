@@ -407,3 +407,12 @@ def test_foreign_thoughts_shown_only_when_the_client_asked() -> None:
     streamed = wire.CLIENT.for_path("m", True).stream_encoder(plain)
     raw = b"".join(streamed.encode(p) for p in generation_to_parts(gen)) + streamed.close()
     assert b"hmm" not in raw and b"Hi" in raw
+
+
+@pytest.mark.parametrize("thinking,effort,budget", [
+    ({"thinkingBudget": 0}, "none", None), ({"thinkingBudget": -1}, "medium", None),
+    ({"thinkingBudget": 3000}, "medium", 3000), ({"thinkingLevel": "HIGH"}, "high", None),
+])
+def test_thinking_config_becomes_effort_and_budget(thinking: Dict[str, Any], effort: str, budget: Any) -> None:
+    p = decode({"contents": [user("x")], "generationConfig": {"thinkingConfig": thinking}})
+    assert (p.params.reasoning_effort, p.params.reasoning_budget) == (effort, budget)

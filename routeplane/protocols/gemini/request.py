@@ -308,6 +308,8 @@ def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[
             effort = level.lower()
         elif budget == 0:
             effort = "none"
+        elif budget == -1:
+            effort = "medium"  # dynamic: the model decides; other wires need a size
         elif budget is not None and budget > 0:
             # Wires that only know an effort still hear that thinking was asked for.
             effort = next((e for e, b in sorted(EFFORT_BUDGET.items(), key=lambda kv: kv[1]) if b >= budget), "high")
