@@ -6,6 +6,7 @@ from typing import Iterator, Tuple
 
 import openai
 import pytest
+import requests
 from openai import OpenAI
 
 from tests.support.gateway import GatewayProcess
@@ -18,9 +19,12 @@ EMAIL = "jane.doe@example.com"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Tuple[GatewayProcess, FakeUpstream, OpenAI]]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tuple[GatewayProcess, FakeUpstream, OpenAI]]:
     upstream = FakeUpstream().start()
+    db = tmp_path_factory.mktemp("guardrails-e2e") / "routeplane.db"
     config = {
+        "database": {"url": f"sqlite:///{db}"},
+        "server": {"stats_flush_seconds": 0.3},
         "providers": {"mock": {"protocol": "mock"},
                       "up": {"protocol": "openai_chat", "base_url": upstream.url + "/v1", "api_key": "sk-upstream"}},
         "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]},
@@ -98,3 +102,15 @@ def test_upgoing_redaction_is_what_the_real_upstream_receives(stack: Tuple[Gatew
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "ok"
     sent = upstream.requests[-1].json["messages"]
     assert [m["content"] for m in sent] == ["db host [REDACTED:ip_address]", "connect to [REDACTED:ip_address] please"]
+
+
+def test_counters_reach_admin_metrics(stack: Tuple[GatewayProcess, FakeUpstream, OpenAI]) -> None:
+    gw, upstream, client = stack
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": f"key {KEY}"}])
+    client.chat.completions.create(model="default", messages=[{"role": "user", "content": f"mail {EMAIL}"}])
+    with requests.get(gw.url + "/admin/metrics", timeout=30) as resp:
+        assert resp.status_code == 200, resp.text
+        counters = resp.json()["plugins"]["counters"]["guardrails"]
+    assert counters["upgoing"]["api_keys"]["block"] >= 1
+    assert counters["downgoing"]["pii_emails"]["redact"] >= 1

@@ -40,5 +40,5 @@ class GuardrailsPlugin(Plugin):
         lm.stream_hook(DowngoingStreamCheck(self.rules, self._stats))
 
     def stats(self) -> Dict[str, Dict[str, Dict[str, int]]]:
-        """Findings so far, `{direction: {detector: {action: count}}}` (for `/admin/metrics` once it exists)."""
+        """Findings in this process, `{direction: {detector: {action: count}}}`; summed over workers in /admin/metrics."""
         return self._stats.snapshot()
