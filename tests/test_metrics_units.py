@@ -23,7 +23,7 @@ from routeplane.language_model.types import Usage
 from routeplane.metrics import STATS_TABLE, nearest_rank, plugin_metrics, request_metrics
 from routeplane.store import Store
 from routeplane.store.migrations import migrate
-from routeplane.store.spend_log import SpendLogPlugin, SpendRecorder, spend_row
+from routeplane.store.spend_log import SpendLogPlugin, spend_row
 
 
 @pytest.fixture()
@@ -39,7 +39,10 @@ def settle(store: Store, route: str, latency: float, *, started: float, ok: bool
     s = Settlement(request_id="r", started_at=started, inbound_protocol="openai_chat", route=route, streamed=False,
                    outcome="success" if ok else "upstream_error", provider="p", model=model,
                    usage=Usage(input_tokens=tokens, output_tokens=2 * tokens), latency_ms=latency)
-    SpendRecorder(store).write(spend_row(s))
+    row = spend_row(s)
+    cols = ", ".join(row)
+    store.execute(f"INSERT INTO spend_log ({cols}) VALUES ({', '.join([store.param] * len(row))})",
+                  tuple(row.values()))
 
 
 def test_nearest_rank() -> None:
@@ -126,3 +129,30 @@ def test_admin_metrics_merges_guardrail_counters_and_hook_denies(tmp_path: Any) 
     # Denied requests are not settled, so the spend-log counts hold only the served one.
     assert doc["requests"]["totals"]["requests"] == 1
     app.shutdown()
+
+
+def test_a_failing_stats_flush_is_counted_and_never_touches_requests(tmp_path: Any) -> None:
+    from routeplane.app import build_app
+    from routeplane.config import parse_config
+
+    app = build_app(parse_config({
+        "database": {"url": f"sqlite:///{tmp_path}/f.db"},
+        "server": {"stats_flush_seconds": 0.05},
+        "providers": {"mock": {"protocol": "mock"}},
+        "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}},
+    }, "t"))
+    client = app.flask_app().test_client()
+    app.store.execute(f"DROP TABLE {STATS_TABLE}")  # a broken store, as far as the flusher can tell
+    for _ in range(5):
+        resp = client.post("/v1/chat/completions", json={"model": "default",
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+        assert resp.status_code == 200
+        resp.close()
+        time.sleep(0.06)
+    flusher = app.stats_flusher
+    deadline = time.monotonic() + 5
+    while flusher.failures == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert flusher.failures >= 1 and flusher.flush_now() is False
+    flusher._pid = -1  # end the loop without the final flush
+    app.store.close()
