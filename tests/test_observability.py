@@ -171,8 +171,9 @@ def test_spans_parent_child_attributes_and_traceparent(tmp_path: Any, upstream: 
     clients = [s for _r, s in receiver.spans if s.kind == Span.SPAN_KIND_CLIENT]
     assert set(servers) == {"req-fallback", "req-stream", "req-down"}
     assert len(clients) == 2 + 1 + 1
-    resource = {kv.key: kv.value.string_value for kv in receiver.spans[0][0].attributes}
-    assert resource["service.name"] == "routeplane"
+    resource = {kv.key: kv.value for kv in receiver.spans[0][0].attributes}
+    assert resource["service.name"].string_value == "routeplane"
+    assert len(resource["service.instance.id"].string_value) == 32 and resource["process.pid"].int_value > 0
 
     # The fallback request: child of the inbound parent, two attempts as children of the server span.
     fb = servers["req-fallback"]

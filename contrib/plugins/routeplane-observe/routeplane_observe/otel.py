@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
+import uuid
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
@@ -110,6 +112,11 @@ class Telemetry:
             common = {"headers": dict(self.options["otlp_headers"]), "timeout": self.options["otlp_timeout_seconds"]}
             timeout_ms = self.options["otlp_timeout_seconds"] * 1000
             self._spans = self._meters = None
+            # One series per worker process: cumulative counters from several workers with the same
+            # resource would collide in the backend, which sums instances instead.
+            self.resource = Resource.create({"service.name": self.options["service_name"],
+                                             "service.instance.id": uuid.uuid4().hex,
+                                             "host.name": socket.gethostname(), "process.pid": pid})
             if self.options["traces"]:
                 self._spans = BatchSpanProcessor(
                     _CountingSpanExporter(self.stats, endpoint=base + "/v1/traces", **common),
