@@ -46,6 +46,9 @@ access_log_format = '%(h)s %(l)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(a)s"'
 errorlog = "-"
 loglevel = _config.server.log_level
 proc_name = "routeplane"
+# gunicorn ≥ 26 opens a control socket at ~/.gunicorn/gunicorn.ctl, one path
+# shared by every gunicorn of the user; routeplane is driven by signals only.
+control_socket_disable = True
 
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
