@@ -67,12 +67,14 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _hex_list(min_length: int = 0, nbytes: Optional[int] = None) -> fields.List:
+def _hex_list(min_length: int = 0, nbytes: Optional[int] = None, required: bool = False) -> fields.List:
     chars = None if nbytes is None else 2 * nbytes
     item = fields.String(validate=[
         validate.Regexp(_HEX, error="must be hex"),
         validate.Length(equal=chars) if chars else validate.Length(min=2),
     ])
+    if required:
+        return fields.List(item, required=True, validate=validate.Length(min=min_length))
     return fields.List(item, load_default=list, validate=validate.Length(min=min_length))
 
 
@@ -82,7 +84,7 @@ class SignedReportOptions(Schema):
 
     url = fields.String(required=True)
     # Ed25519 public keys (32 bytes, hex) a report may be signed with: the trust root.
-    signing_keys = _hex_list(min_length=1, nbytes=32)
+    signing_keys = _hex_list(min_length=1, nbytes=32, required=True)
     # Accepted measurements (hex); empty = not checked.
     measurements = _hex_list()
     max_age = fields.Float(load_default=300.0, validate=validate.Range(min=1, max=86400))

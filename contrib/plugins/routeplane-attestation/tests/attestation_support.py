@@ -6,7 +6,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from nacl.signing import SigningKey
@@ -30,6 +30,8 @@ class AttestationServer:
         self.delay = 0.0  # seconds before answering (a slow but valid endpoint)
         self.hang = 5.0  # how long "timeout" mode holds the request (released early on close)
         self.hits = 0
+        # mode "custom": custom(nonce, model) -> (status, body bytes)
+        self.custom: Optional[Callable[[str, str], Tuple[int, bytes]]] = None
         self.nonces: List[str] = []
         self._last_valid: Optional[bytes] = None
         self._lock = threading.Lock()
@@ -60,8 +62,11 @@ class AttestationServer:
         return dict({"version": 1, "nonce": nonce, "model": model, "timestamp": int(time.time()),
                      "measurement": GOOD_MEASUREMENT, "signing_key": self.public_hex, "tee": "tdx+h100"}, **changes)
 
-    def answer(self, nonce: str, model: str) -> "tuple[int, bytes]":
+    def answer(self, nonce: str, model: str) -> Tuple[int, bytes]:
         mode = self.mode
+        if mode == "custom":
+            assert self.custom is not None
+            return self.custom(nonce, model)
         if mode == "http_500":
             return 500, b'{"error": "attestation service unavailable"}'
         if mode == "timeout":
