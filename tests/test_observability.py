@@ -316,7 +316,7 @@ class _SlowPlugin(Plugin):
             app.language_model_builder().observe_hook(o)
 
 
-SLEEP = 0.2
+SLEEP = 1.0  # long enough that "every request < SLEEP" holds on a loaded machine unless inline
 N = 50
 
 
