@@ -329,6 +329,29 @@ def test_write_is_idempotent_and_carries_no_secret_or_prompt(store: Store) -> No
     assert prompt not in dumped and "sk-" not in dumped
 
 
+def test_rows_wait_in_the_spool_while_the_store_is_down_and_are_written_once_after(store: Store, tmp_path: Any) -> None:
+    from routeplane.store.spool import Spool
+
+    migrate(store, [SpendLogPlugin(store)])
+    spool = Spool(str(tmp_path / "spend.spool"))
+    recorder = SpendRecorder(store, retries=0, spool=spool)
+
+    def settle(rid: str) -> None:
+        recorder.record(Settlement(rid, time.time(), "openai_chat", "r", False, "success", cost_micro_usd=1))
+
+    settle("one")
+    store.execute("ALTER TABLE spend_log RENAME TO spend_log_away")  # the store cannot take spend rows
+    settle("two")
+    settle("three")
+    assert spool.pending()
+    store.execute("ALTER TABLE spend_log_away RENAME TO spend_log")
+    settle("four")  # a successful write replays the spool
+    assert not spool.pending()
+    assert sorted(r["request_id"] for r in spend_rows(store)) == ["four", "one", "three", "two"]
+    with pytest.raises(Exception):
+        SpendRecorder(store, retries=0).write_rows([{"id": "x", "nonsense": 1}])  # without a spool, errors surface
+
+
 def test_cost_matches_hand_computation_for_every_bucket() -> None:
     usage = Usage(input_tokens=1000, cache_read_tokens=2000, cache_write_tokens=300, output_tokens=400,
                   reasoning_tokens=50)

@@ -207,3 +207,34 @@ def test_mysql_without_its_driver_says_which_extra_to_install() -> None:
             Store.from_url("mysql://u:pw@127.0.0.1:1/rp").database
     else:  # pragma: no cover - the extra is installed: the handle builds without connecting
         assert Store.from_url("mysql://u:pw@127.0.0.1:1/rp").database.is_closed()
+
+
+def test_spool_defaults_next_to_the_sqlite_file(tmp_path: Any) -> None:
+    from routeplane.store.spend_log import default_spool_path
+
+    assert default_spool_path(Store.from_url(f"sqlite:///{tmp_path}/rp.db")) == f"{tmp_path}/rp.db.spend-spool"
+    assert default_spool_path(Store.from_url("sqlite:///:memory:")) is None
+    assert default_spool_path(Store.from_url("postgresql://u@h/db")) == "routeplane-spend.spool"
+    off = SpendLogPlugin.from_options({"spool": ""})
+    assert off.spool_path == ""
+
+
+def test_spool_survives_concurrent_writers_and_a_drainer(tmp_path: Any) -> None:
+    import threading
+
+    from routeplane.store.spool import Spool
+
+    path = str(tmp_path / "s.spool")
+    drained: list = []
+    writers = [threading.Thread(target=lambda k=k: [Spool(path).append([{"id": f"{k}-{i}"}]) for i in range(200)])
+               for k in range(4)]
+    for t in writers:
+        t.start()
+    drainer = Spool(path)
+    while any(t.is_alive() for t in writers):
+        drainer.drain(drained.extend)
+    for t in writers:
+        t.join(10)
+    drainer.drain(drained.extend)
+    ids = [r["id"] for r in drained]
+    assert len(ids) == 800 and len(set(ids)) == 800  # none lost, none twice

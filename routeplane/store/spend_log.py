@@ -15,6 +15,7 @@ from ..app import AppBuilder, MigrationItem, Plugin, PluginId
 from ..hooks.language_model import SettlementRecorder
 from ..language_model.settlement import Settlement
 from .database import Store
+from .spool import Spool
 
 log = logging.getLogger("routeplane.spend")
 
@@ -113,22 +114,46 @@ class SpendRecorder(SettlementRecorder):
 
     The row's id is drawn once per settlement and the insert ignores a second
     row with that id, so a retry after a lost reply from the database cannot
-    count a request twice.
+    count a request twice. When the store stays unavailable, the row goes to
+    the spool (a local file) and is written after the next successful write.
     """
 
-    def __init__(self, store: Store, retries: int = 2) -> None:
+    def __init__(self, store: Store, retries: int = 2, spool: Optional[Spool] = None) -> None:
         self.store = store
         self.retries = retries
+        self.spool = spool
 
     def record(self, settlement: Settlement) -> None:
-        self.write(spend_row(settlement))
+        row = spend_row(settlement)
+        try:
+            self.write(row)
+        except Exception as exc:
+            if self.spool is None:
+                raise
+            self.spool.append([row])  # if this fails too, the pipeline logs and counts the loss
+            log.warning("spend log: the store is unavailable (%s); request %s kept in %s until it is back",
+                        type(exc).__name__, row["request_id"], self.spool.path)
+            return
+        if self.spool is not None and self.spool.pending():
+            try:
+                n = self.spool.drain(self.write_rows)
+            except Exception:
+                log.exception("spend log: replaying %s failed; the rows stay spooled", self.spool.path)
+            else:
+                if n:
+                    log.warning("spend log: %d spooled rows written to the store", n)
 
     def write(self, row: Dict[str, Any]) -> None:
+        self.write_rows([row])
+
+    def write_rows(self, rows: List[Dict[str, Any]]) -> None:
         for attempt in range(self.retries + 1):
             try:
                 with self.store.connection() as db:
                     table = peewee.Table(TABLE, COLUMNS, _database=db)
-                    table.insert(row).on_conflict_ignore().execute()
+                    with db.atomic():
+                        for i in range(0, len(rows), 200):
+                            table.insert(rows[i : i + 200]).on_conflict_ignore().execute()
                 return
             except (peewee.OperationalError, peewee.InterfaceError):
                 # SQLite "database is locked" past busy_timeout, or a dropped server connection
@@ -139,12 +164,18 @@ class SpendRecorder(SettlementRecorder):
 
 
 class SpendLogPlugin(Plugin):
-    """Records every served request in the `spend_log` table of the App's store."""
+    """Records every served request in the `spend_log` table of the App's store.
+
+    Option `spool`: the file that keeps rows while the store is unavailable
+    (default: next to a SQLite file, else `routeplane-spend.spool` in the
+    working directory; "" turns it off).
+    """
 
     id = PluginId("spend_log")
 
-    def __init__(self, store: Optional[Store] = None) -> None:
+    def __init__(self, store: Optional[Store] = None, spool: Optional[str] = None) -> None:
         self.store = store
+        self.spool_path = spool
 
     def migrations(self) -> List[MigrationItem]:
         return [MigrationItem(1, "spend_log", SPEND_LOG_V1, tables=(TABLE,))]
@@ -154,7 +185,15 @@ class SpendLogPlugin(Plugin):
         if store is None:
             raise ValueError("the spend_log plugin needs a store: set database.url in the config")
         self.store = store
-        app.language_model_builder().settlement_recorder(SpendRecorder(store))
+        path = default_spool_path(store) if self.spool_path is None else self.spool_path
+        app.language_model_builder().settlement_recorder(SpendRecorder(store, spool=Spool(path) if path else None))
+
+
+def default_spool_path(store: Store) -> Optional[str]:
+    if store.dialect == "sqlite":
+        database = store.parsed.database
+        return None if database in (":memory:", "") else database + ".spend-spool"
+    return "routeplane-spend.spool"
 
 
 # --- reading ---------------------------------------------------------------
