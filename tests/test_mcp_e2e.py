@@ -4,6 +4,7 @@ real MCP servers (streamable HTTP and stdio), with Web3-JWT auth and a tools all
 from __future__ import annotations
 
 import copy
+import gc
 import sys
 import time
 import uuid
@@ -57,7 +58,8 @@ def wallet() -> Wallet:
 
 @pytest.fixture(scope="module")
 def upstreams() -> Iterator[Dict[str, MCPUpstreamProcess]]:
-    ups = {name: MCPUpstreamProcess(name).start() for name in ("alpha", "gamma")}
+    # alpha answers with SSE streams, gamma with plain JSON: the gateway's client must read both.
+    ups = {"alpha": MCPUpstreamProcess("alpha").start(), "gamma": MCPUpstreamProcess("gamma", json_response=True).start()}
     yield ups
     for up in ups.values():
         up.stop()
@@ -84,7 +86,10 @@ async def _with_session(url: str, bearer: str, body: Any) -> Any:
 
 
 def run(url: str, bearer: str, body: Any) -> Any:
-    return anyio.run(_with_session, url, bearer, body)
+    try:
+        return anyio.run(_with_session, url, bearer, body)
+    finally:
+        gc.collect()  # the SDK's leftovers are finalized here, not in the middle of a later import
 
 
 async def all_tools(s: ClientSession) -> List[str]:
@@ -247,13 +252,12 @@ def test_upstreams_that_die_are_reported_cleanly(stack: Any, wallet: Wallet,
     upstreams["gamma"].stop()
     r = _call(url, h, "g_add", a=1, b=1)
     assert r.status_code == 502 and "gamma" in r.json()["error"]["message"]
-    # Listing still works without it, and says so (its cached list may live on in some workers, so
-    # a fresh prompts listing is checked through a pass-through session on the dead server).
+    # Listing still works without it (each worker may still hold gamma's list until its TTL; the
+    # omission note itself is checked in test_mcp_gateway.py, where no cache can hide it).
     r = requests.post(url, headers=h, timeout=30, json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
     assert r.status_code == 200 and r.json()["result"]["tools"]
-    hg = _session(gw.url + "/mcp/gamma", token(wallet))
-    r = requests.post(gw.url + "/mcp/gamma", headers=hg, timeout=30,
-                      json={"jsonrpc": "2.0", "id": 4, "method": "prompts/list"})
-    body = r.json()["result"]
-    assert r.status_code == 200 and body["prompts"] == []
-    assert body["_meta"]["routeplane/unavailable"][0]["server"] == "gamma"
+    # gamma comes back (a new process: our upstream session id is unknown to it, 404 -> initialize again).
+    revived = MCPUpstreamProcess("gamma", json_response=True, port=upstreams["gamma"].port).start()
+    upstreams["gamma"] = revived
+    r = _call(url, h, "g_add", a=20, b=22)
+    assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "42"

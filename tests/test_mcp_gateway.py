@@ -15,6 +15,7 @@ from routeplane.config import DEFAULT_CONFIG, ConfigError, parse_config
 from routeplane.hooks.language_model import HookDecision, PreRequestHook
 from routeplane.hooks.mcp import MCPDecision, MCPDenial, MCPObserveHook, MCPPreRequestHook, MCPRouteHook
 from routeplane.mcp.context import MCPCallEvent, MCPRequestContext, MCPTarget
+from tests.support.gateway import free_port
 from tests.support.mcp_upstream import SCRIPT
 
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
@@ -60,7 +61,8 @@ class Policy(Plugin):
 def gateway() -> Iterator[Any]:
     raw = copy.deepcopy(DEFAULT_CONFIG)
     raw["mcp"] = {"session_secret": "s" * 32, "list_cache_seconds": 300}
-    raw["mcp_servers"] = {"beta": stdio("beta"), "delta": stdio("delta", prefix="d-")}
+    raw["mcp_servers"] = {"beta": stdio("beta"), "delta": stdio("delta", prefix="d-"),
+                          "ghost": {"type": "http", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout": 2}}
     policy = Policy()
     app = App.builder().config(parse_config(raw)).inline_observers().plugin(policy).build()
     client = app.flask_app().test_client()
@@ -253,6 +255,18 @@ def test_stdio_process_restarts_after_dying(gateway: Any) -> None:
     assert up.starts == starts + 1 and up.pid() != first
 
 
+def test_a_dead_upstream_is_omitted_from_listings_with_a_note(gateway: Any) -> None:
+    h = session(gateway)
+    for method, key in (("tools/list", "tools"), ("prompts/list", "prompts"), ("resources/list", "resources")):
+        result = rpc(gateway, h, method).get_json()["result"]
+        assert result[key], method  # beta and delta still listed
+        notes = result["_meta"]["routeplane/unavailable"]
+        assert [n["server"] for n in notes] == ["ghost"] and "unreachable" in notes[0]["error"]
+    r = rpc(gateway, h, "tools/call", {"name": "ghost__add", "arguments": {}})
+    assert r.status_code == 502 and r.get_json()["error"]["data"] == {"server": "ghost"}
+    assert "127.0.0.1" not in r.get_json()["error"]["message"]  # the upstream's address stays private
+
+
 # --- config -------------------------------------------------------------------------
 
 
@@ -278,3 +292,24 @@ def test_config_errors_name_key_paths() -> None:
                                   "headers": {"Authorization": "Bearer upstream-secret"}}}
     cfg = parse_config(raw)
     assert cfg.mcp_servers["lan"].prefix == "lan__" and "upstream-secret" not in repr(cfg.mcp_servers)
+
+
+def test_the_docs_hook_example_runs() -> None:
+    import os
+    import re
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "mcp.md")) as fh:
+        blocks = re.findall(r"^```python\n(.*?)^```", fh.read(), re.S | re.M)
+    ns: Dict[str, Any] = {"__name__": "docs_mcp_example"}
+    exec(compile("\n".join(blocks), "docs/mcp.md", "exec"), ns)
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["mcp"] = {"session_secret": "d" * 32}
+    raw["mcp_servers"] = {"beta": stdio("beta")}
+    app = App.builder().config(parse_config(raw)).plugin(ns["NoDeletesPlugin"]()).build()
+    try:
+        client = app.flask_app().test_client()
+        h = session(client)
+        r = rpc(client, h, "tools/call", {"name": "beta__delete_all", "arguments": {}})
+        assert r.status_code == 403 and r.get_json()["error"]["code"] == -32003
+    finally:
+        app.shutdown()

@@ -1,4 +1,4 @@
-"""A real MCP server (the `mcp` package's MCPServer) for gateway tests: `python mcp_server.py NAME stdio|http [PORT]`."""
+"""A real MCP server (the `mcp` package's MCPServer) for tests: `python mcp_server.py NAME stdio|http|http-json [PORT]`."""
 
 from __future__ import annotations
 
@@ -52,5 +52,5 @@ if __name__ == "__main__":
     server = build(server_name)
     if transport == "stdio":
         server.run("stdio")
-    else:
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[3]))
+    else:  # "http" answers with SSE streams, "http-json" with plain JSON bodies
+        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[3]), json_response=transport == "http-json")

@@ -16,14 +16,15 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mcp_server.py
 
 
 class MCPUpstreamProcess:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, json_response: bool = False, port: Optional[int] = None) -> None:
         self.name = name
-        self.port = free_port()
+        self.transport = "http-json" if json_response else "http"
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}/mcp"
         self.proc: Optional[subprocess.Popen] = None
 
     def start(self, timeout: float = 20.0) -> "MCPUpstreamProcess":
-        self.proc = subprocess.Popen([sys.executable, SCRIPT, self.name, "http", str(self.port)],
+        self.proc = subprocess.Popen([sys.executable, SCRIPT, self.name, self.transport, str(self.port)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
