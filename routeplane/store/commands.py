@@ -44,6 +44,7 @@ def _open(args: argparse.Namespace) -> Tuple[Any, Store]:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    store: Optional[Store] = None
     try:
         config, store = _open(args)
         from ..app import build_app
@@ -63,7 +64,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 1
     finally:
-        if "store" in locals():
+        if store is not None:
             store.close()
     if not args.quiet or done:
         for m in done:
