@@ -294,3 +294,57 @@ def test_streamed_usage_reaches_the_client_when_the_upstream_reports_none(
         chunks = list(gclient.models.generate_content_stream(model="via-openai_chat", contents="hi"))
         meta = chunks[-1].usage_metadata
         assert meta.prompt_token_count > 0 and meta.candidates_token_count == 3
+
+
+def _anthropic_thinking_then_call() -> Reply:
+    return Reply.json({"id": "msg_t", "type": "message", "role": "assistant", "model": "claude", "stop_reason": "tool_use",
+                       "stop_sequence": None, "usage": {"input_tokens": 10, "output_tokens": 20},
+                       "content": [{"type": "thinking", "thinking": "Need the tool.", "signature": "sig-AN-1"},
+                                   {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                                    "input": {"city": "Paris"}}]})
+
+
+def _anthropic_text(text: str) -> Reply:
+    return Reply.json({"id": "msg_u", "type": "message", "role": "assistant", "model": "claude", "stop_reason": "end_turn",
+                       "stop_sequence": None, "usage": {"input_tokens": 30, "output_tokens": 5},
+                       "content": [{"type": "text", "text": text}]})
+
+
+def _signed_thinking_sent(up: FakeUpstream) -> Any:
+    sent = _last_request(up, "anthropic_messages").json
+    assert sent.get("thinking", {}).get("type") == "enabled", "thinking stays on for the continued tool loop"
+    return sent["messages"][1]["content"][0]
+
+
+def test_responses_client_continues_an_anthropic_thinking_tool_loop(oai: OpenAI, upstream_all: FakeUpstream) -> None:
+    """Anthropic's signed thinking rides in encrypted_content and comes back as Anthropic's thinking block."""
+    upstream_all.enqueue(_anthropic_thinking_then_call(), _anthropic_text("18C in Paris."))
+    history: List[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    first = oai.responses.create(model="via-anthropic_messages", input=history, tools=RESP_TOOLS,
+                                 reasoning={"effort": "low"})
+    assert [o.type for o in first.output] == ["reasoning", "function_call"]
+    assert "sig-AN-1" not in (first.output[0].encrypted_content or "")
+    history += [o.model_dump(exclude_none=True) for o in first.output]
+    history.append({"type": "function_call_output", "call_id": "toolu_1", "output": "18C"})
+    second = oai.responses.create(model="via-anthropic_messages", input=history, tools=RESP_TOOLS,
+                                  reasoning={"effort": "low"})
+    assert second.output_text == "18C in Paris."
+    assert _signed_thinking_sent(upstream_all) == {"type": "thinking", "thinking": "Need the tool.",
+                                                  "signature": "sig-AN-1"}
+
+
+def test_genai_chat_continues_an_anthropic_thinking_tool_loop(gclient: genai.Client,
+                                                             upstream_all: FakeUpstream) -> None:
+    """The same through google-genai's chat: the signature rides in a thought part's thoughtSignature."""
+    upstream_all.enqueue(_anthropic_thinking_then_call(), _anthropic_text("18C in Paris."))
+    config = types.GenerateContentConfig(tools=GE_TOOLS, automatic_function_calling=NO_AFC,
+                                         thinking_config=types.ThinkingConfig(include_thoughts=True,
+                                                                              thinking_budget=2048))
+    chat = gclient.chats.create(model="via-anthropic_messages", config=config)
+    first = chat.send_message("Weather in Paris?")
+    call = first.function_calls[0]
+    second = chat.send_message(types.Part(function_response=types.FunctionResponse(
+        id=call.id, name=call.name, response={"output": "18C"})))
+    assert second.text == "18C in Paris."
+    assert _signed_thinking_sent(upstream_all) == {"type": "thinking", "thinking": "Need the tool.",
+                                                  "signature": "sig-AN-1"}

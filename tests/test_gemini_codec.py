@@ -32,6 +32,7 @@ from routeplane.language_model.types import (
     UsageUpdate,
 )
 from routeplane.protocols import gemini as wire
+from routeplane.protocols.carried import restore
 from routeplane.protocols.gemini.request import SIGNATURE_PLACEHOLDER, is_synthetic
 from routeplane.protocols.gemini.schema import clean_for_gemini
 from routeplane.protocols.sse import SSEEvent, iter_events
@@ -401,12 +402,37 @@ def test_foreign_thoughts_shown_only_when_the_client_asked() -> None:
     gen = Generation("r", "m", (ReasoningPart("hmm", "an-sig", provider="anthropic_messages"), TextPart("Hi")))
     plain = decode({"contents": [user("x")]})
     asked = decode({"contents": [user("x")], "generationConfig": {"thinkingConfig": {"includeThoughts": True}}})
-    assert wire.CLIENT.encode_response(gen, plain)["candidates"][0]["content"]["parts"] == [{"text": "Hi"}]
-    assert wire.CLIENT.encode_response(gen, asked)["candidates"][0]["content"]["parts"] == [
-        {"text": "hmm", "thought": True}, {"text": "Hi"}]  # never the other vendor's signature
+    hidden = wire.CLIENT.encode_response(gen, plain)["candidates"][0]["content"]["parts"]
+    shown = wire.CLIENT.encode_response(gen, asked)["candidates"][0]["content"]["parts"]
+    # The text is shown only when asked; the signature is carried opaquely either way (never in the clear).
+    assert [p.get("text") for p in hidden] == ["", "Hi"] and hidden[0]["thought"] is True
+    assert [p.get("text") for p in shown] == ["hmm", "Hi"]
+    for parts in (hidden, shown):
+        assert "an-sig" not in json.dumps(parts)
+        assert restore(parts[0]["thoughtSignature"]) == ReasoningPart("hmm", "an-sig", provider="anthropic_messages")
     streamed = wire.CLIENT.for_path("m", True).stream_encoder(plain)
     raw = b"".join(streamed.encode(p) for p in generation_to_parts(gen)) + streamed.close()
-    assert b"hmm" not in raw and b"Hi" in raw
+    assert b"hmm" not in raw and b"Hi" in raw and b"thoughtSignature" in raw
+
+
+def test_anthropic_thinking_round_trips_through_a_gemini_client() -> None:
+    gen = Generation("r", "m", (ReasoningPart("plan", "SIG", provider="anthropic_messages"),
+                                ToolCallPart("toolu_1", "w", "{}")), FinishReason.TOOL_CALLS)
+    asked = {"contents": [user("x")], "generationConfig": {"thinkingConfig": {"includeThoughts": True}}}
+    enc = wire.CLIENT.for_path("m", True).stream_encoder(decode(asked))
+    raw = b"".join(enc.encode(p) for p in generation_to_parts(gen)) + enc.close()
+    model_parts = [p for line in raw.split(b"\r\n") if line
+                   for p in json.loads(line[6:])["candidates"][0]["content"]["parts"]]
+    # google-genai re-encodes bytes as URL-safe base64 when it sends the history back.
+    for p in model_parts:
+        if "thoughtSignature" in p:
+            p["thoughtSignature"] = p["thoughtSignature"].replace("+", "-").replace("/", "_")
+    history = {"contents": [user("x"), {"role": "model", "parts": model_parts}, {"role": "user", "parts": [
+        {"functionResponse": {"id": "toolu_1", "name": "w", "response": {"output": "ok"}}}]}]}
+    parts = decode(history).messages[1].parts
+    assert ReasoningPart("plan", "SIG", provider="anthropic_messages") in parts
+    sent = wire.PROVIDER.encode_request(decode(history), TARGET, stream=False)
+    assert "SIG" not in json.dumps(sent)  # never to Gemini
 
 
 @pytest.mark.parametrize("thinking,effort,budget", [

@@ -35,6 +35,7 @@ from routeplane.language_model.types import (
     UsageUpdate,
 )
 from routeplane.protocols import openai_responses as wire
+from routeplane.protocols.carried import restore
 from routeplane.protocols.openai_responses.request import pack_reasoning_signature
 from routeplane.protocols.sse import iter_events
 
@@ -201,7 +202,9 @@ def test_encode_response_items_and_status() -> None:
     assert body["id"] == "resp_abc" and body["status"] == "incomplete"
     assert body["incomplete_details"] == {"reason": "max_output_tokens"}
     assert [o["type"] for o in body["output"]] == ["reasoning", "message", "function_call"]
-    assert "encrypted_content" not in body["output"][0]  # a foreign signature never leaks as OpenAI's
+    # Anthropic's signature is carried opaquely (never as OpenAI's own) and comes back as Anthropic's.
+    carried = body["output"][0]["encrypted_content"]
+    assert carried != "s" and restore(carried) == ReasoningPart("why", "s", provider="anthropic_messages")
     assert body["output"][2]["call_id"] == "call_1" and body["usage"]["total_tokens"] == 7
 
 
@@ -401,3 +404,26 @@ def test_rate_limit_error_event_keeps_its_kind() -> None:
     with pytest.raises(UpstreamError) as exc:
         decode_stream(raw)
     assert exc.value.status == 429 and exc.value.kind == "rate_limit"
+
+
+def test_anthropic_thinking_round_trips_through_a_responses_client() -> None:
+    gen = Generation("r", "m", (ReasoningPart("plan", "SIG", provider="anthropic_messages"),
+                                ReasoningPart("", None, "REDACTED", provider="anthropic_messages"),
+                                ToolCallPart("toolu_1", "w", "{}")), FinishReason.TOOL_CALLS)
+    for body_output in (
+        wire.CLIENT.encode_response(gen, decode(input="x"))["output"],
+        _streamed_output(gen),
+    ):
+        history = [{"role": "user", "content": "x"}, *body_output,
+                   {"type": "function_call_output", "call_id": "toolu_1", "output": "ok"}]
+        prompt = decode(input=history)
+        assistant = prompt.messages[1].parts
+        assert assistant[0] == ReasoningPart("plan", "SIG", provider="anthropic_messages")
+        assert assistant[1] == ReasoningPart("", None, "REDACTED", provider="anthropic_messages")
+        # Sent to OpenAI, neither goes anywhere: only OpenAI's own reasoning does.
+        sent = wire.PROVIDER.encode_request(prompt, TARGET, stream=False)
+        assert [i.get("type") for i in sent["input"]] == [None, "function_call", "function_call_output"]
+
+
+def _streamed_output(gen: Generation) -> List[Dict[str, Any]]:
+    return encode_stream(list(generation_to_parts(gen)))[-1]["response"]["output"]

@@ -25,6 +25,7 @@ from ...language_model.types import (
     ToolResultPart,
 )
 from ..base import expect
+from ..carried import restore
 from .schema import clean_for_gemini, from_gemini_schema, strip_meta
 
 PROTOCOL = "gemini"
@@ -172,7 +173,8 @@ def _model_parts(parts: List[Any], path: str, turn: int) -> List[ContentPart]:
                                     PROTOCOL if sig else None))
         elif isinstance(raw.get("text"), str):
             if raw.get("thought"):
-                out.append(ReasoningPart(raw["text"], sig, provider=PROTOCOL))
+                # Another vendor's thinking the gateway carried in the signature goes back as that vendor's.
+                out.append(restore(sig) or ReasoningPart(raw["text"], sig, provider=PROTOCOL))
             else:
                 if raw["text"]:
                     out.append(TextPart(raw["text"]))

@@ -19,6 +19,7 @@ from ...language_model.types import (
     Usage,
 )
 from ..base import bad_upstream, upstream_status_error
+from ..carried import carry
 from .request import PROTOCOL, is_synthetic, parse_args, synthetic_id
 
 FINISH_TO_WIRE = {
@@ -45,6 +46,8 @@ _STATUS_NAMES = {
 
 
 def finish_from_wire(reason: Any, parts: List[ContentPart]) -> FinishReason:
+    if not isinstance(reason, str):
+        reason = None  # a hostile upstream's dict/list would not even hash
     if reason == "MAX_TOKENS":
         return FinishReason.LENGTH
     if reason in _FILTERED:
@@ -105,12 +108,16 @@ def encode_parts(parts: Tuple[ContentPart, ...], show_thoughts: bool = True) -> 
             if p.text:
                 out.append({"text": p.text})
         elif isinstance(p, ReasoningPart):
-            sig = p.signature if p.provider == PROTOCOL else None
-            if p.text and (show_thoughts or p.provider == PROTOCOL):
+            own = p.provider == PROTOCOL
+            # Gemini's own signature, or another vendor's carried opaquely (protocols/carried.py).
+            sig = p.signature if own else carry(p)
+            if p.text and (show_thoughts or own):
                 part: Dict[str, Any] = {"text": p.text, "thought": True}
                 if sig:
                     part["thoughtSignature"] = sig
                 out.append(part)
+            elif sig and not own:
+                out.append({"text": "", "thought": True, "thoughtSignature": sig})
             elif sig:
                 prev = out[-1] if out else None
                 if prev is not None and "text" in prev and not prev.get("thought") and "thoughtSignature" not in prev:
@@ -148,6 +155,8 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
 
 def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
     out: List[ContentPart] = []
+    if parts is not None and not isinstance(parts, list):
+        raise bad_upstream(target, "content.parts is not an array")
     for raw in parts or []:
         if not isinstance(raw, dict):
             raise bad_upstream(target, "a part is not an object")
@@ -201,7 +210,9 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if not isinstance(body, dict):
         raise bad_upstream(target, "the body is not a JSON object")
     if isinstance(body.get("error"), dict):
-        raise upstream_status_error(int(body["error"].get("code") or 502), json.dumps(body).encode(), {}, target)
+        code = body["error"].get("code")
+        code = code if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599 else 502
+        raise upstream_status_error(code, json.dumps(body).encode(), {}, target)
     usage = decode_usage(body.get("usageMetadata")) or Usage(reported=False)
     rid = str(body.get("responseId") or "")
     model = str(body.get("modelVersion") or target.model)
@@ -212,6 +223,8 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
             # A blocked prompt is HTTP 200 with no candidates: a refusal, not a crash.
             return Generation(rid, model, (), FinishReason.CONTENT_FILTER, usage, int(time.time()))
         raise bad_upstream(target, "no candidates")
+    if not isinstance(candidates, list):
+        raise bad_upstream(target, "candidates is not an array")
     cand = candidates[0]
     if not isinstance(cand, dict):
         raise bad_upstream(target, "a candidate is not an object")

@@ -14,6 +14,7 @@ from ...language_model.types import (
     Prompt,
     ReasoningDelta,
     ReasoningEnd,
+    ReasoningPart,
     ReasoningStart,
     ResponseStart,
     StreamPart,
@@ -27,6 +28,7 @@ from ...language_model.types import (
     UsageUpdate,
 )
 from ..base import StreamDecoder, StreamEncoder, bad_upstream, upstream_status_error
+from ..carried import carry
 from ..sse import SSEEvent, dumps
 from .request import PROTOCOL, synthetic_id
 from .response import (
@@ -105,12 +107,15 @@ class GeminiStreamEncoder(StreamEncoder):
                 self._chars += len(part.text)
                 return self._chunk([{"text": part.text}])
         elif isinstance(part, ReasoningStart):
-            self._reasoning[part.index] = {"provider": part.provider, "sig": "", "text": False}
+            self._reasoning[part.index] = {"provider": part.provider, "sig": "", "text": False, "all": [],
+                                           "redacted": part.redacted}
         elif isinstance(part, ReasoningDelta):
-            r = self._reasoning.setdefault(part.index, {"provider": None, "sig": "", "text": False})
+            r = self._reasoning.setdefault(part.index, {"provider": None, "sig": "", "text": False, "all": [],
+                                                        "redacted": None})
             if part.signature:
                 r["sig"] += part.signature
             if part.text:
+                r["all"].append(part.text)
                 self._chars += len(part.text)
                 if self._show_thoughts or r["provider"] == PROTOCOL:
                     r["text"] = True
@@ -118,13 +123,18 @@ class GeminiStreamEncoder(StreamEncoder):
         elif isinstance(part, ReasoningEnd):
             r = self._reasoning.pop(part.index, None)
             if r is not None:
-                sig = part.signature or r["sig"]
-                # Only Gemini's own signatures mean anything to a Gemini client.
-                if sig and r["provider"] == PROTOCOL:
-                    p: Dict[str, Any] = {"text": "", "thoughtSignature": sig}
-                    if r["text"]:
-                        p["thought"] = True
-                    return self._chunk([p])
+                sig = part.signature or r["sig"] or None
+                if r["provider"] == PROTOCOL:
+                    if sig:
+                        p: Dict[str, Any] = {"text": "", "thoughtSignature": sig}
+                        if r["text"]:
+                            p["thought"] = True
+                        return self._chunk([p])
+                else:
+                    # Another vendor's signature is carried opaquely (protocols/carried.py).
+                    carried = carry(ReasoningPart("".join(r["all"]), sig, r["redacted"], r["provider"]))
+                    if carried:
+                        return self._chunk([{"text": "", "thought": True, "thoughtSignature": carried}])
         elif isinstance(part, ToolCallStart):
             self._tools[part.index] = {"id": part.id, "name": part.name, "args": [], "sig": part.signature}
         elif isinstance(part, ToolCallDelta):

@@ -23,6 +23,7 @@ from ...language_model.types import (
     ToolResultPart,
 )
 from ..base import expect, parse_data_url
+from ..carried import restore
 
 PROTOCOL = "openai_responses"
 
@@ -175,7 +176,9 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
         text = "\n\n".join(s.get("text", "") for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str))
         item_id = expect(item.get("id"), str, f"{path}.id") or ""
         encrypted = expect(item.get("encrypted_content"), str, f"{path}.encrypted_content")
-        _append(out, Role.ASSISTANT, ReasoningPart(text, pack_reasoning_signature(item_id, encrypted), provider=PROTOCOL))
+        # Another vendor's thinking the gateway carried in encrypted_content goes back as that vendor's.
+        part = restore(encrypted) or ReasoningPart(text, pack_reasoning_signature(item_id, encrypted), provider=PROTOCOL)
+        _append(out, Role.ASSISTANT, part)
     elif kind == "item_reference":
         raise InvalidRequest(STATELESS.format(param=f"{path} (item_reference)"), param=path,
                              code="unsupported_parameter")

@@ -19,6 +19,7 @@ from ...language_model.types import (
     Usage,
 )
 from ..base import bad_upstream, scrub
+from ..carried import carry
 from ..openai_chat.response import error_body as chat_error_body
 from .request import PROTOCOL, pack_reasoning_signature, unpack_reasoning_signature
 
@@ -103,12 +104,14 @@ def reasoning_item(item_id: str, text: str, encrypted: Optional[str]) -> Dict[st
 
 
 def reasoning_identity(part: ReasoningPart) -> Tuple[str, Optional[str]]:
-    """(item id, encrypted content): OpenAI's own when it made the reasoning, else a fresh id."""
+    """(item id, encrypted content): OpenAI's own when it made the reasoning, else a fresh id
+    and, for Anthropic thinking, its signature carried opaquely (protocols/carried.py)."""
     if part.provider == PROTOCOL:
         item_id, encrypted = unpack_reasoning_signature(part.signature)
         if item_id:
             return item_id, encrypted
-    return new_id("rs"), None
+        return new_id("rs"), None
+    return new_id("rs"), carry(part)
 
 
 def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:

@@ -59,6 +59,7 @@ class _Item:
     call_id: str = ""
     name: str = ""
     provider: Optional[str] = None
+    redacted: Optional[str] = None
     signature: Optional[str] = None
     part_open: bool = False
 
@@ -170,7 +171,7 @@ class ResponsesStreamEncoder(StreamEncoder):
                 self._open[part.index].signature = part.signature
             self._close(out, part.index)
         elif isinstance(part, ReasoningStart):
-            self._begin(out, part.index, _Item("reasoning", provider=part.provider))
+            self._begin(out, part.index, _Item("reasoning", provider=part.provider, redacted=part.redacted))
         elif isinstance(part, ReasoningDelta):
             item = self._open.get(part.index)
             if item is None and part.index not in self._closed:
@@ -252,7 +253,7 @@ class ResponsesStreamEncoder(StreamEncoder):
                         output_index=item.output_index, arguments=text)
             done = function_call_item(item.id, ToolCallPart(item.call_id, item.name, text))
         else:
-            item_id, encrypted = reasoning_identity(ReasoningPart(text, item.signature, provider=item.provider))
+            item_id, encrypted = reasoning_identity(ReasoningPart(text, item.signature, item.redacted, item.provider))
             if item.output_index < 0:
                 if not text and not encrypted:
                     return  # nothing a Responses client could read or send back

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from typing import Any, Dict, List, Mapping, Optional
 
+from routeplane.protocols.carried import restore
 from tests.matrix.model import (
     ClientResult,
     Image,
@@ -303,7 +304,10 @@ def _result(chunks: List[Dict[str, Any]], raw: Any = None) -> ClientResult:
                 calls.append((fc.get("id", ""), fc["name"], fc["args"]))
             elif p.get("thought"):
                 thoughts.append(p.get("text", ""))
-                signature = p.get("thoughtSignature") or signature
+                own = p.get("thoughtSignature")
+                # The gateway's opaque carrier of another vendor's signature is not Gemini's own
+                # (routeplane/protocols/carried.py; round trip tested in tests/test_gemini_codec.py).
+                signature = (own if restore(own) is None else None) or signature
             else:
                 text.append(p.get("text", ""))
                 assert "thoughtSignature" not in p or p.get("text") == "", p
