@@ -81,11 +81,15 @@ NOTES = [
     "  `item_reference` are a 400, never silently dropped; `store: false` is sent unless the client chose.",
     "- **Gemini** has no cache-write count (written tokens are ordinary prompt tokens), no `stop_sequence`",
     "  or pause finish reason (`STOP` / `OTHER`), and no tool-call finish reason (calls end with `STOP`).",
-    "  Thought signatures reach only Gemini clients; history from another wire gets Google's documented",
+    "  Gemini's thought signatures reach only Gemini clients; history from another wire gets Google's documented",
     "  placeholder signature on its first function call. Calls Gemini sent without an id get a synthesized",
     "  one, which is never sent back to Gemini. Gemini streams carry only `data:` lines (no keep-alives).",
     "  An image URL is passed to Gemini as `fileData` (Gemini fetches only Files API / GCS URIs; the",
     "  gateway does not download images).",
+    "- **Anthropic's signed thinking** is carried opaquely to Responses clients (in `encrypted_content`)",
+    "  and Gemini clients (in a thought part's `thoughtSignature`), and restored as Anthropic thinking when",
+    "  the client sends the history back, so their tool loops with thinking continue on Anthropic; the",
+    "  matrix reports such a carrier as \"no signature of the client's wire\".",
 ]
 
 
