@@ -9,14 +9,15 @@ import re
 import secrets
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Type
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple, Type
 
 import requests
+import urllib3
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from routeplane.language_model.url_safety import URLPolicy, UnsafeURL, check_base_url
+from routeplane.language_model.url_safety import UnsafeURL, URLPolicy, check_base_url
 
 from .verdict import Verdict, VerificationFailed
 
@@ -174,18 +175,23 @@ class SignedReportVerifier(Verifier):
                 session.trust_env = False  # no surprise proxies from the environment
                 with session.get(self.url, params={"model": model, "nonce": nonce}, stream=True,
                                  timeout=(self.timeout, self.timeout), allow_redirects=False,
-                                 headers={"Accept": "application/json"}) as resp:
+                                 headers={"Accept": "application/json", "Accept-Encoding": "identity"}) as resp:
                     if resp.status_code != 200:
                         raise VerificationFailed(f"the attestation endpoint answered HTTP {resp.status_code}")
-                    for chunk in resp.iter_content(65536):
+                    # read1 returns whatever one recv got, so a server that trickles bytes
+                    # cannot stretch the fetch past the deadline plus one read timeout.
+                    while True:
+                        if time.monotonic() > deadline:
+                            raise VerificationFailed(f"the attestation endpoint timed out ({self.timeout:g} s)")
+                        chunk = resp.raw.read1(16384)
+                        if not chunk:
+                            break
                         buf += chunk
                         if len(buf) > self.max_bytes:
                             raise VerificationFailed(f"the attestation report exceeds {self.max_bytes} bytes")
-                        if time.monotonic() > deadline:
-                            raise VerificationFailed(f"the attestation endpoint timed out ({self.timeout:g} s)")
-        except requests.Timeout:
+        except (requests.Timeout, urllib3.exceptions.TimeoutError):
             raise VerificationFailed(f"the attestation endpoint timed out ({self.timeout:g} s)") from None
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise VerificationFailed(f"the attestation endpoint is unreachable ({type(exc).__name__})") from None
         try:
             return json.loads(bytes(buf))
@@ -193,7 +199,7 @@ class SignedReportVerifier(Verifier):
             raise VerificationFailed("the attestation endpoint did not answer JSON") from None
 
 
-def _envelope(body: Any) -> "tuple[Dict[str, Any], bytes]":
+def _envelope(body: Any) -> Tuple[Dict[str, Any], bytes]:
     if not isinstance(body, dict) or not isinstance(body.get("report"), dict):
         raise VerificationFailed("the answer has no `report` object")
     sig = body.get("signature")

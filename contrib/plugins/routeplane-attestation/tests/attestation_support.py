@@ -95,6 +95,9 @@ class AttestationServer:
                     srv.nonces.append(nonce)
                 if srv.delay:
                     srv._closing.wait(srv.delay)
+                if srv.mode == "trickle":  # headers at once, then one byte per 0.1 s
+                    self._trickle()
+                    return
                 status, body = srv.answer(nonce, model)
                 try:
                     self.send_response(status)
@@ -104,6 +107,20 @@ class AttestationServer:
                     self.wfile.write(body)
                 except OSError:
                     pass  # the verifier gave up (timeout test)
+
+            def _trickle(self) -> None:
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", "100")
+                    self.end_headers()
+                    for _ in range(100):
+                        if srv._closing.wait(0.1):
+                            return
+                        self.wfile.write(b" ")
+                        self.wfile.flush()
+                except OSError:
+                    pass
 
             def log_message(self, *args: Any) -> None:
                 pass

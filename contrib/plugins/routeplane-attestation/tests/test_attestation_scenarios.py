@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 from attestation_support import GATEWAY_CONFIG, MODES, AttestationServer, provider_section
@@ -39,7 +39,7 @@ def server() -> Iterator[AttestationServer]:
         yield srv
 
 
-def gateway(srv: AttestationServer, policy: str) -> "tuple[Gateway, ChainSpy]":
+def gateway(srv: AttestationServer, policy: str) -> Tuple[Gateway, ChainSpy]:
     spy = ChainSpy()
     # A short timeout only where the endpoint hangs: the machine may be busy.
     timeout = 0.3 if srv.mode == "timeout" else 3.0

@@ -36,7 +36,7 @@ def _reset(server: AttestationServer) -> None:
 
 
 def verifier(server: AttestationServer, **changes: Any) -> SignedReportVerifier:
-    section = AttestationPlugin(providers={"tee": provider_section(server, timeout=3, **changes)}).options
+    section = AttestationPlugin(providers={"tee": provider_section(server, **dict({"timeout": 3}, **changes))}).options
     opts = {k: v for k, v in section["providers"]["tee"].items() if k != "verifier"}
     return SignedReportVerifier("tee", opts)
 
@@ -102,6 +102,15 @@ def test_connection_refused_is_unverified(server: AttestationServer) -> None:
     v.url = f"http://127.0.0.1:{free_port()}/report"
     verdict = v.verify("echo")
     assert not verdict.verified and "unreachable" in verdict.reason
+
+
+def test_a_trickling_endpoint_cannot_outlast_the_timeout(server: AttestationServer) -> None:
+    server.mode = "trickle"
+    v = verifier(server, timeout=0.4)
+    t0 = time.monotonic()
+    verdict = v.verify("echo")
+    assert not verdict.verified and "timed out" in verdict.reason
+    assert time.monotonic() - t0 < 1.5  # deadline (0.4 s) + at most one read timeout
 
 
 def test_a_bug_in_a_verifier_is_unverified(server: AttestationServer) -> None:
