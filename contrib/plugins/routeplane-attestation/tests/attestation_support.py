@@ -54,6 +54,13 @@ class AttestationServer:
         self._server.server_close()
         self._thread.join(5)
 
+    def wait_hits(self, n: int, timeout: float = 3.0) -> int:
+        """`hits` once it reaches n (a handler may still be starting when a verifier gave up), or at the timeout."""
+        deadline = time.monotonic() + timeout
+        while self.hits < n and time.monotonic() < deadline:
+            self._closing.wait(0.01)
+        return self.hits
+
     def signed(self, report: Dict[str, Any]) -> bytes:
         sig = self.key.sign(canonical_json(report)).signature.hex()
         return json.dumps({"report": report, "signature": sig}).encode()

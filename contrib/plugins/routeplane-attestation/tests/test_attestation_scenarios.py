@@ -66,7 +66,7 @@ def test_chain_after_hook(server: AttestationServer, mode: str, policy: str) -> 
     verified = REASONS[mode] is None
     meta = result.settlements[0].metadata["attestation"]
     assert meta["verdicts"][0]["verified"] is verified, meta
-    assert server.hits == hits + 1  # a fresh fetch (fresh nonce) per fresh plugin
+    assert server.wait_hits(hits + 1) == hits + 1  # one fresh fetch (fresh nonce) per fresh plugin
     expect = ["tee:echo", "plain:echo"] if verified or policy == "record" else ["plain:echo"]
     assert spy.chains == [expect]
     assert result.status == 200
