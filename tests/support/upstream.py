@@ -138,11 +138,15 @@ class FakeUpstream:
                 self.end_headers()
                 self.wfile.flush()
                 for i, chunk in enumerate(reply.chunks):
-                    if reply.reset_after is not None and i >= reply.reset_after:
-                        self._rst()
-                        return
                     if reply.chunk_delay and i:
                         time.sleep(reply.chunk_delay)
+                    if reply.reset_after is not None and i >= reply.reset_after:
+                        # Let the peer read what was sent first: a RST discards data still
+                        # unread in the receiver's buffer, which would turn a mid-stream
+                        # cut into a cut before the first byte (a flaky test, not a bug).
+                        time.sleep(0.2)
+                        self._rst()
+                        return
                     try:
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                         self.wfile.flush()
