@@ -261,3 +261,36 @@ def test_upstreams_that_die_are_reported_cleanly(stack: Any, wallet: Wallet,
     upstreams["gamma"] = revived
     r = _call(url, h, "g_add", a=20, b=22)
     assert r.status_code == 200 and r.json()["result"]["content"][0]["text"] == "42"
+
+
+@pytest.mark.parametrize("mode", ["auto", "2026-07-28"])
+def test_high_level_client_in_the_modern_era(stack: Any, wallet: Wallet, mode: str) -> None:
+    """`Client(url)` probes server/discover (2026-07-28, stateless) first: the gateway serves that era too."""
+    from mcp import Client
+
+    gw, _ = stack
+    bearer = token(wallet, tools=["beta__*"])
+
+    async def body() -> Any:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {bearer}"})
+        async with Client(streamable_http_client(gw.url + "/mcp", http_client=http), mode=mode) as c:
+            tools: List[str] = []
+            cursor: Optional[str] = None
+            for _ in range(10):  # page_size 3, pages filtered by the allowlist
+                page = await c.list_tools(cursor=cursor)
+                tools += [t.name for t in page.tools]
+                cursor = page.next_cursor
+                if not cursor:
+                    break
+            added = await c.call_tool("beta__add", {"a": 4, "b": 5})
+            text = (await c.read_resource("mem://beta/hello")).contents[0].text
+            with pytest.raises(MCPError) as denied:
+                await c.call_tool("alpha__add", {"a": 1, "b": 1})
+            return tools, added.content[0].text, text, denied.value.code
+
+    try:
+        tools, added, text, denied = anyio.run(body)
+    finally:
+        gc.collect()
+    assert set(tools) == {"beta__add", "beta__whoami", "beta__crash", "beta__secret.read"}
+    assert (added, text, denied) == ("9", "hello from beta", -32003)

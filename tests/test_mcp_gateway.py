@@ -313,3 +313,53 @@ def test_the_docs_hook_example_runs() -> None:
         assert r.status_code == 403 and r.get_json()["error"]["code"] == -32003
     finally:
         app.shutdown()
+
+
+# --- 2026-07-28 (stateless) era ---------------------------------------------------------
+
+MODERN_META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+               "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "1"},
+               "io.modelcontextprotocol/clientCapabilities": {}}
+
+
+def modern(client: Any, method: str, params: Optional[Dict[str, Any]] = None, version: str = "2026-07-28",
+           **headers: str) -> Any:
+    meta = {**MODERN_META, "io.modelcontextprotocol/protocolVersion": version}
+    h = {**ACCEPT, "MCP-Protocol-Version": version, "Mcp-Method": method}
+    h.update({k.replace("_", "-"): v for k, v in headers.items()})
+    return client.post("/mcp", headers=h, json={"jsonrpc": "2.0", "id": 3, "method": method,
+                                                "params": {**(params or {}), "_meta": meta}})
+
+
+def test_modern_requests_need_no_session_and_carry_result_metadata(gateway: Any) -> None:
+    r = modern(gateway, "server/discover")
+    assert r.status_code == 200 and "Mcp-Session-Id" not in r.headers
+    result = r.get_json()["result"]
+    assert "2026-07-28" in result["supportedVersions"] and "tools" in result["capabilities"]
+    assert result["resultType"] == "complete" and result["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == \
+        "routeplane"
+    r = modern(gateway, "tools/call", {"name": "beta__add", "arguments": {"a": 2, "b": 2}}, Mcp_Name="beta__add")
+    assert r.get_json()["result"]["content"][0]["text"] == "4" and r.get_json()["result"]["resultType"] == "complete"
+    # Mcp-Name may be base64-encoded (=?base64?...?=)
+    r = modern(gateway, "tools/call", {"name": "beta__add", "arguments": {"a": 2, "b": 3}},
+               Mcp_Name="=?base64?YmV0YV9fYWRk?=")
+    assert r.get_json()["result"]["content"][0]["text"] == "5"
+    listing = modern(gateway, "tools/list").get_json()["result"]
+    assert listing["cacheScope"] == "private" and listing["ttlMs"] == 0
+
+
+def test_modern_era_errors(gateway: Any) -> None:
+    r = modern(gateway, "tools/call", {"name": "beta__add", "arguments": {}}, Mcp_Name="beta__other")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32020
+    r = modern(gateway, "tools/call", {"name": "beta__add", "arguments": {}})  # no Mcp-Name at all
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32020
+    r = modern(gateway, "tools/list", Mcp_Method="prompts/list")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32020
+    r = modern(gateway, "tools/list", version="2099-01-01")
+    assert r.status_code == 400 and r.get_json()["error"]["code"] == -32022
+    assert r.get_json()["error"]["data"]["requested"] == "2099-01-01"
+    for method in ("tools/frobnicate", "ping"):  # ping was removed in 2026-07-28
+        r = modern(gateway, method)
+        assert r.status_code == 404 and r.get_json()["error"]["code"] == -32601
+    r = modern(gateway, "resources/read", {"uri": "mem://nobody/x"}, Mcp_Name="mem://nobody/x")
+    assert r.get_json()["error"]["code"] == -32602  # -32002 is retired in 2026-07-28

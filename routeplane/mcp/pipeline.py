@@ -9,7 +9,7 @@ import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..auth.globs import model_allowed
-from ..hooks.mcp import MCPDecision, MCPDenial, MCPObserveHook, MCPPreRequestHook, MCPRouteHook
+from ..hooks.mcp import MCPDecision, MCPDenial, MCPPreRequestHook, MCPRouteHook
 from ..observers import ObserverDispatcher
 from .catalog import KINDS, Catalog
 from .context import MCPCallEvent, MCPRequestContext, MCPTarget

@@ -8,7 +8,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from ..language_model.url_safety import URLPolicy, UnsafeURL, check_base_url
+from ..language_model.url_safety import UnsafeURL, URLPolicy, check_base_url
 
 SERVER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PREFIX = re.compile(r"^[A-Za-z0-9_-]{0,64}$")

@@ -10,8 +10,8 @@ from typing import Any, Callable, Dict, Optional
 import requests
 
 from ..protocols.sse import SSEParser
-from .upstream import Upstream, UpstreamFailure, log
 from .settings import MCPServerConfig
+from .upstream import Upstream, UpstreamFailure, log
 
 
 class _SessionGone(Exception):
@@ -55,13 +55,15 @@ class HttpUpstream(Upstream):
         return headers
 
     def _exchange(self, message: Dict[str, Any], timeout: float, initializing: bool = False) -> Dict[str, Any]:
+        used = self.session_id
         try:
             return self._post(message, timeout, initializing)
         except _SessionGone:
             if initializing:
                 raise UpstreamFailure(self.server, "refused to start a session (HTTP 404)") from None
             with self._init_lock:
-                self._handshake()
+                if self.session_id == used:  # another thread may have re-initialized already
+                    self._handshake()
             try:
                 return self._post(message, timeout, False)
             except _SessionGone:

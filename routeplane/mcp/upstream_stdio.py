@@ -82,7 +82,7 @@ class StdioUpstream(Upstream):
             with self._pending_lock:
                 self._ended = max(self._ended, generation)
                 dead = [(k, p) for k, p in self._pending.items() if p.generation == generation]
-                for key, pending in dead:
+                for key, _ in dead:
                     del self._pending[key]
             for _key, pending in dead:
                 pending.failure = "exited while handling the request"

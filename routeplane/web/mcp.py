@@ -12,8 +12,9 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..auth.guard import authenticate_request
 from ..hooks.mcp import DENY_CODES
+from ..mcp import modern
 from ..mcp.context import MCPRequestContext
-from ..mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, MCPError, classify, parse_body, result_body
+from ..mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, MCPError, classify, parse_body, result_body
 from ..mcp.pipeline import SUPPORTED_VERSIONS
 from ..protocols.sse import dumps
 from .common import request_id
@@ -56,6 +57,12 @@ def make_blueprint(app: "App") -> Blueprint:
             data = parse_body(_read_body(limit))
             message = classify(data)
             message_id = message.id
+            version = modern.requested_version(message.params) if message.kind == "request" else None
+            if version is not None:  # 2026-07-28: stateless, no session
+                return _modern_request(runtime, message, version, identity, server, rid)
+            if (message.kind != "request" and not request.headers.get(SESSION_HEADER)
+                    and request.headers.get(VERSION_HEADER) in modern.MODERN_VERSIONS):
+                return Response(status=202, headers={"x-request-id": rid})
             if message.kind == "request" and message.method == "initialize":
                 result, version = runtime.pipeline.initialize(message.params, server)
                 sid = runtime.signer.mint(version, identity.account_id, server)
@@ -76,6 +83,26 @@ def make_blueprint(app: "App") -> Blueprint:
             return _error(MCPError(INTERNAL_ERROR, "Internal error.", 500), message_id, rid, runtime)
 
     return bp
+
+
+def _modern_request(runtime: Any, message: Any, version: Any, identity: Any, server: Optional[str],
+                    rid: str) -> Response:
+    try:
+        v = modern.check_version(version, SUPPORTED_VERSIONS)
+        modern.check_headers(request.headers, v, message.method, message.params)
+        hello, _ = runtime.pipeline.initialize({"protocolVersion": SUPPORTED_VERSIONS[0]}, server)
+        if message.method == "server/discover":
+            result = modern.discover(hello["capabilities"], hello["serverInfo"], SUPPORTED_VERSIONS)
+        elif message.method in modern.REMOVED:
+            raise MCPError(METHOD_NOT_FOUND, f"Method not found: {message.method}", 404)
+        else:
+            params = {k: val for k, val in message.params.items() if k != "_meta"}
+            ctx = MCPRequestContext(rid, message.method, params, identity, dict(request.headers), server, None)
+            result = runtime.pipeline.handle(message.method, params, ctx)
+        body = result_body(message.id, modern.decorate(message.method, result, hello["serverInfo"]))
+        return _answer(body, rid, runtime)
+    except MCPError as err:
+        raise modern.modern_error(err) from None
 
 
 def _check_origin(allowed: Any) -> None:
