@@ -363,3 +363,28 @@ def test_modern_era_errors(gateway: Any) -> None:
         assert r.status_code == 404 and r.get_json()["error"]["code"] == -32601
     r = modern(gateway, "resources/read", {"uri": "mem://nobody/x"}, Mcp_Name="mem://nobody/x")
     assert r.get_json()["error"]["code"] == -32602  # -32002 is retired in 2026-07-28
+
+
+def test_stdio_child_does_not_inherit_gateway_secrets(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from routeplane.mcp.settings import MCPServerConfig
+    from routeplane.mcp.upstream_stdio import StdioUpstream
+
+    script = tmp_path / "env_server.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "for line in sys.stdin:\n"
+        "    m = json.loads(line)\n"
+        "    if 'id' not in m: continue\n"
+        "    r = {'protocolVersion': '2025-11-25', 'capabilities': {}, 'serverInfo': {'name': 'e'}}\n"
+        "    if m['method'] != 'initialize': r = {'env': sorted(os.environ)}\n"
+        "    print(json.dumps({'jsonrpc': '2.0', 'id': m['id'], 'result': r}), flush=True)\n")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("ROUTEPLANE_MCP_SESSION_SECRET", "x" * 32)
+    up = StdioUpstream(MCPServerConfig(id="e", type="stdio", prefix="e__", command=sys.executable,
+                                       args=(str(script),), env={"CALC_MODE": "fast"}, timeout=10), lambda *a: None)
+    try:
+        names = up.request("env/dump")["env"]
+    finally:
+        up.close()
+    assert "CALC_MODE" in names and "PATH" in names
+    assert "OPENAI_API_KEY" not in names and "ROUTEPLANE_MCP_SESSION_SECRET" not in names

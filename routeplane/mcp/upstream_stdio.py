@@ -12,6 +12,10 @@ from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
 
+INHERITED_ENV = frozenset({"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE",
+                           "TMPDIR", "TZ", "SYSTEMROOT"})
+
+
 class _Pending:
     __slots__ = ("event", "response", "failure", "generation")
 
@@ -56,7 +60,9 @@ class StdioUpstream(Upstream):
             log.warning("stdio MCP server %r exited with %s; restarting it", self.server, self._proc.returncode)
             self._reap(self._proc)
         self._initialized = False
-        env = dict(os.environ)
+        # A minimal inherited environment (as the MCP SDK's stdio client does), not the gateway's own:
+        # the child must not see provider API keys or the session secret.
+        env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV}
         env.update(self.config.env)
         try:
             proc = subprocess.Popen(
