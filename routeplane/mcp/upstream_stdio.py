@@ -11,7 +11,6 @@ from typing import IO, Any, Callable, Dict, Optional, Tuple
 from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
-
 INHERITED_ENV = frozenset({"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE",
                            "TMPDIR", "TZ", "SYSTEMROOT"})
 
