@@ -388,3 +388,20 @@ def test_stdio_child_does_not_inherit_gateway_secrets(monkeypatch: pytest.Monkey
         up.close()
     assert "CALC_MODE" in names and "PATH" in names
     assert "OPENAI_API_KEY" not in names and "ROUTEPLANE_MCP_SESSION_SECRET" not in names
+
+
+def test_http_upstream_reads_notifications_on_a_response_stream() -> None:
+    from routeplane.mcp.settings import MCPServerConfig
+    from routeplane.mcp.upstream_http import HttpUpstream
+
+    seen: List[Any] = []
+    up = HttpUpstream(MCPServerConfig(id="h", type="http", prefix="h__", url="http://127.0.0.1:9/mcp"),
+                      lambda server, method, params: seen.append((server, method)))
+    try:
+        assert up._event('{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}', 4) is None
+        assert up._event('{"jsonrpc":"2.0","id":3,"result":{}}', 4) is None  # not ours
+        assert up._event('{"jsonrpc":"2.0","id":4,"result":{"ok":1}}', 4) == {"jsonrpc": "2.0", "id": 4,
+                                                                              "result": {"ok": 1}}
+    finally:
+        up.close()
+    assert seen == [("h", "notifications/tools/list_changed")]
