@@ -15,6 +15,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from .language_model.cooldown import CooldownPolicy, FallbackSettings
 from .language_model.routing import PROTOCOLS, STRATEGIES, Prices, Route, RoutingTarget, Timeouts
+from .acp.settings import AgentSchema, agent_name_problems, typed_agents
 from .mcp.settings import (MCPGatewaySchema, MCPGatewaySettings, MCPServerSchema, server_id_problems, typed_servers,
                            typed_settings)
 
@@ -171,7 +172,7 @@ class ConfigSchema(_Strict):
     plugins = fields.Dict(keys=fields.String(), load_default=dict)
     mcp_servers = fields.Dict(keys=fields.String(), values=fields.Nested(MCPServerSchema), load_default=dict)
     mcp = fields.Nested(MCPGatewaySchema, load_default=lambda: MCPGatewaySchema().load({}))
-    agents = fields.Dict(keys=fields.String(), load_default=dict)
+    agents = fields.Dict(keys=fields.String(), values=fields.Nested(AgentSchema), load_default=dict)
     timeouts = fields.Nested(TimeoutsSchema, load_default=dict)
     fallback = fields.Nested(FallbackSchema, load_default=lambda: FallbackSchema().load({}))
 
@@ -193,6 +194,9 @@ class ConfigSchema(_Strict):
         raw_mcp = original.get("mcp_servers") if isinstance(original, dict) else None
         if isinstance(raw_mcp, dict) and server_id_problems(raw_mcp):
             errors["mcp_servers"] = server_id_problems(raw_mcp)
+        raw_agents = original.get("agents") if isinstance(original, dict) else None
+        if isinstance(raw_agents, dict) and agent_name_problems(raw_agents):
+            errors["agents"] = agent_name_problems(raw_agents)
         if errors:
             raise ValidationError(errors)
 
@@ -229,7 +233,7 @@ class Config:
     plugins: Mapping[str, Any]
     mcp_servers: Mapping[str, Any] = field(default_factory=dict)  # id -> routeplane.mcp.settings.MCPServerConfig
     mcp: MCPGatewaySettings = field(default_factory=MCPGatewaySettings)
-    agents: Mapping[str, Any] = field(default_factory=dict)
+    agents: Mapping[str, Any] = field(default_factory=dict)  # name -> routeplane.acp.settings.AgentConfig
     source: str = "<built-in defaults>"
     fallback: FallbackSettings = field(default_factory=FallbackSettings)
 
@@ -292,6 +296,10 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
     if problems:
         lines = [f"{path}: {m}" for path, msgs in problems.items() for m in msgs]
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines))
+    try:
+        agents = typed_agents(data["agents"])
+    except ValueError as exc:  # a card whose signature does not verify
+        raise ConfigError(f"{source}: invalid configuration:\n  {exc}") from None
     routes = []
     for name, r in data["models"].items():
         targets = tuple(
@@ -313,7 +321,7 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
         plugins=dict(data["plugins"]),
         mcp_servers=typed_servers(data["mcp_servers"]),
         mcp=typed_settings(data["mcp"]),
-        agents=dict(data["agents"]),
+        agents=agents,
         source=source,
         fallback=FallbackSettings(
             backoff=tuple(data["fallback"]["backoff"]),

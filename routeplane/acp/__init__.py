@@ -1,0 +1,1 @@
+"""The ACP pipeline: relay Agent Client Protocol sessions to configured coding agents, and their cards."""
