@@ -23,6 +23,7 @@ from .observers import ObserverDispatcher
 if TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
 
+    from .acp.builder import ACPBuilder
     from .mcp.builder import MCPBuilder
 
     from .store import Store
@@ -155,22 +156,6 @@ def _check_arity(hook: Any, name: str, n: int, who: str) -> None:
         pass
 
 
-class _OtherPipelineBuilder:
-    """ACP hook registration; its pipeline lands with its own issue."""
-
-    def __init__(self, marker: type, name: str) -> None:
-        self._marker, self._name = marker, name
-        self.hooks: List[Any] = []
-
-    def _register(self, hook: Any) -> "_OtherPipelineBuilder":
-        if not isinstance(hook, self._marker):
-            raise TypeError(f"{type(hook).__name__} is not a {self._name} hook")
-        self.hooks.append(hook)
-        return self
-
-    pre_request_hook = route_hook = observe_hook = _register
-
-
 class AppBuilder:
     def __init__(self) -> None:
         self._config: Optional[Config] = None
@@ -178,7 +163,9 @@ class AppBuilder:
         from .mcp.builder import MCPBuilder  # late: routeplane.mcp imports auth, which imports this module
 
         self._mcp = MCPBuilder()
-        self._acp = _OtherPipelineBuilder(ACPHook, "ACP")
+        from .acp.builder import ACPBuilder
+
+        self._acp = ACPBuilder()
         self._plugins: List[Plugin] = []
         self._inline_observers = False
         self._interceptors: List[Callable[[Dict[str, str], Any], Tuple[Dict[str, str], Any]]] = []
@@ -220,7 +207,8 @@ class AppBuilder:
         """MCP hooks: `pre_request_hook`, `route_hook`, `observe_hook` (routeplane.hooks.mcp contracts)."""
         return self._mcp
 
-    def acp_builder(self) -> _OtherPipelineBuilder:
+    def acp_builder(self) -> "ACPBuilder":
+        """ACP hooks: `pre_request_hook`, `route_hook`, `observe_hook` (routeplane.hooks.acp contracts)."""
         return self._acp
 
     def transport_interceptor(
@@ -247,11 +235,13 @@ class AppBuilder:
             raise ValueError(f"a plugin with id {plugin.id!r} is already installed")
         previous, self._lm._current_plugin = self._lm._current_plugin, str(plugin.id)
         self._mcp._current_plugin = str(plugin.id)
+        self._acp._current_plugin = str(plugin.id)
         try:
             plugin.install(self)
         finally:
             self._lm._current_plugin = previous
             self._mcp._current_plugin = previous
+            self._acp._current_plugin = previous
         self._plugins.append(plugin)
         return self
 
@@ -276,7 +266,8 @@ class AppBuilder:
         app = App(config, pipeline, tuple(self._plugins))
         app.transport_interceptors = tuple(self._interceptors)
         app.mcp = self._mcp.build(config, self._store, self._inline_observers)
-        app.shutdown_callbacks = tuple(self._on_shutdown) + (app.mcp.close,)
+        app.acp = self._acp.build(config, self._inline_observers)
+        app.shutdown_callbacks = tuple(self._on_shutdown) + (app.mcp.close, app.acp.close)
         app.plugin_blueprints = tuple(self._blueprints)
         app.plugin_stats = stats
         app.store = self._store
@@ -302,6 +293,7 @@ class App:
         self.plugin_blueprints: Tuple[Callable[["App"], Any], ...] = ()
         self.stats_flusher: Any = None  # routeplane.metrics.StatsFlusher, set when the admin blueprint mounts
         self.mcp: Any = None  # routeplane.mcp.builder.MCPRuntime (pipeline, sessions; `mcp.counts()`)
+        self.acp: Any = None  # routeplane.acp.builder.ACPRuntime (agents, hooks; `acp.stats()`)
 
     def shutdown(self) -> None:
         """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
