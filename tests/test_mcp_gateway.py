@@ -62,7 +62,9 @@ def gateway() -> Iterator[Any]:
     raw = copy.deepcopy(DEFAULT_CONFIG)
     raw["mcp"] = {"session_secret": "s" * 32, "list_cache_seconds": 300}
     raw["mcp_servers"] = {"beta": stdio("beta"), "delta": stdio("delta", prefix="d-"),
-                          "ghost": {"type": "http", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout": 2}}
+                          "ghost": {"type": "http", "url": f"http://127.0.0.1:{free_port()}/mcp", "timeout": 2},
+                          "nocmd": {"type": "stdio", "command": "/nonexistent/mcp-server"},
+                          "slowpoke": stdio("slowpoke", timeout=1)}
     policy = Policy()
     app = App.builder().config(parse_config(raw)).inline_observers().plugin(policy).build()
     client = app.flask_app().test_client()
@@ -261,10 +263,22 @@ def test_a_dead_upstream_is_omitted_from_listings_with_a_note(gateway: Any) -> N
         result = rpc(gateway, h, method).get_json()["result"]
         assert result[key], method  # beta and delta still listed
         notes = result["_meta"]["routeplane/unavailable"]
-        assert [n["server"] for n in notes] == ["ghost"] and "unreachable" in notes[0]["error"]
+        assert [n["server"] for n in notes] == ["ghost", "nocmd"] and "unreachable" in notes[0]["error"]
+        assert "could not be started" in notes[1]["error"]
     r = rpc(gateway, h, "tools/call", {"name": "ghost__add", "arguments": {}})
     assert r.status_code == 502 and r.get_json()["error"]["data"] == {"server": "ghost"}
     assert "127.0.0.1" not in r.get_json()["error"]["message"]  # the upstream's address stays private
+
+
+def test_a_slow_upstream_times_out_and_the_next_call_still_works(gateway: Any) -> None:
+    h = session(gateway)
+    r = rpc(gateway, h, "tools/call", {"name": "slowpoke__slow", "arguments": {"seconds": 3}}, i=11)
+    assert r.status_code == 504 and r.get_json()["error"]["code"] == -32010 and r.get_json()["id"] == 11
+    assert "within 1s" in r.get_json()["error"]["message"]
+    # The same process answers the next call with its own id; the late answer to the first is dropped.
+    r = rpc(gateway, h, "tools/call", {"name": "slowpoke__add", "arguments": {"a": 1, "b": 2}}, i=12)
+    assert r.get_json() == {"jsonrpc": "2.0", "id": 12, "result": r.get_json()["result"]}
+    assert r.get_json()["result"]["content"][0]["text"] == "3"
 
 
 # --- config -------------------------------------------------------------------------

@@ -57,6 +57,10 @@ class Upstream(ABC):
         self.server_info: Dict[str, Any] = {}
         self.protocol_version = CLIENT_PROTOCOL_VERSION
 
+    @property
+    def handshake_timeout(self) -> float:
+        return self.config.timeout
+
     def next_id(self) -> int:
         return next(self._ids)
 
@@ -75,7 +79,7 @@ class Upstream(ABC):
     def _handshake(self) -> None:
         result = self._exchange({"jsonrpc": "2.0", "id": self.next_id(), "method": "initialize", "params": {
             "protocolVersion": CLIENT_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}},
-            self.config.timeout, initializing=True)
+            self.handshake_timeout, initializing=True)
         result = _result_of(self.server, result)
         self.capabilities = result.get("capabilities") or {}
         self.server_info = result.get("serverInfo") or {}

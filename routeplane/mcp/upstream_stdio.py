@@ -11,6 +11,7 @@ from typing import IO, Any, Callable, Dict, Optional, Tuple
 from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
+STARTUP_TIMEOUT = 30.0
 INHERITED_ENV = frozenset({"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE",
                            "TMPDIR", "TZ", "SYSTEMROOT"})
 
@@ -45,6 +46,12 @@ class StdioUpstream(Upstream):
         self._pending: Dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
         self.starts = 0  # how many processes this worker started (restarts = starts - 1)
+
+    @property
+    def handshake_timeout(self) -> float:
+        # The first answer includes the child's start-up (an interpreter importing its SDK takes
+        # seconds), so a tight per-call timeout must not make the process unstartable.
+        return max(self.config.timeout, STARTUP_TIMEOUT)
 
     def ensure_initialized(self) -> None:
         with self._init_lock:

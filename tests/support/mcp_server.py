@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from mcp.server.mcpserver import MCPServer
 
@@ -25,6 +26,12 @@ def build(name: str) -> MCPServer:
     def crash() -> str:
         """Kill this server process mid-call (tests an upstream that dies)."""
         os._exit(3)
+
+    @srv.tool()
+    def slow(seconds: float) -> str:
+        """Answer after a delay (tests upstream timeouts)."""
+        time.sleep(seconds)
+        return f"slept {seconds}"
 
     @srv.tool(name="secret.read")
     def secret_read() -> str:
