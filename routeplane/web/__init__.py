@@ -27,6 +27,9 @@ def register_blueprints(app: "App", flask_app: "Flask", url_prefix: str = "") ->
     from . import admin
 
     flask_app.register_blueprint(admin.make_blueprint(app), url_prefix=url_prefix or None)
+    from . import dashboard
+
+    flask_app.register_blueprint(dashboard.make_blueprint(app), url_prefix=url_prefix or None)
     for factory in app.plugin_blueprints:  # endpoints plugins add (AppBuilder.blueprint)
         flask_app.register_blueprint(factory(app), url_prefix=url_prefix or None)
 

@@ -1,0 +1,345 @@
+"""Admin dashboard blueprint (`/admin/`): server-rendered HTML pages and SVG charts, no JavaScript, no CDN."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+from flask import Blueprint, Response, g, render_template, request
+
+from .. import dashboard_data as data
+from ..auth.guard import authenticate_request
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..app import App
+
+DEFAULT_WINDOW = "24h"
+CHART_W, CHART_H, PAD_L, PAD_B, PAD_T = 640, 200, 56, 28, 12
+
+
+def make_blueprint(app: "App") -> Blueprint:
+    bp = Blueprint("routeplane_dashboard", __name__, template_folder="../templates")
+    guard = _html_guard(app)
+
+    @bp.context_processor
+    def _helpers() -> Dict[str, Any]:
+        return {"usd": usd, "ts": _ts, "ms": _ms, "pct": _pct}
+
+    @bp.get("/admin/")
+    @guard
+    def overview() -> Any:
+        window = _window(request.args.get("window"), DEFAULT_WINDOW)
+        if window is None:
+            return _bad_request("window must be one of " + ", ".join(data.WINDOWS) + ".")
+        if app.store is None:
+            return _page("dashboard/overview.html", "overview", window=window, ov=None)
+        ov = data.overview(app.store, window)
+        series = ov["series"]
+        return _page("dashboard/overview.html", "overview", window=window, ov=ov,
+                     requests_chart=bar_chart(series, "requests", "Requests", "errors"),
+                     spend_chart=line_chart(series, "cost_micro_usd", "Spend (USD)"))
+
+    @bp.get("/admin/spend")
+    @guard
+    def spend() -> Any:
+        window, by, err = _spend_args()
+        if err:
+            return _bad_request(err)
+        sp = data.spend(app.store, window, by) if app.store is not None else None
+        return _page("dashboard/spend.html", "spend", window=window, by=by, sp=sp, groups=list(data.SPEND_GROUPS))
+
+    @bp.get("/admin/spend.csv")
+    @guard
+    def spend_csv() -> Any:
+        window, by, err = _spend_args()
+        if err:
+            return _bad_request(err)
+        if app.store is None:
+            return _error_page(409, "No store", "The spend log needs a store (database.url).")
+        return _csv(data.spend(app.store, window, by), window, by)
+
+    @bp.get("/admin/requests")
+    @guard
+    def recent() -> Any:
+        status = request.args.get("status", "").strip()
+        route = request.args.get("route", "").strip()
+        account = request.args.get("account", "").strip()
+        limit_text = request.args.get("limit", "50").strip() or "50"
+        if status not in ("", "ok", "error") and not (status.isdigit() and len(status) == 3):
+            return _bad_request("status must be ok, error or a three-digit HTTP status.")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= data.MAX_RECENT:
+            return _bad_request(f"limit must be a whole number from 1 to {data.MAX_RECENT}.")
+        rows: List[Dict[str, Any]] = []
+        choices: Dict[str, List[Any]] = {"statuses": [], "routes": []}
+        if app.store is not None:
+            rows = data.recent(app.store, int(limit_text), status, route, account)
+            choices = data.filter_choices(app.store, time.time() - data.WINDOWS["30d"])
+        routes = sorted(set(choices["routes"]) | {r.name for r in app.config.routes})
+        return _page("dashboard/requests.html", "requests", rows=rows, status=status, route=route,
+                     account=account, limit=int(limit_text), statuses=choices["statuses"], routes=routes)
+
+    @bp.get("/admin/config")
+    @guard
+    def configuration() -> Any:
+        return _page("dashboard/config.html", "config", **config_view(app))
+
+    def _page(template: str, active: str, **kw: Any) -> Response:
+        resp = Response(render_template(template, active=active, store=app.store is not None,
+                                        identity=g.routeplane_identity, labels=data.WINDOW_LABELS,
+                                        windows=list(data.WINDOWS), **kw), mimetype="text/html")
+        _no_store(resp)
+        return resp
+
+    return bp
+
+
+# --- auth: the admin scope, with errors as small HTML pages -----------------------------------------------------
+
+def _html_guard(app: "App") -> Callable[[Callable], Callable]:
+    """`require_admin` for pages: the same check (auth.guard.authenticate_request), answered in HTML."""
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            identity, err = authenticate_request(app, request.headers, request.remote_addr, scope="admin")
+            if err is not None:
+                title = {401: "Sign-in needed", 403: "Not allowed"}.get(err.status, "Unavailable")
+                resp = _error_page(err.status, title, err.message)
+                if err.status == 401:
+                    resp.headers["WWW-Authenticate"] = 'Bearer realm="routeplane admin"'
+                return resp
+            g.routeplane_identity = identity
+            return view(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+
+
+def _error_page(status: int, title: str, message: str) -> Response:
+    resp = Response(render_template("dashboard/error.html", status=status, title=title, message=message),
+                    status=status, mimetype="text/html")
+    _no_store(resp)
+    return resp
+
+
+def _bad_request(message: str) -> Response:
+    return _error_page(400, "Bad request", message)
+
+
+def _no_store(resp: Response) -> None:
+    # Admin pages show accounts and spend: no shared cache may keep them, no other site may frame them.
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Frame-Options"] = "DENY"
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+
+
+def _window(value: Optional[str], default: str) -> Optional[str]:
+    value = (value or default).strip()
+    return value if value in data.WINDOWS else None
+
+
+def _spend_args() -> "tuple[str, str, Optional[str]]":
+    window = _window(request.args.get("window"), DEFAULT_WINDOW)
+    by = (request.args.get("by") or "account").strip()
+    if window is None:
+        return "", by, "window must be one of " + ", ".join(data.WINDOWS) + "."
+    if by not in data.SPEND_GROUPS:
+        return window, by, "by must be one of " + ", ".join(data.SPEND_GROUPS) + "."
+    return window, by, None
+
+
+def _csv(sp: Dict[str, Any], window: str, by: str) -> Response:
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow(list(sp["columns"]) + ["requests", "errors", "input_tokens", "output_tokens", "cost_micro_usd",
+                                      "cost_usd", "unknown_cost_requests"])
+    for r in sp["rows"]:
+        w.writerow([_csv_cell(v) for v in r["key"]] + [r["requests"], r["errors"], r["input_tokens"],
+                                                        r["output_tokens"], r["cost_micro_usd"],
+                                                        f"{r['cost_micro_usd'] / 1e6:.6f}", r["unknown_cost"]])
+    resp = Response(out.getvalue(), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = f'attachment; filename="routeplane-spend-{by}-{window}.csv"'
+    _no_store(resp)
+    return resp
+
+
+def _csv_cell(v: Any) -> str:
+    s = "" if v is None else str(v)
+    # A cell starting with = + - @ would run as a formula in a spreadsheet: quote it as text.
+    return "'" + s if s[:1] in ("=", "+", "-", "@", "\t", "\r") else s
+
+
+# --- charts: geometry computed here, drawn as SVG by the templates -------------------------------------------------
+
+def _nice_max(v: float) -> float:
+    if v <= 0:
+        return 1.0
+    step = 10 ** (len(str(int(v))) - 1) if v >= 1 else 1.0
+    for m in (1, 2, 2.5, 5, 10):
+        if v <= m * step:
+            return m * step
+    return 10 * step  # pragma: no cover
+
+
+def _frame(series: Dict[str, Any], key: str, scale: float) -> Dict[str, Any]:
+    buckets = series["buckets"]
+    values = [b[key] / scale for b in buckets]
+    top = _nice_max(max(values) if values else 0.0)
+    inner_w, inner_h = CHART_W - PAD_L - 8, CHART_H - PAD_T - PAD_B
+    step = inner_w / max(1, len(buckets))
+    ticks = [{"y": PAD_T + inner_h - inner_h * f, "label": _fmt_tick(top * f)} for f in (0, 0.5, 1)]
+    first, last = buckets[0]["start"], buckets[-1]["end"]
+    return {"values": values, "top": top, "inner_w": inner_w, "inner_h": inner_h, "step": step, "ticks": ticks,
+            "width": CHART_W, "height": CHART_H, "left": PAD_L, "top_pad": PAD_T, "base": PAD_T + inner_h,
+            "x_labels": [{"x": PAD_L, "label": time.strftime("%m-%d %H:%M", time.gmtime(first)), "anchor": "start"},
+                         {"x": PAD_L + inner_w, "label": time.strftime("%m-%d %H:%M UTC", time.gmtime(last)),
+                          "anchor": "end"}]}
+
+
+def _fmt_tick(v: float) -> str:
+    return f"{v:g}" if v >= 0.01 or v == 0 else f"{v:.2e}"
+
+
+def bar_chart(series: Dict[str, Any], key: str, title: str, part_key: Optional[str] = None) -> Dict[str, Any]:
+    """One bar per bucket (every bucket drawn, height 0 when empty), with an overlaid part (errors)."""
+    f = _frame(series, key, 1.0)
+    bars = []
+    for i, (b, v) in enumerate(zip(series["buckets"], f["values"])):
+        h = f["inner_h"] * v / f["top"]
+        part = b[part_key] if part_key else 0
+        ph = f["inner_h"] * part / f["top"]
+        x = f["left"] + i * f["step"] + f["step"] * 0.1
+        bars.append({"x": round(x, 2), "w": round(f["step"] * 0.8, 2), "y": round(f["base"] - h, 2),
+                     "h": round(h, 2), "py": round(f["base"] - ph, 2), "ph": round(ph, 2), "value": int(v),
+                     "part": int(part), "label": _range_label(b, series["width_seconds"])})
+    total = sum(int(v) for v in f["values"])
+    parts = sum(b["part"] for b in bars)
+    desc = f"{title} per {_width_text(series['width_seconds'])} over the {data.WINDOW_LABELS[series['window']]}: " \
+           f"{total} in all" + (f", {parts} of them errors" if part_key else "") + f"; the tallest bucket has " \
+           f"{max((b['value'] for b in bars), default=0)}."
+    return dict(f, kind="bar", title=title, bars=bars, desc=desc, total=total, part_total=parts)
+
+
+def line_chart(series: Dict[str, Any], key: str, title: str) -> Dict[str, Any]:
+    """One point per bucket joined by a line; `key` is micro-USD, plotted in USD."""
+    f = _frame(series, key, 1e6)
+    points = []
+    for i, (b, v) in enumerate(zip(series["buckets"], f["values"])):
+        x = f["left"] + i * f["step"] + f["step"] / 2
+        y = f["base"] - f["inner_h"] * v / f["top"]
+        points.append({"x": round(x, 2), "y": round(y, 2), "value": b[key], "usd": usd(b[key]),
+                       "label": _range_label(b, series["width_seconds"])})
+    total = sum(b[key] for b in series["buckets"])
+    desc = f"{title} per {_width_text(series['width_seconds'])} over the {data.WINDOW_LABELS[series['window']]}: " \
+           f"{usd(total)} in all."
+    return dict(f, kind="line", title=title, points=points, desc=desc, total=total,
+                polyline=" ".join(f"{p['x']},{p['y']}" for p in points))
+
+
+def _range_label(b: Dict[str, Any], width: float) -> str:
+    fmt = "%m-%d %H:%M"
+    return f"{time.strftime(fmt, time.gmtime(b['start']))}–{time.strftime('%H:%M', time.gmtime(b['end']))} UTC"
+
+
+def _width_text(width: float) -> str:
+    if width % 86400 == 0:
+        return f"{int(width // 86400)} day" if width == 86400 else f"{int(width // 86400)} days"
+    if width % 3600 == 0:
+        return "hour" if width == 3600 else f"{int(width // 3600)} hours"
+    return f"{int(width // 60)} minutes"
+
+
+def _ts(t: Optional[float]) -> str:
+    return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t))
+
+
+def _ms(v: Optional[float]) -> str:
+    return "–" if v is None else f"{v:,.1f} ms"
+
+
+def _pct(v: float) -> str:
+    return f"{v * 100:.1f}%"
+
+
+def usd(micro: Optional[int]) -> str:
+    return "unknown" if micro is None else f"${micro / 1e6:,.6f}"
+
+
+# --- configuration, secrets masked ---------------------------------------------------------------------------------
+
+def mask_key(key: Optional[str]) -> str:
+    """`sk-…abcd`: the key's kind prefix and its last four characters, never more (short keys: only `…`)."""
+    if not key:
+        return ""
+    if len(key) < 16:
+        return "…"
+    prefix = key.split("-", 1)[0] + "-" if "-" in key[:8] else ""
+    return f"{prefix}…{key[-4:]}"
+
+
+def _safe_url(url: Optional[str]) -> str:
+    """A base URL without userinfo or query (either may carry a credential)."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+def config_view(app: "App") -> Dict[str, Any]:
+    cfg = app.config
+    routes = [{"name": r.name, "strategy": r.strategy,
+               "targets": [{"label": t.label, "protocol": t.protocol, "weight": t.weight} for t in r.targets]}
+              for r in cfg.routes]
+    providers = []
+    for name, t in sorted(cfg.providers.items()):
+        p = t.prices
+        providers.append({"name": name, "protocol": t.protocol, "base_url": _safe_url(t.base_url),
+                          "key": mask_key(t.api_key), "header_names": sorted(t.headers),
+                          "prices": (p.input, p.output) if (p.input is not None or p.output is not None) else None,
+                          "confidential": t.confidential})
+    hooks: List[Dict[str, Any]] = []
+    counters: Dict[str, Any] = {}
+    source = "this worker only (no store configured)"
+    if app.store is not None:
+        from ..metrics import plugin_metrics
+
+        if app.stats_flusher is not None:
+            app.stats_flusher.flush_now()
+        merged = plugin_metrics(app.store)
+        hooks, counters, source = merged["hooks"], merged["counters"], "every worker (store)"
+    seen = {(h["plugin"], h["stage"], h["hook"]) for h in hooks}
+    for h in app.plugin_stats.snapshot():  # hooks registered but never flushed still belong in the list
+        if (h["plugin"], h["stage"], h["hook"]) not in seen:
+            hooks.append(dict(h, average_ms=round(h["total_ms"] / h["invocations"], 4) if h["invocations"] else 0.0))
+    plugins = [{"id": str(p.id), "version": getattr(p, "version", None) or "",
+                "hooks": [h for h in hooks if h["plugin"] == str(p.id)],
+                "counters": _flat(counters.get(str(p.id), {}), "")} for p in app.plugins]
+    known = {p["id"] for p in plugins}
+    extra = sorted({h["plugin"] for h in hooks} - known)
+    plugins += [{"id": pid, "version": "", "hooks": [h for h in hooks if h["plugin"] == pid],
+                 "counters": _flat(counters.get(pid, {}), "")} for pid in extra]
+    mcp = [{"id": s.id, "type": s.type, "prefix": s.prefix, "enabled": s.enabled,
+            "where": _safe_url(s.url) if s.url else (s.command or ""), "header_names": sorted(s.headers or {})}
+           for s in sorted(cfg.mcp_servers.values(), key=lambda s: s.id)]
+    agents = [{"id": k, "kind": str(v.get("type") or v.get("protocol") or "") if isinstance(v, dict) else ""}
+              for k, v in sorted(cfg.agents.items())]
+    return {"routes": routes, "providers": providers, "plugins": plugins, "stats_source": source,
+            "mcp_servers": mcp, "agents": agents, "auth_mode": str(cfg.auth.get("mode", "none")),
+            "config_source": cfg.source}
+
+
+def _flat(d: Any, prefix: str) -> List[Sequence[Any]]:
+    if isinstance(d, dict):
+        out: List[Sequence[Any]] = []
+        for k, v in sorted(d.items()):
+            out.extend(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return [(prefix, d)]
