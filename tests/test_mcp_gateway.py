@@ -265,7 +265,20 @@ def test_a_dead_upstream_is_omitted_from_listings_with_a_note(gateway: Any) -> N
         notes = result["_meta"]["routeplane/unavailable"]
         assert [n["server"] for n in notes] == ["ghost", "nocmd"] and "unreachable" in notes[0]["error"]
         assert "could not be started" in notes[1]["error"]
-    r = rpc(gateway, h, "tools/call", {"name": "ghost__add", "arguments": {}})
+    # Listings now skip the failed servers for a few seconds instead of waiting on them again.
+    catalog = gateway.app_.mcp.pipeline.catalog
+    assert {"ghost", "nocmd"} <= set(catalog._failed)
+    ghost = gateway.app_.mcp.pipeline.upstream("ghost")
+    calls: List[str] = []
+    original = ghost.request
+    ghost.request = lambda *a, **kw: calls.append(a[0]) or original(*a, **kw)  # type: ignore[method-assign]
+    try:
+        rpc(gateway, h, "tools/list")
+        assert calls == []
+        r = rpc(gateway, h, "tools/call", {"name": "ghost__add", "arguments": {}})
+        assert calls == ["tools/call"]  # calls are always tried
+    finally:
+        del ghost.request
     assert r.status_code == 502 and r.get_json()["error"]["data"] == {"server": "ghost"}
     assert "127.0.0.1" not in r.get_json()["error"]["message"]  # the upstream's address stays private
 

@@ -31,6 +31,7 @@ KINDS = {
     "resources/list": ListKind("resources/list", "resources", "resources", None),
     "resources/templates/list": ListKind("resources/templates/list", "resourceTemplates", "resources", None),
 }
+FAILURE_HOLD_SECONDS = 5.0  # listings skip a server this long after it failed (calls still try it)
 MAX_UPSTREAM_PAGES = 100  # bounds a misbehaving upstream that never stops paginating
 
 
@@ -50,11 +51,13 @@ class Catalog:
         self.page_size = page_size
         self._cursor_key = cursor_key
         self._cache: Dict[Tuple[str, str], Tuple[float, List[Dict[str, Any]]]] = {}
+        self._failed: Dict[str, Tuple[float, UpstreamFailure]] = {}
         self._lock = threading.Lock()
         self.fetches = 0  # upstream list fetches (tests check the cache with it)
 
     def invalidate(self, server: str, kinds: Sequence[str]) -> None:
         with self._lock:
+            self._failed.pop(server, None)
             for kind in kinds:
                 self._cache.pop((server, kind + "/list"), None)
 
@@ -63,8 +66,21 @@ class Catalog:
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get((server, method))
+            failed = self._failed.get(server)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if failed is not None and failed[0] > now:
+            # A server that just failed is not asked again for a few seconds: a hung upstream
+            # would otherwise cost every listing its full timeout.
+            raise failed[1]
+        try:
+            return self._fetch(server, method)
+        except UpstreamFailure as exc:
+            with self._lock:
+                self._failed[server] = (time.monotonic() + min(FAILURE_HOLD_SECONDS, self.ttl), exc)
+            raise
+
+    def _fetch(self, server: str, method: str) -> List[Dict[str, Any]]:
         kind = KINDS[method]
         up = self._upstream(server)
         up.ensure_initialized()
@@ -81,6 +97,7 @@ class Catalog:
                 if not cursor or not isinstance(cursor, str):
                     break
         with self._lock:
+            self._failed.pop(server, None)
             self.fetches += 1
             if self.ttl > 0:
                 self._cache[(server, method)] = (time.monotonic() + self.ttl, items)
