@@ -203,6 +203,11 @@ def load_json(body: bytes, target: RoutingTarget) -> Any:
                                       provider=target.provider) from exc
 
 
+def as_list(value: Any) -> List[Any]:
+    """A JSON array field, or nothing: a hostile body's scalar or object is not iterated."""
+    return value if isinstance(value, list) else []
+
+
 def bad_upstream(target: RoutingTarget, what: str) -> InvalidUpstreamResponse:
     return InvalidUpstreamResponse(f"{target.provider} sent an invalid response: {what}", provider=target.provider)
 

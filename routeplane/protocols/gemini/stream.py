@@ -228,7 +228,8 @@ class GeminiStreamDecoder(StreamDecoder):
         if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
             cand = candidates[0]
             content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
-            for raw in content.get("parts") or []:
+            parts = content.get("parts")
+            for raw in parts if isinstance(parts, list) else []:
                 if isinstance(raw, dict):
                     out.extend(self._part(raw))
             if isinstance(cand.get("finishReason"), str):

@@ -294,7 +294,9 @@ def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
     if raw["type"] != "json_schema":
         return ResponseFormat(raw["type"])
     spec = expect(raw.get("json_schema"), dict, "response_format.json_schema", required=True)
-    return ResponseFormat("json_schema", spec.get("name"), spec.get("schema"), spec.get("strict"))
+    return ResponseFormat("json_schema", expect(spec.get("name"), str, "response_format.json_schema.name"),
+                          expect(spec.get("schema"), dict, "response_format.json_schema.schema"),
+                          expect(spec.get("strict"), bool, "response_format.json_schema.strict"))
 
 
 # --- provider side ---------------------------------------------------------

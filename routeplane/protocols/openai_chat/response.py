@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any, Dict, List, Optional
 
@@ -17,7 +18,7 @@ from ...language_model.types import (
     ToolCallPart,
     Usage,
 )
-from ..base import bad_upstream
+from ..base import as_list, bad_upstream
 
 PROTOCOL = "openai_chat"
 
@@ -147,11 +148,11 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         parts.extend(TextPart(c["text"]) for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
     if isinstance(msg.get("refusal"), str) and msg["refusal"]:
         parts.append(TextPart(msg["refusal"]))
-    for call in msg.get("tool_calls") or []:
+    for call in as_list(msg.get("tool_calls")):
         if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
             raise bad_upstream(target, "malformed tool call")
         fn = call["function"]
-        parts.append(ToolCallPart(str(call.get("id") or ""), str(fn.get("name") or ""), fn.get("arguments") or "{}"))
+        parts.append(ToolCallPart(str(call.get("id") or ""), str(fn.get("name") or ""), _arguments(fn.get("arguments"))))
     finish = FINISH_FROM_WIRE.get(str(choice.get("finish_reason")), FinishReason.STOP)
     if any(isinstance(p, ToolCallPart) for p in parts) and finish is FinishReason.STOP:
         finish = FinishReason.TOOL_CALLS  # some compatible servers say "stop" after a tool call
@@ -177,3 +178,10 @@ def error_body(err: RouteplaneError) -> Dict[str, Any]:
             "code": err.code or (err.kind if err.kind not in ("invalid_request",) else None),
         }
     }
+
+
+def _arguments(raw: Any) -> str:
+    """Tool arguments as a JSON string (some compatible servers send an object)."""
+    if isinstance(raw, str):
+        return raw or "{}"
+    return json.dumps(raw) if isinstance(raw, (dict, list)) else "{}"

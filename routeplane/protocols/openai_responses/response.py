@@ -18,7 +18,7 @@ from ...language_model.types import (
     ToolCallPart,
     Usage,
 )
-from ..base import bad_upstream, scrub
+from ..base import as_list, bad_upstream, scrub
 from ..carried import carry
 from ..openai_chat.response import error_body as chat_error_body
 from .request import PROTOCOL, pack_reasoning_signature, unpack_reasoning_signature
@@ -185,7 +185,7 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
             raise bad_upstream(target, "an output item is not an object")
         kind = item.get("type")
         if kind == "message":
-            for c in item.get("content") or []:
+            for c in as_list(item.get("content")):
                 if isinstance(c, dict) and c.get("type") == "output_text" and isinstance(c.get("text"), str):
                     parts.append(TextPart(c["text"]))
                 elif isinstance(c, dict) and c.get("type") == "refusal" and isinstance(c.get("refusal"), str):
@@ -202,9 +202,9 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
 
 
 def _reasoning_text(item: Dict[str, Any]) -> str:
-    texts = [s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict)]
+    texts = [s.get("text", "") for s in as_list(item.get("summary")) if isinstance(s, dict)]
     if not texts:
-        texts = [c.get("text", "") for c in item.get("content") or [] if isinstance(c, dict)]
+        texts = [c.get("text", "") for c in as_list(item.get("content")) if isinstance(c, dict)]
     return "\n\n".join(t for t in texts if isinstance(t, str))
 
 

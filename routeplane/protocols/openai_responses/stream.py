@@ -30,7 +30,7 @@ from ...language_model.types import (
     Usage,
     UsageUpdate,
 )
-from ..base import StreamDecoder, StreamEncoder, bad_upstream
+from ..base import StreamDecoder, StreamEncoder, as_list, bad_upstream
 from ..sse import SSEEvent, frame
 from .request import PROTOCOL, pack_reasoning_signature
 from .response import (
@@ -436,7 +436,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         ikey = str(item.get("id") or f"#{data.get('output_index')}")
         out: List[StreamPart] = []
         if item.get("type") == "message":
-            for ci, c in enumerate(item.get("content") or []):
+            for ci, c in enumerate(as_list(item.get("content"))):
                 block = self._blocks.get((ikey, ci))
                 text = c.get("text", c.get("refusal")) if isinstance(c, dict) else None
                 if block is None and isinstance(text, str) and text:
@@ -458,7 +458,7 @@ class ResponsesStreamDecoder(StreamDecoder):
                 out.extend(self._end(block))
             else:
                 if not self._seen.get(block):
-                    texts = [s.get("text", "") for s in item.get("summary") or [] if isinstance(s, dict)]
+                    texts = [s.get("text", "") for s in as_list(item.get("summary")) if isinstance(s, dict)]
                     if any(texts):
                         out.append(ReasoningDelta(block, "\n\n".join(texts)))
                 if block in self._open:
