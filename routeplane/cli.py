@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .auth.cli import add_commands as add_auth_commands
 
     add_auth_commands(sub)  # token, keys
+    from .acp.cli import add_commands as add_acp_commands
+
+    add_acp_commands(sub)  # acp
     return parser
 
 

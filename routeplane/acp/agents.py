@@ -1,0 +1,190 @@
+"""One configured agent's process: its environment, a reader thread on its stdout, a locked writer to its stdin."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import subprocess
+import threading
+from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+from .settings import AgentConfig
+
+log = logging.getLogger("routeplane.acp")
+
+Reply = Callable[[Dict[str, Any]], None]  # gets the agent's whole response object ({"result"} or {"error"})
+
+
+class LineWriter:
+    """Newline-delimited JSON on one stream; the lock keeps lines from several threads whole."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+
+    def send(self, message: Mapping[str, Any]) -> bool:
+        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+        with self._lock:
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+                return True
+            except (OSError, ValueError):  # closed pipe: the peer is gone
+                return False
+
+
+def gateway_url(listen: str) -> str:
+    """`http://host:port` of the gateway for an agent on this machine (a wildcard listen means loopback)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+
+
+def agent_environment(agent: AgentConfig, listen: str, base: Mapping[str, str]) -> Dict[str, str]:
+    """The agent's environment: routeplane's, plus the gateway's URLs and scoped token, plus `env` (wins).
+
+    Raises ValueError (no secret in the message) when `gateway.token_env` names an unset variable.
+    """
+    env = dict(base)
+    if agent.gateway_enabled:
+        url = (agent.gateway_base_url or gateway_url(listen)).rstrip("/")
+        env.update({"ROUTEPLANE_BASE_URL": url, "OPENAI_BASE_URL": url + "/v1", "ANTHROPIC_BASE_URL": url,
+                    "GOOGLE_GEMINI_BASE_URL": url})
+        if agent.gateway_token_env:
+            token = base.get(agent.gateway_token_env)
+            if not token:
+                raise ValueError(f"agents.{agent.name}.gateway.token_env: environment variable "
+                                 f"{agent.gateway_token_env} is not set")
+            env.update({"ROUTEPLANE_API_KEY": token, "OPENAI_API_KEY": token, "ANTHROPIC_API_KEY": token,
+                        "GEMINI_API_KEY": token})
+    env.update(agent.env)
+    return env
+
+
+class AgentProcess:
+    """A running agent. `generation` numbers restarts, so session ids of a dead process never come back."""
+
+    def __init__(self, agent: AgentConfig, env: Mapping[str, str], generation: int,
+                 on_message: Callable[["AgentProcess", Dict[str, Any]], None],
+                 on_exit: Callable[["AgentProcess", Optional[int]], None]) -> None:
+        self.agent = agent
+        self.name = agent.name
+        self.generation = generation
+        self._env = dict(env)
+        self._on_message, self._on_exit = on_message, on_exit
+        self._ids = itertools.count(0)
+        self._pending: Dict[int, Tuple[str, Reply]] = {}
+        self._reader: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self.proc: Optional["subprocess.Popen[bytes]"] = None
+        self._writer: Optional[LineWriter] = None
+        self.dead = False
+        self.exit_code: Optional[int] = None
+        # initialize state: None until the agent answered; waiters run after it
+        self.init_result: Optional[Dict[str, Any]] = None
+        self.initializing = False
+        self.waiters: List[Tuple[Callable[[], None], Callable[[Dict[str, Any]], None]]] = []
+
+    @property
+    def prefix(self) -> str:
+        return self.name if self.generation == 1 else f"{self.name}~{self.generation}"
+
+    def start(self) -> None:
+        """Start the process (raises OSError when the command cannot run) and its stdout reader."""
+        a = self.agent
+        # stderr is inherited: agent logs go where routeplane's go (acp.md §1: logs on stderr).
+        self.proc = subprocess.Popen([a.command, *a.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     cwd=a.cwd, env=self._env)
+        assert self.proc.stdin is not None
+        self._writer = LineWriter(self.proc.stdin)
+        self._reader = threading.Thread(target=self._read, name=f"acp-agent-{self.name}", daemon=True)
+        self._reader.start()
+
+    def send(self, message: Mapping[str, Any]) -> bool:
+        return self._writer is not None and not self.dead and self._writer.send(message)
+
+    def request(self, method: str, params: Any, reply: Reply) -> None:
+        """Send a request with this connection's own id; `reply` gets the response (or a synthesized error)."""
+        with self._lock:
+            if self.dead:
+                rid = None
+            else:
+                rid = next(self._ids)
+                self._pending[rid] = (method, reply)
+        if rid is None or not self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}):
+            with self._lock:
+                if rid is not None:
+                    self._pending.pop(rid, None)
+            reply({"error": self.death_error(method)})
+
+    def death_error(self, method: str) -> Dict[str, Any]:
+        code = self.exit_code
+        how = f"exited with code {code}" if code is not None and code >= 0 else (
+            f"was killed by signal {-code}" if code is not None else "is not running")
+        return {"code": -32603, "message": f"Agent {self.name!r} {how}; {method} cannot complete.",
+                "data": {"agent": self.name, "exitCode": code}}
+
+    def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    log.warning("agent %s wrote a line that is not JSON (ignored)", self.name)
+                    continue
+                if not isinstance(message, dict):
+                    continue
+                if "method" not in message and "id" in message:
+                    with self._lock:
+                        entry = self._pending.pop(message["id"], None) if isinstance(message["id"], int) else None
+                    if entry is not None:
+                        entry[1](message)
+                    continue
+                self._on_message(self, message)
+        except Exception:
+            log.exception("the reader of agent %s failed", self.name)
+        finally:
+            self._died()
+
+    def _died(self) -> None:
+        try:
+            code = self.proc.wait(timeout=5) if self.proc is not None else None
+        except subprocess.TimeoutExpired:  # stdout closed but still running: it is of no use now
+            self.proc.kill()  # type: ignore[union-attr]
+            code = self.proc.wait(timeout=5)  # type: ignore[union-attr]
+        with self._lock:
+            self.dead, self.exit_code = True, code
+            pending, self._pending = self._pending, {}
+        for method, reply in pending.values():
+            reply({"error": self.death_error(method)})
+        self._on_exit(self, code)
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Close stdin (the agent's cue to exit), then terminate, then kill; bounded."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass
+        for stop in (None, proc.terminate, proc.kill):
+            if stop is not None:
+                stop()
+            try:
+                proc.wait(timeout=timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        if self._reader is not None:
+            self._reader.join(timeout=timeout)  # it saw EOF; closing its pipe under it would race
+        if proc.stdout is not None and (self._reader is None or not self._reader.is_alive()):
+            proc.stdout.close()
