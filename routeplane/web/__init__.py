@@ -24,6 +24,9 @@ def register_blueprints(app: "App", flask_app: "Flask", url_prefix: str = "") ->
     from . import mcp
 
     flask_app.register_blueprint(mcp.make_blueprint(app), url_prefix=url_prefix or None)
+    from . import agents
+
+    flask_app.register_blueprint(agents.make_blueprint(app), url_prefix=url_prefix or None)
     from . import admin
 
     flask_app.register_blueprint(admin.make_blueprint(app), url_prefix=url_prefix or None)
