@@ -432,3 +432,19 @@ def test_http_upstream_reads_notifications_on_a_response_stream() -> None:
     finally:
         up.close()
     assert seen == [("h", "notifications/tools/list_changed")]
+
+
+def test_every_mcp_hook_contract_is_documented() -> None:
+    import inspect as _inspect
+    import os
+
+    from routeplane.hooks import mcp as contracts
+
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "docs", "mcp.md")) as fh:
+        doc = fh.read()
+    for kind, (contract, methods) in contracts.MCP_HOOK_KINDS.items():
+        assert contract.__doc__ and f"{contract.__name__}.{next(iter(methods))}(" in doc, contract
+        assert kind.replace("_hook", "") in doc or kind in doc
+    for value in (contracts.MCPDecision, contracts.MCPDenial):
+        assert value.__name__ in doc
+        assert _inspect.getdoc(value)

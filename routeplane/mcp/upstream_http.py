@@ -14,6 +14,9 @@ from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
 
+MAX_BODY_BYTES = 64 * 1024 * 1024  # one upstream answer; a runaway upstream must not exhaust the worker
+
+
 class _SessionGone(Exception):
     """The upstream answered 404 to our session id: it restarted or expired the session."""
 
@@ -113,8 +116,15 @@ class HttpUpstream(Upstream):
             raise _SessionGone()
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
+            raw = bytearray()
+            for chunk in resp.iter_content(chunk_size=65536):
+                raw += chunk
+                if len(raw) > MAX_BODY_BYTES:
+                    raise UpstreamFailure(self.server, f"answered more than {MAX_BODY_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
             try:
-                body = json.loads(resp.content)
+                body = json.loads(bytes(raw))
             except ValueError:
                 raise UpstreamFailure(self.server, f"answered invalid JSON (HTTP {resp.status_code})") from None
             if isinstance(body, dict) and ("result" in body or "error" in body):
