@@ -13,7 +13,6 @@ from ..protocols.sse import SSEParser
 from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
-
 MAX_BODY_BYTES = 64 * 1024 * 1024  # one upstream answer; a runaway upstream must not exhaust the worker
 
 
