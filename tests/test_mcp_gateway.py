@@ -448,3 +448,40 @@ def test_every_mcp_hook_contract_is_documented() -> None:
     for value in (contracts.MCPDecision, contracts.MCPDenial):
         assert value.__name__ in doc
         assert _inspect.getdoc(value)
+
+
+def test_session_secret_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    from routeplane.mcp.sessions import SecretSource, SessionSigner
+    from routeplane.store import Store
+
+    monkeypatch.delenv("ROUTEPLANE_MCP_SESSION_SECRET", raising=False)
+    assert SecretSource("c" * 20, None).get() == b"c" * 20
+    monkeypatch.setenv("ROUTEPLANE_MCP_SESSION_SECRET", "e" * 20)
+    env = SecretSource(None, None)
+    assert env.get() == b"e" * 20 and env.origin == "env"
+    monkeypatch.delenv("ROUTEPLANE_MCP_SESSION_SECRET")
+    # The store: the mcp plugin's migration wrote one random secret that every worker reads.
+    from routeplane.mcp.builder import mcp_plugin_class
+    from routeplane.store.migrations import migrate
+
+    store = Store.from_url(f"sqlite:///{tmp_path}/s.db")
+    try:
+        migrate(store, [mcp_plugin_class()()])
+        a, b = SecretSource(None, store), SecretSource(None, store)
+        assert a.get() == b.get() and len(a.get()) == 64 and a.origin == "store"
+        signer_a, signer_b = SessionSigner(a, 3600, store), SessionSigner(b, 3600, store)
+        sid = signer_a.mint("2025-11-25", "acct", None)
+        session = signer_b.verify(sid, "acct", None)  # another "worker" accepts it
+        signer_b.revoke(session)
+        with pytest.raises(Exception):
+            signer_a.verify(sid, "acct", None)  # and the end is seen by the first one through the store
+    finally:
+        store.close()
+    # A store without the table: a per-process key, asked again later (not cached forever).
+    empty = Store.from_url(f"sqlite:///{tmp_path}/e.db")
+    try:
+        src = SecretSource(None, empty)
+        first = src.get()
+        assert src.origin == "process" and src.get() == first and src._value is None
+    finally:
+        empty.close()

@@ -142,6 +142,8 @@ class SecretSource:
         self._configured = configured
         self._store = store
         self._value: Optional[bytes] = None
+        self._fallback: Optional[bytes] = None
+        self._retry_at = 0.0
         self._lock = threading.Lock()
         self.origin = ""
 
@@ -150,7 +152,16 @@ class SecretSource:
             return self._value
         with self._lock:
             if self._value is None:
-                self._value = self._resolve()
+                if self._fallback is not None and time.monotonic() < self._retry_at:
+                    return self._fallback
+                value = self._resolve()
+                if self.origin == "process" and self._store is not None:
+                    # The store failed: serve with a per-process key for now and ask it again in a
+                    # few seconds (sessions minted meanwhile get 404 elsewhere and re-initialize).
+                    self._fallback = self._fallback or value
+                    self._retry_at = time.monotonic() + 5.0
+                    return self._fallback
+                self._value = value
             return self._value
 
     def _resolve(self) -> bytes:
