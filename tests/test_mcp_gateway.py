@@ -473,8 +473,11 @@ def test_session_secret_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) 
         sid = signer_a.mint("2025-11-25", "acct", None)
         session = signer_b.verify(sid, "acct", None)  # another "worker" accepts it
         signer_b.revoke(session)
-        with pytest.raises(Exception):
+        from routeplane.mcp.jsonrpc import MCPError
+
+        with pytest.raises(MCPError) as gone:
             signer_a.verify(sid, "acct", None)  # and the end is seen by the first one through the store
+        assert gone.value.status == 404
     finally:
         store.close()
     # A store without the table: a per-process key, asked again later (not cached forever).
