@@ -184,3 +184,54 @@ def test_hooks_of_other_pipelines_are_type_errors() -> None:
 
     with pytest.raises(TypeError, match="must take 1 argument"):
         builder.acp_builder().observe_hook(BadArity())
+
+
+def _editor_for(agents: Dict[str, Any], initial: str) -> Editor:
+    config = parse_config({"providers": {"mock": {"protocol": "mock"}},
+                           "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}},
+                           "agents": agents}, "t")
+    app = App.builder().config(config).inline_observers().build()
+    return Editor(lambda out: ACPRelay(app.acp, initial, out, {"PATH": os.environ.get("PATH", "")},
+                                       "127.0.0.1:4356"))
+
+
+def test_an_agent_that_cannot_start_or_stays_silent_is_a_clear_error() -> None:
+    ed = _editor_for({"ghost": {"command": "/nonexistent/agent-binary"},
+                      "mute": {"command": sys.executable, "args": ["-c", "import time; time.sleep(30)"],
+                               "startup_timeout_seconds": 0.5},
+                      "keyless": {"command": sys.executable, "gateway": {"token_env": "ACP_UNSET_KEY_VAR"}}},
+                     "ghost")
+    try:
+        ed.send({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": 1}})
+        err = ed.response(0)[0]["error"]
+        assert err["code"] == -32603 and "Agent 'ghost' cannot start" in err["message"]
+        ed.send({"jsonrpc": "2.0", "id": 1, "method": "session/new",
+                 "params": {"cwd": "/x", "mcpServers": [], "_meta": {"agent": "mute"}}})
+        ed.relay.runtime.route = (ByWorkspace(),)  # _meta.agent picks the agent
+        ed.send({"jsonrpc": "2.0", "id": 2, "method": "session/new",
+                 "params": {"cwd": "/x", "mcpServers": [], "_meta": {"agent": "mute"}}})
+        assert "cannot start" in ed.response(1)[0]["error"]["message"]  # before the hook: ghost again
+        mute = ed.response(2, timeout=15)[0]["error"]
+        assert mute["code"] == -32603 and "did not answer initialize within 0.5 s" in mute["message"]
+        ed.send({"jsonrpc": "2.0", "id": 3, "method": "session/new",
+                 "params": {"cwd": "/x", "mcpServers": [], "_meta": {"agent": "keyless"}}})
+        keyless = ed.response(3)[0]["error"]
+        assert "ACP_UNSET_KEY_VAR is not set" in keyless["message"]
+    finally:
+        ed.close()
+
+
+def test_the_docs_hook_example_registers() -> None:
+    import re
+
+    text = (Path(__file__).parent.parent / "docs" / "acp.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+    assert blocks
+    ns: Dict[str, Any] = {"__name__": "docs_acp_example"}
+    exec(compile("\n".join(blocks), "docs/acp.md", "exec"), ns)
+    app = App.builder().plugin(ns["AgentPolicy"]()).build()
+    assert [type(h).__name__ for h in app.acp.route] == ["ByRepository"]
+    ctx = ACPRequestContext("session/new", {"cwd": "/src/go/x"}, "claude")
+    assert app.acp.route[0].resolve(ACPTarget("claude"), ctx).agent == "codex"
+    denied = app.acp.pre_request[0].check(ACPRequestContext("session/prompt", {"prompt": "drop prod-db"}, "claude"))
+    assert not denied.allowed and denied.code == -32003

@@ -83,6 +83,7 @@ class AgentProcess:
         self._writer: Optional[LineWriter] = None
         self.dead = False
         self.exit_code: Optional[int] = None
+        self.failure: Optional[str] = None  # why routeplane stopped it, when it did
         # initialize state: None until the agent answered; waiters run after it
         self.init_result: Optional[Dict[str, Any]] = None
         self.initializing = False
@@ -122,8 +123,12 @@ class AgentProcess:
 
     def death_error(self, method: str) -> Dict[str, Any]:
         code = self.exit_code
-        how = f"exited with code {code}" if code is not None and code >= 0 else (
-            f"was killed by signal {-code}" if code is not None else "is not running")
+        if self.failure:
+            how = self.failure
+        elif code is None:
+            how = "is not running"
+        else:
+            how = f"exited with code {code}" if code >= 0 else f"was killed by signal {-code}"
         return {"code": -32603, "message": f"Agent {self.name!r} {how}; {method} cannot complete.",
                 "data": {"agent": self.name, "exitCode": code}}
 
@@ -165,6 +170,10 @@ class AgentProcess:
         for method, reply in pending.values():
             reply({"error": self.death_error(method)})
         self._on_exit(self, code)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # the reader then sees EOF and fails what is pending
 
     def close(self, timeout: float = 2.0) -> None:
         """Close stdin (the agent's cue to exit), then terminate, then kill; bounded."""

@@ -293,7 +293,18 @@ class ACPRelay:
             return then(link)
         if start_init:
             init = self._client_init or {"protocolVersion": 1, "clientCapabilities": {}}
-            link.request("initialize", init, lambda message: self._initialized(link, message))
+            timer = threading.Timer(link.agent.startup_timeout_seconds, self._startup_timed_out, (link,))
+            timer.daemon = True
+            timer.start()
+            link.request("initialize", init, lambda message: (timer.cancel(), self._initialized(link, message)))
+
+    def _startup_timed_out(self, link: AgentProcess) -> None:
+        """An agent silent past `startup_timeout_seconds` is stopped; its waiters get the reason."""
+        if link.init_result is None and not link.dead:
+            link.failure = (f"did not answer initialize within {link.agent.startup_timeout_seconds:g} s "
+                            "(agents.<name>.startup_timeout_seconds)")
+            log.error("agent %s %s", link.name, link.failure)
+            link.kill()
 
     def _initialized(self, link: AgentProcess, message: Dict[str, Any]) -> None:
         with self._lock:

@@ -63,7 +63,7 @@ def agent_name_problems(raw: Mapping[str, Any]) -> Dict[str, Any]:
     errors: Dict[str, Any] = {}
     for name in raw:
         if not isinstance(name, str) or not _NAME.match(name):
-            errors[str(name)] = ["agent names are letters, digits, '-', '_', '.' (no ':'; it namespaces sessions)"]
+            errors[str(name)] = ["agent names are letters, digits, '-', '_', '.' (no ':' or '~': they namespace session ids)"]
     defaults = [n for n, a in raw.items() if isinstance(a, dict) and a.get("default") is True]
     if len(defaults) > 1:
         for n in defaults:
