@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 acp = pytest.importorskip("acp")
-from acp import PROTOCOL_VERSION, ReadTextFileResponse, RequestError, RequestPermissionResponse, spawn_agent_process, text_block  # noqa: E402
+from acp import (  # noqa: E402
+    PROTOCOL_VERSION,
+    ReadTextFileResponse,
+    RequestError,
+    RequestPermissionResponse,
+    spawn_agent_process,
+    text_block,
+)
 from acp.schema import AllowedOutcome, ClientCapabilities, FileSystemCapabilities, Implementation  # noqa: E402
 
 AGENT = str(Path(__file__).parent / "support" / "acp_agent.py")

@@ -12,9 +12,19 @@ import os
 import sys
 from typing import Any, Dict
 
-from acp import (PROTOCOL_VERSION, InitializeResponse, NewSessionResponse, PromptResponse, run_agent,
-                 start_tool_call, text_block, tool_content, update_agent_message_text, update_tool_call,
-                 update_user_message_text)
+from acp import (
+    PROTOCOL_VERSION,
+    InitializeResponse,
+    NewSessionResponse,
+    PromptResponse,
+    run_agent,
+    start_tool_call,
+    text_block,
+    tool_content,
+    update_agent_message_text,
+    update_tool_call,
+    update_user_message_text,
+)
 from acp.schema import AgentCapabilities, Implementation, LoadSessionResponse, PermissionOption, ToolCallUpdate
 
 NAME = sys.argv[1] if len(sys.argv) > 1 else "agent"
