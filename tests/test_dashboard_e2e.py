@@ -23,7 +23,7 @@ from tests.support.gateway import GatewayProcess
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("ROUTEPLANE_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's package
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts" / "dashboard"
@@ -97,7 +97,8 @@ def browser_or_skip(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    browser_or_skip(request)  # before starting anything: a missing browser skips (or fails) at once
     url = f"sqlite:///{tmp_path_factory.mktemp('dashboard')}/rp.db"
     gw = GatewayProcess(gateway_config(url), workers=2, threads=8).start()
     gw.db_url = url  # type: ignore[attr-defined]
@@ -328,3 +329,35 @@ def test_api_scope_and_no_credential_are_refused(gateway: GatewayProcess, traffi
                 page.screenshot(path=str(ARTIFACTS / "forbidden.png"))
         finally:
             ctx.close()
+
+
+def test_sign_in_form_sets_a_dashboard_cookie(gateway: GatewayProcess, traffic: Dict[str, Any], browser: Any) -> None:
+    """A browser cannot add an Authorization header: the login form keeps an admin credential in a cookie."""
+    ctx = browser.new_context(java_script_enabled=False)
+    ctx.set_default_timeout(10000)
+    try:
+        page = ctx.new_page()
+        assert page.goto(gateway.url + "/admin/spend").status == 401
+        page.click("text=signed in with one here")
+        page.wait_for_url("**/admin/login")
+        page.fill("#credential", traffic["keys"]["alice"])  # api scope: refused, no cookie
+        page.click("button[type=submit]")
+        assert "403" in page.locator("[role=alert]").inner_text() and ctx.cookies() == []
+        assert traffic["keys"]["alice"] not in page.content()
+        page.screenshot(path=str(ARTIFACTS / "login-refused.png"))
+        page.fill("#credential", traffic["keys"]["admin"])
+        page.click("button[type=submit]")
+        page.wait_for_url("**/admin/")
+        assert page.locator("#summary-1h dd[data-k=requests]").inner_text() == str(SENT)
+        (cookie,) = ctx.cookies()
+        assert (cookie["name"], cookie["path"], cookie["httpOnly"], cookie["sameSite"]) == \
+            ("routeplane_admin", "/admin/", True, "Strict")
+        assert page.goto(gateway.url + "/admin/requests?status=error").status == 200
+        page.click("text=Sign out")
+        page.wait_for_url("**/admin/login")
+        assert ctx.cookies() == [] and page.goto(gateway.url + "/admin/").status == 401
+        # The cookie is the dashboard's only: the JSON admin API still wants the header.
+        ctx.add_cookies([{"name": "routeplane_admin", "value": traffic["keys"]["admin"], "url": gateway.url + "/"}])
+        assert page.goto(gateway.url + "/admin/metrics").status == 401
+    finally:
+        ctx.close()

@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
 
 DEFAULT_WINDOW = "24h"
+COOKIE = "routeplane_admin"
+COOKIE_MAX_AGE = 8 * 3600  # a working day; the credential's own expiry still applies on every request
 CHART_W, CHART_H, PAD_L, PAD_B, PAD_T = 640, 200, 56, 28, 12
 
 
@@ -87,6 +89,33 @@ def make_blueprint(app: "App") -> Blueprint:
     def configuration() -> Any:
         return _page("dashboard/config.html", "config", **config_view(app))
 
+    @bp.route("/admin/login", methods=["GET", "POST"])
+    def login() -> Any:
+        """A form for browsers, which cannot add an Authorization header: the credential goes into a cookie."""
+        if request.method == "GET":
+            return _login_page(200, "")
+        if (request.content_length or 0) > 16384:
+            return _login_page(413, "That is too long to be a credential.")
+        credential = (request.form.get("credential") or "").strip()
+        if not credential:
+            return _login_page(400, "Paste an admin key or token.")
+        identity, err = authenticate_request(app, {"Authorization": f"Bearer {credential}"}, request.remote_addr,
+                                             scope="admin")
+        if err is not None:
+            return _login_page(err.status, err.message)
+        resp = Response(status=303, headers={"Location": _url("overview")})
+        resp.set_cookie(COOKIE, credential, max_age=COOKIE_MAX_AGE, path=_cookie_path(), httponly=True,
+                        samesite="Strict", secure=_is_https())
+        _no_store(resp)
+        return resp
+
+    @bp.post("/admin/logout")
+    def logout() -> Any:
+        resp = Response(status=303, headers={"Location": _url("login")})
+        resp.delete_cookie(COOKIE, path=_cookie_path(), httponly=True, samesite="Strict", secure=_is_https())
+        _no_store(resp)
+        return resp
+
     def _page(template: str, active: str, **kw: Any) -> Response:
         resp = Response(render_template(template, active=active, store=app.store is not None,
                                         identity=g.routeplane_identity, labels=data.WINDOW_LABELS,
@@ -105,10 +134,17 @@ def _html_guard(app: "App") -> Callable[[Callable], Callable]:
     def decorator(view: Callable) -> Callable:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            identity, err = authenticate_request(app, request.headers, request.remote_addr, scope="admin")
+            headers: Any = request.headers
+            cookie = request.cookies.get(COOKIE)
+            if cookie and not headers.get("Authorization"):
+                headers = {"Authorization": f"Bearer {cookie}"}  # signed in through the login form
+            identity, err = authenticate_request(app, headers, request.remote_addr, scope="admin")
             if err is not None:
                 title = {401: "Sign-in needed", 403: "Not allowed"}.get(err.status, "Unavailable")
                 resp = _error_page(err.status, title, err.message)
+                if cookie:  # a stale or revoked credential: forget it
+                    resp.delete_cookie(COOKIE, path=_cookie_path(), httponly=True, samesite="Strict",
+                                       secure=_is_https())
                 if err.status == 401:
                     resp.headers["WWW-Authenticate"] = 'Bearer realm="routeplane admin"'
                 return resp
@@ -120,9 +156,30 @@ def _html_guard(app: "App") -> Callable[[Callable], Callable]:
     return decorator
 
 
+def _url(endpoint: str) -> str:
+    from flask import url_for
+
+    return url_for(f"routeplane_dashboard.{endpoint}")
+
+
+def _cookie_path() -> str:
+    return _url("overview")  # "/admin/" (under any mount prefix): the dashboard's pages and nothing else
+
+
+def _is_https() -> bool:
+    return request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def _login_page(status: int, message: str) -> Response:
+    resp = Response(render_template("dashboard/login.html", status=status, message=message), status=status,
+                    mimetype="text/html")
+    _no_store(resp)
+    return resp
+
+
 def _error_page(status: int, title: str, message: str) -> Response:
-    resp = Response(render_template("dashboard/error.html", status=status, title=title, message=message),
-                    status=status, mimetype="text/html")
+    resp = Response(render_template("dashboard/error.html", status=status, title=title, message=message,
+                                    login_url=_url("login")), status=status, mimetype="text/html")
     _no_store(resp)
     return resp
 
@@ -135,7 +192,7 @@ def _no_store(resp: Response) -> None:
     # Admin pages show accounts and spend: no shared cache may keep them, no other site may frame them.
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"
-    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'"
+    resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
 
 
 def _window(value: Optional[str], default: str) -> Optional[str]:
