@@ -27,7 +27,7 @@ from tests.support.mcp_upstream import SCRIPT, MCPUpstreamProcess
 
 pytestmark = pytest.mark.e2e
 
-TOOLS = ("add", "whoami", "crash", "slow", "secret.read")  # what tests/support/mcp_server.py offers
+TOOLS = ("add", "whoami", "crash", "slow", "count", "secret.read")  # what tests/support/mcp_server.py offers
 ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
@@ -141,7 +141,7 @@ def test_sdk_client_through_the_gateway(stack: Any, wallet: Wallet) -> None:
     assert out["version"] == "2025-11-25" and out["server"] == "routeplane"
     for server in ("alpha__", "beta__", "g_"):
         assert {server + n for n in TOOLS} <= set(out["tools"])
-    assert len(out["tools"]) == 15 and len(set(out["tools"])) == 15 and out["pages"] == 5
+    assert len(out["tools"]) == 18 and len(set(out["tools"])) == 18 and out["pages"] == 6
     assert out["alpha_add"].content[0].text == "42" and not out["alpha_add"].is_error
     assert out["beta_add"].content[0].text == "3"
     assert out["resource"].contents[0].text == "hello from beta"
@@ -295,3 +295,26 @@ def test_high_level_client_in_the_modern_era(stack: Any, wallet: Wallet, mode: s
         gc.collect()
     assert set(tools) == {"beta__" + t for t in TOOLS}
     assert (added, text, denied) == ("9", "hello from beta", -32003)
+
+
+def test_progress_is_relayed_on_an_sse_answer(stack: Any, wallet: Wallet) -> None:
+    gw, _ = stack
+
+    async def body(s: ClientSession, init: Any) -> Any:
+        out = {}
+        for name in ("beta__count", "alpha__count"):  # stdio, and HTTP answering with SSE
+            seen: List[Any] = []
+
+            async def progress(value: float, total: Optional[float], message: Optional[str],
+                               seen: List[Any] = seen) -> None:
+                seen.append((value, total, message))
+
+            result = await s.call_tool(name, {"n": 3}, progress_callback=progress)
+            out[name] = (result.content[0].text, seen)
+        return out
+
+    out = run(gw.url + "/mcp", token(wallet), body)
+    for name in ("beta__count", "alpha__count"):
+        text, seen = out[name]
+        assert text == "counted 3"
+        assert seen == [(1, 3, "step 1"), (2, 3, "step 2"), (3, 3, "step 3")], name

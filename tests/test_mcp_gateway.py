@@ -488,3 +488,20 @@ def test_session_secret_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) 
         assert src.origin == "process" and src.get() == first and src._value is None
     finally:
         empty.close()
+
+
+def test_progress_stream_frames_and_refusals_keep_their_status(gateway: Any) -> None:
+    h = session(gateway)
+    call = {"name": "beta__count", "arguments": {"n": 2}, "_meta": {"progressToken": "tok-1"}}
+    r = rpc(gateway, h, "tools/call", call, i=21)
+    assert r.status_code == 200 and r.mimetype == "text/event-stream"
+    events = [json.loads(chunk.split("data: ", 1)[1]) for chunk in r.get_data(as_text=True).split("\n\n") if chunk]
+    assert [e.get("method") for e in events] == ["notifications/progress", "notifications/progress", None]
+    assert [e["params"]["progressToken"] for e in events[:2]] == ["tok-1", "tok-1"]  # the client's own token
+    assert events[-1]["id"] == 21 and events[-1]["result"]["content"][0]["text"] == "counted 2"
+    # A pre-request denial is still an HTTP error, not a 200 stream.
+    r = rpc(gateway, h, "tools/call", {**call, "arguments": {"a": 13}}, i=22)
+    assert r.status_code == 429 and r.mimetype == "application/json"
+    # Without SSE in Accept, the same call is a plain JSON answer.
+    r = rpc(gateway, {**h, "Accept": "application/json"}, "tools/call", call, i=23)
+    assert r.mimetype == "application/json" and r.get_json()["result"]["content"][0]["text"] == "counted 2"

@@ -6,6 +6,7 @@ import collections
 import logging
 import threading
 import time
+import uuid
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..auth.globs import model_allowed
@@ -134,12 +135,26 @@ class MCPPipeline:
                 log.warning("initialize on /mcp/%s: %s", endpoint, exc)
         return result, version
 
-    def handle(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext) -> Dict[str, Any]:
-        """Answer one request (not initialize): the JSON-RPC result, or raise MCPError."""
-        servers = self.servers_for(ctx.endpoint)
+    def handle(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
+               on_progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+        """Answer one request (not initialize): the JSON-RPC result, or raise MCPError.
+
+        With `on_progress`, a routed call's upstream `notifications/progress` are handed to it
+        (params with the client's own progressToken) while the call runs.
+        """
+        self.admit(method, params, ctx)
+        return self.dispatch(method, params, ctx, on_progress)
+
+    def admit(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext) -> None:
+        """Validate the request's name/arguments and run the pre-request hooks (raise MCPError to refuse)."""
         if method in ROUTED:
-            self._prepare_name(method, params, ctx, servers)
+            self._prepare_name(method, params, ctx, self.servers_for(ctx.endpoint))
         self._check(ctx)
+
+    def dispatch(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
+                 on_progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+        """Answer an admitted request."""
+        servers = self.servers_for(ctx.endpoint)
         if method == "ping":
             return {}
         if method == "logging/setLevel":
@@ -159,7 +174,7 @@ class MCPPipeline:
 
             return self.catalog.listing(method, servers, prefixed, cursor, visible, ctx.endpoint or "")
         if method in ROUTED:
-            return self._routed(method, params, ctx, servers)
+            return self._routed(method, params, ctx, servers, on_progress)
         raise MCPError(METHOD_NOT_FOUND, f"Method not found: {method}", 200)
 
     def _prepare_name(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
@@ -189,8 +204,8 @@ class MCPPipeline:
                     self._emit(ctx, None, None, "denied", d.code, d.message)
                 raise MCPError(d.code, d.message, d.status, retry_after=d.retry_after)
 
-    def _routed(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
-                servers: List[str]) -> Dict[str, Any]:
+    def _routed(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext, servers: List[str],
+                on_progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
         exposed = params["uri" if method == "resources/read" else "name"]
         target: Optional[MCPTarget] = None
         try:
@@ -207,8 +222,20 @@ class MCPPipeline:
                     raise MCPError(-32603, "Internal error: an MCP route hook chose no configured server.", 500)
             upstream_params = dict(params)
             upstream_params["uri" if method == "resources/read" else "name"] = target.name
-            upstream_params.pop("_meta", None)  # progress tokens are not relayed (documented)
-            result = self.upstream(target.server).request(method, upstream_params)
+            meta = upstream_params.pop("_meta", None)
+            up = self.upstream(target.server)
+            client_token = meta.get("progressToken") if isinstance(meta, dict) else None
+            if on_progress is not None and isinstance(client_token, (str, int)):
+                # Our own token upstream: clients' tokens could collide on a shared upstream session.
+                token = f"rp-{uuid.uuid4().hex}"
+                upstream_params["_meta"] = {"progressToken": token}
+                up.listen_progress(token, lambda p: on_progress({**p, "progressToken": client_token}))
+                try:
+                    result = up.request(method, upstream_params)
+                finally:
+                    up.listen_progress(token, None)
+            else:
+                result = up.request(method, upstream_params)
         except UpstreamFailure as exc:
             log.warning("%s %r: %s", method, exposed, exc)
             self._emit(ctx, target, exposed, "error", None, str(exc))

@@ -56,6 +56,8 @@ class Upstream(ABC):
         self.capabilities: Dict[str, Any] = {}
         self.server_info: Dict[str, Any] = {}
         self.protocol_version = CLIENT_PROTOCOL_VERSION
+        self._progress: Dict[str, Callable[[Dict[str, Any]], None]] = {}
+        self._progress_lock = threading.Lock()
 
     @property
     def handshake_timeout(self) -> float:
@@ -97,8 +99,26 @@ class Upstream(ABC):
             message["params"] = params
         return _result_of(self.server, self._exchange(message, timeout or self.config.timeout))
 
+    def listen_progress(self, token: str, listener: Optional[Callable[[Dict[str, Any]], None]]) -> None:
+        """Route `notifications/progress` carrying `token` to `listener` (None: stop)."""
+        with self._progress_lock:
+            if listener is None:
+                self._progress.pop(token, None)
+            else:
+                self._progress[token] = listener
+
     def notified(self, method: str, params: Dict[str, Any]) -> None:
-        """A notification the upstream sent (list_changed invalidates caches; the rest is dropped)."""
+        """A notification the upstream sent: progress goes to its request's listener, list_changed
+        invalidates caches, the rest is dropped."""
+        if method == "notifications/progress":
+            with self._progress_lock:
+                listener = self._progress.get(str(params.get("progressToken")))
+            if listener is not None:
+                try:
+                    listener(params)
+                except Exception:
+                    log.exception("relaying progress from %s failed", self.server)
+            return
         try:
             self._on_notification(self.server, method, params)
         except Exception:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any, Dict, Optional
+import queue
+import threading
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Optional
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, request
@@ -15,7 +17,7 @@ from ..hooks.mcp import DENY_CODES
 from ..mcp import modern
 from ..mcp.context import MCPRequestContext
 from ..mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, MCPError, classify, parse_body, result_body
-from ..mcp.pipeline import SUPPORTED_VERSIONS
+from ..mcp.pipeline import ROUTED, SUPPORTED_VERSIONS
 from ..protocols.sse import dumps
 from .common import request_id
 
@@ -26,6 +28,7 @@ log = logging.getLogger("routeplane.mcp")
 
 SESSION_HEADER = "Mcp-Session-Id"
 VERSION_HEADER = "MCP-Protocol-Version"
+STREAM_IDLE_SECONDS = 3600.0
 
 
 def make_blueprint(app: "App") -> Blueprint:
@@ -74,7 +77,11 @@ def make_blueprint(app: "App") -> Blueprint:
                 return Response(status=202, headers={"x-request-id": rid})
             ctx = MCPRequestContext(rid, message.method, message.params, identity, dict(request.headers), server,
                                     session.key if session else None)
-            result = runtime.pipeline.handle(message.method, dict(message.params), ctx)
+            params = dict(message.params)
+            if _relays_progress(message.method, params):
+                runtime.pipeline.admit(message.method, params, ctx)  # refusals keep their HTTP status
+                return _progress_stream(runtime, message.id, message.method, params, ctx, rid)
+            result = runtime.pipeline.handle(message.method, params, ctx)
             return _answer(result_body(message.id, result), rid, runtime)  # type: ignore[arg-type]
         except MCPError as err:
             return _error(err, message_id, rid, runtime)
@@ -83,6 +90,55 @@ def make_blueprint(app: "App") -> Blueprint:
             return _error(MCPError(INTERNAL_ERROR, "Internal error.", 500), message_id, rid, runtime)
 
     return bp
+
+
+def _relays_progress(method: str, params: Dict[str, Any]) -> bool:
+    """A routed call asking for progress, from a client that takes SSE: answer as a stream."""
+    meta = params.get("_meta")
+    return (method in ROUTED and isinstance(meta, dict) and isinstance(meta.get("progressToken"), (str, int))
+            and _accepts("text/event-stream"))
+
+
+def _progress_stream(runtime: Any, message_id: Any, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
+                     rid: str, finish: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
+                     on_error: Optional[Callable[[MCPError], MCPError]] = None) -> Response:
+    """SSE answer: upstream progress notifications as they come, then the response (mcp.md §2)."""
+    events: "queue.Queue[Optional[bytes]]" = queue.Queue()
+
+    def frame(body: Dict[str, Any]) -> bytes:
+        return f"event: message\ndata: {dumps(body)}\n\n".encode("utf-8")
+
+    def on_progress(p: Dict[str, Any]) -> None:
+        events.put(frame({"jsonrpc": "2.0", "method": "notifications/progress", "params": p}))
+
+    def work() -> None:
+        try:
+            result = runtime.pipeline.dispatch(method, params, ctx, on_progress)
+            events.put(frame(result_body(message_id, finish(result) if finish else result)))
+        except MCPError as err:
+            events.put(frame((on_error(err) if on_error else err).body(message_id)))
+        except Exception:
+            log.exception("MCP request %s failed", rid)
+            events.put(frame(MCPError(INTERNAL_ERROR, "Internal error.", 500).body(message_id)))
+        finally:
+            events.put(None)
+
+    threading.Thread(target=work, name=f"mcp-{rid}", daemon=True).start()
+
+    def body() -> Iterator[bytes]:
+        while True:
+            try:  # the upstream timeout ends the work long before this bound
+                item = events.get(timeout=STREAM_IDLE_SECONDS)
+            except queue.Empty:
+                yield frame(MCPError(INTERNAL_ERROR, "Internal error: the call produced nothing in time.",
+                                     500).body(message_id))
+                return
+            if item is None:
+                return
+            yield item
+
+    headers = {"x-request-id": rid, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return Response(body(), status=200, mimetype="text/event-stream", headers=headers)
 
 
 def _modern_request(runtime: Any, message: Any, version: Any, identity: Any, server: Optional[str],
@@ -96,8 +152,17 @@ def _modern_request(runtime: Any, message: Any, version: Any, identity: Any, ser
         elif message.method in modern.REMOVED:
             raise MCPError(METHOD_NOT_FOUND, f"Method not found: {message.method}", 404)
         else:
+            meta = message.params.get("_meta") or {}
             params = {k: val for k, val in message.params.items() if k != "_meta"}
+            if "progressToken" in meta:
+                params["_meta"] = {"progressToken": meta["progressToken"]}
             ctx = MCPRequestContext(rid, message.method, params, identity, dict(request.headers), server, None)
+            if _relays_progress(message.method, params):
+                runtime.pipeline.admit(message.method, params, ctx)
+                return _progress_stream(
+                    runtime, message.id, message.method, params, ctx, rid,
+                    finish=lambda r: modern.decorate(message.method, r, hello["serverInfo"]),
+                    on_error=modern.modern_error)
             result = runtime.pipeline.handle(message.method, params, ctx)
         body = result_body(message.id, modern.decorate(message.method, result, hello["serverInfo"]))
         return _answer(body, rid, runtime)

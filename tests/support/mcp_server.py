@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 
 def build(name: str) -> MCPServer:
@@ -32,6 +32,13 @@ def build(name: str) -> MCPServer:
         """Answer after a delay (tests upstream timeouts)."""
         time.sleep(seconds)
         return f"slept {seconds}"
+
+    @srv.tool()
+    async def count(n: int, ctx: Context) -> str:
+        """Report progress n times, then answer."""
+        for i in range(n):
+            await ctx.report_progress(i + 1, n, f"step {i + 1}")
+        return f"counted {n}"
 
     @srv.tool(name="secret.read")
     def secret_read() -> str:
