@@ -170,6 +170,13 @@ def test_agent_crash_mid_turn_is_a_jsonrpc_error_and_new_sessions_never_collide(
             assert again.session_id == "alpha~2:sess_1" and again.session_id != sess.session_id
             resp = await conn.prompt(session_id=again.session_id, prompt=[text_block("hello")])
             assert resp.stop_reason == "end_turn"
+            # The old session can be loaded into the new life; it keeps the id the client knows.
+            await conn.load_session(cwd="/project", session_id=sess.session_id, mcp_servers=[])
+            assert client.updates[-1]["content"]["text"] == "replayed sess_1"
+            assert client.update_sessions[-1] == sess.session_id
+            count = len(client.updates)
+            resp = await conn.prompt(session_id=sess.session_id, prompt=[text_block("hello")])
+            assert resp.stop_reason == "end_turn" and set(client.update_sessions[count:]) == {sess.session_id}
 
     _run(main())
 

@@ -84,6 +84,7 @@ class AgentProcess:
         self.dead = False
         self.exit_code: Optional[int] = None
         self.failure: Optional[str] = None  # why routeplane stopped it, when it did
+        self.loaded: Dict[str, str] = {}  # agent's session id -> client's id, for sessions loaded from a past life
         # initialize state: None until the agent answered; waiters run after it
         self.init_result: Optional[Dict[str, Any]] = None
         self.initializing = False
@@ -92,6 +93,10 @@ class AgentProcess:
     @property
     def prefix(self) -> str:
         return self.name if self.generation == 1 else f"{self.name}~{self.generation}"
+
+    def client_sid(self, raw: str) -> str:
+        """The id the client knows this session by: `<agent>[~<generation>]:<raw>`, or the id it loaded."""
+        return self.loaded.get(raw) or f"{self.prefix}:{raw}"
 
     def start(self) -> None:
         """Start the process (raises OSError when the command cannot run) and its stdout reader."""

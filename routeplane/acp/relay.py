@@ -116,7 +116,7 @@ class ACPRelay:
             agent, generation, raw_sid = parsed
             link = self._links.get(agent)
             # A session of an earlier life of the agent is gone, unless the client asks to load it again.
-            if method != "session/load" and (link is None or link.dead or link.generation != generation):
+            if method != "session/load" and not self._owns(link, generation, raw_sid, client_sid):
                 return self._answer_error(cid, _error(-32603, f"Session {client_sid!r} ended: agent {agent!r} "
                                                               "is no longer running it.", {"agent": agent}))
             ctx = ACPRequestContext(method, params, agent, client_sid)
@@ -173,11 +173,16 @@ class ACPRelay:
         if method == "session/load" and not (link.init_result or {}).get("agentCapabilities", {}).get("loadSession"):
             return self._answer_error(cid, _error(-32601, f"Agent {link.name!r} does not support session/load."))
         started = time.monotonic()
+        if method == "session/load" and ctx.session_id is not None:
+            # A session of an earlier life (of this agent or of routeplane) keeps the id the client knows.
+            link.loaded[params["sessionId"]] = ctx.session_id
 
         def reply(message: Dict[str, Any]) -> None:
             answer: Dict[str, Any] = {"jsonrpc": "2.0", "id": cid}
             if "error" in message:
                 answer["error"] = message["error"]
+                if method == "session/load":
+                    link.loaded.pop(params["sessionId"], None)
             else:
                 answer["result"] = self._rewrite_result(link, method, message.get("result"))
             if method == "session/prompt":
@@ -190,10 +195,10 @@ class ACPRelay:
         if not isinstance(result, dict):
             return result
         if method in _NEW_SESSION_METHODS and isinstance(result.get("sessionId"), str):
-            result = dict(result, sessionId=f"{link.prefix}{_SEP}{result['sessionId']}")
+            result = dict(result, sessionId=link.client_sid(result["sessionId"]))
         if method == "session/list" and isinstance(result.get("sessions"), list):
             result = dict(result, sessions=[
-                dict(s, sessionId=f"{link.prefix}{_SEP}{s['sessionId']}")
+                dict(s, sessionId=link.client_sid(s["sessionId"]))
                 if isinstance(s, dict) and isinstance(s.get("sessionId"), str) else s
                 for s in result["sessions"]])
         return result
@@ -218,7 +223,7 @@ class ACPRelay:
                 return
             agent, generation, raw = parsed
             link = self._links.get(agent)
-            if link is not None and link.generation == generation:
+            if self._owns(link, generation, raw, sid):
                 link.send({"jsonrpc": "2.0", "method": method, "params": dict(params, sessionId=raw)})
         elif self.initial in self._links:  # unknown `_` extension notifications: the agent may ignore them
             self._links[self.initial].send({"jsonrpc": "2.0", "method": method, "params": params})
@@ -239,7 +244,7 @@ class ACPRelay:
     def _on_agent_message(self, link: AgentProcess, message: Dict[str, Any]) -> None:
         params = message.get("params")
         if isinstance(params, dict) and isinstance(params.get("sessionId"), str):
-            params = dict(params, sessionId=f"{link.prefix}{_SEP}{params['sessionId']}")
+            params = dict(params, sessionId=link.client_sid(params["sessionId"]))
         out: Dict[str, Any] = {"jsonrpc": "2.0", "method": message.get("method")}
         if params is not None:
             out["params"] = params
@@ -316,6 +321,12 @@ class ACPRelay:
                 then()
             else:
                 fail(message.get("error") or _error(-32603, f"Agent {link.name!r} failed to initialize."))
+
+    @staticmethod
+    def _owns(link: Optional[AgentProcess], generation: int, raw_sid: str, client_sid: str) -> bool:
+        """The live process runs this session: its own generation, or it loaded the session under that id."""
+        return (link is not None and not link.dead
+                and (link.generation == generation or link.loaded.get(raw_sid) == client_sid))
 
     def _parse_sid(self, client_sid: str) -> Optional[Tuple[str, int, str]]:
         head, sep, raw = client_sid.partition(_SEP)
