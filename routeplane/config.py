@@ -56,6 +56,20 @@ class ServerSchema(_Strict):
     log_level = fields.String(load_default="info", validate=validate.OneOf(["debug", "info", "warning", "error"]))
 
 
+class LimitsSchema(_Strict):
+    # Hostile-input bounds (docs/configuration.md, Limits); the body size itself is server.max_body_bytes.
+    max_json_depth = fields.Integer(load_default=64, validate=validate.Range(min=2, max=10000))
+    max_messages = fields.Integer(load_default=2048, validate=validate.Range(min=1))
+    max_tools = fields.Integer(load_default=512, validate=validate.Range(min=1))
+    max_parts = fields.Integer(load_default=10000, validate=validate.Range(min=1))
+    max_open_streams = fields.Integer(load_default=512, validate=validate.Range(min=1))
+    stream_retry_after = fields.Integer(load_default=1, validate=validate.Range(min=0, max=3600))
+    max_response_bytes = fields.Integer(load_default=64 * 1024 * 1024, validate=validate.Range(min=1024))
+    max_request_line_bytes = fields.Integer(load_default=8190, validate=validate.Range(min=256, max=8190))
+    max_header_bytes = fields.Integer(load_default=16384, validate=validate.Range(min=256, max=65536))
+    max_headers = fields.Integer(load_default=100, validate=validate.Range(min=10, max=32768))
+
+
 class DatabaseSchema(_Strict):
     url = fields.String(load_default="sqlite:///routeplane.db")
 
@@ -166,6 +180,7 @@ class AuthSchema(_Strict):
 class ConfigSchema(_Strict):
     server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
     database = fields.Nested(DatabaseSchema, load_default=lambda: DatabaseSchema().load({}))
+    limits = fields.Nested(LimitsSchema, load_default=lambda: LimitsSchema().load({}))
     providers = fields.Dict(keys=fields.String(), values=fields.Nested(ProviderSchema), required=True)
     models = fields.Dict(keys=fields.String(), values=fields.Nested(RouteSchema), required=True)
     auth = fields.Nested(AuthSchema, load_default=lambda: AuthSchema().load({}))
@@ -224,6 +239,20 @@ class ServerConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    max_json_depth: int = 64  # arrays/objects inside each other in a request body
+    max_messages: int = 2048  # messages (turns) of one request
+    max_tools: int = 512  # tool declarations of one request
+    max_parts: int = 10000  # content parts over all messages of one request
+    max_open_streams: int = 512  # open SSE responses per worker; more get 429 + Retry-After
+    stream_retry_after: int = 1  # seconds, in that 429's Retry-After
+    max_response_bytes: int = 64 * 1024 * 1024  # a non-streaming upstream body
+    max_request_line_bytes: int = 8190  # gunicorn limit_request_line
+    max_header_bytes: int = 16384  # gunicorn limit_request_field_size (one header)
+    max_headers: int = 100  # gunicorn limit_request_fields
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     database_url: str
@@ -236,6 +265,7 @@ class Config:
     agents: Mapping[str, Any] = field(default_factory=dict)  # name -> routeplane.acp.settings.AgentConfig
     source: str = "<built-in defaults>"
     fallback: FallbackSettings = field(default_factory=FallbackSettings)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
@@ -328,6 +358,7 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
             retry_after_max=data["fallback"]["retry_after_max"],
             cooldown=CooldownPolicy(**data["fallback"]["cooldown"]),
         ),
+        limits=LimitsConfig(**data["limits"]),
     )
 
 

@@ -24,6 +24,10 @@ bind = [os.environ.get("ROUTEPLANE_LISTEN") or _config.server.listen]
 workers = int(os.environ.get("ROUTEPLANE_WORKERS") or _config.server.workers)
 threads = int(os.environ.get("ROUTEPLANE_THREADS") or _config.server.threads)
 worker_class = "gthread"
+# Header bounds (config `limits`); gunicorn answers 400 past them, before the app runs.
+limit_request_line = _config.limits.max_request_line_bytes
+limit_request_field_size = _config.limits.max_header_bytes
+limit_request_fields = _config.limits.max_headers
 # gthread workers heartbeat from their main loop, so a long stream does not trip this.
 timeout = 60
 # SIGTERM/HUP: a worker stops accepting and lets open requests and streams

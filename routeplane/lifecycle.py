@@ -33,6 +33,14 @@ class Lifecycle:
                 self._timer.daemon = True
                 self._timer.start()
 
+    def try_open_stream(self, limit: int) -> bool:
+        """Count one more open stream unless `limit` are open already (then the caller refuses it)."""
+        with self._lock:
+            if self._open >= limit:
+                return False
+            self._open += 1
+            return True
+
     def stream_opened(self) -> None:
         with self._lock:
             self._open += 1

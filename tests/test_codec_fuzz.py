@@ -19,7 +19,7 @@ from routeplane.language_model.types import Generation, Prompt
 from routeplane.protocols import client_codecs, provider_codecs
 from routeplane.protocols.sse import SSEEvent, SSEParser
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 FEW = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 SCALARS = st.one_of(
@@ -45,8 +45,8 @@ def deep(depth: int, leaf: Any = 1) -> Any:
 HOSTILE = st.one_of(
     JSON,
     st.integers(min_value=1, max_value=300).map(deep),
-    st.integers(min_value=10_000, max_value=300_000).map(lambda n: "x" * n),
-    st.integers(min_value=1000, max_value=5000).map(lambda n: [{"type": "text", "text": "a"}] * n),
+    st.integers(min_value=10_000, max_value=100_000).map(lambda n: "x" * n),
+    st.integers(min_value=500, max_value=2000).map(lambda n: [{"type": "text", "text": "a"}] * n),
     st.just(float("1e308")), st.just(-1), st.just(2**64),
 )
 

@@ -9,7 +9,7 @@ import re
 import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional
 
-from flask import Response, request
+from flask import Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import ClosingIterator
 
@@ -17,6 +17,7 @@ from ..errors import (
     InternalError,
     InvalidRequest,
     PayloadTooLarge,
+    RateLimited,
     RouteplaneError,
     UnsupportedMediaType,
     UpstreamStatusError,
@@ -45,6 +46,40 @@ def _reject_constant(name: str) -> Any:
     raise InvalidRequest(f"Invalid JSON: {name} is not a JSON value.")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e999 parses to inf, which no upstream accepts as JSON
+        raise InvalidRequest(f"Invalid JSON: the number {text[:40]} is out of range.")
+    return value
+
+
+# Strings (escapes included) and brackets: the only tokens that decide nesting.
+_NESTING_TOKENS = re.compile(r'"(?:[^"\\]+|\\.)*"|[\[\]{}]')
+DEFAULT_MAX_JSON_DEPTH = 64
+
+
+def check_json_depth(text: str, max_depth: int) -> None:
+    """Refuse a body nested deeper than `max_depth` before json.loads recurses into it."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return  # cannot be deeper: skip the scan (most bodies)
+    depth = 0
+    for m in _NESTING_TOKENS.finditer(text):
+        c = m.group()
+        if c in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise InvalidRequest(f"The request body is nested more than {max_depth} levels deep.",
+                                     code="too_deeply_nested")
+        elif c in "]}":
+            depth -= 1
+
+
+def _limits() -> Any:
+    """The gateway's `limits` config via the Flask app's extensions (None outside a gateway app)."""
+    gateway = current_app.extensions.get("routeplane") if current_app else None
+    return gateway.config.limits if gateway is not None else None
+
+
 def read_json_body(limit: int) -> Any:
     """The request body as JSON, enforcing content type, size, UTF-8 and syntax (all 4xx)."""
     ctype = (request.mimetype or "").lower()
@@ -70,8 +105,10 @@ def read_json_body(limit: int) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("The request body is not valid UTF-8.") from None
+    limits = _limits()
+    check_json_depth(text, limits.max_json_depth if limits is not None else DEFAULT_MAX_JSON_DEPTH)
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except RouteplaneError:
         raise
     except RecursionError:
@@ -90,7 +127,7 @@ def bearer_token(headers: Mapping[str, str]) -> Optional[str]:
 def error_response(err: RouteplaneError, render: Callable[[RouteplaneError], Dict[str, Any]], rid: str) -> Response:
     resp = Response(json.dumps(render(err)), status=err.status, mimetype="application/json")
     resp.headers["x-request-id"] = rid
-    if err.retry_after is not None:
+    if err.retry_after is not None and math.isfinite(err.retry_after):
         resp.headers["Retry-After"] = str(max(0, math.ceil(err.retry_after)))
     if err.status >= 500 and isinstance(err, UpstreamStatusError) and err.upstream_status in (401, 403):
         # The gateway's own provider key was refused: the OpenAI and Anthropic SDKs retry
@@ -112,20 +149,59 @@ def run_language_model(
     for intercept in app.transport_interceptors:
         headers, body = intercept(headers, body)
     prompt = codec.decode_request(body)
+    limits = app.config.limits
+    check_prompt_size(prompt, limits)
     ctx = PipelineContext(rid, inbound_protocol or codec.protocol, prompt, headers, credential=credential)
-    result = app.pipeline.run(ctx)
-    target = ctx.target
-    if isinstance(result, PipelineStream):
-        # ClosingIterator: the server's close() reaches the pipeline stream (settlement, upstream
-        # close) even when the body generator never started because the client was already gone.
-        body = ClosingIterator(_sse_body(codec, ctx, result, app.lifecycle), [result.close])
-        resp = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
-    else:
-        resp = Response(json.dumps(codec.encode_response(result, ctx.prompt)), mimetype="application/json")
+    release = _open_stream_slot(app, limits) if prompt.stream else None
+    try:
+        result = app.pipeline.run(ctx)
+        target = ctx.target
+        if isinstance(result, PipelineStream):
+            # ClosingIterator: the server's close() reaches the pipeline stream (settlement, upstream
+            # close) and frees the stream slot even when the body generator never started because
+            # the client was already gone.
+            closers = [result.close] + ([release] if release is not None else [])
+            body = ClosingIterator(_sse_body(codec, ctx, result, app.lifecycle), closers)
+            release = None  # the body owns the slot now
+            resp = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
+        else:
+            resp = Response(json.dumps(codec.encode_response(result, ctx.prompt)), mimetype="application/json")
+    finally:
+        if release is not None:
+            release()
     resp.headers["x-request-id"] = rid
     if target is not None:
         resp.headers["x-routeplane-target"] = target.label
     return resp
+
+
+def check_prompt_size(prompt: Any, limits: Any) -> None:
+    """Counts a decoded request may not exceed (config `limits`): 400 naming the limit."""
+    if len(prompt.messages) > limits.max_messages:
+        raise InvalidRequest(f"The request has {len(prompt.messages)} messages; the limit is {limits.max_messages}.",
+                             param="messages", code="too_many_messages")
+    if len(prompt.tools) > limits.max_tools:
+        raise InvalidRequest(f"The request declares {len(prompt.tools)} tools; the limit is {limits.max_tools}.",
+                             param="tools", code="too_many_tools")
+    parts = sum(len(m.parts) for m in prompt.messages) + len(prompt.system)
+    if parts > limits.max_parts:
+        raise InvalidRequest(f"The request has {parts} content parts; the limit is {limits.max_parts}.",
+                             param="messages", code="too_many_parts")
+
+
+def _open_stream_slot(app: "App", limits: Any) -> Callable[[], None]:
+    """Take one of the worker's open-stream slots or refuse with 429; the result frees it once."""
+    if not app.lifecycle.try_open_stream(limits.max_open_streams):
+        raise RateLimited(f"This gateway worker has {limits.max_open_streams} streams open; retry shortly.",
+                          code="too_many_streams", retry_after=limits.stream_retry_after)
+    released = []
+
+    def release() -> None:
+        if not released:
+            released.append(True)
+            app.lifecycle.stream_closed()
+
+    return release
 
 
 def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
@@ -134,8 +210,6 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
     # view returned, outside Flask's request context.
     encoder = codec.stream_encoder(ctx.prompt)
     closing = lifecycle.closing if lifecycle is not None else None
-    if lifecycle is not None:
-        lifecycle.stream_opened()
     try:
         for part in stream:
             if closing is not None and closing.is_set():
@@ -157,6 +231,4 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
         log.exception("encoding the stream of request %s failed", ctx.request_id)
         yield encoder.error(InternalError())
     finally:
-        if lifecycle is not None:
-            lifecycle.stream_closed()
         stream.close()
