@@ -371,6 +371,14 @@ def test_modern_requests_need_no_session_and_carry_result_metadata(gateway: Any)
     r = modern(gateway, "tools/call", {"name": "beta__add", "arguments": {"a": 2, "b": 3}},
                Mcp_Name="=?base64?YmV0YV9fYWRk?=")
     assert r.get_json()["result"]["content"][0]["text"] == "5"
+    # progress in the modern era: on the request's own SSE answer too
+    meta = {**MODERN_META, "progressToken": 7}
+    r = gateway.post("/mcp", headers={**ACCEPT, "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call",
+                                      "Mcp-Name": "beta__count"},
+                     json={"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+                           "params": {"name": "beta__count", "arguments": {"n": 1}, "_meta": meta}})
+    events = [json.loads(c.split("data: ", 1)[1]) for c in r.get_data(as_text=True).split("\n\n") if c]
+    assert events[0]["params"]["progressToken"] == 7 and events[-1]["result"]["resultType"] == "complete"
     listing = modern(gateway, "tools/list").get_json()["result"]
     assert listing["cacheScope"] == "private" and listing["ttlMs"] == 0
 
