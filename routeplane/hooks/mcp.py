@@ -71,7 +71,8 @@ class MCPHook:
 
 
 class MCPPreRequestHook(MCPHook, ABC):
-    """Fires once per JSON-RPC request (not notifications), before it is routed, in registration order.
+    """Fires once per JSON-RPC request (not notifications, not `initialize`/`server/discover`), before it
+    is answered or routed, in registration order (the built-in tools allowlist first).
 
     `ctx` (routeplane.mcp.context.MCPRequestContext) carries the method, the
     exposed name (`tools/call` / `prompts/get`: the prefixed name on `/mcp`;
