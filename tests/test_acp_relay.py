@@ -209,3 +209,9 @@ def test_unknown_agent_and_missing_agents_are_start_up_errors(config_file: str, 
     out = subprocess.run([sys.executable, "-m", "routeplane.cli", "acp", "--config", config_file, "--agent", "zeta"],
                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
     assert out.returncode == 2 and "no agent 'zeta'" in out.stderr and out.stdout == ""
+    bare = tmp_path / "bare.yaml"
+    bare.write_text(yaml.safe_dump({"providers": {"mock": {"protocol": "mock"}},
+                                    "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}}}))
+    out = subprocess.run([sys.executable, "-m", "routeplane.cli", "acp", "--config", str(bare)],
+                         capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, cwd=str(tmp_path))
+    assert out.returncode == 2 and "no agents configured" in out.stderr and out.stdout == ""
