@@ -109,6 +109,7 @@ def test_masking_and_csv_cells() -> None:
 def test_pages_render_and_refuse(gw: Any) -> None:
     app, client = gw
     write(app, [row(time.time() - 5, account="=cmd|x", cost=5)])
+    write(app, [row(time.time() - 50, account="<script>alert(1)</script>", route="<img src=x>")])  # escaped
     for path in ("/admin/", "/admin/?window=7d", "/admin/spend?by=route&window=30d", "/admin/requests?status=200",
                  "/admin/config"):
         r = client.get(path)
@@ -118,8 +119,10 @@ def test_pages_render_and_refuse(gw: Any) -> None:
     cfg = client.get("/admin/config").get_data(as_text=True)
     assert "sk-…WXYZ" in cfg and "0123456789abcdef" not in cfg and "hidden-value" not in cfg and "x-secret" in cfg
     got = client.get("/admin/spend.csv?window=1h&by=account")
-    rows = list(csv.DictReader(io.StringIO(got.get_data(as_text=True))))
-    assert rows == [dict(rows[0], account_id="'=cmd|x", cost_micro_usd="5", cost_usd="0.000005")]
+    rows = [r for r in csv.DictReader(io.StringIO(got.get_data(as_text=True))) if r["account_id"] == "'=cmd|x"]
+    assert rows == [dict(rows[0], cost_micro_usd="5", cost_usd="0.000005")]
+    page = client.get("/admin/requests").get_data(as_text=True)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<img src=x>" not in page
     assert "attachment" in got.headers["Content-Disposition"]
     for bad in ("/admin/?window=2h", "/admin/spend?by=session", "/admin/spend.csv?window=1y",
                 "/admin/requests?status=teapot", "/admin/requests?limit=0", "/admin/requests?limit=9999"):
@@ -128,3 +131,18 @@ def test_pages_render_and_refuse(gw: Any) -> None:
     # Auth off: loopback only; another host gets the HTML 403 page.
     r = client.get("/admin/", environ_base={"REMOTE_ADDR": "10.1.2.3"})
     assert r.status_code == 403 and "<h1>403" in r.get_data(as_text=True)
+
+
+def test_pages_without_a_store() -> None:
+    c = copy.deepcopy(DEFAULT_CONFIG)
+    c["database"] = {"url": ""}
+    app = build_app(parse_config(c))
+    assert app.store is None
+    client = app.flask_app().test_client()
+    try:
+        for path in ("/admin/", "/admin/spend", "/admin/requests", "/admin/config"):
+            r = client.get(path)
+            assert r.status_code == 200 and "No store is configured" in r.get_data(as_text=True), path
+        assert client.get("/admin/spend.csv").status_code == 409
+    finally:
+        app.shutdown()

@@ -79,7 +79,7 @@ def make_blueprint(app: "App") -> Blueprint:
         choices: Dict[str, List[Any]] = {"statuses": [], "routes": []}
         if app.store is not None:
             rows = data.recent(app.store, int(limit_text), status, route, account)
-            choices = data.filter_choices(app.store, time.time() - data.WINDOWS["30d"])
+            choices = data.filter_choices(app.store, time.time() - data.WINDOWS["7d"])
         routes = sorted(set(choices["routes"]) | {r.name for r in app.config.routes})
         return _page("dashboard/requests.html", "requests", rows=rows, status=status, route=route,
                      account=account, limit=int(limit_text), statuses=choices["statuses"], routes=routes)
