@@ -214,7 +214,7 @@ def merge_failures(errors: Sequence[UpstreamError]) -> UpstreamError:
         return AllTargetsFailed(
             message, errors=errors, status=429, kind="rate_limit", retry_after=min(hints) if hints else None
         )
-    if all(isinstance(e, UpstreamTimeout) for e in errors):
+    if all(isinstance(e, UpstreamTimeout) or e.status == 504 or e.kind == "timeout" for e in errors):
         return AllTargetsFailed(message, errors=errors, status=504, kind="timeout")
     if all(s in (503, 529) for s in statuses):
         return AllTargetsFailed(message, errors=errors, status=503, kind="overloaded")

@@ -15,6 +15,7 @@ import requests
 import urllib3
 
 from ..errors import (
+    InvalidRequest,
     InvalidUpstreamResponse,
     RouteplaneError,
     UnsafeUpstreamURL,
@@ -120,7 +121,12 @@ class HttpExecutor(Executor):
                 f"{target.provider}: the upstream URL was refused by the URL safety policy (see the gateway log).",
                 provider=target.provider,
             ) from None
-        body = json.dumps(codec.encode_request(prompt, target, stream), separators=(",", ":")).encode("utf-8")
+        try:
+            # allow_nan=False: NaN/Infinity are not JSON; a provider would reject the whole body.
+            body = json.dumps(codec.encode_request(prompt, target, stream), separators=(",", ":"),
+                              allow_nan=False).encode("utf-8")
+        except ValueError as exc:
+            raise InvalidRequest("The request carries a number that is not finite.") from exc
         headers = _with_auth(codec.request_headers(target, prompt), target)
         headers.setdefault("User-Agent", self._user_agent)
         headers["X-Request-Id"] = ctx.request_id
@@ -146,12 +152,7 @@ class HttpExecutor(Executor):
             raw = _read_limited(resp, self._max_response_bytes, target, deadline)
         finally:
             resp.close()
-        try:
-            body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise InvalidUpstreamResponse(f"{target.provider} sent a response that is not JSON",
-                                          provider=target.provider) from exc
-        return codec.decode_response(body, target)
+        return _decode(codec, raw, target)
 
     def stream(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext") -> Iterator[StreamPart]:
         if target.protocol == "mock":
@@ -164,12 +165,23 @@ class HttpExecutor(Executor):
                 raw = _read_limited(resp, self._max_response_bytes, target, deadline)
             finally:
                 resp.close()
-            try:
-                gen = codec.decode_response(json.loads(raw), target)
-            except ValueError as exc:
-                raise InvalidUpstreamResponse(f"{target.provider} sent invalid JSON", provider=target.provider) from exc
-            return generation_to_parts(gen)
+            return generation_to_parts(_decode(codec, raw, target))
         return _iter_stream(codec, resp, target, deadline)
+
+
+def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget) -> Generation:
+    """A provider's JSON body → Generation; anything that is not a valid answer is a 502."""
+    from ..protocols.base import load_json
+
+    body = load_json(raw, target)
+    try:
+        return codec.decode_response(body, target)
+    except RouteplaneError:
+        raise
+    except Exception as exc:  # a shape the codec did not expect: logged, since it may be a codec bug
+        log.exception("decoding %s's response failed", target.provider)
+        raise InvalidUpstreamResponse(f"{target.provider} sent a response this gateway cannot read",
+                                      provider=target.provider) from exc
 
 
 class _Deadline:

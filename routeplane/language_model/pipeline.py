@@ -28,6 +28,7 @@ from ..hooks.language_model import (
     SettlementRecorder,
     StreamActionKind,
     StreamHook,
+    StreamInterest,
 )
 from ..observers import ObserverDispatcher
 from .context import PipelineContext
@@ -63,6 +64,8 @@ class _Run:
     settled: bool = False
     ttft_ms: Optional[float] = None
     error_class: Optional[str] = None  # events.error_class of the failure, for the end event
+    # Usage of an upstream answer that an execution hook then rejected: the provider billed it.
+    served_usage: Optional[Usage] = None
 
 
 class PipelineStream:
@@ -156,12 +159,19 @@ class LanguageModelPipeline:
                 if decision.kind is DecisionKind.RESPOND:
                     self._phase(ctx, Phase.PRE_REQUEST)
                     return decision.result
-        except RouteplaneError:
+        except HookDenied:
+            raise
+        except RouteplaneError as err:
+            run.error_class = error_class(err)
+            self._end_event(run, None, Usage(reported=False), None, Outcome.DENIED, err.kind, err.status)
             raise
         except Exception as exc:
             # Fail closed: a pre-request hook that crashes may have been an auth check.
             log.exception("pre-request hook failed for request %s", ctx.request_id)
-            raise InternalError() from exc
+            err = InternalError()
+            run.error_class = error_class(err)
+            self._end_event(run, None, Usage(reported=False), None, Outcome.ERROR, err.kind, err.status)
+            raise err from exc
         finally:
             ctx.lock_prompt()
         self._phase(ctx, Phase.PRE_REQUEST)
@@ -221,11 +231,18 @@ class LanguageModelPipeline:
             if not streaming:
                 self.cooldown.record_success(target.label)
             self._record_attempt(run, hop, target, latency, None)
-            for _pid, hook in self.hooks.execution:
-                replacement = hook.on_success(ctx, result)
-                # Non-streaming only: a hook may return a checked/redacted Generation.
-                if isinstance(replacement, Generation) and isinstance(result, Generation):
-                    result = replacement
+            run.served_usage = (result.usage if isinstance(result, Generation)
+                                else estimate_usage(ctx.prompt, 0))  # a stream: its input was billed
+            try:
+                for _pid, hook in self.hooks.execution:
+                    replacement = hook.on_success(ctx, result)
+                    # Non-streaming only: a hook may return a checked/redacted Generation.
+                    if isinstance(replacement, Generation) and isinstance(result, Generation):
+                        result = replacement
+            except BaseException:
+                if streaming:  # the stream's verdict was owed at its end, which now never comes
+                    self.cooldown.release(target.label)
+                raise
             return result
         if errors:
             raise _merged(errors)
@@ -308,13 +325,14 @@ class LanguageModelPipeline:
         opened: List[Iterator[StreamPart]] = []
         try:
             first, upstream = self._attempt(run, chain, open_stream, streaming=True)
+            self._phase(ctx, Phase.EXECUTE)
+            return PipelineStream(_primed(self._stream(run, first, upstream)), ctx)
         except BaseException:
-            # An execution hook rejected an opened stream: release its connection now.
+            # An execution hook rejected an opened stream, or the stream could not
+            # start: release its connection now.
             for it in opened:
                 _close(it)
             raise
-        self._phase(ctx, Phase.EXECUTE)
-        return PipelineStream(_primed(self._stream(run, first, upstream)), ctx)
 
     def _stream(self, run: _Run, first: StreamPart, upstream: Iterator[StreamPart],
                 answered_locally: bool = False) -> Iterator[StreamPart]:
@@ -322,10 +340,11 @@ class LanguageModelPipeline:
         acc = GenerationAccumulator()
         outcome = Outcome.SUCCESS
         error: Optional[RouteplaneError] = None
-        hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
         observing = self.observers.active
         streamed_from = ctx.target.label if ctx.target is not None else None  # breaker verdict owed at the end
+        hooks: List[Tuple[StreamHook, StreamInterest]] = []
         try:
+            hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
             yield _PRIMED  # see _primed(): from here on, close() always reaches the finally below
             for part in _prepend(first, upstream):
                 for out in self._apply_stream_hooks(ctx, hooks, part):
@@ -430,7 +449,8 @@ class LanguageModelPipeline:
 
     def _settle_failure(self, run: _Run, err: RouteplaneError) -> None:
         run.error_class = error_class(err)
-        self._settle(run, Usage(reported=False), Outcome.UPSTREAM_ERROR if isinstance(err, UpstreamError) else Outcome.ERROR,
+        usage = run.served_usage or Usage(reported=False)
+        self._settle(run, usage, Outcome.UPSTREAM_ERROR if isinstance(err, UpstreamError) else Outcome.ERROR,
                      _error_type(err), err.status)
 
     def _settle(self, run: _Run, usage: Usage, outcome: Outcome, error_type: Optional[str], status: int) -> None:

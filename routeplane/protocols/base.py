@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import math
 import re
 import time
 from abc import ABC, abstractmethod
@@ -108,24 +109,32 @@ def scrub(text: str, target: Optional[RoutingTarget] = None) -> str:
     return _KEYLIKE.sub("[redacted]", text)
 
 
-def retry_after_seconds(headers: Mapping[str, str], now: Optional[float] = None) -> Optional[float]:
+def retry_after_seconds(headers: Mapping[str, str], now: Optional[float] = None,
+                        cap: float = 24 * 3600.0) -> Optional[float]:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date); None when
+    absent or unusable. A provider's header is untrusted input: garbage, NaN or infinity
+    must never turn an error into a crash."""
     lower = {k.lower(): v for k, v in headers.items()}
-    ms = lower.get("retry-after-ms")
-    if ms:
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = (lower.get(name) or "").strip()
+        if not value:
+            continue
         try:
-            return max(0.0, float(ms) / 1000.0)
+            seconds = float(value) / scale
         except ValueError:
-            pass
-    value = lower.get("retry-after")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        if parsed is None:
+            if scale != 1.0:
+                continue
+            try:
+                parsed = email.utils.parsedate_to_datetime(value)
+            except (TypeError, ValueError, OverflowError, IndexError):
+                return None
+            if parsed is None:
+                return None
+            seconds = parsed.timestamp() - (now if now is not None else time.time())
+        if not math.isfinite(seconds):
             return None
-        return max(0.0, parsed.timestamp() - (now if now is not None else time.time()))
+        return min(max(0.0, seconds), cap)
+    return None
 
 
 def error_message(body: bytes) -> Optional[str]:
@@ -198,7 +207,7 @@ def _error_code(body: bytes) -> Optional[str]:
 def load_json(body: bytes, target: RoutingTarget) -> Any:
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidUpstreamResponse(f"{target.provider} sent a response that is not JSON",
                                       provider=target.provider) from exc
 
