@@ -20,7 +20,14 @@ from acp import (  # noqa: E402
     spawn_agent_process,
     text_block,
 )
-from acp.schema import AllowedOutcome, ClientCapabilities, FileSystemCapabilities, Implementation  # noqa: E402
+from acp.schema import (  # noqa: E402
+    AllowedOutcome,
+    ClientCapabilities,
+    CreateTerminalResponse,
+    FileSystemCapabilities,
+    Implementation,
+    TerminalOutputResponse,
+)
 
 AGENT = str(Path(__file__).parent / "support" / "acp_agent.py")
 TIMEOUT = 20.0
@@ -34,6 +41,7 @@ class RecordingClient:
         self.update_sessions: List[str] = []
         self.permissions: List[Dict[str, Any]] = []
         self.reads: List[str] = []
+        self.terminals: List[str] = []
         self.got_update = asyncio.Event()
 
     def on_connect(self, conn: Any) -> None:
@@ -55,6 +63,17 @@ class RecordingClient:
 
     async def write_text_file(self, session_id: str, path: str, content: str, **kw: Any) -> None:
         return None
+
+    async def create_terminal(self, session_id: str, command: str, args: Any = None, **kw: Any) -> Any:
+        self.terminals.append(f"{session_id} create {command} {' '.join(args or [])}")
+        return CreateTerminalResponse(terminal_id="term_7")
+
+    async def terminal_output(self, session_id: str, terminal_id: str, **kw: Any) -> Any:
+        self.terminals.append(f"{session_id} output {terminal_id}")
+        return TerminalOutputResponse(output="4 passed", truncated=False)
+
+    async def release_terminal(self, session_id: str, terminal_id: str, **kw: Any) -> None:
+        self.terminals.append(f"{session_id} release {terminal_id}")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +107,8 @@ def _gateway(config_file: str, *extra: str) -> Any:
 async def _init(conn: Any) -> Any:
     return await conn.initialize(
         protocol_version=PROTOCOL_VERSION,
-        client_capabilities=ClientCapabilities(fs=FileSystemCapabilities(read_text_file=True, write_text_file=True)),
+        client_capabilities=ClientCapabilities(fs=FileSystemCapabilities(read_text_file=True, write_text_file=True),
+                                               terminal=True),
         client_info=Implementation(name="acp-test", version="0.1"))
 
 
@@ -118,6 +138,13 @@ def test_prompt_streams_updates_and_relays_permission_and_fs(config_file: str) -
             assert sess2.session_id == "alpha:sess_2"
             resp2 = await conn.prompt(session_id=sess2.session_id, prompt=[text_block("again")])
             assert resp2.stop_reason == "end_turn" and len(client.permissions) == 2
+            # terminal/* requests go to the editor and their answers back, in order.
+            count = len(client.updates)
+            resp3 = await conn.prompt(session_id=sess2.session_id, prompt=[text_block("term")])
+            assert resp3.stop_reason == "end_turn"
+            assert client.terminals == ["alpha:sess_2 create make test", "alpha:sess_2 output term_7",
+                                        "alpha:sess_2 release term_7"]
+            assert client.updates[count]["content"]["text"] == "term_7: 4 passed"
             # session/load (the agent advertises it): the replay arrives under the client's id.
             await conn.load_session(cwd="/project", session_id="alpha:sess_1", mcp_servers=[])
             assert client.updates[-1]["sessionUpdate"] == "user_message_chunk"

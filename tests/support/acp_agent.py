@@ -71,6 +71,12 @@ class TestAgent:
             except asyncio.TimeoutError:
                 return PromptResponse(stop_reason="end_turn")
             return PromptResponse(stop_reason="cancelled")
+        if text == "term":
+            term = await self.conn.create_terminal(session_id=session_id, command="make", args=["test"])
+            out = await self.conn.terminal_output(session_id=session_id, terminal_id=term.terminal_id)
+            await self.conn.release_terminal(session_id=session_id, terminal_id=term.terminal_id)
+            await send(session_id, update_agent_message_text(f"{term.terminal_id}: {out.output}"))
+            return PromptResponse(stop_reason="end_turn")
         if text == "env":
             for key in ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "ROUTEPLANE_API_KEY", "AGENT_EXTRA"):
                 await send(session_id, update_agent_message_text(f"{key}={os.environ.get(key, '')}"))
