@@ -235,3 +235,17 @@ def test_the_docs_hook_example_registers() -> None:
     assert app.acp.route[0].resolve(ACPTarget("claude"), ctx).agent == "codex"
     denied = app.acp.pre_request[0].check(ACPRequestContext("session/prompt", {"prompt": "drop prod-db"}, "claude"))
     assert not denied.allowed and denied.code == -32003
+
+
+def test_the_docs_config_example_loads() -> None:
+    import re
+
+    import yaml
+
+    text = (Path(__file__).parent.parent / "docs" / "acp.md").read_text(encoding="utf-8")
+    block = re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)[0]
+    raw = dict(yaml.safe_load(block), providers={"mock": {"protocol": "mock"}},
+               models={"default": {"targets": [{"provider": "mock", "model": "echo"}]}})
+    agents = parse_config(raw, "docs/acp.md").agents
+    assert sorted(agents) == ["claude", "codex"] and agents["claude"].default
+    assert agents["claude"].gateway_token_env == "CLAUDE_AGENT_KEY"
