@@ -79,10 +79,17 @@ def _config_file() -> Optional[str]:
     return os.path.abspath("routeplane.yaml") if os.path.exists("routeplane.yaml") else None
 
 
+_private_dir: list = []
+
+
 def _last_good_path() -> str:
+    # A private directory made by this master (mode 0700), never a predictable shared
+    # path: the copy may hold literal keys, and a file planted there would be loaded.
     import tempfile
 
-    return os.path.join(tempfile.gettempdir(), f"routeplane-last-good-{os.getpid()}.yaml")
+    if not _private_dir:
+        _private_dir.append(tempfile.mkdtemp(prefix="routeplane-"))
+    return os.path.join(_private_dir[0], "last-good.yaml")
 
 
 def remember_good_config() -> None:
@@ -90,10 +97,14 @@ def remember_good_config() -> None:
     path = _config_file()
     if path is None:
         return
-    import shutil
-
+    target = _last_good_path()
     try:
-        shutil.copyfile(path, _last_good_path())
+        with open(path, "rb") as src:
+            data = src.read()
+        fd = os.open(target + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as dst:
+            dst.write(data)
+        os.replace(target + ".tmp", target)
     except OSError:
         pass
 

@@ -42,6 +42,13 @@ def request_fields(event: Any) -> Dict[str, Any]:
     }
 
 
+def _text_value(value: Any) -> str:
+    # Client-chosen strings (model names) are quoted when they could forge a field or a line.
+    if isinstance(value, str) and (not value or any(c in value for c in ' ="\\') or not value.isprintable()):
+        return json.dumps(value)
+    return str(value)
+
+
 class RequestLogObserver(ObserveHook):
     def __init__(self, fmt: str = "text") -> None:
         self.fmt = fmt
@@ -53,7 +60,7 @@ class RequestLogObserver(ObserveHook):
         if self.fmt == "json":
             log.info(json.dumps(data, separators=(",", ":")))
         else:
-            log.info(" ".join(f"{k}={v}" for k, v in data.items() if v is not None))
+            log.info(" ".join(f"{k}={_text_value(v)}" for k, v in data.items() if v is not None))
 
 
 class RequestLogOptions(Schema):

@@ -44,3 +44,13 @@ def test_text_line_for_a_failure(caplog):
     assert r.status_code >= 500
     line = [rec.getMessage() for rec in caplog.records if rec.name == "routeplane.requests"][0]
     assert f"request_id={r.headers['x-request-id']}" in line and "outcome=upstream_error" in line
+
+
+def test_a_client_chosen_model_name_cannot_forge_a_log_line(caplog):
+    client = make_client("text")
+    forged = "nope\nrequest_id=req_forged status=200 outcome=success"
+    with caplog.at_level(logging.INFO, logger="routeplane.requests"):
+        client.post("/v1/chat/completions", json={"model": forged, "messages": [{"role": "user", "content": "x"}]})
+    [line] = [rec.getMessage() for rec in caplog.records if rec.name == "routeplane.requests"]
+    assert "\n" not in line  # one line, whatever the client sent
+    assert " request_id=req_forged" not in line and '"nope\\nrequest_id=req_forged' in line  # quoted, not a field

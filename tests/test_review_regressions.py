@@ -106,3 +106,15 @@ def test_non_finite_numbers_are_refused_not_forwarded():
     gw = Gateway()
     r = gw.request(b'{"model": "default", "temperature": 1e400, "messages": [{"role": "user", "content": "x"}]}')
     assert r.status == 400 and gw.executor.calls == []
+
+
+def test_provider_account_ids_and_url_credentials_are_not_echoed():
+    from routeplane.config import ConfigError, parse_config
+    from routeplane.protocols.base import scrub
+
+    assert "org-Ab12Cd34Ef56" not in scrub("Rate limit reached in organization org-Ab12Cd34Ef56 on tokens")
+    with pytest.raises(ConfigError) as info:
+        parse_config({"providers": {"p": {"protocol": "openai_chat",
+                                          "base_url": "https://svc:sk-live-SECRET123456@api.example.com/v1"}},
+                      "models": {"m": {"targets": [{"provider": "p", "model": "x"}]}}})
+    assert "SECRET123456" not in str(info.value) and "credentials" in str(info.value)

@@ -75,7 +75,8 @@ def check_base_url(url: Optional[str], policy: URLPolicy = URLPolicy()) -> None:
     if not host:
         raise UnsafeURL(f"{url!r} has no host")
     if parts.username or parts.password:
-        raise UnsafeURL(f"{url!r}: credentials in the URL are not allowed (use api_key or headers)")
+        shown = url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2])  # never echo the secret
+        raise UnsafeURL(f"{shown!r}: credentials in the URL are not allowed (use api_key or headers)")
     if host in METADATA_HOSTS:
         raise UnsafeURL(f"{url!r} points at a cloud metadata endpoint")
     addr = _ip(host)

@@ -99,7 +99,9 @@ class ProviderCodec(ABC):
 # --- shared helpers --------------------------------------------------------
 
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
-_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,})")
+# Key-shaped strings, and the account ids providers quote in errors (OpenAI org-/proj_).
+_KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,}"
+                      r"|\borg-[A-Za-z0-9]{8,}|\bproj_[A-Za-z0-9]{8,})")
 
 
 def scrub(text: str, target: Optional[RoutingTarget] = None) -> str:
