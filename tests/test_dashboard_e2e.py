@@ -224,6 +224,7 @@ def test_overview_numbers_and_charts(gateway: GatewayProcess, traffic: Dict[str,
     assert routes["broken"][1:4] == ["2", "2", "100.0%"]
     providers = {r[0]: r for r in cells(page, "#providers-table tbody tr")}
     assert providers["mock"][1] == str(SENT - 1) and providers["free"][1] == "1"
+    assert page.locator("#health").inner_text().startswith("Store: sqlite, answering in")
     assert page.locator("main").count() == 1 and page.locator("nav[aria-label]").count() == 1
     assert page.locator("#routes-table thead th[scope=col]").count() == 9
     page.screenshot(path=str(ARTIFACTS / "overview.png"), full_page=True)

@@ -146,3 +146,10 @@ def test_pages_without_a_store() -> None:
         assert client.get("/admin/spend.csv").status_code == 409
     finally:
         app.shutdown()
+
+
+def test_a_failing_store_is_a_503_page(gw: Any) -> None:
+    app, client = gw
+    app.store.execute("DROP TABLE spend_log")  # every dashboard query now fails
+    r = client.get("/admin/")
+    assert r.status_code == 503 and "Store unavailable" in r.get_data(as_text=True) and r.mimetype == "text/html"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import functools
 import io
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -17,6 +18,8 @@ from ..auth.guard import authenticate_request
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
 
+log = logging.getLogger("routeplane.dashboard")
+
 DEFAULT_WINDOW = "24h"
 COOKIE = "routeplane_admin"
 COOKIE_MAX_AGE = 8 * 3600  # a working day; the credential's own expiry still applies on every request
@@ -26,6 +29,18 @@ CHART_W, CHART_H, PAD_L, PAD_B, PAD_T = 640, 200, 56, 28, 12
 def make_blueprint(app: "App") -> Blueprint:
     bp = Blueprint("routeplane_dashboard", __name__, template_folder="../templates")
     guard = _html_guard(app)
+
+    @bp.errorhandler(Exception)
+    def _failed(exc: Exception) -> Any:
+        from werkzeug.exceptions import HTTPException
+
+        if isinstance(exc, HTTPException):
+            return exc
+        # A store that is down or slow is the likely cause; the page says so instead of a bare 500.
+        log.warning("dashboard %s failed: %s: %s", request.path, type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "")
+        return _error_page(503, "Store unavailable", "The dashboard could not read the store; try again shortly. "
+                           "The gateway's logs say why.")
 
     @bp.context_processor
     def _helpers() -> Dict[str, Any]:
@@ -41,7 +56,7 @@ def make_blueprint(app: "App") -> Blueprint:
             return _page("dashboard/overview.html", "overview", window=window, ov=None)
         ov = data.overview(app.store, window)
         series = ov["series"]
-        return _page("dashboard/overview.html", "overview", window=window, ov=ov,
+        return _page("dashboard/overview.html", "overview", window=window, ov=ov, health=_health(app),
                      requests_chart=bar_chart(series, "requests", "Requests", "errors"),
                      spend_chart=line_chart(series, "cost_micro_usd", "Spend (USD)"))
 
@@ -124,6 +139,23 @@ def make_blueprint(app: "App") -> Blueprint:
         return resp
 
     return bp
+
+
+def _health(app: "App") -> Dict[str, Any]:
+    """The store's round trip and how fresh the workers' flushed plugin stats are (this page's own view)."""
+    store = app.store
+    t0 = time.perf_counter()
+    try:
+        store.ping()
+        ping: Optional[float] = (time.perf_counter() - t0) * 1000.0
+    except Exception:
+        ping = None
+    workers = store.execute("SELECT COUNT(DISTINCT worker), MAX(updated_at) FROM routeplane_plugin_stats")[0] \
+        if ping is not None else (0, None)
+    newest = float(workers[1]) if workers[1] is not None else None
+    return {"dialect": store.dialect, "ping_ms": ping, "workers": int(workers[0] or 0),
+            "newest_flush_age": None if newest is None else max(0.0, time.time() - newest),
+            "flush_interval": app.config.server.stats_flush_seconds}
 
 
 # --- auth: the admin scope, with errors as small HTML pages -----------------------------------------------------
