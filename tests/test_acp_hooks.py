@@ -149,6 +149,12 @@ def test_route_hook_deny_hook_turn_events_and_stats(editor: Tuple[Editor, HooksP
     routed, _ = ed.response(6)
     assert routed["error"]["code"] == -32603 and "'nobody'" in routed["error"]["message"]
 
+    # Malformed input gets JSON-RPC errors, and the relay keeps serving.
+    ed.relay.handle_client_line(b"{not json")
+    assert ed.lines.get(timeout=5)["error"]["code"] == -32700
+    ed.send({"jsonrpc": "2.0", "id": 7, "method": "session/prompt", "params": [1, 2]})
+    assert ed.response(7)[0]["error"]["code"] == -32602
+
     events = plugin.turns.events
     assert [(e.agent, e.session_id, e.stop_reason, e.error) for e in events] == [("beta", beta_sid, "end_turn", None)]
     assert events[0].latency_ms > 0

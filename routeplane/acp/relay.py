@@ -76,12 +76,15 @@ class ACPRelay:
         if method is None:
             self._client_answer(message)
         elif "id" in message:
+            if not isinstance(message.get("params", {}), (dict, type(None))):
+                self._answer_error(message["id"], _error(-32602, "Invalid params: params must be an object."))
+                return
             try:
                 self._client_request(message["id"], str(method), message.get("params") or {})
             except Exception:
                 log.exception("relaying %s failed", method)
                 self._answer_error(message["id"], _error(-32603, f"Internal error relaying {method}."))
-        else:
+        elif isinstance(message.get("params", {}), (dict, type(None))):
             self._client_notification(str(method), message.get("params") or {})
 
     def _answer_error(self, cid: Any, error: Mapping[str, Any]) -> None:
