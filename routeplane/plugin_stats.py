@@ -89,8 +89,6 @@ def _ms(t0: float) -> float:
 class _PreRequest(PreRequestHook):
     def __init__(self, inner: PreRequestHook, stats: HookStats, policy: HookPolicy) -> None:
         self.inner, self.stats, self.policy = inner, stats, policy
-        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
-        self._lock = threading.Lock()
 
     def check(self, ctx: Any) -> HookDecision:
         t0 = time.perf_counter()
@@ -113,12 +111,27 @@ class _PreRequest(PreRequestHook):
         return decision
 
     def _bounded(self, ctx: Any) -> HookDecision:
-        if self._pool is None:
-            with self._lock:
-                if self._pool is None:
-                    self._pool = concurrent.futures.ThreadPoolExecutor(
-                        8, thread_name_prefix=f"hook-{self.stats.plugin}")
-        return self._pool.submit(self.inner.check, ctx).result(self.policy.timeout_ms / 1000.0)
+        # One thread per call, not a fixed pool: with a pool, calls stuck past their budget
+        # would fill it and every later call would "time out" while queued, so a hook that
+        # answers at once would be skipped forever. The budget counts from when the hook runs.
+        outcome: List[Any] = []
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                outcome.append(("ok", self.inner.check(ctx)))
+            except BaseException as exc:  # re-raised on the request thread
+                outcome.append(("error", exc))
+            finally:
+                done.set()
+
+        threading.Thread(target=call, name=f"hook-{self.stats.plugin}", daemon=True).start()
+        if not done.wait(self.policy.timeout_ms / 1000.0):
+            raise concurrent.futures.TimeoutError()
+        kind, value = outcome[0]
+        if kind == "error":
+            raise value
+        return value
 
 
 class _Route(RouteHook):

@@ -95,3 +95,34 @@ def test_counts_denies_blocks_errors_and_latency():
     assert s["stream"]["denies"] == 1
     assert s["observe"]["errors"] >= 2  # raised on every request end, swallowed
     assert s["pre_request"]["average_ms"] >= 0 and s["pre_request"]["total_ms"] >= 0
+
+
+class StuckThenFast(PreRequestHook):
+    def __init__(self, stuck):
+        self.stuck, self.release = stuck, __import__("threading").Event()
+        self.calls = 0
+
+    def check(self, ctx):
+        self.calls += 1
+        if self.calls <= self.stuck:
+            self.release.wait(5)
+        return HookDecision.deny(DenyReason.forbidden("denied at once"))
+
+
+class StuckPlugin(Plugin):
+    id = PluginId("stuck")
+    timeout_ms = 50
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def install(self, app):
+        app.language_model_builder().pre_request_hook(self.hook)
+
+
+def test_calls_stuck_past_their_budget_never_starve_later_calls():
+    hook = StuckThenFast(stuck=10)
+    gw = Gateway(plugins=[StuckPlugin(hook)])
+    statuses = [gw.chat("hi").status for _ in range(12)]
+    hook.release.set()
+    assert statuses == [200] * 10 + [403, 403]  # the budget runs from when the hook starts, not in a queue
