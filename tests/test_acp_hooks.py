@@ -7,6 +7,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
@@ -155,11 +156,22 @@ def test_route_hook_deny_hook_turn_events_and_stats(editor: Tuple[Editor, HooksP
     ed.send({"jsonrpc": "2.0", "id": 7, "method": "session/prompt", "params": [1, 2]})
     assert ed.response(7)[0]["error"]["code"] == -32602
 
+    # A crash mid-turn is an error turn, and an agent exit.
+    ed.send({"jsonrpc": "2.0", "id": 8, "method": "session/prompt",
+             "params": {"sessionId": beta_sid2, "prompt": [{"type": "text", "text": "crash"}]}})
+    crashed, _ = ed.response(8)
+    assert crashed["error"]["code"] == -32603 and "exited with code 3" in crashed["error"]["message"]
+
     events = plugin.turns.events
-    assert [(e.agent, e.session_id, e.stop_reason, e.error) for e in events] == [("beta", beta_sid, "end_turn", None)]
+    assert [(e.agent, e.session_id, e.stop_reason, e.error_code) for e in events] == [
+        ("beta", beta_sid, "end_turn", None), ("beta", beta_sid2, None, -32603)]
     assert events[0].latency_ms > 0
     stats = app.acp.stats()
-    assert stats["beta"]["turns"] == 1 and stats["beta"]["end_turn"] == 1
+    assert stats["beta"]["turns"] == 2 and stats["beta"]["end_turn"] == 1 and stats["beta"]["error"] == 1
+    deadline = time.monotonic() + 10  # the exit is counted by the agent's reader thread
+    while app.acp.stats()["beta"].get("exited") != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert app.acp.stats()["beta"]["exited"] == 1
     assert stats["alpha"]["denied"] == 1 and stats["alpha"]["turns"] == 0
 
 
