@@ -118,3 +118,18 @@ def test_provider_account_ids_and_url_credentials_are_not_echoed():
                                           "base_url": "https://svc:sk-live-SECRET123456@api.example.com/v1"}},
                       "models": {"m": {"targets": [{"provider": "p", "model": "x"}]}}})
     assert "SECRET123456" not in str(info.value) and "credentials" in str(info.value)
+
+
+def test_a_stream_the_gateway_cuts_is_settled_as_aborted_not_as_a_client_that_left():
+    from routeplane.errors import RouteplaneError
+    from routeplane.language_model.context import PipelineContext
+    from routeplane.protocols.openai_chat import CLIENT
+
+    gw = Gateway()
+    prompt = CLIENT.decode_request({"model": "default", "stream": True,
+                                    "messages": [{"role": "user", "content": "a few words to stream"}]})
+    stream = gw.app.pipeline.run(PipelineContext("req_cut", "openai_chat", prompt, {}))
+    next(iter(stream))
+    stream.close(RouteplaneError("shutting down", status=503, kind="overloaded", code="shutting_down"))
+    [s] = gw.settlements.items
+    assert (s.outcome, s.status, s.error_type) == ("aborted", 503, "overloaded")

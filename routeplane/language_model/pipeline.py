@@ -78,7 +78,17 @@ class PipelineStream:
     def __iter__(self) -> Iterator[StreamPart]:
         return self._parts
 
-    def close(self) -> None:
+    def close(self, reason: Optional[RouteplaneError] = None) -> None:
+        """End the stream. With a `reason`, the gateway itself cut it (shutdown, an encoder
+        failure): it is settled as aborted with the reason's status, not as a client that left."""
+        if reason is not None and hasattr(self._parts, "throw"):
+            try:
+                self._parts.throw(reason if isinstance(reason, StreamAborted) else StreamAborted(
+                    reason.message, status=reason.status, kind=reason.kind, code=reason.code))
+            except (RouteplaneError, StopIteration):
+                pass
+            except RuntimeError:  # the generator is already running or finished
+                pass
         close = getattr(self._parts, "close", None)
         if close is not None:
             close()

@@ -210,14 +210,16 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
     # view returned, outside Flask's request context.
     encoder = codec.stream_encoder(ctx.prompt)
     closing = lifecycle.closing if lifecycle is not None else None
+    cut: Optional[RouteplaneError] = None  # set when the gateway, not the client, ends the stream
     try:
         for part in stream:
             if closing is not None and closing.is_set():
                 # The worker's graceful_timeout is nearly over: end this stream
                 # with an error event now (settled by stream.close()) rather
                 # than be cut without settlement by the master's SIGKILL.
-                yield encoder.error(RouteplaneError("The gateway is shutting down; retry the request.",
-                                                    status=503, kind="overloaded", code="shutting_down"))
+                cut = RouteplaneError("The gateway is shutting down; retry the request.",
+                                      status=503, kind="overloaded", code="shutting_down")
+                yield encoder.error(cut)
                 return
             data = encoder.encode(part)
             if data:
@@ -229,6 +231,7 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
         yield encoder.error(err)
     except Exception:
         log.exception("encoding the stream of request %s failed", ctx.request_id)
-        yield encoder.error(InternalError())
+        cut = InternalError()
+        yield encoder.error(cut)
     finally:
-        stream.close()
+        stream.close(cut)
