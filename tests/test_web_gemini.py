@@ -118,3 +118,14 @@ def test_v1beta_model_list_is_gemini_shaped(gw: Gateway) -> None:
     missing = gw.client.get("/v1beta/models/nope")
     assert missing.status_code == 404 and missing.get_json()["error"]["status"] == "NOT_FOUND"
     missing.close()
+
+
+@pytest.mark.parametrize("method,path", [("get", "/v1/responses/resp_1"), ("delete", "/v1/responses/resp_1"),
+                                         ("post", "/v1/responses/resp_1/cancel"),
+                                         ("get", "/v1/responses/resp_1/input_items")])
+def test_stored_response_endpoints_say_the_gateway_is_stateless(gw: Gateway, method: str, path: str) -> None:
+    resp = getattr(gw.client, method)(path)
+    body = resp.get_json()
+    resp.close()
+    assert resp.status_code == 404 and body["error"]["code"] == "response_not_found"
+    assert "stateless" in body["error"]["message"] and "'resp_1'" in body["error"]["message"]

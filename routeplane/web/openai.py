@@ -51,6 +51,14 @@ def make_blueprint(app: "App") -> Blueprint:
             log.exception("request %s failed", rid)
             return error_response(InternalError(), openai_responses.CLIENT.error_body, rid)
 
+    @bp.route("/v1/responses/<path:response_id>", methods=["GET", "DELETE", "POST"])
+    def stored_response(response_id: str) -> Response:
+        # retrieve / delete / cancel / input_items need a response store; say so plainly.
+        err = RouteplaneError("This gateway is stateless: it does not store responses, so "
+                              f"{response_id.split('/')[0]!r} cannot be retrieved, deleted or cancelled.",
+                              status=404, kind="not_found", code="response_not_found")
+        return error_response(err, openai_responses.CLIENT.error_body, request_id())
+
     @bp.get("/v1/models")
     @require_scope(app)
     def list_models() -> Response:
