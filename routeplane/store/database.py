@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -185,10 +186,17 @@ class Store:
         db = self.database
         opened = db.is_closed()
         if opened:
-            try:
-                db.connect(reuse_if_open=True)
-            except peewee.OperationalError as exc:
-                raise StoreError(f"cannot connect to {self.display_url}: {_first_line(exc)}") from None
+            for attempt in range(5):
+                try:
+                    db.connect(reuse_if_open=True)
+                    break
+                except peewee.OperationalError as exc:
+                    # Switching a fresh SQLite file to WAL can answer "database is locked"
+                    # without waiting on busy_timeout while another connection sets it up.
+                    if self.dialect == "sqlite" and "locked" in str(exc) and attempt < 4:
+                        time.sleep(0.05 * (attempt + 1))
+                        continue
+                    raise StoreError(f"cannot connect to {self.display_url}: {_first_line(exc)}") from None
         try:
             yield db
         finally:
