@@ -149,3 +149,44 @@ def test_async_ring_without_running_loop():
     assert asyncio.get_event_loop_policy() is not None
     gw = Gateway(plugins=[RingPluginAdapter([Cache()])])
     assert gw.chat("cached").json["choices"][0]["message"]["content"] == "from cache"
+
+
+# --- the same plugins behind a real HTTP server, driven by the official openai SDK -------------
+
+
+def test_ring_and_prepost_plugins_with_the_openai_sdk():
+    import threading
+
+    import openai
+    from werkzeug.serving import make_server
+
+    from routeplane import App
+
+    log = []
+    ring = RingPluginAdapter([BlockSecrets(), Shout(), Cache(), Slow(), Stamp()])
+    prepost = PrePostPluginAdapter([Recorder("a", log), Recorder("b", log)])
+    app = App.builder().plugin(ring).plugin(prepost).build()
+    server = make_server("127.0.0.1", 0, app.flask_app(), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="unused", max_retries=0)
+        r = client.chat.completions.create(model="default", messages=[{"role": "user", "content": "hello"}])
+        assert r.choices[0].message.content == "stamped"  # post-flight modify
+        with __import__("pytest").raises(openai.PermissionDeniedError) as info:  # block < 400 → 403
+            client.chat.completions.create(model="default", messages=[{"role": "user", "content": "my secret"}])
+        assert "no secrets here" in str(info.value)
+        cached = client.chat.completions.create(model="default", messages=[{"role": "user", "content": "cached?"}])
+        assert cached.choices[0].message.content == "from cache"
+        stream = client.chat.completions.create(model="default", stream=True,
+                                                messages=[{"role": "user", "content": "stream it"}])
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "You said: STREAM IT"
+        posts = [e for e in log if e.startswith("post")]
+        assert posts[:2] == ["post:b", "post:a"]  # reverse order of the pre hooks
+        # "slow" ran (and timed out) for the plain and the streamed request; the block and the cache hit
+        # stopped the chain before it.
+        assert ring.stats()["slow"]["timeouts"] == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
