@@ -81,12 +81,12 @@ def test_fresh_database_gets_core_and_plugin_schema_with_checksums(store: Store)
     applied = migrate(store, [SpendLogPlugin(store)])
     core = [("routeplane", m.version) for m in core_migrations(store.dialect)]
     assert core[0] == ("routeplane", 1)
-    assert [(m.plugin, m.version) for m in applied] == core + [("spend_log", 1)]
+    assert [(m.plugin, m.version) for m in applied] == core + [("spend_log", 1), ("spend_log", 2)]
     assert store.table_exists("routeplane_meta") and store.table_exists("spend_log")
     core_sql = open(os.path.join(ROOT, "sql", "0001_core.sql"), encoding="utf-8").read()
     rows = history(store)
     assert rows[0] == ("routeplane", 1, hashlib.sha256(core_sql.encode()).hexdigest())
-    assert rows[-1][:2] == ("spend_log", 1)
+    assert rows[-1][:2] == ("spend_log", 2)
     verify(store, [SpendLogPlugin(store)])  # nothing pending, nothing changed
 
 
@@ -200,7 +200,8 @@ def test_concurrent_migrate_runs_do_not_race(store: Store) -> None:
     assert not any(isinstance(r, Exception) for r in results), results
     applied = sorted(label for r in results for label in r)
     assert applied == sorted([m.label for m in core_migrations(store.dialect)] + [
-        "spend_log 0001_spend_log", "widgets 0001_widgets", "widgets 0002_widget_colour"])  # each applied exactly once, by one runner
+        "spend_log 0001_spend_log", "spend_log 0002_spend_log_metadata", "widgets 0001_widgets",
+        "widgets 0002_widget_colour"])  # each applied exactly once, by one runner
     assert store.execute("SELECT COUNT(*) FROM widgets") == [(1,)]
 
 
@@ -411,7 +412,7 @@ def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: 
     config = tmp_path / "routeplane.yaml"
     config.write_text(yaml.safe_dump(dict(CONFIG, database={"url": store.url})))
     assert main(["migrate", "--config", str(config)]) == 0
-    n = len(core_migrations(store.dialect)) + 1
+    n = len(core_migrations(store.dialect)) + 2  # spend_log 1 and 2
     assert f"up to date ({n} migrations, {n} applied now)" in capsys.readouterr().out
     assert main(["migrate", "--config", str(config), "--status"]) == 0
     status = capsys.readouterr().out
@@ -441,3 +442,13 @@ def test_spend_writes_survive_a_postgresql_restart(postgres_cluster: Any) -> Non
     recorder.record(Settlement("after", time.time(), "openai_chat", "r", False, "success"))
     assert sorted(r["request_id"] for r in spend_rows(store)) == ["after", "before"]
     store.close()
+
+
+def test_chosen_plugins_metadata_reaches_the_spend_row_and_no_other(store: Store) -> None:
+    migrate(store, [SpendLogPlugin(store)])
+    s = Settlement("req-m", time.time(), "openai_chat", "r", False, "success", provider="mock", model="echo",
+                   metadata={"attestation": {"verdicts": [{"provider": "tee", "verified": True}]},
+                             "chatty": {"prompt": "do not store me"}})
+    SpendRecorder(store).record(s)
+    [row] = spend_rows(store)
+    assert json.loads(row["metadata_json"]) == {"attestation": {"verdicts": [{"provider": "tee", "verified": True}]}}

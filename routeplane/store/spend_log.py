@@ -58,15 +58,23 @@ CREATE INDEX spend_log_request_id ON {TABLE} (request_id);
 CREATE INDEX spend_log_account_started ON {TABLE} (account_id, started_at);
 """
 
+# The metadata of chosen plugins (default: the attestation verdict), as JSON. Only plugins
+# named in the `metadata` option are kept: any plugin may put anything in its metadata,
+# and the spend log must never hold prompt text or secrets. Capped in size.
+SPEND_LOG_V2 = f"ALTER TABLE {TABLE} ADD COLUMN metadata_json TEXT"
+MAX_METADATA_CHARS = 16384
+DEFAULT_METADATA_PLUGINS = ("attestation",)
+
 COLUMNS = (
     "id", "request_id", "started_at", "recorded_at", "account_id", "session_id", "route", "provider", "model",
     "inbound_protocol", "streamed", "input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
     "reasoning_tokens", "usage_reported", "cost_micro_usd", "latency_ms", "ttft_ms", "attempts", "attempts_json",
-    "outcome", "error_type", "status",
+    "outcome", "error_type", "status", "metadata_json",
 )
 
 
-def spend_row(s: Settlement, now: Optional[float] = None) -> Dict[str, Any]:
+def spend_row(s: Settlement, now: Optional[float] = None,
+              metadata_plugins: Tuple[str, ...] = DEFAULT_METADATA_PLUGINS) -> Dict[str, Any]:
     """The row for one settlement. Carries no prompt text and no secret: attempts keep
     their provider, model, status and error type, never the upstream's error message
     (which may quote the prompt)."""
@@ -102,7 +110,17 @@ def spend_row(s: Settlement, now: Optional[float] = None) -> Dict[str, Any]:
         "outcome": s.outcome,
         "error_type": s.error_type,
         "status": int(s.status),
+        "metadata_json": _metadata_json({k: v for k, v in s.metadata.items() if k in metadata_plugins}),
     }
+
+
+def _metadata_json(metadata: Any) -> Optional[str]:
+    if not metadata:
+        return None
+    text = json.dumps(metadata, separators=(",", ":"), default=str)
+    if len(text) > MAX_METADATA_CHARS:
+        return json.dumps({"truncated": True, "plugins": sorted(metadata)})
+    return text
 
 
 def _cut(value: Optional[str], size: int = 255) -> Optional[str]:
@@ -118,14 +136,16 @@ class SpendRecorder(SettlementRecorder):
     the spool (a local file) and is written after the next successful write.
     """
 
-    def __init__(self, store: Store, retries: int = 2, spool: Optional[Spool] = None) -> None:
+    def __init__(self, store: Store, retries: int = 2, spool: Optional[Spool] = None,
+                 metadata_plugins: Tuple[str, ...] = DEFAULT_METADATA_PLUGINS) -> None:
+        self.metadata_plugins = tuple(metadata_plugins)
         self.store = store
         self.retries = retries
         self.spool = spool
         self._sql: Optional[str] = None
 
     def record(self, settlement: Settlement) -> None:
-        row = spend_row(settlement)
+        row = spend_row(settlement, metadata_plugins=self.metadata_plugins)
         try:
             self.write(row)
         except Exception as exc:
@@ -166,7 +186,7 @@ class SpendRecorder(SettlementRecorder):
                 with self.store.connection() as db:
                     with db.atomic():
                         for row in rows:
-                            db.execute_sql(sql, tuple(row[c] for c in COLUMNS))
+                            db.execute_sql(sql, tuple(row.get(c) for c in COLUMNS))
                 return
             except (peewee.OperationalError, peewee.InterfaceError):
                 # SQLite "database is locked" past busy_timeout, or a dropped server connection
@@ -186,12 +206,16 @@ class SpendLogPlugin(Plugin):
 
     id = PluginId("spend_log")
 
-    def __init__(self, store: Optional[Store] = None, spool: Optional[str] = None) -> None:
+    def __init__(self, store: Optional[Store] = None, spool: Optional[str] = None,
+                 metadata: Optional[List[str]] = None) -> None:
+        # Plugin ids whose request metadata is kept in the row (their metadata must be spend-safe).
+        self.metadata_plugins = tuple(DEFAULT_METADATA_PLUGINS if metadata is None else metadata)
         self.store = store
         self.spool_path = spool
 
     def migrations(self) -> List[MigrationItem]:
-        return [MigrationItem(1, "spend_log", SPEND_LOG_V1, tables=(TABLE,))]
+        return [MigrationItem(1, "spend_log", SPEND_LOG_V1, tables=(TABLE,)),
+                MigrationItem(2, "spend_log_metadata", SPEND_LOG_V2, tables=(TABLE,))]
 
     def install(self, app: AppBuilder) -> None:
         store = self.store or app.current_store
@@ -199,7 +223,8 @@ class SpendLogPlugin(Plugin):
             raise ValueError("the spend_log plugin needs a store: set database.url in the config")
         self.store = store
         path = default_spool_path(store) if self.spool_path is None else self.spool_path
-        app.language_model_builder().settlement_recorder(SpendRecorder(store, spool=Spool(path) if path else None))
+        app.language_model_builder().settlement_recorder(
+            SpendRecorder(store, spool=Spool(path) if path else None, metadata_plugins=self.metadata_plugins))
 
 
 def default_spool_path(store: Store) -> Optional[str]:
