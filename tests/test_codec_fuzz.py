@@ -457,3 +457,41 @@ def test_deeply_nested_and_huge_values_are_refused_or_decoded_quickly() -> None:
         for body in (deep(50_000), {"model": "m", "messages": deep(20_000)}, {"x": "y" * 5_000_000}):
             _client_ok(protocol, body)
             _response_ok(protocol, body)
+
+
+# --- the same hostile bodies through the whole in-process app (pipeline, mock provider, encoders) ------
+
+WIRE_PATHS = {"openai_chat": "/v1/chat/completions", "openai_responses": "/v1/responses",
+              "anthropic_messages": "/v1/messages", "gemini": "/v1beta/models/mock-echo:generateContent"}
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from routeplane.app import build_app
+    from routeplane.config import DEFAULT_CONFIG, parse_config
+
+    config = copy.deepcopy(DEFAULT_CONFIG)
+    config["database"] = {"url": f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/rp.db"}
+    return build_app(parse_config(config)).flask_app().test_client()
+
+
+@pytest.mark.parametrize("protocol", WIRES)
+def test_hostile_bodies_never_make_a_500(protocol: str, client: Any) -> None:
+    seed = copy.deepcopy(CLIENT_SEEDS[protocol])
+    seed["model"] = "mock-echo"
+
+    @FEW
+    @given(st.one_of(mutated(seed), st.just(seed), HOSTILE), st.booleans())
+    def check(body: Any, stream: bool) -> None:
+        if isinstance(body, dict) and stream and protocol != "gemini":
+            body = {**body, "stream": True}
+        path = WIRE_PATHS[protocol].replace("generateContent", "streamGenerateContent?alt=sse") \
+            if stream and protocol == "gemini" else WIRE_PATHS[protocol]
+        resp = client.post(path, data=json.dumps(body), content_type="application/json")
+        data = resp.get_data()  # drains a stream too
+        assert resp.status_code < 500, (resp.status_code, data[:300])
+        if resp.status_code >= 400:
+            assert "error" in json.loads(data), data[:300]
+
+    check()
+
