@@ -36,6 +36,8 @@ def chaos(rng: random.Random) -> Any:
 
     def reply(req: RecordedRequest) -> Reply:
         stream = bool((req.json or {}).get("stream"))
+        if (req.json or {}).get("model") == "huge":  # over limits.max_response_bytes
+            return Reply.json(openai_completion("a" * (2 * 1024 * 1024), usage=USAGE))
         if (req.json or {}).get("model") == "slow":
             words = [openai_chunk({"content": f"w{i} "}) for i in range(40)]
             return Reply.sse([openai_chunk({"role": "assistant", "content": ""})] + words
@@ -78,6 +80,7 @@ def gateway_config(db_url: str, up_url: str) -> Dict[str, Any]:
                       "mock": {"protocol": "mock"}},
         "models": {"chaos": {"targets": [{"provider": "up", "model": "chaos"}]},
                    "slow": {"targets": [{"provider": "up", "model": "slow"}]},
+                   "huge": {"targets": [{"provider": "up", "model": "huge"}]},
                    "mock-echo": {"targets": [{"provider": "mock", "model": "echo"}]}},
         "fallback": {"cooldown": {"failures": 0}},  # every request reaches the chaos upstream
         "limits": {"max_open_streams": MAX_STREAMS, "max_json_depth": 32, "max_messages": 50, "max_tools": 4,
@@ -353,5 +356,7 @@ def test_limits_answer_4xx_in_the_wire_shape(env: Tuple[GatewayProcess, FakeUpst
     r = requests.post(gw.url + "/v1/messages", json={"model": "mock-echo", "max_tokens": 5, "messages": deep},
                       timeout=10)
     assert r.status_code == 400 and r.json()["type"] == "error", r.text
+    r = requests.post(url, json=chat(False, model="huge"), timeout=10)
+    assert r.status_code == 502 and "over 1048576 bytes" in r.json()["error"]["message"], r.text[:300]
     r = requests.get(gw.url + "/health", headers={"X-Big": "a" * 5000}, timeout=10)
     assert r.status_code in (400, 431), r.status_code  # gunicorn: Request Header Fields Too Large
