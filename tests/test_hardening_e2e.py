@@ -168,6 +168,8 @@ def test_upstream_chaos_under_load(env: Tuple[GatewayProcess, FakeUpstream, str]
     run = "load-" + uuid.uuid4().hex[:6]
     deadline = time.monotonic() + LOAD_SECONDS
     counter = iter(range(LOAD_MAX_REQUESTS))
+    half = LOAD_MAX_REQUESTS // 2
+    rss_mid: Dict[int, int] = {}
     results: List[Tuple[int, str]] = []
     sent: Dict[str, Tuple[int, str]] = {}
     lock = threading.Lock()
@@ -177,6 +179,8 @@ def test_upstream_chaos_under_load(env: Tuple[GatewayProcess, FakeUpstream, str]
         while time.monotonic() < deadline:
             with lock:
                 i = next(counter, None)
+                if i == half:  # halfway: the second half must not grow the worker like the first
+                    rss_mid.update({pid: rss_kib(pid) for pid in workers})
             if i is None:
                 return
             outcome = one_load_request(gw.url, f"{run}-{i}", rng)
@@ -200,7 +204,8 @@ def test_upstream_chaos_under_load(env: Tuple[GatewayProcess, FakeUpstream, str]
             missing[f"{status} {outcome}"] = missing.get(f"{status} {outcome}", 0) + 1
     report = {"requests": n, "not_admitted": missing, "seconds": LOAD_SECONDS, "statuses": statuses, "spend_rows": len(rows),
               "distinct_request_ids": len({r["request_id"] for r in rows}),
-              "rss_kib_start": rss_start, "rss_kib_end": rss_end}
+              "rss_kib_start": rss_start, "rss_kib_half": rss_mid,
+              "rss_kib_end": rss_end}
     with capsys.disabled():
         print("\nhardening load:", json.dumps(report, sort_keys=True))
     assert n >= 50, report
@@ -213,6 +218,8 @@ def test_upstream_chaos_under_load(env: Tuple[GatewayProcess, FakeUpstream, str]
     assert worker_pids(gw) == workers, "a worker died under load"
     # Flat: a few MiB of warm-up (pools, caches) at most, not growth with the request count.
     assert all(rss_end[p] - rss_start[p] < 40 * 1024 for p in workers), report
+    if rss_mid:  # (the time bound can end the run before half the requests)
+        assert all(rss_end[p] - rss_mid[p] < 12 * 1024 for p in workers), report
     assert "Traceback" not in gw.logs(), gw.logs()[-3000:]
 
 
