@@ -190,11 +190,11 @@ def test_tools_allowlist_denies_and_hides(stack: Any, wallet: Wallet) -> None:
 
 def test_missing_or_bad_credentials_are_401(stack: Any, wallet: Wallet) -> None:
     gw, _ = stack
-    r = requests.post(gw.url + "/mcp", json=INIT, headers=ACCEPT, timeout=10)
+    r = requests.post(gw.url + "/mcp", json=INIT, headers=ACCEPT, timeout=30)
     assert r.status_code == 401 and r.json()["error"]["code"] == -32001
     assert r.headers["WWW-Authenticate"] == "Bearer"
     bad = token(wallet, tools="not-a-list")
-    r = requests.post(gw.url + "/mcp", json=INIT, headers={**ACCEPT, "Authorization": f"Bearer {bad}"}, timeout=10)
+    r = requests.post(gw.url + "/mcp", json=INIT, headers={**ACCEPT, "Authorization": f"Bearer {bad}"}, timeout=30)
     assert r.status_code == 401
 
 
