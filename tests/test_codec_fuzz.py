@@ -18,8 +18,8 @@ from routeplane.language_model.types import Generation, Prompt
 from routeplane.protocols import client_codecs, provider_codecs
 from routeplane.protocols.sse import SSEEvent, SSEParser
 
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-FEW = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+FEW = settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck), database=None)
 
 SCALARS = st.one_of(
     st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
