@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
-from typing import TYPE_CHECKING, Any, Dict, List, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Tuple
 
+from ..hook_builder import HookBuilder
 from ..hooks.acp import ACP_HOOK_KINDS, ACPHook
 from ..observers import ObserverDispatcher
 
@@ -14,43 +14,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .context import ACPTurnEvent
 
 
-class ACPBuilder:
+class ACPBuilder(HookBuilder):
     """`app.acp_builder()`: registers ACP hooks; a hook of another pipeline is a TypeError here."""
 
-    def __init__(self) -> None:
-        self._hooks: Dict[str, List[Tuple[str, Any]]] = {kind: [] for kind in ACP_HOOK_KINDS}
-        self._current_plugin = "app"
-
-    def pre_request_hook(self, hook: Any) -> "ACPBuilder":
-        return self._register("pre_request_hook", hook)
-
-    def route_hook(self, hook: Any) -> "ACPBuilder":
-        return self._register("route_hook", hook)
-
-    def observe_hook(self, hook: Any) -> "ACPBuilder":
-        return self._register("observe_hook", hook)
-
-    def _register(self, kind: str, hook: Any) -> "ACPBuilder":
-        contract, methods = ACP_HOOK_KINDS[kind]
-        who = f"{type(hook).__name__} (plugin {self._current_plugin!r})"
-        if not isinstance(hook, ACPHook):
-            raise TypeError(f"{who} is not an ACP hook (a hook of another pipeline cannot be registered on the "
-                            f"ACP pipeline); {kind}() takes an instance of {contract.__name__}")
-        if not isinstance(hook, contract):
-            raise TypeError(f"{who} is not a {contract.__name__}; {kind}() takes an instance of it")
-        for name, arity in methods.items():
-            method = getattr(hook, name, None)
-            if not callable(method):
-                raise TypeError(f"{who} has no method {name}()")
-            try:
-                inspect.signature(method).bind(*([None] * arity))
-            except TypeError:
-                raise TypeError(f"{who}.{name}() must take {arity} argument(s) besides self") from None
-        self._hooks[kind].append((self._current_plugin, hook))
-        return self
-
-    def hooks(self, kind: str) -> Tuple[Any, ...]:
-        return tuple(h for _pid, h in self._hooks[kind])
+    kinds = ACP_HOOK_KINDS
+    marker = ACPHook
+    pipeline = "ACP"
 
     def build(self, config: "Config", inline_observers: bool) -> "ACPRuntime":
         observers = ObserverDispatcher(self.hooks("observe_hook"), workers=config.server.observer_threads,

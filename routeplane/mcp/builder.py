@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import inspect
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
+from ..hook_builder import HookBuilder
 from ..hooks.mcp import MCP_HOOK_KINDS, MCPHook
 from ..observers import ObserverDispatcher
 from .pipeline import MCPPipeline, ToolAllowlistHook
@@ -15,43 +15,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..store import Store
 
 
-class MCPBuilder:
+class MCPBuilder(HookBuilder):
     """`app.mcp_builder()`: registers MCP hooks; a hook of another pipeline is a TypeError here."""
 
-    def __init__(self) -> None:
-        self._hooks: Dict[str, List[Tuple[str, Any]]] = {kind: [] for kind in MCP_HOOK_KINDS}
-        self._current_plugin = "app"
-
-    def pre_request_hook(self, hook: Any) -> "MCPBuilder":
-        return self._register("pre_request_hook", hook)
-
-    def route_hook(self, hook: Any) -> "MCPBuilder":
-        return self._register("route_hook", hook)
-
-    def observe_hook(self, hook: Any) -> "MCPBuilder":
-        return self._register("observe_hook", hook)
-
-    def _register(self, kind: str, hook: Any) -> "MCPBuilder":
-        contract, methods = MCP_HOOK_KINDS[kind]
-        who = f"{type(hook).__name__} (plugin {self._current_plugin!r})"
-        if not isinstance(hook, MCPHook):
-            raise TypeError(f"{who} is not an MCP hook (a hook of another pipeline cannot be registered on the "
-                            f"MCP pipeline); {kind}() takes an instance of {contract.__name__}")
-        if not isinstance(hook, contract):
-            raise TypeError(f"{who} is not a {contract.__name__}; {kind}() takes an instance of it")
-        for name, arity in methods.items():
-            method = getattr(hook, name, None)
-            if not callable(method):
-                raise TypeError(f"{who} has no method {name}()")
-            try:
-                inspect.signature(method).bind(*([None] * arity))
-            except TypeError:
-                raise TypeError(f"{who}.{name}() must take {arity} argument(s) besides self") from None
-        self._hooks[kind].append((self._current_plugin, hook))
-        return self
-
-    def hooks(self, kind: str) -> Tuple[Any, ...]:
-        return tuple(h for _pid, h in self._hooks[kind])
+    kinds = MCP_HOOK_KINDS
+    marker = MCPHook
+    pipeline = "MCP"
 
     def build(self, config: "Config", store: Optional["Store"], inline_observers: bool) -> "MCPRuntime":
         settings = config.mcp
