@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from marshmallow import Schema, ValidationError
 
-from .config import Config, ConfigError, load_config, parse_config, DEFAULT_CONFIG
+from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, parse_config
 from .hooks.acp import ACPHook
-from .hooks.language_model import HOOK_KINDS, LanguageModelHook
+from .hooks.language_model import HOOK_KINDS
 from .hooks.mcp import MCPHook
 from .language_model.executor import Executor, HttpExecutor
 from .language_model.pipeline import LanguageModelHooks, LanguageModelPipeline
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from .acp.builder import ACPBuilder
     from .mcp.builder import MCPBuilder
-
     from .store import Store
 
 log = logging.getLogger("routeplane")
@@ -316,9 +315,9 @@ class App:
     def flask_app(self) -> "Flask":
         from flask import Flask, request
 
+        from .errors import RouteplaneError
         from .web import error_renderer_for
         from .web.common import error_response, request_id
-        from .errors import RouteplaneError
 
         flask_app = Flask("routeplane")
         self.init_app(flask_app)

@@ -11,13 +11,19 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from .language_model.cooldown import CooldownPolicy, FallbackSettings
-from .language_model.routing import PROTOCOLS, STRATEGIES, Prices, Route, RoutingTarget, Timeouts
 from .acp.settings import AgentSchema, agent_name_problems, typed_agents
-from .mcp.settings import (MCPGatewaySchema, MCPGatewaySettings, MCPServerSchema, server_id_problems, typed_servers,
-                           typed_settings)
+from .language_model.cooldown import CooldownPolicy, FallbackSettings
+from .language_model.routing import PROTOCOLS, STRATEGIES, Route, RoutingTarget
+from .mcp.settings import (
+    MCPGatewaySchema,
+    MCPGatewaySettings,
+    MCPServerSchema,
+    server_id_problems,
+    typed_servers,
+    typed_settings,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:4356"
 

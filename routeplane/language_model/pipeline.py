@@ -156,7 +156,7 @@ class LanguageModelPipeline:
     def _pre_request(self, run: _Run) -> Optional[Generation]:
         ctx = run.ctx
         try:
-            for plugin_id, hook in self.hooks.pre_request:
+            for _plugin_id, hook in self.hooks.pre_request:
                 decision = hook.check(ctx)
                 if decision.kind is DecisionKind.DENY:
                     reason = decision.reason
@@ -214,9 +214,9 @@ class LanguageModelPipeline:
             if wait > 0:
                 self._sleep(wait)
             ctx.target = target
-            self.observers.emit_lazy(
-                "on_hop_start", lambda: HopEvent(ctx.request_id, hop, target.provider, target.model, target.protocol)
-            )
+            if self.observers.active:
+                self.observers.emit("on_hop_start",
+                                    HopEvent(ctx.request_id, hop, target.provider, target.model, target.protocol))
             t0 = self._clock()
             try:
                 result = call(target)
@@ -230,7 +230,7 @@ class LanguageModelPipeline:
                     if not decision.try_next:
                         if decision.error is not None:
                             raise decision.error from err
-                        raise _merged(errors)
+                        raise _merged(errors) from err
                 if not err.retriable:
                     raise
                 continue
