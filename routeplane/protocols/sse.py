@@ -109,9 +109,14 @@ def iter_events(chunks: Iterable[bytes]) -> Iterator[SSEEvent]:
     yield from parser.finish()
 
 
+# Built once: json.dumps() with non-default options builds a new encoder per call, a
+# measurable share of the per-chunk cost of a stream (profiled). Encoders hold no state.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
+
+
 def dumps(obj: Any) -> str:
     # Compact and ASCII-safe: U+2028/2029 and friends cannot break a line.
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True)
+    return _COMPACT.encode(obj)
 
 
 def frame(data: Any, event: Optional[str] = None) -> bytes:
