@@ -98,6 +98,16 @@ class ProviderCodec(ABC):
 
 # --- shared helpers --------------------------------------------------------
 
+
+def json_headers(target: RoutingTarget, auth_header: str = "Authorization", auth_prefix: str = "Bearer ") -> Dict[str, str]:
+    """The request headers every JSON/SSE wire sends: content type, accept, the key, the target's extras."""
+    headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    if target.api_key:
+        headers[auth_header] = f"{auth_prefix}{target.api_key}"
+    headers.update(target.headers)
+    return headers
+
+
 RETRIABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504, 529})
 # Key-shaped strings, and the account ids providers quote in errors (OpenAI org-/proj_).
 _KEYLIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{8,}|AIza[0-9A-Za-z_\-]{20,}|Bearer\s+[A-Za-z0-9._\-]{8,}"

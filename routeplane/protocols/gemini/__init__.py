@@ -7,7 +7,7 @@ from typing import Any, Dict, Mapping, Optional
 from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import Generation, Prompt
-from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder
+from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder, json_headers
 from . import request, response, stream
 
 PROTOCOL = request.PROTOCOL
@@ -57,11 +57,7 @@ class GeminiProviderCodec(ProviderCodec):
         return f"{base}/{model}:streamGenerateContent?alt=sse" if stream else f"{base}/{model}:generateContent"
 
     def headers(self, target: RoutingTarget) -> Dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-        if target.api_key:
-            headers["x-goog-api-key"] = target.api_key
-        headers.update(target.headers)
-        return headers
+        return json_headers(target, "x-goog-api-key", "")
 
     def encode_request(self, prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
         return request.encode_request(prompt, target, stream)

@@ -7,7 +7,7 @@ from typing import Any, Dict
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import Generation, Prompt
-from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder
+from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder, json_headers
 from . import request, response, stream
 
 PROTOCOL = "openai_chat"
@@ -37,11 +37,7 @@ class ChatProviderCodec(ProviderCodec):
         return f"{base}/chat/completions"
 
     def headers(self, target: RoutingTarget) -> Dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
-        if target.api_key:
-            headers["Authorization"] = f"Bearer {target.api_key}"
-        headers.update(target.headers)
-        return headers
+        return json_headers(target)
 
     def encode_request(self, prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
         return request.encode_request(prompt, target, stream)
