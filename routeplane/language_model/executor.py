@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import requests
+import requests.adapters
 import urllib3
+from requests.structures import CaseInsensitiveDict
 
 from ..errors import (
     InvalidRequest,
@@ -49,17 +51,23 @@ class Executor(ABC):
 
 
 class HttpExecutor(Executor):
-    """requests-based executor: one pooled Session per worker thread.
+    """requests-based executor: one transport adapter (urllib3 pools) shared by every worker thread.
 
-    requests' Session is not documented as thread-safe, so each gunicorn
-    thread gets its own; `pool_maxsize` bounds connections per host per thread.
+    The call goes straight to requests' `HTTPAdapter.send` with a request
+    built here, not through `Session.post`: the Session layer (settings
+    merging, cookie jars, hooks, redirects, URL re-preparation) cost more CPU
+    than the rest of the gateway and does nothing a gateway wants — upstream
+    cookies must never be shared between callers, redirects are not followed.
+    The adapter's urllib3 PoolManager is thread-safe; `pool_maxsize` bounds
+    the idle keep-alive connections kept per upstream host (size it like the
+    worker's thread count: one open stream holds one connection).
     """
 
     def __init__(
         self,
         codecs: Optional[Dict[str, "ProviderCodec"]] = None,
         *,
-        pool_maxsize: int = 16,
+        pool_maxsize: int = 256,
         max_response_bytes: int = 64 * 1024 * 1024,
         user_agent: str = "routeplane",
     ) -> None:
@@ -68,10 +76,7 @@ class HttpExecutor(Executor):
 
             codecs = provider_codecs()
         self._codecs = codecs
-        self._local = threading.local()
-        self._sessions: List[requests.Session] = []
-        self._sessions_lock = threading.Lock()
-        self._pool_maxsize = pool_maxsize
+        self._adapter = _Transport(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
         self._max_response_bytes = max_response_bytes
         self._user_agent = user_agent
         self._mock = MockProvider()
@@ -81,24 +86,8 @@ class HttpExecutor(Executor):
         return cls()
 
     def close(self) -> None:
-        """Close every thread's pooled session (tests, worker shutdown)."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, []
-        for session in sessions:
-            session.close()
-
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            with self._sessions_lock:
-                self._sessions.append(session)
-            adapter = requests.adapters.HTTPAdapter(pool_connections=8, pool_maxsize=self._pool_maxsize, max_retries=0)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            session.trust_env = False  # no surprise proxies from the environment
-            self._local.session = session
-        return session
+        """Close the pooled upstream connections (tests, worker shutdown)."""
+        self._adapter.close()
 
     def _codec(self, target: RoutingTarget) -> "ProviderCodec":
         codec = self._codecs.get(target.protocol)
@@ -132,8 +121,8 @@ class HttpExecutor(Executor):
         headers["X-Request-Id"] = ctx.request_id
         deadline = _Deadline(target.timeouts)
         try:
-            resp = self._session().post(url, data=body, headers=headers, timeout=deadline.requests_timeout(),
-                                        stream=True)
+            resp = self._adapter.send(_prepared(url, body, headers), stream=True,
+                                      timeout=deadline.requests_timeout())
         except Exception as exc:
             raise deadline.translate(exc, target) from exc
         if resp.status_code >= 400:
@@ -167,6 +156,36 @@ class HttpExecutor(Executor):
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target))
         return _iter_stream(codec, resp, target, deadline)
+
+
+class _Transport(requests.adapters.HTTPAdapter):
+    """requests' adapter without the per-response cookie jar (a gateway never keeps upstream cookies)."""
+
+    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code = resp.status
+        response.headers = CaseInsensitiveDict(resp.headers)
+        response.raw = resp
+        response.reason = resp.reason
+        response.url = req.url  # type: ignore[assignment]
+        response.request = req
+        response.connection = self  # type: ignore[attr-defined]
+        return response
+
+
+def _prepared(url: str, body: bytes, headers: Dict[str, str]) -> requests.PreparedRequest:
+    """A POST ready for `HTTPAdapter.send`, built without `PreparedRequest.prepare()`.
+
+    `prepare()` re-parses and re-quotes the URL, which the codec built and
+    `check_base_url` checked; the body is always bytes with a known length.
+    """
+    req = requests.PreparedRequest()
+    req.method = "POST"
+    req.url = url
+    req.headers = CaseInsensitiveDict(headers)
+    req.headers["Content-Length"] = str(len(body))
+    req.body = body
+    return req
 
 
 def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget) -> Generation:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 # Cloud instance-metadata endpoints: a request there can leak the host's cloud
@@ -58,12 +58,27 @@ def is_loopback_host(host: str) -> bool:
     return addr is not None and addr.is_loopback
 
 
+_checked: Dict[Tuple[str, URLPolicy], bool] = {}
+_CHECKED_MAX = 4096
+
+
 def check_base_url(url: Optional[str], policy: URLPolicy = URLPolicy()) -> None:
     """Raise UnsafeURL when `url` breaks the policy. Names are checked as
     written (no DNS lookup: a lookup at config load would be slow and would not
-    stop DNS rebinding anyway); IP literals are checked by range."""
-    if url is None:
+    stop DNS rebinding anyway); IP literals are checked by range.
+
+    The executor checks every call's URL; URLs that passed are remembered
+    (the answer depends only on the string and the policy).
+    """
+    if url is None or (url, policy) in _checked:
         return
+    _check(url, policy)
+    if len(_checked) >= _CHECKED_MAX:
+        _checked.clear()
+    _checked[(url, policy)] = True
+
+
+def _check(url: str, policy: URLPolicy) -> None:
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower().rstrip(".")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -13,6 +12,7 @@ import peewee
 
 from ..app import AppBuilder, MigrationItem, Plugin, PluginId
 from ..hooks.language_model import SettlementRecorder
+from ..ids import new_hex
 from ..language_model.settlement import Settlement
 from .database import Store
 from .spool import Spool
@@ -85,7 +85,7 @@ def spend_row(s: Settlement, now: Optional[float] = None,
         for a in s.attempts
     ]
     return {
-        "id": "sp_" + uuid.uuid4().hex,
+        "id": "sp_" + new_hex(),
         "request_id": s.request_id[:128],
         "started_at": float(s.started_at),
         "recorded_at": time.time() if now is None else now,
@@ -155,7 +155,7 @@ class SpendRecorder(SettlementRecorder):
             log.warning("spend log: the store is unavailable (%s); request %s kept in %s until it is back",
                         type(exc).__name__, row["request_id"], self.spool.path)
             return
-        if self.spool is not None and self.spool.pending():
+        if self.spool is not None and self.spool.maybe_pending():
             try:
                 n = self.spool.drain(self.write_rows)
             except Exception:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import threading
+import time
 from typing import Any, Callable, Dict, List
 
 log = logging.getLogger("routeplane.spend")
@@ -16,9 +17,15 @@ class Spool:
     """Append-only, shared by every worker process on the host; writers and the drainer take
     an exclusive flock, the drainer only long enough to read the file and empty it."""
 
+    # How often a writer looks for rows another worker process spooled (a stat per
+    # request was measurable); rows this process spooled are looked for at once.
+    RECHECK_SECONDS = 1.0
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
+        self._appended = False
+        self._next_check = 0.0
 
     def append(self, rows: List[Dict[str, Any]]) -> None:
         data = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows)
@@ -30,6 +37,15 @@ class Spool:
                 os.fsync(fh.fileno())
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+        self._appended = True
+
+    def maybe_pending(self) -> bool:
+        """`pending()`, but without touching the file system more than once a second unless this process spooled."""
+        now = time.monotonic()
+        if not self._appended and now < self._next_check:
+            return False
+        self._appended, self._next_check = False, now + self.RECHECK_SECONDS
+        return self.pending()
 
     def pending(self) -> bool:
         try:

@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import re
-import uuid
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional
 
 from flask import Response, current_app, request
@@ -22,6 +21,7 @@ from ..errors import (
     UnsupportedMediaType,
     UpstreamStatusError,
 )
+from ..ids import new_hex
 from ..language_model.context import PipelineContext
 from ..language_model.pipeline import PipelineStream
 from ..protocols.base import ClientCodec
@@ -39,7 +39,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 def request_id() -> str:
     """An inbound `x-request-id` is honoured when it is sane; otherwise a new one."""
     rid = request.headers.get("x-request-id", "")
-    return rid if _REQUEST_ID.match(rid) else "req_" + uuid.uuid4().hex
+    return rid if _REQUEST_ID.match(rid) else "req_" + new_hex()
 
 
 def _reject_constant(name: str) -> Any:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import InvalidRequest
+from ...ids import new_hex
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     ContentPart,
@@ -47,7 +47,7 @@ _KNOWN_GEN = frozenset({
 
 
 def synthetic_id() -> str:
-    return f"{SYNTHETIC_ID}{uuid.uuid4().hex[:20]}"
+    return f"{SYNTHETIC_ID}{new_hex()[:20]}"
 
 
 def is_synthetic(call_id: str) -> bool:

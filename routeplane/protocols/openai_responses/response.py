@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
+from ...ids import new_hex
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     ContentPart,
@@ -25,7 +25,7 @@ from .request import PROTOCOL, pack_reasoning_signature, unpack_reasoning_signat
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
+    return f"{prefix}_{new_hex()}"
 
 
 def response_id(gen_id: str) -> str:
