@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -123,6 +124,15 @@ def _metadata_json(metadata: Any) -> Optional[str]:
     return text
 
 
+class _Pending:
+    __slots__ = ("row", "done", "error")
+
+    def __init__(self, row: Dict[str, Any]) -> None:
+        self.row = row
+        self.done = False
+        self.error: Optional[BaseException] = None
+
+
 def _cut(value: Optional[str], size: int = 255) -> Optional[str]:
     return None if value is None else str(value)[:size]
 
@@ -134,6 +144,14 @@ class SpendRecorder(SettlementRecorder):
     row with that id, so a retry after a lost reply from the database cannot
     count a request twice. When the store stays unavailable, the row goes to
     the spool (a local file) and is written after the next successful write.
+
+    Group commit: one thread per process writes at a time. Rows settled while
+    a write is under way wait for it, then the next writer takes all of them
+    in one transaction. `record()` still returns only once its row is
+    committed (or spooled), but concurrent requests no longer queue on the
+    database's write lock one by one: with SQLite that queue went through its
+    sleeping busy handler and put 400–500 ms on p99 at 16 concurrent requests
+    (measured; 44 ms without the spend log).
     """
 
     def __init__(self, store: Store, retries: int = 2, spool: Optional[Spool] = None,
@@ -143,18 +161,49 @@ class SpendRecorder(SettlementRecorder):
         self.retries = retries
         self.spool = spool
         self._sql: Optional[str] = None
+        self._cond = threading.Condition(threading.Lock())
+        self._waiting: List[_Pending] = []
+        self._writing = False
+        self.batches = 0  # transactions written (the group commit's effect shows as batches < rows)
 
     def record(self, settlement: Settlement) -> None:
-        row = spend_row(settlement, metadata_plugins=self.metadata_plugins)
+        item = _Pending(spend_row(settlement, metadata_plugins=self.metadata_plugins))
+        cond = self._cond
+        with cond:
+            self._waiting.append(item)
+            while not item.done and self._writing:
+                cond.wait()
+            if item.done:
+                if item.error is not None:
+                    raise item.error
+                return
+            self._writing = True
+            batch, self._waiting = self._waiting, []
         try:
-            self.write(row)
+            error = self._commit([p.row for p in batch])
+        except BaseException as exc:  # noqa: BLE001 - handed to every row's owner below
+            error = exc
+        with cond:
+            for p in batch:
+                p.done, p.error = True, error
+            self._writing = False
+            cond.notify_all()
+        if error is not None:
+            raise error
+
+    def _commit(self, rows: List[Dict[str, Any]]) -> Optional[BaseException]:
+        """Write `rows` in one transaction, or spool them; the error when neither worked."""
+        try:
+            self.write_rows(rows)
         except Exception as exc:
             if self.spool is None:
-                raise
-            self.spool.append([row])  # if this fails too, the pipeline logs and counts the loss
-            log.warning("spend log: the store is unavailable (%s); request %s kept in %s until it is back",
-                        type(exc).__name__, row["request_id"], self.spool.path)
-            return
+                return exc
+            self.spool.append(rows)  # if this fails too, the pipeline logs and counts the loss
+            log.warning("spend log: the store is unavailable (%s); %d row(s) (request %s%s) kept in %s until it is back",
+                        type(exc).__name__, len(rows), rows[0]["request_id"], ", ..." if len(rows) > 1 else "",
+                        self.spool.path)
+            return None
+        self.batches += 1
         if self.spool is not None and self.spool.maybe_pending():
             try:
                 n = self.spool.drain(self.write_rows)
@@ -163,6 +212,7 @@ class SpendRecorder(SettlementRecorder):
             else:
                 if n:
                     log.warning("spend log: %d spooled rows written to the store", n)
+        return None
 
     def write(self, row: Dict[str, Any]) -> None:
         self.write_rows([row])
