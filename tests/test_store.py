@@ -353,6 +353,64 @@ def test_rows_wait_in_the_spool_while_the_store_is_down_and_are_written_once_aft
         SpendRecorder(store, retries=0).write_rows([{"id": "x", "nonsense": 1}])  # without a spool, errors surface
 
 
+def _settle_in_threads(recorder: SpendRecorder, store: Store, n: int, check_committed: bool) -> List[Any]:
+    """`n` threads settle at once; each reports its error, or whether its row was in the store on return."""
+    start = threading.Barrier(n)
+    results: List[Any] = [None] * n
+
+    def one(i: int) -> None:
+        start.wait(10)
+        try:
+            recorder.record(Settlement(f"gc-{i}", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=i))
+            results[i] = (not check_committed) or any(r["request_id"] == f"gc-{i}" for r in spend_rows(store))
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+def test_concurrent_settlements_share_transactions_and_return_only_once_committed(store: Store) -> None:
+    migrate(store, [SpendLogPlugin(store)])
+    recorder = SpendRecorder(store)
+    write_rows = recorder.write_rows
+
+    def slow_write(rows: List[Any]) -> None:  # a slow store: settlements pile up behind the writer
+        time.sleep(0.02)
+        write_rows(rows)
+
+    recorder.write_rows = slow_write  # type: ignore[method-assign]
+    n = 24
+    results = _settle_in_threads(recorder, store, n, check_committed=True)
+    assert results == [True] * n  # every record() returned after its own row was committed
+    rows = spend_rows(store)
+    assert sorted(r["request_id"] for r in rows) == sorted(f"gc-{i}" for i in range(n))
+    assert sum(r["cost_micro_usd"] for r in rows) == sum(range(n))
+    assert 2 <= recorder.batches < n  # grouped, not one transaction per row
+
+
+def test_a_failed_group_write_reaches_every_row_owner_or_the_spool(store: Store, tmp_path: Any) -> None:
+    from routeplane.store.spool import Spool
+
+    migrate(store, [SpendLogPlugin(store)])
+    store.execute("ALTER TABLE spend_log RENAME TO spend_log_away")
+    try:
+        results = _settle_in_threads(SpendRecorder(store, retries=0), store, 12, check_committed=False)
+        assert all(isinstance(r, Exception) for r in results), results  # no spool: each owner sees the failure
+        spool = Spool(str(tmp_path / "gc.spool"))
+        results = _settle_in_threads(SpendRecorder(store, retries=0, spool=spool), store, 12, check_committed=False)
+        assert results == [True] * 12
+        with open(spool.path) as fh:
+            spooled = [json.loads(line)["request_id"] for line in fh]
+        assert sorted(spooled) == sorted(f"gc-{i}" for i in range(12))
+    finally:
+        store.execute("ALTER TABLE spend_log_away RENAME TO spend_log")
+
+
 def test_cost_matches_hand_computation_for_every_bucket() -> None:
     usage = Usage(input_tokens=1000, cache_read_tokens=2000, cache_write_tokens=300, output_tokens=400,
                   reasoning_tokens=50)
