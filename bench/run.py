@@ -12,12 +12,13 @@ Everything listens on 127.0.0.1 (free ports) and every run is bounded in time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -122,31 +123,26 @@ class Bench:
         if self.nginx is not None:
             self.nginx.stop()
 
-    def passthrough_floor(self) -> None:
-        """A minimal Flask pass-through under the same gunicorn settings: the cost of the stack itself."""
+    @contextlib.contextmanager
+    def passthrough(self, threads: int) -> Iterator[Tuple[str, List[int]]]:
+        """The minimal Flask pass-through (bench/passthrough_app.py) under gunicorn 2 x `threads`: (base URL, pids)."""
         assert self.nginx is not None
         port = free_port()
-        env = dict(os.environ, BENCH_UPSTREAM=f"{self.nginx.url}/json/v1/chat/completions", PYTHONPATH=ROOT)
+        env = dict(os.environ, BENCH_UPSTREAM=f"{self.nginx.url}/json/v1/chat/completions",
+                   BENCH_STREAM_UPSTREAM=self.paced_url, PYTHONPATH=ROOT)
         proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2", "--threads",
-                                 str(self.args.threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+                                 str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
                                  "bench.passthrough_app:app"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            base = f"http://127.0.0.1:{port}"
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
-                if load.stream_once(url, body("bench-model", False).encode(), timeout=2, end_marker=b"chatcmpl").ok:
+                if load.stream_once(base + "/v1/chat/completions", body("bench-model", False).encode(), timeout=2,
+                                    end_marker=b"chatcmpl").ok:
                     break
                 time.sleep(0.2)
-            pids = [proc.pid] + load.children_of(proc.pid)
-            self.warm(url, body("bench-model", False))
-            for conns, threads in ((1, 1), (16, 2)):
-                r = load.wrk(url, body("bench-model", False), conns=conns, threads=threads, duration=self.duration,
-                             cpu_pids=pids)
-                rss = max(load.rss_mb(p) for p in load.children_of(proc.pid))
-                self.rows.append([f"floor: minimal Flask pass-through c={conns}", "passthrough", f"{r.rps:,.0f}",
-                                  f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", _f(r.cpu_ms_per_req, 3), f"{rss:.1f}", "",
-                                  "", str(r.errors)])
+            yield base, [proc.pid] + load.children_of(proc.pid)
         finally:
             proc.terminate()
             try:
@@ -154,6 +150,19 @@ class Bench:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def passthrough_floor(self) -> None:
+        """A minimal Flask pass-through under the same gunicorn settings: the cost of the stack itself."""
+        with self.passthrough(self.args.threads) as (base, pids):
+            url = base + "/v1/chat/completions"
+            self.warm(url, body("bench-model", False))
+            for conns, threads in ((1, 1), (16, 2)):
+                r = load.wrk(url, body("bench-model", False), conns=conns, threads=threads, duration=self.duration,
+                             cpu_pids=pids)
+                rss = max(load.rss_mb(p) for p in pids[1:])
+                self.rows.append([f"floor: minimal Flask pass-through c={conns}", "passthrough", f"{r.rps:,.0f}",
+                                  f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}", _f(r.cpu_ms_per_req, 3), f"{rss:.1f}", "",
+                                  "", str(r.errors)])
 
     def gw_pids(self) -> List[int]:
         assert self.gw is not None and self.gw.proc is not None
@@ -263,6 +272,12 @@ class Bench:
             direct = load.many_streams(self.paced_url + path, body("bench-model", True).encode(), n=n, ramp_s=ramp)
             rows = [("direct", direct, None)]
             for threads in self.args.stream_threads:
+                if not self.args.no_floor:
+                    # The floor: bytes relayed unparsed by a minimal Flask app under the same gunicorn.
+                    with self.passthrough(threads) as (base, pids):
+                        s = load.many_streams(base + "/stream" + path, body("bench-model", True).encode(), n=n,
+                                              ramp_s=ramp, cpu_pids=pids)
+                        rows.append((f"floor: pass-through 2x{threads}", s, max(load.rss_mb(p) for p in pids[1:])))
                 gw = self.start_gateway(workers=2, threads=threads)
                 s = load.many_streams(gw.url + "/v1/chat/completions", body(model, True).encode(), n=n,
                                       ramp_s=ramp, cpu_pids=self.gw_pids())
@@ -276,6 +291,8 @@ class Bench:
                 if s.errors:
                     self.notes.append(f"{label} {who}: first errors: {s.errors[:3]}")
             for who, s, _ in rows[1:]:
+                if who.startswith("floor"):
+                    continue
                 ok = s.served == s.n and not s.errors and s.ttfb_p50 <= 2 * direct.ttfb_p50
                 self.targets_report.append(
                     f"  [{'PASS' if ok else 'MISS'}] {n} streams {name}, {who}: {s.served}/{s.n} served, "

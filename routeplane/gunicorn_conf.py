@@ -23,8 +23,7 @@ except ConfigError as _exc:  # fail in the master, before any worker starts
 bind = [os.environ.get("ROUTEPLANE_LISTEN") or _config.server.listen]
 workers = int(os.environ.get("ROUTEPLANE_WORKERS") or _config.server.workers)
 threads = int(os.environ.get("ROUTEPLANE_THREADS") or _config.server.threads)
-worker_class = os.environ.get("ROUTEPLANE_WORKER_CLASS") or "gthread"
-worker_connections = threads  # gevent: open connections (streams) per worker
+worker_class = "gthread"
 # Header bounds (config `limits`); gunicorn answers 400 past them, before the app runs.
 limit_request_line = _config.limits.max_request_line_bytes
 limit_request_field_size = _config.limits.max_header_bytes
