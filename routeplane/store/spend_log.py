@@ -231,12 +231,18 @@ class SpendRecorder(SettlementRecorder):
 
     def write_rows(self, rows: List[Dict[str, Any]]) -> None:
         sql = self._insert_sql()
+        params = [tuple(row.get(c) for c in COLUMNS) for row in rows]
+        single_sqlite = len(params) == 1 and self.store.dialect == "sqlite"
         for attempt in range(self.retries + 1):
             try:
                 with self.store.connection() as db:
-                    with db.atomic():
-                        for row in rows:
-                            db.execute_sql(sql, tuple(row.get(c) for c in COLUMNS))
+                    if single_sqlite:
+                        # One statement is its own transaction (peewee keeps SQLite in autocommit):
+                        # no BEGIN/COMMIT round trips through peewee's transaction objects.
+                        db.connection().execute(sql, params[0])
+                    else:
+                        with db.atomic():
+                            db.cursor().executemany(sql, params)
                 return
             except (peewee.OperationalError, peewee.InterfaceError):
                 # SQLite "database is locked" past busy_timeout, or a dropped server connection
