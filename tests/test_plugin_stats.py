@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from routeplane import Plugin, PluginId
+from routeplane.errors import StreamAborted
 from routeplane.hooks.language_model import (
     DenyReason,
     HookDecision,
@@ -13,7 +14,6 @@ from routeplane.hooks.language_model import (
     StreamAction,
     StreamHook,
 )
-from routeplane.errors import StreamAborted
 from routeplane.language_model.types import TextDelta
 from routeplane.testing import Gateway
 
