@@ -206,7 +206,7 @@ def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signatu
     if app is not None:
         # The serving loop is over (drained, timed out, or recycled): a stream
         # still running ends at its next part, settled, instead of being cut.
-        app.lifecycle.closing.set()
+        app.lifecycle.close_streams()
         app.shutdown()
 
 

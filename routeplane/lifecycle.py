@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-from typing import Optional
+from typing import Callable, Dict, Optional
 
 
 class Lifecycle:
@@ -13,7 +14,10 @@ class Lifecycle:
     `begin_drain(close_after)`: the worker stops accepting, open streams keep
     running, and after `close_after` seconds `closing` is set so each stream
     ends with an error event at its next part and is settled, before the
-    master's SIGKILL at graceful_timeout.
+    master's SIGKILL at graceful_timeout. A stream whose upstream is silent
+    has no next part: each open stream registers an abort callback
+    (`register`) that `close_streams()` calls, which interrupts the blocked
+    upstream read so the stream still ends with that error event, settled.
     """
 
     def __init__(self) -> None:
@@ -22,6 +26,8 @@ class Lifecycle:
         self._lock = threading.Lock()
         self._open = 0
         self._timer: Optional[threading.Timer] = None
+        self._aborts: Dict[int, Callable[[], None]] = {}
+        self._ids = itertools.count()
 
     def begin_drain(self, close_after: Optional[float]) -> None:
         with self._lock:
@@ -29,9 +35,33 @@ class Lifecycle:
                 return
             self.draining.set()
             if close_after is not None:
-                self._timer = threading.Timer(max(0.0, close_after), self.closing.set)
+                self._timer = threading.Timer(max(0.0, close_after), self.close_streams)
                 self._timer.daemon = True
                 self._timer.start()
+
+    def close_streams(self) -> None:
+        """Set `closing` and interrupt every registered stream (idempotent)."""
+        self.closing.set()
+        with self._lock:
+            aborts = list(self._aborts.values())
+        for abort in aborts:
+            try:
+                abort()
+            except Exception:  # noqa: BLE001 - one stream's failure must not spare the others
+                pass
+
+    def register(self, abort: Callable[[], None]) -> int:
+        """Remember how to interrupt one open stream; called at once if closing already began."""
+        with self._lock:
+            key = next(self._ids)
+            self._aborts[key] = abort
+        if self.closing.is_set():
+            abort()
+        return key
+
+    def unregister(self, key: int) -> None:
+        with self._lock:
+            self._aborts.pop(key, None)
 
     def try_open_stream(self, limit: int) -> bool:
         """Count one more open stream unless `limit` are open already (then the caller refuses it)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
 from .routing import RoutingTarget
 from .types import Prompt
@@ -92,6 +92,10 @@ class PipelineContext:
         self._prompt_locked = False
         # True during POST /admin/explain: hooks must decide but not act (no reservations, no writes).
         self.dry_run = False
+        # Set by abort() (another thread: the worker shutting down); executors check it
+        # when a read fails, so a deliberately cut upstream is not blamed on the provider.
+        self.aborted: Optional[Exception] = None
+        self._aborters: List[Callable[[], None]] = []
 
     @property
     def prompt(self) -> Prompt:
@@ -111,3 +115,19 @@ class PipelineContext:
 
     def elapsed_ms(self) -> float:
         return (time.monotonic() - self.started_monotonic) * 1000.0
+
+    def on_abort(self, fn: Callable[[], None]) -> None:
+        """Executors register how to interrupt a blocked upstream read (shut its socket down)."""
+        self._aborters.append(fn)
+        if self.aborted is not None:
+            fn()
+
+    def abort(self, reason: Exception) -> None:
+        """Interrupt the upstream reads of this request from another thread; they fail with `reason`."""
+        if self.aborted is None:
+            self.aborted = reason
+        for fn in list(self._aborters):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - a socket already closed is fine
+                pass

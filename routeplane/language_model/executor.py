@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -155,7 +156,8 @@ class HttpExecutor(Executor):
             finally:
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target))
-        return _iter_stream(codec, resp, target, deadline)
+        ctx.on_abort(lambda: _shutdown(resp))
+        return _iter_stream(codec, resp, target, deadline, ctx)
 
 
 class _Transport(requests.adapters.HTTPAdapter):
@@ -280,8 +282,23 @@ def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
 
 
+def _shutdown(resp: requests.Response) -> None:
+    """Wake a read blocked on this response's socket (from another thread): it sees the end of the stream.
+
+    Only while the response still holds its connection: once urllib3 has
+    released it to the pool, the socket may already carry another request.
+    """
+    conn = getattr(resp.raw, "_connection", None)
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: RoutingTarget,
-                 deadline: Optional[_Deadline] = None) -> Iterator[StreamPart]:
+                 deadline: Optional[_Deadline] = None, ctx: Optional["PipelineContext"] = None) -> Iterator[StreamPart]:
     from ..protocols.sse import SSEParser
 
     decoder = codec.stream_decoder(target)
@@ -300,7 +317,11 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
         except RouteplaneError:
             raise
         except Exception as exc:  # a transport error while iterating the stream
+            if ctx is not None and ctx.aborted is not None:
+                raise ctx.aborted from exc  # the gateway cut it (shutdown), not the provider
             raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
+        if ctx is not None and ctx.aborted is not None:
+            raise ctx.aborted  # the cut looked like a clean end of the stream
         yield from decoder.finish()
     finally:
         resp.close()

@@ -18,6 +18,7 @@ from ..errors import (
     PayloadTooLarge,
     RateLimited,
     RouteplaneError,
+    StreamAborted,
     UnsupportedMediaType,
     UpstreamStatusError,
 )
@@ -161,6 +162,9 @@ def run_language_model(
             # close) and frees the stream slot even when the body generator never started because
             # the client was already gone.
             closers = [result.close] + ([release] if release is not None else [])
+            if app.lifecycle is not None:
+                abort_key = app.lifecycle.register(lambda: ctx.abort(shutting_down()))
+                closers.append(lambda: app.lifecycle.unregister(abort_key))
             body = ClosingIterator(_sse_body(codec, ctx, result, app.lifecycle), closers)
             release = None  # the body owns the slot now
             resp = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
@@ -204,6 +208,12 @@ def _open_stream_slot(app: "App", limits: Any) -> Callable[[], None]:
     return release
 
 
+def shutting_down() -> StreamAborted:
+    """The error a stream ends with when the worker's graceful time is nearly over."""
+    return StreamAborted("The gateway is shutting down; retry the request.", status=503, kind="overloaded",
+                         code="shutting_down")
+
+
 def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
               lifecycle: Optional["Lifecycle"] = None) -> Iterator[bytes]:
     # Everything the generator needs comes in as arguments: it runs after the
@@ -217,8 +227,7 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
                 # The worker's graceful_timeout is nearly over: end this stream
                 # with an error event now (settled by stream.close()) rather
                 # than be cut without settlement by the master's SIGKILL.
-                cut = RouteplaneError("The gateway is shutting down; retry the request.",
-                                      status=503, kind="overloaded", code="shutting_down")
+                cut = shutting_down()
                 yield encoder.error(cut)
                 return
             data = encoder.encode(part)
