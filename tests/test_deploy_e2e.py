@@ -37,52 +37,24 @@ def long_stream(req: RecordedRequest) -> Reply:
     return Reply.sse(parts, chunk_delay=0.25)  # 10 s: longer than the graceful timeout below
 
 
-def test_sigterm_closes_a_stream_that_outlives_graceful_timeout_settled(gateway_process, upstream, tmp_path):
+def sigterm_mid_stream(gateway_process, upstream, tmp_path, reply, request_id: str, started: bytes):
+    """Start a stream, SIGTERM the master once `started` arrived, read to the end.
+
+    Checks what every case shares: the stream ended with the shutting_down event
+    about graceful_timeout − margin after SIGTERM, the master exited cleanly before
+    graceful_timeout (no SIGKILL), and the request was settled once, as streamed.
+    Returns (text, settlement).
+    """
     settle_path = str(tmp_path / "settlements.jsonl")
-    upstream.default = long_stream
+    upstream.default = reply
     gw = gateway_process(upstream_config(upstream.url, settle_path), workers=1, threads=4,
                          env={**settle_log_env(str(tmp_path)), "ROUTEPLANE_GRACEFUL_TIMEOUT": "7"})
     body = b""
-    with requests.post(gw.url + "/v1/chat/completions", stream=True, timeout=30, headers={"x-request-id": "req-long"},
+    with requests.post(gw.url + "/v1/chat/completions", stream=True, timeout=30, headers={"x-request-id": request_id},
                        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as resp:
         assert resp.status_code == 200
         pieces = resp.iter_content(chunk_size=None)
-        body += next(pieces)
-        t_term = time.monotonic()
-        gw.signal(signal.SIGTERM)
-        for piece in pieces:
-            body += piece
-    closed_after = time.monotonic() - t_term
-    assert gw.proc is not None
-    code = gw.proc.wait(15)
-    exited_after = time.monotonic() - t_term
-    text = body.decode()
-    # Kept streaming through the drain, then ended with an error event: not cut, not run to the end.
-    assert text.count("t1 ") and "t39 " not in text
-    assert '"shutting_down"' in text, text[-300:]
-    assert 2.5 < closed_after < 3.8, f"closed {closed_after:.2f}s after SIGTERM (graceful_timeout 7 s, margin 4 s)"
-    assert code == 0 and exited_after < 7.0, (code, exited_after, gw.logs())
-    assert "SIGKILL" not in gw.logs(), gw.logs()
-    settled = [s for s in read_settlements(settle_path) if s["request_id"] == "req-long"]
-    assert len(settled) == 1 and settled[0]["streamed"] is True
-
-
-def test_sigterm_cuts_a_silent_upstream_stream_settled_before_the_hard_kill(gateway_process, upstream, tmp_path):
-    # The upstream sends its first chunk, then nothing for a minute: the stream has no
-    # "next part" at which to notice the shutdown. It must still end with the error event,
-    # be settled once (as cut by the gateway, not blamed on the provider), and let the
-    # worker exit before graceful_timeout's SIGKILL.
-    settle_path = str(tmp_path / "settlements.jsonl")
-    upstream.default = lambda req: Reply.sse([openai_chunk({"role": "assistant", "content": "first "}),
-                                              openai_chunk({"content": "never"})], chunk_delay=60)
-    gw = gateway_process(upstream_config(upstream.url, settle_path), workers=1, threads=4,
-                         env={**settle_log_env(str(tmp_path)), "ROUTEPLANE_GRACEFUL_TIMEOUT": "7"})
-    body = b""
-    with requests.post(gw.url + "/v1/chat/completions", stream=True, timeout=30, headers={"x-request-id": "req-silent"},
-                       json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}) as resp:
-        assert resp.status_code == 200
-        pieces = resp.iter_content(chunk_size=None)
-        while b"first" not in body:
+        while started not in body:
             body += next(pieces)
         t_term = time.monotonic()
         gw.signal(signal.SIGTERM)
@@ -93,13 +65,33 @@ def test_sigterm_cuts_a_silent_upstream_stream_settled_before_the_hard_kill(gate
     code = gw.proc.wait(15)
     exited_after = time.monotonic() - t_term
     text = body.decode()
-    assert '"shutting_down"' in text and "never" not in text, text[-300:]
+    assert '"shutting_down"' in text, text[-300:]
     assert 2.5 < closed_after < 3.8, f"closed {closed_after:.2f}s after SIGTERM (graceful_timeout 7 s, margin 4 s)"
     assert code == 0 and exited_after < 7.0, (code, exited_after, gw.logs())
     assert "SIGKILL" not in gw.logs(), gw.logs()
-    settled = [s for s in read_settlements(settle_path) if s["request_id"] == "req-silent"]
+    settled = [s for s in read_settlements(settle_path) if s["request_id"] == request_id]
     assert len(settled) == 1 and settled[0]["streamed"] is True
-    assert settled[0]["outcome"] == "aborted" and settled[0]["status"] == 503, settled[0]
+    return text, settled[0]
+
+
+def test_sigterm_closes_a_stream_that_outlives_graceful_timeout_settled(gateway_process, upstream, tmp_path):
+    text, _ = sigterm_mid_stream(gateway_process, upstream, tmp_path, long_stream, "req-long", b"data:")
+    # Kept streaming through the drain, then ended with an error event: not cut, not run to the end.
+    assert text.count("t1 ") and "t39 " not in text
+
+
+def test_sigterm_cuts_a_silent_upstream_stream_settled_before_the_hard_kill(gateway_process, upstream, tmp_path):
+    # The upstream sends its first chunk, then nothing for a minute: the stream has no
+    # "next part" at which to notice the shutdown. It must still end with the error event,
+    # be settled once (as cut by the gateway, not blamed on the provider), and let the
+    # worker exit before graceful_timeout's SIGKILL.
+    def silent(req: RecordedRequest) -> Reply:
+        return Reply.sse([openai_chunk({"role": "assistant", "content": "first "}), openai_chunk({"content": "never"})],
+                         chunk_delay=60)
+
+    text, settled = sigterm_mid_stream(gateway_process, upstream, tmp_path, silent, "req-silent", b"first")
+    assert "never" not in text
+    assert settled["outcome"] == "aborted" and settled["status"] == 503, settled
 
 
 def test_workers_recycle_after_max_requests_without_failures(gateway_process, upstream):
