@@ -248,7 +248,8 @@ class AppBuilder:
         config = self._config or parse_config(DEFAULT_CONFIG, "<built-in defaults>")
         lm = self._lm
         table = lm._routing_table or StaticRoutingTable(config.routes, config.providers)
-        executor = lm._executor or HttpExecutor(max_response_bytes=config.limits.max_response_bytes)
+        executor = lm._executor or HttpExecutor(max_response_bytes=config.limits.max_response_bytes,
+                                                   max_stream_bytes=config.limits.max_stream_bytes)
         from .plugin_stats import HookPolicy, PluginStats, instrument
 
         stats = PluginStats()

@@ -71,6 +71,7 @@ class LimitsSchema(_Strict):
     max_open_streams = fields.Integer(load_default=512, validate=validate.Range(min=1))
     stream_retry_after = fields.Integer(load_default=1, validate=validate.Range(min=0, max=3600))
     max_response_bytes = fields.Integer(load_default=64 * 1024 * 1024, validate=validate.Range(min=1024))
+    max_stream_bytes = fields.Integer(load_default=256 * 1024 * 1024, validate=validate.Range(min=1024))
     max_request_line_bytes = fields.Integer(load_default=8190, validate=validate.Range(min=256, max=8190))
     max_header_bytes = fields.Integer(load_default=16384, validate=validate.Range(min=256, max=65536))
     max_headers = fields.Integer(load_default=100, validate=validate.Range(min=10, max=32768))
@@ -253,6 +254,7 @@ class LimitsConfig:
     max_open_streams: int = 512  # open SSE responses per worker; more get 429 + Retry-After
     stream_retry_after: int = 1  # seconds, in that 429's Retry-After
     max_response_bytes: int = 64 * 1024 * 1024  # a non-streaming upstream body
+    max_stream_bytes: int = 256 * 1024 * 1024  # everything one upstream stream sends
     max_request_line_bytes: int = 8190  # gunicorn limit_request_line
     max_header_bytes: int = 16384  # gunicorn limit_request_field_size (one header)
     max_headers: int = 100  # gunicorn limit_request_fields

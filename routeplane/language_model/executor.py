@@ -70,6 +70,7 @@ class HttpExecutor(Executor):
         *,
         pool_maxsize: int = 256,
         max_response_bytes: int = 64 * 1024 * 1024,
+        max_stream_bytes: int = 256 * 1024 * 1024,
         user_agent: str = "routeplane",
     ) -> None:
         if codecs is None:
@@ -79,6 +80,7 @@ class HttpExecutor(Executor):
         self._codecs = codecs
         self._adapter = _Transport(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
         self._max_response_bytes = max_response_bytes
+        self._max_stream_bytes = max_stream_bytes
         self._user_agent = user_agent
         self._mock = MockProvider()
 
@@ -157,7 +159,7 @@ class HttpExecutor(Executor):
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target))
         ctx.on_abort(lambda: _shutdown(resp))
-        return _iter_stream(codec, resp, target, deadline, ctx)
+        return _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes)
 
 
 class _Transport(requests.adapters.HTTPAdapter):
@@ -298,16 +300,23 @@ def _shutdown(resp: requests.Response) -> None:
 
 
 def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: RoutingTarget,
-                 deadline: Optional[_Deadline] = None, ctx: Optional["PipelineContext"] = None) -> Iterator[StreamPart]:
+                 deadline: Optional[_Deadline] = None, ctx: Optional["PipelineContext"] = None,
+                 limit: Optional[int] = None) -> Iterator[StreamPart]:
     from ..protocols.sse import SSEParser
 
     decoder = codec.stream_decoder(target)
     parser = SSEParser()
+    left = limit if limit is not None else -1
     try:
         try:
             if deadline is not None:
                 deadline.before_read(resp, target)
             for chunk in resp.iter_content(chunk_size=None):
+                if left >= 0:
+                    left -= len(chunk)
+                    if left < 0:  # a runaway stream: end it rather than relay (and bill) without bound
+                        raise InvalidUpstreamResponse(f"{target.provider} sent a stream over {limit} bytes",
+                                                      provider=target.provider)
                 for event in parser.feed(chunk):
                     yield from decoder.feed(event)
                 if deadline is not None:
