@@ -411,6 +411,21 @@ def test_a_failed_group_write_reaches_every_row_owner_or_the_spool(store: Store,
         store.execute("ALTER TABLE spend_log_away RENAME TO spend_log")
 
 
+def test_a_driver_error_on_the_direct_insert_path_is_retried(store: Store) -> None:
+    # write_rows calls the driver directly: its errors must still arrive as peewee's
+    # OperationalError, which the retry handles (SQLite: "database is locked", "no such table").
+    if store.dialect != "sqlite":
+        pytest.skip("PostgreSQL reports a missing table as ProgrammingError, which is not retried")
+    migrate(store, [SpendLogPlugin(store)])
+    store.execute("ALTER TABLE spend_log RENAME TO spend_log_away")
+    timer = threading.Timer(0.02, lambda: store.execute("ALTER TABLE spend_log_away RENAME TO spend_log"))
+    timer.start()
+    SpendRecorder(store, retries=3).record(
+        Settlement("retried", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=1))
+    timer.join()
+    assert [r["request_id"] for r in spend_rows(store)] == ["retried"]
+
+
 def test_cost_matches_hand_computation_for_every_bucket() -> None:
     usage = Usage(input_tokens=1000, cache_read_tokens=2000, cache_write_tokens=300, output_tokens=400,
                   reasoning_tokens=50)

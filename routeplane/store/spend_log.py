@@ -236,13 +236,15 @@ class SpendRecorder(SettlementRecorder):
         for attempt in range(self.retries + 1):
             try:
                 with self.store.connection() as db:
-                    if single_sqlite:
-                        # One statement is its own transaction (peewee keeps SQLite in autocommit):
-                        # no BEGIN/COMMIT round trips through peewee's transaction objects.
-                        db.connection().execute(sql, params[0])
-                    else:
-                        with db.atomic():
-                            db.cursor().executemany(sql, params)
+                    # The driver is called directly (peewee's per-statement machinery was most of
+                    # the insert's cost); its exceptions still become peewee's, for the retry below.
+                    with peewee.__exception_wrapper__:
+                        if single_sqlite:
+                            # One statement is its own transaction (peewee keeps SQLite in autocommit).
+                            db.connection().execute(sql, params[0])
+                        else:
+                            with db.atomic():
+                                db.cursor().executemany(sql, params)
                 return
             except (peewee.OperationalError, peewee.InterfaceError):
                 # SQLite "database is locked" past busy_timeout, or a dropped server connection
