@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any, Iterator, List
 
+import peewee
 import pytest
 
 from routeplane.app import MigrationItem, Plugin, PluginId
@@ -349,7 +350,7 @@ def test_rows_wait_in_the_spool_while_the_store_is_down_and_are_written_once_aft
     settle("four")  # a successful write replays the spool
     assert not spool.pending()
     assert sorted(r["request_id"] for r in spend_rows(store)) == ["four", "one", "three", "two"]
-    with pytest.raises(Exception):
+    with pytest.raises(peewee.IntegrityError):
         SpendRecorder(store, retries=0).write_rows([{"id": "x", "nonsense": 1}])  # without a spool, errors surface
 
 
@@ -424,6 +425,56 @@ def test_a_driver_error_on_the_direct_insert_path_is_retried(store: Store) -> No
         Settlement("retried", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=1))
     timer.join()
     assert [r["request_id"] for r in spend_rows(store)] == ["retried"]
+
+
+def test_a_row_the_database_refuses_fails_alone_not_with_its_batch(store: Store) -> None:
+    migrate(store, [SpendLogPlugin(store)])
+    recorder = SpendRecorder(store)
+    write_rows = recorder.write_rows
+
+    def slow_write(rows: List[Any]) -> None:  # settlements pile up, so the bad row shares a batch
+        time.sleep(0.02)
+        write_rows(rows)
+
+    recorder.write_rows = slow_write  # type: ignore[method-assign]
+    n, bad = 12, 5
+    start = threading.Barrier(n)
+    results: List[Any] = [None] * n
+
+    def one(i: int) -> None:
+        start.wait(10)
+        cost = 2 ** 70 if i == bad else i  # past a 64-bit column on every backend
+        try:
+            recorder.record(Settlement(f"p-{i}", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=cost))
+            results[i] = True
+        except Exception as exc:  # noqa: BLE001
+            results[i] = exc
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(results[bad], Exception)
+    assert [r for i, r in enumerate(results) if i != bad] == [True] * (n - 1)
+    assert sorted(r["request_id"] for r in spend_rows(store)) == sorted(f"p-{i}" for i in range(n) if i != bad)
+
+
+def test_a_refused_spooled_row_goes_aside_and_does_not_block_the_spool(store: Store, tmp_path: Any) -> None:
+    from routeplane.store.spool import Spool
+
+    migrate(store, [SpendLogPlugin(store)])
+    spool = Spool(str(tmp_path / "spend.spool"))
+    good = spend_row(Settlement("spooled-good", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=1))
+    poison = spend_row(Settlement("spooled-bad", time.time(), "openai_chat", "r", False, "success",
+                                  cost_micro_usd=2 ** 70))
+    spool.append([good, poison])
+    recorder = SpendRecorder(store, spool=spool)
+    recorder.record(Settlement("live", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=1))
+    assert sorted(r["request_id"] for r in spend_rows(store)) == ["live", "spooled-good"]
+    assert not spool.pending()
+    with open(spool.path + ".rejected") as fh:
+        assert [json.loads(line)["request_id"] for line in fh] == ["spooled-bad"]
 
 
 def test_cost_matches_hand_computation_for_every_bucket() -> None:

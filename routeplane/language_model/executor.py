@@ -16,6 +16,7 @@ import requests
 import requests.adapters
 import urllib3
 from requests.structures import CaseInsensitiveDict
+from requests.utils import check_header_validity
 
 from ..errors import (
     InvalidRequest,
@@ -123,8 +124,11 @@ class HttpExecutor(Executor):
         headers.setdefault("User-Agent", self._user_agent)
         headers["X-Request-Id"] = ctx.request_id
         deadline = _Deadline(target.timeouts)
+        if ctx.aborted is not None:  # the worker is shutting down: no new upstream call (a fallback, say)
+            raise ctx.aborted
+        request = _prepared(url, body, headers, target)
         try:
-            resp = self._adapter.send(_prepared(url, body, headers), stream=True,
+            resp = self._adapter.send(request, stream=True,
                                       timeout=deadline.requests_timeout())
         except Exception as exc:
             raise deadline.translate(exc, target) from exc
@@ -177,7 +181,11 @@ class _Transport(requests.adapters.HTTPAdapter):
         return response
 
 
-def _prepared(url: str, body: bytes, headers: Dict[str, str]) -> requests.PreparedRequest:
+_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade",
+                              "keep-alive", "proxy-connection", "trailer"})
+
+
+def _prepared(url: str, body: bytes, headers: Dict[str, str], target: RoutingTarget) -> requests.PreparedRequest:
     """A POST ready for `HTTPAdapter.send`, built without `PreparedRequest.prepare()`.
 
     `prepare()` re-parses and re-quotes the URL, which the codec built and
@@ -186,7 +194,18 @@ def _prepared(url: str, body: bytes, headers: Dict[str, str]) -> requests.Prepar
     req = requests.PreparedRequest()
     req.method = "POST"
     req.url = url
-    req.headers = CaseInsensitiveDict(headers)
+    req.headers = CaseInsensitiveDict()
+    for name, value in headers.items():
+        if name.lower() in _FRAMING_HEADERS:
+            continue  # the transport owns the message framing: never from a codec, config or client
+        try:
+            check_header_validity((name, value))  # what Session.prepare checked: no CR/LF, no folding
+        except requests.exceptions.InvalidHeader:
+            # Client headers reach here already parsed by the server, so this is the provider's config.
+            log.warning("provider %s: header %r is not a valid HTTP header; not sent", target.provider, name[:60])
+            raise UpstreamError(f"{target.provider}: a configured header is not a valid HTTP header (see the log)",
+                                provider=target.provider, retriable=False) from None
+        req.headers[name] = value
     req.headers["Content-Length"] = str(len(body))
     req.body = body
     return req
@@ -290,7 +309,11 @@ def _shutdown(resp: requests.Response) -> None:
     Only while the response still holds its connection: once urllib3 has
     released it to the pool, the socket may already carry another request.
     """
-    conn = getattr(resp.raw, "_connection", None)
+    raw = resp.raw
+    # First make sure this connection can no longer go back to the pool (urllib3
+    # returns it at the end of the body); then look whether it still is ours.
+    raw._pool = None
+    conn = getattr(raw, "_connection", None)
     sock = getattr(conn, "sock", None)
     if sock is not None:
         try:
@@ -311,7 +334,7 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
         try:
             if deadline is not None:
                 deadline.before_read(resp, target)
-            for chunk in resp.iter_content(chunk_size=None):
+            for chunk in _pieces(resp):
                 if left >= 0:
                     left -= len(chunk)
                     if left < 0:  # a runaway stream: end it rather than relay (and bill) without bound
@@ -321,19 +344,40 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
                     yield from decoder.feed(event)
                 if deadline is not None:
                     deadline.before_read(resp, target)
+            if ctx is not None and ctx.aborted is not None:
+                raise ctx.aborted  # the cut looked like a clean end: a half event must not be blamed on the provider
             for event in parser.finish():
                 yield from decoder.feed(event)
-        except RouteplaneError:
+        except RouteplaneError as err:
+            if ctx is not None and ctx.aborted is not None and err is not ctx.aborted:
+                raise ctx.aborted from err  # the gateway cut it (shutdown), not the provider
             raise
         except Exception as exc:  # a transport error while iterating the stream
             if ctx is not None and ctx.aborted is not None:
-                raise ctx.aborted from exc  # the gateway cut it (shutdown), not the provider
+                raise ctx.aborted from exc
             raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
-        if ctx is not None and ctx.aborted is not None:
-            raise ctx.aborted  # the cut looked like a clean end of the stream
         yield from decoder.finish()
     finally:
         resp.close()
+
+
+STREAM_READ_BYTES = 65536
+
+
+def _pieces(resp: requests.Response) -> Iterator[bytes]:
+    """A streamed body as it arrives, at most STREAM_READ_BYTES per read.
+
+    `iter_content(chunk_size=None)` reads a body without chunked framing
+    (a stream ended by closing the connection) until EOF in one call: nothing
+    would be relayed until the upstream finished, and a byte limit could only
+    be checked after all of it was in memory.
+    """
+    read1 = resp.raw.read1
+    while True:
+        data = read1(STREAM_READ_BYTES, decode_content=True)
+        if not data:
+            return
+        yield data
 
 
 def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget,
@@ -391,9 +435,9 @@ def translate_exception(exc: BaseException, target: RoutingTarget) -> UpstreamEr
     if isinstance(exc, requests.exceptions.Timeout):
         return UpstreamTimeout(f"{name}: timed out", provider=name)
     if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-                        requests.exceptions.ContentDecodingError)):
+                        requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
         return InvalidUpstreamResponse(f"{name}: the connection broke while reading the response", provider=name)
-    if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError, OSError)):
+    if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError, OSError, urllib3.exceptions.SSLError)):
         return UpstreamConnectionError(f"{name}: could not connect or the connection was reset", provider=name)
     return UpstreamError(f"{name}: {type(exc).__name__}", provider=name)
 

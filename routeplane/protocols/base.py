@@ -224,6 +224,16 @@ def load_json(body: bytes, target: RoutingTarget) -> Any:
                                       provider=target.provider) from exc
 
 
+def client_extras(body: Dict[str, Any], known: Any) -> Dict[str, Any]:
+    """A client body's fields the canonical model lacks, carried in `Prompt.extras`.
+
+    Keys starting with "_" are never taken from a client: the codecs keep their
+    own bookkeeping under such keys (forwarded headers, server tools, ...), and
+    a client that could set them could, for one, choose the upstream's headers.
+    """
+    return {k: v for k, v in body.items() if k not in known and not k.startswith("_")}
+
+
 def as_list(value: Any) -> List[Any]:
     """A JSON array field, or nothing: a hostile body's scalar or object is not iterated."""
     return value if isinstance(value, list) else []

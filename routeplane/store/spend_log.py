@@ -124,6 +124,11 @@ def _metadata_json(metadata: Any) -> Optional[str]:
     return text
 
 
+# The database refused the row itself (retrying or spooling it cannot help); anything
+# else means the store is unavailable and the rows wait in the spool.
+_DATA_ERRORS = (peewee.IntegrityError, peewee.DataError, ValueError, OverflowError, TypeError)
+
+
 class _Pending:
     __slots__ = ("row", "done", "error")
 
@@ -179,40 +184,70 @@ class SpendRecorder(SettlementRecorder):
                 return
             self._writing = True
             batch, self._waiting = self._waiting, []
+        wrote = self.batches
         try:
-            error = self._commit([p.row for p in batch])
+            errors = self._commit([p.row for p in batch])
         except BaseException as exc:  # noqa: BLE001 - handed to every row's owner below
-            error = exc
+            errors = [exc] * len(batch)
         with cond:
-            for p in batch:
-                p.done, p.error = True, error
+            for p, err in zip(batch, errors):
+                p.done, p.error = True, err
             self._writing = False
             cond.notify_all()
-        if error is not None:
-            raise error
+        if self.batches != wrote:
+            self._replay_spool()  # outside the writer role: the other settlements need not wait for it
+        if item.error is not None:
+            raise item.error
 
-    def _commit(self, rows: List[Dict[str, Any]]) -> Optional[BaseException]:
-        """Write `rows` in one transaction, or spool them; the error when neither worked."""
+    def _commit(self, rows: List[Dict[str, Any]]) -> List[Optional[BaseException]]:
+        """Write `rows` (or spool them while the store is unavailable); per row, the error its owner gets."""
         try:
-            self.write_rows(rows)
+            errors = self._write_isolating(rows)
         except Exception as exc:
             if self.spool is None:
-                return exc
+                return [exc] * len(rows)
             self.spool.append(rows)  # if this fails too, the pipeline logs and counts the loss
             log.warning("spend log: the store is unavailable (%s); %d row(s) (request %s%s) kept in %s until it is back",
                         type(exc).__name__, len(rows), rows[0]["request_id"], ", ..." if len(rows) > 1 else "",
                         self.spool.path)
-            return None
+            return [None] * len(rows)
         self.batches += 1
-        if self.spool is not None and self.spool.maybe_pending():
-            try:
-                n = self.spool.drain(self.write_rows)
-            except Exception:
-                log.exception("spend log: replaying %s failed; the rows stay spooled", self.spool.path)
-            else:
-                if n:
-                    log.warning("spend log: %d spooled rows written to the store", n)
-        return None
+        return list(errors)
+
+    def _write_isolating(self, rows: List[Dict[str, Any]]) -> List[Optional[Exception]]:
+        """All rows in one transaction; when the database refuses the data itself, row by row, so a
+        bad row (a NUL byte for PostgreSQL, an integer past 64 bits) fails alone instead of taking
+        the rows batched with it down. Raises when the store itself is unavailable."""
+        try:
+            self.write_rows(rows)
+            return [None] * len(rows)
+        except _DATA_ERRORS as exc:
+            if len(rows) == 1:
+                log.error("spend log: the database refused the row of request %s (%s: %s)", rows[0]["request_id"],
+                          type(exc).__name__, str(exc)[:200])
+                return [exc]
+        return [self._write_isolating([row])[0] for row in rows]
+
+    def _replay_spool(self) -> None:
+        if self.spool is None or not self.spool.maybe_pending():
+            return
+        try:
+            n = self.spool.drain(self._replay)
+        except Exception:
+            log.exception("spend log: replaying %s failed; the rows stay spooled", self.spool.path)
+        else:
+            if n:
+                log.warning("spend log: %d spooled rows written to the store", n)
+
+    def _replay(self, rows: List[Dict[str, Any]]) -> None:
+        """Spooled rows back into the store; rows the database refuses go aside, never back into the spool."""
+        assert self.spool is not None
+        errors = self._write_isolating(rows)  # raises while the store is unavailable: the rows stay spooled
+        refused = [row for row, err in zip(rows, errors) if err is not None]
+        if refused:
+            self.spool.reject(refused)
+            log.error("spend log: %d spooled row(s) refused by the database, moved to %s.rejected",
+                      len(refused), self.spool.path)
 
     def write(self, row: Dict[str, Any]) -> None:
         self.write_rows([row])

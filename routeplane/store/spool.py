@@ -39,6 +39,16 @@ class Spool:
                 fcntl.flock(fh, fcntl.LOCK_UN)
         self._appended = True
 
+    def reject(self, rows: List[Dict[str, Any]]) -> None:
+        """Keep rows the database will never take beside the spool (`<path>.rejected`), for a person to look at."""
+        data = "".join(json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in rows)
+        with self._lock, open(self.path + ".rejected", "a", encoding="utf-8") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                fh.write(data)
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def maybe_pending(self) -> bool:
         """`pending()`, but without touching the file system more than once a second unless this process spooled."""
         now = time.monotonic()

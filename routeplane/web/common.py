@@ -154,6 +154,13 @@ def run_language_model(
     check_prompt_size(prompt, limits)
     ctx = PipelineContext(rid, inbound_protocol or codec.protocol, prompt, headers, credential=credential)
     release = _open_stream_slot(app, limits) if prompt.stream else None
+    # A stream can be cut at shutdown from the moment it opens upstream (its first
+    # part may be long in coming): close_streams() interrupts its upstream read.
+    unregister: Optional[Callable[[], None]] = None
+    if prompt.stream and app.lifecycle is not None:
+        lifecycle = app.lifecycle
+        abort_key = lifecycle.register(lambda: ctx.abort(shutting_down()))
+        unregister = lambda: lifecycle.unregister(abort_key)  # noqa: E731
     try:
         result = app.pipeline.run(ctx)
         target = ctx.target
@@ -161,18 +168,17 @@ def run_language_model(
             # ClosingIterator: the server's close() reaches the pipeline stream (settlement, upstream
             # close) and frees the stream slot even when the body generator never started because
             # the client was already gone.
-            closers = [result.close] + ([release] if release is not None else [])
-            if app.lifecycle is not None:
-                abort_key = app.lifecycle.register(lambda: ctx.abort(shutting_down()))
-                closers.append(lambda: app.lifecycle.unregister(abort_key))
+            closers = [result.close] + [c for c in (release, unregister) if c is not None]
             body = ClosingIterator(_sse_body(codec, ctx, result, app.lifecycle), closers)
-            release = None  # the body owns the slot now
+            release = unregister = None  # the body owns them now
             resp = Response(body, mimetype="text/event-stream", headers=SSE_HEADERS)
         else:
             resp = Response(json.dumps(codec.encode_response(result, ctx.prompt)), mimetype="application/json")
     finally:
         if release is not None:
             release()
+        if unregister is not None:
+            unregister()
     resp.headers["x-request-id"] = rid
     if target is not None:
         resp.headers["x-routeplane-target"] = target.label

@@ -24,7 +24,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import expect
+from ..base import client_extras, expect
 from .blocks import encode_messages, text_block
 
 PROTOCOL = "anthropic_messages"
@@ -73,7 +73,7 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
     if not raw_messages:
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
 
-    extras: Dict[str, Any] = {k: v for k, v in body.items() if k not in _KNOWN}
+    extras: Dict[str, Any] = client_extras(body, _KNOWN)
     system = _decode_system(body.get("system"))
     if isinstance(body.get("system"), list):
         extras[SYSTEM_BLOCKS_KEY] = True

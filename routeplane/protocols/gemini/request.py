@@ -24,7 +24,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import expect
+from ..base import client_extras, expect
 from ..carried import restore
 from .schema import clean_for_gemini, from_gemini_schema, strip_meta
 
@@ -47,7 +47,7 @@ _KNOWN_GEN = frozenset({
 
 
 def synthetic_id() -> str:
-    return f"{SYNTHETIC_ID}{new_hex()[:20]}"
+    return f"{SYNTHETIC_ID}{new_hex()[12:]}"  # the random part (the first 12 digits are the time)
 
 
 def is_synthetic(call_id: str) -> bool:
@@ -102,7 +102,7 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
         tools = tuple(t for t in tools if t.name in allowed)
     gen = _camel_keys(expect(body.get("generationConfig"), dict, "generationConfig") or {})
     params, response_format, thinking = _decode_generation(gen)
-    extras: Dict[str, Any] = {k: v for k, v in body.items() if k not in _KNOWN}
+    extras: Dict[str, Any] = client_extras(body, _KNOWN)
     gen_extra = {k: v for k, v in gen.items() if k not in _KNOWN_GEN}
     if thinking is not None:
         gen_extra["thinkingConfig"] = thinking

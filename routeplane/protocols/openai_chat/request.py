@@ -23,7 +23,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import expect, parse_data_url
+from ..base import client_extras, expect, parse_data_url
 
 PROTOCOL = "openai_chat"
 
@@ -99,7 +99,7 @@ def decode_request(body: Any) -> Prompt:
         params=params,
         stream=stream,
         include_usage=include_usage,
-        extras={**{k: v for k, v in body.items() if k not in _KNOWN}, **hints},
+        extras={**client_extras(body, _KNOWN), **hints},
         extras_protocol=PROTOCOL,
     )
 

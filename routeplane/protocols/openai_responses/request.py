@@ -22,7 +22,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import expect, parse_data_url
+from ..base import client_extras, expect, parse_data_url
 from ..carried import restore
 
 PROTOCOL = "openai_responses"
@@ -94,7 +94,7 @@ def decode_request(body: Any) -> Prompt:
         reasoning_effort=expect(reasoning.get("effort"), str, "reasoning.effort"),
         user=expect(body.get("user"), str, "user"),
     )
-    extras = {k: v for k, v in body.items() if k not in _KNOWN}
+    extras = client_extras(body, _KNOWN)
     rest = {k: v for k, v in reasoning.items() if k != "effort"}
     if rest:
         extras["reasoning"] = rest  # summary / generate_summary: same-wire only
