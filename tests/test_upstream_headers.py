@@ -54,3 +54,11 @@ def test_configured_framing_headers_are_not_sent_and_a_folded_value_is_refused(u
     r = gw.chat("hi", model="m")
     assert r.status == 502 and "not a valid HTTP header" in r.body.decode()
     assert len(upstream.requests) == before  # nothing was sent
+
+
+def test_an_upstream_redirect_is_not_followed_and_says_so(upstream):
+    gw = Gateway(executor=HttpExecutor(), config=config(upstream.url, "openai_chat"))
+    upstream.enqueue(Reply(307, {"Location": "http://127.0.0.1:9/elsewhere"}))
+    r = gw.chat("hi", model="m")
+    assert r.status == 502 and "redirect (HTTP 307)" in r.body.decode()
+    assert len(upstream.requests) == 1  # the Location was not visited

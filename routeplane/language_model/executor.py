@@ -132,6 +132,13 @@ class HttpExecutor(Executor):
                                       timeout=deadline.requests_timeout())
         except Exception as exc:
             raise deadline.translate(exc, target) from exc
+        if 300 <= resp.status_code < 400:
+            # Not followed: a redirect would carry the provider key to wherever Location points.
+            status = resp.status_code
+            resp.close()
+            raise UpstreamError(f"{target.provider}: the upstream answered with a redirect (HTTP {status}); "
+                                "set the provider's base_url to the final address", provider=target.provider,
+                                retriable=False)
         if resp.status_code >= 400:
             try:
                 raw = _read_limited(resp, 64 * 1024, target, deadline)
