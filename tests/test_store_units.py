@@ -204,7 +204,7 @@ def test_mysql_without_its_driver_says_which_extra_to_install() -> None:
         import pymysql  # noqa: F401
     except ImportError:
         with pytest.raises(StoreError, match=r"routeplane\[mysql\]"):
-            Store.from_url("mysql://u:pw@127.0.0.1:1/rp").database
+            Store.from_url("mysql://u:pw@127.0.0.1:1/rp").database  # noqa: B018 - the property raises
     else:  # pragma: no cover - the extra is installed: the handle builds without connecting
         assert Store.from_url("mysql://u:pw@127.0.0.1:1/rp").database.is_closed()
 
