@@ -354,7 +354,8 @@ def test_rows_wait_in_the_spool_while_the_store_is_down_and_are_written_once_aft
         SpendRecorder(store, retries=0).write_rows([{"id": "x", "nonsense": 1}])  # without a spool, errors surface
 
 
-def _settle_in_threads(recorder: SpendRecorder, store: Store, n: int, check_committed: bool) -> List[Any]:
+def _settle_in_threads(recorder: SpendRecorder, store: Store, n: int, check_committed: bool,
+                       cost: Any = lambda i: i) -> List[Any]:
     """`n` threads settle at once; each reports its error, or whether its row was in the store on return."""
     start = threading.Barrier(n)
     results: List[Any] = [None] * n
@@ -362,7 +363,8 @@ def _settle_in_threads(recorder: SpendRecorder, store: Store, n: int, check_comm
     def one(i: int) -> None:
         start.wait(10)
         try:
-            recorder.record(Settlement(f"gc-{i}", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=i))
+            recorder.record(Settlement(f"gc-{i}", time.time(), "openai_chat", "r", False, "success",
+                                       cost_micro_usd=cost(i)))
             results[i] = (not check_committed) or any(r["request_id"] == f"gc-{i}" for r in spend_rows(store))
         except Exception as exc:  # noqa: BLE001 - the test inspects it
             results[i] = exc
@@ -438,26 +440,12 @@ def test_a_row_the_database_refuses_fails_alone_not_with_its_batch(store: Store)
 
     recorder.write_rows = slow_write  # type: ignore[method-assign]
     n, bad = 12, 5
-    start = threading.Barrier(n)
-    results: List[Any] = [None] * n
-
-    def one(i: int) -> None:
-        start.wait(10)
-        cost = 2 ** 70 if i == bad else i  # past a 64-bit column on every backend
-        try:
-            recorder.record(Settlement(f"p-{i}", time.time(), "openai_chat", "r", False, "success", cost_micro_usd=cost))
-            results[i] = True
-        except Exception as exc:  # noqa: BLE001
-            results[i] = exc
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    # A cost past a 64-bit column on every backend.
+    results = _settle_in_threads(recorder, store, n, check_committed=False,
+                                 cost=lambda i: 2 ** 70 if i == bad else i)
     assert isinstance(results[bad], Exception)
     assert [r for i, r in enumerate(results) if i != bad] == [True] * (n - 1)
-    assert sorted(r["request_id"] for r in spend_rows(store)) == sorted(f"p-{i}" for i in range(n) if i != bad)
+    assert sorted(r["request_id"] for r in spend_rows(store)) == sorted(f"gc-{i}" for i in range(n) if i != bad)
 
 
 def test_a_refused_spooled_row_goes_aside_and_does_not_block_the_spool(store: Store, tmp_path: Any) -> None:
