@@ -15,9 +15,10 @@ class Lifecycle:
     running, and after `close_after` seconds `closing` is set so each stream
     ends with an error event at its next part and is settled, before the
     master's SIGKILL at graceful_timeout. A stream whose upstream is silent
-    has no next part: each open stream registers an abort callback
-    (`register`) that `close_streams()` calls, which interrupts the blocked
-    upstream read so the stream still ends with that error event, settled.
+    has no next part, and a non-streaming call may still be waiting for its
+    answer: every request registers an abort callback (`register`) that
+    `close_streams()` calls, which interrupts its blocked upstream call so it
+    still ends with a shutting_down error, settled.
     """
 
     def __init__(self) -> None:

@@ -6,6 +6,7 @@ import importlib
 import json
 import signal
 import sys
+import threading
 import time
 from typing import Any, Dict, Optional
 
@@ -92,6 +93,41 @@ def test_sigterm_cuts_a_silent_upstream_stream_settled_before_the_hard_kill(gate
     text, settled = sigterm_mid_stream(gateway_process, upstream, tmp_path, silent, "req-silent", b"first")
     assert "never" not in text
     assert settled["outcome"] == "aborted" and settled["status"] == 503, settled
+
+
+def test_sigterm_ends_a_call_still_waiting_on_a_slow_upstream_settled(gateway_process, upstream, tmp_path):
+    # A non-streaming call whose upstream takes a minute (a long reasoning answer): it
+    # must not die unsettled in the SIGKILL at graceful_timeout. It gets a 503
+    # shutting_down in its own protocol and is settled once, before the worker exits.
+    settle_path = str(tmp_path / "settlements.jsonl")
+    upstream.default = lambda req: Reply.json(openai_completion("too late"), delay=60)
+    gw = gateway_process(upstream_config(upstream.url, settle_path), workers=1, threads=4,
+                         env={**settle_log_env(str(tmp_path)), "ROUTEPLANE_GRACEFUL_TIMEOUT": "7"})
+    answer: Dict[str, Any] = {}
+
+    def call() -> None:
+        r = requests.post(gw.url + "/v1/chat/completions", timeout=30, headers={"x-request-id": "req-slow"},
+                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        answer.update(status=r.status_code, body=r.json(), at=time.monotonic())
+
+    t = threading.Thread(target=call)
+    t.start()
+    deadline = time.monotonic() + 10
+    while not upstream.requests and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert upstream.requests, "the gateway never called the upstream"
+    t_term = time.monotonic()
+    assert gw.proc is not None
+    gw.signal(signal.SIGTERM)
+    t.join(20)
+    code = gw.proc.wait(15)
+    exited_after = time.monotonic() - t_term
+    assert answer["status"] == 503 and answer["body"]["error"]["code"] == "shutting_down", answer
+    assert 2.5 < answer["at"] - t_term < 3.8, answer["at"] - t_term
+    assert code == 0 and exited_after < 7.0, (code, exited_after, gw.logs())
+    assert "SIGKILL" not in gw.logs(), gw.logs()
+    settled = [s for s in read_settlements(settle_path) if s["request_id"] == "req-slow"]
+    assert len(settled) == 1 and settled[0]["status"] == 503 and settled[0]["streamed"] is False, settled
 
 
 def test_workers_recycle_after_max_requests_without_failures(gateway_process, upstream):

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator
 import requests
 import requests.adapters
 import urllib3
+import urllib3.connection
 from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
@@ -100,7 +101,7 @@ class HttpExecutor(Executor):
         return codec
 
     def _post(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext", stream: bool) -> Tuple[
-        "ProviderCodec", requests.Response, "_Deadline"
+        "ProviderCodec", requests.Response, "_Deadline", "_InFlight"
     ]:
         codec = self._codec(target)
         url = codec.url(target, stream)
@@ -127,54 +128,130 @@ class HttpExecutor(Executor):
         if ctx.aborted is not None:  # the worker is shutting down: no new upstream call (a fallback, say)
             raise ctx.aborted
         request = _prepared(url, body, headers, target)
+        call = _InFlight()
+        ctx.on_abort(call.abort)
+        _calling.call = call
         try:
             resp = self._adapter.send(request, stream=True,
                                       timeout=deadline.requests_timeout())
         except Exception as exc:
+            call.done = True
+            if ctx.aborted is not None:
+                raise ctx.aborted from exc  # the worker cut the call (shutdown), not the provider
             raise deadline.translate(exc, target) from exc
+        finally:
+            _calling.call = None
+        call.resp = resp
         if 300 <= resp.status_code < 400:
             # Not followed: a redirect would carry the provider key to wherever Location points.
             status = resp.status_code
+            call.done = True
             resp.close()
             raise UpstreamError(f"{target.provider}: the upstream answered with a redirect (HTTP {status}); "
                                 "set the provider's base_url to the final address", provider=target.provider,
                                 retriable=False)
         if resp.status_code >= 400:
             try:
-                raw = _read_limited(resp, 64 * 1024, target, deadline)
+                raw = _read_limited(resp, 64 * 1024, target, deadline, ctx)
             finally:
+                call.done = True
                 resp.close()
             raise codec.decode_error(resp.status_code, raw, resp.headers, target)
-        return codec, resp, deadline
+        return codec, resp, deadline, call
 
     def complete(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext") -> Generation:
         if target.protocol == "mock":
             return self._mock.complete(target, prompt)
-        codec, resp, deadline = self._post(target, prompt, ctx, stream=False)
+        codec, resp, deadline, call = self._post(target, prompt, ctx, stream=False)
         try:
-            raw = _read_limited(resp, self._max_response_bytes, target, deadline)
+            raw = _read_limited(resp, self._max_response_bytes, target, deadline, ctx)
         finally:
+            call.done = True
             resp.close()
         return _decode(codec, raw, target)
 
     def stream(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext") -> Iterator[StreamPart]:
         if target.protocol == "mock":
             return self._mock.stream(target, prompt)
-        codec, resp, deadline = self._post(target, prompt, ctx, stream=True)
+        codec, resp, deadline, call = self._post(target, prompt, ctx, stream=True)
         ctype = resp.headers.get("Content-Type", "")
         if "json" in ctype and "event-stream" not in ctype:
             # Some servers answer a stream request with one JSON body.
             try:
-                raw = _read_limited(resp, self._max_response_bytes, target, deadline)
+                raw = _read_limited(resp, self._max_response_bytes, target, deadline, ctx)
             finally:
+                call.done = True
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target))
-        ctx.on_abort(lambda: _shutdown(resp))
+        # From here `call.abort` (registered in _post) cuts the stream through `_shutdown(resp)`.
         return _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes)
 
 
+_calling = threading.local()  # .call: the _InFlight of the upstream call this thread is making
+
+
+class _InFlight:
+    """One upstream call, for `PipelineContext.abort` from another thread (the worker shutting down).
+
+    Until the response arrives, the call's connection is checked out of the
+    pool and only this call uses it: shutting its socket down ends a call
+    still waiting on a slow upstream. Once a response exists, the connection
+    may go back to the pool at the end of its body, so it is cut only while
+    the response still holds it (see `_shutdown`).
+    """
+
+    __slots__ = ("conn", "resp", "done")
+
+    def __init__(self) -> None:
+        self.conn: Any = None
+        self.resp: Optional[requests.Response] = None
+        self.done = False
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        if self.resp is not None:
+            _shutdown(self.resp)
+            return
+        sock = getattr(self.conn, "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _ReportingHTTPConnection(urllib3.connection.HTTPConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        call = getattr(_calling, "call", None)
+        if call is not None:
+            call.conn = self
+        super().request(*args, **kwargs)
+
+
+class _ReportingHTTPSConnection(urllib3.connection.HTTPSConnection):
+    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        call = getattr(_calling, "call", None)
+        if call is not None:
+            call.conn = self
+        super().request(*args, **kwargs)
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _ReportingHTTPConnection
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _ReportingHTTPSConnection
+
+
 class _Transport(requests.adapters.HTTPAdapter):
-    """requests' adapter without the per-response cookie jar (a gateway never keeps upstream cookies)."""
+    """requests' adapter without the per-response cookie jar (a gateway never keeps upstream cookies),
+    whose connections tell the calling thread's `_InFlight` which socket the call is using."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
         response = requests.Response()
@@ -388,7 +465,7 @@ def _pieces(resp: requests.Response) -> Iterator[bytes]:
 
 
 def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget,
-                  deadline: Optional[_Deadline] = None) -> bytes:
+                  deadline: Optional[_Deadline] = None, ctx: Optional["PipelineContext"] = None) -> bytes:
     chunks: List[bytes] = []
     size = 0
     try:
@@ -405,7 +482,11 @@ def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget,
     except RouteplaneError:
         raise
     except Exception as exc:
+        if ctx is not None and ctx.aborted is not None:
+            raise ctx.aborted from exc  # the worker cut the call (shutdown), not the provider
         raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
+    if ctx is not None and ctx.aborted is not None:
+        raise ctx.aborted  # cut mid-body: a truncated answer is not an answer
     return b"".join(chunks)
 
 

@@ -154,10 +154,11 @@ def run_language_model(
     check_prompt_size(prompt, limits)
     ctx = PipelineContext(rid, inbound_protocol or codec.protocol, prompt, headers, credential=credential)
     release = _open_stream_slot(app, limits) if prompt.stream else None
-    # A stream can be cut at shutdown from the moment it opens upstream (its first
-    # part may be long in coming): close_streams() interrupts its upstream read.
+    # Near the end of a graceful shutdown, close_streams() interrupts this request's
+    # upstream call wherever it is (waiting for an answer, or mid-stream), so it ends
+    # with a shutting_down error and is settled instead of dying in the SIGKILL.
     unregister: Optional[Callable[[], None]] = None
-    if prompt.stream and app.lifecycle is not None:
+    if app.lifecycle is not None:
         lifecycle = app.lifecycle
         abort_key = lifecycle.register(lambda: ctx.abort(shutting_down()))
         unregister = lambda: lifecycle.unregister(abort_key)  # noqa: E731
