@@ -1,10 +1,9 @@
-"""Executors call one upstream target: `HttpExecutor` over requests, `MockExecutor` for tests."""
+"""Executors call one upstream target: `HttpExecutor` (over requests, see transport.py), `MockExecutor` for tests."""
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -13,24 +12,28 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 import requests
-import requests.adapters
-import urllib3
-import urllib3.connection
-from requests.structures import CaseInsensitiveDict
-from requests.utils import check_header_validity
 
 from ..errors import (
     InvalidRequest,
     InvalidUpstreamResponse,
     RouteplaneError,
     UnsafeUpstreamURL,
-    UpstreamConnectionError,
     UpstreamError,
     UpstreamTimeout,
 )
 from .mock_provider import MockProvider
 from .routing import RoutingTarget, Timeouts
 from .stream import generation_to_parts
+from .transport import (
+    InFlight,
+    Transport,
+    is_timeout,
+    prepared_request,
+    read_pieces,
+    reporting_to,
+    socket_of,
+    translate_exception,
+)
 from .types import Generation, Prompt, StreamPart
 from .url_safety import UnsafeURL, check_base_url
 
@@ -80,7 +83,7 @@ class HttpExecutor(Executor):
 
             codecs = provider_codecs()
         self._codecs = codecs
-        self._adapter = _Transport(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
+        self._adapter = Transport(pool_connections=16, pool_maxsize=pool_maxsize, max_retries=0)
         self._max_response_bytes = max_response_bytes
         self._max_stream_bytes = max_stream_bytes
         self._user_agent = user_agent
@@ -101,7 +104,7 @@ class HttpExecutor(Executor):
         return codec
 
     def _post(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext", stream: bool) -> Tuple[
-        "ProviderCodec", requests.Response, "_Deadline", "_InFlight"
+        "ProviderCodec", requests.Response, "_Deadline", "InFlight"
     ]:
         codec = self._codec(target)
         url = codec.url(target, stream)
@@ -125,22 +128,17 @@ class HttpExecutor(Executor):
         headers.setdefault("User-Agent", self._user_agent)
         headers["X-Request-Id"] = ctx.request_id
         deadline = _Deadline(target.timeouts)
-        if ctx.aborted is not None:  # the worker is shutting down: no new upstream call (a fallback, say)
-            raise ctx.aborted
-        request = _prepared(url, body, headers, target)
-        call = _InFlight()
+        _raise_if_aborted(ctx)  # the worker is shutting down: no new upstream call (a fallback, say)
+        request = prepared_request(url, body, headers, target)
+        call = InFlight()
         ctx.on_abort(call.abort)
-        _calling.call = call
         try:
-            resp = self._adapter.send(request, stream=True,
-                                      timeout=deadline.requests_timeout())
+            with reporting_to(call):
+                resp = self._adapter.send(request, stream=True, timeout=deadline.requests_timeout())
         except Exception as exc:
             call.done = True
-            if ctx.aborted is not None:
-                raise ctx.aborted from exc  # the worker cut the call (shutdown), not the provider
+            _raise_if_aborted(ctx, exc)
             raise deadline.translate(exc, target) from exc
-        finally:
-            _calling.call = None
         call.resp = resp
         if 300 <= resp.status_code < 400:
             # Not followed: a redirect would carry the provider key to wherever Location points.
@@ -183,116 +181,8 @@ class HttpExecutor(Executor):
                 call.done = True
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target))
-        # From here `call.abort` (registered in _post) cuts the stream through `_shutdown(resp)`.
+        # From here `call.abort` (registered in _post) cuts the stream through `shutdown_response(resp)`.
         return _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes)
-
-
-_calling = threading.local()  # .call: the _InFlight of the upstream call this thread is making
-
-
-class _InFlight:
-    """One upstream call, for `PipelineContext.abort` from another thread (the worker shutting down).
-
-    Until the response arrives, the call's connection is checked out of the
-    pool and only this call uses it: shutting its socket down ends a call
-    still waiting on a slow upstream. Once a response exists, the connection
-    may go back to the pool at the end of its body, so it is cut only while
-    the response still holds it (see `_shutdown`).
-    """
-
-    __slots__ = ("conn", "resp", "done")
-
-    def __init__(self) -> None:
-        self.conn: Any = None
-        self.resp: Optional[requests.Response] = None
-        self.done = False
-
-    def abort(self) -> None:
-        if self.done:
-            return
-        if self.resp is not None:
-            _shutdown(self.resp)
-            return
-        sock = getattr(self.conn, "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
-class _ReportingHTTPConnection(urllib3.connection.HTTPConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        call = getattr(_calling, "call", None)
-        if call is not None:
-            call.conn = self
-        super().request(*args, **kwargs)
-
-
-class _ReportingHTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        call = getattr(_calling, "call", None)
-        if call is not None:
-            call.conn = self
-        super().request(*args, **kwargs)
-
-
-class _HTTPPool(urllib3.HTTPConnectionPool):
-    ConnectionCls = _ReportingHTTPConnection
-
-
-class _HTTPSPool(urllib3.HTTPSConnectionPool):
-    ConnectionCls = _ReportingHTTPSConnection
-
-
-class _Transport(requests.adapters.HTTPAdapter):
-    """requests' adapter without the per-response cookie jar (a gateway never keeps upstream cookies),
-    whose connections tell the calling thread's `_InFlight` which socket the call is using."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
-
-    def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
-        response = requests.Response()
-        response.status_code = resp.status
-        response.headers = CaseInsensitiveDict(resp.headers)
-        response.raw = resp
-        response.reason = resp.reason
-        response.url = req.url  # type: ignore[assignment]
-        response.request = req
-        response.connection = self  # type: ignore[attr-defined]
-        return response
-
-
-_FRAMING_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection", "te", "upgrade",
-                              "keep-alive", "proxy-connection", "trailer"})
-
-
-def _prepared(url: str, body: bytes, headers: Dict[str, str], target: RoutingTarget) -> requests.PreparedRequest:
-    """A POST ready for `HTTPAdapter.send`, built without `PreparedRequest.prepare()`.
-
-    `prepare()` re-parses and re-quotes the URL, which the codec built and
-    `check_base_url` checked; the body is always bytes with a known length.
-    """
-    req = requests.PreparedRequest()
-    req.method = "POST"
-    req.url = url
-    req.headers = CaseInsensitiveDict()
-    for name, value in headers.items():
-        if name.lower() in _FRAMING_HEADERS:
-            continue  # the transport owns the message framing: never from a codec, config or client
-        try:
-            check_header_validity((name, value))  # what Session.prepare checked: no CR/LF, no folding
-        except requests.exceptions.InvalidHeader:
-            # Client headers reach here already parsed by the server, so this is the provider's config.
-            log.warning("provider %s: header %r is not a valid HTTP header; not sent", target.provider, name[:60])
-            raise UpstreamError(f"{target.provider}: a configured header is not a valid HTTP header (see the log)",
-                                provider=target.provider, retriable=False) from None
-        req.headers[name] = value
-    req.headers["Content-Length"] = str(len(body))
-    req.body = body
-    return req
 
 
 def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget) -> Generation:
@@ -344,7 +234,7 @@ class _Deadline:
             return
         if self.expired():
             raise self.timeout(target)
-        sock = _socket_of(resp)
+        sock = socket_of(resp)
         if sock is not None:
             try:
                 sock.settimeout(self.read_timeout())
@@ -358,19 +248,9 @@ class _Deadline:
     def translate(self, exc: BaseException, target: RoutingTarget) -> UpstreamError:
         left = self.remaining()
         # The socket timeout was shrunk to the time left, so a timeout at (about) zero is the total cap.
-        if left is not None and left <= 0.05 and _is_timeout(exc):
+        if left is not None and left <= 0.05 and is_timeout(exc):
             return self.timeout(target)
         return translate_exception(exc, target)
-
-
-def _socket_of(resp: requests.Response) -> Any:
-    """The connection's socket (urllib3 2.x keeps it on the response while the body is unread)."""
-    conn = getattr(resp.raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
-    if sock is None:
-        fp = getattr(getattr(getattr(resp.raw, "_fp", None), "fp", None), "raw", None)
-        sock = getattr(fp, "_sock", None)
-    return sock
 
 
 def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]:
@@ -387,25 +267,6 @@ def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
 
 
-def _shutdown(resp: requests.Response) -> None:
-    """Wake a read blocked on this response's socket (from another thread): it sees the end of the stream.
-
-    Only while the response still holds its connection: once urllib3 has
-    released it to the pool, the socket may already carry another request.
-    """
-    raw = resp.raw
-    # First make sure this connection can no longer go back to the pool (urllib3
-    # returns it at the end of the body); then look whether it still is ours.
-    raw._pool = None
-    conn = getattr(raw, "_connection", None)
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-
 def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: RoutingTarget,
                  deadline: Optional[_Deadline] = None, ctx: Optional["PipelineContext"] = None,
                  limit: Optional[int] = None) -> Iterator[StreamPart]:
@@ -418,7 +279,7 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
         try:
             if deadline is not None:
                 deadline.before_read(resp, target)
-            for chunk in _pieces(resp):
+            for chunk in read_pieces(resp):
                 if left >= 0:
                     left -= len(chunk)
                     if left < 0:  # a runaway stream: end it rather than relay (and bill) without bound
@@ -428,40 +289,25 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
                     yield from decoder.feed(event)
                 if deadline is not None:
                     deadline.before_read(resp, target)
-            if ctx is not None and ctx.aborted is not None:
-                raise ctx.aborted  # the cut looked like a clean end: a half event must not be blamed on the provider
+            _raise_if_aborted(ctx)  # the cut looked like a clean end: a half event must not be blamed on the provider
             for event in parser.finish():
                 yield from decoder.feed(event)
         except RouteplaneError as err:
-            if ctx is not None and ctx.aborted is not None and err is not ctx.aborted:
-                raise ctx.aborted from err  # the gateway cut it (shutdown), not the provider
+            _raise_if_aborted(ctx, err)
             raise
         except Exception as exc:  # a transport error while iterating the stream
-            if ctx is not None and ctx.aborted is not None:
-                raise ctx.aborted from exc
+            _raise_if_aborted(ctx, exc)
             raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
         yield from decoder.finish()
     finally:
         resp.close()
 
 
-STREAM_READ_BYTES = 65536
-
-
-def _pieces(resp: requests.Response) -> Iterator[bytes]:
-    """A streamed body as it arrives, at most STREAM_READ_BYTES per read.
-
-    `iter_content(chunk_size=None)` reads a body without chunked framing
-    (a stream ended by closing the connection) until EOF in one call: nothing
-    would be relayed until the upstream finished, and a byte limit could only
-    be checked after all of it was in memory.
-    """
-    read1 = resp.raw.read1
-    while True:
-        data = read1(STREAM_READ_BYTES, decode_content=True)
-        if not data:
-            return
-        yield data
+def _raise_if_aborted(ctx: Optional["PipelineContext"], cause: Optional[BaseException] = None) -> None:
+    """When the worker cut this request (shutdown), its reason is the error, whatever the read saw:
+    the provider is not to blame for a socket the gateway shut down."""
+    if ctx is not None and ctx.aborted is not None and ctx.aborted is not cause:
+        raise ctx.aborted from cause
 
 
 def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget,
@@ -482,52 +328,10 @@ def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget,
     except RouteplaneError:
         raise
     except Exception as exc:
-        if ctx is not None and ctx.aborted is not None:
-            raise ctx.aborted from exc  # the worker cut the call (shutdown), not the provider
+        _raise_if_aborted(ctx, exc)
         raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
-    if ctx is not None and ctx.aborted is not None:
-        raise ctx.aborted  # cut mid-body: a truncated answer is not an answer
+    _raise_if_aborted(ctx)  # cut mid-body: a truncated answer is not an answer
     return b"".join(chunks)
-
-
-_TIMEOUTS = (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError, TimeoutError)
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    """requests reports a read timeout inside a streamed body as ConnectionError(ReadTimeoutError),
-    so the cause chain and the wrapped first argument are searched too."""
-    cur: Optional[BaseException] = exc
-    for _ in range(6):
-        if cur is None or isinstance(cur, (urllib3.exceptions.NewConnectionError, ConnectionRefusedError)):
-            return False  # urllib3's NewConnectionError subclasses ConnectTimeoutError for history's sake
-        if isinstance(cur, _TIMEOUTS):
-            return True
-        if cur.args and isinstance(cur.args[0], _TIMEOUTS) and not isinstance(
-                cur.args[0], urllib3.exceptions.NewConnectionError):
-            return True
-        reason = getattr(cur, "reason", None)  # MaxRetryError carries the real cause here
-        cur = reason if isinstance(reason, BaseException) else (cur.__cause__ or cur.__context__)
-    return False
-
-
-def translate_exception(exc: BaseException, target: RoutingTarget) -> UpstreamError:
-    """The one place where requests/urllib3 exceptions become gateway errors."""
-    name = target.provider
-    if isinstance(exc, (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                        requests.exceptions.InvalidSchema)):
-        return UpstreamConnectionError(f"{name}: invalid base URL", provider=name, retriable=False)
-    if isinstance(exc, (requests.exceptions.ConnectTimeout,)):
-        return UpstreamTimeout(f"{name}: connection timed out", provider=name)
-    if _is_timeout(exc):
-        return UpstreamTimeout(f"{name}: no data within the read timeout", provider=name)
-    if isinstance(exc, requests.exceptions.Timeout):
-        return UpstreamTimeout(f"{name}: timed out", provider=name)
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-                        requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
-        return InvalidUpstreamResponse(f"{name}: the connection broke while reading the response", provider=name)
-    if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError, OSError, urllib3.exceptions.SSLError)):
-        return UpstreamConnectionError(f"{name}: could not connect or the connection was reset", provider=name)
-    return UpstreamError(f"{name}: {type(exc).__name__}", provider=name)
 
 
 # --- scripted executor for tests ---------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -159,9 +160,8 @@ def run_language_model(
     # with a shutting_down error and is settled instead of dying in the SIGKILL.
     unregister: Optional[Callable[[], None]] = None
     if app.lifecycle is not None:
-        lifecycle = app.lifecycle
-        abort_key = lifecycle.register(lambda: ctx.abort(shutting_down()))
-        unregister = lambda: lifecycle.unregister(abort_key)  # noqa: E731
+        unregister = functools.partial(app.lifecycle.unregister,
+                                       app.lifecycle.register(lambda: ctx.abort(shutting_down())))
     try:
         result = app.pipeline.run(ctx)
         target = ctx.target
