@@ -130,8 +130,8 @@ class Bench:
         port = free_port()
         env = dict(os.environ, BENCH_UPSTREAM=f"{self.nginx.url}/json/v1/chat/completions",
                    BENCH_STREAM_UPSTREAM=self.paced_url, PYTHONPATH=ROOT)
-        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "2", "--threads",
-                                 str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
+        proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-k", "routeplane.gunicorn_worker.ThreadWorker",
+                                 "-w", "2", "--threads", str(threads), "-b", f"127.0.0.1:{port}", "--log-level", "warning",
                                  "bench.passthrough_app:app"], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -344,7 +344,7 @@ class Bench:
         print()
         print("TTFB rows: p50/p99 columns are time to the first SSE byte. Stream rows: ratio is TTFB vs direct.")
         print(f"machine: {os.cpu_count()} CPUs; load generator, nginx mock and gunicorn share them. "
-              f"gunicorn: 2 workers x {self.args.threads} threads (gthread), max_requests off during the bench.")
+              f"gunicorn: 2 workers x {self.args.threads} threads (routeplane's gthread worker), max_requests off during the bench.")
         for n in self.notes:
             print("note: " + n)
         if self.targets_report:

@@ -23,7 +23,9 @@ except ConfigError as _exc:  # fail in the master, before any worker starts
 bind = [os.environ.get("ROUTEPLANE_LISTEN") or _config.server.listen]
 workers = int(os.environ.get("ROUTEPLANE_WORKERS") or _config.server.workers)
 threads = int(os.environ.get("ROUTEPLANE_THREADS") or _config.server.threads)
-worker_class = "gthread"
+# gthread, serving a busy kept-alive connection's next request in the same
+# thread instead of handing it back to the poller (routeplane/gunicorn_worker.py).
+worker_class = "routeplane.gunicorn_worker.ThreadWorker"
 # Header bounds (config `limits`); gunicorn answers 400 past them, before the app runs.
 limit_request_line = _config.limits.max_request_line_bytes
 limit_request_field_size = _config.limits.max_header_bytes

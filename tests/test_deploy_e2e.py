@@ -193,7 +193,7 @@ def test_gunicorn_settings(monkeypatch):
     sys.modules.pop("routeplane.gunicorn_conf", None)
     conf = importlib.import_module("routeplane.gunicorn_conf")
     try:
-        assert conf.worker_class == "gthread" and conf.preload_app is False
+        assert conf.worker_class == "routeplane.gunicorn_worker.ThreadWorker" and conf.preload_app is False
         assert conf.max_requests > 0 and 0 < conf.max_requests_jitter < conf.max_requests
         assert conf.graceful_timeout - conf.close_margin(conf.graceful_timeout) > 0
         assert conf.keepalive >= 5  # deploy/nginx.conf closes its idle upstream connections after 4 s

@@ -1,0 +1,53 @@
+"""routeplane's gunicorn worker: gthread that keeps a busy kept-alive connection in the thread that served it.
+
+Stock gthread hands every kept-alive connection back to its main thread
+after each response: the socket is registered with the poller, the main
+thread wakes when the next request arrives, and submits the connection to
+the pool again. Those two thread hand-offs and half a dozen system calls
+cost about 0.15 ms of CPU per request on a 2-core VM (docs/deploy.md §8),
+more than Flask's own dispatch.
+
+This worker first waits a short while (`LINGER_SECONDS`) in the thread that
+just answered, for the next request on the same connection: a client or an
+nginx upstream keepalive pool sending request after request is served by one
+thread without a hand-off. It gives the connection back to the poller, as
+stock gthread does, as soon as the wait is over, other connections are queued
+for a thread, or the worker is stopping; so a thread is never held by an idle
+client for longer than the linger.
+
+Everything else (parsing, keep-alive timeouts, graceful stop, max_requests)
+is gthread's own. On gunicorn versions whose `handle` does not return a plain
+keep-alive flag, the worker behaves exactly like gthread.
+"""
+
+from __future__ import annotations
+
+import select
+from typing import Any
+
+from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
+
+# Long enough for a client's next request on a busy connection (tens of µs to
+# a few ms), short enough that a thread is soon back for other connections.
+LINGER_SECONDS = 0.02
+
+
+class ThreadWorker(_GThreadWorker):
+    def handle(self, conn: Any) -> Any:
+        keepalive = super().handle(conn)
+        while keepalive is True and self.alive and self._next_request_arrives(conn):
+            keepalive = super().handle(conn)
+        return keepalive
+
+    def _next_request_arrives(self, conn: Any) -> bool:
+        """Whether this thread should serve the connection's next request itself."""
+        unreader = getattr(conn.parser, "unreader", None)
+        buf = getattr(unreader, "buf", None)
+        if buf is not None and buf.getvalue():
+            return True  # already read ahead: the poller would not see it
+        queue = getattr(self.tpool, "_work_queue", None)
+        if queue is None or not queue.empty():
+            return False  # other connections wait for a thread: hand this one back
+        poller = select.poll()
+        poller.register(conn.sock, select.POLLIN)
+        return bool(poller.poll(LINGER_SECONDS * 1000))
