@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import threading
-from typing import Any, Dict, Iterator, Optional
+import urllib.parse
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import requests
 import requests.adapters
@@ -97,13 +99,70 @@ class _HTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _ReportingHTTPSConnection
 
 
+MAX_CACHED_POOLS = 64
+
+
+@functools.lru_cache(maxsize=512)
+def _split_url(url: str) -> Tuple[str, str]:
+    """(origin, request target) of an upstream URL; the executor's URLs are few and repeat."""
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path or "/"
+    if parts.query:
+        target += "?" + parts.query
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}", target
+
+
 class Transport(requests.adapters.HTTPAdapter):
-    """requests' adapter without the per-response cookie jar (a gateway never keeps upstream cookies),
-    whose connections tell the calling thread's `InFlight` which socket the call is using."""
+    """requests' adapter made fit for a gateway's hot path:
+
+    - no per-response cookie jar (a gateway never keeps upstream cookies);
+    - connections tell the calling thread's `InFlight` which socket the call uses;
+    - the executor never passes proxies, client certificates or `verify`
+      other than True, so the pool of an origin, its request target and its
+      certificate settings are looked up once, not on every call (requests
+      re-derives the pool key, re-selects proxies and stats the CA bundle per
+      request: ~40 µs of a request's CPU). Any other call takes requests' path.
+
+    `send` itself is requests', so `responses` intercepts it in unit tests.
+    """
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
         self.poolmanager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        self._pools: Dict[str, Any] = {}
+
+    def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
+                                        proxies: Optional[Dict[str, str]] = None, cert: Any = None) -> Any:
+        if proxies or verify is not True or cert is not None:
+            return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+        origin = _split_url(request.url)[0]  # type: ignore[arg-type]
+        pool = self._pools.get(origin)
+        if pool is None or pool.pool is None:  # new, or closed
+            if len(self._pools) >= MAX_CACHED_POOLS:
+                # Route hooks may invent origins: forget them all, as the pool manager's own LRU
+                # does (it drops a pool without closing it; its connections close once unused).
+                self._pools = {}
+            pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
+            self._pools[origin] = pool
+        return pool
+
+    def close(self) -> None:
+        super().close()
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():  # the pool manager may have dropped some of them already
+            pool.close()
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        if verify is True and cert is None and getattr(conn, "_routeplane_verified", False):
+            return
+        super().cert_verify(conn, url, verify, cert)
+        if verify is True and cert is None:
+            conn._routeplane_verified = True
+
+    def request_url(self, request: requests.PreparedRequest, proxies: Optional[Dict[str, str]]) -> str:
+        if proxies:
+            return super().request_url(request, proxies)
+        return _split_url(request.url)[1]  # type: ignore[arg-type]
 
     def build_response(self, req: requests.PreparedRequest, resp: Any) -> requests.Response:
         response = requests.Response()
