@@ -27,6 +27,7 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import check_header_validity
 
 from ..errors import InvalidUpstreamResponse, UpstreamConnectionError, UpstreamError, UpstreamTimeout
+from .http_head import HeadResponse
 from .routing import RoutingTarget
 
 log = logging.getLogger("routeplane.executor")
@@ -76,6 +77,8 @@ def reporting_to(call: "InFlight") -> Iterator[None]:
 
 
 class _Reporting:
+    response_class = HeadResponse  # http.client's, with a cheaper header parser
+
     def request(self, *args: Any, **kwargs: Any) -> None:
         call = getattr(_calling, "call", None)
         if call is not None:
