@@ -23,6 +23,7 @@ keep-alive flag, the worker behaves exactly like gthread.
 from __future__ import annotations
 
 import select
+import socket
 from typing import Any
 
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
@@ -34,6 +35,10 @@ LINGER_SECONDS = 0.02
 
 class ThreadWorker(_GThreadWorker):
     def handle(self, conn: Any) -> Any:
+        if not getattr(conn, "initialized", True) and getattr(conn, "data_ready", None) is False:
+            # A new connection: gthread (>= 26) waits for its first bytes with a
+            # selector made for the purpose (4 system calls); usually they are here.
+            conn.data_ready = _has_bytes(conn.sock)
         keepalive = super().handle(conn)
         while keepalive is True and self.alive and self._next_request_arrives(conn):
             keepalive = super().handle(conn)
@@ -51,3 +56,14 @@ class ThreadWorker(_GThreadWorker):
         poller = select.poll()
         poller.register(conn.sock, select.POLLIN)
         return bool(poller.poll(LINGER_SECONDS * 1000))
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    """Whether a read would not block (bytes waiting, or the peer closed)."""
+    try:
+        sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True  # the read will report the error
+    return True

@@ -7,6 +7,7 @@ the linger, so it never starves other connections; everything gthread did
 
 from __future__ import annotations
 
+import collections
 import http.client
 import os
 import signal
@@ -70,14 +71,33 @@ def _get(conn: http.client.HTTPConnection) -> str:
     return resp.read().decode()
 
 
+def _threads_per_connection(port: int) -> "list[collections.Counter]":
+    # Two kept-alive connections take turns, request after request. This worker
+    # keeps each in the thread that served it (the other thread is busy with the
+    # other connection). Stock gthread hands both back to its poller after every
+    # response, and whichever pool thread is free takes the next one: they mix.
+    a = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    b = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    for _ in range(3):  # settle: the second connection's arrival may move the first once
+        _get(a)
+        _get(b)
+    seen = [collections.Counter(), collections.Counter()]
+    for _ in range(40):
+        seen[0][_get(a)] += 1
+        seen[1][_get(b)] += 1
+    a.close()
+    b.close()
+    return seen
+
+
+@pytest.mark.parametrize("server", [(WORKER, 2)], indirect=True)
 def test_a_busy_kept_alive_connection_stays_in_one_thread(server):
-    # Stock gthread hands the connection back to its poller after each response,
-    # and the pool's idle threads take turns: with 4 threads, 30 requests land on
-    # several of them. This worker serves them all in the thread that started.
-    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
-    threads = {_get(conn) for _ in range(30)}
-    conn.close()
-    assert len(threads) == 1
+    a, b = _threads_per_connection(server)
+    (thread_a, count_a), = a.most_common(1)
+    (thread_b, count_b), = b.most_common(1)
+    # One move each is allowed: a 20 ms stall of this test process on a loaded machine hands a
+    # connection back, as designed. Stock gthread moves them every few requests.
+    assert thread_a != thread_b and count_a >= 38 and count_b >= 38
 
 
 def test_an_idle_connection_gives_its_only_thread_back(server_one_thread):
@@ -153,12 +173,3 @@ def test_sigterm_with_a_kept_alive_connection_stops_promptly():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-
-
-@pytest.mark.parametrize("server", [("gthread", 4)], indirect=True)
-def test_stock_gthread_rotates_threads_which_is_what_the_worker_saves(server):
-    # The control for the first test: it shows that test can fail.
-    conn = http.client.HTTPConnection("127.0.0.1", server, timeout=10)
-    threads = {_get(conn) for _ in range(30)}
-    conn.close()
-    assert len(threads) > 1
