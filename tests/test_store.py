@@ -396,6 +396,43 @@ def test_concurrent_settlements_share_transactions_and_return_only_once_committe
     assert 2 <= recorder.batches < n  # grouped, not one transaction per row
 
 
+def test_the_writer_role_passes_from_batch_to_batch_without_losing_or_stranding_a_row(store: Store) -> None:
+    # Many threads settling again and again: the role is handed on from each batch's writer to
+    # the oldest row that arrived meanwhile. Every record() must return (none left waiting with
+    # no writer), after its own row is in the store, and rows must share transactions.
+    migrate(store, [SpendLogPlugin(store)])
+    recorder = SpendRecorder(store)
+    write_rows = recorder.write_rows
+
+    def slow_write(rows: List[Any]) -> None:
+        time.sleep(0.002)
+        write_rows(rows)
+
+    recorder.write_rows = slow_write  # type: ignore[method-assign]
+    threads, rounds = 16, 15
+    failures: List[Any] = []
+
+    def settle_many(t: int) -> None:
+        for r in range(rounds):
+            rid = f"hand-{t}-{r}"
+            try:
+                recorder.record(Settlement(rid, time.time(), "openai_chat", "r", False, "success", cost_micro_usd=1))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                failures.append(exc)
+
+    workers = [threading.Thread(target=settle_many, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+    assert not any(w.is_alive() for w in workers), "a settlement was left waiting"
+    assert failures == []
+    rows = spend_rows(store)
+    assert len(rows) == threads * rounds and len({r["request_id"] for r in rows}) == threads * rounds
+    assert recorder.batches < threads * rounds
+    assert not recorder._writing and recorder._waiting == []
+
+
 def test_a_failed_group_write_reaches_every_row_owner_or_the_spool(store: Store, tmp_path: Any) -> None:
     from routeplane.store.spool import Spool
 
