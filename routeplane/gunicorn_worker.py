@@ -13,7 +13,9 @@ nginx upstream keepalive pool sending request after request is served by one
 thread without a hand-off. It gives the connection back to the poller, as
 stock gthread does, as soon as the wait is over, other connections are queued
 for a thread, or the worker is stopping; so a thread is never held by an idle
-client for longer than the linger.
+client for longer than the linger. The queue is looked at before and after
+the wait: a connection that arrives while every thread lingers waits at most
+the linger, never behind another connection's next request.
 
 Everything else (parsing, keep-alive timeouts, graceful stop, max_requests)
 is gthread's own. On gunicorn versions whose `handle` does not return a plain
@@ -50,12 +52,21 @@ class ThreadWorker(_GThreadWorker):
         buf = getattr(unreader, "buf", None)
         if buf is not None and buf.getvalue():
             return True  # already read ahead: the poller would not see it
-        queue = getattr(self.tpool, "_work_queue", None)
-        if queue is None or not queue.empty():
-            return False  # other connections wait for a thread: hand this one back
+        pending = getattr(conn.sock, "pending", None)
+        if pending is not None and pending():
+            return True  # TLS: decrypted bytes wait in the SSL object, invisible to poll
+        if not self._nobody_waits():
+            return False
         poller = select.poll()
         poller.register(conn.sock, select.POLLIN)
-        return bool(poller.poll(LINGER_SECONDS * 1000))
+        # Asked again after the wait: a connection queued meanwhile must not wait
+        # behind this one's whole next request (which may be a long LLM call).
+        return bool(poller.poll(LINGER_SECONDS * 1000)) and self.alive and self._nobody_waits()
+
+    def _nobody_waits(self) -> bool:
+        """No other connection is queued for a thread of the pool."""
+        queue = getattr(self.tpool, "_work_queue", None)
+        return queue is not None and queue.empty()
 
 
 def _has_bytes(sock: socket.socket) -> bool:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Iterator, List
 
@@ -120,6 +121,31 @@ def server_one_thread() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_a_connection_queued_during_the_linger_does_not_wait_behind_the_next_request(server_one_thread):
+    # One thread, lingering on A. B connects, then A's next request (a slow one) arrives:
+    # the thread must give A back and take B, not serve A's whole slow request first.
+    port = server_one_thread
+    a = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    _get(a)
+    latency: List[float] = []
+
+    def b() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        t0 = time.monotonic()
+        _get(conn)
+        latency.append(time.monotonic() - t0)
+        conn.close()
+
+    other = threading.Thread(target=b)
+    other.start()
+    time.sleep(0.005)
+    a.request("GET", "/slow")
+    assert a.getresponse().read()
+    other.join(10)
+    a.close()
+    assert latency and latency[0] < 0.3  # the slow request takes 0.5 s
 
 
 def test_a_request_after_the_linger_is_still_served_on_the_same_connection(server):
