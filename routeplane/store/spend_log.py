@@ -186,34 +186,70 @@ class SpendRecorder(SettlementRecorder):
             else:
                 self._writing = True
                 item.batch = [item]
-        if item.wake is not None:
-            item.wake.wait()
-        if item.batch is not None:
-            self._lead(item.batch)
+        leading = False
+        try:
+            if item.wake is not None:
+                item.wake.wait()
+            if item.batch is not None:
+                leading = True
+                self._lead(item.batch)
+        except BaseException:
+            if not leading:  # interrupted while waiting (KeyboardInterrupt, a signal handler's SystemExit)
+                self._withdraw(item)
+            raise
         if item.error is not None:
             raise item.error
 
+    def _withdraw(self, item: _Pending) -> None:
+        """An owner stops waiting: its row leaves the queue, or, if the writer role has just reached
+        it, its batch is still written (or every settlement after it would wait for ever)."""
+        with self._lock:
+            if item.batch is None and item in self._waiting:
+                self._waiting.remove(item)
+            batch = item.batch
+        if batch is not None:
+            self._lead(batch)
+
     def _lead(self, batch: List[_Pending]) -> None:
         """Write `batch` in one transaction, wake its rows' owners, and hand the writer role to the
-        oldest row that arrived meanwhile (its owner writes the next batch), or give it up."""
+        oldest row that arrived meanwhile (its owner writes the next batch), or give it up.
+        `batch[0]` is the writer's own row."""
         wrote = self.batches
+        rows = [p.row for p in batch]
+        errors: List[Optional[BaseException]] = []
         try:
-            errors = self._commit([p.row for p in batch])
-        except BaseException as exc:  # noqa: BLE001 - handed to every row's owner below
+            errors = self._commit(rows)
+        except Exception as exc:  # the spool itself failed: every owner hears of it
             errors = [exc] * len(batch)
+        except BaseException as exc:
+            # This thread was interrupted mid-write: its own record() re-raises that, while
+            # the other owners get an ordinary error (their requests go on) and their rows
+            # are spooled when there is a spool (a replay skips rows that did get written).
+            errors = [exc] + [self._after_interrupt(rows)] * (len(batch) - 1)
         finally:
             with self._lock:
                 waiting, self._waiting = self._waiting, []
                 self._writing = bool(waiting)
+                if waiting:
+                    waiting[0].batch = waiting
             if waiting:
-                waiting[0].batch = waiting
                 waiting[0].wake.set()  # type: ignore[union-attr]
-        for p, err in zip(batch, errors):
-            p.error = err
-            if p.wake is not None and p.batch is None:
-                p.wake.set()
+            interrupted = RuntimeError("the spend log write was interrupted")
+            for p, err in zip(batch, errors or [interrupted] * len(batch)):
+                p.error = err
+                if p.wake is not None and p.batch is None:
+                    p.wake.set()
         if self.batches != wrote:
             self._replay_spool()  # outside the writer role: the other settlements need not wait for it
+
+    def _after_interrupt(self, rows: List[Dict[str, Any]]) -> Optional[Exception]:
+        if self.spool is None:
+            return RuntimeError("the spend log write was interrupted")
+        try:
+            self.spool.append(rows)
+        except Exception as exc:  # noqa: BLE001 - the owners log and count the loss
+            return exc
+        return None
 
     def _commit(self, rows: List[Dict[str, Any]]) -> List[Optional[BaseException]]:
         """Write `rows` (or spool them while the store is unavailable); per row, the error its owner gets."""

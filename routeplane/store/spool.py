@@ -82,7 +82,7 @@ class Spool:
             return 0
         try:
             write_rows(rows)
-        except Exception:
+        except BaseException:  # an interrupted replay (KeyboardInterrupt, SystemExit) must not lose them either
             self.append(rows)  # back in line; their ids make a second write of any of them a no-op
             raise
         return len(rows)
