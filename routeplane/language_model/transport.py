@@ -102,9 +102,6 @@ class _HTTPSPool(urllib3.HTTPSConnectionPool):
     ConnectionCls = _ReportingHTTPSConnection
 
 
-MAX_CACHED_POOLS = 64
-
-
 @functools.lru_cache(maxsize=512)
 def _split_url(url: str) -> Tuple[str, str]:
     """(origin, request target) of an upstream URL; the executor's URLs are few and repeat."""
@@ -112,7 +109,7 @@ def _split_url(url: str) -> Tuple[str, str]:
     target = parts.path or "/"
     if parts.query:
         target += "?" + parts.query
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}", target
+    return f"{parts.scheme.lower()}://{parts.netloc}", target  # netloc as written: an IPv6 zone id is case-sensitive
 
 
 class Transport(requests.adapters.HTTPAdapter):
@@ -141,9 +138,10 @@ class Transport(requests.adapters.HTTPAdapter):
         origin = _split_url(request.url)[0]  # type: ignore[arg-type]
         pool = self._pools.get(origin)
         if pool is None or pool.pool is None:  # new, or closed
-            if len(self._pools) >= MAX_CACHED_POOLS:
-                # Route hooks may invent origins: forget them all, as the pool manager's own LRU
-                # does (it drops a pool without closing it; its connections close once unused).
+            if len(self._pools) >= self._pool_connections:  # type: ignore[attr-defined]
+                # As many origins as the pool manager keeps; route hooks may invent more: forget them
+                # all, as its own LRU does (it drops a pool without closing it; its connections
+                # close once unused).
                 self._pools = {}
             pool = super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
             self._pools[origin] = pool
@@ -152,7 +150,7 @@ class Transport(requests.adapters.HTTPAdapter):
     def close(self) -> None:
         super().close()
         pools, self._pools = self._pools, {}
-        for pool in pools.values():  # the pool manager may have dropped some of them already
+        for pool in list(pools.values()):  # the pool manager may have dropped some of them already
             pool.close()
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
