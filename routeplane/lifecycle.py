@@ -25,20 +25,25 @@ class Lifecycle:
         self.draining = threading.Event()
         self.closing = threading.Event()
         self._lock = threading.Lock()
+        self._drain_once = threading.Lock()  # taken by the first begin_drain, never released
         self._open = 0
         self._timer: Optional[threading.Timer] = None
         self._aborts: Dict[int, Callable[[], None]] = {}
         self._ids = itertools.count()
 
     def begin_drain(self, close_after: Optional[float]) -> None:
-        with self._lock:
-            if self.draining.is_set():
-                return
-            self.draining.set()
-            if close_after is not None:
-                self._timer = threading.Timer(max(0.0, close_after), self.close_streams)
-                self._timer.daemon = True
-                self._timer.start()
+        # Runs in a signal handler, and a second SIGTERM can arrive while the first is still in
+        # here (the master signals its workers, and a supervisor may signal the whole process
+        # group too). Waiting for a lock the interrupted frame holds would hang the worker until
+        # the SIGKILL (seen: 30 s, streams cut unsettled), so this is one-shot and never blocks.
+        if not self._drain_once.acquire(blocking=False):
+            return
+        self.draining.set()
+        if close_after is not None:
+            timer = threading.Timer(max(0.0, close_after), self.close_streams)
+            timer.daemon = True
+            self._timer = timer
+            timer.start()
 
     def close_streams(self) -> None:
         """Set `closing` and interrupt every registered stream (idempotent)."""

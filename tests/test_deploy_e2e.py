@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -128,6 +129,24 @@ def test_sigterm_ends_a_call_still_waiting_on_a_slow_upstream_settled(gateway_pr
     assert "SIGKILL" not in gw.logs(), gw.logs()
     settled = [s for s in read_settlements(settle_path) if s["request_id"] == "req-slow"]
     assert len(settled) == 1 and settled[0]["status"] == 503 and settled[0]["streamed"] is False, settled
+
+
+def test_sigterm_to_every_process_at_once_still_stops_at_once(gateway_process, upstream):
+    # What a supervisor signalling the whole process group does (supervisord's stopasgroup,
+    # `kill -TERM -PGID`): each worker gets SIGTERM from it and again from the master, the
+    # second one while its handler still runs. That deadlocked the handler until the SIGKILL.
+    upstream.default = lambda req: Reply.json(openai_completion("ok"))
+    gw = gateway_process(upstream_config(upstream.url), workers=2, threads=4,
+                         env={"ROUTEPLANE_GRACEFUL_TIMEOUT": "10"})
+    assert gw.proc is not None
+    r = requests.post(gw.url + "/v1/chat/completions", timeout=10,
+                      json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    t0 = time.monotonic()
+    for pid in [gw.proc.pid, *children_of(gw.proc.pid)]:
+        os.kill(pid, signal.SIGTERM)
+    gw.proc.wait(30)
+    assert time.monotonic() - t0 < 5  # the graceful timeout (10 s) would mean a hung worker
 
 
 def test_workers_recycle_after_max_requests_without_failures(gateway_process, upstream):
