@@ -1,7 +1,7 @@
 """A cheaper reader of an upstream response's status line and headers, for http.client under urllib3.
 
 `http.client.HTTPResponse.begin` hands the header block to the `email`
-package's feed parser, built for MIME messages: about a twentieth of a
+package's feed parser, built for MIME messages: about 6 % of a
 proxied request's CPU went there (py-spy on a gunicorn worker). Provider
 responses have a dozen plain `Name: value` lines, so `HeadResponse` splits
 those itself and fills the same `HTTPMessage`. Anything unusual (a folded
