@@ -112,6 +112,11 @@ def _split_url(url: str) -> Tuple[str, str]:
     return f"{parts.scheme.lower()}://{parts.netloc}", target  # netloc as written: an IPv6 zone id is case-sensitive
 
 
+def _plain(verify: Any, cert: Any) -> bool:
+    """The executor's own TLS settings (default verification, no client certificate): cacheable."""
+    return verify is True and cert is None
+
+
 class Transport(requests.adapters.HTTPAdapter):
     """requests' adapter made fit for a gateway's hot path:
 
@@ -133,7 +138,7 @@ class Transport(requests.adapters.HTTPAdapter):
 
     def get_connection_with_tls_context(self, request: requests.PreparedRequest, verify: Any,
                                         proxies: Optional[Dict[str, str]] = None, cert: Any = None) -> Any:
-        if proxies or verify is not True or cert is not None:
+        if proxies or not _plain(verify, cert):
             return super().get_connection_with_tls_context(request, verify, proxies=proxies, cert=cert)
         origin = _split_url(request.url)[0]  # type: ignore[arg-type]
         pool = self._pools.get(origin)
@@ -154,10 +159,11 @@ class Transport(requests.adapters.HTTPAdapter):
             pool.close()
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        if verify is True and cert is None and getattr(conn, "_routeplane_verified", False):
+        plain = _plain(verify, cert)
+        if plain and getattr(conn, "_routeplane_verified", False):
             return
         super().cert_verify(conn, url, verify, cert)
-        if verify is True and cert is None:
+        if plain:
             conn._routeplane_verified = True
 
     def request_url(self, request: requests.PreparedRequest, proxies: Optional[Dict[str, str]]) -> str:

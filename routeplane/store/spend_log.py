@@ -142,6 +142,11 @@ class _Pending:
         self.batch: Optional[List["_Pending"]] = None
 
 
+def _interrupted() -> RuntimeError:
+    """What a row's owner hears when the thread writing its batch was interrupted."""
+    return RuntimeError("the spend log write was interrupted")
+
+
 def _cut(value: Optional[str], size: int = 255) -> Optional[str]:
     return None if value is None else str(value)[:size]
 
@@ -234,8 +239,7 @@ class SpendRecorder(SettlementRecorder):
                     waiting[0].batch = waiting
             if waiting:
                 waiting[0].wake.set()  # type: ignore[union-attr]
-            interrupted = RuntimeError("the spend log write was interrupted")
-            for p, err in zip(batch, errors or [interrupted] * len(batch)):
+            for p, err in zip(batch, errors or [_interrupted()] * len(batch)):
                 p.error = err
                 if p.wake is not None and p.batch is None:
                     p.wake.set()
@@ -244,7 +248,7 @@ class SpendRecorder(SettlementRecorder):
 
     def _after_interrupt(self, rows: List[Dict[str, Any]]) -> Optional[Exception]:
         if self.spool is None:
-            return RuntimeError("the spend log write was interrupted")
+            return _interrupted()
         try:
             self.spool.append(rows)
         except Exception as exc:  # noqa: BLE001 - the owners log and count the loss
