@@ -148,6 +148,19 @@ def test_genai_generate_content_text(gclient: genai.Client, upstream_all: FakeUp
     assert "Be terse." in sent
 
 
+def test_genai_sampling_settings_as_the_sdk_types_them(gclient: genai.Client, upstream_all: FakeUpstream) -> None:
+    """google-genai types `top_k` as a float, so it sends `4.0`: an integer to Gemini's JSON mapping."""
+    r = gclient.models.generate_content(model="via-gemini", contents="hi",
+                                        config=types.GenerateContentConfig(top_k=4, max_output_tokens=64, seed=7))
+    assert r.text == "Hello from gemini."
+    gen = _last_request(upstream_all, "gemini").json["generationConfig"]
+    assert gen["topK"] == 4 and isinstance(gen["topK"], int) and gen["seed"] == 7
+    with pytest.raises(genai_errors.ClientError) as exc:
+        gclient.models.generate_content(model="via-gemini", contents="hi",
+                                        config=types.GenerateContentConfig(top_k=4.5))
+    assert exc.value.code == 400 and "generationConfig.topK" in str(exc.value)
+
+
 @pytest.mark.parametrize("wire", WIRES)
 def test_genai_generate_content_stream_text(gclient: genai.Client, wire: str) -> None:
     chunks = list(gclient.models.generate_content_stream(model=f"via-{wire}", contents="hi"))

@@ -116,8 +116,19 @@ def test_tools_tool_config_and_generation_config() -> None:
     assert p.response_format.type == "json_schema" and p.response_format.schema == SCHEMA
 
 
+def test_integer_fields_take_integral_numbers_as_the_json_mapping_does() -> None:
+    p = decode({"contents": [user("x")], "generationConfig": {
+        "topK": 4.0, "maxOutputTokens": 64.0, "seed": 7.0, "candidateCount": 1.0,
+        "thinkingConfig": {"thinkingBudget": 2048.0}}})
+    assert (p.params.top_k, p.params.max_tokens, p.params.seed, p.params.reasoning_budget) == (4, 64, 7, 2048)
+    assert all(type(v) is int for v in (p.params.top_k, p.params.max_tokens, p.params.seed))
+
+
 @pytest.mark.parametrize("body,param", [
     ({"contents": []}, "contents"),
+    ({"contents": [user("x")], "generationConfig": {"topK": 4.5}}, "generationConfig.topK"),
+    ({"contents": [user("x")], "generationConfig": {"maxOutputTokens": "64"}}, "generationConfig.maxOutputTokens"),
+    ({"contents": [user("x")], "generationConfig": {"seed": True}}, "generationConfig.seed"),
     ({"contents": "hi"}, "contents"),
     ({"contents": [user("x")], "generationConfig": {"candidateCount": 2}}, "generationConfig.candidateCount"),
     ({"contents": [user("x")], "tools": [{"googleSearch": {}}]}, "tools[0]"),

@@ -293,7 +293,7 @@ def _decode_tool_config(raw: Any) -> Tuple[Optional[ToolChoice], Optional[List[s
 
 
 def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[ResponseFormat], Any]:
-    n = expect(gen.get("candidateCount"), int, "generationConfig.candidateCount")
+    n = _integer(gen.get("candidateCount"), "generationConfig.candidateCount")
     if n is not None and n != 1:
         raise InvalidRequest("Only candidateCount=1 is supported by this gateway.",
                              param="generationConfig.candidateCount", code="unsupported_value")
@@ -304,7 +304,7 @@ def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[
     effort = budget = None
     if thinking is not None:
         thinking = _camel_keys(thinking)
-        budget = expect(thinking.get("thinkingBudget"), int, "generationConfig.thinkingConfig.thinkingBudget")
+        budget = _integer(thinking.get("thinkingBudget"), "generationConfig.thinkingConfig.thinkingBudget")
         level = expect(thinking.get("thinkingLevel"), str, "generationConfig.thinkingConfig.thinkingLevel")
         if level:
             effort = level.lower()
@@ -318,12 +318,12 @@ def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[
         if budget is not None and budget <= 0:
             budget = None  # 0 = off (effort none), -1 = dynamic: no fixed budget
     params = GenerationParams(
-        max_tokens=expect(gen.get("maxOutputTokens"), int, "generationConfig.maxOutputTokens"),
+        max_tokens=_integer(gen.get("maxOutputTokens"), "generationConfig.maxOutputTokens"),
         temperature=_number(gen, "temperature"),
         top_p=_number(gen, "topP"),
-        top_k=expect(gen.get("topK"), int, "generationConfig.topK"),
+        top_k=_integer(gen.get("topK"), "generationConfig.topK"),
         stop=tuple(stops),
-        seed=expect(gen.get("seed"), int, "generationConfig.seed"),
+        seed=_integer(gen.get("seed"), "generationConfig.seed"),
         presence_penalty=_number(gen, "presencePenalty"),
         frequency_penalty=_number(gen, "frequencyPenalty"),
         reasoning_effort=effort,
@@ -337,6 +337,17 @@ def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[
     if mime == "application/json" or schema is not None:
         rf = ResponseFormat("json_schema", "response", schema) if isinstance(schema, dict) else ResponseFormat("json_object")
     return params, rf, thinking
+
+
+def _integer(value: Any, param: str) -> Optional[int]:
+    """An integer field as Gemini's JSON mapping reads it: `4` and `4.0` alike (google-genai
+    types `top_k` as a float, so its clients send `4.0`); `4.5` is refused."""
+    if isinstance(value, float) and not isinstance(value, bool):
+        if not value.is_integer():
+            raise InvalidRequest(f"Invalid value for '{param}': expected an integer, got {value!r}.", param=param,
+                                 code="invalid_type")
+        return int(value)
+    return expect(value, int, param)
 
 
 def _number(gen: Dict[str, Any], key: str) -> Optional[float]:
