@@ -246,6 +246,18 @@ def bad_upstream(target: RoutingTarget, what: str) -> InvalidUpstreamResponse:
 # --- request validation helpers (inbound) ----------------------------------
 
 
+# An OpenAI-style effort as a thinking budget (translation.md's suggested table), and back.
+EFFORT_BUDGET = {"none": 0, "minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
+BUDGET_EFFORT = ((1024, "minimal"), (2048, "low"), (8192, "medium"))
+
+
+def effort_for_budget(budget: int) -> str:
+    """The effort for a thinking budget (Anthropic `budget_tokens`, Gemini `thinkingBudget`), one rule for every wire."""
+    if budget <= 0:
+        return "none"
+    return next((effort for limit, effort in BUDGET_EFFORT if budget <= limit), "high")
+
+
 def expect(value: Any, types: Any, param: str, required: bool = False) -> Any:
     """Check a field's JSON type; the error names the parameter."""
     if value is None:

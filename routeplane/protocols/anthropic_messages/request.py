@@ -24,7 +24,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import client_extras, expect
+from ..base import EFFORT_BUDGET, client_extras, effort_for_budget, expect
 from .blocks import encode_messages, text_block
 
 PROTOCOL = "anthropic_messages"
@@ -40,9 +40,6 @@ SERVER_TOOLS_KEY = "_anthropic_server_tools"  # [position, tool] of versioned se
 TOOL_FIELDS_KEY = "_anthropic_tool_fields"  # tool name → fields the canonical Tool lacks, same wire only
 SYSTEM_BLOCKS_KEY = "_anthropic_system_blocks"  # the client sent `system` as blocks
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
-
-# Suggested effort → thinking budget (translation.md §3); Anthropic needs 1024 ≤ budget < max_tokens.
-EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
 
 _KNOWN = frozenset(
     {
@@ -97,7 +94,7 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
     output_config = expect(body.get("output_config"), dict, "output_config") or {}
     effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
     if effort is None and budget is not None:
-        effort = budget_effort(budget)
+        effort = effort_for_budget(budget)
     params = GenerationParams(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature"),
@@ -127,13 +124,6 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
         extras=extras,
         extras_protocol=PROTOCOL,
     )
-
-
-def budget_effort(budget: int) -> str:
-    """The OpenAI-style effort closest to an Anthropic thinking budget (inverse of EFFORT_BUDGET)."""
-    if budget <= EFFORT_BUDGET["low"]:
-        return "low"
-    return "medium" if budget <= EFFORT_BUDGET["medium"] else "high"
 
 
 def _number(body: Dict[str, Any], key: str) -> Optional[float]:

@@ -24,7 +24,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import client_extras, expect
+from ..base import EFFORT_BUDGET, client_extras, effort_for_budget, expect
 from ..carried import restore
 from .schema import clean_for_gemini, from_gemini_schema, strip_meta
 
@@ -37,7 +37,6 @@ SYNTHETIC_ID = "call_gx"
 # (history from another vendor); Gemini 3 rejects unsigned calls otherwise.
 SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 # Effort → thinking budget (translation.md §3, a suggested table).
-EFFORT_BUDGET = {"none": 0, "minimal": 1024, "low": 2048, "medium": 8192, "high": 24576, "xhigh": 32768, "max": 32768}
 
 _KNOWN = frozenset({"model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _KNOWN_GEN = frozenset({
@@ -314,7 +313,7 @@ def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[
             effort = "medium"  # dynamic: the model decides; other wires need a size
         elif budget is not None and budget > 0:
             # Wires that only know an effort still hear that thinking was asked for.
-            effort = next((e for e, b in sorted(EFFORT_BUDGET.items(), key=lambda kv: kv[1]) if b >= budget), "high")
+            effort = effort_for_budget(budget)
         if budget is not None and budget <= 0:
             budget = None  # 0 = off (effort none), -1 = dynamic: no fixed budget
     params = GenerationParams(

@@ -22,7 +22,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import client_extras, expect, parse_data_url
+from ..base import client_extras, effort_for_budget, expect, parse_data_url
 from ..carried import restore
 
 PROTOCOL = "openai_responses"
@@ -351,16 +351,6 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         body.pop("stream", None)
         body.pop("stream_options", None)
     return body
-
-
-def effort_for_budget(budget: int) -> str:
-    """A thinking budget (Anthropic/Gemini) as a Responses effort (translation.md §3 table, inverted)."""
-    if budget <= 0:
-        return "none"
-    for limit, effort in ((1024, "minimal"), (2048, "low"), (8192, "medium")):
-        if budget <= limit:
-            return effort
-    return "high"
 
 
 def _encode_tool(t: Tool, same_wire: bool) -> Dict[str, Any]:
