@@ -12,6 +12,7 @@ from google.genai import errors as genai_errors
 from google.genai import types
 from openai import BadRequestError, OpenAI
 
+from routeplane.language_model.routing import RoutingTarget
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply
 from tests.support.wires import CACHED, INPUT, OUTPUT, weather_upstream
@@ -146,6 +147,33 @@ def test_genai_generate_content_text(gclient: genai.Client, upstream_all: FakeUp
     assert r.usage_metadata.total_token_count == INPUT + OUTPUT
     sent = json.dumps(_last_request(upstream_all, wire).json)
     assert "Be terse." in sent
+
+
+@pytest.mark.parametrize("model", ["../../v1beta/cachedContents?", "a/../../../evil?x=1#", "a//b", "."])
+def test_a_client_named_gemini_model_cannot_leave_the_models_path(gateway: GatewayProcess, upstream_all: FakeUpstream,
+                                                                   model: str) -> None:
+    """The upstream model goes into a Gemini URL: a client naming it must not pick another path for the operator's key."""
+    before = len(upstream_all.requests)
+    r = requests.post(gateway.url + "/v1/chat/completions", timeout=10,
+                      json={"model": f"up_gemini:{model}", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code in (400, 404), r.text
+    assert r.json()["error"]["message"]
+    sent = [q.path for q in upstream_all.requests[before:]]
+    assert all(p.startswith("/v1beta/models/") and "evil" not in p and "cachedContents" not in p for p in sent), sent
+
+
+def test_odd_characters_in_a_gemini_model_stay_inside_its_path_segment(gateway: GatewayProcess,
+                                                                      upstream_all: FakeUpstream) -> None:
+    r = requests.post(gateway.url + "/v1/chat/completions", timeout=10, json={
+        "model": "up_gemini:x:streamGenerateContent?alt=sse&y=", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert upstream_all.requests[-1].path == "/v1beta/models/x%3AstreamGenerateContent%3Falt%3Dsse%26y%3D:generateContent"
+    from routeplane.protocols import gemini
+    target = RoutingTarget("g", "x:streamGenerateContent?alt=sse#", "gemini", base_url=upstream_all.url, api_key="k")
+    url = gemini.PROVIDER.url(target, stream=False)
+    assert url == upstream_all.url + "/v1beta/models/x%3AstreamGenerateContent%3Falt%3Dsse%23:generateContent"
+    tuned = RoutingTarget("g", "tunedModels/my-model", "gemini", base_url=upstream_all.url, api_key="k")
+    assert gemini.PROVIDER.url(tuned, stream=True).endswith("/v1beta/tunedModels/my-model:streamGenerateContent?alt=sse")
 
 
 def test_genai_sampling_settings_as_the_sdk_types_them(gclient: genai.Client, upstream_all: FakeUpstream) -> None:

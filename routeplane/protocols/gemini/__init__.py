@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any, Dict, Mapping, Optional
 
-from ...errors import RouteplaneError, UpstreamError
+from ...errors import InvalidRequest, RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import Generation, Prompt
 from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder, json_headers
@@ -46,6 +47,22 @@ class GeminiClientCodec(ClientCodec):
         return response.error_body(err)
 
 
+def _model_path(model: str) -> str:
+    """The model's resource path in the upstream URL (`models/x`, or a path such as `tunedModels/x`).
+
+    A client may name the upstream model (`provider:model`), and here it goes
+    into the URL, not a JSON body: each segment is percent-encoded, so `?`,
+    `#`, `:` or `%` cannot change the path or the method, and an empty, `.` or
+    `..` segment is refused, so the call cannot leave the models' paths with
+    the operator's key.
+    """
+    segments = model.split("/") if "/" in model else ["models", model]
+    if any(seg in ("", ".", "..") for seg in segments):
+        raise InvalidRequest(f"Invalid model name for a Gemini upstream: {model!r}.", param="model",
+                             code="model_not_found")
+    return "/".join(urllib.parse.quote(seg, safe="@") for seg in segments)
+
+
 class GeminiProviderCodec(ProviderCodec):
     protocol = PROTOCOL
 
@@ -53,7 +70,7 @@ class GeminiProviderCodec(ProviderCodec):
         base = (target.base_url or DEFAULT_BASE).rstrip("/")
         if not (base.endswith("/v1beta") or base.endswith("/v1")):
             base += "/v1beta"
-        model = target.model if "/" in target.model else f"models/{target.model}"
+        model = _model_path(target.model)
         return f"{base}/{model}:streamGenerateContent?alt=sse" if stream else f"{base}/{model}:generateContent"
 
     def headers(self, target: RoutingTarget) -> Dict[str, str]:
