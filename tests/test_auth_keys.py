@@ -7,20 +7,24 @@ import hashlib
 import json
 import logging
 import time
+from types import SimpleNamespace
 from typing import Any, Dict, Iterator, Optional
 
 import pytest
 import yaml
 
 from routeplane.app import build_app
+from routeplane.auth.budget import MAX_RESERVATION_MICRO_USD, BudgetPlugin
 from routeplane.auth.caip10 import BASE_MAINNET, SOLANA_MAINNET
 from routeplane.auth.crypto import Wallet
 from routeplane.auth.jwt import mint_token
 from routeplane.auth.keys import KeyError_, check_key, create_key
+from routeplane.auth.plugin import AuthSettings, StoreHandle
 from routeplane.auth.store import AuthStore
 from routeplane.auth.window import BudgetWindow
 from routeplane.cli import main
 from routeplane.config import DEFAULT_CONFIG, parse_config
+from routeplane.protocols import openai_chat
 from routeplane.store import migrate
 
 CHAT = "/v1/chat/completions"
@@ -226,6 +230,32 @@ def test_account_budget_admits_until_spent_then_402(gw: Gateway) -> None:
     assert "12000" in r.json["error"]["message"] and "10000" in r.json["error"]["message"]
     assert sorted(row[3] for row in gw.ledger()) == ["settled"] * 3
     assert sum(row[2] for row in gw.ledger()) == 3 * COST
+
+
+@pytest.mark.parametrize("fail_closed", [True, False])
+def test_a_huge_max_tokens_is_reserved_and_settled_not_a_store_error(tmp_path: Any, fail_closed: bool) -> None:
+    """max_tokens 10**30 made the reservation overflow SQLite's integer: a 503 by default, and
+    when failing open the request ran with no budget and was never charged."""
+    g = Gateway(tmp_path, {"mode": "api_keys", "budget": {"fail_closed": fail_closed}})
+    key = g.key(budget_micro_usd=10000)
+    codes = [g.chat(key, dict(BODY, max_tokens=10 ** 30)).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 402, 402]  # as with any max_tokens: admitted while spend < limit
+    assert [row[2:] for row in g.ledger()] == [(COST, "settled")] * 3
+
+
+@pytest.mark.parametrize("max_tokens,reserved", [(-10 ** 12, "default"), (0, "default"), (5, RESERVE),
+                                                 (10 ** 30, MAX_RESERVATION_MICRO_USD)])
+def test_the_reservation_is_never_a_credit_nor_past_the_cap(tmp_path: Any, max_tokens: int, reserved: Any) -> None:
+    """A negative max_tokens reserved a negative amount: room for other requests while it was in flight."""
+    config = parse_config(config_dict(tmp_path, {"mode": "api_keys"}))
+    settings = AuthSettings.from_config(config.auth).budget
+    plugin = BudgetPlugin(settings, StoreHandle(), config)
+    prompt = openai_chat.CLIENT.decode_request(dict(BODY, max_tokens=max_tokens))
+    amount = plugin.worst_case(SimpleNamespace(prompt=prompt))  # type: ignore[arg-type]
+    if reserved == "default":
+        default = openai_chat.CLIENT.decode_request(dict(BODY, max_tokens=settings.default_max_output_tokens))
+        reserved = plugin.worst_case(SimpleNamespace(prompt=default))  # type: ignore[arg-type]
+    assert amount == reserved and amount > 0
 
 
 def test_rounds_window_counts_the_last_n_requests(gw: Gateway) -> None:

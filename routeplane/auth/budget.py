@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("routeplane.auth.budget")
 
 BUDGET_ID = PluginId("budget")
+# The most one request reserves: $9 billion, past any budget, and far from the 64-bit
+# columns' limit even when added to a window's spend.
+MAX_RESERVATION_MICRO_USD = 2 ** 53
 
 
 class BudgetHook(PreRequestHook):
@@ -132,9 +135,17 @@ class BudgetPlugin(Plugin):
         return out
 
     def worst_case(self, ctx: PipelineContext) -> int:
-        """The most this request can cost on any target of its route: the prompt plus max_tokens of output."""
+        """The most this request can cost on any target of its route: the prompt plus max_tokens of output.
+
+        Never below 0 (a negative `max_tokens` must not make room for other
+        requests while it is in flight) and never above MAX_RESERVATION_MICRO_USD
+        (a client's `max_tokens` of 10**30 exceeds every budget: a 402, not a
+        database overflow that fails the check).
+        """
         prompt = ctx.prompt
-        max_out = prompt.params.max_tokens or self.settings.default_max_output_tokens
+        max_out = prompt.params.max_tokens
+        if max_out is None or max_out <= 0:
+            max_out = self.settings.default_max_output_tokens
         usage = Usage(input_tokens=estimate_usage(prompt, 0).input_tokens, output_tokens=max_out, reported=False)
         costs = []
         for prices in self._prices(prompt.model):
@@ -142,7 +153,8 @@ class BudgetPlugin(Plugin):
             if cost is None:
                 return self.settings.unknown_price_reservation_micro_usd
             costs.append(cost)
-        return max(costs) if costs else self.settings.unknown_price_reservation_micro_usd
+        worst = max(costs) if costs else self.settings.unknown_price_reservation_micro_usd
+        return min(max(worst, 0), MAX_RESERVATION_MICRO_USD)
 
     def _prices(self, model: str) -> Sequence[Prices]:
         # Looked up without resolve(): that would advance round-robin rotation.
