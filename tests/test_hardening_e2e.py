@@ -367,3 +367,69 @@ def test_limits_answer_4xx_in_the_wire_shape(env: Tuple[GatewayProcess, FakeUpst
     assert r.status_code == 502 and "over 1048576 bytes" in r.json()["error"]["message"], r.text[:300]
     r = requests.get(gw.url + "/health", headers={"X-Big": "a" * 5000}, timeout=10)
     assert r.status_code in (400, 431), r.status_code  # gunicorn: Request Header Fields Too Large
+
+
+def _error_shape(wire: str, r: requests.Response) -> str:
+    """The error message, checking the body is in the wire's own error shape."""
+    body = r.json()
+    if wire == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error", body
+        return body["error"]["message"]
+    if wire == "gemini":
+        assert body["error"]["status"] == "INVALID_ARGUMENT" and body["error"]["code"] == 400, body
+        return body["error"]["message"]
+    assert body["error"]["type"] == "invalid_request_error", body
+    return body["error"]["message"]
+
+
+BIG = "1" + "0" * 400  # an integer no float holds
+HUGE = "1" + "0" * 5000  # past int()'s 4300-digit limit
+NUMBER_CASES = [
+    ("chat", "/v1/chat/completions", '{"model":"mock-echo","temperature":%s,"messages":[{"role":"user","content":"hi"}]}'),
+    ("chat", "/v1/chat/completions", '{"model":"mock-echo","max_tokens":%s,"messages":[{"role":"user","content":"hi"}]}'),
+    ("responses", "/v1/responses", '{"model":"mock-echo","top_p":%s,"input":"hi"}'),
+    ("anthropic", "/v1/messages", '{"model":"mock-echo","max_tokens":5,"temperature":%s,'
+                                  '"messages":[{"role":"user","content":"hi"}]}'),
+    ("gemini", "/v1beta/models/mock-echo:generateContent",
+     '{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"presencePenalty":%s}}'),
+    ("gemini", "/v1beta/models/mock-echo:streamGenerateContent?alt=sse",
+     '{"contents":[{"role":"user","parts":[{"text":"hi"}]}],"generationConfig":{"maxOutputTokens":%s}}'),
+]
+
+
+@pytest.mark.parametrize("number", [BIG, HUGE], ids=["400-digits", "5000-digits"])
+@pytest.mark.parametrize("wire,path,template", NUMBER_CASES)
+def test_numbers_past_a_float_are_a_400_on_every_wire(env: Tuple[GatewayProcess, FakeUpstream, str], wire: str,
+                                                      path: str, template: str, number: str) -> None:
+    """An integer too big for a float was a 500 (OverflowError in a codec; past 4300 digits a ValueError)."""
+    gw, _up, _db = env
+    r = requests.post(gw.url + path, data=(template % number).encode(), timeout=10,
+                      headers={"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 400, r.text[:300]
+    assert "out of range" in _error_shape(wire, r)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("metadata", [1, "x", ["a"], {"k": 1}])
+def test_responses_metadata_of_the_wrong_type_is_a_400_before_any_call(env: Tuple[GatewayProcess, FakeUpstream, str],
+                                                                        metadata: Any, stream: bool) -> None:
+    """It was echoed onto the response object after the upstream call: a billed 500, or gunicorn's HTML page streaming."""
+    gw, _up, _db = env
+    r = requests.post(gw.url + "/v1/responses", timeout=10,
+                      json={"model": "mock-echo", "input": "hi", "metadata": metadata, "stream": stream})
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json"), r.text[:300]
+    assert "metadata" in _error_shape("responses", r)
+    r = requests.post(gw.url + "/v1/responses", timeout=10,
+                      json={"model": "mock-echo", "input": "hi", "metadata": {"k": "v"}})
+    assert r.status_code == 200 and r.json()["metadata"] == {"k": "v"}
+
+
+@pytest.mark.parametrize("part", [{"fileData": {"mimeType": 1, "fileUri": "gs://b/x.png"}},
+                                  {"inlineData": {"mimeType": ["image/png"], "data": "aGk="}}])
+def test_gemini_media_type_of_the_wrong_type_is_a_400(env: Tuple[GatewayProcess, FakeUpstream, str],
+                                                      part: Dict[str, Any]) -> None:
+    gw, _up, _db = env
+    r = requests.post(gw.url + "/v1beta/models/mock-echo:generateContent", timeout=10,
+                      json={"contents": [{"role": "user", "parts": [{"text": "hi"}, part]}]})
+    assert r.status_code == 400, r.text[:300]
+    assert "mimeType" in _error_shape("gemini", r)

@@ -48,6 +48,14 @@ def _reject_constant(name: str) -> Any:
     raise InvalidRequest(f"Invalid JSON: {name} is not a JSON value.")
 
 
+def _float_sized_int(text: str) -> int:
+    # An integer past a float's range (309+ digits) breaks every number field and no
+    # upstream takes it; past 4300 digits int() itself refuses it (CVE-2020-10735).
+    if len(text) > 300 and math.isinf(float(text)):
+        raise InvalidRequest(f"Invalid JSON: the number {text[:40]}... is out of range.")
+    return int(text)
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if math.isinf(value):  # 1e999 parses to inf, which no upstream accepts as JSON
@@ -110,13 +118,15 @@ def read_json_body(limit: int) -> Any:
     limits = _limits()
     check_json_depth(text, limits.max_json_depth if limits is not None else DEFAULT_MAX_JSON_DEPTH)
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_sized_int)
     except RouteplaneError:
         raise
     except RecursionError:
         raise InvalidRequest("The request body is nested too deeply.") from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.") from None
+    except ValueError:
+        raise InvalidRequest("The request body is not valid JSON: a value is out of range.") from None
 
 
 def bearer_token(headers: Mapping[str, str]) -> Optional[str]:

@@ -214,14 +214,14 @@ def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tup
         elif isinstance(raw.get("text"), str):
             others.append(TextPart(raw["text"]))
         elif isinstance(inline, dict):
-            mime = str(get(inline, "mimeType") or "application/octet-stream")
+            mime = expect(get(inline, "mimeType"), str, f"{p}.inlineData.mimeType") or "application/octet-stream"
             data = expect(inline.get("data"), str, f"{p}.inlineData.data", required=True)
             others.append(ImagePart(data=data, media_type=mime) if mime.startswith("image/")
                           else FilePart(data=data, media_type=mime))
         elif isinstance(file_data, dict):
-            mime = get(file_data, "mimeType")
+            mime = expect(get(file_data, "mimeType"), str, f"{p}.fileData.mimeType")
             uri = expect(get(file_data, "fileUri"), str, f"{p}.fileData.fileUri", required=True)
-            others.append(ImagePart(url=uri, media_type=mime) if isinstance(mime, str) and mime.startswith("image/")
+            others.append(ImagePart(url=uri, media_type=mime) if mime and mime.startswith("image/")
                           else FilePart(url=uri, media_type=mime))
         else:
             raise InvalidRequest(f"Unsupported part at '{p}'.", param=p)

@@ -66,6 +66,9 @@ def decode_request(body: Any) -> Prompt:
     raw_input = body.get("input")
     if raw_input is None:
         raise InvalidRequest("Missing required parameter: 'input'.", param="input", code="missing_required_parameter")
+    metadata = expect(body.get("metadata"), dict, "metadata")  # echoed on the response object
+    if metadata and not all(isinstance(v, str) for v in metadata.values()):
+        raise InvalidRequest("'metadata' values must be strings.", param="metadata", code="invalid_type")
 
     system: List[TextPart] = []
     instructions = expect(body.get("instructions"), str, "instructions")
