@@ -433,3 +433,41 @@ def test_gemini_media_type_of_the_wrong_type_is_a_400(env: Tuple[GatewayProcess,
                       json={"contents": [{"role": "user", "parts": [{"text": "hi"}, part]}]})
     assert r.status_code == 400, r.text[:300]
     assert "mimeType" in _error_shape("gemini", r)
+
+
+SURROGATE_CASES = [
+    ("chat", "/v1/chat/completions", {"model": "mock-echo", "messages": [{"role": "user", "content": "a\ud800b"}]}),
+    ("responses", "/v1/responses", {"model": "mock-echo", "input": "a\ud800b"}),
+    ("anthropic", "/v1/messages", {"model": "mock-echo", "max_tokens": 50, "system": "s\udfff",
+                                   "messages": [{"role": "user", "content": "a\ud800b"}]}),
+    ("gemini", "/v1beta/models/mock-echo:generateContent", {"contents": [{"role": "user", "parts": [{"text": "a\ud800b"}]}]}),
+]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("wire,path,body", SURROGATE_CASES)
+def test_the_mock_answers_text_with_a_lone_surrogate(env: Tuple[GatewayProcess, FakeUpstream, str], wire: str,
+                                                     path: str, body: Dict[str, Any], stream: bool) -> None:
+    """JSON may escape a lone surrogate ("\\ud800"); the built-in mock hashed the prompt as UTF-8 and answered 500."""
+    gw, _up, _db = env
+    if stream:
+        path = path.replace(":generateContent", ":streamGenerateContent?alt=sse")
+        body = body if wire == "gemini" else dict(body, stream=True)
+    r = requests.post(gw.url + path, data=json.dumps(body).encode(), timeout=10,
+                      headers={"Content-Type": "application/json", "anthropic-version": "2023-06-01"})
+    assert r.status_code == 200, r.text[:300]
+    assert "\\ud800" in r.text or "a\ud800b".encode("utf-8", "surrogatepass").decode("utf-8", "replace") in r.text
+
+
+@pytest.mark.parametrize("schema", [{"type": "object", "required": True},
+                                    {"type": "object", "required": [[]], "properties": {"a": {"type": "string"}}},
+                                    {"type": "object", "required": ["a"], "properties": {"a": {"enum": {"x": 1}}}},
+                                    {"type": "object", "required": ["a"], "properties": {"a": "string"}}])
+def test_the_mock_answers_any_tool_schema(env: Tuple[GatewayProcess, FakeUpstream, str], schema: Dict[str, Any]) -> None:
+    gw, _up, _db = env
+    r = requests.post(gw.url + "/v1/chat/completions", timeout=10, json={
+        "model": "mock-echo", "messages": [{"role": "user", "content": "call f"}], "tool_choice": "required",
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": schema}}]})
+    assert r.status_code in (200, 400), r.text[:300]
+    if r.status_code == 200:
+        assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "f"

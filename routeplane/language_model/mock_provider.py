@@ -85,7 +85,8 @@ class MockProvider:
                 finish = FinishReason.STOP
             parts = (TextPart(text),)
             out_chars = len(text)
-        digest = hashlib.sha1(prompt_text(prompt).encode("utf-8")).hexdigest()[:24]
+        # surrogatepass: a client's JSON may carry a lone surrogate escape ("\ud800"), which is still text
+        digest = hashlib.sha1(prompt_text(prompt).encode("utf-8", "surrogatepass")).hexdigest()[:24]
         usage = Usage(input_tokens=max(1, estimate_tokens(prompt_text(prompt))), output_tokens=(out_chars + 3) // 4)
         return Generation(id=f"mock-{digest}", model=target.model, parts=parts, finish_reason=finish, usage=usage,
                           created=int(time.time()))
@@ -100,7 +101,7 @@ class MockProvider:
         if choice is not None and choice.mode == "tool":
             tool = next((t for t in prompt.tools if t.name == choice.name), tool)
         args = _example_arguments(tool.parameters)
-        call_id = "call_" + hashlib.sha1((tool.name + last.text()).encode()).hexdigest()[:16]
+        call_id = "call_" + hashlib.sha1((tool.name + last.text()).encode("utf-8", "surrogatepass")).hexdigest()[:16]
         return ToolCallPart(call_id, tool.name, json.dumps(args, separators=(",", ":")))
 
     def _stream(self, gen: Generation) -> Iterator[StreamPart]:
@@ -132,12 +133,15 @@ def _example_arguments(schema: Any) -> Dict[str, Any]:
     if not isinstance(schema, dict):
         return {}
     props = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+    required = schema.get("required")
+    names = [n for n in required if isinstance(n, str)] if isinstance(required, list) else list(props)[:1]
     out: Dict[str, Any] = {}
-    for name in schema.get("required") or list(props)[:1]:
-        spec = props.get(name, {}) if isinstance(props.get(name), dict) else {}
+    for name in names:  # a client's schema may be anything: never fail on it
+        spec = props.get(name) if isinstance(props.get(name), dict) else {}
         kind = spec.get("type")
-        if "enum" in spec and spec["enum"]:
-            out[name] = spec["enum"][0]
+        enum = spec.get("enum")
+        if isinstance(enum, list) and enum:
+            out[name] = enum[0]
         elif kind in ("integer", "number"):
             out[name] = 1
         elif kind == "boolean":
