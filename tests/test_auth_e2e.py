@@ -90,6 +90,29 @@ def test_sdk_clients_with_keys_and_tokens(gateway: GatewayProcess, wallet: Walle
             client.messages.create(model="mock-echo", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
 
 
+def test_model_listing_errors_come_in_each_sdks_own_shape(gateway: GatewayProcess, capsys: Any) -> None:
+    """/v1/models serves three SDKs; its 401 and 404 were OpenAI-shaped for all of them."""
+    import anthropic
+    from google import genai
+    from google.genai import errors as genai_errors
+    from google.genai import types as genai_types
+
+    with anthropic.Anthropic(base_url=gateway.url, api_key="sk-ant-wrong", max_retries=0) as client:
+        with pytest.raises(anthropic.AuthenticationError) as exc:
+            client.models.list()
+    assert exc.value.body["type"] == "error" and exc.value.body["error"]["type"] == "authentication_error"
+    key = create_key(gateway.config_path, capsys, "--name", "models")
+    with anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0) as client:
+        assert "mock-echo" in [m.id for m in client.models.list()]
+        with pytest.raises(anthropic.NotFoundError) as nf:
+            client.models.retrieve("no-such-model")
+    assert nf.value.body["type"] == "error" and nf.value.body["error"]["type"] == "not_found_error"
+    gclient = genai.Client(api_key="wrong-key", http_options=genai_types.HttpOptions(base_url=gateway.url))
+    with pytest.raises(genai_errors.ClientError) as gexc:
+        list(gclient.models.list())
+    assert gexc.value.code == 401 and gexc.value.status == "UNAUTHENTICATED", gexc.value
+
+
 def test_refusals_over_http(gateway: GatewayProcess, wallet: Wallet, capsys: Any) -> None:
     url = gateway.url
     with requests.Session() as http:

@@ -11,7 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..auth.guard import require_scope
 from ..errors import InternalError, ModelNotFound, RouteplaneError
-from ..protocols import gemini, openai_chat, openai_responses
+from ..protocols import anthropic_messages, gemini, openai_chat, openai_responses
 from .anthropic import anthropic_model, anthropic_models_page
 from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
 from .gemini import gemini_model, gemini_models_page
@@ -60,7 +60,7 @@ def make_blueprint(app: "App") -> Blueprint:
         return error_response(err, openai_responses.CLIENT.error_body, request_id())
 
     @bp.get("/v1/models")
-    @require_scope(app)
+    @require_scope(app, render=_models_error_body)
     def list_models() -> Response:
         if "anthropic-version" in request.headers:  # the anthropic SDK's models.list()
             return jsonify(anthropic_models_page(allowed_models(app)))
@@ -69,7 +69,7 @@ def make_blueprint(app: "App") -> Blueprint:
         return jsonify({"object": "list", "data": allowed_models(app)})
 
     @bp.get("/v1/models/<path:model_id>")
-    @require_scope(app)
+    @require_scope(app, render=_models_error_body)
     def get_model(model_id: str) -> Response:
         if "x-goog-api-key" in request.headers and model_id.startswith("models/"):
             model_id = model_id[7:]
@@ -78,9 +78,7 @@ def make_blueprint(app: "App") -> Blueprint:
                 if "x-goog-api-key" in request.headers:
                     return jsonify(gemini_model(entry))
                 return jsonify(anthropic_model(entry) if "anthropic-version" in request.headers else entry)
-        if "x-goog-api-key" in request.headers:
-            return error_response(ModelNotFound(model_id), gemini.CLIENT.error_body, request_id())
-        return error_response(ModelNotFound(model_id), codec.error_body, request_id())
+        return error_response(ModelNotFound(model_id), _models_error_body, request_id())
 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -89,6 +87,15 @@ def make_blueprint(app: "App") -> Blueprint:
         return error_response(err, codec.error_body, request_id())
 
     return bp
+
+
+def _models_error_body(err: RouteplaneError) -> Any:
+    """/v1/models is shared by three SDKs: an error answers in the shape of the one asking (as the listing does)."""
+    if "x-goog-api-key" in request.headers:  # google-genai
+        return gemini.CLIENT.error_body(err)
+    if "anthropic-version" in request.headers:  # the anthropic SDK
+        return anthropic_messages.CLIENT.error_body(err)
+    return openai_chat.CLIENT.error_body(err)
 
 
 def allowed_models(app: "App") -> List[Dict[str, Any]]:
