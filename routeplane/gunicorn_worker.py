@@ -24,10 +24,12 @@ keep-alive flag, the worker behaves exactly like gthread.
 
 from __future__ import annotations
 
+import json
 import select
 import socket
 from typing import Any
 
+from gunicorn import util
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
 
 # Long enough for a client's next request on a busy connection (tens of µs to
@@ -36,6 +38,10 @@ LINGER_SECONDS = 0.02
 
 
 class ThreadWorker(_GThreadWorker):
+    def init_process(self) -> None:
+        util.write_error = write_json_error  # gunicorn's own refusals (limits, bad framing) in JSON
+        super().init_process()
+
     def handle(self, conn: Any) -> Any:
         if not getattr(conn, "initialized", True) and getattr(conn, "data_ready", None) is False:
             # A new connection: gthread (>= 26) waits for its first bytes with a
@@ -78,3 +84,28 @@ def _has_bytes(sock: socket.socket) -> bool:
     except OSError:
         return True  # the read will report the error
     return True
+
+
+_GOOGLE_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 413: "INVALID_ARGUMENT",
+                  414: "INVALID_ARGUMENT", 417: "FAILED_PRECONDITION", 431: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED"}
+
+
+def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's answer to a request it refuses before the app runs (a request line or header past
+    the `limits`, broken framing), as JSON instead of its HTML page.
+
+    The request is not parsed, so its wire is unknown: the one body has the
+    fields of all three error shapes (OpenAI `error.message/type/code`,
+    Anthropic `type: error` + `error.type/message`, Gemini
+    `error.code/message/status`), and each SDK reads it as its own.
+    """
+    message = f"{reason}: {mesg}" if mesg else reason
+    body = json.dumps({"type": "error", "error": {
+        "type": "invalid_request_error" if status_int < 500 else "api_error",
+        "message": message[:500],
+        "code": status_int,
+        "status": _GOOGLE_STATUS.get(status_int, "INTERNAL" if status_int >= 500 else "INVALID_ARGUMENT"),
+    }}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1", "replace")
+    util.write_nonblock(sock, head + body)

@@ -471,3 +471,25 @@ def test_the_mock_answers_any_tool_schema(env: Tuple[GatewayProcess, FakeUpstrea
     assert r.status_code in (200, 400), r.text[:300]
     if r.status_code == 200:
         assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "f"
+
+
+@pytest.mark.parametrize("case", ["request-line", "one-big-header", "too-many-headers"])
+def test_gunicorns_own_refusals_are_json_every_sdk_reads(env: Tuple[GatewayProcess, FakeUpstream, str],
+                                                        case: str) -> None:
+    """Past a header limit gunicorn answers before the app runs; that page was HTML (414/431 text/html)."""
+    gw, _up, _db = env
+    headers = {"Content-Type": "application/json"}
+    url = gw.url + "/v1/chat/completions"
+    if case == "request-line":
+        url += "?q=" + "a" * 9000
+    elif case == "one-big-header":
+        headers["X-Big"] = "a" * 5000
+    else:
+        headers.update({f"X-H{i}": "v" for i in range(120)})
+    r = requests.post(url, data=b"{}", headers=headers, timeout=10)
+    assert r.status_code in (400, 414, 431) and r.headers["Content-Type"] == "application/json", (r.status_code, r.text)
+    body = r.json()
+    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"  # Anthropic's shape
+    assert body["error"]["message"] and body["error"]["code"] == r.status_code  # OpenAI's and Gemini's
+    assert body["error"]["status"] == "INVALID_ARGUMENT"
+    assert requests.get(gw.url + "/health", timeout=10).status_code == 200
