@@ -75,7 +75,7 @@ class GenerationAccumulator:
             if part.usage is not None:
                 self.usage = part.usage
         elif isinstance(part, TextStart):
-            self._open(part.index, {"kind": "text", "text": []})
+            self._open(part.index, {"kind": "text", "text": [], "refusal": part.refusal})
         elif isinstance(part, TextDelta):
             self._open(part.index, {"kind": "text", "text": []})["text"].append(part.text)
             self.output_chars += len(part.text)
@@ -114,7 +114,7 @@ class GenerationAccumulator:
         for i in self._order:
             b = self._blocks[i]
             if b["kind"] == "text":
-                out.append(TextPart("".join(b["text"])))
+                out.append(TextPart("".join(b["text"]), refusal=b.get("refusal", False)))
             elif b["kind"] == "reasoning":
                 out.append(
                     ReasoningPart("".join(b["text"]), b.get("signature"), b.get("redacted"), b.get("provider"))
@@ -142,7 +142,7 @@ def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
     yield ResponseStart(gen.id, gen.model, gen.created)
     for i, p in enumerate(gen.parts):
         if isinstance(p, TextPart):
-            yield TextStart(i)
+            yield TextStart(i, p.refusal)
             if p.text:
                 yield TextDelta(i, p.text)
             yield TextEnd(i)

@@ -34,6 +34,9 @@ class TextPart:
     text: str
     # Anthropic prompt-caching marker, kept verbatim on the Anthropic wire.
     cache_control: Optional[Mapping[str, Any]] = None
+    # The model's refusal (OpenAI `refusal`): the OpenAI wires keep it apart from the
+    # content (their SDKs' parse() helpers rely on that); the others show it as text.
+    refusal: bool = False
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,7 @@ class ResponseStart:
 @dataclass(frozen=True)
 class TextStart:
     index: int
+    refusal: bool = False  # this block is the model's refusal (see TextPart.refusal)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ def _int(v: Any) -> int:
 
 
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
-    text = "".join(p.text for p in gen.parts if isinstance(p, TextPart))
+    text = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and not p.refusal)
+    refusal = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and p.refusal)
     calls = [
         {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
         for p in gen.parts
@@ -106,8 +107,8 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     ]
     message: Dict[str, Any] = {
         "role": "assistant",
-        "content": text if (text or not calls) else None,
-        "refusal": None,
+        "content": text if (text or not (calls or refusal)) else None,
+        "refusal": refusal or None,
         "annotations": [],
     }
     if calls:
@@ -147,7 +148,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     elif isinstance(content, list):
         parts.extend(TextPart(c["text"]) for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
     if isinstance(msg.get("refusal"), str) and msg["refusal"]:
-        parts.append(TextPart(msg["refusal"]))
+        parts.append(TextPart(msg["refusal"], refusal=True))
     for call in as_list(msg.get("tool_calls")):
         if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
             raise bad_upstream(target, "malformed tool call")

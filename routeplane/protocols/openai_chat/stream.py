@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
@@ -44,6 +44,7 @@ class ChatStreamEncoder(StreamEncoder):
         self._created = int(time.time())
         self._started = False
         self._tool_index: Dict[int, int] = {}  # canonical block index → OpenAI tool_calls index
+        self._refusals: Set[int] = set()  # canonical text blocks that are the model's refusal
         self._usage: Optional[Usage] = None
         self._finished = False
 
@@ -72,10 +73,13 @@ class ChatStreamEncoder(StreamEncoder):
             if part.created:
                 self._created = part.created
             self._start(out)
+        elif isinstance(part, TextStart):
+            if part.refusal:
+                self._refusals.add(part.index)
         elif isinstance(part, TextDelta):
             self._start(out)
             if part.text:
-                out.append(self._chunk({"content": part.text}))
+                out.append(self._chunk({"refusal" if part.index in self._refusals else "content": part.text}))
         elif isinstance(part, ToolCallStart):
             self._start(out)
             k = self._tool_index.setdefault(part.index, len(self._tool_index))
@@ -127,6 +131,7 @@ class ChatStreamDecoder(StreamDecoder):
         self._done = False
         self._next_block = 0
         self._text_block: Optional[int] = None
+        self._refusal_block: Optional[int] = None
         self._reasoning_block: Optional[int] = None
         self._tools: Dict[int, int] = {}  # OpenAI tool index → canonical block index
         self._tool_ids: Dict[int, str] = {}  # OpenAI tool index → the id its first fragment carried
@@ -174,17 +179,24 @@ class ChatStreamDecoder(StreamDecoder):
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
             if self._reasoning_block is None:
-                out.extend(self._close_text())
+                out.extend(self._close_text() + self._close_refusal())
                 self._reasoning_block = self._block()
                 out.append(ReasoningStart(self._reasoning_block, PROTOCOL))
             out.append(ReasoningDelta(self._reasoning_block, reasoning))
         content = delta.get("content")
         if isinstance(content, str) and content:
             if self._text_block is None:
-                out.extend(self._close_reasoning())
+                out.extend(self._close_reasoning() + self._close_refusal())
                 self._text_block = self._block()
                 out.append(TextStart(self._text_block))
             out.append(TextDelta(self._text_block, content))
+        refusal = delta.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            if self._refusal_block is None:
+                out.extend(self._close_reasoning() + self._close_text())
+                self._refusal_block = self._block()
+                out.append(TextStart(self._refusal_block, refusal=True))
+            out.append(TextDelta(self._refusal_block, refusal))
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for frag in calls:
@@ -199,7 +211,7 @@ class ChatStreamDecoder(StreamDecoder):
                 # new id on a known index starts a new call instead of merging arguments.
                 seen_id = self._tool_ids.get(idx)
                 if idx not in self._tools or (call_id and seen_id and call_id != seen_id):
-                    out.extend(self._close_text() + self._close_reasoning())
+                    out.extend(self._close_text() + self._close_refusal() + self._close_reasoning())
                     self._tools[idx] = self._block()
                     self._tool_blocks.append(self._tools[idx])
                     if call_id:
@@ -224,6 +236,12 @@ class ChatStreamDecoder(StreamDecoder):
         i, self._text_block = self._text_block, None
         return [TextEnd(i)]
 
+    def _close_refusal(self) -> List[StreamPart]:
+        if self._refusal_block is None:
+            return []
+        i, self._refusal_block = self._refusal_block, None
+        return [TextEnd(i)]
+
     def _close_reasoning(self) -> List[StreamPart]:
         if self._reasoning_block is None:
             return []
@@ -231,7 +249,7 @@ class ChatStreamDecoder(StreamDecoder):
         return [ReasoningEnd(i)]
 
     def _close_all(self) -> List[StreamPart]:
-        out = self._close_reasoning() + self._close_text()
+        out = self._close_reasoning() + self._close_text() + self._close_refusal()
         out.extend(ToolCallEnd(i) for i in self._tool_blocks)
         return out
 

@@ -83,10 +83,17 @@ def _int(v: Any) -> int:
 # --- output items ----------------------------------------------------------
 
 
-def message_item(item_id: str, texts: List[str], status: str = "completed") -> Dict[str, Any]:
+def content_part(text: str, refusal: bool = False) -> Dict[str, Any]:
+    """A message's content part: the model's text, or its refusal (kept apart: the SDK's parse() relies on it)."""
+    if refusal:
+        return {"type": "refusal", "refusal": text}
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def message_item(item_id: str, parts: List[TextPart], status: str = "completed") -> Dict[str, Any]:
     return {
         "type": "message", "id": item_id, "role": "assistant", "status": status,
-        "content": [{"type": "output_text", "text": t, "annotations": [], "logprobs": []} for t in texts],
+        "content": [content_part(p.text, p.refusal) for p in parts],
     }
 
 
@@ -116,7 +123,7 @@ def reasoning_identity(part: ReasoningPart) -> Tuple[str, Optional[str]]:
 
 def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
-    texts: List[str] = []
+    texts: List[TextPart] = []
 
     def flush() -> None:
         if texts:
@@ -125,7 +132,7 @@ def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
 
     for p in parts:
         if isinstance(p, TextPart):
-            texts.append(p.text)
+            texts.append(p)
         elif isinstance(p, ToolCallPart):
             flush()
             out.append(function_call_item(f"fc_{p.id}", p))
@@ -189,7 +196,7 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
                 if isinstance(c, dict) and c.get("type") == "output_text" and isinstance(c.get("text"), str):
                     parts.append(TextPart(c["text"]))
                 elif isinstance(c, dict) and c.get("type") == "refusal" and isinstance(c.get("refusal"), str):
-                    parts.append(TextPart(c["refusal"]))
+                    parts.append(TextPart(c["refusal"], refusal=True))
         elif kind == "function_call":
             parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
                                       str(item.get("arguments") or "{}")))

@@ -22,6 +22,7 @@ from ...language_model.types import (
     StreamPart,
     TextDelta,
     TextEnd,
+    TextPart,
     TextStart,
     ToolCallDelta,
     ToolCallEnd,
@@ -34,6 +35,7 @@ from ..base import StreamDecoder, StreamEncoder, as_list, bad_upstream
 from ..sse import SSEEvent, frame
 from .request import PROTOCOL, pack_reasoning_signature
 from .response import (
+    content_part,
     decode_usage,
     failed_error,
     failure,
@@ -62,6 +64,7 @@ class _Item:
     redacted: Optional[str] = None
     signature: Optional[str] = None
     part_open: bool = False
+    refusal: bool = False  # a message whose one content part is the model's refusal
 
 
 class ResponsesStreamEncoder(StreamEncoder):
@@ -159,13 +162,17 @@ class ResponsesStreamEncoder(StreamEncoder):
 
     def _apply(self, part: StreamPart, out: List[bytes]) -> None:
         if isinstance(part, TextStart):
-            self._text_item(out, part.index)
+            self._text_item(out, part.index, part.refusal)
         elif isinstance(part, TextDelta):
             item = self._text_item(out, part.index)
             if item is not None and part.text:
                 item.text.append(part.text)
-                self._event(out, "response.output_text.delta", item_id=item.id, output_index=item.output_index,
-                            content_index=0, delta=part.text, logprobs=[])
+                if item.refusal:
+                    self._event(out, "response.refusal.delta", item_id=item.id, output_index=item.output_index,
+                                content_index=0, delta=part.text)
+                else:
+                    self._event(out, "response.output_text.delta", item_id=item.id, output_index=item.output_index,
+                                content_index=0, delta=part.text, logprobs=[])
         elif isinstance(part, (TextEnd, ReasoningEnd, ToolCallEnd)):
             if isinstance(part, ReasoningEnd) and part.index in self._open and part.signature:
                 self._open[part.index].signature = part.signature
@@ -211,16 +218,17 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._next_index += 1
         self._event(out, "response.output_item.added", output_index=item.output_index, item=added)
 
-    def _text_item(self, out: List[bytes], index: int) -> Optional[_Item]:
+    def _text_item(self, out: List[bytes], index: int, refusal: bool = False) -> Optional[_Item]:
         item = self._open.get(index)
         if item is not None:
             return item if item.kind == "message" else None
-        self._closed.pop(index, None)  # late text for a closed block continues in a new message item
-        item = self._begin(out, index, _Item("message", id=new_id("msg")))
+        late = self._closed.pop(index, None)  # late text for a closed block continues in a new message item
+        refusal = refusal or (late is not None and late.refusal)
+        item = self._begin(out, index, _Item("message", id=new_id("msg"), refusal=refusal))
         self._announce(out, item, {"type": "message", "id": item.id, "role": "assistant", "status": "in_progress",
                                    "content": []})
         self._event(out, "response.content_part.added", item_id=item.id, output_index=item.output_index,
-                    content_index=0, part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+                    content_index=0, part=content_part("", refusal))
         return item
 
     def _reasoning_delta(self, out: List[bytes], item: _Item, text: str) -> None:
@@ -242,12 +250,15 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._closed[index] = item
         text = "".join(item.text)
         if item.kind == "message":
-            part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
-            self._event(out, "response.output_text.done", item_id=item.id, output_index=item.output_index,
-                        content_index=0, text=text, logprobs=[])
+            if item.refusal:
+                self._event(out, "response.refusal.done", item_id=item.id, output_index=item.output_index,
+                            content_index=0, refusal=text)
+            else:
+                self._event(out, "response.output_text.done", item_id=item.id, output_index=item.output_index,
+                            content_index=0, text=text, logprobs=[])
             self._event(out, "response.content_part.done", item_id=item.id, output_index=item.output_index,
-                        content_index=0, part=part)
-            done = message_item(item.id, [text])
+                        content_index=0, part=content_part(text, item.refusal))
+            done = message_item(item.id, [TextPart(text, refusal=item.refusal)])
         elif item.kind == "function_call":
             self._event(out, "response.function_call_arguments.done", item_id=item.id,
                         output_index=item.output_index, arguments=text)
@@ -355,14 +366,15 @@ class ResponsesStreamDecoder(StreamDecoder):
                 out.append(ReasoningStart(block, PROTOCOL))
                 self._blocks[(f"#{data.get('output_index')}", 0)] = block
         elif kind == "response.content_part.added":
-            self._text_block(key, data, out)
+            part = data.get("part") if isinstance(data.get("part"), dict) else {}
+            self._text_block(key, data, out, part.get("type") == "refusal")
         elif kind in ("response.output_text.delta", "response.refusal.delta"):
-            block = self._text_block(key, data, out)
+            block = self._text_block(key, data, out, kind == "response.refusal.delta")
             if isinstance(data.get("delta"), str) and data["delta"]:
                 self._seen[block] = True
                 out.append(TextDelta(block, data["delta"]))
         elif kind in ("response.output_text.done", "response.refusal.done"):
-            block = self._text_block(key, data, out)
+            block = self._text_block(key, data, out, kind == "response.refusal.done")
             full = data.get("text") if kind.endswith("text.done") else data.get("refusal")
             if not self._seen.get(block) and isinstance(full, str) and full:
                 self._seen[block] = True
@@ -412,12 +424,12 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._open.append(block)
         return block
 
-    def _text_block(self, key: str, data: Dict[str, Any], out: List[StreamPart]) -> int:
+    def _text_block(self, key: str, data: Dict[str, Any], out: List[StreamPart], refusal: bool = False) -> int:
         ci = data.get("content_index") if isinstance(data.get("content_index"), int) else 0
         block = self._blocks.get((key, ci))
         if block is None:
             block = self._open_block((key, ci), "text", out)
-            out.append(TextStart(block))
+            out.append(TextStart(block, refusal))
         return block
 
     def _end(self, block: int) -> List[StreamPart]:
@@ -441,7 +453,7 @@ class ResponsesStreamDecoder(StreamDecoder):
                 text = c.get("text", c.get("refusal")) if isinstance(c, dict) else None
                 if block is None and isinstance(text, str) and text:
                     block = self._open_block((ikey, ci), "text", out)
-                    out.append(TextStart(block))
+                    out.append(TextStart(block, c.get("type") == "refusal"))
                 if block is not None:
                     if not self._seen.get(block) and isinstance(text, str) and text:
                         self._seen[block] = True
