@@ -202,8 +202,8 @@ class MessagesStreamEncoder(StreamEncoder):
     def _go_live(self, index: int, out: List[bytes]) -> None:
         block = self._blocks[index]
         self._live = index
-        if block.kind != "text":  # text opens lazily on its first non-empty delta
-            self._open_wire(block, out)
+        if block.kind != "text" and not _foreign_thinking(block):
+            self._open_wire(block, out)  # text and foreign thinking open lazily, on their first non-empty delta
         pending, block.pending = block.pending, []
         for p in pending:
             if self._live != index:
@@ -256,6 +256,8 @@ class MessagesStreamEncoder(StreamEncoder):
             if isinstance(start, ReasoningStart) and start.redacted is not None:
                 return
             if part.text:
+                if block.wire_index is None:
+                    self._open_wire(block, out)
                 self._delta(block, {"type": "thinking_delta", "thinking": part.text}, out)
             if part.signature:
                 self._signature(block, part.signature, out)
@@ -284,6 +286,13 @@ class MessagesStreamEncoder(StreamEncoder):
         if block.wire_index is not None:
             out.append(_event({"type": "content_block_stop", "index": block.wire_index}))
         self._live = None
+
+
+def _foreign_thinking(block: _Block) -> bool:
+    """Reasoning from another vendor: without text (an OpenAI reasoning item without a summary)
+    it has nothing to show, and an empty `thinking` block is what Anthropic never sends."""
+    start = block.start
+    return isinstance(start, ReasoningStart) and start.provider != PROTOCOL and start.redacted is None
 
 
 class MessagesStreamDecoder(StreamDecoder):
