@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mimetypes
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import InvalidRequest
@@ -476,20 +477,31 @@ def _encode_parts(m: Message, names: Dict[str, str], placeholder: str) -> List[D
             if not is_synthetic(p.tool_call_id):
                 resp["id"] = p.tool_call_id
             out.append({"functionResponse": resp})
-        elif isinstance(p, ImagePart):
-            if p.data is not None:
-                out.append({"inlineData": {"mimeType": p.media_type or "image/png", "data": p.data}})
-            else:
-                # Gemini fetches only Files API / GCS URIs; other URLs fail upstream with a 400.
-                out.append({"fileData": {"mimeType": p.media_type or "image/jpeg", "fileUri": p.url}})
-        elif isinstance(p, FilePart):
-            if p.data is not None:
-                out.append({"inlineData": {"mimeType": p.media_type or "application/pdf", "data": p.data}})
-            elif p.url:
-                out.append({"fileData": {"mimeType": p.media_type or "application/pdf", "fileUri": p.url}})
+            # Images and files of a result go as parts of the same user turn, after the
+            # responses (translation.md §4: functionResponse.parts needs newer models).
+            out.extend(m for m in (_media_part(c) for c in p.content) if m is not None)
+        else:
+            media = _media_part(p)
+            if media is not None:
+                out.append(media)
     # Results first in a mixed user turn (Gemini pairs them with the call turn).
     out.sort(key=lambda d: 0 if "functionResponse" in d else 1)
     return out
+
+
+def _media_part(p: ContentPart) -> Optional[Dict[str, Any]]:
+    if isinstance(p, ImagePart):
+        if p.data is not None:
+            return {"inlineData": {"mimeType": p.media_type or "image/png", "data": p.data}}
+        # Gemini fetches only Files API / GCS URIs; other URLs fail upstream with a 400.
+        mime = p.media_type or mimetypes.guess_type(p.url or "")[0] or "image/jpeg"
+        return {"fileData": {"mimeType": mime, "fileUri": p.url}}
+    if isinstance(p, FilePart):
+        if p.data is not None:
+            return {"inlineData": {"mimeType": p.media_type or "application/pdf", "data": p.data}}
+        if p.url:
+            return {"fileData": {"mimeType": p.media_type or "application/pdf", "fileUri": p.url}}
+    return None
 
 
 def parse_args(arguments: str) -> Dict[str, Any]:

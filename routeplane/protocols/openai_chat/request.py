@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import InvalidRequest
@@ -364,11 +363,20 @@ def _encode_tool(t: Tool) -> Dict[str, Any]:
 
 def _encode_message(m: Message) -> List[Dict[str, Any]]:
     if m.role is Role.TOOL:
-        return [
-            {"role": "tool", "tool_call_id": r.tool_call_id, "content": _result_text(r)}
-            for r in m.parts
-            if isinstance(r, ToolResultPart)
-        ]
+        results = [r for r in m.parts if isinstance(r, ToolResultPart)]
+        out_t: List[Dict[str, Any]] = [
+            {"role": "tool", "tool_call_id": r.tool_call_id, "content": _result_text(r)} for r in results]
+        # A tool message holds text only: images and files of the results follow in one user
+        # message, each after a line naming its call (translation.md §4).
+        attached: List[Dict[str, Any]] = []
+        for r in results:
+            media = [c for c in (_encode_user_part(p) for p in r.content if not isinstance(p, TextPart)) if c]
+            if media:
+                attached.append({"type": "text", "text": f"Attachments of the tool result {r.tool_call_id}:"})
+                attached.extend(media)
+        if attached:
+            out_t.append({"role": "user", "content": attached})
+        return out_t
     if m.role is Role.ASSISTANT:
         text = "".join(p.text for p in m.parts if isinstance(p, TextPart))
         calls = [
@@ -420,8 +428,7 @@ def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
 
 def _result_text(r: ToolResultPart) -> str:
     text = r.text()
-    non_text = [p for p in r.content if not isinstance(p, TextPart)]
-    if non_text and not text:
-        text = json.dumps({"note": "non-text tool result omitted"})
+    if not text and any(_encode_user_part(p) for p in r.content if not isinstance(p, TextPart)):
+        text = "(the result is in the attachments that follow)"
     # OpenAI has no error flag on tool results: say it in the text.
     return f"Error: {text}" if r.is_error and not text.startswith("Error") else text

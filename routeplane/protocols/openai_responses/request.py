@@ -376,7 +376,12 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
                 text = r.text()
                 if r.is_error and not text.startswith("Error"):
                     text = f"Error: {text}"  # Responses has no error flag on outputs
-                out.append({"type": "function_call_output", "call_id": r.tool_call_id, "output": text})
+                output: Any = text
+                if any(not isinstance(p, TextPart) for p in r.content):
+                    # Images and files: the array form (input_text / input_image / input_file) keeps them.
+                    output = ([{"type": "input_text", "text": text}] if text else []) + [
+                        c for c in (_encode_user_part(p) for p in r.content if not isinstance(p, TextPart)) if c]
+                out.append({"type": "function_call_output", "call_id": r.tool_call_id, "output": output})
         return out
     if m.role is Role.ASSISTANT:
         items: List[Dict[str, Any]] = []

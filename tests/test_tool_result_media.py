@@ -1,0 +1,72 @@
+"""Images in tool results reach every upstream wire (translation.md §4); they were dropped for Chat, Responses and Gemini."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import pytest
+
+from routeplane.language_model.routing import RoutingTarget
+from routeplane.protocols import gemini, openai_chat, openai_responses
+from routeplane.protocols.anthropic_messages.request import decode_request as decode_anthropic
+
+PNG = "iVBORw0KGgo="
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}
+
+
+def prompt(result_content: List[Dict[str, Any]]) -> Any:
+    return decode_anthropic({"model": "m", "max_tokens": 50, "messages": [
+        {"role": "user", "content": "Screenshot the page."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": result_content},
+                                     {"type": "text", "text": "What do you see?"}]},
+    ]})
+
+
+def target(protocol: str) -> RoutingTarget:
+    return RoutingTarget("p", "up", protocol, base_url="http://up", api_key="k")
+
+
+@pytest.mark.parametrize("text", ["here", None])
+def test_chat_upstream_gets_the_image_in_a_user_message_after_the_tool_messages(text: Any) -> None:
+    content = ([{"type": "text", "text": text}] if text else []) + [IMAGE]
+    body = openai_chat.PROVIDER.encode_request(prompt(content), target("openai_chat"), stream=False)
+    roles = [m["role"] for m in body["messages"]]
+    assert roles == ["user", "assistant", "tool", "user", "user"]
+    tool, attached = body["messages"][2], body["messages"][3]
+    assert tool["tool_call_id"] == "toolu_1" and tool["content"] == (text or "(the result is in the attachments that follow)")
+    assert attached["content"][0] == {"type": "text", "text": "Attachments of the tool result toolu_1:"}
+    assert attached["content"][1] == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}
+    assert body["messages"][4]["content"] == "What do you see?"
+
+
+def test_responses_upstream_gets_the_array_form_of_the_output() -> None:
+    body = openai_responses.PROVIDER.encode_request(prompt([{"type": "text", "text": "here"}, IMAGE]),
+                                                    target("openai_responses"), stream=False)
+    out = [i for i in body["input"] if i.get("type") == "function_call_output"]
+    assert out == [{"type": "function_call_output", "call_id": "toolu_1", "output": [
+        {"type": "input_text", "text": "here"},
+        {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "auto"}]}]
+
+
+def test_responses_text_only_output_stays_a_string() -> None:
+    body = openai_responses.PROVIDER.encode_request(prompt([{"type": "text", "text": "here"}]),
+                                                    target("openai_responses"), stream=False)
+    assert [i["output"] for i in body["input"] if i.get("type") == "function_call_output"] == ["here"]
+
+
+def test_gemini_upstream_gets_the_image_in_the_same_user_turn_after_the_response() -> None:
+    body = gemini.PROVIDER.encode_request(prompt([{"type": "text", "text": "here"}, IMAGE]), target("gemini"),
+                                          stream=False)
+    turn = body["contents"][-1]
+    assert turn["role"] == "user"
+    assert [next(iter(p)) for p in turn["parts"]] == ["functionResponse", "inlineData", "text"]
+    assert turn["parts"][0]["functionResponse"]["response"] == {"output": "here"}
+    assert turn["parts"][1] == {"inlineData": {"mimeType": "image/png", "data": PNG}}
+
+
+def test_gemini_guesses_a_url_images_type_from_its_name() -> None:
+    p = decode_anthropic({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "url", "url": "gs://bucket/shot.webp"}}]}]})
+    body = gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)
+    assert body["contents"][0]["parts"][0] == {"fileData": {"mimeType": "image/webp", "fileUri": "gs://bucket/shot.webp"}}
