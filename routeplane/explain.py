@@ -27,7 +27,7 @@ def worst_case_cost(prompt: Prompt, target: RoutingTarget) -> Optional[int]:
     """Estimated input plus `max_tokens` (or 4096) of output at the target's prices; None when unpriced."""
     usage = Usage(
         input_tokens=max(1, estimate_tokens(prompt_text(prompt))),
-        output_tokens=prompt.params.max_tokens or DEFAULT_WORST_CASE_OUTPUT,
+        output_tokens=prompt.params.max_tokens if (prompt.params.max_tokens or 0) > 0 else DEFAULT_WORST_CASE_OUTPUT,
         reported=False,
     )
     return cost_micro_usd(usage, target.prices)

@@ -232,19 +232,24 @@ def test_account_budget_admits_until_spent_then_402(gw: Gateway) -> None:
     assert sum(row[2] for row in gw.ledger()) == 3 * COST
 
 
+@pytest.mark.parametrize("max_tokens", [10 ** 30, 10 ** 308], ids=["31-digits", "309-digits"])
 @pytest.mark.parametrize("fail_closed", [True, False])
-def test_a_huge_max_tokens_is_reserved_and_settled_not_a_store_error(tmp_path: Any, fail_closed: bool) -> None:
+def test_a_huge_max_tokens_is_reserved_and_settled_not_a_store_error(tmp_path: Any, fail_closed: bool,
+                                                                     max_tokens: int) -> None:
     """max_tokens 10**30 made the reservation overflow SQLite's integer: a 503 by default, and
-    when failing open the request ran with no budget and was never charged."""
+    when failing open the request ran with no budget and was never charged; 10**300 made the
+    cost a float infinity: a 500 (any model priced over ~1.8 USD per million)."""
     g = Gateway(tmp_path, {"mode": "api_keys", "budget": {"fail_closed": fail_closed}})
     key = g.key(budget_micro_usd=10000)
-    codes = [g.chat(key, dict(BODY, max_tokens=10 ** 30)).status_code for _ in range(5)]
+    codes = [g.chat(key, dict(BODY, max_tokens=max_tokens)).status_code for _ in range(5)]
     assert codes == [200, 200, 200, 402, 402]  # as with any max_tokens: admitted while spend < limit
     assert [row[2:] for row in g.ledger()] == [(COST, "settled")] * 3
 
 
 @pytest.mark.parametrize("max_tokens,reserved", [(-10 ** 12, "default"), (0, "default"), (5, RESERVE),
-                                                 (10 ** 30, MAX_RESERVATION_MICRO_USD)])
+                                                 (10 ** 30, MAX_RESERVATION_MICRO_USD),
+                                                 (10 ** 308, MAX_RESERVATION_MICRO_USD)],
+                         ids=["negative", "zero", "five", "1e30", "1e308"])
 def test_the_reservation_is_never_a_credit_nor_past_the_cap(tmp_path: Any, max_tokens: int, reserved: Any) -> None:
     """A negative max_tokens reserved a negative amount: room for other requests while it was in flight."""
     config = parse_config(config_dict(tmp_path, {"mode": "api_keys"}))

@@ -70,3 +70,35 @@ def test_gemini_guesses_a_url_images_type_from_its_name() -> None:
         {"type": "image", "source": {"type": "url", "url": "gs://bucket/shot.webp"}}]}]})
     body = gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)
     assert body["contents"][0]["parts"][0] == {"fileData": {"mimeType": "image/webp", "fileUri": "gs://bucket/shot.webp"}}
+
+
+def test_results_sent_as_separate_messages_keep_the_tool_messages_together() -> None:
+    """Anthropic lets a client send a turn's results as consecutive user messages: the attachments of
+    both go after both tool messages (OpenAI wants every tool message right after the tool_calls)."""
+    p = decode_anthropic({"model": "m", "max_tokens": 50, "messages": [
+        {"role": "user", "content": "Two shots."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}},
+                                          {"type": "tool_use", "id": "toolu_2", "name": "shot", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": [IMAGE]}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": [IMAGE]}]},
+    ]})
+    body = openai_chat.PROVIDER.encode_request(p, target("openai_chat"), stream=False)
+    assert [(m["role"], m.get("tool_call_id")) for m in body["messages"]] == [
+        ("user", None), ("assistant", None), ("tool", "toolu_1"), ("tool", "toolu_2"), ("user", None)]
+    texts = [c["text"] for c in body["messages"][-1]["content"] if c["type"] == "text"]
+    assert texts == ["Attachments of the tool result toolu_1:", "Attachments of the tool result toolu_2:"]
+    g = gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)
+    assert [next(iter(x)) for x in g["contents"][-1]["parts"]] == [
+        "functionResponse", "functionResponse", "inlineData", "inlineData"]
+
+
+def test_a_document_by_url_is_named_not_sent_as_an_empty_file() -> None:
+    doc = {"type": "document", "source": {"type": "url", "url": "https://example.com/report.pdf"}}
+    body = openai_chat.PROVIDER.encode_request(prompt([{"type": "text", "text": "here"}, doc]), target("openai_chat"),
+                                               stream=False)
+    tool = body["messages"][2]
+    assert tool["role"] == "tool" and tool["content"] == "here\n(a document at https://example.com/report.pdf)"
+    assert body["messages"][3] == {"role": "user", "content": "What do you see?"}  # nothing to attach
+    user = decode_anthropic({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": [doc]}]})
+    sent = openai_chat.PROVIDER.encode_request(user, target("openai_chat"), stream=False)["messages"][0]
+    assert sent["content"] == [{"type": "text", "text": "(a document at https://example.com/report.pdf)"}]

@@ -21,7 +21,7 @@ from ..hooks.language_model import (
 )
 from ..language_model.context import Identity, PipelineContext
 from ..language_model.routing import Prices, StaticRoutingTable
-from ..language_model.settlement import Settlement, cost_micro_usd
+from ..language_model.settlement import MAX_COST_MICRO_USD, Settlement, cost_micro_usd
 from ..language_model.stream import estimate_usage
 from ..language_model.types import ReasoningDelta, StreamPart, TextDelta, ToolCallDelta, Usage, UsageUpdate
 from .settings import BudgetSettings
@@ -35,9 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("routeplane.auth.budget")
 
 BUDGET_ID = PluginId("budget")
-# The most one request reserves: $9 billion, past any budget, and far from the 64-bit
-# columns' limit even when added to a window's spend.
-MAX_RESERVATION_MICRO_USD = 2 ** 53
+MAX_RESERVATION_MICRO_USD = MAX_COST_MICRO_USD
 
 
 class BudgetHook(PreRequestHook):

@@ -46,6 +46,11 @@ class Settlement:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+# The most one request can cost or reserve: $9 billion, past any budget, and far from a 64-bit
+# column's limit even when added to a window's spend.
+MAX_COST_MICRO_USD = 2 ** 53
+
+
 def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
     """Cost of the usage in micro-USD, or None if any used bucket has no price.
 
@@ -69,4 +74,6 @@ def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
             if price is None:
                 return None
             total += tokens * price
+    if not total <= MAX_COST_MICRO_USD:  # also NaN and inf: a client's max_tokens of 10**300, a lying upstream
+        return MAX_COST_MICRO_USD
     return int(round(total))

@@ -48,6 +48,9 @@ def _reject_constant(name: str) -> Any:
     raise InvalidRequest(f"Invalid JSON: {name} is not a JSON value.")
 
 
+_LONG_DIGITS = re.compile(r"\d{301}")
+
+
 def _float_sized_int(text: str) -> int:
     # An integer past a float's range (309+ digits) breaks every number field and no
     # upstream takes it; past 4300 digits int() itself refuses it (CVE-2020-10735).
@@ -118,7 +121,9 @@ def read_json_body(limit: int) -> Any:
     limits = _limits()
     check_json_depth(text, limits.max_json_depth if limits is not None else DEFAULT_MAX_JSON_DEPTH)
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=_float_sized_int)
+        # The integer check only when a 301-digit run exists: a hook per integer costs on integer-heavy bodies.
+        parse_int = _float_sized_int if _LONG_DIGITS.search(text) else None
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float, parse_int=parse_int)
     except RouteplaneError:
         raise
     except RecursionError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import urllib.parse
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import InvalidRequest
@@ -373,8 +374,11 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         if not parts:
             continue
         if previous is Role.TOOL and m.role in (Role.TOOL, Role.USER):
-            # One user turn holds every functionResponse of a call turn, and the user's text after them.
-            contents[-1]["parts"].extend(parts)
+            # One user turn holds every functionResponse of a call turn, then everything else
+            # (a result's images, the user's text), in order.
+            merged = contents[-1]["parts"] + parts
+            merged.sort(key=lambda d: 0 if "functionResponse" in d else 1)
+            contents[-1]["parts"] = merged
         else:
             contents.append({"role": role, "parts": parts})
         previous = m.role
@@ -494,7 +498,8 @@ def _media_part(p: ContentPart) -> Optional[Dict[str, Any]]:
         if p.data is not None:
             return {"inlineData": {"mimeType": p.media_type or "image/png", "data": p.data}}
         # Gemini fetches only Files API / GCS URIs; other URLs fail upstream with a 400.
-        mime = p.media_type or mimetypes.guess_type(p.url or "")[0] or "image/jpeg"
+        guess = mimetypes.guess_type(urllib.parse.urlsplit(p.url or "").path)[0]
+        mime = p.media_type or (guess if guess and guess.startswith("image/") else "image/jpeg")
         return {"fileData": {"mimeType": mime, "fileUri": p.url}}
     if isinstance(p, FilePart):
         if p.data is not None:

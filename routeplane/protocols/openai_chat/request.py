@@ -305,7 +305,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     messages: List[Dict[str, Any]] = []
     if prompt.system:
         messages.append({"role": "system", "content": prompt.system_text()})
-    for m in prompt.messages:
+    for m in _merge_tool_turns(prompt.messages):
         messages.extend(_encode_message(m))
     body: Dict[str, Any] = {"model": target.model, "messages": messages}
     if prompt.extras_protocol == PROTOCOL:
@@ -361,6 +361,18 @@ def _encode_tool(t: Tool) -> Dict[str, Any]:
     return {"type": "function", "function": fn}
 
 
+def _merge_tool_turns(messages: Tuple[Message, ...]) -> List[Message]:
+    """Adjacent tool messages as one: every tool message of a turn must directly follow the
+    assistant's tool_calls, before the user message that carries their attachments."""
+    out: List[Message] = []
+    for m in messages:
+        if m.role is Role.TOOL and out and out[-1].role is Role.TOOL:
+            out[-1] = Message(Role.TOOL, out[-1].parts + m.parts)
+        else:
+            out.append(m)
+    return out
+
+
 def _encode_message(m: Message) -> List[Dict[str, Any]]:
     if m.role is Role.TOOL:
         results = [r for r in m.parts if isinstance(r, ToolResultPart)]
@@ -370,7 +382,7 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
         # message, each after a line naming its call (translation.md §4).
         attached: List[Dict[str, Any]] = []
         for r in results:
-            media = [c for c in (_encode_user_part(p) for p in r.content if not isinstance(p, TextPart)) if c]
+            media = _attachments(r)
             if media:
                 attached.append({"type": "text", "text": f"Attachments of the tool result {r.tool_call_id}:"})
                 attached.extend(media)
@@ -415,6 +427,8 @@ def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
     if isinstance(p, FilePart):
         if p.media_type and p.media_type.startswith("audio/") and p.data:
             return {"type": "input_audio", "input_audio": {"data": p.data, "format": p.media_type[6:]}}
+        if p.url and not (p.file_id or p.data):
+            return {"type": "text", "text": f"(a document at {p.url})"}  # Chat files need an id or the bytes
         f: Dict[str, Any] = {}
         if p.file_id:
             f["file_id"] = p.file_id
@@ -426,9 +440,18 @@ def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
     return None
 
 
+def _attachments(r: ToolResultPart) -> List[Dict[str, Any]]:
+    """A result's images and files as Chat user-message parts (documents by URL have no Chat form)."""
+    return [c for c in (_encode_user_part(p) for p in r.content if not isinstance(p, TextPart))
+            if c is not None and c["type"] != "text"]
+
+
 def _result_text(r: ToolResultPart) -> str:
     text = r.text()
-    if not text and any(_encode_user_part(p) for p in r.content if not isinstance(p, TextPart)):
+    for p in r.content:
+        if isinstance(p, FilePart) and p.url and not (p.file_id or p.data):
+            text += f"{chr(10) if text else ''}(a document at {p.url})"  # Chat cannot attach it: name it
+    if not text and _attachments(r):
         text = "(the result is in the attachments that follow)"
     # OpenAI has no error flag on tool results: say it in the text.
     return f"Error: {text}" if r.is_error and not text.startswith("Error") else text
