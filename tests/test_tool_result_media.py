@@ -102,3 +102,40 @@ def test_a_document_by_url_is_named_not_sent_as_an_empty_file() -> None:
     user = decode_anthropic({"model": "m", "max_tokens": 50, "messages": [{"role": "user", "content": [doc]}]})
     sent = openai_chat.PROVIDER.encode_request(user, target("openai_chat"), stream=False)["messages"][0]
     assert sent["content"] == [{"type": "text", "text": "(a document at https://example.com/report.pdf)"}]
+
+
+def test_gemini_gets_a_response_for_every_call_and_none_for_no_call() -> None:
+    """translation.md §12.5-6: a missing result becomes an error response, an orphan result user text
+    (it was sent as a functionResponse named "function", and the unanswered call went as it was)."""
+    p = openai_chat.CLIENT.decode_request({"model": "m", "messages": [
+        {"role": "user", "content": "Weather in three cities."},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": f"call_{c}", "type": "function", "function": {"name": "weather", "arguments": f'{{"city":"{c}"}}'}}
+            for c in ("a", "b", "c")]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "sunny"},
+        {"role": "tool", "tool_call_id": "call_b", "content": "rain"},
+        {"role": "tool", "tool_call_id": "call_zzz", "content": "stray"},
+    ]})
+    body = gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)
+    turn = body["contents"][-1]
+    responses = [x["functionResponse"] for x in turn["parts"] if "functionResponse" in x]
+    assert sorted(r["id"] for r in responses) == ["call_a", "call_b", "call_c"]
+    assert all(r["name"] == "weather" for r in responses)
+    assert next(r for r in responses if r["id"] == "call_c")["response"] == {
+        "error": "No result was provided for this function call."}
+    texts = [x["text"] for x in turn["parts"] if "text" in x]
+    assert texts == ['[result of function call call_zzz]: {"output": "stray"}']
+
+
+def test_a_valid_gemini_history_is_left_as_it_is() -> None:
+    body = {"contents": [
+        {"role": "user", "parts": [{"text": "Weather?"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "weather", "args": {"city": "a"}}},
+                                    {"functionCall": {"name": "weather", "args": {"city": "b"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "weather", "response": {"output": "sunny"}}},
+                                   {"functionResponse": {"name": "weather", "response": {"output": "rain"}}}]}]}
+    p = gemini.CLIENT.for_path("m", False).decode_request(body)
+    sent = gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)["contents"]
+    assert [[next(iter(x)) for x in t["parts"]] for t in sent] == [
+        ["text"], ["functionCall", "functionCall"], ["functionResponse", "functionResponse"]]
+    assert [x["functionResponse"]["response"] for x in sent[2]["parts"]] == [{"output": "sunny"}, {"output": "rain"}]

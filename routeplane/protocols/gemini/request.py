@@ -382,6 +382,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         else:
             contents.append({"role": role, "parts": parts})
         previous = m.role
+    _pair_function_responses(contents)
     body: Dict[str, Any] = {"contents": contents}
     same_wire = prompt.extras_protocol == PROTOCOL
     extras = dict(prompt.extras) if same_wire else {}
@@ -491,6 +492,43 @@ def _encode_parts(m: Message, names: Dict[str, str], placeholder: str) -> List[D
     # Results first in a mixed user turn (Gemini pairs them with the call turn).
     out.sort(key=lambda d: 0 if "functionResponse" in d else 1)
     return out
+
+
+MISSING_RESULT = "No result was provided for this function call."
+
+
+def _pair_function_responses(contents: List[Dict[str, Any]]) -> None:
+    """Every functionCall of a model turn answered in the user turn after it, and every
+    functionResponse answering one (translation.md §12.5-6: Gemini wants as many responses as
+    calls). Histories from other wires can lack a result or carry one for no call: a missing
+    one becomes an error response, an orphan becomes user text, so nothing sent is lost."""
+    i = 0
+    while i < len(contents):
+        turn = contents[i]
+        calls = [p["functionCall"] for p in turn["parts"] if "functionCall" in p] if turn["role"] == "model" else []
+        nxt = contents[i + 1] if i + 1 < len(contents) else None
+        if nxt is not None and nxt["role"] == "user":
+            unanswered = list(calls)
+            parts = []
+            for part in nxt["parts"]:
+                resp = part.get("functionResponse")
+                if resp is not None:
+                    match = next((c for c in unanswered if (c.get("id") == resp["id"] if "id" in resp
+                                                            else c["name"] == resp["name"])), None)
+                    if match is None:
+                        part = {"text": f"[result of function call {resp.get('id') or resp['name']}]: "
+                                        f"{json.dumps(resp['response'])}"}
+                    else:
+                        unanswered.remove(match)
+                parts.append(part)
+            missing = [{"functionResponse": dict({"name": c["name"], "response": {"error": MISSING_RESULT}},
+                                                 **({"id": c["id"]} if "id" in c else {}))} for c in unanswered]
+            nxt["parts"] = missing + parts
+        elif calls and nxt is not None:  # a model turn right after the calls: answer them in between
+            contents.insert(i + 1, {"role": "user", "parts": [
+                {"functionResponse": dict({"name": c["name"], "response": {"error": MISSING_RESULT}},
+                                          **({"id": c["id"]} if "id" in c else {}))} for c in calls]})
+        i += 1
 
 
 def _media_part(p: ContentPart) -> Optional[Dict[str, Any]]:
