@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from routeplane.app import build_app
-from routeplane.auth.budget import MAX_RESERVATION_MICRO_USD, BudgetPlugin
+from routeplane.auth.budget import BudgetPlugin
 from routeplane.auth.caip10 import BASE_MAINNET, SOLANA_MAINNET
 from routeplane.auth.crypto import Wallet
 from routeplane.auth.jwt import mint_token
@@ -24,6 +24,7 @@ from routeplane.auth.store import AuthStore
 from routeplane.auth.window import BudgetWindow
 from routeplane.cli import main
 from routeplane.config import DEFAULT_CONFIG, parse_config
+from routeplane.language_model.settlement import MAX_COST_MICRO_USD
 from routeplane.protocols import openai_chat
 from routeplane.store import migrate
 
@@ -247,8 +248,8 @@ def test_a_huge_max_tokens_is_reserved_and_settled_not_a_store_error(tmp_path: A
 
 
 @pytest.mark.parametrize("max_tokens,reserved", [(-10 ** 12, "default"), (0, "default"), (5, RESERVE),
-                                                 (10 ** 30, MAX_RESERVATION_MICRO_USD),
-                                                 (10 ** 308, MAX_RESERVATION_MICRO_USD)],
+                                                 (10 ** 30, MAX_COST_MICRO_USD),
+                                                 (10 ** 308, MAX_COST_MICRO_USD)],
                          ids=["negative", "zero", "five", "1e30", "1e308"])
 def test_the_reservation_is_never_a_credit_nor_past_the_cap(tmp_path: Any, max_tokens: int, reserved: Any) -> None:
     """A negative max_tokens reserved a negative amount: room for other requests while it was in flight."""

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from routeplane.language_model.routing import RoutingTarget
-from routeplane.protocols import gemini
-from routeplane.protocols import openai_responses
+from routeplane.protocols import gemini, openai_responses
 from routeplane.protocols.anthropic_messages.request import decode_request as decode_anthropic
 from routeplane.protocols.base import effort_for_budget
 

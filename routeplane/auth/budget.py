@@ -21,7 +21,7 @@ from ..hooks.language_model import (
 )
 from ..language_model.context import Identity, PipelineContext
 from ..language_model.routing import Prices, StaticRoutingTable
-from ..language_model.settlement import MAX_COST_MICRO_USD, Settlement, cost_micro_usd
+from ..language_model.settlement import Settlement, cost_micro_usd
 from ..language_model.stream import estimate_usage
 from ..language_model.types import ReasoningDelta, StreamPart, TextDelta, ToolCallDelta, Usage, UsageUpdate
 from .settings import BudgetSettings
@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("routeplane.auth.budget")
 
 BUDGET_ID = PluginId("budget")
-MAX_RESERVATION_MICRO_USD = MAX_COST_MICRO_USD
 
 
 class BudgetHook(PreRequestHook):
@@ -135,10 +134,10 @@ class BudgetPlugin(Plugin):
     def worst_case(self, ctx: PipelineContext) -> int:
         """The most this request can cost on any target of its route: the prompt plus max_tokens of output.
 
-        Never below 0 (a negative `max_tokens` must not make room for other
-        requests while it is in flight) and never above MAX_RESERVATION_MICRO_USD
-        (a client's `max_tokens` of 10**30 exceeds every budget: a 402, not a
-        database overflow that fails the check).
+        A missing, zero or negative `max_tokens` reserves the default (a negative
+        one must not make room for other requests while it is in flight); a huge
+        one costs at most `cost_micro_usd`'s cap (MAX_COST_MICRO_USD), which
+        exceeds every budget without overflowing the ledger.
         """
         prompt = ctx.prompt
         max_out = prompt.params.max_tokens
@@ -151,8 +150,7 @@ class BudgetPlugin(Plugin):
             if cost is None:
                 return self.settings.unknown_price_reservation_micro_usd
             costs.append(cost)
-        worst = max(costs) if costs else self.settings.unknown_price_reservation_micro_usd
-        return min(max(worst, 0), MAX_RESERVATION_MICRO_USD)
+        return max(costs) if costs else self.settings.unknown_price_reservation_micro_usd
 
     def _prices(self, model: str) -> Sequence[Prices]:
         # Looked up without resolve(): that would advance round-robin rotation.

@@ -521,14 +521,17 @@ def _pair_function_responses(contents: List[Dict[str, Any]]) -> None:
                     else:
                         unanswered.remove(match)
                 parts.append(part)
-            missing = [{"functionResponse": dict({"name": c["name"], "response": {"error": MISSING_RESULT}},
-                                                 **({"id": c["id"]} if "id" in c else {}))} for c in unanswered]
-            nxt["parts"] = missing + parts
+            nxt["parts"] = [_missing_response(c) for c in unanswered] + parts
         elif calls and nxt is not None:  # a model turn right after the calls: answer them in between
-            contents.insert(i + 1, {"role": "user", "parts": [
-                {"functionResponse": dict({"name": c["name"], "response": {"error": MISSING_RESULT}},
-                                          **({"id": c["id"]} if "id" in c else {}))} for c in calls]})
+            contents.insert(i + 1, {"role": "user", "parts": [_missing_response(c) for c in calls]})
         i += 1
+
+
+def _missing_response(call: Dict[str, Any]) -> Dict[str, Any]:
+    resp = {"name": call["name"], "response": {"error": MISSING_RESULT}}
+    if "id" in call:
+        resp["id"] = call["id"]
+    return {"functionResponse": resp}
 
 
 def _media_part(p: ContentPart) -> Optional[Dict[str, Any]]:
