@@ -192,7 +192,12 @@ class _Stream(StreamHook):
         return action
 
     def on_stream_end(self, ctx: Any, outcome: Any) -> None:
-        self.inner.on_stream_end(ctx, outcome)
+        t0 = time.perf_counter()
+        try:
+            self.inner.on_stream_end(ctx, outcome)
+        except BaseException:
+            self.stats.add(_ms(t0), error=True)  # counted when it fails: every hook's errors show
+            raise
 
 
 class _Settlement(SettlementRecorder):

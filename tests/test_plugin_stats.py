@@ -126,3 +126,44 @@ def test_calls_stuck_past_their_budget_never_starve_later_calls():
     statuses = [gw.chat("hi").status for _ in range(12)]
     hook.release.set()
     assert statuses == [200] * 10 + [403, 403]  # the budget runs from when the hook starts, not in a queue
+
+
+class GuardrailMidStream(StreamHook):
+    """Raises its own error on the second text piece and fails at the end too."""
+
+    def __init__(self):
+        self.ends = []
+
+    def on_part(self, ctx, part):
+        if isinstance(part, TextDelta) and "secret" in part.text:
+            from routeplane.errors import GuardrailViolation
+
+            raise GuardrailViolation("a secret left the model")
+        return StreamAction.pass_()
+
+    def on_stream_end(self, ctx, outcome):
+        self.ends.append(outcome)
+        raise RuntimeError("end hook bug")
+
+
+class GuardrailPlugin(Plugin):
+    id = PluginId("guard-mid")
+
+    def __init__(self):
+        self.hook = GuardrailMidStream()
+
+    def install(self, app):
+        app.language_model_builder().stream_hook(self.hook)
+
+
+def test_a_stream_hooks_own_error_is_not_blamed_on_the_upstream_and_end_errors_are_counted():
+    from routeplane.hooks.language_model import Outcome
+
+    plugin = GuardrailPlugin()
+    gw = Gateway(plugins=[plugin])
+    r = gw.chat("the secret word", stream=True)
+    assert r.status == 200 and "a secret left the model" in r.body.decode()
+    assert plugin.hook.ends == [Outcome.ERROR]  # was UPSTREAM_ERROR: metrics blamed a healthy provider
+    [s] = gw.settlements.items
+    assert s.outcome == "error" and s.status == 400
+    assert stats_of(gw, "guard-mid")["stream"]["errors"] == 2  # on_part and on_stream_end (was 1)

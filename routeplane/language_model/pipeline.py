@@ -377,7 +377,9 @@ class LanguageModelPipeline:
             outcome, error = Outcome.ABORTED, err
             raise
         except RouteplaneError as err:
-            outcome, error = Outcome.UPSTREAM_ERROR, err
+            # A stream hook's own error (a guardrail) is not the provider's failure.
+            outcome = Outcome.UPSTREAM_ERROR if isinstance(err, UpstreamError) else Outcome.ERROR
+            error = err
             if isinstance(err, UpstreamError) and ctx.target is not None:
                 # No fallback this late, but a provider that stalls or cuts
                 # streams should still cool down (docs/routing.md).
