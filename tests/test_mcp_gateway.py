@@ -166,6 +166,19 @@ def test_transport_level_refusals(gateway: Any) -> None:
     assert r.status_code == 403
 
 
+@pytest.mark.parametrize("host,origin,status", [
+    ("evil.example:4356", "http://evil.example:4356", 403),  # DNS rebinding: both name the attacker's domain
+    ("gw.example.com", "https://gw.example.com", 403),  # a domain must be listed in mcp.allowed_origins
+    ("127.0.0.1:4356", "http://127.0.0.1:4356", 200),
+    ("localhost:4356", "http://localhost:4356", 200),
+    ("[::1]:4356", "http://[::1]:4356", 200),
+    ("127.0.0.1:4356", "http://localhost:4356", 403),
+])
+def test_origin_guard_stops_dns_rebinding(gateway: Any, host: str, origin: str, status: int) -> None:
+    r = gateway.post("/mcp", json=INIT, headers={**ACCEPT, "Origin": origin, "Host": host})
+    assert r.status_code == status, r.get_data(as_text=True)
+
+
 def test_sse_answer_when_only_sse_is_accepted(gateway: Any) -> None:
     h = {**session(gateway), "Accept": "text/event-stream"}
     r = rpc(gateway, h, "tools/call", {"name": "beta__add", "arguments": {"a": 1, "b": 2}})

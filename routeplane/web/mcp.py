@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import queue
@@ -171,14 +172,32 @@ def _modern_request(runtime: Any, message: Any, version: Any, identity: Any, ser
 
 
 def _check_origin(allowed: Any) -> None:
-    """DNS-rebinding guard (spec: validate Origin): same host as the request, or listed in mcp.allowed_origins."""
+    """DNS-rebinding guard (spec: validate Origin): listed in mcp.allowed_origins, or the request's
+    own host when that host is an IP address or `localhost`.
+
+    Under DNS rebinding the attacker's page and its requests name the attacker's
+    domain in both `Origin` and `Host` (the domain now resolves to this
+    gateway), so "same host as the request" alone proves nothing; a page served
+    from a domain name must be listed.
+    """
     origin = request.headers.get("Origin")
     if not origin or origin in allowed:
         return
     host = (urlsplit(origin).netloc or "").lower()
-    if host and host == (request.host or "").lower():
+    if host and host == (request.host or "").lower() and _not_rebindable(urlsplit(origin).hostname or ""):
         return
     raise MCPError(INVALID_REQUEST, "Forbidden: this Origin may not call the MCP endpoint.", 403)
+
+
+def _not_rebindable(hostname: str) -> bool:
+    """An IP literal or localhost: a name no page can make resolve to this gateway."""
+    if hostname == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(hostname)
+    except ValueError:
+        return False
+    return True
 
 
 def _authenticate(app: "App") -> Any:
