@@ -166,6 +166,16 @@ def test_transport_level_refusals(gateway: Any) -> None:
     assert r.status_code == 403
 
 
+@pytest.mark.parametrize("args", ['[' * 50000 + ']' * 50000, "NaN", "1e999", "1" + "0" * 400])
+def test_bodies_the_gateway_refuses_everywhere_are_parse_errors(gateway: Any, args: str) -> None:
+    """Deep nesting was a 500 (RecursionError); NaN and 1e999 went upstream as invalid JSON."""
+    body = ('{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"beta__add","arguments":{"a":'
+            + args + ',"b":1}}}')
+    r = gateway.post("/mcp", data=body, headers={**session(gateway), "Content-Type": "application/json"})
+    assert r.status_code == 400, r.get_data(as_text=True)[:200]
+    assert r.get_json()["error"]["code"] == -32700
+
+
 @pytest.mark.parametrize("host,origin,status", [
     ("evil.example:4356", "http://evil.example:4356", 403),  # DNS rebinding: both name the attacker's domain
     ("gw.example.com", "https://gw.example.com", 403),  # a domain must be listed in mcp.allowed_origins

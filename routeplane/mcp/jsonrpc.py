@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Union
 
@@ -57,13 +56,6 @@ class Message:
     @property
     def params(self) -> Dict[str, Any]:
         return self.raw.get("params") or {}
-
-
-def parse_body(body: bytes) -> Any:
-    try:
-        return json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise MCPError(PARSE_ERROR, "Parse error: the body is not valid UTF-8 JSON.", 400) from None
 
 
 def classify(data: Any) -> Message:

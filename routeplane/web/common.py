@@ -114,6 +114,12 @@ def read_json_body(limit: int) -> Any:
         raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.", code="request_too_large")
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
+    return parse_json(raw)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body's bytes as JSON under the gateway's rules (UTF-8, `limits.max_json_depth` checked
+    before decoding, no NaN/Infinity, no number past a float), every refusal an InvalidRequest."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -14,13 +14,22 @@ from flask import Blueprint, Response, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ..auth.guard import authenticate_request
+from ..errors import InvalidRequest
 from ..hooks.mcp import DENY_CODES
 from ..mcp import modern
 from ..mcp.context import MCPRequestContext
-from ..mcp.jsonrpc import INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, MCPError, classify, parse_body, result_body
+from ..mcp.jsonrpc import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    PARSE_ERROR,
+    MCPError,
+    classify,
+    result_body,
+)
 from ..mcp.pipeline import ROUTED, SUPPORTED_VERSIONS
 from ..protocols.sse import dumps
-from .common import request_id
+from .common import parse_json, request_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -58,7 +67,7 @@ def make_blueprint(app: "App") -> Blueprint:
                 runtime.signer.revoke(session)
                 return Response(status=204, headers={"x-request-id": rid})
             _check_accept()
-            data = parse_body(_read_body(limit))
+            data = _parse(_read_body(limit))
             message = classify(data)
             message_id = message.id
             version = modern.requested_version(message.params) if message.kind == "request" else None
@@ -216,6 +225,14 @@ def _check_accept() -> None:
     ctype = (request.mimetype or "").lower()
     if ctype != "application/json":
         raise MCPError(INVALID_REQUEST, "Unsupported Media Type: Content-Type must be application/json.", 415)
+
+
+def _parse(body: bytes) -> Any:
+    """The gateway's JSON rules (depth, NaN, number range) as on every wire; a refusal is a JSON-RPC parse error."""
+    try:
+        return parse_json(body)
+    except InvalidRequest as err:
+        raise MCPError(PARSE_ERROR, f"Parse error: {err.message}", 400) from None
 
 
 def _read_body(limit: int) -> bytes:
