@@ -24,7 +24,12 @@ class LineWriter:
         self._lock = threading.Lock()
 
     def send(self, message: Mapping[str, Any]) -> bool:
-        data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+        try:
+            data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+        except UnicodeEncodeError:
+            # A lone surrogate ("\ud83d": a string cut inside an emoji) has no UTF-8 form; escaped,
+            # the peer reads the very string the sender wrote.
+            data = json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
         with self._lock:
             try:
                 self._stream.write(data)
@@ -146,7 +151,7 @@ class AgentProcess:
                     continue
                 try:
                     message = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # nested past the stack: not a message either
                     log.warning("agent %s wrote a line that is not JSON (ignored)", self.name)
                     continue
                 if not isinstance(message, dict):

@@ -66,7 +66,7 @@ class ACPRelay:
     def handle_client_line(self, line: bytes) -> None:
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.out.send({"jsonrpc": "2.0", "id": None, "error": _error(-32700, "Parse error: not JSON.")})
             return
         if not isinstance(message, dict):
@@ -74,7 +74,10 @@ class ACPRelay:
             return
         method = message.get("method")
         if method is None:
-            self._client_answer(message)
+            try:
+                self._client_answer(message)
+            except Exception:  # one bad answer must not end the relay
+                log.exception("relaying an answer of the client failed")
         elif "id" in message:
             if not isinstance(message.get("params", {}), (dict, type(None))):
                 self._answer_error(message["id"], _error(-32602, "Invalid params: params must be an object."))
