@@ -438,13 +438,14 @@ def test_stdio_child_does_not_inherit_gateway_secrets(monkeypatch: pytest.Monkey
         "    print(json.dumps({'jsonrpc': '2.0', 'id': m['id'], 'result': r}), flush=True)\n")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
     monkeypatch.setenv("ROUTEPLANE_MCP_SESSION_SECRET", "x" * 32)
+    monkeypatch.setenv("LC_MESSAGES", "C")  # docs/mcp.md: children get LANG and every LC_*
     up = StdioUpstream(MCPServerConfig(id="e", type="stdio", prefix="e__", command=sys.executable,
                                        args=(str(script),), env={"CALC_MODE": "fast"}, timeout=10), lambda *a: None)
     try:
         names = up.request("env/dump")["env"]
     finally:
         up.close()
-    assert "CALC_MODE" in names and "PATH" in names
+    assert "CALC_MODE" in names and "PATH" in names and "LC_MESSAGES" in names
     assert "OPENAI_API_KEY" not in names and "ROUTEPLANE_MCP_SESSION_SECRET" not in names
 
 
@@ -536,3 +537,77 @@ def test_progress_stream_frames_and_refusals_keep_their_status(gateway: Any) -> 
     # Without SSE in Accept, the same call is a plain JSON answer.
     r = rpc(gateway, {**h, "Accept": "application/json"}, "tools/call", call, i=23)
     assert r.mimetype == "application/json" and r.get_json()["result"]["content"][0]["text"] == "counted 2"
+
+
+class _Scripted:
+    """A one-answer HTTP server for HttpUpstream: `mode` picks the answer."""
+
+    def __init__(self, mode: str) -> None:
+        import http.server
+        import threading
+
+        scripted = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if scripted.mode == "wrong-id":
+                    data = json.dumps({"jsonrpc": "2.0", "id": 999999, "result": {"tools": []}}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                # slow SSE: a comment at once, then nothing for longer than the caller waits
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                ping = b": ping\n\n"
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(ping), ping))
+                self.wfile.flush()
+                scripted.release.wait(5)
+                answer = b"data: " + json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": {}}).encode() + b"\n\n"
+                try:
+                    self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(answer), answer))
+                except OSError:
+                    pass
+
+        self.mode = mode
+        self.release = threading.Event()
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/mcp"
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("mode,timeout,reason", [("slow-sse", True, "did not answer within 0.5s"),
+                                                 ("wrong-id", False, "answered another request's id")])
+def test_http_upstream_timeouts_and_foreign_answers(mode: str, timeout: bool, reason: str) -> None:
+    """A read timeout inside an SSE body was a 502 'broke the connection' (requests calls it
+    ConnectionError); a JSON answer with another request's id was taken as this request's answer."""
+    from routeplane.mcp.settings import MCPServerConfig
+    from routeplane.mcp.upstream import UpstreamFailure
+    from routeplane.mcp.upstream_http import HttpUpstream
+
+    srv = _Scripted(mode)
+    up = HttpUpstream(MCPServerConfig(id="h", type="http", prefix="h__", url=srv.url), lambda *a: None)
+    up.session_id = "s1"
+    try:
+        with pytest.raises(UpstreamFailure) as exc:
+            up._post({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, 0.5, False)
+        assert exc.value.timeout is timeout and exc.value.reason == reason
+        assert exc.value.to_error().status == (504 if timeout else 502)
+    finally:
+        up.close()
+        srv.close()

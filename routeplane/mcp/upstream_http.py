@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from typing import Any, Callable, Dict, Optional
 
 import requests
+import urllib3
 
 from ..protocols.sse import SSEParser
 from .settings import MCPServerConfig
@@ -99,6 +101,8 @@ class HttpUpstream(Upstream):
         except requests.Timeout:
             raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
         except requests.RequestException as exc:
+            if _read_timed_out(exc):  # requests reports a timeout while reading the body as ConnectionError
+                raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
             raise UpstreamFailure(self.server, f"broke the connection ({type(exc).__name__})") from None
         finally:
             resp.close()
@@ -127,6 +131,9 @@ class HttpUpstream(Upstream):
             except ValueError:
                 raise UpstreamFailure(self.server, f"answered invalid JSON (HTTP {resp.status_code})") from None
             if isinstance(body, dict) and ("result" in body or "error" in body):
+                if body.get("id") != message["id"] and not (body.get("id") is None and "error" in body):
+                    # as on the SSE path: only the answer to this request (or an error it could not tie to one)
+                    raise UpstreamFailure(self.server, "answered another request's id")
                 return body
             raise UpstreamFailure(self.server, f"answered a non JSON-RPC body (HTTP {resp.status_code})")
         if resp.status_code >= 400:
@@ -186,3 +193,19 @@ class HttpUpstream(Upstream):
             sessions, self._sessions = self._sessions, []
         for http in sessions:
             http.close()
+
+
+def _read_timed_out(exc: BaseException) -> bool:
+    """Whether urllib3's read timeout is somewhere in the exception's chain or arguments."""
+    seen = 0
+    stack = [exc]
+    while stack and seen < 16:
+        e = stack.pop()
+        seen += 1
+        if isinstance(e, (urllib3.exceptions.ReadTimeoutError, socket.timeout)):
+            return True
+        stack.extend(a for a in getattr(e, "args", ()) if isinstance(a, BaseException))
+        for linked in (e.__cause__, e.__context__):
+            if linked is not None:
+                stack.append(linked)
+    return False

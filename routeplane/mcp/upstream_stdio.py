@@ -68,7 +68,7 @@ class StdioUpstream(Upstream):
         self._initialized = False
         # A minimal inherited environment (as the MCP SDK's stdio client does), not the gateway's own:
         # the child must not see provider API keys or the session secret.
-        env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV}
+        env = {k: v for k, v in os.environ.items() if k in INHERITED_ENV or k.startswith("LC_")}  # docs: LANG, LC_*
         env.update(self.config.env)
         try:
             proc = subprocess.Popen(
