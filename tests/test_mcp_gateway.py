@@ -320,6 +320,26 @@ def test_a_slow_upstream_times_out_and_the_next_call_still_works(gateway: Any) -
 # --- config -------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("prefixes,bad", [({"a": None, "a__b": None}, "a__b"),  # "a__" starts "a__b__"
+                                           ({"x": "", "y": None}, "y"),  # "" starts everything
+                                           ({"x": "t_", "y": "t_"}, "y")])
+def test_a_prefix_that_starts_another_is_refused(prefixes: Dict[str, Any], bad: str) -> None:
+    """Server a's tool b__x was listed as a__b__x, which routed to server a__b's tool x."""
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["mcp_servers"] = {sid: dict({"type": "stdio", "command": "x"}, **({} if p is None else {"prefix": p}))
+                          for sid, p in prefixes.items()}
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "gw.yaml")
+    assert f"mcp_servers.{bad}.prefix: " in str(err.value)
+
+
+def test_prefixes_that_do_not_start_one_another_are_fine() -> None:
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["mcp_servers"] = {"a": {"type": "stdio", "command": "x"}, "ab": {"type": "stdio", "command": "x"},
+                          "b": {"type": "stdio", "command": "x", "prefix": "bb_"}}
+    assert set(parse_config(raw).mcp_servers) == {"a", "ab", "b"}
+
+
 def test_config_errors_name_key_paths() -> None:
     raw = copy.deepcopy(DEFAULT_CONFIG)
     raw["mcp_servers"] = {

@@ -129,9 +129,16 @@ def server_id_problems(servers: Mapping[str, Any]) -> Dict[str, Any]:
             continue
         prefix = raw.get("prefix")
         prefix = f"{sid}__" if prefix is None else prefix
-        if isinstance(prefix, str) and prefix in seen:
-            errors.setdefault(sid, {})["prefix"] = [f"{prefix!r} is already the prefix of server {seen[prefix]!r}"]
-        elif isinstance(prefix, str):
+        if not isinstance(prefix, str):
+            continue
+        # One prefix starting another ("a__" and "a__b__", or "" and anything) lets a tool of the
+        # first server be exposed under a name the second one owns.
+        clash = next((other for p, other in seen.items() if prefix.startswith(p) or p.startswith(prefix)), None)
+        if clash is not None:
+            other_prefix = next(p for p, o in seen.items() if o == clash)
+            what = "already the prefix of" if other_prefix == prefix else f"overlaps {other_prefix!r}, the prefix of"
+            errors.setdefault(sid, {})["prefix"] = [f"{prefix!r} is {what} server {clash!r}"]
+        else:
             seen[prefix] = sid
     return errors
 
