@@ -376,25 +376,35 @@ def discover_plugins(config: Config) -> List[Plugin]:
             factory = ep.load()
         except Exception as exc:
             raise ConfigError(f"{path}: the plugin failed to import: {exc}") from exc
-        schema_cls = getattr(factory, "options_schema", None)
-        if schema_cls is not None:
-            try:
-                options = schema_cls().load(options)
-            except ValidationError as exc:
-                from .config import _flatten
-
-                lines = _flatten(exc.messages, f"plugins.{pid}")  # key paths as in the file
-                raise ConfigError(f"{path}: invalid options:\n  " + "\n  ".join(lines)) from None
-        try:
-            plugin = factory.from_options(options) if hasattr(factory, "from_options") else factory(**options)
-        except TypeError as exc:
-            raise ConfigError(f"{path}: invalid options: {exc}") from None
+        plugin = make_plugin(factory, options, pid, path)
         if timeout_ms is not None:
             if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool) or timeout_ms <= 0:
                 raise ConfigError(f"{path}.timeout_ms: must be a positive number of milliseconds")
             plugin.timeout_ms = float(timeout_ms)
         plugins.append(plugin)
     return plugins
+
+
+def make_plugin(factory: Any, options: Dict[str, Any], pid: str, path: str) -> Plugin:
+    """A plugin from its factory and its config section's options (checked by its `options_schema`)."""
+    schema_cls = getattr(factory, "options_schema", None)
+    if schema_cls is not None:
+        try:
+            options = schema_cls().load(options)
+        except ValidationError as exc:
+            from .config import _flatten
+
+            lines = _flatten(exc.messages, f"plugins.{pid}")  # key paths as in the file
+            raise ConfigError(f"{path}: invalid options:\n  " + "\n  ".join(lines)) from None
+    try:
+        return factory.from_options(options) if hasattr(factory, "from_options") else factory(**options)
+    except TypeError as exc:
+        raise ConfigError(f"{path}: invalid options: {exc}") from None
+
+
+def plugin_options(section: Any) -> Dict[str, Any]:
+    """A plugin's own options: its config section without the gateway's keys (`enabled`, `timeout_ms`)."""
+    return {k: v for k, v in dict(section or {}).items() if k not in ("enabled", "timeout_ms")}
 
 
 class _BuiltinPlugin:

@@ -8,7 +8,7 @@ import sys
 from importlib import metadata
 from typing import Any, Dict, List
 
-from .app import ENTRY_POINT_GROUP, App, Plugin
+from .app import ENTRY_POINT_GROUP, App, Plugin, make_plugin, plugin_options
 from .config import ConfigError, load_config
 
 
@@ -16,16 +16,18 @@ def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
     """Every installed plugin: id, distribution, hooks it registers, migrations, enabled in the config."""
     try:
         config = load_config(config_path)
-        enabled = {pid for pid, opts in config.plugins.items() if (opts or {}).get("enabled", True) is not False}
+        sections = dict(config.plugins)
+        enabled = {pid for pid, opts in sections.items() if (opts or {}).get("enabled", True) is not False}
     except ConfigError:
-        enabled = set()
+        sections, enabled = {}, set()
     out: List[Dict[str, Any]] = []
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         row: Dict[str, Any] = {"id": ep.name, "target": ep.value, "enabled": ep.name in enabled,
                                "distribution": getattr(getattr(ep, "dist", None), "name", None)}
         try:
             factory = ep.load()
-            plugin = factory.from_options({}) if hasattr(factory, "from_options") else factory()
+            # Built as the gateway builds it: with its config section's options (a plugin may require some).
+            plugin = make_plugin(factory, plugin_options(sections.get(ep.name)), ep.name, f"plugins.{ep.name}")
             if not isinstance(plugin, Plugin):
                 raise TypeError("not a routeplane Plugin")
             builder = App.builder()

@@ -213,6 +213,14 @@ class ConfigSchema(_Strict):
                     errors.setdefault("models", {}).setdefault(name, {}).setdefault("targets", {})[i] = {
                         "provider": [f"Unknown provider {t['provider']!r}; declared: {sorted(providers)}."]
                     }
+        raw_plugins = original.get("plugins") if isinstance(original, dict) else None
+        if isinstance(raw_plugins, dict):
+            for pid, section in raw_plugins.items():
+                if section is not None and not isinstance(section, dict):
+                    errors.setdefault("plugins", {})[pid] = ["a plugin's section is a mapping of its options"]
+                elif isinstance(section, dict) and not isinstance(section.get("enabled", True), bool):
+                    # A quoted "no" or "false" is a string, which would have enabled the plugin.
+                    errors.setdefault("plugins", {})[pid] = {"enabled": ["true or false (unquoted)"]}
         raw_mcp = original.get("mcp_servers") if isinstance(original, dict) else None
         if isinstance(raw_mcp, dict) and server_id_problems(raw_mcp):
             errors["mcp_servers"] = server_id_problems(raw_mcp)

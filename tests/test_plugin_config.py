@@ -1,0 +1,57 @@
+"""A plugin's config section: what `routeplane check`/`serve` refuse, and how `routeplane plugins` builds each plugin."""
+
+from __future__ import annotations
+
+import copy
+from importlib import metadata
+from typing import Any, Dict
+
+import pytest
+import yaml
+
+from routeplane import Plugin, PluginId
+from routeplane.cli_plugins import describe_plugins
+from routeplane.config import DEFAULT_CONFIG, ConfigError, parse_config
+
+
+@pytest.mark.parametrize("plugins,expected", [
+    ({"redactor": [1, 2]}, "plugins.redactor: a plugin's section is a mapping of its options"),
+    ({"redactor": "yes"}, "plugins.redactor: a plugin's section is a mapping of its options"),
+    ({"redactor": {"enabled": "no"}}, "plugins.redactor.enabled: true or false (unquoted)"),
+])
+def test_a_bad_plugin_section_is_refused_by_key_path(plugins: Dict[str, Any], expected: str) -> None:
+    """A list was a TypeError traceback; a quoted "no" silently enabled the plugin."""
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["plugins"] = plugins
+    with pytest.raises(ConfigError) as err:
+        parse_config(raw, "gw.yaml")
+    assert expected in str(err.value)
+
+
+class PhrasePlugin(Plugin):
+    """Needs its option, as docs/plugins.md's BannedPhrasePlugin does."""
+
+    id = PluginId("phrase-needed")
+
+    def __init__(self, phrase: str) -> None:
+        self.phrase = phrase
+
+    def install(self, app: Any) -> None:
+        pass
+
+
+def test_routeplane_plugins_builds_a_plugin_with_its_configured_options(tmp_path: Any,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`routeplane plugins` built every plugin with no options: one that needs some was listed as broken."""
+    ep = metadata.EntryPoint("phrase-needed", f"{__name__}:PhrasePlugin", "routeplane.plugins")
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda **kw: [ep] if kw.get("group") == "routeplane.plugins" else real(**kw))
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["plugins"] = {"phrase-needed": {"phrase": "secret project", "timeout_ms": 20}}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    [row] = describe_plugins(str(path))
+    assert "error" not in row and row["enabled"] is True, row
+    [unconfigured] = describe_plugins(str(tmp_path / "missing.yaml"))
+    assert "phrase" in unconfigured["error"]  # without its options it cannot be built: said, not hidden
