@@ -11,6 +11,7 @@ from routeplane.hooks.language_model import (
     HookDecision,
     ObserveHook,
     PreRequestHook,
+    SettlementRecorder,
     StreamAction,
     StreamHook,
 )
@@ -167,3 +168,48 @@ def test_a_stream_hooks_own_error_is_not_blamed_on_the_upstream_and_end_errors_a
     [s] = gw.settlements.items
     assert s.outcome == "error" and s.status == 400
     assert stats_of(gw, "guard-mid")["stream"]["errors"] == 2  # on_part and on_stream_end (was 1)
+
+
+class Tagger(PreRequestHook):
+    def check(self, ctx):
+        ctx.plugin_metadata("tagger").update({"k": "v", "list": [1, 2]})
+        return HookDecision.allow()
+
+
+class Tamperer(SettlementRecorder):
+    def record(self, settlement):
+        settlement.metadata["tagger"]["k"] = "tampered"
+
+
+class Reader(SettlementRecorder):
+    def __init__(self):
+        self.seen = []
+
+    def record(self, settlement):
+        self.seen.append(settlement.metadata)
+
+
+class TwoRecorders(Plugin):
+    id = PluginId("two-recorders")
+
+    def __init__(self):
+        self.reader = Reader()
+
+    def install(self, app):
+        app.language_model_builder().pre_request_hook(Tagger()).settlement_recorder(Tamperer()) \
+            .settlement_recorder(self.reader)
+
+
+def test_a_recorder_cannot_change_what_the_next_one_reads():
+    """docs/plugins.md: the settlement is immutable; one shared mutable dict went to every recorder."""
+    import json as _json
+
+    plugin = TwoRecorders()
+    gw = Gateway(plugins=[plugin])
+    assert gw.chat("hello").status == 200
+    [meta] = plugin.reader.seen
+    assert meta["tagger"] == {"k": "v", "list": [1, 2]}
+    assert _json.loads(_json.dumps(meta)) == {"tagger": {"k": "v", "list": [1, 2]}}
+    errors = [x["errors"] for x in gw.app.plugin_stats.snapshot()
+              if x["plugin"] == "two-recorders" and x["stage"] == "settlement"]
+    assert sorted(errors) == [0, 1]  # the tampering raised, and was counted

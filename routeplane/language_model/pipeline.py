@@ -36,7 +36,7 @@ from .cooldown import CooldownTracker, FallbackSettings
 from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent, error_class
 from .executor import Executor
 from .routing import RoutingTable, RoutingTarget
-from .settlement import Attempt, Settlement, cost_micro_usd
+from .settlement import Attempt, Settlement, cost_micro_usd, frozen
 from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
 from .types import Generation, StreamPart, Usage, UsageUpdate
 
@@ -492,7 +492,7 @@ class LanguageModelPipeline:
             attempts=tuple(run.attempts),
             error_type=error_type,
             status=status,
-            metadata={k: dict(v) for k, v in ctx.metadata.items()},
+            metadata=frozen(ctx.metadata),  # one recorder cannot change what the next one reads
         )
         for _pid, recorder in self.hooks.settlement:
             try:
@@ -526,7 +526,7 @@ class LanguageModelPipeline:
                 status=status,
                 attempts=tuple(run.attempts),
                 error_class=run.error_class,
-                metadata={k: dict(v) for k, v in ctx.metadata.items()},
+                metadata=frozen(ctx.metadata),  # one recorder cannot change what the next one reads
                 started_at=ctx.started_at,
             ),
         )

@@ -46,6 +46,45 @@ class Settlement:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
+class ReadOnlyDict(dict):
+    """A settlement's metadata: every recorder reads the same mapping, so none may change it.
+
+    A dict (json.dumps, `dict(...)` and `.get` see an ordinary one); any mutation raises TypeError.
+    """
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> None:
+        raise TypeError("a settlement is immutable: copy its metadata (dict(...)) to change it")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _refuse  # type: ignore
+
+    def __reduce__(self) -> Any:  # copy, deepcopy and pickle rebuild it through the constructor
+        return (type(self), (dict(self),))
+
+
+class ReadOnlyList(list):
+    """A list in a settlement's metadata: equal to the list it was, and never changed."""
+
+    def _refuse(self, *_args: Any, **_kwargs: Any) -> None:
+        raise TypeError("a settlement is immutable: copy its metadata (list(...)) to change it")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = append = extend = insert = pop = remove = clear = _refuse  # type: ignore
+    sort = reverse = _refuse  # type: ignore
+
+    def __reduce__(self) -> Any:
+        return (type(self), (list(self),))
+
+
+def frozen(value: Any) -> Any:
+    """`value` with every mapping a ReadOnlyDict and every list a ReadOnlyList, all the way down."""
+    if isinstance(value, Mapping):
+        return ReadOnlyDict((k, frozen(v)) for k, v in value.items())
+    if isinstance(value, list):
+        return ReadOnlyList(frozen(v) for v in value)
+    if isinstance(value, tuple):
+        return tuple(frozen(v) for v in value)
+    return value
+
+
 # The most one request can cost or reserve: $9 billion, past any budget, and far from a 64-bit
 # column's limit even when added to a window's spend.
 MAX_COST_MICRO_USD = 2 ** 53
