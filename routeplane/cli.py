@@ -53,7 +53,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         config = load_config(args.config_file)
         from .app import build_app
 
-        build_app(config)  # plugins load and validate their options too
+        app = build_app(config)  # plugins load and validate their options too
+        if app.store is not None:
+            # What serve checks before it migrates: table ownership and the SQL rules of every
+            # plugin migration (a HUP's pre-check is this command: it must refuse what serve would).
+            from .store.migrations import MigrationError, plugin_migrations
+
+            try:
+                plugin_migrations(app.plugins, app.store.dialect)
+            except MigrationError as exc:
+                raise ConfigError(f"{config.source}: plugin migrations: {exc}") from None
     except ConfigError as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 1

@@ -55,3 +55,44 @@ def test_routeplane_plugins_builds_a_plugin_with_its_configured_options(tmp_path
     assert "error" not in row and row["enabled"] is True, row
     [unconfigured] = describe_plugins(str(tmp_path / "missing.yaml"))
     assert "phrase" in unconfigured["error"]  # without its options it cannot be built: said, not hidden
+
+
+class _Hits(Plugin):
+    def migrations(self) -> Any:
+        from routeplane import MigrationItem
+
+        return [MigrationItem(1, "hits", "CREATE TABLE shared_hits (n INTEGER)", tables=("shared_hits",))]
+
+    def install(self, app: Any) -> None:
+        pass
+
+
+class HitsA(_Hits):
+    id = PluginId("hits-a")
+
+
+class HitsB(_Hits):
+    id = PluginId("hits-b")
+
+
+def test_check_refuses_plugin_migrations_serve_would_refuse(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """`check` said OK to two plugins owning one table, which serve then refused; a HUP's pre-check is
+    `check`, so the reload went through and the workers could not boot."""
+    from routeplane.cli import main
+
+    eps = [metadata.EntryPoint(n, f"{__name__}:{c}", "routeplane.plugins") for n, c in (("hits-a", "HitsA"),
+                                                                                       ("hits-b", "HitsB"))]
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda **kw: eps if kw.get("group") == "routeplane.plugins" else real(**kw))
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["database"] = {"url": f"sqlite:///{tmp_path}/rp.db"}
+    raw["plugins"] = {"hits-a": {}}
+    path = tmp_path / "gw.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(path)]) == 0
+    raw["plugins"] = {"hits-a": {}, "hits-b": {}}
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["check", str(path)]) == 1
+    assert "table 'shared_hits' belongs to plugin 'hits-a'" in capsys.readouterr().err
