@@ -12,6 +12,7 @@ import os
 import signal
 from typing import Any, Optional
 
+from routeplane import import_paths
 from routeplane.config import ConfigError, load_config
 
 _config_path = os.environ.get("ROUTEPLANE_CONFIG") or None
@@ -64,6 +65,11 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
 
 
 def on_reload(server) -> None:  # noqa: ANN001 - gunicorn hook signature
+    # A plugin installed since start-up (`pip install -e` adds a .pth file): the new
+    # workers are forked from this process, so it must be importable here first.
+    added = import_paths.WATCH.refresh()
+    if added:
+        server.log.info("routeplane: new import paths from %s", ", ".join(added))
     # A broken file must not reach the new workers: one that fails to boot
     # makes gunicorn halt the whole server. Checked first, in a child process.
     check_reloaded_config(server)
