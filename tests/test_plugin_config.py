@@ -96,3 +96,40 @@ def test_check_refuses_plugin_migrations_serve_would_refuse(tmp_path: Any, monke
     path.write_text(yaml.safe_dump(raw))
     assert main(["check", str(path)]) == 1
     assert "table 'shared_hits' belongs to plugin 'hits-a'" in capsys.readouterr().err
+
+
+class _Migrating(Plugin):
+    def __init__(self, pid: str, tables: Any, sql: str) -> None:
+        self.id = PluginId(pid)
+        self._tables, self._sql = tables, sql
+
+    def migrations(self) -> Any:
+        from routeplane import MigrationItem
+
+        return [MigrationItem(1, "m", self._sql, tables=self._tables)]
+
+    def install(self, app: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tables,sql,message", [
+    (("routeplane",), "DROP INDEX routeplane_plugin_stats_updated", "table 'routeplane' is reserved for the core"),
+    (("spend",), "DROP INDEX spend_log_request_id", "index 'spend_log_request_id' is on table 'spend_log' of "
+                                                     "plugin 'spend_log'"),
+])
+def test_a_plugin_migration_cannot_drop_another_owners_index(tables: Any, sql: str, message: str) -> None:
+    """docs/operations.md: a plugin may only touch the tables it declares; declaring 'spend' or
+    'routeplane' let a migration drop spend_log's or the core's indexes."""
+    from routeplane.store.migrations import MigrationError, plugin_migrations
+    from routeplane.store.spend_log import SpendLogPlugin
+
+    with pytest.raises(MigrationError) as err:
+        plugin_migrations([SpendLogPlugin(None), _Migrating("vandal", tables, sql)], "sqlite")  # type: ignore[arg-type]
+    assert message in str(err.value)
+
+
+def test_a_plugin_may_drop_its_own_index_beside_a_shorter_named_table() -> None:
+    from routeplane.store.migrations import plugin_migrations
+
+    plugin = _Migrating("mine", ("mine", "mine_log"), "DROP INDEX mine_log_at; DROP INDEX mine_x")
+    assert [m.plugin for m in plugin_migrations([plugin], "sqlite")] == ["mine"]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from .database import Store, StoreError
-from .sqltext import SQLCheckError, check_tables, split_statements
+from .sqltext import SQLCheckError, check_tables, split_statements, written_tables
 
 CORE = "routeplane"  # the plugin id the core schema is recorded under
 HISTORY = "routeplane_migrations"
@@ -105,7 +105,7 @@ def plugin_migrations(plugins: Iterable[Any], dialect: str) -> List[Migration]:
                 raise MigrationError(f"plugin {pid!r} migration versions start at 1 (got {version})")
             tables = tuple(t.lower() for t in item.tables)
             for table in tables:
-                if table.startswith("routeplane_"):
+                if table == CORE or table.startswith(f"{CORE}_"):
                     raise MigrationError(f"plugin {pid!r} migration {version}: table {table!r} is reserved for the core")
                 if owners.setdefault(table, pid) != pid:
                     raise MigrationError(f"plugin {pid!r} migration {version}: table {table!r} belongs to plugin "
@@ -115,7 +115,26 @@ def plugin_migrations(plugins: Iterable[Any], dialect: str) -> List[Migration]:
             except SQLCheckError as exc:
                 raise MigrationError(f"plugin {pid!r} migration {version} ({item.name}) refused: {exc}") from None
             out.append(Migration(pid, version, item.name, item.sql, tables))
+    for m in out:
+        _check_dropped_indexes(m, owners)
     return out
+
+
+def _check_dropped_indexes(m: Migration, owners: Dict[str, str]) -> None:
+    """An index a migration drops must be on one of its own tables: the longest table name it
+    starts with (`spend_log_x` is spend_log's, even beside a table `spend`) decides, and a
+    `routeplane_` index is the core's."""
+    for _raw, normalized in split_statements(m.sql):
+        for entry in written_tables(normalized)[1]:
+            if not entry.startswith("index:"):
+                continue
+            index = entry[6:]
+            if index.startswith(f"{CORE}_"):
+                raise MigrationError(f"plugin {m.plugin!r} migration {m.version}: index {index!r} belongs to the core")
+            table = max((t for t in owners if index == t or index.startswith(t + "_")), key=len, default=None)
+            if table is not None and owners[table] != m.plugin:
+                raise MigrationError(f"plugin {m.plugin!r} migration {m.version}: index {index!r} is on table "
+                                     f"{table!r} of plugin {owners[table]!r}")
 
 
 def planned(store: Store, plugins: Iterable[Any] = ()) -> List[Migration]:
