@@ -62,3 +62,19 @@ def test_an_answer_that_fails_to_relay_does_not_end_the_relay() -> None:
     r._to_client[8] = (link, 4)
     r.handle_client_line(json.dumps({"jsonrpc": "2.0", "id": 8, "result": {"ok": True}}).encode())
     assert link.sent == [{"jsonrpc": "2.0", "id": 4, "result": {"ok": True}}]
+
+
+def test_an_agent_line_that_is_not_json_rpc_is_not_passed_on() -> None:
+    """`{"foo": 1}` from an agent reached the editor as `{"jsonrpc": "2.0", "method": null}`."""
+    r = relay()
+
+    class Agent:
+        name = "alpha"
+
+        def client_sid(self, sid: str) -> str:
+            return f"alpha:{sid}"
+
+    r._on_agent_message(Agent(), {"foo": 1})
+    r._on_agent_message(Agent(), {"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s1"}})
+    lines = [json.loads(x) for x in r.out._stream.getvalue().splitlines()]
+    assert lines == [{"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "alpha:s1"}}]

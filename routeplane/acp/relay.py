@@ -248,6 +248,11 @@ class ACPRelay:
     # --- agent side ----------------------------------------------------------
 
     def _on_agent_message(self, link: AgentProcess, message: Dict[str, Any]) -> None:
+        if not isinstance(message.get("method"), str) or not message["method"]:
+            # Neither an answer (AgentProcess took those) nor a request or notification: the editor
+            # would get `"method": null`, which is not JSON-RPC.
+            log.warning("agent %s wrote a message that is not JSON-RPC (ignored)", link.name)
+            return
         params = message.get("params")
         if isinstance(params, dict) and isinstance(params.get("sessionId"), str):
             params = dict(params, sessionId=link.client_sid(params["sessionId"]))
