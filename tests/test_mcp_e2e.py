@@ -196,6 +196,10 @@ def test_missing_or_bad_credentials_are_401(stack: Any, wallet: Wallet) -> None:
     bad = token(wallet, tools="not-a-list")
     r = requests.post(gw.url + "/mcp", json=INIT, headers={**ACCEPT, "Authorization": f"Bearer {bad}"}, timeout=30)
     assert r.status_code == 401
+    # Which server ids exist is not told to a caller without credentials (it was a 404 before the 401).
+    for path in ("/mcp/nosuch", "/mcp/beta"):
+        r = requests.post(gw.url + path, json=INIT, headers=ACCEPT, timeout=30)
+        assert r.status_code == 401 and r.json()["error"]["code"] == -32001, (path, r.text)
 
 
 def _session(url: str, bearer: str) -> Dict[str, str]:

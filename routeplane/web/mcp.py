@@ -53,6 +53,7 @@ def make_blueprint(app: "App") -> Blueprint:
         message_id: Any = None
         try:
             _check_origin(app.config.mcp.allowed_origins)
+            identity = _authenticate(app)  # first: which server ids exist is not for anyone to probe
             if server is not None and server not in runtime.pipeline.servers:
                 raise MCPError(INVALID_REQUEST, f"Unknown MCP server {server!r}.", 404)
             if request.method == "GET":
@@ -60,7 +61,6 @@ def make_blueprint(app: "App") -> Blueprint:
                 # so there is no standalone stream to open: the spec's 405 allowance.
                 raise MCPError(INVALID_REQUEST, "Method Not Allowed: this gateway opens no server-to-client "
                                "stream; use POST.", 405)
-            identity = _authenticate(app)
             if request.method == "DELETE":
                 session = _session(runtime, identity, server, required=True)
                 assert session is not None
