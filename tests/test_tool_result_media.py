@@ -139,3 +139,44 @@ def test_a_valid_gemini_history_is_left_as_it_is() -> None:
     assert [[next(iter(x)) for x in t["parts"]] for t in sent] == [
         ["text"], ["functionCall", "functionCall"], ["functionResponse", "functionResponse"]]
     assert [x["functionResponse"]["response"] for x in sent[2]["parts"]] == [{"output": "sunny"}, {"output": "rain"}]
+
+
+def _gemini_history(contents: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    p = gemini.CLIENT.for_path("m", False).decode_request({"contents": contents})
+    return gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)["contents"]
+
+
+def fc(name: str) -> Dict[str, Any]:
+    return {"functionCall": {"name": name, "args": {}}}
+
+
+def fr(name: str, out: str = "ok") -> Dict[str, Any]:
+    return {"functionResponse": {"name": name, "response": {"output": out}}}
+
+
+def test_a_valid_gemini_history_split_over_contents_is_unchanged() -> None:
+    """google-genai's streaming chat keeps each chunk of a model turn as its own content. The first
+    pairing looked only at the content right after a model content: f's real result was replaced by
+    an error and sent as text."""
+    contents = [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [fc("f")]},
+                {"role": "model", "parts": [fc("g")]}, {"role": "user", "parts": [fr("f"), fr("g")]}]
+    assert _gemini_history(contents) == contents
+    split_answer = [{"role": "user", "parts": [{"text": "q"}]}, {"role": "model", "parts": [fc("f")]},
+                    {"role": "user", "parts": [fr("f")]}, {"role": "user", "parts": [{"text": "and now?"}]}]
+    assert _gemini_history(split_answer)[2] == {"role": "user", "parts": [fr("f"), {"text": "and now?"}]}
+
+
+def test_an_orphan_result_in_the_first_turn_becomes_text_after_the_real_responses() -> None:
+    p = openai_chat.CLIENT.decode_request({"model": "m", "messages": [
+        {"role": "tool", "tool_call_id": "call_1", "content": "r"}, {"role": "user", "content": "hi"}]})
+    sent = gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)["contents"]
+    assert sent == [{"role": "user", "parts": [{"text": '[result of function call call_1]: {"output": "r"}'},
+                                               {"text": "hi"}]}]
+    p = openai_chat.CLIENT.decode_request({"model": "m", "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_f", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "call_zzz", "content": "stray"},
+        {"role": "tool", "tool_call_id": "call_f", "content": "ok"}]})
+    mixed = gemini.PROVIDER.encode_request(p, target("gemini"), stream=False)["contents"]
+    assert [next(iter(x)) for x in mixed[-1]["parts"]] == ["functionResponse", "text"]

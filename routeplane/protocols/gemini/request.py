@@ -501,16 +501,26 @@ def _pair_function_responses(contents: List[Dict[str, Any]]) -> None:
     """Every functionCall of a model turn answered in the user turn after it, and every
     functionResponse answering one (translation.md §12.5-6: Gemini wants as many responses as
     calls). Histories from other wires can lack a result or carry one for no call: a missing
-    one becomes an error response, an orphan becomes user text, so nothing sent is lost."""
-    i = 0
-    while i < len(contents):
-        turn = contents[i]
-        calls = [p["functionCall"] for p in turn["parts"] if "functionCall" in p] if turn["role"] == "model" else []
-        nxt = contents[i + 1] if i + 1 < len(contents) else None
-        if nxt is not None and nxt["role"] == "user":
-            unanswered = list(calls)
+    one becomes an error response, an orphan becomes user text, so nothing sent is lost.
+
+    A turn is a run of same-role contents (google-genai's streaming chat keeps each chunk
+    of a model turn as its own content): a valid Gemini history is left exactly as it is.
+    """
+    runs: List[Tuple[str, List[int]]] = []
+    for i, content in enumerate(contents):
+        if runs and runs[-1][0] == content["role"]:
+            runs[-1][1].append(i)
+        else:
+            runs.append((content["role"], [i]))
+    calls: List[Dict[str, Any]] = []
+    for role, indexes in runs:
+        if role == "model":
+            calls = [p["functionCall"] for i in indexes for p in contents[i]["parts"] if "functionCall" in p]
+            continue
+        unanswered = list(calls)
+        for i in indexes:
             parts = []
-            for part in nxt["parts"]:
+            for part in contents[i]["parts"]:
                 resp = part.get("functionResponse")
                 if resp is not None:
                     match = next((c for c in unanswered if (c.get("id") == resp["id"] if "id" in resp
@@ -521,10 +531,11 @@ def _pair_function_responses(contents: List[Dict[str, Any]]) -> None:
                     else:
                         unanswered.remove(match)
                 parts.append(part)
-            nxt["parts"] = [_missing_response(c) for c in unanswered] + parts
-        elif calls and nxt is not None:  # a model turn right after the calls: answer them in between
-            contents.insert(i + 1, {"role": "user", "parts": [_missing_response(c) for c in calls]})
-        i += 1
+            parts.sort(key=lambda d: 0 if "functionResponse" in d else 1)
+            contents[i]["parts"] = parts
+        first = contents[indexes[0]]
+        first["parts"] = [_missing_response(c) for c in unanswered] + first["parts"]
+        calls = []
 
 
 def _missing_response(call: Dict[str, Any]) -> Dict[str, Any]:
