@@ -78,3 +78,17 @@ def test_an_agent_line_that_is_not_json_rpc_is_not_passed_on() -> None:
     r._on_agent_message(Agent(), {"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "s1"}})
     lines = [json.loads(x) for x in r.out._stream.getvalue().splitlines()]
     assert lines == [{"jsonrpc": "2.0", "method": "session/update", "params": {"sessionId": "alpha:s1"}}]
+
+
+def test_a_message_too_deep_to_encode_is_dropped_not_raised() -> None:
+    """json.loads parses a little deeper than json.dumps can write back (both share the recursion
+    limit): the agent's reader died on such a notification, and the relay on the client's."""
+    deep: Any = "x"
+    for _ in range(5000):
+        deep = [deep]
+    out = io.BytesIO()
+    assert LineWriter(out).send({"jsonrpc": "2.0", "method": "session/update", "params": {"p": deep}}) is False
+    assert out.getvalue() == b""
+    r = relay()
+    r._client_notification = lambda method, params: (_ for _ in ()).throw(RecursionError("deep"))  # type: ignore
+    r.handle_client_line(b'{"jsonrpc":"2.0","method":"session/cancel","params":{"sessionId":"a:1"}}')  # no raise

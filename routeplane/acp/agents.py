@@ -25,11 +25,16 @@ class LineWriter:
 
     def send(self, message: Mapping[str, Any]) -> bool:
         try:
-            data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-        except UnicodeEncodeError:
-            # A lone surrogate ("\ud83d": a string cut inside an emoji) has no UTF-8 form; escaped,
-            # the peer reads the very string the sender wrote.
-            data = json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
+            try:
+                data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
+            except UnicodeEncodeError:
+                # A lone surrogate ("\ud83d": a string cut inside an emoji) has no UTF-8 form; escaped,
+                # the peer reads the very string the sender wrote.
+                data = json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
+        except (RecursionError, ValueError, TypeError):
+            # Nested past what the encoder can recurse (it parsed, a few frames shallower): not relayed.
+            log.warning("a message could not be encoded as one JSON line (dropped)")
+            return False
         with self._lock:
             try:
                 self._stream.write(data)
@@ -156,13 +161,16 @@ class AgentProcess:
                     continue
                 if not isinstance(message, dict):
                     continue
-                if "method" not in message and "id" in message:
-                    with self._lock:
-                        entry = self._pending.pop(message["id"], None) if isinstance(message["id"], int) else None
-                    if entry is not None:
-                        entry[1](message)
-                    continue
-                self._on_message(self, message)
+                try:
+                    if "method" not in message and "id" in message:
+                        with self._lock:
+                            entry = self._pending.pop(message["id"], None) if isinstance(message["id"], int) else None
+                        if entry is not None:
+                            entry[1](message)
+                        continue
+                    self._on_message(self, message)
+                except Exception:  # one message the relay cannot pass on must not cost the agent its reader
+                    log.exception("relaying a message of agent %s failed", self.name)
         except Exception:
             log.exception("the reader of agent %s failed", self.name)
         finally:

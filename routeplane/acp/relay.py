@@ -88,7 +88,10 @@ class ACPRelay:
                 log.exception("relaying %s failed", method)
                 self._answer_error(message["id"], _error(-32603, f"Internal error relaying {method}."))
         elif isinstance(message.get("params", {}), (dict, type(None))):
-            self._client_notification(str(method), message.get("params") or {})
+            try:
+                self._client_notification(str(method), message.get("params") or {})
+            except Exception:
+                log.exception("relaying the client's %s failed", method)
 
     def _answer_error(self, cid: Any, error: Mapping[str, Any]) -> None:
         self.out.send({"jsonrpc": "2.0", "id": cid, "error": dict(error)})
