@@ -67,7 +67,11 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
 def on_reload(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     # A plugin installed since start-up (`pip install -e` adds a .pth file): the new
     # workers are forked from this process, so it must be importable here first.
-    added = import_paths.WATCH.refresh()
+    try:
+        added = import_paths.WATCH.refresh()
+    except Exception as exc:  # never the reason a reload stops the server
+        server.log.error("routeplane: reading new .pth files failed: %s", exc)
+        added = []
     if added:
         server.log.info("routeplane: new import paths from %s", ", ".join(added))
     # A broken file must not reach the new workers: one that fails to boot

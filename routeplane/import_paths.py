@@ -11,10 +11,13 @@ the import system's caches; files it has run are never run twice.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import site
 import sys
 from typing import Iterable, List, Optional, Set, Tuple
+
+log = logging.getLogger("routeplane")
 
 
 def site_dirs() -> List[str]:
@@ -40,12 +43,16 @@ class PthWatch:
         self.seen = _pth_files(self.dirs)
 
     def refresh(self) -> List[str]:
-        """Run the `.pth` files added since the last look; their names."""
+        """Run the `.pth` files added since the last look; their names. A file that cannot be read or
+        whose code fails is logged and skipped (and not tried again): it must not stop the master."""
         new = sorted(_pth_files(self.dirs) - self.seen)
         known = {os.path.normcase(os.path.abspath(p)) for p in sys.path if p}
         for sitedir, name in new:
-            site.addpackage(sitedir, name, known)  # type: ignore[attr-defined]  # stdlib, stable since 2.x
-        self.seen.update(new)
+            self.seen.add((sitedir, name))
+            try:
+                site.addpackage(sitedir, name, known)  # type: ignore[attr-defined]  # stdlib, stable since 2.x
+            except BaseException as exc:  # also SystemExit from an import line
+                log.warning("routeplane: %s in %s was skipped: %s: %s", name, sitedir, type(exc).__name__, exc)
         importlib.invalidate_caches()
         return [name for _, name in new]
 

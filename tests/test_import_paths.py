@@ -20,7 +20,8 @@ from routeplane.import_paths import PthWatch
 def test_a_pth_file_added_after_start_up_makes_its_module_importable(tmp_path: Any) -> None:
     site_dir = tmp_path / "site-packages"
     site_dir.mkdir()
-    (site_dir / "old.pth").write_text(str(tmp_path / "nowhere") + "\n")
+    (tmp_path / "old").mkdir()
+    (site_dir / "old.pth").write_text(str(tmp_path / "old") + "\n")  # run at start-up already (not here)
     watch = PthWatch([str(site_dir)])  # the master at start-up
     src = tmp_path / "src"
     src.mkdir()
@@ -29,10 +30,14 @@ def test_a_pth_file_added_after_start_up_makes_its_module_importable(tmp_path: A
     try:
         assert watch.refresh() == ["__editable__.late_plugin.pth"]
         assert importlib.import_module("late_plugin_mod").VALUE == 42
-        assert str(tmp_path / "nowhere") not in sys.path  # files seen at start-up are not run again
+        assert str(tmp_path / "old") not in sys.path  # files seen at start-up are not run again
+        assert watch.refresh() == []
+        (site_dir / "bad.pth").write_bytes(b"/opt/caf\xe9\n")  # not UTF-8: site raises while reading it
+        (site_dir / "exits.pth").write_text("import sys; sys.exit(3)\n")
+        assert watch.refresh() == ["bad.pth", "exits.pth"]  # skipped, logged, and the master goes on
         assert watch.refresh() == []
     finally:
-        sys.path[:] = [p for p in sys.path if p != str(src)]
+        sys.path[:] = [p for p in sys.path if p not in (str(src), str(tmp_path / "old"))]
         sys.modules.pop("late_plugin_mod", None)
 
 
