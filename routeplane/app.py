@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 
 from marshmallow import Schema, ValidationError
 
-from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, parse_config
+from .config import DEFAULT_CONFIG, Config, ConfigError, load_config, parse_config, plugin_enabled
 from .hooks.acp import ACPHook
 from .hooks.language_model import HOOK_KINDS
 from .hooks.mcp import MCPHook
@@ -363,9 +363,10 @@ def discover_plugins(config: Config) -> List[Plugin]:
     plugins: List[Plugin] = []
     for pid, options in config.plugins.items():
         path = f"{config.source}: plugins.{pid}"
-        options = dict(options or {})
-        if options.pop("enabled", True) is False:
+        if plugin_enabled(options) is False:
             continue
+        options = dict(options or {})
+        options.pop("enabled", None)
         # A time budget for the plugin's pre-request hooks; the plugin's own `fail_open` decides what a
         # timeout means (skip the hook, or deny with 503).
         timeout_ms = options.pop("timeout_ms", None)

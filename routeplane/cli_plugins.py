@@ -9,7 +9,7 @@ from importlib import metadata
 from typing import Any, Dict, List
 
 from .app import ENTRY_POINT_GROUP, App, Plugin, make_plugin, plugin_options
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, plugin_enabled
 
 
 def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
@@ -17,7 +17,7 @@ def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
     try:
         config = load_config(config_path)
         sections = dict(config.plugins)
-        enabled = {pid for pid, opts in sections.items() if (opts or {}).get("enabled", True) is not False}
+        enabled = {pid for pid, opts in sections.items() if plugin_enabled(opts) is not False}
     except ConfigError:
         sections, enabled = {}, set()
     out: List[Dict[str, Any]] = []

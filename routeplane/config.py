@@ -218,9 +218,9 @@ class ConfigSchema(_Strict):
             for pid, section in raw_plugins.items():
                 if section is not None and not isinstance(section, dict):
                     errors.setdefault("plugins", {})[pid] = ["a plugin's section is a mapping of its options"]
-                elif isinstance(section, dict) and not isinstance(section.get("enabled", True), bool):
-                    # A quoted "no" or "false" is a string, which would have enabled the plugin.
-                    errors.setdefault("plugins", {})[pid] = {"enabled": ["true or false (unquoted)"]}
+                elif isinstance(section, dict) and plugin_enabled(section) is None:
+                    # "no" or "off" would have enabled the plugin: what is not clearly a boolean is refused.
+                    errors.setdefault("plugins", {})[pid] = {"enabled": ["true or false"]}
         raw_mcp = original.get("mcp_servers") if isinstance(original, dict) else None
         if isinstance(raw_mcp, dict) and server_id_problems(raw_mcp):
             errors["mcp_servers"] = server_id_problems(raw_mcp)
@@ -229,6 +229,18 @@ class ConfigSchema(_Strict):
             errors["agents"] = agent_name_problems(raw_agents)
         if errors:
             raise ValidationError(errors)
+
+
+def plugin_enabled(section: Any) -> Optional[bool]:
+    """A plugin section's `enabled` as the other booleans of the config read it (`true`, `"true"` from
+    `${VAR}`, `1`, `"yes"`...); absent or empty means enabled; None when it is not a boolean."""
+    value = (section or {}).get("enabled", True)
+    if value is None:
+        return True
+    try:
+        return fields.Boolean().deserialize(value)
+    except ValidationError:
+        return None
 
 
 def _registry_ids() -> Tuple[str, ...]:

@@ -17,15 +17,30 @@ from routeplane.config import DEFAULT_CONFIG, ConfigError, parse_config
 @pytest.mark.parametrize("plugins,expected", [
     ({"redactor": [1, 2]}, "plugins.redactor: a plugin's section is a mapping of its options"),
     ({"redactor": "yes"}, "plugins.redactor: a plugin's section is a mapping of its options"),
-    ({"redactor": {"enabled": "no"}}, "plugins.redactor.enabled: true or false (unquoted)"),
+    ({"redactor": {"enabled": "maybe"}}, "plugins.redactor.enabled: true or false"),
 ])
 def test_a_bad_plugin_section_is_refused_by_key_path(plugins: Dict[str, Any], expected: str) -> None:
-    """A list was a TypeError traceback; a quoted "no" silently enabled the plugin."""
+    """A list was a TypeError traceback; a string that is no boolean silently enabled the plugin."""
     raw = copy.deepcopy(DEFAULT_CONFIG)
     raw["plugins"] = plugins
     with pytest.raises(ConfigError) as err:
         parse_config(raw, "gw.yaml")
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize("value,enabled", [("no", False), ("false", False), (0, False), (False, False),
+                                           ("true", True), ("yes", True), (None, True), (True, True)])
+def test_enabled_reads_like_every_other_boolean(value: Any, enabled: bool) -> None:
+    """`${VAR}` interpolation gives strings: "false" from the environment disables, as for any boolean."""
+    from routeplane.app import discover_plugins
+
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["plugins"] = {"no-such-plugin": {"enabled": value}}
+    if enabled:
+        with pytest.raises(ConfigError, match="no installed plugin has this id"):
+            discover_plugins(parse_config(raw, "gw.yaml"))
+    else:
+        assert discover_plugins(parse_config(raw, "gw.yaml")) == []
 
 
 class PhrasePlugin(Plugin):
