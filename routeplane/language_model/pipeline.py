@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from ..errors import (
     HookDenied,
@@ -501,10 +501,11 @@ class LanguageModelPipeline:
                 self.settlement_errors += 1
                 log.exception("settlement recorder %s failed for request %s", type(recorder).__name__, ctx.request_id)
         self._phase(ctx, Phase.SETTLE)
-        self._end_event(run, target, usage, cost, outcome, error_type, status)
+        self._end_event(run, target, usage, cost, outcome, error_type, status, settlement.metadata)
 
     def _end_event(self, run: _Run, target: Optional[RoutingTarget], usage: Usage, cost: Optional[int],
-                   outcome: Outcome, error_type: Optional[str], status: int) -> None:
+                   outcome: Outcome, error_type: Optional[str], status: int,
+                   metadata: Optional[Mapping[str, Any]] = None) -> None:
         ctx = run.ctx
         self.observers.emit_lazy(
             "on_request_end",
@@ -526,7 +527,7 @@ class LanguageModelPipeline:
                 status=status,
                 attempts=tuple(run.attempts),
                 error_class=run.error_class,
-                metadata=frozen(ctx.metadata),  # one recorder cannot change what the next one reads
+                metadata=frozen(ctx.metadata) if metadata is None else metadata,  # the settlement's, shared
                 started_at=ctx.started_at,
             ),
         )
