@@ -143,6 +143,17 @@ def test_a_plugin_migration_cannot_drop_another_owners_index(tables: Any, sql: s
     assert message in str(err.value)
 
 
+@pytest.mark.parametrize("tables,sql", [(("spend",), "DROP INDEX spend_log_request_id"),
+                                         (("auth",), "DROP INDEX auth_budget_ledger_account"),
+                                         (("spend_log",), "CREATE TABLE spend_log (x INTEGER)")])
+def test_built_in_tables_are_owned_even_when_their_plugin_is_off(tables: Any, sql: str) -> None:
+    """With the spend log disabled or auth.mode none, their tables had no owner to protect them."""
+    from routeplane.store.migrations import MigrationError, plugin_migrations
+
+    with pytest.raises(MigrationError):
+        plugin_migrations([_Migrating("vandal", tables, sql)], "sqlite")
+
+
 def test_a_plugin_may_drop_its_own_index_beside_a_shorter_named_table() -> None:
     from routeplane.store.migrations import plugin_migrations
 

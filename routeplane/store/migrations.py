@@ -80,10 +80,16 @@ def core_migrations(dialect: str, sql_dir: str = SQL_DIR) -> List[Migration]:
     return out
 
 
+# The built-in plugins' tables, owned whether or not the plugin is enabled in this config: another
+# plugin may neither declare them nor drop their indexes.
+BUILTIN_TABLES = {"spend_log": "spend_log", "auth_api_keys": "auth", "auth_budget_ledger": "auth",
+                  "auth_budget_locks": "auth", "mcp_gateway_secret": "mcp", "mcp_revoked_sessions": "mcp"}
+
+
 def plugin_migrations(plugins: Iterable[Any], dialect: str) -> List[Migration]:
     """Every installed plugin's migrations for this dialect, validated against the tables each declares."""
     out: List[Migration] = []
-    owners: Dict[str, str] = {}
+    owners: Dict[str, str] = dict(BUILTIN_TABLES)
     for plugin in plugins:
         pid = str(plugin.id)
         if pid == CORE:
