@@ -219,7 +219,7 @@ class ConfigSchema(_Strict):
                 if section is not None and not isinstance(section, dict):
                     errors.setdefault("plugins", {})[pid] = ["a plugin's section is a mapping of its options"]
                 elif isinstance(section, dict) and plugin_enabled(section) is None:
-                    # "no" or "off" would have enabled the plugin: what is not clearly a boolean is refused.
+                    # A value that is no boolean ("maybe") would have enabled the plugin: refused.
                     errors.setdefault("plugins", {})[pid] = {"enabled": ["true or false"]}
         raw_mcp = original.get("mcp_servers") if isinstance(original, dict) else None
         if isinstance(raw_mcp, dict) and server_id_problems(raw_mcp):
