@@ -361,15 +361,14 @@ def discover_plugins(config: Config) -> List[Plugin]:
         return []
     available = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     plugins: List[Plugin] = []
-    for pid, options in config.plugins.items():
+    for pid, section in config.plugins.items():
         path = f"{config.source}: plugins.{pid}"
-        if plugin_enabled(options) is False:
+        if plugin_enabled(section) is False:
             continue
-        options = dict(options or {})
-        options.pop("enabled", None)
         # A time budget for the plugin's pre-request hooks; the plugin's own `fail_open` decides what a
         # timeout means (skip the hook, or deny with 503).
-        timeout_ms = options.pop("timeout_ms", None)
+        timeout_ms = (section or {}).get("timeout_ms")
+        options = plugin_options(section)
         ep = available.get(pid) or _BUILTIN_PLUGINS.get(pid)
         if ep is None:
             raise ConfigError(f"{path}: no installed plugin has this id (installed: {sorted(available) or 'none'})")
