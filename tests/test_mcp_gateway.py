@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import time
 from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
@@ -584,6 +585,24 @@ class _Scripted:
                     self.end_headers()
                     self.wfile.write(data)
                     return
+                if scripted.mode in ("trickle-sse", "trickle-json"):
+                    # no length and no chunking: the body ends when the connection closes, and a
+                    # byte arrives every 0.1 s, so no single read ever waits as long as the timeout
+                    sse = scripted.mode == "trickle-sse"
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/event-stream" if sse else "application/json")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for _ in range(40):
+                        if scripted.release.wait(0.1):
+                            break
+                        try:
+                            self.wfile.write(b": ping\n\n" if sse else b" ")
+                            self.wfile.flush()
+                        except OSError:
+                            break
+                    self.close_connection = True
+                    return
                 # slow SSE: a comment at once, then nothing for longer than the caller waits
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
@@ -612,6 +631,8 @@ class _Scripted:
 
 
 @pytest.mark.parametrize("mode,timeout,reason", [("slow-sse", True, "did not answer within 0.5s"),
+                                                 ("trickle-sse", True, "did not answer within 0.5s"),
+                                                 ("trickle-json", True, "did not answer within 0.5s"),
                                                  ("wrong-id", False, "answered another request's id")])
 def test_http_upstream_timeouts_and_foreign_answers(mode: str, timeout: bool, reason: str) -> None:
     """A read timeout inside an SSE body was a 502 'broke the connection' (requests calls it
@@ -624,8 +645,11 @@ def test_http_upstream_timeouts_and_foreign_answers(mode: str, timeout: bool, re
     up = HttpUpstream(MCPServerConfig(id="h", type="http", prefix="h__", url=srv.url), lambda *a: None)
     up.session_id = "s1"
     try:
+        started = time.monotonic()
         with pytest.raises(UpstreamFailure) as exc:
             up._post({"jsonrpc": "2.0", "id": 7, "method": "tools/list"}, 0.5, False)
+        # a body that trickles in for 4 s was read to its end before the deadline was checked
+        assert time.monotonic() - started < 2.0
         assert exc.value.timeout is timeout and exc.value.reason == reason
         assert exc.value.to_error().status == (504 if timeout else 502)
     finally:

@@ -6,7 +6,7 @@ import json
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Iterator, Optional
 
 import requests
 import urllib3
@@ -100,7 +100,9 @@ class HttpUpstream(Upstream):
             return self._read(resp, message, deadline, timeout, initializing)
         except requests.Timeout:
             raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
-        except requests.RequestException as exc:
+        except urllib3.exceptions.ReadTimeoutError:  # from reading the body ourselves (`_chunks`)
+            raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             if _read_timed_out(exc):  # requests reports a timeout while reading the body as ConnectionError
                 raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
             raise UpstreamFailure(self.server, f"broke the connection ({type(exc).__name__})") from None
@@ -120,12 +122,10 @@ class HttpUpstream(Upstream):
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if ctype == "application/json":
             raw = bytearray()
-            for chunk in resp.iter_content(chunk_size=65536):
+            for chunk in self._chunks(resp, deadline, timeout):
                 raw += chunk
                 if len(raw) > MAX_BODY_BYTES:
                     raise UpstreamFailure(self.server, f"answered more than {MAX_BODY_BYTES} bytes")
-                if time.monotonic() > deadline:
-                    raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
             try:
                 body = json.loads(bytes(raw))
             except ValueError:
@@ -141,18 +141,31 @@ class HttpUpstream(Upstream):
         if ctype != "text/event-stream":
             raise UpstreamFailure(self.server, f"answered an unexpected content type {ctype or 'none'!r}")
         parser = SSEParser()
-        for chunk in resp.iter_content(chunk_size=None):
+        for chunk in self._chunks(resp, deadline, timeout):
             for event in parser.feed(chunk):
                 found = self._event(event.data, message["id"])
                 if found is not None:
                     return found
-            if time.monotonic() > deadline:
-                raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
         for event in parser.finish():
             found = self._event(event.data, message["id"])
             if found is not None:
                 return found
         raise UpstreamFailure(self.server, "closed its stream before answering")
+
+    def _chunks(self, resp: requests.Response, deadline: float, timeout: float) -> Iterator[bytes]:
+        """The body as it arrives, with the deadline checked after every read.
+
+        `iter_content` reads a body without a length or chunking (it ends when the connection
+        closes) to its end before yielding, so an upstream trickling bytes would hold the caller
+        past any deadline; `read1` returns what one read of the socket brings.
+        """
+        while True:
+            chunk = resp.raw.read1(65536, decode_content=True)
+            if not chunk:
+                return
+            yield chunk
+            if time.monotonic() > deadline:
+                raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
 
     def _event(self, data: str, request_id: Any) -> Optional[Dict[str, Any]]:
         if not data.strip():
