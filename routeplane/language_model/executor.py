@@ -118,6 +118,8 @@ class HttpExecutor(Executor):
                 f"{target.provider}: the upstream URL was refused by the URL safety policy (see the gateway log).",
                 provider=target.provider,
             ) from None
+        if not codec.continues_prefill:
+            refuse_prefill(prompt, target)
         try:
             # allow_nan=False: NaN/Infinity are not JSON; a provider would reject the whole body.
             body = json.dumps(codec.encode_request(prompt, target, stream), separators=(",", ":"),
@@ -251,6 +253,17 @@ class _Deadline:
         if left is not None and left <= 0.05 and is_timeout(exc):
             return self.timeout(target)
         return translate_exception(exc, target)
+
+
+def refuse_prefill(prompt: Prompt, target: RoutingTarget) -> None:
+    """translation.md §29: an Anthropic client's trailing assistant message is a prefill the model
+    must continue. The OpenAI wires and Gemini read it as a finished turn and answer anew, so the
+    request is refused (400) rather than silently given another meaning."""
+    if prompt.extras_protocol == "anthropic_messages" and prompt.messages and prompt.messages[-1].role == "assistant":
+        raise InvalidRequest(
+            f"The last message is an assistant prefill, which {target.provider}:{target.model} ({target.protocol}) "
+            "cannot continue: only an Anthropic upstream honours a prefill. End the conversation with a user "
+            "message, or route this model to an Anthropic upstream.", param="messages")
 
 
 def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]:

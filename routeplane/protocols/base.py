@@ -71,6 +71,8 @@ class StreamDecoder(ABC):
 
 class ProviderCodec(ABC):
     protocol: str
+    # Whether the wire continues a trailing assistant message (a prefill) instead of answering after it.
+    continues_prefill: bool = False
 
     @abstractmethod
     def url(self, target: RoutingTarget, stream: bool) -> str: ...
