@@ -248,7 +248,22 @@ def test_openai_stream_against_anthropic_tool_calls(env, gpt):
         ("toolu_1", "get_weather", {"city": "Paris"}), ("toolu_2", "get_weather", {"city": "Rome"})]
     assert (final.usage.prompt_tokens, final.usage.prompt_tokens_details.cached_tokens,
             final.usage.completion_tokens) == (30, 5, 40)
+    # no output_tokens_details upstream: the reasoning count is unknown, so it is left out, not 0
+    assert final.usage.completion_tokens_details is None
     assert an.requests[0].json["stream"] is True
+
+
+def test_openai_usage_omits_a_reasoning_count_anthropic_did_not_give(env, gpt):
+    """translation.md §9: reasoning_tokens = thinking_tokens, "omit if absent — do not guess".
+    Before, every answer from an Anthropic upstream claimed reasoning_tokens: 0, thinking or not."""
+    _, _, an = env
+    an.enqueue(Reply.json(_an_message(
+        [{"type": "thinking", "thinking": "hmm", "signature": "sig-x"}, {"type": "text", "text": "Hi!"}],
+        usage={"input_tokens": 40, "output_tokens": 120})))
+    r = gpt.chat.completions.with_raw_response.create(model="claude-route",
+                                                       messages=[{"role": "user", "content": "hi"}])
+    usage = json.loads(r.text)["usage"]
+    assert usage["completion_tokens"] == 120 and "completion_tokens_details" not in usage
 
 
 def test_openai_sdk_sees_anthropic_529_as_503(env, gpt):

@@ -195,6 +195,9 @@ class Usage:
     output_tokens: int = 0  # visible output (text, tool calls)
     reasoning_tokens: int = 0
     reported: bool = True  # False when estimated locally
+    # False when the upstream did not break reasoning out of its output count (Anthropic without
+    # output_tokens_details): reasoning_tokens is then 0 and the wires that can omit the field do.
+    reasoning_known: bool = True
     raw: Optional[Mapping[str, Any]] = None
 
     @property

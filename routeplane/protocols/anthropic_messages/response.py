@@ -127,6 +127,7 @@ def decode_usage(raw: Any, base: Optional[Usage] = None) -> Optional[Usage]:
         output_tokens=total_out - reasoning,
         reasoning_tokens=reasoning,
         reported=True,
+        reasoning_known="thinking_tokens" in details or (base is not None and base.reasoning_known),
         raw=merged_raw,
     )
 

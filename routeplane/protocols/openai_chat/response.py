@@ -63,13 +63,15 @@ def encode_usage(u: Usage) -> Dict[str, Any]:
     details: Dict[str, Any] = {"cached_tokens": u.cache_read_tokens}
     if u.cache_write_tokens:
         details["cache_write_tokens"] = u.cache_write_tokens
-    return {
+    out = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
         "prompt_tokens_details": details,
-        "completion_tokens_details": {"reasoning_tokens": u.reasoning_tokens},
     }
+    if u.reasoning_known:  # translation.md §9: omitted when the upstream gave no breakdown, never guessed
+        out["completion_tokens_details"] = {"reasoning_tokens": u.reasoning_tokens}
+    return out
 
 
 def decode_usage(raw: Any) -> Optional[Usage]:
