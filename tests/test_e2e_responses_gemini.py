@@ -389,3 +389,38 @@ def test_genai_chat_continues_an_anthropic_thinking_tool_loop(gclient: genai.Cli
     assert second.text == "18C in Paris."
     assert _signed_thinking_sent(upstream_all) == {"type": "thinking", "thinking": "Need the tool.",
                                                   "signature": "sig-AN-1"}
+
+
+def _gemini_counting_stream() -> Reply:
+    from tests.support.wires import gemini_sse
+
+    def chunk(text: str, done: int, finish: bool = False) -> Dict[str, Any]:
+        cand: Dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "index": 0}
+        if finish:
+            cand["finishReason"] = "STOP"
+        return {"candidates": [cand], "modelVersion": "up-gemini", "responseId": "r-up",
+                "usageMetadata": {"promptTokenCount": 11, "candidatesTokenCount": done, "totalTokenCount": 11 + done}}
+
+    return gemini_sse([chunk("One ", 1), chunk("two ", 2), chunk("three.", 3, finish=True)])
+
+
+def test_gemini_upstream_usage_reaches_clients_as_it_streams(gateway: GatewayProcess, upstream_all: FakeUpstream,
+                                                             gclient: genai.Client) -> None:
+    """Gemini sends usageMetadata on every chunk (cumulative). Before, only the last chunk to a Gemini
+    client had it, and an Anthropic client's message_start counted an estimate, not the 11 input tokens."""
+    import anthropic
+
+    upstream_all.enqueue(_gemini_counting_stream())
+    chunks = list(gclient.models.generate_content_stream(model="via-gemini", contents="count"))
+    assert "".join(c.text or "" for c in chunks) == "One two three."
+    assert [c.usage_metadata.prompt_token_count if c.usage_metadata else None for c in chunks] == [11] * len(chunks)
+    assert chunks[-1].usage_metadata.candidates_token_count == 3
+
+    upstream_all.enqueue(_gemini_counting_stream())
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0)
+    with client.messages.stream(model="via-gemini", max_tokens=50,
+                                messages=[{"role": "user", "content": "count"}]) as s:
+        events = list(s)
+    start = next(e for e in events if e.type == "message_start")
+    assert start.message.usage.input_tokens == 11
+    assert s.get_final_message().usage.output_tokens == 3

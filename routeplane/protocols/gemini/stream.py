@@ -197,6 +197,7 @@ class GeminiStreamDecoder(StreamDecoder):
         self._finish: Optional[str] = None
         self._blocked = False
         self._usage: Optional[Usage] = None
+        self._usage_raw: Any = None
         self._tools = False
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
@@ -214,13 +215,18 @@ class GeminiStreamDecoder(StreamDecoder):
             raise upstream_status_error(code if isinstance(code, int) and code >= 400 else 502, data.encode(), {},
                                         self._target)
         out: List[StreamPart] = []
+        # usageMetadata may come on every chunk, cumulative (last wins). The first chunk's goes out
+        # with the start (input known up front), a changed one after the chunk's parts, so a client
+        # and the settlement of a stream cut short see the upstream's counts so far.
+        raw_usage = chunk.get("usageMetadata")
+        usage = decode_usage(raw_usage) if raw_usage != self._usage_raw else None
+        if usage is not None:
+            self._usage, self._usage_raw = usage, raw_usage
         if not self._started:
             self._started = True
             out.append(ResponseStart(str(chunk.get("responseId") or ""),
-                                     str(chunk.get("modelVersion") or self._target.model)))
-        usage = decode_usage(chunk.get("usageMetadata"))
-        if usage is not None:
-            self._usage = usage
+                                     str(chunk.get("modelVersion") or self._target.model), usage=usage))
+            usage = None
         feedback = chunk.get("promptFeedback")
         if isinstance(feedback, dict) and feedback.get("blockReason"):
             self._blocked = True
@@ -234,6 +240,8 @@ class GeminiStreamDecoder(StreamDecoder):
                     out.extend(self._part(raw))
             if isinstance(cand.get("finishReason"), str):
                 self._finish = cand["finishReason"]
+        if usage is not None:
+            out.append(UsageUpdate(usage))
         return out
 
     def _block(self) -> int:
