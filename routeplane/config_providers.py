@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from .language_model.provider_registry import ProviderRegistry, ProviderSpec
 from .language_model.routing import PROTOCOLS, Prices, RoutingTarget, Timeouts
 from .language_model.url_safety import UnsafeURL, URLPolicy, check_base_url
+from .protocols.base import EFFORT_RANK
 
 BUILTIN_TIMEOUTS = Timeouts()
 
@@ -107,6 +108,7 @@ def _template(
     for model, override in (p.get("model_prices") or {}).items():
         model_prices[model] = _merge_prices(model_prices.get(model), override) or Prices()
     default_price = _merge_prices(spec.default_price if spec else None, p.get("prices")) or Prices()
+    options = _options(spec, p.get("options"), path, problems)
     declared_models = list(p.get("models") or ())
     declared_models += [m for m in model_prices if m not in declared_models]
     return RoutingTarget(
@@ -119,11 +121,29 @@ def _template(
         timeouts=layered_timeouts(global_timeouts, p.get("timeouts")),
         prices=default_price,
         confidential=bool(p.get("confidential")),
-        options=dict(p.get("options") or {}, declared_models=tuple(declared_models), model_prices=model_prices),
+        options=dict(options, declared_models=tuple(declared_models), model_prices=model_prices),
         auth_header=p.get("auth_header") or (spec.auth_header if spec else None),
         auth_prefix=p["auth_prefix"] if p.get("auth_prefix") is not None else (spec.auth_prefix if spec else ""),
         url_policy=policy,
     )
+
+
+def _options(spec: Optional[ProviderSpec], given: Any, path: str, problems: Problems) -> Dict[str, Any]:
+    """The registry's options under the config's; `reasoning_efforts` merges model by model."""
+    options = dict(spec.options) if spec else {}
+    given = dict(given or {})
+    efforts = given.pop("reasoning_efforts", None)
+    options.update(given)
+    if efforts is not None:
+        bad = not isinstance(efforts, Mapping) or any(
+            not isinstance(k, str) or not isinstance(v, list) or not v or any(e not in EFFORT_RANK for e in v)
+            for k, v in efforts.items())
+        if bad:
+            problems.setdefault(f"{path}.options.reasoning_efforts", []).append(
+                f"must map model names (or prefixes ending in *) to non-empty lists of {', '.join(EFFORT_RANK)}")
+        else:
+            options["reasoning_efforts"] = {**options.get("reasoning_efforts", {}), **efforts}
+    return options
 
 
 def target_problems(routes: Mapping[str, Any], active: Mapping[str, RoutingTarget],

@@ -34,3 +34,61 @@ def test_a_responses_upstream_hears_that_effort(budget: int, effort: str) -> Non
 
 def test_no_budget_is_no_thinking() -> None:
     assert effort_for_budget(0) == "none" and effort_for_budget(-5) == "none"
+
+
+# --- efforts a model accepts (providers.<id>.options.reasoning_efforts) ---------------------------
+
+O_SERIES = {"o3": ["low", "medium", "high"], "o4-mini*": ["low", "medium", "high"], "o4-mini-high*": ["high"],
+            "tiny": ["minimal", "medium"]}
+
+
+@pytest.mark.parametrize("model,asked,sent", [
+    ("o3", "minimal", "low"), ("o3", "none", "low"), ("o3", "low", "low"), ("o3", "high", "high"),
+    ("o3", "xhigh", "high"),  # nothing above: the highest accepted
+    ("o4-mini-2025-04-16", "minimal", "low"),  # a prefix
+    ("o4-mini-high-x", "low", "high"),  # the longest prefix wins
+    ("tiny", "low", "medium"), ("tiny", "none", "minimal"),
+    ("gpt-5", "minimal", "minimal"),  # a model the table does not name: as asked
+    ("o3", "turbo", "turbo"),  # an effort the gateway does not know: as asked (the upstream judges)
+])
+def test_an_effort_the_model_refuses_becomes_the_nearest_it_accepts(model: str, asked: str, sent: str) -> None:
+    from routeplane.protocols.base import effort_for_target
+
+    target = RoutingTarget("openai", model, "openai_chat", options={"reasoning_efforts": O_SERIES})
+    assert effort_for_target(asked, target) == sent
+
+
+def test_an_anthropic_client_small_budget_reaches_o3_as_an_effort_it_accepts(gateway_process, upstream) -> None:
+    """o3 and o4-mini answer 400 to "minimal", which every thinking budget <= 1024 used to become.
+    The shipped registry names their efforts; a config's table adds to it."""
+    import anthropic
+
+    from tests.support.upstream import Reply, openai_completion
+
+    upstream.default = lambda req: Reply.json(openai_completion("ok"))
+    gw = gateway_process({
+        "providers": {"openai": {"base_url": upstream.url + "/v1", "api_key": "sk-up",
+                                 "options": {"reasoning_efforts": {"house-model": ["high"]}}}},
+        "models": {"o3": {"targets": [{"provider": "openai", "model": "o3"}]},
+                   "house": {"targets": [{"provider": "openai", "model": "house-model"}]},
+                   "gpt": {"targets": [{"provider": "openai", "model": "gpt-5"}]}},
+    })
+    client = anthropic.Anthropic(base_url=gw.url, api_key="k", max_retries=0)
+    sent = []
+    for model in ("o3", "house", "gpt"):
+        client.messages.create(model=model, max_tokens=3000, messages=[{"role": "user", "content": "x"}],
+                               thinking={"type": "enabled", "budget_tokens": 1024})
+        sent.append((upstream.requests[-1].json["model"], upstream.requests[-1].json["reasoning_effort"]))
+    assert sent == [("o3", "low"), ("house-model", "high"), ("gpt-5", "minimal")]
+
+
+def test_a_malformed_efforts_table_is_a_config_error(tmp_path) -> None:
+    from routeplane.config import ConfigError, load_config
+
+    path = tmp_path / "routeplane.yaml"
+    path.write_text("providers:\n  openai:\n    api_key: sk-x\n    options:\n"
+                    "      reasoning_efforts: {o3: [low, ludicrous]}\n"
+                    "models:\n  m: {targets: [{provider: openai, model: o3}]}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(path))
+    assert "reasoning_efforts" in str(exc.value)

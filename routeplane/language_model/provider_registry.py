@@ -24,6 +24,7 @@ class ProviderSpec:
     key_env: Optional[str]
     model_prices: Mapping[str, Prices] = field(default_factory=dict)
     default_price: Optional[Prices] = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # defaults for `providers.<id>.options`
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def parse_registry(raw: Mapping[str, Any]) -> ProviderRegistry:
             key_env=entry.get("key_env"),
             model_prices={m: _prices(p) for m, p in (entry.get("models") or {}).items()},
             default_price=_prices(entry["default_price"]) if entry.get("default_price") else None,
+            options=dict(entry.get("options") or {}),
         )
     return ProviderRegistry(specs, str(raw.get("prices_checked") or "unknown"))
 

@@ -260,6 +260,30 @@ def effort_for_budget(budget: int) -> str:
     return next((effort for limit, effort in BUDGET_EFFORT if budget <= limit), "high")
 
 
+EFFORT_RANK = {effort: rank for rank, effort in enumerate(("none", "minimal", "low", "medium", "high", "xhigh", "max"))}
+
+
+def effort_for_target(effort: Optional[str], target: RoutingTarget) -> Optional[str]:
+    """The effort to send `target`'s model, by the provider's `reasoning_efforts` option
+    ({model or prefix*: [accepted efforts]}): an effort the model does not accept becomes the
+    nearest accepted one above it (o3 refuses "minimal": "low" goes), else the highest."""
+    table = target.options.get("reasoning_efforts")
+    if not effort or not isinstance(table, Mapping) or effort not in EFFORT_RANK:
+        return effort
+    accepted = table.get(target.model)
+    if accepted is None:
+        prefixes = [k for k in table if k.endswith("*") and target.model.startswith(k[:-1])]
+        accepted = table[max(prefixes, key=len)] if prefixes else None
+    if not accepted or effort in accepted:
+        return effort
+    rank = EFFORT_RANK[effort]
+    known = [e for e in accepted if e in EFFORT_RANK]
+    above = [e for e in known if EFFORT_RANK[e] > rank]
+    if above:
+        return min(above, key=EFFORT_RANK.__getitem__)
+    return max(known, key=EFFORT_RANK.__getitem__) if known else effort
+
+
 def expect(value: Any, types: Any, param: str, required: bool = False) -> Any:
     """Check a field's JSON type; the error names the parameter."""
     if value is None:

@@ -22,7 +22,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import client_extras, expect, parse_data_url
+from ..base import client_extras, effort_for_target, expect, parse_data_url
 
 PROTOCOL = "openai_chat"
 
@@ -317,7 +317,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     for key, value in (
         ("temperature", p.temperature), ("top_p", p.top_p), ("seed", p.seed),
         ("presence_penalty", p.presence_penalty), ("frequency_penalty", p.frequency_penalty),
-        ("reasoning_effort", p.reasoning_effort), ("user", p.user),
+        ("reasoning_effort", effort_for_target(p.reasoning_effort, target)), ("user", p.user),
     ):
         if value is not None:
             body[key] = value

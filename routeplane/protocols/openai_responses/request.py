@@ -22,7 +22,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import client_extras, effort_for_budget, expect, parse_data_url
+from ..base import client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
 from ..carried import restore
 
 PROTOCOL = "openai_responses"
@@ -312,9 +312,9 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
             body[key] = value
     reasoning: Dict[str, Any] = dict(reasoning_extra or {})
     if p.reasoning_effort is not None:
-        reasoning["effort"] = p.reasoning_effort
+        reasoning["effort"] = effort_for_target(p.reasoning_effort, target)
     elif p.reasoning_budget is not None:
-        reasoning["effort"] = effort_for_budget(p.reasoning_budget)
+        reasoning["effort"] = effort_for_target(effort_for_budget(p.reasoning_budget), target)
     if reasoning:
         body["reasoning"] = reasoning
     has_reasoning = any(isinstance(x, ReasoningPart) and x.provider == PROTOCOL for m in prompt.messages for x in m.parts)
