@@ -7,10 +7,10 @@ PLUGINS := $(wildcard contrib/plugins/*/setup.cfg)
 
 .PHONY: serve test bench lint clean venv
 
-$(BIN)/.installed: setup.cfg pyproject.toml $(PLUGINS)
+$(BIN)/.installed: Makefile setup.cfg pyproject.toml $(PLUGINS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,postgres,web3]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,postgres,mysql,web3]' $(foreach p,$(PLUGINS),-e $(dir $(p)))
 	touch $@
 
 venv: $(BIN)/.installed

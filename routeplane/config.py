@@ -174,6 +174,12 @@ class AuthBudgetSchema(_Strict):
     mid_stream = fields.Boolean(load_default=False)
 
 
+class AuthRevocationSchema(_Strict):
+    # A worker trusts its last revocation answer for a token this long: a revocation reaches every worker
+    # sharing the store within it (0 = ask the store on every request).
+    cache_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0, max=300))
+
+
 class AuthSchema(_Strict):
     mode = fields.String(load_default="none", validate=validate.OneOf(["none", "api_keys", "jwt", "api_keys+jwt"]))
     leeway_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=3600))
@@ -181,7 +187,9 @@ class AuthSchema(_Strict):
     require_exp = fields.Boolean(load_default=False)
     allowed_issuers = fields.List(fields.String(), load_default=list)  # CAIP-10 account ids
     allowed_chains = fields.List(fields.String(), load_default=list)  # CAIP-2 ids or namespaces
+    admin_issuers = fields.List(fields.String(), load_default=list)  # CAIP-10 ids whose JWTs may be admin
     budget = fields.Nested(AuthBudgetSchema, load_default=lambda: AuthBudgetSchema().load({}))
+    revocation = fields.Nested(AuthRevocationSchema, load_default=lambda: AuthRevocationSchema().load({}))
 
 
 class ConfigSchema(_Strict):

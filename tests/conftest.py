@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List
+from typing import Any, Callable, Iterator, List, NoReturn
 
 import pytest
 
 from tests.support.gateway import GatewayProcess
+from tests.support.mariadb import MariaDBServer, find_binaries
 from tests.support.postgres import PostgresCluster, find_bindir
 from tests.support.upstream import FakeUpstream
 
@@ -36,19 +37,41 @@ def gateway_process() -> Iterator[Callable[..., GatewayProcess]]:
 @pytest.fixture(scope="session")
 def postgres_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
     """A throwaway PostgreSQL server for the session; skipped loudly without binaries, failed on CI (CI=true)."""
-    import os
-
     bindir = find_bindir()
     if bindir is None:
-        message = ("PostgreSQL server binaries (initdb, pg_ctl) not found: PostgreSQL tests are SKIPPED. "
-                   "Run scripts/test-services as root (Debian: apt-get install postgresql) to run them.")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message + " CI=true, so this is a failure.")
-        # -ra lists the reason in the summary; the banner (past output capture) makes it hard to miss in a log.
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line("\n" + "!" * 10 + " " + message + " " + "!" * 10, red=True, bold=True)
-        pytest.skip(message)
+        _missing_server(request, "PostgreSQL server binaries (initdb, pg_ctl) not found: PostgreSQL tests are SKIPPED. "
+                                 "Run scripts/test-services as root (Debian: apt-get install postgresql) to run them.")
     cluster = PostgresCluster(bindir).start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(request: pytest.FixtureRequest) -> Iterator[MariaDBServer]:
+    """A throwaway MariaDB server for the session (the mysql:// store); skipped loudly without it, failed on CI."""
+    binaries = find_binaries()
+    if binaries is None:
+        _missing_server(request, "MariaDB server binaries (mariadbd, mariadb-install-db) not found: MariaDB tests are "
+                                 "SKIPPED. Run scripts/test-services as root (Debian: apt-get install mariadb-server) "
+                                 "to run them.")
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        _missing_server(request, "PyMySQL is not installed: MariaDB tests are SKIPPED. "
+                                 "pip install -e '.[mysql]' (make test does) to run them.")
+    server = MariaDBServer(*binaries).start()
+    yield server
+    server.stop()
+
+
+def _missing_server(request: pytest.FixtureRequest, message: str) -> NoReturn:
+    """Skip loudly; on CI (CI=true) a database leg that cannot run is a failure."""
+    import os
+
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message + " CI=true, so this is a failure.")
+    # -ra lists the reason in the summary; the banner (past output capture) makes it hard to miss in a log.
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line("\n" + "!" * 10 + " " + message + " " + "!" * 10, red=True, bold=True)
+    pytest.skip(message)

@@ -1,5 +1,6 @@
 """Auth end to end under real gunicorn: SDK clients with API keys and Web3 JWTs, admin scope, secrets kept out
-of logs, and budgets that hold under a parallel burst across workers (SQLite and PostgreSQL)."""
+of logs, budgets that hold under a parallel burst across workers, and JWT revocation that reaches every worker
+within its documented bound (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 import pytest
 import requests
 
-from routeplane.auth.caip10 import BASE_MAINNET, SOLANA_MAINNET
+from routeplane.auth.caip10 import BASE_MAINNET, SOLANA_MAINNET, parse_caip10
 from routeplane.auth.crypto import Wallet
 from routeplane.auth.jwt import mint_token
 from routeplane.cli import main
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.e2e
 # Mock echo of "hi": 1 input + 3 output tokens at 1000 USD/M each = 4000 micro-USD; the worst case
 # reserved at admission is (1 + max_tokens 5) x 1000 = 6000.
 COST, RESERVE = 4000, 6000
+# auth.revocation.cache_seconds: how long a worker may still admit a token revoked by another process.
+REVOCATION_BOUND = 2.0
 BODY = {"model": "slow", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
 
 
@@ -34,7 +37,7 @@ def gateway_config(db_url: str) -> Dict[str, Any]:
     c["database"] = {"url": db_url}
     c["providers"]["mock"]["prices"] = {"input": 1000, "output": 1000}
     c["models"]["slow"] = {"targets": [{"provider": "mock", "model": "slow-150"}]}
-    c["auth"] = {"mode": "api_keys+jwt"}
+    c["auth"] = {"mode": "api_keys+jwt", "revocation": {"cache_seconds": REVOCATION_BOUND}}
     c["server"] = {"log_level": "debug"}
     return c
 
@@ -45,13 +48,13 @@ def create_key(config_path: str, capsys: pytest.CaptureFixture, *args: str) -> s
     return capsys.readouterr().out.strip()
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", "postgresql", "mysql"])
 def gateway(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('auth-e2e')}/rp.db"
     else:
-        cluster = request.getfixturevalue("postgres_cluster")
-        url = cluster.create_database("auth_" + uuid.uuid4().hex[:8])
+        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
+        url = server.create_database("auth_" + uuid.uuid4().hex[:8])
     gw = GatewayProcess(gateway_config(url), workers=2, threads=16, env={"ROUTEPLANE_ACCESS_LOG": "-"}).start()
     gw.db_url = url  # type: ignore[attr-defined]
     yield gw
@@ -158,8 +161,7 @@ def test_parallel_burst_never_overspends_by_more_than_one_reservation(gateway: G
     else:
         w = Wallet.generate()  # a fresh account
         credential = jwt(w, budget=budget, budget_scope="account")
-        account = requests.get(gateway.url + "/admin/whoami", timeout=10,
-                               headers={"Authorization": f"Bearer {jwt(w, scope='admin')}"}).json()["account_id"]
+        account = parse_caip10(f"{SOLANA_MAINNET}:{w.solana_address}").account_id
     results = burst(gateway.url, credential, 40)
     codes = sorted(code for code, _ in results)
     admitted = codes.count(200)
@@ -214,3 +216,104 @@ def test_secrets_never_reach_the_gunicorn_log(gateway: GatewayProcess, wallet: W
         store.close()
     dump = json.dumps([[str(v) for v in row] for row in rows])
     assert rows and key not in dump and token not in dump
+
+
+# --- JWT revocation ----------------------------------------------------------------
+
+
+def sdk_chat(url: str, token: str) -> str:
+    """One completion with the official SDK on a fresh connection (so both gunicorn workers get requests)."""
+    import openai
+
+    with openai.OpenAI(base_url=url + "/v1", api_key=token, max_retries=0) as client:
+        out = client.chat.completions.create(model="mock-echo", messages=[{"role": "user", "content": "hi"}])
+    return out.choices[0].message.content or ""
+
+
+def revoke_with(how: str, gateway: GatewayProcess, capsys: Any, token: str, w: Wallet, jti: str,
+                tmp_path: Any) -> None:
+    iss = f"{SOLANA_MAINNET}:{w.solana_address}"
+    if how == "cli_token_file":  # another process, no worker's cache is told: only the bound helps
+        path = tmp_path / "token"
+        path.write_text(token)
+        assert main(["token", "revoke", "--config", gateway.config_path, "--token-file", str(path)]) == 0
+        assert token not in capsys.readouterr().out
+        return
+    admin = create_key(gateway.config_path, capsys, "--scope", "admin", "--name", "revoker")
+    body: Dict[str, Any] = {"jti": jti, "iss": iss} if how == "admin_jti" else {"all_before": "now", "iss": iss}
+    r = requests.post(gateway.url + "/admin/token-revocations", json=body, timeout=10,
+                      headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 200, r.text
+    assert r.json()["cache_seconds"] == REVOCATION_BOUND
+
+
+@pytest.mark.parametrize("how", ["cli_token_file", "admin_jti", "admin_all_before"])
+def test_a_revoked_token_is_refused_by_every_worker_within_the_bound(gateway: GatewayProcess, capsys: Any,
+                                                                     tmp_path: Any, how: str) -> None:
+    import openai
+
+    w, other = Wallet.generate(), Wallet.generate()
+    jti = "agent-" + uuid.uuid4().hex[:8]
+    token, same_jti_elsewhere = jwt(w, jti=jti), jwt(other, jti=jti)
+    for _ in range(6):  # every worker has seen the token and holds a "not revoked" verdict
+        assert sdk_chat(gateway.url, token) == "You said: hi"
+    revoke_with(how, gateway, capsys, token, w, jti, tmp_path)
+    revoked_at = time.monotonic()
+    admitted_late: List[float] = []
+    refusals = 0
+    while refusals < 12:
+        started = time.monotonic() - revoked_at
+        assert started < REVOCATION_BOUND + 10, "the revoked token was never refused"
+        try:
+            sdk_chat(gateway.url, token)
+        except openai.AuthenticationError as exc:
+            assert exc.status_code == 401 and "This token has been revoked." in str(exc)
+            refusals += 1
+            continue
+        refusals = 0  # a worker still inside the bound: start counting again
+        admitted_late.append(started)
+    # A request that started after the bound was refused by whichever worker took it.
+    assert all(t < REVOCATION_BOUND for t in admitted_late), admitted_late
+    print(f"{how}: {len(admitted_late)} admitted after the revocation, the last {max(admitted_late, default=0):.2f} s"
+          f" after it (bound {REVOCATION_BOUND} s)")
+    assert sdk_chat(gateway.url, same_jti_elsewhere) == "You said: hi"  # another account's jti is its own
+    if how == "admin_all_before":  # a token minted after the cut-off works again
+        time.sleep(1.1)  # iat has whole seconds
+        assert sdk_chat(gateway.url, jwt(w)) == "You said: hi"
+    assert token not in gateway.logs()
+
+
+def test_other_callers_cannot_revoke_a_token(gateway: GatewayProcess, capsys: Any) -> None:
+    victim_wallet, stranger = Wallet.generate(), Wallet.generate()
+    victim = jwt(victim_wallet, jti="victim")
+    iss = f"{SOLANA_MAINNET}:{victim_wallet.solana_address}"
+    stranger_admin = jwt(stranger, scope="admin")  # self-signed: not an issuer named in auth.admin_issuers
+    admin = create_key(gateway.config_path, capsys, "--scope", "admin")
+    h, p, _s = victim.split(".")
+    attempts = [
+        (jwt(victim_wallet, scope="api"), {"token": victim}, 403),  # not admin
+        (stranger_admin[:-6] + ("BBBBBB" if stranger_admin.endswith("AAAAAA") else "AAAAAA"), {"token": victim},
+         401),  # a forged credential
+        (stranger_admin, {"token": victim}, 403),  # another account's admin token
+        (stranger_admin, {"jti": "victim", "iss": iss}, 403),
+        (stranger_admin, {"all_before": "now", "iss": iss}, 403),
+        (admin, {"token": f"{h}.{p}.{jwt(stranger, jti='victim').split('.')[2]}"}, 400),  # signed by another key
+    ]
+    with requests.Session() as http:
+        for credential, body, status in attempts:
+            r = http.post(gateway.url + "/admin/token-revocations", json=body, timeout=10,
+                          headers={"Authorization": f"Bearer {credential}"})
+            assert r.status_code == status, (body, r.text)
+            assert victim not in r.text
+        for path in ("/admin/whoami", "/admin/spend", "/admin/requests", "/admin/metrics"):
+            # before auth.admin_issuers, any wallet's self-signed admin claim read every account's spend
+            r = http.get(gateway.url + path, timeout=10, headers={"Authorization": f"Bearer {stranger_admin}"})
+            assert r.status_code == 403, (path, r.text[:200])
+        stranger_iss = f"{SOLANA_MAINNET}:{stranger.solana_address}"
+        r = http.post(gateway.url + "/admin/token-revocations", json={"jti": "victim", "iss": stranger_iss},
+                      timeout=10, headers={"Authorization": f"Bearer {admin}"})  # the stranger's own "victim" jti
+        assert r.status_code == 200 and r.json()["account_id"] == parse_caip10(stranger_iss).account_id
+        assert r.json()["account_id"] != parse_caip10(iss).account_id
+    time.sleep(REVOCATION_BOUND + 0.2)
+    for _ in range(4):
+        assert sdk_chat(gateway.url, victim) == "You said: hi"

@@ -242,10 +242,22 @@ def test_issuer_and_chain_allowlists_are_403(wallet: Wallet, other: Wallet) -> N
 
 def test_admin_tokens_must_expire_and_require_exp_applies_to_all(wallet: Wallet) -> None:
     forever = mint_token(wallet, sol_iss(wallet), {"scope": "admin"}, now=lambda: NOW)
-    reject(forever, match="exp")
+    reject(forever, match="exp", admin_issuers=frozenset({sol_iss(wallet)}))
     api_forever = mint_token(wallet, sol_iss(wallet), {"scope": "api"}, now=lambda: NOW)
     assert verify(api_forever).exp is None
     reject(api_forever, require_exp=True, match="exp")
+
+
+def test_admin_scope_counts_only_for_an_issuer_the_operator_named(wallet: Wallet) -> None:
+    """Any wallet can sign a token that claims scope admin: before, every such token was an admin
+    of the gateway (every account's spend and requests on /admin/*)."""
+    admin = mint_token(wallet, sol_iss(wallet), {"scope": "admin", "exp": NOW + 60}, now=lambda: NOW)
+    reject(admin, 403, "admin scope")
+    reject(admin, 403, "admin scope", admin_issuers=frozenset({"eip155:1:0x" + "ab" * 20}))
+    reject(admin, 403, "admin scope", allowed_issuers=frozenset({sol_iss(wallet)}))  # allowed is not admin
+    assert verify(admin, admin_issuers=frozenset({sol_iss(wallet)})).scope == "admin"
+    api = mint_token(wallet, sol_iss(wallet), {"scope": "api"}, now=lambda: NOW)
+    assert verify(api).scope == "api"
 
 
 @pytest.mark.parametrize("claims, word", [

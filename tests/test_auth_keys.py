@@ -154,7 +154,7 @@ def test_gemini_wire_takes_goog_key_bearer_and_query_key(gw: Gateway) -> None:
     assert r.status_code == 401 and r.json["error"]["status"] == "UNAUTHENTICATED"
 
 
-def test_scopes_on_admin_endpoints(gw: Gateway, wallet: Wallet) -> None:
+def test_scopes_on_admin_endpoints(gw: Gateway, wallet: Wallet, tmp_path: Any) -> None:
     api, admin = gw.key(scope="api"), gw.key(scope="admin")
     r = gw.client.get("/admin/whoami", headers={"Authorization": f"Bearer {api}"})
     assert r.status_code == 403 and r.json["error"]["code"] == "insufficient_scope"
@@ -162,10 +162,20 @@ def test_scopes_on_admin_endpoints(gw: Gateway, wallet: Wallet) -> None:
     r = gw.client.get("/admin/whoami", headers={"x-api-key": admin})
     assert r.status_code == 200 and r.json["scope"] == "admin" and r.json["kind"] == "api_key"
     assert gw.chat(admin).status_code == 200  # admin may call model endpoints too
-    r = gw.client.get("/admin/whoami", headers={"Authorization": f"Bearer {jwt(wallet, scope='admin')}"})
-    assert r.status_code == 200 and r.json["issuer"].endswith(wallet.solana_address)
+    # a self-signed admin claim is refused unless the operator named its issuer (auth.admin_issuers)
+    for path in ("/admin/whoami", "/admin/spend", "/admin/requests", "/admin/metrics"):
+        r = gw.client.get(path, headers={"Authorization": f"Bearer {jwt(wallet, scope='admin')}"})
+        assert r.status_code == 403 and b"admin scope" in r.data, path
     r = gw.client.get("/admin/whoami", headers={"Authorization": f"Bearer {jwt(wallet, scope='api')}"})
     assert r.status_code == 403
+    (tmp_path / "named").mkdir()
+    named = Gateway(tmp_path / "named", {"mode": "api_keys+jwt",
+                                         "admin_issuers": [f"{SOLANA_MAINNET}:{wallet.solana_address}"]})
+    try:
+        r = named.client.get("/admin/whoami", headers={"Authorization": f"Bearer {jwt(wallet, scope='admin')}"})
+        assert r.status_code == 200 and r.json["issuer"].endswith(wallet.solana_address)
+    finally:
+        named.app.store.close()
 
 
 def test_admin_without_auth_is_loopback_only(tmp_path: Any) -> None:
@@ -419,7 +429,8 @@ def test_token_cli_mints_tokens_the_gateway_accepts(tmp_path: Any, capsys: pytes
     capsys.readouterr()
     assert main(["token", "show", "--key", key_file]) == 0
     shown = capsys.readouterr().out
-    g = Gateway(tmp_path, {"mode": "jwt"})
+    issuer = next(line.split()[0] for line in shown.splitlines() if line.startswith("solana:"))
+    g = Gateway(tmp_path, {"mode": "jwt", "admin_issuers": [issuer]})
     who = g.client.get("/admin/whoami", headers={"Authorization": f"Bearer {sol_token}"}).json
     assert who["scope"] == "admin" and who["issuer"] in shown and who["account_id"] in shown
     assert g.chat(evm_token, dict(BODY, model="mock-echo")).status_code == 200

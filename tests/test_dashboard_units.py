@@ -33,14 +33,14 @@ def row(started_at: float, *, route: str = "r", provider: Optional[str] = "mock"
             "error_type": None if outcome == "success" else "upstream", "status": status}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def gw(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     c = copy.deepcopy(DEFAULT_CONFIG)
     if request.param == "sqlite":
         c["database"] = {"url": f"sqlite:///{tmp_path}/rp.db"}
-    else:  # PostgreSQL buckets with FLOOR, SQLite with CAST: both are checked
-        c["database"] = {"url": request.getfixturevalue("postgres_cluster").create_database(
-            "dash_" + uuid.uuid4().hex[:10])}
+    else:  # PostgreSQL and MySQL bucket with FLOOR, SQLite with CAST: each is checked
+        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
+        c["database"] = {"url": server.create_database("dash_" + uuid.uuid4().hex[:10])}
     c["providers"]["remote"] = {"protocol": "openai_chat", "base_url": "https://api.example.com/v1",
                                 "api_key": "sk-proj-0123456789abcdefWXYZ", "headers": {"x-secret": "hidden-value"}}
     app = build_app(parse_config(c))

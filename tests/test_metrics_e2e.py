@@ -57,12 +57,13 @@ def get_metrics(base: str) -> Dict[str, Any]:
         return resp.json()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/metrics.db"
     else:
-        yield request.getfixturevalue("postgres_cluster").create_database("metrics_" + uuid.uuid4().hex[:12])
+        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
+        yield server.create_database("metrics_" + uuid.uuid4().hex[:12])
 
 
 def test_three_workers_metrics_equal_what_was_sent(gateway_process: Any, database_url: str) -> None:

@@ -33,6 +33,7 @@ def spec_operations() -> Set[Tuple[str, str]]:
 def app_operations(tmp_path: Any) -> Set[Tuple[str, str]]:
     config = copy.deepcopy(DEFAULT_CONFIG)
     config["database"] = {"url": f"sqlite:///{tmp_path}/openapi.db"}
+    config["auth"] = {"mode": "api_keys+jwt"}  # the auth plugin mounts its own admin routes (token revocations)
     flask_app = build_app(parse_config(config)).flask_app()
     ops = set()
     for rule in flask_app.url_map.iter_rules():

@@ -81,12 +81,13 @@ KINDS: Dict[str, Tuple[str, bool, bool, str]] = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/spend.db"
     else:
-        yield request.getfixturevalue("postgres_cluster").create_database("e2e_" + uuid.uuid4().hex[:12])
+        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
+        yield server.create_database("e2e_" + uuid.uuid4().hex[:12])
 
 
 def one_request(base: str, kind: str, i: int, run: str) -> Tuple[str, str, int]:

@@ -1,4 +1,4 @@
-"""The store suite, run on SQLite and on a real PostgreSQL: migrations, the spend log, cost, fork safety."""
+"""The store suite on SQLite, a real PostgreSQL and a real MariaDB: migrations, the spend log, cost, fork safety."""
 
 from __future__ import annotations
 
@@ -39,13 +39,13 @@ CONFIG = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
 def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
     if request.param == "sqlite":
         s = Store.from_url(f"sqlite:///{tmp_path}/store.db")
     else:
-        cluster = request.getfixturevalue("postgres_cluster")
-        s = Store.from_url(cluster.create_database("t_" + uuid.uuid4().hex[:12]))
+        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
+        s = Store.from_url(server.create_database("t_" + uuid.uuid4().hex[:12]))
     yield s
     s.close()
 
@@ -171,7 +171,7 @@ def test_dialect_variant_replaces_the_generic_migration(store: Store) -> None:
     generic = MigrationItem(1, "w", "CREATE TABLE widgets (id INTEGER, kind VARCHAR(10));", tables=("widgets",))
     own = MigrationItem(1, "w", "CREATE TABLE widgets (id INTEGER, kind VARCHAR(10), mine INTEGER);",
                         tables=("widgets",), dialect=store.dialect)
-    other = "mysql"
+    other = "postgresql" if store.dialect == "mysql" else "mysql"
     foreign = MigrationItem(2, "w2", "DROP TABLE widgets;", tables=("widgets",), dialect=other)
     migrate(store, [WidgetPlugin([generic, own, foreign])])
     store.execute("INSERT INTO widgets (id, kind, mine) VALUES (1, 'a', 2)")  # the variant's column exists
@@ -211,7 +211,8 @@ def test_concurrent_migrate_runs_do_not_race(store: Store) -> None:
 
 def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(store: Store) -> None:
     migrate(store, [])
-    pid_sql = "SELECT pg_backend_pid()" if store.dialect == "postgresql" else "SELECT 1"
+    server_pid = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+    pid_sql = server_pid.get(store.dialect, "SELECT 1")
     db = store.database
     db.connect(reuse_if_open=True)  # the parent holds an open connection across the fork
     parent_conn = db.connection()
@@ -234,7 +235,7 @@ def test_a_forked_child_opens_its_own_connection_and_leaves_the_parents_alone(st
     got = json.loads(os.read(read, 1000) or b"{}")
     os.close(read)
     assert os.WEXITSTATUS(status) == 0
-    if store.dialect == "postgresql":
+    if store.dialect != "sqlite":
         assert got["backend"] != parent_backend
     assert store.database is db and db.connection() is parent_conn
     assert db.execute_sql("SELECT value FROM routeplane_meta WHERE name = 'child'").fetchone()[0] == "x"
@@ -455,7 +456,7 @@ def test_a_driver_error_on_the_direct_insert_path_is_retried(store: Store) -> No
     # write_rows calls the driver directly: its errors must still arrive as peewee's
     # OperationalError, which the retry handles (SQLite: "database is locked", "no such table").
     if store.dialect != "sqlite":
-        pytest.skip("PostgreSQL reports a missing table as ProgrammingError, which is not retried")
+        pytest.skip("PostgreSQL and MySQL report a missing table as ProgrammingError, which is not retried")
     migrate(store, [SpendLogPlugin(store)])
     store.execute("ALTER TABLE spend_log RENAME TO spend_log_away")
     timer = threading.Timer(0.02, lambda: store.execute("ALTER TABLE spend_log_away RENAME TO spend_log"))
@@ -582,12 +583,14 @@ def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: 
     assert "changed since they ran" in capsys.readouterr().err
 
 
-def test_spend_writes_survive_a_postgresql_restart(postgres_cluster: Any) -> None:
-    store = Store.from_url(postgres_cluster.create_database("t_" + uuid.uuid4().hex[:12]))
+@pytest.mark.parametrize("fixture", ["postgres_cluster", "mariadb_server"])
+def test_spend_writes_survive_a_server_restart(request: pytest.FixtureRequest, fixture: str) -> None:
+    server = request.getfixturevalue(fixture)
+    store = Store.from_url(server.create_database("t_" + uuid.uuid4().hex[:12]))
     migrate(store, [SpendLogPlugin(store)])
     recorder = SpendRecorder(store)
     recorder.record(Settlement("before", time.time(), "openai_chat", "r", False, "success"))
-    postgres_cluster.restart()  # the pooled connection is now dead
+    server.restart()  # the pooled connection is now dead
     recorder.record(Settlement("after", time.time(), "openai_chat", "r", False, "success"))
     assert sorted(r["request_id"] for r in spend_rows(store)) == ["after", "before"]
     store.close()

@@ -1,8 +1,7 @@
-"""Credential → Identity: API keys (looked up in the store) and Web3 JWTs (verified statelessly)."""
+"""Credential → Identity: API keys (looked up in the store) and Web3 JWTs (verified, then checked for revocation)."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from typing import Callable, Optional
@@ -11,6 +10,7 @@ from ..language_model.context import Identity
 from .globs import valid_patterns
 from .jwt import TokenError, verify_token
 from .keys import KeyError_, check_key, looks_like_api_key
+from .revocation import REVOKED_MESSAGE, RevocationCache, session_id_for, token_id_for
 from .settings import AuthSettings
 from .store import AuthStore
 from .window import parse_window
@@ -27,17 +27,16 @@ class AuthFailure(Exception):
         self.status = status
 
 
-def session_id_for(account_id: str, token_id: str) -> str:
-    # Namespaced by account: another caller reusing a jti cannot touch this session's budget.
-    return "ses_" + hashlib.sha256(f"{account_id}\n{token_id}".encode()).hexdigest()[:32]
+UNAVAILABLE = "Credentials cannot be checked right now; try again shortly."
 
 
 class Authenticator:
     def __init__(self, settings: AuthSettings, store: Callable[[], AuthStore],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, revocations: Optional[RevocationCache] = None) -> None:
         self.settings = settings
         self._store = store
         self._clock = clock
+        self.revocations = revocations
 
     def authenticate(self, credential: Optional[str]) -> Identity:
         if not credential:
@@ -57,7 +56,7 @@ class Authenticator:
         except Exception:
             # Fail closed: no store, no key check. The key itself is never logged.
             log.exception("the API key store failed")
-            raise AuthFailure("Credentials cannot be checked right now; try again shortly.", status=503) from None
+            raise AuthFailure(UNAVAILABLE, status=503) from None
         return Identity(
             account_id=row.account_id, key_id=row.id, session_id=session_id_for(row.account_id, row.id),
             scope=row.scope, models=row.models or ("*",), budget_micro_usd=row.budget_micro_usd,
@@ -71,19 +70,33 @@ class Authenticator:
         except TokenError as exc:
             raise AuthFailure(exc.message, exc.status) from None
         account_id = claims.issuer.account_id
-        # A token without jti is its own session, named by a hash of what was signed (header.payload):
-        # the signature has more than one encoding (v 27/28 or 0/1), which must not open a new session.
-        token_id = claims.jti or hashlib.sha256(token.rsplit(".", 1)[0].encode("ascii")).hexdigest()
+        # A token without jti is its own session, named by a hash of what was signed (header.payload).
+        session_id = session_id_for(account_id, token_id_for(token, claims.jti))
         # `tools`: MCP tool-name patterns (routeplane.mcp), like `models`; absent = every tool.
         tools = claims.raw.get("tools")
         if tools is not None and (not isinstance(tools, list) or len(tools) > 256 or not valid_patterns(tools)):
             raise AuthFailure("The token's tools claim must be a list of tool-name patterns.")
         extra = {"tools": tuple(tools)} if tools is not None else {}
+        self._check_revocation(account_id, session_id, claims.iat)  # last: only a token that is otherwise good
         return Identity(
-            account_id=account_id, key_id=None, session_id=session_id_for(account_id, token_id), scope=claims.scope,
+            account_id=account_id, key_id=None, session_id=session_id, scope=claims.scope,
             models=claims.models or ("*",), budget_micro_usd=claims.budget,
             claims={"iss": str(claims.issuer), "chain": claims.issuer.chain, "alg": claims.alg, "jti": claims.jti,
                     **extra},
             kind="jwt", budget_scope=claims.budget_scope, budget_window=claims.budget_window, issued_at=claims.iat,
             expires_at=claims.exp,
         )
+
+    def _check_revocation(self, account_id: str, session_id: str, iat: Optional[float]) -> None:
+        if self.revocations is None:
+            return
+        try:
+            refused = self.revocations.refused(account_id, session_id, iat)
+        except Exception:
+            # The same choice as a budget check the store cannot answer (auth.budget.fail_closed).
+            log.exception("the token revocation check failed (session %s)", session_id)
+            if self.settings.budget.fail_closed:
+                raise AuthFailure(UNAVAILABLE, status=503) from None
+            return
+        if refused:
+            raise AuthFailure(REVOKED_MESSAGE)

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import uuid
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..config import ConfigError, load_config
 from .caip10 import BASE_MAINNET, SOLANA_MAINNET, parse_chain
@@ -99,21 +99,95 @@ def cmd_token_mint(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- token revocations --------------------------------------------------------
+
+
+def _read_token(path: str) -> str:
+    """The token from a file or stdin (`-`): never from argv, which ps and shell history keep."""
+    if path == "-":
+        return sys.stdin.read(1 << 17).strip()
+    with open(path, "r", encoding="utf-8") as fh:
+        return fh.read(1 << 17).strip()
+
+
+def _revocation_store(args: argparse.Namespace) -> Tuple[Any, Any]:
+    from .settings import AuthSettings
+
+    config, store = _open_auth(args, "revocations")
+    if config.auth.get("mode", "none") == "none":
+        raise ConfigError(f"{config.source}: auth.mode is none, so this gateway takes no tokens to revoke")
+    return AuthSettings.from_config(config.auth), store
+
+
+def _when(t: Optional[float]) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from .revocation import account_for, cutoff_time, ref_from_jti, ref_from_token, revoke
+
+    try:
+        settings, store = _revocation_store(args)
+        bound = f"within {settings.revocation.cache_seconds:g} s on every worker sharing the database"
+        now = time.time()
+        if args.token_file is not None:
+            if args.account or args.iss:
+                return _fail("--token-file names its own account: leave out --account and --iss")
+            ref = ref_from_token(_read_token(args.token_file), settings.verifier.max_token_bytes)
+        elif args.all_before is not None:
+            account = account_for(args.account, args.iss)
+            in_force = store.revoke_before(account, cutoff_time(args.all_before, now), now)
+            print(f"account {account}: tokens issued before {in_force:.3f} ({_when(in_force)}) are refused {bound}")
+            return 0
+        else:
+            ref = ref_from_jti(account_for(args.account, args.iss), args.jti)
+        added = revoke(store, ref, now)
+    except Exception as exc:  # config, store and validation errors alike: one line, never the token
+        return _fail(str(exc), 1)
+    state = "revoked" if added else "already revoked:"
+    print(f"{state} session {ref.session_id} of account {ref.account_id} (jti {ref.jti or '-'}), refused {bound}")
+    return 0
+
+
+def cmd_token_revocations(args: argparse.Namespace) -> int:
+    from .revocation import account_for
+
+    try:
+        _settings, store = _revocation_store(args)
+        account = account_for(args.account, args.iss) if (args.account or args.iss) else None
+        tokens, cutoffs = store.list_revocations(account)
+    except Exception as exc:
+        return _fail(str(exc), 1)
+    for t in tokens:
+        print(json.dumps(dict(t.to_json(), kind="token")) if args.json else
+              f"token    {t.session_id}  {t.account_id}  jti={t.jti or '-'}  revoked={_when(t.revoked_at)}  "
+              f"expires={_when(t.expires_at)}")
+    for c in cutoffs:
+        print(json.dumps(dict(c.to_json(), kind="account")) if args.json else
+              f"account  {c.account_id}  issued-before={_when(c.not_before)}  set={_when(c.updated_at)}")
+    return 0
+
+
 # --- keys ---------------------------------------------------------------------
 
 
 def _auth_store(args: argparse.Namespace) -> Any:
+    return _open_auth(args, "API keys")[1]
+
+
+def _open_auth(args: argparse.Namespace, what: str) -> Tuple[Any, Any]:
+    """(config, AuthStore) of the gateway's config, once its database is migrated."""
     from ..app import build_app
     from ..store import Store, verify
     from .store import AuthStore
 
     config = load_config(getattr(args, "config", None) or os.environ.get("ROUTEPLANE_CONFIG") or None)
     if not config.database_url:
-        raise ConfigError(f"{config.source}: database.url is empty; API keys live in the database")
+        raise ConfigError(f"{config.source}: database.url is empty; {what} live in the database")
     store = Store.from_url(config.database_url)
     app = build_app(config, store=store)
     verify(store, app.plugins)  # a clear "run routeplane migrate" instead of a missing-table error
-    return AuthStore(store)
+    return config, AuthStore(store)
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -170,6 +244,12 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window", help="budget window: rounds:N (last N requests) or seconds:S")
 
 
+def _account_args(p: argparse.ArgumentParser) -> None:
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--account", help="the JWT account id (acct_…, see `routeplane token show`)")
+    who.add_argument("--iss", help="the issuer (CAIP-10): its account on every chain of its namespace")
+
+
 def add_commands(sub: Any) -> None:
     token = sub.add_parser("token", help="Web3 key files and self-signed JWTs (SOL_EDDSA / EIP191K)")
     tsub = token.add_subparsers(dest="token_command", required=True)
@@ -187,6 +267,22 @@ def add_commands(sub: Any) -> None:
     mint.add_argument("--nbf", type=int, default=0, help="seconds until the token becomes valid")
     mint.add_argument("--jti", help="token id (default: random); a session budget is keyed on it")
     mint.set_defaults(func=cmd_token_mint)
+    revoke = tsub.add_parser("revoke", help="revoke one token (by jti, or the token itself) or an account's "
+                             "tokens issued before a time")
+    revoke.add_argument("--config")
+    which = revoke.add_mutually_exclusive_group(required=True)
+    which.add_argument("--jti", help="the token's jti (with --account or --iss)")
+    which.add_argument("--token-file", metavar="PATH", help="read the token from PATH ('-' = stdin); its id is "
+                       "derived as the gateway derives it (jti, or the hash of header.payload)")
+    which.add_argument("--all-before", metavar="now|UNIX", help="refuse every token of the account issued (iat) "
+                       "before this time")
+    _account_args(revoke)
+    revoke.set_defaults(func=cmd_token_revoke)
+    revocations = tsub.add_parser("revocations", help="list revoked tokens and account cut-offs")
+    revocations.add_argument("--config")
+    _account_args(revocations)
+    revocations.add_argument("--json", action="store_true")
+    revocations.set_defaults(func=cmd_token_revocations)
 
     keys = sub.add_parser("keys", help="API keys in the database: create, list, revoke")
     ksub = keys.add_subparsers(dest="keys_command", required=True)

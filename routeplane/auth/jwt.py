@@ -62,6 +62,9 @@ class VerifierSettings:
     require_exp: bool = False
     allowed_issuers: FrozenSet[str] = frozenset()  # normalized CAIP-10 strings
     allowed_chains: FrozenSet[str] = frozenset()  # CAIP-2 ids or bare namespaces
+    # Issuers whose tokens may carry scope admin. Any wallet can sign a token claiming it, so the
+    # claim counts only for an issuer the operator named here (normalized CAIP-10 strings).
+    admin_issuers: FrozenSet[str] = frozenset()
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -111,7 +114,45 @@ def _number(claims: Mapping[str, Any], name: str) -> Optional[float]:
 
 def verify_token(token: str, settings: VerifierSettings, now: Optional[float] = None) -> TokenClaims:
     """Verify a compact JWS and return its claims; raises TokenError (401, or 403 for a refused issuer)."""
-    if len(token) > settings.max_token_bytes:
+    claims, issuer, alg = _signed_claims(token, settings.max_token_bytes)
+    # Only signed claims from here on: their errors may be specific.
+    now = time.time() if now is None else now
+    leeway = settings.leeway_seconds
+    exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
+    if exp is not None and now >= exp + leeway:
+        raise TokenError("The bearer token has expired.")
+    if nbf is not None and now < nbf - leeway:
+        raise TokenError("The bearer token is not valid yet.")
+    if iat is not None and iat > now + leeway:
+        raise TokenError("The bearer token was issued in the future; check the clock.")
+    if settings.allowed_issuers and str(issuer) not in settings.allowed_issuers:
+        raise TokenError("The token's issuer is not allowed on this gateway.", status=403)
+    if settings.allowed_chains and not (issuer.chain in settings.allowed_chains
+                                        or issuer.namespace in settings.allowed_chains):
+        raise TokenError("The token's chain is not allowed on this gateway.", status=403)
+    parsed = _claims(claims, issuer, alg, iat, nbf, exp)
+    if parsed.scope == "admin" and str(issuer) not in settings.admin_issuers:
+        raise TokenError("The token's issuer may not hold admin scope on this gateway (auth.admin_issuers).",
+                         status=403)
+    if exp is None and (settings.require_exp or parsed.scope == "admin"):
+        raise TokenError("The bearer token must have an exp claim" + (" (admin scope)." if parsed.scope == "admin" else "."))
+    return parsed
+
+
+def read_signed_token(token: str, max_token_bytes: int) -> TokenClaims:
+    """The claims of a token whose signature is valid for its issuer, whatever its times or issuer policy.
+
+    For naming a token to revoke: an expired, not-yet-valid or exp-less token
+    still names the same session; a forged one names nothing.
+    """
+    claims, issuer, alg = _signed_claims(token, max_token_bytes)
+    exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
+    return _claims(claims, issuer, alg, iat, nbf, exp)
+
+
+def _signed_claims(token: str, max_token_bytes: int) -> Tuple[Dict[str, Any], Caip10, str]:
+    """(claims, issuer, alg) of a well-formed token whose signature is valid; else TokenError."""
+    if len(token) > max_token_bytes:
         raise TokenError("The bearer token is too large.")
     segments = token.split(".")
     if len(segments) != 3:
@@ -147,25 +188,7 @@ def verify_token(token: str, settings: VerifierSettings, now: Optional[float] = 
             ok = False
     if not ok:
         raise TokenError(BAD_SIGNATURE)
-    # Only signed claims from here on: their errors may be specific.
-    now = time.time() if now is None else now
-    leeway = settings.leeway_seconds
-    exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
-    if exp is not None and now >= exp + leeway:
-        raise TokenError("The bearer token has expired.")
-    if nbf is not None and now < nbf - leeway:
-        raise TokenError("The bearer token is not valid yet.")
-    if iat is not None and iat > now + leeway:
-        raise TokenError("The bearer token was issued in the future; check the clock.")
-    if settings.allowed_issuers and str(issuer) not in settings.allowed_issuers:
-        raise TokenError("The token's issuer is not allowed on this gateway.", status=403)
-    if settings.allowed_chains and not (issuer.chain in settings.allowed_chains
-                                        or issuer.namespace in settings.allowed_chains):
-        raise TokenError("The token's chain is not allowed on this gateway.", status=403)
-    parsed = _claims(claims, issuer, alg, iat, nbf, exp)
-    if exp is None and (settings.require_exp or parsed.scope == "admin"):
-        raise TokenError("The bearer token must have an exp claim" + (" (admin scope)." if parsed.scope == "admin" else "."))
-    return parsed
+    return claims, issuer, alg
 
 
 def _claims(claims: Mapping[str, Any], issuer: Caip10, alg: str, iat: Optional[float], nbf: Optional[float],

@@ -12,6 +12,7 @@ from ..hooks.language_model import DenyReason, HookDecision, PreRequestHook
 from ..language_model.context import PipelineContext
 from .authenticator import Authenticator, AuthFailure
 from .globs import model_allowed
+from .revocation import RevocationCache
 from .settings import AuthSettings
 from .store import MIGRATIONS, AuthStore
 
@@ -80,7 +81,8 @@ class AuthPlugin(Plugin):
     def __init__(self, settings: AuthSettings, store: StoreHandle, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
         self.store = store
-        self.authenticator = Authenticator(settings, store, clock)
+        self.revocations = RevocationCache(store, settings.revocation.cache_seconds)
+        self.authenticator = Authenticator(settings, store, clock, self.revocations)
 
     def migrations(self) -> List[MigrationItem]:
         return list(MIGRATIONS)
@@ -90,6 +92,9 @@ class AuthPlugin(Plugin):
         if self.settings.api_keys and not self.store.available:
             raise ConfigError("auth.mode api_keys needs a database (database.url) to hold the keys")
         app.language_model_builder().pre_request_hook(AuthHook(self.authenticator))
+        from .revocation_web import make_blueprint
+
+        app.blueprint(make_blueprint)  # /admin/token-revocations
 
 
 def auth_plugins(config: "Config") -> Tuple[List[Plugin], List[Plugin]]:

@@ -24,10 +24,18 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True)
+class RevocationSettings:
+    # How long a worker may trust its last answer on a token's revocation: the bound on how late a
+    # revocation takes effect on a worker that already saw the token (0 = ask the store every request).
+    cache_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
 class AuthSettings:
     mode: str = "none"
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     budget: BudgetSettings = field(default_factory=BudgetSettings)
+    revocation: RevocationSettings = field(default_factory=RevocationSettings)
 
     @property
     def api_keys(self) -> bool:
@@ -40,12 +48,13 @@ class AuthSettings:
     @classmethod
     def from_config(cls, auth: Mapping[str, Any]) -> "AuthSettings":
         """Raises ValueError with the key path on a bad issuer or chain."""
-        issuers, chains = set(), set()
-        for i, iss in enumerate(auth.get("allowed_issuers") or ()):
-            try:
-                issuers.add(str(parse_caip10(iss)))
-            except CaipError as exc:
-                raise ValueError(f"auth.allowed_issuers[{i}]: {exc}") from None
+        issuers, chains, admins = set(), set(), set()
+        for key, into in (("allowed_issuers", issuers), ("admin_issuers", admins)):
+            for i, iss in enumerate(auth.get(key) or ()):
+                try:
+                    into.add(str(parse_caip10(iss)))
+                except CaipError as exc:
+                    raise ValueError(f"auth.{key}[{i}]: {exc}") from None
         for i, chain in enumerate(auth.get("allowed_chains") or ()):
             try:
                 chains.add(parse_chain(chain))
@@ -57,6 +66,7 @@ class AuthSettings:
             require_exp=bool(auth.get("require_exp", False)),
             allowed_issuers=frozenset(issuers),
             allowed_chains=frozenset(chains),
+            admin_issuers=frozenset(admins),
         )
         b = dict(auth.get("budget") or {})
         window = b.get("account_window")
@@ -69,4 +79,5 @@ class AuthSettings:
             fail_closed=bool(b.get("fail_closed", True)),
             mid_stream=bool(b.get("mid_stream", False)),
         )
-        return cls(mode=str(auth.get("mode", "none")), verifier=verifier, budget=budget)
+        revocation = RevocationSettings(cache_seconds=float((auth.get("revocation") or {}).get("cache_seconds", 5.0)))
+        return cls(mode=str(auth.get("mode", "none")), verifier=verifier, budget=budget, revocation=revocation)

@@ -1,4 +1,4 @@
-"""The auth tables (API keys, budget ledger) and their queries, on the gateway's Store (any dialect)."""
+"""The auth tables (API keys, budget ledger, token revocations) and their queries, on the gateway's Store (any dialect)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import contextlib
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ..app import MigrationItem
 
@@ -16,6 +16,8 @@ if TYPE_CHECKING:  # pragma: no cover
 KEYS = "auth_api_keys"
 LEDGER = "auth_budget_ledger"
 LOCKS = "auth_budget_locks"
+REVOKED = "auth_token_revocations"
+CUTOFFS = "auth_account_cutoffs"
 
 # DOUBLE PRECISION / BIGINT / VARCHAR mean the same on SQLite, PostgreSQL and MySQL.
 MIGRATIONS = [
@@ -50,7 +52,29 @@ CREATE TABLE {LOCKS} (
     account_id VARCHAR(128) PRIMARY KEY
 );
 """, tables=(LEDGER, LOCKS)),
+    # A revoked JWT is keyed on its session id (routeplane.auth.revocation): a hash of the account and the
+    # jti, so another account reusing the jti names another row. Hex keys, so no dialect's collation
+    # (MySQL's case-insensitive one) can make two tokens one.
+    MigrationItem(3, "token_revocations", f"""
+CREATE TABLE {REVOKED} (
+    session_id VARCHAR(40) PRIMARY KEY,
+    account_id VARCHAR(128) NOT NULL,
+    jti VARCHAR(128),
+    expires_at DOUBLE PRECISION,
+    revoked_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX {REVOKED}_account ON {REVOKED} (account_id, revoked_at);
+CREATE TABLE {CUTOFFS} (
+    account_id VARCHAR(128) PRIMARY KEY,
+    not_before DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+);
+""", tables=(REVOKED, CUTOFFS)),
 ]
+
+# A revocation row outlives its token's exp by this much (more than any leeway_seconds allows) before
+# it is pruned: past that the token is refused as expired anyway.
+REVOCATION_GRACE_SECONDS = 86400
 
 # Ledger states: a reservation in flight, a settled actual cost, a request whose price
 # is unknown (its worst-case reservation keeps counting: never a silent zero), or a
@@ -72,6 +96,31 @@ class ApiKeyRow:
     created_at: float
     expires_at: Optional[float]
     revoked_at: Optional[float]
+
+
+@dataclass(frozen=True)
+class RevokedToken:
+    session_id: str
+    account_id: str
+    jti: Optional[str]  # None: a token without jti, named by the hash of its signed header.payload
+    expires_at: Optional[float]
+    revoked_at: float
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"session_id": self.session_id, "account_id": self.account_id, "jti": self.jti,
+                "expires_at": self.expires_at, "revoked_at": self.revoked_at}
+
+
+@dataclass(frozen=True)
+class AccountCutoff:
+    """Tokens of `account_id` issued (iat) before `not_before` are refused."""
+
+    account_id: str
+    not_before: float
+    updated_at: float
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"account_id": self.account_id, "not_before": self.not_before, "updated_at": self.updated_at}
 
 
 @dataclass(frozen=True)
@@ -130,6 +179,63 @@ class AuthStore:
             cursor.close()
         return bool(changed)
 
+    # --- token revocations ------------------------------------------------------
+
+    def _insert_ignore(self, table: str, columns: str, count: int) -> str:
+        """An INSERT that leaves an existing row (same primary key) as it is, on every dialect; its
+        row count is 1 only when it inserted. Not MySQL's INSERT IGNORE, which also turns strict-mode
+        errors (a value too long, a NULL) into warnings and stores a clipped row."""
+        key = columns.split(",")[0].strip()
+        tail = (f" ON DUPLICATE KEY UPDATE {key} = {key}" if self.store.dialect == "mysql"
+                else " ON CONFLICT DO NOTHING")  # SQLite 3.24+ and PostgreSQL
+        return self._sql(f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * count)}){tail}")
+
+    def revoke_token(self, row: RevokedToken) -> bool:
+        """Record the revocation; False when the session was already revoked (the first row stays)."""
+        with self.store.connection() as db:
+            db.execute_sql(self._sql(f"DELETE FROM {REVOKED} WHERE expires_at < ?"),
+                           (row.revoked_at - REVOCATION_GRACE_SECONDS,)).close()
+            cursor = db.execute_sql(self._insert_ignore(REVOKED, "session_id, account_id, jti, expires_at, revoked_at", 5),
+                                    (row.session_id, row.account_id, row.jti, row.expires_at, row.revoked_at))
+            changed = cursor.rowcount
+            cursor.close()
+        return changed == 1
+
+    def revoke_before(self, account_id: str, not_before: float, now: float) -> float:
+        """Refuse the account's tokens issued before `not_before`; the cut-off only ever moves later
+        (a late or repeated call cannot un-revoke). Returns the cut-off in force."""
+        with self.store.connection() as db:
+            db.execute_sql(self._insert_ignore(CUTOFFS, "account_id, not_before, updated_at", 3),
+                           (account_id, not_before, now)).close()
+            db.execute_sql(self._sql(f"UPDATE {CUTOFFS} SET not_before = ?, updated_at = ? "
+                                     "WHERE account_id = ? AND not_before < ?"),
+                           (not_before, now, account_id, not_before)).close()
+            cursor = db.execute_sql(self._sql(f"SELECT not_before FROM {CUTOFFS} WHERE account_id = ?"), (account_id,))
+            row = cursor.fetchone()
+            cursor.close()
+        return float(row[0])
+
+    def revocation_state(self, session_id: str, account_id: str) -> Tuple[Optional[float], Optional[float]]:
+        """(the session's revoked_at, the account's not_before) in one round trip; None where there is none."""
+        rows = self.store.execute(self._sql(
+            f"SELECT (SELECT revoked_at FROM {REVOKED} WHERE session_id = ?), "
+            f"(SELECT not_before FROM {CUTOFFS} WHERE account_id = ?)"), (session_id, account_id))
+        revoked_at, not_before = rows[0]
+        return (None if revoked_at is None else float(revoked_at), None if not_before is None else float(not_before))
+
+    def list_revocations(self, account_id: Optional[str] = None,
+                         limit: Optional[int] = None) -> Tuple[List[RevokedToken], List[AccountCutoff]]:
+        """Revoked tokens (newest first, at most `limit`) and account cut-offs, of one account or all."""
+        where, params = ("WHERE account_id = ?", (account_id,)) if account_id is not None else ("", ())
+        cap = f" LIMIT {int(limit)}" if limit is not None else ""
+        tokens = self.store.execute(self._sql(f"SELECT session_id, account_id, jti, expires_at, revoked_at FROM {REVOKED} "
+                                              f"{where} ORDER BY revoked_at DESC{cap}"), params)
+        cutoffs = self.store.execute(self._sql(f"SELECT account_id, not_before, updated_at FROM {CUTOFFS} {where} "
+                                               f"ORDER BY updated_at DESC{cap}"), params)
+        return ([RevokedToken(str(r[0]), r[1], r[2], None if r[3] is None else float(r[3]), float(r[4]))
+                 for r in tokens],
+                [AccountCutoff(r[0], float(r[1]), float(r[2])) for r in cutoffs])
+
     # --- budget ledger ----------------------------------------------------------
 
     @contextlib.contextmanager
@@ -143,9 +249,12 @@ class AuthStore:
                     yield db
                 return
             with db.atomic():
-                ignore = "ON CONFLICT DO NOTHING" if dialect == "postgresql" else ""
-                verb = "INSERT IGNORE" if dialect == "mysql" else "INSERT"
-                db.execute_sql(self._sql(f"{verb} INTO {LOCKS} (account_id) VALUES (?) {ignore}"), (account_id,)).close()
+                # MySQL: not INSERT IGNORE, which takes a shared lock on an existing row; two admissions
+                # holding it both wanted it exclusive below, and InnoDB killed one as a deadlock.
+                # ON DUPLICATE KEY UPDATE locks the row exclusively at once.
+                tail = ("ON CONFLICT DO NOTHING" if dialect == "postgresql"
+                        else "ON DUPLICATE KEY UPDATE account_id = account_id")
+                db.execute_sql(self._sql(f"INSERT INTO {LOCKS} (account_id) VALUES (?) {tail}"), (account_id,)).close()
                 db.execute_sql(self._sql(f"SELECT account_id FROM {LOCKS} WHERE account_id = ? FOR UPDATE"),
                                (account_id,)).close()
                 yield db

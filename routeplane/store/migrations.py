@@ -9,10 +9,10 @@ import re
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .database import Store, StoreError
-from .sqltext import SQLCheckError, check_tables, split_statements, written_tables
+from .sqltext import SQLCheckError, check_tables, commits_implicitly, created_object, split_statements, written_tables
 
 CORE = "routeplane"  # the plugin id the core schema is recorded under
 HISTORY = "routeplane_migrations"
@@ -83,7 +83,8 @@ def core_migrations(dialect: str, sql_dir: str = SQL_DIR) -> List[Migration]:
 # The built-in plugins' tables, owned whether or not the plugin is enabled in this config: another
 # plugin may neither declare them nor drop their indexes.
 BUILTIN_TABLES = {"spend_log": "spend_log", "auth_api_keys": "auth", "auth_budget_ledger": "auth",
-                  "auth_budget_locks": "auth", "mcp_gateway_secret": "mcp", "mcp_revoked_sessions": "mcp"}
+                  "auth_budget_locks": "auth", "auth_token_revocations": "auth", "auth_account_cutoffs": "auth",
+                  "mcp_gateway_secret": "mcp", "mcp_revoked_sessions": "mcp"}
 
 
 def plugin_migrations(plugins: Iterable[Any], dialect: str) -> List[Migration]:
@@ -173,6 +174,8 @@ class Migrator:
         """Apply every pending migration, each in its own transaction; returns those applied by this run."""
         done: List[Migration] = []
         with self.store.connection() as db, self._run_lock(db):
+            if self.store.dialect == "mysql":
+                self._check_charset(db)
             self._ensure_history(db)
             _raise_changed(_states(self.plan, self._applied()), self.plan)
             for migration in self.plan:
@@ -202,16 +205,71 @@ class Migrator:
                 if row[0].strip() != migration.checksum:
                     raise MigrationError(_changed_message([migration]))
                 return False
-            for statement, _normalized in split_statements(migration.sql):
+            ran: List[str] = []  # the normalized statements that succeeded
+            for statement, normalized in split_statements(migration.sql):
                 try:
                     db.execute_sql(statement)
                 except Exception as exc:
                     raise MigrationError(f"{migration.label} failed on {self.store.display_url}: "
-                                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}") from exc
+                                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+                                         f"{self._undo_committed(db, ran)}") from exc
+                ran.append(normalized)
             db.execute_sql(f"INSERT INTO {HISTORY} (plugin, version, name, checksum, applied_at) "
                            f"VALUES ({p}, {p}, {p}, {p}, {p})",
                            (migration.plugin, migration.version, migration.name, migration.checksum, time.time()))
         return True
+
+    def _check_charset(self, db: Any) -> None:
+        """MySQL: a new table takes the database's default character set. With latin1 (MariaDB's
+        default before 11.6 where no config sets one) or utf8mb3, text that does not fit (an
+        x-request-id or account id with an emoji or CJK) made the database refuse the spend row,
+        so the request went unrecorded. Refuse before creating any table instead."""
+        applied = self._applied() if self.store.table_exists(HISTORY) else {}
+        if all(s.state != "pending" for s in _states(self.plan, applied)):
+            return  # nothing to create: an existing database is left as it is
+        cursor = db.execute_sql("SELECT @@character_set_database, DATABASE()")
+        charset, name = cursor.fetchone()
+        cursor.close()
+        if charset != "utf8mb4":
+            raise MigrationError(f"the database {self.store.display_url} has the default character set {charset}; "
+                                 f"routeplane's tables need utf8mb4 (text {charset} cannot hold is refused, and a "
+                                 f"spend row holding it lost). Run: ALTER DATABASE `{name}` CHARACTER SET utf8mb4; "
+                                 "then migrate again")
+
+    def _undo_committed(self, db: Any, ran: List[str]) -> str:
+        """What the error adds after undoing what a failed migration left committed.
+
+        MySQL commits DDL as it runs (and the connection autocommits after it), so
+        the rollback undoes nothing once a CREATE or ALTER has run. Left alone, a
+        fixed migration could not run either (its CREATE TABLE finds the table).
+        The tables, views and indexes it certainly created are dropped, newest
+        first; any other statement that stayed applied is named.
+        """
+        if self.store.dialect != "mysql" or not any(commits_implicitly(n) for n in ran):
+            return ""  # SQLite and PostgreSQL roll DDL back; so does MySQL before the first DDL
+        created = [created_object(n) for n in ran]
+        gone = {c[1].lower() for c in created if c is not None and c[0] != "index"}
+        kept: List[str] = []
+        for normalized, obj in reversed(list(zip(ran, created))):
+            if obj is None:
+                if not _writes_only(normalized, gone):
+                    kept.append(_short(normalized))
+                continue
+            kind, name, table = obj
+            if kind == "index" and table is not None and table.lower() in gone:
+                continue  # dropped with its table
+            if kind == "index":
+                undo = f"DROP INDEX {_quoted(name)} ON {_quoted(table or '')}"
+            else:
+                undo = f"DROP {kind.upper()} {_quoted(name)}"
+            try:
+                db.execute_sql(undo).close()
+            except Exception:  # noqa: BLE001 - named in the error instead
+                kept.append(_short(normalized))
+        if not kept:
+            return "; MySQL had committed its DDL, and what it created was dropped again"
+        return ("; MySQL commits DDL as it runs, so these statements stayed applied (undo them by hand before it "
+                "runs again): " + "; ".join(reversed(kept)))
 
     def _transaction(self, db: Any) -> Any:
         if self.store.dialect == "sqlite":
@@ -229,7 +287,11 @@ class Migrator:
             finally:
                 db.execute_sql("SELECT pg_advisory_unlock(%s)", (_PG_LOCK_KEY,)).close()
         elif dialect == "mysql":
-            cursor = db.execute_sql("SELECT GET_LOCK('routeplane_migrate', 120)")
+            # GET_LOCK names are server-wide, where PostgreSQL's advisory locks are per database: the
+            # database's name goes into the lock's (hashed: MySQL caps a name at 64 characters), or runs
+            # against other databases on the server would wait for each other.
+            name = "CONCAT('routeplane_migrate_', MD5(DATABASE()))"
+            cursor = db.execute_sql(f"SELECT GET_LOCK({name}, 120)")
             got = cursor.fetchone()
             cursor.close()
             if not got or got[0] != 1:
@@ -237,9 +299,26 @@ class Migrator:
             try:
                 yield
             finally:
-                db.execute_sql("SELECT RELEASE_LOCK('routeplane_migrate')").close()
+                db.execute_sql(f"SELECT RELEASE_LOCK({name})").close()
         else:
             yield  # SQLite: each migration's BEGIN IMMEDIATE serializes runs
+
+
+def _writes_only(normalized: str, tables: Set[str]) -> bool:
+    """Whether the statement writes nothing but some of `tables` (lower-case)."""
+    try:
+        written = written_tables(normalized)[1]
+    except SQLCheckError:
+        return False
+    return bool(written) and all(t in tables for t in written)
+
+
+def _short(statement: str) -> str:
+    return statement if len(statement) <= 80 else statement[:77] + "..."
+
+
+def _quoted(name: str) -> str:
+    return ".".join(f"`{part}`" for part in name.split("."))
 
 
 def _states(plan: List[Migration], applied: Dict[Tuple[str, int], Tuple[str, str, float]]) -> List[MigrationState]:

@@ -315,7 +315,9 @@ class SpendRecorder(SettlementRecorder):
             cols = ", ".join(COLUMNS)
             marks = ", ".join([p] * len(COLUMNS))
             if self.store.dialect == "mysql":
-                self._sql = f"INSERT IGNORE INTO {TABLE} ({cols}) VALUES ({marks})"
+                # Not INSERT IGNORE: that also turns strict-mode errors into warnings, so a NULL in a
+                # NOT NULL column became '' or 0 and a cost past 64 bits was stored clipped.
+                self._sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks}) ON DUPLICATE KEY UPDATE id = id"
             else:  # SQLite >= 3.24 and PostgreSQL
                 self._sql = f"INSERT INTO {TABLE} ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING"
         return self._sql

@@ -1,9 +1,9 @@
-"""Splits migration SQL into statements and names the tables each statement writes."""
+"""Splits migration SQL into statements and names the tables each statement writes (or creates)."""
 
 from __future__ import annotations
 
 import re
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 
 class SQLCheckError(ValueError):
@@ -136,3 +136,31 @@ def check_tables(sql: str, declared: Tuple[str, ...]) -> None:
             elif table not in allowed:
                 raise SQLCheckError(f"{kind} {table}: table {table!r} is not among the migration's declared tables "
                                     f"({sorted(allowed) or 'none'})")
+
+
+_CREATED = [
+    (re.compile(rf"^CREATE\s+TABLE\s+{_ID}", re.I), "table"),
+    (re.compile(rf"^CREATE\s+VIEW\s+{_ID}", re.I), "view"),
+    (re.compile(rf"^CREATE\s+(?:UNIQUE\s+)?INDEX\s+{_ID}\s+ON\s+{_ID}", re.I), "index"),
+]
+
+
+def created_object(normalized: str) -> Optional[Tuple[str, str, Optional[str]]]:
+    """(kind, name, table for an index) of an object the statement certainly creates anew, else None;
+    names as written (unquoted), since MySQL table names can be case-sensitive.
+
+    `IF NOT EXISTS`, `OR REPLACE` and temporary tables do not count: the object may have been there
+    before the statement ran, so dropping it would not undo the statement.
+    """
+    for pattern, kind in _CREATED:
+        m = pattern.match(normalized)
+        if m and m.group(1).upper() != "IF":
+            return kind, m.group(1), m.group(2) if kind == "index" else None
+    return None
+
+
+def commits_implicitly(normalized: str) -> bool:
+    """Whether MySQL ends the open transaction (commits it) around this statement: anything but data
+    manipulation (CREATE, ALTER, DROP, RENAME, TRUNCATE, ...)."""
+    head = normalized.split(None, 1)[0].upper() if normalized else ""
+    return head not in ("INSERT", "UPDATE", "DELETE", "REPLACE", "SELECT", "WITH", "SET", "DO", "CALL")
