@@ -1,6 +1,6 @@
 """Auth end to end under real gunicorn: SDK clients with API keys and Web3 JWTs, admin scope, secrets kept out
 of logs, budgets that hold under a parallel burst across workers, and JWT revocation that reaches every worker
-within its documented bound (SQLite and PostgreSQL)."""
+within its documented bound (SQLite, PostgreSQL and MariaDB)."""
 
 from __future__ import annotations
 
