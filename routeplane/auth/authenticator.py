@@ -91,7 +91,7 @@ class Authenticator:
         if self.revocations is None:
             return
         try:
-            refused = self.revocations.refused(account_id, session_id, iat)
+            refused = self.revocations.refused(account_id, session_id, iat, self.settings.verifier.leeway_seconds)
         except Exception:
             # The same choice as a budget check the store cannot answer (auth.budget.fail_closed).
             log.exception("the token revocation check failed (session %s)", session_id)

@@ -14,9 +14,8 @@ import hashlib
 import re
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Optional, Tuple, Union
 
 from .caip10 import CaipError, parse_caip10
 from .jwt import TokenError, read_signed_token
@@ -25,7 +24,6 @@ from .store import AuthStore, RevokedToken
 REVOKED_MESSAGE = "This token has been revoked."
 _CUTOFF = "The cut-off is 'now' or a unix time in seconds."
 _ACCOUNT = re.compile(r"^acct_[0-9a-f]{32}$")
-MAX_CACHED = 10000  # verdicts a worker keeps (least recently used go first): a bound on memory, not on staleness
 
 
 def token_id_for(token: str, jti: Optional[str]) -> str:
@@ -108,64 +106,71 @@ def cutoff_time(value: Union[str, int, float], now: float) -> float:
 
 
 def revoke(store: AuthStore, ref: TokenRef, now: Optional[float] = None) -> bool:
-    """Revoke one token's session; False if it already was."""
+    """Revoke one token's session; False if it already was.
+
+    A jti names every token of the account that carries it, whatever each one's exp, so its row is
+    kept for good; a token without one names only itself, and its row may go a day after its exp.
+    """
     when = time.time() if now is None else now
-    return store.revoke_token(RevokedToken(ref.session_id, ref.account_id, ref.jti, ref.expires_at, when))
+    expires_at = None if ref.jti is not None else ref.expires_at
+    return store.revoke_token(RevokedToken(ref.session_id, ref.account_id, ref.jti, expires_at, when))
 
 
 class RevocationCache:
-    """Per-worker verdicts on (session, account cut-off), each trusted for at most `max_age` seconds.
+    """Per-worker snapshot of every revoked session and account cut-off, trusted for at most `max_age` seconds.
 
-    So a revocation written by any process reaches this worker within
-    `max_age` (0: every request asks the store). Store errors propagate and
-    are never cached; the caller decides between 503 and admitting.
+    One refresh per `max_age` per worker, whatever the traffic: a client that
+    mints a fresh token for every request costs a set lookup, not a query. So a
+    revocation written by any process reaches this worker within `max_age`
+    (0: every request asks the store about its own token). Store errors
+    propagate and are never kept; the caller decides between 503 and admitting.
     """
 
     def __init__(self, store: Any, max_age: float, clock: Callable[[], float] = time.monotonic,
-                 max_entries: int = MAX_CACHED) -> None:
+                 wall: Callable[[], float] = time.time) -> None:
         self._store = store  # StoreHandle: `.available`, and called for the AuthStore
         self.max_age = max_age
         self._clock = clock
-        self._max_entries = max_entries
+        self._wall = wall
         self._lock = threading.Lock()
-        self._floor = float("-inf")  # answers to questions asked before the last forget() are not kept
-        self._entries: "OrderedDict[str, Tuple[float, Optional[float], Optional[float]]]" = OrderedDict()
+        self._floor = float("-inf")  # a snapshot read before the last forget() is not kept
+        self._snapshot: Optional[Tuple[float, FrozenSet[str], Dict[str, float]]] = None
 
-    def refused(self, account_id: str, session_id: str, iat: Optional[float]) -> bool:
-        """True if the session is revoked, or the account's cut-off is after the token's iat (or it has none)."""
+    def refused(self, account_id: str, session_id: str, iat: Optional[float], leeway: float = 0.0) -> bool:
+        """True if the session is revoked, or the account's cut-off is after the token's iat (or it has none).
+
+        `leeway`: the iat a clock that far ahead may give a token minted before the cut-off, which a
+        "log out every session" must still refuse (so a token minted within it after the cut-off is too).
+        """
         if not getattr(self._store, "available", True):
             return False  # no database: nothing can have been revoked
-        revoked_at, not_before = self._state(account_id, session_id)
-        if revoked_at is not None:
+        if self.max_age > 0:
+            _, sessions, cutoffs = self._current()
+            revoked, not_before = session_id in sessions, cutoffs.get(account_id)
+        else:
+            revoked_at, not_before = self._store().revocation_state(session_id, account_id)
+            revoked = revoked_at is not None
+        if revoked:
             return True
-        return not_before is not None and (iat is None or iat < not_before)
+        return not_before is not None and (iat is None or iat - leeway < not_before)
 
-    def _state(self, account_id: str, session_id: str) -> Tuple[Optional[float], Optional[float]]:
-        now = self._clock()
-        if self.max_age > 0:
-            with self._lock:
-                entry = self._entries.get(session_id)
-                if entry is not None and now - entry[0] < self.max_age:
-                    self._entries.move_to_end(session_id)
-                    return entry[1], entry[2]
-        state = self._store().revocation_state(session_id, account_id)
-        if self.max_age > 0:
-            with self._lock:
-                # Stamped with the time the question was asked, not answered: the answer is at least that
-                # fresh. A slower, older answer never replaces a newer one another thread stored meanwhile.
-                current = self._entries.get(session_id)
-                if now >= self._floor and (current is None or current[0] <= now):
-                    self._entries[session_id] = (now, state[0], state[1])
-                    self._entries.move_to_end(session_id)
-                while len(self._entries) > self._max_entries:
-                    self._entries.popitem(last=False)
-        return state
+    def _current(self) -> Tuple[float, FrozenSet[str], Dict[str, float]]:
+        snapshot = self._snapshot
+        if snapshot is not None and self._clock() - snapshot[0] < self.max_age:
+            return snapshot
+        with self._lock:  # one refresh at a time; the others wait for it rather than query too
+            snapshot = self._snapshot
+            asked = self._clock()
+            if snapshot is not None and asked - snapshot[0] < self.max_age:
+                return snapshot
+            sessions, cutoffs = self._store().revocation_snapshot(self._wall())
+            fresh = (asked, frozenset(sessions), dict(cutoffs))
+            if asked >= self._floor:
+                self._snapshot = fresh
+            return fresh
 
     def forget(self, session_id: Optional[str] = None) -> None:
-        """Drop one verdict (or all): this worker sees its own revocation at once."""
-        with self._lock:
-            self._floor = self._clock()
-            if session_id is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(session_id, None)
+        """Drop the snapshot: this worker sees its own revocation at once (the argument is kept for callers
+        that name what they revoked)."""
+        self._floor = self._clock()
+        self._snapshot = None

@@ -45,7 +45,7 @@ def make_blueprint(app: "App") -> Blueprint:
             account = _account(identity, args) if "account" in args or "iss" in args else None
             account = _scope(identity, account)
             limit = args.get("limit", "1000")
-            if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+            if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
                 raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT}.", param="limit")
             tokens, cutoffs = _stored(plugin).list_revocations(account, int(limit))
         except RouteplaneError as err:

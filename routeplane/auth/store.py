@@ -223,6 +223,14 @@ class AuthStore:
         revoked_at, not_before = rows[0]
         return (None if revoked_at is None else float(revoked_at), None if not_before is None else float(not_before))
 
+    def revocation_snapshot(self, now: float) -> Tuple[List[str], List[Tuple[str, float]]]:
+        """Every revoked session still in force and every account cut-off (a worker's snapshot)."""
+        sessions = self.store.execute(self._sql(
+            f"SELECT session_id FROM {REVOKED} WHERE expires_at IS NULL OR expires_at >= ?"),
+            (now - REVOCATION_GRACE_SECONDS,))
+        cutoffs = self.store.execute(self._sql(f"SELECT account_id, not_before FROM {CUTOFFS}"))
+        return [str(r[0]) for r in sessions], [(str(r[0]), float(r[1])) for r in cutoffs]
+
     def list_revocations(self, account_id: Optional[str] = None,
                          limit: Optional[int] = None) -> Tuple[List[RevokedToken], List[AccountCutoff]]:
         """Revoked tokens (newest first, at most `limit`) and account cut-offs, of one account or all."""
