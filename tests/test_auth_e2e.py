@@ -37,7 +37,7 @@ def gateway_config(db_url: str) -> Dict[str, Any]:
     c["database"] = {"url": db_url}
     c["providers"]["mock"]["prices"] = {"input": 1000, "output": 1000}
     c["models"]["slow"] = {"targets": [{"provider": "mock", "model": "slow-150"}]}
-    c["auth"] = {"mode": "api_keys+jwt", "revocation": {"cache_seconds": REVOCATION_BOUND}}
+    c["auth"] = {"mode": "api_keys+jwt", "leeway_seconds": 1, "revocation": {"cache_seconds": REVOCATION_BOUND}}
     c["server"] = {"log_level": "debug"}
     return c
 
@@ -278,7 +278,7 @@ def test_a_revoked_token_is_refused_by_every_worker_within_the_bound(gateway: Ga
           f" after it (bound {REVOCATION_BOUND} s)")
     assert sdk_chat(gateway.url, same_jti_elsewhere) == "You said: hi"  # another account's jti is its own
     if how == "admin_all_before":  # a token minted after the cut-off works again
-        time.sleep(1.1)  # iat has whole seconds
+        time.sleep(2.1)  # iat has whole seconds, and must clear the cut-off by leeway_seconds (1)
         assert sdk_chat(gateway.url, jwt(w)) == "You said: hi"
     assert token not in gateway.logs()
 
