@@ -168,7 +168,7 @@ class HttpExecutor(Executor):
         finally:
             call.done = True
             resp.close()
-        return _decode(codec, raw, target)
+        return _decode(codec, raw, target, prompt)
 
     def stream(self, target: RoutingTarget, prompt: Prompt, ctx: "PipelineContext") -> Iterator[StreamPart]:
         if target.protocol == "mock":
@@ -182,18 +182,27 @@ class HttpExecutor(Executor):
             finally:
                 call.done = True
                 resp.close()
-            return generation_to_parts(_decode(codec, raw, target))
+            return generation_to_parts(_decode(codec, raw, target, prompt))
         # From here `call.abort` (registered in _post) cuts the stream through `shutdown_response(resp)`.
-        return _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes)
+        parts = _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes)
+        if codec.custom_tools:
+            return parts
+        from ..protocols.custom_tools import restore_stream
+
+        # The wire got custom tools as functions: their calls go back to the client as custom calls.
+        return restore_stream(parts, prompt)
 
 
-def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget) -> Generation:
+def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget, prompt: Prompt) -> Generation:
     """A provider's JSON body → Generation; anything that is not a valid answer is a 502."""
     from ..protocols.base import load_json
+    from ..protocols.custom_tools import restore_calls
 
     body = load_json(raw, target)
     try:
-        return codec.decode_response(body, target)
+        gen = codec.decode_response(body, target)
+        # A wire without custom tools got them as functions: their calls go back as custom calls.
+        return gen if codec.custom_tools else restore_calls(gen, prompt)
     except RouteplaneError:
         raise
     except Exception as exc:  # a shape the codec did not expect: logged, since it may be a codec bug

@@ -3,7 +3,8 @@
 Behaviour, by what the prompt holds:
 - tools offered, `tool_choice` not `none`, and the last message is the
   user's → one call of the first tool (or the forced one) with arguments
-  built from its schema's required properties (mode "tool call");
+  built from its schema's required properties (mode "tool call"); a custom
+  (free-text) tool gets the user's text as its input;
 - otherwise an echo: `You said: <last user text>` (after tool results:
   `Tool results: <text>`).
 Model names select extra behaviour: `fail-<status>` raises that upstream
@@ -100,8 +101,10 @@ class MockProvider:
         tool = prompt.tools[0]
         if choice is not None and choice.mode == "tool":
             tool = next((t for t in prompt.tools if t.name == choice.name), tool)
-        args = _example_arguments(tool.parameters)
         call_id = "call_" + hashlib.sha1((tool.name + last.text()).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+        if tool.custom:  # a custom tool takes free text: the user's own
+            return ToolCallPart(call_id, tool.name, last.text(), custom=True)
+        args = _example_arguments(tool.parameters)
         return ToolCallPart(call_id, tool.name, json.dumps(args, separators=(",", ":")))
 
     def _stream(self, gen: Generation) -> Iterator[StreamPart]:
@@ -113,7 +116,7 @@ class MockProvider:
                     yield TextDelta(i, piece)
                 yield TextEnd(i)
             elif isinstance(part, ToolCallPart):
-                yield ToolCallStart(i, part.id, part.name)
+                yield ToolCallStart(i, part.id, part.name, custom=part.custom)
                 # arguments in several fragments, as real providers send them
                 for piece in _pieces(part.arguments, size=8):
                     yield ToolCallDelta(i, piece)

@@ -91,7 +91,8 @@ class GenerationAccumulator:
             if part.signature and part.index in self._blocks:
                 self._blocks[part.index]["signature"] = part.signature
         elif isinstance(part, ToolCallStart):
-            self._open(part.index, {"kind": "tool", "id": part.id, "name": part.name, "args": [], "signature": part.signature})
+            self._open(part.index, {"kind": "tool", "id": part.id, "name": part.name, "args": [],
+                                    "signature": part.signature, "custom": part.custom})
             self.output_chars += len(part.name)
         elif isinstance(part, ToolCallDelta):
             b = self._blocks.get(part.index)
@@ -120,7 +121,10 @@ class GenerationAccumulator:
                     ReasoningPart("".join(b["text"]), b.get("signature"), b.get("redacted"), b.get("provider"))
                 )
             else:
-                out.append(ToolCallPart(b["id"], b["name"], "".join(b["args"]) or "{}", b.get("signature")))
+                # A custom call's input is free text: empty stays empty, it is not "no arguments".
+                custom = b.get("custom", False)
+                out.append(ToolCallPart(b["id"], b["name"], "".join(b["args"]) or ("" if custom else "{}"),
+                                        b.get("signature"), custom=custom))
         return tuple(out)
 
     def generation(self) -> Generation:
@@ -152,7 +156,7 @@ def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
                 yield ReasoningDelta(i, p.text)
             yield ReasoningEnd(i, p.signature)
         elif isinstance(p, ToolCallPart):
-            yield ToolCallStart(i, p.id, p.name, p.signature)
+            yield ToolCallStart(i, p.id, p.name, p.signature, p.custom)
             yield ToolCallDelta(i, p.arguments)
             yield ToolCallEnd(i)
     yield UsageUpdate(gen.usage)
@@ -177,7 +181,7 @@ def prompt_text(prompt: Prompt) -> str:
             elif isinstance(p, ReasoningPart):
                 chunks.append(p.text)
     for t in prompt.tools:
-        chunks.append(t.name + (t.description or "") + json.dumps(t.parameters))
+        chunks.append(t.name + (t.description or "") + json.dumps(t.format if t.custom else t.parameters))
     return "".join(chunks)
 
 

@@ -66,12 +66,14 @@ class FilePart:
 class ToolCallPart:
     id: str
     name: str
-    # Always JSON text, as OpenAI carries it; object-shaped wires parse it.
+    # JSON text, as OpenAI carries it (object-shaped wires parse it); for a custom call, the free text.
     arguments: str = "{}"
     # Gemini thought signature or similar provider-bound opaque value.
     signature: Optional[str] = None
     signature_provider: Optional[str] = None
     cache_control: Optional[Mapping[str, Any]] = None
+    # A call of an OpenAI custom (freeform) tool: `arguments` is the model's free-text input, not JSON.
+    custom: bool = False
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,12 @@ class Tool:
     parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
     strict: Optional[bool] = None
     cache_control: Optional[Mapping[str, Any]] = None
+    # An OpenAI custom (freeform) tool: the model calls it with free text, not JSON arguments, so
+    # `parameters` is unused. `format` is its input format as the Responses wire spells it
+    # ({"type": "text"} or {"type": "grammar", "syntax", "definition"}), otherwise opaque; None: unconstrained.
+    # Wires without custom tools see a function taking one string (protocols/custom_tools.py).
+    custom: bool = False
+    format: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +298,7 @@ class ToolCallStart:
     id: str
     name: str
     signature: Optional[str] = None
+    custom: bool = False  # a custom tool call: its deltas are free text, not JSON (see ToolCallPart.custom)
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class ChatClientCodec(ClientCodec):
 
 class ChatProviderCodec(ProviderCodec):
     protocol = PROTOCOL
+    custom_tools = True
 
     def url(self, target: RoutingTarget, stream: bool) -> str:
         base = (target.base_url or "https://api.openai.com/v1").rstrip("/")

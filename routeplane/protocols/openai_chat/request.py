@@ -221,6 +221,14 @@ def _user_parts(content: Any, path: str) -> List[ContentPart]:
 def _decode_tool_call(call: Any, path: str) -> ToolCallPart:
     if not isinstance(call, dict):
         raise InvalidRequest(f"'{path}' must be an object.", param=path)
+    if call.get("type") == "custom":
+        custom = expect(call.get("custom"), dict, f"{path}.custom", required=True)
+        return ToolCallPart(
+            id=expect(call.get("id"), str, f"{path}.id", required=True),
+            name=expect(custom.get("name"), str, f"{path}.custom.name", required=True),
+            arguments=expect(custom.get("input"), str, f"{path}.custom.input", required=True),
+            custom=True,
+        )
     fn = expect(call.get("function"), dict, f"{path}.function", required=True)
     return ToolCallPart(
         id=expect(call.get("id"), str, f"{path}.id", required=True),
@@ -233,8 +241,13 @@ def _decode_tools(body: Dict[str, Any]) -> Tuple[Tool, ...]:
     tools: List[Tool] = []
     for i, raw in enumerate(expect(body.get("tools"), list, "tools") or []):
         path = f"tools[{i}]"
+        if isinstance(raw, dict) and raw.get("type") == "custom":
+            tools.append(_custom_tool(expect(raw.get("custom"), dict, f"{path}.custom", required=True),
+                                      f"{path}.custom"))
+            continue
         if not isinstance(raw, dict) or raw.get("type") != "function":
-            raise InvalidRequest(f"'{path}' must be a function tool ({{\"type\": \"function\", ...}}).", param=path)
+            raise InvalidRequest(f"'{path}' must be a function or custom tool ({{\"type\": \"function\", ...}}).",
+                                 param=path)
         fn = expect(raw.get("function"), dict, f"{path}.function", required=True)
         tools.append(_tool(fn, f"{path}.function"))
     for i, fn in enumerate(expect(body.get("functions"), list, "functions") or []):
@@ -252,6 +265,34 @@ def _tool(fn: Any, path: str) -> Tool:
         parameters=params if params is not None else {"type": "object", "properties": {}},
         strict=expect(fn.get("strict"), bool, f"{path}.strict"),
     )
+
+
+def _custom_tool(custom: Dict[str, Any], path: str) -> Tool:
+    name = expect(custom.get("name"), str, f"{path}.name", required=True)
+    if not name:
+        raise InvalidRequest(f"'{path}.name' must not be empty.", param=f"{path}.name")
+    fmt = expect(custom.get("format"), dict, f"{path}.format")
+    if fmt is not None and not isinstance(fmt.get("type"), str):
+        raise InvalidRequest(f"Missing required parameter: '{path}.format.type'.", param=f"{path}.format.type",
+                             code="missing_required_parameter")
+    return Tool(name=name, description=expect(custom.get("description"), str, f"{path}.description"), custom=True,
+                format=None if fmt is None else canonical_format(fmt))
+
+
+def canonical_format(fmt: Dict[str, Any]) -> Dict[str, Any]:
+    """A Chat custom tool format in the canonical (Responses) spelling: Chat nests a grammar's
+    `syntax`/`definition` under `grammar`, Responses has them flat beside `type`."""
+    grammar = fmt.get("grammar")
+    if fmt.get("type") == "grammar" and isinstance(grammar, dict):
+        return {**{k: v for k, v in fmt.items() if k != "grammar"}, **grammar}
+    return dict(fmt)
+
+
+def chat_format(fmt: Any) -> Dict[str, Any]:
+    """The canonical format as Chat spells it (the inverse of canonical_format)."""
+    if fmt.get("type") == "grammar" and "grammar" not in fmt:
+        return {"type": "grammar", "grammar": {k: v for k, v in fmt.items() if k != "type"}}
+    return dict(fmt)
 
 
 def _decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
@@ -272,14 +313,16 @@ def _decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Opt
                                  param="tool_choice.allowed_tools.mode")
         names: List[str] = []
         for i, t in enumerate(expect(spec.get("tools"), list, "tool_choice.allowed_tools.tools", required=True)):
-            fn = t.get("function") if isinstance(t, dict) and isinstance(t.get("function"), dict) else t
+            fn = t
+            if isinstance(t, dict) and t.get("type") in ("function", "custom") and isinstance(t.get(t["type"]), dict):
+                fn = t[t["type"]]  # {"type": "function", "function": {"name"}}, same for "custom"
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
                 raise InvalidRequest(f"'tool_choice.allowed_tools.tools[{i}]' must name a function.",
                                      param=f"tool_choice.allowed_tools.tools[{i}]")
             names.append(fn["name"])
         return ToolChoice(mode, parallel=parallel), names
     if isinstance(raw, dict):
-        fn = raw.get("function") if raw.get("type") == "function" else raw
+        fn = raw.get(raw["type"]) if raw.get("type") in ("function", "custom") else raw
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             return ToolChoice("tool", fn["name"], parallel=parallel), None
     raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
@@ -328,7 +371,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     tc = prompt.tool_choice
     if tc is not None:
         if tc.mode == "tool":
-            body["tool_choice"] = {"type": "function", "function": {"name": tc.name}}
+            kind = "custom" if any(t.custom and t.name == tc.name for t in prompt.tools) else "function"
+            body["tool_choice"] = {"type": kind, kind: {"name": tc.name}}
         elif prompt.tools or tc.mode == "none":
             body["tool_choice"] = tc.mode
         if tc.parallel is not None and prompt.tools:
@@ -353,12 +397,26 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
 
 
 def _encode_tool(t: Tool) -> Dict[str, Any]:
+    if t.custom:
+        custom: Dict[str, Any] = {"name": t.name}
+        if t.description is not None:
+            custom["description"] = t.description
+        if t.format is not None:
+            custom["format"] = chat_format(t.format)
+        return {"type": "custom", "custom": custom}
     fn: Dict[str, Any] = {"name": t.name, "parameters": dict(t.parameters)}
     if t.description is not None:
         fn["description"] = t.description
     if t.strict is not None:
         fn["strict"] = t.strict
     return {"type": "function", "function": fn}
+
+
+def tool_call(p: ToolCallPart) -> Dict[str, Any]:
+    """An assistant message's `tool_calls` entry."""
+    if p.custom:
+        return {"id": p.id, "type": "custom", "custom": {"name": p.name, "input": p.arguments}}
+    return {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
 
 
 def _merge_tool_turns(messages: Tuple[Message, ...]) -> List[Message]:
@@ -391,11 +449,7 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
         return out_t
     if m.role is Role.ASSISTANT:
         text = "".join(p.text for p in m.parts if isinstance(p, TextPart))
-        calls = [
-            {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-            for p in m.parts
-            if isinstance(p, ToolCallPart)
-        ]
+        calls = [tool_call(p) for p in m.parts if isinstance(p, ToolCallPart)]
         out: Dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
         if calls:
             out["tool_calls"] = calls

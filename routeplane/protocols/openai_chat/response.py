@@ -19,6 +19,7 @@ from ...language_model.types import (
     Usage,
 )
 from ..base import as_list, bad_upstream
+from .request import tool_call
 
 PROTOCOL = "openai_chat"
 
@@ -102,11 +103,7 @@ def _int(v: Any) -> int:
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     text = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and not p.refusal)
     refusal = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and p.refusal)
-    calls = [
-        {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
-        for p in gen.parts
-        if isinstance(p, ToolCallPart)
-    ]
+    calls = [tool_call(p) for p in gen.parts if isinstance(p, ToolCallPart)]
     message: Dict[str, Any] = {
         "role": "assistant",
         "content": text if (text or not (calls or refusal)) else None,
@@ -152,6 +149,11 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if isinstance(msg.get("refusal"), str) and msg["refusal"]:
         parts.append(TextPart(msg["refusal"], refusal=True))
     for call in as_list(msg.get("tool_calls")):
+        if isinstance(call, dict) and call.get("type") == "custom" and isinstance(call.get("custom"), dict):
+            custom = call["custom"]
+            parts.append(ToolCallPart(str(call.get("id") or ""), str(custom.get("name") or ""),
+                                      custom["input"] if isinstance(custom.get("input"), str) else "", custom=True))
+            continue
         if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
             raise bad_upstream(target, "malformed tool call")
         fn = call["function"]

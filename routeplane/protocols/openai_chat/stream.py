@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
@@ -44,6 +44,7 @@ class ChatStreamEncoder(StreamEncoder):
         self._created = int(time.time())
         self._started = False
         self._tool_index: Dict[int, int] = {}  # canonical block index → OpenAI tool_calls index
+        self._custom_index: Dict[int, int] = {}  # the same for custom tool calls (their deltas differ)
         self._refusals: Set[int] = set()  # canonical text blocks that are the model's refusal
         self._usage: Optional[Usage] = None
         self._finished = False
@@ -82,14 +83,21 @@ class ChatStreamEncoder(StreamEncoder):
                 out.append(self._chunk({"refusal" if part.index in self._refusals else "content": part.text}))
         elif isinstance(part, ToolCallStart):
             self._start(out)
-            k = self._tool_index.setdefault(part.index, len(self._tool_index))
-            out.append(self._chunk({"tool_calls": [
-                {"index": k, "id": part.id, "type": "function", "function": {"name": part.name, "arguments": ""}}
-            ]}))
+            k = len(self._tool_index) + len(self._custom_index)
+            if part.custom:
+                k = self._custom_index.setdefault(part.index, k)
+                call = {"index": k, "id": part.id, "type": "custom", "custom": {"name": part.name, "input": ""}}
+            else:
+                k = self._tool_index.setdefault(part.index, k)
+                call = {"index": k, "id": part.id, "type": "function", "function": {"name": part.name, "arguments": ""}}
+            out.append(self._chunk({"tool_calls": [call]}))
         elif isinstance(part, ToolCallDelta):
             k = self._tool_index.get(part.index)
             if k is not None and part.arguments:
                 out.append(self._chunk({"tool_calls": [{"index": k, "function": {"arguments": part.arguments}}]}))
+            elif k is None and part.arguments and part.index in self._custom_index:
+                k = self._custom_index[part.index]
+                out.append(self._chunk({"tool_calls": [{"index": k, "custom": {"input": part.arguments}}]}))
         elif isinstance(part, UsageUpdate):
             self._usage = part.usage
         elif isinstance(part, Finish):
@@ -119,6 +127,14 @@ class ChatStreamEncoder(StreamEncoder):
     def error(self, err: RouteplaneError) -> bytes:
         # A `data:` object with an `error` key makes the OpenAI SDK raise APIError.
         return b"data: " + dumps(error_body(err)).encode() + b"\n\n"
+
+
+def _custom_fragment(frag: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
+    """A tool call fragment without `function`: a custom call's `custom` and its text field."""
+    custom = frag.get("custom")
+    if isinstance(custom, dict) or frag.get("type") == "custom":
+        return (custom if isinstance(custom, dict) else {}), "input"
+    return {}, "arguments"
 
 
 class ChatStreamDecoder(StreamDecoder):
@@ -205,7 +221,10 @@ class ChatStreamDecoder(StreamDecoder):
                 idx = frag.get("index", 0)
                 if not isinstance(idx, int) or isinstance(idx, bool):
                     raise bad_upstream(self._target, "a tool call fragment without an integer index")
-                fn = frag.get("function") if isinstance(frag.get("function"), dict) else {}
+                fn = frag.get("function")
+                key = "arguments"
+                if not isinstance(fn, dict):  # a custom tool call's fragment carries `custom: {name, input}`
+                    fn, key = _custom_fragment(frag)
                 call_id = frag.get("id") if isinstance(frag.get("id"), str) else ""
                 # Some OpenAI-compatible servers send every parallel call with index 0: a
                 # new id on a known index starts a new call instead of merging arguments.
@@ -217,8 +236,8 @@ class ChatStreamDecoder(StreamDecoder):
                     if call_id:
                         self._tool_ids[idx] = call_id
                     out.append(ToolCallStart(self._tools[idx], call_id or f"call_{len(self._tool_blocks) - 1}",
-                                             str(fn.get("name") or "")))
-                args = fn.get("arguments")
+                                             str(fn.get("name") or ""), custom=key == "input"))
+                args = fn.get(key)
                 if isinstance(args, str) and args:
                     out.append(ToolCallDelta(self._tools[idx], args))
         reason = choice.get("finish_reason")

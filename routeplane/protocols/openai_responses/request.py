@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ...errors import InvalidRequest
 from ...language_model.routing import RoutingTarget
@@ -163,7 +163,14 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
             name=expect(item.get("name"), str, f"{path}.name", required=True),
             arguments=expect(item.get("arguments"), str, f"{path}.arguments") or "{}",
         ))
-    elif kind == "function_call_output":
+    elif kind == "custom_tool_call":
+        _append(out, Role.ASSISTANT, ToolCallPart(
+            id=expect(item.get("call_id"), str, f"{path}.call_id", required=True),
+            name=expect(item.get("name"), str, f"{path}.name", required=True),
+            arguments=expect(item.get("input"), str, f"{path}.input", required=True),
+            custom=True,
+        ))
+    elif kind in ("function_call_output", "custom_tool_call_output"):
         call_id = expect(item.get("call_id"), str, f"{path}.call_id", required=True)
         output = item.get("output")
         if isinstance(output, str):
@@ -187,7 +194,7 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
                              code="unsupported_parameter")
     else:
         raise InvalidRequest(f"Input items of type {kind!r} ('{path}') are not supported by this gateway; "
-                             "only messages, function calls, function call outputs and reasoning are.",
+                             "only messages, function and custom tool calls, their outputs and reasoning are.",
                              param=f"{path}.type", code="unsupported_value")
 
 
@@ -238,9 +245,12 @@ def _decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set]
         path = f"tools[{i}]"
         if not isinstance(raw, dict):
             raise InvalidRequest(f"'{path}' must be an object.", param=path)
+        if raw.get("type") == "custom":
+            tools.append(_decode_custom_tool(raw, path))
+            continue
         if raw.get("type") != "function":
             raise InvalidRequest(f"Tools of type {raw.get('type')!r} ('{path}') are not supported by this gateway; "
-                                 "only function tools are.", param=f"{path}.type", code="unsupported_value")
+                                 "only function and custom tools are.", param=f"{path}.type", code="unsupported_value")
         if isinstance(raw.get("function"), dict):
             raise InvalidRequest(f"'{path}' uses the Chat Completions shape; Responses function tools are flat: "
                                  "{\"type\": \"function\", \"name\": ..., \"parameters\": ...}.", param=path)
@@ -258,6 +268,18 @@ def _decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set]
     return tuple(tools), allowed
 
 
+def _decode_custom_tool(raw: Dict[str, Any], path: str) -> Tool:
+    name = expect(raw.get("name"), str, f"{path}.name", required=True)
+    if not name:
+        raise InvalidRequest(f"'{path}.name' must not be empty.", param=f"{path}.name")
+    fmt = expect(raw.get("format"), dict, f"{path}.format")
+    if fmt is not None and not isinstance(fmt.get("type"), str):
+        raise InvalidRequest(f"Missing required parameter: '{path}.format.type'.", param=f"{path}.format.type",
+                             code="missing_required_parameter")
+    return Tool(name=name, description=expect(raw.get("description"), str, f"{path}.description"),
+                custom=True, format=fmt)
+
+
 def _decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Optional[ToolChoice]:
     parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
     raw = body.get("tool_choice")
@@ -268,7 +290,7 @@ def _decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Optiona
             raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
         return ToolChoice(raw, parallel=parallel)
     if isinstance(raw, dict):
-        if raw.get("type") == "function" and isinstance(raw.get("name"), str):
+        if raw.get("type") in ("function", "custom") and isinstance(raw.get("name"), str):
             return ToolChoice("tool", raw["name"], parallel=parallel)
         if raw.get("type") == "allowed_tools" and raw.get("mode") in ("auto", "required"):
             if raw["mode"] == "required" and allowed is not None and len(allowed) == 1:
@@ -293,8 +315,11 @@ def _decode_format(raw: Any) -> Optional[ResponseFormat]:
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
     items: List[Dict[str, Any]] = []
+    # A custom tool call's result is a custom_tool_call_output item: found by its call's id.
+    custom_calls = {p.id for m in prompt.messages if m.role is Role.ASSISTANT for p in m.parts
+                    if isinstance(p, ToolCallPart) and p.custom}
     for m in prompt.messages:
-        items.extend(_encode_message(m))
+        items.extend(_encode_message(m, custom_calls))
     body: Dict[str, Any] = {"model": target.model, "input": items}
     same_wire = prompt.extras_protocol == PROTOCOL
     extras = dict(prompt.extras) if same_wire else {}
@@ -329,7 +354,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     tc = prompt.tool_choice
     if tc is not None:
         if tc.mode == "tool":
-            body["tool_choice"] = {"type": "function", "name": tc.name}
+            body["tool_choice"] = named_tool_choice(prompt, tc.name)
         elif prompt.tools or tc.mode == "none":
             body["tool_choice"] = tc.mode
         if tc.parallel is not None and prompt.tools:
@@ -356,7 +381,24 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     return body
 
 
+def named_tool_choice(prompt: Prompt, name: Optional[str]) -> Dict[str, Any]:
+    """The choice forcing tool `name`: a custom tool is named as one."""
+    kind = "custom" if any(t.custom and t.name == name for t in prompt.tools) else "function"
+    return {"type": kind, "name": name}
+
+
+def custom_tool(t: Tool) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"type": "custom", "name": t.name}
+    if t.description is not None:
+        out["description"] = t.description
+    if t.format is not None:
+        out["format"] = dict(t.format)
+    return out
+
+
 def _encode_tool(t: Tool, same_wire: bool) -> Dict[str, Any]:
+    if t.custom:
+        return custom_tool(t)
     out: Dict[str, Any] = {"type": "function", "name": t.name, "parameters": dict(t.parameters)}
     if t.description is not None:
         out["description"] = t.description
@@ -368,7 +410,7 @@ def _encode_tool(t: Tool, same_wire: bool) -> Dict[str, Any]:
     return out
 
 
-def _encode_message(m: Message) -> List[Dict[str, Any]]:
+def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
     if m.role is Role.TOOL:
         out = []
         for r in m.parts:
@@ -381,7 +423,8 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
                     # Images and files: the array form (input_text / input_image / input_file) keeps them.
                     output = ([{"type": "input_text", "text": text}] if text else []) + [
                         c for c in (_encode_user_part(p) for p in r.content if not isinstance(p, TextPart)) if c]
-                out.append({"type": "function_call_output", "call_id": r.tool_call_id, "output": output})
+                kind = "custom_tool_call_output" if r.tool_call_id in custom_calls else "function_call_output"
+                out.append({"type": kind, "call_id": r.tool_call_id, "output": output})
         return out
     if m.role is Role.ASSISTANT:
         items: List[Dict[str, Any]] = []
@@ -395,6 +438,9 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
         for p in m.parts:
             if isinstance(p, TextPart):
                 texts.append(p.text)
+            elif isinstance(p, ToolCallPart) and p.custom:
+                flush()
+                items.append({"type": "custom_tool_call", "call_id": p.id, "name": p.name, "input": p.arguments})
             elif isinstance(p, ToolCallPart):
                 flush()
                 items.append({"type": "function_call", "call_id": p.id, "name": p.name, "arguments": p.arguments})
@@ -414,7 +460,7 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
     out_u: List[Dict[str, Any]] = []
     results = [p for p in m.parts if isinstance(p, ToolResultPart)]
     if results:  # defensive: results belong in tool messages
-        out_u.extend(_encode_message(Message(Role.TOOL, tuple(results))))
+        out_u.extend(_encode_message(Message(Role.TOOL, tuple(results)), custom_calls))
     if content:
         out_u.append({"role": "user", "content": content})
     return out_u

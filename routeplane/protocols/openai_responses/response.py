@@ -21,7 +21,7 @@ from ...language_model.types import (
 from ..base import as_list, bad_upstream, scrub
 from ..carried import carry
 from ..openai_chat.response import error_body as chat_error_body
-from .request import PROTOCOL, pack_reasoning_signature, unpack_reasoning_signature
+from .request import PROTOCOL, custom_tool, named_tool_choice, pack_reasoning_signature, unpack_reasoning_signature
 
 
 def new_id(prefix: str) -> str:
@@ -102,6 +102,15 @@ def function_call_item(item_id: str, call: ToolCallPart, status: str = "complete
             "arguments": call.arguments, "status": status}
 
 
+def custom_call_item(item_id: str, call: ToolCallPart, status: str = "completed") -> Dict[str, Any]:
+    return {"type": "custom_tool_call", "id": item_id, "call_id": call.id, "name": call.name,
+            "input": call.arguments, "status": status}
+
+
+def call_item_id(call: ToolCallPart) -> str:
+    return f"ctc_{call.id}" if call.custom else f"fc_{call.id}"
+
+
 def reasoning_item(item_id: str, text: str, encrypted: Optional[str]) -> Dict[str, Any]:
     item: Dict[str, Any] = {"type": "reasoning", "id": item_id,
                             "summary": [{"type": "summary_text", "text": text}] if text else []}
@@ -135,7 +144,7 @@ def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
             texts.append(p)
         elif isinstance(p, ToolCallPart):
             flush()
-            out.append(function_call_item(f"fc_{p.id}", p))
+            out.append((custom_call_item if p.custom else function_call_item)(call_item_id(p), p))
         elif isinstance(p, ReasoningPart):
             flush()
             item_id, encrypted = reasoning_identity(p)
@@ -151,7 +160,7 @@ def response_object(rid: str, prompt: Prompt, created: int, status: str, output:
     if tc is None or tc.mode == "auto":
         tool_choice: Any = "auto"
     elif tc.mode == "tool":
-        tool_choice = {"type": "function", "name": tc.name}
+        tool_choice = named_tool_choice(prompt, tc.name)
     else:
         tool_choice = tc.mode
     body: Dict[str, Any] = {
@@ -166,8 +175,9 @@ def response_object(rid: str, prompt: Prompt, created: int, status: str, output:
         "output": output,
         "parallel_tool_calls": tc.parallel if tc is not None and tc.parallel is not None else True,
         "tool_choice": tool_choice,
-        "tools": [{"type": "function", "name": t.name, "description": t.description,
-                   "parameters": dict(t.parameters), "strict": bool(t.strict)} for t in prompt.tools],
+        "tools": [custom_tool(t) if t.custom else {"type": "function", "name": t.name, "description": t.description,
+                                                    "parameters": dict(t.parameters), "strict": bool(t.strict)}
+                  for t in prompt.tools],
         "temperature": prompt.params.temperature,
         "top_p": prompt.params.top_p,
         "max_output_tokens": prompt.params.max_tokens,
@@ -200,6 +210,9 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
         elif kind == "function_call":
             parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
                                       str(item.get("arguments") or "{}")))
+        elif kind == "custom_tool_call":
+            parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
+                                      item["input"] if isinstance(item.get("input"), str) else "", custom=True))
         elif kind == "reasoning":
             parts.append(ReasoningPart(_reasoning_text(item),
                                        pack_reasoning_signature(str(item.get("id") or ""), item.get("encrypted_content")),

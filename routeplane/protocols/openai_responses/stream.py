@@ -36,6 +36,7 @@ from ..sse import SSEEvent, frame
 from .request import PROTOCOL, pack_reasoning_signature
 from .response import (
     content_part,
+    custom_call_item,
     decode_usage,
     failed_error,
     failure,
@@ -54,7 +55,7 @@ from .response import error_body as _error_body
 
 @dataclass
 class _Item:
-    kind: str  # message | function_call | reasoning
+    kind: str  # message | function_call | custom_tool_call | reasoning
     output_index: int = -1  # -1: not announced yet (reasoning is announced lazily)
     id: str = ""
     text: List[str] = field(default_factory=list)
@@ -152,6 +153,8 @@ class ResponsesStreamEncoder(StreamEncoder):
                     return isinstance(json.loads("".join(item.text) or "null"), dict)
                 except ValueError:
                     return False
+            if item.kind == "custom_tool_call":
+                return False  # free text is never visibly complete: the call's end closes it
         return True
 
     def _drain(self, out: List[bytes]) -> None:
@@ -191,10 +194,16 @@ class ResponsesStreamEncoder(StreamEncoder):
                     if item.provider != PROTOCOL:
                         self._reasoning_delta(out, item, part.text)
         elif isinstance(part, ToolCallStart):
-            item = _Item("function_call", call_id=part.id, name=part.name, id=f"fc_{part.id}")
+            if part.custom:
+                item = _Item("custom_tool_call", call_id=part.id, name=part.name, id=f"ctc_{part.id}")
+                added = {"type": "custom_tool_call", "id": item.id, "call_id": item.call_id, "name": item.name,
+                         "input": "", "status": "in_progress"}
+            else:
+                item = _Item("function_call", call_id=part.id, name=part.name, id=f"fc_{part.id}")
+                added = {"type": "function_call", "id": item.id, "call_id": item.call_id, "name": item.name,
+                         "arguments": "", "status": "in_progress"}
             self._begin(out, part.index, item)
-            self._announce(out, item, {"type": "function_call", "id": item.id, "call_id": item.call_id,
-                                       "name": item.name, "arguments": "", "status": "in_progress"})
+            self._announce(out, item, added)
         elif isinstance(part, ToolCallDelta):
             item = self._open.get(part.index) or self._closed.get(part.index)
             if item is not None and item.kind == "function_call" and part.arguments:
@@ -205,6 +214,14 @@ class ResponsesStreamEncoder(StreamEncoder):
                 else:  # a late fragment of a closed call (legal in Chat, rare): fix the final item only
                     self._output[item.output_index] = function_call_item(
                         item.id, ToolCallPart(item.call_id, item.name, "".join(item.text)))
+            elif item is not None and item.kind == "custom_tool_call" and part.arguments:
+                item.text.append(part.arguments)
+                if part.index in self._open:
+                    self._event(out, "response.custom_tool_call_input.delta", item_id=item.id,
+                                output_index=item.output_index, delta=part.arguments)
+                else:
+                    self._output[item.output_index] = custom_call_item(
+                        item.id, ToolCallPart(item.call_id, item.name, "".join(item.text), custom=True))
 
     def _begin(self, out: List[bytes], index: int, item: _Item) -> _Item:
         for other in list(self._open):
@@ -263,6 +280,10 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._event(out, "response.function_call_arguments.done", item_id=item.id,
                         output_index=item.output_index, arguments=text)
             done = function_call_item(item.id, ToolCallPart(item.call_id, item.name, text))
+        elif item.kind == "custom_tool_call":
+            self._event(out, "response.custom_tool_call_input.done", item_id=item.id,
+                        output_index=item.output_index, input=text)
+            done = custom_call_item(item.id, ToolCallPart(item.call_id, item.name, text, custom=True))
         else:
             item_id, encrypted = reasoning_identity(ReasoningPart(text, item.signature, item.redacted, item.provider))
             if item.output_index < 0:
@@ -355,11 +376,11 @@ class ResponsesStreamDecoder(StreamDecoder):
         if kind == "response.output_item.added":
             item = data.get("item") if isinstance(data.get("item"), dict) else {}
             ikey = str(item.get("id") or f"#{data.get('output_index')}")
-            if item.get("type") == "function_call":
+            if item.get("type") in ("function_call", "custom_tool_call"):
                 block = self._open_block((ikey, 0), "tool", out)
                 self._tools = True
                 out.append(ToolCallStart(block, str(item.get("call_id") or item.get("id") or f"call_{block}"),
-                                         str(item.get("name") or "")))
+                                         str(item.get("name") or ""), custom=item["type"] == "custom_tool_call"))
                 self._blocks[(f"#{data.get('output_index')}", 0)] = block
             elif item.get("type") == "reasoning":
                 block = self._open_block((ikey, 0), "reasoning", out)
@@ -409,6 +430,16 @@ class ResponsesStreamDecoder(StreamDecoder):
                 out.append(UsageUpdate(usage))
             out.append(Finish(self._finish_reason(resp)))
             self._done = True
+        elif kind == "response.custom_tool_call_input.delta":
+            block = self._blocks.get((key, 0))
+            if block is not None and isinstance(data.get("delta"), str) and data["delta"]:
+                self._seen[block] = True
+                out.append(ToolCallDelta(block, data["delta"]))
+        elif kind == "response.custom_tool_call_input.done":
+            block = self._blocks.get((key, 0))
+            if block is not None and not self._seen.get(block) and isinstance(data.get("input"), str):
+                self._seen[block] = True
+                out.append(ToolCallDelta(block, data["input"]))
         return out
 
     def _finish_reason(self, resp: Dict[str, Any]) -> FinishReason:
@@ -459,14 +490,15 @@ class ResponsesStreamDecoder(StreamDecoder):
                         self._seen[block] = True
                         out.append(TextDelta(block, text))
                     out.extend(self._end(block))
-        elif item.get("type") in ("function_call", "reasoning"):
+        elif item.get("type") in ("function_call", "custom_tool_call", "reasoning"):
             block = self._blocks.get((ikey, 0))
             if block is None:
                 return out
-            if item["type"] == "function_call":
-                if not self._seen.get(block) and isinstance(item.get("arguments"), str):
+            if item["type"] != "reasoning":
+                payload = item.get("arguments" if item["type"] == "function_call" else "input")
+                if not self._seen.get(block) and isinstance(payload, str):
                     self._seen[block] = True
-                    out.append(ToolCallDelta(block, item["arguments"]))
+                    out.append(ToolCallDelta(block, payload))
                 out.extend(self._end(block))
             else:
                 if not self._seen.get(block):
