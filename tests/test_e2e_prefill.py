@@ -43,8 +43,10 @@ def gateway(upstream: FakeUpstream) -> Iterator[GatewayProcess]:
         "gem": {"protocol": "gemini", "base_url": upstream.url, "api_key": "up-gem"},
         "anth": {"protocol": "anthropic_messages", "base_url": upstream.url, "api_key": "sk-up-anth"},
     }
-    config = {"providers": providers,
-              "models": {f"via-{p}": {"targets": [{"provider": p, "model": "up"}]} for p in providers}}
+    models = {f"via-{p}": {"targets": [{"provider": p, "model": "up"}]} for p in providers}
+    models["chat-then-anth"] = {"targets": [{"provider": "chat", "model": "up"}, {"provider": "anth", "model": "up"}]}
+    models["anth-then-chat"] = {"targets": [{"provider": "anth", "model": "up"}, {"provider": "chat", "model": "up"}]}
+    config = {"providers": providers, "models": models}
     gw = GatewayProcess(config).start()
     yield gw
     gw.stop()
@@ -89,3 +91,22 @@ def test_a_conversation_ending_with_the_user_still_crosses_wires(client: anthrop
     out = client.messages.create(model="via-chat", max_tokens=50, messages=history)
     assert out.content[0].text == "{}"
     assert [m["role"] for m in upstream.requests[-1].json["messages"]] == ["user", "assistant", "user"]
+
+
+def test_a_fallback_that_cannot_continue_a_prefill_is_skipped(client: anthropic.Anthropic,
+                                                               upstream: FakeUpstream) -> None:
+    """Before, the Chat target of [chat, anth] refused the whole request (no call at all), and the
+    Chat fallback of [anth, chat] turned Anthropic's 529 into a non-retryable 400."""
+    before = len(upstream.requests)
+    out = client.messages.create(model="chat-then-anth", max_tokens=50, messages=PREFILL)
+    assert out.content[0].text == '"a": 1}'
+    assert [r.path for r in upstream.requests[before:]] == ["/v1/messages"]
+
+    upstream.enqueue(Reply.json({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}},
+                                status=529))
+    before = len(upstream.requests)
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        client.messages.create(model="anth-then-chat", max_tokens=50, messages=PREFILL)
+    assert exc.value.status_code == 529 and exc.value.body["error"]["type"] == "overloaded_error"
+    assert [r.path for r in upstream.requests[before:]] == ["/v1/messages"], "the Chat fallback is never called"
+

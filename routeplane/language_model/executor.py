@@ -118,8 +118,7 @@ class HttpExecutor(Executor):
                 f"{target.provider}: the upstream URL was refused by the URL safety policy (see the gateway log).",
                 provider=target.provider,
             ) from None
-        if not codec.continues_prefill:
-            refuse_prefill(prompt, target)
+        refuse_prefill(prompt, target)
         try:
             # allow_nan=False: NaN/Infinity are not JSON; a provider would reject the whole body.
             body = json.dumps(codec.encode_request(prompt, target, stream), separators=(",", ":"),
@@ -264,11 +263,32 @@ class _Deadline:
         return translate_exception(exc, target)
 
 
+# Wires that continue a trailing assistant message (a prefill); the built-in mock echoes whatever it gets.
+PREFILL_PROTOCOLS = frozenset({"anthropic_messages", "mock"})
+
+
+def is_prefill(prompt: Prompt) -> bool:
+    """translation.md §12.29: an Anthropic client's trailing assistant message is a prefill the model
+    must continue. The OpenAI wires and Gemini read it as a finished turn and answer anew."""
+    return bool(prompt.extras_protocol == "anthropic_messages" and prompt.messages
+                and prompt.messages[-1].role == "assistant")
+
+
+def prefill_targets(prompt: Prompt, chain: List[RoutingTarget]) -> List[RoutingTarget]:
+    """The targets of the chain that can continue the prompt's prefill: a fallback that cannot is
+    skipped, never tried (its 400 would hide an earlier target's error); none at all is a 400."""
+    if not is_prefill(prompt):
+        return chain
+    able = [t for t in chain if t.protocol in PREFILL_PROTOCOLS]
+    if chain and not able:
+        refuse_prefill(prompt, chain[0])
+    return able
+
+
 def refuse_prefill(prompt: Prompt, target: RoutingTarget) -> None:
-    """translation.md §29: an Anthropic client's trailing assistant message is a prefill the model
-    must continue. The OpenAI wires and Gemini read it as a finished turn and answer anew, so the
-    request is refused (400) rather than silently given another meaning."""
-    if prompt.extras_protocol == "anthropic_messages" and prompt.messages and prompt.messages[-1].role == "assistant":
+    """A prefill bound for a wire that cannot continue it is refused (400) rather than silently given
+    another meaning (the executor's check, for a target chosen after routing)."""
+    if is_prefill(prompt) and target.protocol not in PREFILL_PROTOCOLS:
         raise InvalidRequest(
             f"The last message is an assistant prefill, which {target.provider}:{target.model} ({target.protocol}) "
             "cannot continue: only an Anthropic upstream honours a prefill. End the conversation with a user "

@@ -71,8 +71,6 @@ class StreamDecoder(ABC):
 
 class ProviderCodec(ABC):
     protocol: str
-    # Whether the wire continues a trailing assistant message (a prefill) instead of answering after it.
-    continues_prefill: bool = False
     # Whether the wire has OpenAI custom (free-text) tools. One without them is offered each as a
     # function taking one string, and the executor turns the model's calls back (custom_tools.py).
     custom_tools: bool = False

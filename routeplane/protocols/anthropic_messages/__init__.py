@@ -47,7 +47,6 @@ class MessagesClientCodec(ClientCodec):
 
 class MessagesProviderCodec(ProviderCodec):
     protocol = PROTOCOL
-    continues_prefill = True
 
     def url(self, target: RoutingTarget, stream: bool) -> str:
         return f"{base_url(target)}/v1/messages"
