@@ -157,15 +157,20 @@ class HttpUpstream(Upstream):
 
         `iter_content` reads a body without a length or chunking (it ends when the connection
         closes) to its end before yielding, so an upstream trickling bytes would hold the caller
-        past any deadline; `read1` returns what one read of the socket brings.
+        past any deadline; `read1` returns what one read of the socket brings, and each read
+        may wait only for what is left of the deadline, not a whole timeout more.
         """
+        sock = _socket_of(resp)
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
+            if sock is not None:
+                sock.settimeout(left)
             chunk = resp.raw.read1(65536, decode_content=True)
             if not chunk:
                 return
             yield chunk
-            if time.monotonic() > deadline:
-                raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
 
     def _event(self, data: str, request_id: Any) -> Optional[Dict[str, Any]]:
         if not data.strip():
@@ -206,6 +211,15 @@ class HttpUpstream(Upstream):
             sessions, self._sessions = self._sessions, []
         for http in sessions:
             http.close()
+
+
+def _socket_of(resp: requests.Response) -> Optional[socket.socket]:
+    """The socket the body is read from (urllib3 sets its timeout again for each request). A body
+    that ends at close leaves the connection without one: http.client hands it to the response."""
+    sock = getattr(getattr(resp.raw, "_connection", None), "sock", None)
+    if sock is None:  # http.client.HTTPResponse.fp -> BufferedReader -> SocketIO -> socket
+        sock = getattr(getattr(getattr(getattr(resp.raw, "_fp", None), "fp", None), "raw", None), "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _read_timed_out(exc: BaseException) -> bool:
