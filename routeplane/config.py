@@ -60,6 +60,10 @@ class ServerSchema(_Strict):
     stats_flush_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0.05, max=3600))
     allow_non_loopback_without_auth = fields.Boolean(load_default=False)
     log_level = fields.String(load_default="info", validate=validate.OneOf(["debug", "info", "warning", "error"]))
+    # OpenAI Chat has no field for a model's reasoning: none (not shown), or the name clients of
+    # DeepSeek/vLLM (reasoning_content) or OpenRouter (reasoning) read (translation.md §7.5).
+    openai_chat_reasoning = fields.String(load_default="none",
+                                          validate=validate.OneOf(["none", "reasoning_content", "reasoning"]))
 
 
 class LimitsSchema(_Strict):
@@ -271,6 +275,7 @@ class ServerConfig:
     stats_flush_seconds: float = 5.0  # how often a worker writes its plugin stats to the store
     allow_non_loopback_without_auth: bool = False
     log_level: str = "info"
+    openai_chat_reasoning: str = "none"  # the Chat field that shows reasoning, or none
 
 
 @dataclass(frozen=True)

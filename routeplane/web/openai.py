@@ -24,7 +24,8 @@ log = logging.getLogger("routeplane.web.openai")
 
 def make_blueprint(app: "App") -> Blueprint:
     bp = Blueprint("routeplane_openai", __name__)
-    codec = openai_chat.CLIENT
+    shown = app.config.server.openai_chat_reasoning
+    codec = openai_chat.ChatClientCodec(shown) if shown != "none" else openai_chat.CLIENT
     limit = app.config.server.max_body_bytes
 
     @bp.post("/v1/chat/completions")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
@@ -14,16 +14,22 @@ PROTOCOL = "openai_chat"
 
 
 class ChatClientCodec(ClientCodec):
+    """`reasoning_field`: the non-standard field that shows a model's reasoning to Chat clients
+    (`reasoning_content` or `reasoning`), None to leave it out (config `server.openai_chat_reasoning`)."""
+
     protocol = PROTOCOL
+
+    def __init__(self, reasoning_field: Optional[str] = None) -> None:
+        self.reasoning_field = reasoning_field
 
     def decode_request(self, body: Any) -> Prompt:
         return request.decode_request(body)
 
     def encode_response(self, gen: Generation, prompt: Prompt) -> Dict[str, Any]:
-        return response.encode_response(gen, prompt)
+        return response.encode_response(gen, prompt, self.reasoning_field)
 
     def stream_encoder(self, prompt: Prompt) -> StreamEncoder:
-        return stream.ChatStreamEncoder(prompt)
+        return stream.ChatStreamEncoder(prompt, self.reasoning_field)
 
     def error_body(self, err: RouteplaneError) -> Dict[str, Any]:
         return response.error_body(err)

@@ -100,7 +100,7 @@ def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
-def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
+def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[str] = None) -> Dict[str, Any]:
     text = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and not p.refusal)
     refusal = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and p.refusal)
     calls = [tool_call(p) for p in gen.parts if isinstance(p, ToolCallPart)]
@@ -110,6 +110,10 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
         "refusal": refusal or None,
         "annotations": [],
     }
+    if reasoning_field is not None:  # opted in (server.openai_chat_reasoning): any wire's reasoning text
+        reasoning = "".join(p.text for p in gen.parts if isinstance(p, ReasoningPart))
+        if reasoning:
+            message[reasoning_field] = reasoning
     if calls:
         message["tool_calls"] = calls
     body: Dict[str, Any] = {

@@ -37,7 +37,8 @@ class ChatStreamEncoder(StreamEncoder):
     """Emits `id`, `type` and `function.name` once per tool call: the OpenAI SDK's
     accumulator concatenates repeated strings (\"call_acall_a\")."""
 
-    def __init__(self, prompt: Prompt) -> None:
+    def __init__(self, prompt: Prompt, reasoning_field: Optional[str] = None) -> None:
+        self._reasoning_field = reasoning_field  # opted in (server.openai_chat_reasoning), else reasoning is left out
         self._model = prompt.model
         self._include_usage = prompt.include_usage
         self._id = "chatcmpl-routeplane"
@@ -81,6 +82,10 @@ class ChatStreamEncoder(StreamEncoder):
             self._start(out)
             if part.text:
                 out.append(self._chunk({"refusal" if part.index in self._refusals else "content": part.text}))
+        elif isinstance(part, ReasoningDelta):
+            if self._reasoning_field is not None and part.text:
+                self._start(out)
+                out.append(self._chunk({self._reasoning_field: part.text}))
         elif isinstance(part, ToolCallStart):
             self._start(out)
             k = len(self._tool_index) + len(self._custom_index)
@@ -104,7 +109,7 @@ class ChatStreamEncoder(StreamEncoder):
             self._start(out)
             self._finished = True
             out.append(self._chunk({}, FINISH_TO_WIRE[part.reason]))
-        # Text/tool block markers and reasoning have no Chat Completions form.
+        # Block markers have no Chat Completions form; reasoning is shown only when opted in.
         return b"".join(out)
 
     def close(self) -> bytes:
