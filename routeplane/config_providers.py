@@ -133,6 +133,8 @@ def _options(spec: Optional[ProviderSpec], given: Any, path: str, problems: Prob
     options = dict(spec.options) if spec else {}
     given = dict(given or {})
     efforts = given.pop("reasoning_efforts", None)
+    if "custom_tools" in given and not isinstance(given["custom_tools"], bool):
+        problems.setdefault(f"{path}.options.custom_tools", []).append("must be true or false")
     options.update(given)
     if efforts is not None:
         bad = not isinstance(efforts, Mapping) or any(

@@ -46,7 +46,7 @@ from routeplane.language_model.types import (
     UsageUpdate,
 )
 from routeplane.protocols import anthropic_messages, gemini, openai_chat, openai_responses
-from routeplane.protocols.custom_tools import _StreamedInput, custom_input, restore_calls, restore_stream
+from routeplane.protocols.custom_tools import _StreamedInput, custom_input, function_form, restore_calls, restore_stream
 from routeplane.protocols.sse import iter_events
 
 GRAMMAR = 'start: begin_patch hunk+ end_patch\nbegin_patch: "*** Begin Patch" LF\nend_patch: "*** End Patch" LF?'
@@ -339,7 +339,8 @@ def test_responses_client_to_chat_upstream() -> None:
 def test_anthropic_upstream_gets_a_function_with_one_string_parameter() -> None:
     prompt = responses_prompt(input=RESP_HISTORY, tools=[RESP_TOOL, FUNCTION_TOOL],
                               tool_choice={"type": "custom", "name": "apply_patch"})
-    sent = anthropic_messages.PROVIDER.encode_request(prompt, target("anthropic_messages"), False)
+    # the executor turns custom tools into functions for a wire without them (native_custom_tools)
+    sent = anthropic_messages.PROVIDER.encode_request(function_form(prompt), target("anthropic_messages"), False)
     tool = sent["tools"][0]
     assert tool["name"] == "apply_patch" and tool["description"].startswith(DESCRIPTION)
     assert "`input`" in tool["description"]
@@ -356,7 +357,7 @@ def test_anthropic_upstream_gets_a_function_with_one_string_parameter() -> None:
 
 def test_gemini_upstream_gets_a_function_with_one_string_parameter() -> None:
     prompt = chat_prompt(messages=CHAT_HISTORY, tools=[{"type": "custom", "custom": {"name": "apply_patch"}}])
-    sent = gemini.PROVIDER.encode_request(prompt, target("gemini"), False)
+    sent = gemini.PROVIDER.encode_request(function_form(prompt), target("gemini"), False)
     decl = sent["tools"][0]["functionDeclarations"][0]
     assert decl["name"] == "apply_patch" and decl["parametersJsonSchema"]["required"] == ["input"]
     assert "free-form text" in decl["parametersJsonSchema"]["properties"]["input"]["description"]
@@ -485,3 +486,25 @@ def test_the_mock_provider_calls_a_custom_tool_with_free_text() -> None:
     for part in MockProvider().stream(target("mock"), prompt):
         acc.add(part)
     assert acc.generation().parts == gen.parts
+
+
+def test_only_providers_known_to_take_custom_tools_get_them_as_they_are(tmp_path: Any) -> None:
+    """OpenAI-compatible Chat servers (vLLM, DeepSeek, Groq, ...) take function tools only: before, they
+    got `{"type": "custom"}` tools and answered 400. The registry's openai entry says custom_tools: true."""
+    from routeplane.config import ConfigError, load_config
+    from routeplane.language_model.executor import native_custom_tools
+    from routeplane.protocols import openai_chat, openai_responses
+
+    path = tmp_path / "routeplane.yaml"
+    path.write_text("providers:\n  openai: {api_key: sk-x}\n  vllm: {base_url: 'http://127.0.0.1:8000/v1'}\n"
+                    "  resp: {protocol: openai_responses, base_url: 'https://example.com/v1', api_key: k}\n"
+                    "models:\n  m: {targets: [{provider: openai, model: gpt-5}]}\n")
+    providers = load_config(str(path)).providers
+    assert native_custom_tools(openai_chat.PROVIDER, providers["openai"]) is True
+    assert native_custom_tools(openai_chat.PROVIDER, providers["vllm"]) is False
+    assert native_custom_tools(openai_responses.PROVIDER, providers["resp"]) is True
+    path.write_text("providers:\n  vllm: {base_url: 'http://127.0.0.1:8000/v1', options: {custom_tools: 'yes'}}\n"
+                    "models:\n  m: {targets: [{provider: vllm, model: x}]}\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(str(path))
+    assert "custom_tools" in str(exc.value)

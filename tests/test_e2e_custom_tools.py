@@ -116,6 +116,8 @@ def _gemini(body: Dict[str, Any], stream: bool) -> Reply:
 def _chat(body: Dict[str, Any], stream: bool) -> Reply:
     answered = body["messages"][-1]["role"] == "tool"
     usage = {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}
+    if body["tools"][0]["type"] == "function":  # an OpenAI-compatible server: no custom tools
+        return _chat_function(answered, stream, usage)
     call = {"id": "call_up", "type": "custom", "custom": {"name": "apply_patch", "input": PATCH}}
     if not stream:
         msg: Dict[str, Any] = ({"role": "assistant", "content": DONE} if answered else
@@ -134,18 +136,41 @@ def _chat(body: Dict[str, Any], stream: bool) -> Reply:
     return Reply.sse(chunks)
 
 
+def _chat_function(answered: bool, stream: bool, usage: Dict[str, Any]) -> Reply:
+    args = json.dumps({"input": PATCH})
+    call = {"id": "call_up", "type": "function", "function": {"name": "apply_patch", "arguments": args}}
+    if not stream:
+        msg: Dict[str, Any] = ({"role": "assistant", "content": DONE} if answered else
+                               {"role": "assistant", "content": None, "tool_calls": [call]})
+        return Reply.json({"id": "chatcmpl-up", "object": "chat.completion", "created": 1763800000, "model": "up",
+                           "choices": [{"index": 0, "message": msg,
+                                        "finish_reason": "stop" if answered else "tool_calls"}], "usage": usage})
+    chunks = [openai_chunk({"role": "assistant", "content": ""})]
+    if answered:
+        chunks += [openai_chunk({"content": DONE}), openai_chunk({}, "stop")]
+    else:
+        chunks.append(openai_chunk({"tool_calls": [dict(call, index=0, function={"name": "apply_patch",
+                                                                                 "arguments": ""})]}))
+        chunks += [openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
+                   for piece in _pieces(args)]
+        chunks.append(openai_chunk({}, "tool_calls"))
+    chunks.append(openai_chunk(None, usage=usage))
+    return Reply.sse(chunks)
+
+
 def patching_upstream(req: RecordedRequest) -> Reply:
     body = req.json
     if req.path.startswith("/v1/responses"):
         return _responses(body, bool(body.get("stream")))
     if req.path.startswith("/v1/messages"):
         return _anthropic(body, bool(body.get("stream")))
-    if req.path.startswith("/v1/chat/completions"):
+    if req.path.endswith("/chat/completions"):
         return _chat(body, bool(body.get("stream")))
     return _gemini(body, ":streamGenerateContent" in req.path)
 
 
-WIRES = ("openai_responses", "anthropic_messages", "gemini", "openai_chat")
+WIRES = ("openai_responses", "anthropic_messages", "gemini", "openai_chat", "openai_compat")
+# openai_compat: an OpenAI-compatible Chat server (vLLM, DeepSeek, ...), which takes function tools only
 
 
 @pytest.fixture(scope="module")
@@ -159,9 +184,12 @@ def upstream() -> Iterator[FakeUpstream]:
 @pytest.fixture(scope="module")
 def gateway(upstream: FakeUpstream) -> Iterator[GatewayProcess]:
     base = {"openai_chat": upstream.url + "/v1", "anthropic_messages": upstream.url,
-            "openai_responses": upstream.url + "/v1", "gemini": upstream.url}
+            "openai_responses": upstream.url + "/v1", "gemini": upstream.url, "openai_compat": upstream.url + "/compat/v1"}
+    providers: Dict[str, Any] = {f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}"} for w in WIRES}
+    providers["up_openai_compat"]["protocol"] = "openai_chat"
+    providers["up_openai_chat"]["options"] = {"custom_tools": True}  # as the registry's openai entry says
     gw = GatewayProcess({
-        "providers": {f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}"} for w in WIRES},
+        "providers": providers,
         "models": {f"via-{w}": {"targets": [{"provider": f"up_{w}", "model": f"up-{w}"}]} for w in WIRES},
     }).start()
     yield gw
@@ -176,9 +204,11 @@ def oai(gateway: GatewayProcess) -> Iterator[OpenAI]:
 
 
 def _sent(up: FakeUpstream, wire: str) -> Dict[str, Any]:
-    marker = {"openai_chat": "/chat/completions", "anthropic_messages": "/v1/messages",
-              "openai_responses": "/v1/responses", "gemini": "Content"}[wire]
-    return [r for r in up.requests if marker in r.path][-1].json
+    if wire == "gemini":
+        return [r for r in up.requests if "Content" in r.path][-1].json
+    prefix = {"openai_chat": "/v1/chat/completions", "anthropic_messages": "/v1/messages",
+              "openai_responses": "/v1/responses", "openai_compat": "/compat/v1/chat/completions"}[wire]
+    return [r for r in up.requests if r.path.startswith(prefix)][-1].json
 
 
 def _check_tool_offered(sent: Dict[str, Any], wire: str) -> None:
@@ -192,6 +222,10 @@ def _check_tool_offered(sent: Dict[str, Any], wire: str) -> None:
     if wire == "anthropic_messages":
         (tool,) = sent["tools"]
         schema = tool["input_schema"]
+    elif wire == "openai_compat":
+        ((kind, tool),) = [(t["type"], t["function"]) for t in sent["tools"]]
+        assert kind == "function"
+        schema = tool["parameters"]
     else:
         (tool,) = sent["tools"][0]["functionDeclarations"]
         schema = tool["parametersJsonSchema"]
@@ -212,6 +246,11 @@ def _check_history_sent(sent: Dict[str, Any], wire: str, call_id: str) -> None:
             {"type": "tool_use", "id": call_id, "name": "apply_patch", "input": {"input": PATCH}}]
         assert sent["messages"][-1]["content"] == [
             {"type": "tool_result", "tool_use_id": call_id, "content": "Success. Updated app.py"}]
+    elif wire == "openai_compat":
+        (call,) = sent["messages"][-2]["tool_calls"]
+        assert (call["id"], call["type"], call["function"]["name"]) == (call_id, "function", "apply_patch")
+        assert json.loads(call["function"]["arguments"]) == {"input": PATCH}
+        assert sent["messages"][-1] == {"role": "tool", "tool_call_id": call_id, "content": "Success. Updated app.py"}
     elif wire == "gemini":
         assert sent["contents"][-2]["parts"][0]["functionCall"]["args"] == {"input": PATCH}
         assert sent["contents"][-1]["parts"][0]["functionResponse"]["response"] == {
@@ -271,7 +310,7 @@ def test_responses_apply_patch_stream(oai: OpenAI, upstream: FakeUpstream, wire:
 # --- Chat client ------------------------------------------------------------------------
 
 
-CHAT_WIRES = ("openai_chat", "openai_responses", "anthropic_messages")
+CHAT_WIRES = ("openai_chat", "openai_compat", "openai_responses", "anthropic_messages")
 
 
 @pytest.mark.parametrize("wire", CHAT_WIRES)

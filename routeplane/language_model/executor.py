@@ -119,6 +119,10 @@ class HttpExecutor(Executor):
                 provider=target.provider,
             ) from None
         refuse_prefill(prompt, target)
+        if not native_custom_tools(codec, target):
+            from ..protocols.custom_tools import function_form
+
+            prompt = function_form(prompt)  # OpenAI custom tools, as functions of one string
         try:
             # allow_nan=False: NaN/Infinity are not JSON; a provider would reject the whole body.
             body = json.dumps(codec.encode_request(prompt, target, stream), separators=(",", ":"),
@@ -184,7 +188,7 @@ class HttpExecutor(Executor):
             return generation_to_parts(_decode(codec, raw, target, prompt))
         # From here `call.abort` (registered in _post) cuts the stream through `shutdown_response(resp)`.
         parts = _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes)
-        if codec.custom_tools:
+        if native_custom_tools(codec, target):
             return parts
         from ..protocols.custom_tools import restore_stream
 
@@ -201,7 +205,7 @@ def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget, prompt: P
     try:
         gen = codec.decode_response(body, target)
         # A wire without custom tools got them as functions: their calls go back as custom calls.
-        return gen if codec.custom_tools else restore_calls(gen, prompt)
+        return gen if native_custom_tools(codec, target) else restore_calls(gen, prompt)
     except RouteplaneError:
         raise
     except Exception as exc:  # a shape the codec did not expect: logged, since it may be a codec bug
@@ -261,6 +265,14 @@ class _Deadline:
         if left is not None and left <= 0.05 and is_timeout(exc):
             return self.timeout(target)
         return translate_exception(exc, target)
+
+
+def native_custom_tools(codec: "ProviderCodec", target: RoutingTarget) -> bool:
+    """Whether the target takes OpenAI custom tools as they are: the provider option `custom_tools`,
+    else its wire's default (Responses yes; Chat only where the registry says so, since
+    OpenAI-compatible servers take function tools only). Otherwise they go as functions of one string."""
+    option = target.options.get("custom_tools")
+    return codec.custom_tools if option is None else bool(option)
 
 
 # Wires that continue a trailing assistant message (a prefill); the built-in mock echoes whatever it gets.

@@ -25,7 +25,6 @@ from ...language_model.types import (
     ToolResultPart,
 )
 from ..base import EFFORT_BUDGET, client_extras, effort_for_budget, expect
-from ..custom_tools import function_form
 from .blocks import encode_messages, text_block
 
 PROTOCOL = "anthropic_messages"
@@ -342,7 +341,6 @@ def _decode_format(raw: Any) -> Optional[ResponseFormat]:
 
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
-    prompt = function_form(prompt)  # OpenAI custom tools, as functions of one string
     same_wire = prompt.extras_protocol == PROTOCOL
     p = prompt.params
     default_max = int(target.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))  # type: ignore[call-overload]

@@ -28,7 +28,6 @@ from ...language_model.types import (
 )
 from ..base import EFFORT_BUDGET, client_extras, effort_for_budget, expect
 from ..carried import restore
-from ..custom_tools import function_form
 from .schema import clean_for_gemini, from_gemini_schema, strip_meta
 
 PROTOCOL = "gemini"
@@ -361,7 +360,6 @@ def _number(gen: Dict[str, Any], key: str) -> Optional[float]:
 
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
-    prompt = function_form(prompt)  # OpenAI custom tools, as functions of one string
     names = {p.id: p.name for m in prompt.messages for p in m.parts if isinstance(p, ToolCallPart)}
     # A Gemini client owns its signatures; history from another wire has none.
     # Option thought_signature_placeholder: true (Google's literal), false, or another value to send.

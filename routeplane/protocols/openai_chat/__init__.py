@@ -37,7 +37,7 @@ class ChatClientCodec(ClientCodec):
 
 class ChatProviderCodec(ProviderCodec):
     protocol = PROTOCOL
-    custom_tools = True
+    custom_tools = False  # OpenAI-compatible servers take function tools only; the registry's openai says true
 
     def url(self, target: RoutingTarget, stream: bool) -> str:
         base = (target.base_url or "https://api.openai.com/v1").rstrip("/")
