@@ -74,7 +74,15 @@ class PluginStats:
         self.items: List[HookStats] = []
 
     def new(self, plugin: str, stage: str, hook: Any) -> HookStats:
-        s = HookStats(plugin, stage, type(hook).__name__)
+        # A plugin may register one hook class twice on a stage (two phrases, say): the second is
+        # `Name#2`, since the stats are stored keyed on (worker, plugin, stage, hook).
+        name = base = type(hook).__name__
+        taken = {(s.plugin, s.stage, s.hook) for s in self.items}
+        n = 1
+        while (plugin, stage, name) in taken:
+            n += 1
+            name = f"{base}#{n}"
+        s = HookStats(plugin, stage, name)
         self.items.append(s)
         return s
 

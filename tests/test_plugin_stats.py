@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from routeplane import Plugin, PluginId
 from routeplane.errors import StreamAborted
@@ -213,3 +214,41 @@ def test_a_recorder_cannot_change_what_the_next_one_reads():
     errors = [x["errors"] for x in gw.app.plugin_stats.snapshot()
               if x["plugin"] == "two-recorders" and x["stage"] == "settlement"]
     assert sorted(errors) == [0, 1]  # the tampering raised, and was counted
+
+
+def test_two_hooks_of_one_class_on_a_stage_keep_every_plugins_stats(tmp_path: Any) -> None:
+    """docs/plugins.md: a plugin registers any number of hooks. Two of one class on one stage had the
+    same stats key, so every flush of that worker failed on the primary key and no plugin's stats
+    (auth denies, guardrail blocks, ...) reached /admin/metrics or /metrics."""
+    from routeplane.app import build_app
+    from routeplane.config import parse_config
+
+    class BannedPhraseHook(PreRequestHook):
+        def __init__(self, phrase: str) -> None:
+            self.phrase = phrase
+
+        def check(self, ctx: Any) -> HookDecision:
+            if self.phrase in ctx.prompt.messages[-1].text():
+                return HookDecision.deny(DenyReason.guardrail_violation("banned phrase"))
+            return HookDecision.allow()
+
+    class TwoPhrases(Plugin):
+        id = PluginId("two-phrases")
+
+        def install(self, app: Any) -> None:
+            app.language_model_builder().pre_request_hook(BannedPhraseHook("foo")).pre_request_hook(
+                BannedPhraseHook("bar"))
+
+    cfg = parse_config({"database": {"url": f"sqlite:///{tmp_path}/rp.db"},
+                        "providers": {"mock": {"protocol": "mock"}},
+                        "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}}}, "<t>")
+    app = build_app(cfg, extra_plugins=[TwoPhrases()])
+    client = app.flask_app().test_client()
+    for text in ("hi", "hi", "bar"):
+        client.post("/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": text}]})
+    assert app.stats_flusher is not None and app.stats_flusher.flush_now()
+    hooks = {(h["plugin"], h["hook"]): h for h in client.get("/admin/metrics").json["plugins"]["hooks"]}
+    assert hooks[("two-phrases", "BannedPhraseHook")]["invocations"] == 3
+    assert hooks[("two-phrases", "BannedPhraseHook#2")]["denies"] == 1
+    assert any(plugin == "spend_log" for plugin, _ in hooks)
+    app.store.close()
