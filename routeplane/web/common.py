@@ -8,6 +8,7 @@ import logging
 import math
 import re
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional
+from urllib.parse import quote
 
 from flask import Response, current_app, request
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -203,12 +204,30 @@ def run_language_model(
             unregister()
     resp.headers["x-request-id"] = rid
     if target is not None:
-        resp.headers["x-routeplane-target"] = target.label
+        resp.headers["x-routeplane-target"] = header_value(target.label)
     return resp
+
+
+MAX_MODEL_CHARS = 256
+
+
+def header_value(text: str) -> str:
+    """`text` as a header value: printable ASCII as it is, anything else percent-encoded (a model a
+    route hook or provider names may hold any character; a header may not)."""
+    if text.isascii() and text.isprintable():
+        return text
+    return quote(text, safe=_HEADER_SAFE)
+
+
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
 def check_prompt_size(prompt: Any, limits: Any) -> None:
     """Counts a decoded request may not exceed (config `limits`): 400 naming the limit."""
+    model = prompt.model
+    if len(model) > MAX_MODEL_CHARS or not model.isprintable():
+        # A model name is echoed in errors, log lines and a response header: bounded and on one line.
+        raise InvalidRequest(f"'model' must be at most {MAX_MODEL_CHARS} printable characters.", param="model")
     if len(prompt.messages) > limits.max_messages:
         raise InvalidRequest(f"The request has {len(prompt.messages)} messages; the limit is {limits.max_messages}.",
                              param="messages", code="too_many_messages")
