@@ -38,7 +38,8 @@ def deploy_nginx_body(gateway_port: int) -> str:
         text = fh.read()
     text, n1 = re.subn(r"server 127\.0\.0\.1:4356\b", f"server 127.0.0.1:{gateway_port}", text)
     text, n2 = re.subn(r"listen 80;", "listen 127.0.0.1:{port};", text)
-    assert n1 == 1 and n2 == 1, "deploy/nginx.conf no longer has the addresses this test rewrites"
+    text, n3 = re.subn(r"access_log /var/log/nginx/routeplane\.access\.log ", "access_log {dir}/access.log ", text)
+    assert n1 == n2 == n3 == 1, "deploy/nginx.conf no longer has the addresses this test rewrites"
     return text
 
 
@@ -225,3 +226,22 @@ def test_hup_reloads_config_with_zero_failed_requests(stack, fake_upstream):
     assert r.status_code == 200, r.text
     assert fake_upstream.requests[-1].json["model"] == "second-model"
     r.close()
+
+
+def test_the_access_log_never_holds_a_query_string_credential(stack):
+    """The Gemini wire takes the gateway key as `?key=`; nginx's default format logged it to disk."""
+    gw, nginx, _ = stack()
+    r = requests.post(nginx.url + "/v1beta/models/m:generateContent?key=rpk_SECRET_in_the_query&alt=x",
+                      headers={"x-request-id": "req-logged"}, timeout=20,
+                      json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    assert r.status_code == 200, r.text
+    log_path = os.path.join(nginx.dir, "access.log")
+    deadline = time.monotonic() + 5
+    text = ""
+    while time.monotonic() < deadline and "req-logged" not in text:
+        with open(log_path) as fh:
+            text = fh.read()
+        time.sleep(0.05)
+    assert '"POST /v1beta/models/m:generateContent HTTP/1.1" 200' in text and "rid=req-logged" in text
+    assert "SECRET" not in text and "key=" not in text
+
