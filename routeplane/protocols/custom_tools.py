@@ -4,9 +4,9 @@ Such a wire is offered each custom tool as a function taking one string, `input`
 description carries the tool's input format (a grammar, say) so the model sees it; custom calls
 in history go as calls with `{"input": <text>}`, and their results as ordinary tool results.
 The model's calls of those functions are turned back into custom calls whose input is that
-string, so the OpenAI client gets the `custom_tool_call` it declared the tool for. The first half
-runs in those wires' `encode_request`; the second needs the prompt, so the executor runs it on
-what their decoders produced (`ProviderCodec.custom_tools` says which wires need it).
+string, so the OpenAI client gets the `custom_tool_call` it declared the tool for. The executor
+runs both halves for a target that does not take custom tools as they are (`native_custom_tools`:
+the provider option `custom_tools`, else `ProviderCodec.custom_tools`).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from typing import Any, Dict, FrozenSet, Iterator, List, Mapping, Optional
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Mapping, Optional
 
+from ..errors import InvalidRequest
 from ..language_model.types import (
     Finish,
     Generation,
@@ -32,6 +33,23 @@ from ..language_model.types import (
 
 INPUT = "input"  # the one parameter of a custom tool's function form
 CALL_NOTE = f"Pass the tool's whole free-form input, verbatim, as the string argument `{INPUT}`."
+
+
+def decode_custom_tool(raw: Dict[str, Any], path: str,
+                       canonical: Callable[[Dict[str, Any]], Dict[str, Any]] = dict) -> Tool:
+    """A client's custom tool (`raw`: Responses' flat tool, or Chat's `custom` object); `canonical`
+    turns the wire's format into the Responses spelling the canonical Tool keeps."""
+    from .base import expect
+
+    name = expect(raw.get("name"), str, f"{path}.name", required=True)
+    if not name:
+        raise InvalidRequest(f"'{path}.name' must not be empty.", param=f"{path}.name")
+    fmt = expect(raw.get("format"), dict, f"{path}.format")
+    if fmt is not None and not isinstance(fmt.get("type"), str):
+        raise InvalidRequest(f"Missing required parameter: '{path}.format.type'.", param=f"{path}.format.type",
+                             code="missing_required_parameter")
+    return Tool(name=name, description=expect(raw.get("description"), str, f"{path}.description"), custom=True,
+                format=None if fmt is None else canonical(fmt))
 
 
 # --- offering: custom tools as function tools ----------------------------------

@@ -23,6 +23,7 @@ from ...language_model.types import (
     ToolResultPart,
 )
 from ..base import client_extras, effort_for_target, expect, parse_data_url
+from ..custom_tools import decode_custom_tool
 
 PROTOCOL = "openai_chat"
 
@@ -242,8 +243,8 @@ def _decode_tools(body: Dict[str, Any]) -> Tuple[Tool, ...]:
     for i, raw in enumerate(expect(body.get("tools"), list, "tools") or []):
         path = f"tools[{i}]"
         if isinstance(raw, dict) and raw.get("type") == "custom":
-            tools.append(_custom_tool(expect(raw.get("custom"), dict, f"{path}.custom", required=True),
-                                      f"{path}.custom"))
+            tools.append(decode_custom_tool(expect(raw.get("custom"), dict, f"{path}.custom", required=True),
+                                            f"{path}.custom", canonical_format))
             continue
         if not isinstance(raw, dict) or raw.get("type") != "function":
             raise InvalidRequest(f"'{path}' must be a function or custom tool ({{\"type\": \"function\", ...}}).",
@@ -265,18 +266,6 @@ def _tool(fn: Any, path: str) -> Tool:
         parameters=params if params is not None else {"type": "object", "properties": {}},
         strict=expect(fn.get("strict"), bool, f"{path}.strict"),
     )
-
-
-def _custom_tool(custom: Dict[str, Any], path: str) -> Tool:
-    name = expect(custom.get("name"), str, f"{path}.name", required=True)
-    if not name:
-        raise InvalidRequest(f"'{path}.name' must not be empty.", param=f"{path}.name")
-    fmt = expect(custom.get("format"), dict, f"{path}.format")
-    if fmt is not None and not isinstance(fmt.get("type"), str):
-        raise InvalidRequest(f"Missing required parameter: '{path}.format.type'.", param=f"{path}.format.type",
-                             code="missing_required_parameter")
-    return Tool(name=name, description=expect(custom.get("description"), str, f"{path}.description"), custom=True,
-                format=None if fmt is None else canonical_format(fmt))
 
 
 def canonical_format(fmt: Dict[str, Any]) -> Dict[str, Any]:

@@ -24,6 +24,7 @@ from ...language_model.types import (
 )
 from ..base import client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
 from ..carried import restore
+from ..custom_tools import decode_custom_tool
 
 PROTOCOL = "openai_responses"
 
@@ -246,7 +247,7 @@ def _decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set]
         if not isinstance(raw, dict):
             raise InvalidRequest(f"'{path}' must be an object.", param=path)
         if raw.get("type") == "custom":
-            tools.append(_decode_custom_tool(raw, path))
+            tools.append(decode_custom_tool(raw, path))
             continue
         if raw.get("type") != "function":
             raise InvalidRequest(f"Tools of type {raw.get('type')!r} ('{path}') are not supported by this gateway; "
@@ -266,18 +267,6 @@ def _decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set]
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
         allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
     return tuple(tools), allowed
-
-
-def _decode_custom_tool(raw: Dict[str, Any], path: str) -> Tool:
-    name = expect(raw.get("name"), str, f"{path}.name", required=True)
-    if not name:
-        raise InvalidRequest(f"'{path}.name' must not be empty.", param=f"{path}.name")
-    fmt = expect(raw.get("format"), dict, f"{path}.format")
-    if fmt is not None and not isinstance(fmt.get("type"), str):
-        raise InvalidRequest(f"Missing required parameter: '{path}.format.type'.", param=f"{path}.format.type",
-                             code="missing_required_parameter")
-    return Tool(name=name, description=expect(raw.get("description"), str, f"{path}.description"),
-                custom=True, format=fmt)
 
 
 def _decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Optional[ToolChoice]:
