@@ -49,6 +49,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from .store.database import StoreError
+
     try:
         config = load_config(args.config_file)
         from .app import build_app
@@ -59,10 +61,14 @@ def cmd_check(args: argparse.Namespace) -> int:
             # plugin migration (a HUP's pre-check is this command: it must refuse what serve would).
             from .store.migrations import MigrationError, plugin_migrations
 
+            app.store.database  # noqa: B018 - the driver and URL options, checked without connecting
             try:
                 plugin_migrations(app.plugins, app.store.dialect)
             except MigrationError as exc:
                 raise ConfigError(f"{config.source}: plugin migrations: {exc}") from None
+    except StoreError as exc:  # database.url: a scheme or option the store refuses (the store is not opened)
+        print(f"routeplane: {config.source}: database.url: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 1

@@ -426,6 +426,10 @@ def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = N
             raw = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:  # permission denied, an unreadable device, ...
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(raw, path, env)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 from routeplane import import_paths
 from routeplane.config import ConfigError, load_config
@@ -75,14 +75,9 @@ def on_reload(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     if added:
         server.log.info("routeplane: new import paths from %s", ", ".join(added))
     # A broken file must not reach the new workers: one that fails to boot
-    # makes gunicorn halt the whole server. Checked first, in a child process.
+    # makes gunicorn halt the whole server. Checked first, in a child process,
+    # then its store migrated; either failing keeps the previous config.
     check_reloaded_config(server)
-    # HUP may have added a plugin with migrations. A failure here is logged, not
-    # fatal to the master: the new workers' verification refuses to serve.
-    try:
-        migrate_store(server)
-    except SystemExit as exc:
-        server.log.error("%s", exc)
 
 
 def _config_file() -> Optional[str]:
@@ -122,26 +117,30 @@ def remember_good_config() -> None:
 
 
 def check_reloaded_config(server) -> None:  # noqa: ANN001
-    """Run `routeplane check` on the config file (plugins included) in a child process.
+    """Check the config file (`routeplane check`, plugins included) and migrate its store, in child processes.
 
-    Good: workers read the file, and it becomes the new last-good copy. Bad:
-    the error is logged and the new workers are pointed at the last-good copy,
-    so the gateway keeps serving the previous config instead of halting.
+    Good: workers read the file, and it becomes the new last-good copy. Bad (the
+    check fails, or its store cannot be opened or migrated: a typo in
+    database.url, PostgreSQL down for a moment): the error is logged and the new
+    workers are pointed at the last-good copy, so the gateway keeps serving the
+    previous config instead of halting. Its store was migrated when it was
+    accepted; if that one is down too, the workers start anyway and wait for it
+    (routeplane/store/migrations.py: prepare_for_serving).
     """
     path = _config_file()
-    if path is None:
+    if path is None:  # the built-in defaults: nothing to fall back to, a failure is only logged
+        ok, output = _migrate(None)
+        if not ok:
+            server.log.error("routeplane: reload: %s", output)
         return
-    import subprocess
-    import sys
-
-    argv = [sys.executable, "-m", "routeplane.cli", "check", path]
-    env = dict(os.environ, ROUTEPLANE_CONFIG=path)
-    try:
-        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              env=env, timeout=float(os.environ.get("ROUTEPLANE_CHECK_TIMEOUT") or 120))
-        ok, output = proc.returncode == 0, proc.stdout.decode("utf-8", "replace").strip()
-    except subprocess.TimeoutExpired:
-        ok, output = False, "routeplane check did not finish in time (ROUTEPLANE_CHECK_TIMEOUT)"
+    ok, output = _run_cli(["check", path], dict(os.environ, ROUTEPLANE_CONFIG=path),
+                          "ROUTEPLANE_CHECK_TIMEOUT", 120, "routeplane check")
+    if ok:
+        migrated, migrate_output = _migrate(path)
+        if not migrated:
+            ok, output = False, f"its store cannot be opened or migrated:\n{migrate_output}"
+        elif migrate_output:
+            output = f"{output}\n{migrate_output}"
     if ok:
         os.environ["ROUTEPLANE_CONFIG"] = path
         remember_good_config()
@@ -155,30 +154,49 @@ def check_reloaded_config(server) -> None:  # noqa: ANN001
         server.log.error("routeplane: reload: %s is invalid and no previous copy exists:\n%s", path, output)
 
 
-def migrate_store(server) -> None:  # noqa: ANN001
-    """Apply pending migrations once, before any worker forks (workers only verify).
-
-    Runs `routeplane migrate` in a child process, so the master never holds a
-    database connection (workers would inherit it) nor imports plugin code
-    (HUP re-imports it in fresh workers). A failure stops the server.
-    """
-    if not _config.database_url:
-        return
+def _run_cli(args: list, env: dict, timeout_env: str, timeout: float, what: str) -> Tuple[bool, str]:
+    """`python -m routeplane.cli ARGS` in a child process: (exit status 0, its output)."""
     import subprocess
     import sys
 
-    argv = [sys.executable, "-m", "routeplane.cli", "migrate", "--quiet"]
+    argv = [sys.executable, "-m", "routeplane.cli", *args]
     try:
         proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                              timeout=float(os.environ.get("ROUTEPLANE_MIGRATE_TIMEOUT") or 300))
+                              env=env, timeout=float(os.environ.get(timeout_env) or timeout))
     except subprocess.TimeoutExpired:
-        raise SystemExit("routeplane: migrations did not finish in time (ROUTEPLANE_MIGRATE_TIMEOUT)") from None
-    output = proc.stdout.decode("utf-8", "replace").strip()
-    if proc.returncode != 0:
+        return False, f"{what} did not finish in time ({timeout_env})"
+    return proc.returncode == 0, proc.stdout.decode("utf-8", "replace").strip()
+
+
+def _migrate(path: Optional[str]) -> Tuple[bool, str]:
+    """`routeplane migrate --quiet` for the config at `path` (None: the built-in defaults), if it has a store."""
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return False, f"routeplane: {exc}"
+    if not config.database_url:
+        return True, ""
+    # The workers forked from here verify, never migrate (one that cannot reach the store waits for it).
+    os.environ["ROUTEPLANE_MIGRATED"] = "1"
+    env = dict(os.environ)
+    if path is not None:
+        env["ROUTEPLANE_CONFIG"] = path
+    return _run_cli(["migrate", "--quiet"], env, "ROUTEPLANE_MIGRATE_TIMEOUT", 300, "migrations")
+
+
+def migrate_store(server) -> None:  # noqa: ANN001
+    """Apply pending migrations once at start, before any worker forks (workers only verify).
+
+    Runs `routeplane migrate` in a child process, so the master never holds a
+    database connection (workers would inherit it) nor imports plugin code
+    (HUP re-imports it in fresh workers). A failure stops the server: at
+    first start there is no previous config to keep serving.
+    """
+    ok, output = _migrate(_config_path)
+    if not ok:
         raise SystemExit(f"routeplane: migrations failed, not starting:\n{output}")
     for line in output.splitlines():
         server.log.info("routeplane: %s", line)
-    os.environ["ROUTEPLANE_MIGRATED"] = "1"  # workers fork from here: they verify, never migrate
 
 
 def _routeplane_app(worker: Any) -> Optional[Any]:

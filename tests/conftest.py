@@ -46,6 +46,18 @@ def postgres_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster
     cluster.stop()
 
 
+@pytest.fixture
+def private_postgres_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
+    """A PostgreSQL server of the test's own, which it may stop and start again (an outage)."""
+    bindir = find_bindir()
+    if bindir is None:
+        _missing_server(request, "PostgreSQL server binaries (initdb, pg_ctl) not found: PostgreSQL tests are SKIPPED. "
+                                 "Run scripts/test-services as root (Debian: apt-get install postgresql) to run them.")
+    cluster = PostgresCluster(bindir).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def mariadb_server(request: pytest.FixtureRequest) -> Iterator[MariaDBServer]:
     """A throwaway MariaDB server for the session (the mysql:// store); skipped loudly without it, failed on CI."""

@@ -199,6 +199,33 @@ def test_prepare_for_serving_migrates_alone_and_only_verifies_under_the_gunicorn
     store.close()
 
 
+def test_a_worker_boots_with_an_unreachable_store_and_is_ready_once_it_is_back_and_verified(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under gunicorn a worker that exits at boot makes the master halt the whole server: a store
+    # that is down (PostgreSQL restarting) must not do that. Here: a SQLite file whose directory is missing.
+    from routeplane.store.migrations import MIGRATED_ENV, MigrationError, migrate, prepare_for_serving
+
+    monkeypatch.setenv(MIGRATED_ENV, "1")
+    url = f"sqlite:///{tmp_path}/later/w.db"
+    cfg = dict(DEFAULT_CONFIG, database={"url": url}, plugins={"request_log": {"enabled": False}})
+    app = build_app(parse_config(cfg, "<test>"))
+    client = app.flask_app().test_client()  # verifies: the store is unreachable, so it boots without it
+    assert client.post("/v1/chat/completions", json={"model": "default", "messages": [
+        {"role": "user", "content": "hi"}]}).status_code == 200
+    assert app.store is not None and app.store.check_owed
+    assert client.get("/ready").status_code == 503
+    os.mkdir(tmp_path / "later")  # the store is back, but not migrated: still not ready (workers never migrate)
+    assert client.get("/ready").status_code == 503 and app.store.check_owed
+    migrate(Store.from_url(url), app.plugins)  # what the master does on the next start or HUP
+    assert client.get("/ready").status_code == 200 and not app.store.check_owed
+    # Not under the gunicorn master (a mounted app, App.serve): an unreachable store still stops the start.
+    monkeypatch.delenv(MIGRATED_ENV)
+    elsewhere = Store.from_url(f"sqlite:///{tmp_path}/missing/w.db")
+    with pytest.raises(MigrationError, match="cannot connect"):
+        prepare_for_serving(elsewhere, [SpendLogPlugin(elsewhere)])
+    app.store.close()
+
+
 def test_mysql_without_its_driver_says_which_extra_to_install() -> None:
     try:
         import pymysql  # noqa: F401

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .database import DatabaseURL, Store, StoreError, redact
+from .database import DatabaseURL, Store, StoreError, StoreUnavailable, redact
 from .migrations import Migration, MigrationError, MigrationState, Migrator, migrate, verify
 
 __all__ = [
-    "DatabaseURL", "Migration", "MigrationError", "MigrationState", "Migrator", "Store", "StoreError",
+    "DatabaseURL", "Migration", "MigrationError", "MigrationState", "Migrator", "Store", "StoreError", "StoreUnavailable",
     "migrate", "redact", "verify",
 ]

@@ -11,6 +11,8 @@ import sys
 import time
 from typing import Any, List, Optional, Tuple
 
+import peewee
+
 from ..config import ConfigError, load_config
 from .database import Store, StoreError
 from .migrations import MigrationError, Migrator
@@ -24,23 +26,46 @@ def parse_when(text: str, now: Optional[float] = None) -> float:
     now = time.time() if now is None else now
     m = _DURATION.match(text.strip())
     if m:
-        return now - float(m.group(1)) * _UNITS[m.group(2)]
+        return _in_range(text, now - float(m.group(1)) * _UNITS[m.group(2)])
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
         raise ValueError(f"{text!r} is neither a duration (24h, 30m, 7d) nor an ISO date (2026-11-01T00:00)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return when.timestamp()
+    try:
+        return _in_range(text, when.timestamp())
+    except OverflowError:  # before year 1 in UTC (0001-01-01T00:00+01:00)
+        raise ValueError(f"{text!r} is out of range (years 1 to 9999, UTC)") from None
 
 
-def _open(args: argparse.Namespace) -> Tuple[Any, Store]:
+def _in_range(text: str, ts: float) -> float:
+    """`ts` if it is an instant of years 1 to 9999 (UTC), which the report can print."""
+    try:
+        dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise ValueError(f"{text!r} is out of range (years 1 to 9999, UTC)") from None
+    return ts
+
+
+def _open(args: argparse.Namespace, read_only: bool = False) -> Tuple[Any, Store]:
     path = getattr(args, "config", None) or os.environ.get("ROUTEPLANE_CONFIG") or None
     config = load_config(path)
     url = getattr(args, "database", None) or config.database_url
     if not url:
         raise ConfigError(f"{config.source}: database.url is empty; there is no store")
-    return config, Store.from_url(url)
+    store = Store.from_url(url, read_only=read_only)
+    if read_only and store.dialect == "sqlite" and store.parsed.database not in ("", ":memory:") \
+            and not os.path.isfile(store.parsed.database):
+        raise StoreError(f"{store.display_url}: no such database file")
+    return config, store
+
+
+def _database_error(store: Optional[Store], exc: peewee.DatabaseError) -> str:
+    """One line for a driver error that escaped the store (a file that is not a database, say)."""
+    lines = str(exc).strip().splitlines()
+    where = store.display_url if store is not None else "the database"
+    return f"{where}: {lines[0] if lines else type(exc).__name__}"
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -63,6 +88,9 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     except (ConfigError, MigrationError, StoreError) as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 1
+    except peewee.DatabaseError as exc:
+        print(f"routeplane: {_database_error(store, exc)}", file=sys.stderr)
+        return 1
     finally:
         if store is not None:
             store.close()
@@ -83,16 +111,22 @@ def cmd_spend(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 2
+    store: Optional[Store] = None
     try:
-        _config, store = _open(args)
+        _config, store = _open(args, read_only=True)  # a report never creates nor changes a database
         if not store.table_exists(TABLE):
             print(f"routeplane: {store.display_url} has no spend log yet: run `routeplane migrate`", file=sys.stderr)
             return 1
         totals = spend_totals(store, since, until, args.by)
-        store.close()
     except (ConfigError, StoreError) as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 1
+    except peewee.DatabaseError as exc:
+        print(f"routeplane: {_database_error(store, exc)}", file=sys.stderr)
+        return 1
+    finally:
+        if store is not None:
+            store.close()
     rows = [t.as_dict() for t in totals]
     grand = {k: sum(r[k] for r in rows) for k in ("requests", "failed", "input_tokens", "output_tokens",
                                                    "cost_micro_usd", "unpriced_requests")}
@@ -107,7 +141,8 @@ def cmd_spend(args: argparse.Namespace) -> int:
 
 def _print_table(by: str, rows: List[dict], grand: dict, since: float, until: Optional[float]) -> None:
     def iso(ts: float) -> str:
-        return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        when = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+        return f"{when.year:04d}-{when:%m-%d %H:%M:%S}Z"  # %Y is not zero-padded before year 1000
 
     print(f"spend by {by}, {iso(since)} → {iso(until) if until else 'now'}")
     header = (by, "requests", "failed", "input tok", "output tok", "cost USD", "unpriced")

@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import peewee
 
@@ -26,6 +26,10 @@ SQLITE_PRAGMAS: Tuple[Tuple[str, Any], ...] = (
 
 class StoreError(Exception):
     """A store URL or connection problem; the message never holds a password."""
+
+
+class StoreUnavailable(StoreError):
+    """The database could not be opened or reached (a server that is down, a path that does not exist)."""
 
 
 @dataclass(frozen=True)
@@ -86,10 +90,17 @@ def _int_option(options: Dict[str, str], name: str, default: int) -> int:
         raise StoreError(f"database url option {name} must be an integer") from None
 
 
-def make_database(url: DatabaseURL) -> peewee.Database:
-    """A fresh, unconnected peewee Database for the URL (thread-local connections)."""
+def make_database(url: DatabaseURL, read_only: bool = False) -> peewee.Database:
+    """A fresh, unconnected peewee Database for the URL (thread-local connections).
+
+    `read_only` (SQLite): opened with `mode=ro`, so a reader (`routeplane spend`)
+    never creates a missing file nor changes the journal mode.
+    """
     options = dict(url.options)
     if url.dialect == "sqlite":
+        if read_only and url.database not in ("", ":memory:"):
+            uri = "file:" + quote(os.path.abspath(url.database)) + "?mode=ro"
+            return peewee.SqliteDatabase(uri, uri=True, pragmas=[("busy_timeout", 10000)], timeout=10)
         return peewee.SqliteDatabase(url.database, pragmas=list(SQLITE_PRAGMAS), timeout=10)
     from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
@@ -127,11 +138,15 @@ class Store:
     which would end the parent's server sessions).
     """
 
-    def __init__(self, url: str, factory: Optional[Callable[[], peewee.Database]] = None) -> None:
+    def __init__(self, url: str, factory: Optional[Callable[[], peewee.Database]] = None,
+                 read_only: bool = False) -> None:
         self.url = url
         self.parsed = DatabaseURL.parse(url)
         self.dialect = self.parsed.dialect
-        self._factory = factory or (lambda: make_database(self.parsed))
+        self._factory = factory or (lambda: make_database(self.parsed, read_only))
+        # A check still owed before the store counts as ready (a worker that booted while it was
+        # unreachable verifies its migrations here); `ping()` runs it until it passes.
+        self._owed_check: Optional[Callable[[], None]] = None
         self._db: Optional[peewee.Database] = None
         self._pid = 0
         self._lock = threading.Lock()
@@ -144,8 +159,8 @@ class Store:
         self._keep_open = self.dialect == "sqlite"
 
     @classmethod
-    def from_url(cls, url: str) -> "Store":
-        return cls(url)
+    def from_url(cls, url: str, read_only: bool = False) -> "Store":
+        return cls(url, read_only=read_only)
 
     def __repr__(self) -> str:
         return f"Store({redact(self.url)!r})"
@@ -196,7 +211,9 @@ class Store:
                     if self.dialect == "sqlite" and "locked" in str(exc) and attempt < 4:
                         time.sleep(0.05 * (attempt + 1))
                         continue
-                    raise StoreError(f"cannot connect to {self.display_url}: {_first_line(exc)}") from None
+                    raise StoreUnavailable(f"cannot connect to {self.display_url}: {_first_line(exc)}") from None
+                except peewee.DatabaseError as exc:  # reached, but not a database ("file is not a database")
+                    raise StoreError(f"cannot open {self.display_url}: {_first_line(exc)}") from None
         try:
             yield db
         finally:
@@ -213,8 +230,21 @@ class Store:
                 cursor.close()
 
     def ping(self) -> None:
-        """Raise unless the database answers a trivial query (readiness checks)."""
+        """Raise unless the database answers a trivial query (readiness checks), and any check
+        still owed (`owe_check`) passes once it does."""
         self.execute("SELECT 1")
+        check = self._owed_check
+        if check is not None:
+            check()
+            self._owed_check = None
+
+    def owe_check(self, check: Callable[[], None]) -> None:
+        """Make `ping()` (so `/ready`) fail until `check` has passed once."""
+        self._owed_check = check
+
+    @property
+    def check_owed(self) -> bool:
+        return self._owed_check is not None
 
     def table_exists(self, name: str) -> bool:
         with self.connection() as db:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import time
@@ -11,11 +12,14 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from .database import Store, StoreError
+import peewee
+
+from .database import Store, StoreError, StoreUnavailable
 from .sqltext import SQLCheckError, check_tables, commits_implicitly, created_object, split_statements, written_tables
 
 CORE = "routeplane"  # the plugin id the core schema is recorded under
 HISTORY = "routeplane_migrations"
+log = logging.getLogger("routeplane.store")
 SQL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "sql")
 _FILE = re.compile(r"^(\d{4})_([A-Za-z0-9_]+)\.sql$")
 # One fixed key for every routeplane migrate run against a PostgreSQL database.
@@ -354,19 +358,60 @@ def _raise_changed(states: List[MigrationState], plan: List[Migration]) -> None:
 MIGRATED_ENV = "ROUTEPLANE_MIGRATED"
 
 
-def prepare_for_serving(store: Store, plugins: Sequence[Any] = ()) -> None:
-    """Make the store ready before an app serves.
+def prepare_for_serving(store: Store, plugins: Sequence[Any] = ()) -> bool:
+    """Make the store ready before an app serves; False when it was unreachable and is owed a check.
 
     Under routeplane's gunicorn config the master has migrated and set
     ROUTEPLANE_MIGRATED=1, so a worker only verifies (pending or changed →
-    MigrationError; workers never migrate). Anywhere else (a single-process
-    server, an app mounted into another Flask app, tests) this migrates, under
-    the same lock `routeplane migrate` takes, so concurrent starts cannot race.
+    MigrationError; workers never migrate). A worker that cannot reach the
+    store (PostgreSQL restarting, a failover) boots anyway instead of making
+    gunicorn halt the whole server: it serves, the spend log spools its rows,
+    and `store.ping()` (so `/ready`) fails until the store answers and the
+    verification has passed. Anywhere else (a single-process server, an app
+    mounted into another Flask app, tests) this migrates, under the same lock
+    `routeplane migrate` takes, so concurrent starts cannot race; an
+    unreachable store stops it there.
     """
-    if os.environ.get(MIGRATED_ENV) == "1":
-        verify(store, plugins)
-    else:
+    if os.environ.get(MIGRATED_ENV) != "1":
         migrate(store, plugins)
+        return True
+    try:
+        Migrator(store, plugins).verify()
+    except _UNREACHABLE as exc:
+        log.error("the store is unreachable (%s): serving without it; spend rows are spooled and "
+                  "/ready answers 503 until it is back and its migrations are verified", _reason(exc))
+        store.owe_check(_owed_verification(store, plugins))
+        return False
+    except StoreError as exc:
+        raise MigrationError(str(exc)) from None
+    return True
+
+
+# A connection that cannot be opened, or one lost mid-query: the store is down, not wrong.
+_UNREACHABLE = (StoreUnavailable, peewee.OperationalError, peewee.InterfaceError)
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _owed_verification(store: Store, plugins: Sequence[Any]) -> Any:
+    """The check `ping()` runs once the store answers again; a failure is logged once per message."""
+    reported: Set[str] = set()
+
+    def check() -> None:
+        try:
+            Migrator(store, plugins).verify()
+        except (MigrationError, StoreError, peewee.DatabaseError) as exc:
+            message = _reason(exc)
+            if message not in reported:
+                reported.add(message)
+                log.error("the store answers again but is not ready: %s", message)
+            raise MigrationError(message) from None
+        log.warning("the store is back and its migrations are verified")
+
+    return check
 
 
 def migrate(store: Store, plugins: Sequence[Any] = ()) -> List[Migration]:

@@ -94,6 +94,18 @@ class PostgresCluster:
         self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log, "-o", opts, "-m", "fast",
                    "-w", "-t", "60", "restart"])
 
+    def pause(self) -> None:
+        """Stop the server but keep its data (an outage); `resume()` starts it again on the same port."""
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast", "-w", "-t", "60", "stop"])
+        self.started = False
+
+    def resume(self) -> None:
+        opts = (f"-p {self.port} -k {self.sock} -h 127.0.0.1 -c fsync=off -c synchronous_commit=off "
+                "-c full_page_writes=off -c max_connections=200")
+        self._run([os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-l", self.log, "-o", opts, "-w", "-t", "60",
+                   "start"])
+        self.started = True
+
     def create_database(self, name: str) -> str:
         """A fresh, empty database on this cluster; returns its URL."""
         self._run([os.path.join(self.bindir, "createdb"), "-h", self.sock, "-p", str(self.port), name], timeout=30)
