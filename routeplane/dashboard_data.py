@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from .metrics import PERCENTILES, nearest_rank
+from .metrics import PERCENTILES, NameBounds, exact, grouped_percentiles, nearest_rank
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
@@ -62,23 +62,36 @@ def window_summary(store: "Store", seconds: float, now: float) -> Dict[str, Any]
     since = now - seconds
     row = store.execute(f"SELECT {_AGG} FROM {_SPEND} WHERE started_at >= {store.param}", (since,))[0]
     out = _agg(row)
-    out["latency_ms"] = percentiles(store, since, n=out["requests"])
+    source, params = NameBounds().source(store, since, ())
+    out["latency_ms"] = grouped_percentiles(store, source, params, [()])[0].get(
+        (), {name: None for name, _q in PERCENTILES}) if out["requests"] else {name: None for name, _q in PERCENTILES}
     return out
 
 
-def grouped(store: "Store", columns: Sequence[str], since: float, with_latency: bool = True) -> List[Dict[str, Any]]:
-    """Rows grouped by `columns` (trusted names from this module) over the window, most requests first."""
-    cols = ", ".join(columns)
-    p = store.param
-    rows = store.execute(f"SELECT {cols}, {_AGG} FROM {_SPEND} WHERE started_at >= {p} GROUP BY {cols}", (since,))
+def grouped(store: "Store", columns: Sequence[str], since: float, with_latency: bool = True,
+            names: Optional[NameBounds] = None) -> List[Dict[str, Any]]:
+    """Rows grouped by `columns` (trusted names from this module) over the window, most requests first.
+
+    With `names`, the routes, providers and models the config does not name are one group, `other` (whose row's
+    `names` counts the distinct raw names in it). Latency percentiles: one query for all groups.
+    """
+    source, params = (names or NameBounds()).source(store, since, columns)
+    keys = ", ".join(f"k{i}" for i in range(len(columns)))
+    # The group of unconfigured names (route tables only) says how many raw names it stands for.
+    other = names.other(columns[0]) if names is not None and len(columns) == 1 \
+        and names.known.get(columns[0]) is not None else None
+    folded = f"COUNT(DISTINCT {exact(store, columns[0])})" if other is not None else "0"
+    rows = store.execute(f"SELECT {keys}, {_AGG}, {folded} FROM ({source}) s GROUP BY {keys}", params)
+    latency = grouped_percentiles(store, source, params, [[f"k{i}" for i in range(len(columns))]])[0] \
+        if with_latency and rows else {}
     out = []
     for row in rows:
         key = tuple(row[:len(columns)])
         d = _agg(row[len(columns):])
         d["key"] = key
+        d["names"] = int(row[-1] or 0) if other is not None and key[0] == other else 0
         if with_latency:
-            where = " AND ".join(f"{c} IS NULL" if v is None else f"{c} = {p}" for c, v in zip(columns, key))
-            d["latency_ms"] = percentiles(store, since, where, tuple(v for v in key if v is not None), d["requests"])
+            d["latency_ms"] = latency.get(key, {name: None for name, _q in PERCENTILES})
         out.append(d)
     out.sort(key=lambda d: (-d["requests"], -d["cost_micro_usd"], tuple("" if v is None else str(v) for v in d["key"])))
     return out
@@ -104,15 +117,17 @@ def time_buckets(store: "Store", window: str, now: float) -> Dict[str, Any]:
     return {"window": window, "width_seconds": width, "since": since, "until": now, "buckets": buckets}
 
 
-def overview(store: "Store", window: str, now: Optional[float] = None) -> Dict[str, Any]:
+def overview(store: "Store", window: str, now: Optional[float] = None,
+             names: Optional[NameBounds] = None) -> Dict[str, Any]:
+    """The overview page's numbers; `names` (NameBounds.from_config) bounds the per-route and per-provider tables."""
     now = time.time() if now is None else now
     since = now - WINDOWS[window]
     return {
         "now": now, "window": window,
         "summaries": [dict(window_summary(store, seconds, now), window=w, label=label)
                       for w, label, seconds in SUMMARY_WINDOWS],
-        "routes": grouped(store, ("route",), since),
-        "providers": grouped(store, ("provider",), since),
+        "routes": grouped(store, ("route",), since, names=names),
+        "providers": grouped(store, ("provider",), since, names=names),
         "series": time_buckets(store, window, now),
     }
 
@@ -143,7 +158,7 @@ def recent(store: "Store", limit: int = 50, status: str = "", route: str = "", a
         where.append("outcome = 'success'")
     elif status == "error":
         where.append("outcome <> 'success'")
-    elif status.isdigit():
+    elif status.isascii() and status.isdigit():
         where.append(f"status = {p}")
         params.append(int(status))
     if route:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 import os
 import socket
 import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import App
@@ -28,26 +27,27 @@ _SPEND = "spend_log"
 
 # --- requests: per route, per endpoint --------------------------------------------------------------------------
 
-def request_metrics(store: "Store", window: str = DEFAULT_WINDOW, now: Optional[float] = None) -> Dict[str, Any]:
+def request_metrics(store: "Store", window: str = DEFAULT_WINDOW, now: Optional[float] = None,
+                    names: Optional["NameBounds"] = None) -> Dict[str, Any]:
     """Per-route stats with a per-endpoint (provider:model) breakdown over the window, from the spend log.
 
     Every worker and every host writes its rows to the one spend log, so the
-    numbers do not depend on which worker answers.
+    numbers do not depend on which worker answers. `names` (the configured
+    names, `NameBounds.from_config`) folds every other route, provider and
+    model into `other`: clients choose route names, so the raw ones are not a
+    bounded set (metrics_document always passes them).
     """
     seconds = WINDOWS[window]
     now = time.time() if now is None else now
     since = now - seconds
-    p = store.param
+    source, params = (names or NameBounds()).source(store, since, ("route", "provider", "model"))
     rows = store.execute(
-        "SELECT route, provider, model, COUNT(*),"
+        "SELECT k0, k1, k2, COUNT(*),"
         " SUM(CASE WHEN outcome = 'success' THEN 0 ELSE 1 END),"
         " SUM(input_tokens + cache_read_tokens + cache_write_tokens),"
         " SUM(output_tokens + reasoning_tokens),"
         " SUM(CASE WHEN streamed THEN 1 ELSE 0 END),"
-        " MAX(started_at)"
-        f" FROM {_SPEND} WHERE started_at >= {p} GROUP BY route, provider, model",
-        (since,),
-    )
+        f" MAX(started_at) FROM ({source}) s GROUP BY k0, k1, k2", params)
     routes: Dict[str, Dict[str, Any]] = {}
     for route, provider, model, n, errors, tin, tout, streamed, last in rows:
         r = routes.setdefault(route, _empty(route))
@@ -56,13 +56,13 @@ def request_metrics(store: "Store", window: str = DEFAULT_WINDOW, now: Optional[
         e["endpoint"], e["provider"], e["model"] = endpoint, provider, model
         r["endpoints"].append(e)
         _add(r, e)
-    pct = _percentiles(store, since)
+    per_route, per_endpoint = grouped_percentiles(store, source, params, (("k0",), ("k0", "k1", "k2")))
     for name, r in routes.items():
         _finish(r)
-        r.update(pct.get((name,), _no_latency()))
+        r["latency_ms"] = per_route.get((name,), _no_latency())
         for e in r["endpoints"]:
             _finish(e)
-            e.update(pct.get((name, e["provider"] or "", e["model"] or ""), _no_latency()))
+            e["latency_ms"] = per_endpoint.get((name, e["provider"], e["model"]), _no_latency())
         r["endpoints"].sort(key=lambda e: (-e["requests"], e["endpoint"] or ""))
     return {
         "window": window, "window_seconds": int(seconds), "since": since, "until": now,
@@ -96,8 +96,8 @@ def _finish(d: Dict[str, Any]) -> None:
     d["avg_output_tokens"] = round(d["output_tokens"] / n, 3) if n else 0.0
 
 
-def _no_latency() -> Dict[str, Any]:
-    return {"latency_ms": {name: None for name, _q in PERCENTILES}}
+def _no_latency() -> Dict[str, Optional[float]]:
+    return {name: None for name, _q in PERCENTILES}
 
 
 def _totals(routes: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -109,49 +109,116 @@ def _totals(routes: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def nearest_rank(n: int, q: float) -> int:
-    """1-based nearest-rank index of quantile q among n sorted values."""
-    return max(1, min(n, math.ceil(q * n)))
+    """1-based nearest-rank index of quantile q among n sorted values: ceil(q * n), in integers (q to 1/10000), so
+    the SQL of grouped_percentiles computes the very same rank."""
+    a = round(q * _RANK_SCALE)
+    return max(1, min(n, -(-n * a // _RANK_SCALE)))
 
 
-def _percentiles(store: "Store", since: float) -> Dict[Tuple[str, ...], Dict[str, Any]]:
-    """Latency p50/p99 per route (key `(route,)`) and per endpoint (`(route, provider, model)`), nearest-rank.
+_RANK_SCALE = 10000
 
-    PostgreSQL computes them in one grouped query (percentile_disc is
-    nearest-rank); elsewhere each is one indexed `ORDER BY ... LIMIT 1 OFFSET
-    k-1` query, so no worker ever loads a window's latencies into memory.
+
+def grouped_percentiles(store: "Store", source: str, params: Tuple[Any, ...],
+                        levels: Sequence[Sequence[str]]) -> List[Dict[Tuple[Any, ...], Dict[str, Optional[float]]]]:
+    """Nearest-rank latency percentiles (ms) of every group, one query per grouping in `levels`.
+
+    `source` is a trusted SELECT (with `params`) yielding `latency_ms` and the
+    columns named in `levels`. Window functions (SQLite >= 3.25, PostgreSQL,
+    MySQL 8 / MariaDB 10.2) number each group's rows by latency; only the rows
+    at a percentile's rank come back (`rn * 10000 >= n * q10000 > (rn - 1) *
+    10000` is `rn = ceil(q * n)` in integers, on every dialect), so the cost
+    is one sort of the window's rows, not a query per group and percentile,
+    and no worker loads a window's latencies. One query per level: MariaDB
+    10.11 numbers rows wrongly when one query has windows partitioned by a
+    column and by that column and more. One dict per level: group key (a
+    tuple, NULL as None) -> {"p50": ms, "p99": ms}.
     """
-    p = store.param
-    out: Dict[Tuple[str, ...], Dict[str, Any]] = {}
-    if store.dialect == "postgresql":
-        cols = ", ".join(f"percentile_disc({q}) WITHIN GROUP (ORDER BY latency_ms)" for _n, q in PERCENTILES)
-        for group, key_len in (("route", 1), ("route, COALESCE(provider, ''), COALESCE(model, '')", 3)):
-            for row in store.execute(f"SELECT {group}, {cols} FROM {_SPEND} WHERE started_at >= {p} GROUP BY {group}",
-                                     (since,)):
-                out[tuple(row[:key_len])] = {"latency_ms": {
-                    name: _round(v) for (name, _q), v in zip(PERCENTILES, row[key_len:])}}
-        return out
-    groups = store.execute(
-        f"SELECT route, COALESCE(provider, ''), COALESCE(model, ''), COUNT(*) FROM {_SPEND}"
-        f" WHERE started_at >= {p} GROUP BY route, COALESCE(provider, ''), COALESCE(model, '')", (since,))
-    per_route: Dict[str, int] = {}
-    for route, provider, model, n in groups:
-        per_route[route] = per_route.get(route, 0) + int(n)
-        where = f"route = {p} AND COALESCE(provider, '') = {p} AND COALESCE(model, '') = {p}"
-        out[(route, provider, model)] = _ranked(store, since, where, (route, provider, model), int(n))
-    for route, n in per_route.items():
-        out[(route,)] = _ranked(store, since, f"route = {p}", (route,), n)
+    return [_level_percentiles(store, source, params, list(level)) for level in levels]
+
+
+def _level_percentiles(store: "Store", source: str, params: Tuple[Any, ...],
+                       level: List[str]) -> Dict[Tuple[Any, ...], Dict[str, Optional[float]]]:
+    part = f"PARTITION BY {', '.join(level)}" if level else ""
+    picks = " OR ".join(f"(rn * {_RANK_SCALE} >= n * {a} AND (rn - 1) * {_RANK_SCALE} < n * {a})"
+                        for a in sorted({round(q * _RANK_SCALE) for _name, q in PERCENTILES}))
+    keys = "".join(f"{c}, " for c in level)
+    rows = store.execute(
+        f"SELECT {keys}latency_ms, rn, n FROM (SELECT {keys}latency_ms,"
+        f" ROW_NUMBER() OVER ({part} ORDER BY latency_ms) AS rn, COUNT(*) OVER ({part}) AS n"
+        f" FROM ({source}) src) ranked WHERE {picks}", params)
+    out: Dict[Tuple[Any, ...], Dict[str, Optional[float]]] = {}
+    width = len(level)
+    for row in rows:
+        rn, n = int(row[width + 1]), int(row[width + 2])
+        for name, q in PERCENTILES:
+            if rn == nearest_rank(n, q):
+                out.setdefault(tuple(row[:width]), _no_latency())[name] = _round(row[width])
     return out
 
 
-def _ranked(store: "Store", since: float, where: str, params: Tuple[Any, ...], n: int) -> Dict[str, Any]:
-    p = store.param
-    values: Dict[str, Any] = {}
-    for name, q in PERCENTILES:
-        rows = store.execute(
-            f"SELECT latency_ms FROM {_SPEND} WHERE started_at >= {p} AND {where}"
-            f" ORDER BY latency_ms LIMIT 1 OFFSET {nearest_rank(n, q) - 1}", (since,) + params)
-        values[name] = _round(rows[0][0]) if rows else None
-    return {"latency_ms": values}
+# --- bounded group names -----------------------------------------------------------------------------------------
+
+OTHER = "other"
+_SOURCE_COLUMNS = ("route, provider, model, account_id, outcome, streamed, started_at, input_tokens,"
+                   " cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost_micro_usd, latency_ms")
+
+
+def exact(store: "Store", column: str) -> str:
+    """`column` compared as written: MySQL compares strings case- and trailing-space-insensitively (`Default ` would
+    be the route `default`), so there it is compared as bytes."""
+    return f"CAST({column} AS BINARY)" if store.dialect == "mysql" else column
+
+
+class NameBounds:
+    """The route, provider and model names the admin views group by: the configured ones, everything else `other`.
+
+    A client chooses the route name (any unknown model is a cheap 404 that
+    still gets its own spend-log row; direct `provider:model` routing picks
+    the model too), so grouping by the raw names would let any caller
+    multiply the groups of the overview and /admin/metrics (the observe
+    plugin bounds its Prometheus labels the same way). A dimension given as
+    None is not bounded (account ids: issued by the gateway). NULL stays NULL.
+    """
+
+    def __init__(self, routes: Optional[Iterable[str]] = None, providers: Optional[Iterable[str]] = None,
+                 models: Optional[Iterable[str]] = None) -> None:
+        self.known: Dict[str, Optional[FrozenSet[str]]] = {
+            "route": None if routes is None else frozenset(routes),
+            "provider": None if providers is None else frozenset(providers),
+            "model": None if models is None else frozenset(models)}
+
+    @classmethod
+    def from_config(cls, config: Any) -> "NameBounds":
+        routes = list(config.routes)
+        return cls((r.name for r in routes), config.providers, (t.model for r in routes for t in r.targets if t.model))
+
+    def other(self, column: str) -> str:
+        """The label of the folded names: `other`, unless the config itself uses that name."""
+        label, known = OTHER, self.known.get(column) or frozenset()
+        while label in known:
+            label = f"({label})"
+        return label
+
+    def label(self, store: "Store", column: str) -> Tuple[str, Tuple[Any, ...]]:
+        """SQL for `column`'s group name, and its parameters."""
+        known = self.known.get(column)
+        if known is None:
+            return column, ()
+        p = store.param
+        names = tuple(sorted(known))
+        when = f" WHEN {exact(store, column)} IN ({', '.join([p] * len(names))}) THEN {column}" if names else ""
+        return f"CASE WHEN {column} IS NULL THEN NULL{when} ELSE {p} END", names + (self.other(column),)
+
+    def source(self, store: "Store", since: float, columns: Sequence[str]) -> Tuple[str, Tuple[Any, ...]]:
+        """A SELECT of the window's rows with `columns`' group names as k0, k1, ... (and the raw columns)."""
+        exprs: List[str] = []
+        params: Tuple[Any, ...] = ()
+        for i, column in enumerate(columns):
+            sql, ps = self.label(store, column)
+            exprs.append(f"{sql} AS k{i}")
+            params += ps
+        return (f"SELECT {''.join(e + ', ' for e in exprs)}{_SOURCE_COLUMNS} FROM {_SPEND}"
+                f" WHERE started_at >= {store.param}", params + (since,))
 
 
 def _round(v: Any) -> Optional[float]:
@@ -341,7 +408,8 @@ def metrics_document(app: "App", window: str) -> Dict[str, Any]:
                             "source": "this worker only (no store configured)"}}
     if flusher is not None:
         flusher.flush_now()  # this worker's numbers fresh; the others' lag by at most their flush interval
-    out: Dict[str, Any] = {"store": store.dialect, "requests": request_metrics(store, window)}
+    requests = request_metrics(store, window, names=NameBounds.from_config(app.config))
+    out: Dict[str, Any] = {"store": store.dialect, "requests": requests}
     out["answered_by"] = {"host": socket.gethostname(), "pid": os.getpid()}
     plugins = plugin_metrics(store)
     plugins["source"] = "store"

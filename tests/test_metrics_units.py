@@ -49,6 +49,9 @@ def test_nearest_rank() -> None:
     assert [nearest_rank(100, q) for q in (0.5, 0.99)] == [50, 99]
     assert [nearest_rank(1, q) for q in (0.5, 0.99)] == [1, 1]
     assert [nearest_rank(3, q) for q in (0.5, 0.99)] == [2, 3]
+    # ceil(q * n) in integers, as the grouped SQL computes it: 0.07 * 100 is 7.000000000000001 in floats.
+    assert [nearest_rank(100, q) for q in (0.07, 0.29, 0.57, 0.999)] == [7, 29, 57, 100]
+    assert nearest_rank(1000, 0.999) == 999 and nearest_rank(0, 0.5) == 1
 
 
 def test_window_percentiles_errors_and_endpoints(store: Store) -> None:
@@ -156,3 +159,37 @@ def test_a_failing_stats_flush_is_counted_and_never_touches_requests(tmp_path: A
     assert flusher.failures >= 1 and flusher.flush_now() is False
     flusher._pid = -1  # end the loop without the final flush
     app.store.close()
+
+
+def test_admin_metrics_groups_route_names_the_config_does_not_list(tmp_path: Any) -> None:
+    """Any client may name models that do not exist (each a 404, each settled under its own route): /admin/metrics
+    counts them as one route, `other`, whose endpoints are bounded too (direct routing picks the model)."""
+    from routeplane.app import build_app
+    from routeplane.config import parse_config
+
+    app = build_app(parse_config({
+        "database": {"url": f"sqlite:///{tmp_path}/o.db"},
+        "providers": {"mock": {"protocol": "mock"}},
+        "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}},
+    }, "t"))
+    client = app.flask_app().test_client()
+    try:
+        sent = {}
+        for model in ["default"] * 3 + [f"no-such-model-{i}" for i in range(40)] + ["mock:made-up-1", "mock:echo"]:
+            resp = client.post("/v1/chat/completions", json={"model": model,
+                                                             "messages": [{"role": "user", "content": "hi"}]})
+            sent[model] = resp.status_code
+            resp.close()
+        assert sent["default"] == 200 and sent["no-such-model-0"] == 404
+        resp = client.get("/admin/metrics?window=1h")
+        doc = resp.get_json()
+        resp.close()
+        routes = {r["route"]: r for r in doc["requests"]["routes"]}
+        assert set(routes) == {"default", "other"} and routes["default"]["requests"] == 3
+        assert routes["other"]["requests"] == 42 and routes["other"]["latency_ms"]["p99"] is not None
+        endpoints = {e["endpoint"] for e in routes["other"]["endpoints"]}
+        assert endpoints == {None, "mock:other", "mock:echo"}, endpoints
+        assert doc["requests"]["totals"]["requests"] == 45 and "no-such-model" not in str(doc)
+    finally:
+        app.shutdown()
+        app.store.close()

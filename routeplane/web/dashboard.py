@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, render_template, request
 
 from .. import dashboard_data as data
 from ..auth.guard import authenticate_request
+from ..metrics import NameBounds
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -36,7 +37,11 @@ def make_blueprint(app: "App") -> Blueprint:
 
         if isinstance(exc, HTTPException):
             return exc
-        # A store that is down or slow is the likely cause; the page says so instead of a bare 500.
+        if not _is_store_error(exc):  # a bug here, not an outage: say so (and log the traceback)
+            log.exception("dashboard %s failed", request.path)
+            return _error_page(500, "Internal error", "The dashboard failed to build this page; the gateway's logs "
+                               "say why.")
+        # A store that is down, slow or out of connections: the page says so instead of a bare 500.
         log.warning("dashboard %s failed: %s: %s", request.path, type(exc).__name__,
                     str(exc).splitlines()[0][:200] if str(exc) else "")
         return _error_page(503, "Store unavailable", "The dashboard could not read the store; try again shortly. "
@@ -54,7 +59,7 @@ def make_blueprint(app: "App") -> Blueprint:
             return _bad_request("window must be one of " + ", ".join(data.WINDOWS) + ".")
         if app.store is None:
             return _page("dashboard/overview.html", "overview", window=window, ov=None)
-        ov = data.overview(app.store, window)
+        ov = data.overview(app.store, window, names=NameBounds.from_config(app.config))
         series = ov["series"]
         return _page("dashboard/overview.html", "overview", window=window, ov=ov, health=_health(app),
                      requests_chart=bar_chart(series, "requests", "Requests", "errors"),
@@ -85,19 +90,21 @@ def make_blueprint(app: "App") -> Blueprint:
         status = request.args.get("status", "").strip()
         route = request.args.get("route", "").strip()
         account = request.args.get("account", "").strip()
-        limit_text = request.args.get("limit", "50").strip() or "50"
-        if status not in ("", "ok", "error") and not (status.isdigit() and len(status) == 3):
+        limit = _whole_number(request.args.get("limit", "50").strip() or "50", 1, data.MAX_RECENT)
+        if status not in ("", "ok", "error") and (len(status) != 3 or _whole_number(status, 100, 999) is None):
             return _bad_request("status must be ok, error or a three-digit HTTP status.")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= data.MAX_RECENT:
+        if limit is None:
             return _bad_request(f"limit must be a whole number from 1 to {data.MAX_RECENT}.")
+        if not (_filter_text(route) and _filter_text(account)):
+            return _bad_request("route and account must be at most 255 characters, without NUL characters.")
         rows: List[Dict[str, Any]] = []
         choices: Dict[str, List[Any]] = {"statuses": [], "routes": []}
         if app.store is not None:
-            rows = data.recent(app.store, int(limit_text), status, route, account)
+            rows = data.recent(app.store, limit, status, route, account)
             choices = data.filter_choices(app.store, time.time() - data.WINDOWS["7d"])
         routes = sorted(set(choices["routes"]) | {r.name for r in app.config.routes})
         return _page("dashboard/requests.html", "requests", rows=rows, status=status, route=route,
-                     account=account, limit=int(limit_text), statuses=choices["statuses"], routes=routes)
+                     account=account, limit=limit, statuses=choices["statuses"], routes=routes)
 
     @bp.get("/admin/config")
     @guard
@@ -109,6 +116,9 @@ def make_blueprint(app: "App") -> Blueprint:
         """A form for browsers, which cannot add an Authorization header: the credential goes into a cookie."""
         if request.method == "GET":
             return _login_page(200, "")
+        if _cross_site():  # login CSRF: another site signing this browser in with a credential of its choosing
+            return _login_page(403, "Sign-in refused: the form was posted from another site. Open this page "
+                                    "directly and sign in here.")
         if (request.content_length or 0) > 16384:
             return _login_page(413, "That is too long to be a credential.")
         credential = (request.form.get("credential") or "").strip()
@@ -126,6 +136,8 @@ def make_blueprint(app: "App") -> Blueprint:
 
     @bp.post("/admin/logout")
     def logout() -> Any:
+        if _cross_site():  # another site may not sign this browser out either
+            return _error_page(403, "Not allowed", "Sign-out refused: the form was posted from another site.")
         resp = Response(status=303, headers={"Location": _url("login")})
         resp.delete_cookie(COOKIE, path=_cookie_path(), httponly=True, samesite="Strict", secure=_is_https())
         _no_store(resp)
@@ -202,6 +214,40 @@ def _is_https() -> bool:
     return request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
 
 
+def _cross_site() -> bool:
+    """Whether this POST comes from a page of another site (login CSRF, forced sign-out).
+
+    Browsers say so in `Sec-Fetch-Site`: only `same-origin` (our own form) and `none` (the user's own action)
+    pass; `same-site` does not (a sibling host may be someone else's). Browsers without it send `Origin` on a
+    cross-origin POST, checked against the request's host (and a proxy's X-Forwarded-Host, which a cross-site
+    form cannot set). A POST with neither is not a browser's cross-site form (curl, scripts): it may sign in.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None:
+        return site.strip().lower() not in ("same-origin", "none")
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return False
+    parts = urlsplit(origin.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return True  # "null" (a sandboxed or file: page) and anything odd
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return True
+    hosts = [request.host] + [h.strip() for h in request.headers.get("X-Forwarded-Host", "").split(",") if h.strip()]
+    return (parts.hostname.lower(), port) not in {_host_port(h, parts.scheme) for h in hosts}
+
+
+def _host_port(host: str, scheme: str) -> "tuple[str, int]":
+    parts = urlsplit(f"//{host}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return (parts.hostname or "").lower(), port or (443 if scheme == "https" else 80)
+
+
 def _login_page(status: int, message: str) -> Response:
     resp = Response(render_template("dashboard/login.html", status=status, message=message), status=status,
                     mimetype="text/html")
@@ -225,6 +271,33 @@ def _no_store(resp: Response) -> None:
     resp.headers["Cache-Control"] = "no-store"
     resp.headers["X-Frame-Options"] = "DENY"
     resp.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"
+
+
+def _whole_number(text: str, lo: int, hi: int) -> Optional[int]:
+    """`text` as a number from lo to hi, or None. ASCII digits only: str.isdigit() also takes "²" and "①", which
+    int() refuses, and int() refuses more than 4300 digits; neither may reach it."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    digits = text.lstrip("0") or "0"
+    if len(digits) > len(str(hi)):
+        return None
+    value = int(digits)
+    return value if lo <= value <= hi else None
+
+
+def _filter_text(text: str) -> bool:
+    """A route or account filter the store can take (PostgreSQL refuses NUL; the columns hold 255 characters)."""
+    return len(text) <= 255 and "\x00" not in text
+
+
+def _is_store_error(exc: BaseException) -> bool:
+    """Whether `exc` means the store failed (down, refused, out of pooled connections), not this code."""
+    import peewee
+    from playhouse.pool import MaxConnectionsExceeded
+
+    from ..store import StoreError
+
+    return isinstance(exc, (peewee.PeeweeException, StoreError, MaxConnectionsExceeded))
 
 
 def _window(value: Optional[str], default: str) -> Optional[str]:
@@ -361,13 +434,20 @@ def usd(micro: Optional[int]) -> str:
 
 # --- configuration, secrets masked ---------------------------------------------------------------------------------
 
+# Kind prefixes of well-known credentials (longest first): public, and what tells an operator which key it is.
+KEY_PREFIXES = ("sk-ant-", "sk-proj-", "sk-svcacct-", "sk-or-", "sk-", "xai-", "gsk_", "pplx-", "hf_", "AIza",
+                "rpk_")
+
+
 def mask_key(key: Optional[str]) -> str:
-    """`sk-…abcd`: the key's kind prefix and its last four characters, never more (short keys: only `…`)."""
+    """`sk-…abcd`: a known kind prefix (KEY_PREFIXES) and the last four characters, never more (keys with under 16
+    characters past the prefix: only `…`). Other keys show no leading characters: those may be the secret's own
+    (`Xk9bQ2z-…` is not a kind)."""
     if not key:
         return ""
-    if len(key) < 16:
+    prefix = next((p for p in KEY_PREFIXES if key.startswith(p)), "")
+    if len(key) - len(prefix) < 16:  # too little would stay hidden
         return "…"
-    prefix = key.split("-", 1)[0] + "-" if "-" in key[:8] else ""
     return f"{prefix}…{key[-4:]}"
 
 
