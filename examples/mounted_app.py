@@ -35,11 +35,12 @@ class HostUser:
     user_id: str
     plan: str
     models: Tuple[str, ...] = ("*",)
+    admin: bool = False  # may use the gateway's /llm/admin/* (dashboard, metrics, explain)
 
 
 # The host's own user table and API tokens (a database in a real app).
 DEMO_USERS: Dict[str, HostUser] = {
-    "alice": HostUser("alice", "pro"),
+    "alice": HostUser("alice", "pro", admin=True),
     "bob": HostUser("bob", "free", models=("mock-echo",)),
 }
 DEMO_TOKENS: Dict[str, str] = {"host-token-alice": "alice", "host-token-bob": "bob"}
@@ -52,7 +53,13 @@ class HostIdentityHook(PreRequestHook):
     - `flask.g.host_user`, set by the host's own before_request (session login);
     - `ctx.credential`, the caller's bearer token (ctx.headers has Authorization
       and Cookie stripped; the credential is passed separately for hooks like this).
+
+    `authenticates = True` makes it the gateway's auth everywhere, not only on model calls: the shared
+    guard runs it for /llm/admin/*, /llm/mcp, /llm/v1/models and count_tokens too (there `ctx.route` is ""
+    when no model is involved), and only an identity with `scope="admin"` gets the admin endpoints.
     """
+
+    authenticates = True
 
     def __init__(self, tokens: Mapping[str, str], users: Mapping[str, HostUser]) -> None:
         self.tokens = tokens
@@ -64,9 +71,10 @@ class HostIdentityHook(PreRequestHook):
             user = self._user_for_token(ctx.credential)
         if user is None:
             return HookDecision.deny(DenyReason.unauthorized("Log in to the host app or send a host API token."))
-        if "*" not in user.models and ctx.route not in user.models:
+        if ctx.route and "*" not in user.models and ctx.route not in user.models:  # "": not a model call
             return HookDecision.deny(DenyReason.forbidden(f"Your plan ({user.plan}) does not include this model."))
-        ctx.identity = Identity(account_id=user.user_id, models=user.models, claims={"plan": user.plan})
+        ctx.identity = Identity(account_id=user.user_id, models=user.models, claims={"plan": user.plan},
+                                scope="admin" if user.admin else "api")
         return HookDecision.allow()
 
     def _user_for_token(self, token: str) -> Optional[HostUser]:

@@ -294,6 +294,8 @@ class App:
         self.stats_flusher: Any = None  # routeplane.metrics.StatsFlusher, set when the admin blueprint mounts
         self.mcp: Any = None  # routeplane.mcp.builder.MCPRuntime (pipeline, sessions; `mcp.counts()`)
         self.acp: Any = None  # routeplane.acp.builder.ACPRuntime (agents, hooks; `acp.stats()`)
+        # Set by init_app() into a host's Flask app: no caller counts as local there (routeplane.auth.guard).
+        self.mounted = False
 
     def shutdown(self) -> None:
         """Run the plugins' shutdown callbacks once (errors logged) and drain observers."""
@@ -321,7 +323,7 @@ class App:
         from .web.common import error_response, request_id
 
         flask_app = Flask("routeplane")
-        self.init_app(flask_app)
+        self._attach(flask_app, "")
 
         @flask_app.errorhandler(404)
         @flask_app.errorhandler(405)
@@ -334,7 +336,22 @@ class App:
         return flask_app
 
     def init_app(self, flask_app: "Flask", url_prefix: str = "") -> None:
-        """Mount every blueprint into an existing Flask app (optionally under a prefix)."""
+        """Mount every blueprint into an existing (host) Flask app, optionally under a prefix (docs/mounting.md).
+
+        Mounted, no caller is "local": without `auth.mode` or a pre-request hook marked `authenticates = True`
+        (the host's login), the admin endpoints refuse everyone. Paths under the prefix that match no
+        endpoint answer 404/405 in their wire's error shape; the host's other paths stay the host's.
+        """
+        self.mounted = True
+        self._attach(flask_app, url_prefix)
+        from .auth.guard import authenticates
+
+        if not authenticates(self):
+            log.warning("routeplane is mounted with auth.mode none and no pre-request hook marked "
+                        "`authenticates = True`: /admin/* refuses every caller, and /mcp and /v1/models answer "
+                        "anyone who reaches the host (docs/mounting.md)")
+
+    def _attach(self, flask_app: "Flask", url_prefix: str) -> None:
         from .web import register_blueprints
 
         if self.store is not None and not self._store_ready:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, List
 
 import pytest
 
 from routeplane.errors import UpstreamError, UpstreamStatusError
-from routeplane.hooks.language_model import HookDecision, PreRequestHook
+from routeplane.hooks.language_model import HookDecision, PreRequestHook, RouteHook
 from routeplane.language_model.types import Finish, FinishReason, ResponseStart, TextDelta, TextStart
 from routeplane.testing import Gateway
 
@@ -161,3 +162,102 @@ def test_the_plugin_test_kit_speaks_the_anthropic_wire():
 
     r = run_request(BODY, wire="anthropic_messages")
     assert r.status == 200 and r.json["type"] == "message" and len(r.settlements) == 1
+
+
+# --- count_tokens runs the same checks as /v1/messages before anything reaches an upstream -------------------
+
+
+class RedactOrBlock(PreRequestHook):
+    """A guardrail in miniature: blocks "SECRET", rewrites "jane@example.com"; records what it saw."""
+
+    def __init__(self) -> None:
+        self.dry_runs: List[bool] = []
+
+    def check(self, ctx: Any) -> HookDecision:
+        from routeplane.hooks.language_model import DenyReason
+        from routeplane.language_model.types import Message, TextPart
+
+        self.dry_runs.append(ctx.dry_run)
+        texts = [p.text for m in ctx.prompt.messages for p in m.parts if isinstance(p, TextPart)]
+        if any("SECRET" in t for t in texts):
+            return HookDecision.deny(DenyReason.guardrail_violation("The prompt holds a secret."))
+        if any("jane@example.com" in t for t in texts):
+            messages = tuple(Message(m.role, tuple(TextPart(p.text.replace("jane@example.com", "[EMAIL]"))
+                                                   if isinstance(p, TextPart) else p for p in m.parts))
+                             for m in ctx.prompt.messages)
+            ctx.replace_prompt(ctx.prompt.replace(messages=messages))
+        return HookDecision.allow()
+
+
+def _anthropic_route(upstream: Any) -> dict:
+    return {"providers": {"an": {"protocol": "anthropic_messages", "base_url": upstream.url, "api_key": "k-an"},
+                          "mock": {"protocol": "mock"}},
+            "models": {"claude": {"targets": [{"provider": "an", "model": "claude-up"}]},
+                       "default": {"targets": [{"provider": "mock", "model": "echo"}]}}}
+
+
+def _count(gw: Gateway, text: str, model: str = "claude") -> Any:
+    return gw.request({"model": model, "messages": [{"role": "user", "content": text}]},
+                      path="/v1/messages/count_tokens", headers={"anthropic-version": "2023-06-01"})
+
+
+def test_count_tokens_is_denied_like_the_message_and_sends_nothing(upstream):
+    from tests.support.upstream import Reply
+
+    upstream.default = lambda req: Reply.json({"input_tokens": 7})
+    hook = RedactOrBlock()
+    gw = Gateway(config=_anthropic_route(upstream), hooks=[hook])
+    sent = gw.request(dict(BODY, model="claude", messages=[{"role": "user", "content": "deploy SECRET"}]),
+                      path="/v1/messages")
+    counted = _count(gw, "deploy SECRET")
+    assert sent.status == counted.status == 400
+    assert _error(counted) == _error(sent) == {"type": "invalid_request_error", "message": "The prompt holds a secret."}
+    assert counted.headers["request-id"] and upstream.requests == [] and counted.settlements == []
+    assert _count(gw, "deploy SECRET", model="default").status == 400  # the local estimate is refused too
+    assert hook.dry_runs[1:] == [True, True]  # count_tokens is a dry run: budgets reserve nothing
+
+
+def test_count_tokens_sends_the_prompt_a_hook_rewrote(upstream):
+    from tests.support.upstream import Reply
+
+    upstream.default = lambda req: Reply.json({"input_tokens": 7})
+    gw = Gateway(config=_anthropic_route(upstream), hooks=[RedactOrBlock()])
+    r = gw.request({"model": "claude", "system": "Be terse.", "messages": [
+        {"role": "user", "content": "mail jane@example.com"}]}, path="/v1/messages/count_tokens")
+    assert r.status == 200 and r.json == {"input_tokens": 7}
+    body = upstream.requests[-1].json
+    assert b"jane@example.com" not in upstream.requests[-1].body
+    assert body["model"] == "claude-up" and body["system"] == "Be terse." and "max_tokens" not in body
+    assert body["messages"] == [{"role": "user", "content": [{"type": "text", "text": "mail [EMAIL]"}]}]
+    assert _count(gw, "hello").status == 200
+    assert upstream.requests[-1].json["messages"] == [{"role": "user", "content": "hello"}]  # untouched: as sent
+
+
+class DropAll(RouteHook):
+    def resolve(self, chain: List[Any], ctx: Any) -> List[Any]:
+        return []
+
+
+class Respond(PreRequestHook):
+    def check(self, ctx: Any) -> HookDecision:
+        from routeplane.language_model.types import Generation, TextPart
+
+        return HookDecision.respond(Generation("cached-1", ctx.prompt.model, (TextPart("cached"),)))
+
+
+def test_count_tokens_follows_the_route_hooks_and_local_answers(upstream):
+    from routeplane.language_model.routing import RoutingTarget
+
+    class ToMock(RouteHook):
+        def resolve(self, chain: List[RoutingTarget], ctx: Any) -> List[RoutingTarget]:
+            return [dataclasses.replace(chain[0], provider="mock", protocol="mock")]
+
+    config = _anthropic_route(upstream)
+    gw = Gateway(config=config, hooks=[DropAll()])
+    dropped, sent = _count(gw, "hi"), gw.request(dict(BODY, model="claude"), path="/v1/messages")
+    assert dropped.status == sent.status == 529 and _error(dropped) == _error(sent)  # no target: what /v1/messages says
+    moved = _count(Gateway(config=config, hooks=[ToMock()]), "abcd" * 10)
+    assert moved.status == 200 and moved.json == {"input_tokens": 10} and moved.headers["x-routeplane-estimate"]
+    answered = _count(Gateway(config=config, hooks=[Respond()]), "abcd" * 10)
+    assert answered.status == 200 and answered.headers["x-routeplane-estimate"] == "true"
+    assert upstream.requests == []

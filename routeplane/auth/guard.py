@@ -1,19 +1,33 @@
-"""Auth for Flask views outside the pipeline (`/admin/*`): `@require_admin(app)` and `authenticate_request`."""
+"""Auth for Flask views outside the pipeline (`/admin/*`, `/mcp`, `/v1/models`, count_tokens): `@require_admin(app)`,
+`authenticate_request` and `check_context`.
+
+Who may call is decided by the same checks as a model call: the built-in auth plugin (`auth.mode`) and every
+pre-request hook marked `authenticates = True` (a host app's login when routeplane is mounted, docs/mounting.md).
+With neither, only a local caller gets admin: a loopback address, no proxy in between, and not mounted in a host.
+"""
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Tuple
+import logging
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple
 
-from ..errors import RouteplaneError
-from ..language_model.context import Identity
+from ..errors import HookDenied, InternalError, RouteplaneError
+from ..language_model.context import ANONYMOUS, Identity, PipelineContext
+from ..language_model.types import Prompt
 from .authenticator import AuthFailure
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
 
+log = logging.getLogger("routeplane.auth")
+
 LOCAL_ADMIN = Identity(account_id="local", scope="admin", kind="anonymous")
+# ctx.inbound_protocol of the context an `authenticates` hook sees outside a model call (ctx.route is "" there).
+GUARD_PROTOCOL = "guard"
+# A reverse proxy sets one of these: its loopback connection says nothing about the caller behind it.
+PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
 def credential_from_headers(headers: Mapping[str, str]) -> Optional[str]:
@@ -31,41 +45,121 @@ def _is_loopback(addr: Optional[str]) -> bool:
         return False
 
 
-def authenticate_request(app: "App", headers: Mapping[str, str], remote_addr: Optional[str],
-                         scope: str = "api") -> Tuple[Optional[Identity], Optional[RouteplaneError]]:
-    """(identity, None) or (None, error). With auth.mode none, only loopback callers get admin."""
+def is_local_caller(app: "App", headers: Mapping[str, str], remote_addr: Optional[str]) -> bool:
+    """The auth-less admin rule: a loopback peer that is not a proxy relaying someone else, in a standalone gateway.
+
+    Mounted in a host app, the host's own front (proxy, load balancer, tunnel) decides what the peer
+    address means, so no caller is local: admin needs `auth.mode` or an `authenticates` hook there.
+    """
+    if getattr(app, "mounted", False):
+        return False
+    return _is_loopback(remote_addr) and not any(headers.get(h) for h in PROXY_HEADERS)
+
+
+def _auth_plugin(app: "App") -> Any:
     from .plugin import AuthPlugin
 
-    plugin = next((p for p in app.plugins if isinstance(p, AuthPlugin)), None)
-    if plugin is None:
-        if scope == "admin" and not _is_loopback(remote_addr):
-            return None, RouteplaneError("Admin endpoints need auth (auth.mode) when called from another host.",
-                                         status=403, kind="permission")
+    return next((p for p in app.plugins if isinstance(p, AuthPlugin)), None)
+
+
+def auth_hooks(app: "App") -> List[Tuple[str, Any]]:
+    """The pipeline's pre-request hooks marked `authenticates = True` (as wrapped: stats and time budgets apply)."""
+    return [(pid, hook) for pid, hook in app.pipeline.hooks.pre_request
+            if getattr(getattr(hook, "inner", hook), "authenticates", False) is True]
+
+
+def authenticates(app: "App") -> bool:
+    """Does anything decide who the caller is (the auth plugin, or an `authenticates` hook)?"""
+    return _auth_plugin(app) is not None or bool(auth_hooks(app))
+
+
+def run_auth_hooks(hooks: List[Tuple[str, Any]], ctx: PipelineContext) -> Optional[RouteplaneError]:
+    """Each hook in order on `ctx` (which they may give an identity); the first denial as an error, else None.
+
+    A hook that raises denies (500, logged): it may have been the only thing between the caller and the gateway.
+    """
+    from ..hooks.language_model import DecisionKind
+
+    for plugin_id, hook in hooks:
+        try:
+            decision = hook.check(ctx)
+        except RouteplaneError as err:
+            return err
+        except Exception:
+            log.exception("auth hook of plugin %s failed for request %s", plugin_id, ctx.request_id)
+            return InternalError()
+        if decision.kind is DecisionKind.DENY and decision.reason is not None:
+            reason = decision.reason
+            return HookDenied(reason.message, status=reason.status, kind=reason.kind, retry_after=reason.retry_after,
+                              code=reason.code)
+    return None
+
+
+def authenticate_request(app: "App", headers: Mapping[str, str], remote_addr: Optional[str],
+                         scope: str = "api") -> Tuple[Optional[Identity], Optional[RouteplaneError]]:
+    """(identity, None) or (None, error) for a request outside the pipeline, needing `scope` (`api` or `admin`).
+
+    The auth plugin authenticates the credential, then every `authenticates` hook runs on a context with
+    that identity, the credential and the request headers (`ctx.route` is ""). With neither, a local
+    caller (`is_local_caller`) is the local admin and anyone else may use `api` endpoints only.
+    """
+    plugin = _auth_plugin(app)
+    hooks = auth_hooks(app)
+    credential = credential_from_headers(headers)
+    identity = ANONYMOUS
+    if plugin is None and not hooks:
+        if scope == "admin" and not is_local_caller(app, headers, remote_addr):
+            why = ("mounted in a host app, admin endpoints need auth.mode or an `authenticates` hook "
+                   "(docs/mounting.md)" if getattr(app, "mounted", False) else
+                   "admin endpoints need auth (auth.mode) when called from another host or through a proxy")
+            return None, RouteplaneError(why[0].upper() + why[1:] + ".", status=403, kind="permission")
         return LOCAL_ADMIN, None
-    try:
-        identity = plugin.authenticator.authenticate(credential_from_headers(headers))
-    except AuthFailure as failure:
-        kind = {401: "authentication", 403: "permission"}.get(failure.status, "overloaded")
-        return None, RouteplaneError(failure.message, status=failure.status, kind=kind)
+    if plugin is not None:
+        try:
+            identity = plugin.authenticator.authenticate(credential)
+        except AuthFailure as failure:
+            kind = {401: "authentication", 403: "permission"}.get(failure.status, "overloaded")
+            return None, RouteplaneError(failure.message, status=failure.status, kind=kind)
+    if hooks:
+        ctx = PipelineContext(_request_id(), GUARD_PROTOCOL, Prompt(model="", messages=()), dict(headers),
+                              identity=identity, credential=credential)
+        ctx.dry_run = True
+        err = run_auth_hooks(hooks, ctx)
+        if err is not None:
+            return None, err
+        identity = ctx.identity
     if scope == "admin" and identity.scope != "admin":
         return None, RouteplaneError("This endpoint needs a credential with admin scope.", status=403,
                                      kind="permission", code="insufficient_scope")
     return identity, None
 
 
+def _request_id() -> str:
+    from flask import has_request_context
+
+    from ..web.common import request_id
+
+    return request_id() if has_request_context() else "guard"
+
+
 def check_context(app: "App", ctx: Any) -> Any:
-    """Run only the auth check (credential, identity, model allowlist) on a PipelineContext.
+    """Run only the auth checks (credential, identity, model allowlist, `authenticates` hooks) on a PipelineContext.
 
-    For endpoints that are not billed calls (count_tokens): no budget reservation.
-    Returns a HookDecision; allow() when auth is off.
+    For endpoints that are not billed calls (Gemini countTokens): no budget reservation.
+    Returns a HookDecision; allow() when nothing authenticates.
     """
-    from ..hooks.language_model import HookDecision
-    from .plugin import AuthHook, AuthPlugin
+    from ..hooks.language_model import DecisionKind, DenyReason, HookDecision
+    from .plugin import AuthHook
 
-    plugin = next((p for p in app.plugins if isinstance(p, AuthPlugin)), None)
-    if plugin is None:
-        return HookDecision.allow()
-    return AuthHook(plugin.authenticator).check(ctx)
+    plugin = _auth_plugin(app)
+    if plugin is not None:
+        decision = AuthHook(plugin.authenticator).check(ctx)
+        if decision.kind is DecisionKind.DENY:
+            return decision
+    err = run_auth_hooks(auth_hooks(app), ctx)
+    if err is not None:
+        return HookDecision.deny(DenyReason(err.kind, err.message, err.status, err.retry_after, err.code))
+    return HookDecision.allow()
 
 
 def require_scope(app: "App", scope: str = "api", render: Optional[Callable[[RouteplaneError], Any]] = None) -> Callable:

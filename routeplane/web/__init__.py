@@ -35,6 +35,37 @@ def register_blueprints(app: "App", flask_app: "Flask", url_prefix: str = "") ->
     flask_app.register_blueprint(dashboard.make_blueprint(app), url_prefix=url_prefix or None)
     for factory in app.plugin_blueprints:  # endpoints plugins add (AppBuilder.blueprint)
         flask_app.register_blueprint(factory(app), url_prefix=url_prefix or None)
+    if url_prefix:
+        flask_app.register_blueprint(_unrouted_blueprint(url_prefix))
+
+
+def _unrouted_blueprint(url_prefix: str) -> Any:
+    """Mounted under a prefix: a path below it that no endpoint matches answers 404/405 in its wire's shape
+    (as standalone), not in the host's HTML. A routing failure reaches no blueprint's error handler, but the
+    app's before-request functions run before it is raised: this one answers for the prefix only."""
+    from flask import Blueprint, request
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+    from ..errors import RouteplaneError
+    from .common import error_response, request_id
+
+    bp = Blueprint("routeplane_unrouted", __name__)
+
+    @bp.before_app_request
+    def _not_routed() -> Any:
+        exc = request.routing_exception
+        path = request.path
+        if not isinstance(exc, (NotFound, MethodNotAllowed)) or not (
+                path == url_prefix or path.startswith(url_prefix + "/")):
+            return None  # routed, a redirect (trailing slash), or the host's own path: not ours
+        err = RouteplaneError(f"{exc.name}: no such endpoint or method on this gateway.", status=exc.code,
+                              kind="not_found" if exc.code == 404 else "invalid_request")
+        resp = error_response(err, error_renderer_for(path[len(url_prefix):] or "/"), request_id())
+        if isinstance(exc, MethodNotAllowed) and exc.valid_methods:
+            resp.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+        return resp
+
+    return bp
 
 
 def error_renderer_for(path: str) -> Callable[[Any], Dict[str, Any]]:

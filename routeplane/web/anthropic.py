@@ -11,7 +11,7 @@ import requests
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
-from ..errors import HookDenied, InternalError, RouteplaneError, UnsafeUpstreamURL, UpstreamError
+from ..errors import HookDenied, InternalError, NoTargetAvailable, RouteplaneError, UnsafeUpstreamURL, UpstreamError
 from ..hooks.language_model import DecisionKind
 from ..language_model.context import PipelineContext
 from ..language_model.routing import RoutingTarget
@@ -19,7 +19,7 @@ from ..language_model.stream import estimate_tokens, prompt_text
 from ..language_model.url_safety import UnsafeURL, check_base_url
 from ..protocols import anthropic_messages
 from ..protocols.base import scrub, upstream_status_error
-from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
+from .common import bearer_token, check_prompt_size, error_response, read_json_body, request_id, run_language_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -83,37 +83,72 @@ def make_blueprint(app: "App") -> Blueprint:
 
 
 def _count_tokens(app: "App", body: Any, rid: str) -> Response:
-    """Forwarded to Anthropic when the route's first target speaks its wire; otherwise
-    a documented local estimate (about 4 characters a token over all prompt text)."""
-    codec = anthropic_messages.CLIENT.with_headers(request.headers)
+    """What /v1/messages would send, counted: the same pre-request hooks (auth, guardrails, a host's login;
+    as a dry run, so no budget is reserved or charged) and route hooks (attestation) decide first, and a
+    denial is the same error. Forwarded to Anthropic when the head of the resulting chain speaks its wire
+    (a prompt a hook rewrote, say redacted, is what is sent); otherwise, or when a hook answered the request
+    itself, a documented local estimate (about 4 characters a token over all prompt text)."""
+    headers = dict(request.headers)
+    for intercept in app.transport_interceptors:  # as for /v1/messages: they see the raw body first
+        headers, body = intercept(headers, body)
+    codec = anthropic_messages.CLIENT.with_headers(headers)
     prompt = codec.decode_count_tokens(body)
-    ctx = PipelineContext(rid, anthropic_messages.PROTOCOL, prompt, dict(request.headers), credential=credential())
-    _authenticate(app, ctx)
-    chain = app.pipeline.routing_table.resolve(prompt.model)
+    check_prompt_size(prompt, app.config.limits)
+    ctx = PipelineContext(rid, anthropic_messages.PROTOCOL, prompt, headers, credential=credential())
+    ctx.dry_run = True  # hooks decide but do not act: no reservation, no spend (as POST /admin/explain)
+    chain = preflight(app, ctx)
     if chain and chain[0].protocol == anthropic_messages.PROTOCOL:
-        return _forward_count_tokens(chain[0], body, prompt, rid)
-    resp = Response(json.dumps({"input_tokens": max(1, estimate_tokens(prompt_text(prompt)))}),
+        outbound = body if ctx.prompt is prompt else _encode_count_tokens(ctx.prompt, chain[0])
+        return _forward_count_tokens(chain[0], outbound, ctx.prompt, rid)
+    resp = Response(json.dumps({"input_tokens": max(1, estimate_tokens(prompt_text(ctx.prompt)))}),
                     mimetype="application/json")
     resp.headers["x-request-id"] = rid
     resp.headers["x-routeplane-estimate"] = "true"
     return resp
 
 
-def _authenticate(app: "App", ctx: PipelineContext) -> None:
-    """Run the auth hooks only: count_tokens is not a billed call, so budget and
-    policy hooks (which may reserve spend) stay out of it."""
-    from ..auth.guard import check_context
+def preflight(app: "App", ctx: PipelineContext) -> Optional[List[RoutingTarget]]:
+    """The pipeline's pre-request and route stages without an upstream call, settlement or events.
 
-    # Not by scanning the pipeline's hooks: they are wrapped (stats, time budgets) at build time.
-    decision = check_context(app, ctx)
-    if decision.kind is DecisionKind.DENY and decision.reason is not None:
-        reason = decision.reason
-        raise HookDenied(reason.message, status=reason.status, kind=reason.kind, code=reason.code)
+    Returns the chain the request would be sent along, or None when a pre-request hook answered it
+    itself (nothing would reach an upstream). A denial raises the error /v1/messages would answer;
+    a hook that crashes fails closed (500), as in the pipeline.
+    """
+    try:
+        for _plugin_id, hook in app.pipeline.hooks.pre_request:
+            decision = hook.check(ctx)
+            if decision.kind is DecisionKind.DENY and decision.reason is not None:
+                reason = decision.reason
+                raise HookDenied(reason.message, status=reason.status, kind=reason.kind,
+                                 retry_after=reason.retry_after, code=reason.code)
+            if decision.kind is DecisionKind.RESPOND:
+                return None
+        ctx.lock_prompt()
+        chain = app.pipeline.routing_table.resolve(ctx.prompt.model)
+        for _plugin_id, route_hook in app.pipeline.hooks.route:
+            chain = list(route_hook.resolve(list(chain), ctx))
+    except RouteplaneError:
+        raise
+    except Exception as exc:
+        log.exception("a hook failed during count_tokens %s", ctx.request_id)
+        raise InternalError() from exc
+    if not chain:
+        raise NoTargetAvailable(f"No upstream target is available for model {ctx.prompt.model!r}.")
+    return chain
+
+
+def _encode_count_tokens(prompt: Any, target: RoutingTarget) -> Dict[str, Any]:
+    """A count_tokens body for a prompt a hook replaced: the Messages encoding minus what counting does not take."""
+    return {k: v for k, v in anthropic_messages.PROVIDER.encode_request(prompt, target, False).items()
+            if k not in _NOT_COUNTED}
+
+
+_NOT_COUNTED = ("max_tokens", "stream", "stop_sequences", "metadata", "temperature", "top_p", "top_k")
 
 
 def _forward_count_tokens(target: RoutingTarget, body: Any, prompt: Any, rid: str) -> Response:
     provider = anthropic_messages.PROVIDER
-    outbound = {k: v for k, v in body.items() if k not in ("max_tokens", "stream", "stop_sequences", "metadata")}
+    outbound = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
     outbound["model"] = target.model
     headers = provider.request_headers(target, prompt)
     headers["X-Request-Id"] = rid

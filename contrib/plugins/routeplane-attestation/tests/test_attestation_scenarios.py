@@ -161,3 +161,31 @@ def test_unconfigured_confidential_provider_is_unverified(server: AttestationSer
     # A chain with no confidential target is untouched and gets no attestation metadata.
     plain = gw.chat(model="plain:echo")
     assert plain.status == 200 and "attestation" not in plain.settlements[0].metadata
+
+
+@pytest.mark.parametrize("mode", ["valid", "wrong_measurement"])
+def test_anthropic_count_tokens_reaches_only_a_verified_target(server: AttestationServer, mode: str) -> None:
+    """count_tokens carries the whole prompt: under `enforce` it goes to a confidential Anthropic target only
+    when /v1/messages would (the route hook runs first), else it is the same 503 and nothing is sent."""
+    from tests.support.upstream import FakeUpstream, Reply
+
+    server.mode = mode
+    up = FakeUpstream().start()
+    up.default = lambda req: Reply.json({"input_tokens": 17})
+    try:
+        config = {"providers": {"tee": {"protocol": "anthropic_messages", "base_url": up.url, "api_key": "k",
+                                        "confidential": True}},
+                  "models": {"private": {"targets": [{"provider": "tee", "model": "llama-70b"}]}}}
+        plugin = AttestationPlugin(policy="enforce", providers={"tee": provider_section(server, timeout=3.0)})
+        gw = Gateway(plugins=[plugin], config=config)
+        body = {"model": "private", "messages": [{"role": "user", "content": "the merger closes on Friday"}]}
+        result = gw.request(body, path="/v1/messages/count_tokens")
+        if mode == "valid":
+            assert result.status == 200 and result.json == {"input_tokens": 17}
+            assert [r.path for r in up.requests] == ["/v1/messages/count_tokens"]
+        else:
+            assert result.status == 503 and result.json["error"]["type"] == "api_error", result.body
+            assert "No verified target is available" in result.json["error"]["message"]
+            assert up.requests == []
+    finally:
+        up.stop()
