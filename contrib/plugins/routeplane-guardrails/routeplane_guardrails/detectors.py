@@ -76,7 +76,8 @@ def _real_password(text: str, m: "re.Match[str]") -> bool:
     value = m.group("secret")
     if value[0] in "$<{%[(" or set(value) <= set("*xX.•"):
         return False
-    return value.lower() not in _PLACEHOLDER_VALUES
+    # `{"password": null}`: an unquoted value runs into the closing bracket.
+    return value.rstrip("})]").lower() not in _PLACEHOLDER_VALUES
 
 
 def _basic_auth(text: str, m: "re.Match[str]") -> bool:
@@ -151,7 +152,8 @@ _COMMANDS = "suspicious_commands"
 
 _SHELL_END = r"(?=$|[\s;&|'\"`)])"
 _PASSWORD_TRIGGERS = ("pass", "pwd")
-_PASSWORD_KEY = r"(?i)(?<![A-Za-z0-9])(?:password|passwd|passphrase|pwd)[\"']?\s*[:=]\s*"
+# The key may be quoted, and its quote JSON-escaped (`{\"password\": \"…\"}` in a JSON string).
+_PASSWORD_KEY = r"(?i)(?<![A-Za-z0-9])(?:password|passwd|passphrase|pwd)(?:\\?[\"'])?\s*[:=]\s*"
 
 BUILTIN_DETECTORS: Dict[str, Detector] = {
     _API_KEYS: Detector(_API_KEYS, (
@@ -169,8 +171,9 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
         # GCP service-account JSON: the private key string (closing quote optional so a
         # stream holds it while it is still arriving) and its id.
         _r(_API_KEYS, "api_key", r"\"private_key\"\s*:\s*\"(?P<secret>(?:[^\"\\]|\\.)+)\"?",
-           continuation=r"(?:[^\"\\]|\\.)*\"?"),
-        _r(_API_KEYS, "api_key", r"\"private_key_id\"\s*:\s*\"(?P<secret>[0-9a-f]{40})\""),
+           continuation=r"(?:[^\"\\]|\\.)*\"?", triggers=('"private_key"',)),
+        _r(_API_KEYS, "api_key", r"\"private_key_id\"\s*:\s*\"(?P<secret>[0-9a-f]{40})\"",
+           triggers=('"private_key_id"',)),
         # GitHub classic tokens and fine-grained PATs.
         _r(_API_KEYS, "api_key", _L + r"gh[pousr]_[A-Za-z0-9]{36}" + _R,
            triggers=("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
@@ -182,13 +185,16 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
     _PRIVATE_KEYS: Detector(_PRIVATE_KEYS, (
         # The whole block, BEGIN to END (RSA, EC, DSA, OPENSSH, ENCRYPTED, PGP, bare PKCS#8, …).
         _r(_PRIVATE_KEYS, "private_key", r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----" + _PEM_BODY + _PEM_END,
-           continuation=_PEM_BODY + _PEM_END),
+           continuation=_PEM_BODY + _PEM_END, triggers=("-----begin ",)),
     )),
     _CREDENTIALS: Detector(_CREDENTIALS, (
         # password=… / "password": "…" / pwd: '…' — quoted values may hold spaces.
         _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"\"(?P<secret>[^\"\n]{3,200})\"", _real_password,
            triggers=_PASSWORD_TRIGGERS),
         _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"'(?P<secret>[^'\n]{3,200})'", _real_password,
+           triggers=_PASSWORD_TRIGGERS),
+        # The same inside a JSON string (tool-call arguments): `PASSWORD=\"…\"`, `\"password\": \"…\"`.
+        _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"\\\"(?P<secret>[^\"\\\n]{3,200})\\\"", _real_password,
            triggers=_PASSWORD_TRIGGERS),
         _r(_CREDENTIALS, "credential", _PASSWORD_KEY + r"(?P<secret>[^\s\"'`,;&<>]{3,})", _real_password,
            triggers=_PASSWORD_TRIGGERS),
@@ -237,7 +243,7 @@ BUILTIN_DETECTORS: Dict[str, Detector] = {
            r"\b(?:curl|wget)\s+(?:[^\s|]+[ \t]+){0,12}[^\s|]*[ \t]*\|\s*(?:sudo\s+(?:-\S+\s+)*)?(?:ba|z|da|k)?sh\b",
            triggers=("|",)),
         # The classic bash fork bomb.
-        _r(_COMMANDS, "command", r":\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:"),
+        _r(_COMMANDS, "command", r":\(\)\s*\{\s*:\s*\|\s*:\s*&\s*\}\s*;\s*:", triggers=(":()",)),
         _r(_COMMANDS, "command", r"\bmkfs(?:\.\w+)?\s+(?:-\S+\s+)*/dev/\w+", triggers=("mkfs",)),
         _r(_COMMANDS, "command",
            r"\bdd[ \t]+(?:\S+[ \t]+){0,8}of=/dev/(?:sd[a-z]|nvme\d|hd[a-z]|xvd[a-z]|vd[a-z]|mmcblk\d|disk\d)",

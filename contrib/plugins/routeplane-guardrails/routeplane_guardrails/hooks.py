@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
 
 from routeplane.errors import GuardrailViolation, StreamAborted
 from routeplane.hooks.language_model import (
@@ -40,7 +40,8 @@ from routeplane.language_model.types import (
 )
 
 from .detectors import DOWNGOING, UPGOING
-from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, find, redact
+from .jsontext import detector_view, json_spans, looks_like_json
+from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, candidates, find, redact
 from .stream import Blocked, ChannelScanner
 
 PLUGIN_ID = "guardrails"
@@ -58,6 +59,7 @@ class RequestGuard:
         self.ruleset = ruleset
         self.reporter = reporter
         self.channels: Dict[Channel, ChannelScanner] = {}
+        self.custom_tools: Set[int] = set()  # tool calls whose arguments are free text, not JSON
         self.reasoning_rules = ruleset.downgoing.without_redaction()
 
     @classmethod
@@ -72,7 +74,8 @@ class RequestGuard:
         scanner = self.channels.get(key)
         if scanner is None:
             rules = self.reasoning_rules if key[0] == "reasoning" else self.ruleset.downgoing
-            scanner = ChannelScanner(rules, self.ruleset, self.reporter, _WHERE[key[0]].format(key[1]))
+            json = key[0] == "tool" and key[1] not in self.custom_tools
+            scanner = ChannelScanner(rules, self.ruleset, self.reporter, _WHERE[key[0]].format(key[1]), json=json)
             self.channels[key] = scanner
         return scanner
 
@@ -95,14 +98,22 @@ def _part(key: Channel, text: str) -> StreamPart:
     return ToolCallDelta(key[1], text) if key[0] == "tool" else ReasoningDelta(key[1], text)
 
 
-def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str) -> Tuple[str, List[Finding]]:
-    """A whole text at once: (redacted text, block findings). Every finding is counted and logged."""
-    findings = find(text, rules)
+def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str,
+              json: bool = False) -> Tuple[str, List[Finding]]:
+    """A whole text at once: (redacted text, block findings). Every finding is counted and logged.
+
+    `json`: the text is tool-call arguments; if it is JSON, the detectors see its
+    blank escapes as blanks and redaction keeps it valid JSON (see `jsontext`).
+    """
+    json = json and looks_like_json(text)
+    findings = find(detector_view(text) if json else text, rules)
     for f in findings:
         reporter.report(rules.direction, f, where)
     blocks = [f for f in findings if f.action == BLOCK]
     spans = [(f.red_start, f.red_end, f.placeholder) for f in findings if f.action == REDACT]
-    return (redact(text, spans) if spans and not blocks else text), blocks
+    if not spans or blocks:
+        return text, blocks
+    return redact(text, json_spans(text, spans) if json else spans), blocks
 
 
 class _Scan:
@@ -112,10 +123,10 @@ class _Scan:
         self.rules, self.reporter = rules, reporter
         self.blocked: Optional[Tuple[List[Finding], str]] = None
 
-    def text(self, text: str, where: str) -> str:
+    def text(self, text: str, where: str, json: bool = False, rules: Optional[DirectionRules] = None) -> str:
         if self.blocked is not None:
             return text
-        new, blocks = scan_text(text, self.rules, self.reporter, where)
+        new, blocks = scan_text(text, self.rules if rules is None else rules, self.reporter, where, json=json)
         if blocks:
             self.blocked = (blocks, where)
         return new
@@ -127,7 +138,7 @@ class _Scan:
                 new = self.text(p.text, f"{where} text")
                 p = p if new == p.text else dataclasses.replace(p, text=new)
             elif isinstance(p, ToolCallPart):
-                new = self.text(p.arguments, f"{where} tool call arguments")
+                new = self.text(p.arguments, f"{where} tool call arguments", json=not p.custom)
                 p = p if new == p.arguments else dataclasses.replace(p, arguments=new)
             elif isinstance(p, ToolResultPart):
                 content = self.parts(p.content, f"{where} tool result")
@@ -141,9 +152,45 @@ class _Scan:
             out.append(p)
         return tuple(out)
 
+    def values(self, fields: Sequence[Tuple[str, Any]]) -> List[Any]:
+        """JSON-like values (where, value): every string in them scanned; a value with a redaction is rebuilt.
+
+        Tool schemas hold many short, often repeated strings: one trigger check
+        over all of them picks the rules that may match any, only those run, and
+        on each distinct string once (a string with findings is scanned, counted
+        and logged wherever it occurs).
+        """
+        if self.blocked is not None:
+            return [value for _, value in fields]
+        per_field: List[List[str]] = []
+        for _, value in fields:
+            strings: List[str] = []
+            _strings(value, strings)
+            per_field.append(strings)
+        rules = candidates(self.rules, [s for strings in per_field for s in strings])
+        if not rules:
+            return [value for _, value in fields]
+        hits: Dict[str, bool] = {}
+        out: List[Any] = []
+        for (where, value), strings in zip(fields, per_field):
+            new = []
+            for s in strings:
+                hit = hits.get(s)
+                if hit is None:
+                    hit = hits[s] = bool(find(s, rules))
+                new.append(self.text(s, where, rules=rules) if hit else s)
+            out.append(value if all(a is b for a, b in zip(new, strings)) else _rebuild(value, iter(new)))
+        return out
+
 
 class UpgoingCheck(PreRequestHook):
-    """Scans system, user, assistant and tool-result text and tool-call arguments before the upstream sees them."""
+    """Scans everything of the prompt the upstream reads before it sees it.
+
+    System, user, assistant and tool-result text and tool-call arguments; tool
+    definitions (description, every string of the parameter schema or custom
+    format), the response-format schema, stop sequences, `user`, and every
+    string of the wire's other fields (`metadata`, `prediction`, ...).
+    """
 
     def __init__(self, ruleset: RuleSet, stats: Stats) -> None:
         self.ruleset, self.stats = ruleset, stats
@@ -160,18 +207,88 @@ class UpgoingCheck(PreRequestHook):
         for i, msg in enumerate(prompt.messages):
             parts = scan.parts(msg.parts, f"messages[{i}] ({msg.role.value})")
             messages.append(msg if parts == msg.parts else dataclasses.replace(msg, parts=parts))
+        changes = _scan_fields(prompt, scan)
         guard.record(ctx)
         if scan.blocked is not None:
             findings, where = scan.blocked
             return HookDecision.deny(
                 DenyReason.guardrail_violation(self.ruleset.block_message.render(UPGOING, findings, where)))
-        if system != prompt.system or tuple(messages) != prompt.messages:
-            ctx.replace_prompt(_replace(prompt, system, tuple(messages)))
+        if system != prompt.system or tuple(messages) != prompt.messages or changes:
+            ctx.replace_prompt(prompt.replace(system=system, messages=tuple(messages), **changes))
         return HookDecision.allow()
 
 
-def _replace(prompt: Prompt, system: Tuple[Any, ...], messages: Tuple[Message, ...]) -> Prompt:
-    return prompt.replace(system=system, messages=messages)
+def _scan_fields(prompt: Prompt, scan: _Scan) -> Dict[str, Any]:
+    """The prompt's fields besides messages, scanned in one batch: the `Prompt.replace` changes they need."""
+    fields: List[Tuple[str, Any]] = []
+    for i, tool in enumerate(prompt.tools):
+        fields += [(f"tools[{i}] description", tool.description), (f"tools[{i}] parameters", tool.parameters),
+                   (f"tools[{i}] format", tool.format)]
+    rf = prompt.response_format
+    fields.append(("response_format schema", rf.schema if rf is not None else None))
+    fields += [("stop sequences", prompt.params.stop), ("user", prompt.params.user)]
+    extras = sorted(prompt.extras)
+    fields += [(key if not key.startswith("_") else "other request fields", prompt.extras[key]) for key in extras]
+    values = scan.values(fields)
+    if all(new is old for new, (_, old) in zip(values, fields)):
+        return {}
+    it = iter(values)
+    changes: Dict[str, Any] = {}
+    tools = []
+    for tool in prompt.tools:
+        description, parameters, fmt = next(it), next(it), next(it)
+        tools.append(dataclasses.replace(tool, description=description, parameters=parameters, format=fmt))
+    if any(new != old for new, old in zip(tools, prompt.tools)):
+        changes["tools"] = tuple(tools)
+    schema = next(it)
+    if rf is not None and schema is not rf.schema:
+        changes["response_format"] = dataclasses.replace(rf, schema=schema)
+    stop, user = next(it), next(it)
+    if stop is not prompt.params.stop or user is not prompt.params.user:
+        changes["params"] = dataclasses.replace(prompt.params, stop=stop, user=user)
+    new_extras = {key: next(it) for key in extras}
+    if any(new_extras[key] is not prompt.extras[key] for key in extras):
+        changes["extras"] = {key: new_extras.get(key, value) for key, value in prompt.extras.items()}
+    return changes
+
+
+# Values that are a credential handed to the provider on purpose (Anthropic's
+# `mcp_servers[].authorization_token`): sending them is the point, so they are not scanned.
+_CREDENTIAL_SLOTS = frozenset({"authorization_token", "authorization"})
+
+
+def _strings(value: Any, out: List[str]) -> None:
+    """Every string of a JSON-like value (object keys too), depth first."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            if isinstance(k, str):
+                out.append(k)
+            if k not in _CREDENTIAL_SLOTS:
+                _strings(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _strings(v, out)
+
+
+def _rebuild(value: Any, new: Iterator[str]) -> Any:
+    """`value` with its strings taken from `new` (in `_strings` order); unchanged parts stay the same objects."""
+    if isinstance(value, str):
+        return next(new)
+    if isinstance(value, Mapping):
+        items = []
+        for k, v in value.items():
+            items.append((next(new) if isinstance(k, str) else k, v if k in _CREDENTIAL_SLOTS else _rebuild(v, new)))
+        if all(nk is k and nv is v for (nk, nv), (k, v) in zip(items, value.items())):
+            return value
+        return dict(items)
+    if isinstance(value, (list, tuple)):
+        elements = [_rebuild(v, new) for v in value]
+        if all(a is b for a, b in zip(elements, value)):
+            return value
+        return tuple(elements) if isinstance(value, tuple) else elements
+    return value
 
 
 class DowngoingStreamCheck(StreamHook):
@@ -203,6 +320,8 @@ class DowngoingStreamCheck(StreamHook):
                 return _before(guard.flush([("text", part.index)]), part)
             if isinstance(part, ToolCallEnd):
                 return _before(guard.flush([("tool", part.index)]), part)
+            if isinstance(part, ToolCallStart) and part.custom:
+                guard.custom_tools.add(part.index)  # before its first delta opens the channel
             if isinstance(part, (TextStart, ToolCallStart, ReasoningStart)):
                 # Held text of another block goes out first, keeping the output order.
                 mine = (_START_KIND[type(part)], part.index)

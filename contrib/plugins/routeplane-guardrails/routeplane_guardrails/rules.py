@@ -115,6 +115,17 @@ def compile_rules(options: Mapping) -> RuleSet:
     )
 
 
+def candidates(rules: DirectionRules, texts: Sequence[str]) -> DirectionRules:
+    """The rules whose cheap pre-checks pass on any of `texts`, checked once on all of them.
+
+    The pre-checks (literal triggers, a prefilter) only say "may match": one
+    passing on one text passes on the texts joined, so scanning each text
+    with these rules finds exactly what scanning it with all of them finds.
+    """
+    folded = fold("\n".join(texts))
+    return DirectionRules(rules.direction, tuple((r, a) for r, a in rules.rules if r.may_match("", folded)))
+
+
 def find(text: str, rules: DirectionRules, offset: int = 0) -> List[Finding]:
     """Every validated match in `text`, positions shifted by `offset`, ordered by start."""
     out: List[Finding] = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .detectors import Rule
+from .jsontext import LexState, advance, detector_view, json_spans
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, find, redact
 
 
@@ -31,9 +32,16 @@ class ChannelScanner:
 
     Positions are absolute character offsets in the channel; `buf` keeps the
     pending text plus `context_chars` of already-sent text for look-behinds.
+
+    A tool call's arguments are JSON (`json=True`: when they start with `{` or
+    `[`): the detectors see blank escapes (`\\n`) as blanks, and redactions keep
+    the JSON valid (see `jsontext`). The JSON lexer state at `base` is kept up
+    to date as the buffer is trimmed, so each text is lexed once, and again
+    only when something in the buffer is redacted.
     """
 
-    def __init__(self, rules: DirectionRules, ruleset: RuleSet, reporter: Reporter, where: str) -> None:
+    def __init__(self, rules: DirectionRules, ruleset: RuleSet, reporter: Reporter, where: str,
+                 json: bool = False) -> None:
         self.rules = rules
         self.hold = rules.holds
         self.window = ruleset.stream_window
@@ -52,6 +60,9 @@ class ChannelScanner:
         # send a few characters per chunk, and each scan reads the whole window.
         self.batch = max(16, self.window // 4)
         self.unscanned = 0
+        # JSON arguments: None until the first non-blank character says whether they are JSON.
+        self.json: Optional[bool] = None if json else False
+        self.lex_state = LexState()  # the JSON lexer's state at `base`
 
     # --- public ------------------------------------------------------------
 
@@ -59,6 +70,8 @@ class ChannelScanner:
         """None: the chunk passes unchanged. Otherwise the chunks to send now (possibly none)."""
         self.buf += text
         self.total += len(text)
+        if self.json is None and text.strip():
+            self.json = self.buf.lstrip()[:1] in ("{", "[")
         if not self.hold:
             self.emitted = self.total
             self.unscanned += len(text)
@@ -87,18 +100,25 @@ class ChannelScanner:
 
     def _report_warnings(self, final: bool) -> None:
         self.unscanned = 0
-        for f in find(self.buf, self.rules, self.base):
+        for f in find(self._view(), self.rules, self.base):
             if final or f.end < self.total:  # one touching the end may still grow
                 self._report(f)
+
+    def _view(self) -> str:
+        """The buffer as the detectors see it (the same length)."""
+        return detector_view(self.buf, self.base, self.lex_state) if self.json else self.buf
 
     def _trim(self, keep_from: int) -> None:
         keep_from = min(keep_from, self.emitted - self.context)
         if keep_from > self.base:
+            if self.json is not False:
+                self.lex_state = advance(self.lex_state, self.buf[:keep_from - self.base], self.base)
             self.buf = self.buf[keep_from - self.base:]
             self.base = keep_from
 
     def _release(self, final: bool) -> List[str]:
-        findings = [f for f in find(self.buf, self.rules, self.base) if f.end > self.emitted]
+        view = self._view()
+        findings = [f for f in find(view, self.rules, self.base) if f.end > self.emitted]
         blocks = [f for f in findings if f.action == BLOCK]
         if blocks:
             for f in blocks:
@@ -110,7 +130,7 @@ class ChannelScanner:
         if self.open is not None:
             rule, action, placeholder = self.open
             assert rule.continuation is not None
-            m = rule.continuation.match(self.buf, self.emitted - self.base)
+            m = rule.continuation.match(view, self.emitted - self.base)
             cont_end = self.base + (m.end() if m else self.emitted - self.base)
             # Like any match, it is settled only once a full window follows it
             # (a half-received END line must not close it early).
@@ -132,6 +152,8 @@ class ChannelScanner:
                 spans.append((f.red_start, f.red_end, f.placeholder))
                 if f.red_end > cutoff and f.rule.continuation is not None:
                     self.open = (f.rule, f.action, f.placeholder)
+        if self.json and spans:
+            spans = json_spans(self.buf, spans, self.base, self.lex_state)
         out = self._pieces(cutoff, spans, forced)
         self.emitted = cutoff
         self.chunk_ends = [e for e in self.chunk_ends if e > cutoff]
