@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 
 from routeplane.app import build_app
 from routeplane.config import parse_config
@@ -48,9 +49,13 @@ def test_text_line_for_a_failure(caplog):
 
 def test_a_client_chosen_model_name_cannot_forge_a_log_line(caplog):
     client = make_client("text")
-    forged = "nope\nrequest_id=req_forged status=200 outcome=success"
+    forged = "nope request_id=req_forged status=200 outcome=success"
     with caplog.at_level(logging.INFO, logger="routeplane.requests"):
         client.post("/v1/chat/completions", json={"model": forged, "messages": [{"role": "user", "content": "x"}]})
+        # a line break in a model name never gets this far: 400 at decoding (docs/configuration.md, Limits)
+        r = client.post("/v1/chat/completions",
+                        json={"model": "nope\nrequest_id=req_forged", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 400
     [line] = [rec.getMessage() for rec in caplog.records if rec.name == "routeplane.requests"]
-    assert "\n" not in line  # one line, whatever the client sent
-    assert " request_id=req_forged" not in line and '"nope\\nrequest_id=req_forged' in line  # quoted, not a field
+    fields = dict(token.split("=", 1) for token in shlex.split(line))  # quoted: one value, not three fields
+    assert fields["route"] == forged and fields["request_id"] != "req_forged" and fields["status"] == "404"
