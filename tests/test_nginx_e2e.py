@@ -245,3 +245,18 @@ def test_the_access_log_never_holds_a_query_string_credential(stack):
     assert '"POST /v1beta/models/m:generateContent HTTP/1.1" 200' in text and "rid=req-logged" in text
     assert "SECRET" not in text and "key=" not in text
 
+
+
+def test_no_cookie_makes_a_proxied_caller_the_local_admin(stack):
+    """auth.mode none behind nginx: admin is for direct loopback callers only. The dashboard's cookie
+    path rebuilt the headers from the cookie alone, dropping nginx's X-Forwarded-For, so any cookie
+    (and any "credential" at the login form) made a remote caller the local admin."""
+    gw, nginx, _ = stack()
+    assert requests.get(nginx.url + "/admin/config", timeout=10).status_code == 403
+    for path in ("/admin/config", "/admin/", "/admin/spend", "/admin/requests"):
+        r = requests.get(nginx.url + path, cookies={"routeplane_admin": "x"}, timeout=10)
+        assert r.status_code == 403, (path, r.status_code)
+    r = requests.post(nginx.url + "/admin/login", data={"credential": "anything"}, allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and "routeplane_admin" not in r.headers.get("Set-Cookie", "")
+    # directly on loopback, without a proxy, the same gateway still answers its operator
+    assert requests.get(gw.url + "/admin/config", timeout=10).status_code == 200

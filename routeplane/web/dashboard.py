@@ -124,8 +124,7 @@ def make_blueprint(app: "App") -> Blueprint:
         credential = (request.form.get("credential") or "").strip()
         if not credential:
             return _login_page(400, "Paste an admin key or token.")
-        identity, err = authenticate_request(app, {"Authorization": f"Bearer {credential}"}, request.remote_addr,
-                                             scope="admin")
+        identity, err = authenticate_request(app, _with_credential(credential), request.remote_addr, scope="admin")
         if err is not None:
             return _login_page(err.status, err.message)
         resp = Response(status=303, headers={"Location": _url("overview")})
@@ -172,6 +171,14 @@ def _health(app: "App") -> Dict[str, Any]:
 
 # --- auth: the admin scope, with errors as small HTML pages -----------------------------------------------------
 
+def _with_credential(credential: str) -> Dict[str, str]:
+    """The request's own headers with the credential as Authorization: whether the caller came through
+    a proxy (X-Forwarded-For, ...) must still count, or a proxied caller with any cookie is "local"."""
+    headers = {k: v for k, v in request.headers.items() if k.lower() not in ("authorization", "cookie")}
+    headers["Authorization"] = f"Bearer {credential}"
+    return headers
+
+
 def _html_guard(app: "App") -> Callable[[Callable], Callable]:
     """`require_admin` for pages: the same check (auth.guard.authenticate_request), answered in HTML."""
 
@@ -181,7 +188,7 @@ def _html_guard(app: "App") -> Callable[[Callable], Callable]:
             headers: Any = request.headers
             cookie = request.cookies.get(COOKIE)
             if cookie and not headers.get("Authorization"):
-                headers = {"Authorization": f"Bearer {cookie}"}  # signed in through the login form
+                headers = _with_credential(cookie)  # signed in through the login form
             identity, err = authenticate_request(app, headers, request.remote_addr, scope="admin")
             if err is not None:
                 title = {401: "Sign-in needed", 403: "Not allowed"}.get(err.status, "Unavailable")
