@@ -107,9 +107,12 @@ class _PreRequest(PreRequestHook):
                 decision = self.inner.check(ctx)
         except concurrent.futures.TimeoutError:
             self.stats.add(_ms(t0), timeout=True)
+            # A hook that authenticates (docs/mounting.md) never fails open: skipping it would admit
+            # the caller as anonymous.
+            skip = self.policy.fail_open and not getattr(self.inner, "authenticates", False)
             log.warning("pre-request hook %s of plugin %s exceeded %sms: %s", self.stats.hook, self.stats.plugin,
-                        self.policy.timeout_ms, "skipped" if self.policy.fail_open else "denied")
-            if self.policy.fail_open:
+                        self.policy.timeout_ms, "skipped" if skip else "denied")
+            if skip:
                 return HookDecision.allow()
             return HookDecision.deny(DenyReason.custom(503, f"The {self.stats.plugin} check timed out; try again."))
         except BaseException:

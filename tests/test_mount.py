@@ -406,3 +406,32 @@ def test_behind_the_documented_nginx_a_standalone_gateway_without_auth_keeps_adm
         if nginx is not None:
             nginx.stop()
         gw.stop()
+
+
+class SlowTokenHook(PreRequestHook):
+    authenticates = True
+
+    def check(self, ctx: Any) -> HookDecision:
+        time.sleep(0.3)  # the host's token lookup is slow for a moment
+        if ctx.credential != "good-token":
+            return HookDecision.deny(DenyReason.unauthorized("Log in first."))
+        return HookDecision.allow()
+
+
+class SlowHostAuth(Plugin):
+    id = PluginId("slow_host_auth")
+    timeout_ms = 50  # a time budget, with the default fail_open
+
+    def install(self, app: Any) -> None:
+        app.language_model_builder().pre_request_hook(SlowTokenHook())
+
+
+def test_an_authenticating_hook_that_times_out_denies_instead_of_admitting() -> None:
+    """A time budget skips a slow hook when its plugin fails open: for the hook that authenticates,
+    that admitted every anonymous caller while the host's lookup was slow."""
+    h = Flask("host-slow")
+    build_app(parse_config(CONFIG, "<t>"), extra_plugins=[SlowHostAuth()]).init_app(h, url_prefix="/llm")
+    client = h.test_client()
+    r = client.post("/llm/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 503 and r.json["error"]["message"].startswith("The slow_host_auth check timed out")
+    assert client.get("/llm/v1/models").status_code == 503
