@@ -260,3 +260,31 @@ def test_no_cookie_makes_a_proxied_caller_the_local_admin(stack):
     assert r.status_code == 403 and "routeplane_admin" not in r.headers.get("Set-Cookie", "")
     # directly on loopback, without a proxy, the same gateway still answers its operator
     assert requests.get(gw.url + "/admin/config", timeout=10).status_code == 200
+
+
+def test_a_same_origin_login_through_nginx_on_another_port_is_accepted(tmp_path, capsys):
+    """Browsers without Fetch Metadata (plain http to a non-localhost host) send only Origin, with the
+    port; nginx forwarded `Host: $host`, which drops it, so every such sign-in was refused as cross-site."""
+    _require_nginx()
+    from routeplane.cli import main
+
+    cfg = {"database": {"url": f"sqlite:///{tmp_path}/rp.db"}, "auth": {"mode": "api_keys"},
+           "providers": {"mock": {"protocol": "mock"}},
+           "models": {"m": {"targets": [{"provider": "mock", "model": "echo"}]}}}
+    gw = GatewayProcess(cfg, workers=1, threads=4).start()
+    nginx = None
+    try:
+        capsys.readouterr()
+        assert main(["keys", "create", "--config", gw.config_path, "--scope", "admin"]) == 0
+        admin = capsys.readouterr().out.strip()
+        nginx = NginxProcess(deploy_nginx_body(gw.port)).start()
+        r = requests.post(nginx.url + "/admin/login", data={"credential": admin}, allow_redirects=False,
+                          headers={"Origin": nginx.url}, timeout=10)  # what a browser sends for the form
+        assert r.status_code == 303 and "routeplane_admin=" in r.headers.get("Set-Cookie", ""), r.text[:300]
+        r = requests.post(nginx.url + "/admin/login", data={"credential": admin}, allow_redirects=False,
+                          headers={"Origin": "http://evil.example"}, timeout=10)
+        assert r.status_code == 403
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        gw.stop()
