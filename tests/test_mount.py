@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import pytest
 import requests
@@ -435,3 +435,31 @@ def test_an_authenticating_hook_that_times_out_denies_instead_of_admitting() -> 
     r = client.post("/llm/v1/chat/completions", json={"model": "default", "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 503 and r.json["error"]["message"].startswith("The slow_host_auth check timed out")
     assert client.get("/llm/v1/models").status_code == 503
+
+
+class DryRunProbe(PreRequestHook):
+    authenticates = True
+    seen: List[Any] = []
+
+    def check(self, ctx: Any) -> HookDecision:
+        DryRunProbe.seen.append((ctx.inbound_protocol, ctx.dry_run))
+        return HookDecision.allow()
+
+
+class DryRunPlugin(Plugin):
+    id = PluginId("dry_run_probe")
+
+    def install(self, app: Any) -> None:
+        app.language_model_builder().pre_request_hook(DryRunProbe())
+
+
+def test_both_count_tokens_endpoints_run_the_hooks_as_a_dry_run() -> None:
+    """A host hook that charges quota on real calls must not be charged for counting tokens; Gemini's
+    countTokens ran the hooks as a real call (dry_run false), Anthropic's as a dry run."""
+    h = Flask("host-dry")
+    build_app(parse_config(CONFIG, "<t>"), extra_plugins=[DryRunPlugin()]).init_app(h, url_prefix="/llm")
+    client = h.test_client()
+    DryRunProbe.seen.clear()
+    assert client.post("/llm/v1beta/models/default:countTokens",
+                       json={"contents": [{"parts": [{"text": "hi"}]}]}).status_code == 200
+    assert DryRunProbe.seen and all(dry for _wire, dry in DryRunProbe.seen), DryRunProbe.seen

@@ -119,6 +119,7 @@ def _count_tokens(app: "App", model: str, body: Any, rid: str) -> Response:
         body = body["generateContentRequest"]  # the REST form that wraps a whole request
     prompt = gemini.CLIENT.for_path(model, False).decode_request(body)
     ctx = PipelineContext(rid, gemini.PROTOCOL, prompt, dict(request.headers), credential=credential())
+    ctx.dry_run = True  # as Anthropic's count_tokens: hooks decide but do not act (no reservation, no charge)
     app.pipeline.routing_table.resolve(prompt.model)  # an unknown model is a 404, as for generateContent
     decision = check_context(app, ctx)
     if decision.kind is DecisionKind.DENY and decision.reason is not None:
