@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
-from .metrics import PERCENTILES, NameBounds, exact, grouped_percentiles, nearest_rank
+from .metrics import PERCENTILES, NameBounds, exact, grouped_percentiles, grouping, nearest_rank
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
@@ -76,12 +76,12 @@ def grouped(store: "Store", columns: Sequence[str], since: float, with_latency: 
     `names` counts the distinct raw names in it). Latency percentiles: one query for all groups.
     """
     source, params = (names or NameBounds()).source(store, since, columns)
-    keys = ", ".join(f"k{i}" for i in range(len(columns)))
+    keys, group = grouping(store, [f"k{i}" for i in range(len(columns))])
     # The group of unconfigured names (route tables only) says how many raw names it stands for.
     other = names.other(columns[0]) if names is not None and len(columns) == 1 \
         and names.known.get(columns[0]) is not None else None
     folded = f"COUNT(DISTINCT {exact(store, columns[0])})" if other is not None else "0"
-    rows = store.execute(f"SELECT {keys}, {_AGG}, {folded} FROM ({source}) s GROUP BY {keys}", params)
+    rows = store.execute(f"SELECT {keys}, {_AGG}, {folded} FROM ({source}) s GROUP BY {group}", params)
     latency = grouped_percentiles(store, source, params, [[f"k{i}" for i in range(len(columns))]])[0] \
         if with_latency and rows else {}
     out = []

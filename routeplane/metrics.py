@@ -41,13 +41,14 @@ def request_metrics(store: "Store", window: str = DEFAULT_WINDOW, now: Optional[
     now = time.time() if now is None else now
     since = now - seconds
     source, params = (names or NameBounds()).source(store, since, ("route", "provider", "model"))
+    keys, group = grouping(store, ("k0", "k1", "k2"))
     rows = store.execute(
-        "SELECT k0, k1, k2, COUNT(*),"
+        f"SELECT {keys}, COUNT(*),"
         " SUM(CASE WHEN outcome = 'success' THEN 0 ELSE 1 END),"
         " SUM(input_tokens + cache_read_tokens + cache_write_tokens),"
         " SUM(output_tokens + reasoning_tokens),"
         " SUM(CASE WHEN streamed THEN 1 ELSE 0 END),"
-        f" MAX(started_at) FROM ({source}) s GROUP BY k0, k1, k2", params)
+        f" MAX(started_at) FROM ({source}) s GROUP BY {group}", params)
     routes: Dict[str, Dict[str, Any]] = {}
     for route, provider, model, n, errors, tin, tout, streamed, last in rows:
         r = routes.setdefault(route, _empty(route))
@@ -130,15 +131,16 @@ def grouped_percentiles(store: "Store", source: str, params: Tuple[Any, ...],
     is one sort of the window's rows, not a query per group and percentile,
     and no worker loads a window's latencies. One query per level: MariaDB
     10.11 numbers rows wrongly when one query has windows partitioned by a
-    column and by that column and more. One dict per level: group key (a
-    tuple, NULL as None) -> {"p50": ms, "p99": ms}.
+    column and by that column and more. On MySQL the partitions are by the
+    keys' bytes (`grouping`). One dict per level: group key (a tuple, NULL as
+    None) -> {"p50": ms, "p99": ms}.
     """
     return [_level_percentiles(store, source, params, list(level)) for level in levels]
 
 
 def _level_percentiles(store: "Store", source: str, params: Tuple[Any, ...],
                        level: List[str]) -> Dict[Tuple[Any, ...], Dict[str, Optional[float]]]:
-    part = f"PARTITION BY {', '.join(level)}" if level else ""
+    part = f"PARTITION BY {', '.join(exact(store, c) for c in level)}" if level else ""
     picks = " OR ".join(f"(rn * {_RANK_SCALE} >= n * {a} AND (rn - 1) * {_RANK_SCALE} < n * {a})"
                         for a in sorted({round(q * _RANK_SCALE) for _name, q in PERCENTILES}))
     keys = "".join(f"{c}, " for c in level)
@@ -167,6 +169,14 @@ def exact(store: "Store", column: str) -> str:
     """`column` compared as written: MySQL compares strings case- and trailing-space-insensitively (`Default ` would
     be the route `default`), so there it is compared as bytes."""
     return f"CAST({column} AS BINARY)" if store.dialect == "mysql" else column
+
+
+def grouping(store: "Store", columns: Sequence[str]) -> Tuple[str, str]:
+    """(select list, GROUP BY list) grouping by `columns` as written: on MySQL by their bytes (its collation would
+    merge `Other` with `other`, or `a` with `a `), each group's text being the one value all its rows share."""
+    if store.dialect != "mysql":
+        return ", ".join(columns), ", ".join(columns)
+    return ", ".join(f"MIN({c})" for c in columns), ", ".join(exact(store, c) for c in columns)
 
 
 class NameBounds:
@@ -370,9 +380,10 @@ def _flatten(data: Any, prefix: str) -> List[Tuple[str, int]]:
 
 def plugin_metrics(store: "Store") -> Dict[str, Any]:
     """Per-hook stats summed over every worker row, plus plugins' own counters (nested again)."""
+    keys, group = grouping(store, ("plugin", "stage", "hook"))
     rows = store.execute(
-        "SELECT plugin, stage, hook, SUM(invocations), SUM(errors), SUM(denies), SUM(timeouts), SUM(total_ms),"
-        f" COUNT(*), MAX(updated_at) FROM {STATS_TABLE} GROUP BY plugin, stage, hook")
+        f"SELECT {keys}, SUM(invocations), SUM(errors), SUM(denies), SUM(timeouts), SUM(total_ms),"
+        f" COUNT(*), MAX(updated_at) FROM {STATS_TABLE} GROUP BY {group}")
     hooks = []
     for plugin, stage, hook, n, errors, denies, timeouts, total, workers, updated in rows:
         n, total = int(n or 0), float(total or 0.0)
@@ -382,8 +393,8 @@ def plugin_metrics(store: "Store") -> Dict[str, Any]:
                       "updated_at": float(updated)})
     hooks.sort(key=lambda h: (h["plugin"], h["stage"], h["hook"]))
     counters: Dict[str, Any] = {}
-    for plugin, name, value in store.execute(
-            f"SELECT plugin, name, SUM(value) FROM {COUNTERS_TABLE} GROUP BY plugin, name"):
+    keys, group = grouping(store, ("plugin", "name"))
+    for plugin, name, value in store.execute(f"SELECT {keys}, SUM(value) FROM {COUNTERS_TABLE} GROUP BY {group}"):
         node = counters.setdefault(plugin, {})
         parts = name.split(".")
         for part in parts[:-1]:

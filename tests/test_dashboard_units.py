@@ -14,7 +14,15 @@ import pytest
 from routeplane import dashboard_data as data
 from routeplane.app import build_app
 from routeplane.config import DEFAULT_CONFIG, parse_config
-from routeplane.metrics import NameBounds, grouped_percentiles, nearest_rank, request_metrics
+from routeplane.metrics import (
+    COUNTERS_TABLE,
+    STATS_TABLE,
+    NameBounds,
+    grouped_percentiles,
+    nearest_rank,
+    plugin_metrics,
+    request_metrics,
+)
 from routeplane.store.spend_log import SpendRecorder
 from routeplane.web.dashboard import _csv_cell, bar_chart, line_chart, mask_key
 
@@ -252,6 +260,40 @@ def test_grouped_percentiles_are_nearest_rank_in_every_group(gw: Any) -> None:
     assert per_route == {key: nearest(values) for key, values in by_route.items()}
     assert {k: v for k, v in per_route.items()} == {
         (r,): data.percentiles(app.store, NOW - 60, f"route = {app.store.param}", (r,)) for (r,) in by_route}
+
+
+def test_names_differing_only_in_case_or_padding_stay_apart_on_every_dialect(gw: Any) -> None:
+    """MySQL compares strings case- and trailing-space-insensitively: the groups, their percentiles and the
+    plugin counters are by the names as written there too (`Other` is not the folded `other`)."""
+    app, _client = gw
+    names = NameBounds(routes=["Other", "Mixed", "mixed", "default"], providers=["mock"], models=["echo", "Echo"])
+    latencies = {"Other": [1.0, 2.0, 3.0], "Mixed": [10.0, 20.0], "mixed": [30.0, 40.0, 50.0, 60.0],
+                 "other": [900.0 + i for i in range(6)]}
+    rows = [row(NOW - 10, route=r, latency=ms) for r in ("Other", "Mixed") for ms in latencies[r]]
+    rows += [row(NOW - 10, route="mixed", model="Echo" if ms > 40 else "echo", latency=ms) for ms in latencies["mixed"]]
+    rows += [row(NOW - 10, route=r, latency=900.0 + i) for i, r in enumerate(
+        [f"made-up-{i}" for i in range(4)] + ["Mixed ", "other"])]  # padded or unconfigured: `other`
+    write(app, rows)
+    expected = {r: (len(v), nearest(v)) for r, v in latencies.items()}
+    doc = request_metrics(app.store, "24h", now=NOW, names=names)
+    assert {r["route"]: (r["requests"], r["latency_ms"]) for r in doc["routes"]} == expected
+    mixed = {e["endpoint"]: (e["requests"], e["latency_ms"]) for r in doc["routes"] if r["route"] == "mixed"
+             for e in r["endpoints"]}
+    assert mixed == {"mock:echo": (2, nearest([30.0, 40.0])), "mock:Echo": (2, nearest([50.0, 60.0]))}
+    ov = data.overview(app.store, "24h", NOW, names=names)
+    assert {r["key"][0]: (r["requests"], r["latency_ms"]) for r in ov["routes"]} == expected
+    assert {r["key"][0]: r["names"] for r in ov["routes"]} == {"Other": 0, "Mixed": 0, "mixed": 0, "other": 6}
+    p = app.store.param
+    for plugin, name, value in (("g", "Hits.x", 1), ("g", "hits.x", 2), ("G", "hits.x", 4), ("g", "hits.x ", 8)):
+        app.store.execute(f"INSERT INTO {STATS_TABLE} (worker, host, pid, plugin, stage, hook, invocations, errors,"
+                          f" denies, timeouts, total_ms, updated_at) VALUES ({p}, 'h', 1, {p}, 'pre', {p}, {p}, 0, 0,"
+                          f" 0, 1.0, {p})", (f"w{value}", plugin, name, value, NOW))
+        app.store.execute(f"INSERT INTO {COUNTERS_TABLE} (worker, host, pid, plugin, name, value, updated_at)"
+                          f" VALUES ({p}, 'h', 1, {p}, {p}, {p}, {p})", (f"w{value}", plugin, name, value, NOW))
+    plugins = plugin_metrics(app.store)
+    assert plugins["counters"] == {"g": {"Hits": {"x": 1}, "hits": {"x": 2, "x ": 8}}, "G": {"hits": {"x": 4}}}
+    assert {(h["plugin"], h["hook"]): h["invocations"] for h in plugins["hooks"]} == {
+        ("g", "Hits.x"): 1, ("g", "hits.x"): 2, ("G", "hits.x"): 4, ("g", "hits.x "): 8}
 
 
 def test_a_configured_route_called_other_keeps_its_name() -> None:

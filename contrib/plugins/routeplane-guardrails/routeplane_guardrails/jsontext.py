@@ -134,11 +134,15 @@ def advance(state: LexState, text: str, start: int) -> LexState:
     return lex(text, start, state).state
 
 
-def json_spans(text: str, spans: Sequence[Span], offset: int = 0, state: LexState = START) -> List[Span]:
+def json_spans(text: str, spans: Sequence[Span], offset: int = 0, state: LexState = START, final: bool = True,
+               sent: int = 0) -> List[Span]:
     """Redaction spans (absolute offsets) of a JSON `text` starting at `offset` (lexed from `state`) made safe.
 
     Every returned span lies inside one given span, so a caller that never
-    splits a match keeps never splitting a replacement.
+    splits a match keeps never splitting a replacement. `final`: the text is
+    all there is; otherwise (a stream's buffer) a bare token reaching its end
+    may go on, so it is not whole. A bare token starting before `sent` has
+    partly left already and is never quoted.
     """
     if not spans:
         return []
@@ -183,9 +187,34 @@ def json_spans(text: str, spans: Sequence[Span], offset: int = 0, state: LexStat
                 a, b = m.start() + offset, m.end() + offset
                 if a == pos and a > offset and text[a - offset - 1] not in _BARE_CHARS:
                     continue  # the token began before the span
-                if b == gap_end and b < end_of_text and text[b - offset] not in _BARE_CHARS:
-                    continue  # the token goes on after the span
+                if b == gap_end and (text[b - offset] not in _BARE_CHARS if b < end_of_text else not final):
+                    continue  # the token goes on after the span (or may, after the buffer)
+                if a < sent:
+                    continue  # its start has left as it was
                 if m.group(0) not in _LITERALS:
                     out.append((a, b, '"' + placeholder + '"'))
             pos = gap_end
     return out
+
+
+def cut_token(text: str, pos: int, offset: int = 0, state: LexState = START) -> Optional[Tuple[int, int]]:
+    """The bare token (outside strings) that `pos` falls strictly inside, as absolute (start, end); its end is the
+    end of `text` when it reaches it (in a stream it may go on). None when `pos` is not inside one."""
+    i = pos - offset
+    if not 0 < i < len(text) or text[i - 1] in _BARE_CHARS or text[i] in _BARE_CHARS:
+        return None
+    strings = lex(text, offset, state).strings
+    k = bisect_right([s for s, _ in strings], pos) - 1
+    if k >= 0 and strings[k][1] > pos:
+        return None  # inside a string
+    a = i
+    while a > 0 and text[a - 1] not in _BARE_CHARS:
+        a -= 1
+    m = _BARE.match(text, i)
+    return offset + a, offset + (m.end() if m else i)
+
+
+def bare_end(text: str, pos: int, offset: int = 0) -> int:
+    """Where the run of bare-token characters at absolute `pos` ends (`pos` itself when there is none)."""
+    m = _BARE.match(text, pos - offset)
+    return offset + m.end() if m else pos

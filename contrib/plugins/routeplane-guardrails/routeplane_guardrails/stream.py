@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .detectors import Rule
-from .jsontext import LexState, advance, detector_view, json_spans
+from .jsontext import LexState, advance, bare_end, cut_token, detector_view, json_spans
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, find, redact
 
 
@@ -37,7 +37,10 @@ class ChannelScanner:
     `[`): the detectors see blank escapes (`\\n`) as blanks, and redactions keep
     the JSON valid (see `jsontext`). The JSON lexer state at `base` is kept up
     to date as the buffer is trimmed, so each text is lexed once, and again
-    only when something in the buffer is redacted.
+    only when something in the buffer is redacted. A forced cut inside a bare
+    token (a number) that a redaction touches replaces the whole token: its
+    quoted placeholder leaves with the cut, and the rest of the token is
+    dropped as it arrives (`swallowing`), so the JSON stays valid.
     """
 
     def __init__(self, rules: DirectionRules, ruleset: RuleSet, reporter: Reporter, where: str,
@@ -63,6 +66,7 @@ class ChannelScanner:
         # JSON arguments: None until the first non-blank character says whether they are JSON.
         self.json: Optional[bool] = None if json else False
         self.lex_state = LexState()  # the JSON lexer's state at `base`
+        self.swallowing = False  # dropping the rest of a bare token whose placeholder has left
 
     # --- public ------------------------------------------------------------
 
@@ -117,6 +121,8 @@ class ChannelScanner:
             self.base = keep_from
 
     def _release(self, final: bool) -> List[str]:
+        if self.swallowing:
+            self._swallow(final)
         view = self._view()
         findings = [f for f in find(view, self.rules, self.base) if f.end > self.emitted]
         blocks = [f for f in findings if f.action == BLOCK]
@@ -153,12 +159,38 @@ class ChannelScanner:
                 if f.red_end > cutoff and f.rule.continuation is not None:
                     self.open = (f.rule, f.action, f.placeholder)
         if self.json and spans:
-            spans = json_spans(self.buf, spans, self.base, self.lex_state)
+            raw = spans
+            spans = json_spans(self.buf, spans, self.base, self.lex_state, final=final, sent=self.emitted)
+            if forced:
+                spans = self._cut_token_spans(cutoff, raw, spans)
         out = self._pieces(cutoff, spans, forced)
         self.emitted = cutoff
         self.chunk_ends = [e for e in self.chunk_ends if e > cutoff]
         self._trim(self.emitted - self.context)
         return out
+
+    def _swallow(self, final: bool) -> None:
+        """Drop the rest of the bare token cut by a forced release (its placeholder already left)."""
+        end = bare_end(self.buf, self.emitted, self.base)
+        if end < self.total or final:
+            self.swallowing = False  # the token ended (or the channel did)
+        self.emitted = end
+        self.chunk_ends = [e for e in self.chunk_ends if e > end]
+        self._trim(self.emitted - self.context)
+
+    def _cut_token_spans(self, cutoff: int, raw: List[Tuple[int, int, str]],
+                         spans: List[Tuple[int, int, str]]) -> List[Tuple[int, int, str]]:
+        """A forced cut inside a bare token a redaction touches: the whole token becomes one quoted placeholder (the
+        part before the cut leaves as it, the rest is swallowed), never a placeholder followed by digits."""
+        token = cut_token(self.buf, cutoff, self.base, self.lex_state)
+        if token is None or token[0] < self.emitted:
+            return spans  # no token there, or its start has left as it was: left alone (still JSON)
+        a, b = token
+        touching = sorted((s, -e, p) for s, e, p in raw if s < b and e > a)
+        if not touching:
+            return spans
+        self.swallowing = True
+        return [sp for sp in spans if not (sp[0] < b and sp[1] > a)] + [(a, cutoff, '"' + touching[0][2] + '"')]
 
     def _cutoff(self, findings: Sequence[Finding], final: bool, still_open: bool) -> Tuple[int, bool]:
         if final:

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from routeplane_guardrails import GuardrailsPlugin
-from routeplane_guardrails.jsontext import LexState, advance, json_spans, lex
+from routeplane_guardrails.jsontext import LexState, advance, cut_token, json_spans, lex
 
 from routeplane.language_model.types import (
     Finish,
@@ -216,6 +216,64 @@ def test_json_spans_never_cut_an_escape_or_the_structure() -> None:
         for e in range(s + 1, len(text) + 1):
             out = _apply(text, json_spans(text, [(s, e, "[R]")]))
             json.loads(out)
+
+
+def test_a_bare_token_at_the_end_of_a_buffer_is_not_whole_until_the_end() -> None:
+    text = '{"password": 12345'  # a stream's buffer: the number may go on
+    span = [(13, 18, "[R]")]
+    assert json_spans(text, span, final=False) == []
+    assert _apply(text, json_spans(text, span)) == '{"password": "[R]"'  # the whole text: it ended there
+    assert json_spans(text, span, sent=14) == []  # its start has left already: never quoted mid-token
+    assert json_spans("[1, 22, 333", [(1, 11, "[R]")], final=False) == [(1, 2, '"[R]"'), (4, 6, '"[R]"')]
+    assert json_spans("[1, 22, 333", [(1, 11, "[R]")])[-1] == (8, 11, '"[R]"')
+    assert cut_token(text, 15) == (13, 18) and cut_token(text, 13) is None and cut_token(text, 5) is None
+    assert cut_token('{"a": "123456"}', 9) is None  # inside a string
+
+
+# A number longer than the hold: the release is forced inside it. It must leave as one quoted placeholder,
+# never a placeholder followed by (more placeholders and) the rest of its digits.
+FORCED = {"downgoing": {"credentials": "redact", "pii_emails": "redact"}, "max_hold_chars": 256}
+
+
+@pytest.mark.parametrize("args", [
+    {"password": int("7" * 400), "x": 1},
+    {"user": "bob", "password": int("7" * 900)},
+    {"password": int("7" * 300), "note": "jane@example.com " + "y" * 300},  # the number ends just after the cut
+    {"cfg": {"pwd": int("7" * 500), "n": [1, 2]}, "pad": PAD},
+], ids=["400-digits", "900-digits-at-the-end", "300-digits-then-text", "nested"])
+@pytest.mark.parametrize("size", [1, 10, 64, 300])
+def test_a_forced_cut_inside_a_number_keeps_json_and_the_secret(args: Dict[str, Any], size: int) -> None:
+    text = json.dumps(args)
+    plugin = GuardrailsPlugin(**FORCED)
+    whole = non_streamed_args(text, plugin)
+    streamed = streamed_args(run_request({**CHAT, "stream": True}, plugins=[GuardrailsPlugin(**FORCED)],
+                                         script=[tool_stream(split_every(text, size))]))
+    assert json.loads(streamed) == json.loads(whole)
+    assert "777" not in streamed and "jane@" not in streamed
+
+
+@settings(max_examples=40, deadline=None)
+@given(digits=st.integers(min_value=3, max_value=1200), before=st.sampled_from(["", "x" * 200, PAD]),
+       after=st.sampled_from([None, "jane@example.com", "z" * 400, 5]), window=st.sampled_from([16, 64, 256]),
+       cuts=st.lists(st.integers(min_value=1, max_value=300), min_size=1, max_size=20))
+def test_any_chunking_of_a_long_number_stays_json(digits: int, before: str, after: Any, window: int,
+                                                  cuts: List[int]) -> None:
+    args: Dict[str, Any] = {"pad": before} if before else {}
+    args["password"] = int("7" * digits)
+    if after is not None:
+        args["after"] = after
+    text = json.dumps(args)
+    chunks, pos, i = [], 0, 0
+    while pos < len(text):
+        chunks.append(text[pos:pos + cuts[i % len(cuts)]])
+        pos, i = pos + cuts[i % len(cuts)], i + 1
+    options = {**FORCED, "stream_window": window}
+    streamed = streamed_args(run_request({**CHAT, "stream": True}, plugins=[GuardrailsPlugin(**options)],
+                                         script=[tool_stream(chunks)]))
+    decoded = json.loads(streamed)
+    assert decoded == {**args, "password": "[REDACTED:credential]",
+                       **({"after": "[REDACTED:email]"} if after == "jane@example.com" else {})}
+    assert "777" not in streamed
 
 
 def _apply(text: str, spans: List[Any]) -> str:
