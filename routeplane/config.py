@@ -414,22 +414,51 @@ def _providers(data: Mapping[str, Any], env: Mapping[str, str]) -> Tuple[Dict[st
     return providers, problems
 
 
-def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = None) -> Config:
-    """Load a YAML file; with no path, `routeplane.yaml` in the working directory or the built-in default."""
+def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
+                source: Optional[str] = None) -> Config:
+    """Load a YAML file; with no path, `routeplane.yaml` in the working directory or the built-in default.
+
+    `source` is the name messages and `Config.source` give the file (default: `path`, or the
+    operator's file for the gunicorn master's checked copy of it, see `source_name`)."""
     if path is None:
         if os.path.exists("routeplane.yaml"):
             path = "routeplane.yaml"
         else:
             return parse_config(DEFAULT_CONFIG, "<built-in defaults>", env)
+    return parse_config_bytes(read_config_file(path), source or source_name(path), env)
+
+
+def read_config_file(path: str) -> bytes:
+    """The bytes of a config file, or a ConfigError naming it."""
     try:
         with open(path, "rb") as fh:
-            raw = yaml.safe_load(fh)
+            return fh.read()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ConfigError(f"{path}: is a directory, not a config file") from None
     except OSError as exc:  # permission denied, an unreadable device, ...
         raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+
+
+def parse_config_bytes(data: bytes, source: str, env: Optional[Mapping[str, str]] = None) -> Config:
+    """A config from a YAML file's bytes; `source` names it in messages."""
+    try:
+        raw = yaml.safe_load(data)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(raw, path, env)
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    return parse_config(raw, source, env)
+
+
+# Under gunicorn the master checks a copy of the operator's file and points ROUTEPLANE_CONFIG
+# (what workers and its `routeplane check` / `migrate` children load) at that copy; this names
+# the file the copy was taken from, so messages, logs and /health name the operator's file.
+SOURCE_ENV = "ROUTEPLANE_CONFIG_SOURCE"
+
+
+def source_name(path: str) -> str:
+    """How `path` is named in messages: the operator's file when it is the master's checked copy."""
+    name = os.environ.get(SOURCE_ENV)
+    if name and path == os.environ.get("ROUTEPLANE_CONFIG"):
+        return name
+    return path

@@ -12,12 +12,38 @@ import os
 import signal
 from typing import Any, Optional, Tuple
 
+import yaml
+
 from routeplane import import_paths
-from routeplane.config import ConfigError, load_config
+from routeplane.config import (
+    DEFAULT_CONFIG,
+    SOURCE_ENV,
+    ConfigError,
+    load_config,
+    parse_config_bytes,
+    read_config_file,
+)
+
+
+def _config_file() -> Optional[str]:
+    """The operator's config file: $ROUTEPLANE_CONFIG as given at start, else ./routeplane.yaml if it exists now."""
+    if _config_path:
+        return os.path.abspath(_config_path)
+    return os.path.abspath("routeplane.yaml") if os.path.exists("routeplane.yaml") else None
+
+
+def _read_source() -> Tuple[bytes, str]:
+    """The config's bytes and its name in messages: the operator's file, else the built-in defaults as YAML."""
+    path = _config_file()
+    if path is None:
+        return yaml.safe_dump(DEFAULT_CONFIG).encode("utf-8"), "<built-in defaults>"
+    return read_config_file(path), path
+
 
 _config_path = os.environ.get("ROUTEPLANE_CONFIG") or None
-try:
-    _config = load_config(_config_path)
+try:  # read once: what is checked here is what the workers get (the snapshot, see on_starting)
+    _start_bytes, _start_name = _read_source()
+    _config = parse_config_bytes(_start_bytes, _start_name)
 except ConfigError as _exc:  # fail in the master, before any worker starts
     raise SystemExit(f"routeplane: {_exc}") from None
 
@@ -60,7 +86,10 @@ control_socket_disable = True
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     server.log.info("routeplane: config %s, %d workers x %d threads", _config.source, workers, threads)
-    remember_good_config()
+    # The workers load the bytes checked above, never the live file: an edit made since (not
+    # reloaded yet) must not reach a worker started by a recycle or after a crash.
+    _promote(_write_snapshot(_start_bytes), _start_name)
+    server.log.info("routeplane: workers load the checked copy %s", os.environ["ROUTEPLANE_CONFIG"])
     migrate_store(server)
 
 
@@ -80,78 +109,80 @@ def on_reload(server) -> None:  # noqa: ANN001 - gunicorn hook signature
     check_reloaded_config(server)
 
 
-def _config_file() -> Optional[str]:
-    if _config_path:
-        return os.path.abspath(_config_path)
-    return os.path.abspath("routeplane.yaml") if os.path.exists("routeplane.yaml") else None
-
-
+# Snapshots of the config, in a private directory made by this master (mode 0700),
+# never a predictable shared path: a copy may hold literal keys, and a file planted
+# there would be loaded. CANDIDATE is being checked; SERVING passed and is what
+# $ROUTEPLANE_CONFIG points every worker at (new, recycled or respawned).
+CANDIDATE, SERVING = "candidate.yaml", "serving.yaml"
 _private_dir: list = []
 
 
-def _last_good_path() -> str:
-    # A private directory made by this master (mode 0700), never a predictable shared
-    # path: the copy may hold literal keys, and a file planted there would be loaded.
+def _snapshot_path(name: str) -> str:
     import tempfile
 
     if not _private_dir:
         _private_dir.append(tempfile.mkdtemp(prefix="routeplane-"))
-    return os.path.join(_private_dir[0], "last-good.yaml")
+    return os.path.join(_private_dir[0], name)
 
 
-def remember_good_config() -> None:
-    """Keep a copy of the file the running workers were built from (the fallback for a bad HUP)."""
-    path = _config_file()
-    if path is None:
-        return
-    target = _last_good_path()
-    try:
-        with open(path, "rb") as src:
-            data = src.read()
-        fd = os.open(target + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as dst:
-            dst.write(data)
-        os.replace(target + ".tmp", target)
-    except OSError:
-        pass
+def _write_snapshot(data: bytes) -> str:
+    """The config's bytes as the candidate snapshot (mode 0600); its path."""
+    target = _snapshot_path(CANDIDATE)
+    fd = os.open(target + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as dst:
+        dst.write(data)
+    os.replace(target + ".tmp", target)
+    return target
+
+
+def _promote(candidate: str, name: str) -> None:
+    """The checked candidate becomes what the workers load (atomically: a worker booting now reads one or the other).
+
+    Only $ROUTEPLANE_CONFIG changes where the workers look; relative paths in the file
+    (sqlite:///routeplane.db) stay relative to the working directory, as before.
+    """
+    serving = _snapshot_path(SERVING)
+    os.replace(candidate, serving)
+    os.environ["ROUTEPLANE_CONFIG"] = serving
+    os.environ[SOURCE_ENV] = name
 
 
 def check_reloaded_config(server) -> None:  # noqa: ANN001
     """Check the config file (`routeplane check`, plugins included) and migrate its store, in child processes.
 
-    Good: workers read the file, and it becomes the new last-good copy. Bad (the
-    check fails, or its store cannot be opened or migrated: a typo in
-    database.url, PostgreSQL down for a moment): the error is logged and the new
-    workers are pointed at the last-good copy, so the gateway keeps serving the
-    previous config instead of halting. Its store was migrated when it was
-    accepted; if that one is down too, the workers start anyway and wait for it
-    (routeplane/store/migrations.py: prepare_for_serving).
+    The file's bytes are copied first, and the copy is what is checked, migrated and, if it
+    passed, handed to the workers: an edit landing during or after the check never reaches
+    a worker unchecked. With no file (./routeplane.yaml absent and $ROUTEPLANE_CONFIG unset at
+    start) the candidate is the built-in defaults. Bad (the file cannot be read, the check
+    fails, or its store cannot be opened or migrated: a typo in database.url, PostgreSQL down
+    for a moment): the error is logged and the workers keep loading the previous snapshot,
+    so the gateway keeps serving the previous config instead of halting. Its store was
+    migrated when it was accepted; if that one is down too, the workers start anyway and
+    wait for it (routeplane/store/migrations.py: prepare_for_serving).
     """
-    path = _config_file()
-    if path is None:  # the built-in defaults: nothing to fall back to, a failure is only logged
-        ok, output = _migrate(None)
-        if not ok:
-            server.log.error("routeplane: reload: %s", output)
+    try:
+        data, name = _read_source()
+        candidate = _write_snapshot(data)
+    except (ConfigError, OSError) as exc:
+        server.log.error("routeplane: reload: %s, keeping the previous config", exc)
         return
-    ok, output = _run_cli(["check", path], dict(os.environ, ROUTEPLANE_CONFIG=path),
-                          "ROUTEPLANE_CHECK_TIMEOUT", 120, "routeplane check")
+    env = dict(os.environ, ROUTEPLANE_CONFIG=candidate, **{SOURCE_ENV: name})
+    ok, output = _run_cli(["check", candidate], env, "ROUTEPLANE_CHECK_TIMEOUT", 120, "routeplane check")
     if ok:
-        migrated, migrate_output = _migrate(path)
+        migrated, migrate_output = _migrate(candidate, name)
         if not migrated:
             ok, output = False, f"its store cannot be opened or migrated:\n{migrate_output}"
         elif migrate_output:
             output = f"{output}\n{migrate_output}"
     if ok:
-        os.environ["ROUTEPLANE_CONFIG"] = path
-        remember_good_config()
+        _promote(candidate, name)
         server.log.info("routeplane: reload: %s", output)
         return
-    fallback = _last_good_path()
-    if os.path.exists(fallback):
-        os.environ["ROUTEPLANE_CONFIG"] = fallback
-        server.log.error("routeplane: reload: %s is invalid, keeping the previous config:\n%s", path, output)
-    else:
-        server.log.error("routeplane: reload: %s is invalid and no previous copy exists:\n%s", path, output)
+    try:
+        os.unlink(candidate)
+    except OSError:
+        pass
+    server.log.error("routeplane: reload: %s is invalid, keeping the previous config:\n%s", name, output)
 
 
 def _run_cli(args: list, env: dict, timeout_env: str, timeout: float, what: str) -> Tuple[bool, str]:
@@ -168,19 +199,17 @@ def _run_cli(args: list, env: dict, timeout_env: str, timeout: float, what: str)
     return proc.returncode == 0, proc.stdout.decode("utf-8", "replace").strip()
 
 
-def _migrate(path: Optional[str]) -> Tuple[bool, str]:
-    """`routeplane migrate --quiet` for the config at `path` (None: the built-in defaults), if it has a store."""
+def _migrate(path: str, name: str) -> Tuple[bool, str]:
+    """`routeplane migrate --quiet` for the config snapshot at `path` (`name`: its file), if it has a store."""
     try:
-        config = load_config(path)
+        config = load_config(path, source=name)
     except ConfigError as exc:
         return False, f"routeplane: {exc}"
     if not config.database_url:
         return True, ""
     # The workers forked from here verify, never migrate (one that cannot reach the store waits for it).
     os.environ["ROUTEPLANE_MIGRATED"] = "1"
-    env = dict(os.environ)
-    if path is not None:
-        env["ROUTEPLANE_CONFIG"] = path
+    env = dict(os.environ, ROUTEPLANE_CONFIG=path, **{SOURCE_ENV: name})
     return _run_cli(["migrate", "--quiet"], env, "ROUTEPLANE_MIGRATE_TIMEOUT", 300, "migrations")
 
 
@@ -192,8 +221,9 @@ def migrate_store(server) -> None:  # noqa: ANN001
     (HUP re-imports it in fresh workers). A failure stops the server: at
     first start there is no previous config to keep serving.
     """
-    ok, output = _migrate(_config_path)
+    ok, output = _migrate(_snapshot_path(SERVING), _start_name)
     if not ok:
+        _remove_snapshots()  # gunicorn runs no on_exit for a start that fails here
         raise SystemExit(f"routeplane: migrations failed, not starting:\n{output}")
     for line in output.splitlines():
         server.log.info("routeplane: %s", line)
@@ -241,7 +271,11 @@ def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signatu
 
 
 def on_exit(server) -> None:  # noqa: ANN001 - gunicorn hook signature
-    try:
-        os.unlink(_last_good_path())
-    except OSError:
-        pass
+    _remove_snapshots()
+
+
+def _remove_snapshots() -> None:
+    if _private_dir:
+        import shutil
+
+        shutil.rmtree(_private_dir.pop(), ignore_errors=True)

@@ -43,6 +43,13 @@ CASES: Dict[str, Tuple[Callable[[Any], Tuple[str, ...]], str]] = {
     "check a directory": (lambda t: ("check", str(t)), "is a directory"),
     "check an unsupported database scheme": (lambda t: (
         "check", _write(t, "scheme.yaml", BASE + "database: {url: 'foo://u:pw@h/x'}\n")), "unsupported scheme 'foo'"),
+    # An unbalanced IPv6 bracket: urlsplit's ValueError("Invalid IPv6 URL") was a 27-line traceback.
+    "check an unbalanced IPv6 bracket": (lambda t: (
+        "check", _write(t, "ipv6.yaml", BASE + "database: {url: 'postgresql://u:pw@[::1/db'}\n")), "cannot be parsed"),
+    "migrate --database an unbalanced IPv6 bracket": (
+        lambda t: ("migrate", "--database", "postgresql://u:pw@[::1/db"), "cannot be parsed"),
+    "spend --database an unbalanced IPv6 bracket": (
+        lambda t: ("spend", "--database", "mysql://u:pw@[::1/db"), "cannot be parsed"),
     "migrate --config a directory": (lambda t: ("migrate", "--config", str(t)), "is a directory"),
     "migrate a file that is not a database": (
         lambda t: ("migrate", "--database", f"sqlite:///{_junk(t)}"), "file is not a database"),

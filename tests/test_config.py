@@ -112,6 +112,24 @@ def test_load_config_file_errors_name_the_file(tmp_path):
     assert str(info.value).startswith(bad) and "YAML" in str(info.value)
 
 
+def test_the_masters_checked_copy_is_named_after_the_operators_file(tmp_path, monkeypatch):
+    # Under gunicorn, workers and the master's check/migrate children load a private copy of the file
+    # (ROUTEPLANE_CONFIG); messages and /ready name the file it was taken from (ROUTEPLANE_CONFIG_SOURCE).
+    copy = write(tmp_path, "providers: [unclosed\n", "serving.yaml")
+    monkeypatch.setenv("ROUTEPLANE_CONFIG", copy)
+    monkeypatch.setenv("ROUTEPLANE_CONFIG_SOURCE", "/etc/routeplane/routeplane.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(copy)
+    assert str(info.value).startswith("/etc/routeplane/routeplane.yaml: not valid YAML")
+    write(tmp_path, "providers: {m: {protocol: mock}}\nmodels: {d: {targets: [{provider: m, model: x}]}}\n",
+          "serving.yaml")
+    assert load_config(copy).source == "/etc/routeplane/routeplane.yaml"
+    assert load_config(copy, source="named").source == "named"
+    other = write(tmp_path, "providers: {m: {protocol: mock}}\nmodels: {d: {targets: [{provider: m, model: x}]}}\n",
+                  "other.yaml")
+    assert load_config(other).source == other  # any other file keeps its own name
+
+
 def test_load_config_reads_yaml_and_env(tmp_path):
     path = write(tmp_path, """
         server:

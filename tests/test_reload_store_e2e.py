@@ -1,4 +1,10 @@
-"""A reload (HUP) or a new worker while the store cannot be opened must not halt the gateway.
+"""A reload (HUP) or a new worker must not halt the gateway: while the store cannot be opened, and while the
+config file holds an edit that was not (or not successfully) checked.
+
+Workers only ever load the master's checked snapshot of the file, never the live file: a worker recycled
+by max_requests or respawned after a crash, and one started by a HUP whose file changed again during or
+right after the check, get the bytes that passed `routeplane check` and the migration (docs/routing.md,
+Reload with `kill -HUP`).
 
 docs/deploy.md: an invalid file is logged and the previous good copy keeps serving. A config
 whose store cannot be opened or migrated (a typo in database.url, which `routeplane check`
@@ -10,6 +16,8 @@ gunicorn's boot-error code, which stops the whole server.
 
 from __future__ import annotations
 
+import os
+import re
 import signal
 import subprocess
 import sys
@@ -139,3 +147,131 @@ def test_first_start_with_a_store_that_cannot_be_opened_refuses_to_start() -> No
     finally:
         gw.stop()
     assert "cannot connect to sqlite:////nonexistent-dir/rp.db" in str(info.value)
+
+
+# --- workers load the checked snapshot, never the live file ----------------------------------------------
+
+BROKEN = "models: [half-edited\n"
+
+
+def mock_config(*routes: str) -> Dict[str, Any]:
+    target = {"targets": [{"provider": "mock", "model": "echo"}]}
+    return {"providers": {"mock": {"protocol": "mock"}}, "models": {name: target for name in ("default", *routes)}}
+
+
+def serves(gw: GatewayProcess, model: str = "default") -> bool:
+    """`model` answers 200 (False while no worker answers: one that failed to boot, a master that halted)."""
+    try:
+        return chat(gw, model) == 200
+    except requests.RequestException:
+        return False
+
+
+def log_tail(gw: GatewayProcess) -> str:
+    """The end of the gunicorn log without the per-request lines, for failure messages."""
+    return "\n".join(line for line in gw.logs().splitlines() if "routeplane.requests" not in line)[-3000:]
+
+
+def ready_config(gw: GatewayProcess) -> str:
+    return requests.get(gw.url + "/ready", timeout=5).json()["config"]
+
+
+def test_a_recycled_or_respawned_worker_loads_the_checked_config_not_an_unreloaded_edit(gateway_process: Any) -> None:
+    # The operator is editing the file (not reloaded yet): a worker recycled by max_requests, or
+    # respawned after a crash, booted from the live file, exited 3, and gunicorn halted.
+    gw = gateway_process(mock_config(), workers=1, threads=2, env={"ROUTEPLANE_MAX_REQUESTS": "10"})
+    first = worker_pids(gw)
+    with open(str(gw.config_path), "w") as fh:
+        fh.write(BROKEN)
+    for _ in range(40):  # 10-11 requests per worker: three or so recycles
+        try:
+            requests.get(gw.url + "/health", timeout=5)
+        except requests.RequestException:
+            pass
+        assert gw.proc.poll() is None, "a recycled worker loaded the unchecked file:\n" + log_tail(gw)
+    assert wait_for(lambda: worker_pids(gw) and not worker_pids(gw) & first), log_tail(gw)
+    assert wait_for(lambda: serves(gw)), log_tail(gw)
+    victim = sorted(worker_pids(gw))[0]
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)  # a crash: gunicorn respawns it
+    assert wait_for(lambda: gw.proc.poll() is not None or (worker_pids(gw) and victim not in worker_pids(gw)))
+    assert gw.proc.poll() is None, "a respawned worker loaded the unchecked file:\n" + log_tail(gw)
+    assert wait_for(lambda: serves(gw)), log_tail(gw)
+    assert ready_config(gw) == gw.config_path  # the operator's file is named, not the private copy
+    assert "Worker failed to boot" not in gw.logs()
+    # What the workers load: the master's copy, private to it, removed when it exits.
+    snapshot = re.search(r"workers load the checked copy (\S+)", gw.logs()).group(1)  # type: ignore[union-attr]
+    assert os.path.dirname(snapshot) != os.path.dirname(str(gw.config_path))
+    assert os.stat(snapshot).st_mode & 0o777 == 0o600 and os.stat(os.path.dirname(snapshot)).st_mode & 0o777 == 0o700
+    assert gw.stop() == 0 and not os.path.exists(os.path.dirname(snapshot))
+
+
+def child_processes(gw: GatewayProcess) -> Dict[int, str]:
+    """The master's children: pid -> "STAT ARGS"."""
+    assert gw.proc is not None
+    out = subprocess.run(["ps", "-o", "pid=,stat=,args=", "--ppid", str(gw.proc.pid)], stdout=subprocess.PIPE,
+                         text=True).stdout
+    return {int(line.split(None, 1)[0]): line.split(None, 1)[1] for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.parametrize("step", ["check", "migrate"])
+def test_an_edit_landing_while_the_master_checks_a_reload_never_reaches_a_worker(gateway_process: Any, tmp_path: Any,
+                                                                                 step: str) -> None:
+    # The master runs `routeplane check`, then `routeplane migrate`, and the file changes again in
+    # between or just after (an editor's second save, config management). The previous code read the
+    # file anew at each step: an edit after the check made the migration refuse the reload that had
+    # passed; one after the migration became the "last good copy" and reached the new workers
+    # unchecked, and a broken one halted gunicorn. The master is held (SIGSTOP) from while that step's
+    # child runs until the edit has landed, so each run has the same timing.
+    db = f"sqlite:///{tmp_path}/rp.db"
+    gw = gateway_process(config(db), workers=1, threads=2)
+    gw.write_config(config(db, "after"))
+    gw.signal(signal.SIGHUP)
+    deadline = time.monotonic() + 60
+    running: list = []
+    while not running:
+        assert time.monotonic() < deadline, log_tail(gw)
+        running = [pid for pid, ps in child_processes(gw).items() if f"routeplane.cli {step}" in ps]
+        time.sleep(0.005)
+    gw.signal(signal.SIGSTOP)
+    try:  # the step reads the version with "after", passes and exits (a zombie until the master runs again)
+        assert wait_for(lambda: child_processes(gw).get(running[0], "Z").startswith("Z")), log_tail(gw)
+        with open(str(gw.config_path), "w") as fh:
+            fh.write(BROKEN)
+    finally:
+        gw.signal(signal.SIGCONT)
+    assert wait_for(lambda: gw.proc.poll() is not None or serves(gw, "after")), log_tail(gw)
+    assert gw.proc.poll() is None, "the reload halted the gateway:\n" + log_tail(gw)
+    assert "is invalid" not in gw.logs(), log_tail(gw)  # what was checked is what was applied
+    # HUP again with the file still broken: the copy that passed ("after") stays live.
+    hup_and_replace_workers(gw)
+    assert chat(gw, "after") == 200 and "is invalid, keeping the previous config" in gw.logs()
+
+
+def test_started_without_a_file_a_broken_routeplane_yaml_keeps_the_defaults(gateway_process: Any,
+                                                                            tmp_path: Any) -> None:
+    # No config file at start (built-in defaults): there was no last-good copy and ROUTEPLANE_CONFIG was
+    # unset, so the workers a HUP (or a recycle) started read the new, broken ./routeplane.yaml.
+    gw = gateway_process(None, workers=1, threads=2, cwd=str(tmp_path), env={"RP_TEST_DB_FILE": "relative.db"})
+    assert ready_config(gw) == "<built-in defaults>"
+    (tmp_path / "routeplane.yaml").write_text(BROKEN)
+    hup_and_replace_workers(gw)
+    assert chat(gw, "mock-echo") == 200 and "is invalid, keeping the previous config" in gw.logs()
+    victim = sorted(worker_pids(gw))[0]
+    subprocess.run(["kill", "-KILL", str(victim)], check=True)
+    assert wait_for(lambda: gw.proc.poll() is not None or (worker_pids(gw) and victim not in worker_pids(gw)))
+    assert gw.proc.poll() is None, "a respawned worker read ./routeplane.yaml:\n" + log_tail(gw)
+    assert wait_for(lambda: serves(gw, "mock-echo")) and ready_config(gw) == "<built-in defaults>"
+    # A good file is picked up; relative paths in it still mean the working directory (the snapshot
+    # lives elsewhere), and ${VAR} still reads the environment.
+    (tmp_path / "routeplane.yaml").write_text(
+        "database: {url: 'sqlite:///${RP_TEST_DB_FILE}'}\n"
+        "providers: {mock: {protocol: mock}}\n"
+        "models: {after: {targets: [{provider: mock, model: echo}]}}\n")
+    hup_and_replace_workers(gw)
+    assert wait_for(lambda: serves(gw, "after")), log_tail(gw)
+    assert ready_config(gw) == str(tmp_path / "routeplane.yaml")
+    store = Store.from_url(f"sqlite:///{tmp_path}/relative.db")
+    try:
+        assert wait_for(lambda: len(spend_rows(store)) >= 1), log_tail(gw)
+    finally:
+        store.close()

@@ -55,7 +55,10 @@ class DatabaseURL:
                 raise StoreError(f"database url {url!r}: write sqlite:///relative/path or sqlite:////absolute/path")
             return cls("sqlite", path[1:], options=tuple(parse_qsl(query)))
         if scheme in ("postgresql", "postgres", "mysql"):
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+            except ValueError as exc:  # an unbalanced "[" ("Invalid IPv6 URL")
+                raise StoreError(f"database url {redact(url)!r} cannot be parsed: {exc}") from None
             name = unquote(parts.path.lstrip("/"))
             if not name:
                 raise StoreError(f"database url {redact(url)!r} names no database (…/dbname)")
