@@ -34,14 +34,18 @@ def gateway_process() -> Iterator[Callable[..., GatewayProcess]]:
         gw.stop()
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
-    """A throwaway PostgreSQL server for the session; skipped loudly without binaries, failed on CI (CI=true)."""
+def _start_postgres(request: pytest.FixtureRequest) -> PostgresCluster:
     bindir = find_bindir()
     if bindir is None:
         _missing_server(request, "PostgreSQL server binaries (initdb, pg_ctl) not found: PostgreSQL tests are SKIPPED. "
                                  "Run scripts/test-services as root (Debian: apt-get install postgresql) to run them.")
-    cluster = PostgresCluster(bindir).start()
+    return PostgresCluster(bindir).start()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL server for the session; skipped loudly without binaries, failed on CI (CI=true)."""
+    cluster = _start_postgres(request)
     yield cluster
     cluster.stop()
 
@@ -49,11 +53,7 @@ def postgres_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster
 @pytest.fixture
 def private_postgres_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
     """A PostgreSQL server of the test's own, which it may stop and start again (an outage)."""
-    bindir = find_bindir()
-    if bindir is None:
-        _missing_server(request, "PostgreSQL server binaries (initdb, pg_ctl) not found: PostgreSQL tests are SKIPPED. "
-                                 "Run scripts/test-services as root (Debian: apt-get install postgresql) to run them.")
-    cluster = PostgresCluster(bindir).start()
+    cluster = _start_postgres(request)
     yield cluster
     cluster.stop()
 
