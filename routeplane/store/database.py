@@ -125,9 +125,11 @@ def make_database(url: DatabaseURL, read_only: bool = False) -> peewee.Database:
         conn.setdefault("connect_timeout", 10)
         return PooledPostgresqlDatabase(url.database, **pool, **conn)
     try:
-        import pymysql  # noqa: F401
+        import pymysql
     except ImportError:
         raise StoreError("mysql:// needs pymysql: pip install 'routeplane[mysql]'") from None
+    if getattr(peewee, "mysql", None) is None:  # not loaded with peewee (store/__init__.py)
+        peewee.mysql = pymysql
     conn.setdefault("charset", "utf8mb4")
     return PooledMySQLDatabase(url.database, **pool, **conn)
 
