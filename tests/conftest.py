@@ -87,3 +87,21 @@ def _missing_server(request: pytest.FixtureRequest, message: str) -> NoReturn:
     if reporter is not None:
         reporter.write_line("\n" + "!" * 10 + " " + message + " " + "!" * 10, red=True, bold=True)
     pytest.skip(message)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
+def dialect_store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
+    """An empty store on each dialect: SQLite in tmp_path, a fresh database on the session's PostgreSQL
+    and MariaDB servers."""
+    import uuid
+
+    from routeplane.store import Store
+
+    if request.param == "sqlite":
+        s = Store.from_url(f"sqlite:///{tmp_path}/store.db")
+    else:
+        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
+        s = Store.from_url(server.create_database("t_" + uuid.uuid4().hex[:12]))
+    yield s
+    s.close()
+

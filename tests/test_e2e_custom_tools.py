@@ -114,11 +114,15 @@ def _gemini(body: Dict[str, Any], stream: bool) -> Reply:
 
 
 def _chat(body: Dict[str, Any], stream: bool) -> Reply:
+    """A Chat upstream calling apply_patch: as a custom tool, or, when it was offered a function (an
+    OpenAI-compatible server, which has no custom tools), as a function with `{"input": ...}`."""
     answered = body["messages"][-1]["role"] == "tool"
     usage = {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29}
-    if body["tools"][0]["type"] == "function":  # an OpenAI-compatible server: no custom tools
-        return _chat_function(answered, stream, usage)
-    call = {"id": "call_up", "type": "custom", "custom": {"name": "apply_patch", "input": PATCH}}
+    if body["tools"][0]["type"] == "function":
+        kind, payload, text = "function", "arguments", json.dumps({"input": PATCH})
+    else:
+        kind, payload, text = "custom", "input", PATCH
+    call = {"id": "call_up", "type": kind, kind: {"name": "apply_patch", payload: text}}
     if not stream:
         msg: Dict[str, Any] = ({"role": "assistant", "content": DONE} if answered else
                                {"role": "assistant", "content": None, "tool_calls": [call]})
@@ -129,30 +133,8 @@ def _chat(body: Dict[str, Any], stream: bool) -> Reply:
     if answered:
         chunks += [openai_chunk({"content": DONE}), openai_chunk({}, "stop")]
     else:
-        chunks.append(openai_chunk({"tool_calls": [dict(call, index=0, custom={"name": "apply_patch", "input": ""})]}))
-        chunks += [openai_chunk({"tool_calls": [{"index": 0, "custom": {"input": piece}}]}) for piece in _pieces(PATCH)]
-        chunks.append(openai_chunk({}, "tool_calls"))
-    chunks.append(openai_chunk(None, usage=usage))
-    return Reply.sse(chunks)
-
-
-def _chat_function(answered: bool, stream: bool, usage: Dict[str, Any]) -> Reply:
-    args = json.dumps({"input": PATCH})
-    call = {"id": "call_up", "type": "function", "function": {"name": "apply_patch", "arguments": args}}
-    if not stream:
-        msg: Dict[str, Any] = ({"role": "assistant", "content": DONE} if answered else
-                               {"role": "assistant", "content": None, "tool_calls": [call]})
-        return Reply.json({"id": "chatcmpl-up", "object": "chat.completion", "created": 1763800000, "model": "up",
-                           "choices": [{"index": 0, "message": msg,
-                                        "finish_reason": "stop" if answered else "tool_calls"}], "usage": usage})
-    chunks = [openai_chunk({"role": "assistant", "content": ""})]
-    if answered:
-        chunks += [openai_chunk({"content": DONE}), openai_chunk({}, "stop")]
-    else:
-        chunks.append(openai_chunk({"tool_calls": [dict(call, index=0, function={"name": "apply_patch",
-                                                                                 "arguments": ""})]}))
-        chunks += [openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-                   for piece in _pieces(args)]
+        chunks.append(openai_chunk({"tool_calls": [dict(call, index=0, **{kind: {"name": "apply_patch", payload: ""}})]}))
+        chunks += [openai_chunk({"tool_calls": [{"index": 0, kind: {payload: piece}}]}) for piece in _pieces(text)]
         chunks.append(openai_chunk({}, "tool_calls"))
     chunks.append(openai_chunk(None, usage=usage))
     return Reply.sse(chunks)

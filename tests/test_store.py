@@ -8,7 +8,7 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import peewee
 import pytest
@@ -39,15 +39,9 @@ CONFIG = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store.from_url(f"sqlite:///{tmp_path}/store.db")
-    else:
-        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
-        s = Store.from_url(server.create_database("t_" + uuid.uuid4().hex[:12]))
-    yield s
-    s.close()
+@pytest.fixture
+def store(dialect_store: Store) -> Store:
+    return dialect_store
 
 
 class WidgetPlugin(Plugin):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
 
@@ -31,15 +31,9 @@ class Migrations(Plugin):
         return None
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "mysql"])
-def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Store]:
-    if request.param == "sqlite":
-        s = Store.from_url(f"sqlite:///{tmp_path}/store.db")
-    else:
-        server = request.getfixturevalue("postgres_cluster" if request.param == "postgresql" else "mariadb_server")
-        s = Store.from_url(server.create_database("d_" + uuid.uuid4().hex[:12]))
-    yield s
-    s.close()
+@pytest.fixture
+def store(dialect_store: Store) -> Store:
+    return dialect_store
 
 
 @pytest.fixture
