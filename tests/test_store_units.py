@@ -281,3 +281,33 @@ def test_the_mysql_driver_is_loaded_only_for_a_mysql_store() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ["False", "True"], out.stdout
+
+
+def test_the_postgresql_driver_is_loaded_only_for_a_postgresql_store(postgres_cluster: Any) -> None:
+    """psycopg2 costs ~5 MB of RSS in every worker; peewee imports it with itself unless routeplane holds it
+    back. A fresh interpreter (nothing imported psycopg2 first) must not load it for SQLite, and must hand
+    it to peewee when a PostgreSQL store opens: migrations, a transaction, an error that rolls back, JSON."""
+    import subprocess
+    import sys
+    import uuid
+
+    url = postgres_cluster.create_database("t_" + uuid.uuid4().hex[:12])
+    code = ("import sys, routeplane.app, routeplane.store as s\n"
+            "from routeplane.store.spend_log import SpendLogPlugin\n"
+            "print('psycopg2' in sys.modules)\n"
+            f"st = s.Store({url!r})\n"
+            "s.migrate(st, [SpendLogPlugin(st)])\n"
+            "import peewee\n"
+            "print(peewee.psycopg2 is sys.modules.get('psycopg2'))\n"
+            "st.execute('CREATE TABLE t (k TEXT PRIMARY KEY, u UUID)')\n"
+            "import uuid\n"
+            "st.execute('INSERT INTO t VALUES (%s, %s)', ('a', uuid.UUID(int=7)))\n"
+            "try:\n"
+            "    st.execute('INSERT INTO t VALUES (%s, NULL)', ('a',))\n"
+            "except peewee.IntegrityError:\n"
+            "    print('integrity')\n"
+            "print(st.execute('SELECT u FROM t')[0][0] == uuid.UUID(int=7))\n"
+            "st.close()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["False", "True", "integrity", "True"], out.stdout

@@ -119,7 +119,7 @@ def make_database(url: DatabaseURL, read_only: bool = False) -> peewee.Database:
     conn.update(options)
     if url.dialect == "postgresql":
         try:
-            import psycopg2  # noqa: F401
+            _attach_psycopg2()
         except ImportError:
             raise StoreError("postgresql:// needs psycopg2: pip install 'routeplane[postgres]'") from None
         conn.setdefault("connect_timeout", 10)
@@ -132,6 +132,35 @@ def make_database(url: DatabaseURL, read_only: bool = False) -> peewee.Database:
         peewee.mysql = pymysql
     conn.setdefault("charset", "utf8mb4")
     return PooledMySQLDatabase(url.database, **pool, **conn)
+
+
+def _attach_psycopg2() -> None:
+    """Hand psycopg2 to a peewee that was imported without it (store/__init__.py).
+
+    peewee binds the driver when it is imported: the module globals its
+    PostgreSQL code reads (3.17: `psycopg2`, `pg_extensions`, `pg_errors`;
+    4.x: `psycopg2`, `pg_extensions`, `Json_pg2` and three class attributes of
+    `Psycopg2Adapter`), and UUIDs registered as a type. This sets the same.
+    """
+    import psycopg2
+    from psycopg2 import extensions, extras
+
+    if getattr(peewee, "psycopg2", None) is not None:
+        return
+    peewee.pg_extensions = extensions
+    if hasattr(peewee, "pg_errors"):
+        from psycopg2 import errors
+
+        peewee.pg_errors = errors
+    if hasattr(peewee, "Json_pg2"):
+        peewee.Json_pg2 = extras.Json
+    adapter = getattr(peewee, "Psycopg2Adapter", None)
+    if adapter is not None:
+        adapter.txn_idle = extensions.TRANSACTION_STATUS_IDLE
+        adapter.txn_inerror = extensions.TRANSACTION_STATUS_INERROR
+        adapter.txn_unknown = extensions.TRANSACTION_STATUS_UNKNOWN
+    extras.register_uuid()
+    peewee.psycopg2 = psycopg2
 
 
 class Store:
