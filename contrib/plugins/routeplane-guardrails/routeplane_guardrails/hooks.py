@@ -40,7 +40,7 @@ from routeplane.language_model.types import (
 )
 
 from .detectors import DOWNGOING, UPGOING
-from .jsontext import detector_view, json_spans, looks_like_json
+from .jsontext import find_json, json_spans, looks_like_json
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, candidates, find, redact
 from .stream import Blocked, ChannelScanner
 
@@ -60,7 +60,8 @@ class RequestGuard:
         self.reporter = reporter
         self.channels: Dict[Channel, ChannelScanner] = {}
         self.custom_tools: Set[int] = set()  # tool calls whose arguments are free text, not JSON
-        self.reasoning_rules = ruleset.downgoing.without_redaction()
+        # Reasoning (signed) and streamed tool-call names (identifiers) are checked, never rewritten.
+        self.checked_only_rules = ruleset.downgoing.without_redaction()
 
     @classmethod
     def of(cls, ctx: PipelineContext, ruleset: RuleSet, stats: Stats) -> "RequestGuard":
@@ -73,7 +74,7 @@ class RequestGuard:
     def channel(self, key: Channel) -> ChannelScanner:
         scanner = self.channels.get(key)
         if scanner is None:
-            rules = self.reasoning_rules if key[0] == "reasoning" else self.ruleset.downgoing
+            rules = self.checked_only_rules if key[0] == "reasoning" else self.ruleset.downgoing
             json = key[0] == "tool" and key[1] not in self.custom_tools
             scanner = ChannelScanner(rules, self.ruleset, self.reporter, _WHERE[key[0]].format(key[1]), json=json)
             self.channels[key] = scanner
@@ -86,6 +87,13 @@ class RequestGuard:
             if scanner is not None:
                 out.extend(_part(key, text) for text in scanner.flush())
         return out
+
+    def check_name(self, name: str, where: str) -> None:
+        """A streamed tool call's name: warn/block only (see `_Scan.name`); raises Blocked."""
+        if name:
+            _, blocks = scan_text(name, self.checked_only_rules, self.reporter, where)
+            if blocks:
+                raise Blocked(blocks, where)
 
     def record(self, ctx: PipelineContext) -> None:
         if self.reporter.per_request:
@@ -102,11 +110,11 @@ def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str,
               json: bool = False) -> Tuple[str, List[Finding]]:
     """A whole text at once: (redacted text, block findings). Every finding is counted and logged.
 
-    `json`: the text is tool-call arguments; if it is JSON, the detectors see its
-    blank escapes as blanks and redaction keeps it valid JSON (see `jsontext`).
+    `json`: the text is tool-call arguments; if it is JSON, the detectors read it
+    decoded (escapes as what they stand for) and redaction keeps it valid JSON (see `jsontext`).
     """
     json = json and looks_like_json(text)
-    findings = find(detector_view(text) if json else text, rules)
+    findings = find_json(text, rules) if json else find(text, rules)
     for f in findings:
         reporter.report(rules.direction, f, where)
     blocks = [f for f in findings if f.action == BLOCK]
@@ -122,6 +130,28 @@ class _Scan:
     def __init__(self, rules: DirectionRules, reporter: Reporter) -> None:
         self.rules, self.reporter = rules, reporter
         self.blocked: Optional[Tuple[List[Finding], str]] = None
+        self._name_rules: Optional[DirectionRules] = None
+        self._name_hits: Dict[str, bool] = {}
+
+    def name(self, name: Optional[str], where: str) -> None:
+        """A tool, function or message name: checked (warn/block) but never rewritten.
+
+        Names are identifiers (`^[a-zA-Z0-9_-]{1,64}$`) that must match a tool
+        definition: a placeholder inside one would break the call, so `redact`
+        acts as `warn` on them (counted as `warn`). Each distinct name is
+        scanned once; one with findings is counted and logged wherever it occurs.
+        """
+        if not name or self.blocked is not None:
+            return
+        if self._name_rules is None:
+            self._name_rules = self.rules.without_redaction()
+        hit = self._name_hits.get(name)
+        if hit is None:
+            hit = self._name_hits[name] = bool(find(name, self._name_rules))
+        if hit:
+            _, blocks = scan_text(name, self._name_rules, self.reporter, where)
+            if blocks:
+                self.blocked = (blocks, where)
 
     def text(self, text: str, where: str, json: bool = False, rules: Optional[DirectionRules] = None) -> str:
         if self.blocked is not None:
@@ -138,9 +168,11 @@ class _Scan:
                 new = self.text(p.text, f"{where} text")
                 p = p if new == p.text else dataclasses.replace(p, text=new)
             elif isinstance(p, ToolCallPart):
+                self.name(p.name, f"{where} tool call name")
                 new = self.text(p.arguments, f"{where} tool call arguments", json=not p.custom)
                 p = p if new == p.arguments else dataclasses.replace(p, arguments=new)
             elif isinstance(p, ToolResultPart):
+                self.name(p.name, f"{where} tool result name")
                 content = self.parts(p.content, f"{where} tool result")
                 p = p if content == p.content else dataclasses.replace(p, content=content)
             elif isinstance(p, ReasoningPart) and p.text and self.blocked is None:
@@ -189,7 +221,9 @@ class UpgoingCheck(PreRequestHook):
     System, user, assistant and tool-result text and tool-call arguments; tool
     definitions (description, every string of the parameter schema or custom
     format), the response-format schema, stop sequences, `user`, and every
-    string of the wire's other fields (`metadata`, `prediction`, ...).
+    string of the wire's other fields (`metadata`, `prediction`, ...). Tool,
+    tool-call, tool-choice, response-format and message names are checked but
+    never rewritten (`redact` acts as `warn` on them).
     """
 
     def __init__(self, ruleset: RuleSet, stats: Stats) -> None:
@@ -205,9 +239,15 @@ class UpgoingCheck(PreRequestHook):
         system = scan.parts(prompt.system, "system")
         messages: List[Message] = []
         for i, msg in enumerate(prompt.messages):
+            scan.name(msg.name, f"messages[{i}] ({msg.role.value}) name")
             parts = scan.parts(msg.parts, f"messages[{i}] ({msg.role.value})")
             messages.append(msg if parts == msg.parts else dataclasses.replace(msg, parts=parts))
         changes = _scan_fields(prompt, scan)
+        for i, tool in enumerate(prompt.tools):
+            scan.name(tool.name, f"tools[{i}] name")
+        scan.name(prompt.tool_choice.name if prompt.tool_choice is not None else None, "tool_choice name")
+        scan.name(prompt.response_format.name if prompt.response_format is not None else None,
+                  "response_format name")
         guard.record(ctx)
         if scan.blocked is not None:
             findings, where = scan.blocked
@@ -320,8 +360,10 @@ class DowngoingStreamCheck(StreamHook):
                 return _before(guard.flush([("text", part.index)]), part)
             if isinstance(part, ToolCallEnd):
                 return _before(guard.flush([("tool", part.index)]), part)
-            if isinstance(part, ToolCallStart) and part.custom:
-                guard.custom_tools.add(part.index)  # before its first delta opens the channel
+            if isinstance(part, ToolCallStart):
+                guard.check_name(part.name, f"tool call {part.index} name")
+                if part.custom:
+                    guard.custom_tools.add(part.index)  # before its first delta opens the channel
             if isinstance(part, (TextStart, ToolCallStart, ReasoningStart)):
                 # Held text of another block goes out first, keeping the output order.
                 mine = (_START_KIND[type(part)], part.index)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from .detectors import Rule
-from .jsontext import LexState, advance, bare_end, cut_token, detector_view, json_spans
+from .jsontext import LexState, View, advance, bare_end, cut_token, decoded_view, find_json, json_spans
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, find, redact
 
 
@@ -34,8 +34,10 @@ class ChannelScanner:
     pending text plus `context_chars` of already-sent text for look-behinds.
 
     A tool call's arguments are JSON (`json=True`: when they start with `{` or
-    `[`): the detectors see blank escapes (`\\n`) as blanks, and redactions keep
-    the JSON valid (see `jsontext`). The JSON lexer state at `base` is kept up
+    `[`): the detectors read it decoded (`\\n`, `\\/`, `\\uXXXX` as what they stand
+    for; an escape cut by the end of the buffer is read once whole, and the
+    buffer is never trimmed inside one), and redactions keep the JSON valid
+    (see `jsontext`). The JSON lexer state at `base` is kept up
     to date as the buffer is trimmed, so each text is lexed once, and again
     only when something in the buffer is redacted. A forced cut inside a bare
     token (a number) that a redaction touches replaces the whole token: its
@@ -104,19 +106,33 @@ class ChannelScanner:
 
     def _report_warnings(self, final: bool) -> None:
         self.unscanned = 0
-        for f in find(self._view(), self.rules, self.base):
-            if final or f.end < self.total:  # one touching the end may still grow
+        view = self._view()
+        for f in self._find(view):
+            if final or f.end < self.base + view.end:  # one touching the end may still grow
                 self._report(f)
 
-    def _view(self) -> str:
-        """The buffer as the detectors see it (the same length)."""
-        return detector_view(self.buf, self.base, self.lex_state) if self.json else self.buf
+    def _view(self) -> View:
+        """The buffer as the detectors read it: JSON decoded (see `jsontext.decoded_view`)."""
+        if self.json:
+            return decoded_view(self.buf, self.lex_state, self.base)
+        return View(self.buf, len(self.buf))
+
+    def _find(self, view: View) -> List[Finding]:
+        """Findings in the buffer, with absolute offsets into the channel's text as sent."""
+        if self.json:
+            return find_json(self.buf, self.rules, self.base, view=view)
+        return find(view.text, self.rules, self.base)
 
     def _trim(self, keep_from: int) -> None:
         keep_from = min(keep_from, self.emitted - self.context)
         if keep_from > self.base:
             if self.json is not False:
-                self.lex_state = advance(self.lex_state, self.buf[:keep_from - self.base], self.base)
+                state = advance(self.lex_state, self.buf[:keep_from - self.base], self.base)
+                if state.escape_start is not None and state.escape_start > self.base:
+                    # Never start the buffer inside an escape: it is read decoded, so it must be whole.
+                    keep_from = state.escape_start
+                    state = advance(self.lex_state, self.buf[:keep_from - self.base], self.base)
+                self.lex_state = state
             self.buf = self.buf[keep_from - self.base:]
             self.base = keep_from
 
@@ -124,7 +140,7 @@ class ChannelScanner:
         if self.swallowing:
             self._swallow(final)
         view = self._view()
-        findings = [f for f in find(view, self.rules, self.base) if f.end > self.emitted]
+        findings = [f for f in self._find(view) if f.end > self.emitted]
         blocks = [f for f in findings if f.action == BLOCK]
         if blocks:
             for f in blocks:
@@ -136,15 +152,15 @@ class ChannelScanner:
         if self.open is not None:
             rule, action, placeholder = self.open
             assert rule.continuation is not None
-            m = rule.continuation.match(view, self.emitted - self.base)
-            cont_end = self.base + (m.end() if m else self.emitted - self.base)
+            m = rule.continuation.match(view.text, view.at(self.emitted - self.base))
+            cont_end = self.base + view.raw(m.end()) if m else self.emitted
             # Like any match, it is settled only once a full window follows it
             # (a half-received END line must not close it early).
             still_open = not final and cont_end > self.total - self.window
             if action == REDACT and cont_end > self.emitted:
                 spans.append((self.emitted, cont_end, placeholder))
 
-        cutoff, forced = self._cutoff(findings, final, still_open)
+        cutoff, forced = self._cutoff(findings, final, still_open, self.base + view.end)
         if cont_end is not None and not still_open:
             self.open = None
             cutoff = max(cutoff, cont_end)  # release the rest of the cut match now, while its span is known
@@ -192,7 +208,9 @@ class ChannelScanner:
         self.swallowing = True
         return [sp for sp in spans if not (sp[0] < b and sp[1] > a)] + [(a, cutoff, '"' + touching[0][2] + '"')]
 
-    def _cutoff(self, findings: Sequence[Finding], final: bool, still_open: bool) -> Tuple[int, bool]:
+    def _cutoff(self, findings: Sequence[Finding], final: bool, still_open: bool, read_end: int) -> Tuple[int, bool]:
+        """Where to release up to, and whether the hold cap forced it. `read_end`: the end of what the detectors
+        read (the text, unless it ends inside an escape), where a match may still grow."""
         if final:
             return self.total, False
         cutoff = self.total - self.window
@@ -202,17 +220,37 @@ class ChannelScanner:
                 moved = False
                 for f in findings:
                     # Never split a match, nor release the start of one that may still grow.
-                    if f.start < cutoff and (f.end > cutoff or f.end >= self.total):
+                    if f.start < cutoff and (f.end > cutoff or f.end >= read_end):
                         cutoff, moved = f.start, True
             if still_open:
                 cutoff = self.emitted
             if self.total - max(cutoff, self.emitted) > self.max_hold:
-                return self.total - self.window, True
+                return self._outside_escape(self._past_whole_matches(findings, read_end)), True
             boundaries = [e for e in self.chunk_ends if e <= cutoff]
             snapped = boundaries[-1] if boundaries else self.emitted
             if snapped >= cutoff:
                 return max(snapped, self.emitted), False
             cutoff = snapped  # back to the chunk boundary, which may fall inside another match
+
+    def _past_whole_matches(self, findings: Sequence[Finding], read_end: int) -> int:
+        """A forced cut (hold cap) past every match it would split that is already whole (only one still growing,
+        a PEM block or a long number, is cut): a whole match leaves with one placeholder, not one per piece."""
+        cut = self.total - self.window
+        moved = True
+        while moved:
+            moved = False
+            for f in findings:
+                if f.start < cut < f.end < read_end:
+                    cut, moved = f.end, True
+        return cut
+
+    def _outside_escape(self, cut: int) -> int:
+        """A forced cut moved back to the start of the JSON escape it falls in (so no escape is split)."""
+        if self.json:
+            state = advance(self.lex_state, self.buf[:cut - self.base], self.base)
+            if state.escape_start is not None and state.escape_start > self.emitted:
+                return state.escape_start
+        return cut
 
     def _pieces(self, cutoff: int, spans: List[Tuple[int, int, str]], forced: bool) -> List[str]:
         bounds = [e for e in self.chunk_ends if self.emitted < e <= cutoff]
