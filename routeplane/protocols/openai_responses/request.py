@@ -61,6 +61,14 @@ def decode_request(body: Any) -> Prompt:
     for param in ("previous_response_id", "conversation"):
         if body.get(param) is not None:
             raise InvalidRequest(STATELESS.format(param=param), param=param, code="unsupported_parameter")
+    if expect(body.get("background"), bool, "background"):
+        # A background response is polled or cancelled by id later; nothing here keeps it.
+        raise InvalidRequest("This gateway is stateless: it does not store responses, so 'background' mode "
+                             "(retrieve or cancel later by id) is not supported. Omit it, or stream instead.",
+                             param="background", code="unsupported_parameter")
+    include = expect(body.get("include"), list, "include") or []
+    if not all(isinstance(v, str) for v in include):
+        raise InvalidRequest("'include' must be an array of strings.", param="include", code="invalid_type")
     model = expect(body.get("model"), str, "model", required=True)
     if not model:
         raise InvalidRequest("'model' must not be empty.", param="model")
@@ -88,6 +96,9 @@ def decode_request(body: Any) -> Prompt:
 
     tools, allowed = _decode_tools(body)
     tool_choice = _decode_tool_choice(body, allowed)
+    if tool_choice is not None and tool_choice.name is not None and tool_choice.name not in {t.name for t in tools}:
+        raise InvalidRequest(f"Tool choice {tool_choice.name!r} is not among the function or custom tools in "
+                             "'tools'.", param="tool_choice")
     if tool_choice is not None and tool_choice.name is None and allowed is not None:
         tools = tuple(t for t in tools if t.name in allowed)
     reasoning = expect(body.get("reasoning"), dict, "reasoning") or {}
@@ -229,12 +240,18 @@ def _parts(content: Any, path: str, role: Role) -> List[ContentPart]:
             else:
                 raise InvalidRequest(f"'{p}' needs an image_url or a file_id.", param=p)
         elif kind == "input_file" and role is Role.USER:
-            data = item.get("file_data")
+            file_id, url, data = (expect(item.get(k), str, f"{p}.{k}") for k in ("file_id", "file_url", "file_data"))
+            if not (file_id or url or data):
+                raise InvalidRequest(f"'{p}' needs a file_id, a file_url or file_data.", param=p)
             media_type = None
-            if isinstance(data, str) and data.startswith("data:"):
-                media_type, data = parse_data_url(data)  # type: ignore[misc]
-            parts.append(FilePart(file_id=item.get("file_id"), url=item.get("file_url"), data=data,
-                                  media_type=media_type, filename=item.get("filename")))
+            if data and data.startswith("data:"):
+                try:
+                    media_type, data = parse_data_url(data)  # type: ignore[misc]
+                except InvalidRequest:
+                    raise InvalidRequest(f"'{p}.file_data' must be a base64 data URL "
+                                         "(data:<media type>;base64,<data>).", param=f"{p}.file_data") from None
+            parts.append(FilePart(file_id=file_id, url=url, data=data, media_type=media_type,
+                                  filename=expect(item.get("filename"), str, f"{p}.filename")))
         else:
             raise InvalidRequest(f"Unsupported content part type {kind!r} at '{p}'.", param=f"{p}.type")
     return parts

@@ -267,6 +267,9 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     status = body.get("status")
     if status == "failed":
         raise failed_error(body, target)
+    if status in ("queued", "in_progress"):
+        # A background response: its output comes later, from a retrieve this gateway never makes.
+        raise bad_upstream(target, f"the response is still {status} (background mode is not supported)")
     parts = decode_output(body.get("output"), target)
     return Generation(
         id=str(body.get("id") or ""),
@@ -276,6 +279,15 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         usage=decode_usage(body.get("usage")) or Usage(reported=False),
         created=body["created_at"] if isinstance(body.get("created_at"), int) else int(time.time()),
     )
+
+
+def failed_code(err: RouteplaneError) -> str:
+    """`error.code` of a failed response: one of the SDK's codes (`ResponseError.code` is a closed set)."""
+    if err.kind in ("rate_limit", "budget") or err.status == 429:
+        return "rate_limit_exceeded"
+    if 400 <= err.status < 500 and err.status not in (408,):
+        return "invalid_prompt"  # a guardrail or other refusal of the request's content mid-stream
+    return "server_error"
 
 
 def error_body(err: RouteplaneError) -> Dict[str, Any]:

@@ -38,6 +38,7 @@ from .response import (
     content_part,
     custom_call_item,
     decode_usage,
+    failed_code,
     failed_error,
     failure,
     function_call_item,
@@ -277,6 +278,12 @@ class ResponsesStreamEncoder(StreamEncoder):
                         content_index=0, part=content_part(text, item.refusal))
             done = message_item(item.id, [TextPart(text, refusal=item.refusal)])
         elif item.kind == "function_call":
+            if not text.strip():
+                # A call without arguments (Anthropic's empty input, a Chat call with no fragments):
+                # Responses always carries a JSON object, as the non-streamed answer does.
+                text = "{}"
+                self._event(out, "response.function_call_arguments.delta", item_id=item.id,
+                            output_index=item.output_index, delta=text)
             self._event(out, "response.function_call_arguments.done", item_id=item.id,
                         output_index=item.output_index, arguments=text)
             done = function_call_item(item.id, ToolCallPart(item.call_id, item.name, text))
@@ -331,8 +338,11 @@ class ResponsesStreamEncoder(StreamEncoder):
         # The code is the OpenAI error type ("server_error", "rate_limit_exceeded", ...).
         self._event(out, "error", code=body["type"], message=body["message"], param=body.get("param"))
         if not self._ended:
+            # A failed response's error.code is a closed set (openai.types.responses.ResponseError):
+            # the gateway's own type stays readable in `type`.
             self._event(out, "response.failed", response=self._response(
-                "failed", usage=self._usage, error={"code": body["type"], "message": body["message"]}))
+                "failed", usage=self._usage,
+                error={"code": failed_code(err), "message": body["message"], "type": body["type"]}))
         return b"".join(out)
 
 
