@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 import requests
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import HookDenied, InternalError, NoTargetAvailable, RouteplaneError, UnsafeUpstreamURL, UpstreamError
@@ -189,7 +189,34 @@ def anthropic_model(entry: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def anthropic_models_page(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """`GET /v1/models` for Anthropic clients (they send anthropic-version): one page, all models."""
+    """`GET /v1/models` for Anthropic clients (they send anthropic-version).
+
+    Anthropic's cursor paging: `after_id` / `before_id` (a model id) and `limit` (1-1000). Without
+    `limit`, one page holds every model; with it, `has_more` says whether the SDK should fetch the
+    next page (its auto-pagination sends `after_id` = this page's `last_id`).
+    """
     data = [anthropic_model(e) for e in entries]
-    return {"data": data, "has_more": False, "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None}
+    args = request.args if has_request_context() else {}
+    ids = [d["id"] for d in data]
+    start, end = 0, len(data)
+    if args.get("after_id") in ids:
+        start = ids.index(args["after_id"]) + 1
+    if args.get("before_id") in ids:
+        end = ids.index(args["before_id"])
+    window = data[start:end] if start < end else []
+    limit = _int_arg(args.get("limit"))
+    has_more = False
+    if limit is not None:
+        limit = max(1, min(limit, 1000))
+        has_more = len(window) > limit
+        # before_id pages backwards: the models just before the cursor.
+        window = window[-limit:] if args.get("before_id") and not args.get("after_id") else window[:limit]
+    return {"data": window, "has_more": has_more, "first_id": window[0]["id"] if window else None,
+            "last_id": window[-1]["id"] if window else None}
+
+
+def _int_arg(value: Any) -> Optional[int]:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None

@@ -111,7 +111,7 @@ def _encode_part(p: ContentPart, role: str) -> Optional[Dict[str, Any]]:
     if isinstance(p, ImagePart):
         return _image_block(p)
     if isinstance(p, FilePart):
-        return _document_block(p)
+        return file_block(p)
     if isinstance(p, ToolCallPart):
         block: Dict[str, Any] = {"type": "tool_use", "id": sanitize_id(p.id), "name": p.name,
                                  "input": parse_arguments(p.arguments, p.name)}
@@ -169,6 +169,22 @@ def _image_block(p: ImagePart) -> Dict[str, Any]:
     return block
 
 
+def file_block(p: FilePart) -> Dict[str, Any]:
+    """A file: an `image` block when it is an image (Files API id, or bytes/URL of a type Anthropic
+    takes as an image), else a `document` block. An image file id is FilePart(file_id, media_type
+    "image/*"), the convention the Responses codec uses for `input_image.file_id`."""
+    media = p.media_type or ""
+    if media.startswith("image/"):
+        if p.file_id:
+            image: Dict[str, Any] = {"type": "image", "source": {"type": "file", "file_id": p.file_id}}
+            if p.cache_control is not None:
+                image["cache_control"] = dict(p.cache_control)
+            return image
+        if p.url or (p.data is not None and media in IMAGE_TYPES):
+            return _image_block(ImagePart(url=p.url, data=p.data, media_type=media, cache_control=p.cache_control))
+    return _document_block(p)
+
+
 def _document_block(p: FilePart) -> Dict[str, Any]:
     if p.file_id:
         source: Dict[str, Any] = {"type": "file", "file_id": p.file_id}
@@ -203,7 +219,7 @@ def _tool_result_block(r: ToolResultPart) -> Dict[str, Any]:
             elif isinstance(c, ImagePart):
                 content.append(_image_block(c))
             elif isinstance(c, FilePart):
-                content.append(_document_block(c))
+                content.append(file_block(c))
     block: Dict[str, Any] = {"type": "tool_result", "tool_use_id": sanitize_id(r.tool_call_id)}
     if content:
         block["content"] = content

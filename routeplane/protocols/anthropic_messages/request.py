@@ -207,10 +207,13 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         out.append(Message(Role.USER if role == "user" else Role.ASSISTANT, tuple(parts)))
 
 
-def _decode_image(block: Dict[str, Any], path: str) -> ImagePart:
+def _decode_image(block: Dict[str, Any], path: str) -> ContentPart:
     source = expect(block.get("source"), dict, f"{path}.source", required=True)
     kind = source.get("type")
     cache = _cache(block, path)
+    if kind == "file":  # a Files API image: FilePart with an image/* type (blocks.file_block sends it back)
+        return FilePart(file_id=expect(source.get("file_id"), str, f"{path}.source.file_id", required=True),
+                        media_type="image/*", cache_control=cache)
     if kind == "base64":
         return ImagePart(data=expect(source.get("data"), str, f"{path}.source.data", required=True),
                          media_type=expect(source.get("media_type"), str, f"{path}.source.media_type", required=True),

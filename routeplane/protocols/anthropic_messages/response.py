@@ -164,6 +164,13 @@ def tool_input(arguments: str) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {"_raw": arguments}
 
 
+def wire_stop_reason(reason: FinishReason, refused: bool) -> str:
+    """The stop_reason for a finish. A model's refusal that another wire reports as a normal
+    stop (OpenAI: `message.refusal` with finish_reason "stop") is Anthropic's `refusal`."""
+    wire = STOP_TO_WIRE[reason]
+    return "refusal" if refused and wire == "end_turn" else wire
+
+
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     show_foreign = wants_thinking(prompt)
     content: List[Dict[str, Any]] = []
@@ -180,7 +187,7 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
                                 "signature": (p.signature or "") if p.provider == PROTOCOL else ""})
         elif isinstance(p, ToolCallPart):
             content.append({"type": "tool_use", "id": p.id, "name": p.name, "input": tool_input(p.arguments)})
-    stop_reason = STOP_TO_WIRE[gen.finish_reason]
+    stop_reason = wire_stop_reason(gen.finish_reason, any(isinstance(p, TextPart) and p.refusal for p in gen.parts))
     if gen.extras_protocol == PROTOCOL and gen.extras.get("stop_reason") in STOP_FROM_WIRE:
         if STOP_FROM_WIRE[gen.extras["stop_reason"]] is gen.finish_reason:
             stop_reason = gen.extras["stop_reason"]

@@ -33,12 +33,12 @@ from .response import (
     KIND_FROM_TYPE,
     PROTOCOL,
     STOP_FROM_WIRE,
-    STOP_TO_WIRE,
     decode_usage,
     error_body,
     kept_usage,
     message_id,
     wants_thinking,
+    wire_stop_reason,
 )
 
 log = logging.getLogger("routeplane.protocols.anthropic")
@@ -62,6 +62,7 @@ class _Block:
     wire_index: Optional[int] = None  # set once content_block_start went out
     args: List[str] = field(default_factory=list)
     signature_sent: Optional[str] = None
+    raw_args: Optional[bool] = None  # tool input that is not a JSON object, streamed as {"_raw": "..."}
 
 
 class MessagesStreamEncoder(StreamEncoder):
@@ -89,6 +90,7 @@ class MessagesStreamEncoder(StreamEncoder):
         self._live: Optional[int] = None
         self._queue: List[int] = []  # canonical indices waiting for the live block to end
         self._next_wire = 0
+        self._refused = False  # a refusal text block went out (see response.wire_stop_reason)
 
     # --- public ------------------------------------------------------------
 
@@ -117,7 +119,7 @@ class MessagesStreamEncoder(StreamEncoder):
         self._flush_all(out)
         usage = self._usage or self._input_usage or Usage(reported=False)
         finish = self._finish or Finish(FinishReason.STOP)
-        reason = STOP_TO_WIRE[finish.reason]
+        reason = wire_stop_reason(finish.reason, self._refused)
         out.append(_event({
             "type": "message_delta",
             "delta": {"stop_reason": reason,
@@ -248,6 +250,8 @@ class MessagesStreamEncoder(StreamEncoder):
         if isinstance(part, TextDelta):
             if not part.text:
                 return
+            if isinstance(block.start, TextStart) and block.start.refusal:
+                self._refused = True
             if block.wire_index is None:
                 self._open_wire(block, out)
             self._delta(block, {"type": "text_delta", "text": part.text}, out)
@@ -264,7 +268,28 @@ class MessagesStreamEncoder(StreamEncoder):
         elif isinstance(part, ToolCallDelta):
             if part.arguments:
                 block.args.append(part.arguments)
-                self._delta(block, {"type": "input_json_delta", "partial_json": part.arguments}, out)
+                self._tool_fragment(block, part.arguments, out)
+
+    def _tool_fragment(self, block: _Block, fragment: str, out: List[bytes]) -> None:
+        """Arguments as `input_json_delta`s the SDK can parse.
+
+        The SDK partial-parses the concatenated fragments after every delta and raises on text
+        that cannot become JSON. Anthropic's own tool input is always a JSON object; another
+        wire's model can emit anything (free text of a custom tool, an array, broken JSON). Input
+        that does not start as an object is streamed wrapped as {"_raw": "<text>"}, the same
+        value a non-streaming answer gets (response.tool_input).
+        """
+        if block.raw_args is None:
+            held = "".join(block.args)
+            if not held.strip():
+                return  # leading whitespace: undecided yet (all-blank input is `{}`, as unstreamed)
+            block.raw_args = not held.lstrip().startswith("{")
+            fragment = held
+            if block.raw_args:
+                fragment = '{"_raw": "' + _json_chars(held)
+        elif block.raw_args:
+            fragment = _json_chars(fragment)
+        self._delta(block, {"type": "input_json_delta", "partial_json": fragment}, out)
 
     def _signature(self, block: _Block, signature: str, out: List[bytes]) -> None:
         start = block.start
@@ -284,8 +309,15 @@ class MessagesStreamEncoder(StreamEncoder):
         block = self._blocks[self._live]
         block.ended = True
         if block.wire_index is not None:
+            if block.raw_args:
+                self._delta(block, {"type": "input_json_delta", "partial_json": '"}'}, out)
             out.append(_event({"type": "content_block_stop", "index": block.wire_index}))
         self._live = None
+
+
+def _json_chars(text: str) -> str:
+    """`text` escaped for the inside of a JSON string."""
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 def _foreign_thinking(block: _Block) -> bool:
