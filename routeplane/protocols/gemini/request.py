@@ -13,12 +13,10 @@ from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     ContentPart,
     FilePart,
-    GenerationParams,
     ImagePart,
     Message,
     Prompt,
     ReasoningPart,
-    ResponseFormat,
     Role,
     TextPart,
     Tool,
@@ -26,8 +24,10 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import EFFORT_BUDGET, client_extras, effort_for_budget, expect
+from ..base import client_extras, expect
 from ..carried import restore
+from .generation import camel_keys as _camel_keys
+from .generation import decode_generation, encode_generation, same_wire_generation
 from .schema import clean_for_gemini, from_gemini_schema, strip_meta
 
 PROTOCOL = "gemini"
@@ -38,7 +38,6 @@ SYNTHETIC_ID = "call_gx"
 # Google's documented placeholder for a functionCall with no real signature
 # (history from another vendor); Gemini 3 rejects unsigned calls otherwise.
 SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
-# Effort → thinking budget (translation.md §3, a suggested table).
 
 _KNOWN = frozenset({"model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _KNOWN_GEN = frozenset({
@@ -61,14 +60,6 @@ def get(d: Mapping[str, Any], camel: str) -> Any:
         return d[camel]
     snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
     return d.get(snake)
-
-
-def _camel_keys(d: Mapping[str, Any]) -> Dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        head, *rest = k.split("_")
-        out[head + "".join(w[:1].upper() + w[1:] for w in rest)] = v
-    return out
 
 
 def decode_request(body: Any, model: Optional[str] = None, stream: bool = False) -> Prompt:
@@ -102,11 +93,12 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
     if allowed is not None and len(allowed) > 1:
         tools = tuple(t for t in tools if t.name in allowed)
     gen = _camel_keys(expect(body.get("generationConfig"), dict, "generationConfig") or {})
-    params, response_format, thinking = _decode_generation(gen)
+    params, response_format, thinking = decode_generation(gen)
     extras: Dict[str, Any] = client_extras(body, _KNOWN)
     gen_extra = {k: v for k, v in gen.items() if k not in _KNOWN_GEN}
     if thinking is not None:
         gen_extra["thinkingConfig"] = thinking
+    gen_extra.update(same_wire_generation(gen))
     if gen_extra:
         extras["generationConfig"] = gen_extra  # forwarded to a Gemini upstream only
     return Prompt(
@@ -199,8 +191,6 @@ def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tup
         if not isinstance(raw, dict):
             raise InvalidRequest(f"'{p}' must be an object.", param=p)
         resp = get(raw, "functionResponse")
-        inline = get(raw, "inlineData")
-        file_data = get(raw, "fileData")
         if isinstance(resp, dict):
             name = expect(resp.get("name"), str, f"{p}.functionResponse.name", required=True)
             call_id = resp.get("id") if isinstance(resp.get("id"), str) and resp.get("id") else None
@@ -212,22 +202,32 @@ def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tup
                 raise InvalidRequest(f"'{p}.functionResponse' answers no functionCall named {name!r} in the "
                                      "preceding model turn.", param=f"{p}.functionResponse")
             text, is_error = result_text(resp.get("response"))
-            results.append(ToolResultPart(call_id, (TextPart(text),), is_error=is_error, name=name))
+            # Multimodal function responses (functionResponse.parts: inlineData / fileData).
+            media = [_media_in(m, f"{p}.functionResponse.parts[{j}]", True)
+                     for j, m in enumerate(expect(resp.get("parts"), list, f"{p}.functionResponse.parts") or [])]
+            results.append(ToolResultPart(call_id, (TextPart(text), *media), is_error=is_error, name=name))
         elif isinstance(raw.get("text"), str):
             others.append(TextPart(raw["text"]))
-        elif isinstance(inline, dict):
-            mime = expect(get(inline, "mimeType"), str, f"{p}.inlineData.mimeType") or "application/octet-stream"
-            data = expect(inline.get("data"), str, f"{p}.inlineData.data", required=True)
-            others.append(ImagePart(data=data, media_type=mime) if mime.startswith("image/")
-                          else FilePart(data=data, media_type=mime))
-        elif isinstance(file_data, dict):
-            mime = expect(get(file_data, "mimeType"), str, f"{p}.fileData.mimeType")
-            uri = expect(get(file_data, "fileUri"), str, f"{p}.fileData.fileUri", required=True)
-            others.append(ImagePart(url=uri, media_type=mime) if mime and mime.startswith("image/")
-                          else FilePart(url=uri, media_type=mime))
         else:
-            raise InvalidRequest(f"Unsupported part at '{p}'.", param=p)
+            others.append(_media_in(raw, p))
     return results, others
+
+
+def _media_in(raw: Any, p: str, strict: bool = False) -> ContentPart:
+    """An `inlineData` or `fileData` part (either key spelling) as an image or file part."""
+    if not isinstance(raw, dict):
+        raise InvalidRequest(f"'{p}' must be an object.", param=p)
+    inline = get(raw, "inlineData")
+    file_data = get(raw, "fileData")
+    if isinstance(inline, dict):
+        mime = expect(get(inline, "mimeType"), str, f"{p}.inlineData.mimeType") or "application/octet-stream"
+        data = expect(inline.get("data"), str, f"{p}.inlineData.data", required=True)
+        return ImagePart(data=data, media_type=mime) if mime.startswith("image/") else FilePart(data=data, media_type=mime)
+    if isinstance(file_data, dict):
+        mime = expect(get(file_data, "mimeType"), str, f"{p}.fileData.mimeType")
+        uri = expect(get(file_data, "fileUri"), str, f"{p}.fileData.fileUri", required=True)
+        return ImagePart(url=uri, media_type=mime) if mime and mime.startswith("image/") else FilePart(url=uri, media_type=mime)
+    raise InvalidRequest(f"Unsupported part at '{p}'" + (" (expected inlineData or fileData)." if strict else "."), param=p)
 
 
 def result_text(response: Any) -> Tuple[str, bool]:
@@ -293,69 +293,6 @@ def _decode_tool_config(raw: Any) -> Tuple[Optional[ToolChoice], Optional[List[s
     raise InvalidRequest(f"Invalid functionCallingConfig.mode {mode!r}.", param="toolConfig.functionCallingConfig.mode")
 
 
-def _decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[ResponseFormat], Any]:
-    n = _integer(gen.get("candidateCount"), "generationConfig.candidateCount")
-    if n is not None and n != 1:
-        raise InvalidRequest("Only candidateCount=1 is supported by this gateway.",
-                             param="generationConfig.candidateCount", code="unsupported_value")
-    stops = expect(gen.get("stopSequences"), list, "generationConfig.stopSequences") or []
-    if not all(isinstance(s, str) for s in stops):
-        raise InvalidRequest("'stopSequences' must be an array of strings.", param="generationConfig.stopSequences")
-    thinking = expect(gen.get("thinkingConfig"), dict, "generationConfig.thinkingConfig")
-    effort = budget = None
-    if thinking is not None:
-        thinking = _camel_keys(thinking)
-        budget = _integer(thinking.get("thinkingBudget"), "generationConfig.thinkingConfig.thinkingBudget")
-        level = expect(thinking.get("thinkingLevel"), str, "generationConfig.thinkingConfig.thinkingLevel")
-        if level:
-            effort = level.lower()
-        elif budget == 0:
-            effort = "none"
-        elif budget == -1:
-            effort = "medium"  # dynamic: the model decides; other wires need a size
-        elif budget is not None and budget > 0:
-            # Wires that only know an effort still hear that thinking was asked for.
-            effort = effort_for_budget(budget)
-        if budget is not None and budget <= 0:
-            budget = None  # 0 = off (effort none), -1 = dynamic: no fixed budget
-    params = GenerationParams(
-        max_tokens=_integer(gen.get("maxOutputTokens"), "generationConfig.maxOutputTokens"),
-        temperature=_number(gen, "temperature"),
-        top_p=_number(gen, "topP"),
-        top_k=_integer(gen.get("topK"), "generationConfig.topK"),
-        stop=tuple(stops),
-        seed=_integer(gen.get("seed"), "generationConfig.seed"),
-        presence_penalty=_number(gen, "presencePenalty"),
-        frequency_penalty=_number(gen, "frequencyPenalty"),
-        reasoning_effort=effort,
-        reasoning_budget=budget,
-    )
-    rf = None
-    mime = gen.get("responseMimeType")
-    schema = gen.get("responseJsonSchema")
-    if schema is None and isinstance(gen.get("responseSchema"), dict):
-        schema = from_gemini_schema(gen["responseSchema"])
-    if mime == "application/json" or schema is not None:
-        rf = ResponseFormat("json_schema", "response", schema) if isinstance(schema, dict) else ResponseFormat("json_object")
-    return params, rf, thinking
-
-
-def _integer(value: Any, param: str) -> Optional[int]:
-    """An integer field as Gemini's JSON mapping reads it: `4` and `4.0` alike (google-genai
-    types `top_k` as a float, so its clients send `4.0`); `4.5` is refused."""
-    if isinstance(value, float) and not isinstance(value, bool):
-        if not value.is_integer():
-            raise InvalidRequest(f"Invalid value for '{param}': expected an integer, got {value!r}.", param=param,
-                                 code="invalid_type")
-        return int(value)
-    return expect(value, int, param)
-
-
-def _number(gen: Dict[str, Any], key: str) -> Optional[float]:
-    value = expect(gen.get(key), (int, float), f"generationConfig.{key}")
-    return None if value is None else float(value)
-
-
 # --- provider side ---------------------------------------------------------
 
 
@@ -408,38 +345,10 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         if tc.mode == "tool" and tc.name:
             cfg["allowedFunctionNames"] = [tc.name]
         body["toolConfig"] = {"functionCallingConfig": cfg}
-    gen = _encode_generation(prompt, gen_extra)
+    gen = encode_generation(prompt, gen_extra)
     if gen:
         body["generationConfig"] = gen
     return body
-
-
-def _encode_generation(prompt: Prompt, gen_extra: Dict[str, Any]) -> Dict[str, Any]:
-    p = prompt.params
-    gen: Dict[str, Any] = {}
-    for key, value in (("maxOutputTokens", p.max_tokens), ("temperature", p.temperature), ("topP", p.top_p),
-                       ("topK", p.top_k), ("seed", p.seed), ("presencePenalty", p.presence_penalty),
-                       ("frequencyPenalty", p.frequency_penalty)):
-        if value is not None:
-            gen[key] = value
-    if p.stop:
-        gen["stopSequences"] = list(p.stop)[:5]
-    rf = prompt.response_format
-    if rf is not None and rf.type != "text":
-        gen["responseMimeType"] = "application/json"
-        if rf.type == "json_schema" and rf.schema:
-            gen["responseJsonSchema"] = strip_meta(dict(rf.schema))
-    thinking = dict(gen_extra.pop("thinkingConfig", None) or {})
-    if not thinking:
-        if p.reasoning_budget is not None:
-            thinking = {"thinkingBudget": p.reasoning_budget, "includeThoughts": True}
-        elif p.reasoning_effort is not None and p.reasoning_effort in EFFORT_BUDGET:
-            budget = EFFORT_BUDGET[p.reasoning_effort]
-            thinking = {"thinkingBudget": budget} if budget == 0 else {"thinkingBudget": budget, "includeThoughts": True}
-    if thinking:
-        gen["thinkingConfig"] = thinking
-    gen.update(gen_extra)
-    return gen
 
 
 def _encode_parts(m: Message, names: Dict[str, str], placeholder: str) -> List[Dict[str, Any]]:
@@ -557,8 +466,19 @@ def _media_part(p: ContentPart) -> Optional[Dict[str, Any]]:
         if p.data is not None:
             return {"inlineData": {"mimeType": p.media_type or "application/pdf", "data": p.data}}
         if p.url:
-            return {"fileData": {"mimeType": p.media_type or "application/pdf", "fileUri": p.url}}
+            if p.media_type:
+                return {"fileData": {"mimeType": p.media_type, "fileUri": p.url}}
+            if _is_google_file(p.url):
+                return {"fileData": {"fileUri": p.url}}  # Google knows its own file's type (mimeType is optional)
+            guess = mimetypes.guess_type(urllib.parse.urlsplit(p.url).path)[0]
+            return {"fileData": {"mimeType": guess or "application/pdf", "fileUri": p.url}}
     return None
+
+
+def _is_google_file(url: str) -> bool:
+    """A Files API or Cloud Storage URI: the upstream has the file and its MIME type."""
+    parts = urllib.parse.urlsplit(url)
+    return parts.scheme == "gs" or (parts.hostname == "generativelanguage.googleapis.com" and "/files/" in parts.path)
 
 
 def parse_args(arguments: str) -> Dict[str, Any]:

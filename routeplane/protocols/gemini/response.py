@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
@@ -140,17 +141,35 @@ def function_call_part(call_id: str, name: str, arguments: str, signature: Optio
     return part
 
 
+# What a Gemini upstream's answer holds beyond the canonical model, kept for a Gemini client.
+_KEEP_CANDIDATE = ("safetyRatings", "citationMetadata", "groundingMetadata", "urlContextMetadata", "avgLogprobs",
+                   "logprobsResult")
+
+
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
-    return {
-        "candidates": [{
-            "content": {"role": "model", "parts": encode_parts(gen.parts, shows_thoughts(prompt))},
-            "finishReason": FINISH_TO_WIRE[gen.finish_reason],
-            "index": 0,
-        }],
-        "usageMetadata": encode_usage(gen.usage),
-        "modelVersion": prompt.model,
-        "responseId": gen.id or "routeplane",
+    cand: Dict[str, Any] = {
+        "content": {"role": "model", "parts": encode_parts(gen.parts, shows_thoughts(prompt))},
+        "finishReason": FINISH_TO_WIRE[gen.finish_reason],
+        "index": 0,
     }
+    body: Dict[str, Any] = {"candidates": [cand]}
+    if gen.extras_protocol == PROTOCOL:
+        # Same wire: RECITATION stays RECITATION (not the canonical SAFETY), safety ratings and a
+        # blocked prompt's promptFeedback (no candidates, as Gemini sends it) go back as they came.
+        raw = gen.extras.get("finishReason")
+        if isinstance(raw, str) and finish_from_wire(raw, list(gen.parts)) is gen.finish_reason:
+            cand["finishReason"] = raw
+        kept = gen.extras.get("candidate")
+        if isinstance(kept, dict):
+            cand.update({k: v for k, v in kept.items() if k in _KEEP_CANDIDATE})
+        feedback = gen.extras.get("promptFeedback")
+        if isinstance(feedback, dict):
+            body["promptFeedback"] = feedback
+            if feedback.get("blockReason") and not gen.parts and gen.finish_reason is FinishReason.CONTENT_FILTER:
+                del body["candidates"]
+    body.update({"usageMetadata": encode_usage(gen.usage), "modelVersion": prompt.model,
+                 "responseId": gen.id or "routeplane"})
+    return body
 
 
 def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
@@ -217,11 +236,13 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     rid = str(body.get("responseId") or "")
     model = str(body.get("modelVersion") or target.model)
     candidates = body.get("candidates")
+    feedback = body.get("promptFeedback")
+    extras: Dict[str, Any] = {"promptFeedback": feedback} if isinstance(feedback, dict) else {}
     if not candidates:
-        feedback = body.get("promptFeedback")
         if isinstance(feedback, dict) and feedback.get("blockReason"):
             # A blocked prompt is HTTP 200 with no candidates: a refusal, not a crash.
-            return Generation(rid, model, (), FinishReason.CONTENT_FILTER, usage, int(time.time()))
+            return Generation(rid, model, (), FinishReason.CONTENT_FILTER, usage, int(time.time()),
+                              extras=extras, extras_protocol=PROTOCOL)
         raise bad_upstream(target, "no candidates")
     if not isinstance(candidates, list):
         raise bad_upstream(target, "candidates is not an array")
@@ -230,8 +251,13 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         raise bad_upstream(target, "a candidate is not an object")
     content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
     parts = decode_parts(content.get("parts"), target)
+    if isinstance(cand.get("finishReason"), str):
+        extras["finishReason"] = cand["finishReason"]
+    kept = {k: cand[k] for k in _KEEP_CANDIDATE if cand.get(k) is not None}
+    if kept:
+        extras["candidate"] = kept
     return Generation(rid, model, tuple(parts), finish_from_wire(cand.get("finishReason"), parts), usage,
-                      int(time.time()))
+                      int(time.time()), extras=extras, extras_protocol=PROTOCOL)
 
 
 def error_body(err: RouteplaneError) -> Dict[str, Any]:
@@ -239,7 +265,12 @@ def error_body(err: RouteplaneError) -> Dict[str, Any]:
     name = _STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
     if err.kind == "budget":
         name = "RESOURCE_EXHAUSTED"
-    return {"error": {"code": status, "message": err.message, "status": name}}
+    body: Dict[str, Any] = {"code": status, "message": err.message, "status": name}
+    if err.retry_after is not None and math.isfinite(err.retry_after):
+        # Google's own form of Retry-After (gemini.md §5), beside the header.
+        body["details"] = [{"@type": "type.googleapis.com/google.rpc.RetryInfo",
+                            "retryDelay": f"{max(0, math.ceil(err.retry_after))}s"}]
+    return {"error": body}
 
 
 def decode_error(status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget) -> UpstreamError:
@@ -256,4 +287,21 @@ def decode_error(status: int, body: bytes, headers: Mapping[str, str], target: R
         details = err.get("details") if isinstance(err.get("details"), list) else []
         if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details):
             status = 401
+        delay = _retry_delay(details)
+        if delay is not None and not any(k.lower() in ("retry-after", "retry-after-ms") for k in headers):
+            # Gemini says when to retry in the body (google.rpc.RetryInfo), not in a header.
+            headers = {**dict(headers), "retry-after": delay}
     return upstream_status_error(status, body, headers, target)
+
+
+def _retry_delay(details: List[Any]) -> Optional[str]:
+    """`RetryInfo.retryDelay` (a proto Duration in JSON: "37s", "1.5s") as seconds text."""
+    for d in details:
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("google.rpc.RetryInfo"):
+            delay = d.get("retryDelay")
+            if isinstance(delay, str) and delay.endswith("s"):
+                try:
+                    return str(float(delay[:-1]))
+                except ValueError:
+                    return None
+    return None

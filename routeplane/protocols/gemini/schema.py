@@ -71,27 +71,40 @@ def clean_for_gemini(schema: Any, defs: Any = None) -> Any:
     return out
 
 
+# Gemini `Schema` field → JSON Schema keyword. google-genai serialises `types.Schema` with its
+# snake_case field names (`any_of`, `max_items`, `property_ordering`, `ref`, `defs`, ...), which
+# the proto3-JSON parser accepts; REST samples use lowerCamelCase. Both spellings map here.
+_SCHEMA_FIELDS = {
+    "any_of": "anyOf", "max_items": "maxItems", "min_items": "minItems", "max_length": "maxLength",
+    "min_length": "minLength", "max_properties": "maxProperties", "min_properties": "minProperties",
+    "additional_properties": "additionalProperties", "defs": "$defs", "ref": "$ref",
+    "property_ordering": "propertyOrdering",
+}
+
+
 def from_gemini_schema(schema: Any) -> Any:
-    """Gemini `Schema` (upper-case types, nullable) → JSON Schema."""
+    """Gemini `Schema` (upper-case types, nullable, either key spelling) → JSON Schema."""
     if isinstance(schema, list):
         return [from_gemini_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     out: Dict[str, Any] = {}
-    for key, value in schema.items():
+    for raw_key, value in schema.items():
+        key = _SCHEMA_FIELDS.get(raw_key, raw_key)
         if key == "type" and isinstance(value, str):
             out["type"] = value.lower()
-        elif key == "nullable":
+        elif key in ("nullable", "propertyOrdering"):
             continue
-        elif key == "properties" and isinstance(value, dict):
-            out[key] = {k: from_gemini_schema(v) for k, v in value.items()}
-        elif key in ("items", "anyOf"):
+        elif key in ("properties", "$defs") and isinstance(value, dict):
+            out[key] = {k: from_gemini_schema(v) for k, v in value.items()}  # names stay as they are
+        elif key in ("items", "anyOf") or (key == "additionalProperties" and isinstance(value, dict)):
             out[key] = from_gemini_schema(value)
-        elif key == "propertyOrdering":
-            continue
         else:
             out[key] = value
-    if schema.get("nullable") and isinstance(out.get("type"), str):
-        types: List[str] = [out["type"], "null"]
-        out["type"] = types
+    if schema.get("nullable"):
+        if isinstance(out.get("type"), str):
+            types: List[str] = [out["type"], "null"]
+            out["type"] = types
+        elif isinstance(out.get("anyOf"), list):
+            out["anyOf"] = out["anyOf"] + [{"type": "null"}]
     return out
