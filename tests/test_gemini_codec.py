@@ -446,6 +446,33 @@ def test_anthropic_thinking_round_trips_through_a_gemini_client() -> None:
     assert "SIG" not in json.dumps(sent)  # never to Gemini
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_reasoning_round_trips_through_a_gemini_client(stream: bool) -> None:
+    """An OpenAI Responses reasoning item (id + encrypted_content, packed in the signature) rides in a
+    thoughtSignature and comes back as OpenAI's, so a tool loop on a Responses upstream keeps it."""
+    from routeplane.protocols import openai_responses
+
+    item = ReasoningPart("", "rs_1\ngAAAA-enc", provider="openai_responses")
+    gen = Generation("r", "m", (item, ToolCallPart("call_1", "w", "{}")), FinishReason.TOOL_CALLS)
+    plain = decode({"contents": [user("x")]})
+    if stream:
+        enc = wire.CLIENT.for_path("m", True).stream_encoder(plain)
+        raw = b"".join(enc.encode(p) for p in generation_to_parts(gen)) + enc.close()
+        model_parts = [p for line in raw.split(b"\r\n") if line
+                       for p in json.loads(line[6:])["candidates"][0]["content"]["parts"]]
+    else:
+        model_parts = wire.CLIENT.encode_response(gen, plain)["candidates"][0]["content"]["parts"]
+    assert "gAAAA-enc" not in json.dumps(model_parts)
+    history = {"contents": [user("x"), {"role": "model", "parts": model_parts}, {"role": "user", "parts": [
+        {"functionResponse": {"id": "call_1", "name": "w", "response": {"output": "ok"}}}]}]}
+    assert item in decode(history).messages[1].parts
+    target = TARGET.replace(protocol="openai_responses", provider="resp")
+    sent = openai_responses.PROVIDER.encode_request(decode(history), target, stream=False)
+    reasoning = [i for i in sent["input"] if i.get("type") == "reasoning"]
+    assert reasoning == [{"type": "reasoning", "id": "rs_1", "summary": [], "encrypted_content": "gAAAA-enc"}]
+    assert "gAAAA-enc" not in json.dumps(wire.PROVIDER.encode_request(decode(history), TARGET, stream=False))
+
+
 @pytest.mark.parametrize("thinking,effort,budget", [
     ({"thinkingBudget": 0}, "none", None), ({"thinkingBudget": -1}, "medium", None),
     ({"thinkingBudget": 3000}, "medium", 3000), ({"thinkingLevel": "HIGH"}, "high", None),

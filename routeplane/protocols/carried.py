@@ -1,9 +1,11 @@
 """Another vendor's reasoning signature, carried opaquely by a client of a different wire.
 
 Anthropic rejects a tool-loop continuation with thinking on unless the signed
-thinking block comes back (translation.md §11). A Responses client has an opaque
-slot for that (`encrypted_content`), a Gemini client too (`thoughtSignature`,
-base64 bytes): the gateway puts the Anthropic signature there, wrapped and
+thinking block comes back, and OpenAI's reasoning models continue a tool loop
+from their reasoning items only when those come back (translation.md §11). A
+Responses client has an opaque slot for that (`encrypted_content`), a Gemini
+client too (`thoughtSignature`, base64 bytes) and an Anthropic client as well
+(`signature`): the gateway puts the other vendor's signature there, wrapped and
 marked, and restores it when the client sends the history back. The wrapped value
 is only ever turned back into the vendor's own reasoning; it is never sent to
 another vendor (encoders drop reasoning that is not their own).
@@ -18,16 +20,21 @@ from typing import Optional
 
 from ..language_model.types import ReasoningPart
 
-# Only Anthropic needs its signed thinking back to continue a turn; Gemini's own
-# signatures reach Gemini clients as they are.
-CARRIED_PROVIDERS = frozenset({"anthropic_messages"})
+# Anthropic needs its signed thinking back to continue a turn, OpenAI Responses its reasoning
+# items (id and encrypted_content, packed in the signature). Gemini's own signatures reach
+# Gemini clients as they are.
+CARRIED_PROVIDERS = frozenset({"anthropic_messages", "openai_responses"})
 _MAGIC = b"routeplane.carried.v1:"
+_PREFIX = base64.b64encode(_MAGIC[:21]).decode("ascii")  # what every wrapped value starts with
+_PREFIX_LEN = len(_PREFIX)
 
 
 def carry(part: ReasoningPart) -> Optional[str]:
     """The wrapped signature (standard base64), or None when there is nothing to carry."""
     if part.provider not in CARRIED_PROVIDERS or not (part.signature or part.redacted):
         return None
+    if part.provider == "openai_responses" and not part.signature.partition("\n")[2]:  # type: ignore[union-attr]
+        return None  # "id\n" without encrypted content: nothing a stateless upstream can take back
     # The text goes along: a client may not show it, but the signature only holds for it.
     payload = json.dumps({"p": part.provider, "t": part.text, "s": part.signature, "r": part.redacted},
                          separators=(",", ":"))
@@ -39,8 +46,8 @@ def restore(value: Optional[str]) -> Optional[ReasoningPart]:
 
     Accepts standard and URL-safe base64 (google-genai re-encodes bytes URL-safe).
     """
-    if not value or len(value) < 24:
-        return None
+    if not value or len(value) < 24 or value[:_PREFIX_LEN].replace("-", "+").replace("_", "/") != _PREFIX:
+        return None  # (a vendor's own signature, usually: no need to decode all of it)
     try:
         normalized = value.replace("-", "+").replace("_", "/")
         raw = base64.b64decode(normalized + "=" * (-len(normalized) % 4), validate=True)

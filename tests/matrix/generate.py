@@ -61,8 +61,8 @@ NOTES = [
     "- **Finish reasons** collapse where a wire has no word for them: Anthropic `stop_sequence` and",
     "  `pause_turn` become OpenAI `stop`; `model_context_window_exceeded` becomes `length` (kept for an",
     "  Anthropic client of a non-streaming Anthropic upstream).",
-    "- **Reasoning** reaches an Anthropic client as `thinking` only when it turned thinking on; a signature",
-    "  is shown only when it came from Anthropic. OpenAI Chat clients see no reasoning (no standard field)",
+    "- **Reasoning** reaches an Anthropic client as `thinking` only when it turned thinking on; its signature",
+    "  is Anthropic's own or, for an OpenAI Responses reasoning item, the item carried opaquely. OpenAI Chat clients see no reasoning (no standard field)",
     "  unless `server.openai_chat_reasoning` names one (`reasoning_content` or `reasoning`); the matrix runs",
     "  without it (`tests/test_e2e_chat_reasoning.py` runs with it).",
     "  Reasoning in history is sent to Anthropic only when it is Anthropic-signed; unsigned or foreign",
@@ -117,8 +117,11 @@ NOTES = [
     "  gateway does not download images).",
     "- **Anthropic's signed thinking** is carried opaquely to Responses clients (in `encrypted_content`)",
     "  and Gemini clients (in a thought part's `thoughtSignature`), and restored as Anthropic thinking when",
-    "  the client sends the history back, so their tool loops with thinking continue on Anthropic; the",
-    "  matrix reports such a carrier as \"no signature of the client's wire\".",
+    "  the client sends the history back, so their tool loops with thinking continue on Anthropic. OpenAI",
+    "  Responses reasoning items (id and `encrypted_content`) are carried the same way to Anthropic clients",
+    "  (a `thinking` block's `signature`, with empty text when OpenAI gave no summary) and Gemini clients,",
+    "  and go back to OpenAI as reasoning items (`tests/test_e2e_foreign_thinking.py`). The matrix reports",
+    "  such a carrier as \"no signature of the client's wire\".",
 ]
 
 

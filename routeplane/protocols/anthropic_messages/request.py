@@ -25,6 +25,7 @@ from ...language_model.types import (
     ToolResultPart,
 )
 from ..base import EFFORT_BUDGET, client_extras, effort_for_budget, expect
+from ..carried import restore
 from .blocks import encode_messages, text_block
 
 PROTOCOL = "anthropic_messages"
@@ -187,11 +188,10 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         elif kind == "tool_use" and role == "assistant":
             parts.append(_decode_tool_use(block, bpath))
         elif kind == "thinking" and role == "assistant":
-            parts.append(ReasoningPart(
-                expect(block.get("thinking"), str, f"{bpath}.thinking", required=True),
-                signature=expect(block.get("signature"), str, f"{bpath}.signature"),
-                provider=PROTOCOL,
-            ))
+            text = expect(block.get("thinking"), str, f"{bpath}.thinking", required=True)
+            signature = expect(block.get("signature"), str, f"{bpath}.signature")
+            # Another vendor's reasoning the gateway carried in the signature goes back as that vendor's.
+            parts.append(restore(signature) or ReasoningPart(text, signature=signature, provider=PROTOCOL))
         elif kind == "redacted_thinking" and role == "assistant":
             parts.append(ReasoningPart(redacted=expect(block.get("data"), str, f"{bpath}.data", required=True),
                                        provider=PROTOCOL))

@@ -18,6 +18,7 @@ from ...language_model.types import (
     Usage,
 )
 from ..base import bad_upstream
+from ..carried import carry
 
 PROTOCOL = "anthropic_messages"
 
@@ -181,10 +182,15 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
         elif isinstance(p, ReasoningPart):
             if p.provider == PROTOCOL and p.redacted is not None:
                 content.append({"type": "redacted_thinking", "data": p.redacted})
-            elif p.provider == PROTOCOL or (show_foreign and p.text):
-                # A foreign signature is never shown: it is meaningless to Anthropic.
-                content.append({"type": "thinking", "thinking": p.text,
-                                "signature": (p.signature or "") if p.provider == PROTOCOL else ""})
+            elif p.provider == PROTOCOL:
+                content.append({"type": "thinking", "thinking": p.text, "signature": p.signature or ""})
+            elif show_foreign:
+                # Another vendor's signature is carried opaquely (protocols/carried.py), so its
+                # reasoning can continue a tool loop; the block may have no text (OpenAI's
+                # reasoning without a summary), as Anthropic's own with display "omitted".
+                carried = carry(p)
+                if p.text or carried:
+                    content.append({"type": "thinking", "thinking": p.text, "signature": carried or ""})
         elif isinstance(p, ToolCallPart):
             content.append({"type": "tool_use", "id": p.id, "name": p.name, "input": tool_input(p.arguments)})
     stop_reason = wire_stop_reason(gen.finish_reason, any(isinstance(p, TextPart) and p.refusal for p in gen.parts))

@@ -15,6 +15,7 @@ from ...language_model.types import (
     Prompt,
     ReasoningDelta,
     ReasoningEnd,
+    ReasoningPart,
     ReasoningStart,
     ResponseStart,
     StreamPart,
@@ -28,6 +29,7 @@ from ...language_model.types import (
     UsageUpdate,
 )
 from ..base import StreamDecoder, StreamEncoder, bad_upstream, scrub
+from ..carried import carry
 from ..sse import SSEEvent, frame
 from .response import (
     KIND_FROM_TYPE,
@@ -63,6 +65,7 @@ class _Block:
     args: List[str] = field(default_factory=list)
     signature_sent: Optional[str] = None
     raw_args: Optional[bool] = None  # tool input that is not a JSON object, streamed as {"_raw": "..."}
+    thought: List[str] = field(default_factory=list)  # another vendor's reasoning text (carried with its signature)
 
 
 class MessagesStreamEncoder(StreamEncoder):
@@ -244,7 +247,10 @@ class MessagesStreamEncoder(StreamEncoder):
     def _apply(self, block: _Block, part: StreamPart, out: List[bytes]) -> None:
         if isinstance(part, (TextEnd, ReasoningEnd, ToolCallEnd)):
             if isinstance(part, ReasoningEnd) and part.signature:
-                self._signature(block, part.signature, out)
+                if _foreign_thinking(block):
+                    self._carry(block, part.signature, out)
+                else:
+                    self._signature(block, part.signature, out)
             self._end_live(out)
             return
         if isinstance(part, TextDelta):
@@ -262,6 +268,8 @@ class MessagesStreamEncoder(StreamEncoder):
             if part.text:
                 if block.wire_index is None:
                     self._open_wire(block, out)
+                if _foreign_thinking(block):
+                    block.thought.append(part.text)
                 self._delta(block, {"type": "thinking_delta", "thinking": part.text}, out)
             if part.signature:
                 self._signature(block, part.signature, out)
@@ -290,6 +298,17 @@ class MessagesStreamEncoder(StreamEncoder):
         elif block.raw_args:
             fragment = _json_chars(fragment)
         self._delta(block, {"type": "input_json_delta", "partial_json": fragment}, out)
+
+    def _carry(self, block: _Block, signature: str, out: List[bytes]) -> None:
+        """Another vendor's signature at the end of its reasoning, carried opaquely (protocols/carried.py):
+        the block opens here if it had no text, as Anthropic's own with display "omitted"."""
+        start = block.start
+        assert isinstance(start, ReasoningStart)
+        carried = carry(ReasoningPart("".join(block.thought), signature, None, start.provider))
+        if carried:
+            if block.wire_index is None:
+                self._open_wire(block, out)
+            self._delta(block, {"type": "signature_delta", "signature": carried}, out)
 
     def _signature(self, block: _Block, signature: str, out: List[bytes]) -> None:
         start = block.start
