@@ -113,6 +113,22 @@ def test_gemini_finish_reason_and_safety_ratings_survive_the_same_wire(gclient: 
     assert cand.citation_metadata.citations[0].uri == "https://x.test"
 
 
+def test_a_streamed_gemini_finish_reason_survives_the_same_wire(gclient: genai.Client, gateway: GatewayProcess,
+                                                                upstream_all: FakeUpstream) -> None:
+    chunks = [{"candidates": [{"content": {"role": "model", "parts": [{"text": "Four score"}]}, "index": 0}]},
+              {"candidates": [{"content": {"role": "model", "parts": [{"text": " and seven"}]}, "index": 0,
+                               "finishReason": "RECITATION"}],
+               "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 4, "totalTokenCount": 7}}]
+    upstream_all.enqueue(Reply.sse(chunks, done=None))
+    got = list(gclient.models.generate_content_stream(model="via-gemini", contents="recite"))
+    assert "".join(c.text or "" for c in got) == "Four score and seven"
+    assert got[-1].candidates[0].finish_reason == types.FinishReason.RECITATION  # was SAFETY
+    upstream_all.enqueue(Reply.sse(chunks, done=None))  # another wire gets the canonical reason
+    r = requests.post(gateway.url + "/v1/chat/completions", timeout=10, json={
+        "model": "via-gemini", "stream": True, "messages": [{"role": "user", "content": "recite"}]})
+    assert '"finish_reason":"content_filter"' in r.text.replace(" ", "")
+
+
 def test_a_blocked_prompt_reaches_a_gemini_client_as_prompt_feedback(gclient: genai.Client,
                                                                      upstream_all: FakeUpstream) -> None:
     upstream_all.enqueue(Reply.json({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"},

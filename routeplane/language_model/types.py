@@ -323,6 +323,10 @@ class UsageUpdate:
 class Finish:
     reason: FinishReason
     stop_sequence: Optional[str] = None
+    # The upstream wire's own word for it (Gemini: "RECITATION", "SPII", ... all CONTENT_FILTER), and
+    # that wire: a client of the same wire gets the word back.
+    wire_reason: Optional[str] = None
+    wire: Optional[str] = None
 
 
 StreamPart = Union[

@@ -55,6 +55,7 @@ class GeminiStreamEncoder(StreamEncoder):
         self._id = "routeplane"
         self._usage: Optional[Usage] = None
         self._finish: Optional[FinishReason] = None
+        self._wire_finish: Optional[str] = None  # a Gemini upstream's own finishReason, when it maps to _finish
         self._tools: Dict[int, Dict[str, Any]] = {}
         self._reasoning: Dict[int, Dict[str, Any]] = {}
         self._emitted = False
@@ -149,6 +150,8 @@ class GeminiStreamEncoder(StreamEncoder):
             self._usage = part.usage
         elif isinstance(part, Finish):
             self._finish = part.reason
+            if part.wire == PROTOCOL and part.wire_reason and part.reason is finish_from_wire(part.wire_reason, []):
+                self._wire_finish = part.wire_reason  # RECITATION stays RECITATION, not the canonical SAFETY
         return b""
 
     def _estimate(self) -> Usage:
@@ -167,7 +170,7 @@ class GeminiStreamEncoder(StreamEncoder):
         reason = self._finish or FinishReason.STOP
         if self._usage is None:
             self._usage = self._estimate()
-        out.append(self._flush(FINISH_TO_WIRE[reason]))
+        out.append(self._flush(self._wire_finish or FINISH_TO_WIRE[reason]))
         if not self._sse:
             out.append(b"]")
         self._closed = True
@@ -328,5 +331,5 @@ class GeminiStreamDecoder(StreamDecoder):
             reason = finish_from_wire(self._finish, [])
             if self._tools and reason is FinishReason.STOP:
                 reason = FinishReason.TOOL_CALLS
-        out.append(Finish(reason))
+        out.append(Finish(reason, wire_reason=self._finish, wire=PROTOCOL))
         return out
