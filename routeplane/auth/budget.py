@@ -144,22 +144,26 @@ class BudgetPlugin(Plugin):
         if max_out is None or max_out <= 0:
             max_out = self.settings.default_max_output_tokens
         usage = Usage(input_tokens=estimate_usage(prompt, 0).input_tokens, output_tokens=max_out, reported=False)
-        costs = []
-        for prices in self._prices(prompt.model):
-            cost = cost_micro_usd(usage, prices)
-            if cost is None:
-                return self.settings.unknown_price_reservation_micro_usd
-            costs.append(cost)
-        return max(costs) if costs else self.settings.unknown_price_reservation_micro_usd
+        unknown = self.settings.unknown_price_reservation_micro_usd
+        # The most expensive target, whichever the request ends on: an unpriced one (reserved at the
+        # configured amount) must not hide a priced one that costs more.
+        costs = [cost if cost is not None else unknown
+                 for cost in (cost_micro_usd(usage, prices) for prices in self._prices(prompt.model))]
+        return max(costs) if costs else unknown
 
     def _prices(self, model: str) -> Sequence[Prices]:
         # Looked up without resolve(): that would advance round-robin rotation.
         for route in self._table.routes():
             if route.name == model:
                 return [t.prices for t in route.targets]
-        provider, sep, _model_id = model.partition(":")
-        template = self._table.providers().get(provider) if sep else None
-        return [template.prices] if template is not None else []
+        provider, sep, model_id = model.partition(":")
+        template = self._table.providers().get(provider) if sep and model_id else None
+        if template is None:
+            return []
+        # The model's own price, as the routing table prices a direct `provider:model` target
+        # (the provider's default price is often unset: the reservation would be the unknown-price one).
+        model_prices = template.options.get("model_prices") or {}
+        return [model_prices.get(model_id, template.prices)]  # type: ignore[union-attr]
 
 
 def _rule(limit: int, scope: str, key: str, window: Any, now: float) -> BudgetRule:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Mapping, Optional
 
 import yaml
 
-from .routing import Prices
+from .routing import Prices, PriceTier
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,12 @@ class ProviderRegistry:
 
 def _prices(raw: Any) -> Prices:
     raw = dict(raw or {})
-    return Prices(**{k: (float(v) if v is not None else None) for k, v in raw.items()})
+    tiers = raw.pop("tiers", None) or ()  # long-context prices: [{above_input_tokens: N, input: ..., ...}]
+    return Prices(**{k: (float(v) if v is not None else None) for k, v in raw.items()},
+                  tiers=tuple(PriceTier(int(t["above_input_tokens"]),
+                                        **{k: (float(v) if v is not None else None) for k, v in t.items()
+                                           if k != "above_input_tokens"})
+                              for t in tiers))
 
 
 def parse_registry(raw: Mapping[str, Any]) -> ProviderRegistry:

@@ -99,15 +99,19 @@ def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
 
     Prices are USD per million tokens, so tokens × price is micro-USD exactly.
     Cache buckets fall back to the input price only when the provider has no
-    separate cache price; reasoning is billed as output unless priced. A
+    separate cache price; reasoning is billed as output unless priced. Anthropic's
+    1-hour cache writes (`cache_creation.ephemeral_1h_input_tokens` in its raw
+    usage) cost twice the input price, not the (5-minute) `cache_write` price. A
     price tier (long context) applies to the whole request once its input
     tokens exceed the tier's threshold.
     """
     prices = prices.for_input(usage.total_input)
+    write_1h = _one_hour_cache_writes(usage)
     buckets = (
         (usage.input_tokens, prices.input),
         (usage.cache_read_tokens, prices.cache_read if prices.cache_read is not None else prices.input),
-        (usage.cache_write_tokens, prices.cache_write if prices.cache_write is not None else prices.input),
+        (usage.cache_write_tokens - write_1h, prices.cache_write if prices.cache_write is not None else prices.input),
+        (write_1h, prices.input * ONE_HOUR_CACHE_WRITE_FACTOR if prices.input is not None else None),
         (usage.output_tokens, prices.output),
         (usage.reasoning_tokens, prices.reasoning if prices.reasoning is not None else prices.output),
     )
@@ -120,3 +124,16 @@ def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
     if not total <= MAX_COST_MICRO_USD:  # also NaN and inf: a client's max_tokens of 10**300, a lying upstream
         return MAX_COST_MICRO_USD
     return int(round(total))
+
+
+# Anthropic bills a 1-hour cache write at 2x the input price (a 5-minute one, `cache_write`, at 1.25x).
+ONE_HOUR_CACHE_WRITE_FACTOR = 2.0
+
+
+def _one_hour_cache_writes(usage: Usage) -> int:
+    """The cache-write tokens an Anthropic upstream reported as 1-hour writes (at most all of them)."""
+    creation = (usage.raw or {}).get("cache_creation")
+    n = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else None
+    if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
+        return 0
+    return min(n, usage.cache_write_tokens)
