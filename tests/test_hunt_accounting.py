@@ -248,6 +248,19 @@ def test_each_wire_settles_disjoint_buckets_and_their_cost(gateway: GatewayProce
         (expected, expected_cost, "success", True)
 
 
+def test_an_anthropic_stream_cut_after_message_delta_settles_on_the_reported_usage(gateway: GatewayProcess,
+                                                                                   upstream: FakeUpstream) -> None:
+    """message_delta holds the provider's final counts; a stream that ends before message_stop (a failure)
+    must settle on them, not on a character estimate of the text seen."""
+    full = an_stream()
+    upstream.enqueue(Reply(full.status, full.headers, chunks=full.chunks[:-1]))  # everything but message_stop
+    r = chat(gateway, gateway.key, "an", True)  # type: ignore[attr-defined]
+    assert r.status_code == 200 and "error" in r.text
+    row = row_of(gateway, r.headers["x-request-id"])
+    assert (buckets(row), bool(row["usage_reported"])) == ([40, 2000, 300, 120, 0], True)
+    assert row["outcome"] != "success"
+
+
 def test_fallback_is_one_row_with_the_serving_target(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
     upstream.enqueue(Reply.json({"error": {"message": "down", "type": "server_error"}}, 503),
                      Reply.json(openai_completion("yo")))

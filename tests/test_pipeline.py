@@ -258,8 +258,9 @@ def test_respond_short_circuits_a_stream_too():
     assert h.executor.calls == []
     [s] = h.settlements.items
     assert s.outcome == "success" and s.streamed
-    # Settled with the hook's own usage, as without a stream (a cache hit costs nothing).
-    assert (s.usage.input_tokens, s.usage.output_tokens) == (3, 2)
+    # Settled with the hook's own usage, as without a stream; a cache hit costs nothing (it was logged
+    # as unpriced, while the budget counted it as free).
+    assert (s.usage.input_tokens, s.usage.output_tokens, s.cost_micro_usd) == (3, 2, 0)
 
 
 def test_respond_usage_is_settled_alike_with_and_without_stream():

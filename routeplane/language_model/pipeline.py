@@ -472,9 +472,9 @@ class LanguageModelPipeline:
         run.settled = True
         ctx = run.ctx
         target = ctx.target
-        cost = cost_micro_usd(usage, target.prices) if target is not None else None
-        if target is None and usage.total == 0:
-            cost = 0  # nothing was called, nothing to pay
+        # No target: nothing was called (a refusal, or a hook's own answer, whatever usage it reports),
+        # so nothing to pay, as the budget recorder counts it too.
+        cost = cost_micro_usd(usage, target.prices) if target is not None else 0
         settlement = Settlement(
             request_id=ctx.request_id,
             started_at=ctx.started_at,

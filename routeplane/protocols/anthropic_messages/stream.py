@@ -482,9 +482,12 @@ class MessagesStreamDecoder(StreamDecoder):
         if isinstance(delta.get("stop_sequence"), str):
             self._stop_sequence = delta["stop_sequence"]
         usage = decode_usage(payload.get("usage"), self._usage)  # cumulative: overwrite, never add
-        if usage is not None:
-            self._usage = usage
-        return []
+        if usage is None:
+            return []
+        self._usage = usage
+        # Passed on now, not only at message_stop: a stream cut between the two settles on the
+        # provider's counts instead of an estimate.
+        return self._preamble() + [UsageUpdate(usage)]
 
     def _on_message_stop(self, payload: Dict[str, Any]) -> List[StreamPart]:
         self._done = True
