@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Dict, List
 
@@ -480,3 +481,25 @@ def test_openai_reasoning_round_trips_through_a_gemini_client(stream: bool) -> N
 def test_thinking_config_becomes_effort_and_budget(thinking: Dict[str, Any], effort: str, budget: Any) -> None:
     p = decode({"contents": [user("x")], "generationConfig": {"thinkingConfig": thinking}})
     assert (p.params.reasoning_effort, p.params.reasoning_budget) == (effort, budget)
+
+
+def test_text_bound_candidate_fields_are_dropped_when_a_hook_rewrote_the_text() -> None:
+    """logprobsResult holds the answer's tokens, groundingMetadata quotes its segments: after a redaction
+    (a hook rewriting the text) they would show the original secret to a Gemini client."""
+    secret = "sk-proj-Ab3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3z"
+    body = {"candidates": [{
+        "content": {"role": "model", "parts": [{"text": f"Your key is {secret} ok"}]}, "finishReason": "STOP",
+        "safetyRatings": [{"category": "HARM_CATEGORY_HARASSMENT", "probability": "NEGLIGIBLE"}],
+        "avgLogprobs": -0.1,
+        "logprobsResult": {"chosenCandidates": [{"token": secret, "logProbability": -0.1}]},
+        "groundingMetadata": {"groundingSupports": [{"segment": {"text": f"Your key is {secret} ok"}}]},
+        "citationMetadata": {"citationSources": [{"startIndex": 0, "endIndex": 12, "uri": "https://x.test"}]}}],
+        "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 5, "totalTokenCount": 8}}
+    gen = wire.PROVIDER.decode_response(body, TARGET)
+    prompt = decode({"contents": [user("x")]})
+    same = wire.CLIENT.encode_response(gen, prompt)["candidates"][0]
+    assert {"logprobsResult", "groundingMetadata", "citationMetadata", "avgLogprobs", "safetyRatings"} <= set(same)
+    redacted = dataclasses.replace(gen, parts=(TextPart("Your key is [REDACTED:api_key] ok"),))
+    cand = wire.CLIENT.encode_response(redacted, prompt)["candidates"][0]
+    assert secret not in json.dumps(cand)
+    assert "safetyRatings" in cand and not {"logprobsResult", "groundingMetadata", "citationMetadata"} & set(cand)

@@ -21,8 +21,11 @@ TOOL = {"name": "f", "input_schema": {"type": "object", "properties": {}}}
 HI = [{"role": "user", "content": "hi"}]
 
 
+Env = Tuple[FakeUpstream, anthropic.Anthropic, openai.OpenAI]
+
+
 @pytest.fixture
-def env() -> Iterator[Tuple[FakeUpstream, anthropic.Anthropic, openai.OpenAI]]:
+def env() -> Iterator[Env]:
     up = FakeUpstream().start()
     config = {
         "providers": {"oc": {"protocol": "openai_chat", "base_url": up.url + "/v1", "api_key": "k-oc"},
@@ -51,7 +54,7 @@ def _an_message(content: List[Dict[str, Any]], stop_reason: str = "end_turn") ->
 # --- Files API images --------------------------------------------------------------
 
 
-def test_image_with_a_file_source_reaches_an_anthropic_upstream_as_an_image(env):
+def test_image_with_a_file_source_reaches_an_anthropic_upstream_as_an_image(env: Env) -> None:
     """`{"type":"image","source":{"type":"file","file_id":…}}` (Files API) was a 400 "Unsupported image
     source type 'file'"; inside a tool_result too."""
     up, claude, _ = env
@@ -71,7 +74,7 @@ def test_image_with_a_file_source_reaches_an_anthropic_upstream_as_an_image(env)
     assert sent.headers["anthropic-beta"] == "files-api-2025-04-14"
 
 
-def test_responses_input_image_file_id_is_an_anthropic_image_not_a_document(env):
+def test_responses_input_image_file_id_is_an_anthropic_image_not_a_document(env: Env) -> None:
     """An OpenAI Responses `input_image` by file_id went to Anthropic as a `document` block."""
     up, _, gpt = env
     up.enqueue(Reply.json(_an_message([{"type": "text", "text": "a cat"}])))
@@ -83,7 +86,7 @@ def test_responses_input_image_file_id_is_an_anthropic_image_not_a_document(env)
     assert blocks[1] == {"type": "image", "source": {"type": "file", "file_id": "file_img1"}}
 
 
-def test_an_image_sent_as_an_openai_file_part_is_an_anthropic_image(env):
+def test_an_image_sent_as_an_openai_file_part_is_an_anthropic_image(env: Env) -> None:
     """A Chat `file` part holding image bytes became a `document` with media_type image/png (Anthropic: 400)."""
     up, _, gpt = env
     up.enqueue(Reply.json(_an_message([{"type": "text", "text": "a cat"}])))
@@ -115,7 +118,7 @@ def _chat_tool_stream(arguments: List[str]) -> Reply:
     ([" ", ' {"city":', ' "Paris"}'], {"city": "Paris"}),
     (["  "], {}),
 ])
-def test_streamed_tool_input_that_is_not_an_object_reaches_the_sdk_as_raw(env, arguments, expected):
+def test_streamed_tool_input_that_is_not_an_object_reaches_the_sdk_as_raw(env: Env, arguments: List[str], expected: Any) -> None:
     """An upstream model's tool arguments that are not a JSON object crashed the SDK's stream helper
     (ValueError "Unable to parse tool parameter JSON from model"), while the same answer unstreamed
     gave {"_raw": "<text>"}. Both now give the same input."""
@@ -137,7 +140,7 @@ def test_streamed_tool_input_that_is_not_an_object_reaches_the_sdk_as_raw(env, a
 REFUSAL = "I can't help with that."
 
 
-def test_an_openai_refusal_is_stop_reason_refusal(env):
+def test_an_openai_refusal_is_stop_reason_refusal(env: Env) -> None:
     """OpenAI reports a refusal as `message.refusal` with finish_reason "stop"; an Anthropic client got
     stop_reason "end_turn", so it could not tell a refusal from an answer."""
     up, claude, _ = env
@@ -156,7 +159,7 @@ def test_an_openai_refusal_is_stop_reason_refusal(env):
     assert final.stop_reason == "refusal" and [b.text for b in final.content] == [REFUSAL]
 
 
-def test_an_ordinary_answer_keeps_end_turn(env):
+def test_an_ordinary_answer_keeps_end_turn(env: Env) -> None:
     up, claude, _ = env
     up.enqueue(Reply.json(openai_completion("Hello!")))
     assert claude.messages.create(model="gpt-route", max_tokens=50, messages=HI).stop_reason == "end_turn"
@@ -165,7 +168,7 @@ def test_an_ordinary_answer_keeps_end_turn(env):
 # --- GET /v1/models paging -----------------------------------------------------------
 
 
-def test_models_list_honours_limit_and_the_sdk_pages_through_all(env):
+def test_models_list_honours_limit_and_the_sdk_pages_through_all(env: Env) -> None:
     """`limit`/`after_id`/`before_id` were ignored: `models.list(limit=1)` got every model on one page."""
     _, claude, _ = env
     first = claude.models.list(limit=1)
@@ -175,3 +178,6 @@ def test_models_list_honours_limit_and_the_sdk_pages_through_all(env):
     assert [m.id for m in claude.models.list(limit=5, before_id="claude-route").data] == ["gpt-route"]
     everything = claude.models.list()
     assert [m.id for m in everything.data] == ["gpt-route", "claude-route"] and everything.has_more is False
+    # A cursor naming no model is an empty page, not the first page again.
+    assert claude.models.list(after_id="no-such-model").data == []
+    assert claude.models.list(after_id="no-such-model", before_id="claude-route").data == []

@@ -286,13 +286,23 @@ def test_the_mysql_driver_is_loaded_only_for_a_mysql_store() -> None:
 def test_the_postgresql_driver_is_loaded_only_for_a_postgresql_store(postgres_cluster: Any) -> None:
     """psycopg2 costs ~5 MB of RSS in every worker; peewee imports it with itself unless routeplane holds it
     back. A fresh interpreter (nothing imported psycopg2 first) must not load it for SQLite, and must hand
-    it to peewee when a PostgreSQL store opens: migrations, a transaction, an error that rolls back, JSON."""
+    it to peewee when a PostgreSQL store opens, leaving peewee as an eager import would have: the same
+    driver globals and adapter constants, UUIDs registered; then migrations, an error, a UUID round trip."""
     import subprocess
     import sys
     import uuid
 
     url = postgres_cluster.create_database("t_" + uuid.uuid4().hex[:12])
-    code = ("import sys, routeplane.app, routeplane.store as s\n"
+    # What peewee holds of the driver, by name: the same after a lazy attach as after an eager import.
+    fingerprint = ("import peewee, uuid, psycopg2.extensions as ext\n"
+                   "names = ('psycopg2', 'pg_extensions', 'pg_errors', 'Json_pg2')\n"
+                   "g = [getattr(getattr(peewee, n, None), '__name__', repr(getattr(peewee, n, '-'))) for n in names]\n"
+                   "a = getattr(peewee, 'Psycopg2Adapter', None)\n"
+                   "g += [getattr(a, k, '-') for k in ('txn_idle', 'txn_inerror', 'txn_unknown')]\n"
+                   "g.append(uuid.UUID in ext.adapters.values() or any(k[0] is uuid.UUID for k in ext.adapters))\n"
+                   "print('FP', g)\n")
+    eager = "import psycopg2, routeplane.store\n" + fingerprint
+    lazy = ("import sys, routeplane.app, routeplane.store as s\n"
             "from routeplane.store.spend_log import SpendLogPlugin\n"
             "print('psycopg2' in sys.modules)\n"
             f"st = s.Store({url!r})\n"
@@ -307,7 +317,11 @@ def test_the_postgresql_driver_is_loaded_only_for_a_postgresql_store(postgres_cl
             "except peewee.IntegrityError:\n"
             "    print('integrity')\n"
             "print(st.execute('SELECT u FROM t')[0][0] == uuid.UUID(int=7))\n"
-            "st.close()\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split() == ["False", "True", "integrity", "True"], out.stdout
+            "st.close()\n" + fingerprint)
+    outs = []
+    for code in (eager, lazy):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr[-2000:]
+        outs.append(out.stdout.splitlines())
+    assert outs[1][:4] == ["False", "True", "integrity", "True"], outs[1]
+    assert outs[1][4] == outs[0][0] and "None" not in outs[0][0], outs

@@ -33,7 +33,7 @@ def carry(part: ReasoningPart) -> Optional[str]:
     """The wrapped signature (standard base64), or None when there is nothing to carry."""
     if part.provider not in CARRIED_PROVIDERS or not (part.signature or part.redacted):
         return None
-    if part.provider == "openai_responses" and not part.signature.partition("\n")[2]:  # type: ignore[union-attr]
+    if part.provider == "openai_responses" and not (part.signature or "").partition("\n")[2]:
         return None  # "id\n" without encrypted content: nothing a stateless upstream can take back
     # The text goes along: a client may not show it, but the signature only holds for it.
     payload = json.dumps({"p": part.provider, "t": part.text, "s": part.signature, "r": part.redacted},

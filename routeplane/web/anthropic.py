@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional
 
 import requests
-from flask import Blueprint, Response, has_request_context, request
+from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
 from ..errors import HookDenied, InternalError, NoTargetAvailable, RouteplaneError, UnsafeUpstreamURL, UpstreamError
@@ -188,22 +188,23 @@ def anthropic_model(entry: Dict[str, Any]) -> Dict[str, Any]:
             "created_at": created.strftime("%Y-%m-%dT%H:%M:%SZ")}
 
 
-def anthropic_models_page(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
-    """`GET /v1/models` for Anthropic clients (they send anthropic-version).
+def anthropic_models_page(entries: List[Dict[str, Any]], args: Mapping[str, str]) -> Dict[str, Any]:
+    """`GET /v1/models` for Anthropic clients (they send anthropic-version); `args`: the query.
 
     Anthropic's cursor paging: `after_id` / `before_id` (a model id) and `limit` (1-1000). Without
     `limit`, one page holds every model; with it, `has_more` says whether the SDK should fetch the
-    next page (its auto-pagination sends `after_id` = this page's `last_id`).
+    next page (its auto-pagination sends `after_id` = this page's `last_id`). A cursor that names
+    no model gives an empty page, not the first one again.
     """
     data = [anthropic_model(e) for e in entries]
-    args = request.args if has_request_context() else {}
     ids = [d["id"] for d in data]
     start, end = 0, len(data)
     if args.get("after_id") in ids:
         start = ids.index(args["after_id"]) + 1
     if args.get("before_id") in ids:
         end = ids.index(args["before_id"])
-    window = data[start:end] if start < end else []
+    unknown = any(args.get(cursor) is not None and args[cursor] not in ids for cursor in ("after_id", "before_id"))
+    window = data[start:end] if start < end and not unknown else []
     limit = _int_arg(args.get("limit"))
     has_more = False
     if limit is not None:

@@ -64,7 +64,7 @@ def make_blueprint(app: "App") -> Blueprint:
     @require_scope(app, render=_models_error_body)
     def list_models() -> Response:
         if "anthropic-version" in request.headers:  # the anthropic SDK's models.list()
-            return jsonify(anthropic_models_page(allowed_models(app)))
+            return jsonify(anthropic_models_page(allowed_models(app), request.args))
         if "x-goog-api-key" in request.headers:  # google-genai's models.list() (API version v1)
             return jsonify(gemini_models_page(allowed_models(app)))
         return jsonify({"object": "list", "data": allowed_models(app)})

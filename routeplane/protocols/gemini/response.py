@@ -144,6 +144,15 @@ def function_call_part(call_id: str, name: str, arguments: str, signature: Optio
 # What a Gemini upstream's answer holds beyond the canonical model, kept for a Gemini client.
 _KEEP_CANDIDATE = ("safetyRatings", "citationMetadata", "groundingMetadata", "urlContextMetadata", "avgLogprobs",
                    "logprobsResult")
+# Of those, what quotes or indexes the answer's text (tokens, grounded segments, cited spans): kept
+# only while the text is what the upstream sent, so a hook's rewrite (a redaction) cannot show
+# through. `_TEXT_KEY` in the extras holds that text.
+_ABOUT_TEXT = ("citationMetadata", "groundingMetadata", "avgLogprobs", "logprobsResult")
+_TEXT_KEY = "_text"
+
+
+def _answer_text(parts: Any) -> str:
+    return "".join(p.text for p in parts if isinstance(p, TextPart))
 
 
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
@@ -161,7 +170,8 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
             cand["finishReason"] = raw
         kept = gen.extras.get("candidate")
         if isinstance(kept, dict):
-            cand.update({k: v for k, v in kept.items() if k in _KEEP_CANDIDATE})
+            unchanged = gen.extras.get(_TEXT_KEY) == _answer_text(gen.parts)
+            cand.update({k: v for k, v in kept.items() if k in _KEEP_CANDIDATE and (unchanged or k not in _ABOUT_TEXT)})
         feedback = gen.extras.get("promptFeedback")
         if isinstance(feedback, dict):
             body["promptFeedback"] = feedback
@@ -256,6 +266,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     kept = {k: cand[k] for k in _KEEP_CANDIDATE if cand.get(k) is not None}
     if kept:
         extras["candidate"] = kept
+        extras[_TEXT_KEY] = _answer_text(parts)
     return Generation(rid, model, tuple(parts), finish_from_wire(cand.get("finishReason"), parts), usage,
                       int(time.time()), extras=extras, extras_protocol=PROTOCOL)
 
