@@ -292,7 +292,7 @@ def expect(value: Any, types: Any, param: str, required: bool = False) -> Any:
             raise InvalidRequest(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
         return None
     if isinstance(value, bool) and types in (int, float, (int, float)):
-        raise InvalidRequest(f"Invalid type for '{param}': expected a number, got a boolean.", param=param,
+        raise InvalidRequest(f"Invalid type for '{param}': expected {_type_name(types)}, got a boolean.", param=param,
                              code="invalid_type")
     if not isinstance(value, types):
         expected = _type_name(types)
@@ -319,11 +319,14 @@ def _json_type(value: Any) -> str:
     )
 
 
-def parse_data_url(url: str) -> Optional[tuple]:
-    """`data:<mime>;base64,<payload>` → (mime, payload), or None if not a data URL."""
+def parse_data_url(url: str, param: Optional[str] = None, code: str = "invalid_data_url") -> Optional[tuple]:
+    """`data:<mime>;base64,<payload>` → (mime, payload), or None if not a data URL.
+    A data URL that is not base64 is a 400 naming `param` (the field it came in) when given."""
     if not url.startswith("data:"):
         return None
     header, sep, payload = url[5:].partition(",")
     if not sep or not header.endswith(";base64"):
-        raise InvalidRequest("Only base64 data URLs are supported for inline images.", code="invalid_image_url")
+        where = f" in '{param}'" if param else ""
+        raise InvalidRequest(f"Invalid data URL{where}: only base64 data URLs (data:<media type>;base64,<data>) "
+                             "are supported.", param=param, code=code)
     return header[: -len(";base64")] or "application/octet-stream", payload

@@ -26,6 +26,14 @@ from ..base import client_extras, effort_for_target, expect, parse_data_url
 from ..custom_tools import decode_custom_tool
 
 PROTOCOL = "openai_chat"
+# Prompt.extras keys starting with "_" are the codec's own hints, never body fields (a client cannot
+# set them: client_extras drops its "_" keys).
+MAX_TOKENS_FIELD_KEY = "_openai_chat_max_tokens_field"  # the client sent the legacy max_tokens
+USER_FROM_SAFETY_ID_KEY = "_openai_chat_user_is_safety_identifier"  # canonical user came from safety_identifier
+LEGACY_FUNCTIONS_KEY = "_openai_chat_legacy_functions"  # the client offered `functions`: answer with function_call
+# A media type as an input_audio `format` (OpenAI takes wav and mp3).
+_AUDIO_FORMAT = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav", "audio/x-wav": "wav",
+                 "audio/wave": "wav", "audio/vnd.wave": "wav"}
 
 # Request fields the canonical model carries; everything else is a same-wire extra.
 _KNOWN = frozenset(
@@ -77,6 +85,8 @@ def decode_request(body: Any) -> Prompt:
         stops = tuple(stop)
     else:
         raise InvalidRequest("Invalid type for 'stop': expected a string or an array of strings.", param="stop")
+    user = expect(body.get("user"), str, "user")
+    safety_id = expect(body.get("safety_identifier"), str, "safety_identifier")
     params = GenerationParams(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature"),
@@ -86,9 +96,16 @@ def decode_request(body: Any) -> Prompt:
         presence_penalty=_number(body, "presence_penalty"),
         frequency_penalty=_number(body, "frequency_penalty"),
         reasoning_effort=expect(body.get("reasoning_effort"), str, "reasoning_effort"),
-        user=expect(body.get("user"), str, "user"),
+        # safety_identifier replaced `user`: either is the end-user id other wires carry (Anthropic metadata.user_id).
+        user=user if user is not None else safety_id,
     )
-    hints = {"max_tokens_field": "max_tokens"} if "max_tokens" in body and "max_completion_tokens" not in body else {}
+    hints: Dict[str, Any] = {}
+    if "max_tokens" in body and "max_completion_tokens" not in body:
+        hints[MAX_TOKENS_FIELD_KEY] = "max_tokens"
+    if user is None and safety_id is not None:
+        hints[USER_FROM_SAFETY_ID_KEY] = True  # same wire: safety_identifier goes as itself, no `user` invented
+    if body.get("functions") is not None and body.get("tools") is None:
+        hints[LEGACY_FUNCTIONS_KEY] = True
     return Prompt(
         model=model,
         messages=tuple(messages),
@@ -137,7 +154,8 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
             parts_a.append(_decode_tool_call(call, f"{path}.tool_calls[{j}]"))
         legacy = raw.get("function_call")
         if isinstance(legacy, dict):
-            parts_a.append(ToolCallPart(f"call_{legacy.get('name', 'fn')}", str(legacy.get("name", "")),
+            # Numbered by turn: the same function called in two turns must not share an id (Anthropic rejects it).
+            parts_a.append(ToolCallPart(f"call_{legacy.get('name', 'fn')}_{len(out)}", str(legacy.get("name", "")),
                                         str(legacy.get("arguments") or "{}")))
         out.append(Message(Role.ASSISTANT, tuple(parts_a), name=expect(raw.get("name"), str, f"{path}.name")))
         return
@@ -147,7 +165,7 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
             name = None
         else:  # legacy function role answers the legacy function_call
             name = expect(raw.get("name"), str, f"{path}.name", required=True)
-            call_id = f"call_{name}"
+            call_id = _legacy_call_id(out, name)
         result = ToolResultPart(call_id, tuple(_text_parts(content, path)), name=name)
         if out and out[-1].role is Role.TOOL:
             out[-1] = Message(Role.TOOL, out[-1].parts + (result,))
@@ -155,6 +173,14 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
             out.append(Message(Role.TOOL, (result,)))
         return
     raise InvalidRequest(f"Invalid value for '{path}.role': {role!r}.", param=f"{path}.role")
+
+
+def _legacy_call_id(out: List[Message], name: str) -> str:
+    """The id given to the legacy function_call a `function` message answers: the last assistant turn's."""
+    for m in reversed(out):
+        if m.role is Role.ASSISTANT:
+            return next((p.id for p in m.parts if isinstance(p, ToolCallPart) and p.name == name), f"call_{name}")
+    return f"call_{name}"
 
 
 def _text_parts(content: Any, path: str, allow_refusal: bool = False) -> List[TextPart]:
@@ -198,20 +224,22 @@ def _user_parts(content: Any, path: str) -> List[ContentPart]:
             image = expect(item.get("image_url"), dict, f"{p}.image_url", required=True)
             url = expect(image.get("url"), str, f"{p}.image_url.url", required=True)
             detail = image.get("detail")
-            parsed = parse_data_url(url)
+            parsed = parse_data_url(url, f"{p}.image_url.url", "invalid_image_url")
             if parsed:
                 parts.append(ImagePart(data=parsed[1], media_type=parsed[0], detail=detail))
             else:
                 parts.append(ImagePart(url=url, detail=detail))
         elif kind == "input_audio":
             audio = expect(item.get("input_audio"), dict, f"{p}.input_audio", required=True)
-            parts.append(FilePart(data=str(audio.get("data", "")), media_type=f"audio/{audio.get('format', 'wav')}"))
+            data = expect(audio.get("data"), str, f"{p}.input_audio.data", required=True)
+            fmt = expect(audio.get("format"), str, f"{p}.input_audio.format") or "wav"
+            parts.append(FilePart(data=data, media_type=f"audio/{fmt}"))
         elif kind == "file":
             f = expect(item.get("file"), dict, f"{p}.file", required=True)
             data = f.get("file_data")
             media_type = None
             if isinstance(data, str) and data.startswith("data:"):
-                media_type, data = parse_data_url(data)  # type: ignore[misc]
+                media_type, data = parse_data_url(data, f"{p}.file.file_data")  # type: ignore[misc]
             parts.append(FilePart(file_id=f.get("file_id"), data=data, media_type=media_type,
                                   filename=f.get("filename")))
         else:
@@ -287,6 +315,8 @@ def chat_format(fmt: Any) -> Dict[str, Any]:
 def _decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
     """The choice, and for `allowed_tools` the names the offer is narrowed to."""
     parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
+    if parallel is None and body.get("functions") is not None and body.get("tools") is None:
+        parallel = False  # a legacy `functions` client takes one function_call a turn
     raw = body.get("tool_choice", body.get("function_call"))
     if raw is None:
         return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), None
@@ -341,15 +371,15 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         messages.extend(_encode_message(m))
     body: Dict[str, Any] = {"model": target.model, "messages": messages}
     if prompt.extras_protocol == PROTOCOL:
-        body.update({k: v for k, v in prompt.extras.items() if k != "max_tokens_field"})
+        body.update({k: v for k, v in prompt.extras.items() if not k.startswith("_")})
     p = prompt.params
     if p.max_tokens is not None:
-        field = prompt.extras.get("max_tokens_field") if prompt.extras_protocol == PROTOCOL else None
+        field = prompt.extras.get(MAX_TOKENS_FIELD_KEY) if prompt.extras_protocol == PROTOCOL else None
         body[field or str(target.options.get("max_tokens_field", "max_completion_tokens"))] = p.max_tokens
     for key, value in (
         ("temperature", p.temperature), ("top_p", p.top_p), ("seed", p.seed),
         ("presence_penalty", p.presence_penalty), ("frequency_penalty", p.frequency_penalty),
-        ("reasoning_effort", effort_for_target(p.reasoning_effort, target)), ("user", p.user),
+        ("reasoning_effort", effort_for_target(p.reasoning_effort, target)), ("user", _user(prompt)),
     ):
         if value is not None:
             body[key] = value
@@ -383,6 +413,16 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         body.pop("stream", None)
         body.pop("stream_options", None)
     return body
+
+
+def _user(prompt: Prompt) -> Optional[str]:
+    """`user` for the upstream: not when it only restates a same-wire client's safety_identifier
+    (that goes upstream as itself, among the extras)."""
+    user = prompt.params.user
+    if (prompt.extras_protocol == PROTOCOL and prompt.extras.get(USER_FROM_SAFETY_ID_KEY)
+            and user == prompt.extras.get("safety_identifier")):
+        return None
+    return user
 
 
 def _encode_tool(t: Tool) -> Dict[str, Any]:
@@ -469,7 +509,8 @@ def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
         return {"type": "image_url", "image_url": image}
     if isinstance(p, FilePart):
         if p.media_type and p.media_type.startswith("audio/") and p.data:
-            return {"type": "input_audio", "input_audio": {"data": p.data, "format": p.media_type[6:]}}
+            fmt = _AUDIO_FORMAT.get(p.media_type.split(";")[0].lower(), p.media_type[6:])
+            return {"type": "input_audio", "input_audio": {"data": p.data, "format": fmt}}
         if p.url and not (p.file_id or p.data):
             return {"type": "text", "text": f"(a document at {p.url})"}  # Chat files need an id or the bytes
         f: Dict[str, Any] = {}

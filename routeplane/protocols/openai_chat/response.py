@@ -7,6 +7,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ...errors import RouteplaneError
+from ...ids import new_hex
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     ContentPart,
@@ -19,7 +20,7 @@ from ...language_model.types import (
     Usage,
 )
 from ..base import as_list, bad_upstream
-from .request import tool_call
+from .request import LEGACY_FUNCTIONS_KEY, tool_call
 
 PROTOCOL = "openai_chat"
 
@@ -40,6 +41,14 @@ FINISH_FROM_WIRE = {
     "content_filter": FinishReason.CONTENT_FILTER,
 }
 _KEEP_EXTRAS = ("system_fingerprint", "service_tier")
+# Generation.extras: the choice's logprobs, and the content they were computed for (a hook that
+# rewrites the text, e.g. a redaction, must not leave the original tokens showing in the logprobs).
+LOGPROBS_KEY, LOGPROBS_TEXT_KEY = "logprobs", "_logprobs_text"
+
+
+def synthetic_call_id() -> str:
+    """An id for a tool call the upstream sent without one (unique: a later turn must not reuse it)."""
+    return f"call_{new_hex()[12:]}"
 
 # error kind → OpenAI error `type`
 ERROR_TYPES = {
@@ -114,21 +123,35 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
         reasoning = "".join(p.text for p in gen.parts if isinstance(p, ReasoningPart))
         if reasoning:
             message[reasoning_field] = reasoning
-    if calls:
+    finish = FINISH_TO_WIRE[gen.finish_reason]
+    functions = [c["function"] for c in calls if c["type"] == "function"]
+    if functions and legacy_functions(prompt):
+        # A client of the legacy `functions` API reads message.function_call (one call a turn).
+        message["function_call"] = {"name": functions[0]["name"], "arguments": functions[0]["arguments"]}
+        finish = "function_call" if finish == "tool_calls" else finish
+    elif calls:
         message["tool_calls"] = calls
+    logprobs = None
+    if gen.extras_protocol == PROTOCOL and gen.extras.get(LOGPROBS_TEXT_KEY) == text:
+        logprobs = gen.extras.get(LOGPROBS_KEY)
     body: Dict[str, Any] = {
-        "id": gen.id or "chatcmpl-routeplane",
+        "id": gen.id or f"chatcmpl-{new_hex()}",
         "object": "chat.completion",
         "created": gen.created or int(time.time()),
         "model": prompt.model,
         "choices": [
-            {"index": 0, "message": message, "logprobs": None, "finish_reason": FINISH_TO_WIRE[gen.finish_reason]}
+            {"index": 0, "message": message, "logprobs": logprobs, "finish_reason": finish}
         ],
         "usage": encode_usage(gen.usage),
     }
     if gen.extras_protocol == PROTOCOL:
         body.update({k: v for k, v in gen.extras.items() if k in _KEEP_EXTRAS})
     return body
+
+
+def legacy_functions(prompt: Prompt) -> bool:
+    """The client offered legacy `functions`: calls go back as `function_call`, not `tool_calls`."""
+    return prompt.extras_protocol == PROTOCOL and bool(prompt.extras.get(LEGACY_FUNCTIONS_KEY))
 
 
 def decode_response(body: Any, target: RoutingTarget) -> Generation:
@@ -155,17 +178,22 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     for call in as_list(msg.get("tool_calls")):
         if isinstance(call, dict) and call.get("type") == "custom" and isinstance(call.get("custom"), dict):
             custom = call["custom"]
-            parts.append(ToolCallPart(str(call.get("id") or ""), str(custom.get("name") or ""),
+            parts.append(ToolCallPart(str(call.get("id") or synthetic_call_id()), str(custom.get("name") or ""),
                                       custom["input"] if isinstance(custom.get("input"), str) else "", custom=True))
             continue
         if not isinstance(call, dict) or not isinstance(call.get("function"), dict):
             raise bad_upstream(target, "malformed tool call")
         fn = call["function"]
-        parts.append(ToolCallPart(str(call.get("id") or ""), str(fn.get("name") or ""), _arguments(fn.get("arguments"))))
+        parts.append(ToolCallPart(str(call.get("id") or synthetic_call_id()), str(fn.get("name") or ""),
+                                  _arguments(fn.get("arguments"))))
     finish = FINISH_FROM_WIRE.get(str(choice.get("finish_reason")), FinishReason.STOP)
     if any(isinstance(p, ToolCallPart) for p in parts) and finish is FinishReason.STOP:
         finish = FinishReason.TOOL_CALLS  # some compatible servers say "stop" after a tool call
     usage = decode_usage(body.get("usage")) or Usage(reported=False)
+    extras = {k: body[k] for k in _KEEP_EXTRAS if k in body}
+    if isinstance(choice.get("logprobs"), dict):
+        extras[LOGPROBS_KEY] = choice["logprobs"]
+        extras[LOGPROBS_TEXT_KEY] = "".join(p.text for p in parts if isinstance(p, TextPart) and not p.refusal)
     return Generation(
         id=str(body.get("id") or ""),
         model=str(body.get("model") or target.model),
@@ -173,7 +201,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         finish_reason=finish,
         usage=usage,
         created=body.get("created") if isinstance(body.get("created"), int) else int(time.time()),
-        extras={k: body[k] for k in _KEEP_EXTRAS if k in body},
+        extras=extras,
         extras_protocol=PROTOCOL,
     )
 

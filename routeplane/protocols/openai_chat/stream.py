@@ -7,6 +7,7 @@ import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
+from ...ids import new_hex
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     Finish,
@@ -28,7 +29,16 @@ from ...language_model.types import (
 )
 from ..base import StreamDecoder, StreamEncoder, bad_upstream, error_message, scrub
 from ..sse import SSEEvent, dumps
-from .response import FINISH_FROM_WIRE, FINISH_TO_WIRE, PROTOCOL, decode_usage, encode_usage, error_body
+from .response import (
+    FINISH_FROM_WIRE,
+    FINISH_TO_WIRE,
+    PROTOCOL,
+    decode_usage,
+    encode_usage,
+    error_body,
+    legacy_functions,
+    synthetic_call_id,
+)
 
 _DONE = b"data: [DONE]\n\n"
 
@@ -41,7 +51,7 @@ class ChatStreamEncoder(StreamEncoder):
         self._reasoning_field = reasoning_field  # opted in (server.openai_chat_reasoning), else reasoning is left out
         self._model = prompt.model
         self._include_usage = prompt.include_usage
-        self._id = "chatcmpl-routeplane"
+        self._id = f"chatcmpl-{new_hex()}"  # an upstream without an id (ResponseStart.id "") still gets a unique one
         self._created = int(time.time())
         self._started = False
         self._tool_index: Dict[int, int] = {}  # canonical block index → OpenAI tool_calls index
@@ -49,6 +59,9 @@ class ChatStreamEncoder(StreamEncoder):
         self._refusals: Set[int] = set()  # canonical text blocks that are the model's refusal
         self._usage: Optional[Usage] = None
         self._finished = False
+        # A legacy `functions` client: the (one) call streams as delta.function_call.
+        self._legacy = legacy_functions(prompt)
+        self._function_call: Optional[int] = None  # its canonical block index
 
     def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None) -> bytes:
         chunk = {
@@ -86,6 +99,14 @@ class ChatStreamEncoder(StreamEncoder):
             if self._reasoning_field is not None and part.text:
                 self._start(out)
                 out.append(self._chunk({self._reasoning_field: part.text}))
+        elif isinstance(part, ToolCallStart) and self._legacy and not part.custom:
+            self._start(out)
+            if self._function_call is None:  # one call a turn: later ones have no legacy form
+                self._function_call = part.index
+                out.append(self._chunk({"function_call": {"name": part.name, "arguments": ""}}))
+        elif isinstance(part, ToolCallDelta) and self._legacy and part.index == self._function_call:
+            if part.arguments:
+                out.append(self._chunk({"function_call": {"arguments": part.arguments}}))
         elif isinstance(part, ToolCallStart):
             self._start(out)
             k = len(self._tool_index) + len(self._custom_index)
@@ -108,7 +129,10 @@ class ChatStreamEncoder(StreamEncoder):
         elif isinstance(part, Finish):
             self._start(out)
             self._finished = True
-            out.append(self._chunk({}, FINISH_TO_WIRE[part.reason]))
+            reason = FINISH_TO_WIRE[part.reason]
+            if reason == "tool_calls" and self._function_call is not None:
+                reason = "function_call"
+            out.append(self._chunk({}, reason))
         # Block markers have no Chat Completions form; reasoning is shown only when opted in.
         return b"".join(out)
 
@@ -223,7 +247,9 @@ class ChatStreamDecoder(StreamDecoder):
             for frag in calls:
                 if not isinstance(frag, dict):
                     raise bad_upstream(self._target, "malformed tool call fragment")
-                idx = frag.get("index", 0)
+                idx = frag.get("index")
+                if idx is None:  # some compatible servers leave it out (or null) on every fragment
+                    idx = 0
                 if not isinstance(idx, int) or isinstance(idx, bool):
                     raise bad_upstream(self._target, "a tool call fragment without an integer index")
                 fn = frag.get("function")
@@ -240,9 +266,11 @@ class ChatStreamDecoder(StreamDecoder):
                     self._tool_blocks.append(self._tools[idx])
                     if call_id:
                         self._tool_ids[idx] = call_id
-                    out.append(ToolCallStart(self._tools[idx], call_id or f"call_{len(self._tool_blocks) - 1}",
+                    out.append(ToolCallStart(self._tools[idx], call_id or synthetic_call_id(),
                                              str(fn.get("name") or ""), custom=key == "input"))
                 args = fn.get(key)
+                if isinstance(args, (dict, list)) and key == "arguments":
+                    args = json.dumps(args)  # some compatible servers stream the arguments as an object
                 if isinstance(args, str) and args:
                     out.append(ToolCallDelta(self._tools[idx], args))
         reason = choice.get("finish_reason")

@@ -107,7 +107,9 @@ def decode_request(body: Any) -> Prompt:
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         reasoning_effort=expect(reasoning.get("effort"), str, "reasoning.effort"),
-        user=expect(body.get("user"), str, "user"),
+        # safety_identifier replaced `user`: either is the end-user id (Anthropic metadata.user_id); it stays an extra.
+        user=next((u for u in (expect(body.get("user"), str, "user"),
+                               expect(body.get("safety_identifier"), str, "safety_identifier")) if u is not None), None),
     )
     extras = client_extras(body, _KNOWN)
     rest = {k: v for k, v in reasoning.items() if k != "effort"}
@@ -338,7 +340,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         body["instructions"] = prompt.system_text()
     p = prompt.params
     for key, value in (("max_output_tokens", p.max_tokens), ("temperature", p.temperature), ("top_p", p.top_p),
-                       ("user", p.user)):
+                       ("user", None if same_wire and p.user == extras.get("safety_identifier") else p.user)):
         if value is not None:
             body[key] = value
     reasoning: Dict[str, Any] = dict(reasoning_extra or {})
