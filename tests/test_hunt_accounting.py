@@ -261,6 +261,33 @@ def test_an_anthropic_stream_cut_after_message_delta_settles_on_the_reported_usa
     assert row["outcome"] != "success"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_sees_the_estimate_that_is_billed_when_the_upstream_reports_no_usage(
+        gateway: GatewayProcess, upstream: FakeUpstream, stream: bool) -> None:
+    """An OpenAI-compatible server that sends no usage: the spend row holds an estimate; the client got
+    0 tokens when not streaming (a stream already showed the estimate)."""
+    body = openai_completion("a reply of some length")
+    del body["usage"]
+    if stream:
+        upstream.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": "a reply of some length"}),
+                                    openai_chunk({}, "stop")]))
+    else:
+        upstream.enqueue(Reply.json(body))
+    extra = {"stream_options": {"include_usage": True}} if stream else {}
+    r = chat(gateway, gateway.key, "oc", stream, **extra)  # type: ignore[attr-defined]
+    assert r.status_code == 200, r.text
+    if stream:
+        import json as _json
+
+        frames = [_json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        usage = [f["usage"] for f in frames if f.get("usage")][-1]
+    else:
+        usage = r.json()["usage"]
+    row = row_of(gateway, r.headers["x-request-id"])
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (row["input_tokens"], row["output_tokens"])
+    assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and not row["usage_reported"]
+
+
 def test_fallback_is_one_row_with_the_serving_target(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
     upstream.enqueue(Reply.json({"error": {"message": "down", "type": "server_error"}}, 503),
                      Reply.json(openai_completion("yo")))

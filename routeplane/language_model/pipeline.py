@@ -307,11 +307,12 @@ class LanguageModelPipeline:
         gen: Generation = self._attempt(run, chain, lambda t: self.executor.complete(t, ctx.prompt, ctx))
         ctx.result = gen
         self._phase(ctx, Phase.EXECUTE)
-        usage = gen.usage
-        if not usage.reported and usage.total == 0:
-            # The upstream sent no usage: bill an estimate, as for streams, never a silent zero.
-            usage = estimate_usage(ctx.prompt, output_chars(gen))
-        self._settle(run, usage, Outcome.SUCCESS, None, 200)
+        if not gen.usage.reported and gen.usage.total == 0:
+            # The upstream sent no usage: bill an estimate, as for streams, never a silent zero; the
+            # client sees the same numbers (as a stream's client does).
+            gen = replace(gen, usage=estimate_usage(ctx.prompt, output_chars(gen)))
+            ctx.result = gen
+        self._settle(run, gen.usage, Outcome.SUCCESS, None, 200)
         return gen
 
     def _execute_stream(self, run: _Run, chain: List[RoutingTarget]) -> PipelineStream:
