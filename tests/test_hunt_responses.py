@@ -204,3 +204,17 @@ def test_forcing_a_tool_that_is_not_offered_is_a_400(oai: OpenAI, up: FakeUpstre
     assert up.requests[-1].json["tool_choice"] == {"type": "tool", "name": "ping"}
 
 
+
+
+def test_a_client_field_named_like_the_codecs_verbosity_hint_is_forwarded_as_it_is() -> None:
+    """The codec kept `text.verbosity` under the extras key `text_verbosity`, which a client's own unknown
+    top-level field of that name also landed in: it then became the upstream's `text.verbosity`."""
+    from routeplane.language_model.routing import RoutingTarget
+    from routeplane.protocols import openai_responses
+
+    target = RoutingTarget("r", "m", "openai_responses", base_url="http://up", api_key="k")
+    prompt = openai_responses.CLIENT.decode_request({"model": "m", "input": "hi", "text_verbosity": "junk"})
+    sent = openai_responses.PROVIDER.encode_request(prompt, target, stream=False)
+    assert sent["text_verbosity"] == "junk" and "verbosity" not in sent.get("text", {})
+    prompt = openai_responses.CLIENT.decode_request({"model": "m", "input": "hi", "text": {"verbosity": "low"}})
+    assert openai_responses.PROVIDER.encode_request(prompt, target, stream=False)["text"]["verbosity"] == "low"

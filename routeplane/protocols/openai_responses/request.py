@@ -117,7 +117,7 @@ def decode_request(body: Any) -> Prompt:
         extras["reasoning"] = rest  # summary / generate_summary: same-wire only
     text = expect(body.get("text"), dict, "text") or {}
     if "verbosity" in text:
-        extras["text_verbosity"] = text["verbosity"]
+        extras["_text_verbosity"] = text["verbosity"]  # "_": a client cannot set it (client_extras)
     return Prompt(
         model=model,
         messages=tuple(messages),
@@ -331,7 +331,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     body: Dict[str, Any] = {"model": target.model, "input": items}
     same_wire = prompt.extras_protocol == PROTOCOL
     extras = dict(prompt.extras) if same_wire else {}
-    verbosity = extras.pop("text_verbosity", None)
+    verbosity = extras.pop("_text_verbosity", None)
     reasoning_extra = extras.pop("reasoning", None)
     body.update(extras)
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
