@@ -74,16 +74,24 @@ def test_image_with_a_file_source_reaches_an_anthropic_upstream_as_an_image(env:
     assert sent.headers["anthropic-beta"] == "files-api-2025-04-14"
 
 
-def test_responses_input_image_file_id_is_an_anthropic_image_not_a_document(env: Env) -> None:
-    """An OpenAI Responses `input_image` by file_id went to Anthropic as a `document` block."""
-    up, _, gpt = env
-    up.enqueue(Reply.json(_an_message([{"type": "text", "text": "a cat"}])))
-    r = gpt.responses.create(model="claude-route", input=[{"role": "user", "content": [
-        {"type": "input_text", "text": "What is this?"},
-        {"type": "input_image", "file_id": "file_img1", "detail": "auto"}]}])
-    assert r.output_text == "a cat"
-    blocks = up.requests[0].json["messages"][0]["content"]
-    assert blocks[1] == {"type": "image", "source": {"type": "file", "file_id": "file_img1"}}
+def test_another_vendors_file_id_is_a_400_before_any_upstream_call(env: Env) -> None:
+    """A file id names an upload in one vendor's Files API: an OpenAI `input_image.file_id` went to
+    Anthropic as a `document` block (then as an image of an id Anthropic cannot resolve), and to Gemini
+    it was dropped without a word. It is a 400 naming the id; the two OpenAI wires share their ids."""
+    up, claude, gpt = env
+    image: Any = {"type": "input_image", "file_id": "file-img1", "detail": "auto"}
+    with pytest.raises(openai.BadRequestError, match="file-img1"):
+        gpt.responses.create(model="claude-route", input=[{"role": "user", "content": [
+            {"type": "input_text", "text": "What is this?"}, image]}])
+    with pytest.raises(anthropic.BadRequestError, match="file_abc"):
+        claude.messages.create(model="gpt-route", max_tokens=64, messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "file_abc"}},
+            {"type": "text", "text": "What is this?"}]}])
+    assert up.requests == []
+    up.enqueue(Reply.json(openai_completion("a cat")))
+    r = gpt.responses.create(model="gpt-route", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "What is this?"}, image]}])
+    assert r.output_text == "a cat" and "file-img1" in up.requests[0].body.decode()
 
 
 def test_an_image_sent_as_an_openai_file_part_is_an_anthropic_image(env: Env) -> None:

@@ -21,6 +21,7 @@ from ..errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from .capability import refuse
 from .mock_provider import MockProvider
 from .routing import RoutingTarget, Timeouts
 from .stream import generation_to_parts
@@ -118,7 +119,7 @@ class HttpExecutor(Executor):
                 f"{target.provider}: the upstream URL was refused by the URL safety policy (see the gateway log).",
                 provider=target.provider,
             ) from None
-        refuse_prefill(prompt, target)
+        refuse(prompt, target)  # a prefill it cannot continue, a file id it cannot read
         if not native_custom_tools(codec, target):
             from ..protocols.custom_tools import function_form
 
@@ -273,38 +274,6 @@ def native_custom_tools(codec: "ProviderCodec", target: RoutingTarget) -> bool:
     OpenAI-compatible servers take function tools only). Otherwise they go as functions of one string."""
     option = target.options.get("custom_tools")
     return codec.custom_tools if option is None else bool(option)
-
-
-# Wires that continue a trailing assistant message (a prefill); the built-in mock echoes whatever it gets.
-PREFILL_PROTOCOLS = frozenset({"anthropic_messages", "mock"})
-
-
-def is_prefill(prompt: Prompt) -> bool:
-    """translation.md §12.29: an Anthropic client's trailing assistant message is a prefill the model
-    must continue. The OpenAI wires and Gemini read it as a finished turn and answer anew."""
-    return bool(prompt.extras_protocol == "anthropic_messages" and prompt.messages
-                and prompt.messages[-1].role == "assistant")
-
-
-def prefill_targets(prompt: Prompt, chain: List[RoutingTarget]) -> List[RoutingTarget]:
-    """The targets of the chain that can continue the prompt's prefill: a fallback that cannot is
-    skipped, never tried (its 400 would hide an earlier target's error); none at all is a 400."""
-    if not is_prefill(prompt):
-        return chain
-    able = [t for t in chain if t.protocol in PREFILL_PROTOCOLS]
-    if chain and not able:
-        refuse_prefill(prompt, chain[0])
-    return able
-
-
-def refuse_prefill(prompt: Prompt, target: RoutingTarget) -> None:
-    """A prefill bound for a wire that cannot continue it is refused (400) rather than silently given
-    another meaning (the executor's check, for a target chosen after routing)."""
-    if is_prefill(prompt) and target.protocol not in PREFILL_PROTOCOLS:
-        raise InvalidRequest(
-            f"The last message is an assistant prefill, which {target.provider}:{target.model} ({target.protocol}) "
-            "cannot continue: only an Anthropic upstream honours a prefill. End the conversation with a user "
-            "message, or route this model to an Anthropic upstream.", param="messages")
 
 
 def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]:

@@ -31,10 +31,11 @@ from ..hooks.language_model import (
     StreamInterest,
 )
 from ..observers import ObserverDispatcher
+from .capability import capable_targets
 from .context import PipelineContext
 from .cooldown import CooldownTracker, FallbackSettings
 from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent, error_class
-from .executor import Executor, prefill_targets
+from .executor import Executor
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd, frozen
 from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
@@ -192,7 +193,7 @@ class LanguageModelPipeline:
         chain = self.routing_table.resolve(ctx.prompt.model)
         for _plugin_id, hook in self.hooks.route:
             chain = list(hook.resolve(list(chain), ctx))
-        chain = prefill_targets(ctx.prompt, chain)
+        chain = capable_targets(ctx.prompt, chain)
         ctx.chain = chain
         self._phase(ctx, Phase.ROUTE)
         if not chain:

@@ -1,0 +1,75 @@
+"""What a target's wire can take of a prompt, beyond its codec: a prefill, another vendor's file ids.
+
+A fallback target that cannot take the prompt is skipped at routing, never tried (its 400 would
+hide an earlier target's error); a prompt no target of the route can take is a 400 before any
+upstream call. The executor checks again for a target chosen after routing (a route hook).
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, List, Optional
+
+from ..errors import InvalidRequest
+from .routing import RoutingTarget
+from .types import ContentPart, FilePart, Prompt, ToolResultPart
+
+# Wires that continue a trailing assistant message (a prefill); the built-in mock echoes whatever it gets.
+PREFILL_PROTOCOLS = frozenset({"anthropic_messages", "mock"})
+# A file id names an upload in one vendor's Files API; the two OpenAI wires share OpenAI's.
+_OPENAI = frozenset({"openai_chat", "openai_responses"})
+
+
+def is_prefill(prompt: Prompt) -> bool:
+    """translation.md §12.29: an Anthropic client's trailing assistant message is a prefill the model
+    must continue. The OpenAI wires and Gemini read it as a finished turn and answer anew."""
+    return bool(prompt.extras_protocol == "anthropic_messages" and prompt.messages
+                and prompt.messages[-1].role == "assistant")
+
+
+def _parts(prompt: Prompt) -> Iterator[ContentPart]:
+    for message in prompt.messages:
+        for part in message.parts:
+            yield part
+            if isinstance(part, ToolResultPart):
+                yield from part.content
+
+
+def foreign_file_id(prompt: Prompt, protocol: str) -> Optional[str]:
+    """A file id of the client's vendor that the target's wire cannot resolve (the part has no data
+    or URL to send instead), or None. Gemini clients name files by URI, which travels as a URL."""
+    client = prompt.extras_protocol
+    if client is None or protocol in (client, "mock") or (client in _OPENAI and protocol in _OPENAI):
+        return None
+    for part in _parts(prompt):
+        if isinstance(part, FilePart) and part.file_id and not (part.data or part.url):
+            return part.file_id
+    return None
+
+
+def problem(prompt: Prompt, target: RoutingTarget) -> Optional[str]:
+    """Why the target cannot take the prompt, or None."""
+    where = f"{target.provider}:{target.model} ({target.protocol})"
+    if is_prefill(prompt) and target.protocol not in PREFILL_PROTOCOLS:
+        return (f"The last message is an assistant prefill, which {where} cannot continue: only an Anthropic "
+                "upstream honours a prefill. End the conversation with a user message, or route this model to "
+                "an Anthropic upstream.")
+    file_id = foreign_file_id(prompt, target.protocol)
+    if file_id is not None:
+        return (f"File id {file_id!r} names an upload in {prompt.extras_protocol}'s Files API, which {where} "
+                "cannot read. Send the file's data or URL instead, or route this model to that vendor.")
+    return None
+
+
+def refuse(prompt: Prompt, target: RoutingTarget) -> None:
+    """A 400 when the target cannot take the prompt, rather than another meaning or a dropped file."""
+    reason = problem(prompt, target)
+    if reason is not None:
+        raise InvalidRequest(reason, param="messages")
+
+
+def capable_targets(prompt: Prompt, chain: List[RoutingTarget]) -> List[RoutingTarget]:
+    """The targets of the chain that can take the prompt; none at all is a 400 (the first one's reason)."""
+    able = [t for t in chain if problem(prompt, t) is None]
+    if chain and not able:
+        refuse(prompt, chain[0])
+    return able
