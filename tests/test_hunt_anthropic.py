@@ -189,3 +189,18 @@ def test_models_list_honours_limit_and_the_sdk_pages_through_all(env: Env) -> No
     # A cursor naming no model is an empty page, not the first page again.
     assert claude.models.list(after_id="no-such-model").data == []
     assert claude.models.list(after_id="no-such-model", before_id="claude-route").data == []
+
+
+def test_audio_bound_for_a_wire_without_audio_input_is_a_400(env: Env) -> None:
+    """Chat `input_audio` went to Anthropic as a `document` with an audio type, which Anthropic refuses
+    (only Chat and Gemini take audio in): a 400 naming the media type, before any upstream call."""
+    up, _, gpt = env
+    audio: Any = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+    with pytest.raises(openai.BadRequestError, match="audio/wav"):
+        gpt.chat.completions.create(model="claude-route", messages=[{"role": "user", "content": [
+            {"type": "text", "text": "Transcribe."}, audio]}])
+    assert up.requests == []
+    up.enqueue(Reply.json(openai_completion("hello")))
+    r = gpt.chat.completions.create(model="gpt-route", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "Transcribe."}, audio]}])
+    assert r.choices[0].message.content == "hello" and "input_audio" in up.requests[0].body.decode()

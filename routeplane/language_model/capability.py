@@ -1,4 +1,4 @@
-"""What a target's wire can take of a prompt, beyond its codec: a prefill, another vendor's file ids.
+"""What a target's wire can take of a prompt beyond its codec: a prefill, another vendor's file ids, media.
 
 A fallback target that cannot take the prompt is skipped at routing, never tried (its 400 would
 hide an earlier target's error); a prompt no target of the route can take is a 400 before any
@@ -17,6 +17,10 @@ from .types import ContentPart, FilePart, Prompt, ToolResultPart
 PREFILL_PROTOCOLS = frozenset({"anthropic_messages", "mock"})
 # A file id names an upload in one vendor's Files API; the two OpenAI wires share OpenAI's.
 _OPENAI = frozenset({"openai_chat", "openai_responses"})
+# Media a wire has no input for (translation.md, "Audio in"): audio only on Chat and Gemini, video
+# only on Gemini. Sent anyway, they became a document or file the upstream refuses.
+_NO_INPUT = {"anthropic_messages": ("audio/", "video/"), "openai_responses": ("audio/", "video/"),
+             "openai_chat": ("video/",)}
 
 
 def is_prefill(prompt: Prompt) -> bool:
@@ -46,6 +50,16 @@ def foreign_file_id(prompt: Prompt, protocol: str) -> Optional[str]:
     return None
 
 
+def unsupported_media(prompt: Prompt, protocol: str) -> Optional[str]:
+    """The media type of a file the target's wire takes no input of, or None."""
+    kinds = _NO_INPUT.get(protocol)
+    if kinds:
+        for part in _parts(prompt):
+            if isinstance(part, FilePart) and (part.media_type or "").startswith(kinds):
+                return part.media_type
+    return None
+
+
 def problem(prompt: Prompt, target: RoutingTarget) -> Optional[str]:
     """Why the target cannot take the prompt, or None."""
     where = f"{target.provider}:{target.model} ({target.protocol})"
@@ -57,6 +71,9 @@ def problem(prompt: Prompt, target: RoutingTarget) -> Optional[str]:
     if file_id is not None:
         return (f"File id {file_id!r} names an upload in {prompt.extras_protocol}'s Files API, which {where} "
                 "cannot read. Send the file's data or URL instead, or route this model to that vendor.")
+    media = unsupported_media(prompt, target.protocol)
+    if media is not None:
+        return f"{where} takes no {media} input. Route this model to an upstream that does (Gemini takes any)."
     return None
 
 
