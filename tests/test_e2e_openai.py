@@ -68,14 +68,8 @@ def gw(fake: FakeUpstream, settle_path: str) -> Iterator[GatewayProcess]:
 @pytest.fixture
 def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
     """The module's fake upstream with an empty script and request log for this test."""
-    with fake._lock:
-        fake._queue.clear()
-    fake.requests.clear()
-    yield fake
-    with fake._lock:
-        leftover = len(fake._queue)
-        fake._queue.clear()
-    assert leftover == 0, "the test left scripted replies unused"
+    with fake.script() as scripted:
+        yield scripted
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from openai import BadRequestError, OpenAI
 from routeplane.language_model.routing import RoutingTarget
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply
-from tests.support.wires import CACHED, INPUT, OUTPUT, weather_upstream
+from tests.support.wires import CACHED, INPUT, OUTPUT, via_wires_config, weather_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -34,13 +34,7 @@ def upstream_all() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def gateway(upstream_all: FakeUpstream) -> Iterator[GatewayProcess]:
-    base = {"openai_chat": upstream_all.url + "/v1", "anthropic_messages": upstream_all.url,
-            "openai_responses": upstream_all.url + "/v1", "gemini": upstream_all.url}
-    config = {
-        "providers": {f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}-secret"} for w in WIRES},
-        "models": {f"via-{w}": {"targets": [{"provider": f"up_{w}", "model": f"up-{w}"}]} for w in WIRES},
-    }
-    gw = GatewayProcess(config).start()
+    gw = GatewayProcess(via_wires_config(upstream_all.url, WIRES)).start()
     yield gw
     gw.stop()
 

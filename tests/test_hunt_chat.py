@@ -16,7 +16,7 @@ from routeplane.protocols.openai_chat.request import decode_request, encode_requ
 from routeplane.protocols.openai_chat.response import decode_response, encode_response
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
-from tests.support.wires import weather_upstream
+from tests.support.wires import via_wires_config, weather_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -36,15 +36,9 @@ def fake() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
-    base = {"openai_chat": fake.url + "/v1", "anthropic_messages": fake.url, "openai_responses": fake.url + "/v1",
-            "gemini": fake.url}
-    config = {
-        "providers": {**{f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}-secret",
-                                     "timeouts": {"connect": 2, "read": 5}} for w in WIRES},
-                      "local": {"protocol": "mock"}},
-        "models": {**{f"via-{w}": {"targets": [{"provider": f"up_{w}", "model": f"up-{w}"}]} for w in WIRES},
-                   "default": {"targets": [{"provider": "local", "model": "echo"}]}},
-    }
+    config = via_wires_config(fake.url, WIRES, timeouts={"connect": 2, "read": 5})
+    config["providers"]["local"] = {"protocol": "mock"}
+    config["models"]["default"] = {"targets": [{"provider": "local", "model": "echo"}]}
     gw = GatewayProcess(config).start()
     yield gw
     gw.stop()
@@ -53,14 +47,8 @@ def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
 @pytest.fixture
 def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
     """The module's upstream with an empty script and request log for this test."""
-    with fake._lock:
-        fake._queue.clear()
-    fake.requests.clear()
-    yield fake
-    with fake._lock:
-        leftover = len(fake._queue)
-        fake._queue.clear()
-    assert leftover == 0, "the test left scripted replies unused"
+    with fake.script() as scripted:
+        yield scripted
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from google.genai import types
 from routeplane.testing import Gateway
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply
-from tests.support.wires import weather_upstream
+from tests.support.wires import via_wires_config, weather_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -32,12 +32,7 @@ def upstream_all() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def gateway(upstream_all: FakeUpstream) -> Iterator[GatewayProcess]:
-    base = {"openai_chat": upstream_all.url + "/v1", "anthropic_messages": upstream_all.url, "gemini": upstream_all.url}
-    config = {
-        "providers": {f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}"} for w in WIRES},
-        "models": {f"via-{w}": {"targets": [{"provider": f"up_{w}", "model": f"up-{w}"}]} for w in WIRES},
-    }
-    gw = GatewayProcess(config).start()
+    gw = GatewayProcess(via_wires_config(upstream_all.url, WIRES)).start()
     yield gw
     gw.stop()
 

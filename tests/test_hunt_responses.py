@@ -12,7 +12,7 @@ from openai.types.responses import ResponseError
 
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk
-from tests.support.wires import responses_sse, weather_upstream
+from tests.support.wires import responses_sse, via_wires_config, weather_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -33,13 +33,7 @@ def fake() -> Iterator[FakeUpstream]:
 
 @pytest.fixture(scope="module")
 def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
-    base = {"openai_chat": fake.url + "/v1", "anthropic_messages": fake.url, "openai_responses": fake.url + "/v1",
-            "gemini": fake.url}
-    config = {
-        "providers": {f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}-secret",
-                                  "timeouts": {"connect": 2, "read": 5}} for w in WIRES},
-        "models": {f"via-{w}": {"targets": [{"provider": f"up_{w}", "model": f"up-{w}"}]} for w in WIRES},
-    }
+    config = via_wires_config(fake.url, WIRES, timeouts={"connect": 2, "read": 5})
     gw = GatewayProcess(config).start()
     yield gw
     gw.stop()
@@ -48,14 +42,8 @@ def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
 @pytest.fixture
 def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
     """The module's upstream with an empty script and request log for this test."""
-    with fake._lock:
-        fake._queue.clear()
-    fake.requests.clear()
-    yield fake
-    with fake._lock:
-        leftover = len(fake._queue)
-        fake._queue.clear()
-    assert leftover == 0, "the test left scripted replies unused"
+    with fake.script() as scripted:
+        yield scripted
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ Fault modes: `delay` before the status line, `chunk_delay` between chunks,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import struct
@@ -22,7 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Sequence, Union
 
 
 @dataclass
@@ -93,6 +94,19 @@ class FakeUpstream:
         with self._lock:
             self._queue.extend(replies)
         return self
+
+    @contextlib.contextmanager
+    def script(self) -> Iterator["FakeUpstream"]:
+        """One test's use of a shared upstream: an empty script and request log, and a failure if the
+        test leaves scripted replies unused."""
+        with self._lock:
+            self._queue.clear()
+        self.requests.clear()
+        yield self
+        with self._lock:
+            leftover = len(self._queue)
+            self._queue.clear()
+        assert leftover == 0, "the test left scripted replies unused"
 
     def _next(self, req: RecordedRequest) -> Reply:
         with self._lock:

@@ -18,6 +18,20 @@ INPUT, CACHED, OUTPUT = 20, 5, 9
 CALL_ARGS = {"city": "Paris"}
 
 
+ALL_WIRES = ("openai_chat", "anthropic_messages", "openai_responses", "gemini")
+
+
+def via_wires_config(url: str, wires: Tuple[str, ...] = ALL_WIRES, **provider: Any) -> Dict[str, Any]:
+    """A gateway config with one provider per wire (`up_<wire>`, key `sk-up-<wire>-secret`), all on the
+    FakeUpstream at `url`, and a route `via-<wire>` to each; `provider`: more settings for every provider."""
+    base = {"openai_chat": url + "/v1", "anthropic_messages": url, "openai_responses": url + "/v1", "gemini": url}
+    return {
+        "providers": {f"up_{w}": {"protocol": w, "base_url": base[w], "api_key": f"sk-up-{w}-secret", **provider}
+                      for w in wires},
+        "models": {f"via-{w}": {"targets": [{"provider": f"up_{w}", "model": f"up-{w}"}]} for w in wires},
+    }
+
+
 def gemini_sse(chunks: List[Dict[str, Any]], **kw: Any) -> Reply:
     """Google framing: `data: {json}` + CRLF blank line, no terminator (the stream ends at close)."""
     raw = [b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks]
