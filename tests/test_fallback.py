@@ -97,7 +97,7 @@ FAULTS = {
 ALONE = {
     "500": (502, "upstream"),
     "503": (503, "overloaded"),
-    "429": (429, "rate_limit"),
+    "429": (429, "rate_limit_exceeded"),
     "408": (504, "timeout"),
     "hang": (504, "timeout"),
     "reset": (502, "upstream"),
@@ -170,7 +170,7 @@ def test_all_429_merge_to_429_with_the_earliest_retry_after(ups, gateways):
     g = gateways(config(a.url, b.url))
     r = g.chat("hi", model="m")
     assert r.status == 429 and r.headers["Retry-After"] == "3"
-    assert r.json["error"]["code"] == "rate_limit"
+    assert r.json["error"]["code"] == "rate_limit_exceeded"
     assert providers_tried(r) == [("a", False), ("b", False)]
     # Retry-After is honoured by sidelining each target for that long (capped by retry_after_max)
     states = {s.label: s for s in g.app.pipeline.cooldown.states()}

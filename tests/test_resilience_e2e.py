@@ -89,7 +89,7 @@ def test_e2e_503_then_fallback_and_all_429(gw, ups):
     b.enqueue(Reply.json({"error": {"message": "rl"}}, 429, headers={"Retry-After": "4"}))
     r = chat(gw, "ab")
     assert r.status_code == 429 and r.headers["Retry-After"] == "4"
-    assert r.json()["error"]["code"] == "rate_limit"
+    assert r.json()["error"]["code"] == "rate_limit_exceeded"
 
 
 def test_e2e_hang_is_504_within_the_read_timeout(gw, ups):

@@ -206,13 +206,18 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     )
 
 
+# error kind → OpenAI error `code`, where OpenAI's own differs from the kind: clients tell a rate limit
+# (retry later) from an exhausted quota (do not) by `code` (openai-chat.md §5).
+ERROR_CODES = {"rate_limit": "rate_limit_exceeded", "budget": "insufficient_quota", "invalid_request": None}
+
+
 def error_body(err: RouteplaneError) -> Dict[str, Any]:
     return {
         "error": {
             "message": err.message,
             "type": ERROR_TYPES.get(err.kind, "invalid_request_error" if err.status < 500 else "server_error"),
             "param": err.param,
-            "code": err.code or (err.kind if err.kind not in ("invalid_request",) else None),
+            "code": err.code or ERROR_CODES.get(err.kind, err.kind),
         }
     }
 
