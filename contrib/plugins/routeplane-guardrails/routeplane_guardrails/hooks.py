@@ -60,8 +60,10 @@ class RequestGuard:
         self.reporter = reporter
         self.channels: Dict[Channel, ChannelScanner] = {}
         self.custom_tools: Set[int] = set()  # tool calls whose arguments are free text, not JSON
-        # Reasoning (signed) and streamed tool-call names (identifiers) are checked, never rewritten.
+        # Reasoning (signed) is checked, never rewritten: `redact` acts as `warn` on it.
         self.checked_only_rules = ruleset.downgoing.without_redaction()
+        # Streamed tool-call names (identifiers) cannot be rewritten either: `redact` acts as `block` on them.
+        self.name_rules = ruleset.downgoing.redaction_as_block()
 
     @classmethod
     def of(cls, ctx: PipelineContext, ruleset: RuleSet, stats: Stats) -> "RequestGuard":
@@ -89,9 +91,9 @@ class RequestGuard:
         return out
 
     def check_name(self, name: str, where: str) -> None:
-        """A streamed tool call's name: warn/block only (see `_Scan.name`); raises Blocked."""
+        """A streamed tool call's name: `redact` acts as `block` (see `_Scan.name`); raises Blocked."""
         if name:
-            _, blocks = scan_text(name, self.checked_only_rules, self.reporter, where)
+            _, blocks = scan_text(name, self.name_rules, self.reporter, where)
             if blocks:
                 raise Blocked(blocks, where)
 
@@ -134,17 +136,18 @@ class _Scan:
         self._name_hits: Dict[str, bool] = {}
 
     def name(self, name: Optional[str], where: str) -> None:
-        """A tool, function or message name: checked (warn/block) but never rewritten.
+        """A tool, function or message name: checked but never rewritten.
 
-        Names are identifiers (`^[a-zA-Z0-9_-]{1,64}$`) that must match a tool
-        definition: a placeholder inside one would break the call, so `redact`
-        acts as `warn` on them (counted as `warn`). Each distinct name is
-        scanned once; one with findings is counted and logged wherever it occurs.
+        Names are identifiers (`^[a-zA-Z0-9_-]{1,64}$`, which an API key fits)
+        that must match a tool definition: a placeholder inside one would break
+        the call, so `redact` acts as `block` on them (counted as `block`) and
+        `warn` stays `warn`. Each distinct name is scanned once; one with
+        findings is counted and logged wherever it occurs.
         """
         if not name or self.blocked is not None:
             return
         if self._name_rules is None:
-            self._name_rules = self.rules.without_redaction()
+            self._name_rules = self.rules.redaction_as_block()
         hit = self._name_hits.get(name)
         if hit is None:
             hit = self._name_hits[name] = bool(find(name, self._name_rules))
@@ -223,7 +226,7 @@ class UpgoingCheck(PreRequestHook):
     format), the response-format schema, stop sequences, `user`, and every
     string of the wire's other fields (`metadata`, `prediction`, ...). Tool,
     tool-call, tool-choice, response-format and message names are checked but
-    never rewritten (`redact` acts as `warn` on them).
+    never rewritten (`redact` acts as `block` on them).
     """
 
     def __init__(self, ruleset: RuleSet, stats: Stats) -> None:

@@ -48,6 +48,10 @@ class DirectionRules:
         """For reasoning: its provider signature covers the text, so it may be stopped but never rewritten."""
         return DirectionRules(self.direction, tuple((r, WARN if a == REDACT else a) for r, a in self.rules))
 
+    def redaction_as_block(self) -> "DirectionRules":
+        """For names (tools, tool calls, messages): a name cannot be rewritten, so what should not pass is stopped."""
+        return DirectionRules(self.direction, tuple((r, BLOCK if a == REDACT else a) for r, a in self.rules))
+
 
 @dataclass(frozen=True)
 class BlockMessage:

@@ -37,7 +37,10 @@ class ChannelScanner:
     `[`): the detectors read it decoded (`\\n`, `\\/`, `\\uXXXX` as what they stand
     for; an escape cut by the end of the buffer is read once whole, and the
     buffer is never trimmed inside one), and redactions keep the JSON valid
-    (see `jsontext`). The JSON lexer state at `base` is kept up
+    (see `jsontext`). The window and the look-behind context count characters
+    as the detectors read them (a `\\uXXXX` is one), so a secret spelled with
+    escapes is held as long as its plain spelling; `max_hold_chars` caps the
+    text as sent. The JSON lexer state at `base` is kept up
     to date as the buffer is trimmed, so each text is lexed once, and again
     only when something in the buffer is redacted. A forced cut inside a bare
     token (a number) that a redaction touches replaces the whole token: its
@@ -65,6 +68,8 @@ class ChannelScanner:
         # send a few characters per chunk, and each scan reads the whole window.
         self.batch = max(16, self.window // 4)
         self.unscanned = 0
+        self.scan_at = self.window + self.batch  # scan once this many characters (as read) are held ...
+        self.scan_cap = max(self.max_hold, self.scan_at)  # ... or this many as sent
         # JSON arguments: None until the first non-blank character says whether they are JSON.
         self.json: Optional[bool] = None if json else False
         self.lex_state = LexState()  # the JSON lexer's state at `base`
@@ -83,11 +88,13 @@ class ChannelScanner:
             self.unscanned += len(text)
             if self.unscanned >= self.batch:
                 self._report_warnings(final=False)
-                self._trim(self.total - self.window - self.context)
             return None
         self.chunk_ends.append(self.total)
-        if self.total - self.window - self.emitted < self.batch:
+        held = self.total - self.emitted
+        if held < self.scan_at:
             return []  # too little could be released to be worth a scan
+        if self.json and held <= self.scan_cap and self._read_len(self.emitted - self.base) < self.scan_at:
+            return []  # the same, counted as read (JSON escapes); the cap counts the text as sent
         return self._release(final=False)
 
     def flush(self) -> List[str]:
@@ -110,6 +117,23 @@ class ChannelScanner:
         for f in self._find(view):
             if final or f.end < self.base + view.end:  # one touching the end may still grow
                 self._report(f)
+        if not final:
+            self._trim(self._back(view, self.base + view.end, self.window + self.context))
+
+    def _back(self, view: View, pos: int, n: int) -> int:
+        """The absolute offset `n` characters, as the detectors read them, before absolute offset `pos` (at most
+        the end of what they read): never inside an escape. Without escapes, `pos - n`."""
+        if view.identity:
+            return pos - n
+        return self.base + view.raw(max(view.at(pos - self.base) - n, 0))
+
+    def _read_len(self, start: int) -> int:
+        """About how many characters `buf[start:]` (JSON) reads as: exact for whole `\\uXXXX` and two-character
+        escapes. It only paces scans; each scan measures the held text exactly."""
+        slashes = self.buf.count("\\", start)
+        if not slashes:
+            return len(self.buf) - start
+        return len(self.buf) - start - slashes - 4 * self.buf.count("\\u", start)
 
     def _view(self) -> View:
         """The buffer as the detectors read it: JSON decoded (see `jsontext.decoded_view`)."""
@@ -146,6 +170,9 @@ class ChannelScanner:
             for f in blocks:
                 self._report(f)
             raise Blocked(blocks, self.where)
+        # The window starts `window` characters (as read: a `\\uXXXX` is one) before the end of what is read.
+        plain = view.identity
+        window_start = self.total - self.window if plain else self._back(view, self.base + view.end, self.window)
         spans: List[Tuple[int, int, str]] = []
         still_open = False
         cont_end: Optional[int] = None
@@ -156,11 +183,11 @@ class ChannelScanner:
             cont_end = self.base + view.raw(m.end()) if m else self.emitted
             # Like any match, it is settled only once a full window follows it
             # (a half-received END line must not close it early).
-            still_open = not final and cont_end > self.total - self.window
+            still_open = not final and cont_end > window_start
             if action == REDACT and cont_end > self.emitted:
                 spans.append((self.emitted, cont_end, placeholder))
 
-        cutoff, forced = self._cutoff(findings, final, still_open, self.base + view.end)
+        cutoff, forced = self._cutoff(findings, final, still_open, self.base + view.end, window_start)
         if cont_end is not None and not still_open:
             self.open = None
             cutoff = max(cutoff, cont_end)  # release the rest of the cut match now, while its span is known
@@ -182,7 +209,7 @@ class ChannelScanner:
         out = self._pieces(cutoff, spans, forced)
         self.emitted = cutoff
         self.chunk_ends = [e for e in self.chunk_ends if e > cutoff]
-        self._trim(self.emitted - self.context)
+        self._trim(self.emitted - self.context if plain else self._back(view, self.emitted, self.context))
         return out
 
     def _swallow(self, final: bool) -> None:
@@ -192,7 +219,6 @@ class ChannelScanner:
             self.swallowing = False  # the token ended (or the channel did)
         self.emitted = end
         self.chunk_ends = [e for e in self.chunk_ends if e > end]
-        self._trim(self.emitted - self.context)
 
     def _cut_token_spans(self, cutoff: int, raw: List[Tuple[int, int, str]],
                          spans: List[Tuple[int, int, str]]) -> List[Tuple[int, int, str]]:
@@ -208,12 +234,14 @@ class ChannelScanner:
         self.swallowing = True
         return [sp for sp in spans if not (sp[0] < b and sp[1] > a)] + [(a, cutoff, '"' + touching[0][2] + '"')]
 
-    def _cutoff(self, findings: Sequence[Finding], final: bool, still_open: bool, read_end: int) -> Tuple[int, bool]:
+    def _cutoff(self, findings: Sequence[Finding], final: bool, still_open: bool, read_end: int,
+                window_start: int) -> Tuple[int, bool]:
         """Where to release up to, and whether the hold cap forced it. `read_end`: the end of what the detectors
-        read (the text, unless it ends inside an escape), where a match may still grow."""
+        read (the text, unless it ends inside an escape), where a match may still grow; `window_start`: where the
+        held window starts (`total - window` without escapes)."""
         if final:
             return self.total, False
-        cutoff = self.total - self.window
+        cutoff = window_start
         while True:
             moved = True
             while moved:  # overlapping matches can push the cut back more than once
@@ -225,17 +253,19 @@ class ChannelScanner:
             if still_open:
                 cutoff = self.emitted
             if self.total - max(cutoff, self.emitted) > self.max_hold:
-                return self._outside_escape(self._past_whole_matches(findings, read_end)), True
+                # The cap counts the text as sent: with escapes the window may hold more than it; then the cut
+                # keeps max(max_hold, window) of it, as it would without escapes.
+                cut = max(window_start, self.total - max(self.max_hold, self.window))
+                return self._outside_escape(self._past_whole_matches(findings, read_end, cut)), True
             boundaries = [e for e in self.chunk_ends if e <= cutoff]
             snapped = boundaries[-1] if boundaries else self.emitted
             if snapped >= cutoff:
                 return max(snapped, self.emitted), False
             cutoff = snapped  # back to the chunk boundary, which may fall inside another match
 
-    def _past_whole_matches(self, findings: Sequence[Finding], read_end: int) -> int:
-        """A forced cut (hold cap) past every match it would split that is already whole (only one still growing,
-        a PEM block or a long number, is cut): a whole match leaves with one placeholder, not one per piece."""
-        cut = self.total - self.window
+    def _past_whole_matches(self, findings: Sequence[Finding], read_end: int, cut: int) -> int:
+        """A forced cut (hold cap) at `cut` moved past every match it would split that is already whole (only one
+        still growing, a PEM block or a long number, is cut): a whole match leaves with one placeholder."""
         moved = True
         while moved:
             moved = False
@@ -275,3 +305,4 @@ class ChannelScanner:
             if text:
                 out.append(text)
         return out
+

@@ -1,5 +1,5 @@
-"""Tool, function and message names are identifiers: a secret in one is found and can block, but a name is never
-rewritten (a placeholder would break the call), so `redact` acts as `warn` on names (counted as `warn`)."""
+"""Tool, function and message names are identifiers: a secret in one is found, but a name is never rewritten (a
+placeholder would break the call), so `redact` acts as `block` on names (counted as `block`); `warn` stays `warn`."""
 
 from __future__ import annotations
 
@@ -46,9 +46,8 @@ def streamed_calls(result: Any) -> Dict[str, str]:
     return {"name": names, "arguments": args}
 
 
-@pytest.mark.parametrize("action", ["redact", "warn"])
-def test_a_secret_in_a_response_tool_name_is_counted_as_warn_and_left_as_is(action: str) -> None:
-    plugin = GuardrailsPlugin(downgoing={"api_keys": action})
+def test_a_secret_in_a_response_tool_name_is_counted_as_warn_and_left_as_is_under_warn() -> None:
+    plugin = GuardrailsPlugin(downgoing={"api_keys": "warn"})
     result = run_request(CHAT, plugins=[plugin], script=[call_generation(KEY)])
     assert result.status == 200
     (call,) = result.json["choices"][0]["message"]["tool_calls"]
@@ -58,8 +57,21 @@ def test_a_secret_in_a_response_tool_name_is_counted_as_warn_and_left_as_is(acti
     assert plugin.stats() == {"downgoing": {"api_keys": {"warn": 2}}}
 
 
-def test_a_secret_in_a_response_tool_name_blocks() -> None:
-    plugin = GuardrailsPlugin(downgoing={"api_keys": "block"})
+def test_redact_on_a_streamed_tool_name_stops_the_stream_before_the_name_leaves() -> None:
+    # A model can put a key in a tool name (`^[a-zA-Z0-9_-]{1,64}$` fits one); it cannot be rewritten, so it is stopped.
+    plugin = GuardrailsPlugin(**{"downgoing": {"api_keys": "redact", "pii_emails": "redact", "credentials": "redact"}})
+    streamed = run_request({**CHAT, "stream": True}, plugins=[plugin], script=[call_stream(KEY)])
+    errors = [c["error"] for c in streamed.sse if isinstance(c, dict) and "error" in c]
+    assert [e["code"] for e in errors] == ["guardrail_violation"]
+    assert errors[0]["message"].endswith("(api_keys in tool call 0 name).")
+    assert streamed_calls(streamed) == {"name": "", "arguments": ""}  # nothing of the call reached the client
+    assert KEY.encode() not in streamed.body and b"sk-proj" not in streamed.body
+    assert plugin.stats() == {"downgoing": {"api_keys": {"block": 1}}}
+
+
+@pytest.mark.parametrize("action", ["redact", "block"])
+def test_a_secret_in_a_response_tool_name_blocks(action: str) -> None:
+    plugin = GuardrailsPlugin(downgoing={"api_keys": action})
     result = run_request(CHAT, plugins=[plugin], script=[call_generation(KEY)])
     assert result.status == 400 and result.json["error"]["code"] == "guardrail_violation"
     assert result.json["error"]["message"] == \
@@ -94,8 +106,8 @@ def conversation(name: str) -> Dict[str, Any]:
     }
 
 
-def test_upgoing_names_are_counted_as_warn_under_redact_and_reach_the_upstream_unchanged() -> None:
-    plugin = GuardrailsPlugin(upgoing={"api_keys": "redact"})
+def test_upgoing_names_are_counted_as_warn_under_warn_and_reach_the_upstream_unchanged() -> None:
+    plugin = GuardrailsPlugin(upgoing={"api_keys": "warn"})
     gw = Gateway(plugins=[plugin])
     assert gw.request(conversation(KEY)).status == 200
     prompt = gw.executor.calls[-1].prompt
@@ -112,12 +124,15 @@ def test_upgoing_names_are_counted_as_warn_under_redact_and_reach_the_upstream_u
      "tools[0] name"),
     ({"model": "default", "messages": [{"role": "user", "content": "hi", "name": AWS}]}, "messages[0] (user) name"),
 ], ids=["tool-call", "tool-definition", "message-name"])
-def test_a_secret_in_an_upgoing_name_blocks(body: Dict[str, Any], where: str) -> None:
-    gw = Gateway(plugins=[GuardrailsPlugin(upgoing={"api_keys": "block"})])
+@pytest.mark.parametrize("action", ["redact", "block"])
+def test_a_secret_in_an_upgoing_name_blocks(body: Dict[str, Any], where: str, action: str) -> None:
+    plugin = GuardrailsPlugin(upgoing={"api_keys": action})
+    gw = Gateway(plugins=[plugin])
     result = gw.request(body)
     assert result.status == 400, result.body
     assert result.json["error"]["message"] == f"The request was blocked by a guardrail (api_keys in {where})."
     assert gw.executor.calls == []
+    assert plugin.stats() == {"upgoing": {"api_keys": {"block": 1}}}
 
 
 def test_clean_names_are_not_counted() -> None:
