@@ -70,7 +70,7 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError) as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {root}: `pip install -e {root}` then `pytest {root}`")
+    print(f"wrote {root}: `pytest {root}` (its tests run in place), `pip install -e {root}` to serve it")
     return 0
 
 

@@ -7,12 +7,21 @@ import os
 import re
 from typing import Dict
 
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+# A plugin id as the docs write them (`banned-phrase`, `word_filter`): words of lower-case letters and
+# digits joined by single '-' or '_'. The package is `routeplane_` + the id with '-' as '_'.
+_NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
+_MAX_NAME = 41
+
+
+def module_name(name: str) -> str:
+    """The Python package suffix of plugin `name`: `banned-phrase` -> `banned_phrase`."""
+    return name.replace("-", "_")
 
 
 def _files(name: str) -> Dict[str, str]:
-    pkg = f"routeplane_{name}"
-    cls = "".join(part.capitalize() for part in name.split("_")) + "Plugin"
+    module = module_name(name)
+    pkg = f"routeplane_{module}"
+    cls = "".join(part.capitalize() for part in re.split(r"[-_]", name)) + "Plugin"
     return {
         "pyproject.toml": '[build-system]\nrequires = ["setuptools>=61", "wheel"]\nbuild-backend = "setuptools.build_meta"\n',
         "setup.cfg": f"""[metadata]
@@ -34,6 +43,8 @@ routeplane.plugins =
 
 [tool:pytest]
 testpaths = tests
+# The package imports from this directory, so `pytest` runs before `pip install -e .` too.
+pythonpath = .
 filterwarnings = error
 """,
         f"{pkg}/__init__.py": f'''"""routeplane plugin `{name}`: denies requests whose last user message contains a blocked word."""
@@ -71,7 +82,7 @@ class {cls}(Plugin):
     def install(self, app) -> None:
         app.language_model_builder().pre_request_hook(BlockedWordHook(self.blocked_word))
 ''',
-        f"tests/test_{name}.py": f'''"""Tests of the `{name}` plugin with routeplane's kit: synchronous, in-process, no network."""
+        f"tests/test_{module}.py": f'''"""Tests of the `{name}` plugin with routeplane's kit: synchronous, in-process, no network."""
 
 from {pkg} import {cls}
 from routeplane.testing import Gateway, check_plugin
@@ -105,8 +116,10 @@ def test_keeps_the_plugin_contract():
 
 def new_plugin(name: str, directory: str = ".") -> str:
     """Write the package into `directory/routeplane-NAME`; returns that path."""
-    if not _NAME.match(name) or keyword.iskeyword(name):
-        raise ValueError(f"invalid plugin name {name!r}: use lower-case letters, digits and '_' (a Python identifier)")
+    if len(name) > _MAX_NAME or not _NAME.match(name) or keyword.iskeyword(module_name(name)):
+        raise ValueError(f"invalid plugin name {name!r}: use lower-case words of letters and digits joined by "
+                         f"single '-' or '_' (e.g. banned-phrase), at most {_MAX_NAME} characters, not a "
+                         "Python keyword")
     root = os.path.join(directory, f"routeplane-{name.replace('_', '-')}")
     if os.path.exists(root):
         raise FileExistsError(f"{root} already exists")

@@ -9,12 +9,17 @@ Observers run inline, so `result.events` is complete when the call returns.
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
-from .app import App, Plugin
-from .config import DEFAULT_CONFIG, parse_config
+from werkzeug.datastructures import Headers
+
+from .app import App, Plugin, discover_plugins
+from .config import DEFAULT_CONFIG, ConfigError, parse_config
+from .errors import RouteplaneError
 from .hooks.language_model import (
     ExecutionHook,
     ObserveHook,
@@ -23,13 +28,39 @@ from .hooks.language_model import (
     SettlementRecorder,
     StreamHook,
 )
+from .language_model.context import Identity
 from .language_model.executor import MockExecutor, Script
 from .language_model.settlement import Settlement
 
+# Each wire's endpoint. Gemini's is a template: its URL carries the model and the method
+# (`:streamGenerateContent?alt=sse` to stream); `wire_path()` fills it in.
 WIRE_PATHS = {
     "openai_chat": "/v1/chat/completions",
     "anthropic_messages": "/v1/messages",
+    "openai_responses": "/v1/responses",
+    "gemini": "/v1beta/models/{model}:generateContent",
 }
+GEMINI_STREAM_PATH = "/v1beta/models/{model}:streamGenerateContent?alt=sse"
+_GEMINI_PATH = re.compile(r"/v1(?:beta)?/models/.+:(?:generateContent|streamGenerateContent)$")
+# The WSGI environ key that carries `request(identity=...)` to the pipeline (see `_run_as_caller`).
+_IDENTITY_KEY = "routeplane.testing.identity"
+
+
+def wire_path(wire: str, *, model: str = "default", stream: bool = False) -> str:
+    """The path a client of `wire` posts to; a ValueError names the valid wires."""
+    if wire not in WIRE_PATHS:
+        raise ValueError(f"unknown wire {wire!r}: use one of {', '.join(sorted(WIRE_PATHS))}")
+    if wire == "gemini":
+        return (GEMINI_STREAM_PATH if stream else WIRE_PATHS["gemini"]).format(model=model)
+    return WIRE_PATHS[wire]
+
+
+def wire_of_path(path: str) -> Optional[str]:
+    """The wire a request path belongs to (under any mount prefix), or None."""
+    bare = path.split("?", 1)[0]
+    if _GEMINI_PATH.search(bare):
+        return "gemini"
+    return next((w for w, p in WIRE_PATHS.items() if w != "gemini" and bare.endswith(p)), None)
 
 
 class CapturedSettlements(SettlementRecorder):
@@ -68,17 +99,93 @@ class CapturedEvents(ObserveHook):
         return [e for m, e in self.items if m == method]
 
 
+def _chat_text(answer: Any) -> str:
+    content = answer["choices"][0]["message"].get("content") if answer.get("choices") else None
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text") or "" for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return content or ""
+
+
+def _chat_delta(event: Dict[str, Any]) -> str:
+    return "".join(c.get("delta", {}).get("content") or "" for c in event.get("choices") or []
+                   if c.get("index", 0) == 0)
+
+
+def _anthropic_text(answer: Any) -> str:
+    return "".join(b.get("text") or "" for b in answer.get("content") or [] if b.get("type") == "text")
+
+
+def _anthropic_delta(event: Dict[str, Any]) -> str:
+    delta = event.get("delta") or {}
+    return delta.get("text") or "" if event.get("type") == "content_block_delta" and \
+        delta.get("type") == "text_delta" else ""
+
+
+def _responses_text(answer: Any) -> str:
+    return "".join(part.get("text") or "" for item in answer.get("output") or [] if item.get("type") == "message"
+                   for part in item.get("content") or [] if part.get("type") == "output_text")
+
+
+def _responses_delta(event: Dict[str, Any]) -> str:
+    return event.get("delta") or "" if event.get("type") == "response.output_text.delta" else ""
+
+
+def _gemini_text(answer: Any) -> str:
+    if isinstance(answer, list):  # :streamGenerateContent without alt=sse: one JSON array of chunks
+        return "".join(_gemini_text(chunk) for chunk in answer)
+    candidates = answer.get("candidates") or [{}]
+    parts = (candidates[0].get("content") or {}).get("parts") or []
+    return "".join(p.get("text") or "" for p in parts if not p.get("thought"))  # thoughts are reasoning
+
+
+# wire -> (text of a whole JSON answer, text of one SSE event); reasoning and tool calls are left out.
+_TEXT: Dict[str, tuple] = {
+    "openai_chat": (_chat_text, _chat_delta),
+    "anthropic_messages": (_anthropic_text, _anthropic_delta),
+    "openai_responses": (_responses_text, _responses_delta),
+    "gemini": (_gemini_text, _gemini_text),
+}
+
+
 @dataclass
 class Result:
+    """One request's HTTP answer (headers case-insensitive) and the settlements/events it caused."""
+
     status: int
-    headers: Mapping[str, str]
+    headers: Headers
     body: bytes
     settlements: List[Settlement] = field(default_factory=list)
     events: List[tuple] = field(default_factory=list)
+    wire: Optional[str] = None  # the client's wire, for `text`; None when a path of no wire was posted to
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.headers, Headers):
+            self.headers = Headers(dict(self.headers))
 
     @property
     def json(self) -> Any:
         return json.loads(self.body)
+
+    @property
+    def streamed(self) -> bool:
+        return (self.headers.get("Content-Type") or "").startswith("text/event-stream")
+
+    @property
+    def text(self) -> str:
+        """The answer's text as the client got it, in the request's wire, streamed (SSE) or not.
+
+        Reasoning, thoughts and tool calls are left out. An error status is a ValueError
+        showing the error body: there is no answer text to compare.
+        """
+        if self.wire not in _TEXT:
+            raise ValueError(f"Result.text needs the request's wire (one of {', '.join(sorted(_TEXT))}), "
+                             f"not {self.wire!r}: pass wire= to request()")
+        if self.status >= 400:
+            raise ValueError(f"a {self.status} answer has no text: {self.body[:500]!r}")
+        whole, event = _TEXT[self.wire]
+        if self.streamed:
+            return "".join(event(e) for e in self.sse if isinstance(e, dict))
+        return whole(self.json)
 
     @property
     def sse(self) -> List[Any]:
@@ -95,7 +202,12 @@ class Result:
 
 
 class Gateway:
-    """A fresh in-process gateway with a scripted upstream and captured settlements/events."""
+    """A fresh in-process gateway with a scripted upstream and captured settlements/events.
+
+    `config` is a whole config. Its `plugins:` section is honoured as the gateway does
+    (installed by entry point, options checked, before the `plugins=` objects); `auth.mode`
+    other than `none` is a ConfigError: run as a caller with `request(..., identity=...)`.
+    """
 
     def __init__(
         self,
@@ -107,38 +219,82 @@ class Gateway:
         per_provider: Optional[Dict[str, Iterable[Script]]] = None,
         executor: Any = None,
     ) -> None:
+        parsed = parse_config(dict(config or DEFAULT_CONFIG), "<test config>")
+        _refuse_auth(parsed)
         self.executor = executor if executor is not None else MockExecutor(script, per_provider=per_provider)
         self.settlements = CapturedSettlements()
         self.events = CapturedEvents()
-        builder = App.builder().config(parse_config(dict(config or DEFAULT_CONFIG), "<test config>")).inline_observers()
+        builder = App.builder().config(parsed).inline_observers()
         builder.language_model(lambda lm: lm.executor(self.executor))
-        for plugin in plugins:
+        for plugin in list(discover_plugins(parsed)) + list(plugins):
             builder.plugin(plugin)
         lm = builder.language_model_builder()
         for hook in hooks:
             register_hook(lm, hook)
         lm.settlement_recorder(self.settlements).observe_hook(self.events)
         self.app: App = builder.build()
+        # Not a pre-request hook: the caller's identity is set before every hook, and the
+        # hook lists (dry runs, plugin statistics) stay exactly the plugins' own.
+        self.app.pipeline.run = _run_as_caller(self.app.pipeline.run)  # type: ignore[method-assign]
         self.flask = self.app.flask_app()
         self.client = self.flask.test_client()
 
-    def request(self, body: Any, *, wire: str = "openai_chat", path: Optional[str] = None,
-                headers: Optional[Mapping[str, str]] = None) -> Result:
-        before_s, before_e = len(self.settlements.items), len(self.events.items)
-        url = path or WIRE_PATHS[wire]
-        if isinstance(body, (bytes, str)):
-            resp = self.client.post(url, data=body, headers=dict(headers or {}), content_type="application/json")
+    def request(self, body: Any, *, wire: Optional[str] = None, path: Optional[str] = None,
+                headers: Optional[Mapping[str, str]] = None, identity: Optional[Identity] = None,
+                model: Optional[str] = None, stream: Optional[bool] = None) -> Result:
+        """POST `body` as a client of `wire` (default `openai_chat`), or to `path`.
+
+        `identity` runs the request as that caller: `ctx.identity` is set before the first
+        pre-request hook, as the auth plugin would set it (its model allowlist and budget are
+        not applied). `model` and `stream` are for `wire="gemini"`, whose URL carries them.
+        """
+        if identity is not None and not isinstance(identity, Identity):
+            raise TypeError("identity= takes a routeplane.language_model.context.Identity")
+        if wire is not None or path is None:
+            wire = wire or "openai_chat"
+            if wire != "gemini" and (model is not None or stream is not None):
+                raise ValueError(f"model= and stream= choose the URL of wire='gemini'; a {wire} request "
+                                 "carries them in its body")
+            url = path or wire_path(wire, model=model or "default", stream=bool(stream))
         else:
-            resp = self.client.post(url, json=body, headers=dict(headers or {}))
+            url, wire = path, wire_of_path(path)
+        before_s, before_e = len(self.settlements.items), len(self.events.items)
+        options: Dict[str, Any] = {"headers": dict(headers or {}), "environ_overrides": {_IDENTITY_KEY: identity}}
+        if isinstance(body, (bytes, str)):
+            resp = self.client.post(url, data=body, content_type="application/json", **options)
+        else:
+            resp = self.client.post(url, json=body, **options)
         data = resp.get_data()  # drains (and closes) a stream
         resp.close()
-        return Result(resp.status_code, dict(resp.headers), data, self.settlements.items[before_s:],
-                      self.events.items[before_e:])
+        return Result(resp.status_code, Headers(resp.headers), data, self.settlements.items[before_s:],
+                      self.events.items[before_e:], wire)
 
-    def chat(self, messages: Any = "hello", *, model: str = "default", **fields: Any) -> Result:
+    def chat(self, messages: Any = "hello", *, model: str = "default", identity: Optional[Identity] = None,
+             headers: Optional[Mapping[str, str]] = None, **fields: Any) -> Result:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
-        return self.request({"model": model, "messages": messages, **fields})
+        return self.request({"model": model, "messages": messages, **fields}, identity=identity, headers=headers)
+
+
+def _refuse_auth(config: Any) -> None:
+    mode = str(config.auth.get("mode", "none"))
+    if mode != "none":
+        raise ConfigError(f"{config.source}: auth.mode {mode!r}: the test gateway does not run the auth plugin "
+                          "(it needs a key store or trusted issuers); leave `auth` out and pass "
+                          "request(..., identity=Identity(...)) to run as a caller")
+
+
+def _run_as_caller(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`pipeline.run`, giving the context the identity the test client put in the request's environ."""
+    from flask import has_request_context, request
+
+    def run_as_caller(ctx: Any) -> Any:
+        identity = request.environ.get(_IDENTITY_KEY) if has_request_context() else None
+        if identity is not None:
+            ctx.identity = identity
+        return run(ctx)
+
+    return run_as_caller
 
 
 def register_hook(lm: Any, hook: Any) -> None:
@@ -155,9 +311,11 @@ def register_hook(lm: Any, hook: Any) -> None:
         raise TypeError(f"{type(hook).__name__} implements no language-model hook contract")
 
 
-def run_request(body: Any, *, wire: str = "openai_chat", **gateway_options: Any) -> Result:
+def run_request(body: Any, *, wire: Optional[str] = None, path: Optional[str] = None,
+                headers: Optional[Mapping[str, str]] = None, identity: Optional[Identity] = None,
+                **gateway_options: Any) -> Result:
     """Build a fresh gateway and run one request through it, synchronously."""
-    return Gateway(**gateway_options).request(body, wire=wire)
+    return Gateway(**gateway_options).request(body, wire=wire, path=path, headers=headers, identity=identity)
 
 
 # --- contract checks -----------------------------------------------------------
@@ -170,6 +328,43 @@ class PluginReport:
     checks: List[str] = field(default_factory=list)
 
 
+class _ContractUpstream(MockExecutor):
+    """The mock upstream, failing every attempt while `failure` is set, and counting those attempts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failure: Optional[RouteplaneError] = None
+        self.failed_attempts = 0
+
+    def _maybe_fail(self) -> None:
+        if self.failure is not None:
+            self.failed_attempts += 1
+            raise self.failure
+
+    def complete(self, target: Any, prompt: Any, ctx: Any) -> Any:
+        self._maybe_fail()
+        return super().complete(target, prompt, ctx)
+
+    def stream(self, target: Any, prompt: Any, ctx: Any) -> Any:
+        self._maybe_fail()
+        return super().stream(target, prompt, ctx)
+
+
+def _distinct(body: Mapping[str, Any], check: str) -> Dict[str, Any]:
+    """`body` with ` [check]` appended to its last message's text: no two checks send the same prompt,
+    so a plugin that answers repeated prompts itself (a cache) does not answer a later check."""
+    out = copy.deepcopy(dict(body))
+    messages = out.get("messages")
+    last = messages[-1] if isinstance(messages, list) and messages and isinstance(messages[-1], dict) else None
+    if last is not None and isinstance(last.get("content"), str):
+        last["content"] += f" [{check}]"
+    elif last is not None and isinstance(last.get("content"), list):
+        texts = [p for p in last["content"] if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        if texts:
+            texts[-1]["text"] += f" [{check}]"
+    return out
+
+
 def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
                  request: Optional[Mapping[str, Any]] = None) -> PluginReport:
     """Run the contract every plugin must keep; raises AssertionError naming the broken rule.
@@ -178,11 +373,14 @@ def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
     a TypeError at install); it survives a non-streaming and a streaming
     request, a failing upstream and a client that disconnects mid-stream; each
     served request is settled exactly once; a deny is a 4xx in the wire's shape.
+    Each check sends `request` (an OpenAI Chat body) with its own suffix on the
+    last message's text, so no two checks send the same prompt.
     """
     from .errors import UpstreamStatusError
 
     body = dict(request or {"model": "default", "messages": [{"role": "user", "content": "contract check"}]})
-    gw = Gateway(plugins=[plugin], config=config)
+    upstream = _ContractUpstream()
+    gw = Gateway(plugins=[plugin], config=config, executor=upstream)
     counts = {kind: sum(1 for pid, _h in hooks if pid == str(plugin.id))
               for kind, hooks in gw.app.pipeline.hooks.__dict__.items()}
     report = PluginReport(str(plugin.id), counts)
@@ -196,16 +394,22 @@ def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
             assert "error" in result.json, f"{what}: a {result.status} without an error body"
         report.checks.append(what)
 
-    served_once(gw.request(body), "non-streaming request")
-    stream_result = gw.request({**body, "stream": True})
-    served_once(stream_result, "streaming request")
-    gw.executor.push(UpstreamStatusError("contract check: upstream down", provider="mock", upstream_status=503,
-                                         status=502))
-    failed = gw.request(body)
+    served_once(gw.request(_distinct(body, "non-streaming request")), "non-streaming request")
+    served_once(gw.request({**_distinct(body, "streaming request"), "stream": True}), "streaming request")
+    upstream.failure = UpstreamStatusError("contract check: upstream down", provider="mock", upstream_status=503,
+                                           status=502)
+    try:
+        failed = gw.request(_distinct(body, "failing upstream"))
+    finally:
+        upstream.failure = None
+    if upstream.failed_attempts == 0 and failed.status < 400:
+        raise AssertionError("failing upstream: the plugin answered without calling the upstream (a cache?), so "
+                             "this check could not run; pass request=... with a request it lets through to check "
+                             "that path")
     assert failed.status >= 400, "a failing upstream must not look like success"
     served_once(failed, "failing upstream")
     before = len(gw.settlements.items)
-    resp = gw.client.post(WIRE_PATHS["openai_chat"], json={**body, "stream": True})
+    resp = gw.client.post(WIRE_PATHS["openai_chat"], json={**_distinct(body, "client disconnect"), "stream": True})
     if resp.status_code == 200 and resp.is_streamed:
         next(iter(resp.response), None)  # read one frame, then hang up
     resp.close()

@@ -196,8 +196,10 @@ class PreRequestHook(LanguageModelHook, ABC):
     May return `HookDecision.allow()`, `.deny(DenyReason)` (the first deny stops
     the request: no upstream call, no settlement) or `.respond(Generation)`
     (short-circuit: no upstream call; the result is still settled and observed).
-    May replace the prompt with `ctx.replace_prompt()` and put values in
-    `ctx.extensions` / `ctx.metadata`. Must not do slow I/O without a timeout.
+    May replace the prompt with `ctx.replace_prompt()`, share values with its
+    later stages through `ctx.extensions`, and write the plugin's settlement
+    metadata into `ctx.plugin_metadata(plugin_id)`. Must not do slow I/O
+    without a timeout.
     """
 
     @abstractmethod
@@ -219,15 +221,18 @@ class RouteHook(LanguageModelHook, ABC):
 class ExecutionHook(LanguageModelHook, ABC):
     """Sees each upstream attempt's outcome.
 
-    `on_success(ctx, result)` fires when an attempt succeeded (for a stream:
-    once the upstream accepted it; `result` is then the first stream part and
-    a tuple `(first_part, iterator)`). For a non-streaming request it may
-    return a replacement `Generation` (a response check that redacts) or
-    raise a RouteplaneError (a response check that blocks: the request is
-    settled as failed). `on_failure(ctx, error)` fires after a
-    failed attempt and returns a `FallbackDecision`: `next()` lets the
-    executor try the next target (only if the error is retriable), `fail()`
-    vetoes the fallback. Never fires after the first byte reached the client.
+    `on_success(ctx, result)` fires when an attempt succeeded. For a
+    non-streaming request `result` is the `Generation`; the hook may return a
+    replacement `Generation` (a response check that redacts) or raise a
+    RouteplaneError (a response check that blocks: the request is settled as
+    failed). For a stream it fires once the upstream accepted it, and
+    `result` is the tuple `(first_part, iterator)`: the first stream part
+    (normally the `ResponseStart`) and the rest of the stream, which the hook
+    must not consume; its return value is ignored (rewrite streams with a
+    `StreamHook`). `on_failure(ctx, error)` fires after a failed attempt and
+    returns a `FallbackDecision`: `next()` lets the executor try the next
+    target (only if the error is retriable), `fail()` vetoes the fallback.
+    Never fires after the first byte reached the client.
     """
 
     def on_success(self, ctx: "PipelineContext", result: Any) -> Optional[Generation]:
@@ -241,18 +246,19 @@ class StreamHook(LanguageModelHook, ABC):
     """Sees each canonical stream part before the client does, chained.
 
     `interest()` selects the parts it gets (others pass untouched).
-    `on_part` returns `StreamAction.pass_()`, `.replace(parts)`, `.drop()` or
-    `.abort(error)` (the client gets its wire's error frame).
-    `on_stream_end(ctx, outcome)` fires exactly once per stream, whatever the
-    outcome, including a client that disconnected. Runs inline on the
-    request's thread: keep it fast.
+    `on_part` returns `StreamAction.pass_()` (the default), `.replace(parts)`,
+    `.drop()` or `.abort(error)` (the client gets its wire's error frame); a
+    hook that only needs the end (`interest()` returning `NONE`) overrides
+    just `on_stream_end(ctx, outcome)`, which fires exactly once per stream,
+    whatever the outcome, including a client that disconnected. Runs inline
+    on the request's thread: keep it fast.
     """
 
     def interest(self) -> StreamInterest:
         return StreamInterest.ALL
 
-    @abstractmethod
-    def on_part(self, ctx: "PipelineContext", part: StreamPart) -> StreamAction: ...
+    def on_part(self, ctx: "PipelineContext", part: StreamPart) -> StreamAction:
+        return StreamAction.pass_()
 
     def on_stream_end(self, ctx: "PipelineContext", outcome: Outcome) -> None:
         return None
