@@ -216,9 +216,38 @@ class Catalog:
         return owners[0]
 
 
+_VARIABLE = re.compile(r"\{[^}]*\}")
+
+
 def _template_matches(template: Any, uri: str) -> bool:
-    """RFC 6570 level-1 matching: each `{var}` matches one non-empty run without '/'."""
+    """RFC 6570 level-1 matching: each `{var}` matches one non-empty run without '/'.
+
+    Linear, never a backtracking regex: the URI is the client's (up to the body limit), and
+    `[^/]+-[^/]+` or `{a}{b}{c}…` patterns backtrack for minutes on a crafted one.
+    """
     if not isinstance(template, str) or "{" not in template:
         return False
-    pattern = re.sub(r"\\\{[^}]*\\\}", "[^/]+", re.escape(template))
-    return re.fullmatch(pattern, uri) is not None
+    literals = _VARIABLE.split(template)
+    if len(literals) == 1:
+        return False
+    pattern_segments = "\x00".join(literals).split("/")  # variables never span a '/'
+    uri_segments = uri.split("/")
+    return len(pattern_segments) == len(uri_segments) and all(
+        _segment_matches(p.split("\x00"), u) for p, u in zip(pattern_segments, uri_segments))
+
+
+def _segment_matches(literals: List[str], segment: str) -> bool:
+    """`literals` joined by non-empty variables; leftmost-first is exact for that (as for `*` globs)."""
+    if len(literals) == 1:
+        return literals[0] == segment
+    first, last = literals[0], literals[-1]
+    end = len(segment) - len(last)
+    if not segment.startswith(first) or not segment.endswith(last):
+        return False
+    pos = len(first)
+    for literal in literals[1:-1]:
+        found = segment.find(literal, pos + 1, end - 1)
+        if found < 0:
+            return False
+        pos = found + len(literal)
+    return pos + 1 <= end

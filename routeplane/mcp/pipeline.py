@@ -125,11 +125,12 @@ class MCPPipeline:
             result["instructions"] = ("Tools and prompts of several MCP servers, each named <server prefix><name>: "
                                       + ", ".join(f"{s.prefix}* ({sid})" for sid, s in self.servers.items()))
         else:
-            try:  # pass-through: the upstream's own capabilities (change notifications are not forwarded)
+            try:  # pass-through: the upstream's own capabilities (change notifications are not forwarded,
+                # `completion/complete` is not served: so no `completions`, or clients would call it)
                 up = self.upstream(endpoint)
                 up.ensure_initialized()
                 capabilities = {k: ({} if isinstance(v, dict) else v) for k, v in up.capabilities.items()
-                                if k in ("tools", "prompts", "resources", "logging", "completions")}
+                                if k in ("tools", "prompts", "resources", "logging")}
                 result["capabilities"] = capabilities
             except UpstreamFailure as exc:
                 log.warning("initialize on /mcp/%s: %s", endpoint, exc)

@@ -78,7 +78,7 @@ class SessionSigner:
         """The session, or MCPError 404 (unknown, forged, expired, terminated, or another caller's)."""
         gone = MCPError(INVALID_REQUEST, "Session not found", 404)
         parts = session_id.split(".")
-        if len(parts) != 3 or parts[0] != _PREFIX or len(session_id) > 512:
+        if len(parts) != 3 or parts[0] != _PREFIX or len(session_id) > 512 or not session_id.isascii():
             raise gone
         if not hmac.compare_digest(self._sign(parts[1]), parts[2]):
             raise gone

@@ -83,9 +83,13 @@ class Upstream(ABC):
             "protocolVersion": CLIENT_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}},
             self.handshake_timeout, initializing=True)
         result = _result_of(self.server, result)
-        self.capabilities = result.get("capabilities") or {}
-        self.server_info = result.get("serverInfo") or {}
-        self.protocol_version = result.get("protocolVersion") or CLIENT_PROTOCOL_VERSION
+        capabilities, info, version = (result.get(k) for k in ("capabilities", "serverInfo", "protocolVersion"))
+        capabilities = {} if capabilities is None else capabilities
+        if not isinstance(capabilities, dict):
+            raise UpstreamFailure(self.server, "answered initialize without a capabilities object")
+        self.capabilities = capabilities
+        self.server_info = info if isinstance(info, dict) else {}
+        self.protocol_version = version if isinstance(version, str) and version else CLIENT_PROTOCOL_VERSION
         self._send_notification("notifications/initialized")
         self._initialized = True
 
@@ -110,6 +114,8 @@ class Upstream(ABC):
     def notified(self, method: str, params: Dict[str, Any]) -> None:
         """A notification the upstream sent: progress goes to its request's listener, list_changed
         invalidates caches, the rest is dropped."""
+        if not isinstance(params, dict):  # garbage from the upstream: never an exception in a reader
+            params = {}
         if method == "notifications/progress":
             with self._progress_lock:
                 listener = self._progress.get(str(params.get("progressToken")))

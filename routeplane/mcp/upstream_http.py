@@ -91,7 +91,7 @@ class HttpUpstream(Upstream):
         try:
             resp = self._http().post(self.url, data=json.dumps(message).encode("utf-8"),
                                      headers=self._headers(initializing), timeout=(min(timeout, 10.0), timeout),
-                                     stream=True)
+                                     stream=True, allow_redirects=False)
         except requests.Timeout:
             raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
         except requests.RequestException as exc:
@@ -106,11 +106,18 @@ class HttpUpstream(Upstream):
             if _read_timed_out(exc):  # requests reports a timeout while reading the body as ConnectionError
                 raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
             raise UpstreamFailure(self.server, f"broke the connection ({type(exc).__name__})") from None
+        except (OSError, ValueError) as exc:  # a socket error while reading, an SSE line over its limit
+            raise UpstreamFailure(self.server, f"broke the connection ({type(exc).__name__})") from None
         finally:
             resp.close()
 
     def _read(self, resp: requests.Response, message: Dict[str, Any], deadline: float, timeout: float,
               initializing: bool) -> Dict[str, Any]:
+        if 300 <= resp.status_code < 400:
+            # Never followed: a redirect would carry the configured credential headers to another
+            # host and sidestep the URL checks done on `url` (metadata / private addresses).
+            raise UpstreamFailure(self.server, f"answered a redirect (HTTP {resp.status_code}); "
+                                  "redirects are not followed")
         if "id" not in message or "method" not in message:  # a notification or a reply: 202, no body
             if resp.status_code == 404 and not initializing and self.session_id:
                 raise _SessionGone()
@@ -166,7 +173,10 @@ class HttpUpstream(Upstream):
             if left <= 0:
                 raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
             if sock is not None:
-                sock.settimeout(left)
+                try:
+                    sock.settimeout(left)
+                except OSError:  # `Connection: close`: the body is read and http.client closed the socket
+                    sock = None
             chunk = resp.raw.read1(65536, decode_content=True)
             if not chunk:
                 return
@@ -204,7 +214,8 @@ class HttpUpstream(Upstream):
     def close(self) -> None:
         if self.session_id:
             try:  # end our upstream session (spec: clients SHOULD DELETE when done)
-                self._http().delete(self.url, headers=self._headers(False), timeout=2).close()
+                self._http().delete(self.url, headers=self._headers(False), timeout=2,
+                                   allow_redirects=False).close()
             except requests.RequestException:
                 pass
         with self._sessions_lock:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import threading
+import time
 from typing import IO, Any, Callable, Dict, Optional, Tuple
 
 from .settings import MCPServerConfig
@@ -26,12 +28,26 @@ class _Pending:
         self.generation = generation
 
 
+class _Line:
+    """One line for the child's stdin, handed to the process's writer thread."""
+
+    __slots__ = ("data", "done", "failed", "abandoned")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.done = threading.Event()
+        self.failed = False
+        self.abandoned = False  # its sender stopped waiting: not written if not begun
+
+
 class StdioUpstream(Upstream):
     """Newline-delimited JSON-RPC over a child's stdin/stdout (mcp.md §1).
 
     Many request threads share one process: each request gets a gateway-side
-    id (never the client's), registers a pending slot, writes its line under
-    the write lock and waits with its timeout; one reader thread per process
+    id (never the client's), registers a pending slot, queues its line for
+    the process's one writer thread and waits with its timeout (a child that
+    stops reading stdin fills the pipe: a request thread blocked in write()
+    would outlive its timeout and hold up every later one); one reader thread per process
     hands each response to its slot. When the process exits, every pending
     request fails at once and the next request starts a new process (and
     handshakes again). The child's stderr goes to the gateway's stderr.
@@ -42,7 +58,7 @@ class StdioUpstream(Upstream):
         self._proc: Optional[subprocess.Popen] = None
         self._generation = 0
         self._ended = 0  # the newest generation whose stdout reached EOF (the process is dead or dying)
-        self._write_lock = threading.Lock()
+        self._outbox: "Optional[queue.Queue[Optional[_Line]]]" = None
         self._pending: Dict[int, _Pending] = {}
         self._pending_lock = threading.Lock()
         self.starts = 0  # how many processes this worker started (restarts = starts - 1)
@@ -64,6 +80,7 @@ class StdioUpstream(Upstream):
     def _start(self) -> None:
         if self._proc is not None:
             log.warning("stdio MCP server %r exited with %s; restarting it", self.server, self._proc.returncode)
+            self._end_writer()
             self._reap(self._proc)
         self._initialized = False
         # A minimal inherited environment (as the MCP SDK's stdio client does), not the gateway's own:
@@ -80,14 +97,37 @@ class StdioUpstream(Upstream):
         self._generation += 1
         self._proc = proc
         self.starts += 1
+        outbox: "queue.Queue[Optional[_Line]]" = queue.Queue()
+        self._outbox = outbox
+        threading.Thread(target=self._writer, args=(proc, outbox), name=f"mcp-stdio-w-{self.server}",
+                         daemon=True).start()
         threading.Thread(target=self._reader, args=(proc, self._generation), name=f"mcp-stdio-{self.server}",
                          daemon=True).start()
+
+    @staticmethod
+    def _writer(proc: subprocess.Popen, outbox: "queue.Queue[Optional[_Line]]") -> None:
+        broken = False
+        while True:
+            item = outbox.get()
+            if item is None:
+                return
+            if not (broken or item.abandoned):
+                try:
+                    proc.stdin.write(item.data)  # type: ignore[union-attr]
+                    proc.stdin.flush()  # type: ignore[union-attr]
+                except (OSError, ValueError, AttributeError):
+                    broken = True  # the child is gone: this line and every later one fail
+            item.failed = broken
+            item.done.set()
 
     def _reader(self, proc: subprocess.Popen, generation: int) -> None:
         stdout: IO[bytes] = proc.stdout  # type: ignore[assignment]
         try:
             for line in iter(stdout.readline, b""):
-                self._line(line)
+                try:
+                    self._line(line)
+                except Exception:  # one bad line must not stop the reader (that fails every request)
+                    log.exception("stdio MCP server %r: handling a line failed", self.server)
         except (OSError, ValueError):
             pass
         finally:
@@ -112,7 +152,8 @@ class StdioUpstream(Upstream):
             return
         if "method" in msg and "id" in msg:  # server-to-client request: no such capability offered
             self._write({"jsonrpc": "2.0", "id": msg["id"],
-                         "error": {"code": -32601, "message": "the gateway does not support this request"}})
+                         "error": {"code": -32601, "message": "the gateway does not support this request"}},
+                        wait=None)
         elif "method" in msg:
             self.notified(msg["method"], msg.get("params") or {})
         elif isinstance(msg.get("id"), int):
@@ -122,17 +163,22 @@ class StdioUpstream(Upstream):
                 pending.response = msg
                 pending.event.set()
 
-    def _write(self, message: Dict[str, Any]) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None:
+    def _write(self, message: Dict[str, Any], wait: Optional[float] = 0.0) -> None:
+        """Queue one line for the writer thread and wait up to `wait` seconds (0: the server's timeout)
+        for it to be written; `wait=None` does not wait (the reader thread's replies, cancellations)."""
+        proc, outbox = self._proc, self._outbox
+        if proc is None or proc.stdin is None or outbox is None:
             raise UpstreamFailure(self.server, "is not running")
-        data = json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"  # no embedded newlines
-        try:
-            with self._write_lock:
-                proc.stdin.write(data)
-                proc.stdin.flush()
-        except (OSError, ValueError):
-            raise UpstreamFailure(self.server, "exited (its stdin is closed)") from None
+        line = _Line(json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n")  # no embedded newlines
+        outbox.put(line)
+        if wait is None:
+            return
+        wait = wait or self.config.timeout
+        if not line.done.wait(wait):
+            line.abandoned = True
+            raise UpstreamFailure(self.server, f"did not read its input within {wait:g}s", timeout=True)
+        if line.failed:
+            raise UpstreamFailure(self.server, "exited (its stdin is closed)")
 
     def _exchange(self, message: Dict[str, Any], timeout: float, initializing: bool = False) -> Dict[str, Any]:
         pending = _Pending(self._generation)
@@ -140,25 +186,31 @@ class StdioUpstream(Upstream):
             if pending.generation <= self._ended:
                 raise UpstreamFailure(self.server, "exited")
             self._pending[message["id"]] = pending
+        deadline = time.monotonic() + timeout
         try:
-            self._write(message)
-        except UpstreamFailure:
+            self._write(message, wait=timeout)
+        except UpstreamFailure as exc:
             with self._pending_lock:
                 self._pending.pop(message["id"], None)
+            if exc.timeout:
+                self._cancel(message["id"])
             raise
-        if not pending.event.wait(timeout):
+        if not pending.event.wait(max(0.0, deadline - time.monotonic())):
             with self._pending_lock:
                 self._pending.pop(message["id"], None)
-            try:  # let the server stop working on it (mcp.md §8)
-                self._write({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                             "params": {"requestId": message["id"], "reason": "timeout"}})
-            except UpstreamFailure:
-                pass
+            self._cancel(message["id"])
             raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True)
         if pending.failure is not None:
             raise UpstreamFailure(self.server, pending.failure)
         assert pending.response is not None
         return pending.response
+
+    def _cancel(self, request_id: int) -> None:
+        try:  # let the server stop working on it (mcp.md §8); a late answer is dropped
+            self._write({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                         "params": {"requestId": request_id, "reason": "timeout"}}, wait=None)
+        except UpstreamFailure:
+            pass
 
     def _send_notification(self, method: str, params: Optional[Dict[str, Any]] = None) -> None:
         message: Dict[str, Any] = {"jsonrpc": "2.0", "method": method}
@@ -180,10 +232,16 @@ class StdioUpstream(Upstream):
             proc.kill()
             proc.wait(timeout=2)
 
+    def _end_writer(self) -> None:
+        outbox, self._outbox = self._outbox, None
+        if outbox is not None:
+            outbox.put(None)  # the writer thread ends once the lines before it are handled
+
     def close(self) -> None:
         with self._init_lock:
             proc, self._proc = self._proc, None
             self._initialized = False
+            self._end_writer()
         if proc is None:
             return
         if proc.poll() is None:
