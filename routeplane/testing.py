@@ -117,8 +117,9 @@ def _anthropic_text(answer: Any) -> str:
 
 def _anthropic_delta(event: Dict[str, Any]) -> str:
     delta = event.get("delta") or {}
-    return delta.get("text") or "" if event.get("type") == "content_block_delta" and \
-        delta.get("type") == "text_delta" else ""
+    if event.get("type") != "content_block_delta" or delta.get("type") != "text_delta":
+        return ""
+    return delta.get("text") or ""
 
 
 def _responses_text(answer: Any) -> str:
@@ -127,7 +128,9 @@ def _responses_text(answer: Any) -> str:
 
 
 def _responses_delta(event: Dict[str, Any]) -> str:
-    return event.get("delta") or "" if event.get("type") == "response.output_text.delta" else ""
+    if event.get("type") != "response.output_text.delta":
+        return ""
+    return event.get("delta") or ""
 
 
 def _gemini_text(answer: Any) -> str:
@@ -205,8 +208,9 @@ class Gateway:
     """A fresh in-process gateway with a scripted upstream and captured settlements/events.
 
     `config` is a whole config. Its `plugins:` section is honoured as the gateway does
-    (installed by entry point, options checked, before the `plugins=` objects); `auth.mode`
-    other than `none` is a ConfigError: run as a caller with `request(..., identity=...)`.
+    (installed by entry point, options checked, before the `plugins=` objects; a section that
+    names a plugin passed in `plugins=` is left to that object); `auth.mode` other than `none`
+    is a ConfigError: run as a caller with `request(..., identity=...)`.
     """
 
     def __init__(
@@ -226,7 +230,8 @@ class Gateway:
         self.events = CapturedEvents()
         builder = App.builder().config(parsed).inline_observers()
         builder.language_model(lambda lm: lm.executor(self.executor))
-        for plugin in list(discover_plugins(parsed)) + list(plugins):
+        passed = {p.id for p in plugins}
+        for plugin in [p for p in discover_plugins(parsed) if p.id not in passed] + list(plugins):
             builder.plugin(plugin)
         lm = builder.language_model_builder()
         for hook in hooks:

@@ -204,3 +204,14 @@ def test_audio_bound_for_a_wire_without_audio_input_is_a_400(env: Env) -> None:
     r = gpt.chat.completions.create(model="gpt-route", messages=[{"role": "user", "content": [
         {"type": "text", "text": "Transcribe."}, audio]}])
     assert r.choices[0].message.content == "hello" and "input_audio" in up.requests[0].body.decode()
+
+
+def test_count_tokens_refuses_what_messages_would_refuse(env: Env) -> None:
+    """count_tokens' dry run takes the route chain /v1/messages would: a file id no target of the route
+    can read is the same 400, not a 200 estimate."""
+    up, claude, _ = env
+    content: Any = [{"type": "image", "source": {"type": "file", "file_id": "file_abc"}},
+                    {"type": "text", "text": "What is this?"}]
+    with pytest.raises(anthropic.BadRequestError, match="file_abc"):
+        claude.messages.count_tokens(model="gpt-route", messages=[{"role": "user", "content": content}])
+    assert up.requests == []

@@ -205,12 +205,12 @@ def test_legacy_functions_client_gets_function_call(oai, up):
     assert [c.name for c in calls if c.name] == ["get_weather"], "the name comes once (the SDK concatenates)"
     assert json.loads("".join(c.arguments or "" for c in calls)) == {"city": "example"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["function_call"]
-    # The follow-up turn in the legacy shape still works, and an upstream is asked for one call a turn.
+    # The follow-up turn in the legacy shape still works; nothing the client did not send is added upstream.
     follow = oai.chat.completions.create(model="via-openai_chat", functions=[WEATHER_FN], messages=USER + [
         {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": "{}"}},
         {"role": "function", "name": "get_weather", "content": "18C"}])
     assert follow.choices[0].message.content == "It is 18C."
-    assert up.requests[-1].json["parallel_tool_calls"] is False
+    assert "parallel_tool_calls" not in up.requests[-1].json and "tool_choice" not in up.requests[-1].json
     # A client of today's `tools` keeps tool_calls.
     r = oai.chat.completions.create(model="default", messages=USER, tools=[{"type": "function", "function": WEATHER_FN}])
     assert r.choices[0].message.tool_calls and r.choices[0].message.function_call is None
@@ -244,6 +244,14 @@ def test_logprobs_are_dropped_when_a_hook_rewrote_the_text():
 
     redacted = dataclasses.replace(gen, parts=(TextPart("[redacted]"),))
     assert encode_response(redacted, prompt)["choices"][0]["logprobs"] is None
+    # A refusal's tokens are scored too (`logprobs.refusal`): a rewritten refusal drops them as well.
+    body = openai_completion(None)
+    body["choices"][0]["message"]["refusal"] = "I cannot use sk-proj-secret"
+    body["choices"][0]["logprobs"] = {"content": None, "refusal": [{"token": "sk-proj-secret", "logprob": -0.1}]}
+    refused = decode_response(body, target)
+    assert encode_response(refused, prompt)["choices"][0]["logprobs"] == body["choices"][0]["logprobs"]
+    rewritten = dataclasses.replace(refused, parts=(TextPart("I cannot use [redacted]", refusal=True),))
+    assert encode_response(rewritten, prompt)["choices"][0]["logprobs"] is None
 
 
 # --- audio from other wires -------------------------------------------------------------------------

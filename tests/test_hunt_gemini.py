@@ -230,6 +230,19 @@ def test_unknown_thinking_level_is_400() -> None:
 # --- fileData ----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("uri", ["https://generativelanguage.googleapis.com/v1beta/files/abc123", "gs://bucket/a.pdf"])
+def test_a_gemini_file_uri_bound_for_another_vendor_is_a_400(gclient: genai.Client, upstream_all: FakeUpstream,
+                                                             uri: str) -> None:
+    """A Files API or Cloud Storage URI went to Anthropic as a document URL it cannot fetch (the Files
+    API needs the Google key): a 400 naming it, before any upstream call."""
+    sent = len(upstream_all.requests)
+    with pytest.raises(genai_errors.ClientError) as info:
+        gclient.models.generate_content(model="via-anthropic_messages", contents=[types.Content(role="user", parts=[
+            types.Part(text="Describe."), types.Part(file_data=types.FileData(file_uri=uri, mime_type="application/pdf"))])])
+    assert info.value.code == 400 and uri in str(info.value)
+    assert len(upstream_all.requests) == sent
+
+
 def test_a_files_api_uri_without_mime_type_is_not_called_a_pdf(gclient: genai.Client,
                                                                upstream_all: FakeUpstream) -> None:
     """fileData.mimeType is optional for Files API / GCS URIs; the gateway used to send application/pdf."""

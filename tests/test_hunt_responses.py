@@ -206,3 +206,22 @@ def test_a_client_field_named_like_the_codecs_verbosity_hint_is_forwarded_as_it_
     assert sent["text_verbosity"] == "junk" and "verbosity" not in sent.get("text", {})
     prompt = openai_responses.CLIENT.decode_request({"model": "m", "input": "hi", "text": {"verbosity": "low"}})
     assert openai_responses.PROVIDER.encode_request(prompt, target, stream=False)["text"]["verbosity"] == "low"
+
+
+@pytest.mark.parametrize("body, sent", [
+    ({"user": "u1", "safety_identifier": "u1"}, {"user": "u1", "safety_identifier": "u1"}),
+    ({"safety_identifier": "s1"}, {"safety_identifier": "s1"}),
+    ({"user": "u1"}, {"user": "u1"}),
+])
+def test_user_and_safety_identifier_reach_a_responses_upstream_as_sent(body: Dict[str, Any],
+                                                                      sent: Dict[str, Any]) -> None:
+    """A `user` equal to the safety_identifier was dropped (the codec guessed from the values which
+    one the client sent); nothing is invented, nothing dropped, and no bookkeeping key leaks."""
+    from routeplane.language_model.routing import RoutingTarget
+    from routeplane.protocols import openai_responses
+
+    target = RoutingTarget("r", "m", "openai_responses", base_url="http://up", api_key="k")
+    prompt = openai_responses.CLIENT.decode_request({"model": "m", "input": "hi", **body})
+    out = openai_responses.PROVIDER.encode_request(prompt, target, stream=False)
+    assert {k: out[k] for k in ("user", "safety_identifier") if k in out} == sent
+    assert not [k for k in out if k.startswith("_")]

@@ -728,6 +728,21 @@ def test_execution_hook_allows_fallback_by_default_and_can_replace_result():
     assert [c.target.provider for c in h.executor.calls] == ["a", "b"]
 
 
+def test_an_answer_refused_by_an_execution_hook_is_billed_its_estimate_when_the_upstream_sent_no_usage():
+    """The upstream was called and paid; a hook that refuses its answer (a guardrail block) must not
+    make the settlement free. Streams bill an input estimate in the same case."""
+    class Block(ExecutionHook):
+        def on_success(self, ctx, result):
+            raise HookDenied(DenyReason.guardrail_violation("blocked"))
+
+    unreported = gen("x" * 4000, Usage(reported=False))
+    h = Harness(("execution_hook", Block()), per_provider={"a": [unreported]})
+    with pytest.raises(HookDenied):
+        h.run(model="two")
+    [s] = h.settlements.items
+    assert s.usage.input_tokens > 0 and s.usage.output_tokens >= 900 and not s.usage.reported
+
+
 def test_crashing_settlement_recorder_is_isolated():
     class Bad(SettlementRecorder):
         def record(self, settlement):

@@ -19,7 +19,7 @@ from routeplane.hooks.language_model import (
 from routeplane.language_model.context import ANONYMOUS, Identity
 from routeplane.language_model.types import Generation, ReasoningPart, ResponseStart, TextPart
 from routeplane.request_log import RequestLogPlugin
-from routeplane.testing import WIRE_PATHS, Gateway, Result, check_plugin, run_request
+from routeplane.testing import DEFAULT_CONFIG, WIRE_PATHS, Gateway, Result, check_plugin, run_request
 
 # --- check_plugin and plugins that answer themselves ----------------------------------------------
 
@@ -262,3 +262,12 @@ def test_on_success_of_a_stream_gets_what_its_docstring_says():
 def test_pre_request_docstring_names_the_metadata_api():
     doc = " ".join(PreRequestHook.__doc__.split())
     assert "ctx.plugin_metadata(plugin_id)" in doc and "ctx.metadata" not in doc
+
+
+def test_check_plugin_with_a_config_section_for_the_plugin_it_checks() -> None:
+    """Gateway installed the config's `plugins:` section and then the same plugin passed in `plugins=`:
+    'a plugin with id ... is already installed'. The passed object wins; its section is its own."""
+    from routeplane_guardrails import GuardrailsPlugin
+
+    config = dict(DEFAULT_CONFIG, plugins={"guardrails": {"upgoing": {"api_keys": "block"}}})
+    check_plugin(GuardrailsPlugin(), config=config)

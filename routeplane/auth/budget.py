@@ -152,18 +152,7 @@ class BudgetPlugin(Plugin):
         return max(costs) if costs else unknown
 
     def _prices(self, model: str) -> Sequence[Prices]:
-        # Looked up without resolve(): that would advance round-robin rotation.
-        for route in self._table.routes():
-            if route.name == model:
-                return [t.prices for t in route.targets]
-        provider, sep, model_id = model.partition(":")
-        template = self._table.providers().get(provider) if sep and model_id else None
-        if template is None:
-            return []
-        # The model's own price, as the routing table prices a direct `provider:model` target
-        # (the provider's default price is often unset: the reservation would be the unknown-price one).
-        model_prices = template.options.get("model_prices") or {}
-        return [model_prices.get(model_id, template.prices)]  # type: ignore[union-attr]
+        return [t.prices for t in self._table.targets_of(model)]
 
 
 def _rule(limit: int, scope: str, key: str, window: Any, now: float) -> BudgetRule:

@@ -11,12 +11,14 @@ from typing import Iterator, List, Optional
 
 from ..errors import InvalidRequest
 from .routing import RoutingTarget
-from .types import ContentPart, FilePart, Prompt, ToolResultPart
+from .types import ContentPart, FilePart, ImagePart, Prompt, ToolResultPart
 
 # Wires that continue a trailing assistant message (a prefill); the built-in mock echoes whatever it gets.
 PREFILL_PROTOCOLS = frozenset({"anthropic_messages", "mock"})
 # A file id names an upload in one vendor's Files API; the two OpenAI wires share OpenAI's.
 _OPENAI = frozenset({"openai_chat", "openai_responses"})
+# Files only Gemini can read: its Files API (the URL needs the Google key) and Cloud Storage.
+_GEMINI_FILES = ("https://generativelanguage.googleapis.com/", "gs://")
 # Media a wire has no input for (translation.md, "Audio in"): audio only on Chat and Gemini, video
 # only on Gemini. Sent anyway, they became a document or file the upstream refuses.
 _NO_INPUT = {"anthropic_messages": ("audio/", "video/"), "openai_responses": ("audio/", "video/"),
@@ -38,9 +40,13 @@ def _parts(prompt: Prompt) -> Iterator[ContentPart]:
                 yield from part.content
 
 
-def foreign_file_id(prompt: Prompt, protocol: str) -> Optional[str]:
-    """A file id of the client's vendor that the target's wire cannot resolve (the part has no data
-    or URL to send instead), or None. Gemini clients name files by URI, which travels as a URL."""
+def foreign_file(prompt: Prompt, protocol: str) -> Optional[str]:
+    """A file of the client's vendor that the target's wire cannot read, or None: a Files API id (the
+    part has no data or URL to send instead), or a Gemini file URI (only Gemini can fetch it)."""
+    if protocol not in ("gemini", "mock"):
+        for part in _parts(prompt):
+            if isinstance(part, (FilePart, ImagePart)) and (part.url or "").startswith(_GEMINI_FILES):
+                return part.url
     client = prompt.extras_protocol
     if client is None or protocol in (client, "mock") or (client in _OPENAI and protocol in _OPENAI):
         return None
@@ -67,10 +73,10 @@ def problem(prompt: Prompt, target: RoutingTarget) -> Optional[str]:
         return (f"The last message is an assistant prefill, which {where} cannot continue: only an Anthropic "
                 "upstream honours a prefill. End the conversation with a user message, or route this model to "
                 "an Anthropic upstream.")
-    file_id = foreign_file_id(prompt, target.protocol)
+    file_id = foreign_file(prompt, target.protocol)
     if file_id is not None:
-        return (f"File id {file_id!r} names an upload in {prompt.extras_protocol}'s Files API, which {where} "
-                "cannot read. Send the file's data or URL instead, or route this model to that vendor.")
+        return (f"File {file_id!r} is an upload in another vendor's file store, which {where} cannot read. "
+                "Send the file's data or a public URL instead, or route this model to that vendor.")
     media = unsupported_media(prompt, target.protocol)
     if media is not None:
         return f"{where} takes no {media} input. Route this model to an upstream that does (Gemini takes any)."

@@ -39,7 +39,7 @@ from .executor import Executor
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd, frozen
 from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
-from .types import Generation, StreamPart, Usage, UsageUpdate
+from .types import Generation, Prompt, StreamPart, Usage, UsageUpdate
 
 log = logging.getLogger("routeplane.pipeline")
 
@@ -190,15 +190,20 @@ class LanguageModelPipeline:
 
     def _route(self, run: _Run) -> List[RoutingTarget]:
         ctx = run.ctx
-        chain = self.routing_table.resolve(ctx.prompt.model)
-        for _plugin_id, hook in self.hooks.route:
-            chain = list(hook.resolve(list(chain), ctx))
-        chain = capable_targets(ctx.prompt, chain)
-        ctx.chain = chain
+        chain = ctx.chain = self.route_chain(ctx)
         self._phase(ctx, Phase.ROUTE)
         if not chain:
             raise NoTargetAvailable(f"No upstream target is available for model {ctx.prompt.model!r}.")
         return chain
+
+    def route_chain(self, ctx: PipelineContext) -> List[RoutingTarget]:
+        """The route stage without its event: the model's targets, as the route hooks leave them, less
+        those that cannot take the prompt (language_model/capability.py; none left that could is a 400).
+        count_tokens' dry run takes the same chain."""
+        chain = self.routing_table.resolve(ctx.prompt.model)
+        for _plugin_id, hook in self.hooks.route:
+            chain = list(hook.resolve(list(chain), ctx))
+        return capable_targets(ctx.prompt, chain)
 
     def _attempt(self, run: _Run, chain: List[RoutingTarget], call: Callable[[RoutingTarget], Any],
                  streaming: bool = False) -> Any:
@@ -243,8 +248,11 @@ class LanguageModelPipeline:
             if not streaming:
                 self.cooldown.record_success(target.label)
             self._record_attempt(run, hop, target, latency, None)
-            run.served_usage = (result.usage if isinstance(result, Generation)
-                                else estimate_usage(ctx.prompt, 0))  # a stream: its input was billed
+            if isinstance(result, Generation):
+                result = _with_usage(ctx.prompt, result)
+                run.served_usage = result.usage  # billed even if an execution hook now refuses the answer
+            else:
+                run.served_usage = estimate_usage(ctx.prompt, 0)  # a stream: its input was billed
             try:
                 for _pid, hook in self.hooks.execution:
                     replacement = hook.on_success(ctx, result)
@@ -308,11 +316,9 @@ class LanguageModelPipeline:
         gen: Generation = self._attempt(run, chain, lambda t: self.executor.complete(t, ctx.prompt, ctx))
         ctx.result = gen
         self._phase(ctx, Phase.EXECUTE)
-        if not gen.usage.reported and gen.usage.total == 0:
-            # The upstream sent no usage: bill an estimate, as for streams, never a silent zero; the
-            # client sees the same numbers (as a stream's client does).
-            gen = replace(gen, usage=estimate_usage(ctx.prompt, output_chars(gen)))
-            ctx.result = gen
+        estimated = _with_usage(ctx.prompt, gen)  # (again: a hook may have replaced the answer)
+        if estimated is not gen:
+            gen = ctx.result = estimated
         self._settle(run, gen.usage, Outcome.SUCCESS, None, 200)
         return gen
 
@@ -537,6 +543,14 @@ class LanguageModelPipeline:
 
     def _phase(self, ctx: PipelineContext, phase: Phase, ok: bool = True) -> None:
         self.observers.emit_lazy("after_phase", lambda: PhaseEvent(ctx.request_id, phase, ctx.elapsed_ms(), ok))
+
+
+def _with_usage(prompt: Prompt, gen: Generation) -> Generation:
+    """The answer with an estimate of its usage when the upstream sent none: billed, as for streams,
+    never a silent zero, and shown to the client (as a stream's client sees it)."""
+    if gen.usage.reported or gen.usage.total:
+        return gen
+    return replace(gen, usage=estimate_usage(prompt, output_chars(gen)))
 
 
 def _merged(errors: List[UpstreamError]) -> UpstreamError:

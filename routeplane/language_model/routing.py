@@ -149,12 +149,28 @@ class StaticRoutingTable(RoutingTable):
         route = self._routes.get(model)
         if route is not None:
             return self._order(route)
+        direct = self._direct(model)
+        if direct is None:
+            raise ModelNotFound(model)
+        return [direct]
+
+    def targets_of(self, model: str) -> List[RoutingTarget]:
+        """Every target a request for `model` may reach, in config order (no rotation advanced, as
+        resolve() would); [] for an unknown model. Budgets price the worst of them."""
+        route = self._routes.get(model)
+        if route is not None:
+            return list(route.targets)
+        direct = self._direct(model)
+        return [direct] if direct is not None else []
+
+    def _direct(self, model: str) -> Optional[RoutingTarget]:
+        """`provider:model`: the provider's target for that model, at the model's own price."""
         provider, sep, model_id = model.partition(":")
-        if sep and model_id and provider in self._providers:
-            template = self._providers[provider]
-            prices = template.options.get("model_prices", {})
-            return [template.replace(model=model_id, prices=prices.get(model_id, template.prices))]  # type: ignore[union-attr]
-        raise ModelNotFound(model)
+        if not (sep and model_id and provider in self._providers):
+            return None
+        template = self._providers[provider]
+        prices = template.options.get("model_prices", {})
+        return template.replace(model=model_id, prices=prices.get(model_id, template.prices))  # type: ignore[union-attr]
 
     def _order(self, route: Route) -> List[RoutingTarget]:
         targets = list(route.targets)

@@ -124,9 +124,7 @@ def preflight(app: "App", ctx: PipelineContext) -> Optional[List[RoutingTarget]]
             if decision.kind is DecisionKind.RESPOND:
                 return None
         ctx.lock_prompt()
-        chain = app.pipeline.routing_table.resolve(ctx.prompt.model)
-        for _plugin_id, route_hook in app.pipeline.hooks.route:
-            chain = list(route_hook.resolve(list(chain), ctx))
+        chain = app.pipeline.route_chain(ctx)
     except RouteplaneError:
         raise
     except Exception as exc:

@@ -314,9 +314,9 @@ def chat_format(fmt: Any) -> Dict[str, Any]:
 
 def _decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
     """The choice, and for `allowed_tools` the names the offer is narrowed to."""
+    # (A legacy `functions` client takes one function_call a turn: the answer carries the first call.
+    # Nothing is added upstream for it: some models and servers refuse `parallel_tool_calls`.)
     parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
-    if parallel is None and body.get("functions") is not None and body.get("tools") is None:
-        parallel = False  # a legacy `functions` client takes one function_call a turn
     raw = body.get("tool_choice", body.get("function_call"))
     if raw is None:
         return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), None

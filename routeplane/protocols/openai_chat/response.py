@@ -132,7 +132,7 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
     elif calls:
         message["tool_calls"] = calls
     logprobs = None
-    if gen.extras_protocol == PROTOCOL and gen.extras.get(LOGPROBS_TEXT_KEY) == text:
+    if gen.extras_protocol == PROTOCOL and gen.extras.get(LOGPROBS_TEXT_KEY) == _scored_text(gen.parts):
         logprobs = gen.extras.get(LOGPROBS_KEY)
     body: Dict[str, Any] = {
         "id": gen.id or f"chatcmpl-{new_hex()}",
@@ -147,6 +147,11 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
     if gen.extras_protocol == PROTOCOL:
         body.update({k: v for k, v in gen.extras.items() if k in _KEEP_EXTRAS})
     return body
+
+
+def _scored_text(parts: Any) -> List[str]:
+    """What logprobs score: the content and the refusal (`logprobs.content`, `logprobs.refusal`)."""
+    return ["".join(p.text for p in parts if isinstance(p, TextPart) and p.refusal == refusal) for refusal in (False, True)]
 
 
 def legacy_functions(prompt: Prompt) -> bool:
@@ -193,7 +198,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     extras = {k: body[k] for k in _KEEP_EXTRAS if k in body}
     if isinstance(choice.get("logprobs"), dict):
         extras[LOGPROBS_KEY] = choice["logprobs"]
-        extras[LOGPROBS_TEXT_KEY] = "".join(p.text for p in parts if isinstance(p, TextPart) and not p.refusal)
+        extras[LOGPROBS_TEXT_KEY] = _scored_text(parts)
     return Generation(
         id=str(body.get("id") or ""),
         model=str(body.get("model") or target.model),

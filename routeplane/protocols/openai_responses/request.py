@@ -102,16 +102,19 @@ def decode_request(body: Any) -> Prompt:
     if tool_choice is not None and tool_choice.name is None and allowed is not None:
         tools = tuple(t for t in tools if t.name in allowed)
     reasoning = expect(body.get("reasoning"), dict, "reasoning") or {}
+    user = expect(body.get("user"), str, "user")
+    safety_id = expect(body.get("safety_identifier"), str, "safety_identifier")
     params = GenerationParams(
         max_tokens=expect(body.get("max_output_tokens"), int, "max_output_tokens"),
         temperature=_number(body, "temperature"),
         top_p=_number(body, "top_p"),
         reasoning_effort=expect(reasoning.get("effort"), str, "reasoning.effort"),
         # safety_identifier replaced `user`: either is the end-user id (Anthropic metadata.user_id); it stays an extra.
-        user=next((u for u in (expect(body.get("user"), str, "user"),
-                               expect(body.get("safety_identifier"), str, "safety_identifier")) if u is not None), None),
+        user=user if user is not None else safety_id,
     )
     extras = client_extras(body, _KNOWN)
+    if user is None and safety_id is not None:
+        extras["_user_is_safety_identifier"] = True  # same wire: safety_identifier goes as itself, no `user` invented
     rest = {k: v for k, v in reasoning.items() if k != "effort"}
     if rest:
         extras["reasoning"] = rest  # summary / generate_summary: same-wire only
@@ -333,6 +336,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     extras = dict(prompt.extras) if same_wire else {}
     verbosity = extras.pop("_text_verbosity", None)
     reasoning_extra = extras.pop("reasoning", None)
+    user_is_safety_id = extras.pop("_user_is_safety_identifier", False)
     body.update(extras)
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
     body.setdefault("store", False)
@@ -340,7 +344,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         body["instructions"] = prompt.system_text()
     p = prompt.params
     for key, value in (("max_output_tokens", p.max_tokens), ("temperature", p.temperature), ("top_p", p.top_p),
-                       ("user", None if same_wire and p.user == extras.get("safety_identifier") else p.user)):
+                       ("user", None if user_is_safety_id else p.user)):
         if value is not None:
             body[key] = value
     reasoning: Dict[str, Any] = dict(reasoning_extra or {})
