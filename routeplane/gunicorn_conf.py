@@ -63,6 +63,10 @@ timeout = 60
 # finish for this long; streams still open near the end are closed with an
 # error event and settled (see post_worker_init), before the master's SIGKILL.
 graceful_timeout = int(os.environ.get("ROUTEPLANE_GRACEFUL_TIMEOUT") or 30)
+# How long a stopping worker keeps idle keep-alive connections (gthread: 2 s); only ever shorter.
+_linger = os.environ.get("ROUTEPLANE_STOP_KEEPALIVE_LINGER")
+if _linger and not 0 <= float(_linger) < float("inf"):
+    raise ValueError(f"ROUTEPLANE_STOP_KEEPALIVE_LINGER must be a number of seconds >= 0, not {_linger!r}")
 keepalive = 5
 # Recycle each worker after about this many requests (a slow leak in a plugin
 # or a library cannot grow forever); the jitter keeps workers from recycling

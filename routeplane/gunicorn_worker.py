@@ -17,6 +17,11 @@ client for longer than the linger. The queue is looked at before and after
 the wait: a connection that arrives while every thread lingers waits at most
 the linger, never behind another connection's next request.
 
+A stopping gthread worker keeps its idle kept-alive connections open for a
+while (gunicorn 27: 2 s), so a request racing the stop is answered with
+"Connection: close" instead of dropped; `$ROUTEPLANE_STOP_KEEPALIVE_LINGER`
+(seconds) shortens that wait, never lengthens it.
+
 Everything else (parsing, keep-alive timeouts, graceful stop, max_requests)
 is gthread's own. On gunicorn versions whose `handle` does not return a plain
 keep-alive flag, the worker behaves exactly like gthread.
@@ -25,11 +30,13 @@ keep-alive flag, the worker behaves exactly like gthread.
 from __future__ import annotations
 
 import json
+import os
 import select
 import socket
-from typing import Any
+from typing import Any, Optional
 
 from gunicorn import util
+from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
 
 # Long enough for a client's next request on a busy connection (tens of µs to
@@ -40,6 +47,9 @@ LINGER_SECONDS = 0.02
 class ThreadWorker(_GThreadWorker):
     def init_process(self) -> None:
         util.write_error = write_json_error  # gunicorn's own refusals (limits, bad framing) in JSON
+        linger = stop_keepalive_linger()
+        if linger is not None and hasattr(gthread, "STOP_KEEPALIVE_LINGER"):  # gunicorn >= 27
+            gthread.STOP_KEEPALIVE_LINGER = min(gthread.STOP_KEEPALIVE_LINGER, linger)
         super().init_process()
 
     def handle(self, conn: Any) -> Any:
@@ -73,6 +83,13 @@ class ThreadWorker(_GThreadWorker):
         """No other connection is queued for a thread of the pool."""
         queue = getattr(self.tpool, "_work_queue", None)
         return queue is not None and queue.empty()
+
+
+def stop_keepalive_linger() -> Optional[float]:
+    """$ROUTEPLANE_STOP_KEEPALIVE_LINGER in seconds, or None (unset: gthread's own). gunicorn_conf.py
+    refuses a value that is not a number ≥ 0 at start-up."""
+    raw = os.environ.get("ROUTEPLANE_STOP_KEEPALIVE_LINGER")
+    return float(raw) if raw else None
 
 
 def _has_bytes(sock: socket.socket) -> bool:

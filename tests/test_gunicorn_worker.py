@@ -31,13 +31,13 @@ WORKER = "routeplane.gunicorn_worker.ThreadWorker"
 NO_CONTROL_SOCKET = ["--no-control-socket"] if gunicorn.version_info >= (26,) else []
 
 
-def _start(worker: str, threads: int) -> "tuple[subprocess.Popen, int]":
+def _start(worker: str, threads: int, **env: str) -> "tuple[subprocess.Popen, int]":
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-k", worker, "-w", "1", "--threads", str(threads),
          "--keep-alive", "30", "--graceful-timeout", "10", "-b", f"127.0.0.1:{port}", "--log-level", "warning",
          *NO_CONTROL_SOCKET, "tests.support.thread_app:app"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdin=subprocess.DEVNULL,
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT, **env), stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -180,6 +180,30 @@ def test_pipelined_requests_are_all_answered_in_order(server):
         req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
         sock.sendall(req * 3)
         assert len(_read_responses(sock, 3)) == 3
+
+
+def _stop_seconds_with_an_idle_kept_alive_connection(**env: str) -> float:
+    proc, port = _start(WORKER, 4, **env)
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        _get(conn)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+        assert proc.returncode == 0
+        return time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_the_stop_linger_of_idle_kept_alive_connections_can_be_shortened():
+    """gthread keeps a stopping worker's idle kept-alive connections 2 s (a racing request gets
+    "Connection: close"); $ROUTEPLANE_STOP_KEEPALIVE_LINGER shortens that (tests, fast deploys)."""
+    stock = _stop_seconds_with_an_idle_kept_alive_connection()
+    short = _stop_seconds_with_an_idle_kept_alive_connection(ROUTEPLANE_STOP_KEEPALIVE_LINGER="0")
+    assert short < stock - 1.0, (short, stock)
 
 
 def test_sigterm_with_a_kept_alive_connection_stops_promptly():

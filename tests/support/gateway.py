@@ -51,6 +51,9 @@ class GatewayProcess:
             "ROUTEPLANE_WORKERS": str(self.workers),
             "ROUTEPLANE_THREADS": str(self.threads),
             "PYTHONUNBUFFERED": "1",
+            # A client's idle keep-alive connection held each stop 2 s (gthread's stop linger); the
+            # tests of that behaviour set it themselves.
+            "ROUTEPLANE_STOP_KEEPALIVE_LINGER": "0.1",
         })
         env.update(self.extra_env)
         self._log = open(self.log_path, "wb")
