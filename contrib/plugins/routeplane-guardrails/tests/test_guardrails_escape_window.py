@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from routeplane_guardrails import GuardrailsPlugin
 from routeplane_guardrails.rules import Reporter, Stats
 from routeplane_guardrails.stream import ChannelScanner
-from test_guardrails_json_args import CHAT, KEY, REDACT_ALL, non_streamed_args, streamed_args, tool_stream
+from test_guardrails_json_args import CHAT, KEY, REDACT_ALL, cut_points, non_streamed_args, streamed_args, tool_stream
 
 from routeplane.testing import Gateway, run_request
 
@@ -154,10 +154,7 @@ def test_escaping_never_changes_what_a_stream_lets_out(secret: str, window: int,
     at = json.dumps(args).index(secret)
     # Escape some of the secret's characters (a repeating pattern), leave the rest plain.
     us = [u if not (at <= i < at + len(secret)) or escape[(i - at) % 8] else (u[0], u[0]) for i, u in enumerate(us)]
-    bounds, pos, i = [], 0, 0
-    while pos < len(us):
-        pos, i = pos + cuts[i % len(cuts)], i + 1
-        bounds.append(pos)
+    bounds = cut_points(len(us), cuts)
     plain = stream(chunk(us, bounds, spelled=False), window)
     spelled = stream(chunk(us, bounds, spelled=True), window)
     assert json.loads(spelled) == json.loads(plain)

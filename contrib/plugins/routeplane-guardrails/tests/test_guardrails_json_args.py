@@ -56,6 +56,21 @@ CASES = {
 }
 
 
+def cut_points(total: int, sizes: Sequence[int]) -> List[int]:
+    """Where chunks of the repeating `sizes` end, up to `total` (the last one may run past it)."""
+    ends, pos, i = [], 0, 0
+    while pos < total:
+        pos, i = pos + sizes[i % len(sizes)], i + 1
+        ends.append(pos)
+    return ends
+
+
+def cut(text: str, sizes: Sequence[int]) -> List[str]:
+    """`text` in chunks of the repeating `sizes`."""
+    starts = [0] + cut_points(len(text), sizes)
+    return [text[a:b] for a, b in zip(starts, starts[1:])]
+
+
 def tool_stream(chunks: Sequence[str], custom: bool = False) -> List[StreamPart]:
     return [ResponseStart("chatcmpl-fixed", "m", 1700000000), ToolCallStart(0, "call_1", "shell", custom=custom),
             *[ToolCallDelta(0, c) for c in chunks], ToolCallEnd(0), Finish(FinishReason.TOOL_CALLS)]
@@ -263,10 +278,7 @@ def test_any_chunking_of_a_long_number_stays_json(digits: int, before: str, afte
     if after is not None:
         args["after"] = after
     text = json.dumps(args)
-    chunks, pos, i = [], 0, 0
-    while pos < len(text):
-        chunks.append(text[pos:pos + cuts[i % len(cuts)]])
-        pos, i = pos + cuts[i % len(cuts)], i + 1
+    chunks = cut(text, cuts)
     options = {**FORCED, "stream_window": window}
     streamed = streamed_args(run_request({**CHAT, "stream": True}, plugins=[GuardrailsPlugin(**options)],
                                          script=[tool_stream(chunks)]))
@@ -297,10 +309,7 @@ def test_any_chunking_of_arguments_stays_json(values: List[str], number: Optiona
     if number is not None:
         args["password"] = number
     text = json.dumps(args)
-    chunks, pos, i = [], 0, 0
-    while pos < len(text):
-        chunks.append(text[pos:pos + cuts[i % len(cuts)]])
-        pos, i = pos + cuts[i % len(cuts)], i + 1
+    chunks = cut(text, cuts)
     plugin = GuardrailsPlugin(**REDACT_ALL)
     streamed = streamed_args(run_request({**CHAT, "stream": True}, plugins=[plugin], script=[tool_stream(chunks)]))
     whole = non_streamed_args(text, plugin)
