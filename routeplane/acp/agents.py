@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import math
 import subprocess
 import threading
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Tuple
@@ -25,12 +26,7 @@ class LineWriter:
 
     def send(self, message: Mapping[str, Any]) -> bool:
         try:
-            try:
-                data = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8") + b"\n"
-            except UnicodeEncodeError:
-                # A lone surrogate ("\ud83d": a string cut inside an emoji) has no UTF-8 form; escaped,
-                # the peer reads the very string the sender wrote.
-                data = json.dumps(message, separators=(",", ":")).encode("ascii") + b"\n"
+            data = encode_line(message)
         except (RecursionError, ValueError, TypeError):
             # Nested past what the encoder can recurse (it parsed, a few frames shallower): not relayed.
             log.warning("a message could not be encoded as one JSON line (dropped)")
@@ -42,6 +38,37 @@ class LineWriter:
                 return True
             except (OSError, ValueError):  # closed pipe: the peer is gone
                 return False
+
+
+def encode_line(message: Mapping[str, Any]) -> bytes:
+    """One JSON line, always valid JSON.
+
+    A lone surrogate ("\\ud83d": a string cut inside an emoji) has no UTF-8 form: escaped, the peer
+    reads the very string the sender wrote. NaN and ±Infinity are not JSON, yet Python's reader
+    accepts them (and reads 1e400 as inf): written as they are, a peer's strict parser drops the
+    whole line (a prompt's answer included, so the turn never ends for it); they become null.
+    """
+    try:
+        return _dumps(message, ensure_ascii=False).encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        return _dumps(message, ensure_ascii=True).encode("ascii") + b"\n"
+
+
+def _dumps(message: Any, ensure_ascii: bool) -> str:
+    try:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=ensure_ascii, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(message), separators=(",", ":"), ensure_ascii=ensure_ascii, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def gateway_url(listen: str) -> str:
@@ -77,6 +104,11 @@ def agent_environment(agent: AgentConfig, listen: str, base: Mapping[str, str]) 
 class AgentProcess:
     """A running agent. `generation` numbers restarts, so session ids of a dead process never come back."""
 
+    # How long a process may outlive the end of its stdout, and how long its last lines may take to be
+    # read after it exited (a child of the agent may hold the pipe open: EOF may never come).
+    EOF_GRACE_SECONDS = 5.0
+    DRAIN_SECONDS = 0.5
+
     def __init__(self, agent: AgentConfig, env: Mapping[str, str], generation: int,
                  on_message: Callable[["AgentProcess", Dict[str, Any]], None],
                  on_exit: Callable[["AgentProcess", Optional[int]], None]) -> None:
@@ -88,6 +120,7 @@ class AgentProcess:
         self._ids = itertools.count(0)
         self._pending: Dict[int, Tuple[str, Reply]] = {}
         self._reader: Optional[threading.Thread] = None
+        self._watcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self.proc: Optional["subprocess.Popen[bytes]"] = None
         self._writer: Optional[LineWriter] = None
@@ -118,6 +151,8 @@ class AgentProcess:
         self._writer = LineWriter(self.proc.stdin)
         self._reader = threading.Thread(target=self._read, name=f"acp-agent-{self.name}", daemon=True)
         self._reader.start()
+        self._watcher = threading.Thread(target=self._watch, name=f"acp-agent-{self.name}-exit", daemon=True)
+        self._watcher.start()
 
     def send(self, message: Mapping[str, Any]) -> bool:
         return self._writer is not None and not self.dead and self._writer.send(message)
@@ -130,11 +165,13 @@ class AgentProcess:
             else:
                 rid = next(self._ids)
                 self._pending[rid] = (method, reply)
-        if rid is None or not self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}):
-            with self._lock:
-                if rid is not None:
-                    self._pending.pop(rid, None)
+        if rid is None:
             reply({"error": self.death_error(method)})
+        elif not self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}):
+            with self._lock:
+                entry = self._pending.pop(rid, None)
+            if entry is not None:  # else _died answered it meanwhile: one answer per request
+                reply({"error": self.death_error(method)})
 
     def death_error(self, method: str) -> Dict[str, Any]:
         code = self.exit_code
@@ -159,8 +196,8 @@ class AgentProcess:
                 except (ValueError, RecursionError):  # nested past the stack: not a message either
                     log.warning("agent %s wrote a line that is not JSON (ignored)", self.name)
                     continue
-                if not isinstance(message, dict):
-                    continue
+                if not isinstance(message, dict) or self.dead:
+                    continue  # after the exit: a child of the agent still holding its stdout is not the agent
                 try:
                     if "method" not in message and "id" in message:
                         with self._lock:
@@ -174,15 +211,30 @@ class AgentProcess:
         except Exception:
             log.exception("the reader of agent %s failed", self.name)
         finally:
-            self._died()
+            self._stdout_ended()
 
-    def _died(self) -> None:
+    def _stdout_ended(self) -> None:
+        """EOF (or a dead reader) while the process still runs: it is of no use now; the watcher reports the exit."""
+        proc = self.proc
         try:
-            code = self.proc.wait(timeout=5) if self.proc is not None else None
-        except subprocess.TimeoutExpired:  # stdout closed but still running: it is of no use now
-            self.proc.kill()  # type: ignore[union-attr]
-            code = self.proc.wait(timeout=5)  # type: ignore[union-attr]
+            if proc is not None:
+                proc.wait(timeout=self.EOF_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # type: ignore[union-attr]
+
+    def _watch(self) -> None:
+        """The exit, seen by waiting on the process itself, not by EOF on its stdout (which a tool
+        process the agent started may keep open): what is pending is failed at once, and it is reaped."""
+        assert self.proc is not None
+        code = self.proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=self.DRAIN_SECONDS)  # answers it wrote before dying still count
+        self._died(code)
+
+    def _died(self, code: Optional[int]) -> None:
         with self._lock:
+            if self.dead:
+                return
             self.dead, self.exit_code = True, code
             pending, self._pending = self._pending, {}
         for method, reply in pending.values():
@@ -191,7 +243,7 @@ class AgentProcess:
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # the reader then sees EOF and fails what is pending
+            self.proc.kill()  # the watcher then sees the exit and fails what is pending
 
     def close(self, timeout: float = 2.0) -> None:
         """Close stdin (the agent's cue to exit), then terminate, then kill; bounded."""
@@ -211,7 +263,9 @@ class AgentProcess:
                 break
             except subprocess.TimeoutExpired:
                 continue
+        if self._watcher is not None:
+            self._watcher.join(timeout=timeout)  # the exit is reported (and pending requests failed) first
         if self._reader is not None:
-            self._reader.join(timeout=timeout)  # it saw EOF; closing its pipe under it would race
+            self._reader.join(timeout=self.DRAIN_SECONDS)  # it saw EOF; closing its pipe under it would race
         if proc.stdout is not None and (self._reader is None or not self._reader.is_alive()):
             proc.stdout.close()

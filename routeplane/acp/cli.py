@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Any
 
 
@@ -53,6 +55,7 @@ def cmd_acp(args: argparse.Namespace) -> int:
         protocol_out.write(canonical_bytes(agent_card(agents[chosen])) + b"\n")
         return 0
     relay = ACPRelay(app.acp, chosen, protocol_out, os.environ, config.server.listen)
+    _stop_on_signals()
     try:
         relay.run(sys.stdin.buffer)
     except KeyboardInterrupt:
@@ -60,3 +63,15 @@ def cmd_acp(args: argparse.Namespace) -> int:
     finally:
         app.shutdown()
     return 0
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM / SIGHUP (an editor stopping its agent server, a closed terminal) end the relay like
+    the end of stdin: each agent is stopped. Left to their default, routeplane died at once and
+    agents that do not exit on EOF kept running, orphaned."""
+    def stop(signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    if threading.current_thread() is threading.main_thread():  # signal.signal() works there only
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, stop)

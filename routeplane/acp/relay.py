@@ -29,6 +29,21 @@ def _error(code: int, message: str, data: Optional[Mapping[str, Any]] = None) ->
     return err
 
 
+def _agent_error(error: Any, agent: str) -> Dict[str, Any]:
+    """An agent's `error` as a JSON-RPC error object: one without an integer code and a string message
+    (`"error": "boom"`) would reach the editor as something a strict client cannot read as an error."""
+    if (isinstance(error, dict) and isinstance(error.get("code"), int) and not isinstance(error["code"], bool)
+            and isinstance(error.get("message"), str)):
+        return error
+    shown = json.dumps(error, ensure_ascii=False, default=str)[:300]
+    return _error(-32603, f"Agent {agent!r} answered with a malformed error: {shown}", {"agent": agent})
+
+
+def _valid_id(rid: Any) -> bool:
+    """JSON-RPC ids are strings, numbers or null (not objects, arrays or booleans)."""
+    return rid is None or (isinstance(rid, (str, int, float)) and not isinstance(rid, bool))
+
+
 class ACPRelay:
     """Reads the editor on one thread, each agent on its own; one locked writer per pipe.
 
@@ -73,6 +88,12 @@ class ACPRelay:
             self.out.send({"jsonrpc": "2.0", "id": None, "error": _error(-32600, "Invalid request.")})
             return
         method = message.get("method")
+        if method is not None and (not isinstance(method, str) or not _valid_id(message.get("id"))):
+            rid = message.get("id") if _valid_id(message.get("id")) else None
+            if "id" in message:  # a notification gets no answer, not even an error
+                self._answer_error(rid, _error(-32600, "Invalid request: the method must be a string and the "
+                                                       "id a string, a number or null."))
+            return
         if method is None:
             try:
                 self._client_answer(message)
@@ -189,13 +210,13 @@ class ACPRelay:
         def reply(message: Dict[str, Any]) -> None:
             answer: Dict[str, Any] = {"jsonrpc": "2.0", "id": cid}
             if "error" in message:
-                answer["error"] = message["error"]
+                answer["error"] = _agent_error(message["error"], link.name)
                 if method == "session/load":
                     link.loaded.pop(params["sessionId"], None)
             else:
                 answer["result"] = self._rewrite_result(link, method, message.get("result"))
             if method == "session/prompt":
-                self._turn_ended(link, ctx, message, time.monotonic() - started)
+                self._turn_ended(link, ctx, answer, time.monotonic() - started)
             self.out.send(answer)
 
         link.request(method, params, reply)
@@ -330,11 +351,19 @@ class ACPRelay:
             if "result" in message and isinstance(message["result"], dict):
                 link.init_result = message["result"]
             waiters, link.waiters = link.waiters, []
+        if link.init_result is None and not link.dead:
+            # An agent that refused initialize is of no use: stop it, so that the next request starts it
+            # afresh (kept, it stayed "initializing" and every later request waited forever).
+            reason = _agent_error(message.get("error"), link.name)["message"] if "error" in message else "no result"
+            link.failure = f"failed to initialize ({reason[:300]})"
+            link.kill()
         for then, fail in waiters:
             if link.init_result is not None:
                 then()
+            elif "error" in message:
+                fail(_agent_error(message["error"], link.name))
             else:
-                fail(message.get("error") or _error(-32603, f"Agent {link.name!r} failed to initialize."))
+                fail(_error(-32603, f"Agent {link.name!r} failed to initialize (its answer has no result object)."))
 
     @staticmethod
     def _owns(link: Optional[AgentProcess], generation: int, raw_sid: str, client_sid: str) -> bool:
@@ -354,6 +383,8 @@ class ACPRelay:
         return name, generation, raw
 
     def close(self) -> None:
+        if self._closing:  # once: the end of stdin and a signal may both get here
+            return
         self._closing = True
         for link in list(self._links.values()):
             link.close()

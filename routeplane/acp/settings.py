@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
@@ -46,6 +47,14 @@ class AgentSchema(_Strict):
     startup_timeout_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=600))
 
     @validates_schema
+    def _capabilities(self, data: Dict[str, Any], **_kw: Any) -> None:
+        problem = json_value_problem(data.get("capabilities") or {})
+        if problem:
+            # Served on /agents and signed as JSON: a YAML date or .nan broke every worker's start-up
+            # (or went out as `NaN`, which is not JSON) while `routeplane check` said OK.
+            raise ValidationError(problem, "capabilities")
+
+    @validates_schema
     def _pairs(self, data: Dict[str, Any], **_kw: Any) -> None:
         if data.get("signature") is not None and data.get("address") is None:
             raise ValidationError("a signature needs the address that made it", "signature")
@@ -56,6 +65,26 @@ class AgentSchema(_Strict):
                 parse_caip10(data["address"])
             except CaipError as exc:
                 raise ValidationError(f"not a CAIP-10 account id ({exc})", "address") from None
+
+
+def json_value_problem(value: Any, path: str = "") -> Optional[str]:
+    """Why `value` is not plain JSON (a YAML date, .nan, .inf, a non-string key), or None."""
+    where = f" at {path}" if path else ""
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r}{where} is not a JSON number"
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := json_value_problem(v, f"{path}[{i}]"))), None)
+    if isinstance(value, dict):
+        for key, v in value.items():
+            if not isinstance(key, str):
+                return f"the key {key!r}{where} is not a string"
+            problem = json_value_problem(v, f"{path}.{key}" if path else key)
+            if problem:
+                return problem
+        return None
+    return f"a {type(value).__name__}{where} is not a JSON value (quote it in YAML)"
 
 
 def agent_name_problems(raw: Mapping[str, Any]) -> Dict[str, Any]:
@@ -133,4 +162,5 @@ def default_agent(agents: Mapping[str, AgentConfig]) -> Optional[str]:
     return next(iter(agents)) if len(agents) == 1 else None
 
 
-__all__ = ["AgentConfig", "AgentSchema", "Skill", "agent_name_problems", "default_agent", "typed_agents"]
+__all__ = ["AgentConfig", "AgentSchema", "Skill", "agent_name_problems", "default_agent", "json_value_problem",
+           "typed_agents"]

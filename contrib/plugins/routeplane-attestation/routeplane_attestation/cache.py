@@ -34,13 +34,19 @@ class VerdictCache:
     `clock` is monotonic seconds (injectable for tests). `wait_timeout` bounds how long
     a request waits on another thread's verification; past it the request gets an
     unverified verdict (fail-closed) rather than starting a second one.
+
+    At most `max_entries` verdicts are kept: a client names the model of a direct route
+    (`tee:<anything>`), so the keys are the client's to choose. Past the bound, expired
+    verdicts go first, then the oldest.
     """
 
     def __init__(self, verified_ttl: float = 600.0, unverified_ttl: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic, wait_timeout: float = 30.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, wait_timeout: float = 30.0,
+                 max_entries: int = 4096) -> None:
         self.verified_ttl = verified_ttl
         self.unverified_ttl = unverified_ttl
         self.wait_timeout = wait_timeout
+        self.max_entries = max(1, int(max_entries))
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: Dict[Key, Tuple[Verdict, float]] = {}
@@ -78,11 +84,27 @@ class VerdictCache:
         finally:
             with self._lock:
                 if verdict is not None:
-                    ttl = self.verified_ttl if verdict.verified else self.unverified_ttl
-                    self._entries[key] = (verdict, self._clock() + ttl)
+                    self._store(key, verdict)
                 self._flights.pop(key, None)
             flight.verdict = verdict
             flight.done.set()
+
+    def _store(self, key: Key, verdict: Verdict) -> None:
+        """Cache `verdict` (the lock is held), keeping at most `max_entries`."""
+        ttl = self.verified_ttl if verdict.verified else self.unverified_ttl
+        now = self._clock()
+        self._entries.pop(key, None)  # re-inserted last: the dict's order is oldest first
+        self._entries[key] = (verdict, now + ttl)
+        if len(self._entries) <= self.max_entries:
+            return
+        for stale in [k for k, (_v, expires) in self._entries.items() if expires <= now]:
+            del self._entries[stale]
+        while len(self._entries) > self.max_entries:
+            del self._entries[next(iter(self._entries))]
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
 
     def peek(self, key: Key) -> Optional[Verdict]:
         """The unexpired cached verdict, without verifying."""

@@ -19,6 +19,7 @@ class CacheOptions(Schema):
     verified_ttl = fields.Float(load_default=600.0, validate=validate.Range(min=0, max=86400))
     unverified_ttl = fields.Float(load_default=60.0, validate=validate.Range(min=0, max=86400))
     wait_timeout = fields.Float(load_default=30.0, validate=validate.Range(min=0.1, max=600))
+    max_entries = fields.Integer(load_default=4096, validate=validate.Range(min=1, max=1_000_000))
 
 
 def verifier_name(provider: str, section: Mapping[str, Any], registry: Mapping[str, Type[Verifier]]) -> str:

@@ -37,7 +37,7 @@ class AttestationPlugin(Plugin):
         wall = wall_clock or time.time
         cache = self.options["cache"]
         self.cache = VerdictCache(cache["verified_ttl"], cache["unverified_ttl"], clock or time.monotonic,
-                                  cache["wait_timeout"])
+                                  cache["wait_timeout"], cache["max_entries"])
         self.provider_verifiers: Dict[str, Verifier] = {
             pid: self.verifiers[section["verifier"]](pid, {k: v for k, v in section.items() if k != "verifier"},
                                                      clock=wall)

@@ -145,14 +145,19 @@ class SignedReportVerifier(Verifier):
             VerifyKey(bytes.fromhex(key_hex)).verify(canonical_json(report), signature)
         except (BadSignatureError, ValueError, TypeError):
             raise VerificationFailed("the report's signature does not verify") from None
-        if not isinstance(report.get("nonce"), str) or not hmac.compare_digest(report["nonce"].lower(), nonce):
+        echoed = report.get("nonce")
+        # compare_digest raises TypeError on non-ASCII str: such a nonce is simply not this one.
+        if not isinstance(echoed, str) or not echoed.isascii() or not hmac.compare_digest(echoed.lower(), nonce):
             raise VerificationFailed("the report does not echo this request's nonce (replayed or cached report)")
         if report.get("model") != model:
             raise VerificationFailed(f"the report is for another model ({str(report.get('model'))[:100]!r})")
         ts = report.get("timestamp")
         if isinstance(ts, bool) or not isinstance(ts, (int, float)):
             raise VerificationFailed("the report has no numeric timestamp")
-        age = self.clock() - float(ts)
+        try:
+            age = self.clock() - float(ts)
+        except OverflowError:  # an integer past float range (10**400): no point in time
+            raise VerificationFailed("the report's timestamp is out of range") from None
         if age > self.max_age:
             raise VerificationFailed(f"the report is stale ({age:.0f} s old, max_age {self.max_age:.0f} s)")
         if age < -self.max_skew:
