@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import peewee
+from playhouse.pool import MaxConnectionsExceeded
 
 DIALECTS = ("sqlite", "postgresql", "mysql")
 
@@ -75,8 +77,13 @@ class DatabaseURL:
         raise StoreError(f"database url {redact(url)!r}: unsupported scheme {scheme!r} (sqlite, postgresql, mysql)")
 
 
+# A password given as a URL option, which libpq (`password`, `sslpassword`) and PyMySQL (`passwd`) accept too.
+_PASSWORD_OPTION = re.compile(r"([?&](?:ssl)?(?:password|passwd)=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
     """The URL with its password replaced, for messages and logs."""
+    url = _PASSWORD_OPTION.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
@@ -116,13 +123,16 @@ def make_database(url: DatabaseURL, read_only: bool = False) -> peewee.Database:
     }
     conn: Dict[str, Any] = {k: v for k, v in (("host", url.host), ("port", url.port), ("user", url.user),
                                                ("password", url.password)) if v is not None}
-    conn.update(options)
     if url.dialect == "postgresql":
+        conn.update(options)  # libpq's own names and strings
         try:
             _attach_psycopg2()
         except ImportError:
             raise StoreError("postgresql:// needs psycopg2: pip install 'routeplane[postgres]'") from None
         conn.setdefault("connect_timeout", 10)
+        # Text goes over the wire as UTF-8 whatever the database's encoding: psycopg2 otherwise encodes with
+        # the server's, ASCII for a SQL_ASCII database (initdb under LANG=C), refusing any other character.
+        conn.setdefault("client_encoding", "UTF8")
         return PooledPostgresqlDatabase(url.database, **pool, **conn)
     try:
         import pymysql
@@ -130,8 +140,39 @@ def make_database(url: DatabaseURL, read_only: bool = False) -> peewee.Database:
         raise StoreError("mysql:// needs pymysql: pip install 'routeplane[mysql]'") from None
     if getattr(peewee, "mysql", None) is None:  # not loaded with peewee (store/__init__.py)
         peewee.mysql = pymysql
+    conn.update(_mysql_options(options))
     conn.setdefault("charset", "utf8mb4")
     return PooledMySQLDatabase(url.database, **pool, **conn)
+
+
+# PyMySQL's connection options a URL can carry, by the type PyMySQL wants (libpq takes strings; PyMySQL
+# compared `connect_timeout="5"` with an int, a TypeError at every connect, and refuses unknown names).
+_MYSQL_INTS = ("connect_timeout", "read_timeout", "write_timeout", "max_allowed_packet", "client_flag", "port")
+_MYSQL_BOOLS = ("local_infile", "compress", "ssl_disabled", "ssl_verify_cert", "ssl_verify_identity",
+                "binary_prefix", "use_unicode")
+_MYSQL_TEXTS = ("user", "password", "charset", "collation", "sql_mode", "init_command", "program_name",
+                "bind_address", "unix_socket", "read_default_file", "read_default_group", "ssl_ca", "ssl_cert",
+                "ssl_key", "ssl_key_password", "server_public_key")
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _mysql_options(options: Dict[str, str]) -> Dict[str, Any]:
+    """The URL's options as PyMySQL takes them; a StoreError names one it would refuse."""
+    out: Dict[str, Any] = {}
+    for name, value in options.items():
+        if name in _MYSQL_INTS:
+            out[name] = _int_option({name: value}, name, 0)
+        elif name in _MYSQL_BOOLS:
+            if value.strip().lower() not in _BOOLS:
+                raise StoreError(f"database url option {name} must be true or false")
+            out[name] = _BOOLS[value.strip().lower()]
+        elif name in _MYSQL_TEXTS:
+            out[name] = value
+        else:
+            raise StoreError(f"database url option {name!r} is not a MySQL connection option "
+                             f"(the pool's: max_connections, stale_timeout, pool_timeout; PyMySQL's: "
+                             f"{', '.join(_MYSQL_INTS + _MYSQL_BOOLS + _MYSQL_TEXTS)})")
+    return out
 
 
 def _attach_psycopg2() -> None:
@@ -248,6 +289,11 @@ class Store:
                     raise StoreUnavailable(f"cannot connect to {self.display_url}: {_first_line(exc)}") from None
                 except peewee.DatabaseError as exc:  # reached, but not a database ("file is not a database")
                     raise StoreError(f"cannot open {self.display_url}: {_first_line(exc)}") from None
+                except MaxConnectionsExceeded:
+                    # A ValueError: callers must not take a busy pool for data the database refused
+                    # (the spend log dropped such a row instead of spooling it).
+                    raise StoreUnavailable(f"{self.display_url}: every pooled connection stayed in use past "
+                                           "pool_timeout") from None
         try:
             yield db
         finally:

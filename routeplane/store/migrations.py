@@ -180,6 +180,8 @@ class Migrator:
         with self.store.connection() as db, self._run_lock(db):
             if self.store.dialect == "mysql":
                 self._check_charset(db)
+            elif self.store.dialect == "postgresql":
+                self._check_encoding(db)
             self._ensure_history(db)
             _raise_changed(_states(self.plan, self._applied()), self.plan)
             for migration in self.plan:
@@ -228,8 +230,7 @@ class Migrator:
         default before 11.6 where no config sets one) or utf8mb3, text that does not fit (an
         x-request-id or account id with an emoji or CJK) made the database refuse the spend row,
         so the request went unrecorded. Refuse before creating any table instead."""
-        applied = self._applied() if self.store.table_exists(HISTORY) else {}
-        if all(s.state != "pending" for s in _states(self.plan, applied)):
+        if not self._pending():
             return  # nothing to create: an existing database is left as it is
         cursor = db.execute_sql("SELECT @@character_set_database, DATABASE()")
         charset, name = cursor.fetchone()
@@ -239,6 +240,27 @@ class Migrator:
                                  f"routeplane's tables need utf8mb4 (text {charset} cannot hold is refused, and a "
                                  f"spend row holding it lost). Run: ALTER DATABASE `{name}` CHARACTER SET utf8mb4; "
                                  "then migrate again")
+
+    def _check_encoding(self, db: Any) -> None:
+        """PostgreSQL: a database in LATIN1 (or any encoding but UTF8) cannot hold CJK or emoji, so a
+        spend row with such an account id or model name would be refused, and the request go unrecorded.
+        Refuse before creating any table, as for MySQL. SQL_ASCII stores the UTF-8 bytes it is sent as
+        they are (the connection is UTF8): it holds every text."""
+        if not self._pending():
+            return
+        cursor = db.execute_sql("SELECT pg_encoding_to_char(encoding), datname FROM pg_database "
+                                "WHERE datname = current_database()")
+        encoding, name = cursor.fetchone()
+        cursor.close()
+        if encoding not in ("UTF8", "SQL_ASCII"):
+            raise MigrationError(f"the database {self.store.display_url} has the encoding {encoding}; routeplane's "
+                                 f"tables need UTF8 (text {encoding} cannot hold is refused, and a spend row holding "
+                                 f"it lost). Create it again with CREATE DATABASE \"{name}\" ENCODING 'UTF8' "
+                                 "TEMPLATE template0; then migrate")
+
+    def _pending(self) -> bool:
+        applied = self._applied() if self.store.table_exists(HISTORY) else {}
+        return any(s.state == "pending" for s in _states(self.plan, applied))
 
     def _undo_committed(self, db: Any, ran: List[str]) -> str:
         """What the error adds after undoing what a failed migration left committed.

@@ -15,6 +15,7 @@ from ..app import AppBuilder, MigrationItem, Plugin, PluginId
 from ..hooks.language_model import SettlementRecorder
 from ..ids import new_hex
 from ..language_model.settlement import Settlement
+from ..metrics import grouping
 from .database import Store
 from .spool import Spool
 
@@ -95,24 +96,34 @@ def spend_row(s: Settlement, now: Optional[float] = None,
         "route": _cut(s.route) or "",
         "provider": _cut(s.provider),
         "model": _cut(s.model),
-        "inbound_protocol": s.inbound_protocol,
+        "inbound_protocol": _cut(s.inbound_protocol, 64),
         "streamed": bool(s.streamed),
-        "input_tokens": int(u.input_tokens),
-        "cache_read_tokens": int(u.cache_read_tokens),
-        "cache_write_tokens": int(u.cache_write_tokens),
-        "output_tokens": int(u.output_tokens),
-        "reasoning_tokens": int(u.reasoning_tokens),
+        "input_tokens": _tokens(u.input_tokens),
+        "cache_read_tokens": _tokens(u.cache_read_tokens),
+        "cache_write_tokens": _tokens(u.cache_write_tokens),
+        "output_tokens": _tokens(u.output_tokens),
+        "reasoning_tokens": _tokens(u.reasoning_tokens),
         "usage_reported": bool(u.reported),
         "cost_micro_usd": s.cost_micro_usd,
         "latency_ms": float(s.latency_ms),
         "ttft_ms": s.ttft_ms,
         "attempts": len(attempts),
         "attempts_json": json.dumps(attempts, separators=(",", ":")),
-        "outcome": s.outcome,
-        "error_type": s.error_type,
+        "outcome": _cut(s.outcome, 32),
+        "error_type": _cut(s.error_type, 64),  # a plugin's own error kind may be longer
         "status": int(s.status),
         "metadata_json": _metadata_json({k: v for k, v in s.metadata.items() if k in metadata_plugins}),
     }
+
+
+# The most tokens one bucket of one row holds (about 10^12, far past any context window): an upstream's
+# absurd usage (10^20) would overflow the BIGINT columns, and the database refuse the whole row. Capped,
+# a row's buckets and the totals over millions of such rows still fit 64 bits on every dialect.
+MAX_TOKENS = 2 ** 40
+
+
+def _tokens(n: int) -> int:
+    return min(max(int(n), 0), MAX_TOKENS)
 
 
 def _metadata_json(metadata: Any) -> Optional[str]:
@@ -409,18 +420,21 @@ class SpendTotal:
 
 
 def spend_totals(store: Store, since: float, until: Optional[float] = None, by: str = "account") -> List[SpendTotal]:
-    """Totals over [since, until) grouped by account, model, provider or route; most expensive first."""
-    column = GROUPS[by]
+    """Totals over [since, until) grouped by account, model, provider or route; most expensive first.
+
+    Names are grouped as written on every dialect (MySQL's collation would merge `gpt-x`, `GPT-x` and
+    `gpt-x `), as the dashboard groups them."""
+    key, group = grouping(store, [GROUPS[by]])
     p = store.param
     until = time.time() + 1 if until is None else until
     rows = store.execute(
-        f"SELECT {column}, COUNT(*),"
+        f"SELECT {key}, COUNT(*),"
         " SUM(CASE WHEN outcome = 'success' THEN 0 ELSE 1 END),"
         " SUM(input_tokens + cache_read_tokens + cache_write_tokens),"
         " SUM(output_tokens + reasoning_tokens),"
         " SUM(cost_micro_usd),"
         " SUM(CASE WHEN cost_micro_usd IS NULL THEN 1 ELSE 0 END)"
-        f" FROM {TABLE} WHERE started_at >= {p} AND started_at < {p} GROUP BY {column}",
+        f" FROM {TABLE} WHERE started_at >= {p} AND started_at < {p} GROUP BY {group}",
         (since, until),
     )
     out = [SpendTotal(r[0], *(int(v or 0) for v in r[1:])) for r in rows]
