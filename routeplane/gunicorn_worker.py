@@ -39,6 +39,8 @@ from gunicorn import util
 from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
 
+from .logs import redact, redact_logger
+
 # Long enough for a client's next request on a busy connection (tens of µs to
 # a few ms), short enough that a thread is soon back for other connections.
 LINGER_SECONDS = 0.02
@@ -47,6 +49,8 @@ LINGER_SECONDS = 0.02
 class ThreadWorker(_GThreadWorker):
     def init_process(self) -> None:
         util.write_error = write_json_error  # gunicorn's own refusals (limits, bad framing) in JSON
+        for logger in (self.log.error_log, self.log.access_log):  # a refused request line may hold `?key=`
+            redact_logger(logger)
         linger = stop_keepalive_linger()
         if linger is not None and hasattr(gthread, "STOP_KEEPALIVE_LINGER"):  # gunicorn >= 27
             gthread.STOP_KEEPALIVE_LINGER = min(gthread.STOP_KEEPALIVE_LINGER, linger)
@@ -116,7 +120,7 @@ def write_json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None
     Anthropic `type: error` + `error.type/message`, Gemini
     `error.code/message/status`), and each SDK reads it as its own.
     """
-    message = f"{reason}: {mesg}" if mesg else reason
+    message = redact(f"{reason}: {mesg}" if mesg else reason)  # the refused request line, `?key=` and all
     body = json.dumps({"type": "error", "error": {
         "type": "invalid_request_error" if status_int < 500 else "api_error",
         "message": message[:500],

@@ -1,8 +1,45 @@
-"""Logging set-up: one format for the gateway's own loggers."""
+"""Logging set-up: one format for the gateway's own loggers, and credentials kept out of every line."""
 
 from __future__ import annotations
 
 import logging
+import re
+
+# A query parameter that carries a credential: Gemini clients send `?key=<api key>`. gunicorn writes the
+# request line, query and all, when it refuses one before the app runs ("Invalid request from ip=…") or
+# when a request fails outside the app; the value ends at the next parameter, quote, backslash (a repr'd
+# control character) or space.
+_QUERY_SECRET = re.compile(r"([?&;](?:key|api[_-]?key|access[_-]?token|token)=)[^&;#\s'\"\\]+", re.IGNORECASE)
+# Wherever else a client put one: an API key's secret part (its id is public) and a compact JWT.
+_API_KEY_SECRET = re.compile(r"(rpk_[0-9a-f]{16}_)[A-Za-z0-9_-]{43}")
+_JWT = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+REDACTED = "[redacted]"
+
+
+def redact(text: str) -> str:
+    """`text` with credential query parameters, API-key secrets and JWTs replaced by `[redacted]`."""
+    text = _QUERY_SECRET.sub(r"\1" + REDACTED, text)
+    return _JWT.sub(REDACTED, _API_KEY_SECRET.sub(r"\1" + REDACTED, text))
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites a record whose message names a credential query parameter; every record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken format: logging reports it itself, later
+            return True
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+def redact_logger(logger: logging.Logger) -> None:
+    """Install the RedactingFilter on `logger` once (gunicorn's error and access logs, in each worker)."""
+    if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+        logger.addFilter(RedactingFilter())
 
 
 def configure_logging(level: str = "info") -> None:
@@ -11,5 +48,6 @@ def configure_logging(level: str = "info") -> None:
     if not logger.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.addFilter(RedactingFilter())  # on the handler: it sees the records of every child logger too
         logger.addHandler(handler)
         logger.propagate = False

@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("routeplane.auth.budget")
 
 BUDGET_ID = PluginId("budget")
+# The kind of a 503 budget_unavailable: the gateway's own failure, for the client to retry. Not "budget",
+# which every wire renders as "out of money" (Anthropic 402 billing_error, Gemini RESOURCE_EXHAUSTED,
+# OpenAI insufficient_quota), none of which an SDK retries.
+UNAVAILABLE_KIND = "internal"
 
 
 class BudgetHook(PreRequestHook):
@@ -54,8 +58,8 @@ class BudgetHook(PreRequestHook):
         entry_id = uuid.uuid4().hex
         if not plugin.store.available:  # no database: limits cannot be enforced
             if rules and plugin.settings.fail_closed:
-                return HookDecision.deny(DenyReason("budget", "Budgets need a database; none is configured.", 503,
-                                                    code="budget_unavailable"))
+                return HookDecision.deny(DenyReason(UNAVAILABLE_KIND, "Budgets need a database; none is configured.",
+                                                    503, code="budget_unavailable"))
             return HookDecision.allow()
         try:
             ttl = plugin.settings.reservation_ttl_seconds
@@ -66,7 +70,7 @@ class BudgetHook(PreRequestHook):
         except Exception:
             log.exception("budget check failed for request %s", ctx.request_id)
             if plugin.settings.fail_closed:
-                return HookDecision.deny(DenyReason("budget", "The budget cannot be checked right now; "
+                return HookDecision.deny(DenyReason(UNAVAILABLE_KIND, "The budget cannot be checked right now; "
                                                     "try again shortly.", 503, code="budget_unavailable"))
             return HookDecision.allow()  # configured to fail open: admitted unchecked and unrecorded
         rule = verdict.denied_by

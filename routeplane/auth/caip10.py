@@ -9,10 +9,12 @@ from dataclasses import dataclass
 SOLANA_MAINNET = "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp"
 BASE_MAINNET = "eip155:8453"
 
-_SOLANA_REF = re.compile(r"^[-_a-zA-Z0-9]{1,32}$")
-_EVM_REF = re.compile(r"^[1-9][0-9]{0,31}$")
-_EVM_ADDR = re.compile(r"^0x[0-9a-fA-F]{40}$")
-_B58 = re.compile(r"^[1-9A-HJ-NP-Za-km-z]{32,44}$")
+# Used with fullmatch(): `$` also matches before a final newline, and base58 decoding strips one, so
+# `…ADDR\n` would pass as a second spelling of the same key, naming a second account.
+_SOLANA_REF = re.compile(r"[-_a-zA-Z0-9]{1,32}")
+_EVM_REF = re.compile(r"[1-9][0-9]{0,31}")
+_EVM_ADDR = re.compile(r"0x[0-9a-fA-F]{40}")
+_B58 = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,44}")
 
 ALG_FOR_NAMESPACE = {"solana": "SOL_EDDSA", "eip155": "EIP191K"}
 
@@ -55,7 +57,7 @@ def parse_caip10(value: object) -> Caip10:
         raise CaipError("iss must be a CAIP-10 account id")
     namespace, reference, address = parts
     if namespace == "solana":
-        if not _SOLANA_REF.match(reference) or not _B58.match(address):
+        if not _SOLANA_REF.fullmatch(reference) or not _B58.fullmatch(address):
             raise CaipError("iss is not a valid Solana CAIP-10 account id")
         import base58
 
@@ -63,7 +65,7 @@ def parse_caip10(value: object) -> Caip10:
             raise CaipError("iss is not a valid Solana CAIP-10 account id")
         return Caip10(namespace, reference, address)
     if namespace == "eip155":
-        if not _EVM_REF.match(reference) or not _EVM_ADDR.match(address):
+        if not _EVM_REF.fullmatch(reference) or not _EVM_ADDR.fullmatch(address):
             raise CaipError("iss is not a valid EVM CAIP-10 account id")
         return Caip10(namespace, reference, address.lower())
     raise CaipError("iss must name a solana or eip155 account")
@@ -74,8 +76,8 @@ def parse_chain(value: str) -> str:
     if value in ALG_FOR_NAMESPACE:
         return value
     namespace, sep, reference = value.partition(":")
-    ok = sep and ((namespace == "solana" and _SOLANA_REF.match(reference))
-                  or (namespace == "eip155" and _EVM_REF.match(reference)))
+    ok = sep and ((namespace == "solana" and _SOLANA_REF.fullmatch(reference))
+                  or (namespace == "eip155" and _EVM_REF.fullmatch(reference)))
     if not ok:
         raise CaipError(f"{value!r} is not a CAIP-2 chain id (e.g. eip155:8453) or a namespace (solana, eip155)")
     return value

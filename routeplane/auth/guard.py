@@ -162,11 +162,14 @@ def check_context(app: "App", ctx: Any) -> Any:
     return HookDecision.allow()
 
 
-def require_scope(app: "App", scope: str = "api", render: Optional[Callable[[RouteplaneError], Any]] = None) -> Callable:
+def require_scope(app: "App", scope: str = "api", render: Optional[Callable[[RouteplaneError], Any]] = None,
+                  query_key: bool = False) -> Callable:
     """Decorator for a Flask view: 401 without valid credentials, 403 without the scope (`api` or `admin`).
 
     The identity is left in `flask.g.routeplane_identity`. Errors render in the
     OpenAI error shape unless `render` (an error-body function) is given.
+    `query_key`: a Gemini view, where `?key=` is a credential too when no header carries one
+    (as on generateContent); never for admin views, whose credentials stay out of URLs.
     """
 
     def decorator(view: Callable) -> Callable:
@@ -177,7 +180,10 @@ def require_scope(app: "App", scope: str = "api", render: Optional[Callable[[Rou
             from ..protocols.openai_chat import CLIENT
             from ..web.common import error_response, request_id
 
-            identity, err = authenticate_request(app, request.headers, request.remote_addr, scope=scope)
+            headers: Mapping[str, str] = request.headers
+            if query_key and credential_from_headers(headers) is None and request.args.get("key"):
+                headers = {**dict(headers), "x-goog-api-key": request.args["key"]}
+            identity, err = authenticate_request(app, headers, request.remote_addr, scope=scope)
             if err is not None:
                 return error_response(err, render or CLIENT.error_body, request_id())
             g.routeplane_identity = identity

@@ -24,7 +24,7 @@ ALGORITHMS = frozenset(ALG_FOR_NAMESPACE.values())
 SCOPES = ("api", "admin")
 BUDGET_SCOPES = ("session", "account")
 MAX_BUDGET = 10 ** 15  # a billion USD in micro-USD: anything bigger is a mistake
-_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+_SEGMENT = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: `$` would allow a final newline
 
 MALFORMED = "The bearer token is malformed."
 BAD_SIGNATURE = "The bearer token's signature is not valid for its issuer."
@@ -69,7 +69,7 @@ class VerifierSettings:
 
 def b64url_decode(segment: str) -> bytes:
     """Strict base64url without padding; rejects padding, stray characters and non-canonical tails."""
-    if not _SEGMENT.match(segment) or len(segment) % 4 == 1:
+    if not _SEGMENT.fullmatch(segment) or len(segment) % 4 == 1:
         raise ValueError("not base64url")
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
@@ -165,7 +165,7 @@ def _signed_claims(token: str, max_token_bytes: int) -> Tuple[Dict[str, Any], Ca
     header = _json_object(header_raw)
     claims = _json_object(payload_raw)
     alg = header.get("alg")
-    if alg not in ALGORITHMS:  # `none`, HS256, RS256, ... are never accepted
+    if not isinstance(alg, str) or alg not in ALGORITHMS:  # `none`, HS256, RS256, a list ... are never accepted
         raise TokenError("The token's algorithm is not accepted (use SOL_EDDSA or EIP191K).")
     typ = header.get("typ", "JWT")
     if not isinstance(typ, str) or typ.upper() != "JWT" or "crit" in header:

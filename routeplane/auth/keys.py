@@ -19,7 +19,7 @@ from .store import ApiKeyRow, AuthStore
 from .window import BudgetWindow
 
 PREFIX = "rpk_"
-_KEY = re.compile(r"^rpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+_KEY = re.compile(r"rpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")  # fullmatch: `$` allows a final newline
 
 
 class KeyError_(Exception):
@@ -35,7 +35,7 @@ def hash_secret(key: str) -> str:
 
 
 def split_key(key: str) -> Optional[Tuple[str, str]]:
-    m = _KEY.match(key)
+    m = _KEY.fullmatch(key)
     return (m.group(1), m.group(2)) if m else None
 
 

@@ -23,7 +23,7 @@ from .store import AuthStore, RevokedToken
 
 REVOKED_MESSAGE = "This token has been revoked."
 _CUTOFF = "The cut-off is 'now' or a unix time in seconds."
-_ACCOUNT = re.compile(r"^acct_[0-9a-f]{32}$")
+_ACCOUNT = re.compile(r"acct_[0-9a-f]{32}")  # fullmatch: `$` allows a final newline
 
 
 def token_id_for(token: str, jti: Optional[str]) -> str:
@@ -63,7 +63,7 @@ def account_for(account: Optional[str] = None, iss: Optional[str] = None) -> str
             return parse_caip10(iss).account_id
         except CaipError as exc:
             raise RevocationError(f"The iss is not accepted: {exc}.") from None
-    if not isinstance(account, str) or not _ACCOUNT.match(account):
+    if not isinstance(account, str) or not _ACCOUNT.fullmatch(account):
         raise RevocationError("A JWT account id is acct_ and 32 lower-case hex digits (`routeplane token show`).")
     return account
 

@@ -14,6 +14,10 @@ class Labels:
     def __init__(self, routes: FrozenSet[str] = frozenset(), providers: FrozenSet[str] = frozenset(),
                  models: FrozenSet[str] = frozenset()) -> None:
         self.routes, self.providers, self.models = routes, providers, models
+        # The folded names' label: `other`, unless the config itself uses that name (then `(other)`, as
+        # /admin/metrics says): a configured route must not be credited with strangers' requests.
+        self._other = {dim: _other_label(known) for dim, known in
+                       (("route", routes), ("provider", providers), ("model", models))}
 
     @classmethod
     def from_config(cls, config: Any) -> "Labels":
@@ -25,18 +29,25 @@ class Labels:
         return cls(routes, providers, models)
 
     def route(self, value: Optional[str]) -> str:
-        return value if value in self.routes else OTHER
+        return value if value in self.routes else self._other["route"]
 
     def provider(self, value: Optional[str]) -> str:
         if value is None:
             return "none"
-        return value if value in self.providers else OTHER
+        return value if value in self.providers else self._other["provider"]
 
     def model(self, value: Optional[str]) -> str:
         if value is None:
             return "none"
-        return value if value in self.models else OTHER
+        return value if value in self.models else self._other["model"]
 
     @staticmethod
     def outcome(value: Optional[str]) -> str:
         return value if value in OUTCOMES else OTHER
+
+
+def _other_label(known: FrozenSet[str]) -> str:
+    label = OTHER
+    while label in known:
+        label = f"({label})"
+    return label

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from flask import Blueprint, Response
@@ -36,7 +37,9 @@ def render(app: "App", labels: Labels) -> str:
     Key = Tuple[str, str, str]
     requests: Dict[Tuple[str, str, str, str], int] = {}
     tokens: Dict[Tuple[str, str, str, str], int] = {}
-    cost: Dict[Key, float] = {}
+    # Integer micro-USD, divided once: a float sum would depend on the order the database groups rows in,
+    # and a scrape reading 1 ulp less than the one before is a counter reset to Prometheus.
+    micro_usd: Dict[Key, int] = {}
     for route, provider, model, outcome, n, tin, tout, micro in store.execute(
             "SELECT route, provider, model, outcome, COUNT(*),"
             " SUM(input_tokens + cache_read_tokens + cache_write_tokens), SUM(output_tokens + reasoning_tokens),"
@@ -46,7 +49,7 @@ def render(app: "App", labels: Labels) -> str:
         requests[okey] = requests.get(okey, 0) + int(n)
         tokens[key + ("input",)] = tokens.get(key + ("input",), 0) + int(tin or 0)
         tokens[key + ("output",)] = tokens.get(key + ("output",), 0) + int(tout or 0)
-        cost[key] = cost.get(key, 0.0) + int(micro or 0) / 1_000_000
+        micro_usd[key] = micro_usd.get(key, 0) + int(micro or 0)
     out += ["# HELP routeplane_requests_total Requests served, all workers and hosts (from the spend log).",
             "# TYPE routeplane_requests_total counter"]
     for (r, p, m, o), n in sorted(requests.items()):
@@ -57,8 +60,8 @@ def render(app: "App", labels: Labels) -> str:
         out.append(f"routeplane_tokens_total{_labels(route=r, provider=p, model=m, type=t)} {n}")
     out += ["# HELP routeplane_cost_usd_total Cost of served requests with a known price, USD.",
             "# TYPE routeplane_cost_usd_total counter"]
-    for (r, p, m), usd in sorted(cost.items()):
-        out.append(f"routeplane_cost_usd_total{_labels(route=r, provider=p, model=m)} {usd!r}")
+    for (r, p, m), micro in sorted(micro_usd.items()):
+        out.append(f"routeplane_cost_usd_total{_labels(route=r, provider=p, model=m)} {micro / 1_000_000!r}")
     out += _duration(store, labels)
     out += _plugins(store)
     return "\n".join(out) + "\n"
@@ -66,17 +69,20 @@ def render(app: "App", labels: Labels) -> str:
 
 def _duration(store: Any, labels: Labels) -> List[str]:
     cases = ", ".join(f"SUM(CASE WHEN latency_ms <= {b * 1000.0!r} THEN 1 ELSE 0 END)" for b in BUCKETS)
-    hist: Dict[str, List[float]] = {}
+    hist: Dict[str, List[int]] = {}
+    latency_ms: Dict[str, List[float]] = {}  # per label, the groups' sums: fsum'd, so the row order cannot matter
     for row in store.execute(f"SELECT route, {cases}, COUNT(*), SUM(latency_ms) FROM spend_log GROUP BY route"):
-        acc = hist.setdefault(labels.route(row[0]), [0.0] * (len(BUCKETS) + 2))
-        for i, v in enumerate(row[1:]):
-            acc[i] += float(v or 0)
+        route = labels.route(row[0])
+        acc = hist.setdefault(route, [0] * (len(BUCKETS) + 1))
+        for i, v in enumerate(row[1:len(BUCKETS) + 2]):
+            acc[i] += int(v or 0)
+        latency_ms.setdefault(route, []).append(float(row[-1] or 0))
     out = ["# HELP routeplane_request_duration_seconds Request latency at the gateway (whole stream for streams).",
            "# TYPE routeplane_request_duration_seconds histogram"]
     for route, acc in sorted(hist.items()):
         for b, n in zip(BUCKETS, acc):
             out.append(f"routeplane_request_duration_seconds_bucket{_labels(route=route, le=repr(b))} {int(n)}")
-        count, total_ms = acc[len(BUCKETS)], acc[len(BUCKETS) + 1]
+        count, total_ms = acc[len(BUCKETS)], math.fsum(latency_ms[route])
         out.append(f"routeplane_request_duration_seconds_bucket{_labels(route=route, le='+Inf')} {int(count)}")
         out.append(f"routeplane_request_duration_seconds_sum{_labels(route=route)} {total_ms / 1000.0!r}")
         out.append(f"routeplane_request_duration_seconds_count{_labels(route=route)} {int(count)}")
