@@ -201,21 +201,20 @@ def merge_failures(errors: Sequence[UpstreamError]) -> UpstreamError:
     """Combine the errors of every attempt into the one the client sees.
 
     All 429 → 429 with the earliest Retry-After; all timeouts → 504; a single
-    attempt keeps its own error; otherwise 502, or 503 if every target was
-    overloaded.
+    attempt keeps its own error; otherwise 502, or 503 (with the earliest
+    Retry-After) if every target was overloaded.
     """
     if len(errors) == 1:
         return errors[0]
     statuses = [e.status for e in errors]
     summary = "; ".join(f"{e.provider or '?'}: {e.message}" for e in errors)
     message = f"All {len(errors)} upstream targets failed ({summary})"
+    hints = [e.retry_after for e in errors if e.retry_after is not None]
+    earliest = min(hints) if hints else None  # a client comes back when the first target frees up
     if all(s == 429 for s in statuses):
-        hints = [e.retry_after for e in errors if e.retry_after is not None]
-        return AllTargetsFailed(
-            message, errors=errors, status=429, kind="rate_limit", retry_after=min(hints) if hints else None
-        )
+        return AllTargetsFailed(message, errors=errors, status=429, kind="rate_limit", retry_after=earliest)
     if all(isinstance(e, UpstreamTimeout) or e.status == 504 or e.kind == "timeout" for e in errors):
         return AllTargetsFailed(message, errors=errors, status=504, kind="timeout")
     if all(s in (503, 529) for s in statuses):
-        return AllTargetsFailed(message, errors=errors, status=503, kind="overloaded")
+        return AllTargetsFailed(message, errors=errors, status=503, kind="overloaded", retry_after=earliest)
     return AllTargetsFailed(message, errors=errors, status=502, kind="upstream")

@@ -72,7 +72,7 @@ def explain(app: "App", wire: str, body: Any, headers: Mapping[str, str], creden
     routing: Dict[str, Any] = {}
     if verdict == "allow":
         try:
-            chain = app.pipeline.routing_table.resolve(ctx.prompt.model)
+            chain = app.pipeline.routing_table.preview(ctx.prompt.model)  # a dry run: the rotation stays
             routing["resolved"] = [_target_row(ctx.prompt, t) for t in chain]
             for plugin_id, hook in hooks.route:
                 chain = list(hook.resolve(list(chain), ctx))

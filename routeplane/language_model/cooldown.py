@@ -82,14 +82,24 @@ class CooldownTracker:
             b = self._breakers.get(label)
             if b is None or b.open_until == 0.0:
                 return True
-            if now < b.open_until:
-                return False
-            # Half-open: one probe at a time. A probe that never reported
-            # (its thread died) stops blocking others after one period.
-            if b.probe_since is not None and now - b.probe_since < max(self.settings.cooldown.seconds, 1.0):
+            if self._skipped(b, now):
                 return False
             b.probe_since = now
             return True
+
+    def would_skip(self, label: str) -> bool:
+        """Would a request skip this target now? Claims nothing (dry runs: count_tokens)."""
+        now = self._clock()
+        with self._lock:
+            b = self._breakers.get(label)
+            return b is not None and b.open_until != 0.0 and self._skipped(b, now)
+
+    def _skipped(self, b: _Breaker, now: float) -> bool:
+        """Open, or half-open with its one probe out. A probe that never reported
+        (its thread died) stops blocking others after one period."""
+        if now < b.open_until:
+            return True
+        return b.probe_since is not None and now - b.probe_since < max(self.settings.cooldown.seconds, 1.0)
 
     def record_success(self, label: str) -> None:
         with self._lock:
@@ -114,8 +124,9 @@ class CooldownTracker:
             if policy.failures > 0 and (probing or b.failures >= policy.failures):
                 until = now + policy.seconds
             hint = err.retry_after
-            if hint is not None and self.settings.retry_after_max > 0:
-                # The upstream said when to come back: do not call it before then (capped).
+            if hint is not None and hint > 0 and self.settings.retry_after_max > 0:
+                # The upstream said when to come back: do not call it before then (capped). "0" is
+                # "now": it must not open the breaker (half-open would let one request at a time through).
                 until = max(until, now + min(hint, self.settings.retry_after_max))
             if until:
                 b.open_until = max(b.open_until, until) if b.open_until > now else until

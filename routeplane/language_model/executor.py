@@ -156,7 +156,7 @@ class HttpExecutor(Executor):
                                 retriable=False)
         if resp.status_code >= 400:
             try:
-                raw = _read_limited(resp, 64 * 1024, target, deadline, ctx)
+                raw = _read_error_body(resp, ERROR_BODY_BYTES, target, deadline, ctx)
             finally:
                 call.done = True
                 resp.close()
@@ -354,6 +354,30 @@ def _read_limited(resp: requests.Response, limit: int, target: RoutingTarget,
         _raise_if_aborted(ctx, exc)
         raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
     _raise_if_aborted(ctx)  # cut mid-body: a truncated answer is not an answer
+    return b"".join(chunks)
+
+
+ERROR_BODY_BYTES = 64 * 1024
+
+
+def _read_error_body(resp: requests.Response, limit: int, target: RoutingTarget, deadline: "_Deadline",
+                     ctx: Optional["PipelineContext"] = None) -> bytes:
+    """At most `limit` bytes of an error answer's body. The status line is the verdict (a 400 must not
+    fall back, a 429 keeps its Retry-After); the body only explains it, so a long one (a provider echoing
+    the prompt) is cut, and one that breaks, stalls or outlives the total timeout leaves what arrived."""
+    chunks: List[bytes] = []
+    size = 0
+    try:
+        deadline.before_read(resp, target)
+        for chunk in resp.iter_content(chunk_size=8192):
+            chunks.append(chunk[:limit - size])
+            size += len(chunks[-1])
+            if size >= limit:
+                break
+            deadline.before_read(resp, target)
+    except Exception as exc:  # noqa: BLE001 - a body cut short still carries the status
+        _raise_if_aborted(ctx, exc)
+    _raise_if_aborted(ctx)
     return b"".join(chunks)
 
 

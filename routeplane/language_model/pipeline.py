@@ -199,11 +199,20 @@ class LanguageModelPipeline:
     def route_chain(self, ctx: PipelineContext) -> List[RoutingTarget]:
         """The route stage without its event: the model's targets, as the route hooks leave them, less
         those that cannot take the prompt (language_model/capability.py; none left that could is a 400).
-        count_tokens' dry run takes the same chain."""
-        chain = self.routing_table.resolve(ctx.prompt.model)
+        count_tokens' dry run takes the same chain, previewed: looking does not turn a round robin."""
+        table = self.routing_table
+        chain = table.preview(ctx.prompt.model) if ctx.dry_run else table.resolve(ctx.prompt.model)
         for _plugin_id, hook in self.hooks.route:
             chain = list(hook.resolve(list(chain), ctx))
         return capable_targets(ctx.prompt, chain)
+
+    def first_callable(self, chain: List[RoutingTarget]) -> Optional[RoutingTarget]:
+        """The target a request along `chain` would call first (as `_hops`, claiming no probe): a dry run that
+        forwards (count_tokens) must not pay a dead head's timeout that the request itself would skip."""
+        for target in chain:
+            if not self.cooldown.would_skip(target.label):
+                return target
+        return chain[0] if chain else None
 
     def _attempt(self, run: _Run, chain: List[RoutingTarget], call: Callable[[RoutingTarget], Any],
                  streaming: bool = False) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import random
 import threading
 from dataclasses import dataclass, field
@@ -108,6 +107,11 @@ class RoutingTable:
     def resolve(self, model: str) -> List[RoutingTarget]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def preview(self, model: str) -> List[RoutingTarget]:
+        """The chain `resolve` would give now, for a dry run (count_tokens, explain) that calls nothing.
+        A table whose `resolve` moves state (a rotation) overrides this, so that looking moves nothing."""
+        return self.resolve(model)
+
     def routes(self) -> Sequence[Route]:  # pragma: no cover - interface
         raise NotImplementedError
 
@@ -132,7 +136,7 @@ class StaticRoutingTable(RoutingTable):
         self._routes: Dict[str, Route] = {r.name: r for r in routes}
         # Provider templates for direct routing: a RoutingTarget with an empty model.
         self._providers: Dict[str, RoutingTarget] = dict(providers or {})
-        self._counters: Dict[str, "itertools.count[int]"] = {name: itertools.count() for name in self._routes}
+        self._turns: Dict[str, int] = {}  # round_robin: requests each route has served
         self._lock = threading.Lock()
         self._rng = rng or random.Random()
 
@@ -146,9 +150,17 @@ class StaticRoutingTable(RoutingTable):
         return tuple(t for r in self._routes.values() for t in r.targets)
 
     def resolve(self, model: str) -> List[RoutingTarget]:
+        return self._resolve(model, advance=True)
+
+    def preview(self, model: str) -> List[RoutingTarget]:
+        """The next request's chain, without turning the rotation: a client that counts tokens before
+        each message would otherwise send every message to the same one of two round-robin targets."""
+        return self._resolve(model, advance=False)
+
+    def _resolve(self, model: str, advance: bool) -> List[RoutingTarget]:
         route = self._routes.get(model)
         if route is not None:
-            return self._order(route)
+            return self._order(route, advance)
         direct = self._direct(model)
         if direct is None:
             raise ModelNotFound(model)
@@ -172,13 +184,15 @@ class StaticRoutingTable(RoutingTable):
         prices = template.options.get("model_prices", {})
         return template.replace(model=model_id, prices=prices.get(model_id, template.prices))  # type: ignore[union-attr]
 
-    def _order(self, route: Route) -> List[RoutingTarget]:
+    def _order(self, route: Route, advance: bool = True) -> List[RoutingTarget]:
         targets = list(route.targets)
         if len(targets) < 2 or route.strategy == "priority":
             return targets
         if route.strategy == "round_robin":
             with self._lock:
-                n = next(self._counters[route.name])
+                n = self._turns.get(route.name, 0)
+                if advance:
+                    self._turns[route.name] = n + 1
             head = n % len(targets)
             return targets[head:] + targets[:head]
         # weighted: draw the head by weight, then the rest by weight without replacement

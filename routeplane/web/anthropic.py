@@ -97,9 +97,10 @@ def _count_tokens(app: "App", body: Any, rid: str) -> Response:
     ctx = PipelineContext(rid, anthropic_messages.PROTOCOL, prompt, headers, credential=credential())
     ctx.dry_run = True  # hooks decide but do not act: no reservation, no spend (as POST /admin/explain)
     chain = preflight(app, ctx)
-    if chain and chain[0].protocol == anthropic_messages.PROTOCOL:
-        outbound = body if ctx.prompt is prompt else _encode_count_tokens(ctx.prompt, chain[0])
-        return _forward_count_tokens(chain[0], outbound, ctx.prompt, rid)
+    head = app.pipeline.first_callable(chain) if chain else None  # a head cooling down is skipped, as by messages
+    if head is not None and head.protocol == anthropic_messages.PROTOCOL:
+        outbound = body if ctx.prompt is prompt else _encode_count_tokens(ctx.prompt, head)
+        return _forward_count_tokens(head, outbound, ctx.prompt, rid)
     resp = Response(json.dumps({"input_tokens": max(1, estimate_tokens(prompt_text(ctx.prompt)))}),
                     mimetype="application/json")
     resp.headers["x-request-id"] = rid

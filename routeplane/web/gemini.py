@@ -72,14 +72,14 @@ def make_blueprint(app: "App") -> Blueprint:
         return generate(target)
 
     @bp.get("/v1beta/models")
-    @require_scope(app, render=gemini.CLIENT.error_body)
+    @require_scope(app, render=gemini.CLIENT.error_body, query_key=True)
     def list_models() -> Response:
         from .openai import allowed_models
 
         return jsonify(gemini_models_page(allowed_models(app)))
 
     @bp.get("/v1beta/models/<path:model_id>")
-    @require_scope(app, render=gemini.CLIENT.error_body)
+    @require_scope(app, render=gemini.CLIENT.error_body, query_key=True)
     def get_model(model_id: str) -> Response:
         from .openai import allowed_models
 
@@ -120,7 +120,7 @@ def _count_tokens(app: "App", model: str, body: Any, rid: str) -> Response:
     prompt = gemini.CLIENT.for_path(model, False).decode_request(body)
     ctx = PipelineContext(rid, gemini.PROTOCOL, prompt, dict(request.headers), credential=credential())
     ctx.dry_run = True  # as Anthropic's count_tokens: hooks decide but do not act (no reservation, no charge)
-    app.pipeline.routing_table.resolve(prompt.model)  # an unknown model is a 404, as for generateContent
+    app.pipeline.routing_table.preview(prompt.model)  # an unknown model is a 404, as for generateContent
     decision = check_context(app, ctx)
     if decision.kind is DecisionKind.DENY and decision.reason is not None:
         reason = decision.reason
