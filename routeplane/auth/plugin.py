@@ -50,7 +50,10 @@ def _deny(failure: AuthFailure) -> HookDecision:
         return HookDecision.deny(DenyReason.unauthorized(failure.message))
     if failure.status == 403:
         return HookDecision.deny(DenyReason.forbidden(failure.message))
-    return HookDecision.deny(DenyReason.custom(failure.status, failure.message))
+    # 503: the key or revocation store cannot answer. The gateway's own failure, for the client to retry
+    # (as budget_unavailable), not a plugin's "custom" refusal: metrics, the request log and OpenAI's
+    # `code` said `custom`/policy.
+    return HookDecision.deny(DenyReason("internal", failure.message, failure.status, code="auth_unavailable"))
 
 
 class AuthHook(PreRequestHook):
