@@ -327,3 +327,43 @@ def test_agent_capabilities_that_are_not_json_are_a_config_error(capabilities: s
     with pytest.raises(ConfigError) as err:
         parse_config(raw, "t")
     assert "agents.c.capabilities" in str(err.value) and problem in str(err.value)
+
+
+def test_sigterm_during_the_shutdown_that_the_end_of_stdin_began_still_stops_the_agents(tmp_path: Path) -> None:
+    """An editor closes the agent server's stdin and sends SIGTERM at once. The end of stdin starts close(),
+    which waits on each agent (2 s, then terminate, then kill); the signal raised KeyboardInterrupt inside that
+    wait, and the second close() (cli's `except KeyboardInterrupt`) returned at once (`_closing`): an agent that
+    does not exit at the end of its stdin was never terminated, orphaned."""
+    import subprocess
+
+    import yaml
+
+    script, pid_file = tmp_path / "stubborn.py", tmp_path / "agent.pid"
+    script.write_text(STUBBORN)
+    config = tmp_path / "routeplane.yaml"
+    config.write_text(yaml.safe_dump({
+        "providers": {"mock": {"protocol": "mock"}},
+        "models": {"default": {"targets": [{"provider": "mock", "model": "echo"}]}},
+        "agents": {"s": {"command": sys.executable, "args": [str(script), str(pid_file)]}}}))
+    proc = subprocess.Popen([sys.executable, "-m", "routeplane.cli", "acp", "--config", str(config)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            cwd=str(Path(__file__).parent.parent))
+    agent_pid = None
+    try:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.write(b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":1}}\n')
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["result"]["protocolVersion"] == 1
+        agent_pid = int(pid_file.read_text())
+        proc.stdin.close()  # close() begins: it waits up to 2 s for the agent to exit on its own
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert _wait(lambda: not _alive(agent_pid), timeout=5), "the agent outlived routeplane acp"
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if agent_pid is not None and _alive(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)

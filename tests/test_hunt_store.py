@@ -130,7 +130,7 @@ def test_a_drainer_rejecting_a_row_while_an_appender_waits_does_not_deadlock(tmp
         appender = threading.Thread(target=spool.append, args=([{"id": "late"}],), daemon=True)
         appender.start()
         deadline = time.monotonic() + 5
-        while not spool._lock.locked() and time.monotonic() < deadline:
+        while appender.is_alive() and not spool._lock.locked() and time.monotonic() < deadline:
             time.sleep(0.001)
         rejecter = threading.Thread(target=lambda: (spool.reject(rows), rejected.set()), daemon=True)
         rejecter.start()
@@ -143,6 +143,57 @@ def test_a_drainer_rejecting_a_row_while_an_appender_waits_does_not_deadlock(tmp
     while not seen and time.monotonic() < deadline:
         spool.drain(seen.extend)
     assert [r["id"] for r in seen] == ["late"]
+
+
+def test_an_appender_never_waits_for_a_drainer_writing_to_the_store(tmp_path: Any) -> None:
+    """The drainer held the spool's flock for the whole of write_rows (its retries, a connect timeout, a hung
+    connection). A worker that had to spool meanwhile (the store is down: exactly then) waited in append with
+    its group-commit writer role, so every request of that worker waited at settlement, for as long as the
+    drainer's database call took, without bound."""
+    import threading
+
+    spool = Spool(str(tmp_path / "spend.spool"))
+    spool.append([{"id": "old"}])
+    entered, release = threading.Event(), threading.Event()
+    written: List[str] = []
+
+    def hung_store(rows: List[Dict[str, Any]]) -> None:
+        entered.set()
+        release.wait(30)
+        written.extend(r["id"] for r in rows)
+
+    drainer = threading.Thread(target=spool.drain, args=(hung_store,), daemon=True)
+    drainer.start()
+    try:
+        assert entered.wait(5)
+        appender = threading.Thread(target=Spool(spool.path).append, args=([{"id": "new"}],), daemon=True)
+        appender.start()  # another worker of the host, as far as flock is concerned (its own open file)
+        appender.join(2)
+        assert not appender.is_alive(), "an append waited for the drainer's database write"
+        assert Spool(spool.path).drain(lambda rows: pytest.fail("a second drainer")) == 0
+    finally:
+        release.set()
+        drainer.join(5)
+    assert written == ["old"] and spool.pending()  # the row appended meanwhile is still there, for the next drain
+    later: List[str] = []
+    assert spool.drain(lambda rows: later.extend(r["id"] for r in rows)) == 1
+    assert later == ["new"] and not spool.pending()
+
+
+def test_a_drainer_killed_after_moving_the_lines_loses_none_and_doubles_none(sqlite_store: Store,
+                                                                              tmp_path: Any) -> None:
+    spool = Spool(str(tmp_path / "spend.spool"))
+    spool.append([spend_row(settlement("moved-1"))])
+
+    def killed_while_writing(rows: List[Dict[str, Any]]) -> None:
+        os._exit(0)
+
+    assert _in_child(lambda: Spool(spool.path).drain(killed_while_writing) or 1) == 0
+    assert spool.pending()  # the rows wait in .draining
+    spool.append([spend_row(settlement("spooled-after"))])
+    SpendRecorder(sqlite_store, spool=spool).record(settlement("live"))
+    assert sorted(r["request_id"] for r in spend_rows(sqlite_store)) == ["live", "moved-1", "spooled-after"]
+    assert not spool.pending() and not os.path.exists(spool.path + ".rejected")
 
 
 # --- PostgreSQL databases that are not UTF-8 -------------------------------------------------------------------
@@ -282,6 +333,19 @@ def test_the_spend_report_keeps_names_apart_that_differ_only_in_case_or_trailing
 
 
 @pytest.mark.parametrize("url", [
+    "mysql://rp@db.internal/spend?ssl_key=/etc/k.pem&ssl_key_password=s3cret-Pw",
+    "mysql://rp@db.internal/spend?SSL_KEY_PASSWORD=s3cret-Pw&ssl_ca=/etc/ca.pem",
+])
+def test_every_password_option_the_store_accepts_is_redacted(url: str) -> None:
+    """`ssl_key_password` is one of the PyMySQL options the URL may carry (database._MYSQL_TEXTS), but redact()
+    only knew `password`, `passwd` and `sslpassword`: the key's passphrase was printed wherever the store is named."""
+    from routeplane.store.database import redact
+
+    assert "s3cret" not in redact(url) and "s3cret" not in Store.from_url(url).display_url
+    assert "ssl_" in redact(url)  # the other options stay readable
+
+
+@pytest.mark.parametrize("url", [
     "postgresql://rp@127.0.0.1:{port}/db?connect_timeout=2&password=s3cret-Pw",
     "mysql://rp@127.0.0.1:{port}/db?password=s3cret-Pw&connect_timeout=2",
     "postgresql://rp:other@127.0.0.1:{port}/db?sslmode=disable&sslpassword=s3cret-Pw",
@@ -331,6 +395,22 @@ def test_mysql_url_options_are_typed_for_pymysql(mariadb_server: Any, tmp_path: 
         assert main(["check", str(config)]) == 1
         err = capsys.readouterr().err
         assert "database.url" in err and complaint in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("option", ["connect_timeout=0", "read_timeout=-1", "write_timeout=0"])
+def test_a_mysql_timeout_pymysql_refuses_spools_the_row_instead_of_dropping_it(tmp_path: Any, option: str) -> None:
+    """PyMySQL raises ValueError at every connect for a timeout that is not > 0, and the spend log takes a
+    ValueError for a row the database refused: every request's row was dropped (not spooled), as for
+    `connect_timeout="5"` before the options were typed."""
+    from routeplane.store.database import StoreError
+
+    store = Store.from_url(f"mysql://rp@127.0.0.1:9/db?{option}")
+    with pytest.raises(StoreError) as err:
+        store.execute("SELECT 1")
+    assert option.split("=")[0] in str(err.value)
+    spool = Spool(str(tmp_path / "spend.spool"))
+    SpendRecorder(store, retries=0, spool=spool).record(settlement("kept"))  # spooled: record() returns
+    assert spool.pending()
 
 
 def test_long_names_are_cut_to_their_columns_not_refused(dialect_store: Store) -> None:

@@ -55,7 +55,7 @@ def cmd_acp(args: argparse.Namespace) -> int:
         protocol_out.write(canonical_bytes(agent_card(agents[chosen])) + b"\n")
         return 0
     relay = ACPRelay(app.acp, chosen, protocol_out, os.environ, config.server.listen)
-    _stop_on_signals()
+    _stop_on_signals(relay)
     try:
         relay.run(sys.stdin.buffer)
     except KeyboardInterrupt:
@@ -65,12 +65,19 @@ def cmd_acp(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals() -> None:
+def _stop_on_signals(relay: Any) -> None:
     """SIGTERM / SIGHUP (an editor stopping its agent server, a closed terminal) end the relay like
     the end of stdin: each agent is stopped. Left to their default, routeplane died at once and
-    agents that do not exit on EOF kept running, orphaned."""
+    agents that do not exit on EOF kept running, orphaned.
+
+    Once: a signal while the relay is already closing (an editor closes stdin and sends SIGTERM at
+    once, or sends it twice) is ignored. Raised inside close()'s wait on an agent, it cut the shutdown
+    short, and the second close() returns at once: the agents not yet stopped were orphaned."""
     def stop(signum: int, _frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if not relay.closing:
+            raise KeyboardInterrupt(signal.Signals(signum).name)
 
     if threading.current_thread() is threading.main_thread():  # signal.signal() works there only
         for sig in (signal.SIGTERM, signal.SIGHUP):

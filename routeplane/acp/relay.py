@@ -382,6 +382,11 @@ class ACPRelay:
             return None
         return name, generation, raw
 
+    @property
+    def closing(self) -> bool:
+        """close() has begun (it stops every agent)."""
+        return self._closing
+
     def close(self) -> None:
         if self._closing:  # once: the end of stdin and a signal may both get here
             return

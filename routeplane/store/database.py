@@ -77,8 +77,9 @@ class DatabaseURL:
         raise StoreError(f"database url {redact(url)!r}: unsupported scheme {scheme!r} (sqlite, postgresql, mysql)")
 
 
-# A password given as a URL option, which libpq (`password`, `sslpassword`) and PyMySQL (`passwd`) accept too.
-_PASSWORD_OPTION = re.compile(r"([?&](?:ssl)?(?:password|passwd)=)[^&#]*", re.IGNORECASE)
+# A password given as a URL option, which libpq (`password`, `sslpassword`) and PyMySQL (`passwd`,
+# `ssl_key_password`) accept too.
+_PASSWORD_OPTION = re.compile(r"([?&][a-z_]*(?:password|passwd)=)[^&#]*", re.IGNORECASE)
 
 
 def redact(url: str) -> str:
@@ -162,6 +163,8 @@ def _mysql_options(options: Dict[str, str]) -> Dict[str, Any]:
     for name, value in options.items():
         if name in _MYSQL_INTS:
             out[name] = _int_option({name: value}, name, 0)
+            if name.endswith("_timeout") and out[name] <= 0:  # PyMySQL refuses it at every connect
+                raise StoreError(f"database url option {name} must be a number of seconds > 0")
         elif name in _MYSQL_BOOLS:
             if value.strip().lower() not in _BOOLS:
                 raise StoreError(f"database url option {name} must be true or false")
@@ -294,6 +297,10 @@ class Store:
                     # (the spend log dropped such a row instead of spooling it).
                     raise StoreUnavailable(f"{self.display_url}: every pooled connection stayed in use past "
                                            "pool_timeout") from None
+                except (ValueError, TypeError) as exc:
+                    # The driver refused a connection option (PyMySQL: `connect_timeout` not > 0): the store's
+                    # fault, not the data's (the spend log takes a ValueError for a row the database refused).
+                    raise StoreError(f"cannot connect to {self.display_url}: {_first_line(exc)}") from None
         try:
             yield db
         finally:

@@ -9,16 +9,20 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Tuple
+from typing import IO, Any, Callable, Dict, List, Tuple
 
 log = logging.getLogger("routeplane.spend")
 
 
 class Spool:
-    """Append-only, shared by every worker process on the host; writers and the drainer take an
-    exclusive flock. The drainer keeps it until its rows are in the store and only then empties the
-    file: a drainer killed mid-replay leaves every row in place (a second write of a row is a no-op,
-    its id is the key). Appenders wait for a replay meanwhile; a second drainer does not."""
+    """Append-only, shared by every worker process on the host; writers take an exclusive flock on it.
+
+    A drainer moves the spool's lines to `<path>.draining` under that flock (as long as an append takes),
+    then writes them to the store holding only the flock of `.draining`, and empties `.draining` once they
+    are in: a drainer killed mid-replay leaves every row in place (a second write of a row is a no-op, its
+    id is the key), and appenders never wait for the database (its retries, connect timeouts or a hung
+    connection would stall the spend writer of every worker on the host). A second drainer does not wait.
+    """
 
     # How often a writer looks for rows another worker process spooled (a stat per
     # request was measurable); rows this process spooled are looked for at once.
@@ -27,9 +31,10 @@ class Spool:
     def __init__(self, path: str) -> None:
         self.path = path
         self._lock = threading.Lock()
-        # Its own lock: a drainer (holding the spool's flock) rejects rows while an appender of this
-        # process may hold `_lock`, waiting for that flock.
+        # Its own lock: a drainer rejects rows while an appender of this process may hold `_lock`,
+        # waiting for the spool's flock (held by the drainer for as long as it moves the lines).
         self._reject_lock = threading.Lock()
+        self.draining_path = path + ".draining"
         self._appended = False
         self._next_check = 0.0
 
@@ -74,38 +79,73 @@ class Spool:
         return self.pending()
 
     def pending(self) -> bool:
-        try:
-            return os.path.getsize(self.path) > 0
-        except OSError:
-            return False
+        return _size(self.path) > 0 or _size(self.draining_path) > 0
 
     def drain(self, write_rows: Callable[[List[Dict[str, Any]]], None]) -> int:
-        """Hand every spooled row to `write_rows`, then empty the spool; if it raises (or the process dies),
+        """Hand every spooled row to `write_rows`, then forget them; if it raises (or the process dies),
         the rows stay. Returns the count (0 while another drainer is at it). Lines that are no row (torn by
         a crash or a full disk) go to `<path>.rejected` instead of blocking the rows after them."""
-        try:
-            fh = open(self.path, "r+b")
-        except FileNotFoundError:
+        if not os.path.exists(self.path) and not os.path.exists(self.draining_path):
             return 0
-        with fh:
+        with open(self.draining_path, "a+b") as work:
             try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(work, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                return 0  # a writer for a moment, or a drainer writing these rows now
+                return 0  # another drainer is writing these rows now
             try:
-                rows, torn = _parse(fh.read())
+                self._take(work)
+                work.seek(0)
+                rows, torn = _parse(work.read())
                 if rows:
-                    write_rows(rows)
+                    write_rows(rows)  # the spool itself is free meanwhile: appenders do not wait for the store
                 if torn:
                     self.reject([{"unparseable": line} for line in torn])
                     log.error("spend log: %d unreadable line(s) in %s (a write cut short), moved to %s.rejected",
                               len(torn), self.path, self.path)
-                fh.truncate(0)
-                fh.flush()
-                os.fsync(fh.fileno())
+                work.truncate(0)
+                work.flush()
+                os.fsync(work.fileno())
             finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+                fcntl.flock(work, fcntl.LOCK_UN)
         return len(rows)
+
+    def _take(self, work: IO[bytes]) -> None:
+        """Move the spool's lines to the end of `work` (`.draining`, its flock held). Under the spool's flock for
+        a copy and an fsync, as an append. Copied before the spool is emptied: a crash in between leaves a row in
+        both files, and a second write of a row is a no-op."""
+        try:
+            spool = open(self.path, "r+b")
+        except FileNotFoundError:
+            return
+        with spool:
+            fcntl.flock(spool, fcntl.LOCK_EX)
+            try:
+                data = spool.read()
+                if not data:
+                    return
+                fd = work.fileno()
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    data = b"\n" + data  # the last line of `.draining` is torn (a drainer died mid-copy)
+                try:
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, size)  # the rows stay in the spool, whole
+                    raise
+                spool.truncate(0)
+                spool.flush()
+                os.fsync(spool.fileno())
+            finally:
+                fcntl.flock(spool, fcntl.LOCK_UN)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _write_all(fd: int, data: bytes) -> None:
