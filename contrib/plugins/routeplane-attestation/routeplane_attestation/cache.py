@@ -37,7 +37,8 @@ class VerdictCache:
 
     At most `max_entries` verdicts are kept: a client names the model of a direct route
     (`tee:<anything>`), so the keys are the client's to choose. Past the bound, expired
-    verdicts go first, then the oldest.
+    verdicts go first, then the least recently used: a flood of invented models cannot
+    push out the verdict of a route that is in use.
     """
 
     def __init__(self, verified_ttl: float = 600.0, unverified_ttl: float = 60.0,
@@ -64,6 +65,7 @@ class VerdictCache:
             entry = self._entries.get(key)
             if entry is not None and self._clock() < entry[1]:
                 self.stats.hits += 1
+                self._entries[key] = self._entries.pop(key)  # most recently used last: evicted last
                 return entry[0], True
             flight = self._flights.get(key)
             leader = flight is None

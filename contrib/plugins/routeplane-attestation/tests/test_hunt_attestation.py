@@ -35,6 +35,27 @@ def test_the_verdict_cache_is_bounded_whatever_the_keys() -> None:
     assert newest[1] is True
 
 
+def test_a_flood_of_invented_models_does_not_evict_the_verdict_in_use() -> None:
+    """Eviction was oldest-first: a client naming new `tee:` models pushed out the verdict of the route
+    everyone uses, so the next request of each paid a fresh verification."""
+    now = [0.0]
+    cache = VerdictCache(verified_ttl=600, unverified_ttl=60, clock=lambda: now[0], max_entries=4)
+    verified = []
+
+    def used() -> Verdict:
+        verified.append(now[0])
+        return Verdict.ok("tee", "used", "signed_report", now[0])
+
+    late = lambda: Verdict.failed("tee", "x", "signed_report", "late", now[0])  # noqa: E731
+    for i in range(20):
+        cache.get_or_verify(("tee", "used"), used, late)
+        key = ("tee", f"invented-{i}")
+        cache.get_or_verify(key, lambda k=key: Verdict.failed(k[0], k[1], "signed_report", "no", now[0]), late)
+        now[0] += 1
+    assert verified == [0.0]  # verified once, then served from the cache throughout
+    assert len(cache) == 4
+
+
 def test_direct_routes_with_invented_models_cannot_grow_the_cache(server: AttestationServer) -> None:
     server.mode = "http_500"
     plugin = AttestationPlugin(policy="enforce", cache={"max_entries": 8},
