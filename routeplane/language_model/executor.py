@@ -296,7 +296,7 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
     from ..protocols.sse import SSEParser
 
     decoder = codec.stream_decoder(target)
-    parser = SSEParser()
+    parser = SSEParser(provider=target.provider)  # its size-limit error names the provider
     left = limit if limit is not None else -1
     try:
         try:

@@ -177,14 +177,58 @@ def upstream_status_error(
 ) -> UpstreamError:
     raw = error_message(body) or body[:200].decode("utf-8", "replace").strip() or "no details"
     message = f"{target.provider} returned HTTP {status}: {scrub(raw, target)}"
-    retry_after = retry_after_seconds(headers)
+    return _classified(status, message, target, retry_after_seconds(headers), _error_code(body))
+
+
+# An error an upstream names inside a 200 answer (a stream's error event, a failed response) → the HTTP
+# status it stands for: OpenAI and Anthropic error types, OpenAI codes (the Responses `ResponseError`
+# set: all but server_error, rate_limit_exceeded and vector_store_timeout are the request's fault), and
+# google.rpc statuses. Unknown names stay a 502.
+IN_BAND_STATUS: Dict[str, int] = {
+    "invalid_request_error": 400, "authentication_error": 401, "permission_error": 403, "not_found_error": 404,
+    "request_too_large": 413, "billing_error": 402, "rate_limit_error": 429, "overloaded_error": 529,
+    "timeout_error": 504, "api_error": 500, "server_error": 500,
+    "rate_limit_exceeded": 429, "insufficient_quota": 429, "invalid_api_key": 401, "model_not_found": 404,
+    "context_length_exceeded": 400, "content_policy_violation": 400, "content_filter": 400,
+    "vector_store_timeout": 504,
+    **{code: 400 for code in (
+        "invalid_prompt", "data_residency_mismatch", "bio_policy", "misalignment_policy_violation",
+        "invalid_image", "invalid_image_format", "invalid_base64_image", "invalid_image_url", "image_too_large",
+        "image_too_small", "image_parse_error", "image_content_policy_violation", "invalid_image_mode",
+        "image_file_too_large", "unsupported_image_media_type", "empty_image_file", "failed_to_download_image",
+        "image_file_not_found")},
+    "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401,
+    "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "INTERNAL": 500, "UNKNOWN": 500,
+    "DATA_LOSS": 500, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504,
+}
+
+
+def in_band_status(code: Any, *names: Any) -> int:
+    """The HTTP status an in-band error stands for: a numeric `code` (OpenRouter's, Google's), else the
+    first of `names` (error code, type, google.rpc status) the table knows, else 502."""
+    if isinstance(code, int) and not isinstance(code, bool) and 400 <= code <= 599:
+        return code
+    return next((IN_BAND_STATUS[n] for n in (code, *names) if isinstance(n, str) and n in IN_BAND_STATUS), 502)
+
+
+def in_band_error(status: int, message: str, target: RoutingTarget, *, code: Any = None,
+                  retry_after: Optional[float] = None, mid_stream: bool = False) -> UpstreamError:
+    """An error reported inside a 200 answer, classified as the HTTP status it stands for would be: a
+    client error keeps its 4xx and is not retried on the next target (it would fail there too, and be
+    billed), a rate limit or overload stays retriable. `message` is the upstream's own text."""
+    text = f"{target.provider} failed{' mid-stream' if mid_stream else ''}: {scrub(message, target)}"
+    return _classified(status, text, target, retry_after, code if isinstance(code, str) else None)
+
+
+def _classified(status: int, message: str, target: RoutingTarget, retry_after: Optional[float],
+                code: Optional[str]) -> UpstreamError:
     if status in (401, 403):
         # The gateway's provider credential is wrong: the client's own key is fine.
         return UpstreamStatusError(
             f"{target.provider} rejected the gateway's credentials (HTTP {status}); check the provider's api_key.",
             provider=target.provider, upstream_status=status, retriable=False, status=502, kind="upstream",
         )
-    if status == 429 and _error_code(body) == "insufficient_quota":
+    if status == 429 and code == "insufficient_quota":
         # OpenAI's "out of credit" shares 429 with rate limiting, but waiting will not
         # help (translation.md §10): an Anthropic client sees 402 billing_error.
         return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,

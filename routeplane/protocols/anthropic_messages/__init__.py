@@ -67,11 +67,7 @@ class MessagesProviderCodec(ProviderCodec):
         return stream.MessagesStreamDecoder(target)
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget) -> UpstreamError:
-        err = upstream_status_error(status, body, headers, target)
-        if status == 402:
-            # billing_error: this provider's account is out of credit; another target may not be.
-            err.kind, err.status, err.retriable = "budget", 402, True
-        return err
+        return response.provider_error(upstream_status_error(status, body, headers, target))
 
 
 def base_url(target: RoutingTarget) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, List, Optional
 
-from ...errors import RouteplaneError
+from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     ContentPart,
@@ -17,7 +17,7 @@ from ...language_model.types import (
     ToolCallPart,
     Usage,
 )
-from ..base import bad_upstream
+from ..base import bad_upstream, in_band_error, in_band_status
 from ..carried import carry
 
 PROTOCOL = "anthropic_messages"
@@ -62,8 +62,24 @@ ERROR_TYPES = {
     "upstream": "api_error",
     "internal": "api_error",
 }
-# Anthropic error `type` → the wire-neutral kind (for upstream errors).
-KIND_FROM_TYPE = {v: k for k, v in ERROR_TYPES.items() if k not in ("guardrail", "internal")}
+
+
+def error_in_body(payload: Dict[str, Any], target: RoutingTarget, mid_stream: bool = False) -> UpstreamError:
+    """An error body in a 200 answer or an `error` event, classified as the HTTP status its type stands for
+    (invalid_request_error is the request's 400, not to be retried on the next target; overloaded_error
+    stays a retriable 529), as decode_error classifies an error status."""
+    err = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+    etype = str(err.get("type") or "api_error")
+    message = f"({etype}) {err.get('message') or 'error in stream'}"
+    return provider_error(in_band_error(in_band_status(None, etype), message, target, mid_stream=mid_stream))
+
+
+def provider_error(err: UpstreamError) -> UpstreamError:
+    """An Anthropic upstream's error, from its status or its error event alike: billing_error (402) is
+    this provider's account out of credit, and another target's may not be."""
+    if err.upstream_status == 402:
+        err.kind, err.status, err.retriable = "budget", 402, True
+    return err
 
 
 def error_status(err: RouteplaneError) -> int:
@@ -221,7 +237,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if not isinstance(body, dict):
         raise bad_upstream(target, "the body is not a JSON object")
     if body.get("type") == "error":
-        raise bad_upstream(target, "an error body with a success status")
+        raise error_in_body(body, target)
     content = body.get("content")
     if not isinstance(content, list):
         raise bad_upstream(target, "no content array")

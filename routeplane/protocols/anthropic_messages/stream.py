@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ...errors import InvalidUpstreamResponse, RouteplaneError, UpstreamError
+from ...errors import InvalidUpstreamResponse, RouteplaneError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     Finish,
@@ -28,15 +28,15 @@ from ...language_model.types import (
     Usage,
     UsageUpdate,
 )
-from ..base import StreamDecoder, StreamEncoder, bad_upstream, scrub
+from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..carried import carry
 from ..sse import SSEEvent, frame
 from .response import (
-    KIND_FROM_TYPE,
     PROTOCOL,
     STOP_FROM_WIRE,
     decode_usage,
     error_body,
+    error_in_body,
     kept_usage,
     message_id,
     wants_thinking,
@@ -376,7 +376,7 @@ class MessagesStreamDecoder(StreamDecoder):
             raise bad_upstream(self._target, "a stream event is not an object")
         name = payload.get("type") or event.event
         if name == "error":
-            raise self._error(payload)
+            raise error_in_body(payload, self._target, mid_stream=True)
         handler = getattr(self, f"_on_{name}", None) if isinstance(name, str) else None
         if handler is None:
             return []  # ping and event types this gateway does not know
@@ -500,13 +500,3 @@ class MessagesStreamDecoder(StreamDecoder):
         reason = STOP_FROM_WIRE.get(self._stop or "end_turn", FinishReason.OTHER)
         out.append(Finish(reason, self._stop_sequence if reason is FinishReason.STOP_SEQUENCE else None))
         return out
-
-    def _error(self, payload: Dict[str, Any]) -> UpstreamError:
-        err = payload.get("error") if isinstance(payload.get("error"), dict) else {}
-        etype = str(err.get("type") or "api_error")
-        message = scrub(str(err.get("message") or "error in stream"), self._target)
-        kind = KIND_FROM_TYPE.get(etype, "upstream")
-        status = {"overloaded": 503, "rate_limit": 429, "timeout": 504}.get(kind, 502)
-        retriable = kind in ("overloaded", "rate_limit", "timeout", "upstream")
-        return UpstreamError(f"{self._target.provider} failed mid-stream ({etype}): {message}",
-                             provider=self._target.provider, retriable=retriable, status=status, kind=kind)

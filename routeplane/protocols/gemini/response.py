@@ -19,7 +19,7 @@ from ...language_model.types import (
     ToolCallPart,
     Usage,
 )
-from ..base import bad_upstream, upstream_status_error
+from ..base import bad_upstream, in_band_error, in_band_status, upstream_status_error
 from ..carried import carry
 from .request import PROTOCOL, is_synthetic, parse_args, synthetic_id
 
@@ -239,9 +239,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if not isinstance(body, dict):
         raise bad_upstream(target, "the body is not a JSON object")
     if isinstance(body.get("error"), dict):
-        code = body["error"].get("code")
-        code = code if isinstance(code, int) and not isinstance(code, bool) and 100 <= code <= 599 else 502
-        raise upstream_status_error(code, json.dumps(body).encode(), {}, target)
+        raise error_in_body(body["error"], target)
     usage = decode_usage(body.get("usageMetadata")) or Usage(reported=False)
     rid = str(body.get("responseId") or "")
     model = str(body.get("modelVersion") or target.model)
@@ -303,6 +301,20 @@ def decode_error(status: int, body: bytes, headers: Mapping[str, str], target: R
             # Gemini says when to retry in the body (google.rpc.RetryInfo), not in a header.
             headers = {**dict(headers), "retry-after": delay}
     return upstream_status_error(status, body, headers, target)
+
+
+def error_in_body(err: Dict[str, Any], target: RoutingTarget, mid_stream: bool = False) -> UpstreamError:
+    """A google.rpc Status in a 200 answer or a stream chunk, classified as decode_error classifies an error
+    status: by its numeric code, else its status name (RESOURCE_EXHAUSTED is a 429 without one); an
+    invalid key is the gateway's credential; RetryInfo is the Retry-After."""
+    details = err.get("details") if isinstance(err.get("details"), list) else []
+    status = in_band_status(err.get("code"), err.get("status"))
+    if any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in details):
+        status = 401
+    delay = _retry_delay(details)
+    message = err.get("message") if isinstance(err.get("message"), str) else "error in stream"
+    return in_band_error(status, message, target, retry_after=float(delay) if delay is not None else None,
+                         mid_stream=mid_stream)
 
 
 def _retry_delay(details: List[Any]) -> Optional[str]:

@@ -27,7 +27,7 @@ from ...language_model.types import (
     Usage,
     UsageUpdate,
 )
-from ..base import StreamDecoder, StreamEncoder, bad_upstream, upstream_status_error
+from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..carried import carry
 from ..sse import SSEEvent, dumps
 from .request import PROTOCOL, synthetic_id
@@ -36,6 +36,7 @@ from .response import (
     decode_usage,
     encode_usage,
     error_body,
+    error_in_body,
     finish_from_wire,
     function_call_part,
     shows_thoughts,
@@ -214,9 +215,7 @@ class GeminiStreamDecoder(StreamDecoder):
         if not isinstance(chunk, dict):
             raise bad_upstream(self._target, "a stream chunk is not an object")
         if isinstance(chunk.get("error"), dict):
-            code = chunk["error"].get("code")
-            raise upstream_status_error(code if isinstance(code, int) and code >= 400 else 502, data.encode(), {},
-                                        self._target)
+            raise error_in_body(chunk["error"], self._target, mid_stream=True)
         out: List[StreamPart] = []
         # usageMetadata may come on every chunk, cumulative (last wins). The first chunk's goes out
         # with the start (input known up front), a changed one after the chunk's parts, so a client

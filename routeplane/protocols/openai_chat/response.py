@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any, Dict, List, Optional
 
-from ...errors import RouteplaneError
+from ...errors import RouteplaneError, UpstreamError
 from ...ids import new_hex
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
@@ -19,7 +19,7 @@ from ...language_model.types import (
     ToolCallPart,
     Usage,
 )
-from ..base import as_list, bad_upstream
+from ..base import as_list, bad_upstream, in_band_error, in_band_status
 from .request import LEGACY_FUNCTIONS_KEY, tool_call
 
 PROTOCOL = "openai_chat"
@@ -159,9 +159,23 @@ def legacy_functions(prompt: Prompt) -> bool:
     return prompt.extras_protocol == PROTOCOL and bool(prompt.extras.get(LEGACY_FUNCTIONS_KEY))
 
 
+def error_in_body(err: Any, target: RoutingTarget, mid_stream: bool = False) -> UpstreamError:
+    """An `error` object in a 200 answer or a stream chunk, classified by its code or type (or the numeric
+    code OpenRouter and others send): a context-length or content-policy error is the request's 400, not a
+    server error to retry on the next target."""
+    fields = err if isinstance(err, dict) else {}
+    message = fields.get("message") if isinstance(fields.get("message"), str) else None
+    message = message or (err if isinstance(err, str) else "error in stream")
+    code, etype = fields.get("code"), fields.get("type")
+    return in_band_error(in_band_status(code, etype), message, target, mid_stream=mid_stream,
+                         code=code if isinstance(code, str) else etype)
+
+
 def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if not isinstance(body, dict):
         raise bad_upstream(target, "the body is not a JSON object")
+    if body.get("error") and not body.get("choices"):
+        raise error_in_body(body["error"], target)  # an error with a success status (compatible servers)
     choices = body.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise bad_upstream(target, "no choices")

@@ -6,7 +6,7 @@ import json
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from ...errors import RouteplaneError, UpstreamError
+from ...errors import RouteplaneError
 from ...ids import new_hex
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
@@ -27,7 +27,7 @@ from ...language_model.types import (
     Usage,
     UsageUpdate,
 )
-from ..base import StreamDecoder, StreamEncoder, bad_upstream, error_message, scrub
+from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..sse import SSEEvent, dumps
 from .response import (
     FINISH_FROM_WIRE,
@@ -36,6 +36,7 @@ from .response import (
     decode_usage,
     encode_usage,
     error_body,
+    error_in_body,
     legacy_functions,
     synthetic_call_id,
 )
@@ -200,9 +201,7 @@ class ChatStreamDecoder(StreamDecoder):
         if not isinstance(chunk, dict):
             raise bad_upstream(self._target, "a stream chunk is not an object")
         if chunk.get("error"):
-            msg = error_message(data.encode()) or "error in stream"
-            raise UpstreamError(f"{self._target.provider} failed mid-stream: {scrub(msg, self._target)}",
-                                provider=self._target.provider)
+            raise error_in_body(chunk["error"], self._target, mid_stream=True)
         out: List[StreamPart] = []
         if not self._started:
             self._started = True

@@ -18,7 +18,7 @@ from ...language_model.types import (
     ToolCallPart,
     Usage,
 )
-from ..base import as_list, bad_upstream, scrub
+from ..base import as_list, bad_upstream, in_band_error, in_band_status
 from ..carried import carry
 from ..openai_chat.response import error_body as chat_error_body
 from .request import PROTOCOL, custom_tool, named_tool_choice, pack_reasoning_signature, unpack_reasoning_signature
@@ -248,17 +248,19 @@ def finish_of(status: Any, incomplete: Any, parts: List[ContentPart]) -> FinishR
 def failed_error(body: Dict[str, Any], target: RoutingTarget) -> UpstreamError:
     err = body.get("error") if isinstance(body.get("error"), dict) else {}
     message = err.get("message") if isinstance(err.get("message"), str) else "the response failed"
-    return failure(err.get("code"), message, target)
+    return failure(err, message, target)
 
 
-def failure(code: Any, message: str, target: RoutingTarget) -> UpstreamError:
-    """A failed response or an in-stream `error` event, by its code."""
-    if code in ("rate_limit_exceeded", "insufficient_quota"):
-        kind, status = "rate_limit", 429
-    else:
-        kind, status = "upstream", 502
-    return UpstreamError(f"{target.provider} failed: {scrub(message, target)}", provider=target.provider,
-                         kind=kind, status=status)
+def failure(err: Dict[str, Any], message: str, target: RoutingTarget, mid_stream: bool = False) -> UpstreamError:
+    """A failed response or an in-stream `error` event, classified by its code (or original type): an
+    invalid_prompt is the request's 400, not a server error to retry on the next target. A code of the
+    SDK's closed set is kept, so a Responses client sees the upstream's own (failed_code)."""
+    code, etype = err.get("code"), err.get("type")
+    out = in_band_error(in_band_status(code, etype), message, target, code=code if isinstance(code, str) else etype,
+                        mid_stream=mid_stream)
+    if isinstance(code, str) and code in FAILED_CODES:
+        out.code = code
+    return out
 
 
 def decode_response(body: Any, target: RoutingTarget) -> Generation:
@@ -281,8 +283,19 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     )
 
 
+# `ResponseError.code` of the SDK (a closed set: openai/types/responses/response_error.py).
+FAILED_CODES = frozenset({
+    "server_error", "rate_limit_exceeded", "invalid_prompt", "data_residency_mismatch", "bio_policy",
+    "misalignment_policy_violation", "vector_store_timeout", "invalid_image", "invalid_image_format",
+    "invalid_base64_image", "invalid_image_url", "image_too_large", "image_too_small", "image_parse_error",
+    "image_content_policy_violation", "invalid_image_mode", "image_file_too_large", "unsupported_image_media_type",
+    "empty_image_file", "failed_to_download_image", "image_file_not_found"})
+
+
 def failed_code(err: RouteplaneError) -> str:
     """`error.code` of a failed response: one of the SDK's codes (`ResponseError.code` is a closed set)."""
+    if err.code in FAILED_CODES:
+        return err.code  # an upstream Responses failure's own code (an image policy, say)
     if err.kind in ("rate_limit", "budget") or err.status == 429:
         return "rate_limit_exceeded"
     if 400 <= err.status < 500 and err.status not in (408,):

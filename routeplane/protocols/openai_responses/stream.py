@@ -374,7 +374,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         if kind == "error":
             err = data.get("error") if isinstance(data.get("error"), dict) else data
             msg = err.get("message") if isinstance(err.get("message"), str) else "error in stream"
-            raise failure(err.get("code"), f"mid-stream: {msg}", self._target)
+            raise failure(err, msg, self._target, mid_stream=True)
         if kind == "response.failed":
             raise failed_error(data.get("response") if isinstance(data.get("response"), dict) else {}, self._target)
         if not self._started:
