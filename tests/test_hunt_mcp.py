@@ -270,7 +270,7 @@ def test_http_upstream_socket_and_sse_errors_are_upstream_failures(monkeypatch: 
                                         lambda *a: None)
         with pytest.raises(UpstreamFailure) as err:
             up.request("tools/call", {"name": "longline"})
-        assert err.value.server == "x" and "broke the connection" in err.value.reason
+        assert err.value.server == "x" and err.value.reason == "sent a stream event over the 8 bytes limit"
         up.close()
     finally:
         srv.shutdown()

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Iterator, Optional
 import requests
 import urllib3
 
-from ..protocols.sse import SSEParser
+from ..protocols.sse import EventTooLarge, SSEParser
 from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
@@ -106,7 +106,9 @@ class HttpUpstream(Upstream):
             if _read_timed_out(exc):  # requests reports a timeout while reading the body as ConnectionError
                 raise UpstreamFailure(self.server, f"did not answer within {timeout:g}s", timeout=True) from None
             raise UpstreamFailure(self.server, f"broke the connection ({type(exc).__name__})") from None
-        except (OSError, ValueError) as exc:  # a socket error while reading, an SSE line over its limit
+        except EventTooLarge as exc:
+            raise UpstreamFailure(self.server, f"sent a stream event over the {exc.limit_text} limit") from None
+        except (OSError, ValueError) as exc:  # a socket error while reading
             raise UpstreamFailure(self.server, f"broke the connection ({type(exc).__name__})") from None
         finally:
             resp.close()

@@ -20,6 +20,8 @@ class EventTooLarge(InvalidUpstreamResponse, ValueError):
     """An upstream's SSE line or event over the parser's limit: a 502 that says so (a ValueError too,
     for callers that treat every parse failure alike)."""
 
+    limit_text = ""
+
 
 class SSEParser:
     """Feeds raw bytes, yields complete events.
@@ -110,8 +112,10 @@ class SSEParser:
 
     def _too_large(self) -> EventTooLarge:
         who = self._provider or "the upstream"
-        return EventTooLarge(f"{who} sent a stream event over the {_size_text(self._max)} limit",
-                             provider=self._provider)
+        error = EventTooLarge(f"{who} sent a stream event over the {_size_text(self._max)} limit",
+                              provider=self._provider)
+        error.limit_text = _size_text(self._max)
+        return error
 
     def _line(self, raw: bytes) -> Optional[SSEEvent]:
         if self._first:
