@@ -244,6 +244,23 @@ def test_migrate_refuses_a_postgresql_database_whose_encoding_loses_text(postgre
         store.close()
 
 
+def test_postgresql_connections_notice_a_dead_peer_in_about_a_minute(postgres_cluster: Any) -> None:
+    """libpq has no query timeout: across a partition a spend write (and every request of the worker waiting
+    on that commit) hung for the kernel's retransmission limit, ~15 min, or 2 h on an idle pooled connection.
+    Keepalives and tcp_user_timeout are on by default; a URL option still overrides each."""
+    for url, user_timeout, idle in ((postgres_cluster.url, "60000", "30"),
+                                    (postgres_cluster.url + "?keepalives_idle=5&tcp_user_timeout=1000", "1000", "5")):
+        store = Store.from_url(url)
+        try:
+            with store.connection() as db:
+                params = db.connection().get_dsn_parameters()
+            assert (params.get("keepalives"), params.get("keepalives_idle"), params.get("keepalives_count")) == \
+                ("1", idle, "3"), params
+            assert params.get("tcp_user_timeout") == user_timeout, params
+        finally:
+            store.close()
+
+
 # --- exactness --------------------------------------------------------------------------------------------------
 
 

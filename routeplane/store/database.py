@@ -131,6 +131,8 @@ def make_database(url: DatabaseURL, read_only: bool = False) -> peewee.Database:
         except ImportError:
             raise StoreError("postgresql:// needs psycopg2: pip install 'routeplane[postgres]'") from None
         conn.setdefault("connect_timeout", 10)
+        for name, value in _pg_socket_defaults():
+            conn.setdefault(name, value)
         # Text goes over the wire as UTF-8 whatever the database's encoding: psycopg2 otherwise encodes with
         # the server's, ASCII for a SQL_ASCII database (initdb under LANG=C), refusing any other character.
         conn.setdefault("client_encoding", "UTF8")
@@ -176,6 +178,21 @@ def _mysql_options(options: Dict[str, str]) -> Dict[str, Any]:
                              f"(the pool's: max_connections, stale_timeout, pool_timeout; PyMySQL's: "
                              f"{', '.join(_MYSQL_INTS + _MYSQL_BOOLS + _MYSQL_TEXTS)})")
     return out
+
+
+def _pg_socket_defaults() -> Tuple[Tuple[str, Any], ...]:
+    """libpq keepalive and TCP user-timeout defaults (a URL option overrides each).
+
+    A query has no client-side timeout in libpq: across a network partition or a failover that drops
+    packets, a spend write (and with it every request of the worker waiting on that commit) hung for
+    the kernel's retransmission limit, about 15 minutes, or on an idle pooled connection for the 2-hour
+    keepalive default. With these, a dead peer is noticed in about a minute and the row is spooled.
+    """
+    defaults: Tuple[Tuple[str, Any], ...] = (
+        ("keepalives", 1), ("keepalives_idle", 30), ("keepalives_interval", 10), ("keepalives_count", 3))
+    if getattr(peewee.psycopg2, "__libpq_version__", 0) >= 120000:  # tcp_user_timeout is libpq 12's
+        defaults += (("tcp_user_timeout", 60000),)
+    return defaults
 
 
 def _attach_psycopg2() -> None:
