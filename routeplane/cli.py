@@ -6,9 +6,9 @@ import argparse
 import ipaddress
 import os
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional
 
-from .config import ConfigError, load_config
+from .config import ConfigError, listen_problem, load_config
 
 
 def _is_loopback(listen: str) -> bool:
@@ -28,7 +28,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 2
-    listen = args.listen or config.server.listen
+    # The gunicorn settings read ROUTEPLANE_LISTEN (docs/configuration.md): honoured here too, and
+    # checked like --listen, instead of being overwritten with the config's address.
+    listen = args.listen or os.environ.get("ROUTEPLANE_LISTEN") or config.server.listen
+    problem = listen_problem(listen)
+    if problem:
+        origin = "--listen" if args.listen else "ROUTEPLANE_LISTEN"  # the config's was checked on load
+        print(f"routeplane: {origin}: {problem}", file=sys.stderr)
+        return 2
     if (config.auth.get("mode", "none") == "none" and not _is_loopback(listen)
             and not config.server.allow_non_loopback_without_auth):
         print(f"routeplane: refusing to listen on {listen} with auth.mode none; set server."
@@ -77,14 +84,31 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high], the bounds `server.workers`/`threads` have in the config
+    (0 used to be ignored silently, and a value past them reached gunicorn unchecked)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="routeplane", description="A programmable router for LLM API traffic.")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway under gunicorn")
     serve.add_argument("--config", help="config file (default: $ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in)")
-    serve.add_argument("--listen", help="HOST:PORT (default from the config: 127.0.0.1:4356)")
-    serve.add_argument("--workers", type=int, help="gunicorn worker processes")
-    serve.add_argument("--threads", type=int, help="threads per worker (one per open stream)")
+    serve.add_argument("--listen", help="HOST:PORT (default: $ROUTEPLANE_LISTEN, else the config's server.listen, "
+                                        "127.0.0.1:4356)")
+    serve.add_argument("--workers", type=_count(1, 256), help="gunicorn worker processes (1-256)")
+    serve.add_argument("--threads", type=_count(1, 4096), help="threads per worker, one per open stream (1-4096)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config file (and load its plugins)")
     check.add_argument("config_file")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib import metadata
 from typing import Any, Dict, List
@@ -43,10 +44,24 @@ def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
+    args.config = args.config or os.environ.get("ROUTEPLANE_CONFIG") or None  # as serve, migrate, spend
+    try:  # listed either way, but a config that cannot be read is said (it showed nothing as enabled)
+        load_config(args.config)
+        problem = ""
+    except ConfigError as exc:
+        problem = f"routeplane: {exc} (no plugin is shown as enabled)"
     rows = describe_plugins(args.config)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+    else:
+        _print_rows(rows)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_rows(rows: List[Dict[str, Any]]) -> None:
     if not rows:
         print("no plugins installed (entry point group routeplane.plugins)")
     for row in rows:
@@ -59,7 +74,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             print(f"    {kind}: {', '.join(names)}")
         if row["migrations"]:
             print(f"    migrations: {', '.join(row['migrations'])}")
-    return 0
 
 
 def cmd_plugin_new(args: argparse.Namespace) -> int:
@@ -76,7 +90,8 @@ def cmd_plugin_new(args: argparse.Namespace) -> int:
 
 def add_commands(sub: Any) -> None:
     plugins = sub.add_parser("plugins", help="list installed plugins, their hooks and migrations")
-    plugins.add_argument("--config", help="config file, to show which plugins are enabled")
+    plugins.add_argument("--config", help="config file, to show which plugins are enabled (default: "
+                                          "$ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in)")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(func=cmd_plugins)
     plugin = sub.add_parser("plugin", help="plugin authoring tools")

@@ -5,6 +5,7 @@ Errors name the file and the key path (`routeplane.yaml: providers.openai.protoc
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -41,6 +42,37 @@ class ConfigError(Exception):
     """A configuration problem; the message names the file and key path."""
 
 
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+
+
+def listen_problem(listen: str) -> Optional[str]:
+    """Why `listen` is not an address gunicorn binds as written (HOST:PORT, [IPv6]:PORT or unix:PATH), or None.
+
+    gunicorn reads ":4356" as every interface and "localhost" as port 8000, while the loopback check
+    before an unauthenticated start read them as 127.0.0.1: the host and the port are both required."""
+    if listen.startswith("unix:"):
+        return None if len(listen) > len("unix:") else "unix: needs a socket path"
+    match = _LISTEN.fullmatch(listen)
+    if match and 0 < int(match.group(2)) < 65536:
+        host = match.group(1)
+        if not host.startswith("["):
+            return None
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+            return None
+        except ValueError:
+            pass
+    return (f"{listen!r} is not HOST:PORT with both parts (127.0.0.1:4356, [::1]:4356, 0.0.0.0:4356 "
+            "for every interface)")
+
+
+def _valid(problem: Optional[str]) -> bool:
+    """A marshmallow validator's answer from a problem description (None = valid)."""
+    if problem:
+        raise ValidationError(problem)
+    return True
+
+
 # --- schemas ---------------------------------------------------------------
 
 
@@ -50,7 +82,7 @@ class _Strict(Schema):
 
 
 class ServerSchema(_Strict):
-    listen = fields.String(load_default=DEFAULT_LISTEN)
+    listen = fields.String(load_default=DEFAULT_LISTEN, validate=lambda v: _valid(listen_problem(v)))
     max_body_bytes = fields.Integer(load_default=10 * 1024 * 1024, validate=validate.Range(min=1024))
     workers = fields.Integer(load_default=2, validate=validate.Range(min=1, max=256))
     # One thread per open stream; 2 x 256 holds 256 concurrent streams with headroom (docs/deploy.md, Sizing).
@@ -441,10 +473,35 @@ def read_config_file(path: str) -> bytes:
         raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: YAML lets the later one replace the
+    earlier, so a second `models:` block would drop the first one's routes without a word."""
+
+
+def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
+    seen = set()
+    for key_node, _value in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, then overrides: YAML's own rule
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in seen
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping refuses it below
+            continue
+        if duplicate:
+            raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                    key_node.start_mark)
+    return loader.construct_mapping(node, deep=True)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def parse_config_bytes(data: bytes, source: str, env: Optional[Mapping[str, str]] = None) -> Config:
     """A config from a YAML file's bytes; `source` names it in messages."""
     try:
-        raw = yaml.safe_load(data)
+        raw = yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     return parse_config(raw, source, env)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .language_model.provider_registry import ProviderRegistry, ProviderSpec
 from .language_model.routing import PROTOCOLS, Prices, RoutingTarget, Timeouts
@@ -128,13 +128,38 @@ def _template(
     )
 
 
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+# The provider options the codecs read (docs/configuration.md, anthropic.md, gemini.md,
+# openai-responses.md), each with its check; `reasoning_efforts` is checked in _options.
+_OPTION_CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
+    "custom_tools": (lambda v: isinstance(v, bool), "must be true or false"),
+    "max_tokens_field": (lambda v: isinstance(v, str) and v != "", "must be a field name"),
+    "default_max_tokens": (_positive_int, "must be a whole number above 0"),
+    "anthropic_version": (lambda v: isinstance(v, str) and v != "", "must be a version string (\"2023-06-01\")"),
+    "thought_signature_placeholder": (lambda v: isinstance(v, (bool, str)), "must be true, false or a string"),
+    "gemini_schema_field": (lambda v: v in ("parametersJsonSchema", "parameters"),
+                            "must be parametersJsonSchema or parameters"),
+}
+
+
 def _options(spec: Optional[ProviderSpec], given: Any, path: str, problems: Problems) -> Dict[str, Any]:
-    """The registry's options under the config's; `reasoning_efforts` merges model by model."""
+    """The registry's options under the config's; `reasoning_efforts` merges model by model.
+
+    Like every other key, an option the codecs do not read is an error (a misspelt one did nothing),
+    and so is a value of the wrong kind (`default_max_tokens: lots` failed every request at encode time)."""
     options = dict(spec.options) if spec else {}
     given = dict(given or {})
     efforts = given.pop("reasoning_efforts", None)
-    if "custom_tools" in given and not isinstance(given["custom_tools"], bool):
-        problems.setdefault(f"{path}.options.custom_tools", []).append("must be true or false")
+    for key, value in given.items():
+        check = _OPTION_CHECKS.get(key)
+        if check is None:
+            known = sorted([*_OPTION_CHECKS, "reasoning_efforts"])
+            problems.setdefault(f"{path}.options.{key}", []).append(f"Unknown option; known: {', '.join(known)}.")
+        elif not check[0](value):
+            problems.setdefault(f"{path}.options.{key}", []).append(check[1])
     options.update(given)
     if efforts is not None:
         bad = not isinstance(efforts, Mapping) or any(

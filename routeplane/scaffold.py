@@ -11,6 +11,10 @@ from typing import Dict
 # digits joined by single '-' or '_'. The package is `routeplane_` + the id with '-' as '_'.
 _NAME = re.compile(r"^[a-z][a-z0-9]*(?:[-_][a-z0-9]+)*$")
 _MAX_NAME = 41
+# Ids routeplane's own plugins (and the core schema's migration history) use. A plugin with one of
+# them would share that one's migration history, and under `plugins:` would replace it (an entry
+# point is found before a built-in): `plugins: {spend_log: …}` would then record no spend.
+RESERVED_IDS = ("routeplane", "auth", "budget", "spend_log", "request_log", "mcp")
 
 
 def module_name(name: str) -> str:
@@ -120,6 +124,9 @@ def new_plugin(name: str, directory: str = ".") -> str:
         raise ValueError(f"invalid plugin name {name!r}: use lower-case words of letters and digits joined by "
                          f"single '-' or '_' (e.g. banned-phrase), at most {_MAX_NAME} characters, not a "
                          "Python keyword")
+    if name in RESERVED_IDS:
+        raise ValueError(f"invalid plugin name {name!r}: routeplane's own plugins use it (reserved: "
+                         f"{', '.join(RESERVED_IDS)}); pick another")
     root = os.path.join(directory, f"routeplane-{name.replace('_', '-')}")
     if os.path.exists(root):
         raise FileExistsError(f"{root} already exists")

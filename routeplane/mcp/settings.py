@@ -76,7 +76,8 @@ class MCPGatewaySchema(Schema):
 
     # HMAC key of the self-verifying session ids; unset = one random secret kept in the store
     # (shared by every worker and host on it), else the env var ROUTEPLANE_MCP_SESSION_SECRET.
-    session_secret = fields.String(load_default=None, validate=validate.Length(min=16))
+    # "" counts as unset: it is what `${MCP_SESSION_SECRET:-}` gives when the variable is not set.
+    session_secret = fields.String(load_default=None, validate=lambda s: s == "" or validate.Length(min=16)(s))
     session_ttl_seconds = fields.Integer(load_default=86400, validate=validate.Range(min=60))
     list_cache_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0))
     page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=10000))
@@ -155,6 +156,6 @@ def typed_servers(data: Mapping[str, Mapping[str, Any]]) -> Dict[str, MCPServerC
 
 def typed_settings(d: Mapping[str, Any]) -> MCPGatewaySettings:
     return MCPGatewaySettings(
-        session_secret=d["session_secret"], session_ttl_seconds=d["session_ttl_seconds"],
+        session_secret=d["session_secret"] or None, session_ttl_seconds=d["session_ttl_seconds"],
         list_cache_seconds=d["list_cache_seconds"], page_size=d["page_size"],
         allowed_origins=tuple(d["allowed_origins"]), prefer_sse=d["prefer_sse"])
