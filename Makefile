@@ -18,9 +18,13 @@ venv: $(BIN)/.installed
 serve: $(BIN)/.installed
 	$(BIN)/routeplane serve
 
+# The suite mostly waits (gunicorn, nginx and database start-ups, signals, streams): two pytest-xdist
+# workers, each running whole files (module-scoped gateways are started once). TEST_JOBS=0 runs serially.
+TEST_JOBS ?= 2
+
 test: $(BIN)/.installed
 	scripts/test-services
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter 0,$(TEST_JOBS)),,-n $(TEST_JOBS) --dist loadfile) $(PYTEST_ARGS)
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/run.py $(BENCH_ARGS)

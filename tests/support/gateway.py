@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
 import requests
 import yaml
@@ -17,8 +19,51 @@ import yaml
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+# free_port() hands out ports below the kernel's ephemeral range (where bind(0), client sockets and the
+# fake upstreams' listeners live), from a slice of its own per pytest-xdist worker: a port is only
+# reserved until the child process (gunicorn, nginx, PostgreSQL) binds it, and a port the kernel gave
+# one test process in that gap could go to another's child; the first child's health check would then
+# reach the second's server. Within a process no port is handed out twice.
+_PORTS_LOW = 20000
+_issued: Set[int] = set()
+_ports_lock = threading.Lock()
+_ports_random = random.Random()
+
+
+def _port_slice() -> Tuple[int, int]:
+    high = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            high = int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    if high - _PORTS_LOW < 2000:  # an unusual ephemeral range: take the slice above it instead
+        low, high = 61000, 65535
+    else:
+        low = _PORTS_LOW
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
+    span = (high - low) // count
+    return low + (index % count) * span, low + (index % count + 1) * span
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A loopback port nothing listens on, for a child process to bind (see above)."""
+    low, high = _port_slice()
+    with _ports_lock:
+        for _ in range(500):
+            port = _ports_random.randrange(low, high)
+            if port in _issued:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _issued.add(port)
+            return port
+    with socket.socket() as s:  # the slice is used up: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

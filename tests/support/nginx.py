@@ -11,6 +11,8 @@ import tempfile
 import time
 from typing import Any, Dict, Optional
 
+from tests.support.gateway import free_port  # one port allocator for every child process
+
 NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
 
@@ -22,10 +24,6 @@ def nginx_binary() -> Optional[str]:
     return None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NginxProcess:
