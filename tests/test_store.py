@@ -570,6 +570,15 @@ def test_cli_migrate_status_and_spend_json(store: Store, tmp_path: Any, capsys: 
     assert main(["spend", "--config", str(config), "--since", "7d"]) == 0
     table = capsys.readouterr().out
     assert "acct" in table and "2.500000" in table
+    # A request of unknown price is never shown as free: "unknown" for a line of only such requests, a
+    # lower bound where some are (it read 0.000000 and 2.500000).
+    for rid, account, cost in (("y", "free-acct", None), ("z", "acct", None)):
+        SpendRecorder(store).record(Settlement(rid, time.time(), "openai_chat", "r", False, "success", provider="mock",
+                                               model="echo", account_id=account, cost_micro_usd=cost,
+                                               usage=Usage(input_tokens=1)))
+    assert main(["spend", "--config", str(config), "--since", "7d"]) == 0
+    cells = {line.split()[0]: line.split()[5] for line in capsys.readouterr().out.splitlines()[2:] if line[:1] != "-"}
+    assert cells == {"acct": "≥2.500000", "free-acct": "unknown", "TOTAL": "≥2.500000"}, cells
     store.execute(f"UPDATE {HISTORY} SET checksum = 'x' WHERE plugin = 'spend_log'")
     assert main(["migrate", "--config", str(config), "--status"]) == 1
     assert "changed" in capsys.readouterr().out

@@ -139,6 +139,16 @@ def cmd_spend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cost_cell(totals: dict) -> str:
+    """The cost of a line as far as it is known: requests of unknown price are never shown as free.
+
+    "unknown" when every request of the line is unpriced, "≥x" (a lower bound) when some are."""
+    unpriced = totals["unpriced_requests"]
+    if unpriced and unpriced >= totals["requests"]:
+        return "unknown"
+    return f"{'≥' if unpriced else ''}{totals['cost_usd']:.6f}"
+
+
 def _print_table(by: str, rows: List[dict], grand: dict, since: float, until: Optional[float]) -> None:
     def iso(ts: float) -> str:
         when = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
@@ -148,10 +158,10 @@ def _print_table(by: str, rows: List[dict], grand: dict, since: float, until: Op
     header = (by, "requests", "failed", "input tok", "output tok", "cost USD", "unpriced")
     lines = [header] + [
         (str(r["key"]) if r["key"] is not None else "-", str(r["requests"]), str(r["failed"]), str(r["input_tokens"]),
-         str(r["output_tokens"]), f"{r['cost_usd']:.6f}", str(r["unpriced_requests"]))
+         str(r["output_tokens"]), cost_cell(r), str(r["unpriced_requests"]))
         for r in rows
     ] + [("TOTAL", str(grand["requests"]), str(grand["failed"]), str(grand["input_tokens"]),
-          str(grand["output_tokens"]), f"{grand['cost_usd']:.6f}", str(grand["unpriced_requests"]))]
+          str(grand["output_tokens"]), cost_cell(grand), str(grand["unpriced_requests"]))]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for n, line in enumerate(lines):
         print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))))
