@@ -19,6 +19,7 @@ from routeplane.config import (
     DEFAULT_CONFIG,
     SOURCE_ENV,
     ConfigError,
+    listen_problem,
     load_config,
     parse_config_bytes,
     read_config_file,
@@ -47,9 +48,32 @@ try:  # read once: what is checked here is what the workers get (the snapshot, s
 except ConfigError as _exc:  # fail in the master, before any worker starts
     raise SystemExit(f"routeplane: {_exc}") from None
 
-bind = [os.environ.get("ROUTEPLANE_LISTEN") or _config.server.listen]
-workers = int(os.environ.get("ROUTEPLANE_WORKERS") or _config.server.workers)
-threads = int(os.environ.get("ROUTEPLANE_THREADS") or _config.server.threads)
+def _env_int(name: str, default: int, low: int, high: int) -> int:
+    """$name as a whole number in [low, high], else `default`; a bad value stops the start naming it
+    (int() said only "invalid literal for int() with base 10: '1.5'")."""
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise SystemExit(f"routeplane: {name} must be a whole number from {low} to {high}, not {raw!r}")
+    return value
+
+
+def _env_listen() -> str:
+    listen = os.environ.get("ROUTEPLANE_LISTEN") or _config.server.listen
+    problem = listen_problem(listen)
+    if problem:
+        raise SystemExit(f"routeplane: ROUTEPLANE_LISTEN: {problem}")
+    return listen
+
+
+bind = [_env_listen()]
+workers = _env_int("ROUTEPLANE_WORKERS", _config.server.workers, 1, 256)
+threads = _env_int("ROUTEPLANE_THREADS", _config.server.threads, 1, 4096)
 # gthread, serving a busy kept-alive connection's next request in the same
 # thread instead of handing it back to the poller (routeplane/gunicorn_worker.py).
 worker_class = "routeplane.gunicorn_worker.ThreadWorker"
@@ -62,16 +86,20 @@ timeout = 60
 # SIGTERM/HUP: a worker stops accepting and lets open requests and streams
 # finish for this long; streams still open near the end are closed with an
 # error event and settled (see post_worker_init), before the master's SIGKILL.
-graceful_timeout = int(os.environ.get("ROUTEPLANE_GRACEFUL_TIMEOUT") or 30)
+graceful_timeout = _env_int("ROUTEPLANE_GRACEFUL_TIMEOUT", 30, 1, 86400)
 # How long a stopping worker keeps idle keep-alive connections (gthread: 2 s); only ever shorter.
 _linger = os.environ.get("ROUTEPLANE_STOP_KEEPALIVE_LINGER")
-if _linger and not 0 <= float(_linger) < float("inf"):
-    raise ValueError(f"ROUTEPLANE_STOP_KEEPALIVE_LINGER must be a number of seconds >= 0, not {_linger!r}")
+try:
+    _linger_ok = not _linger or 0 <= float(_linger) < float("inf")
+except ValueError:
+    _linger_ok = False
+if not _linger_ok:
+    raise SystemExit(f"routeplane: ROUTEPLANE_STOP_KEEPALIVE_LINGER must be a number of seconds >= 0, not {_linger!r}")
 keepalive = 5
 # Recycle each worker after about this many requests (a slow leak in a plugin
 # or a library cannot grow forever); the jitter keeps workers from recycling
 # together. A recycled worker drains like a SIGTERM'd one. 0 turns it off.
-max_requests = int(os.environ.get("ROUTEPLANE_MAX_REQUESTS") or 20000)
+max_requests = _env_int("ROUTEPLANE_MAX_REQUESTS", 20000, 0, 10**9)
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
 # Not preloaded: HUP then re-reads the config and plugins in fresh workers.
 preload_app = False

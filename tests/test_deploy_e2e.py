@@ -220,6 +220,26 @@ def test_gunicorn_settings(monkeypatch):
         sys.modules.pop("routeplane.gunicorn_conf", None)
 
 
+@pytest.mark.parametrize("name, value", [
+    ("ROUTEPLANE_WORKERS", "abc"), ("ROUTEPLANE_THREADS", "0"), ("ROUTEPLANE_GRACEFUL_TIMEOUT", "1.5"),
+    ("ROUTEPLANE_MAX_REQUESTS", "-1"), ("ROUTEPLANE_STOP_KEEPALIVE_LINGER", "soon"), ("ROUTEPLANE_LISTEN", ":4356"),
+])
+def test_a_bad_environment_setting_stops_the_start_naming_it(monkeypatch, name, value):
+    """`int()` said only "invalid literal for int() with base 10: '1.5'", a bad linger was a traceback, and a
+    ROUTEPLANE_LISTEN of ":4356" made gunicorn listen on every interface (serve checks it; `gunicorn
+    wsgi:app`, the other documented path, did not)."""
+    monkeypatch.delenv("ROUTEPLANE_CONFIG", raising=False)
+    monkeypatch.chdir(sys.prefix)  # no routeplane.yaml here: built-in defaults
+    monkeypatch.setenv(name, value)
+    sys.modules.pop("routeplane.gunicorn_conf", None)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            importlib.import_module("routeplane.gunicorn_conf")
+        assert str(stop.value).startswith(f"routeplane: {name}") and repr(value) in str(stop.value), stop.value
+    finally:
+        sys.modules.pop("routeplane.gunicorn_conf", None)
+
+
 # --- mounting ------------------------------------------------------------------
 
 
