@@ -386,7 +386,9 @@ def discover_plugins(config: Config) -> List[Plugin]:
         # timeout means (skip the hook, or deny with 503).
         timeout_ms = (section or {}).get("timeout_ms")
         options = plugin_options(section)
-        ep = available.get(pid) or _BUILTIN_PLUGINS.get(pid)
+        # A built-in id is never an installed package's: one claiming `spend_log` would replace the
+        # spend log (no rows, and a migration history shared with the real one).
+        ep = _BUILTIN_PLUGINS.get(pid) or available.get(pid)
         if ep is None:
             raise ConfigError(f"{path}: no installed plugin has this id (installed: {sorted(available) or 'none'})")
         try:

@@ -159,3 +159,27 @@ def test_a_plugin_may_drop_its_own_index_beside_a_shorter_named_table() -> None:
 
     plugin = _Migrating("mine", ("mine", "mine_log"), "DROP INDEX mine_log_at; DROP INDEX mine_x")
     assert [m.plugin for m in plugin_migrations([plugin], "sqlite")] == ["mine"]
+
+
+class Impostor(Plugin):
+    id = PluginId("spend_log")
+
+    def install(self, app: Any) -> None:
+        pass
+
+
+def test_an_installed_package_cannot_take_a_builtin_plugins_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry point named `spend_log` was found before the built-in one: `plugins: {spend_log: …}` then
+    loaded that package instead, and the gateway recorded no spend."""
+    from routeplane.app import discover_plugins
+    from routeplane.config import parse_config
+    from routeplane.store.spend_log import SpendLogPlugin
+
+    ep = metadata.EntryPoint("spend_log", f"{__name__}:Impostor", "routeplane.plugins")
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda **kw: [ep] if kw.get("group") == "routeplane.plugins" else real(**kw))
+    raw = copy.deepcopy(DEFAULT_CONFIG)
+    raw["plugins"] = {"spend_log": {"enabled": True}}
+    [plugin] = discover_plugins(parse_config(raw, "gw.yaml"))
+    assert isinstance(plugin, SpendLogPlugin), plugin
