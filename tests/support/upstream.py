@@ -18,6 +18,7 @@ import contextlib
 import json
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -75,6 +76,15 @@ class Reply:
         """Anthropic framing: `event: <type>` + `data:`; no [DONE]."""
         raw = [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events]
         return cls.sse(raw, done=None, **kw)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A gateway that hangs up mid-answer (a client gone, a stream cut on purpose) is what many tests do:
+    not a traceback on stderr."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
+            super().handle_error(request, client_address)
 
 
 class FakeUpstream:
@@ -177,7 +187,7 @@ class FakeUpstream:
 
             do_POST = do_GET = do_PUT = do_DELETE = _handle
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = _QuietServer(("127.0.0.1", 0), Handler)
         server.daemon_threads = True
         self._server = server
         threading.Thread(target=server.serve_forever, daemon=True, name="fake-upstream").start()
