@@ -30,17 +30,20 @@ _ports_lock = threading.Lock()
 _ports_random = random.Random()
 
 
-def _port_slice() -> Tuple[int, int]:
-    high = 32768
+def _port_slice() -> Optional[Tuple[int, int]]:
+    """This process's slice of the ports outside the kernel's ephemeral range; None if there is no room."""
+    eph_low, eph_high = 32768, 60999
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
-            high = int(fh.read().split()[0])
-    except (OSError, ValueError, IndexError):
+            eph_low, eph_high = (int(v) for v in fh.read().split()[:2])
+    except (OSError, ValueError):
         pass
-    if high - _PORTS_LOW < 2000:  # an unusual ephemeral range: take the slice above it instead
-        low, high = 61000, 65535
+    if eph_low - _PORTS_LOW >= 2000:
+        low, high = _PORTS_LOW, eph_low
+    elif 65536 - (eph_high + 1) >= 2000:
+        low, high = eph_high + 1, 65536
     else:
-        low = _PORTS_LOW
+        return None
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     index = int(worker[2:]) if worker[2:].isdigit() else 0
     count = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1))
@@ -50,9 +53,10 @@ def _port_slice() -> Tuple[int, int]:
 
 def free_port() -> int:
     """A loopback port nothing listens on, for a child process to bind (see above)."""
-    low, high = _port_slice()
+    chosen = _port_slice()
+    low, high = chosen or (0, 0)
     with _ports_lock:
-        for _ in range(500):
+        for _ in range(500 if chosen else 0):
             port = _ports_random.randrange(low, high)
             if port in _issued:
                 continue
@@ -63,7 +67,7 @@ def free_port() -> int:
                     continue
             _issued.add(port)
             return port
-    with socket.socket() as s:  # the slice is used up: let the kernel choose
+    with socket.socket() as s:  # no room outside the ephemeral range, or the slice is used up: the kernel chooses
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
