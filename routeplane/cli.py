@@ -12,6 +12,12 @@ from .config import ConfigError, listen_problem, load_config
 
 
 def _is_loopback(listen: str) -> bool:
+    """Whether only this host can reach `listen`: a loopback address, or a Unix socket (nginx on the same
+    host, the documented deployment). An inherited socket (fd://) is unknown, so it is not."""
+    if listen.startswith("unix:"):
+        return True
+    if listen.startswith("tcp://"):
+        listen = listen[len("tcp://"):]
     host = listen.rpartition(":")[0].strip("[]") or "127.0.0.1"
     if host == "localhost":
         return True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .language_model.provider_registry import ProviderRegistry, ProviderSpec
@@ -145,6 +146,16 @@ _OPTION_CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
 }
 
 
+def _as_written(key: str, value: Any) -> Any:
+    """A value as the codecs used it before the check: YAML reads `anthropic_version: 2023-06-01` unquoted as
+    a date (the header was str() of it), and `${VAR}` gives `default_max_tokens` as text (it was int() of it)."""
+    if key == "anthropic_version" and isinstance(value, datetime.date):
+        return value.isoformat()
+    if key == "default_max_tokens" and isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        return int(value)
+    return value
+
+
 def _options(spec: Optional[ProviderSpec], given: Any, path: str, problems: Problems) -> Dict[str, Any]:
     """The registry's options under the config's; `reasoning_efforts` merges model by model.
 
@@ -153,7 +164,8 @@ def _options(spec: Optional[ProviderSpec], given: Any, path: str, problems: Prob
     options = dict(spec.options) if spec else {}
     given = dict(given or {})
     efforts = given.pop("reasoning_efforts", None)
-    for key, value in given.items():
+    for key, value in list(given.items()):
+        value = given[key] = _as_written(key, value)
         check = _OPTION_CHECKS.get(key)
         if check is None:
             known = sorted([*_OPTION_CHECKS, "reasoning_efforts"])

@@ -140,6 +140,21 @@ def test_listen_addresses_gunicorn_binds_as_written_are_accepted(listen: str) ->
     assert parse_config({**BASE, "server": {"listen": listen}}, "f.yaml", env={}).server.listen == listen
 
 
+@pytest.mark.parametrize("listen, starts", [("unix:/run/rp.sock", True), ("tcp://127.0.0.1:5999", True),
+                                            ("tcp://0.0.0.0:5999", False), ("fd://3", False)])
+def test_serve_without_auth_takes_only_addresses_no_other_host_can_reach(exec_env, capsys, listen: str,
+                                                                        starts: bool) -> None:
+    """A Unix socket (nginx on the same host) was refused as "non-loopback" with auth.mode none; a tcp://
+    loopback address too. An inherited socket (fd://) could be anything, so it still needs the opt-in."""
+    if starts:
+        with pytest.raises(_Exec):
+            cli.main(["serve", "--listen", listen])
+        assert exec_env["ROUTEPLANE_LISTEN"] == listen
+    else:
+        assert cli.main(["serve", "--listen", listen]) == 2
+        assert exec_env == {} and f"refusing to listen on {listen}" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args", [["--workers", "0"], ["--workers", "-1"], ["--workers", "257"],
                                   ["--threads", "0"], ["--threads", "4097"], ["--threads", "many"]])
 def test_serve_refuses_worker_and_thread_counts_the_config_would_refuse(exec_env, capsys, args) -> None:
