@@ -42,16 +42,19 @@ class ConfigError(Exception):
     """A configuration problem; the message names the file and key path."""
 
 
-_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,5})")
+_LISTEN = re.compile(r"(?:tcp://)?(\[[0-9A-Fa-f:.]+(?:%[A-Za-z0-9_.-]+)?\]|[A-Za-z0-9_.-]+):([0-9]{1,5})")
 
 
 def listen_problem(listen: str) -> Optional[str]:
-    """Why `listen` is not an address gunicorn binds as written (HOST:PORT, [IPv6]:PORT or unix:PATH), or None.
+    """Why `listen` is not an address gunicorn binds as written (HOST:PORT, [IPv6]:PORT, unix:PATH, fd://FD;
+    tcp://HOST:PORT too), or None.
 
     gunicorn reads ":4356" as every interface and "localhost" as port 8000, while the loopback check
     before an unauthenticated start read them as 127.0.0.1: the host and the port are both required."""
     if listen.startswith("unix:"):
         return None if len(listen) > len("unix:") else "unix: needs a socket path"
+    if listen.startswith("fd://"):  # a socket handed over open (systemd socket activation)
+        return None if listen[len("fd://"):].isdigit() else "fd:// needs a file descriptor number"
     match = _LISTEN.fullmatch(listen)
     if match and 0 < int(match.group(2)) < 65536:
         host = match.group(1)
@@ -216,6 +219,18 @@ class AuthRevocationSchema(_Strict):
     cache_seconds = fields.Float(load_default=5.0, validate=validate.Range(min=0, max=300))
 
 
+class AudienceField(fields.Field):
+    """`auth.audience`: one audience string or a non-empty list of them (RFC 7519 `aud` values)."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        values = [value] if isinstance(value, str) else value
+        if (not isinstance(values, list) or not values or len(values) > 64
+                or not all(isinstance(v, str) and 0 < len(v) <= 512 for v in values)):
+            raise ValidationError("give an audience string or a non-empty list of them (leave it out to accept "
+                                  "JWTs for any audience)")
+        return value
+
+
 class AuthSchema(_Strict):
     mode = fields.String(load_default="none", validate=validate.OneOf(["none", "api_keys", "jwt", "api_keys+jwt"]))
     leeway_seconds = fields.Float(load_default=30.0, validate=validate.Range(min=0, max=3600))
@@ -224,6 +239,8 @@ class AuthSchema(_Strict):
     allowed_issuers = fields.List(fields.String(), load_default=list)  # CAIP-10 account ids
     allowed_chains = fields.List(fields.String(), load_default=list)  # CAIP-2 ids or namespaces
     admin_issuers = fields.List(fields.String(), load_default=list)  # CAIP-10 ids whose JWTs may be admin
+    # A JWT must name one of these in `aud` (None: any audience, and start-up warns).
+    audience = AudienceField(load_default=None, allow_none=True)
     budget = fields.Nested(AuthBudgetSchema, load_default=lambda: AuthBudgetSchema().load({}))
     revocation = fields.Nested(AuthRevocationSchema, load_default=lambda: AuthRevocationSchema().load({}))
 
@@ -477,25 +494,40 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping: YAML lets the later one replace the
     earlier, so a second `models:` block would drop the first one's routes without a word."""
 
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # A mapping's own keys are checked before YAML's merge folds its `<<:` sources into it, in place
+        # (merged keys first, its overrides after): a mapping first met as a merge source and aliased
+        # later (`<<: &m {<<: *d, x: 2}` ... `*m`) was checked merged, its override taken for a duplicate.
+        checked = self.__dict__.setdefault("_checked_mappings", set())
+        if id(node) not in checked:
+            checked.add(id(node))
+            _refuse_duplicate_keys(self, node)
+        super().flatten_mapping(node)
 
-def _unique_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
+
+def _refuse_duplicate_keys(loader: yaml.SafeLoader, node: yaml.MappingNode) -> None:
     seen = set()
     for key_node, _value in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`, then overrides: YAML's own rule
             continue
-        key = loader.construct_object(key_node, deep=True)
+        key = "=" if key_node.tag == "tag:yaml.org,2002:value" else loader.construct_object(key_node, deep=True)
         try:
             duplicate = key in seen
             seen.add(key)
-        except TypeError:  # an unhashable key: construct_mapping refuses it below
+        except TypeError:  # an unhashable key: construct_mapping refuses it
             continue
         if duplicate:
             raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
                                                     key_node.start_mark)
+
+
+def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
+    # Built whole, not yielded empty and filled later as SafeLoader's: a mapping that contains itself
+    # (`a: &a [*a]`) is then YAML's "recursive node" error, not a tree that interpolation recurses into.
     return loader.construct_mapping(node, deep=True)
 
 
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
 def parse_config_bytes(data: bytes, source: str, env: Optional[Mapping[str, str]] = None) -> Config:

@@ -327,8 +327,8 @@ def test_glob_match(pattern: str, name: str, ok: bool) -> None:
     assert glob_match(pattern, name) is ok
 
 
-def test_empty_allowlist_allows_everything() -> None:
-    assert model_allowed((), "anything") and model_allowed(None, "x")  # type: ignore[arg-type]
+def test_no_allowlist_allows_everything_an_empty_one_nothing() -> None:
+    assert model_allowed(None, "x") and not model_allowed((), "anything")  # explicit [] fails closed
     assert not model_allowed(("a",), "b")
 
 

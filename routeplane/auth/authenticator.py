@@ -59,7 +59,7 @@ class Authenticator:
             raise AuthFailure(UNAVAILABLE, status=503) from None
         return Identity(
             account_id=row.account_id, key_id=row.id, session_id=session_id_for(row.account_id, row.id),
-            scope=row.scope, models=row.models or ("*",), budget_micro_usd=row.budget_micro_usd,
+            scope=row.scope, models=row.models, budget_micro_usd=row.budget_micro_usd,
             claims={"key_name": row.name}, kind="api_key", budget_scope=row.budget_scope,
             budget_window=parse_window(row.budget_window), issued_at=row.created_at, expires_at=row.expires_at,
         )
@@ -72,15 +72,16 @@ class Authenticator:
         account_id = claims.issuer.account_id
         # A token without jti is its own session, named by a hash of what was signed (header.payload).
         session_id = session_id_for(account_id, token_id_for(token, claims.jti))
-        # `tools`: MCP tool-name patterns (routeplane.mcp), like `models`; absent = every tool.
+        # `tools`: MCP tool-name patterns (routeplane.mcp), like `models`: absent = every tool, [] = none
+        # (and `null` is refused, as for models, rather than read as absent).
         tools = claims.raw.get("tools")
-        if tools is not None and (not isinstance(tools, list) or len(tools) > 256 or not valid_patterns(tools)):
+        if "tools" in claims.raw and (not isinstance(tools, list) or len(tools) > 256 or not valid_patterns(tools)):
             raise AuthFailure("The token's tools claim must be a list of tool-name patterns.")
         extra = {"tools": tuple(tools)} if tools is not None else {}
         self._check_revocation(account_id, session_id, claims.iat)  # last: only a token that is otherwise good
         return Identity(
             account_id=account_id, key_id=None, session_id=session_id, scope=claims.scope,
-            models=claims.models or ("*",), budget_micro_usd=claims.budget,
+            models=("*",) if claims.models is None else claims.models, budget_micro_usd=claims.budget,
             claims={"iss": str(claims.issuer), "chain": claims.issuer.chain, "alg": claims.alg, "jti": claims.jti,
                     **extra},
             kind="jwt", budget_scope=claims.budget_scope, budget_window=claims.budget_window, issued_at=claims.iat,

@@ -16,8 +16,11 @@ from .crypto import Wallet
 from .window import parse_window_cli
 
 
-def _models(text: Optional[str]) -> List[str]:
-    return [m.strip() for m in (text or "").split(",") if m.strip()]
+def _models(text: Optional[str]) -> Optional[List[str]]:
+    """`--models`: None when not given (every model); `--models ''` is an explicit empty list (no model)."""
+    if text is None:
+        return None
+    return [m.strip() for m in text.split(",") if m.strip()]
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -79,8 +82,12 @@ def cmd_token_mint(args: argparse.Namespace) -> int:
         iss = _issuer(wallet, args.chain)
         now = time.time()
         claims: Dict[str, Any] = {"scope": args.scope}
-        if args.models:
+        if args.models is not None:
             claims["models"] = _models(args.models)
+        if args.aud:
+            if not all(args.aud):
+                return _fail("--aud needs a non-empty audience")
+            claims["aud"] = args.aud[0] if len(args.aud) == 1 else list(args.aud)
         if args.budget is not None:
             claims["budget"] = args.budget
             claims["budget_scope"] = args.budget_scope
@@ -133,7 +140,8 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
         if args.token_file is not None:
             if args.account or args.iss:
                 return _fail("--token-file names its own account: leave out --account and --iss")
-            ref = ref_from_token(_read_token(args.token_file), settings.verifier.max_token_bytes)
+            ref = ref_from_token(_read_token(args.token_file), settings.verifier.max_token_bytes,
+                                 settings.verifier.audience)
         elif args.all_before is not None:
             account = account_for(args.account, args.iss)
             in_force = store.revoke_before(account, cutoff_time(args.all_before, now), now)
@@ -220,7 +228,8 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
                "budget_micro_usd": r.budget_micro_usd, "budget_scope": r.budget_scope, "budget_window": r.budget_window,
                "expires_at": r.expires_at, "state": state}
         print(json.dumps(out) if args.json else
-              f"{r.id}  {state:<7}  {r.scope:<5}  {r.account_id}  {r.name or '-'}  models={','.join(r.models) or '*'}  "
+              f"{r.id}  {state:<7}  {r.scope:<5}  {r.account_id}  {r.name or '-'}  "
+              f"models={','.join(r.models) or '(none)'}  "
               f"budget={r.budget_micro_usd if r.budget_micro_usd is not None else '-'}")
     return 0
 
@@ -238,7 +247,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 def _budget_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scope", choices=("api", "admin"), default="api")
-    p.add_argument("--models", help="comma-separated model patterns; only * is special (default: all)")
+    p.add_argument("--models", help="comma-separated model patterns; only * is special (default: all; "
+                   "'' = none)")
     p.add_argument("--budget", type=int, help="budget in micro-USD (1 USD = 1000000)")
     p.add_argument("--budget-scope", choices=("account", "session"), default="account")
     p.add_argument("--window", help="budget window: rounds:N (last N requests) or seconds:S")
@@ -266,6 +276,8 @@ def add_commands(sub: Any) -> None:
     mint.add_argument("--exp", type=int, default=3600, help="seconds until expiry (0 = never; not for admin)")
     mint.add_argument("--nbf", type=int, default=0, help="seconds until the token becomes valid")
     mint.add_argument("--jti", help="token id (default: random); a session budget is keyed on it")
+    mint.add_argument("--aud", action="append", help="audience (aud) the token is for: the gateway's "
+                      "auth.audience (repeat for several)")
     mint.set_defaults(func=cmd_token_mint)
     revoke = tsub.add_parser("revoke", help="revoke one token (by jti, or the token itself) or an account's "
                              "tokens issued before a time")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 
 def glob_match(pattern: str, name: str) -> bool:
@@ -27,9 +27,13 @@ def glob_match(pattern: str, name: str) -> bool:
     return True
 
 
-def model_allowed(patterns: Sequence[str], model: str) -> bool:
-    """An empty allowlist (or None) allows every model."""
-    if not patterns:
+def model_allowed(patterns: Optional[Sequence[str]], model: str) -> bool:
+    """None (no allowlist) allows every model; an explicit empty list allows none.
+
+    An empty list is what a caller wrote to mean "nothing" (`"models": []`, `keys create --models ''`):
+    reading it as "no list" would turn the narrowest grant into the widest one.
+    """
+    if patterns is None:
         return True
     return any(glob_match(p, model) for p in patterns)
 

@@ -44,7 +44,7 @@ class TokenClaims:
     issuer: Caip10
     alg: str
     scope: str = "api"
-    models: Tuple[str, ...] = ()
+    models: Optional[Tuple[str, ...]] = None  # None: no claim (every model); (): an explicit empty list (none)
     budget: Optional[int] = None
     budget_scope: str = "account"
     budget_window: Optional[BudgetWindow] = None
@@ -65,6 +65,9 @@ class VerifierSettings:
     # Issuers whose tokens may carry scope admin. Any wallet can sign a token claiming it, so the
     # claim counts only for an issuer the operator named here (normalized CAIP-10 strings).
     admin_issuers: FrozenSet[str] = frozenset()
+    # `auth.audience`: a token must name one of these in `aud`, so a token a wallet minted for another
+    # service using the same format cannot be replayed here. Empty: `aud` is not checked.
+    audience: FrozenSet[str] = frozenset()
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -125,6 +128,7 @@ def verify_token(token: str, settings: VerifierSettings, now: Optional[float] = 
         raise TokenError("The bearer token is not valid yet.")
     if iat is not None and iat > now + leeway:
         raise TokenError("The bearer token was issued in the future; check the clock.")
+    _check_audience(claims, settings.audience)
     if settings.allowed_issuers and str(issuer) not in settings.allowed_issuers:
         raise TokenError("The token's issuer is not allowed on this gateway.", status=403)
     if settings.allowed_chains and not (issuer.chain in settings.allowed_chains
@@ -139,13 +143,16 @@ def verify_token(token: str, settings: VerifierSettings, now: Optional[float] = 
     return parsed
 
 
-def read_signed_token(token: str, max_token_bytes: int) -> TokenClaims:
-    """The claims of a token whose signature is valid for its issuer, whatever its times or issuer policy.
+def read_signed_token(token: str, max_token_bytes: int, audience: FrozenSet[str] = frozenset()) -> TokenClaims:
+    """The claims of a token whose signature is valid for its issuer and that is for this gateway's audience,
+    whatever its times or issuer policy.
 
     For naming a token to revoke: an expired, not-yet-valid or exp-less token
-    still names the same session; a forged one names nothing.
+    still names the same session; a forged one, or one minted for another
+    service (`auth.audience`), names nothing here.
     """
     claims, issuer, alg = _signed_claims(token, max_token_bytes)
+    _check_audience(claims, audience)
     exp, nbf, iat = _number(claims, "exp"), _number(claims, "nbf"), _number(claims, "iat")
     return _claims(claims, issuer, alg, iat, nbf, exp)
 
@@ -191,13 +198,32 @@ def _signed_claims(token: str, max_token_bytes: int) -> Tuple[Dict[str, Any], Ca
     return claims, issuer, alg
 
 
+def _check_audience(claims: Mapping[str, Any], accepted: FrozenSet[str]) -> None:
+    """RFC 7519 4.1.3: `aud` is a string or a list of strings, and must contain one of `accepted` (when set).
+
+    Compared exactly (no case folding, no URL normalization), as the RFC says.
+    """
+    if not accepted:
+        return
+    aud = claims.get("aud")
+    if aud is None:
+        raise TokenError("The bearer token has no aud claim; this gateway accepts only tokens minted for its "
+                         "audience (auth.audience).")
+    values = [aud] if isinstance(aud, str) else aud
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise TokenError("The token's aud claim must be a string or a list of strings.")
+    if accepted.isdisjoint(values):
+        raise TokenError("The bearer token was minted for another audience: its aud claim names none this "
+                         "gateway accepts (auth.audience).")
+
+
 def _claims(claims: Mapping[str, Any], issuer: Caip10, alg: str, iat: Optional[float], nbf: Optional[float],
             exp: Optional[float]) -> TokenClaims:
     scope = claims.get("scope", "api")
     if scope not in SCOPES:
         raise TokenError("The token's scope claim must be 'api' or 'admin'.")
-    models = claims.get("models", [])
-    if not isinstance(models, list) or len(models) > 256 or not valid_patterns(models):
+    models = claims.get("models") if "models" in claims else None  # `"models": null` is refused, not "absent"
+    if "models" in claims and (not isinstance(models, list) or len(models) > 256 or not valid_patterns(models)):
         raise TokenError("The token's models claim must be a list of model-name patterns.")
     budget = claims.get("budget")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= MAX_BUDGET):
@@ -212,7 +238,8 @@ def _claims(claims: Mapping[str, Any], issuer: Caip10, alg: str, iat: Optional[f
     jti = claims.get("jti")
     if jti is not None and (not isinstance(jti, str) or not 0 < len(jti) <= 128):
         raise TokenError("The token's jti claim must be a short string.")
-    return TokenClaims(issuer=issuer, alg=alg, scope=scope, models=tuple(models), budget=budget,
+    return TokenClaims(issuer=issuer, alg=alg, scope=scope,
+                       models=None if models is None else tuple(models), budget=budget,
                        budget_scope=budget_scope, budget_window=window, jti=jti, iat=iat, nbf=nbf, exp=exp,
                        raw=dict(claims))
 

@@ -50,14 +50,18 @@ def default_account(key_id: str) -> str:
 
 
 def create_key(store: AuthStore, *, name: str = "", account_id: Optional[str] = None, scope: str = "api",
-               models: Sequence[str] = (), budget_micro_usd: Optional[int] = None, budget_scope: str = "account",
-               budget_window: Optional[BudgetWindow] = None, expires_at: Optional[float] = None,
-               now: Optional[float] = None) -> Tuple[ApiKeyRow, str]:
-    """Store a new key's hash; returns the row and the full key (never stored, never shown again)."""
+               models: Optional[Sequence[str]] = None, budget_micro_usd: Optional[int] = None,
+               budget_scope: str = "account", budget_window: Optional[BudgetWindow] = None,
+               expires_at: Optional[float] = None, now: Optional[float] = None) -> Tuple[ApiKeyRow, str]:
+    """Store a new key's hash; returns the row and the full key (never stored, never shown again).
+
+    `models`: None allows every model (stored as `["*"]`); an empty list allows none.
+    """
     if scope not in ("api", "admin"):
         raise ValueError("scope must be api or admin")
     if budget_scope not in ("account", "session"):
         raise ValueError("budget scope must be account or session")
+    models = ("*",) if models is None else tuple(models)
     if not valid_patterns(models):
         raise ValueError("model patterns must be non-empty strings")
     if account_id is not None and not 0 < len(account_id) <= 128:

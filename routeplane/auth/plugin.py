@@ -113,6 +113,9 @@ def auth_plugins(config: "Config") -> Tuple[List[Plugin], List[Plugin]]:
         from .crypto import require_libraries
 
         require_libraries()
+    if settings.jwt and not settings.verifier.audience:
+        log.warning("auth.audience is not set: Web3 JWTs are accepted whatever their aud claim, so a token a "
+                    "wallet minted for another service using the same format is accepted here too (docs/auth.md)")
     from .budget import BudgetPlugin
 
     handle = StoreHandle()

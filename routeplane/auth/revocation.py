@@ -74,15 +74,16 @@ def ref_from_jti(account_id: str, jti: Any) -> TokenRef:
     return TokenRef(account_id, session_id_for(account_id, jti), jti)
 
 
-def ref_from_token(token: str, max_token_bytes: int) -> TokenRef:
+def ref_from_token(token: str, max_token_bytes: int, audience: FrozenSet[str] = frozenset()) -> TokenRef:
     """The session a token names, derived as the authenticator derives it, once its signature holds.
 
-    A forged token names nothing (its claims are whatever the forger wrote);
-    an expired or exp-less one still names its session.
+    A forged token names nothing (its claims are whatever the forger wrote), nor
+    does one minted for another audience than this gateway's (`auth.audience`,
+    as the authenticator checks it); an expired or exp-less one still names its session.
     """
     token = token.strip()
     try:
-        claims = read_signed_token(token, max_token_bytes)
+        claims = read_signed_token(token, max_token_bytes, audience)
     except TokenError as exc:
         raise RevocationError(f"This token cannot be revoked: {exc.message}") from None
     account_id = claims.issuer.account_id

@@ -95,7 +95,8 @@ def _revoke(plugin: "AuthPlugin", identity: Identity, body: Any) -> Dict[str, An
         if not isinstance(body["token"], str):
             raise InvalidRequest("token must be a string.", param="token")
         try:
-            ref = ref_from_token(body["token"], plugin.settings.verifier.max_token_bytes)
+            verifier = plugin.settings.verifier
+            ref = ref_from_token(body["token"], verifier.max_token_bytes, verifier.audience)
         except RevocationError as exc:  # the message never holds the token
             raise InvalidRequest(str(exc), param="token") from None
     else:

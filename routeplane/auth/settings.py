@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, FrozenSet, Mapping, Optional
 
 from .caip10 import CaipError, parse_caip10, parse_chain
 from .jwt import VerifierSettings
 from .window import BudgetWindow
 
 MODES = ("none", "api_keys", "jwt", "api_keys+jwt")
+
+
+def _audience(value: Any) -> FrozenSet[str]:
+    """`auth.audience` (a string or a list, validated by AuthSchema) as a set; None or absent: empty."""
+    if value is None:
+        return frozenset()
+    return frozenset([value] if isinstance(value, str) else value)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class AuthSettings:
             allowed_issuers=frozenset(issuers),
             allowed_chains=frozenset(chains),
             admin_issuers=frozenset(admins),
+            audience=_audience(auth.get("audience")),
         )
         b = dict(auth.get("budget") or {})
         window = b.get("account_window")

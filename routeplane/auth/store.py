@@ -70,6 +70,11 @@ CREATE TABLE {CUTOFFS} (
     updated_at DOUBLE PRECISION NOT NULL
 );
 """, tables=(REVOKED, CUTOFFS)),
+    # A key created without a model list used to store `[]` and `[]` meant "every model". From here on
+    # every model is `["*"]` and `[]` is an explicit empty list (no model): the old rows keep their meaning.
+    MigrationItem(4, "api_key_models_all", f"""
+UPDATE {KEYS} SET models = '["*"]' WHERE models = '[]';
+""", tables=(KEYS,)),
 ]
 
 # A revocation row outlives its token's exp by this much (more than any leeway_seconds allows) before
