@@ -410,7 +410,7 @@ def test_upstream_silent_before_headers_is_504(client, up):
 
 
 def test_upstream_stalling_mid_stream_is_an_error_frame(up, gw, settle_path):
-    up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": ""}), openai_chunk({"content": "a"}),
+    up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": "x"}), openai_chunk({"content": "a"}),
                           openai_chunk({"content": "b"})], chunk_delay=1.5))
     request_id = rid()
     frames = raw_stream(gw, model="slow", request_id=request_id)

@@ -58,8 +58,8 @@ def gateways() -> Iterator[Any]:
         g.executor.close()
 
 
-def stream_reply(*texts: str, **kw: Any) -> Reply:
-    chunks = [openai_chunk({"role": "assistant", "content": ""})] + [openai_chunk({"content": t}) for t in texts]
+def stream_reply(*texts: str, first: str = "", **kw: Any) -> Reply:
+    chunks = [openai_chunk({"role": "assistant", "content": first})] + [openai_chunk({"content": t}) for t in texts]
     chunks += [openai_chunk({}, "stop"),
                openai_chunk(None, usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5})]
     return Reply.sse(chunks, **kw)
@@ -258,7 +258,7 @@ def test_stream_without_done_is_an_upstream_failure_not_a_finish(ups, gateways):
 
 def test_stalled_stream_mid_way_gets_an_error_frame(ups, gateways):
     a, _ = ups
-    a.enqueue(stream_reply("one", "two", chunk_delay=2.0))  # after the first chunk, 2 s > the 0.6 s idle timeout
+    a.enqueue(stream_reply("two", first="one", chunk_delay=2.0))  # after the first text, 2 s > the 0.6 s idle timeout
     t0 = time.monotonic()
     r = gateways(config(a.url)).chat("hi", model="m", stream=True)
     assert time.monotonic() - t0 < 1.8

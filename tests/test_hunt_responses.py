@@ -123,6 +123,8 @@ def test_a_stream_cut_ends_in_response_failed_with_a_known_error_code(oai: OpenA
 
 def test_an_upstream_rate_limit_mid_stream_fails_as_rate_limit_exceeded(oai: OpenAI, up: FakeUpstream) -> None:
     up.enqueue(responses_sse([{"type": "response.created", "response": SHELL},
+                              {"type": "response.output_text.delta", "item_id": "m", "output_index": 0,
+                               "content_index": 0, "delta": "Hel"},  # after the first content: no HTTP 429 now
                               {"type": "error", "code": "rate_limit_exceeded", "message": "slow down", "param": None}]))
     events = _failed_event(oai, "via-openai_responses")
     error = events[-1].response.error

@@ -155,6 +155,8 @@ def test_a_streamed_failure_with_a_client_error_code_is_a_400_without_fallback(
     assert "flagged" in info.value.message
     assert len(b.requests) == 0
     a.enqueue(responses_sse([{"type": "response.created", "response": SHELL},
+                             {"type": "response.output_text.delta", "item_id": "m", "output_index": 0,
+                              "content_index": 0, "delta": "Hel"},  # after the first content: no HTTP 400 now
                              {"type": "response.failed", "response": _failed("image_content_policy_violation")}]))
     stream = oai.responses.create(model="orr", input="hi", stream=True)
     events = list(stream)

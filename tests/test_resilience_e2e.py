@@ -121,7 +121,7 @@ def test_e2e_stream_cut_mid_way_is_an_error_frame_without_fallback(gw, ups):
 def test_e2e_stalled_stream_gets_an_error_frame(gw, ups):
     a, b = ups
     reset_queues(a, b)
-    chunks = [openai_chunk({"role": "assistant", "content": ""}), openai_chunk({"content": "x"}),
+    chunks = [openai_chunk({"role": "assistant", "content": "w"}), openai_chunk({"content": "x"}),
               openai_chunk({}, "stop")]
     a.enqueue(Reply.sse(chunks, chunk_delay=3.0))
     t0 = time.monotonic()

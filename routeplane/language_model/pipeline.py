@@ -10,7 +10,6 @@ from typing import Any, Callable, Iterator, List, Mapping, Optional, Tuple, Unio
 from ..errors import (
     HookDenied,
     InternalError,
-    InvalidUpstreamResponse,
     NoTargetAvailable,
     RouteplaneError,
     StreamAborted,
@@ -36,6 +35,7 @@ from .context import PipelineContext
 from .cooldown import CooldownTracker, FallbackSettings
 from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent, error_class
 from .executor import Executor
+from .first_content import open_until_content
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd, frozen
 from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
@@ -219,9 +219,10 @@ class LanguageModelPipeline:
         """Call targets in order until one succeeds; fallback rules live here.
 
         Only failures before the first byte reaches the client come through
-        here (a stream's first part is pulled inside `call`), so a fallback
-        can never splice two upstreams into one answer. A stream's breaker
-        verdict waits for the stream's end (see `_stream`).
+        here (a stream's opening, up to its first content, is pulled inside
+        `call`), so a fallback can never splice two upstreams into one
+        answer. A stream's breaker verdict waits for the stream's end (see
+        `_stream`).
         """
         ctx = run.ctx
         errors: List[UpstreamError] = []
@@ -337,24 +338,20 @@ class LanguageModelPipeline:
         def open_stream(target: RoutingTarget) -> Tuple[StreamPart, Iterator[StreamPart]]:
             upstream = iter(self.executor.stream(target, ctx.prompt, ctx))
             try:
-                # Pull the first part before answering: a failure this early can
-                # still fall back, and an upstream 429 stays a 429.
-                first = next(upstream)
-            except StopIteration:
-                raise InvalidUpstreamResponse(
-                    f"{target.provider} ended the stream before sending anything", provider=target.provider
-                ) from None
+                # Pull the opening, up to the first content, before answering (first_content.py): a
+                # failure this early can still fall back, and an upstream 429 stays a 429.
+                first, rest = open_until_content(upstream, target.provider)
             except BaseException:
                 _close(upstream)
                 raise
             opened.append(upstream)
-            return first, upstream
+            return first, rest
 
         opened: List[Iterator[StreamPart]] = []
         try:
-            first, upstream = self._attempt(run, chain, open_stream, streaming=True)
+            first, rest = self._attempt(run, chain, open_stream, streaming=True)
             self._phase(ctx, Phase.EXECUTE)
-            return PipelineStream(_primed(self._stream(run, first, upstream)), ctx)
+            return PipelineStream(_primed(self._stream(run, first, rest, opened[-1])), ctx)
         except BaseException:
             # An execution hook rejected an opened stream, or the stream could not
             # start: release its connection now.
@@ -362,8 +359,9 @@ class LanguageModelPipeline:
                 _close(it)
             raise
 
-    def _stream(self, run: _Run, first: StreamPart, upstream: Iterator[StreamPart],
+    def _stream(self, run: _Run, first: StreamPart, rest: Iterator[StreamPart], upstream: Iterator[StreamPart],
                 answered_locally: bool = False) -> Iterator[StreamPart]:
+        """`first`, then `rest` (held parts included), to the client; `upstream` is what to close."""
         ctx = run.ctx
         acc = GenerationAccumulator()
         outcome = Outcome.SUCCESS
@@ -374,7 +372,7 @@ class LanguageModelPipeline:
         try:
             hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
             yield _PRIMED  # see _primed(): from here on, close() always reaches the finally below
-            for part in _prepend(first, upstream):
+            for part in _prepend(first, rest):
                 for out in self._apply_stream_hooks(ctx, hooks, part):
                     acc.add(out)
                     if run.ttft_ms is None and is_content(out):
@@ -473,7 +471,7 @@ class LanguageModelPipeline:
             return gen
         parts = generation_to_parts(gen)
         first = next(parts)
-        return PipelineStream(_primed(self._stream(run, first, parts, answered_locally=True)), ctx)
+        return PipelineStream(_primed(self._stream(run, first, parts, parts, answered_locally=True)), ctx)
 
     # --- settle and observe ------------------------------------------------
 
