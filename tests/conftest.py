@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, List, NoReturn
+from typing import Any, Callable, Iterator, List, NoReturn, Tuple
 
 import pytest
 
@@ -17,6 +17,52 @@ def upstream() -> Iterator[FakeUpstream]:
     up = FakeUpstream().start()
     yield up
     up.stop()
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
+    """Two fake upstreams (a target and its fallback) shared by a module's tests: stopping one costs ~0.5 s."""
+    a, b = FakeUpstream().start(), FakeUpstream().start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture
+def ups(servers: Tuple[FakeUpstream, FakeUpstream]) -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
+    """The module's two upstreams, with empty scripts and request logs for this test."""
+    a, b = servers
+    with a.script(), b.script():
+        yield a, b
+
+
+# The official SDKs as clients of a module's `gateway` fixture (a GatewayProcess), no retries.
+
+
+@pytest.fixture(scope="module")
+def oai(gateway: GatewayProcess) -> Iterator[Any]:
+    import openai
+
+    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def claude(gateway: GatewayProcess) -> Iterator[Any]:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="client-key", max_retries=0, timeout=30)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def gclient(gateway: GatewayProcess) -> Any:
+    from google import genai
+    from google.genai import types as genai_types
+
+    return genai.Client(api_key="client-key", http_options=genai_types.HttpOptions(base_url=gateway.url))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from routeplane.protocols import openai_chat
 from routeplane.store import Store
 from routeplane.store.spend_log import spend_rows
 from tests.support.gateway import GatewayProcess
+from tests.support.spend import spend_row
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
 
 # USD per million tokens = micro-USD per token: every bucket has its own price, so a token in the
@@ -154,21 +155,6 @@ def chat(gw: GatewayProcess, key: str, model: str, stream: bool = False, **extra
                          headers={"Authorization": f"Bearer {key}"})
 
 
-def row_of(gw: GatewayProcess, rid: str) -> Dict[str, Any]:
-    store = Store.from_url(gw.db_url)  # type: ignore[attr-defined]
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            rows = spend_rows(store, "WHERE request_id = ?".replace("?", store.param), (rid,))
-            if rows or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    finally:
-        store.close()
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 def buckets(row: Dict[str, Any]) -> List[int]:
     return [row[k] for k in ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens",
                              "reasoning_tokens")]
@@ -243,7 +229,7 @@ def test_each_wire_settles_disjoint_buckets_and_their_cost(gateway: GatewayProce
     extra = {"stream_options": {"include_usage": True}} if stream else {}
     r = chat(gateway, gateway.key, route, stream, **extra)  # type: ignore[attr-defined]
     assert r.status_code == 200, r.text
-    row = row_of(gateway, r.headers["x-request-id"])
+    row = spend_row(gateway.db_url, r.headers["x-request-id"])
     assert (buckets(row), row["cost_micro_usd"], row["outcome"], bool(row["usage_reported"])) == \
         (expected, expected_cost, "success", True)
 
@@ -256,7 +242,7 @@ def test_an_anthropic_stream_cut_after_message_delta_settles_on_the_reported_usa
     upstream.enqueue(Reply(full.status, full.headers, chunks=full.chunks[:-1]))  # everything but message_stop
     r = chat(gateway, gateway.key, "an", True)  # type: ignore[attr-defined]
     assert r.status_code == 200 and "error" in r.text
-    row = row_of(gateway, r.headers["x-request-id"])
+    row = spend_row(gateway.db_url, r.headers["x-request-id"])
     assert (buckets(row), bool(row["usage_reported"])) == ([40, 2000, 300, 120, 0], True)
     assert row["outcome"] != "success"
 
@@ -283,7 +269,7 @@ def test_a_client_sees_the_estimate_that_is_billed_when_the_upstream_reports_no_
         usage = [f["usage"] for f in frames if f.get("usage")][-1]
     else:
         usage = r.json()["usage"]
-    row = row_of(gateway, r.headers["x-request-id"])
+    row = spend_row(gateway.db_url, r.headers["x-request-id"])
     assert (usage["prompt_tokens"], usage["completion_tokens"]) == (row["input_tokens"], row["output_tokens"])
     assert row["input_tokens"] > 0 and row["output_tokens"] > 0 and not row["usage_reported"]
 
@@ -293,7 +279,7 @@ def test_fallback_is_one_row_with_the_serving_target(gateway: GatewayProcess, up
                      Reply.json(openai_completion("yo")))
     r = chat(gateway, gateway.key, "fb")  # type: ignore[attr-defined]
     assert r.status_code == 200
-    row = row_of(gateway, r.headers["x-request-id"])
+    row = spend_row(gateway.db_url, r.headers["x-request-id"])
     assert (row["provider"], row["attempts"], row["cost_micro_usd"]) == ("oc", 2, cost(10, out=5))
 
 

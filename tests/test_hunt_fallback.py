@@ -6,7 +6,6 @@ its own."""
 
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, Iterator, Tuple
 
 import anthropic
@@ -16,9 +15,8 @@ import requests
 from google import genai
 from google.genai import types as genai_types
 
-from routeplane.store import Store
-from routeplane.store.spend_log import spend_rows
 from tests.support.gateway import GatewayProcess
+from tests.support.spend import spend_row
 from tests.support.upstream import FakeUpstream, Reply, openai_completion
 
 pytestmark = pytest.mark.e2e
@@ -38,22 +36,6 @@ ROUTES: Dict[str, Tuple[str, bool]] = {
     "count-cool": ("an", True),
 }
 STRATEGIES = {"rr": "round_robin", "rr-ge": "round_robin"}
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
-    a, b = FakeUpstream().start(), FakeUpstream().start()
-    yield a, b
-    a.stop()
-    b.stop()
-
-
-@pytest.fixture
-def ups(servers: Tuple[FakeUpstream, FakeUpstream]) -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
-    """The module's two upstreams, with empty scripts and request logs for this test."""
-    a, b = servers
-    with a.script(), b.script():
-        yield a, b
 
 
 def _provider(wire: str, url: str, key: str) -> Dict[str, Any]:
@@ -85,36 +67,6 @@ def gateway(servers: Tuple[FakeUpstream, FakeUpstream],
     gw.stop()
 
 
-@pytest.fixture(scope="module")
-def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, timeout=20)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def claude(gateway: GatewayProcess) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(base_url=gateway.url, api_key="client-key", max_retries=0, timeout=20)
-    yield client
-    client.close()
-
-
-def row_of(gw: GatewayProcess, rid: str) -> Dict[str, Any]:
-    """The request's one spend-log row (written just after the response: polled briefly)."""
-    store = Store.from_url(gw.db_url)  # type: ignore[attr-defined]
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            rows = spend_rows(store, "WHERE request_id = ?".replace("?", store.param), (rid,))
-            if rows or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-    finally:
-        store.close()
-    assert len(rows) == 1, rows
-    return rows[0]
-
-
 HI = [{"role": "user", "content": "hi"}]
 
 
@@ -133,7 +85,7 @@ def test_a_4xx_with_a_large_body_fails_fast_with_its_own_status(ups: Any, oai: o
         oai.chat.completions.create(model="big-400", messages=HI)  # type: ignore[arg-type]
     assert info.value.status_code == 400 and "prompt is too long" in info.value.message
     assert len(b.requests) == 0
-    row = row_of(gateway, info.value.response.headers["x-request-id"])
+    row = spend_row(gateway.db_url, info.value.response.headers["x-request-id"])
     assert (row["status"], row["attempts"], row["cost_micro_usd"]) == (400, 1, 0)
     # A 400 whose body breaks off (reset mid-body) is still the client's 400.
     a.enqueue(Reply(400, {"Content-Type": "application/json"}, chunks=[b'{"error": {"message": "bad', b'"}}'],

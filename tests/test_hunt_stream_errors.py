@@ -4,7 +4,6 @@ B behind it), so a wrong "retriable" shows as a call to B. Breakers are off (`co
 
 from __future__ import annotations
 
-import time
 from typing import Any, Dict, Iterator, List, Tuple
 
 import anthropic
@@ -12,13 +11,11 @@ import openai
 import pytest
 from google import genai
 from google.genai import errors as genai_errors
-from google.genai import types as genai_types
 
 from routeplane.errors import InvalidUpstreamResponse
 from routeplane.protocols.sse import SSEParser
-from routeplane.store import Store
-from routeplane.store.spend_log import spend_rows
 from tests.support.gateway import GatewayProcess
+from tests.support.spend import spend_row
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk
 from tests.support.wires import gemini_sse, responses_sse
 
@@ -36,19 +33,9 @@ AN_TEXT = [{"type": "content_block_start", "index": 0, "content_block": {"type":
            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hel"}}]
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
-    a, b = FakeUpstream().start(), FakeUpstream().start()
-    yield a, b
-    a.stop()
-    b.stop()
-
-
-@pytest.fixture
-def ups(servers: Tuple[FakeUpstream, FakeUpstream]) -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
-    a, b = servers
-    with a.script(), b.script():
-        yield a, b
+def status_of(gw: GatewayProcess, rid: str) -> int:
+    """The status in the request's spend-log row."""
+    return spend_row(gw.db_url, rid)["status"]  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
@@ -70,41 +57,6 @@ def gateway(servers: Tuple[FakeUpstream, FakeUpstream],
     gw.db_url = db  # type: ignore[attr-defined]
     yield gw
     gw.stop()
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def claude(gateway: GatewayProcess) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(base_url=gateway.url, api_key="client-key", max_retries=0, timeout=30)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def gclient(gateway: GatewayProcess) -> genai.Client:
-    return genai.Client(api_key="client-key", http_options=genai_types.HttpOptions(base_url=gateway.url))
-
-
-def status_of(gw: GatewayProcess, rid: str) -> int:
-    """The status in the request's spend-log row (written just after the response: polled briefly)."""
-    store = Store.from_url(gw.db_url)  # type: ignore[attr-defined]
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            rows = spend_rows(store, "WHERE request_id = ?".replace("?", store.param), (rid,))
-            if rows or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-    finally:
-        store.close()
-    assert len(rows) == 1, rows
-    return rows[0]["status"]
 
 
 def _failed(code: str, message: str = "the prompt was refused") -> Dict[str, Any]:

@@ -12,14 +12,12 @@ End to end: the official SDKs against the gateway under gunicorn, two scripted u
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Dict, Iterator, List, Tuple
 
 import anthropic
 import openai
 import pytest
 from google import genai
-from google.genai import types as genai_types
 
 from routeplane.app import App
 from routeplane.config import parse_config
@@ -42,10 +40,9 @@ from routeplane.language_model.types import (
     Usage,
     UsageUpdate,
 )
-from routeplane.store import Store
-from routeplane.store.spend_log import spend_rows
 from routeplane.testing import CapturedSettlements
 from tests.support.gateway import GatewayProcess
+from tests.support.spend import spend_row
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk
 from tests.support.wires import gemini_sse, responses_sse
 
@@ -81,21 +78,6 @@ def oc_answer(text: str) -> Reply:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
-    a, b = FakeUpstream().start(), FakeUpstream().start()
-    yield a, b
-    a.stop()
-    b.stop()
-
-
-@pytest.fixture
-def ups(servers: Tuple[FakeUpstream, FakeUpstream]) -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
-    a, b = servers
-    with a.script(), b.script():
-        yield a, b
-
-
-@pytest.fixture(scope="module")
 def gateway(servers: Tuple[FakeUpstream, FakeUpstream],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     providers: Dict[str, Any] = {}
@@ -114,41 +96,6 @@ def gateway(servers: Tuple[FakeUpstream, FakeUpstream],
     gw.db_url = db  # type: ignore[attr-defined]
     yield gw
     gw.stop()
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: GatewayProcess) -> Iterator[openai.OpenAI]:
-    client = openai.OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, timeout=30)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def claude(gateway: GatewayProcess) -> Iterator[anthropic.Anthropic]:
-    client = anthropic.Anthropic(base_url=gateway.url, api_key="client-key", max_retries=0, timeout=30)
-    yield client
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def gclient(gateway: GatewayProcess) -> genai.Client:
-    return genai.Client(api_key="client-key", http_options=genai_types.HttpOptions(base_url=gateway.url))
-
-
-def row_of(gw: GatewayProcess, rid: str) -> Dict[str, Any]:
-    """The request's one spend-log row (written just after the response: polled briefly)."""
-    store = Store.from_url(gw.db_url)  # type: ignore[attr-defined]
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            rows = spend_rows(store, "WHERE request_id = ?".replace("?", store.param), (rid,))
-            if rows or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-    finally:
-        store.close()
-    assert len(rows) == 1, rows
-    return rows[0]
 
 
 def attempts_of(row: Dict[str, Any]) -> List[Tuple[str, bool, int]]:
@@ -172,7 +119,7 @@ def test_anthropic_overloaded_after_message_start_falls_back(ups: Any, claude: a
     assert message.content[0].text == "from b"  # type: ignore[union-attr]
     assert message.id != "msg_a" and message.usage.input_tokens == 7
     assert len(b.requests) == 1
-    row = row_of(gateway, stream.response.headers["x-request-id"])
+    row = spend_row(gateway.db_url, stream.response.headers["x-request-id"])
     assert (row["outcome"], row["status"], row["provider"]) == ("success", 200, "an-b")
     assert attempts_of(row) == [("an-a", False, 529), ("an-b", True, 200)]
     assert row["input_tokens"] == 7  # B's answer; A's message_start (3) was not billed
@@ -191,7 +138,7 @@ def test_openai_role_chunk_then_error_chunk_falls_back(ups: Any, oai: openai.Ope
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "from b"
     assert len({c.id for c in chunks}) == 1
     assert len(b.requests) == 1
-    row = row_of(gateway, stream.response.headers["x-request-id"])
+    row = spend_row(gateway.db_url, stream.response.headers["x-request-id"])
     assert (row["outcome"], row["provider"]) == ("success", "oc-b")
     assert attempts_of(row) == [("oc-a", False, 500), ("oc-b", True, 200)]
 
@@ -220,7 +167,7 @@ def test_a_responses_failure_after_its_opening_falls_back_for_an_anthropic_clien
         text = stream.get_final_text()
     assert text == "from b"
     assert len(b.requests) == 1
-    row = row_of(gateway, stream.response.headers["x-request-id"])
+    row = spend_row(gateway.db_url, stream.response.headers["x-request-id"])
     assert [(p, ok) for p, ok, _ in attempts_of(row)] == [("orr-a", False), ("orr-b", True)]
 
 
@@ -266,7 +213,7 @@ def test_an_error_after_the_first_text_is_still_an_error_frame(ups: Any, claude:
     assert info.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     assert seen.count("message_start") == 1 and texts == ["Hel"]
     assert len(b.requests) == 0
-    row = row_of(gateway, stream.response.headers["x-request-id"])
+    row = spend_row(gateway.db_url, stream.response.headers["x-request-id"])
     assert (row["outcome"], row["attempts"]) == ("upstream_error", 1)
 
 
@@ -282,7 +229,7 @@ def test_a_client_error_in_the_hold_is_a_real_400_without_fallback(ups: Any, cla
     assert info.value.status_code == 400
     assert info.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
     assert "prompt is too long" in info.value.message and KEY not in info.value.message
-    row = row_of(gateway, info.value.response.headers["x-request-id"])
+    row = spend_row(gateway.db_url, info.value.response.headers["x-request-id"])
     assert (row["status"], row["attempts"], row["cost_micro_usd"]) == (400, 1, 0)
     a.enqueue(Reply.sse([openai_chunk({"role": "assistant"}),
                          {"error": {"message": "maximum context length exceeded", "type": "invalid_request_error",
@@ -301,7 +248,7 @@ def test_every_target_failing_in_the_hold_merges_like_failures_before_the_first_
     with pytest.raises(anthropic.InternalServerError) as info:
         claude.messages.create(model="an", max_tokens=5, messages=HI, stream=True)  # type: ignore[arg-type]
     assert info.value.status_code == 529 and info.value.body["error"]["type"] == "overloaded_error"  # type: ignore
-    row = row_of(gateway, info.value.response.headers["x-request-id"])
+    row = spend_row(gateway.db_url, info.value.response.headers["x-request-id"])
     assert attempts_of(row) == [("an-a", False, 529), ("an-b", False, 529)]
     assert (row["outcome"], row["input_tokens"], row["cost_micro_usd"]) == ("upstream_error", 0, 0)
 
