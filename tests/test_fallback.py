@@ -16,14 +16,6 @@ from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_com
 FAST = {"connect": 1.0, "read": 0.6}
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[Tuple[FakeUpstream, FakeUpstream]]:
-    a, b = FakeUpstream().start(), FakeUpstream().start()
-    yield a, b
-    a.stop()
-    b.stop()
-
-
 @pytest.fixture
 def ups(servers: Tuple[FakeUpstream, FakeUpstream]) -> Tuple[FakeUpstream, FakeUpstream]:
     """The module's two upstreams with empty scripts (shared: stopping a server costs ~0.5 s)."""
