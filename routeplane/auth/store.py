@@ -71,7 +71,7 @@ CREATE TABLE {CUTOFFS} (
 );
 """, tables=(REVOKED, CUTOFFS)),
     # A key created without a model list used to store `[]` and `[]` meant "every model". From here on
-    # every model is `["*"]` and `[]` is an explicit empty list (no model): the old rows keep their meaning.
+    # every model is `["*"]` (and no model `[""]`, see _models_column): the old rows keep their meaning.
     MigrationItem(4, "api_key_models_all", f"""
 UPDATE {KEYS} SET models = '["*"]' WHERE models = '[]';
 """, tables=(KEYS,)),
@@ -165,7 +165,7 @@ class AuthStore:
 
     def insert_key(self, row: ApiKeyRow) -> None:
         self.store.execute(self._sql(f"INSERT INTO {KEYS} ({self._KEY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"), (
-            row.id, row.key_hash, row.name, row.account_id, row.scope, json.dumps(list(row.models)),
+            row.id, row.key_hash, row.name, row.account_id, row.scope, _models_column(row.models),
             row.budget_micro_usd, row.budget_scope, json.dumps(row.budget_window) if row.budget_window else None,
             row.created_at, row.expires_at, row.revoked_at))
 
@@ -343,9 +343,28 @@ class AuthStore:
         return int(rows[0][0] or 0)
 
 
+# A key that allows no model is stored as `[""]`, not `[]`: releases before the distinction read `[]` as
+# "every model", and one may still share the table (hosts not yet upgraded on one PostgreSQL, a rollback, a
+# provisioning job on the old CLI). `""` is no valid pattern (valid_patterns) and matches no model name
+# under every release's glob, so such a key allows none everywhere; and `[]`, whoever wrote it, keeps
+# meaning what every release that wrote it meant: every model.
+_NO_MODEL = [""]
+
+
+def _models_column(models: Sequence[str]) -> str:
+    return json.dumps(list(models) or _NO_MODEL)
+
+
+def _models_of(column: str) -> Tuple[str, ...]:
+    models = json.loads(column)
+    if models == _NO_MODEL:
+        return ()
+    return tuple(models) if models else ("*",)
+
+
 def _key_row(r: Sequence[Any]) -> ApiKeyRow:
     return ApiKeyRow(
-        id=r[0], key_hash=str(r[1]).strip(), name=r[2], account_id=r[3], scope=r[4], models=tuple(json.loads(r[5])),
+        id=r[0], key_hash=str(r[1]).strip(), name=r[2], account_id=r[3], scope=r[4], models=_models_of(r[5]),
         budget_micro_usd=None if r[6] is None else int(r[6]), budget_scope=r[7],
         budget_window=json.loads(r[8]) if r[8] else None, created_at=float(r[9]),
         expires_at=None if r[10] is None else float(r[10]), revoked_at=None if r[11] is None else float(r[11]),

@@ -225,9 +225,11 @@ class ExecutionHook(LanguageModelHook, ABC):
     non-streaming request `result` is the `Generation`; the hook may return a
     replacement `Generation` (a response check that redacts) or raise a
     RouteplaneError (a response check that blocks: the request is settled as
-    failed). For a stream it fires once the upstream accepted it, and
-    `result` is the tuple `(first_part, iterator)`: the first stream part
-    (normally the `ResponseStart`) and the rest of the stream, which the hook
+    failed). For a stream it fires once the upstream's stream reached its
+    first content (its opening is held until then, so a failure before it
+    can still fall back: language_model/first_content.py), and `result` is
+    the tuple `(first_part, iterator)`: the first stream part (normally the
+    `ResponseStart`) and the rest of the stream, held parts first, which the hook
     must not consume; its return value is ignored (rewrite streams with a
     `StreamHook`). `on_failure(ctx, error)` fires after a failed attempt and
     returns a `FallbackDecision`: `next()` lets the executor try the next
