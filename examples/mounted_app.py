@@ -23,6 +23,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from flask import Flask, g, jsonify, redirect, request, session
 
 from routeplane.app import AppBuilder, Plugin, PluginId, build_app
+from routeplane.auth.globs import model_allowed
 from routeplane.config import Config, load_config
 from routeplane.hooks.language_model import DenyReason, HookDecision, PreRequestHook
 from routeplane.language_model.context import Identity, PipelineContext
@@ -34,7 +35,7 @@ class HostUser:
 
     user_id: str
     plan: str
-    models: Tuple[str, ...] = ("*",)
+    models: Tuple[str, ...] = ("*",)  # model-name patterns (`mock-*`), as Identity.models; () allows none
     admin: bool = False  # may use the gateway's /llm/admin/* (dashboard, metrics, explain)
 
 
@@ -71,8 +72,11 @@ class HostIdentityHook(PreRequestHook):
             user = self._user_for_token(ctx.credential)
         if user is None:
             return HookDecision.deny(DenyReason.unauthorized("Log in to the host app or send a host API token."))
-        if ctx.route and "*" not in user.models and ctx.route not in user.models:  # "": not a model call
-            return HookDecision.deny(DenyReason.forbidden(f"Your plan ({user.plan}) does not include this model."))
+        # Without auth.mode nothing else checks Identity.models on a model call: this hook does, with the
+        # auth plugin's pattern rules (`mock-*`; () allows none) and answer. ctx.route is "" outside model calls.
+        if ctx.route and not model_allowed(user.models, ctx.route):
+            return HookDecision.deny(DenyReason("permission", f"Your plan ({user.plan}) does not include the model "
+                                                f"{ctx.route!r}.", 403, code="model_not_allowed"))
         ctx.identity = Identity(account_id=user.user_id, models=user.models, claims={"plan": user.plan},
                                 scope="admin" if user.admin else "api")
         return HookDecision.allow()
@@ -94,8 +98,11 @@ class HostAuthPlugin(Plugin):
         app.language_model_builder().pre_request_hook(self.hook)
 
 
-def create_host_app(config: Optional[Config] = None, secret_key: Optional[str] = None) -> Flask:
-    """The host application, with routeplane mounted under /llm."""
+def create_host_app(config: Optional[Config] = None, secret_key: Optional[str] = None,
+                    users: Optional[Mapping[str, HostUser]] = None, tokens: Optional[Mapping[str, str]] = None) -> Flask:
+    """The host application, with routeplane mounted under /llm (`users`/`tokens`: the demo's by default)."""
+    users = DEMO_USERS if users is None else users
+    tokens = DEMO_TOKENS if tokens is None else tokens
     host = Flask("host_app")
     host.secret_key = secret_key or os.environ.get("HOST_SECRET_KEY") or os.urandom(32)
 
@@ -103,12 +110,12 @@ def create_host_app(config: Optional[Config] = None, secret_key: Optional[str] =
     def load_user() -> None:
         # The host's own authentication, for all of its routes (routeplane's included).
         user_id = session.get("user_id")
-        g.host_user = DEMO_USERS.get(user_id) if user_id else None
+        g.host_user = users.get(user_id) if user_id else None
 
     @host.post("/login")
     def login() -> Any:
         user_id = (request.form.get("user") or "").strip()
-        if user_id not in DEMO_USERS:  # a real app checks a password here
+        if user_id not in users:  # a real app checks a password here
             return jsonify({"error": "unknown user"}), 401
         session["user_id"] = user_id
         return redirect("/")
@@ -119,7 +126,7 @@ def create_host_app(config: Optional[Config] = None, secret_key: Optional[str] =
         return jsonify({"app": "host", "user": user.user_id if user else None})
 
     gateway = build_app(config or load_config(os.environ.get("ROUTEPLANE_CONFIG") or None),
-                        extra_plugins=[HostAuthPlugin(DEMO_TOKENS, DEMO_USERS)])
+                        extra_plugins=[HostAuthPlugin(tokens, users)])
     gateway.init_app(host, url_prefix="/llm")
     return host
 

@@ -44,10 +44,8 @@ def make_blueprint(app: "App") -> Blueprint:
             identity = g.routeplane_identity
             account = _account(identity, args) if "account" in args or "iss" in args else None
             account = _scope(identity, account)
-            limit = args.get("limit", "1000")
-            if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
-                raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT}.", param="limit")
-            tokens, cutoffs = _stored(plugin).list_revocations(account, int(limit))
+            limit = _limit(args.get("limit", "1000"))
+            tokens, cutoffs = _stored(plugin).list_revocations(account, limit)
         except RouteplaneError as err:
             return _error(err)
         except Exception:
@@ -109,6 +107,16 @@ def _revoke(plugin: "AuthPlugin", identity: Identity, body: Any) -> Dict[str, An
     plugin.revocations.forget(ref.session_id)
     return {"account_id": ref.account_id, "session_id": ref.session_id, "jti": ref.jti,
             "already_revoked": not added, "cache_seconds": cache_seconds}
+
+
+def _limit(text: str) -> int:
+    """`?limit=` as 1..MAX_LIMIT, else a 400. The length is checked before int(): past 4300 digits int() raises
+    ValueError, which the view's catch-all would report as a store outage (503)."""
+    digits = text.lstrip("0") or "0"  # leading zeros count towards int()'s limit too
+    if not (text.isascii() and text.isdigit()) or len(digits) > len(str(MAX_LIMIT)) \
+            or not 1 <= int(digits) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be 1 to {MAX_LIMIT}.", param="limit")
+    return int(digits)
 
 
 def _account(identity: Identity, where: Any) -> str:

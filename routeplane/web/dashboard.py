@@ -13,7 +13,7 @@ from urllib.parse import urlsplit, urlunsplit
 from flask import Blueprint, Response, g, render_template, request
 
 from .. import dashboard_data as data
-from ..auth.guard import authenticate_request
+from ..auth.guard import authenticate_request, credential_from_headers
 from ..metrics import NameBounds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,6 +24,12 @@ log = logging.getLogger("routeplane.dashboard")
 DEFAULT_WINDOW = "24h"
 COOKIE = "routeplane_admin"
 COOKIE_MAX_AGE = 8 * 3600  # a working day; the credential's own expiry still applies on every request
+# Browsers drop, without a word, a cookie whose name and value exceed 4096 bytes (RFC 6265 §6.1's minimum, and
+# Chromium's and Firefox's limit); auth.max_token_bytes allows tokens up to 64 KiB.
+MAX_COOKIE_BYTES = 4096
+# Groups the spend page lists (the busiest first; the CSV has them all): clients choose route names (any unknown
+# model is a cheap 404 with its own row) and, with self-signed JWTs, accounts, so the groups are theirs to multiply.
+MAX_SPEND_ROWS = 500
 CHART_W, CHART_H, PAD_L, PAD_B, PAD_T = 640, 200, 56, 28, 12
 
 
@@ -72,7 +78,10 @@ def make_blueprint(app: "App") -> Blueprint:
         if err:
             return _bad_request(err)
         sp = data.spend(app.store, window, by) if app.store is not None else None
-        return _page("dashboard/spend.html", "spend", window=window, by=by, sp=sp, groups=list(data.SPEND_GROUPS))
+        rows = sp["rows"][:MAX_SPEND_ROWS] if sp is not None else []
+        more = len(sp["rows"]) - len(rows) if sp is not None else 0
+        return _page("dashboard/spend.html", "spend", window=window, by=by, sp=sp, rows=rows, more=more,
+                     groups=list(data.SPEND_GROUPS))
 
     @bp.get("/admin/spend.csv")
     @guard
@@ -127,6 +136,10 @@ def make_blueprint(app: "App") -> Blueprint:
         identity, err = authenticate_request(app, _with_credential(credential), request.remote_addr, scope="admin")
         if err is not None:
             return _login_page(err.status, err.message)
+        if len(COOKIE) + len(credential.encode("utf-8")) > MAX_COOKIE_BYTES:  # a 303 would end in a 401 loop
+            return _login_page(413, f"This credential is valid, but longer than a browser keeps in a cookie "
+                                    f"({MAX_COOKIE_BYTES} bytes): send it as an Authorization: Bearer header "
+                                    "instead (a browser extension or a proxy can add one).")
         resp = Response(status=303, headers={"Location": _url("overview")})
         resp.set_cookie(COOKIE, credential, max_age=COOKIE_MAX_AGE, path=_cookie_path(), httponly=True,
                         samesite="Strict", secure=_is_https())
@@ -143,9 +156,12 @@ def make_blueprint(app: "App") -> Blueprint:
         return resp
 
     def _page(template: str, active: str, **kw: Any) -> Response:
+        # Sign out whenever the login form's cookie came along: a host app's identity (mounted) is of kind
+        # "anonymous", and its admin signed in through the form must still be able to drop the credential.
         resp = Response(render_template(template, active=active, store=app.store is not None,
                                         identity=g.routeplane_identity, labels=data.WINDOW_LABELS,
-                                        windows=list(data.WINDOWS), **kw), mimetype="text/html")
+                                        signed_in=bool(request.cookies.get(COOKIE)), windows=list(data.WINDOWS),
+                                        **kw), mimetype="text/html")
         _no_store(resp)
         return resp
 
@@ -187,13 +203,17 @@ def _html_guard(app: "App") -> Callable[[Callable], Callable]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             headers: Any = request.headers
             cookie = request.cookies.get(COOKIE)
-            if cookie and not headers.get("Authorization"):
-                headers = _with_credential(cookie)  # signed in through the login form
+            # Signed in through the login form, and no credential in the headers: an Authorization header
+            # that carries none (`Basic`, from an nginx auth_basic in front) must not hide the cookie.
+            if cookie and credential_from_headers(headers) is None:
+                headers = _with_credential(cookie)
             identity, err = authenticate_request(app, headers, request.remote_addr, scope="admin")
             if err is not None:
                 title = {401: "Sign-in needed", 403: "Not allowed"}.get(err.status, "Unavailable")
                 resp = _error_page(err.status, title, err.message)
-                if cookie:  # a stale or revoked credential: forget it
+                if cookie and err.status in (401, 403):  # a stale or revoked credential: forget it. Not on a
+                    # 503 (the auth store cannot answer): the credential may be good, and signing every admin out
+                    # on a database blip would make them paste a key that is shown only once.
                     resp.delete_cookie(COOKIE, path=_cookie_path(), httponly=True, samesite="Strict",
                                        secure=_is_https())
                 if err.status == 401:
