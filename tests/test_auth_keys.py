@@ -351,6 +351,9 @@ def test_store_errors_fail_closed_by_default(tmp_path: Any) -> None:
     assert r.status_code == 503 and key not in r.get_data(as_text=True)
     # The gateway's own failure, for the client to retry: not a plugin's "custom" refusal.
     assert r.json["error"]["code"] == "auth_unavailable" and r.json["error"]["type"] == "server_error", r.json
+    # The same outage outside a model call (/v1/models, /admin/*, /mcp) said `overloaded`.
+    r = g.client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+    assert r.status_code == 503 and r.json["error"]["code"] == "auth_unavailable", r.json
 
 
 def test_store_errors_can_fail_open(tmp_path: Any) -> None:

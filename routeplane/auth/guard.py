@@ -118,8 +118,12 @@ def authenticate_request(app: "App", headers: Mapping[str, str], remote_addr: Op
         try:
             identity = plugin.authenticator.authenticate(credential)
         except AuthFailure as failure:
-            kind = {401: "authentication", 403: "permission"}.get(failure.status, "overloaded")
-            return None, RouteplaneError(failure.message, status=failure.status, kind=kind)
+            if failure.status in (401, 403):
+                kind = "authentication" if failure.status == 401 else "permission"
+                return None, RouteplaneError(failure.message, status=failure.status, kind=kind)
+            # The key or revocation store cannot answer: the same 503 as on model calls (auth/plugin.py).
+            return None, RouteplaneError(failure.message, status=failure.status, kind="internal",
+                                         code="auth_unavailable")
     if hooks:
         ctx = PipelineContext(_request_id(), GUARD_PROTOCOL, Prompt(model="", messages=()), dict(headers),
                               identity=identity, credential=credential)
