@@ -127,13 +127,25 @@ class LanguageModelBuilder:
     def hooks(self) -> LanguageModelHooks:
         h = self._hooks
         return LanguageModelHooks(
-            pre_request=tuple(h["pre_request_hook"]),
+            pre_request=_with_identity_allowlist(h["pre_request_hook"]),
             route=tuple(h["route_hook"]),
             execution=tuple(h["execution_hook"]),
             stream=tuple(h["stream_hook"]),
             settlement=tuple(h["settlement_recorder"]),
             observe=tuple(h["observe_hook"]),
         )
+
+
+def _with_identity_allowlist(hooks: List[Tuple[str, Any]]) -> Tuple[Tuple[str, Any], ...]:
+    """The pre-request hooks, with the identity's model allowlist checked right after the last hook marked
+    `authenticates` (before any hook that could answer the request itself, a cache)."""
+    last = max((i for i, (_pid, hook) in enumerate(hooks) if getattr(hook, "authenticates", False) is True),
+               default=None)
+    if last is None:
+        return tuple(hooks)
+    from .auth.plugin import IdentityAllowlistHook
+
+    return (*hooks[:last + 1], ("routeplane", IdentityAllowlistHook()), *hooks[last + 1:])
 
 
 _ARITY = {

@@ -463,3 +463,47 @@ def test_both_count_tokens_endpoints_run_the_hooks_as_a_dry_run() -> None:
     assert client.post("/llm/v1beta/models/default:countTokens",
                        json={"contents": [{"parts": [{"text": "hi"}]}]}).status_code == 200
     assert DryRunProbe.seen and all(dry for _wire, dry in DryRunProbe.seen), DryRunProbe.seen
+
+
+class GrantingHook(PreRequestHook):
+    """A host login that sets who the caller is and trusts the gateway with the allowlist (it checks none)."""
+
+    authenticates = True
+    models: tuple = ()
+
+    def check(self, ctx: Any) -> HookDecision:
+        from routeplane.language_model.context import Identity
+
+        ctx.identity = Identity(account_id="host-user", models=GrantingHook.models)
+        return HookDecision.allow()
+
+
+class GrantingPlugin(Plugin):
+    id = PluginId("granting_host")
+
+    def install(self, app: Any) -> None:
+        app.language_model_builder().pre_request_hook(GrantingHook())
+
+
+@pytest.mark.parametrize("models, allowed", [((), False), (("def*",), True), (("other",), False)])
+def test_the_gateway_enforces_the_model_allowlist_of_an_identity_a_host_hook_set(models: tuple,
+                                                                                 allowed: bool) -> None:
+    """Only the auth plugin's own hook checked `Identity.models`: a host hook that set `models=()` hid every
+    model from /v1/models while a chat call to one still got 200. Both count_tokens endpoints too."""
+    GrantingHook.models = models
+    h = Flask("host-granting")
+    build_app(parse_config(CONFIG, "<t>"), extra_plugins=[GrantingPlugin()]).init_app(h, url_prefix="/llm")
+    client = h.test_client()
+    calls = {
+        "chat": client.post("/llm/v1/chat/completions", json=chat_body()),
+        "messages": client.post("/llm/v1/messages", json={"model": "default", "max_tokens": 8,
+                                                          "messages": [{"role": "user", "content": "x"}]}),
+        "count_tokens": client.post("/llm/v1/messages/count_tokens", json={
+            "model": "default", "messages": [{"role": "user", "content": "x"}]}),
+        "countTokens": client.post("/llm/v1beta/models/default:countTokens",
+                                   json={"contents": [{"parts": [{"text": "hi"}]}]}),
+    }
+    statuses = {name: r.status_code for name, r in calls.items()}
+    assert statuses == {name: 200 if allowed else 403 for name in calls}, statuses
+    if not allowed:
+        assert "model_not_allowed" in calls["chat"].get_data(as_text=True)

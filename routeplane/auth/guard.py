@@ -160,9 +160,14 @@ def check_context(app: "App", ctx: Any) -> Any:
         decision = AuthHook(plugin.authenticator).check(ctx)
         if decision.kind is DecisionKind.DENY:
             return decision
-    err = run_auth_hooks(auth_hooks(app), ctx)
+    hooks = auth_hooks(app)
+    err = run_auth_hooks(hooks, ctx)
     if err is not None:
         return HookDecision.deny(DenyReason(err.kind, err.message, err.status, err.retry_after, err.code))
+    if hooks:  # an identity an `authenticates` hook set, checked as on model calls
+        from .plugin import identity_allowlist
+
+        return identity_allowlist(ctx)
     return HookDecision.allow()
 
 

@@ -75,6 +75,26 @@ class AuthHook(PreRequestHook):
         return HookDecision.allow()
 
 
+def identity_allowlist(ctx: PipelineContext) -> HookDecision:
+    """A model call whose model the caller's identity does not allow is a 403 `model_not_allowed`.
+
+    The auth plugin checks its own identities (AuthHook); this holds for an identity any `authenticates`
+    hook set (a mounted host app's login, docs/mounting.md): `Identity(models=())` reaches no model.
+    Outside model calls (`/v1/models`, admin) the model is "" and nothing is checked here."""
+    model = ctx.prompt.model
+    if model and not model_allowed(ctx.identity.models, model):
+        return HookDecision.deny(DenyReason("permission", f"The model {model!r} is not in this caller's model "
+                                            "allowlist.", 403, code="model_not_allowed"))
+    return HookDecision.allow()
+
+
+class IdentityAllowlistHook(PreRequestHook):
+    """`identity_allowlist` as a pre-request hook, placed right after the last `authenticates` hook."""
+
+    def check(self, ctx: PipelineContext) -> HookDecision:
+        return identity_allowlist(ctx)
+
+
 class AuthPlugin(Plugin):
     """Caller authentication (API keys and/or Web3 JWTs), scopes and model allowlists."""
 
