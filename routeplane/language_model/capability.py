@@ -1,4 +1,5 @@
-"""What a target's wire can take of a prompt beyond its codec: a prefill, another vendor's file ids, media.
+"""What a target's wire can take of a prompt beyond its codec: a prefill, another vendor's file ids, media,
+fields only the client's own wire keeps the meaning of (protocols/wire_only.py).
 
 A fallback target that cannot take the prompt is skipped at routing, never tried (its 400 would
 hide an earlier target's error); a prompt no target of the route can take is a 400 before any
@@ -7,9 +8,10 @@ upstream call. The executor checks again for a target chosen after routing (a ro
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 from ..errors import InvalidRequest
+from ..protocols.wire_only import lost_field, lost_reason
 from .routing import RoutingTarget
 from .types import ContentPart, FilePart, ImagePart, Prompt, ToolResultPart
 
@@ -68,26 +70,36 @@ def unsupported_media(prompt: Prompt, protocol: str) -> Optional[str]:
 
 def problem(prompt: Prompt, target: RoutingTarget) -> Optional[str]:
     """Why the target cannot take the prompt, or None."""
+    found = _problem(prompt, target)
+    return found[0] if found else None
+
+
+def _problem(prompt: Prompt, target: RoutingTarget) -> Optional[Tuple[str, str]]:
+    """(why the target cannot take the prompt, the parameter at fault), or None."""
     where = f"{target.provider}:{target.model} ({target.protocol})"
     if is_prefill(prompt) and target.protocol not in PREFILL_PROTOCOLS:
         return (f"The last message is an assistant prefill, which {where} cannot continue: only an Anthropic "
                 "upstream honours a prefill. End the conversation with a user message, or route this model to "
-                "an Anthropic upstream.")
+                "an Anthropic upstream."), "messages"
     file_id = foreign_file(prompt, target.protocol)
     if file_id is not None:
         return (f"File {file_id!r} is an upload in another vendor's file store, which {where} cannot read. "
-                "Send the file's data or a public URL instead, or route this model to that vendor.")
+                "Send the file's data or a public URL instead, or route this model to that vendor."), "messages"
     media = unsupported_media(prompt, target.protocol)
     if media is not None:
-        return f"{where} takes no {media} input. Route this model to an upstream that does (Gemini takes any)."
+        return (f"{where} takes no {media} input. Route this model to an upstream that does "
+                "(Gemini takes any)."), "messages"
+    lost = lost_field(prompt, target.protocol)  # a client field only its own wire keeps the meaning of
+    if lost is not None:
+        return lost_reason(lost, prompt.extras_protocol, where), lost[0]
     return None
 
 
 def refuse(prompt: Prompt, target: RoutingTarget) -> None:
     """A 400 when the target cannot take the prompt, rather than another meaning or a dropped file."""
-    reason = problem(prompt, target)
-    if reason is not None:
-        raise InvalidRequest(reason, param="messages")
+    found = _problem(prompt, target)
+    if found is not None:
+        raise InvalidRequest(found[0], param=found[1])
 
 
 def capable_targets(prompt: Prompt, chain: List[RoutingTarget]) -> List[RoutingTarget]:

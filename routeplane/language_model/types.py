@@ -48,6 +48,8 @@ class ImagePart:
     media_type: Optional[str] = None
     detail: Optional[str] = None
     cache_control: Optional[Mapping[str, Any]] = None
+    # A Gemini part's own fields beside its data (`videoMetadata`, `mediaResolution`), sent back only to Gemini.
+    part_fields: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,8 @@ class FilePart:
     media_type: Optional[str] = None
     filename: Optional[str] = None
     cache_control: Optional[Mapping[str, Any]] = None
+    # A Gemini part's own fields beside its data (`videoMetadata`, `mediaResolution`), sent back only to Gemini.
+    part_fields: Optional[Mapping[str, Any]] = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,8 @@ class ResponseFormat:
     name: Optional[str] = None
     schema: Optional[Mapping[str, Any]] = None
     strict: Optional[bool] = None
+    # What the answer is for (OpenAI's json_schema `description`): guidance the model reads.
+    description: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from ..errors import (
     UpstreamStatusError,
 )
 from ..language_model.routing import RoutingTarget
-from ..language_model.types import Generation, Prompt, StreamPart
+from ..language_model.types import Generation, Prompt, ResponseFormat, StreamPart
 from .sse import SSEEvent
 
 # --- client side (inbound) -------------------------------------------------
@@ -327,6 +327,16 @@ def effort_for_target(effort: Optional[str], target: RoutingTarget) -> Optional[
     if above:
         return min(above, key=EFFORT_RANK.__getitem__)
     return max(known, key=EFFORT_RANK.__getitem__) if known else effort
+
+
+def described_schema(rf: ResponseFormat) -> Dict[str, Any]:
+    """A json_schema format's schema, carrying the format's description as its own when it has none:
+    Anthropic's and Gemini's formats have no description field, and the model should still read what
+    the answer is for (a JSON Schema `description` is an annotation, not a constraint)."""
+    schema = dict(rf.schema or {})
+    if rf.description and "description" not in schema:
+        schema["description"] = rf.description
+    return schema
 
 
 def expect(value: Any, types: Any, param: str, required: bool = False) -> Any:

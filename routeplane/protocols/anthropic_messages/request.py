@@ -24,7 +24,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import EFFORT_BUDGET, client_extras, effort_for_budget, expect
+from ..base import EFFORT_BUDGET, client_extras, described_schema, effort_for_budget, expect
 from ..carried import restore
 from .blocks import encode_messages, text_block
 
@@ -96,6 +96,9 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
     effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
     if effort is None and budget is not None:
         effort = effort_for_budget(budget)
+    elif effort is None and thinking and thinking.get("type") == "adaptive":
+        # Claude decides how much to think; other wires need a size (as for Gemini's dynamic budget).
+        effort = "medium"
     params = GenerationParams(
         max_tokens=max_tokens,
         temperature=_number(body, "temperature"),
@@ -400,7 +403,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     rf = prompt.response_format
     if rf is not None and rf.type in ("json_schema", "json_object") and not same_wire:
         # json_object has no schema: a permissive object schema is the closest Anthropic form.
-        schema = dict(rf.schema) if rf.type == "json_schema" and rf.schema else {"type": "object"}
+        schema = described_schema(rf) if rf.type == "json_schema" and rf.schema else {"type": "object"}
         body["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     if same_wire:
         body.update({k: v for k, v in prompt.extras.items() if not k.startswith("_")})

@@ -6,7 +6,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ...errors import InvalidRequest
 from ...language_model.types import GenerationParams, Prompt, ResponseFormat
-from ..base import EFFORT_BUDGET, effort_for_budget, expect
+from ..base import EFFORT_BUDGET, described_schema, effort_for_budget, expect
 from .schema import from_gemini_schema, strip_meta
 
 # google-genai's ThinkingLevel values.
@@ -48,6 +48,8 @@ def decode_generation(gen: Dict[str, Any]) -> Tuple[GenerationParams, Optional[R
         elif budget is not None and budget > 0:
             # Wires that only know an effort still hear that thinking was asked for.
             effort = effort_for_budget(budget)
+        elif budget is None and thinking.get("includeThoughts") is True:
+            effort = "medium"  # Gemini's default, dynamic thinking, to be shown: other wires need a size
         if budget is not None and budget <= 0:
             budget = None  # 0 = off (effort none), -1 = dynamic: no fixed budget
     params = GenerationParams(
@@ -116,7 +118,7 @@ def encode_generation(prompt: Prompt, gen_extra: Dict[str, Any]) -> Dict[str, An
     if rf is not None and rf.type != "text":
         gen["responseMimeType"] = "application/json"
         if rf.type == "json_schema" and rf.schema and "responseSchema" not in gen_extra:
-            gen["responseJsonSchema"] = strip_meta(dict(rf.schema))
+            gen["responseJsonSchema"] = strip_meta(described_schema(rf))
     thinking = dict(gen_extra.pop("thinkingConfig", None) or {})
     if not thinking:
         if p.reasoning_budget is not None:

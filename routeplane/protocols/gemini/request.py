@@ -40,6 +40,8 @@ SYNTHETIC_ID = "call_gx"
 SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 
 _KNOWN = frozenset({"model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
+_PART_FIELDS = frozenset({"videoMetadata", "mediaResolution"})  # kept on an image or file part
+VALIDATED_KEY = "_gemini_validated"  # the client's functionCallingConfig.mode was VALIDATED (same wire only)
 _KNOWN_GEN = frozenset({
     "maxOutputTokens", "temperature", "topP", "topK", "stopSequences", "candidateCount", "seed", "presencePenalty",
     "frequencyPenalty", "responseMimeType", "responseJsonSchema", "responseSchema", "thinkingConfig",
@@ -90,10 +92,16 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
     messages = _decode_contents(contents)
     tools = _decode_tools(body.get("tools"))
     tool_choice, allowed = _decode_tool_config(body.get("toolConfig"))
-    if allowed is not None and len(allowed) > 1:
-        tools = tuple(t for t in tools if t.name in allowed)
+    if allowed and (len(allowed) > 1 or tool_choice is None or tool_choice.mode != "tool"):
+        tools = tuple(t for t in tools if t.name in allowed)  # the offer narrowed to the names allowed
     gen = _camel_keys(expect(body.get("generationConfig"), dict, "generationConfig") or {})
     params, response_format, thinking = decode_generation(gen)
+    if stream and gen.get("responseLogprobs") is True:
+        # A Gemini client's stream carries only text and the finish reason (a non-streamed answer of a
+        # Gemini upstream keeps logprobsResult): refused rather than silently answered without them.
+        raise InvalidRequest("'generationConfig.responseLogprobs' is not supported on a stream by this gateway: "
+                             "omit it, or call generateContent.", param="generationConfig.responseLogprobs",
+                             code="unsupported_value")
     extras: Dict[str, Any] = client_extras(body, _KNOWN)
     gen_extra = {k: v for k, v in gen.items() if k not in _KNOWN_GEN}
     if thinking is not None:
@@ -101,6 +109,8 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
     gen_extra.update(same_wire_generation(gen))
     if gen_extra:
         extras["generationConfig"] = gen_extra  # forwarded to a Gemini upstream only
+    if _calling_mode(body.get("toolConfig")) == "VALIDATED":
+        extras[VALIDATED_KEY] = True
     return Prompt(
         model=model,
         messages=tuple(messages),
@@ -219,14 +229,21 @@ def _media_in(raw: Any, p: str, strict: bool = False) -> ContentPart:
         raise InvalidRequest(f"'{p}' must be an object.", param=p)
     inline = get(raw, "inlineData")
     file_data = get(raw, "fileData")
+    # Which clip of a video, at what frame rate, at what resolution: they change what the model reads.
+    fields = {k: _camel_keys(v) if isinstance(v, dict) else v
+              for k, v in _camel_keys(raw).items() if k in _PART_FIELDS and v is not None} or None
     if isinstance(inline, dict):
         mime = expect(get(inline, "mimeType"), str, f"{p}.inlineData.mimeType") or "application/octet-stream"
         data = expect(inline.get("data"), str, f"{p}.inlineData.data", required=True)
-        return ImagePart(data=data, media_type=mime) if mime.startswith("image/") else FilePart(data=data, media_type=mime)
+        if mime.startswith("image/"):
+            return ImagePart(data=data, media_type=mime, part_fields=fields)
+        return FilePart(data=data, media_type=mime, part_fields=fields)
     if isinstance(file_data, dict):
         mime = expect(get(file_data, "mimeType"), str, f"{p}.fileData.mimeType")
         uri = expect(get(file_data, "fileUri"), str, f"{p}.fileData.fileUri", required=True)
-        return ImagePart(url=uri, media_type=mime) if mime and mime.startswith("image/") else FilePart(url=uri, media_type=mime)
+        if mime and mime.startswith("image/"):
+            return ImagePart(url=uri, media_type=mime, part_fields=fields)
+        return FilePart(url=uri, media_type=mime, part_fields=fields)
     raise InvalidRequest(f"Unsupported part at '{p}'" + (" (expected inlineData or fileData)." if strict else "."), param=p)
 
 
@@ -270,6 +287,11 @@ def _decode_tools(raw: Any) -> Tuple[Tool, ...]:
     return tuple(tools)
 
 
+def _calling_mode(raw: Any) -> Optional[str]:
+    cfg = get(raw, "functionCallingConfig") if isinstance(raw, dict) else None
+    return str(cfg.get("mode") or "").upper() if isinstance(cfg, dict) else None
+
+
 def _decode_tool_config(raw: Any) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
     if raw is None:
         return None, None
@@ -283,7 +305,7 @@ def _decode_tool_config(raw: Any) -> Tuple[Optional[ToolChoice], Optional[List[s
         raise InvalidRequest("'allowedFunctionNames' must be an array of strings.",
                              param="toolConfig.functionCallingConfig.allowedFunctionNames")
     if mode in ("AUTO", "VALIDATED", "MODE_UNSPECIFIED"):
-        return ToolChoice("auto"), None
+        return ToolChoice("auto"), allowed  # VALIDATED: auto, calls held to their schemas (kept for Gemini)
     if mode == "NONE":
         return ToolChoice("none"), None
     if mode == "ANY":
@@ -324,6 +346,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     same_wire = prompt.extras_protocol == PROTOCOL
     extras = dict(prompt.extras) if same_wire else {}
     gen_extra = dict(extras.pop("generationConfig", None) or {})
+    validated = extras.pop(VALIDATED_KEY, False)
     body.update(extras)
     if prompt.system:
         body["systemInstruction"] = {"parts": [{"text": prompt.system_text()}]}
@@ -344,6 +367,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         cfg: Dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}[tc.mode]}
         if tc.mode == "tool" and tc.name:
             cfg["allowedFunctionNames"] = [tc.name]
+        elif tc.mode == "auto" and validated:
+            cfg["mode"] = "VALIDATED"
         body["toolConfig"] = {"functionCallingConfig": cfg}
     gen = encode_generation(prompt, gen_extra)
     if gen:
@@ -455,6 +480,13 @@ def _missing_response(call: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _media_part(p: ContentPart) -> Optional[Dict[str, Any]]:
+    part = _media_data(p)
+    if part is not None and isinstance(p, (ImagePart, FilePart)) and p.part_fields:
+        part.update(p.part_fields)
+    return part
+
+
+def _media_data(p: ContentPart) -> Optional[Dict[str, Any]]:
     if isinstance(p, ImagePart):
         if p.data is not None:
             return {"inlineData": {"mimeType": p.media_type or "image/png", "data": p.data}}

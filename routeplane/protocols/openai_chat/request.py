@@ -70,6 +70,7 @@ def decode_request(body: Any) -> Prompt:
         # OpenAI); the canonical form is the narrowed list, as for Gemini's allowedFunctionNames.
         tools = tuple(t for t in tools if t.name in allowed)
     stream = bool(expect(body.get("stream"), bool, "stream"))
+    _refuse_unrelayed(body, stream)
     stream_options = expect(body.get("stream_options"), dict, "stream_options") or {}
     include_usage = bool(expect(stream_options.get("include_usage"), bool, "stream_options.include_usage"))
 
@@ -119,6 +120,23 @@ def decode_request(body: Any) -> Prompt:
         extras={**client_extras(body, _KNOWN), **hints},
         extras_protocol=PROTOCOL,
     )
+
+
+def _refuse_unrelayed(body: Dict[str, Any], stream: bool) -> None:
+    """Answers the gateway cannot relay are a 400 up front, never an answer emptied on the way: audio
+    (an audio answer's content is null, and the canonical answer is text that the hooks can read),
+    and log probabilities on a stream (the canonical stream carries none; a non-streamed answer of a
+    Chat upstream keeps them)."""
+    modalities = expect(body.get("modalities"), list, "modalities") or []
+    if any(m != "text" for m in modalities):
+        raise InvalidRequest("Audio output is not supported by this gateway (its answers are text): send "
+                             "'modalities': ['text'] or omit it.", param="modalities", code="unsupported_value")
+    if body.get("audio") is not None:
+        raise InvalidRequest("Audio output is not supported by this gateway (its answers are text): omit 'audio'.",
+                             param="audio", code="unsupported_value")
+    if stream and expect(body.get("logprobs"), bool, "logprobs"):
+        raise InvalidRequest("'logprobs' is not supported on a stream by this gateway (its stream chunks carry "
+                             "none): omit it, or ask without streaming.", param="logprobs", code="unsupported_value")
 
 
 def _number(body: Dict[str, Any], key: str) -> Optional[float]:
@@ -357,7 +375,8 @@ def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
     spec = expect(raw.get("json_schema"), dict, "response_format.json_schema", required=True)
     return ResponseFormat("json_schema", expect(spec.get("name"), str, "response_format.json_schema.name"),
                           expect(spec.get("schema"), dict, "response_format.json_schema.schema"),
-                          expect(spec.get("strict"), bool, "response_format.json_schema.strict"))
+                          expect(spec.get("strict"), bool, "response_format.json_schema.strict"),
+                          expect(spec.get("description"), str, "response_format.json_schema.description"))
 
 
 # --- provider side ---------------------------------------------------------
@@ -372,6 +391,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     body: Dict[str, Any] = {"model": target.model, "messages": messages}
     if prompt.extras_protocol == PROTOCOL:
         body.update({k: v for k, v in prompt.extras.items() if not k.startswith("_")})
+    elif prompt.extras_protocol == "openai_responses" and prompt.extras.get("_text_verbosity") is not None:
+        body["verbosity"] = prompt.extras["_text_verbosity"]  # Responses text.verbosity: one setting on both wires
     p = prompt.params
     if p.max_tokens is not None:
         field = prompt.extras.get(MAX_TOKENS_FIELD_KEY) if prompt.extras_protocol == PROTOCOL else None
@@ -400,6 +421,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     if rf is not None:
         if rf.type == "json_schema":
             spec: Dict[str, Any] = {"name": rf.name or "response", "schema": dict(rf.schema or {})}
+            if rf.description is not None:
+                spec["description"] = rf.description
             if rf.strict is not None:
                 spec["strict"] = rf.strict
             body["response_format"] = {"type": "json_schema", "json_schema": spec}

@@ -41,9 +41,11 @@ FINISH_FROM_WIRE = {
     "content_filter": FinishReason.CONTENT_FILTER,
 }
 _KEEP_EXTRAS = ("system_fingerprint", "service_tier")
-# Generation.extras: the choice's logprobs, and the content they were computed for (a hook that
-# rewrites the text, e.g. a redaction, must not leave the original tokens showing in the logprobs).
-LOGPROBS_KEY, LOGPROBS_TEXT_KEY = "logprobs", "_logprobs_text"
+# Generation.extras: the choice's logprobs and the message's annotations (a search model's URL
+# citations, which index into the content), and the content they were computed for (a hook that
+# rewrites the text, e.g. a redaction, must not leave the original tokens showing in the logprobs,
+# nor leave citations pointing at the wrong characters).
+LOGPROBS_KEY, LOGPROBS_TEXT_KEY, ANNOTATIONS_KEY = "logprobs", "_logprobs_text", "_annotations"
 
 
 def synthetic_call_id() -> str:
@@ -134,6 +136,7 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
     logprobs = None
     if gen.extras_protocol == PROTOCOL and gen.extras.get(LOGPROBS_TEXT_KEY) == _scored_text(gen.parts):
         logprobs = gen.extras.get(LOGPROBS_KEY)
+        message["annotations"] = list(gen.extras.get(ANNOTATIONS_KEY) or [])
     body: Dict[str, Any] = {
         "id": gen.id or f"chatcmpl-{new_hex()}",
         "object": "chat.completion",
@@ -212,6 +215,9 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     extras = {k: body[k] for k in _KEEP_EXTRAS if k in body}
     if isinstance(choice.get("logprobs"), dict):
         extras[LOGPROBS_KEY] = choice["logprobs"]
+    if isinstance(msg.get("annotations"), list) and msg["annotations"]:
+        extras[ANNOTATIONS_KEY] = msg["annotations"]
+    if LOGPROBS_KEY in extras or ANNOTATIONS_KEY in extras:
         extras[LOGPROBS_TEXT_KEY] = _scored_text(parts)
     return Generation(
         id=str(body.get("id") or ""),

@@ -27,6 +27,10 @@ from ..carried import restore
 from ..custom_tools import decode_custom_tool
 
 PROTOCOL = "openai_responses"
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
+VERBOSITY_KEY = "_text_verbosity"  # the client's text.verbosity: Chat's `verbosity` too
+TOOL_FIELDS_KEY = "_responses_tool_fields"  # function tool name → fields the canonical Tool lacks, same wire only
+_TOOL_FIELDS = frozenset({"type", "name", "description", "parameters", "strict"})
 
 # Request fields the canonical model carries; everything else is a same-wire extra.
 _KNOWN = frozenset(
@@ -69,6 +73,10 @@ def decode_request(body: Any) -> Prompt:
     include = expect(body.get("include"), list, "include") or []
     if not all(isinstance(v, str) for v in include):
         raise InvalidRequest("'include' must be an array of strings.", param="include", code="invalid_type")
+    if LOGPROBS_INCLUDE in include:
+        # The answer's output_text parts are rebuilt from canonical text, which carries no log probabilities.
+        raise InvalidRequest(f"'include' asks for {LOGPROBS_INCLUDE!r}, which this gateway does not return: "
+                             "remove it.", param="include", code="unsupported_value")
     model = expect(body.get("model"), str, "model", required=True)
     if not model:
         raise InvalidRequest("'model' must not be empty.", param="model")
@@ -95,6 +103,8 @@ def decode_request(body: Any) -> Prompt:
         raise InvalidRequest("'input' must contain at least one user, assistant or tool item.", param="input")
 
     tools, allowed = _decode_tools(body)
+    tool_fields = {t["name"]: {k: v for k, v in t.items() if k not in _TOOL_FIELDS}
+                   for t in body.get("tools") or [] if t.get("type") == "function" and set(t) - _TOOL_FIELDS}
     tool_choice = _decode_tool_choice(body, allowed)
     if tool_choice is not None and tool_choice.name is not None and tool_choice.name not in {t.name for t in tools}:
         raise InvalidRequest(f"Tool choice {tool_choice.name!r} is not among the function or custom tools in "
@@ -113,6 +123,8 @@ def decode_request(body: Any) -> Prompt:
         user=user if user is not None else safety_id,
     )
     extras = client_extras(body, _KNOWN)
+    if tool_fields:
+        extras[TOOL_FIELDS_KEY] = tool_fields  # output_schema, allowed_callers, ...: a Responses upstream's
     if user is None and safety_id is not None:
         extras["_user_is_safety_identifier"] = True  # same wire: safety_identifier goes as itself, no `user` invented
     rest = {k: v for k, v in reasoning.items() if k != "effort"}
@@ -120,7 +132,7 @@ def decode_request(body: Any) -> Prompt:
         extras["reasoning"] = rest  # summary / generate_summary: same-wire only
     text = expect(body.get("text"), dict, "text") or {}
     if "verbosity" in text:
-        extras["_text_verbosity"] = text["verbosity"]  # "_": a client cannot set it (client_extras)
+        extras[VERBOSITY_KEY] = text["verbosity"]  # "_": a client cannot set it (client_extras)
     return Prompt(
         model=model,
         messages=tuple(messages),
@@ -318,7 +330,8 @@ def _decode_format(raw: Any) -> Optional[ResponseFormat]:
     if raw["type"] != "json_schema":
         return ResponseFormat(raw["type"])
     schema = expect(raw.get("schema"), dict, "text.format.schema", required=True)
-    return ResponseFormat("json_schema", raw.get("name"), schema, raw.get("strict"))
+    return ResponseFormat("json_schema", raw.get("name"), schema, raw.get("strict"),
+                          expect(raw.get("description"), str, "text.format.description"))
 
 
 # --- provider side ---------------------------------------------------------
@@ -334,9 +347,12 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     body: Dict[str, Any] = {"model": target.model, "input": items}
     same_wire = prompt.extras_protocol == PROTOCOL
     extras = dict(prompt.extras) if same_wire else {}
-    verbosity = extras.pop("_text_verbosity", None)
+    verbosity = extras.pop(VERBOSITY_KEY, None)
+    if prompt.extras_protocol == "openai_chat":
+        verbosity = prompt.extras.get("verbosity")  # one setting on both OpenAI wires
     reasoning_extra = extras.pop("reasoning", None)
     user_is_safety_id = extras.pop("_user_is_safety_identifier", False)
+    tool_fields = extras.pop(TOOL_FIELDS_KEY, None) or {}
     body.update(extras)
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
     body.setdefault("store", False)
@@ -362,7 +378,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
             include.append("reasoning.encrypted_content")
         body["include"] = include
     if prompt.tools:
-        body["tools"] = [_encode_tool(t, same_wire) for t in prompt.tools]
+        body["tools"] = [{**_encode_tool(t, same_wire), **(tool_fields.get(t.name, {}) if not t.custom else {})}
+                         for t in prompt.tools]
     tc = prompt.tool_choice
     if tc is not None:
         if tc.mode == "tool":
@@ -376,6 +393,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     if rf is not None:
         if rf.type == "json_schema":
             fmt: Dict[str, Any] = {"type": "json_schema", "name": rf.name or "response", "schema": dict(rf.schema or {})}
+            if rf.description is not None:
+                fmt["description"] = rf.description
             if rf.strict is not None:
                 fmt["strict"] = rf.strict
             text["format"] = fmt
