@@ -36,6 +36,24 @@ def ups(servers: Tuple[FakeUpstream, FakeUpstream]) -> Iterator[Tuple[FakeUpstre
         yield a, b
 
 
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeUpstream]:
+    """One fake upstream shared by a module's tests, answering any wire unscripted (tests/support/wires.py)."""
+    from tests.support.wires import weather_upstream
+
+    up = FakeUpstream().start()
+    up.default = weather_upstream
+    yield up
+    up.stop()
+
+
+@pytest.fixture
+def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The module's `fake` upstream with an empty script and request log for this test."""
+    with fake.script() as scripted:
+        yield scripted
+
+
 # The official SDKs as clients of a module's `gateway` fixture (a GatewayProcess), no retries.
 
 

@@ -66,13 +66,6 @@ def gw(fake: FakeUpstream, settle_path: str) -> Iterator[GatewayProcess]:
 
 
 @pytest.fixture
-def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
-    """The module's fake upstream with an empty script and request log for this test."""
-    with fake.script() as scripted:
-        yield scripted
-
-
-@pytest.fixture
 def client(gw: GatewayProcess) -> Iterator[OpenAI]:
     with OpenAI(base_url=gw.url + "/v1", api_key="client-key", max_retries=0, timeout=20) as c:
         yield c

@@ -48,13 +48,6 @@ def _last_request(up: FakeUpstream, wire: str) -> Dict[str, Any]:
 # --- OpenAI Responses client -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def oai(gateway: GatewayProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0)
-    yield client
-    client.close()
-
-
 RESP_TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather", "parameters": WEATHER_SCHEMA,
                "strict": True}]
 
@@ -116,11 +109,6 @@ def test_responses_previous_response_id_is_a_clear_400(oai: OpenAI) -> None:
 
 
 # --- google-genai client -------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def gclient(gateway: GatewayProcess) -> genai.Client:
-    return genai.Client(api_key="client-key", http_options=types.HttpOptions(base_url=gateway.url))
 
 
 GE_TOOLS = [types.Tool(function_declarations=[types.FunctionDeclaration(

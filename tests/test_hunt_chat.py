@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator, List
 
 import anthropic
 import pytest
-from openai import BadRequestError, OpenAI
+from openai import BadRequestError
 
 from routeplane.language_model.routing import RoutingTarget
 from routeplane.language_model.types import FilePart, Message, Prompt, Role, TextPart
@@ -16,7 +16,7 @@ from routeplane.protocols.openai_chat.request import decode_request, encode_requ
 from routeplane.protocols.openai_chat.response import decode_response, encode_response
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
-from tests.support.wires import via_wires_config, weather_upstream
+from tests.support.wires import via_wires_config
 
 pytestmark = pytest.mark.e2e
 
@@ -27,14 +27,6 @@ WEATHER_FN = {"name": "get_weather", "description": "Current weather for a city"
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    up.default = weather_upstream
-    yield up
-    up.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
     config = via_wires_config(fake.url, WIRES, timeouts={"connect": 2, "read": 5})
     config["providers"]["local"] = {"protocol": "mock"}
@@ -42,20 +34,6 @@ def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(config).start()
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
-    """The module's upstream with an empty script and request log for this test."""
-    with fake.script() as scripted:
-        yield scripted
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: GatewayProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, timeout=20)
-    yield client
-    client.close()
 
 
 @pytest.fixture(scope="module")

@@ -37,11 +37,6 @@ def gateway(upstream_all: FakeUpstream) -> Iterator[GatewayProcess]:
     gw.stop()
 
 
-@pytest.fixture(scope="module")
-def gclient(gateway: GatewayProcess) -> genai.Client:
-    return genai.Client(api_key="client-key", http_options=types.HttpOptions(base_url=gateway.url))
-
-
 def _last(up: FakeUpstream, marker: str) -> Dict[str, Any]:
     return [r for r in up.requests if marker in r.path][-1].json
 

@@ -12,7 +12,7 @@ from openai.types.responses import ResponseError
 
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk
-from tests.support.wires import responses_sse, via_wires_config, weather_upstream
+from tests.support.wires import responses_sse, via_wires_config
 
 pytestmark = pytest.mark.e2e
 
@@ -24,33 +24,11 @@ SHELL = {"id": "resp_up", "object": "response", "created_at": 1763800000, "statu
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    up.default = weather_upstream
-    yield up
-    up.stop()
-
-
-@pytest.fixture(scope="module")
 def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
     config = via_wires_config(fake.url, WIRES, timeouts={"connect": 2, "read": 5})
     gw = GatewayProcess(config).start()
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
-    """The module's upstream with an empty script and request log for this test."""
-    with fake.script() as scripted:
-        yield scripted
-
-
-@pytest.fixture(scope="module")
-def oai(gateway: GatewayProcess) -> Iterator[OpenAI]:
-    client = OpenAI(base_url=gateway.url + "/v1", api_key="client-key", max_retries=0, timeout=20)
-    yield client
-    client.close()
 
 
 # --- a streamed function call without arguments ---------------------------------------
@@ -192,8 +170,6 @@ def test_forcing_a_tool_that_is_not_offered_is_a_400(oai: OpenAI, up: FakeUpstre
                              tool_choice={"type": "function", "name": "ping"})
     assert r.status == "completed"
     assert up.requests[-1].json["tool_choice"] == {"type": "tool", "name": "ping"}
-
-
 
 
 def test_a_client_field_named_like_the_codecs_verbosity_hint_is_forwarded_as_it_is() -> None:

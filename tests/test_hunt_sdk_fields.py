@@ -16,20 +16,12 @@ from openai import BadRequestError, OpenAI
 
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream, Reply, openai_completion
-from tests.support.wires import ALL_WIRES, via_wires_config, weather_upstream
+from tests.support.wires import ALL_WIRES, via_wires_config
 
 pytestmark = pytest.mark.e2e
 
 USER = [{"role": "user", "content": "What is new in Paris?"}]
 OTHERS = {w: tuple(x for x in ALL_WIRES if x != w) for w in ALL_WIRES}
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    up.default = weather_upstream
-    yield up
-    up.stop()
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +33,6 @@ def gateway(fake: FakeUpstream) -> Iterator[GatewayProcess]:
     gw = GatewayProcess(config).start()
     yield gw
     gw.stop()
-
-
-@pytest.fixture
-def up(fake: FakeUpstream) -> Iterator[FakeUpstream]:
-    with fake.script() as scripted:
-        yield scripted
 
 
 def _refused_openai(param: str, create: Any, **kwargs: Any) -> None:
