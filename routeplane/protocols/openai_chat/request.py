@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from ...errors import InvalidRequest
 from ...language_model.routing import RoutingTarget
@@ -391,7 +392,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     body: Dict[str, Any] = {"model": target.model, "messages": messages}
     if prompt.extras_protocol == PROTOCOL:
         body.update({k: v for k, v in prompt.extras.items() if not k.startswith("_")})
-    elif prompt.extras_protocol == "openai_responses" and prompt.extras.get("_text_verbosity") is not None:
+    elif (prompt.extras_protocol == "openai_responses" and prompt.extras.get("_text_verbosity") is not None
+          and _openai_itself(target)):
         body["verbosity"] = prompt.extras["_text_verbosity"]  # Responses text.verbosity: one setting on both wires
     p = prompt.params
     if p.max_tokens is not None:
@@ -436,6 +438,14 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         body.pop("stream", None)
         body.pop("stream_options", None)
     return body
+
+
+def _openai_itself(target: RoutingTarget) -> bool:
+    """Is the Chat upstream OpenAI's own API? Only there is a Responses client's `text.verbosity` sent on
+    (openai-chat.md: "pass through only to OpenAI"): Codex sends one by default, and an OpenAI-compatible
+    server refuses the unknown field (Groq: "property 'verbosity' is unsupported"), where leaving the hint
+    out only changes the answer's length."""
+    return urlsplit(target.base_url or "https://api.openai.com/v1").hostname == "api.openai.com"
 
 
 def _user(prompt: Prompt) -> Optional[str]:
