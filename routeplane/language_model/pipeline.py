@@ -116,7 +116,7 @@ class LanguageModelPipeline:
         self._clock = clock
         self._sleep = sleep
         self.fallback = fallback or FallbackSettings()
-        # Per-worker circuit breakers, one per provider:model (see docs/routing.md).
+        # Per-worker circuit breakers, one per provider:model and credential (see docs/routing.md).
         self.cooldown = CooldownTracker(self.fallback, clock)
 
     # --- entry point -------------------------------------------------------
@@ -210,7 +210,7 @@ class LanguageModelPipeline:
         """The target a request along `chain` would call first (as `_hops`, claiming no probe): a dry run that
         forwards (count_tokens) must not pay a dead head's timeout that the request itself would skip."""
         for target in chain:
-            if not self.cooldown.would_skip(target.label):
+            if not self.cooldown.would_skip(target.breaker_key):
                 return target
         return chain[0] if chain else None
 
@@ -239,7 +239,7 @@ class LanguageModelPipeline:
                 result = call(target)
             except UpstreamError as err:
                 latency = (self._clock() - t0) * 1000.0
-                self.cooldown.record_failure(target.label, err)
+                self.cooldown.record_failure(target.breaker_key, err)
                 self._record_attempt(run, hop, target, latency, err)
                 errors.append(err)
                 for _pid, hook in self.hooks.execution:
@@ -252,11 +252,11 @@ class LanguageModelPipeline:
                     raise
                 continue
             except BaseException:
-                self.cooldown.release(target.label)  # a bug or a client gone: no verdict on the target
+                self.cooldown.release(target.breaker_key)  # a bug or a client gone: no verdict on the target
                 raise
             latency = (self._clock() - t0) * 1000.0
             if not streaming:
-                self.cooldown.record_success(target.label)
+                self.cooldown.record_success(target.breaker_key)
             self._record_attempt(run, hop, target, latency, None)
             if isinstance(result, Generation):
                 result = _with_usage(ctx.prompt, result)
@@ -271,7 +271,7 @@ class LanguageModelPipeline:
                         result = replacement
             except BaseException:
                 if streaming:  # the stream's verdict was owed at its end, which now never comes
-                    self.cooldown.release(target.label)
+                    self.cooldown.release(target.breaker_key)
                 raise
             return result
         if errors:
@@ -288,7 +288,7 @@ class LanguageModelPipeline:
         skipped: List[str] = []
         called = False
         for target in chain:
-            if self.cooldown.acquire(target.label):
+            if self.cooldown.acquire(target.breaker_key):
                 called = True
                 yield target
             else:
@@ -367,7 +367,7 @@ class LanguageModelPipeline:
         outcome = Outcome.SUCCESS
         error: Optional[RouteplaneError] = None
         observing = self.observers.active
-        streamed_from = ctx.target.label if ctx.target is not None else None  # breaker verdict owed at the end
+        streamed_from = ctx.target.breaker_key if ctx.target is not None else None  # breaker verdict owed at the end
         hooks: List[Tuple[StreamHook, StreamInterest]] = []
         try:
             hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
@@ -399,7 +399,7 @@ class LanguageModelPipeline:
             if isinstance(err, UpstreamError) and ctx.target is not None:
                 # No fallback this late, but a provider that stalls or cuts
                 # streams should still cool down (docs/routing.md).
-                self.cooldown.record_failure(ctx.target.label, err)
+                self.cooldown.record_failure(ctx.target.breaker_key, err)
                 streamed_from = None
             raise
         except Exception as exc:

@@ -6,9 +6,10 @@ import dataclasses
 import random
 import threading
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ..errors import ModelNotFound
+from .cooldown import CredentialKey, credential_fingerprint
 from .url_safety import URLPolicy
 
 PROTOCOLS = ("openai_chat", "openai_responses", "anthropic_messages", "gemini", "mock")
@@ -85,12 +86,38 @@ class RoutingTarget:
     auth_header: Optional[str] = None
     auth_prefix: str = ""
     url_policy: URLPolicy = URLPolicy()
+    # The credential this target was configured with (api_key, headers): set when it is built, carried
+    # by replace(), so a route hook's per-tenant key is told apart from it (breaker_key).
+    configured_credential: Optional[Tuple[Optional[str], Mapping[str, str]]] = field(
+        default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.configured_credential is None:
+            object.__setattr__(self, "configured_credential", (self.api_key, dict(self.headers)))
 
     @property
     def label(self) -> str:
         return f"{self.provider}:{self.model}"
 
-    def replace(self, **changes) -> "RoutingTarget":
+    @property
+    def breaker_key(self) -> str:
+        """The circuit breaker this call feeds (language_model/cooldown.py): `label` with the configured
+        credential; with another (a tenant's key) `label#` and a fingerprint of it, so one tenant's rate
+        limit does not sideline the target for all. Cached on the object: targets are immutable, and
+        this is the hot path (not functools.cached_property: before 3.12 it locks across all targets)."""
+        key = self.__dict__.get("_breaker_key")
+        if key is None:
+            key = self._credential_breaker_key()
+            object.__setattr__(self, "_breaker_key", key)
+        return key
+
+    def _credential_breaker_key(self) -> str:
+        key, headers = self.configured_credential or (None, {})
+        if self.api_key == key and dict(self.headers) == dict(headers):
+            return self.label
+        return CredentialKey(self.label, credential_fingerprint(self.api_key, self.headers))
+
+    def replace(self, **changes: Any) -> "RoutingTarget":
         return dataclasses.replace(self, **changes)
 
 
