@@ -223,7 +223,7 @@ class UpgoingCheck(PreRequestHook):
 
     System, user, assistant and tool-result text and tool-call arguments; tool
     definitions (description, every string of the parameter schema or custom
-    format), the response-format schema, stop sequences, `user`, and every
+    format), the response-format schema and description, stop sequences, `user`, and every
     string of the wire's other fields (`metadata`, `prediction`, ...). Tool,
     tool-call, tool-choice, response-format and message names are checked but
     never rewritten (`redact` acts as `block` on them).
@@ -268,7 +268,8 @@ def _scan_fields(prompt: Prompt, scan: _Scan) -> Dict[str, Any]:
         fields += [(f"tools[{i}] description", tool.description), (f"tools[{i}] parameters", tool.parameters),
                    (f"tools[{i}] format", tool.format)]
     rf = prompt.response_format
-    fields.append(("response_format schema", rf.schema if rf is not None else None))
+    fields += [("response_format schema", rf.schema if rf is not None else None),
+               ("response_format description", rf.description if rf is not None else None)]
     fields += [("stop sequences", prompt.params.stop), ("user", prompt.params.user)]
     extras = sorted(prompt.extras)
     fields += [(key if not key.startswith("_") else "other request fields", prompt.extras[key]) for key in extras]
@@ -283,9 +284,9 @@ def _scan_fields(prompt: Prompt, scan: _Scan) -> Dict[str, Any]:
         tools.append(dataclasses.replace(tool, description=description, parameters=parameters, format=fmt))
     if any(new != old for new, old in zip(tools, prompt.tools)):
         changes["tools"] = tuple(tools)
-    schema = next(it)
-    if rf is not None and schema is not rf.schema:
-        changes["response_format"] = dataclasses.replace(rf, schema=schema)
+    schema, description = next(it), next(it)
+    if rf is not None and (schema is not rf.schema or description is not rf.description):
+        changes["response_format"] = dataclasses.replace(rf, schema=schema, description=description)
     stop, user = next(it), next(it)
     if stop is not prompt.params.stop or user is not prompt.params.user:
         changes["params"] = dataclasses.replace(prompt.params, stop=stop, user=user)
@@ -410,8 +411,36 @@ class DowngoingResponseCheck(ExecutionHook):
         guard = RequestGuard.of(ctx, self.ruleset, self.stats)
         scan = _Scan(self.ruleset.downgoing, guard.reporter)
         parts = scan.parts(result.parts, "response")
+        # The upstream wire's own fields reach a client of that wire only (Generation.extras).
+        extras = _scan_extras(result.extras, scan) if result.extras_protocol == ctx.inbound_protocol else None
         guard.record(ctx)
         if scan.blocked is not None:
             findings, where = scan.blocked
             raise GuardrailViolation(self.ruleset.block_message.render(DOWNGOING, findings, where), code=CODE)
-        return None if parts == result.parts else dataclasses.replace(result, parts=parts)
+        if parts == result.parts and extras is None:
+            return None
+        return dataclasses.replace(result, parts=parts, extras=result.extras if extras is None else extras)
+
+
+def _scan_extras(extras: Mapping[str, Any], scan: _Scan) -> Optional[Dict[str, Any]]:
+    """The upstream wire's fields a same-wire client gets back besides the content (Chat URL citations,
+    Gemini grounding, citation and URL-context metadata, ...), scanned like the other fields of the prompt:
+    they quote the answer and the URLs it cites, so a secret the text lost must not leave there either (a
+    wire drops what indexes the text once the text is rewritten, but not, e.g., Gemini's retrieved URLs).
+    None when nothing changed.
+
+    A `_`-key holding text (Chat `_logprobs_text`, Gemini `_text`) is the wire's copy of the answer as it
+    came, compared with the final text to tell whether a hook rewrote it: never scanned nor rewritten, or
+    logprobs and grounding that quote the original would be kept.
+    """
+    keys = [k for k, v in extras.items() if not (k.startswith("_") and _is_text(v))]
+    if not keys:
+        return None
+    values = scan.values([(f"response {k.lstrip('_')}", extras[k]) for k in keys])
+    if all(new is extras[k] for k, new in zip(keys, values)):
+        return None
+    return {**extras, **dict(zip(keys, values))}
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str) or (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value))
