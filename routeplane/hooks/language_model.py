@@ -127,7 +127,8 @@ class StreamInterest(enum.Flag):
     TOOL_CALLS = enum.auto()
     USAGE = enum.auto()
     LIFECYCLE = enum.auto()  # response start, finish
-    ALL = TEXT | REASONING | TOOL_CALLS | USAGE | LIFECYCLE
+    OPAQUE = enum.auto()  # OpaqueBlock: a provider's server-side tool call or result, kept for its own wire
+    ALL = TEXT | REASONING | TOOL_CALLS | USAGE | LIFECYCLE | OPAQUE
 
 
 class StreamActionKind(enum.Enum):

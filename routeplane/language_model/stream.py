@@ -11,6 +11,8 @@ from .types import (
     Finish,
     FinishReason,
     Generation,
+    OpaqueBlock,
+    OpaquePart,
     Prompt,
     ReasoningDelta,
     ReasoningEnd,
@@ -44,6 +46,7 @@ _INTEREST = {
     ToolCallDelta: StreamInterest.TOOL_CALLS,
     ToolCallEnd: StreamInterest.TOOL_CALLS,
     UsageUpdate: StreamInterest.USAGE,
+    OpaqueBlock: StreamInterest.OPAQUE,
 }
 
 
@@ -53,7 +56,7 @@ def interest_of(part: StreamPart) -> StreamInterest:
 
 def is_content(part: StreamPart) -> bool:
     """A part that carries output a person sees (marks time to first token)."""
-    return isinstance(part, (TextDelta, ReasoningDelta, ToolCallStart))
+    return isinstance(part, (TextDelta, ReasoningDelta, ToolCallStart, OpaqueBlock))
 
 
 class GenerationAccumulator:
@@ -99,6 +102,8 @@ class GenerationAccumulator:
             if b is not None and b["kind"] == "tool":
                 b["args"].append(part.arguments)
                 self.output_chars += len(part.arguments)
+        elif isinstance(part, OpaqueBlock):
+            self._open(part.index, {"kind": "opaque", "part": OpaquePart(part.protocol, part.block)})
         elif isinstance(part, UsageUpdate):
             self.usage = part.usage
         elif isinstance(part, Finish):
@@ -120,6 +125,8 @@ class GenerationAccumulator:
                 out.append(
                     ReasoningPart("".join(b["text"]), b.get("signature"), b.get("redacted"), b.get("provider"))
                 )
+            elif b["kind"] == "opaque":
+                out.append(b["part"])
             else:
                 # A custom call's input is free text: empty stays empty, it is not "no arguments".
                 custom = b.get("custom", False)
@@ -159,6 +166,8 @@ def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
             yield ToolCallStart(i, p.id, p.name, p.signature, p.custom)
             yield ToolCallDelta(i, p.arguments)
             yield ToolCallEnd(i)
+        elif isinstance(p, OpaquePart):
+            yield OpaqueBlock(i, p.protocol, p.block)
     yield UsageUpdate(gen.usage)
     yield Finish(gen.finish_reason, gen.stop_sequence)
 

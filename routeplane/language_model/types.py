@@ -105,7 +105,22 @@ class ReasoningPart:
     provider: Optional[str] = None
 
 
-ContentPart = Union[TextPart, ImagePart, FilePart, ToolCallPart, ToolResultPart, ReasoningPart]
+@dataclass(frozen=True)
+class OpaquePart:
+    """A block the canonical model has no form for, kept verbatim for its own wire and nowhere else:
+    what a provider's server-side tools did (an Anthropic `server_tool_use` and its
+    `web_search_tool_result`, a Gemini `executableCode`/`codeExecutionResult` part, a Responses
+    `web_search_call` item). A client of `protocol` gets it back in place, and may send it back in its
+    history to an upstream of that wire; any other wire leaves it out of an answer, and a request that
+    holds one is a 400 there (protocols/wire_only.py), since the upstream would miss part of the turn."""
+
+    protocol: str
+    block: Mapping[str, Any]
+    # Where the client sent it ("messages[2].content[1]"), for that 400; "" in an answer.
+    path: str = ""
+
+
+ContentPart = Union[TextPart, ImagePart, FilePart, ToolCallPart, ToolResultPart, ReasoningPart, OpaquePart]
 
 
 @dataclass(frozen=True)
@@ -319,6 +334,18 @@ class ToolCallEnd:
 
 
 @dataclass(frozen=True)
+class OpaqueBlock:
+    """A whole OpaquePart in a stream: decoders gather its wire events (an Anthropic
+    `server_tool_use` with its `input_json_delta`s, a Responses item from `added` to `done`) and
+    emit it once complete; a client encoder of `protocol` writes it back as its wire's events, the
+    others skip it. `block` is the block as a non-streamed answer would hold it."""
+
+    index: int
+    protocol: str
+    block: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class UsageUpdate:
     """Cumulative usage so far; the last one seen wins."""
 
@@ -346,6 +373,7 @@ StreamPart = Union[
     ToolCallStart,
     ToolCallDelta,
     ToolCallEnd,
+    OpaqueBlock,
     UsageUpdate,
     Finish,
 ]

@@ -101,6 +101,11 @@ class ProviderCodec(ABC):
 
 # --- shared helpers --------------------------------------------------------
 
+# Prompt.extras: where the client's history holds its first OpaquePart ("messages[2].content[1]"),
+# set by the request decoder that made it; an upstream of another wire would miss that block
+# (protocols/wire_only.py).
+OPAQUE_KEY = "_opaque_path"
+
 
 def json_headers(target: RoutingTarget, auth_header: str = "Authorization", auth_prefix: str = "Bearer ") -> Dict[str, str]:
     """The request headers every JSON/SSE wire sends: content type, accept, the key, the target's extras."""

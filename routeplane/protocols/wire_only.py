@@ -6,7 +6,8 @@ answer (cache keys, service tier, stored-completion metadata). These may not: wi
 upstream would answer another prompt (a Gemini `cachedContent` or a Responses `prompt` template
 holds part of it), without tools the client offered (Anthropic server tools and MCP servers, Chat
 web search), or without what the client asked for (images or speech, log probabilities, biased
-tokens). Bound for another wire, such a request is a 400 naming the field, and a fallback
+tokens), or without the calls and results of its server-side tools the history holds
+(OpaquePart). Bound for another wire, such a request is a 400 naming the field, and a fallback
 target of another wire is skipped (language_model/capability.py), as for a prefill. (What no wire
 can relay, such as audio answers or a stream's log probabilities, the client codecs refuse outright.)
 """
@@ -17,6 +18,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..language_model.types import Prompt
 from .anthropic_messages.request import SERVER_TOOLS_KEY
+from .base import OPAQUE_KEY
 
 # (param, what the field does), e.g. ("logit_bias", "biases the model's token choices").
 Lost = Tuple[str, str]
@@ -77,6 +79,9 @@ def lost_field(prompt: Prompt, protocol: str) -> Optional[Lost]:
     check = _CHECKS.get(client or "")
     if check is None or protocol in (client, "mock"):
         return None
+    opaque = prompt.extras.get(OPAQUE_KEY)
+    if opaque:
+        return opaque, "is a block of the provider's server-side tools (what one did, or found)"
     return check(prompt.extras)
 
 
