@@ -20,6 +20,7 @@ from .types import (
     ReasoningStart,
     ResponseStart,
     StreamPart,
+    TextAnnotation,
     TextDelta,
     TextEnd,
     TextPart,
@@ -47,6 +48,7 @@ _INTEREST = {
     ToolCallEnd: StreamInterest.TOOL_CALLS,
     UsageUpdate: StreamInterest.USAGE,
     OpaqueBlock: StreamInterest.OPAQUE,
+    TextAnnotation: StreamInterest.TEXT,
 }
 
 
@@ -102,6 +104,11 @@ class GenerationAccumulator:
             if b is not None and b["kind"] == "tool":
                 b["args"].append(part.arguments)
                 self.output_chars += len(part.arguments)
+        elif isinstance(part, TextAnnotation):
+            b = self._open(part.index, {"kind": "text", "text": []})
+            if b["kind"] == "text":
+                b.setdefault("notes", []).append(part.annotation)
+                b["notes_protocol"] = part.protocol
         elif isinstance(part, OpaqueBlock):
             self._open(part.index, {"kind": "opaque", "part": OpaquePart(part.protocol, part.block)})
         elif isinstance(part, UsageUpdate):
@@ -120,7 +127,8 @@ class GenerationAccumulator:
         for i in self._order:
             b = self._blocks[i]
             if b["kind"] == "text":
-                out.append(TextPart("".join(b["text"]), refusal=b.get("refusal", False)))
+                out.append(TextPart("".join(b["text"]), refusal=b.get("refusal", False),
+                                    annotations=tuple(b.get("notes", ())), annotations_protocol=b.get("notes_protocol")))
             elif b["kind"] == "reasoning":
                 out.append(
                     ReasoningPart("".join(b["text"]), b.get("signature"), b.get("redacted"), b.get("provider"))
@@ -156,6 +164,9 @@ def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
             yield TextStart(i, p.refusal)
             if p.text:
                 yield TextDelta(i, p.text)
+            if p.annotations_protocol:
+                for note in p.annotations:
+                    yield TextAnnotation(i, p.annotations_protocol, note)
             yield TextEnd(i)
         elif isinstance(p, ReasoningPart):
             yield ReasoningStart(i, p.provider, p.redacted)

@@ -37,6 +37,10 @@ class TextPart:
     # The model's refusal (OpenAI `refusal`): the OpenAI wires keep it apart from the
     # content (their SDKs' parse() helpers rely on that); the others show it as text.
     refusal: bool = False
+    # Notes the upstream attached to this text, in its wire's own shape (Anthropic `citations`,
+    # Responses `annotations`), kept for a client of `annotations_protocol` and left out elsewhere.
+    annotations: Tuple[Mapping[str, Any], ...] = ()
+    annotations_protocol: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -289,6 +293,17 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class TextAnnotation:
+    """One note on the text block at `index`, in its wire's shape (an Anthropic `citations_delta`'s
+    citation, a Responses `response.output_text.annotation.added`'s annotation); a client encoder of
+    `protocol` relays it, the others skip it (see TextPart.annotations)."""
+
+    index: int
+    protocol: str
+    annotation: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class TextEnd:
     index: int
 
@@ -366,6 +381,7 @@ StreamPart = Union[
     ResponseStart,
     TextStart,
     TextDelta,
+    TextAnnotation,
     TextEnd,
     ReasoningStart,
     ReasoningDelta,
