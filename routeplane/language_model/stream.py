@@ -25,6 +25,7 @@ from .types import (
     TextEnd,
     TextPart,
     TextStart,
+    TokenLogprobs,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallPart,
@@ -49,6 +50,7 @@ _INTEREST = {
     UsageUpdate: StreamInterest.USAGE,
     OpaqueBlock: StreamInterest.OPAQUE,
     TextAnnotation: StreamInterest.TEXT,
+    TokenLogprobs: StreamInterest.TEXT,
 }
 
 

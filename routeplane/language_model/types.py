@@ -304,6 +304,20 @@ class TextAnnotation:
 
 
 @dataclass(frozen=True)
+class TokenLogprobs:
+    """The log probabilities an upstream gave for a piece of streamed text (an OpenAI Chat chunk's
+    `logprobs.content` or `logprobs.refusal` entries), sent by the decoder just before the TextDelta of
+    that `text`. A client encoder of `protocol` attaches them to the chunk whose text completes `text`,
+    and drops them for good once the text it writes stops matching the scored text (a hook rewrote it:
+    the entries would show the original tokens)."""
+
+    index: int
+    protocol: str
+    entries: Tuple[Mapping[str, Any], ...]
+    text: str
+
+
+@dataclass(frozen=True)
 class TextEnd:
     index: int
 
@@ -382,6 +396,7 @@ StreamPart = Union[
     TextStart,
     TextDelta,
     TextAnnotation,
+    TokenLogprobs,
     TextEnd,
     ReasoningStart,
     ReasoningDelta,

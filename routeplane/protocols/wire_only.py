@@ -9,7 +9,7 @@ web search), or without what the client asked for (images or speech, log probabi
 tokens), or without the calls and results of its server-side tools the history holds
 (OpaquePart). Bound for another wire, such a request is a 400 naming the field, and a fallback
 target of another wire is skipped (language_model/capability.py), as for a prefill. (What no wire
-can relay, such as audio answers or a stream's log probabilities, the client codecs refuse outright.)
+can relay, such as audio answers, the client codecs refuse outright.)
 """
 
 from __future__ import annotations

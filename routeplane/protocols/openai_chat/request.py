@@ -71,7 +71,7 @@ def decode_request(body: Any) -> Prompt:
         # OpenAI); the canonical form is the narrowed list, as for Gemini's allowedFunctionNames.
         tools = tuple(t for t in tools if t.name in allowed)
     stream = bool(expect(body.get("stream"), bool, "stream"))
-    _refuse_unrelayed(body, stream)
+    _refuse_unrelayed(body)
     stream_options = expect(body.get("stream_options"), dict, "stream_options") or {}
     include_usage = bool(expect(stream_options.get("include_usage"), bool, "stream_options.include_usage"))
 
@@ -123,11 +123,11 @@ def decode_request(body: Any) -> Prompt:
     )
 
 
-def _refuse_unrelayed(body: Dict[str, Any], stream: bool) -> None:
+def _refuse_unrelayed(body: Dict[str, Any]) -> None:
     """Answers the gateway cannot relay are a 400 up front, never an answer emptied on the way: audio
-    (an audio answer's content is null, and the canonical answer is text that the hooks can read),
-    and log probabilities on a stream (the canonical stream carries none; a non-streamed answer of a
-    Chat upstream keeps them)."""
+    (an audio answer's content is null, and the canonical answer is text that the hooks can read).
+    Log probabilities reach a client of a Chat upstream, streamed or not (another wire's upstream is a
+    400 for them: protocols/wire_only.py)."""
     modalities = expect(body.get("modalities"), list, "modalities") or []
     if any(m != "text" for m in modalities):
         raise InvalidRequest("Audio output is not supported by this gateway (its answers are text): send "
@@ -135,9 +135,7 @@ def _refuse_unrelayed(body: Dict[str, Any], stream: bool) -> None:
     if body.get("audio") is not None:
         raise InvalidRequest("Audio output is not supported by this gateway (its answers are text): omit 'audio'.",
                              param="audio", code="unsupported_value")
-    if stream and expect(body.get("logprobs"), bool, "logprobs"):
-        raise InvalidRequest("'logprobs' is not supported on a stream by this gateway (its stream chunks carry "
-                             "none): omit it, or ask without streaming.", param="logprobs", code="unsupported_value")
+    expect(body.get("logprobs"), bool, "logprobs")
 
 
 def _number(body: Dict[str, Any], key: str) -> Optional[float]:

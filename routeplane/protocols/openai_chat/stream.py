@@ -21,6 +21,7 @@ from ...language_model.types import (
     TextDelta,
     TextEnd,
     TextStart,
+    TokenLogprobs,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -63,14 +64,15 @@ class ChatStreamEncoder(StreamEncoder):
         # A legacy `functions` client: the (one) call streams as delta.function_call.
         self._legacy = legacy_functions(prompt)
         self._function_call: Optional[int] = None  # its canonical block index
+        self._scores: Dict[int, _Scores] = {}  # text block index → its pending log probabilities
 
-    def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None) -> bytes:
+    def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None, logprobs: Any = None) -> bytes:
         chunk = {
             "id": self._id,
             "object": "chat.completion.chunk",
             "created": self._created,
             "model": self._model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
         }
         if self._include_usage:
             chunk["usage"] = None
@@ -95,7 +97,14 @@ class ChatStreamEncoder(StreamEncoder):
         elif isinstance(part, TextDelta):
             self._start(out)
             if part.text:
-                out.append(self._chunk({"refusal" if part.index in self._refusals else "content": part.text}))
+                key = "refusal" if part.index in self._refusals else "content"
+                scores = self._scores.get(part.index)
+                entries = scores.matched(part.text) if scores is not None else None
+                logprobs = None if entries is None else {"content": None, "refusal": None, key: entries}
+                out.append(self._chunk({key: part.text}, logprobs=logprobs))
+        elif isinstance(part, TokenLogprobs):
+            if part.protocol == PROTOCOL:
+                self._scores.setdefault(part.index, _Scores()).add(part.entries, part.text)
         elif isinstance(part, ReasoningDelta):
             if self._reasoning_field is not None and part.text:
                 self._start(out)
@@ -159,12 +168,51 @@ class ChatStreamEncoder(StreamEncoder):
         return b"data: " + dumps(error_body(err)).encode() + b"\n\n"
 
 
+class _Scores:
+    """A text block's log probabilities, each batch released with the chunk whose text completes the
+    text it scored. Text the encoder writes that departs from the scored text (a hook redacted or
+    rewrote it) ends the block's log probabilities: the entries name the upstream's own tokens."""
+
+    __slots__ = ("pending", "unmatched", "broken")
+
+    def __init__(self) -> None:
+        self.pending: List[Any] = []
+        self.unmatched = ""  # scored text not yet written
+        self.broken = False
+
+    def add(self, entries: Tuple[Any, ...], text: str) -> None:
+        if not self.broken:
+            self.pending.extend(entries)
+            self.unmatched += text
+
+    def matched(self, text: str) -> Optional[List[Any]]:
+        """The entries to send with a chunk of `text`, or None."""
+        if self.broken or not self.unmatched:
+            return None  # text no upstream entry scored (a hook's own): the scored text is still ahead
+        if not self.unmatched.startswith(text):
+            self.broken, self.pending, self.unmatched = True, [], ""
+            return None
+        self.unmatched = self.unmatched[len(text):]
+        if self.unmatched:
+            return None
+        entries, self.pending = self.pending, []
+        return entries
+
+
 def _custom_fragment(frag: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
     """A tool call fragment without `function`: a custom call's `custom` and its text field."""
     custom = frag.get("custom")
     if isinstance(custom, dict) or frag.get("type") == "custom":
         return (custom if isinstance(custom, dict) else {}), "input"
     return {}, "arguments"
+
+
+def _logprobs(scores: Optional[Dict[str, Any]], key: str, index: int, text: str) -> List[StreamPart]:
+    """A chunk's `logprobs.content` (or `.refusal`) entries for its text, as a TokenLogprobs."""
+    entries = scores.get(key) if scores is not None else None
+    if not isinstance(entries, list) or not entries:
+        return []
+    return [TokenLogprobs(index, PROTOCOL, tuple(entries), text)]
 
 
 class ChatStreamDecoder(StreamDecoder):
@@ -227,12 +275,14 @@ class ChatStreamDecoder(StreamDecoder):
                 self._reasoning_block = self._block()
                 out.append(ReasoningStart(self._reasoning_block, PROTOCOL))
             out.append(ReasoningDelta(self._reasoning_block, reasoning))
+        scores = choice.get("logprobs") if isinstance(choice.get("logprobs"), dict) else None
         content = delta.get("content")
         if isinstance(content, str) and content:
             if self._text_block is None:
                 out.extend(self._close_reasoning() + self._close_refusal())
                 self._text_block = self._block()
                 out.append(TextStart(self._text_block))
+            out.extend(_logprobs(scores, "content", self._text_block, content))
             out.append(TextDelta(self._text_block, content))
         refusal = delta.get("refusal")
         if isinstance(refusal, str) and refusal:
@@ -240,6 +290,7 @@ class ChatStreamDecoder(StreamDecoder):
                 out.extend(self._close_reasoning() + self._close_text())
                 self._refusal_block = self._block()
                 out.append(TextStart(self._refusal_block, refusal=True))
+            out.extend(_logprobs(scores, "refusal", self._refusal_block, refusal))
             out.append(TextDelta(self._refusal_block, refusal))
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
