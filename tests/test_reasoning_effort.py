@@ -58,6 +58,23 @@ def test_an_effort_the_model_refuses_becomes_the_nearest_it_accepts(model: str, 
     assert effort_for_target(asked, target) == sent
 
 
+@pytest.mark.parametrize("model,asked,sent", [
+    ("gpt-5", "none", "minimal"), ("gpt-5-2025-08-07", "max", "high"), ("gpt-5-mini", "xhigh", "high"),
+    ("gpt-5.1", "minimal", "low"), ("gpt-5.1", "max", "high"), ("gpt-5.1", "none", "none"),
+    ("gpt-5.2", "max", "xhigh"), ("gpt-5.2-2025-12-11", "none", "none"), ("gpt-5-pro", "low", "high"),
+    ("gpt-5.1-codex", "max", "max"),  # not named: as asked
+])
+def test_the_shipped_registry_names_the_gpt5_efforts(model: str, asked: str, sent: str) -> None:
+    """An Anthropic client's "max" effort (or a Gemini client's "none") reached gpt-5 models as asked,
+    and every one of them answers 400 to it."""
+    from routeplane.language_model.provider_registry import load_registry
+    from routeplane.protocols.base import effort_for_target
+
+    options = load_registry().get("openai").options
+    target = RoutingTarget("openai", model, "openai_responses", options=options)
+    assert effort_for_target(asked, target) == sent
+
+
 def test_an_anthropic_client_small_budget_reaches_o3_as_an_effort_it_accepts(gateway_process, upstream) -> None:
     """o3 and o4-mini answer 400 to "minimal", which every thinking budget <= 1024 used to become.
     The shipped registry names their efforts; a config's table adds to it."""
