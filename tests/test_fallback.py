@@ -155,6 +155,24 @@ def test_400_fails_fast_without_fallback(ups, gateways):
     assert len(b.requests) == 0
 
 
+def test_a_moderation_403_is_the_clients_400_not_a_key_problem(ups, gateways):
+    """OpenRouter answers flagged input with 403 and the categories: it read as "check the provider's
+    api_key" (a 502), sending operators after a key that works."""
+    a, b = ups
+    flagged = {"error": {"code": 403, "message": "Your input was flagged for \"harassment\"",
+                         "metadata": {"reasons": ["harassment"], "flagged_input": "...", "provider_name": "x"}}}
+    a.enqueue(Reply.json(flagged, 403))
+    g = gateways(config(a.url, b.url))
+    r = g.chat("hi", model="m")
+    assert r.status == 400, r.json
+    assert "flagged" in r.json["error"]["message"] and "api_key" not in r.json["error"]["message"]
+    assert providers_tried(r) == [("a", False)] and len(b.requests) == 0
+    # A plain 403 is still the gateway's credential (DESIGN.md: not retriable).
+    a.enqueue(Reply.json({"error": {"message": "forbidden", "type": "permission_error"}}, 403))
+    r = g.chat("hi", model="m")
+    assert r.status == 502 and "api_key" in r.json["error"]["message"]
+
+
 def test_all_429_merge_to_429_with_the_earliest_retry_after(ups, gateways):
     a, b = ups
     a.enqueue(Reply.json({"error": {"message": "rl"}}, 429, headers={"Retry-After": "20"}))

@@ -182,7 +182,24 @@ def upstream_status_error(
 ) -> UpstreamError:
     raw = error_message(body) or body[:200].decode("utf-8", "replace").strip() or "no details"
     message = f"{target.provider} returned HTTP {status}: {scrub(raw, target)}"
+    if status == 403 and _flagged(body):
+        # OpenRouter's moderation answers 403 with the categories the input was flagged for: the
+        # request's content, not the gateway's key (nor anything another target would judge differently
+        # enough to bill a second call for), so the client's 400 with the upstream's words.
+        return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=False,
+                                   status=400, kind="invalid_request")
     return _classified(status, message, target, retry_after_seconds(headers), _error_code(body))
+
+
+def _flagged(body: bytes) -> bool:
+    """An error body that reports moderation (`error.metadata.reasons` / `flagged_input`, as OpenRouter sends)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    err = data.get("error") if isinstance(data, dict) else None
+    meta = err.get("metadata") if isinstance(err, dict) else None
+    return isinstance(meta, dict) and (isinstance(meta.get("reasons"), list) or "flagged_input" in meta)
 
 
 # An error an upstream names inside a 200 answer (a stream's error event, a failed response) → the HTTP
