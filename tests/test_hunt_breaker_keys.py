@@ -68,6 +68,25 @@ def test_another_credential_gets_a_short_fingerprint_never_the_key() -> None:
     assert a.breaker_key is a.breaker_key  # cached on the target: one computation per target object
 
 
+def test_a_tenants_own_endpoint_has_its_own_breakers() -> None:
+    """A route hook's per-tenant base URL (the tenant's own deployment) shared `p:m`: one tenant's
+    broken endpoint sidelined the configured one for everybody."""
+    t, _ = tracker()
+    own = CONFIGURED.replace(base_url="https://tenant-a.example/v1")
+    own_key = CONFIGURED.replace(base_url="https://tenant-a.example/v1", api_key="sk-tenant-a")
+    assert own.breaker_key.startswith("p:m@") and "tenant" not in own.breaker_key
+    assert isinstance(own_key.breaker_key, CredentialKey) and own_key.breaker_key.label == own.breaker_key
+    assert CONFIGURED.replace(base_url="https://tenant-b.example/v1").breaker_key != own.breaker_key
+    for _ in range(2):
+        t.record_failure(own.breaker_key, down())
+    assert not t.acquire(own.breaker_key) and not t.acquire(own_key.breaker_key)  # that endpoint is down ...
+    assert t.acquire("p:m") and t.acquire(CONFIGURED.replace(api_key="sk-b").breaker_key)  # ... the others are not
+    for _ in range(2):
+        t.record_failure("p:m", down())
+    other = CONFIGURED.replace(base_url="https://tenant-b.example/v1")
+    assert not t.acquire("p:m") and t.acquire(other.breaker_key)  # and the other way round
+
+
 # --- the tracker ------------------------------------------------------------------------------------
 
 def test_one_tenants_429s_open_only_its_own_breaker() -> None:

@@ -90,10 +90,14 @@ class RoutingTarget:
     # by replace(), so a route hook's per-tenant key is told apart from it (breaker_key).
     configured_credential: Optional[Tuple[Optional[str], Mapping[str, str]]] = field(
         default=None, repr=False, compare=False)
+    # The base URL it was configured with, likewise: a route hook's per-tenant endpoint is another upstream.
+    configured_base_url: Optional[str] = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.configured_credential is None:
             object.__setattr__(self, "configured_credential", (self.api_key, dict(self.headers)))
+        if self.configured_base_url is None:
+            object.__setattr__(self, "configured_base_url", self.base_url or "")
 
     @property
     def label(self) -> str:
@@ -103,7 +107,8 @@ class RoutingTarget:
     def breaker_key(self) -> str:
         """The circuit breaker this call feeds (language_model/cooldown.py): `label` with the configured
         credential; with another (a tenant's key) `label#` and a fingerprint of it, so one tenant's rate
-        limit does not sideline the target for all. Cached on the object: targets are immutable, and
+        limit does not sideline the target for all. Another base URL than the configured one is another
+        upstream altogether: `label@` and a fingerprint of the URL, under which the same applies. Cached on the object: targets are immutable, and
         this is the hot path (not functools.cached_property: before 3.12 it locks across all targets)."""
         key = self.__dict__.get("_breaker_key")
         if key is None:
@@ -112,10 +117,15 @@ class RoutingTarget:
         return key
 
     def _credential_breaker_key(self) -> str:
+        label = self.label
+        if (self.base_url or "") != self.configured_base_url:
+            # Another endpoint (a tenant's own deployment) fails on its own: its outages must not
+            # sideline the configured one, nor the other way round.
+            label = f"{label}@{credential_fingerprint(self.base_url, {})}"
         key, headers = self.configured_credential or (None, {})
         if self.api_key == key and dict(self.headers) == dict(headers):
-            return self.label
-        return CredentialKey(self.label, credential_fingerprint(self.api_key, self.headers))
+            return label
+        return CredentialKey(label, credential_fingerprint(self.api_key, self.headers))
 
     def replace(self, **changes: Any) -> "RoutingTarget":
         return dataclasses.replace(self, **changes)
