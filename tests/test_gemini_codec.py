@@ -132,7 +132,7 @@ def test_integer_fields_take_integral_numbers_as_the_json_mapping_does() -> None
     ({"contents": [user("x")], "generationConfig": {"seed": True}}, "generationConfig.seed"),
     ({"contents": "hi"}, "contents"),
     ({"contents": [user("x")], "generationConfig": {"candidateCount": 2}}, "generationConfig.candidateCount"),
-    ({"contents": [user("x")], "tools": [{"googleSearch": {}}]}, "tools[0]"),
+    ({"contents": [user("x")], "tools": ["googleSearch"]}, "tools[0]"),
     ({"contents": [{"role": "system", "parts": [{"text": "x"}]}]}, "contents[0].role"),
 ])
 def test_bad_requests_are_400_naming_the_field(body: Dict[str, Any], param: str) -> None:

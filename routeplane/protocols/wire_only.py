@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..language_model.types import Prompt
 from .anthropic_messages.request import SERVER_TOOLS_KEY
 from .base import OPAQUE_KEY
+from .gemini.tools import SERVER_TOOLS_KEY as GEMINI_SERVER_TOOLS_KEY
 
 # (param, what the field does), e.g. ("logit_bias", "biases the model's token choices").
 Lost = Tuple[str, str]
@@ -55,6 +56,8 @@ def _anthropic(extras: Mapping[str, Any]) -> Optional[Lost]:
 def _gemini(extras: Mapping[str, Any]) -> Optional[Lost]:
     if extras.get("cachedContent") is not None:
         return "cachedContent", "names a cached content that holds part of the prompt"
+    for position, tool in extras.get(GEMINI_SERVER_TOOLS_KEY) or []:
+        return f"tools[{position}]", f"is a tool of kind {next(iter(tool), '')!r}, which Gemini runs itself"
     gen = extras.get("generationConfig")
     gen = gen if isinstance(gen, dict) else {}
     modalities = gen.get("responseModalities")

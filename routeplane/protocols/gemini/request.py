@@ -15,20 +15,19 @@ from ...language_model.types import (
     FilePart,
     ImagePart,
     Message,
+    OpaquePart,
     Prompt,
     ReasoningPart,
     Role,
     TextPart,
-    Tool,
     ToolCallPart,
-    ToolChoice,
     ToolResultPart,
 )
-from ..base import client_extras, expect
+from ..base import OPAQUE_KEY, client_extras, expect
 from ..carried import restore
 from .generation import camel_keys as _camel_keys
 from .generation import decode_generation, encode_generation, same_wire_generation
-from .schema import clean_for_gemini, from_gemini_schema, strip_meta
+from .tools import decode_tool_config, decode_tools, encode_tools, get
 
 PROTOCOL = "gemini"
 # Gemini may omit function-call ids. The gateway then makes one up with this
@@ -41,7 +40,11 @@ SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 
 _KNOWN = frozenset({"model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
 _PART_FIELDS = frozenset({"videoMetadata", "mediaResolution"})  # kept on an image or file part
-VALIDATED_KEY = "_gemini_validated"  # the client's functionCallingConfig.mode was VALIDATED (same wire only)
+# Parts the canonical model has no form for, kept whole for a Gemini upstream (OpaquePart) when a
+# client sends them back in its history: what Gemini's server-side tools did, and (in a model turn)
+# the media it generated. Either key spelling.
+_SERVER_PARTS = ("executableCode", "codeExecutionResult", "toolCall", "toolResponse")
+_MODEL_MEDIA = ("inlineData", "fileData")
 _KNOWN_GEN = frozenset({
     "maxOutputTokens", "temperature", "topP", "topK", "stopSequences", "candidateCount", "seed", "presencePenalty",
     "frequencyPenalty", "responseMimeType", "responseJsonSchema", "responseSchema", "thinkingConfig",
@@ -54,14 +57,6 @@ def synthetic_id() -> str:
 
 def is_synthetic(call_id: str) -> bool:
     return call_id.startswith(SYNTHETIC_ID)
-
-
-def get(d: Mapping[str, Any], camel: str) -> Any:
-    """REST uses lowerCamelCase but the proto3-JSON parser also takes snake_case."""
-    if camel in d:
-        return d[camel]
-    snake = "".join("_" + c.lower() if c.isupper() else c for c in camel)
-    return d.get(snake)
 
 
 def decode_request(body: Any, model: Optional[str] = None, stream: bool = False) -> Prompt:
@@ -89,9 +84,10 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
                                          param=f"systemInstruction.parts[{k}]")
                 if p["text"]:
                     system.append(TextPart(p["text"]))
-    messages = _decode_contents(contents)
-    tools = _decode_tools(body.get("tools"))
-    tool_choice, allowed = _decode_tool_config(body.get("toolConfig"))
+    extras: Dict[str, Any] = client_extras(body, _KNOWN)
+    messages = _decode_contents(contents, extras)
+    tools = decode_tools(body.get("tools"), extras)
+    tool_choice, allowed = decode_tool_config(body.get("toolConfig"), extras)
     if allowed and (len(allowed) > 1 or tool_choice is None or tool_choice.mode != "tool"):
         tools = tuple(t for t in tools if t.name in allowed)  # the offer narrowed to the names allowed
     gen = _camel_keys(expect(body.get("generationConfig"), dict, "generationConfig") or {})
@@ -102,15 +98,12 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
         raise InvalidRequest("'generationConfig.responseLogprobs' is not supported on a stream by this gateway: "
                              "omit it, or call generateContent.", param="generationConfig.responseLogprobs",
                              code="unsupported_value")
-    extras: Dict[str, Any] = client_extras(body, _KNOWN)
     gen_extra = {k: v for k, v in gen.items() if k not in _KNOWN_GEN}
     if thinking is not None:
         gen_extra["thinkingConfig"] = thinking
     gen_extra.update(same_wire_generation(gen))
     if gen_extra:
         extras["generationConfig"] = gen_extra  # forwarded to a Gemini upstream only
-    if _calling_mode(body.get("toolConfig")) == "VALIDATED":
-        extras[VALIDATED_KEY] = True
     return Prompt(
         model=model,
         messages=tuple(messages),
@@ -126,7 +119,8 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
     )
 
 
-def _decode_contents(contents: List[Any]) -> List[Message]:
+def _decode_contents(contents: List[Any], extras: Dict[str, Any]) -> List[Message]:
+    """The messages; the path of the first OpaquePart goes to `extras` (OPAQUE_KEY)."""
     messages: List[Message] = []
     # Calls of the latest model turn, for results that carry no id (matched by name and order).
     pending: List[ToolCallPart] = []
@@ -144,12 +138,14 @@ def _decode_contents(contents: List[Any]) -> List[Message]:
             pending = pending + calls if messages and messages[-1].role is Role.ASSISTANT else calls
             if decoded:
                 messages.append(Message(Role.ASSISTANT, tuple(decoded)))
+            _note_opaque(decoded, extras)
         elif role in ("user", "function"):
             results, others = _user_parts(parts, path, pending)
             if results:
                 messages.append(Message(Role.TOOL, tuple(results)))
             if others:
                 messages.append(Message(Role.USER, tuple(others)))
+                _note_opaque(others, extras)
             if not results and not others:
                 raise InvalidRequest(f"'{path}.parts' must not be empty.", param=f"{path}.parts")
         else:
@@ -185,11 +181,24 @@ def _model_parts(parts: List[Any], path: str, turn: int) -> List[ContentPart]:
                     # A signature on a text part has no canonical slot: keep it as a
                     # signature-only reasoning part that re-attaches on the way back.
                     out.append(ReasoningPart("", sig, provider=PROTOCOL))
+        elif _is_kept(raw, _SERVER_PARTS + _MODEL_MEDIA):
+            out.append(OpaquePart(PROTOCOL, raw, p))  # its thoughtSignature stays in it
         elif sig:
             out.append(ReasoningPart("", sig, provider=PROTOCOL))
         else:
             raise InvalidRequest(f"Unsupported part at '{p}' in a model turn.", param=p)
     return out
+
+
+def _is_kept(raw: Mapping[str, Any], kinds: Tuple[str, ...]) -> bool:
+    return any(get(raw, kind) is not None for kind in kinds)
+
+
+def _note_opaque(parts: List[Any], extras: Dict[str, Any]) -> None:
+    if OPAQUE_KEY not in extras:
+        first = next((p for p in parts if isinstance(p, OpaquePart)), None)
+        if first is not None:
+            extras[OPAQUE_KEY] = first.path
 
 
 def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tuple[List[ToolResultPart], List[ContentPart]]:
@@ -218,6 +227,8 @@ def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tup
             results.append(ToolResultPart(call_id, (TextPart(text), *media), is_error=is_error, name=name))
         elif isinstance(raw.get("text"), str):
             others.append(TextPart(raw["text"]))
+        elif _is_kept(raw, _SERVER_PARTS):
+            others.append(OpaquePart(PROTOCOL, raw, p))
         else:
             others.append(_media_in(raw, p))
     return results, others
@@ -262,59 +273,6 @@ def result_text(response: Any) -> Tuple[str, bool]:
     return json.dumps(response, separators=(",", ":")), False
 
 
-def _decode_tools(raw: Any) -> Tuple[Tool, ...]:
-    tools: List[Tool] = []
-    for i, group in enumerate(expect(raw, list, "tools") or []):
-        if not isinstance(group, dict):
-            raise InvalidRequest(f"'tools[{i}]' must be an object.", param=f"tools[{i}]")
-        decls = get(group, "functionDeclarations")
-        other = [k for k in group if k not in ("functionDeclarations", "function_declarations")]
-        if other:
-            raise InvalidRequest(f"Tool kind {other[0]!r} ('tools[{i}]') is not supported by this gateway; "
-                                 "only functionDeclarations are.", param=f"tools[{i}]", code="unsupported_value")
-        for j, d in enumerate(expect(decls, list, f"tools[{i}].functionDeclarations") or []):
-            path = f"tools[{i}].functionDeclarations[{j}]"
-            if not isinstance(d, dict):
-                raise InvalidRequest(f"'{path}' must be an object.", param=path)
-            schema = get(d, "parametersJsonSchema")
-            if schema is None and get(d, "parameters") is not None:
-                schema = from_gemini_schema(expect(get(d, "parameters"), dict, f"{path}.parameters"))
-            tools.append(Tool(
-                name=expect(d.get("name"), str, f"{path}.name", required=True),
-                description=expect(d.get("description"), str, f"{path}.description"),
-                parameters=expect(schema, dict, f"{path}.parametersJsonSchema") or {"type": "object", "properties": {}},
-            ))
-    return tuple(tools)
-
-
-def _calling_mode(raw: Any) -> Optional[str]:
-    cfg = get(raw, "functionCallingConfig") if isinstance(raw, dict) else None
-    return str(cfg.get("mode") or "").upper() if isinstance(cfg, dict) else None
-
-
-def _decode_tool_config(raw: Any) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
-    if raw is None:
-        return None, None
-    cfg = get(expect(raw, dict, "toolConfig"), "functionCallingConfig")
-    if cfg is None:
-        return None, None
-    cfg = expect(cfg, dict, "toolConfig.functionCallingConfig")
-    mode = str(cfg.get("mode") or "AUTO").upper()
-    allowed = get(cfg, "allowedFunctionNames")
-    if allowed is not None and not (isinstance(allowed, list) and all(isinstance(n, str) for n in allowed)):
-        raise InvalidRequest("'allowedFunctionNames' must be an array of strings.",
-                             param="toolConfig.functionCallingConfig.allowedFunctionNames")
-    if mode in ("AUTO", "VALIDATED", "MODE_UNSPECIFIED"):
-        return ToolChoice("auto"), allowed  # VALIDATED: auto, calls held to their schemas (kept for Gemini)
-    if mode == "NONE":
-        return ToolChoice("none"), None
-    if mode == "ANY":
-        if allowed and len(allowed) == 1:
-            return ToolChoice("tool", allowed[0]), allowed
-        return ToolChoice("required"), allowed
-    raise InvalidRequest(f"Invalid functionCallingConfig.mode {mode!r}.", param="toolConfig.functionCallingConfig.mode")
-
-
 # --- provider side ---------------------------------------------------------
 
 
@@ -346,30 +304,12 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     same_wire = prompt.extras_protocol == PROTOCOL
     extras = dict(prompt.extras) if same_wire else {}
     gen_extra = dict(extras.pop("generationConfig", None) or {})
-    validated = extras.pop(VALIDATED_KEY, False)
+    extras.pop(OPAQUE_KEY, None)
+    tools = encode_tools(prompt, target, extras)  # takes its keys out of the extras
     body.update(extras)
     if prompt.system:
         body["systemInstruction"] = {"parts": [{"text": prompt.system_text()}]}
-    if prompt.tools:
-        field = "parameters" if target.options.get("gemini_schema_field") == "parameters" else "parametersJsonSchema"
-        decls = []
-        for t in prompt.tools:
-            d: Dict[str, Any] = {"name": t.name}
-            if t.description:
-                d["description"] = t.description
-            schema = dict(t.parameters)
-            if schema.get("properties") or field == "parametersJsonSchema":
-                d[field] = clean_for_gemini(schema) if field == "parameters" else strip_meta(schema)
-            decls.append(d)
-        body["tools"] = [{"functionDeclarations": decls}]
-    tc = prompt.tool_choice
-    if tc is not None and (prompt.tools or tc.mode == "none"):
-        cfg: Dict[str, Any] = {"mode": {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}[tc.mode]}
-        if tc.mode == "tool" and tc.name:
-            cfg["allowedFunctionNames"] = [tc.name]
-        elif tc.mode == "auto" and validated:
-            cfg["mode"] = "VALIDATED"
-        body["toolConfig"] = {"functionCallingConfig": cfg}
+    body.update(tools)
     gen = encode_generation(prompt, gen_extra)
     if gen:
         body["generationConfig"] = gen
@@ -419,6 +359,9 @@ def _encode_parts(m: Message, names: Dict[str, str], placeholder: str) -> List[D
             # Images and files of a result go as parts of the same user turn, after the
             # responses (translation.md §4: functionResponse.parts needs newer models).
             out.extend(m for m in (_media_part(c) for c in p.content) if m is not None)
+        elif isinstance(p, OpaquePart):
+            if p.protocol == PROTOCOL:  # another wire's never gets here (protocols/wire_only.py)
+                out.append(dict(p.block))
         else:
             media = _media_part(p)
             if media is not None:

@@ -13,6 +13,7 @@ from ...language_model.types import (
     ContentPart,
     FinishReason,
     Generation,
+    OpaquePart,
     Prompt,
     ReasoningPart,
     TextPart,
@@ -128,6 +129,8 @@ def encode_parts(parts: Tuple[ContentPart, ...], show_thoughts: bool = True) -> 
         elif isinstance(p, ToolCallPart):
             out.append(function_call_part(p.id, p.name, p.arguments,
                                           p.signature if p.signature_provider in (PROTOCOL, None) else None))
+        elif isinstance(p, OpaquePart) and p.protocol == PROTOCOL:
+            out.append(dict(p.block))  # another wire's server-side blocks mean nothing here
     return out
 
 
@@ -204,10 +207,23 @@ def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
                 out.append(TextPart(raw["text"]))
             if sig:
                 out.append(ReasoningPart("", sig, provider=PROTOCOL))
+        elif is_opaque(raw):
+            out.append(OpaquePart(PROTOCOL, raw))
         elif sig:
             out.append(ReasoningPart("", sig, provider=PROTOCOL))
-        # executableCode / codeExecutionResult / inline media have no canonical output form.
     return _merge_text(out)
+
+
+# Keys of a part that qualify its data rather than being it.
+_QUALIFIERS = frozenset({"thought", "thoughtSignature", "thought_signature", "partMetadata", "part_metadata"})
+
+
+def is_opaque(raw: Mapping[str, Any]) -> bool:
+    """An answer's part that is neither text nor a function call nor a bare signature: `executableCode`,
+    `codeExecutionResult`, a server-side `toolCall`/`toolResponse`, generated media, or a kind newer than
+    this gateway. It has no canonical form, so it is kept whole (its `thoughtSignature` with it) for a
+    Gemini client, in place, and left out for the others."""
+    return any(k not in _QUALIFIERS for k in raw)
 
 
 def thought_part(previous: List[ContentPart], text: str, sig: Optional[str]) -> ReasoningPart:

@@ -11,6 +11,7 @@ from ...language_model.stream import estimate_usage
 from ...language_model.types import (
     Finish,
     FinishReason,
+    OpaqueBlock,
     Prompt,
     ReasoningDelta,
     ReasoningEnd,
@@ -39,6 +40,7 @@ from .response import (
     error_in_body,
     finish_from_wire,
     function_call_part,
+    is_opaque,
     shows_thoughts,
 )
 
@@ -147,6 +149,9 @@ class GeminiStreamEncoder(StreamEncoder):
             call = self._tools.pop(part.index, None)
             if call is not None:
                 return self._chunk([self._call_part(call)])
+        elif isinstance(part, OpaqueBlock):
+            if part.protocol == PROTOCOL:  # another wire's server-side blocks mean nothing here
+                return self._chunk([dict(part.block)])
         elif isinstance(part, UsageUpdate):
             self._usage = part.usage
         elif isinstance(part, Finish):
@@ -255,11 +260,7 @@ class GeminiStreamDecoder(StreamDecoder):
         sig = raw.get("thoughtSignature") if isinstance(raw.get("thoughtSignature"), str) else None
         call = raw.get("functionCall")
         if isinstance(call, dict):
-            out.extend(self._close_text())
-            if self._reasoning is not None and self._reasoning_sig is None:
-                self._reasoning_held = True
-            else:
-                out.extend(self._close_reasoning())
+            out.extend(self._close_text() + self._pause_reasoning())
             block = self._block()
             self._tools = True
             call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else synthetic_id()
@@ -267,6 +268,12 @@ class GeminiStreamDecoder(StreamDecoder):
             out.append(ToolCallStart(block, call_id, str(call.get("name") or ""), sig))
             out.append(ToolCallDelta(block, json.dumps(args, separators=(",", ":"))))
             out.append(ToolCallEnd(block))
+            return out
+        if not isinstance(raw.get("text"), str) and is_opaque(raw):
+            # A chunk's parts are whole: an executableCode or codeExecutionResult goes out at once, as
+            # its own block between the text before and after it.
+            out.extend(self._close_text() + self._pause_reasoning())
+            out.append(OpaqueBlock(self._block(), PROTOCOL, raw))
             return out
         text = raw.get("text") if isinstance(raw.get("text"), str) else ""
         if raw.get("thought"):
@@ -301,6 +308,14 @@ class GeminiStreamDecoder(StreamDecoder):
             block = self._block()
             out.extend([ReasoningStart(block, PROTOCOL), ReasoningEnd(block, sig)])
         return out
+
+    def _pause_reasoning(self) -> List[StreamPart]:
+        """Thoughts end where a call or a server-side part begins; unsigned ones are held open
+        (their end waits), since their signature may come in a later empty thought part."""
+        if self._reasoning is not None and self._reasoning_sig is None:
+            self._reasoning_held = True
+            return []
+        return self._close_reasoning()
 
     def _close_text(self) -> List[StreamPart]:
         if self._text is None:
