@@ -8,7 +8,7 @@ from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import Generation, Prompt
 from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder, json_headers
-from . import request, response, stream
+from . import request, response, stream, stream_decode
 
 PROTOCOL = request.PROTOCOL
 
@@ -47,7 +47,7 @@ class ResponsesProviderCodec(ProviderCodec):
         return response.decode_response(body, target)
 
     def stream_decoder(self, target: RoutingTarget) -> StreamDecoder:
-        return stream.ResponsesStreamDecoder(target)
+        return stream_decode.ResponsesStreamDecoder(target)
 
 
 CLIENT = ResponsesClientCodec()

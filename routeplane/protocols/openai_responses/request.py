@@ -12,6 +12,7 @@ from ...language_model.types import (
     GenerationParams,
     ImagePart,
     Message,
+    OpaquePart,
     Prompt,
     ReasoningPart,
     ResponseFormat,
@@ -22,7 +23,7 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
+from ..base import OPAQUE_KEY, client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
 from ..carried import restore
 from ..custom_tools import decode_custom_tool
 
@@ -39,6 +40,17 @@ _KNOWN = frozenset(
         "temperature", "top_p", "text", "reasoning", "stream", "user", "previous_response_id", "conversation",
     }
 )
+# Input items of OpenAI's hosted and built-in tools (openai/types/responses/response_input_item_param.py), and
+# its compaction items: kept verbatim (OpaquePart) for a Responses upstream, a 400 for any other wire.
+OPAQUE_ITEMS = frozenset({
+    "web_search_call", "file_search_call", "code_interpreter_call", "image_generation_call", "computer_call",
+    "computer_call_output", "local_shell_call", "local_shell_call_output", "shell_call", "shell_call_output",
+    "apply_patch_call", "apply_patch_call_output", "mcp_list_tools", "mcp_approval_request",
+    "mcp_approval_response", "mcp_call", "tool_search_call", "tool_search_output", "additional_tools",
+    "configuration_update", "compaction", "compaction_trigger", "program", "program_output"})
+# Those the client itself sends (what its tool did, its approval): a user turn's, the others the model's.
+_CLIENT_ITEMS = frozenset({"computer_call_output", "local_shell_call_output", "shell_call_output",
+                           "apply_patch_call_output", "mcp_approval_response", "compaction_trigger"})
 STATELESS = (
     "This gateway is stateless: it does not store responses, so '{param}' cannot be resolved. "
     "Send the full conversation in 'input' instead."
@@ -92,11 +104,12 @@ def decode_request(body: Any) -> Prompt:
     if instructions:
         system.append(TextPart(instructions))
     messages: List[Message] = []
+    opaque: List[str] = []  # paths of the hosted-tool items kept
     if isinstance(raw_input, str):
         messages.append(Message(Role.USER, (TextPart(raw_input),)))
     elif isinstance(raw_input, list):
         for i, item in enumerate(raw_input):
-            _decode_item(item, f"input[{i}]", system, messages)
+            _decode_item(item, f"input[{i}]", system, messages, opaque)
     else:
         raise InvalidRequest("Invalid type for 'input': expected a string or an array of items.", param="input")
     if not messages:
@@ -125,6 +138,8 @@ def decode_request(body: Any) -> Prompt:
     extras = client_extras(body, _KNOWN)
     if tool_fields:
         extras[TOOL_FIELDS_KEY] = tool_fields  # output_schema, allowed_callers, ...: a Responses upstream's
+    if opaque:
+        extras[OPAQUE_KEY] = opaque[0]  # only a Responses upstream can continue from it (wire_only.py)
     if user is None and safety_id is not None:
         extras["_user_is_safety_identifier"] = True  # same wire: safety_identifier goes as itself, no `user` invented
     rest = {k: v for k, v in reasoning.items() if k != "effort"}
@@ -163,7 +178,7 @@ def _append(out: List[Message], role: Role, part: ContentPart) -> None:
         out.append(Message(role, (part,)))
 
 
-def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message]) -> None:
+def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message], opaque: List[str]) -> None:
     if not isinstance(item, dict):
         raise InvalidRequest(f"'{path}' must be an object.", param=path)
     kind = item.get("type", "message")
@@ -218,12 +233,16 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
         # Another vendor's thinking the gateway carried in encrypted_content goes back as that vendor's.
         part = restore(encrypted) or ReasoningPart(text, pack_reasoning_signature(item_id, encrypted), provider=PROTOCOL)
         _append(out, Role.ASSISTANT, part)
+    elif isinstance(kind, str) and kind in OPAQUE_ITEMS:
+        opaque.append(path)
+        _append(out, Role.USER if kind in _CLIENT_ITEMS else Role.ASSISTANT, OpaquePart(PROTOCOL, item, path))
     elif kind == "item_reference":
         raise InvalidRequest(STATELESS.format(param=f"{path} (item_reference)"), param=path,
                              code="unsupported_parameter")
     else:
         raise InvalidRequest(f"Input items of type {kind!r} ('{path}') are not supported by this gateway; "
-                             "only messages, function and custom tool calls, their outputs and reasoning are.",
+                             "only messages, function and custom tool calls, their outputs, reasoning and the "
+                             "items of OpenAI's hosted tools are.",
                              param=f"{path}.type", code="unsupported_value")
 
 
@@ -241,7 +260,14 @@ def _parts(content: Any, path: str, role: Role) -> List[ContentPart]:
         if not isinstance(item, dict):
             raise InvalidRequest(f"'{p}' must be an object.", param=p)
         kind = item.get("type")
-        if kind in ("input_text", "output_text", "text"):
+        if kind == "output_text" and role is Role.ASSISTANT and item.get("annotations"):
+            notes = expect(item.get("annotations"), list, f"{p}.annotations")
+            if not all(isinstance(a, dict) for a in notes):
+                raise InvalidRequest(f"'{p}.annotations' must be an array of objects.", param=f"{p}.annotations")
+            # The previous answer's citations: a Responses upstream gets them back, another wire the text only.
+            parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True),
+                                  annotations=tuple(notes), annotations_protocol=PROTOCOL))
+        elif kind in ("input_text", "output_text", "text"):
             parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True)))
         elif kind == "refusal":
             parts.append(TextPart(expect(item.get("refusal"), str, f"{p}.refusal", required=True)))
@@ -353,6 +379,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     reasoning_extra = extras.pop("reasoning", None)
     user_is_safety_id = extras.pop("_user_is_safety_identifier", False)
     tool_fields = extras.pop(TOOL_FIELDS_KEY, None) or {}
+    extras.pop(OPAQUE_KEY, None)  # the gateway's own note, not a field
     body.update(extras)
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
     body.setdefault("store", False)
@@ -459,16 +486,20 @@ def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
         return out
     if m.role is Role.ASSISTANT:
         items: List[Dict[str, Any]] = []
-        texts: List[str] = []
+        texts: List[TextPart] = []
 
         def flush() -> None:
             if texts:
-                items.append({"role": "assistant", "content": "".join(texts)})
+                items.append(_assistant_text(texts))
                 texts.clear()
 
         for p in m.parts:
             if isinstance(p, TextPart):
-                texts.append(p.text)
+                texts.append(p)
+            elif isinstance(p, OpaquePart):
+                flush()
+                if p.protocol == PROTOCOL:
+                    items.append(dict(p.block))
             elif isinstance(p, ToolCallPart) and p.custom:
                 flush()
                 items.append({"type": "custom_tool_call", "call_id": p.id, "name": p.name, "input": p.arguments})
@@ -485,16 +516,42 @@ def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
                                   "encrypted_content": encrypted})
         flush()
         return items
-    content: Any = [c for c in (_encode_user_part(p) for p in m.parts) if c]
-    if content and all(c["type"] == "input_text" for c in content):
-        content = "".join(c["text"] for c in content)  # the plain form, as clients send it
     out_u: List[Dict[str, Any]] = []
     results = [p for p in m.parts if isinstance(p, ToolResultPart)]
     if results:  # defensive: results belong in tool messages
         out_u.extend(_encode_message(Message(Role.TOOL, tuple(results)), custom_calls))
-    if content:
-        out_u.append({"role": "user", "content": content})
+    content: List[Dict[str, Any]] = []
+    for p in m.parts:
+        if isinstance(p, OpaquePart):  # a hosted tool's item the client sent (an approval): in its place
+            out_u.extend(_user_item(content))
+            content = []
+            if p.protocol == PROTOCOL:
+                out_u.append(dict(p.block))
+        else:
+            c = _encode_user_part(p)
+            if c:
+                content.append(c)
+    out_u.extend(_user_item(content))
     return out_u
+
+
+def _user_item(content: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    if not content:
+        return []
+    if all(c["type"] == "input_text" for c in content):
+        return [{"role": "user", "content": "".join(c["text"] for c in content)}]  # the plain form, as clients send it
+    return [{"role": "user", "content": content}]
+
+
+def _assistant_text(texts: List[TextPart]) -> Dict[str, Any]:
+    """Assistant text as one input message: plain, or as output_text parts when the texts carry this wire's
+    annotations (the previous answer's citations go back with it)."""
+    if not any(t.annotations and t.annotations_protocol == PROTOCOL for t in texts):
+        return {"role": "assistant", "content": "".join(t.text for t in texts)}
+    return {"type": "message", "role": "assistant", "content": [
+        {"type": "output_text", "text": t.text,
+         "annotations": [dict(a) for a in t.annotations] if t.annotations_protocol == PROTOCOL else []}
+        for t in texts]}
 
 
 def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:

@@ -12,6 +12,7 @@ from ...language_model.types import (
     ContentPart,
     FinishReason,
     Generation,
+    OpaquePart,
     Prompt,
     ReasoningPart,
     TextPart,
@@ -83,17 +84,27 @@ def _int(v: Any) -> int:
 # --- output items ----------------------------------------------------------
 
 
-def content_part(text: str, refusal: bool = False) -> Dict[str, Any]:
+# Output item types the canonical model has a form for; every other item (web_search_call, mcp_call,
+# image_generation_call, ...) is an OpaquePart, kept verbatim for a Responses client.
+CANONICAL_ITEMS = frozenset({"message", "function_call", "custom_tool_call", "reasoning"})
+
+
+def content_part(text: str, refusal: bool = False, annotations: Any = ()) -> Dict[str, Any]:
     """A message's content part: the model's text, or its refusal (kept apart: the SDK's parse() relies on it)."""
     if refusal:
         return {"type": "refusal", "refusal": text}
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+    return {"type": "output_text", "text": text, "annotations": [dict(a) for a in annotations], "logprobs": []}
+
+
+def own_annotations(p: TextPart) -> Tuple[Any, ...]:
+    """The part's annotations if this wire made them (another wire's citations have another shape)."""
+    return p.annotations if p.annotations_protocol == PROTOCOL else ()
 
 
 def message_item(item_id: str, parts: List[TextPart], status: str = "completed") -> Dict[str, Any]:
     return {
         "type": "message", "id": item_id, "role": "assistant", "status": status,
-        "content": [content_part(p.text, p.refusal) for p in parts],
+        "content": [content_part(p.text, p.refusal, own_annotations(p)) for p in parts],
     }
 
 
@@ -149,6 +160,9 @@ def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
             flush()
             item_id, encrypted = reasoning_identity(p)
             out.append(reasoning_item(item_id, p.text, encrypted))
+        elif isinstance(p, OpaquePart) and p.protocol == PROTOCOL:
+            flush()
+            out.append(dict(p.block))  # a hosted tool's item, as the upstream sent it
     flush()
     return out
 
@@ -204,7 +218,7 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
         if kind == "message":
             for c in as_list(item.get("content")):
                 if isinstance(c, dict) and c.get("type") == "output_text" and isinstance(c.get("text"), str):
-                    parts.append(TextPart(c["text"]))
+                    parts.append(text_part(c["text"], c.get("annotations")))
                 elif isinstance(c, dict) and c.get("type") == "refusal" and isinstance(c.get("refusal"), str):
                     parts.append(TextPart(c["refusal"], refusal=True))
         elif kind == "function_call":
@@ -217,8 +231,16 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
             parts.append(ReasoningPart(_reasoning_text(item),
                                        pack_reasoning_signature(str(item.get("id") or ""), item.get("encrypted_content")),
                                        provider=PROTOCOL))
-        # Hosted-tool items have no canonical form; a translated client cannot use them.
+        elif isinstance(kind, str):
+            # A hosted tool's call or result: a Responses client gets it back as it is, another wire's skips it.
+            parts.append(OpaquePart(PROTOCOL, item))
     return parts
+
+
+def text_part(text: str, annotations: Any) -> TextPart:
+    """An output_text's text and its citations (url_citation, file_citation, ...), kept for this wire."""
+    notes = tuple(a for a in annotations if isinstance(a, dict)) if isinstance(annotations, list) else ()
+    return TextPart(text, annotations=notes, annotations_protocol=PROTOCOL if notes else None)
 
 
 def _reasoning_text(item: Dict[str, Any]) -> str:

@@ -1,18 +1,18 @@
-"""OpenAI Responses SSE: canonical parts → named events (client), events → parts (provider)."""
+"""OpenAI Responses SSE to a client: canonical parts → named events (the provider side: stream_decode.py)."""
 
 from __future__ import annotations
 
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from ...errors import RouteplaneError
-from ...language_model.routing import RoutingTarget
 from ...language_model.stream import estimate_usage
 from ...language_model.types import (
     Finish,
     FinishReason,
+    OpaqueBlock,
     Prompt,
     ReasoningDelta,
     ReasoningEnd,
@@ -20,6 +20,7 @@ from ...language_model.types import (
     ReasoningStart,
     ResponseStart,
     StreamPart,
+    TextAnnotation,
     TextDelta,
     TextEnd,
     TextPart,
@@ -31,18 +32,14 @@ from ...language_model.types import (
     Usage,
     UsageUpdate,
 )
-from ..base import StreamDecoder, StreamEncoder, as_list, bad_upstream
-from ..sse import SSEEvent, frame
-from .request import PROTOCOL, pack_reasoning_signature
+from ..base import StreamEncoder
+from ..sse import frame
+from .request import PROTOCOL
 from .response import (
     content_part,
     custom_call_item,
-    decode_usage,
     failed_code,
-    failed_error,
-    failure,
     function_call_item,
-    incomplete_reason,
     message_item,
     new_id,
     reasoning_identity,
@@ -56,7 +53,7 @@ from .response import error_body as _error_body
 
 @dataclass
 class _Item:
-    kind: str  # message | function_call | custom_tool_call | reasoning
+    kind: str  # message | function_call | custom_tool_call | reasoning | opaque (a hosted tool's whole item)
     output_index: int = -1  # -1: not announced yet (reasoning is announced lazily)
     id: str = ""
     text: List[str] = field(default_factory=list)
@@ -67,6 +64,7 @@ class _Item:
     signature: Optional[str] = None
     part_open: bool = False
     refusal: bool = False  # a message whose one content part is the model's refusal
+    notes: List[Dict[str, Any]] = field(default_factory=list)  # a message's output_text annotations
 
 
 class ResponsesStreamEncoder(StreamEncoder):
@@ -126,6 +124,8 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._usage = part.usage
         elif isinstance(part, Finish):
             self._finish = part.reason
+        elif isinstance(part, (OpaqueBlock, TextAnnotation)) and part.protocol != PROTOCOL:
+            pass  # another wire's server-tool block or citation: this wire has no form for it
         else:
             self._route(part, out)
         return b"".join(out)
@@ -140,7 +140,7 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._queued[index].append(part)
             return
         new_block = index not in self._open and not (index in self._closed and isinstance(part, (
-            TextEnd, ReasoningEnd, ToolCallEnd, ToolCallDelta, ReasoningDelta)))
+            TextEnd, ReasoningEnd, ToolCallEnd, ToolCallDelta, ReasoningDelta, TextAnnotation)))
         if new_block and not self._live_closable():
             self._queued[index] = [part]
             return
@@ -177,6 +177,10 @@ class ResponsesStreamEncoder(StreamEncoder):
                 else:
                     self._event(out, "response.output_text.delta", item_id=item.id, output_index=item.output_index,
                                 content_index=0, delta=part.text, logprobs=[])
+        elif isinstance(part, TextAnnotation):
+            self._annotate(out, part)
+        elif isinstance(part, OpaqueBlock):
+            self._opaque(out, part)
         elif isinstance(part, (TextEnd, ReasoningEnd, ToolCallEnd)):
             if isinstance(part, ReasoningEnd) and part.index in self._open and part.signature:
                 self._open[part.index].signature = part.signature
@@ -249,6 +253,36 @@ class ResponsesStreamEncoder(StreamEncoder):
                     content_index=0, part=content_part("", refusal))
         return item
 
+    def _annotate(self, out: List[bytes], part: TextAnnotation) -> None:
+        item = self._open.get(part.index)
+        late = item is None and part.index in self._closed
+        if item is None:
+            item = self._closed[part.index] if late else self._text_item(out, part.index)
+        if item is None or item.kind != "message" or item.refusal:
+            return  # a refusal part has no annotations
+        note = dict(part.annotation)
+        item.notes.append(note)
+        if late:  # the item is done: only the terminal response can still carry it
+            self._output[item.output_index] = self._message(item)
+            return
+        self._event(out, "response.output_text.annotation.added", item_id=item.id, output_index=item.output_index,
+                    content_index=0, annotation_index=len(item.notes) - 1, annotation=note)
+
+    def _opaque(self, out: List[bytes], part: OpaqueBlock) -> None:
+        """A hosted tool's whole item: added (in progress, as OpenAI announces it) then done at once."""
+        for other in list(self._open):
+            self._close(out, other)
+        item = _Item("opaque", id=str(part.block.get("id") or ""))
+        self._closed[part.index] = item
+        done = dict(part.block)
+        self._announce(out, item, {**done, "status": "in_progress"} if "status" in done else done)
+        self._output[item.output_index] = done
+        self._event(out, "response.output_item.done", output_index=item.output_index, item=done)
+
+    def _message(self, item: _Item) -> Dict[str, Any]:
+        return message_item(item.id, [TextPart("".join(item.text), refusal=item.refusal,
+                                               annotations=tuple(item.notes), annotations_protocol=PROTOCOL)])
+
     def _reasoning_delta(self, out: List[bytes], item: _Item, text: str) -> None:
         if item.output_index < 0:
             if not item.id:
@@ -275,8 +309,8 @@ class ResponsesStreamEncoder(StreamEncoder):
                 self._event(out, "response.output_text.done", item_id=item.id, output_index=item.output_index,
                             content_index=0, text=text, logprobs=[])
             self._event(out, "response.content_part.done", item_id=item.id, output_index=item.output_index,
-                        content_index=0, part=content_part(text, item.refusal))
-            done = message_item(item.id, [TextPart(text, refusal=item.refusal)])
+                        content_index=0, part=content_part(text, item.refusal, item.notes))
+            done = self._message(item)
         elif item.kind == "function_call":
             if not text.strip():
                 # A call without arguments (Anthropic's empty input, a Chat call with no fragments):
@@ -344,184 +378,3 @@ class ResponsesStreamEncoder(StreamEncoder):
                 "failed", usage=self._usage,
                 error={"code": failed_code(err), "message": body["message"], "type": body["type"]}))
         return b"".join(out)
-
-
-class ResponsesStreamDecoder(StreamDecoder):
-    """Provider events → parts, keyed by item id (or output_index when an id is missing)."""
-
-    def __init__(self, target: RoutingTarget) -> None:
-        self._target = target
-        self._started = False
-        self._done = False
-        self._next_block = 0
-        self._blocks: Dict[Tuple[str, int], int] = {}  # (item key, content index) → block
-        self._kinds: Dict[int, str] = {}
-        self._seen: Dict[int, bool] = {}  # block → had deltas
-        self._open: List[int] = []
-        self._tools = False
-
-    def feed(self, event: SSEEvent) -> List[StreamPart]:
-        if self._done or not event.data.strip():
-            return []
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            raise bad_upstream(self._target, "a stream event is not JSON") from None
-        if not isinstance(data, dict):
-            raise bad_upstream(self._target, "a stream event is not an object")
-        kind = data.get("type") or event.event or ""
-        out: List[StreamPart] = []
-        if kind == "error":
-            err = data.get("error") if isinstance(data.get("error"), dict) else data
-            msg = err.get("message") if isinstance(err.get("message"), str) else "error in stream"
-            raise failure(err, msg, self._target, mid_stream=True)
-        if kind == "response.failed":
-            raise failed_error(data.get("response") if isinstance(data.get("response"), dict) else {}, self._target)
-        if not self._started:
-            self._started = True
-            resp = data.get("response") if isinstance(data.get("response"), dict) else {}
-            out.append(ResponseStart(str(resp.get("id") or ""), str(resp.get("model") or self._target.model),
-                                     resp["created_at"] if isinstance(resp.get("created_at"), int) else 0))
-        key = str(data.get("item_id") or f"#{data.get('output_index')}")
-        if kind == "response.output_item.added":
-            item = data.get("item") if isinstance(data.get("item"), dict) else {}
-            ikey = str(item.get("id") or f"#{data.get('output_index')}")
-            if item.get("type") in ("function_call", "custom_tool_call"):
-                block = self._open_block((ikey, 0), "tool", out)
-                self._tools = True
-                out.append(ToolCallStart(block, str(item.get("call_id") or item.get("id") or f"call_{block}"),
-                                         str(item.get("name") or ""), custom=item["type"] == "custom_tool_call"))
-                self._blocks[(f"#{data.get('output_index')}", 0)] = block
-            elif item.get("type") == "reasoning":
-                block = self._open_block((ikey, 0), "reasoning", out)
-                out.append(ReasoningStart(block, PROTOCOL))
-                self._blocks[(f"#{data.get('output_index')}", 0)] = block
-        elif kind == "response.content_part.added":
-            part = data.get("part") if isinstance(data.get("part"), dict) else {}
-            self._text_block(key, data, out, part.get("type") == "refusal")
-        elif kind in ("response.output_text.delta", "response.refusal.delta"):
-            block = self._text_block(key, data, out, kind == "response.refusal.delta")
-            if isinstance(data.get("delta"), str) and data["delta"]:
-                self._seen[block] = True
-                out.append(TextDelta(block, data["delta"]))
-        elif kind in ("response.output_text.done", "response.refusal.done"):
-            block = self._text_block(key, data, out, kind == "response.refusal.done")
-            full = data.get("text") if kind.endswith("text.done") else data.get("refusal")
-            if not self._seen.get(block) and isinstance(full, str) and full:
-                self._seen[block] = True
-                out.append(TextDelta(block, full))
-        elif kind == "response.reasoning_summary_part.added":
-            block = self._blocks.get((key, 0))
-            if block is not None and self._seen.get(block):
-                out.append(ReasoningDelta(block, "\n\n"))
-        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            block = self._blocks.get((key, 0))
-            if block is not None and isinstance(data.get("delta"), str) and data["delta"]:
-                self._seen[block] = True
-                out.append(ReasoningDelta(block, data["delta"]))
-        elif kind == "response.function_call_arguments.delta":
-            block = self._blocks.get((key, 0))
-            if block is not None and isinstance(data.get("delta"), str) and data["delta"]:
-                self._seen[block] = True
-                out.append(ToolCallDelta(block, data["delta"]))
-        elif kind == "response.function_call_arguments.done":
-            block = self._blocks.get((key, 0))
-            if block is not None and not self._seen.get(block) and isinstance(data.get("arguments"), str):
-                self._seen[block] = True
-                out.append(ToolCallDelta(block, data["arguments"]))
-        elif kind == "response.output_item.done":
-            out.extend(self._item_done(data))
-        elif kind in ("response.completed", "response.incomplete"):
-            resp = data.get("response") if isinstance(data.get("response"), dict) else {}
-            for block in list(self._open):
-                out.extend(self._end(block))
-            usage = decode_usage(resp.get("usage"))
-            if usage is not None:
-                out.append(UsageUpdate(usage))
-            out.append(Finish(self._finish_reason(resp)))
-            self._done = True
-        elif kind == "response.custom_tool_call_input.delta":
-            block = self._blocks.get((key, 0))
-            if block is not None and isinstance(data.get("delta"), str) and data["delta"]:
-                self._seen[block] = True
-                out.append(ToolCallDelta(block, data["delta"]))
-        elif kind == "response.custom_tool_call_input.done":
-            block = self._blocks.get((key, 0))
-            if block is not None and not self._seen.get(block) and isinstance(data.get("input"), str):
-                self._seen[block] = True
-                out.append(ToolCallDelta(block, data["input"]))
-        return out
-
-    def _finish_reason(self, resp: Dict[str, Any]) -> FinishReason:
-        if resp.get("status") == "incomplete":
-            return incomplete_reason(resp.get("incomplete_details"))
-        return FinishReason.TOOL_CALLS if self._tools else FinishReason.STOP
-
-    def _open_block(self, key: Tuple[str, int], kind: str, out: List[StreamPart]) -> int:
-        block = self._next_block
-        self._next_block += 1
-        self._blocks[key] = block
-        self._kinds[block] = kind
-        self._open.append(block)
-        return block
-
-    def _text_block(self, key: str, data: Dict[str, Any], out: List[StreamPart], refusal: bool = False) -> int:
-        ci = data.get("content_index") if isinstance(data.get("content_index"), int) else 0
-        block = self._blocks.get((key, ci))
-        if block is None:
-            block = self._open_block((key, ci), "text", out)
-            out.append(TextStart(block, refusal))
-        return block
-
-    def _end(self, block: int) -> List[StreamPart]:
-        if block not in self._open:
-            return []
-        self._open.remove(block)
-        kind = self._kinds[block]
-        if kind == "text":
-            return [TextEnd(block)]
-        if kind == "tool":
-            return [ToolCallEnd(block)]
-        return [ReasoningEnd(block)]
-
-    def _item_done(self, data: Dict[str, Any]) -> List[StreamPart]:
-        item = data.get("item") if isinstance(data.get("item"), dict) else {}
-        ikey = str(item.get("id") or f"#{data.get('output_index')}")
-        out: List[StreamPart] = []
-        if item.get("type") == "message":
-            for ci, c in enumerate(as_list(item.get("content"))):
-                block = self._blocks.get((ikey, ci))
-                text = c.get("text", c.get("refusal")) if isinstance(c, dict) else None
-                if block is None and isinstance(text, str) and text:
-                    block = self._open_block((ikey, ci), "text", out)
-                    out.append(TextStart(block, c.get("type") == "refusal"))
-                if block is not None:
-                    if not self._seen.get(block) and isinstance(text, str) and text:
-                        self._seen[block] = True
-                        out.append(TextDelta(block, text))
-                    out.extend(self._end(block))
-        elif item.get("type") in ("function_call", "custom_tool_call", "reasoning"):
-            block = self._blocks.get((ikey, 0))
-            if block is None:
-                return out
-            if item["type"] != "reasoning":
-                payload = item.get("arguments" if item["type"] == "function_call" else "input")
-                if not self._seen.get(block) and isinstance(payload, str):
-                    self._seen[block] = True
-                    out.append(ToolCallDelta(block, payload))
-                out.extend(self._end(block))
-            else:
-                if not self._seen.get(block):
-                    texts = [s.get("text", "") for s in as_list(item.get("summary")) if isinstance(s, dict)]
-                    if any(texts):
-                        out.append(ReasoningDelta(block, "\n\n".join(texts)))
-                if block in self._open:
-                    self._open.remove(block)
-                    out.append(ReasoningEnd(block, pack_reasoning_signature(str(item.get("id") or ""),
-                                                                            item.get("encrypted_content"))))
-        return out
-
-    def finish(self) -> List[StreamPart]:
-        if not self._done:
-            raise bad_upstream(self._target, "the stream ended without a terminal response event")
-        return []
