@@ -223,10 +223,16 @@ def test_responses_malformed_custom_tools_are_a_400_naming_the_field(tools: Any,
     assert exc.value.param == param and exc.value.status == 400
 
 
-def test_hosted_tools_are_still_a_400() -> None:
-    for hosted in ({"type": "web_search"}, {"type": "apply_patch"}):
-        with pytest.raises(InvalidRequest, match="only function and custom tools"):
-            responses_prompt(input="x", tools=[hosted])
+def test_hosted_tools_are_kept_for_a_responses_upstream_with_their_places() -> None:
+    from routeplane.protocols.openai_responses.tools import HOSTED_TOOLS_KEY
+
+    p = responses_prompt(input="x", tools=[{"type": "web_search"}, RESP_TOOL, {"type": "apply_patch"}])
+    assert [t.name for t in p.tools] == ["apply_patch"] and p.tools[0].custom
+    assert p.extras[HOSTED_TOOLS_KEY] == [[0, {"type": "web_search"}], [2, {"type": "apply_patch"}]]
+    for bad in ({"type": 3}, {"type": ""}, {"name": "no type"}):
+        with pytest.raises(InvalidRequest) as exc:
+            responses_prompt(input="x", tools=[bad])
+        assert exc.value.param == "tools[0].type"
 
 
 # --- Chat client -----------------------------------------------------------------

@@ -353,7 +353,21 @@ def test_chat_custom_tool_without_a_name_is_a_clear_400(oai: OpenAI) -> None:
     assert exc.value.body["param"] == "tools[0].custom.name" and exc.value.body["type"] == "invalid_request_error"
 
 
-def test_hosted_tools_stay_a_400(oai: OpenAI) -> None:
-    with pytest.raises(BadRequestError) as exc:
-        oai.responses.create(model="via-openai_responses", input="x", tools=[{"type": "web_search"}])
-    assert "only function and custom tools" in exc.value.message
+def test_hosted_tools_reach_a_responses_upstream_and_are_a_400_elsewhere(oai: OpenAI, upstream: FakeUpstream) -> None:
+    """Hosted tools were a 400 on every wire, a Responses upstream's included: a Responses client could
+    not use web search or an MCP server through the gateway."""
+    hosted = [{"type": "web_search"}, {"type": "mcp", "server_label": "docs", "server_url": "https://mcp.example/",
+                                       "require_approval": "never"}]
+    oai.responses.create(model="via-openai_responses", input="x", tools=[hosted[0], APPLY_PATCH, hosted[1]],
+                         tool_choice={"type": "mcp", "server_label": "docs"})
+    sent = _sent(upstream, "openai_responses")
+    assert sent["tools"] == [hosted[0], APPLY_PATCH, hosted[1]]
+    assert sent["tool_choice"] == {"type": "mcp", "server_label": "docs"}
+    assert not any(k.startswith("_") for k in sent)
+    for wire in ("anthropic_messages", "openai_chat", "gemini"):
+        with pytest.raises(BadRequestError) as exc:
+            oai.responses.create(model=f"via-{wire}", input="x", tools=[APPLY_PATCH, hosted[0]])
+        assert exc.value.body["param"] == "tools[1]" and "'web_search'" in exc.value.message
+        with pytest.raises(BadRequestError) as exc:
+            oai.responses.create(model=f"via-{wire}", input="x", tool_choice={"type": "file_search"})
+        assert exc.value.body["param"] == "tool_choice"

@@ -104,11 +104,9 @@ def test_flat_function_tools_and_tool_choice() -> None:
     assert p.response_format.type == "json_schema" and p.response_format.schema == SCHEMA
 
 
-def test_chat_shaped_or_hosted_tools_are_400() -> None:
+def test_chat_shaped_tools_are_400() -> None:
     with pytest.raises(InvalidRequest, match="flat"):
         decode(input="x", tools=[{"type": "function", "function": {"name": "w"}}])
-    with pytest.raises(InvalidRequest, match="web_search"):
-        decode(input="x", tools=[{"type": "web_search"}])
 
 
 def test_allowed_tools_filters_the_offer() -> None:

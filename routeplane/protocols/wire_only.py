@@ -20,6 +20,8 @@ from ..language_model.types import Prompt
 from .anthropic_messages.request import SERVER_TOOLS_KEY
 from .base import OPAQUE_KEY
 from .gemini.tools import SERVER_TOOLS_KEY as GEMINI_SERVER_TOOLS_KEY
+from .openai_responses.tools import HOSTED_CHOICE_KEY as RESPONSES_HOSTED_CHOICE_KEY
+from .openai_responses.tools import HOSTED_TOOLS_KEY as RESPONSES_HOSTED_TOOLS_KEY
 
 # (param, what the field does), e.g. ("logit_bias", "biases the model's token choices").
 Lost = Tuple[str, str]
@@ -41,6 +43,10 @@ def _chat(extras: Mapping[str, Any]) -> Optional[Lost]:
 def _responses(extras: Mapping[str, Any]) -> Optional[Lost]:
     if extras.get("prompt") is not None:
         return "prompt", "names a stored prompt template (its instructions and variables)"
+    for position, tool in extras.get(RESPONSES_HOSTED_TOOLS_KEY) or []:
+        return f"tools[{position}]", f"is a tool of type {tool.get('type')!r}, which OpenAI runs itself"
+    if extras.get(RESPONSES_HOSTED_CHOICE_KEY) is not None:
+        return "tool_choice", "chooses a tool OpenAI runs itself"
     return None
 
 

@@ -20,12 +20,11 @@ from ...language_model.types import (
     TextPart,
     Tool,
     ToolCallPart,
-    ToolChoice,
     ToolResultPart,
 )
 from ..base import OPAQUE_KEY, client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
 from ..carried import restore
-from ..custom_tools import decode_custom_tool
+from .tools import HOSTED_CHOICE_KEY, HOSTED_TOOLS_KEY, decode_tool_choice, decode_tools, encode_tools
 
 PROTOCOL = "openai_responses"
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
@@ -115,10 +114,10 @@ def decode_request(body: Any) -> Prompt:
     if not messages:
         raise InvalidRequest("'input' must contain at least one user, assistant or tool item.", param="input")
 
-    tools, allowed = _decode_tools(body)
+    tools, allowed, hosted = decode_tools(body)
     tool_fields = {t["name"]: {k: v for k, v in t.items() if k not in _TOOL_FIELDS}
                    for t in body.get("tools") or [] if t.get("type") == "function" and set(t) - _TOOL_FIELDS}
-    tool_choice = _decode_tool_choice(body, allowed)
+    tool_choice, hosted_choice = decode_tool_choice(body, allowed)
     if tool_choice is not None and tool_choice.name is not None and tool_choice.name not in {t.name for t in tools}:
         raise InvalidRequest(f"Tool choice {tool_choice.name!r} is not among the function or custom tools in "
                              "'tools'.", param="tool_choice")
@@ -138,6 +137,10 @@ def decode_request(body: Any) -> Prompt:
     extras = client_extras(body, _KNOWN)
     if tool_fields:
         extras[TOOL_FIELDS_KEY] = tool_fields  # output_schema, allowed_callers, ...: a Responses upstream's
+    if hosted:
+        extras[HOSTED_TOOLS_KEY] = hosted  # OpenAI runs them: a Responses upstream only (tools.py)
+    if hosted_choice is not None:
+        extras[HOSTED_CHOICE_KEY] = hosted_choice
     if opaque:
         extras[OPAQUE_KEY] = opaque[0]  # only a Responses upstream can continue from it (wire_only.py)
     if user is None and safety_id is not None:
@@ -300,54 +303,6 @@ def _parts(content: Any, path: str, role: Role) -> List[ContentPart]:
     return parts
 
 
-def _decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set]]:
-    tools: List[Tool] = []
-    for i, raw in enumerate(expect(body.get("tools"), list, "tools") or []):
-        path = f"tools[{i}]"
-        if not isinstance(raw, dict):
-            raise InvalidRequest(f"'{path}' must be an object.", param=path)
-        if raw.get("type") == "custom":
-            tools.append(decode_custom_tool(raw, path))
-            continue
-        if raw.get("type") != "function":
-            raise InvalidRequest(f"Tools of type {raw.get('type')!r} ('{path}') are not supported by this gateway; "
-                                 "only function and custom tools are.", param=f"{path}.type", code="unsupported_value")
-        if isinstance(raw.get("function"), dict):
-            raise InvalidRequest(f"'{path}' uses the Chat Completions shape; Responses function tools are flat: "
-                                 "{\"type\": \"function\", \"name\": ..., \"parameters\": ...}.", param=path)
-        params = expect(raw.get("parameters"), dict, f"{path}.parameters")
-        tools.append(Tool(
-            name=expect(raw.get("name"), str, f"{path}.name", required=True),
-            description=expect(raw.get("description"), str, f"{path}.description"),
-            parameters=params if params is not None else {"type": "object", "properties": {}},
-            strict=expect(raw.get("strict"), bool, f"{path}.strict"),
-        ))
-    allowed = None
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
-    return tuple(tools), allowed
-
-
-def _decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Optional[ToolChoice]:
-    parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
-    raw = body.get("tool_choice")
-    if raw is None:
-        return ToolChoice("auto", parallel=parallel) if parallel is not None else None
-    if isinstance(raw, str):
-        if raw not in ("auto", "none", "required"):
-            raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
-        return ToolChoice(raw, parallel=parallel)
-    if isinstance(raw, dict):
-        if raw.get("type") in ("function", "custom") and isinstance(raw.get("name"), str):
-            return ToolChoice("tool", raw["name"], parallel=parallel)
-        if raw.get("type") == "allowed_tools" and raw.get("mode") in ("auto", "required"):
-            if raw["mode"] == "required" and allowed is not None and len(allowed) == 1:
-                return ToolChoice("tool", next(iter(allowed)), parallel=parallel)
-            return ToolChoice(raw["mode"], parallel=parallel)
-    raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
-
-
 def _decode_format(raw: Any) -> Optional[ResponseFormat]:
     if raw is None:
         return None
@@ -380,6 +335,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     user_is_safety_id = extras.pop("_user_is_safety_identifier", False)
     tool_fields = extras.pop(TOOL_FIELDS_KEY, None) or {}
     extras.pop(OPAQUE_KEY, None)  # the gateway's own note, not a field
+    hosted, hosted_choice = extras.pop(HOSTED_TOOLS_KEY, None) or [], extras.pop(HOSTED_CHOICE_KEY, None)
     body.update(extras)
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
     body.setdefault("store", False)
@@ -407,13 +363,14 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     if prompt.tools:
         body["tools"] = [{**_encode_tool(t, same_wire), **(tool_fields.get(t.name, {}) if not t.custom else {})}
                          for t in prompt.tools]
+    has_tools = encode_tools(prompt, body, hosted, hosted_choice)
     tc = prompt.tool_choice
     if tc is not None:
         if tc.mode == "tool":
             body["tool_choice"] = named_tool_choice(prompt, tc.name)
-        elif prompt.tools or tc.mode == "none":
+        elif "tool_choice" not in body and (has_tools or tc.mode == "none"):
             body["tool_choice"] = tc.mode
-        if tc.parallel is not None and prompt.tools:
+        if tc.parallel is not None and has_tools:
             body["parallel_tool_calls"] = tc.parallel
     text: Dict[str, Any] = {}
     rf = prompt.response_format

@@ -1,0 +1,95 @@
+"""Responses `tools` and `tool_choice`: function and custom tools to the canonical model, OpenAI's hosted
+tools kept for a Responses upstream.
+
+A hosted tool (`web_search`, `file_search`, `code_interpreter`, `image_generation`, `mcp`, the computer
+and shell tools, and any type OpenAI adds) is run by OpenAI itself, so only a Responses upstream can
+honour it: it rides in `Prompt.extras` with its position and goes back in place to such an upstream
+(its calls and results come back as opaque output items), while an upstream of another wire would
+answer without it, which is a 400 naming `tools[i]` (protocols/wire_only.py). A `tool_choice` that
+names a hosted tool is kept the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from ...errors import InvalidRequest
+from ...language_model.types import Prompt, Tool, ToolChoice
+from ..base import expect
+from ..custom_tools import decode_custom_tool
+
+HOSTED_TOOLS_KEY = "_responses_hosted_tools"  # [[position, tool], ...]: same wire only
+HOSTED_CHOICE_KEY = "_responses_hosted_tool_choice"  # a tool_choice naming a hosted tool: same wire only
+
+# A hosted tool chosen by `tool_choice` ({"type": "file_search"}, {"type": "mcp", "server_label": ...}).
+_CANONICAL_CHOICES = frozenset({"function", "custom", "allowed_tools"})
+
+
+def decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set], List[List[Any]]]:
+    """The canonical tools, the `allowed_tools` names (or None), and the hosted tools with their positions."""
+    tools: List[Tool] = []
+    hosted: List[List[Any]] = []
+    for i, raw in enumerate(expect(body.get("tools"), list, "tools") or []):
+        path = f"tools[{i}]"
+        if not isinstance(raw, dict):
+            raise InvalidRequest(f"'{path}' must be an object.", param=path)
+        kind = raw.get("type")
+        if kind == "custom":
+            tools.append(decode_custom_tool(raw, path))
+            continue
+        if not isinstance(kind, str) or not kind:
+            raise InvalidRequest(f"'{path}.type' must be a string naming the tool's type.", param=f"{path}.type")
+        if kind != "function":
+            hosted.append([i, raw])
+            continue
+        if isinstance(raw.get("function"), dict):
+            raise InvalidRequest(f"'{path}' uses the Chat Completions shape; Responses function tools are flat: "
+                                 "{\"type\": \"function\", \"name\": ..., \"parameters\": ...}.", param=path)
+        params = expect(raw.get("parameters"), dict, f"{path}.parameters")
+        tools.append(Tool(
+            name=expect(raw.get("name"), str, f"{path}.name", required=True),
+            description=expect(raw.get("description"), str, f"{path}.description"),
+            parameters=params if params is not None else {"type": "object", "properties": {}},
+            strict=expect(raw.get("strict"), bool, f"{path}.strict"),
+        ))
+    allowed = None
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
+        allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+    return tuple(tools), allowed, hosted
+
+
+def decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Tuple[Optional[ToolChoice], Optional[Dict[str, Any]]]:
+    """The canonical tool choice, or a hosted tool's choice to keep as it is (with the parallel setting)."""
+    parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
+    raw = body.get("tool_choice")
+    if raw is None:
+        return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), None
+    if isinstance(raw, str):
+        if raw not in ("auto", "none", "required"):
+            raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
+        return ToolChoice(raw, parallel=parallel), None
+    if isinstance(raw, dict):
+        kind = raw.get("type")
+        if kind in ("function", "custom") and isinstance(raw.get("name"), str):
+            return ToolChoice("tool", raw["name"], parallel=parallel), None
+        if kind == "allowed_tools" and raw.get("mode") in ("auto", "required"):
+            if raw["mode"] == "required" and allowed is not None and len(allowed) == 1:
+                return ToolChoice("tool", next(iter(allowed)), parallel=parallel), None
+            return ToolChoice(raw["mode"], parallel=parallel), None
+        if isinstance(kind, str) and kind and kind not in _CANONICAL_CHOICES:
+            return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), raw
+    raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
+
+
+def encode_tools(prompt: Prompt, body: Dict[str, Any], hosted: List[List[Any]], choice: Optional[Dict[str, Any]]) -> bool:
+    """Puts a same-wire client's hosted tools back in their places in `body["tools"]`, and its hosted
+    tool choice. Whether the body offers any tool."""
+    if hosted:
+        tools = list(body.get("tools") or [])
+        for position, tool in hosted:
+            tools.insert(min(position, len(tools)), tool)
+        body["tools"] = tools
+    if choice is not None:
+        body["tool_choice"] = choice
+    return bool(prompt.tools or hosted)
