@@ -22,12 +22,15 @@ from routeplane.language_model.types import (
     Finish,
     Generation,
     Message,
+    OpaqueBlock,
+    OpaquePart,
     Prompt,
     ReasoningDelta,
     ReasoningEnd,
     ReasoningPart,
     ReasoningStart,
     StreamPart,
+    TextAnnotation,
     TextDelta,
     TextEnd,
     TextPart,
@@ -41,6 +44,7 @@ from routeplane.language_model.types import (
 
 from .detectors import DOWNGOING, UPGOING
 from .jsontext import find_json, json_spans, looks_like_json
+from .opaque import JSON, NAME, TEXT, kind, leaves, propagate, rebuild
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, candidates, find, redact
 from .stream import Blocked, ChannelScanner
 
@@ -55,21 +59,27 @@ _WHERE = {"text": "text block {}", "tool": "tool call {} arguments", "reasoning"
 class RequestGuard:
     """Per-request state, put in `ctx.extensions` by the pre-request check and read by the stream stage."""
 
-    def __init__(self, ruleset: RuleSet, reporter: Reporter) -> None:
+    def __init__(self, ruleset: RuleSet, reporter: Reporter, wire: Optional[str] = None) -> None:
         self.ruleset = ruleset
         self.reporter = reporter
+        # The client's wire: a provider's blocks and annotations of another wire never reach the client
+        # (its encoder leaves them out), so they keep their place in the stream but are not scanned.
+        self.wire = wire
         self.channels: Dict[Channel, ChannelScanner] = {}
         self.custom_tools: Set[int] = set()  # tool calls whose arguments are free text, not JSON
         # Reasoning (signed) is checked, never rewritten: `redact` acts as `warn` on it.
         self.checked_only_rules = ruleset.downgoing.without_redaction()
         # Streamed tool-call names (identifiers) cannot be rewritten either: `redact` acts as `block` on them.
         self.name_rules = ruleset.downgoing.redaction_as_block()
+        # Annotations that arrived while their text block held text: (offset in the block, annotation), sent
+        # right after that text, so they never overtake it (and get the redactions it had).
+        self.notes: Dict[Channel, List[Tuple[int, TextAnnotation]]] = {}
 
     @classmethod
     def of(cls, ctx: PipelineContext, ruleset: RuleSet, stats: Stats) -> "RequestGuard":
         guard = ctx.extensions.get(cls)
         if guard is None:  # an earlier pre-request hook answered before ours ran
-            guard = cls(ruleset, Reporter(stats, ctx.request_id))
+            guard = cls(ruleset, Reporter(stats, ctx.request_id), ctx.inbound_protocol)
             ctx.extensions.put(guard)
         return guard
 
@@ -87,8 +97,56 @@ class RequestGuard:
         for key in keys:
             scanner = self.channels.get(key)
             if scanner is not None:
-                out.extend(_part(key, text) for text in scanner.flush())
+                out.extend(self.release(key, scanner.flush()))
         return out
+
+    def release(self, key: Channel, texts: List[str]) -> List[StreamPart]:
+        """A channel's released text as parts, each held annotation right after the text it followed."""
+        parts = [_part(key, text) for text in texts]
+        held = self.notes.get(key)
+        if not held:
+            return parts
+        scanner = self.channels[key]
+        out: List[StreamPart] = []
+        for part, end in zip(parts, scanner.piece_ends):
+            out.append(part)
+            while held and held[0][0] <= end:
+                out.append(self.note(held.pop(0)[1]))
+        while held and held[0][0] <= scanner.emitted:  # after an empty release, or one merged by a redaction
+            out.append(self.note(held.pop(0)[1]))
+        return out
+
+    def annotate(self, part: TextAnnotation) -> List[StreamPart]:
+        """An annotation of a text block: after the text held before it (of any block); held itself while
+        its block holds text."""
+        key: Channel = ("text", part.index)
+        out = self.flush([k for k in self.channels if k != key])
+        scanner = self.channels.get(key)
+        if scanner is not None and scanner.total > scanner.emitted:
+            self.notes.setdefault(key, []).append((scanner.total, part))
+            return out
+        return [*out, self.note(part)]
+
+    def note(self, part: TextAnnotation) -> TextAnnotation:
+        """An annotation scanned like the text, with the secrets the stream's text lost so far; raises Blocked."""
+        if part.protocol != self.wire:
+            return part
+        scan = _Scan(self.ruleset.downgoing, self.reporter)
+        scan.secrets = [s for key, channel in self.channels.items() if key[0] == "text" for s in channel.secrets]
+        note = scan.opaque(part.annotation, f"text block {part.index} annotation", quotes=True)
+        if scan.blocked is not None:
+            raise Blocked(*scan.blocked)
+        return part if note is part.annotation else dataclasses.replace(part, annotation=note)
+
+    def block(self, part: OpaqueBlock) -> OpaqueBlock:
+        """A provider's whole block (see `opaque`): scanned at once (no window: it is complete); raises Blocked."""
+        if part.protocol != self.wire:
+            return part
+        scan = _Scan(self.ruleset.downgoing, self.reporter)
+        block = scan.opaque(part.block, f"opaque block {part.index} ({kind(part.block)})")
+        if scan.blocked is not None:
+            raise Blocked(*scan.blocked)
+        return part if block is part.block else dataclasses.replace(part, block=block)
 
     def check_name(self, name: str, where: str) -> None:
         """A streamed tool call's name: `redact` acts as `block` (see `_Scan.name`); raises Blocked."""
@@ -108,12 +166,13 @@ def _part(key: Channel, text: str) -> StreamPart:
     return ToolCallDelta(key[1], text) if key[0] == "tool" else ReasoningDelta(key[1], text)
 
 
-def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str,
-              json: bool = False) -> Tuple[str, List[Finding]]:
+def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str, json: bool = False,
+              secrets: Optional[List[Tuple[str, str]]] = None) -> Tuple[str, List[Finding]]:
     """A whole text at once: (redacted text, block findings). Every finding is counted and logged.
 
     `json`: the text is tool-call arguments; if it is JSON, the detectors read it
     decoded (escapes as what they stand for) and redaction keeps it valid JSON (see `jsontext`).
+    `secrets`: gets (redacted text, placeholder) of each redaction, for the text's annotations.
     """
     json = json and looks_like_json(text)
     findings = find_json(text, rules) if json else find(text, rules)
@@ -123,14 +182,21 @@ def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str,
     spans = [(f.red_start, f.red_end, f.placeholder) for f in findings if f.action == REDACT]
     if not spans or blocks:
         return text, blocks
+    if secrets is not None:
+        secrets.extend((text[s:e], placeholder) for s, e, placeholder in spans)
     return redact(text, json_spans(text, spans) if json else spans), blocks
 
 
 class _Scan:
-    """Walks content parts, redacting in place and stopping at the first block."""
+    """Walks content parts, redacting in place and stopping at the first block.
 
-    def __init__(self, rules: DirectionRules, reporter: Reporter) -> None:
-        self.rules, self.reporter = rules, reporter
+    `wire`: the client's wire, for an answer: a provider's blocks and annotations of another wire
+    never reach that client (its encoder leaves them out), so they are not scanned (nor stopped).
+    """
+
+    def __init__(self, rules: DirectionRules, reporter: Reporter, wire: Optional[str] = None) -> None:
+        self.rules, self.reporter, self.wire = rules, reporter, wire
+        self.secrets: List[Tuple[str, str]] = []  # what the text lost so far, for its annotations
         self.blocked: Optional[Tuple[List[Finding], str]] = None
         self._name_rules: Optional[DirectionRules] = None
         self._name_hits: Dict[str, bool] = {}
@@ -156,10 +222,12 @@ class _Scan:
             if blocks:
                 self.blocked = (blocks, where)
 
-    def text(self, text: str, where: str, json: bool = False, rules: Optional[DirectionRules] = None) -> str:
+    def text(self, text: str, where: str, json: bool = False, rules: Optional[DirectionRules] = None,
+             secrets: Optional[List[Tuple[str, str]]] = None) -> str:
         if self.blocked is not None:
             return text
-        new, blocks = scan_text(text, self.rules if rules is None else rules, self.reporter, where, json=json)
+        new, blocks = scan_text(text, self.rules if rules is None else rules, self.reporter, where, json=json,
+                                secrets=secrets)
         if blocks:
             self.blocked = (blocks, where)
         return new
@@ -168,8 +236,15 @@ class _Scan:
         out: List[ContentPart] = []
         for p in parts:
             if isinstance(p, TextPart):
-                new = self.text(p.text, f"{where} text")
+                new = self.text(p.text, f"{where} text", secrets=self.secrets)
                 p = p if new == p.text else dataclasses.replace(p, text=new)
+                if p.annotations and self.wire in (None, p.annotations_protocol):
+                    notes = tuple(self.opaque(n, f"{where} text annotation", quotes=True) for n in p.annotations)
+                    p = p if notes == p.annotations else dataclasses.replace(p, annotations=notes)
+            elif isinstance(p, OpaquePart):
+                if self.wire in (None, p.protocol):
+                    block = self.opaque(p.block, f"{where} {kind(p.block)}")
+                    p = p if block is p.block else dataclasses.replace(p, block=block)
             elif isinstance(p, ToolCallPart):
                 self.name(p.name, f"{where} tool call name")
                 new = self.text(p.arguments, f"{where} tool call arguments", json=not p.custom)
@@ -186,6 +261,33 @@ class _Scan:
             # Images and files are not scanned.
             out.append(p)
         return tuple(out)
+
+    def opaque(self, block: Mapping[str, Any], where: str, quotes: bool = False) -> Mapping[str, Any]:
+        """A provider's block or an annotation (see `opaque`): its strings scanned, a redaction rebuilt in a copy;
+        its names checked only. `quotes`: an annotation, which also loses the secrets its text lost."""
+        if self.blocked is not None:
+            return block
+        found = leaves(block)
+        for s, role in found:
+            if role == NAME:
+                self.name(s, f"{where} name")
+        # One trigger check over the plain strings picks the rules that may match any (see `values`); JSON
+        # arguments get every rule, as their escapes (`sk-\u0070roj-…`) hide a trigger from that check.
+        rules = candidates(self.rules, [s for s, role in found if role == TEXT])
+        secrets = self.secrets if quotes else ()
+        if not rules and not secrets and all(role != JSON for _, role in found):
+            return block
+        new = []
+        for s, role in found:
+            t = s
+            if role == JSON:
+                t = self.text(s, where, json=True)
+            elif role == TEXT:
+                t = propagate(self.text(s, where, rules=rules) if rules else s, secrets)
+            new.append(s if t == s else t)
+        if all(a is b for a, b in zip(new, (s for s, _ in found))):
+            return block
+        return rebuild(block, iter(new))
 
     def values(self, fields: Sequence[Tuple[str, Any]]) -> List[Any]:
         """JSON-like values (where, value): every string in them scanned; a value with a redaction is rebuilt.
@@ -344,13 +446,23 @@ class DowngoingStreamCheck(StreamHook):
     def interest(self) -> StreamInterest:
         if not self.ruleset.downgoing:
             return StreamInterest.NONE
-        return StreamInterest.TEXT | StreamInterest.TOOL_CALLS | StreamInterest.REASONING | StreamInterest.LIFECYCLE
+        return (StreamInterest.TEXT | StreamInterest.TOOL_CALLS | StreamInterest.REASONING | StreamInterest.LIFECYCLE
+                | StreamInterest.OPAQUE)
 
     def on_part(self, ctx: PipelineContext, part: StreamPart) -> StreamAction:
         guard = RequestGuard.of(ctx, self.ruleset, self.stats)
         try:
             if isinstance(part, TextDelta):
-                return _deliver(part, part.text, guard.channel(("text", part.index)).feed(part.text))
+                key: Channel = ("text", part.index)
+                out = guard.channel(key).feed(part.text)
+                if out is not None and guard.notes.get(key):
+                    return StreamAction.replace(guard.release(key, out))
+                return _deliver(part, part.text, out)
+            if isinstance(part, TextAnnotation):
+                return StreamAction.replace(guard.annotate(part))
+            if isinstance(part, OpaqueBlock):
+                # A whole block of its own: held text of the others goes out first, keeping the output order.
+                return StreamAction.replace([*guard.flush(list(guard.channels)), guard.block(part)])
             if isinstance(part, ToolCallDelta):
                 return _deliver(part, part.arguments, guard.channel(("tool", part.index)).feed(part.arguments))
             if isinstance(part, ReasoningDelta):
@@ -409,7 +521,7 @@ class DowngoingResponseCheck(ExecutionHook):
         if not isinstance(result, Generation) or not self.ruleset.downgoing:
             return None  # a stream: the stream check sees its parts
         guard = RequestGuard.of(ctx, self.ruleset, self.stats)
-        scan = _Scan(self.ruleset.downgoing, guard.reporter)
+        scan = _Scan(self.ruleset.downgoing, guard.reporter, wire=ctx.inbound_protocol)
         parts = scan.parts(result.parts, "response")
         # The upstream wire's own fields reach a client of that wire only (Generation.extras).
         extras = _scan_extras(result.extras, scan) if result.extras_protocol == ctx.inbound_protocol else None

@@ -74,6 +74,8 @@ class ChannelScanner:
         self.json: Optional[bool] = None if json else False
         self.lex_state = LexState()  # the JSON lexer's state at `base`
         self.swallowing = False  # dropping the rest of a bare token whose placeholder has left
+        self.piece_ends: List[int] = []  # absolute end of each chunk the last release returned
+        self.secrets: List[Tuple[str, str]] = []  # (text, placeholder) of every redaction, for the annotations
 
     # --- public ------------------------------------------------------------
 
@@ -201,6 +203,8 @@ class ChannelScanner:
                 spans.append((f.red_start, f.red_end, f.placeholder))
                 if f.red_end > cutoff and f.rule.continuation is not None:
                     self.open = (f.rule, f.action, f.placeholder)
+        if spans and not self.json:
+            self.secrets.extend((self.buf[max(s - self.base, 0):e - self.base], p) for s, e, p in spans)
         if self.json and spans:
             raw = spans
             spans = json_spans(self.buf, spans, self.base, self.lex_state, final=final, sent=self.emitted)
@@ -297,6 +301,7 @@ class ChannelScanner:
                 groups.append([start, b])
             start = b
         out: List[str] = []
+        self.piece_ends = []
         for gs, ge in groups:
             text = self.buf[gs - self.base:ge - self.base]
             touched = [(s, e, p) for s, e, p in spans if s < ge and e > gs]
@@ -304,5 +309,6 @@ class ChannelScanner:
                 text = redact(text, touched, offset=gs)
             if text:
                 out.append(text)
+                self.piece_ends.append(ge)
         return out
 
