@@ -15,12 +15,14 @@ from ...language_model.types import (
     FilePart,
     ImagePart,
     Message,
+    OpaquePart,
     ReasoningPart,
     Role,
     TextPart,
     ToolCallPart,
     ToolResultPart,
 )
+from .server_blocks import own_block, with_citations
 
 PROTOCOL = "anthropic_messages"
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -63,7 +65,8 @@ def encode_messages(messages: Tuple[Message, ...]) -> List[Dict[str, Any]]:
     for role, blocks in turns:
         if role == "user":
             # "In that user message, all tool_result blocks come first" (400 otherwise).
-            blocks = [b for b in blocks if b["type"] == "tool_result"] + [b for b in blocks if b["type"] != "tool_result"]
+            blocks = ([b for b in blocks if b.get("type") == "tool_result"]
+                      + [b for b in blocks if b.get("type") != "tool_result"])
         out.append({"role": role, "content": blocks})
     return out
 
@@ -84,16 +87,16 @@ def _pair_tool_results(turns: List[Tuple[str, List[Dict[str, Any]]]]) -> None:
     asked: Set[str] = set()
     for i, (role, blocks) in enumerate(turns):
         if role == "assistant":
-            asked = {b["id"] for b in blocks if b["type"] == "tool_use"}
+            asked = {b["id"] for b in blocks if b.get("type") == "tool_use"}
             nxt = turns[i + 1] if i + 1 < len(turns) else None
             if asked and nxt is not None:
-                answered = {b["tool_use_id"] for b in nxt[1] if b["type"] == "tool_result"}
-                missing = [b["id"] for b in blocks if b["type"] == "tool_use" and b["id"] not in answered]
+                answered = {b["tool_use_id"] for b in nxt[1] if b.get("type") == "tool_result"}
+                missing = [b["id"] for b in blocks if b.get("type") == "tool_use" and b["id"] not in answered]
                 nxt[1][:0] = [{"type": "tool_result", "tool_use_id": tid, "content": MISSING_RESULT, "is_error": True}
                               for tid in missing]
             continue
         for k, b in enumerate(blocks):
-            if b["type"] == "tool_result" and b["tool_use_id"] not in asked:
+            if b.get("type") == "tool_result" and b["tool_use_id"] not in asked:
                 blocks[k] = {"type": "text", "text": f"[result of tool call {b['tool_use_id']}]: {_result_text(b)}"}
         asked = set()
 
@@ -107,7 +110,7 @@ def _result_text(block: Dict[str, Any]) -> str:
 
 def _encode_part(p: ContentPart, role: str) -> Optional[Dict[str, Any]]:
     if isinstance(p, TextPart):
-        return text_block(p) if p.text else None  # "text content blocks must be non-empty"
+        return with_citations(text_block(p), p) if p.text else None  # "text content blocks must be non-empty"
     if isinstance(p, ImagePart):
         return _image_block(p)
     if isinstance(p, FilePart):
@@ -130,6 +133,8 @@ def _encode_part(p: ContentPart, role: str) -> Optional[Dict[str, Any]]:
         if p.signature:
             return {"type": "thinking", "thinking": p.text, "signature": p.signature}
         return None
+    if isinstance(p, OpaquePart):
+        return own_block(p)  # verbatim, in its place; another wire's has no form here
     return None
 
 
@@ -220,6 +225,10 @@ def _tool_result_block(r: ToolResultPart) -> Dict[str, Any]:
                 content.append(_image_block(c))
             elif isinstance(c, FilePart):
                 content.append(file_block(c))
+            elif isinstance(c, OpaquePart):
+                opaque = own_block(c)  # a search_result
+                if opaque is not None:
+                    content.append(opaque)
     block: Dict[str, Any] = {"type": "tool_result", "tool_use_id": sanitize_id(r.tool_call_id)}
     if content:
         block["content"] = content

@@ -14,6 +14,7 @@ from ...language_model.types import (
     GenerationParams,
     ImagePart,
     Message,
+    OpaquePart,
     Prompt,
     ReasoningPart,
     ResponseFormat,
@@ -24,9 +25,10 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import EFFORT_BUDGET, client_extras, described_schema, effort_for_budget, expect
+from ..base import EFFORT_BUDGET, OPAQUE_KEY, client_extras, described_schema, effort_for_budget, expect
 from ..carried import restore
 from .blocks import encode_messages, text_block
+from .server_blocks import USER_OPAQUE, citations, opaque_in_assistant
 
 PROTOCOL = "anthropic_messages"
 
@@ -76,8 +78,11 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
     if isinstance(body.get("system"), list):
         extras[SYSTEM_BLOCKS_KEY] = True
     messages: List[Message] = []
+    opaque: List[str] = []  # where the history holds server-tool blocks (OpaquePart)
     for i, raw in enumerate(raw_messages):
-        _decode_message(raw, f"messages[{i}]", system, messages)
+        _decode_message(raw, f"messages[{i}]", system, messages, opaque)
+    if opaque:
+        extras.setdefault(OPAQUE_KEY, opaque[0])  # another wire's upstream would miss them (wire_only.py)
 
     tools, server_tools, tool_fields = _decode_tools(body.get("tools"))
     if server_tools:
@@ -155,7 +160,7 @@ def _cache(block: Dict[str, Any], path: str) -> Optional[Mapping[str, Any]]:
     return expect(block.get("cache_control"), dict, f"{path}.cache_control")
 
 
-def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Message]) -> None:
+def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Message], opaque: List[str]) -> None:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"'{path}' must be an object.", param=path)
     role = expect(raw.get("role"), str, f"{path}.role", required=True)
@@ -181,9 +186,9 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
             raise InvalidRequest(f"'{bpath}' must be an object.", param=bpath)
         kind = block.get("type")
         if role == "user" and kind == "tool_result":
-            results.append(_decode_tool_result(block, bpath))
+            results.append(_decode_tool_result(block, bpath, opaque))
         elif kind == "text":
-            parts.append(TextPart(expect(block.get("text"), str, f"{bpath}.text", required=True), _cache(block, bpath)))
+            parts.append(_decode_text(block, bpath))
         elif kind == "image" and role == "user":
             parts.append(_decode_image(block, bpath))
         elif kind == "document" and role == "user":
@@ -198,6 +203,11 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         elif kind == "redacted_thinking" and role == "assistant":
             parts.append(ReasoningPart(redacted=expect(block.get("data"), str, f"{bpath}.data", required=True),
                                        provider=PROTOCOL))
+        elif opaque_in_assistant(kind) if role == "assistant" else kind in USER_OPAQUE:
+            # Server-tool blocks (server_tool_use, web_search_tool_result, …), a user's search_result: sent
+            # back verbatim to an Anthropic upstream, a 400 for any other (protocols/wire_only.py).
+            parts.append(OpaquePart(PROTOCOL, block, bpath))
+            opaque.append(bpath)
         else:
             raise InvalidRequest(f"Unsupported content block type {kind!r} in a {role} message at '{bpath}'.",
                                  param=f"{bpath}.type")
@@ -208,6 +218,16 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         out.append(Message(Role.TOOL, tuple(results)))
     if parts or not results:
         out.append(Message(Role.USER if role == "user" else Role.ASSISTANT, tuple(parts)))
+
+
+def _decode_text(block: Dict[str, Any], path: str) -> TextPart:
+    """A text block; its `citations` (an answer's, sent back) ride as annotations for an Anthropic upstream.
+    In a user message Anthropic refuses them from version 2026-10-21 on: the upstream of the client's
+    version judges, rather than the gateway dropping them unseen."""
+    text = expect(block.get("text"), str, f"{path}.text", required=True)
+    expect(block.get("citations"), list, f"{path}.citations")
+    notes = citations(block)
+    return TextPart(text, _cache(block, path), annotations=notes, annotations_protocol=PROTOCOL if notes else None)
 
 
 def _decode_image(block: Dict[str, Any], path: str) -> ContentPart:
@@ -260,7 +280,7 @@ def _decode_tool_use(block: Dict[str, Any], path: str) -> ToolCallPart:
     )
 
 
-def _decode_tool_result(block: Dict[str, Any], path: str) -> ToolResultPart:
+def _decode_tool_result(block: Dict[str, Any], path: str, opaque: List[str]) -> ToolResultPart:
     call_id = expect(block.get("tool_use_id"), str, f"{path}.tool_use_id", required=True)
     content = block.get("content")
     parts: List[ContentPart] = []
@@ -277,6 +297,9 @@ def _decode_tool_result(block: Dict[str, Any], path: str) -> ToolResultPart:
                 parts.append(_decode_image(item, ipath))
             elif item.get("type") == "document":
                 parts.append(_decode_document(item, ipath))
+            elif item.get("type") == "search_result":
+                parts.append(OpaquePart(PROTOCOL, item, ipath))
+                opaque.append(ipath)
             else:
                 raise InvalidRequest(f"Unsupported tool_result content type {item.get('type')!r} at '{ipath}'.",
                                      param=f"{ipath}.type")

@@ -11,6 +11,7 @@ from ...language_model.types import (
     ContentPart,
     FinishReason,
     Generation,
+    OpaquePart,
     Prompt,
     ReasoningPart,
     TextPart,
@@ -19,6 +20,7 @@ from ...language_model.types import (
 )
 from ..base import bad_upstream, in_band_error, in_band_status
 from ..carried import carry
+from .server_blocks import cited_text, opaque_in_answer, own_block, with_citations
 
 PROTOCOL = "anthropic_messages"
 
@@ -194,7 +196,7 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     for p in gen.parts:
         if isinstance(p, TextPart):
             if p.text:
-                content.append({"type": "text", "text": p.text})
+                content.append(with_citations({"type": "text", "text": p.text}, p))
         elif isinstance(p, ReasoningPart):
             if p.provider == PROTOCOL and p.redacted is not None:
                 content.append({"type": "redacted_thinking", "data": p.redacted})
@@ -209,6 +211,10 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
                     content.append({"type": "thinking", "thinking": p.text, "signature": carried or ""})
         elif isinstance(p, ToolCallPart):
             content.append({"type": "tool_use", "id": p.id, "name": p.name, "input": tool_input(p.arguments)})
+        elif isinstance(p, OpaquePart):
+            block = own_block(p)  # another wire's server-tool block has no form here
+            if block is not None:
+                content.append(block)
     stop_reason = wire_stop_reason(gen.finish_reason, any(isinstance(p, TextPart) and p.refusal for p in gen.parts))
     if gen.extras_protocol == PROTOCOL and gen.extras.get("stop_reason") in STOP_FROM_WIRE:
         if STOP_FROM_WIRE[gen.extras["stop_reason"]] is gen.finish_reason:
@@ -247,7 +253,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
             raise bad_upstream(target, "a content block is not an object")
         kind = block.get("type")
         if kind == "text":
-            parts.append(TextPart(str(block.get("text") or "")))
+            parts.append(cited_text(str(block.get("text") or ""), block))
         elif kind == "thinking":
             parts.append(ReasoningPart(str(block.get("thinking") or ""), block.get("signature") or None,
                                        provider=PROTOCOL))
@@ -259,8 +265,10 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
                 str(block.get("id") or ""), str(block.get("name") or ""),
                 json.dumps(tool_in if isinstance(tool_in, dict) else {}, separators=(",", ":"), ensure_ascii=False),
             ))
-        # Server-tool transcript blocks (server_tool_use, web_search_tool_result, …)
-        # have no canonical form and are not forwarded.
+        elif opaque_in_answer(kind):
+            # Server-tool blocks (server_tool_use, web_search_tool_result, mcp_tool_use, …) and types newer
+            # than this code: kept verbatim for a client of this wire, which sends them back next turn.
+            parts.append(OpaquePart(PROTOCOL, block))
     raw_stop = body.get("stop_reason")
     finish = STOP_FROM_WIRE.get(str(raw_stop), FinishReason.OTHER if raw_stop else FinishReason.STOP)
     stop_sequence = body.get("stop_sequence") if isinstance(body.get("stop_sequence"), str) else None

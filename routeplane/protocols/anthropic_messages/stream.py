@@ -12,6 +12,7 @@ from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     Finish,
     FinishReason,
+    OpaqueBlock,
     Prompt,
     ReasoningDelta,
     ReasoningEnd,
@@ -19,6 +20,7 @@ from ...language_model.types import (
     ReasoningStart,
     ResponseStart,
     StreamPart,
+    TextAnnotation,
     TextDelta,
     TextEnd,
     TextStart,
@@ -42,10 +44,13 @@ from .response import (
     wants_thinking,
     wire_stop_reason,
 )
+from .server_blocks import Gathered, block_events, citations, opaque_in_answer
 
 log = logging.getLogger("routeplane.protocols.anthropic")
 
-_START_TYPES = (TextStart, ReasoningStart, ToolCallStart)
+# OpaqueBlock is a whole block: it starts (and ends) one, in sequence with the others.
+_START_TYPES = (TextStart, ReasoningStart, ToolCallStart, OpaqueBlock)
+_KINDS = {TextStart: "text", ReasoningStart: "thinking", ToolCallStart: "tool", OpaqueBlock: "opaque"}
 
 
 def _event(data: Dict[str, Any]) -> bytes:
@@ -57,7 +62,7 @@ def _event(data: Dict[str, Any]) -> bytes:
 class _Block:
     """One canonical content block on its way to becoming one Anthropic block."""
 
-    kind: str  # text | thinking | tool
+    kind: str  # text | thinking | tool | opaque
     start: StreamPart
     pending: List[StreamPart] = field(default_factory=list)  # parts held while another block is live
     ended: bool = False
@@ -155,10 +160,12 @@ class MessagesStreamEncoder(StreamEncoder):
         index = part.index  # type: ignore[union-attr]
         if isinstance(part, ReasoningStart) and part.provider != PROTOCOL and not self._show_foreign_reasoning:
             return  # reasoning the client did not ask for is not shown
-        kind = "text" if isinstance(part, TextStart) else "thinking" if isinstance(part, ReasoningStart) else "tool"
+        if isinstance(part, OpaqueBlock) and part.protocol != PROTOCOL:
+            return  # another wire's server-tool block has no form here
+        kind = _KINDS[type(part)]
         if index in self._blocks and not self._blocks[index].ended:
             return  # a repeated start marker
-        self._blocks[index] = _Block(kind, part)
+        self._blocks[index] = _Block(kind, part, ended=kind == "opaque")
         if self._live is not None and not self._closable(self._blocks[self._live]):
             self._queue.append(index)
             return
@@ -170,7 +177,8 @@ class MessagesStreamEncoder(StreamEncoder):
         index = part.index  # type: ignore[union-attr]
         block = self._blocks.get(index)
         if block is None:
-            if isinstance(part, TextDelta):  # a delta without its start marker
+            if isinstance(part, TextDelta) or (isinstance(part, TextAnnotation) and part.protocol == PROTOCOL):
+                # a delta (or citation) without its start marker
                 self._on_start(TextStart(index), out)
                 block = self._blocks.get(index)
             if block is None:
@@ -207,6 +215,9 @@ class MessagesStreamEncoder(StreamEncoder):
     def _go_live(self, index: int, out: List[bytes]) -> None:
         block = self._blocks[index]
         self._live = index
+        if block.kind == "opaque":
+            self._opaque(block, out)
+            return
         if block.kind != "text" and not _foreign_thinking(block):
             self._open_wire(block, out)  # text and foreign thinking open lazily, on their first non-empty delta
         pending, block.pending = block.pending, []
@@ -244,6 +255,17 @@ class MessagesStreamEncoder(StreamEncoder):
             cb = {"type": "text", "text": ""}
         out.append(_event({"type": "content_block_start", "index": block.wire_index, "content_block": cb}))
 
+    def _opaque(self, block: _Block, out: List[bytes]) -> None:
+        """A whole server-tool block: its start, its input as one delta, its stop."""
+        assert isinstance(block.start, OpaqueBlock)
+        start, delta = block_events(block.start.block)
+        block.wire_index = self._next_wire
+        self._next_wire += 1
+        out.append(_event({"type": "content_block_start", "index": block.wire_index, "content_block": start}))
+        if delta is not None:
+            self._delta(block, delta, out)
+        self._end_live(out)
+
     def _apply(self, block: _Block, part: StreamPart, out: List[bytes]) -> None:
         if isinstance(part, (TextEnd, ReasoningEnd, ToolCallEnd)):
             if isinstance(part, ReasoningEnd) and part.signature:
@@ -261,6 +283,12 @@ class MessagesStreamEncoder(StreamEncoder):
             if block.wire_index is None:
                 self._open_wire(block, out)
             self._delta(block, {"type": "text_delta", "text": part.text}, out)
+        elif isinstance(part, TextAnnotation):
+            # Anthropic sends a citation before the text it supports: the text block opens for it.
+            if part.protocol == PROTOCOL and block.kind == "text":
+                if block.wire_index is None:
+                    self._open_wire(block, out)
+                self._delta(block, {"type": "citations_delta", "citation": dict(part.annotation)}, out)
         elif isinstance(part, ReasoningDelta):
             start = block.start
             if isinstance(start, ReasoningStart) and start.redacted is not None:
@@ -361,6 +389,7 @@ class MessagesStreamDecoder(StreamDecoder):
         self._signatures: Dict[int, str] = {}
         self._start_input: Dict[int, Any] = {}
         self._saw_args: Dict[int, bool] = {}
+        self._gathering: Dict[int, Gathered] = {}  # opaque blocks until their content_block_stop
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done:
@@ -413,6 +442,7 @@ class MessagesStreamDecoder(StreamDecoder):
         if kind == "text":
             self._kinds[index] = "text"
             out.append(TextStart(index))
+            out.extend(TextAnnotation(index, PROTOCOL, c) for c in citations(block))
             if block.get("text"):
                 out.append(TextDelta(index, str(block["text"])))
         elif kind == "thinking":
@@ -429,7 +459,11 @@ class MessagesStreamDecoder(StreamDecoder):
             self._kinds[index] = "tool"
             self._start_input[index] = block.get("input")
             out.append(ToolCallStart(index, str(block.get("id") or ""), str(block.get("name") or "")))
-        # Server-tool blocks have no canonical form; their events are skipped.
+        elif opaque_in_answer(kind):
+            # A server-tool block (server_tool_use, web_search_tool_result, …): gathered, and sent on whole
+            # at its content_block_stop. Until then nothing leaves, so the first-content hold still stands.
+            self._kinds[index] = "opaque"
+            self._gathering[index] = Gathered(block)
         return out
 
     def _on_content_block_delta(self, payload: Dict[str, Any]) -> List[StreamPart]:
@@ -440,6 +474,12 @@ class MessagesStreamDecoder(StreamDecoder):
             return []
         assert isinstance(index, int)
         dtype = delta.get("type")
+        if kind == "opaque":
+            self._gathering[index].add(delta)
+            return []
+        if dtype == "citations_delta" and kind == "text":
+            citation = delta.get("citation")
+            return [TextAnnotation(index, PROTOCOL, citation)] if isinstance(citation, dict) else []
         if dtype == "text_delta" and kind == "text":
             text = delta.get("text")
             return [TextDelta(index, text)] if isinstance(text, str) and text else []
@@ -455,7 +495,7 @@ class MessagesStreamDecoder(StreamDecoder):
         if dtype == "signature_delta" and kind == "thinking":
             # The whole signature arrives once; it replaces, never appends.
             self._signatures[index] = str(delta.get("signature") or "")
-        return []  # citations_delta and unknown deltas
+        return []  # unknown deltas
 
     def _on_content_block_stop(self, payload: Dict[str, Any]) -> List[StreamPart]:
         index = payload.get("index")
@@ -467,6 +507,11 @@ class MessagesStreamDecoder(StreamDecoder):
             return [TextEnd(index)]
         if kind == "thinking":
             return [ReasoningEnd(index, self._signatures.pop(index, None) or None)]
+        if kind == "opaque":
+            try:
+                return [OpaqueBlock(index, PROTOCOL, self._gathering.pop(index).done())]
+            except ValueError:
+                raise bad_upstream(self._target, "a server tool's input is not JSON") from None
         out: List[StreamPart] = []
         start_input = self._start_input.pop(index, None)
         if not self._saw_args.pop(index, False) and isinstance(start_input, dict) and start_input:
