@@ -209,6 +209,11 @@ class NameBounds:
             label = f"({label})"
         return label
 
+    def name(self, column: str, value: Optional[str]) -> Optional[str]:
+        """`value`'s group name, folded in Python (for rows read whole: the breakers)."""
+        known = self.known.get(column)
+        return value if known is None or value is None or value in known else self.other(column)
+
     def label(self, store: "Store", column: str) -> Tuple[str, Tuple[Any, ...]]:
         """SQL for `column`'s group name, and its parameters."""
         known = self.known.get(column)
@@ -259,6 +264,11 @@ class StatsFlusher:
         self._worker = ""
         self._last: Any = None
         self._flush_lock = threading.Lock()
+        self._stopping = False
+        from .breaker_view import BreakerPublisher, configured_labels, stale_after
+
+        self.breakers = BreakerPublisher(app.pipeline.cooldown, configured_labels(app.config),
+                                         expire_after=stale_after(interval))
 
     @property
     def worker(self) -> str:
@@ -282,6 +292,7 @@ class StatsFlusher:
     def stop(self) -> None:
         """Write the final numbers and end the loop (worker shutdown)."""
         if self._pid == os.getpid():
+            self._stopping = True  # its breakers go with it: no reader may count them as open any more
             self.flush_now()
             self._pid = -1
 
@@ -294,6 +305,21 @@ class StatsFlusher:
             return self._flush(self.worker, store, only_if_changed)
 
     def _flush(self, worker: str, store: "Store", only_if_changed: bool) -> bool:
+        stats_ok = self._flush_stats(worker, store, only_if_changed)
+        return self._publish_breakers(worker, store) and stats_ok
+
+    def _publish_breakers(self, worker: str, store: "Store") -> bool:
+        """This worker's open breakers (breaker_view.py): rewritten on every flush while any is open."""
+        try:
+            self.breakers.publish(store, worker, self.host, os.getpid(), final=self._stopping)
+            return True
+        except Exception as exc:  # like the stats: never a request's problem; counted and logged
+            self.failures += 1
+            log.warning("circuit breaker publish failed (%s): %s", type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "")
+            return False
+
+    def _flush_stats(self, worker: str, store: "Store", only_if_changed: bool) -> bool:
         snapshot = self.app.plugin_stats.snapshot()
         plugin_values = plugin_counters(self.app)
         key = (tuple(tuple(sorted(s.items())) for s in snapshot), tuple(plugin_values))
@@ -413,10 +439,13 @@ def metrics_document(app: "App", window: str) -> Dict[str, Any]:
     """The JSON of GET /admin/metrics (docs/operations.md, "Metrics")."""
     store = app.store
     flusher = getattr(app, "stats_flusher", None)
+    from .breaker_view import app_view
+
     if store is None:
         return {"window": window, "store": None, "requests": None,
                 "plugins": {"hooks": app.plugin_stats.snapshot(), "counters": {}, "workers": None,
-                            "source": "this worker only (no store configured)"}}
+                            "source": "this worker only (no store configured)"},
+                "breakers": app_view(app)}
     if flusher is not None:
         flusher.flush_now()  # this worker's numbers fresh; the others' lag by at most their flush interval
     requests = request_metrics(store, window, names=NameBounds.from_config(app.config))
@@ -426,6 +455,7 @@ def metrics_document(app: "App", window: str) -> Dict[str, Any]:
     plugins["source"] = "store"
     plugins["flush_interval_seconds"] = flusher.interval if flusher is not None else None
     out["plugins"] = plugins
+    out["breakers"] = app_view(app, flush=False)  # flushed above
     out["observers"] = {"delivered": app.pipeline.observers.delivered, "errors": app.pipeline.observers.errors,
                         "dropped": app.pipeline.observers.dropped, "scope": "this worker"}
     return out

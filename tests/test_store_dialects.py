@@ -141,8 +141,8 @@ def test_what_a_failed_migration_created_is_gone_and_it_can_run_once_fixed(store
         migrate(store, [Migrations("widgets", [WIDGETS, broken])])
     assert "stayed applied" not in str(failed.value)
     with store.connection() as db:
-        assert sorted(db.get_tables()) == ["routeplane_meta", "routeplane_migrations", "routeplane_plugin_counters",
-                                           "routeplane_plugin_stats", "widgets"]
+        assert sorted(db.get_tables()) == ["routeplane_breakers", "routeplane_meta", "routeplane_migrations",
+                                           "routeplane_plugin_counters", "routeplane_plugin_stats", "widgets"]
         assert db.get_views() == []
     assert _indexes(store, "widgets") == []
     fixed = MigrationItem(2, "parts", sql, tables=tables)

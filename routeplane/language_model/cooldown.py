@@ -91,7 +91,10 @@ class BreakerState:
     state: str  # "closed" | "open" | "half_open"
     failures: int
     retry_in: float
-    reason: str
+    reason: str  # the failure's class and upstream status (`UpstreamStatusError 503`), never its message
+    # The breaker a per-credential one belongs to (`provider:model`, or `provider:model@…` for another
+    # endpoint); `label` itself for the others.
+    owner: str = ""
 
 
 class CooldownTracker:
@@ -184,7 +187,8 @@ class CooldownTracker:
     def _count(self, b: _Breaker, err: UpstreamError, now: float, wide: bool) -> None:
         policy = self.settings.cooldown
         b.failures += 1
-        b.reason = type(err).__name__
+        # Class and status only: an error's message may quote the upstream's answer, which may echo a key.
+        b.reason = type(err).__name__ + (f" {err.upstream_status}" if err.upstream_status is not None else "")
         b.wide = wide
         probing, b.probe_since = b.probe_since is not None, None
         until = 0.0
@@ -233,5 +237,6 @@ class CooldownTracker:
                     state = "open"
                 else:
                     state = "half_open"
-                out.append(BreakerState(str(label), state, b.failures, max(0.0, b.open_until - now), b.reason))
+                out.append(BreakerState(str(label), state, b.failures, max(0.0, b.open_until - now), b.reason,
+                                        str(getattr(label, "label", label))))
             return tuple(out)

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, g, render_template, request
 
 from .. import dashboard_data as data
 from ..auth.guard import authenticate_request, credential_from_headers
+from ..breaker_view import app_view
 from ..metrics import NameBounds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -63,11 +64,13 @@ def make_blueprint(app: "App") -> Blueprint:
         window = _window(request.args.get("window"), DEFAULT_WINDOW)
         if window is None:
             return _bad_request("window must be one of " + ", ".join(data.WINDOWS) + ".")
+        breakers = app_view(app)  # first: it flushes this worker's, so the health line counts it too
         if app.store is None:
-            return _page("dashboard/overview.html", "overview", window=window, ov=None)
+            return _page("dashboard/overview.html", "overview", window=window, ov=None, breakers=breakers)
         ov = data.overview(app.store, window, names=NameBounds.from_config(app.config))
         series = ov["series"]
         return _page("dashboard/overview.html", "overview", window=window, ov=ov, health=_health(app),
+                     breakers=breakers,
                      requests_chart=bar_chart(series, "requests", "Requests", "errors"),
                      spend_chart=line_chart(series, "cost_micro_usd", "Spend (USD)"))
 

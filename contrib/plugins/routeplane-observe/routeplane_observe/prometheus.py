@@ -64,6 +64,7 @@ def render(app: "App", labels: Labels) -> str:
         out.append(f"routeplane_cost_usd_total{_labels(route=r, provider=p, model=m)} {micro / 1_000_000!r}")
     out += _duration(store, labels)
     out += _plugins(store)
+    out += _breakers(app)
     return "\n".join(out) + "\n"
 
 
@@ -109,6 +110,32 @@ def _plugins(store: Any) -> List[str]:
     for h in hooks:
         out.append(f"routeplane_plugin_hook_seconds_total{_labels(plugin=h['plugin'], stage=h['stage'], hook=h['hook'])}"
                    f" {h['total_ms'] / 1000.0!r}")
+    return out
+
+
+def _breakers(app: "App") -> List[str]:
+    """Gauges of the workers' circuit breakers (routeplane/breaker_view.py): a sample per target and scope
+    with any breaker not closed, and 0 for every configured target's own breaker (alerts need the series)."""
+    from routeplane.breaker_view import app_view
+
+    try:
+        targets = app_view(app, flush=False)["targets"]  # the view flushed this worker's already
+    except Exception:  # the table comes with core migration 0003; absent on an old schema
+        return []
+    counts: Dict[Tuple[str, str], Tuple[int, int]] = {
+        (t.label, "target"): (0, 0) for r in app.config.routes for t in r.targets}
+    for b in targets:
+        counts[(b["target"], b["scope"])] = (b["open"], b["half_open"])
+    out: List[str] = []
+    for i, (name, help_) in enumerate((
+            ("open", "breakers open (the target is skipped)"),
+            ("half_open", "breakers half-open (the next request probes the target)"))):
+        metric = f"routeplane_breaker_{name}"
+        out += [f"# HELP {metric} Circuit {help_}, over the workers that reported recently; scope target: one "
+                "per worker, credential/endpoint: a route hook's tenant keys or base URLs, counted.",
+                f"# TYPE {metric} gauge"]
+        for (target, scope), n in sorted(counts.items()):
+            out.append(f"{metric}{_labels(target=target, scope=scope)} {n[i]}")
     return out
 
 
