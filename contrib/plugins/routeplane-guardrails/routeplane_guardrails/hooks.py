@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from routeplane.errors import GuardrailViolation, StreamAborted
 from routeplane.hooks.language_model import (
@@ -316,7 +316,7 @@ class _Scan:
                 if hit is None:
                     hit = hits[s] = bool(find(s, rules))
                 new.append(self.text(s, where, rules=rules) if hit else s)
-            out.append(value if all(a is b for a, b in zip(new, strings)) else _rebuild(value, iter(new)))
+            out.append(value if all(a is b for a, b in zip(new, strings)) else rebuild(value, iter(new), _credential_slot))
         return out
 
 
@@ -418,23 +418,8 @@ def _strings(value: Any, out: List[str]) -> None:
             _strings(v, out)
 
 
-def _rebuild(value: Any, new: Iterator[str]) -> Any:
-    """`value` with its strings taken from `new` (in `_strings` order); unchanged parts stay the same objects."""
-    if isinstance(value, str):
-        return next(new)
-    if isinstance(value, Mapping):
-        items = []
-        for k, v in value.items():
-            items.append((next(new) if isinstance(k, str) else k, v if k in _CREDENTIAL_SLOTS else _rebuild(v, new)))
-        if all(nk is k and nv is v for (nk, nv), (k, v) in zip(items, value.items())):
-            return value
-        return dict(items)
-    if isinstance(value, (list, tuple)):
-        elements = [_rebuild(v, new) for v in value]
-        if all(a is b for a, b in zip(elements, value)):
-            return value
-        return tuple(elements) if isinstance(value, tuple) else elements
-    return value
+def _credential_slot(obj: Mapping[str, Any], key: Any, value: Any) -> bool:
+    return key in _CREDENTIAL_SLOTS
 
 
 class DowngoingStreamCheck(StreamHook):

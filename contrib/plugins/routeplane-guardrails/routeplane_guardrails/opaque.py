@@ -10,7 +10,7 @@ values must still round-trip byte for byte, and are never read (see `_verbatim`)
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Mapping, Sequence, Tuple
 
 # Values the provider made opaque on purpose and checks when the client sends them back, so a
 # rewritten one is a 400 (or silently lost context) on the next turn: encrypted search results,
@@ -89,21 +89,25 @@ def _walk(value: Any, out: List[Leaf], role: str = TEXT) -> None:
             _walk(v, out)
 
 
-def rebuild(value: Any, new: Iterator[str]) -> Any:
-    """`value` with its strings taken from `new` (in `leaves` order): changed dicts and lists are new
-    objects, everything unchanged stays the same object, and `value` itself is never mutated."""
+Verbatim = Callable[[Mapping[str, Any], Any, Any], bool]
+
+
+def rebuild(value: Any, new: Iterator[str], verbatim: Verbatim = _verbatim) -> Any:
+    """`value` with its strings taken from `new` (in `leaves` order, or the order of any walk that skips
+    the same `verbatim` members): changed dicts and lists are new objects, everything unchanged stays
+    the same object, and `value` itself is never mutated."""
     if isinstance(value, str):
         return next(new)
     if isinstance(value, Mapping):
         items = []
         for k, v in value.items():
             nk = next(new) if isinstance(k, str) else k
-            items.append((nk, v if _verbatim(value, k, v) else rebuild(v, new)))
+            items.append((nk, v if verbatim(value, k, v) else rebuild(v, new, verbatim)))
         if all(nk is k and nv is v for (nk, nv), (k, v) in zip(items, value.items())):
             return value
         return dict(items)
     if isinstance(value, (list, tuple)):
-        elements = [rebuild(v, new) for v in value]
+        elements = [rebuild(v, new, verbatim) for v in value]
         if all(a is b for a, b in zip(elements, value)):
             return value
         return tuple(elements) if isinstance(value, tuple) else elements
