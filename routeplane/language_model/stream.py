@@ -155,6 +155,9 @@ class GenerationAccumulator:
             usage=self.usage or Usage(reported=False),
             created=self.created,
             stop_sequence=self.finish.stop_sequence if self.finish else None,
+            # The wire's own fields of the ending (an Anthropic stream's `container`), as its unstreamed answer.
+            extras=dict(self.finish.extras) if self.finish and self.finish.extras else {},
+            extras_protocol=self.finish.wire if self.finish and self.finish.extras else None,
         )
 
 
@@ -182,7 +185,10 @@ def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
         elif isinstance(p, OpaquePart):
             yield OpaqueBlock(i, p.protocol, p.block)
     yield UsageUpdate(gen.usage)
-    yield Finish(gen.finish_reason, gen.stop_sequence)
+    if gen.extras and gen.extras_protocol:  # e.g. Anthropic's `container`: a client of that wire gets it back
+        yield Finish(gen.finish_reason, gen.stop_sequence, wire=gen.extras_protocol, extras=gen.extras)
+    else:
+        yield Finish(gen.finish_reason, gen.stop_sequence)
 
 
 def estimate_tokens(text: str) -> int:

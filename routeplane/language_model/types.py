@@ -389,6 +389,9 @@ class Finish:
     # that wire: a client of the same wire gets the word back.
     wire_reason: Optional[str] = None
     wire: Optional[str] = None
+    # Fields of that wire for the answer as a whole that arrive with its end (Anthropic `message_delta`'s
+    # `container`, `stop_details`), as Generation.extras holds them: a client of `wire` gets them back.
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 StreamPart = Union[

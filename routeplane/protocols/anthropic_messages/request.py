@@ -225,7 +225,8 @@ def _decode_text(block: Dict[str, Any], path: str) -> TextPart:
     In a user message Anthropic refuses them from version 2026-10-21 on: the upstream of the client's
     version judges, rather than the gateway dropping them unseen."""
     text = expect(block.get("text"), str, f"{path}.text", required=True)
-    expect(block.get("citations"), list, f"{path}.citations")
+    for k, note in enumerate(expect(block.get("citations"), list, f"{path}.citations") or ()):
+        expect(note, dict, f"{path}.citations[{k}]", required=True)  # named, rather than the text sent on without it
     notes = citations(block)
     return TextPart(text, _cache(block, path), annotations=notes, annotations_protocol=PROTOCOL if notes else None)
 

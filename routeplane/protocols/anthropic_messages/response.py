@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
@@ -190,6 +190,28 @@ def wire_stop_reason(reason: FinishReason, refused: bool) -> str:
     return "refusal" if refused and wire == "end_turn" else wire
 
 
+def own_stop_reason(stop_reason: str, finish: FinishReason, own: Mapping[str, Any]) -> str:
+    """The upstream's own stop_reason kept in `own` (an Anthropic answer's extras) when it means `finish`
+    (model_context_window_exceeded, not the max_tokens of every other wire), else `stop_reason`."""
+    raw = own.get("stop_reason")
+    return raw if isinstance(raw, str) and STOP_FROM_WIRE.get(raw) is finish else stop_reason
+
+
+def kept_extras(own: Mapping[str, Any]) -> Dict[str, Any]:
+    """The answer fields of an Anthropic upstream its client gets back (`container`, `stop_details`)."""
+    return {k: own[k] for k in _KEEP_EXTRAS if own.get(k) is not None}
+
+
+def ending_extras(raw_stop: Any, fields: Mapping[str, Any]) -> Dict[str, Any]:
+    """What a streamed Anthropic answer keeps for its client beyond the canonical model, as an unstreamed one
+    keeps it in Generation.extras: `container` and `stop_details` (from message_start and message_delta), and
+    a stop_reason no other wire has a word for. Empty in the usual case, so the Finish stays plain."""
+    extras = kept_extras(fields)
+    if isinstance(raw_stop, str) and raw_stop in STOP_FROM_WIRE and STOP_TO_WIRE[STOP_FROM_WIRE[raw_stop]] != raw_stop:
+        extras["stop_reason"] = raw_stop
+    return extras
+
+
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     show_foreign = wants_thinking(prompt)
     content: List[Dict[str, Any]] = []
@@ -215,10 +237,9 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
             block = own_block(p)  # another wire's server-tool block has no form here
             if block is not None:
                 content.append(block)
-    stop_reason = wire_stop_reason(gen.finish_reason, any(isinstance(p, TextPart) and p.refusal for p in gen.parts))
-    if gen.extras_protocol == PROTOCOL and gen.extras.get("stop_reason") in STOP_FROM_WIRE:
-        if STOP_FROM_WIRE[gen.extras["stop_reason"]] is gen.finish_reason:
-            stop_reason = gen.extras["stop_reason"]
+    own = gen.extras if gen.extras_protocol == PROTOCOL else {}
+    refused = any(isinstance(p, TextPart) and p.refusal for p in gen.parts)
+    stop_reason = own_stop_reason(wire_stop_reason(gen.finish_reason, refused), gen.finish_reason, own)
     body: Dict[str, Any] = {
         "id": message_id(gen.id),
         "type": "message",
@@ -231,7 +252,7 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     }
     if gen.extras_protocol == PROTOCOL:
         # Same wire: what the canonical model does not carry goes back as it came.
-        body.update({k: gen.extras[k] for k in _KEEP_EXTRAS if k in gen.extras})
+        body.update(kept_extras(gen.extras))
         body["usage"] = kept_usage(gen.usage)
     return body
 

@@ -37,10 +37,13 @@ from .response import (
     PROTOCOL,
     STOP_FROM_WIRE,
     decode_usage,
+    ending_extras,
     error_body,
     error_in_body,
+    kept_extras,
     kept_usage,
     message_id,
+    own_stop_reason,
     wants_thinking,
     wire_stop_reason,
 )
@@ -127,11 +130,13 @@ class MessagesStreamEncoder(StreamEncoder):
         self._flush_all(out)
         usage = self._usage or self._input_usage or Usage(reported=False)
         finish = self._finish or Finish(FinishReason.STOP)
-        reason = wire_stop_reason(finish.reason, self._refused)
+        own = finish.extras if finish.wire == PROTOCOL else {}  # an Anthropic upstream's container, stop_details
+        reason = own_stop_reason(wire_stop_reason(finish.reason, self._refused), finish.reason, own)
         out.append(_event({
             "type": "message_delta",
             "delta": {"stop_reason": reason,
-                      "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None},
+                      "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None,
+                      **kept_extras(own)},
             "usage": kept_usage(usage),
         }))
         out.append(_event({"type": "message_stop"}))
@@ -390,6 +395,7 @@ class MessagesStreamDecoder(StreamDecoder):
         self._start_input: Dict[int, Any] = {}
         self._saw_args: Dict[int, bool] = {}
         self._gathering: Dict[int, Gathered] = {}  # opaque blocks until their content_block_stop
+        self._ending: Dict[str, Any] = {}  # message_delta's container and stop_details, for the Finish
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done:
@@ -423,6 +429,7 @@ class MessagesStreamDecoder(StreamDecoder):
     def _on_message_start(self, payload: Dict[str, Any]) -> List[StreamPart]:
         msg = payload.get("message") if isinstance(payload.get("message"), dict) else {}
         self._usage = decode_usage(msg.get("usage"))
+        self._ending.update(kept_extras(msg))
         self._started = True
         return [ResponseStart(str(msg.get("id") or ""), str(msg.get("model") or self._target.model), usage=self._usage)]
 
@@ -526,6 +533,7 @@ class MessagesStreamDecoder(StreamDecoder):
             self._stop = delta["stop_reason"]
         if isinstance(delta.get("stop_sequence"), str):
             self._stop_sequence = delta["stop_sequence"]
+        self._ending.update(kept_extras(delta))
         usage = decode_usage(payload.get("usage"), self._usage)  # cumulative: overwrite, never add
         if usage is None:
             return []
@@ -543,5 +551,8 @@ class MessagesStreamDecoder(StreamDecoder):
         if self._usage is not None:
             out.append(UsageUpdate(self._usage))
         reason = STOP_FROM_WIRE.get(self._stop or "end_turn", FinishReason.OTHER)
-        out.append(Finish(reason, self._stop_sequence if reason is FinishReason.STOP_SEQUENCE else None))
+        sequence = self._stop_sequence if reason is FinishReason.STOP_SEQUENCE else None
+        extras = ending_extras(self._stop, self._ending)
+        # What only an Anthropic client has a field for rides on the Finish for one (as Generation.extras).
+        out.append(Finish(reason, sequence, wire=PROTOCOL, extras=extras) if extras else Finish(reason, sequence))
         return out
