@@ -8,6 +8,9 @@ PLUGINS := $(wildcard contrib/plugins/*/setup.cfg)
 .PHONY: serve test bench lint clean venv
 
 $(BIN)/.installed: Makefile setup.cfg pyproject.toml $(PLUGINS)
+	@py=$(PYTHON); test -x $(BIN)/python && py=$(BIN)/python; $$py -c 'import sys; sys.exit(sys.version_info < (3, 10) \
+	  and "routeplane needs Python 3.10+ (gunicorn >= 24), not " + sys.version.split()[0] + ": run make with" \
+	  " PYTHON=python3.11 (or any 3.10+)" + (" after rm -rf $(VENV)" if sys.prefix != sys.base_prefix else ""))'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,postgres,mysql,web3]' $(foreach p,$(PLUGINS),-e $(dir $(p)))

@@ -7,10 +7,12 @@ into `ctx.identity`, so spend, budgets and model allow-lists follow the
 host's accounts. A client cannot forge `flask.g`: it exists only in the
 server, unlike a header.
 
+    # from the repository root; gunicorn listens on the config's server.listen (127.0.0.1:4356 by default)
     ROUTEPLANE_CONFIG=routeplane.yaml gunicorn -c python:routeplane.gunicorn_conf 'examples.mounted_app:create_host_app()'
     # or, for a try-out: python examples/mounted_app.py  (Werkzeug dev server on 127.0.0.1:5000)
 
-Then `OpenAI(base_url="http://127.0.0.1:5000/llm/v1", api_key="host-token-alice")`.
+Then `OpenAI(base_url="http://127.0.0.1:4356/llm/v1", api_key="host-token-alice")` (port 5000 for the
+try-out).
 """
 
 from __future__ import annotations

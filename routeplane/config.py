@@ -5,6 +5,7 @@ Errors name the file and the key path (`routeplane.yaml: providers.openai.protoc
 
 from __future__ import annotations
 
+import io
 import ipaddress
 import os
 import re
@@ -361,12 +362,16 @@ class Config:
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 
 
-def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
-    """Replace `${VAR}` and `${VAR:-default}` in every string of the tree."""
+def interpolate(value: Any, env: Mapping[str, str], path: str = "", missing: Optional[List[str]] = None) -> Any:
+    """Replace `${VAR}` and `${VAR:-default}` in every string of the tree.
+
+    An unset `${VAR}` raises ConfigError; with a `missing` list it is appended there instead (and left as
+    written), so a file whose service environment lacks several secrets names them all at once, not one
+    per attempt."""
     if isinstance(value, dict):
-        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: interpolate(v, env, f"{path}.{k}" if path else str(k), missing) for k, v in value.items()}
     if isinstance(value, list):
-        return [interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [interpolate(v, env, f"{path}[{i}]", missing) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
@@ -376,7 +381,11 @@ def interpolate(value: Any, env: Mapping[str, str], path: str = "") -> Any:
             return env[name]
         if has_default is not None:
             return default or ""
-        raise ConfigError(f"{path}: environment variable {name} is not set (use ${{{name}:-default}} to make it optional)")
+        problem = f"{path}: environment variable {name} is not set (use ${{{name}:-default}} to make it optional)"
+        if missing is None:
+            raise ConfigError(problem)
+        missing.append(problem)
+        return m.group(0)
 
     return _VAR.sub(sub, value)
 
@@ -405,8 +414,14 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
+    unset: List[str] = []
+    interpolated = interpolate(raw, os.environ if env is None else env, missing=unset)
+    if len(unset) == 1:
+        raise ConfigError(f"{source}: {unset[0]}")
+    if unset:
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(unset))
     try:
-        data = ConfigSchema().load(interpolate(raw, os.environ if env is None else env))
+        data = ConfigSchema().load(interpolated)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except ValidationError as exc:
@@ -532,8 +547,10 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def parse_config_bytes(data: bytes, source: str, env: Optional[Mapping[str, str]] = None) -> Config:
     """A config from a YAML file's bytes; `source` names it in messages."""
+    stream = io.BytesIO(data)
+    stream.name = source  # type: ignore[attr-defined]  # YAML's error marks say `in "<source>"`, not "<byte string>"
     try:
-        raw = yaml.load(data, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
     return parse_config(raw, source, env)
