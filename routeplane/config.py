@@ -138,6 +138,9 @@ class PricesSchema(_Strict):
     reasoning = fields.Float(load_default=None, validate=validate.Range(min=0))
     # Long-context pricing: e.g. [{above_input_tokens: 200000, input: 2.5, output: 15}]
     tiers = fields.List(fields.Nested(PriceTierSchema), load_default=None)
+    # USD per call of a server-side tool billed by the call: {web_search: 0.01}
+    per_call = fields.Dict(keys=fields.String(validate=validate.Length(min=1, max=64)),
+                           values=fields.Float(validate=validate.Range(min=0)), load_default=None)
 
 
 class TimeoutsSchema(_Strict):

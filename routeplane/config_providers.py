@@ -30,7 +30,9 @@ def _merge_prices(base: Optional[Prices], override: Optional[Mapping[str, Any]])
     if override is None:
         return base
     fields = dict(vars(base)) if base is not None else {}
-    fields.update({k: v for k, v in override.items() if v is not None})
+    fields.update({k: v for k, v in override.items() if v is not None and k != "per_call"})
+    if override.get("per_call"):  # kind by kind: a config's web_search price keeps the registry's others
+        fields["per_call"] = {**dict(base.per_call if base is not None else ()), **override["per_call"]}
     return Prices(**fields)
 
 

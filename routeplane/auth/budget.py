@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, List, Sequence
+from typing import TYPE_CHECKING, Any, Callable, List, Sequence, Tuple
 
 from ..app import Plugin, PluginId
 from ..errors import RouteplaneError
@@ -175,6 +175,7 @@ class _StreamBudget:
         self.input_tokens = input_tokens
         self.output_chars = 0
         self.reported_output = 0
+        self.tool_calls: Tuple[Tuple[str, int], ...] = ()  # server-side tool calls billed by the call, so far
 
 
 class BudgetStreamHook(StreamHook):
@@ -199,10 +200,11 @@ class BudgetStreamHook(StreamHook):
             state.output_chars += len(part.arguments)
         elif isinstance(part, UsageUpdate):
             state.reported_output = max(state.reported_output, part.usage.total_output)
+            state.tool_calls = part.usage.tool_calls or state.tool_calls
             return StreamAction.pass_()
         output = max(state.reported_output, (state.output_chars + 3) // 4)
-        cost = cost_micro_usd(Usage(input_tokens=state.input_tokens, output_tokens=output, reported=False),
-                              target.prices)
+        cost = cost_micro_usd(Usage(input_tokens=state.input_tokens, output_tokens=output, reported=False,
+                                    tool_calls=state.tool_calls), target.prices)
         if cost is not None and cost > state.headroom:
             return StreamAction.abort(RouteplaneError(
                 f"Budget exhausted during the stream: its cost passed the {state.headroom} micro-USD that were left.",

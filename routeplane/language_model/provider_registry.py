@@ -36,10 +36,12 @@ class ProviderRegistry:
         return self.providers.get(provider_id)
 
 
-def _prices(raw: Any) -> Prices:
+def _prices(raw: Any, per_call: Any = None) -> Prices:
+    """A model's prices; `per_call` (the provider's, for every model) under the model's own."""
     raw = dict(raw or {})
     tiers = raw.pop("tiers", None) or ()  # long-context prices: [{above_input_tokens: N, input: ..., ...}]
-    return Prices(**{k: (float(v) if v is not None else None) for k, v in raw.items()},
+    calls = {**(per_call or {}), **(raw.pop("per_call", None) or {})}
+    return Prices(**{k: (float(v) if v is not None else None) for k, v in raw.items()}, per_call=calls,
                   tiers=tuple(PriceTier(int(t["above_input_tokens"]),
                                         **{k: (float(v) if v is not None else None) for k, v in t.items()
                                            if k != "above_input_tokens"})
@@ -58,8 +60,9 @@ def parse_registry(raw: Mapping[str, Any]) -> ProviderRegistry:
             auth_header=auth.get("header"),
             auth_prefix=auth.get("prefix") or "",
             key_env=entry.get("key_env"),
-            model_prices={m: _prices(p) for m, p in (entry.get("models") or {}).items()},
-            default_price=_prices(entry["default_price"]) if entry.get("default_price") else None,
+            model_prices={m: _prices(p, entry.get("per_call")) for m, p in (entry.get("models") or {}).items()},
+            default_price=(_prices(entry["default_price"], entry.get("per_call"))
+                           if entry.get("default_price") else None),
             options=dict(entry.get("options") or {}),
         )
     return ProviderRegistry(specs, str(raw.get("prices_checked") or "unknown"))

@@ -39,11 +39,20 @@ class Prices:
     output: Optional[float] = None
     reasoning: Optional[float] = None  # billed as output when unset
     tiers: Tuple[PriceTier, ...] = ()
+    # USD per call of a server-side tool the provider bills by the call ({"web_search": 0.01}); given
+    # as a mapping, kept as sorted pairs (the prices stay hashable). A kind used and not named is unknown.
+    per_call: Tuple[Tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tiers", tuple(sorted(
             (t if isinstance(t, PriceTier) else PriceTier(**t) for t in self.tiers or ()),
             key=lambda t: t.above_input_tokens)))
+        calls = self.per_call.items() if isinstance(self.per_call, Mapping) else self.per_call or ()
+        object.__setattr__(self, "per_call", tuple(sorted((str(k), float(v)) for k, v in calls)))
+
+    def call_price(self, kind: str) -> Optional[float]:
+        """USD per call of the server-side tool `kind`, or None when unknown."""
+        return next((price for name, price in self.per_call if name == kind), None)
 
     def for_input(self, input_tokens: int) -> "Prices":
         """The prices for a request with this many input tokens: every tier it exceeds applies in

@@ -103,7 +103,9 @@ def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
     1-hour cache writes (`cache_creation.ephemeral_1h_input_tokens` in its raw
     usage) cost twice the input price, not the (5-minute) `cache_write` price. A
     price tier (long context) applies to the whole request once its input
-    tokens exceed the tier's threshold.
+    tokens exceed the tier's threshold. Calls of server-side tools billed by the
+    call (`usage.tool_calls`) cost `prices.per_call` each; an unpriced kind makes
+    the cost unknown, as an unpriced token bucket does.
     """
     prices = prices.for_input(usage.total_input)
     write_1h = _one_hour_cache_writes(usage)
@@ -121,6 +123,11 @@ def cost_micro_usd(usage: Usage, prices: Prices) -> Optional[int]:
             if price is None:
                 return None
             total += tokens * price
+    for kind, calls in usage.tool_calls:  # a server-side tool billed by the call (Anthropic's web search)
+        price = prices.call_price(kind)
+        if price is None:
+            return None
+        total += calls * price * 1_000_000
     if not total <= MAX_COST_MICRO_USD:  # also NaN and inf: a client's max_tokens of 10**300, a lying upstream
         return MAX_COST_MICRO_USD
     return int(round(total))

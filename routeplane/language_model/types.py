@@ -232,6 +232,9 @@ class Usage:
     # output_tokens_details): reasoning_tokens is then 0 and the wires that can omit the field do.
     reasoning_known: bool = True
     raw: Optional[Mapping[str, Any]] = None
+    # Calls of the provider's server-side tools that it bills by the call, by kind: (("web_search", 3),)
+    # from Anthropic's `server_tool_use.web_search_requests`. Priced by Prices.per_call.
+    tool_calls: Tuple[Tuple[str, int], ...] = ()
 
     @property
     def total_input(self) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
@@ -148,7 +148,16 @@ def decode_usage(raw: Any, base: Optional[Usage] = None) -> Optional[Usage]:
         reported=True,
         reasoning_known="thinking_tokens" in details or (base is not None and base.reasoning_known),
         raw=merged_raw,
+        tool_calls=_tool_calls(merged_raw.get("server_tool_use")),
     )
+
+
+def _tool_calls(counters: Any) -> Tuple[Tuple[str, int], ...]:
+    """`server_tool_use: {web_search_requests: 3, web_fetch_requests: 0}` → (("web_search", 3),)."""
+    if not isinstance(counters, dict):
+        return ()
+    return tuple((name[:-len("_requests")], _int(n)) for name, n in sorted(counters.items())
+                 if isinstance(name, str) and name.endswith("_requests") and _int(n) > 0)
 
 
 def _int(v: Any) -> int:

@@ -1,0 +1,119 @@
+"""Server-side tools billed by the call (Anthropic's web search, $10 per 1,000 searches) are part of a
+request's cost: the spend log and budgets counted only tokens, so every search was free."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator
+
+import pytest
+
+from routeplane.config import ConfigError, parse_config
+from routeplane.language_model.provider_registry import load_registry
+from routeplane.language_model.routing import Prices
+from routeplane.language_model.settlement import cost_micro_usd
+from routeplane.language_model.types import Usage
+from routeplane.protocols.anthropic_messages.response import decode_usage
+from tests.support.gateway import GatewayProcess
+from tests.support.spend import spend_row
+from tests.support.upstream import FakeUpstream, Reply
+
+USAGE = {"input_tokens": 1000, "output_tokens": 100, "server_tool_use": {"web_search_requests": 3,
+                                                                         "web_fetch_requests": 1}}
+
+
+def test_anthropic_usage_counts_the_server_tool_calls() -> None:
+    usage = decode_usage(USAGE)
+    assert usage is not None and usage.tool_calls == (("web_fetch", 1), ("web_search", 3))
+    assert decode_usage({"input_tokens": 1, "server_tool_use": {"web_search_requests": 0}}).tool_calls == ()
+    # A stream's message_delta repeats the cumulative counters: the last ones win, the base's are kept.
+    start = decode_usage({"input_tokens": 1000, "output_tokens": 1})
+    assert decode_usage({"output_tokens": 100, "server_tool_use": {"web_search_requests": 2}}, start).tool_calls == \
+        (("web_search", 2),)
+    assert decode_usage({"input_tokens": 1, "server_tool_use": {"web_search_requests": "x"}}).tool_calls == ()
+
+
+def test_the_registry_prices_anthropic_searches_by_the_call() -> None:
+    prices = load_registry().get("anthropic").model_prices["claude-sonnet-4-5"]
+    assert prices.call_price("web_search") == 0.01 and prices.call_price("web_fetch") == 0.0
+    # 1000 input x $3/M + 100 output x $15/M + 3 searches x $0.01 (the fetch costs its tokens only)
+    assert cost_micro_usd(decode_usage(USAGE), prices) == 3000 + 1500 + 30000
+
+
+def test_an_unpriced_tool_makes_the_cost_unknown_never_free() -> None:
+    usage = Usage(input_tokens=10, tool_calls=(("code_interpreter", 1),))
+    assert cost_micro_usd(usage, Prices(input=1.0)) is None
+    assert cost_micro_usd(usage, Prices(input=1.0, per_call={"code_interpreter": 0.03})) == 10 + 30000
+    assert Prices(per_call={"b": 1, "a": 2}) == Prices(per_call=(("a", 2.0), ("b", 1.0)))
+    hash(Prices(per_call={"a": 1}))  # prices stay hashable
+
+
+def _config(**prices: Any) -> Dict[str, Any]:
+    provider: Dict[str, Any] = {"base_url": "http://127.0.0.1:9", "api_key": "k"}
+    provider.update(prices)
+    return {"providers": {"anthropic": provider},
+            "models": {"m": {"targets": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]}}}
+
+
+def test_a_config_overrides_one_tool_price_and_keeps_the_others() -> None:
+    cfg = parse_config(_config(model_prices={"claude-sonnet-4-5": {"per_call": {"web_search": 0.025}}}), "<t>")
+    prices = next(r for r in cfg.routes if r.name == "m").targets[0].prices
+    assert prices.call_price("web_search") == 0.025 and prices.call_price("web_fetch") == 0.0
+    assert prices.input == 3.0  # the rest of the registry's prices stay
+    with pytest.raises(ConfigError, match="per_call"):
+        parse_config(_config(prices={"per_call": {"web_search": -1}}), "<t>")
+
+
+@pytest.fixture(scope="module")
+def gateway(fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    db = f"sqlite:///{tmp_path_factory.mktemp('tool-pricing')}/rp.db"
+    config = {"database": {"url": db},
+              "providers": {"anthropic": {"base_url": fake.url, "api_key": "sk-up"}},
+              "models": {"m": {"targets": [{"provider": "anthropic", "model": "claude-sonnet-4-5"}]}}}
+    gw = GatewayProcess(config).start()
+    gw.db_url = db  # type: ignore[attr-defined]
+    yield gw
+    gw.stop()
+
+
+SEARCH = [{"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "q"}},
+          {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+          {"type": "text", "text": "Found it."}]
+
+
+def _message(usage: Dict[str, Any]) -> Dict[str, Any]:
+    return {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5", "content": SEARCH,
+            "stop_reason": "end_turn", "stop_sequence": None, "usage": usage}
+
+
+def _stream(usage: Dict[str, Any]) -> Reply:
+    start = _message({"input_tokens": usage["input_tokens"], "output_tokens": 1})
+    start["content"] = []
+    events = [{"type": "message_start", "message": start},
+              {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+              {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Found it."}},
+              {"type": "content_block_stop", "index": 0},
+              {"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+               "usage": {"output_tokens": usage["output_tokens"], "server_tool_use": usage["server_tool_use"]}},
+              {"type": "message_stop"}]
+    return Reply.anthropic_sse(events)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_spend_log_bills_the_searches(gateway: GatewayProcess, up: FakeUpstream, stream: bool) -> None:
+    import anthropic
+
+    up.enqueue(_stream(USAGE) if stream else Reply.json(_message(USAGE)))
+    client = anthropic.Anthropic(base_url=gateway.url, api_key="k", max_retries=0)
+    kwargs = dict(model="m", max_tokens=100, messages=[{"role": "user", "content": "search"}],
+                  tools=[{"type": "web_search_20250305", "name": "web_search"}])
+    if stream:
+        with client.messages.stream(**kwargs) as s:
+            message = s.get_final_message()
+            rid = s.response.headers["x-request-id"]
+    else:
+        raw = client.messages.with_raw_response.create(**kwargs)
+        message, rid = raw.parse(), raw.headers["x-request-id"]
+    assert message.usage.server_tool_use.web_search_requests == 3
+    row = spend_row(gateway.db_url, rid)  # type: ignore[attr-defined]
+    assert row["cost_micro_usd"] == 3000 + 1500 + 30000
