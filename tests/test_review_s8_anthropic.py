@@ -46,7 +46,7 @@ def gateway(servers: Tuple[FakeUpstream, FakeUpstream],
         "database": {"url": db},
         "providers": {
             "an": {"protocol": "anthropic_messages", "base_url": a.url, "api_key": KEY,
-                   "model_prices": {"claude-up": {"input": 3.0, "output": 15.0}}},
+                   "model_prices": {"claude-up": {"input": 3.0, "output": 15.0, "per_call": {"web_search": 0.01}}}},
             "an2": {"protocol": "anthropic_messages", "base_url": b.url, "api_key": KEY},
             "mock": {"protocol": "mock"},
         },
@@ -348,7 +348,8 @@ def test_server_tool_usage_reaches_client_and_spend_log(ups: Any, gateway: Gatew
         usage = r.json()["usage"]
     assert usage["server_tool_use"] == {"web_search_requests": 1}
     row = spend_row(gateway.db_url, r.headers["x-request-id"])  # type: ignore[attr-defined]
-    assert (row["input_tokens"], row["output_tokens"], row["cost_micro_usd"]) == (60, 9, 60 * 3 + 9 * 15)
+    # the tokens and the search ($0.01 a call: tests/test_tool_call_pricing.py)
+    assert (row["input_tokens"], row["output_tokens"], row["cost_micro_usd"]) == (60, 9, 60 * 3 + 9 * 15 + 10000)
 
 
 @pytest.mark.parametrize("stream", [False, True])
