@@ -477,3 +477,17 @@ def test_mcp_turn_through_the_beta_client(ups: Any, claude: anthropic.Anthropic,
     claude.beta.messages.create(messages=[QUESTION, {"role": "assistant", "content": message.content},
                                           {"role": "user", "content": "more"}], **kw)
     assert a.requests[-1].json["messages"][1]["content"] == content
+
+
+def test_a_paused_turn_bound_for_another_wire_names_its_server_tool_block() -> None:
+    """A `pause_turn` continuation ends with the assistant's server-tool blocks: the 400 called it an
+    assistant prefill, which sent the client after the wrong fix."""
+    from routeplane.language_model.capability import _problem
+    from routeplane.language_model.routing import RoutingTarget
+    from routeplane.protocols.anthropic_messages.request import decode_request
+
+    prompt = decode_request({"model": "m", "max_tokens": 10, "messages": [
+        QUESTION, {"role": "assistant", "content": [copy.deepcopy(SEARCH_USE), copy.deepcopy(SEARCH_RESULT)]}]})
+    target = RoutingTarget("oc", "gpt", "openai_chat", base_url="http://127.0.0.1:9/v1")
+    reason, param = _problem(prompt, target)
+    assert param == "messages[1].content[0]" and "prefill" not in reason

@@ -77,6 +77,12 @@ def problem(prompt: Prompt, target: RoutingTarget) -> Optional[str]:
 def _problem(prompt: Prompt, target: RoutingTarget) -> Optional[Tuple[str, str]]:
     """(why the target cannot take the prompt, the parameter at fault), or None."""
     where = f"{target.provider}:{target.model} ({target.protocol})"
+    # A client field or block only its own wire keeps the meaning of: named first, as the more precise
+    # reason (an Anthropic `pause_turn` continuation ends with the assistant's server-tool blocks, which
+    # also reads as a prefill).
+    lost = lost_field(prompt, target.protocol)
+    if lost is not None:
+        return lost_reason(lost, prompt.extras_protocol, where), lost[0]
     if is_prefill(prompt) and target.protocol not in PREFILL_PROTOCOLS:
         return (f"The last message is an assistant prefill, which {where} cannot continue: only an Anthropic "
                 "upstream honours a prefill. End the conversation with a user message, or route this model to "
@@ -89,9 +95,6 @@ def _problem(prompt: Prompt, target: RoutingTarget) -> Optional[Tuple[str, str]]
     if media is not None:
         return (f"{where} takes no {media} input. Route this model to an upstream that does "
                 "(Gemini takes any)."), "messages"
-    lost = lost_field(prompt, target.protocol)  # a client field only its own wire keeps the meaning of
-    if lost is not None:
-        return lost_reason(lost, prompt.extras_protocol, where), lost[0]
     return None
 
 
