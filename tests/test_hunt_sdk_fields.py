@@ -232,12 +232,15 @@ def test_audio_output_is_a_400_on_every_wire(oai: OpenAI, up: FakeUpstream) -> N
 
 
 def test_streamed_logprobs_are_a_400_on_another_wire(oai: OpenAI, gclient: genai.Client, up: FakeUpstream) -> None:
-    """Another wire's stream carries no log probabilities (every chunk said null). A Chat client's stream
-    from a Chat upstream does carry them (tests/test_chat_stream_logprobs.py); Gemini's streams none."""
+    """Another wire's stream carries no log probabilities (every chunk said null). A Chat or Gemini client's
+    stream from an upstream of its wire does carry them (tests/test_chat_stream_logprobs.py,
+    tests/test_logprobs_same_wire.py)."""
     for wire in ALL_WIRES:
         if wire != "openai_chat":
             _refused_openai("logprobs", oai.chat.completions.create, model=f"via-{wire}", messages=USER,
                             logprobs=True, stream=True)
+        if wire == "gemini":
+            continue
         with pytest.raises(genai_errors.ClientError) as info:
             for _ in gclient.models.generate_content_stream(
                     model=f"via-{wire}", contents="hi", config=types.GenerateContentConfig(response_logprobs=True)):
@@ -246,12 +249,15 @@ def test_streamed_logprobs_are_a_400_on_another_wire(oai: OpenAI, gclient: genai
     assert not up.requests
 
 
-def test_responses_logprobs_are_a_400_on_every_wire(oai: OpenAI, up: FakeUpstream) -> None:
-    """The Responses answer always said `logprobs: []`, even from a Responses upstream."""
-    for wire in ALL_WIRES:
+def test_responses_logprobs_are_a_400_on_another_wire(oai: OpenAI, up: FakeUpstream) -> None:
+    """Only a Responses upstream's answer carries them (tests/test_logprobs_same_wire.py)."""
+    for wire in OTHERS["openai_responses"]:
         _refused_openai("include", oai.responses.create, model=f"via-{wire}", input="hi", top_logprobs=3,
                         include=["message.output_text.logprobs"])
     assert not up.requests
+    oai.responses.create(model="via-openai_responses", input="hi", top_logprobs=3,
+                         include=["message.output_text.logprobs"])
+    assert up.requests[-1].json["include"] == ["message.output_text.logprobs"]
     oai.responses.create(model="via-openai_responses", input="hi", top_logprobs=3,
                          include=["reasoning.encrypted_content"])  # nothing asked back: fine
 

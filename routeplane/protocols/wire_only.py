@@ -20,6 +20,7 @@ from ..language_model.types import Prompt
 from .anthropic_messages.request import SERVER_TOOLS_KEY
 from .base import OPAQUE_KEY
 from .gemini.tools import SERVER_TOOLS_KEY as GEMINI_SERVER_TOOLS_KEY
+from .openai_responses.request import LOGPROBS_INCLUDE as RESPONSES_LOGPROBS
 from .openai_responses.tools import HOSTED_CHOICE_KEY as RESPONSES_HOSTED_CHOICE_KEY
 from .openai_responses.tools import HOSTED_TOOLS_KEY as RESPONSES_HOSTED_TOOLS_KEY
 
@@ -47,6 +48,8 @@ def _responses(extras: Mapping[str, Any]) -> Optional[Lost]:
         return f"tools[{position}]", f"is a tool of type {tool.get('type')!r}, which OpenAI runs itself"
     if extras.get(RESPONSES_HOSTED_CHOICE_KEY) is not None:
         return "tool_choice", "chooses a tool OpenAI runs itself"
+    if RESPONSES_LOGPROBS in (extras.get("include") or ()):
+        return "include", f"asks for log probabilities ({RESPONSES_LOGPROBS!r})"
     return None
 
 

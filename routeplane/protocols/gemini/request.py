@@ -92,12 +92,6 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
         tools = tuple(t for t in tools if t.name in allowed)  # the offer narrowed to the names allowed
     gen = _camel_keys(expect(body.get("generationConfig"), dict, "generationConfig") or {})
     params, response_format, thinking = decode_generation(gen)
-    if stream and gen.get("responseLogprobs") is True:
-        # A Gemini client's stream carries only text and the finish reason (a non-streamed answer of a
-        # Gemini upstream keeps logprobsResult): refused rather than silently answered without them.
-        raise InvalidRequest("'generationConfig.responseLogprobs' is not supported on a stream by this gateway: "
-                             "omit it, or call generateContent.", param="generationConfig.responseLogprobs",
-                             code="unsupported_value")
     gen_extra = {k: v for k, v in gen.items() if k not in _KNOWN_GEN}
     if thinking is not None:
         gen_extra["thinkingConfig"] = thinking
@@ -181,7 +175,7 @@ def _model_parts(parts: List[Any], path: str, turn: int) -> List[ContentPart]:
                     # A signature on a text part has no canonical slot: keep it as a
                     # signature-only reasoning part that re-attaches on the way back.
                     out.append(ReasoningPart("", sig, provider=PROTOCOL))
-        elif _is_kept(raw, _SERVER_PARTS + _MODEL_MEDIA):
+        elif _is_kept(raw, _SERVER_PARTS + _MODEL_MEDIA, p):
             out.append(OpaquePart(PROTOCOL, raw, p))  # its thoughtSignature stays in it
         elif sig:
             out.append(ReasoningPart("", sig, provider=PROTOCOL))
@@ -190,8 +184,16 @@ def _model_parts(parts: List[Any], path: str, turn: int) -> List[ContentPart]:
     return out
 
 
-def _is_kept(raw: Mapping[str, Any], kinds: Tuple[str, ...]) -> bool:
-    return any(get(raw, kind) is not None for kind in kinds)
+def _is_kept(raw: Mapping[str, Any], kinds: Tuple[str, ...], path: str) -> bool:
+    """A part of one of `kinds`, kept whole. Each is an object on this wire: another value is the client's
+    mistake, a 400 naming it (not the upstream's own 400, nor for another wire a server-side block's)."""
+    kept = False
+    for kind in kinds:
+        value = get(raw, kind)
+        if value is not None and not isinstance(value, dict):
+            raise InvalidRequest(f"'{path}.{kind}' must be an object.", param=f"{path}.{kind}", code="invalid_type")
+        kept = kept or value is not None
+    return kept
 
 
 def _note_opaque(parts: List[Any], extras: Dict[str, Any]) -> None:
@@ -227,7 +229,7 @@ def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tup
             results.append(ToolResultPart(call_id, (TextPart(text), *media), is_error=is_error, name=name))
         elif isinstance(raw.get("text"), str):
             others.append(TextPart(raw["text"]))
-        elif _is_kept(raw, _SERVER_PARTS):
+        elif _is_kept(raw, _SERVER_PARTS, p):
             others.append(OpaquePart(PROTOCOL, raw, p))
         else:
             others.append(_media_in(raw, p))

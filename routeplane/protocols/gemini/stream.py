@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
@@ -22,6 +22,7 @@ from ...language_model.types import (
     TextDelta,
     TextEnd,
     TextStart,
+    TokenLogprobs,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -30,6 +31,7 @@ from ...language_model.types import (
 )
 from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..carried import carry
+from ..scores import Scores
 from ..sse import SSEEvent, dumps
 from .request import PROTOCOL, synthetic_id
 from .response import (
@@ -64,6 +66,8 @@ class GeminiStreamEncoder(StreamEncoder):
         self._emitted = False
         self._closed = False
         self._held: Optional[List[Dict[str, Any]]] = None
+        self._held_scores: Dict[str, Any] = {}  # the held chunk's logprobsResult and avgLogprobs
+        self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
         self._prompt = prompt
         self._chars = 0
         self._show_thoughts = shows_thoughts(prompt)
@@ -77,22 +81,24 @@ class GeminiStreamEncoder(StreamEncoder):
         self._emitted = True
         return prefix + payload
 
-    def _chunk(self, parts: List[Dict[str, Any]]) -> bytes:
+    def _chunk(self, parts: List[Dict[str, Any]], scores: Optional[Dict[str, Any]] = None) -> bytes:
         """Queue a chunk; out goes the one before it. The last content chunk is held
         so it can carry the finishReason: google-genai's chat drops a whole turn from
         its history when any chunk has no parts."""
         out = self._flush() if self._held is not None else b""
-        self._held = parts
+        self._held, self._held_scores = parts, scores or {}
         return out
 
     def _flush(self, finish: Optional[str] = None) -> bytes:
         parts, self._held = self._held, None
-        return self._frame(self._body(parts or [{"text": ""}], finish))
+        return self._frame(self._body(parts or [{"text": ""}], finish, self._held_scores))
 
-    def _body(self, parts: List[Dict[str, Any]], finish: Optional[str] = None) -> Dict[str, Any]:
+    def _body(self, parts: List[Dict[str, Any]], finish: Optional[str] = None,
+              scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
         cand: Dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if finish:
             cand["finishReason"] = finish
+        cand.update(scores or {})
         body: Dict[str, Any] = {"candidates": [cand]}
         if self._usage is not None:
             body["usageMetadata"] = encode_usage(self._usage)
@@ -109,7 +115,12 @@ class GeminiStreamEncoder(StreamEncoder):
         elif isinstance(part, TextDelta):
             if part.text:
                 self._chars += len(part.text)
-                return self._chunk([{"text": part.text}])
+                scores = self._scores.get(part.index)
+                entries = scores.matched(part.text) if scores is not None else None
+                return self._chunk([{"text": part.text}], merged_scores(entries) if entries else None)
+        elif isinstance(part, TokenLogprobs):
+            if part.protocol == PROTOCOL:  # another wire's entries have another shape
+                self._scores.setdefault(part.index, Scores()).add(part.entries, part.text)
         elif isinstance(part, ReasoningStart):
             self._reasoning[part.index] = {"provider": part.provider, "sig": "", "text": False, "all": [],
                                            "redacted": part.redacted}
@@ -184,10 +195,36 @@ class GeminiStreamEncoder(StreamEncoder):
 
     def error(self, err: RouteplaneError) -> bytes:
         # google-genai raises ClientError/ServerError on a chunk whose JSON is {"error": …}.
-        held = self._frame(self._body(self._held)) if self._held else b""
+        held = self._frame(self._body(self._held, None, self._held_scores)) if self._held else b""
         self._held = None
         frame = held + self._frame(error_body(err))
         return frame + (b"]" if not self._sse and not self._closed else b"")
+
+
+_SCORES = ("logprobsResult", "avgLogprobs")
+
+
+def merged_scores(entries: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
+    """The candidate fields for a chunk whose text several upstream chunks scored (a hook joined their
+    text): their tokens in order, the sum of their log probabilities, the average over all tokens."""
+    if len(entries) == 1:
+        return dict(entries[0])
+    results = [e.get("logprobsResult") for e in entries]
+    if not all(isinstance(r, dict) for r in results):
+        return {}
+    merged: Dict[str, Any] = {}
+    for key in ("topCandidates", "chosenCandidates"):
+        if all(isinstance(r.get(key), list) for r in results):
+            merged[key] = [c for r in results for c in r[key]]
+    sums = [r.get("logProbabilitySum") for r in results]
+    if all(isinstance(v, (int, float)) for v in sums):
+        merged["logProbabilitySum"] = sum(sums)
+    out: Dict[str, Any] = {"logprobsResult": merged}
+    counts = [len(r.get("chosenCandidates") or ()) for r in results]
+    avgs = [e.get("avgLogprobs") for e in entries]
+    if all(isinstance(v, (int, float)) for v in avgs) and sum(counts):
+        out["avgLogprobs"] = sum(a * n for a, n in zip(avgs, counts)) / sum(counts)
+    return out
 
 
 class GeminiStreamDecoder(StreamDecoder):
@@ -242,9 +279,11 @@ class GeminiStreamDecoder(StreamDecoder):
             cand = candidates[0]
             content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
             parts = content.get("parts")
+            start = len(out)
             for raw in parts if isinstance(parts, list) else []:
                 if isinstance(raw, dict):
                     out.extend(self._part(raw))
+            _score(out, start, {k: cand[k] for k in _SCORES if cand.get(k) is not None})
             if isinstance(cand.get("finishReason"), str):
                 self._finish = cand["finishReason"]
         if usage is not None:
@@ -347,3 +386,16 @@ class GeminiStreamDecoder(StreamDecoder):
                 reason = FinishReason.TOOL_CALLS
         out.append(Finish(reason, wire_reason=self._finish, wire=PROTOCOL))
         return out
+
+
+def _score(out: List[StreamPart], start: int, scores: Dict[str, Any]) -> None:
+    """A chunk's logprobsResult / avgLogprobs (asked for with responseLogprobs) score its answer text: a
+    TokenLogprobs just before the first TextDelta of that text. Scores of text a call or a server-side
+    part split into two blocks are left out: no one block's text is theirs."""
+    if not isinstance(scores.get("logprobsResult"), dict):
+        return
+    deltas = [(i, p) for i, p in enumerate(out[start:], start) if isinstance(p, TextDelta)]
+    if not deltas or len({p.index for _, p in deltas}) != 1:
+        return
+    first, block = deltas[0][0], deltas[0][1].index
+    out.insert(first, TokenLogprobs(block, PROTOCOL, (scores,), "".join(p.text for _, p in deltas)))

@@ -29,6 +29,7 @@ from ...language_model.types import (
     UsageUpdate,
 )
 from ..base import StreamDecoder, StreamEncoder, bad_upstream
+from ..scores import Scores
 from ..sse import SSEEvent, dumps
 from .response import (
     FINISH_FROM_WIRE,
@@ -64,7 +65,7 @@ class ChatStreamEncoder(StreamEncoder):
         # A legacy `functions` client: the (one) call streams as delta.function_call.
         self._legacy = legacy_functions(prompt)
         self._function_call: Optional[int] = None  # its canonical block index
-        self._scores: Dict[int, _Scores] = {}  # text block index → its pending log probabilities
+        self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
 
     def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None, logprobs: Any = None) -> bytes:
         chunk = {
@@ -104,7 +105,7 @@ class ChatStreamEncoder(StreamEncoder):
                 out.append(self._chunk({key: part.text}, logprobs=logprobs))
         elif isinstance(part, TokenLogprobs):
             if part.protocol == PROTOCOL:
-                self._scores.setdefault(part.index, _Scores()).add(part.entries, part.text)
+                self._scores.setdefault(part.index, Scores()).add(part.entries, part.text)
         elif isinstance(part, ReasoningDelta):
             if self._reasoning_field is not None and part.text:
                 self._start(out)
@@ -166,37 +167,6 @@ class ChatStreamEncoder(StreamEncoder):
     def error(self, err: RouteplaneError) -> bytes:
         # A `data:` object with an `error` key makes the OpenAI SDK raise APIError.
         return b"data: " + dumps(error_body(err)).encode() + b"\n\n"
-
-
-class _Scores:
-    """A text block's log probabilities, each batch released with the chunk whose text completes the
-    text it scored. Text the encoder writes that departs from the scored text (a hook redacted or
-    rewrote it) ends the block's log probabilities: the entries name the upstream's own tokens."""
-
-    __slots__ = ("pending", "unmatched", "broken")
-
-    def __init__(self) -> None:
-        self.pending: List[Any] = []
-        self.unmatched = ""  # scored text not yet written
-        self.broken = False
-
-    def add(self, entries: Tuple[Any, ...], text: str) -> None:
-        if not self.broken:
-            self.pending.extend(entries)
-            self.unmatched += text
-
-    def matched(self, text: str) -> Optional[List[Any]]:
-        """The entries to send with a chunk of `text`, or None."""
-        if self.broken or not self.unmatched:
-            return None  # text no upstream entry scored (a hook's own): the scored text is still ahead
-        if not self.unmatched.startswith(text):
-            self.broken, self.pending, self.unmatched = True, [], ""
-            return None
-        self.unmatched = self.unmatched[len(text):]
-        if self.unmatched:
-            return None
-        entries, self.pending = self.pending, []
-        return entries
 
 
 def _custom_fragment(frag: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:

@@ -84,10 +84,6 @@ def decode_request(body: Any) -> Prompt:
     include = expect(body.get("include"), list, "include") or []
     if not all(isinstance(v, str) for v in include):
         raise InvalidRequest("'include' must be an array of strings.", param="include", code="invalid_type")
-    if LOGPROBS_INCLUDE in include:
-        # The answer's output_text parts are rebuilt from canonical text, which carries no log probabilities.
-        raise InvalidRequest(f"'include' asks for {LOGPROBS_INCLUDE!r}, which this gateway does not return: "
-                             "remove it.", param="include", code="unsupported_value")
     model = expect(body.get("model"), str, "model", required=True)
     if not model:
         raise InvalidRequest("'model' must not be empty.", param="model")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
 from ...ids import new_hex
@@ -84,16 +84,24 @@ def _int(v: Any) -> int:
 # --- output items ----------------------------------------------------------
 
 
+# Generation.extras: each output_text's `logprobs` (asked for with include "message.output_text.logprobs")
+# and, under a `_`-key, its text as it came (hooks leave those alone, docs/plugins.md), in order; written
+# back only beside the same text (a hook that rewrote it, e.g. a redaction, must not leave the original
+# tokens showing).
+LOGPROBS_KEY, LOGPROBS_TEXT_KEY = "logprobs", "_logprobs_text"
+Scored = Sequence[Tuple[str, Sequence[Any]]]
+
 # Output item types the canonical model has a form for; every other item (web_search_call, mcp_call,
 # image_generation_call, ...) is an OpaquePart, kept verbatim for a Responses client.
 CANONICAL_ITEMS = frozenset({"message", "function_call", "custom_tool_call", "reasoning"})
 
 
-def content_part(text: str, refusal: bool = False, annotations: Any = ()) -> Dict[str, Any]:
+def content_part(text: str, refusal: bool = False, annotations: Any = (), logprobs: Any = ()) -> Dict[str, Any]:
     """A message's content part: the model's text, or its refusal (kept apart: the SDK's parse() relies on it)."""
     if refusal:
         return {"type": "refusal", "refusal": text}
-    return {"type": "output_text", "text": text, "annotations": [dict(a) for a in annotations], "logprobs": []}
+    return {"type": "output_text", "text": text, "annotations": [dict(a) for a in annotations],
+            "logprobs": [dict(x) for x in logprobs]}
 
 
 def own_annotations(p: TextPart) -> Tuple[Any, ...]:
@@ -101,10 +109,13 @@ def own_annotations(p: TextPart) -> Tuple[Any, ...]:
     return p.annotations if p.annotations_protocol == PROTOCOL else ()
 
 
-def message_item(item_id: str, parts: List[TextPart], status: str = "completed") -> Dict[str, Any]:
+def message_item(item_id: str, parts: List[TextPart], status: str = "completed",
+                 logprobs: Sequence[Sequence[Any]] = ()) -> Dict[str, Any]:
+    """`logprobs`: each part's, in order (none for a part past its end)."""
     return {
         "type": "message", "id": item_id, "role": "assistant", "status": status,
-        "content": [content_part(p.text, p.refusal, own_annotations(p)) for p in parts],
+        "content": [content_part(p.text, p.refusal, own_annotations(p), logprobs[k] if k < len(logprobs) else ())
+                    for k, p in enumerate(parts)],
     }
 
 
@@ -141,18 +152,26 @@ def reasoning_identity(part: ReasoningPart) -> Tuple[str, Optional[str]]:
     return new_id("rs"), carry(part)
 
 
-def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
+def encode_output(parts: Tuple[ContentPart, ...], scored: Scored = ()) -> List[Dict[str, Any]]:
+    """`scored`: the upstream's output_text texts and logprobs, in order (LOGPROBS_KEY); each text part
+    gets its logprobs only if its text is still the one they scored."""
     out: List[Dict[str, Any]] = []
     texts: List[TextPart] = []
+    logprobs: List[Sequence[Any]] = []
+    k = 0  # output_text parts so far
 
     def flush() -> None:
         if texts:
-            out.append(message_item(new_id("msg"), list(texts)))
+            out.append(message_item(new_id("msg"), list(texts), logprobs=list(logprobs)))
             texts.clear()
+            logprobs.clear()
 
     for p in parts:
         if isinstance(p, TextPart):
             texts.append(p)
+            own = scored[k] if not p.refusal and k < len(scored) else None
+            logprobs.append(own[1] if own is not None and own[0] == p.text else ())
+            k += 0 if p.refusal else 1
         elif isinstance(p, ToolCallPart):
             flush()
             out.append((custom_call_item if p.custom else function_call_item)(call_item_id(p), p))
@@ -160,9 +179,10 @@ def encode_output(parts: Tuple[ContentPart, ...]) -> List[Dict[str, Any]]:
             flush()
             item_id, encrypted = reasoning_identity(p)
             out.append(reasoning_item(item_id, p.text, encrypted))
-        elif isinstance(p, OpaquePart) and p.protocol == PROTOCOL:
-            flush()
-            out.append(dict(p.block))  # a hosted tool's item, as the upstream sent it
+        elif isinstance(p, OpaquePart):
+            flush()  # another wire's block is left out, but still ends a message, as it does streamed
+            if p.protocol == PROTOCOL:
+                out.append(dict(p.block))  # a hosted tool's item, as the upstream sent it
     flush()
     return out
 
@@ -203,8 +223,11 @@ def response_object(rid: str, prompt: Prompt, created: int, status: str, output:
 
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     status, incomplete = status_of(gen.finish_reason)
+    scored: Scored = ()
+    if gen.extras_protocol == PROTOCOL and LOGPROBS_KEY in gen.extras:
+        scored = list(zip(gen.extras.get(LOGPROBS_TEXT_KEY) or (), gen.extras[LOGPROBS_KEY]))
     return response_object(response_id(gen.id), prompt, gen.created or int(time.time()), status,
-                           encode_output(gen.parts), gen.usage, incomplete)
+                           encode_output(gen.parts, scored), gen.usage, incomplete)
 
 
 def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
@@ -295,6 +318,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         # A background response: its output comes later, from a retrieve this gateway never makes.
         raise bad_upstream(target, f"the response is still {status} (background mode is not supported)")
     parts = decode_output(body.get("output"), target)
+    scored = _scored(body["output"])
     return Generation(
         id=str(body.get("id") or ""),
         model=str(body.get("model") or target.model),
@@ -302,7 +326,18 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         finish_reason=finish_of(status, body.get("incomplete_details"), parts),
         usage=decode_usage(body.get("usage")) or Usage(reported=False),
         created=body["created_at"] if isinstance(body.get("created_at"), int) else int(time.time()),
+        extras={LOGPROBS_TEXT_KEY: [t for t, _ in scored], LOGPROBS_KEY: [e for _, e in scored]} if scored else {},
+        extras_protocol=PROTOCOL if scored else None,
     )
+
+
+def _scored(items: List[Any]) -> List[Tuple[str, List[Any]]]:
+    """Each output_text's (text, logprobs), in the order decode_output makes their text parts; [] if none has any."""
+    scored = [(c["text"], [x for x in c["logprobs"] if isinstance(x, dict)] if isinstance(c.get("logprobs"), list)
+               else []) for item in items if isinstance(item, dict) and item.get("type") == "message"
+              for c in as_list(item.get("content"))
+              if isinstance(c, dict) and c.get("type") == "output_text" and isinstance(c.get("text"), str)]
+    return scored if any(entries for _, entries in scored) else []
 
 
 # `ResponseError.code` of the SDK (a closed set: openai/types/responses/response_error.py).

@@ -25,6 +25,7 @@ from ...language_model.types import (
     TextEnd,
     TextPart,
     TextStart,
+    TokenLogprobs,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallPart,
@@ -33,6 +34,7 @@ from ...language_model.types import (
     UsageUpdate,
 )
 from ..base import StreamEncoder
+from ..scores import Scores
 from ..sse import frame
 from .request import PROTOCOL
 from .response import (
@@ -65,6 +67,7 @@ class _Item:
     part_open: bool = False
     refusal: bool = False  # a message whose one content part is the model's refusal
     notes: List[Dict[str, Any]] = field(default_factory=list)  # a message's output_text annotations
+    logprobs: List[Any] = field(default_factory=list)  # a message's output_text logprobs, as released
 
 
 class ResponsesStreamEncoder(StreamEncoder):
@@ -90,6 +93,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._usage: Optional[Usage] = None
         self._finish: Optional[FinishReason] = None
         self._ended = False
+        self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
 
     # --- framing ---
 
@@ -124,8 +128,11 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._usage = part.usage
         elif isinstance(part, Finish):
             self._finish = part.reason
-        elif isinstance(part, (OpaqueBlock, TextAnnotation)) and part.protocol != PROTOCOL:
-            pass  # another wire's server-tool block or citation: this wire has no form for it
+        elif isinstance(part, (OpaqueBlock, TextAnnotation, TokenLogprobs)) and part.protocol != PROTOCOL:
+            pass  # another wire's server-tool block, citation or log probabilities: this wire has no form for it
+        elif isinstance(part, TokenLogprobs):
+            # Kept by block, whatever item it is in now: released with the delta completing their text.
+            self._scores.setdefault(part.index, Scores()).add(part.entries, part.text)
         else:
             self._route(part, out)
         return b"".join(out)
@@ -175,8 +182,11 @@ class ResponsesStreamEncoder(StreamEncoder):
                     self._event(out, "response.refusal.delta", item_id=item.id, output_index=item.output_index,
                                 content_index=0, delta=part.text)
                 else:
+                    scores = self._scores.get(part.index)
+                    entries = [dict(x) for x in scores.matched(part.text) or ()] if scores is not None else []
+                    item.logprobs.extend(entries)
                     self._event(out, "response.output_text.delta", item_id=item.id, output_index=item.output_index,
-                                content_index=0, delta=part.text, logprobs=[])
+                                content_index=0, delta=part.text, logprobs=entries)
         elif isinstance(part, TextAnnotation):
             self._annotate(out, part)
         elif isinstance(part, OpaqueBlock):
@@ -281,7 +291,8 @@ class ResponsesStreamEncoder(StreamEncoder):
 
     def _message(self, item: _Item) -> Dict[str, Any]:
         return message_item(item.id, [TextPart("".join(item.text), refusal=item.refusal,
-                                               annotations=tuple(item.notes), annotations_protocol=PROTOCOL)])
+                                               annotations=tuple(item.notes), annotations_protocol=PROTOCOL)],
+                            logprobs=[item.logprobs])
 
     def _reasoning_delta(self, out: List[bytes], item: _Item, text: str) -> None:
         if item.output_index < 0:
@@ -307,9 +318,9 @@ class ResponsesStreamEncoder(StreamEncoder):
                             content_index=0, refusal=text)
             else:
                 self._event(out, "response.output_text.done", item_id=item.id, output_index=item.output_index,
-                            content_index=0, text=text, logprobs=[])
+                            content_index=0, text=text, logprobs=list(item.logprobs))
             self._event(out, "response.content_part.done", item_id=item.id, output_index=item.output_index,
-                        content_index=0, part=content_part(text, item.refusal, item.notes))
+                        content_index=0, part=content_part(text, item.refusal, item.notes, item.logprobs))
             done = self._message(item)
         elif item.kind == "function_call":
             if not text.strip():

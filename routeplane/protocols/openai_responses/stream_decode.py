@@ -19,6 +19,7 @@ from ...language_model.types import (
     TextDelta,
     TextEnd,
     TextStart,
+    TokenLogprobs,
     ToolCallDelta,
     ToolCallEnd,
     ToolCallStart,
@@ -28,6 +29,20 @@ from ..base import StreamDecoder, as_list, bad_upstream
 from ..sse import SSEEvent
 from .request import PROTOCOL, pack_reasoning_signature
 from .response import CANONICAL_ITEMS, decode_usage, failed_error, failure, incomplete_reason
+
+
+def _pending_key(data: Dict[str, Any], ikey: str) -> Any:
+    """A hosted item's key from added to done: its output_index (a compatible server may give the id in
+    one event only), else its id."""
+    index = data.get("output_index")
+    return index if isinstance(index, int) and not isinstance(index, bool) else ikey
+
+
+def _logprobs(block: int, entries: Any, text: str) -> List[StreamPart]:
+    """The `logprobs` an event gives for its text (asked for with include "message.output_text.logprobs")."""
+    if not isinstance(entries, list) or not entries:
+        return []
+    return [TokenLogprobs(block, PROTOCOL, tuple(x for x in entries if isinstance(x, dict)), text)]
 
 
 class ResponsesStreamDecoder(StreamDecoder):
@@ -47,7 +62,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._seen: Dict[int, bool] = {}  # block → had deltas
         self._open: List[int] = []
         self._tools = False
-        self._pending: Dict[str, Dict[str, Any]] = {}  # hosted-tool item key → its added item, until done
+        self._pending: Dict[Any, Dict[str, Any]] = {}  # hosted-tool item (_pending_key) → its added item, until done
         self._notes: Dict[int, int] = {}  # text block → annotations relayed
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
@@ -87,7 +102,7 @@ class ResponsesStreamDecoder(StreamDecoder):
                 out.append(ReasoningStart(block, PROTOCOL))
                 self._blocks[(f"#{data.get('output_index')}", 0)] = block
             elif isinstance(item.get("type"), str) and item["type"] not in CANONICAL_ITEMS:
-                self._pending[ikey] = item
+                self._pending[_pending_key(data, ikey)] = item
         elif kind == "response.content_part.added":
             part = data.get("part") if isinstance(data.get("part"), dict) else {}
             self._text_block(key, data, out, part.get("type") == "refusal")
@@ -95,12 +110,14 @@ class ResponsesStreamDecoder(StreamDecoder):
             block = self._text_block(key, data, out, kind == "response.refusal.delta")
             if isinstance(data.get("delta"), str) and data["delta"]:
                 self._seen[block] = True
+                out.extend(_logprobs(block, data.get("logprobs"), data["delta"]))
                 out.append(TextDelta(block, data["delta"]))
         elif kind in ("response.output_text.done", "response.refusal.done"):
             block = self._text_block(key, data, out, kind == "response.refusal.done")
             full = data.get("text") if kind.endswith("text.done") else data.get("refusal")
             if not self._seen.get(block) and isinstance(full, str) and full:
                 self._seen[block] = True
+                out.extend(_logprobs(block, data.get("logprobs"), full))
                 out.append(TextDelta(block, full))
         elif kind == "response.output_text.annotation.added":
             block = self._text_block(key, data, out)
@@ -202,6 +219,7 @@ class ResponsesStreamDecoder(StreamDecoder):
                 if block is not None:
                     if not self._seen.get(block) and isinstance(text, str) and text:
                         self._seen[block] = True
+                        out.extend(_logprobs(block, c.get("logprobs"), text))
                         out.append(TextDelta(block, text))
                     if isinstance(c, dict):
                         self._late_notes(block, c.get("annotations"), out)
@@ -226,7 +244,7 @@ class ResponsesStreamDecoder(StreamDecoder):
                     out.append(ReasoningEnd(block, pack_reasoning_signature(str(item.get("id") or ""),
                                                                             item.get("encrypted_content"))))
         elif isinstance(item.get("type"), str) and item["type"] not in CANONICAL_ITEMS:
-            self._pending.pop(ikey, None)
+            self._pending.pop(_pending_key(data, ikey), None)
             out.append(self._opaque(item))
         return out
 
@@ -242,7 +260,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         if not self._pending:
             return []
         final = {str(i.get("id")): i for i in as_list(resp.get("output")) if isinstance(i, dict) and i.get("id")}
-        out: List[StreamPart] = [self._opaque(final.get(ikey, item)) for ikey, item in self._pending.items()]
+        out: List[StreamPart] = [self._opaque(final.get(str(item.get("id")), item)) for item in self._pending.values()]
         self._pending.clear()
         return out
 
