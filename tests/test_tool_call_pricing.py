@@ -117,3 +117,19 @@ def test_the_spend_log_bills_the_searches(gateway: GatewayProcess, up: FakeUpstr
     assert message.usage.server_tool_use.web_search_requests == 3
     row = spend_row(gateway.db_url, rid)  # type: ignore[attr-defined]
     assert row["cost_micro_usd"] == 3000 + 1500 + 30000
+
+
+def test_kept_blocks_count_in_the_token_estimates() -> None:
+    """A history holding a 40,000-character code result or fetched page counted as 0 characters in the
+    local estimates (count_tokens, budget reservations, a stream without usage)."""
+    from routeplane.language_model.stream import GenerationAccumulator, output_chars, prompt_text
+    from routeplane.language_model.types import Generation, Message, OpaqueBlock, OpaquePart, Prompt, Role, TextPart
+
+    page = {"type": "web_fetch_tool_result", "tool_use_id": "srvtoolu_1", "content": {"text": "x" * 40000}}
+    prompt = Prompt(model="m", messages=(Message(Role.USER, (TextPart("hi"),)),
+                                         Message(Role.ASSISTANT, (OpaquePart("anthropic_messages", page),))))
+    assert len(prompt_text(prompt)) > 40000
+    assert output_chars(Generation("g", "m", (OpaquePart("anthropic_messages", page),))) > 40000
+    acc = GenerationAccumulator()
+    acc.add(OpaqueBlock(0, "anthropic_messages", page))
+    assert acc.output_chars > 40000

@@ -113,6 +113,7 @@ class GenerationAccumulator:
                 b["notes_protocol"] = part.protocol
         elif isinstance(part, OpaqueBlock):
             self._open(part.index, {"kind": "opaque", "part": OpaquePart(part.protocol, part.block)})
+            self.output_chars += len(json.dumps(part.block, ensure_ascii=False))
         elif isinstance(part, UsageUpdate):
             self.usage = part.usage
         elif isinstance(part, Finish):
@@ -208,6 +209,8 @@ def prompt_text(prompt: Prompt) -> str:
                 chunks.append(p.text())
             elif isinstance(p, ReasoningPart):
                 chunks.append(p.text)
+            elif isinstance(p, OpaquePart):  # a fetched page, a code result: the upstream reads all of it
+                chunks.append(json.dumps(p.block, ensure_ascii=False))
     for t in prompt.tools:
         chunks.append(t.name + (t.description or "") + json.dumps(t.format if t.custom else t.parameters))
     return "".join(chunks)
@@ -221,6 +224,8 @@ def output_chars(gen: Generation) -> int:
             n += len(p.text)
         elif isinstance(p, ToolCallPart):
             n += len(p.name) + len(p.arguments)
+        elif isinstance(p, OpaquePart):
+            n += len(json.dumps(p.block, ensure_ascii=False))
     return n
 
 

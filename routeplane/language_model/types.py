@@ -309,8 +309,8 @@ class TextAnnotation:
 @dataclass(frozen=True)
 class TokenLogprobs:
     """The log probabilities an upstream gave for a piece of streamed text (an OpenAI Chat chunk's
-    `logprobs.content` or `logprobs.refusal` entries), sent by the decoder just before the TextDelta of
-    that `text`. A client encoder of `protocol` attaches them to the chunk whose text completes `text`,
+    `logprobs.content` or `logprobs.refusal` entries, a Responses delta's `logprobs`, a Gemini chunk's
+    `logprobsResult`), sent by the decoder just before the TextDelta of that `text`. A client encoder of `protocol` attaches them to the chunk whose text completes `text`,
     and drops them for good once the text it writes stops matching the scored text (a hook rewrote it:
     the entries would show the original tokens)."""
 
