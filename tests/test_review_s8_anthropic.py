@@ -491,3 +491,21 @@ def test_a_paused_turn_bound_for_another_wire_names_its_server_tool_block() -> N
     target = RoutingTarget("oc", "gpt", "openai_chat", base_url="http://127.0.0.1:9/v1")
     reason, param = _problem(prompt, target)
     assert param == "messages[1].content[0]" and "prefill" not in reason
+
+
+def test_a_documents_citation_options_reach_anthropic_only() -> None:
+    """`citations: {enabled: true}` on a document was dropped even Anthropic to Anthropic, so answers about
+    documents never carried citations through the gateway."""
+    from routeplane.language_model.routing import RoutingTarget
+    from routeplane.protocols.anthropic_messages.request import decode_request, encode_request
+    from routeplane.protocols.gemini.request import encode_request as gemini_request
+
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is blue."},
+           "title": "Sky", "context": "a note", "citations": {"enabled": True}}
+    prompt = decode_request({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [doc, {"type": "text", "text": "What colour?"}]}]})
+    an = RoutingTarget("an", "claude", "anthropic_messages", base_url="http://127.0.0.1:9")
+    assert encode_request(prompt, an, False)["messages"][0]["content"][0] == doc
+    ge = RoutingTarget("ge", "gemini-x", "gemini", base_url="http://127.0.0.1:9")
+    sent = json.dumps(gemini_request(prompt, ge, False))
+    assert "citations" not in sent and "a note" not in sent

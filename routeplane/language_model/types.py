@@ -52,8 +52,11 @@ class ImagePart:
     media_type: Optional[str] = None
     detail: Optional[str] = None
     cache_control: Optional[Mapping[str, Any]] = None
-    # A Gemini part's own fields beside its data (`videoMetadata`, `mediaResolution`), sent back only to Gemini.
+    # The part's own fields beside its data on the wire it came from (Gemini `videoMetadata` and
+    # `mediaResolution`, an Anthropic document's `citations` and `context`), sent back only to that wire,
+    # `part_fields_protocol` (None is Gemini's, as before it was named).
     part_fields: Optional[Mapping[str, Any]] = None
+    part_fields_protocol: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,11 @@ class FilePart:
     media_type: Optional[str] = None
     filename: Optional[str] = None
     cache_control: Optional[Mapping[str, Any]] = None
-    # A Gemini part's own fields beside its data (`videoMetadata`, `mediaResolution`), sent back only to Gemini.
+    # The part's own fields beside its data on the wire it came from (Gemini `videoMetadata` and
+    # `mediaResolution`, an Anthropic document's `citations` and `context`), sent back only to that wire,
+    # `part_fields_protocol` (None is Gemini's, as before it was named).
     part_fields: Optional[Mapping[str, Any]] = None
+    part_fields_protocol: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -204,6 +204,8 @@ def _document_block(p: FilePart) -> Dict[str, Any]:
     else:
         source = {"type": "base64", "media_type": p.media_type or "application/pdf", "data": p.data or ""}
     block: Dict[str, Any] = {"type": "document", "source": source}
+    if p.part_fields and p.part_fields_protocol == PROTOCOL:  # `citations`, `context`: an Anthropic client's
+        block.update(p.part_fields)
     if p.filename:
         block["title"] = p.filename
     if p.cache_control is not None:

@@ -247,25 +247,29 @@ def _decode_image(block: Dict[str, Any], path: str) -> ContentPart:
     raise InvalidRequest(f"Unsupported image source type {kind!r} at '{path}.source'.", param=f"{path}.source.type")
 
 
+_DOCUMENT_FIELDS = frozenset({"type", "source", "title", "cache_control"})
+
+
 def _decode_document(block: Dict[str, Any], path: str) -> FilePart:
     source = expect(block.get("source"), dict, f"{path}.source", required=True)
     kind = source.get("type")
     cache = _cache(block, path)
     title = block.get("title") if isinstance(block.get("title"), str) else None
+    # `citations: {enabled: true}`, `context`: what only Anthropic does with a document (cite it), kept for it.
+    own = {k: v for k, v in block.items() if k not in _DOCUMENT_FIELDS} or None
+    fields = dict(cache_control=cache, filename=title, part_fields=own, part_fields_protocol=PROTOCOL if own else None)
     if kind == "base64":
         return FilePart(data=expect(source.get("data"), str, f"{path}.source.data", required=True),
-                        media_type=str(source.get("media_type") or "application/pdf"), filename=title,
-                        cache_control=cache)
+                        media_type=str(source.get("media_type") or "application/pdf"), **fields)
     if kind == "text":
         text = expect(source.get("data"), str, f"{path}.source.data", required=True)
         return FilePart(data=base64.b64encode(text.encode("utf-8")).decode("ascii"), media_type="text/plain",
-                        filename=title, cache_control=cache)
+                        **fields)
     if kind == "url":
-        return FilePart(url=expect(source.get("url"), str, f"{path}.source.url", required=True), filename=title,
-                        cache_control=cache)
+        return FilePart(url=expect(source.get("url"), str, f"{path}.source.url", required=True), **fields)
     if kind == "file":
         return FilePart(file_id=expect(source.get("file_id"), str, f"{path}.source.file_id", required=True),
-                        filename=title, cache_control=cache)
+                        **fields)
     raise InvalidRequest(f"Unsupported document source type {kind!r} at '{path}.source'.", param=f"{path}.source.type")
 
 

@@ -249,14 +249,14 @@ def _media_in(raw: Any, p: str, strict: bool = False) -> ContentPart:
         mime = expect(get(inline, "mimeType"), str, f"{p}.inlineData.mimeType") or "application/octet-stream"
         data = expect(inline.get("data"), str, f"{p}.inlineData.data", required=True)
         if mime.startswith("image/"):
-            return ImagePart(data=data, media_type=mime, part_fields=fields)
-        return FilePart(data=data, media_type=mime, part_fields=fields)
+            return ImagePart(data=data, media_type=mime, part_fields=fields, part_fields_protocol=PROTOCOL)
+        return FilePart(data=data, media_type=mime, part_fields=fields, part_fields_protocol=PROTOCOL)
     if isinstance(file_data, dict):
         mime = expect(get(file_data, "mimeType"), str, f"{p}.fileData.mimeType")
         uri = expect(get(file_data, "fileUri"), str, f"{p}.fileData.fileUri", required=True)
         if mime and mime.startswith("image/"):
-            return ImagePart(url=uri, media_type=mime, part_fields=fields)
-        return FilePart(url=uri, media_type=mime, part_fields=fields)
+            return ImagePart(url=uri, media_type=mime, part_fields=fields, part_fields_protocol=PROTOCOL)
+        return FilePart(url=uri, media_type=mime, part_fields=fields, part_fields_protocol=PROTOCOL)
     raise InvalidRequest(f"Unsupported part at '{p}'" + (" (expected inlineData or fileData)." if strict else "."), param=p)
 
 
@@ -426,7 +426,8 @@ def _missing_response(call: Dict[str, Any]) -> Dict[str, Any]:
 
 def _media_part(p: ContentPart) -> Optional[Dict[str, Any]]:
     part = _media_data(p)
-    if part is not None and isinstance(p, (ImagePart, FilePart)) and p.part_fields:
+    if (part is not None and isinstance(p, (ImagePart, FilePart)) and p.part_fields
+            and p.part_fields_protocol in (None, PROTOCOL)):
         part.update(p.part_fields)
     return part
 
