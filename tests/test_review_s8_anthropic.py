@@ -509,3 +509,14 @@ def test_a_documents_citation_options_reach_anthropic_only() -> None:
     ge = RoutingTarget("ge", "gemini-x", "gemini", base_url="http://127.0.0.1:9")
     sent = json.dumps(gemini_request(prompt, ge, False))
     assert "citations" not in sent and "a note" not in sent
+
+
+@pytest.mark.parametrize("kind", [{}, [], 3, None])
+def test_a_user_block_whose_type_is_not_a_string_is_a_400(kind: Any) -> None:
+    """Found by the codec fuzzer: an object as a user block's `type` was a TypeError (a 500)."""
+    from routeplane.errors import InvalidRequest
+    from routeplane.protocols.anthropic_messages.request import decode_request
+
+    with pytest.raises(InvalidRequest) as info:
+        decode_request({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": [{"type": kind}]}]})
+    assert info.value.param == "messages[0].content[0].type"

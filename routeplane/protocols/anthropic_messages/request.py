@@ -203,7 +203,7 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         elif kind == "redacted_thinking" and role == "assistant":
             parts.append(ReasoningPart(redacted=expect(block.get("data"), str, f"{bpath}.data", required=True),
                                        provider=PROTOCOL))
-        elif opaque_in_assistant(kind) if role == "assistant" else kind in USER_OPAQUE:
+        elif isinstance(kind, str) and (opaque_in_assistant(kind) if role == "assistant" else kind in USER_OPAQUE):
             # Server-tool blocks (server_tool_use, web_search_tool_result, …), a user's search_result: sent
             # back verbatim to an Anthropic upstream, a 400 for any other (protocols/wire_only.py).
             parts.append(OpaquePart(PROTOCOL, block, bpath))
