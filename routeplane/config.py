@@ -412,13 +412,16 @@ def _flatten(messages: Any, prefix: str = "") -> List[str]:
     return out
 
 
-def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, str]] = None) -> Config:
+def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, str]] = None,
+                 unset_ok: bool = False) -> Config:
+    """`unset_ok`: an unset `${VAR}` stays as written, for a command that needs none of the config's
+    secrets (`routeplane spend --database URL`: the store is named, the provider keys are not used)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the top level must be a mapping")
     unset: List[str] = []
-    interpolated = interpolate(raw, os.environ if env is None else env, missing=unset)
+    interpolated = interpolate(raw, os.environ if env is None else env, missing=[] if unset_ok else unset)
     if len(unset) == 1:
         raise ConfigError(f"{source}: {unset[0]}")
     if unset:
@@ -482,7 +485,7 @@ def _providers(data: Mapping[str, Any], env: Mapping[str, str]) -> Tuple[Dict[st
 
 
 def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
-                source: Optional[str] = None) -> Config:
+                source: Optional[str] = None, unset_ok: bool = False) -> Config:
     """Load a YAML file; with no path, `routeplane.yaml` in the working directory or the built-in default.
 
     `source` is the name messages and `Config.source` give the file (default: `path`, or the
@@ -491,8 +494,8 @@ def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = N
         if os.path.exists("routeplane.yaml"):
             path = "routeplane.yaml"
         else:
-            return parse_config(DEFAULT_CONFIG, "<built-in defaults>", env)
-    return parse_config_bytes(read_config_file(path), source or source_name(path), env)
+            return parse_config(DEFAULT_CONFIG, "<built-in defaults>", env, unset_ok)
+    return parse_config_bytes(read_config_file(path), source or source_name(path), env, unset_ok)
 
 
 def read_config_file(path: str) -> bytes:
@@ -548,7 +551,8 @@ def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Dict[Any, Any]:
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
-def parse_config_bytes(data: bytes, source: str, env: Optional[Mapping[str, str]] = None) -> Config:
+def parse_config_bytes(data: bytes, source: str, env: Optional[Mapping[str, str]] = None,
+                       unset_ok: bool = False) -> Config:
     """A config from a YAML file's bytes; `source` names it in messages."""
     stream = io.BytesIO(data)
     stream.name = source  # type: ignore[attr-defined]  # YAML's error marks say `in "<source>"`, not "<byte string>"
@@ -556,7 +560,7 @@ def parse_config_bytes(data: bytes, source: str, env: Optional[Mapping[str, str]
         raw = yaml.load(stream, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
-    return parse_config(raw, source, env)
+    return parse_config(raw, source, env, unset_ok)
 
 
 # Under gunicorn the master checks a copy of the operator's file and points ROUTEPLANE_CONFIG

@@ -77,6 +77,8 @@ def _print_identities(wallet: Wallet) -> None:
 def cmd_token_mint(args: argparse.Namespace) -> int:
     from .jwt import mint_token
 
+    if args.exp < 0:  # it minted a token without `exp`, one that never expires
+        return _fail(f"--exp {args.exp}: give the seconds until the token expires (> 0), or 0 for never")
     try:
         wallet = _wallet(args.key, create=True)
         iss = _issuer(wallet, args.chain)
@@ -120,9 +122,7 @@ def _read_token(path: str) -> str:
 def _revocation_store(args: argparse.Namespace) -> Tuple[Any, Any]:
     from .settings import AuthSettings
 
-    config, store = _open_auth(args, "revocations")
-    if config.auth.get("mode", "none") == "none":
-        raise ConfigError(f"{config.source}: auth.mode is none, so this gateway takes no tokens to revoke")
+    config, store = _open_auth(args, "revocations", refuse_none="takes no tokens to revoke")
     return AuthSettings.from_config(config.auth), store
 
 
@@ -180,16 +180,22 @@ def cmd_token_revocations(args: argparse.Namespace) -> int:
 
 
 def _auth_store(args: argparse.Namespace) -> Any:
-    return _open_auth(args, "API keys")[1]
+    return _open_auth(args, "API keys", refuse_none="takes no API keys: set auth.mode to api_keys (or "
+                      "api_keys+jwt), then run `routeplane migrate` to create the key tables")[1]
 
 
-def _open_auth(args: argparse.Namespace, what: str) -> Tuple[Any, Any]:
-    """(config, AuthStore) of the gateway's config, once its database is migrated."""
+def _open_auth(args: argparse.Namespace, what: str, refuse_none: str = "") -> Tuple[Any, Any]:
+    """(config, AuthStore) of the gateway's config, once its database is migrated.
+
+    `refuse_none`: what to say when auth.mode is none, checked before the store: that mode installs no
+    auth plugin, so its tables were never migrated ("no such table: auth_api_keys" said nothing useful)."""
     from ..app import build_app
     from ..store import Store, verify
     from .store import AuthStore
 
     config = load_config(getattr(args, "config", None) or os.environ.get("ROUTEPLANE_CONFIG") or None)
+    if refuse_none and config.auth.get("mode", "none") == "none":
+        raise ConfigError(f"{config.source}: auth.mode is none, so this gateway {refuse_none}")
     if not config.database_url:
         raise ConfigError(f"{config.source}: database.url is empty; {what} live in the database")
     store = Store.from_url(config.database_url)
@@ -201,10 +207,13 @@ def _open_auth(args: argparse.Namespace, what: str) -> Tuple[Any, Any]:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     from .keys import create_key
 
+    if args.expires_in is not None and args.expires_in <= 0:  # 0 made a key that never expires
+        return _fail(f"--expires-in {args.expires_in}: give the seconds until the key expires (> 0), or leave "
+                     "--expires-in out for a key that never expires")
     try:
         store = _auth_store(args)
         window = parse_window_cli(args.window) if args.window else None
-        expires = time.time() + args.expires_in if args.expires_in else None
+        expires = time.time() + args.expires_in if args.expires_in is not None else None
         row, key = create_key(store, name=args.name, account_id=args.account, scope=args.scope,
                               models=_models(args.models), budget_micro_usd=args.budget, budget_scope=args.budget_scope,
                               budget_window=window, expires_at=expires)
@@ -303,7 +312,7 @@ def add_commands(sub: Any) -> None:
     create.add_argument("--name", default="")
     create.add_argument("--account", help="account id (default: derived from the key id)")
     _budget_args(create)
-    create.add_argument("--expires-in", type=int, help="seconds until the key expires")
+    create.add_argument("--expires-in", type=int, help="seconds until the key expires, > 0 (default: never)")
     create.set_defaults(func=cmd_keys_create)
     lst = ksub.add_parser("list", help="list keys (never the keys themselves)")
     lst.add_argument("--config")

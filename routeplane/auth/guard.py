@@ -3,7 +3,8 @@
 
 Who may call is decided by the same checks as a model call: the built-in auth plugin (`auth.mode`) and every
 pre-request hook marked `authenticates = True` (a host app's login when routeplane is mounted, docs/mounting.md).
-With neither, only a local caller gets admin: a loopback address, no proxy in between, and not mounted in a host.
+With neither, only a local caller gets admin: a loopback address or the Unix socket, no proxy in between, and not
+mounted in a host.
 """
 
 from __future__ import annotations
@@ -46,14 +47,27 @@ def _is_loopback(addr: Optional[str]) -> bool:
 
 
 def is_local_caller(app: "App", headers: Mapping[str, str], remote_addr: Optional[str]) -> bool:
-    """The auth-less admin rule: a loopback peer that is not a proxy relaying someone else, in a standalone gateway.
+    """The auth-less admin rule: a local peer that is not a proxy relaying someone else, in a standalone gateway.
 
     Mounted in a host app, the host's own front (proxy, load balancer, tunnel) decides what the peer
     address means, so no caller is local: admin needs `auth.mode` or an `authenticates` hook there.
     """
-    if getattr(app, "mounted", False):
-        return False
-    return _is_loopback(remote_addr) and not any(headers.get(h) for h in PROXY_HEADERS)
+    return not getattr(app, "mounted", False) and _not_local(headers, remote_addr) is None
+
+
+def _not_local(headers: Mapping[str, str], remote_addr: Optional[str]) -> Optional[str]:
+    """Why a standalone gateway's peer is not a local caller, or None when it is.
+
+    Local: a loopback address, or "" — gunicorn's REMOTE_ADDR for a peer on a Unix socket (`server.listen:
+    unix:PATH`), which only a process on this host can connect to. nginx proxying to that socket connects
+    the same way for every remote client, so, as on loopback, the proxy headers it sets (the shipped
+    deploy/nginx.conf sends X-Forwarded-For) make the request a proxied one."""
+    sent = next((h for h in PROXY_HEADERS if headers.get(h)), None)
+    if sent is not None:
+        return f"for a request that came through a proxy (it carries {sent})"
+    if remote_addr != "" and not _is_loopback(remote_addr):
+        return "when called from another host"
+    return None
 
 
 def _auth_plugin(app: "App") -> Any:
@@ -111,7 +125,8 @@ def authenticate_request(app: "App", headers: Mapping[str, str], remote_addr: Op
         if scope == "admin" and not is_local_caller(app, headers, remote_addr):
             why = ("mounted in a host app, admin endpoints need auth.mode or an `authenticates` hook "
                    "(docs/mounting.md)" if getattr(app, "mounted", False) else
-                   "admin endpoints need auth (auth.mode) when called from another host or through a proxy")
+                   f"admin endpoints need auth (auth.mode) {_not_local(headers, remote_addr)}: without it only a "
+                   "direct local caller (loopback or the Unix socket) is the admin")
             return None, RouteplaneError(why[0].upper() + why[1:] + ".", status=403, kind="permission")
         return LOCAL_ADMIN, None
     if plugin is not None:

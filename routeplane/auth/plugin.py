@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
@@ -120,6 +121,16 @@ class AuthPlugin(Plugin):
         app.blueprint(make_blueprint)  # /admin/token-revocations
 
 
+def _warn(message: str) -> None:
+    """Into the gateway's log when logging is set up (gunicorn workers, a host app); else, in `routeplane
+    check` and the other commands, one `routeplane: warning: …` line as the commands write their messages
+    (Python's last-resort handler printed the bare text, unlike every other line of the command)."""
+    if log.hasHandlers():
+        log.warning(message)
+    else:
+        print(f"routeplane: warning: {message}", file=sys.stderr)
+
+
 def auth_plugins(config: "Config") -> Tuple[List[Plugin], List[Plugin]]:
     """(plugins to install first, plugins to install last) for `auth.mode`; empty when it is none.
 
@@ -134,8 +145,8 @@ def auth_plugins(config: "Config") -> Tuple[List[Plugin], List[Plugin]]:
 
         require_libraries()
     if settings.jwt and not settings.verifier.audience:
-        log.warning("auth.audience is not set: Web3 JWTs are accepted whatever their aud claim, so a token a "
-                    "wallet minted for another service using the same format is accepted here too (docs/auth.md)")
+        _warn("auth.audience is not set: Web3 JWTs are accepted whatever their aud claim, so a token a "
+              "wallet minted for another service using the same format is accepted here too (docs/auth.md)")
     from .budget import BudgetPlugin
 
     handle = StoreHandle()

@@ -22,15 +22,18 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_when(text: str, now: Optional[float] = None) -> float:
-    """`24h`, `30m`, `7d` (ago) or an ISO date/time (UTC unless it says otherwise) → unix seconds."""
+    """`now`, `24h`, `30m`, `7d` (ago) or an ISO date/time (UTC unless it says otherwise) → unix seconds."""
     now = time.time() if now is None else now
+    if text.strip().lower() == "now":  # what `--until`'s help names as its default
+        return now
     m = _DURATION.match(text.strip())
     if m:
         return _in_range(text, now - float(m.group(1)) * _UNITS[m.group(2)])
     try:
         when = dt.datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"{text!r} is neither a duration (24h, 30m, 7d) nor an ISO date (2026-11-01T00:00)") from None
+        raise ValueError(f"{text!r} is neither now, a duration (24h, 30m, 7d) nor an ISO date (2026-11-01T00:00)") \
+            from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
     try:
@@ -48,9 +51,26 @@ def _in_range(text: str, ts: float) -> float:
     return ts
 
 
+def parse_window(since_text: str, until_text: Optional[str]) -> Tuple[float, Optional[float]]:
+    """(since, until or None for now) of `--since`/`--until`, both read at one instant; a window that does
+    not start before it ends is a ValueError naming both values (it used to print an empty report)."""
+    now = time.time()
+    since = parse_when(since_text, now)
+    until = parse_when(until_text, now) if until_text else None
+    if since >= (now if until is None else until):
+        until_shown = until_text or "now"
+        raise ValueError(f"--since {since_text!r} ({_iso(since)}) is not before --until {until_shown!r} "
+                         f"({_iso(now if until is None else until)}): the window is empty")
+    return since, until
+
+
 def _open(args: argparse.Namespace, read_only: bool = False) -> Tuple[Any, Store]:
+    """(config, Store) of `--database`, else of the config's database.url.
+
+    With `--database` nothing of the config's environment is needed: an unset `${VAR}` (a provider key
+    the service has and an operator's shell lacks) stays as written instead of failing the command."""
     path = getattr(args, "config", None) or os.environ.get("ROUTEPLANE_CONFIG") or None
-    config = load_config(path)
+    config = load_config(path, unset_ok=bool(getattr(args, "database", None)))
     url = getattr(args, "database", None) or config.database_url
     if not url:
         raise ConfigError(f"{config.source}: database.url is empty; there is no store")
@@ -106,8 +126,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
     from .spend_log import TABLE, spend_totals
 
     try:
-        since = parse_when(args.since)
-        until = parse_when(args.until) if args.until else None
+        since, until = parse_window(args.since, args.until)
     except ValueError as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 2
@@ -149,12 +168,13 @@ def cost_cell(totals: dict) -> str:
     return f"{'≥' if unpriced else ''}{totals['cost_usd']:.6f}"
 
 
-def _print_table(by: str, rows: List[dict], grand: dict, since: float, until: Optional[float]) -> None:
-    def iso(ts: float) -> str:
-        when = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
-        return f"{when.year:04d}-{when:%m-%d %H:%M:%S}Z"  # %Y is not zero-padded before year 1000
+def _iso(ts: float) -> str:
+    when = dt.datetime.fromtimestamp(ts, dt.timezone.utc)
+    return f"{when.year:04d}-{when:%m-%d %H:%M:%S}Z"  # %Y is not zero-padded before year 1000
 
-    print(f"spend by {by}, {iso(since)} → {iso(until) if until else 'now'}")
+
+def _print_table(by: str, rows: List[dict], grand: dict, since: float, until: Optional[float]) -> None:
+    print(f"spend by {by}, {_iso(since)} → {_iso(until) if until else 'now'}")
     header = (by, "requests", "failed", "input tok", "output tok", "cost USD", "unpriced")
     lines = [header] + [
         (str(r["key"]) if r["key"] is not None else "-", str(r["requests"]), str(r["failed"]), str(r["input_tokens"]),
@@ -180,8 +200,8 @@ def add_parsers(sub: Any) -> None:
     spend = sub.add_parser("spend", help="spend totals from the spend log")
     spend.add_argument("--config", help="config file (default: $ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in)")
     spend.add_argument("--database", help="database URL (default: the config's database.url)")
-    spend.add_argument("--since", default="24h", help="window start: 24h, 30m, 7d or an ISO date (default 24h)")
-    spend.add_argument("--until", help="window end (default: now)")
+    spend.add_argument("--since", default="24h", help="window start: 24h, 30m, 7d (ago) or an ISO date (default 24h)")
+    spend.add_argument("--until", help="window end: now, 24h, 30m, 7d (ago) or an ISO date (default: now)")
     spend.add_argument("--by", choices=["account", "model", "provider", "route"], default="account")
     spend.add_argument("--json", action="store_true", help="JSON instead of a table")
     spend.set_defaults(func=cmd_spend)

@@ -81,14 +81,14 @@ def make_blueprint(app: "App") -> Blueprint:
     @bp.get("/v1beta/models/<path:model_id>")
     @require_scope(app, render=gemini.CLIENT.error_body, query_key=True)
     def get_model(model_id: str) -> Response:
-        from .openai import allowed_models
+        from .openai import allowed_model
 
         name = model_id[7:] if model_id.startswith("models/") else model_id
-        for entry in allowed_models(app):
-            if entry["id"] == name:
-                return jsonify(gemini_model(entry))
-        return gemini_error(NotFound(f"Model {name!r} is not a route of this gateway.", code="model_not_found"),
-                           request_id())
+        entry = allowed_model(app, name)
+        if entry is None:
+            return gemini_error(NotFound(f"Model {name!r} is not a route of this gateway.", code="model_not_found"),
+                                request_id())
+        return jsonify(gemini_model(entry))
 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

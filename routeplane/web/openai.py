@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, List
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
@@ -74,12 +74,12 @@ def make_blueprint(app: "App") -> Blueprint:
     def get_model(model_id: str) -> Response:
         if "x-goog-api-key" in request.headers and model_id.startswith("models/"):
             model_id = model_id[7:]
-        for entry in allowed_models(app):
-            if entry["id"] == model_id:
-                if "x-goog-api-key" in request.headers:
-                    return jsonify(gemini_model(entry))
-                return jsonify(anthropic_model(entry) if "anthropic-version" in request.headers else entry)
-        return error_response(ModelNotFound(model_id), _models_error_body, request_id())
+        entry = allowed_model(app, model_id)
+        if entry is None:
+            return error_response(ModelNotFound(model_id), _models_error_body, request_id())
+        if "x-goog-api-key" in request.headers:
+            return jsonify(gemini_model(entry))
+        return jsonify(anthropic_model(entry) if "anthropic-version" in request.headers else entry)
 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -107,6 +107,32 @@ def allowed_models(app: "App") -> List[Dict[str, Any]]:
 
     patterns = g.routeplane_identity.models
     return [entry for entry in model_list(app) if model_allowed(patterns, entry["id"])]
+
+
+def allowed_model(app: "App", model_id: str) -> Optional[Dict[str, Any]]:
+    """The model entry a retrieval (`GET /v1/models/{id}`, Gemini's `models.get`) answers, or None.
+
+    A listed model, or any other name a model call would accept: a direct `provider:model` of a
+    configured provider (what ModelNotFound suggests) is not listed, yet chat takes it, so a client
+    that checks a model before using it must not be told it does not exist. The caller's allowlist applies."""
+    from flask import g
+
+    from ..auth.globs import model_allowed
+
+    for entry in allowed_models(app):
+        if entry["id"] == model_id:
+            return entry
+    if not model_allowed(g.routeplane_identity.models, model_id):
+        return None
+    try:
+        chain = app.pipeline.routing_table.preview(model_id)  # moves no rotation, calls nothing
+    except RouteplaneError:
+        return None
+    if not chain:
+        return None
+    head = chain[0]
+    owner = head.provider if len(chain) == 1 and model_id == f"{head.provider}:{head.model}" else "routeplane"
+    return {"id": model_id, "object": "model", "created": int(time.time()), "owned_by": owner}
 
 
 def model_list(app: "App") -> List[Dict[str, Any]]:
