@@ -3,6 +3,7 @@ request's cost: the spend log and budgets counted only tokens, so every search w
 
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, Iterator
 
 import pytest
@@ -133,3 +134,33 @@ def test_kept_blocks_count_in_the_token_estimates() -> None:
     acc = GenerationAccumulator()
     acc.add(OpaqueBlock(0, "anthropic_messages", page))
     assert acc.output_chars > 40000
+
+
+def test_responses_usage_counts_the_hosted_tool_calls_of_its_output() -> None:
+    """A Responses answer's web searches were free: OpenAI bills them by the call ($10 per 1,000)."""
+    from routeplane.language_model.routing import RoutingTarget
+    from routeplane.protocols.openai_responses.response import decode_response
+    from routeplane.protocols.openai_responses.stream_decode import ResponsesStreamDecoder
+    from routeplane.protocols.sse import SSEEvent
+
+    output = [{"type": "web_search_call", "id": "ws_1", "status": "completed", "action": {"type": "search"}},
+              {"type": "web_search_call", "id": "ws_2", "status": "completed", "action": {"type": "search"}},
+              {"type": "file_search_call", "id": "fs_1", "status": "completed", "queries": ["q"]},
+              {"type": "mcp_call", "id": "mcp_1", "name": "t", "arguments": "{}", "server_label": "s"},
+              {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": "Found.", "annotations": []}]}]
+    body = {"id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "gpt-5",
+            "output": output, "usage": {"input_tokens": 1000, "output_tokens": 100}}
+    target = RoutingTarget("openai", "gpt-5", "openai_responses", base_url="http://127.0.0.1:9/v1",
+                           prices=load_registry().get("openai").model_prices["gpt-5"])
+    usage = decode_response(body, target).usage
+    assert usage.tool_calls == (("file_search", 1), ("web_search", 2))
+    # 1000 x $1.25/M + 100 x $10/M + 2 searches x $0.01 + 1 file search x $0.0025
+    assert cost_micro_usd(usage, target.prices) == 1250 + 1000 + 20000 + 2500
+    dec = ResponsesStreamDecoder(target)
+    parts = dec.feed(SSEEvent(data=json.dumps({"type": "response.completed", "response": body}),
+                              event="response.completed"))
+    assert [p.usage.tool_calls for p in parts if hasattr(p, "usage") and p.usage is not None][-1] == \
+        (("file_search", 1), ("web_search", 2))
+    unpriced = Usage(input_tokens=1, tool_calls=(("code_interpreter", 1),))
+    assert cost_micro_usd(unpriced, target.prices) is None  # per container: priced by no one, never free

@@ -58,7 +58,24 @@ def encode_usage(u: Usage) -> Dict[str, Any]:
     }
 
 
-def decode_usage(raw: Any) -> Optional[Usage]:
+# Hosted tools OpenAI bills by the call (Usage.tool_calls, priced by Prices.per_call): the output items
+# that record a call, by kind. MCP and computer calls cost their tokens only.
+_BILLED_CALLS = {"web_search_call": "web_search", "file_search_call": "file_search",
+                 "code_interpreter_call": "code_interpreter", "image_generation_call": "image_generation"}
+
+
+def tool_calls(output: Any) -> Tuple[Tuple[str, int], ...]:
+    """(("web_search", 2),) from a response's output items."""
+    counts: Dict[str, int] = {}
+    for item in output if isinstance(output, list) else ():
+        kind = _BILLED_CALLS.get(item.get("type")) if isinstance(item, dict) and isinstance(item.get("type"), str) else None
+        if kind is not None:
+            counts[kind] = counts.get(kind, 0) + 1
+    return tuple(sorted(counts.items()))
+
+
+def decode_usage(raw: Any, output: Any = None) -> Optional[Usage]:
+    """A response's usage, with the hosted-tool calls its `output` items record."""
     if not isinstance(raw, dict):
         return None
     inp, out = _int(raw.get("input_tokens")), _int(raw.get("output_tokens"))
@@ -74,6 +91,7 @@ def decode_usage(raw: Any) -> Optional[Usage]:
         reasoning_tokens=reasoning,
         reported=True,
         raw=raw,
+        tool_calls=tool_calls(output),
     )
 
 
@@ -324,7 +342,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         model=str(body.get("model") or target.model),
         parts=tuple(parts),
         finish_reason=finish_of(status, body.get("incomplete_details"), parts),
-        usage=decode_usage(body.get("usage")) or Usage(reported=False),
+        usage=decode_usage(body.get("usage"), body.get("output")) or Usage(reported=False),
         created=body["created_at"] if isinstance(body.get("created_at"), int) else int(time.time()),
         extras={LOGPROBS_TEXT_KEY: [t for t, _ in scored], LOGPROBS_KEY: [e for _, e in scored]} if scored else {},
         extras_protocol=PROTOCOL if scored else None,

@@ -156,7 +156,7 @@ class ResponsesStreamDecoder(StreamDecoder):
             out.extend(self._unfinished_items(resp))
             for block in list(self._open):
                 out.extend(self._end(block))
-            usage = decode_usage(resp.get("usage"))
+            usage = decode_usage(resp.get("usage"), resp.get("output"))
             if usage is not None:
                 out.append(UsageUpdate(usage))
             out.append(Finish(self._finish_reason(resp)))
