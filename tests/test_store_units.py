@@ -180,7 +180,7 @@ def test_parse_when() -> None:
     assert parse_when("24h", now=100000.0) == 100000.0 - 86400
     assert parse_when("30m", now=10000.0) == 10000.0 - 1800
     assert parse_when("2026-11-01T00:00") == 1793491200.0
-    with pytest.raises(ValueError, match="neither a duration"):
+    with pytest.raises(ValueError, match="neither now, a duration"):
         parse_when("yesterday")
 
 
