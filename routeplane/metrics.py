@@ -242,6 +242,9 @@ def _round(v: Any) -> Optional[float]:
 
 # --- plugin stats: flushed per worker, summed on read ------------------------------------------------------------
 
+_STOPPED = -1  # StatsFlusher._pid once its worker stopped: it never starts again
+
+
 class StatsFlusher:
     """Writes this worker's plugin stats (and plugins' own `stats()` counters) to the store.
 
@@ -276,7 +279,7 @@ class StatsFlusher:
         return self._worker
 
     def ensure_running(self) -> None:
-        if self._pid == os.getpid() or self.app.store is None:
+        if self._pid == os.getpid() or self.app.store is None or self._pid == _STOPPED:
             return
         with self._lock:
             pid = os.getpid()
@@ -293,15 +296,23 @@ class StatsFlusher:
         """Write the final numbers and end the loop (worker shutdown)."""
         if self._pid == os.getpid():
             self._stopping = True  # its breakers go with it: no reader may count them as open any more
-            self.flush_now()
-            self._pid = -1
+            store = self.app.store
+            with self._flush_lock:
+                if store is not None:
+                    self._flush(self.worker, store, False)
+                # Under the lock: a flush waiting for it (the loop woke, an admin page) finds the flusher
+                # stopped, rather than drawing a new worker id that would store this worker's totals twice.
+                self._pid = _STOPPED
 
     def flush_now(self, only_if_changed: bool = False) -> bool:
-        """Write the snapshot now (the loop, the /admin/metrics view and shutdown call this); False if it failed."""
+        """Write the snapshot now (the loop, the /admin/metrics view and shutdown call this); False if it failed
+        or the flusher stopped."""
         store = self.app.store
         if store is None:
             return False
         with self._flush_lock:  # one writer per process: two replaces of the same rows would collide
+            if self._pid == _STOPPED:
+                return False
             return self._flush(self.worker, store, only_if_changed)
 
     def _flush(self, worker: str, store: "Store", only_if_changed: bool) -> bool:

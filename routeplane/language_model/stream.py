@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from ..hooks.language_model import StreamInterest
 from .types import (
@@ -113,7 +113,7 @@ class GenerationAccumulator:
                 b["notes_protocol"] = part.protocol
         elif isinstance(part, OpaqueBlock):
             self._open(part.index, {"kind": "opaque", "part": OpaquePart(part.protocol, part.block)})
-            self.output_chars += len(json.dumps(part.block, ensure_ascii=False))
+            self.output_chars += len(opaque_text(part.block))
         elif isinstance(part, UsageUpdate):
             self.usage = part.usage
         elif isinstance(part, Finish):
@@ -210,7 +210,7 @@ def prompt_text(prompt: Prompt) -> str:
             elif isinstance(p, ReasoningPart):
                 chunks.append(p.text)
             elif isinstance(p, OpaquePart):  # a fetched page, a code result: the upstream reads all of it
-                chunks.append(json.dumps(p.block, ensure_ascii=False))
+                chunks.append(opaque_text(p.block))
     for t in prompt.tools:
         chunks.append(t.name + (t.description or "") + json.dumps(t.format if t.custom else t.parameters))
     return "".join(chunks)
@@ -225,8 +225,27 @@ def output_chars(gen: Generation) -> int:
         elif isinstance(p, ToolCallPart):
             n += len(p.name) + len(p.arguments)
         elif isinstance(p, OpaquePart):
-            n += len(json.dumps(p.block, ensure_ascii=False))
+            n += len(opaque_text(p.block))
     return n
+
+
+def opaque_text(block: Any) -> str:
+    """A kept block as the estimates read it: its JSON without base64 media (a generated image, a fetched
+    PDF), which an upstream bills as an image or a document, not as text, and which a user's own image
+    or file adds nothing for either."""
+    return json.dumps(_without_media(block), ensure_ascii=False)
+
+
+def _without_media(value: Any) -> Any:
+    if isinstance(value, str):
+        return "" if value.startswith("data:") and ";base64," in value[:100] else value
+    if isinstance(value, Mapping):
+        media = value.get("type") in ("base64", "image_generation_call") or "mimeType" in value or "mime_type" in value
+        return {k: "" if media and k in ("data", "result") and isinstance(v, str) else _without_media(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_media(v) for v in value]
+    return value
 
 
 def estimate_usage(prompt: Prompt, output_chars: int) -> Usage:

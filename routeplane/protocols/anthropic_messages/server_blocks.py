@@ -75,7 +75,8 @@ class Gathered:
             self.block.update({k: v for k, v in delta.items() if k != "type"})
 
     def done(self) -> Dict[str, Any]:
-        """The block as a non-streamed answer holds it. Raises ValueError when the fragments are not JSON."""
+        """The block as a non-streamed answer holds it. Raises ValueError (RecursionError when nested too
+        deep) when the fragments are not JSON."""
         text = "".join(self.json)
         if text.strip():
             self.block["input"] = json.loads(text)

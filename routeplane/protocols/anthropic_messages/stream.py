@@ -405,7 +405,7 @@ class MessagesStreamDecoder(StreamDecoder):
             return []
         try:
             payload = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise bad_upstream(self._target, "a stream event is not JSON") from None
         if not isinstance(payload, dict):
             raise bad_upstream(self._target, "a stream event is not an object")
@@ -517,7 +517,7 @@ class MessagesStreamDecoder(StreamDecoder):
         if kind == "opaque":
             try:
                 return [OpaqueBlock(index, PROTOCOL, self._gathering.pop(index).done())]
-            except ValueError:
+            except (ValueError, RecursionError):  # nested past the parser's depth: not JSON it can read either
                 raise bad_upstream(self._target, "a server tool's input is not JSON") from None
         out: List[StreamPart] = []
         start_input = self._start_input.pop(index, None)

@@ -308,7 +308,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     gen_extra = dict(extras.pop("generationConfig", None) or {})
     extras.pop(OPAQUE_KEY, None)
     tools = encode_tools(prompt, target, extras)  # takes its keys out of the extras
-    body.update(extras)
+    body.update({k: v for k, v in extras.items() if not k.startswith("_")})  # "_": the gateway's own notes
     if prompt.system:
         body["systemInstruction"] = {"parts": [{"text": prompt.system_text()}]}
     body.update(tools)

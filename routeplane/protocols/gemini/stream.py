@@ -252,7 +252,7 @@ class GeminiStreamDecoder(StreamDecoder):
             return []
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise bad_upstream(self._target, "a stream chunk is not JSON") from None
         if not isinstance(chunk, dict):
             raise bad_upstream(self._target, "a stream chunk is not an object")

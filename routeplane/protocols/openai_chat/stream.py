@@ -214,7 +214,7 @@ class ChatStreamDecoder(StreamDecoder):
             return self._close_all() + self._tail()
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise bad_upstream(self._target, "a stream chunk is not JSON") from None
         if not isinstance(chunk, dict):
             raise bad_upstream(self._target, "a stream chunk is not an object")

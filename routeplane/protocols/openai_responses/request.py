@@ -332,7 +332,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     tool_fields = extras.pop(TOOL_FIELDS_KEY, None) or {}
     extras.pop(OPAQUE_KEY, None)  # the gateway's own note, not a field
     hosted, hosted_choice = extras.pop(HOSTED_TOOLS_KEY, None) or [], extras.pop(HOSTED_CHOICE_KEY, None)
-    body.update(extras)
+    body.update({k: v for k, v in extras.items() if not k.startswith("_")})  # "_": the gateway's own notes
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
     body.setdefault("store", False)
     if prompt.system:

@@ -64,13 +64,14 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._tools = False
         self._pending: Dict[Any, Dict[str, Any]] = {}  # hosted-tool item (_pending_key) → its added item, until done
         self._notes: Dict[int, int] = {}  # text block → annotations relayed
+        self._hosted: List[Dict[str, Any]] = []  # the hosted-tool items sent on, for the billed calls
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done or not event.data.strip():
             return []
         try:
             data = json.loads(event.data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise bad_upstream(self._target, "a stream event is not JSON") from None
         if not isinstance(data, dict):
             raise bad_upstream(self._target, "a stream event is not an object")
@@ -156,7 +157,10 @@ class ResponsesStreamDecoder(StreamDecoder):
             out.extend(self._unfinished_items(resp))
             for block in list(self._open):
                 out.extend(self._end(block))
-            usage = decode_usage(resp.get("usage"), resp.get("output"))
+            # The calls billed by the call, from the terminal response's items, or the streamed ones when a
+            # compatible server lists none there.
+            listed = resp.get("output") if isinstance(resp.get("output"), list) and resp.get("output") else None
+            usage = decode_usage(resp.get("usage"), listed if listed is not None else self._hosted)
             if usage is not None:
                 out.append(UsageUpdate(usage))
             out.append(Finish(self._finish_reason(resp)))
@@ -244,15 +248,25 @@ class ResponsesStreamDecoder(StreamDecoder):
                     out.append(ReasoningEnd(block, pack_reasoning_signature(str(item.get("id") or ""),
                                                                             item.get("encrypted_content"))))
         elif isinstance(item.get("type"), str) and item["type"] not in CANONICAL_ITEMS:
-            self._pending.pop(_pending_key(data, ikey), None)
+            self._settle_pending(_pending_key(data, ikey), item)
             out.append(self._opaque(item))
         return out
+
+    def _settle_pending(self, key: Any, item: Dict[str, Any]) -> None:
+        """The done item's added one is no longer pending; found by its id too when only one of the two
+        events named the output_index (else the terminal event would send it a second time)."""
+        if self._pending.pop(key, None) is None and item.get("id"):
+            for k, added in list(self._pending.items()):
+                if added.get("id") == item["id"]:
+                    del self._pending[k]
+                    break
 
     def _opaque(self, item: Dict[str, Any]) -> OpaqueBlock:
         """A hosted tool's whole item, in a block of its own (items never interleave on this wire)."""
         block = self._next_block
         self._next_block += 1
         self._kinds[block] = "opaque"
+        self._hosted.append(item)
         return OpaqueBlock(block, PROTOCOL, item)
 
     def _unfinished_items(self, resp: Dict[str, Any]) -> List[StreamPart]:
