@@ -17,12 +17,11 @@ from routeplane.protocols.sse import SSEParser
 from tests.support.gateway import GatewayProcess
 from tests.support.spend import spend_row
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk
-from tests.support.wires import gemini_sse, responses_sse
+from tests.support.wires import fallback_pair_config, gemini_sse, responses_sse
 
 pytestmark = pytest.mark.e2e
 
 KEY = "sk-upstream-secret-0123456789abcdef"
-WIRES = {"oc": "openai_chat", "an": "anthropic_messages", "ge": "gemini", "orr": "openai_responses"}
 HI = [{"role": "user", "content": "hi"}]
 SHELL = {"id": "resp_up", "object": "response", "created_at": 1763800000, "status": "in_progress", "model": "up",
          "output": []}
@@ -41,18 +40,10 @@ def status_of(gw: GatewayProcess, rid: str) -> int:
 @pytest.fixture(scope="module")
 def gateway(servers: Tuple[FakeUpstream, FakeUpstream],
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    providers: Dict[str, Any] = {}
-    for short, wire in WIRES.items():
-        for name, up in zip("ab", servers):
-            base = up.url + "/v1" if wire.startswith("openai") else up.url
-            providers[f"{short}-{name}"] = {"protocol": wire, "base_url": base, "api_key": KEY,
-                                            "timeouts": {"connect": 2.0, "read": 5.0}}
-    models: Dict[str, Any] = {short: {"targets": [{"provider": f"{short}-a", "model": "m"},
-                                                  {"provider": f"{short}-b", "model": "m"}]} for short in WIRES}
-    models["oc-solo"] = {"targets": [{"provider": "oc-a", "model": "m"}]}
+    config = fallback_pair_config((servers[0].url, servers[1].url), KEY)
+    config["models"]["oc-solo"] = {"targets": [{"provider": "oc-a", "model": "m"}]}
     db = f"sqlite:///{tmp_path_factory.mktemp('hunt-stream-errors')}/rp.db"
-    config = {"database": {"url": db}, "providers": providers, "models": models,
-              "fallback": {"cooldown": {"failures": 0}}}
+    config["database"] = {"url": db}
     gw = GatewayProcess(config, workers=1, threads=8).start()
     gw.db_url = db  # type: ignore[attr-defined]
     yield gw

@@ -32,6 +32,22 @@ def via_wires_config(url: str, wires: Tuple[str, ...] = ALL_WIRES, **provider: A
     }
 
 
+SHORT_WIRES = {"oc": "openai_chat", "an": "anthropic_messages", "ge": "gemini", "orr": "openai_responses"}
+
+
+def fallback_pair_config(urls: Tuple[str, str], key: str, **provider: Any) -> Dict[str, Any]:
+    """Providers `<short>-a` and `<short>-b` of every wire (SHORT_WIRES) on the two FakeUpstreams at `urls`,
+    and a route `<short>` from a to b; `provider`: more settings for every provider."""
+    providers: Dict[str, Any] = {}
+    for short, wire in SHORT_WIRES.items():
+        for name, url in zip("ab", urls):
+            providers[f"{short}-{name}"] = {"protocol": wire, "base_url": url + "/v1" if wire.startswith("openai") else url,
+                                            "api_key": key, "timeouts": {"connect": 2.0, "read": 5.0}, **provider}
+    models = {short: {"targets": [{"provider": f"{short}-a", "model": "m"}, {"provider": f"{short}-b", "model": "m"}]}
+              for short in SHORT_WIRES}
+    return {"providers": providers, "models": models, "fallback": {"cooldown": {"failures": 0}}}
+
+
 def gemini_sse(chunks: List[Dict[str, Any]], **kw: Any) -> Reply:
     """Google framing: `data: {json}` + CRLF blank line, no terminator (the stream ends at close)."""
     raw = [b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks]
