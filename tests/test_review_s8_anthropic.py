@@ -509,6 +509,15 @@ def test_a_documents_citation_options_reach_anthropic_only() -> None:
     ge = RoutingTarget("ge", "gemini-x", "gemini", base_url="http://127.0.0.1:9")
     sent = json.dumps(gemini_request(prompt, ge, False))
     assert "citations" not in sent and "a note" not in sent
+    # Routed to another wire the citations asked for would never come: a 400 naming them, fallback skipped.
+    from routeplane.language_model.capability import _problem
+
+    reason, param = _problem(prompt, ge)
+    assert param == "messages[0].content[0].citations" and "citations of a document" in reason
+    assert _problem(prompt, an) is None
+    plain = decode_request({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": [{**doc, "citations": {"enabled": False}}, {"type": "text", "text": "?"}]}]})
+    assert _problem(plain, ge) is None
 
 
 @pytest.mark.parametrize("kind", [{}, [], 3, None])

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ..language_model.types import Prompt
-from .anthropic_messages.request import SERVER_TOOLS_KEY
+from .anthropic_messages.request import CITED_DOCUMENT_KEY, SERVER_TOOLS_KEY
 from .base import OPAQUE_KEY
 from .gemini.tools import SERVER_TOOLS_KEY as GEMINI_SERVER_TOOLS_KEY
 from .openai_responses.request import LOGPROBS_INCLUDE as RESPONSES_LOGPROBS
@@ -59,6 +59,8 @@ def _anthropic(extras: Mapping[str, Any]) -> Optional[Lost]:
         return f"tools[{position}]", f"is a tool of type {kind!r}, which Anthropic defines (and may run)"
     if extras.get("mcp_servers"):
         return "mcp_servers", "gives the model the tools of remote MCP servers"
+    if extras.get(CITED_DOCUMENT_KEY):
+        return extras[CITED_DOCUMENT_KEY], "asks for citations of a document"
     return None
 
 

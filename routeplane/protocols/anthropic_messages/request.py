@@ -39,6 +39,7 @@ DEFAULT_VERSION = "2023-06-01"
 
 # Prompt.extras keys starting with "_" are gateway-internal hints, never body fields.
 HEADERS_KEY = "_anthropic_headers"  # the client's anthropic-version / anthropic-beta
+CITED_DOCUMENT_KEY = "_anthropic_cited_document"  # the path of the first document with citations enabled
 SERVER_TOOLS_KEY = "_anthropic_server_tools"  # [position, tool] of versioned server tools, same wire only
 TOOL_FIELDS_KEY = "_anthropic_tool_fields"  # tool name → fields the canonical Tool lacks, same wire only
 SYSTEM_BLOCKS_KEY = "_anthropic_system_blocks"  # the client sent `system` as blocks
@@ -83,6 +84,9 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
         _decode_message(raw, f"messages[{i}]", system, messages, opaque)
     if opaque:
         extras.setdefault(OPAQUE_KEY, opaque[0])  # another wire's upstream would miss them (wire_only.py)
+    cited = _cited_document(raw_messages)
+    if cited:
+        extras[CITED_DOCUMENT_KEY] = cited  # citations asked of a document: only Anthropic gives them
 
     tools, server_tools, tool_fields = _decode_tools(body.get("tools"))
     if server_tools:
@@ -248,6 +252,18 @@ def _decode_image(block: Dict[str, Any], path: str) -> ContentPart:
 
 
 _DOCUMENT_FIELDS = frozenset({"type", "source", "title", "cache_control"})
+
+
+def _cited_document(raw_messages: List[Any]) -> Optional[str]:
+    """Where the client first asked for a document's citations (`citations: {enabled: true}`), or None."""
+    for i, raw in enumerate(raw_messages):
+        content = raw.get("content") if isinstance(raw, dict) else None
+        for j, block in enumerate(content if isinstance(content, list) else ()):
+            if isinstance(block, dict) and block.get("type") == "document":
+                cite = block.get("citations")
+                if isinstance(cite, dict) and cite.get("enabled") is True:
+                    return f"messages[{i}].content[{j}].citations"
+    return None
 
 
 def _decode_document(block: Dict[str, Any], path: str) -> FilePart:
