@@ -267,3 +267,16 @@ def test_routeplane_gateway_uses_the_routeplane_upstream_fixture(routeplane_gate
     result = routeplane_gateway().chat("hi")
     assert result.status == 200 and result.text == "scripted"
     assert [c.target.provider for c in routeplane_upstream.calls] == ["mock"]
+
+
+@pytest.mark.parametrize("mode, warned", [("jwt", True), ("api_keys", False), ("api_keys+jwt", False)])
+def test_keys_create_warns_when_the_mode_takes_no_keys(tmp_path: Any, capsys: pytest.CaptureFixture,
+                                                       mode: str, warned: bool) -> None:
+    """Under auth.mode jwt a key was created silently, and every call with it was a 401."""
+    path = _config(tmp_path, mode)
+    assert main(["migrate", "--quiet", "--config", path]) == 0
+    capsys.readouterr()
+    assert main(["keys", "create", "--config", path]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip()  # the key
+    assert ("routeplane: warning: auth.mode is jwt" in err) is warned, err
