@@ -80,13 +80,13 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
         extras[SYSTEM_BLOCKS_KEY] = True
     messages: List[Message] = []
     opaque: List[str] = []  # where the history holds server-tool blocks (OpaquePart)
+    cited: List[str] = []  # where it asks for a document's citations (`citations: {enabled: true}`)
     for i, raw in enumerate(raw_messages):
-        _decode_message(raw, f"messages[{i}]", system, messages, opaque)
+        _decode_message(raw, f"messages[{i}]", system, messages, opaque, cited)
     if opaque:
         extras.setdefault(OPAQUE_KEY, opaque[0])  # another wire's upstream would miss them (wire_only.py)
-    cited = _cited_document(raw_messages)
     if cited:
-        extras[CITED_DOCUMENT_KEY] = cited  # citations asked of a document: only Anthropic gives them
+        extras[CITED_DOCUMENT_KEY] = cited[0]  # citations asked of a document: only Anthropic gives them
 
     tools, server_tools, tool_fields = _decode_tools(body.get("tools"))
     if server_tools:
@@ -164,7 +164,8 @@ def _cache(block: Dict[str, Any], path: str) -> Optional[Mapping[str, Any]]:
     return expect(block.get("cache_control"), dict, f"{path}.cache_control")
 
 
-def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Message], opaque: List[str]) -> None:
+def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Message], opaque: List[str],
+                    cited: List[str]) -> None:
     if not isinstance(raw, dict):
         raise InvalidRequest(f"'{path}' must be an object.", param=path)
     role = expect(raw.get("role"), str, f"{path}.role", required=True)
@@ -197,6 +198,9 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
             parts.append(_decode_image(block, bpath))
         elif kind == "document" and role == "user":
             parts.append(_decode_document(block, bpath))
+            cite = block.get("citations")
+            if isinstance(cite, dict) and cite.get("enabled") is True:
+                cited.append(f"{bpath}.citations")
         elif kind == "tool_use" and role == "assistant":
             parts.append(_decode_tool_use(block, bpath))
         elif kind == "thinking" and role == "assistant":
@@ -252,18 +256,6 @@ def _decode_image(block: Dict[str, Any], path: str) -> ContentPart:
 
 
 _DOCUMENT_FIELDS = frozenset({"type", "source", "title", "cache_control"})
-
-
-def _cited_document(raw_messages: List[Any]) -> Optional[str]:
-    """Where the client first asked for a document's citations (`citations: {enabled: true}`), or None."""
-    for i, raw in enumerate(raw_messages):
-        content = raw.get("content") if isinstance(raw, dict) else None
-        for j, block in enumerate(content if isinstance(content, list) else ()):
-            if isinstance(block, dict) and block.get("type") == "document":
-                cite = block.get("citations")
-                if isinstance(cite, dict) and cite.get("enabled") is True:
-                    return f"messages[{i}].content[{j}].citations"
-    return None
 
 
 def _decode_document(block: Dict[str, Any], path: str) -> FilePart:
