@@ -81,13 +81,15 @@ def test_ring_modify_block_cache_timeout_and_stats():
     assert blocked.settlements == []
 
     cached = gw.chat("cached please")
-    assert cached.status == 200 and cached.json["choices"][0]["message"]["content"] == "from cache"
-    assert len(gw.executor.calls) == 1  # the cache hit never reached the upstream
+    # The cache hit never reached the upstream, and post-flight rings check it as any other answer.
+    assert cached.status == 200 and cached.json["choices"][0]["message"]["content"] == "stamped"
+    assert len(gw.executor.calls) == 1
+    assert cached.json["id"] == "c1"  # the cached response, stamped
 
     stats = adapter.stats()
     assert stats["block"]["blocks"] == 1 and stats["block"]["invocations"] == 3
     assert stats["slow"]["timeouts"] >= 1 and stats["slow"]["blocks"] == 0
-    assert stats["broken"]["errors"] == 1  # post-flight ran once: the cache hit skipped the upstream
+    assert stats["broken"]["errors"] == 2  # post-flight ran for the upstream's answer and the cache hit
     assert stats["cache"]["invocations"] == 2
     assert stats["shout"]["average_ms"] >= 0
 
@@ -177,7 +179,7 @@ def test_ring_and_prepost_plugins_with_the_openai_sdk():
             client.chat.completions.create(model="default", messages=[{"role": "user", "content": "my secret"}])
         assert "no secrets here" in str(info.value)
         cached = client.chat.completions.create(model="default", messages=[{"role": "user", "content": "cached?"}])
-        assert cached.choices[0].message.content == "from cache"
+        assert cached.choices[0].message.content == "stamped"  # a cache hit passes post-flight too
         stream = client.chat.completions.create(model="default", stream=True,
                                                 messages=[{"role": "user", "content": "stream it"}])
         assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "You said: STREAM IT"

@@ -274,6 +274,32 @@ def test_respond_usage_is_settled_alike_with_and_without_stream():
         assert (s.usage.total, s.cost_micro_usd, s.provider) == (0, 0, None), stream
 
 
+def test_a_responded_answer_passes_the_execution_hooks_as_an_upstreams_would():
+    """A cache hit or canned answer is checked like any answer: a redacting hook rewrites it, a blocking one
+    refuses it (settled as failed, free), so a non-streaming client cannot get what a streaming one would not."""
+    class Redact(ExecutionHook):
+        def on_success(self, ctx, result):
+            return dataclasses.replace(result, parts=(TextPart(result.text().replace("secret", "[x]")),))
+
+    h = Harness(("pre_request_hook", Pre("cache", [], HookDecision.respond(gen("a cached secret")))),
+                ("execution_hook", Redact()))
+    out = h.run()
+    assert out.text() == "a cached [x]" and h.executor.calls == []
+    [s] = h.settlements.items
+    assert s.outcome == "success" and s.provider is None
+
+    class Block(ExecutionHook):
+        def on_success(self, ctx, result):
+            raise HookDenied(DenyReason.guardrail_violation("blocked"))
+
+    h = Harness(("pre_request_hook", Pre("cache", [], HookDecision.respond(gen("a cached secret")))),
+                ("execution_hook", Block()))
+    with pytest.raises(HookDenied):
+        h.run()
+    [s] = h.settlements.items
+    assert s.outcome != "success" and s.cost_micro_usd == 0 and s.status == 400
+
+
 def test_respond_requires_a_generation():
     with pytest.raises(TypeError):
         HookDecision.respond("text")  # type: ignore[arg-type]

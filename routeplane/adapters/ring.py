@@ -7,7 +7,7 @@ Rings map onto stages:
 | `ingress`     | pre-request (first)                 | the request, OpenAI Chat shaped           |
 | `pre_flight`  | pre-request                         | the request, OpenAI Chat shaped           |
 | `routing`     | route                               | `{"model", "targets": [{provider, model}]}`|
-| `post_flight` | execution on_success (non-streaming)| the response, OpenAI Chat shaped          |
+| `post_flight` | execution on_success (non-streaming, cache hits too) | the response, OpenAI Chat shaped |
 | `background`  | observe on_request_end (thread pool)| the request-end event as a dict           |
 
 Invalid results are corrected as documented: anything that is not a

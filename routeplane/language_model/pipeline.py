@@ -136,9 +136,9 @@ class LanguageModelPipeline:
             ),
         )
         short_circuit = self._pre_request(run)
-        if short_circuit is not None:
-            return self._deliver_direct(run, short_circuit)
         try:
+            if short_circuit is not None:
+                return self._deliver_direct(run, short_circuit)
             chain = self._route(run)
             if ctx.prompt.stream:
                 return self._execute_stream(run, chain)
@@ -264,27 +264,27 @@ class LanguageModelPipeline:
             else:
                 run.served_usage = estimate_usage(ctx.prompt, 0)  # a stream: its input was billed
             try:
-                for _pid, hook in self.hooks.execution:
-                    replacement = hook.on_success(ctx, result)
-                    # Non-streaming only: a hook may return a checked/redacted Generation.
-                    if isinstance(replacement, Generation) and isinstance(result, Generation):
-                        result = replacement
+                return self._on_success(ctx, result)
             except BaseException:
                 if streaming:  # the stream's verdict was owed at its end, which now never comes
                     self.cooldown.release(target.breaker_key)
                 raise
-            return result
         if errors:
             raise _merged(errors)
         raise NoTargetAvailable("No upstream target is available.")  # empty chain guarded in _route
 
-    def _hops(self, ctx: PipelineContext, chain: List[RoutingTarget]) -> Iterator[RoutingTarget]:
-        """The chain minus targets whose breaker is open, claimed lazily (a half-open
-        target is probed only when the request actually reaches it).
+    def _on_success(self, ctx: PipelineContext, result: Any) -> Any:
+        for _pid, hook in self.hooks.execution:
+            replacement = hook.on_success(ctx, result)
+            # Non-streaming only: a hook may return a checked/redacted Generation.
+            if isinstance(replacement, Generation) and isinstance(result, Generation):
+                result = replacement
+        return result
 
-        When every target is cooling down the head is tried anyway: a request
-        that might succeed beats a certain 503, and that call doubles as a probe.
-        """
+    def _hops(self, ctx: PipelineContext, chain: List[RoutingTarget]) -> Iterator[RoutingTarget]:
+        """The chain minus targets whose breaker is open, claimed lazily (a half-open target is probed only
+        when the request actually reaches it). When every target is cooling down the head is tried anyway:
+        a request that might succeed beats a certain 503, and that call doubles as a probe."""
         skipped: List[str] = []
         called = False
         for target in chain:
@@ -340,7 +340,7 @@ class LanguageModelPipeline:
             try:
                 # Pull the opening, up to the first content, before answering (first_content.py): a
                 # failure this early can still fall back, and an upstream 429 stays a 429.
-                first, rest = open_until_content(upstream, target.provider)
+                first, rest = open_until_content(upstream, target.provider, ctx.inbound_protocol)
             except BaseException:
                 _close(upstream)
                 raise
@@ -465,10 +465,11 @@ class LanguageModelPipeline:
     def _deliver_direct(self, run: _Run, gen: Generation) -> Union[Generation, PipelineStream]:
         """A pre-request hook answered: no upstream, but settle and observe as usual."""
         ctx = run.ctx
-        ctx.result = gen
-        if not ctx.prompt.stream:
+        if not ctx.prompt.stream:  # execution hooks check it as an upstream's answer; a stream's, stream hooks
+            gen = ctx.result = self._on_success(ctx, gen)
             self._settle(run, gen.usage, Outcome.SUCCESS, None, 200)
             return gen
+        ctx.result = gen
         parts = generation_to_parts(gen)
         first = next(parts)
         return PipelineStream(_primed(self._stream(run, first, parts, parts, answered_locally=True)), ctx)
