@@ -13,7 +13,7 @@ import copy
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from werkzeug.datastructures import Headers
 
@@ -28,7 +28,7 @@ from .hooks.language_model import (
     SettlementRecorder,
     StreamHook,
 )
-from .language_model.context import Identity
+from .language_model.context import CALLER, Identity
 from .language_model.executor import MockExecutor, Script
 from .language_model.settlement import Settlement
 
@@ -42,8 +42,6 @@ WIRE_PATHS = {
 }
 GEMINI_STREAM_PATH = "/v1beta/models/{model}:streamGenerateContent?alt=sse"
 _GEMINI_PATH = re.compile(r"/v1(?:beta)?/models/.+:(?:generateContent|streamGenerateContent)$")
-# The WSGI environ key that carries `request(identity=...)` to the pipeline (see `_run_as_caller`).
-_IDENTITY_KEY = "routeplane.testing.identity"
 
 
 def wire_path(wire: str, *, model: str = "default", stream: bool = False) -> str:
@@ -238,9 +236,6 @@ class Gateway:
             register_hook(lm, hook)
         lm.settlement_recorder(self.settlements).observe_hook(self.events)
         self.app: App = builder.build()
-        # Not a pre-request hook: the caller's identity is set before every hook, and the
-        # hook lists (dry runs, plugin statistics) stay exactly the plugins' own.
-        self.app.pipeline.run = _run_as_caller(self.app.pipeline.run)  # type: ignore[method-assign]
         self.flask = self.app.flask_app()
         self.client = self.flask.test_client()
 
@@ -249,9 +244,11 @@ class Gateway:
                 model: Optional[str] = None, stream: Optional[bool] = None) -> Result:
         """POST `body` as a client of `wire` (default `openai_chat`), or to `path`.
 
-        `identity` runs the request as that caller: `ctx.identity` is set before the first
-        pre-request hook, as the auth plugin would set it (its model allowlist and budget are
-        not applied). `model` and `stream` are for `wire="gemini"`, whose URL carries them.
+        `identity` runs the request as that caller: every context the request makes (the model
+        call's, count_tokens' dry run) starts with it in `ctx.identity`, before the first
+        pre-request hook, as the auth plugin would set it (its model allowlist and budget are not
+        applied). Not a hook of the kit's: the hook lists (dry runs, plugin statistics) stay
+        exactly the plugins' own. `model` and `stream` are for `wire="gemini"`, whose URL carries them.
         """
         if identity is not None and not isinstance(identity, Identity):
             raise TypeError("identity= takes a routeplane.language_model.context.Identity")
@@ -264,13 +261,18 @@ class Gateway:
         else:
             url, wire = path, wire_of_path(path)
         before_s, before_e = len(self.settlements.items), len(self.events.items)
-        options: Dict[str, Any] = {"headers": dict(headers or {}), "environ_overrides": {_IDENTITY_KEY: identity}}
-        if isinstance(body, (bytes, str)):
-            resp = self.client.post(url, data=body, content_type="application/json", **options)
-        else:
-            resp = self.client.post(url, json=body, **options)
-        data = resp.get_data()  # drains (and closes) a stream
-        resp.close()
+        options: Dict[str, Any] = {"headers": dict(headers or {})}
+        caller = CALLER.set(identity) if identity is not None else None
+        try:
+            if isinstance(body, (bytes, str)):
+                resp = self.client.post(url, data=body, content_type="application/json", **options)
+            else:
+                resp = self.client.post(url, json=body, **options)
+            data = resp.get_data()  # drains (and closes) a stream, still as the caller
+            resp.close()
+        finally:
+            if caller is not None:
+                CALLER.reset(caller)
         return Result(resp.status_code, Headers(resp.headers), data, self.settlements.items[before_s:],
                       self.events.items[before_e:], wire)
 
@@ -287,19 +289,6 @@ def _refuse_auth(config: Any) -> None:
         raise ConfigError(f"{config.source}: auth.mode {mode!r}: the test gateway does not run the auth plugin "
                           "(it needs a key store or trusted issuers); leave `auth` out and pass "
                           "request(..., identity=Identity(...)) to run as a caller")
-
-
-def _run_as_caller(run: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """`pipeline.run`, giving the context the identity the test client put in the request's environ."""
-    from flask import has_request_context, request
-
-    def run_as_caller(ctx: Any) -> Any:
-        identity = request.environ.get(_IDENTITY_KEY) if has_request_context() else None
-        if identity is not None:
-            ctx.identity = identity
-        return run(ctx)
-
-    return run_as_caller
 
 
 def register_hook(lm: Any, hook: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Type, TypeVar
 
@@ -40,6 +41,11 @@ class Identity:
 
 ANONYMOUS = Identity()
 
+# The identity a request's context starts with when its maker gives none: ANONYMOUS, except while the
+# plugin kit runs a request as a caller (routeplane.testing, `request(identity=...)`), on every path
+# that makes one: model calls and the count_tokens dry runs alike. An auth hook still decides after it.
+CALLER: ContextVar[Identity] = ContextVar("routeplane_caller", default=ANONYMOUS)
+
 
 class Extensions:
     """Typed values shared between stages of one request, keyed by their type."""
@@ -70,7 +76,7 @@ class PipelineContext:
         inbound_protocol: str,
         prompt: Prompt,
         headers: Mapping[str, str],
-        identity: Identity = ANONYMOUS,
+        identity: Optional[Identity] = None,
         credential: Optional[str] = None,
     ) -> None:
         self.request_id = request_id
@@ -81,7 +87,7 @@ class PipelineContext:
         # The caller's own credential (bearer token / x-api-key), for auth hooks
         # only. Never logged, never copied into events or settlements.
         self.credential = credential
-        self.identity = identity
+        self.identity = identity if identity is not None else CALLER.get()
         self.chain: List[RoutingTarget] = []
         self.target: Optional[RoutingTarget] = None
         self.result: Any = None

@@ -237,9 +237,23 @@ def in_band_error(status: int, message: str, target: RoutingTarget, *, code: Any
                   retry_after: Optional[float] = None, mid_stream: bool = False) -> UpstreamError:
     """An error reported inside a 200 answer, classified as the HTTP status it stands for would be: a
     client error keeps its 4xx and is not retried on the next target (it would fail there too, and be
-    billed), a rate limit or overload stays retriable. `message` is the upstream's own text."""
-    text = f"{target.provider} failed{' mid-stream' if mid_stream else ''}: {scrub(message, target)}"
+    billed), a rate limit or overload stays retriable. `message` is the upstream's own text. `mid_stream`:
+    it came inside the upstream's stream, worded so until `before_content` says the client saw none of it."""
+    text = f"{target.provider} failed{_MID_STREAM if mid_stream else ''}: {scrub(message, target)}"
     return _classified(status, text, target, retry_after, code if isinstance(code, str) else None)
+
+
+_MID_STREAM = " mid-stream"
+
+
+def before_content(err: UpstreamError) -> None:
+    """Reword an in-band stream error that came before the client's stream started (the pipeline held the
+    upstream's opening, language_model/first_content.py): the client gets an HTTP error or a fallback's
+    answer, so for it nothing failed "mid-stream"."""
+    prefix = f"{err.provider} failed{_MID_STREAM}: "
+    if err.message.startswith(prefix):
+        err.message = f"{err.provider} failed: {err.message[len(prefix):]}"
+        err.args = (err.message,)
 
 
 def _classified(status: int, message: str, target: RoutingTarget, retry_after: Optional[float],
