@@ -5,11 +5,12 @@ client's wire only. Most of them may be left behind for another wire without cha
 answer (cache keys, service tier, stored-completion metadata). These may not: without them the
 upstream would answer another prompt (a Gemini `cachedContent` or a Responses `prompt` template
 holds part of it), without tools the client offered (Anthropic server tools and MCP servers, Chat
-web search), or without what the client asked for (images or speech, log probabilities, biased
-tokens), or without the calls and results of its server-side tools the history holds
-(OpaquePart). Bound for another wire, such a request is a 400 naming the field, and a fallback
-target of another wire is skipped (language_model/capability.py), as for a prefill. (What no wire
-can relay, such as audio answers, the client codecs refuse outright.)
+web search), over a context the client had Anthropic edit (`context_management`), or without what
+the client asked for (images or speech, log probabilities, biased tokens), or without the calls
+and results of its server-side tools the history holds (OpaquePart). Bound for another wire, such
+a request is a 400 naming the field, and a fallback target of another wire is skipped
+(language_model/capability.py), as for a prefill. (What no wire can relay, such as audio answers,
+the client codecs refuse outright.)
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def _anthropic(extras: Mapping[str, Any]) -> Optional[Lost]:
         return f"tools[{position}]", f"is a tool of type {kind!r}, which Anthropic defines (and may run)"
     if extras.get("mcp_servers"):
         return "mcp_servers", "gives the model the tools of remote MCP servers"
+    if extras.get("context_management"):
+        return "context_management", "has Anthropic edit the conversation's context (clear old tool uses, thinking)"
     if extras.get(CITED_DOCUMENT_KEY):
         return extras[CITED_DOCUMENT_KEY], "asks for citations of a document"
     return None

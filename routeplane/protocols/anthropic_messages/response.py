@@ -45,8 +45,11 @@ STOP_FROM_WIRE = {
     "model_context_window_exceeded": FinishReason.LENGTH,
 }
 
-# Response fields and usage fields an Anthropic client gets back from an Anthropic upstream.
-_KEEP_EXTRAS = ("stop_details", "container")
+# Response fields and usage fields an Anthropic client gets back from an Anthropic upstream. A stream's
+# message_delta has `context_management` (the beta context editing's applied_edits) beside its `delta`,
+# which holds the others.
+_KEEP_EXTRAS = ("stop_details", "container", "context_management")
+BESIDE_DELTA = ("context_management",)
 _KEEP_USAGE = ("cache_creation", "server_tool_use", "service_tier", "inference_geo", "speed")
 
 # error kind → Anthropic error `type` (anthropic-messages.md §5)
@@ -207,14 +210,16 @@ def own_stop_reason(stop_reason: str, finish: FinishReason, own: Mapping[str, An
 
 
 def kept_extras(own: Mapping[str, Any]) -> Dict[str, Any]:
-    """The answer fields of an Anthropic upstream its client gets back (`container`, `stop_details`)."""
+    """The answer fields of an Anthropic upstream its client gets back (`container`, `stop_details`,
+    `context_management`)."""
     return {k: own[k] for k in _KEEP_EXTRAS if own.get(k) is not None}
 
 
 def ending_extras(raw_stop: Any, fields: Mapping[str, Any]) -> Dict[str, Any]:
     """What a streamed Anthropic answer keeps for its client beyond the canonical model, as an unstreamed one
     keeps it in Generation.extras: `container` and `stop_details` (from message_start and message_delta), and
-    a stop_reason no other wire has a word for. Empty in the usual case, so the Finish stays plain."""
+    a stop_reason no other wire has a word for. Empty in the usual case, so the Finish stays plain.
+    `fields` holds message_delta's `context_management` too (from beside its `delta`)."""
     extras = kept_extras(fields)
     if isinstance(raw_stop, str) and raw_stop in STOP_FROM_WIRE and STOP_TO_WIRE[STOP_FROM_WIRE[raw_stop]] != raw_stop:
         extras["stop_reason"] = raw_stop

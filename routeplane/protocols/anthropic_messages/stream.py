@@ -34,6 +34,7 @@ from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..carried import carry
 from ..sse import SSEEvent, frame
 from .response import (
+    BESIDE_DELTA,
     PROTOCOL,
     STOP_FROM_WIRE,
     decode_usage,
@@ -132,12 +133,15 @@ class MessagesStreamEncoder(StreamEncoder):
         finish = self._finish or Finish(FinishReason.STOP)
         own = finish.extras if finish.wire == PROTOCOL else {}  # an Anthropic upstream's container, stop_details
         reason = own_stop_reason(wire_stop_reason(finish.reason, self._refused), finish.reason, own)
+        kept = kept_extras(own)
+        beside = {k: kept.pop(k) for k in BESIDE_DELTA if k in kept}
         out.append(_event({
             "type": "message_delta",
             "delta": {"stop_reason": reason,
                       "stop_sequence": finish.stop_sequence if reason == "stop_sequence" else None,
-                      **kept_extras(own)},
+                      **kept},
             "usage": kept_usage(usage),
+            **beside,
         }))
         out.append(_event({"type": "message_stop"}))
         return b"".join(out)
@@ -395,7 +399,7 @@ class MessagesStreamDecoder(StreamDecoder):
         self._start_input: Dict[int, Any] = {}
         self._saw_args: Dict[int, bool] = {}
         self._gathering: Dict[int, Gathered] = {}  # opaque blocks until their content_block_stop
-        self._ending: Dict[str, Any] = {}  # message_delta's container and stop_details, for the Finish
+        self._ending: Dict[str, Any] = {}  # message_delta's container, stop_details, ..., for the Finish
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done:
@@ -534,6 +538,7 @@ class MessagesStreamDecoder(StreamDecoder):
         if isinstance(delta.get("stop_sequence"), str):
             self._stop_sequence = delta["stop_sequence"]
         self._ending.update(kept_extras(delta))
+        self._ending.update({k: payload[k] for k in BESIDE_DELTA if payload.get(k) is not None})
         usage = decode_usage(payload.get("usage"), self._usage)  # cumulative: overwrite, never add
         if usage is None:
             return []
