@@ -44,6 +44,7 @@ from routeplane.language_model.types import (
 
 from .detectors import DOWNGOING, UPGOING
 from .jsontext import find_json, json_spans, looks_like_json
+from .offsets import Edit, shifted
 from .opaque import JSON, NAME, TEXT, kind, leaves, propagate, rebuild
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, candidates, find, redact
 from .stream import Blocked, ChannelScanner
@@ -136,6 +137,9 @@ class RequestGuard:
         note = scan.opaque(part.annotation, f"text block {part.index} annotation", quotes=True)
         if scan.blocked is not None:
             raise Blocked(*scan.blocked)
+        text = self.channels.get(("text", part.index))
+        if text is not None:  # offsets into the text as sent so far (see `offsets`; the README says when exact)
+            note = shifted(note, part.protocol, text.edits)
         return part if note is part.annotation else dataclasses.replace(part, annotation=note)
 
     def block(self, part: OpaqueBlock) -> OpaqueBlock:
@@ -147,6 +151,17 @@ class RequestGuard:
         if scan.blocked is not None:
             raise Blocked(*scan.blocked)
         return part if block is part.block else dataclasses.replace(part, block=block)
+
+    def finish(self, part: Finish) -> Finish:
+        """The ending's own fields for a client of its wire (Anthropic `stop_details`, `container`): scanned as
+        an unstreamed answer's are (see `_scan_extras`), at once (they are whole); raises Blocked."""
+        if not part.extras or part.wire != self.wire:
+            return part
+        scan = _Scan(self.ruleset.downgoing, self.reporter)
+        extras = _scan_extras(part.extras, scan)
+        if scan.blocked is not None:
+            raise Blocked(*scan.blocked)
+        return part if extras is None else dataclasses.replace(part, extras=extras)
 
     def check_name(self, name: str, where: str) -> None:
         """A streamed tool call's name: `redact` acts as `block` (see `_Scan.name`); raises Blocked."""
@@ -167,12 +182,14 @@ def _part(key: Channel, text: str) -> StreamPart:
 
 
 def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str, json: bool = False,
-              secrets: Optional[List[Tuple[str, str]]] = None) -> Tuple[str, List[Finding]]:
+              secrets: Optional[List[Tuple[str, str]]] = None,
+              edits: Optional[List[Edit]] = None) -> Tuple[str, List[Finding]]:
     """A whole text at once: (redacted text, block findings). Every finding is counted and logged.
 
     `json`: the text is tool-call arguments; if it is JSON, the detectors read it
     decoded (escapes as what they stand for) and redaction keeps it valid JSON (see `jsontext`).
     `secrets`: gets (redacted text, placeholder) of each redaction, for the text's annotations.
+    `edits`: gets the replacements made (plain text only), for annotations that index the text.
     """
     json = json and looks_like_json(text)
     findings = find_json(text, rules) if json else find(text, rules)
@@ -184,7 +201,7 @@ def scan_text(text: str, rules: DirectionRules, reporter: Reporter, where: str, 
         return text, blocks
     if secrets is not None:
         secrets.extend((text[s:e], placeholder) for s, e, placeholder in spans)
-    return redact(text, json_spans(text, spans) if json else spans), blocks
+    return redact(text, json_spans(text, spans) if json else spans, edits=None if json else edits), blocks
 
 
 class _Scan:
@@ -223,11 +240,11 @@ class _Scan:
                 self.blocked = (blocks, where)
 
     def text(self, text: str, where: str, json: bool = False, rules: Optional[DirectionRules] = None,
-             secrets: Optional[List[Tuple[str, str]]] = None) -> str:
+             secrets: Optional[List[Tuple[str, str]]] = None, edits: Optional[List[Edit]] = None) -> str:
         if self.blocked is not None:
             return text
         new, blocks = scan_text(text, self.rules if rules is None else rules, self.reporter, where, json=json,
-                                secrets=secrets)
+                                secrets=secrets, edits=edits)
         if blocks:
             self.blocked = (blocks, where)
         return new
@@ -236,10 +253,12 @@ class _Scan:
         out: List[ContentPart] = []
         for p in parts:
             if isinstance(p, TextPart):
-                new = self.text(p.text, f"{where} text", secrets=self.secrets)
+                edits: List[Edit] = []
+                new = self.text(p.text, f"{where} text", secrets=self.secrets, edits=edits)
                 p = p if new == p.text else dataclasses.replace(p, text=new)
                 if p.annotations and self.wire in (None, p.annotations_protocol):
-                    notes = tuple(self.opaque(n, f"{where} text annotation", quotes=True) for n in p.annotations)
+                    notes = tuple(shifted(self.opaque(n, f"{where} text annotation", quotes=True),
+                                          p.annotations_protocol or "", edits) for n in p.annotations)
                     p = p if notes == p.annotations else dataclasses.replace(p, annotations=notes)
             elif isinstance(p, OpaquePart):
                 if self.wire in (None, p.protocol):
@@ -262,9 +281,10 @@ class _Scan:
             out.append(p)
         return tuple(out)
 
-    def opaque(self, block: Mapping[str, Any], where: str, quotes: bool = False) -> Mapping[str, Any]:
-        """A provider's block or an annotation (see `opaque`): its strings scanned, a redaction rebuilt in a copy;
-        its names checked only. `quotes`: an annotation, which also loses the secrets its text lost."""
+    def opaque(self, block: Any, where: str, quotes: bool = False) -> Any:
+        """A provider's block, an annotation or a wire's field (see `opaque`): its strings scanned, a redaction
+        rebuilt in a copy; its names checked only. `quotes`: an annotation, which also loses the secrets its
+        text lost."""
         if self.blocked is not None:
             return block
         found = leaves(block)
@@ -470,7 +490,8 @@ class DowngoingStreamCheck(StreamHook):
                 mine = (_START_KIND[type(part)], part.index)
                 return _before(guard.flush([k for k in guard.channels if k != mine]), part)
             if isinstance(part, Finish):
-                return _before(guard.flush(list(guard.channels)), part)
+                flushed, finish = guard.flush(list(guard.channels)), guard.finish(part)
+                return _before(flushed, part) if finish is part else StreamAction.replace([*flushed, finish])
         except Blocked as blocked:
             message = self.ruleset.block_message.render(DOWNGOING, blocked.findings, blocked.where)
             return StreamAction.abort(StreamAborted(message, status=400, kind="guardrail", code=CODE))
@@ -521,19 +542,18 @@ class DowngoingResponseCheck(ExecutionHook):
 
 def _scan_extras(extras: Mapping[str, Any], scan: _Scan) -> Optional[Dict[str, Any]]:
     """The upstream wire's fields a same-wire client gets back besides the content (Chat URL citations,
-    Gemini grounding, citation and URL-context metadata, ...), scanned like the other fields of the prompt:
-    they quote the answer and the URLs it cites, so a secret the text lost must not leave there either (a
-    wire drops what indexes the text once the text is rewritten, but not, e.g., Gemini's retrieved URLs).
-    None when nothing changed.
+    Gemini grounding, citation and URL-context metadata, Anthropic `stop_details` and `container`, ...),
+    every string scanned as in a provider's block (see `opaque`: ids, ciphertext and signatures pass
+    unread, as the next turn sends them back): they quote the answer and the URLs it cites, so a secret the
+    text lost must not leave there either (a wire drops what indexes the text once the text is rewritten,
+    but not, e.g., Gemini's retrieved URLs). None when nothing changed.
 
     A `_`-key holding text (Chat `_logprobs_text`, Gemini `_text`) is the wire's copy of the answer as it
     came, compared with the final text to tell whether a hook rewrote it: never scanned nor rewritten, or
     logprobs and grounding that quote the original would be kept.
     """
     keys = [k for k, v in extras.items() if not (k.startswith("_") and _is_text(v))]
-    if not keys:
-        return None
-    values = scan.values([(f"response {k.lstrip('_')}", extras[k]) for k in keys])
+    values = [scan.opaque(extras[k], f"response {k.lstrip('_')}") for k in keys]
     if all(new is extras[k] for k, new in zip(keys, values)):
         return None
     return {**extras, **dict(zip(keys, values))}

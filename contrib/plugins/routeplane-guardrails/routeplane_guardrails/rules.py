@@ -148,8 +148,12 @@ def find(text: str, rules: DirectionRules, offset: int = 0) -> List[Finding]:
     return out
 
 
-def redact(text: str, spans: Iterable[Tuple[int, int, str]], offset: int = 0) -> str:
-    """Replace (start, end, placeholder) spans, given in absolute offsets; overlapping spans merge into one."""
+def redact(text: str, spans: Iterable[Tuple[int, int, str]], offset: int = 0,
+           edits: Optional[List[Tuple[int, int, int]]] = None) -> str:
+    """Replace (start, end, placeholder) spans, given in absolute offsets; overlapping spans merge into one.
+
+    `edits`: gets each replacement made, as (start, end, placeholder length) in absolute offsets, in order
+    (for annotations that index the text, see `offsets`)."""
     merged: List[List] = []
     # The span that starts first (the longer one on a tie) names the merged placeholder.
     for s, e, ph in sorted(spans, key=lambda sp: (sp[0], -sp[1])):
@@ -160,6 +164,8 @@ def redact(text: str, spans: Iterable[Tuple[int, int, str]], offset: int = 0) ->
             merged[-1][1] = max(merged[-1][1], e)
         else:
             merged.append([s, e, ph])
+    if edits is not None:
+        edits.extend((s + offset, e + offset, len(ph)) for s, e, ph in merged)
     out, pos = [], 0
     for s, e, ph in merged:
         out.append(text[pos:s])

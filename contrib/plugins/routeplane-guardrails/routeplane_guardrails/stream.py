@@ -6,6 +6,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .detectors import Rule
 from .jsontext import LexState, View, advance, bare_end, cut_token, decoded_view, find_json, json_spans
+from .offsets import Edit
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, find, redact
 
 
@@ -76,6 +77,7 @@ class ChannelScanner:
         self.swallowing = False  # dropping the rest of a bare token whose placeholder has left
         self.piece_ends: List[int] = []  # absolute end of each chunk the last release returned
         self.secrets: List[Tuple[str, str]] = []  # (text, placeholder) of every redaction, for the annotations
+        self.edits: List[Edit] = []  # every replacement made so far, for annotations that index the text
 
     # --- public ------------------------------------------------------------
 
@@ -306,7 +308,7 @@ class ChannelScanner:
             text = self.buf[gs - self.base:ge - self.base]
             touched = [(s, e, p) for s, e, p in spans if s < ge and e > gs]
             if touched:
-                text = redact(text, touched, offset=gs)
+                text = redact(text, touched, offset=gs, edits=self.edits)
             if text:
                 out.append(text)
                 self.piece_ends.append(ge)

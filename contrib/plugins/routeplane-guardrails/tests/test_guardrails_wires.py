@@ -8,15 +8,18 @@ from typing import Any, Callable, Dict, List, Tuple
 import pytest
 from routeplane_guardrails import GuardrailsPlugin
 
+from routeplane.hooks.language_model import HookDecision, PreRequestHook
 from routeplane.language_model.types import (
     Finish,
     FinishReason,
+    Generation,
     ReasoningDelta,
     ReasoningEnd,
     ReasoningStart,
     ResponseStart,
     TextDelta,
     TextEnd,
+    TextPart,
     TextStart,
     Usage,
     UsageUpdate,
@@ -157,3 +160,21 @@ def test_clean_reasoning_with_signature_is_unchanged() -> None:
                       script=[list(script)]).request(body, path=path)
     assert _strip_volatile(guarded.body) == _strip_volatile(plain.body)
     assert _anthropic_thinking(guarded.sse)[1] == ["sig-abc"]
+
+
+class _Cache(PreRequestHook):
+    """Another plugin's cache hit: an answer no upstream gave."""
+
+    def check(self, ctx: Any) -> HookDecision:
+        return HookDecision.respond(Generation("cached", ctx.prompt.model, (TextPart(TEXT),), FinishReason.STOP))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_cache_hit_is_checked_like_an_upstreams_answer(stream: bool) -> None:
+    """A pre-request hook's respond()ed answer passes the response checks, streamed or not."""
+    gw = Gateway(plugins=[GuardrailsPlugin(downgoing={"api_keys": "redact"})], hooks=[_Cache()])
+    r = gw.chat("hi", stream=stream)
+    assert r.status == 200 and r.text == "Your key is [REDACTED:api_key] keep it safe."
+    assert KEY not in r.body.decode() and gw.executor.calls == []
+    blocked = Gateway(plugins=[GuardrailsPlugin(downgoing={"api_keys": "block"})], hooks=[_Cache()]).chat("hi")
+    assert blocked.status == 400 and KEY not in blocked.body.decode()
