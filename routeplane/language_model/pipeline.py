@@ -425,7 +425,7 @@ class LanguageModelPipeline:
                 # exactly as when it is delivered without a stream.
                 usage = usage or Usage(reported=False)
             elif usage is None or (not usage.reported and usage.total_output == 0):
-                usage = estimate_usage(ctx.prompt, acc.output_chars)
+                usage = replace(estimate_usage(ctx.prompt, acc.output_chars), tool_calls=usage and usage.tool_calls or ())
             elif outcome is not Outcome.SUCCESS and usage.total_output < (acc.output_chars + 3) // 4:
                 # Cut short before the upstream's final usage (often only the input was reported
                 # at the start): bill the output that was delivered, never a silent zero.
@@ -558,7 +558,7 @@ def _with_usage(prompt: Prompt, gen: Generation) -> Generation:
     never a silent zero, and shown to the client (as a stream's client sees it)."""
     if gen.usage.reported or gen.usage.total:
         return gen
-    return replace(gen, usage=estimate_usage(prompt, output_chars(gen)))
+    return replace(gen, usage=replace(estimate_usage(prompt, output_chars(gen)), tool_calls=gen.usage.tool_calls))
 
 
 def _merged(errors: List[UpstreamError]) -> UpstreamError:

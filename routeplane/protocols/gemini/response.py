@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from dataclasses import replace
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
@@ -93,6 +94,43 @@ def decode_usage(raw: Any) -> Optional[Usage]:
 
 def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
+
+
+class GroundingCalls:
+    """The grounding Google bills by the call (Usage.tool_calls, priced by Prices.per_call), read from the
+    candidates' `groundingMetadata`. Grounding with Google Search is billed per grounded prompt on Gemini 2.x
+    and per search query on Gemini 3, so both are counted and the prices say which costs: one
+    `google_search_prompt` for an answer that ran a search, and `google_search_query` for each distinct
+    non-empty query in `webSearchQueries` (Google ignores the empty ones). An answer grounded in Google
+    Maps (a `maps` grounding chunk) is one `google_maps_prompt`. URL context reports `web` chunks too, but
+    costs only its tokens, so chunks alone count nothing. Fed every chunk of a stream: metadata repeated
+    in later chunks is not counted twice."""
+
+    def __init__(self) -> None:
+        self._queries: Set[str] = set()
+        self._maps = False
+
+    def add(self, candidates: Any) -> None:
+        for cand in candidates if isinstance(candidates, list) else ():
+            meta = cand.get("groundingMetadata") if isinstance(cand, dict) else None
+            if not isinstance(meta, dict):
+                continue
+            queries = meta.get("webSearchQueries")
+            if isinstance(queries, list):
+                self._queries.update(q for q in queries if isinstance(q, str) and q.strip())
+            chunks = meta.get("groundingChunks")
+            if isinstance(chunks, list) and any(isinstance(c, dict) and c.get("maps") for c in chunks):
+                self._maps = True
+
+    def calls(self) -> Tuple[Tuple[str, int], ...]:
+        counts = {"google_search_prompt": 1 if self._queries else 0, "google_search_query": len(self._queries),
+                  "google_maps_prompt": 1 if self._maps else 0}
+        return tuple(sorted((kind, n) for kind, n in counts.items() if n))
+
+    def on(self, usage: Usage) -> Usage:
+        """The usage with these calls."""
+        calls = self.calls()
+        return usage if usage.tool_calls == calls else replace(usage, tool_calls=calls)
 
 
 def shows_thoughts(prompt: Prompt) -> bool:
@@ -273,6 +311,9 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     cand = candidates[0]
     if not isinstance(cand, dict):
         raise bad_upstream(target, "a candidate is not an object")
+    grounding = GroundingCalls()
+    grounding.add(candidates)
+    usage = grounding.on(usage)
     content = cand.get("content") if isinstance(cand.get("content"), dict) else {}
     parts = decode_parts(content.get("parts"), target)
     if isinstance(cand.get("finishReason"), str):

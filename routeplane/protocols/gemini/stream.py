@@ -36,6 +36,7 @@ from ..sse import SSEEvent, dumps
 from .request import PROTOCOL, synthetic_id
 from .response import (
     FINISH_TO_WIRE,
+    GroundingCalls,
     decode_usage,
     encode_usage,
     error_body,
@@ -244,6 +245,7 @@ class GeminiStreamDecoder(StreamDecoder):
         self._blocked = False
         self._usage: Optional[Usage] = None
         self._usage_raw: Any = None
+        self._grounding = GroundingCalls()  # over all chunks: the metadata often comes in the last ones
         self._tools = False
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
@@ -264,8 +266,13 @@ class GeminiStreamDecoder(StreamDecoder):
         # and the settlement of a stream cut short see the upstream's counts so far.
         raw_usage = chunk.get("usageMetadata")
         usage = decode_usage(raw_usage) if raw_usage != self._usage_raw else None
+        self._grounding.add(chunk.get("candidates"))
         if usage is not None:
-            self._usage, self._usage_raw = usage, raw_usage
+            self._usage_raw = raw_usage
+        elif self._usage is not None and self._usage.tool_calls != self._grounding.calls():
+            usage = self._usage  # grounding after the last counts: the same tokens, more calls
+        if usage is not None:
+            self._usage = usage = self._grounding.on(usage)
         if not self._started:
             self._started = True
             out.append(ResponseStart(str(chunk.get("responseId") or ""),

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import time
-from typing import Any, Dict, List, Optional
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
 from ...ids import new_hex
@@ -111,6 +113,24 @@ def _int(v: Any) -> int:
     return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 0
 
 
+# OpenAI's Chat Completions search models (gpt-4o-search-preview, gpt-4o-mini-search-preview,
+# gpt-5-search-api, their dated snapshots; "openai/…" through a router) search the web for every request
+# and bill a fee per search, but their answer has no count of searches. So each answer of one counts one
+# `chat_web_search` (Usage.tool_calls, priced by Prices.per_call): its own kind, apart from a Responses
+# `web_search`, because its price per call differs by model and is left for a config to set.
+_SEARCH_MODEL = re.compile(r"(?:^|/)gpt-[\w.-]*-search-(?:preview|api)(?:-[\w.-]+)?$")
+
+
+def search_calls(*models: Any) -> Tuple[Tuple[str, int], ...]:
+    """(("chat_web_search", 1),) when any of the names (the answer's model, the target's) is a search model."""
+    return (("chat_web_search", 1),) if any(isinstance(m, str) and _SEARCH_MODEL.search(m) for m in models) else ()
+
+
+def with_search_calls(usage: Usage, *models: Any) -> Usage:
+    calls = search_calls(*models)
+    return replace(usage, tool_calls=calls) if calls else usage
+
+
 def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[str] = None) -> Dict[str, Any]:
     text = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and not p.refusal)
     refusal = "".join(p.text for p in gen.parts if isinstance(p, TextPart) and p.refusal)
@@ -211,7 +231,8 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     finish = FINISH_FROM_WIRE.get(str(choice.get("finish_reason")), FinishReason.STOP)
     if any(isinstance(p, ToolCallPart) for p in parts) and finish is FinishReason.STOP:
         finish = FinishReason.TOOL_CALLS  # some compatible servers say "stop" after a tool call
-    usage = decode_usage(body.get("usage")) or Usage(reported=False)
+    usage = with_search_calls(decode_usage(body.get("usage")) or Usage(reported=False), body.get("model"),
+                              target.model)
     extras = {k: body[k] for k in _KEEP_EXTRAS if k in body}
     if isinstance(choice.get("logprobs"), dict):
         extras[LOGPROBS_KEY] = choice["logprobs"]

@@ -41,6 +41,7 @@ from .response import (
     error_in_body,
     legacy_functions,
     synthetic_call_id,
+    with_search_calls,
 )
 
 _DONE = b"data: [DONE]\n\n"
@@ -227,7 +228,7 @@ class ChatStreamDecoder(StreamDecoder):
                                      chunk.get("created") if isinstance(chunk.get("created"), int) else 0))
         usage = decode_usage(chunk.get("usage"))
         if usage is not None:
-            self._usage = usage
+            self._usage = with_search_calls(usage, chunk.get("model"), self._target.model)
         choices = chunk.get("choices")
         if isinstance(choices, list):
             for choice in choices:
