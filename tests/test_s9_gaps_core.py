@@ -142,3 +142,34 @@ def test_count_tokens_runs_as_the_given_caller() -> None:
     who.seen.clear()
     assert gw.request({"model": "default", "messages": HI}, path="/v1/messages/count_tokens").status == 200
     assert who.seen[0][1].account_id is None  # anonymous again: the caller does not outlive its request
+
+
+# --- time to first token counts what the client's wire shows --------------------------------------
+
+
+@pytest.mark.parametrize("wire, late", [("openai_chat", True), ("anthropic_messages", False)])
+def test_time_to_first_token_skips_an_opaque_block_the_clients_wire_drops(wire: str, late: bool) -> None:
+    """A web search block reaches an Anthropic client at once; a Chat client sees nothing until the text,
+    so its time to first token is the text's (here 300 ms later)."""
+    from routeplane.hooks.language_model import StreamAction, StreamHook, StreamInterest
+    from routeplane.language_model.types import (Finish, FinishReason, OpaqueBlock, ResponseStart, TextDelta,
+                                                 TextEnd, TextStart, Usage, UsageUpdate)
+
+    class SlowText(StreamHook):
+        def interest(self) -> StreamInterest:
+            return StreamInterest.ALL
+
+        def on_part(self, ctx: Any, part: Any) -> StreamAction:
+            if isinstance(part, TextDelta):
+                __import__("time").sleep(0.3)
+            return StreamAction.pass_()
+
+    block = {"type": "server_tool_use", "id": "srvtoolu_01", "name": "web_search", "input": {"query": "q"}}
+    parts = [ResponseStart("r", "m"), OpaqueBlock(0, "anthropic_messages", block), TextStart(1), TextDelta(1, "hi"),
+             TextEnd(1), UsageUpdate(Usage(input_tokens=3, output_tokens=1)), Finish(FinishReason.STOP)]
+    gw = Gateway(hooks=[SlowText()], script=[parts])
+    r = gw.request({"model": "default", "messages": HI, "stream": True,
+                    **({"max_tokens": 16} if wire == "anthropic_messages" else {})}, wire=wire)
+    assert r.status == 200
+    [s] = r.settlements
+    assert s.ttft_ms is not None and (s.ttft_ms >= 300) is late, s.ttft_ms

@@ -375,7 +375,7 @@ class LanguageModelPipeline:
             for part in _prepend(first, rest):
                 for out in self._apply_stream_hooks(ctx, hooks, part):
                     acc.add(out)
-                    if run.ttft_ms is None and is_content(out):
+                    if run.ttft_ms is None and is_content(out, ctx.inbound_protocol):
                         run.ttft_ms = ctx.elapsed_ms()
                     if observing:
                         self.observers.emit("on_stream_part", StreamPartEvent(ctx.request_id, out, ctx.elapsed_ms()))

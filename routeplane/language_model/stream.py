@@ -58,9 +58,12 @@ def interest_of(part: StreamPart) -> StreamInterest:
     return _INTEREST.get(type(part), StreamInterest.LIFECYCLE)
 
 
-def is_content(part: StreamPart) -> bool:
-    """A part that carries output a person sees (marks time to first token)."""
-    return isinstance(part, (TextDelta, ReasoningDelta, ToolCallStart, OpaqueBlock))
+def is_content(part: StreamPart, client_wire: str) -> bool:
+    """A part that carries output a person sees (marks time to first token). A provider's block kept for its
+    own wire is seen only by a client of that wire: the other wires' encoders skip it."""
+    if isinstance(part, OpaqueBlock):
+        return part.protocol == client_wire
+    return isinstance(part, (TextDelta, ReasoningDelta, ToolCallStart))
 
 
 class GenerationAccumulator:
