@@ -244,8 +244,21 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     scored: Scored = ()
     if gen.extras_protocol == PROTOCOL and LOGPROBS_KEY in gen.extras:
         scored = list(zip(gen.extras.get(LOGPROBS_TEXT_KEY) or (), gen.extras[LOGPROBS_KEY]))
-    return response_object(response_id(gen.id), prompt, gen.created or int(time.time()), status,
-                           encode_output(gen.parts, scored), gen.usage, incomplete)
+    output = encode_output(gen.parts, scored)
+    if output and is_cut(output[-1], incomplete):
+        output[-1]["status"] = "incomplete"
+    return response_object(response_id(gen.id), prompt, gen.created or int(time.time()), status, output,
+                           gen.usage, incomplete)
+
+
+def is_cut(item: Dict[str, Any], incomplete: Optional[Dict[str, Any]]) -> bool:
+    """Whether `item`, the answer's last, is what a max_output_tokens or content_filter stop cut off: OpenAI
+    marks that message or call `incomplete` (a client must not run a call whose arguments were cut). A
+    paused turn (no reason) cut nothing; a hosted tool's item keeps the status it came with."""
+    return bool(incomplete and incomplete.get("reason")) and item.get("type") in _CUTTABLE
+
+
+_CUTTABLE = frozenset({"message", "function_call", "custom_tool_call"})
 
 
 def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:

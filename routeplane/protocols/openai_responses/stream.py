@@ -42,6 +42,7 @@ from .response import (
     custom_call_item,
     failed_code,
     function_call_item,
+    is_cut,
     message_item,
     new_id,
     reasoning_identity,
@@ -75,6 +76,9 @@ class ResponsesStreamEncoder(StreamEncoder):
     deltas of two items never interleave; every event carries the next
     `sequence_number`; the terminal event carries the whole response.
 
+    The last item's `output_item.done` waits for the next item or the end: only the
+    end tells whether a max_output_tokens stop cut it, which makes it `incomplete`.
+
     OpenAI reasoning is held until its end: the item id that must match between
     `output_item.added`, `.done` and `response.completed` (the SDK checks it) is
     only known from the signature at the end of the block."""
@@ -90,6 +94,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._queued: Dict[int, List[StreamPart]] = {}
         self._output: Dict[int, Dict[str, Any]] = {}
         self._next_index = 0
+        self._held: Optional[int] = None  # the output_index whose output_item.done waits (_release)
         self._usage: Optional[Usage] = None
         self._finish: Optional[FinishReason] = None
         self._ended = False
@@ -246,6 +251,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         return item
 
     def _announce(self, out: List[bytes], item: _Item, added: Dict[str, Any]) -> None:
+        self._release(out)
         item.output_index = self._next_index
         self._next_index += 1
         self._event(out, "response.output_item.added", output_index=item.output_index, item=added)
@@ -354,7 +360,14 @@ class ResponsesStreamEncoder(StreamEncoder):
                             part={"type": "summary_text", "text": text})
             done = reasoning_item(item.id, text, encrypted)
         self._output[item.output_index] = done
-        self._event(out, "response.output_item.done", output_index=item.output_index, item=done)
+        self._release(out)
+        self._held = item.output_index
+
+    def _release(self, out: List[bytes]) -> None:
+        """The held item's `output_item.done`, as the terminal response will hold it."""
+        if self._held is not None:
+            index, self._held = self._held, None
+            self._event(out, "response.output_item.done", output_index=index, item=self._output[index])
 
     def close(self) -> bytes:
         out: List[bytes] = []
@@ -368,6 +381,9 @@ class ResponsesStreamEncoder(StreamEncoder):
             for open_index in list(self._open):
                 self._close(out, open_index)
         status, incomplete = status_of(self._finish or FinishReason.STOP)
+        if self._held is not None and is_cut(self._output[self._held], incomplete):
+            self._output[self._held] = {**self._output[self._held], "status": "incomplete"}
+        self._release(out)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         self._ended = True
         # An upstream that reported no usage: the client still gets the gateway's estimate.
@@ -379,6 +395,7 @@ class ResponsesStreamEncoder(StreamEncoder):
     def error(self, err: RouteplaneError) -> bytes:
         out: List[bytes] = []
         self._start(out)
+        self._release(out)
         body = _error_body(err)["error"]
         # The code is the OpenAI error type ("server_error", "rate_limit_exceeded", ...).
         self._event(out, "error", code=body["type"], message=body["message"], param=body.get("param"))

@@ -55,7 +55,11 @@ def decode_tools(body: Dict[str, Any]) -> Tuple[Tuple[Tool, ...], Optional[set],
     allowed = None
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "allowed_tools":
-        allowed = {t.get("name") for t in choice.get("tools") or [] if isinstance(t, dict)}
+        listed = expect(choice.get("tools"), list, "tool_choice.tools", required=True)
+        if not all(isinstance(t, dict) for t in listed):
+            raise InvalidRequest("'tool_choice.tools' must be an array of tool objects.", param="tool_choice.tools",
+                                 code="invalid_type")
+        allowed = {t.get("name") for t in listed}  # a hosted tool has no name: it stays offered as it is
     return tuple(tools), allowed, hosted
 
 
@@ -74,8 +78,9 @@ def decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Tuple[Op
         if kind in ("function", "custom") and isinstance(raw.get("name"), str):
             return ToolChoice("tool", raw["name"], parallel=parallel), None
         if kind == "allowed_tools" and raw.get("mode") in ("auto", "required"):
-            if raw["mode"] == "required" and allowed is not None and len(allowed) == 1:
-                return ToolChoice("tool", next(iter(allowed)), parallel=parallel), None
+            only = next(iter(allowed)) if allowed is not None and len(allowed) == 1 else None
+            if raw["mode"] == "required" and isinstance(only, str):  # one function or custom tool: forced
+                return ToolChoice("tool", only, parallel=parallel), None
             return ToolChoice(raw["mode"], parallel=parallel), None
         if isinstance(kind, str) and kind and kind not in _CANONICAL_CHOICES:
             return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), raw

@@ -249,6 +249,8 @@ def _items(scenario: Scenario) -> List[Dict[str, Any]]:
                       "content": [{"type": "output_text", "text": r.text, "annotations": [], "logprobs": []}]})
     items.extend({"type": "function_call", "id": f"fc_up{k}", "call_id": c.id, "name": c.name, "arguments": c.json(),
                   "status": "completed"} for k, c in enumerate(r.calls))
+    if (STATUS[r.finish][1] or {}).get("reason") and items and items[-1]["type"] != "reasoning":
+        items[-1]["status"] = "incomplete"  # OpenAI marks the item a max_output_tokens / content_filter stop cut
     return items
 
 
