@@ -8,7 +8,7 @@ import math
 import re
 import time
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..errors import (
     InvalidRequest,
@@ -188,7 +188,23 @@ def upstream_status_error(
         # enough to bill a second call for), so the client's 400 with the upstream's words.
         return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=False,
                                    status=400, kind="invalid_request")
-    return _classified(status, message, target, retry_after_seconds(headers), _error_code(body))
+    err = _classified(status, message, target, retry_after_seconds(headers), _error_code(body))
+    if 400 <= err.status < 500:  # the request's fault, told in the upstream's words: its code and param too
+        err.code, err.param = (scrub(v, target) if v else None for v in _own_fields(body))
+    return err
+
+
+def _own_fields(body: bytes) -> Tuple[Optional[str], Optional[str]]:
+    """An OpenAI-shaped error's `code` and `param` (`context_length_exceeded`, `messages`), which an OpenAI
+    client reads to react (a full context, a bad field); short strings only, as an identifier is."""
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, None
+    err = data.get("error") if isinstance(data, dict) else None
+    fields = [err.get(k) if isinstance(err, dict) else None for k in ("code", "param")]
+    code, param = (v if isinstance(v, str) and 0 < len(v) <= 128 else None for v in fields)
+    return code, param
 
 
 def _flagged(body: bytes) -> bool:
