@@ -152,8 +152,17 @@ def test_time_to_first_token_skips_an_opaque_block_the_clients_wire_drops(wire: 
     """A web search block reaches an Anthropic client at once; a Chat client sees nothing until the text,
     so its time to first token is the text's (here 300 ms later)."""
     from routeplane.hooks.language_model import StreamAction, StreamHook, StreamInterest
-    from routeplane.language_model.types import (Finish, FinishReason, OpaqueBlock, ResponseStart, TextDelta,
-                                                 TextEnd, TextStart, Usage, UsageUpdate)
+    from routeplane.language_model.types import (
+        Finish,
+        FinishReason,
+        OpaqueBlock,
+        ResponseStart,
+        TextDelta,
+        TextEnd,
+        TextStart,
+        Usage,
+        UsageUpdate,
+    )
 
     class SlowText(StreamHook):
         def interest(self) -> StreamInterest:

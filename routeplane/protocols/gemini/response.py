@@ -64,15 +64,30 @@ def finish_from_wire(reason: Any, parts: List[ContentPart]) -> FinishReason:
 
 
 def encode_usage(u: Usage) -> Dict[str, Any]:
-    """candidatesTokenCount excludes thoughts; promptTokenCount includes cached (translation.md §9)."""
-    prompt = u.total_input
+    """candidatesTokenCount excludes thoughts; promptTokenCount includes cached (translation.md §9).
+
+    A Gemini upstream's own report keeps its split: the server-side tools' prompt
+    (`toolUsePromptTokenCount`, input in the canonical buckets) comes out of
+    promptTokenCount again, and the per-modality details are kept. Only Gemini's
+    own field names are read from the raw usage, so another wire's never leak in."""
+    raw = u.raw if isinstance(u.raw, Mapping) and "promptTokenCount" in u.raw else {}
+    tool_prompt = min(_int(raw.get("toolUsePromptTokenCount")), u.input_tokens)
+    prompt = u.total_input - tool_prompt
     meta: Dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": u.output_tokens,
-                            "totalTokenCount": prompt + u.total_output}
+                            "totalTokenCount": prompt + tool_prompt + u.total_output}
     if u.cache_read_tokens:
         meta["cachedContentTokenCount"] = u.cache_read_tokens
+    if tool_prompt:
+        meta["toolUsePromptTokenCount"] = tool_prompt
     if u.reasoning_tokens:
         meta["thoughtsTokenCount"] = u.reasoning_tokens
+    meta.update({k: raw[k] for k in _USAGE_DETAILS if isinstance(raw.get(k), list)})
     return meta
+
+
+# usageMetadata's per-modality breakdowns ([{modality, tokenCount}]), kept from a Gemini upstream.
+_USAGE_DETAILS = ("promptTokensDetails", "cacheTokensDetails", "candidatesTokensDetails",
+                  "toolUsePromptTokensDetails")
 
 
 def decode_usage(raw: Any) -> Optional[Usage]:

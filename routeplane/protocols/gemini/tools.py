@@ -18,6 +18,10 @@ from .schema import clean_for_gemini, from_gemini_schema, strip_meta
 SERVER_TOOLS_KEY = "_gemini_server_tools"
 TOOL_CONFIG_KEY = "_gemini_tool_config"
 VALIDATED_KEY = "_gemini_validated"  # the client's functionCallingConfig.mode was VALIDATED (same wire only)
+# {name: {field: value}}: a function declaration's fields the canonical Tool has no slot for (`response`,
+# `responseJsonSchema`, `behavior`), sent back with it to a Gemini upstream (same wire only).
+DECLARATION_KEY = "_gemini_declaration_fields"
+_DECLARED = frozenset({"name", "description", "parameters", "parametersJsonSchema", "parameters_json_schema"})
 _FUNCTIONS = ("functionDeclarations", "function_declarations")
 _CALLING = ("functionCallingConfig", "function_calling_config")
 
@@ -35,6 +39,7 @@ def decode_tools(raw: Any, extras: Dict[str, Any]) -> Tuple[Tool, ...]:
     Gemini upstream (another wire would go without it: protocols/wire_only.py makes that a 400)."""
     tools: List[Tool] = []
     server: List[List[Any]] = []
+    kept: Dict[str, Dict[str, Any]] = {}
     for i, group in enumerate(expect(raw, list, "tools") or []):
         if not isinstance(group, dict):
             raise InvalidRequest(f"'tools[{i}]' must be an object.", param=f"tools[{i}]")
@@ -48,13 +53,19 @@ def decode_tools(raw: Any, extras: Dict[str, Any]) -> Tuple[Tool, ...]:
             schema = get(d, "parametersJsonSchema")
             if schema is None and get(d, "parameters") is not None:
                 schema = from_gemini_schema(expect(get(d, "parameters"), dict, f"{path}.parameters"))
+            name = expect(d.get("name"), str, f"{path}.name", required=True)
+            fields = {k: v for k, v in d.items() if k not in _DECLARED and v is not None}
+            if fields:
+                kept[name] = fields
             tools.append(Tool(
-                name=expect(d.get("name"), str, f"{path}.name", required=True),
+                name=name,
                 description=expect(d.get("description"), str, f"{path}.description"),
                 parameters=expect(schema, dict, f"{path}.parametersJsonSchema") or {"type": "object", "properties": {}},
             ))
     if server:
         extras[SERVER_TOOLS_KEY] = server
+    if kept:
+        extras[DECLARATION_KEY] = kept
     return tuple(tools)
 
 
@@ -95,6 +106,7 @@ def encode_tools(prompt: Prompt, target: RoutingTarget, extras: Dict[str, Any]) 
     if prompt.tools:
         field = "parameters" if target.options.get("gemini_schema_field") == "parameters" else "parametersJsonSchema"
         decls = []
+        kept = extras.pop(DECLARATION_KEY, None) or {}
         for t in prompt.tools:
             d: Dict[str, Any] = {"name": t.name}
             if t.description:
@@ -102,6 +114,7 @@ def encode_tools(prompt: Prompt, target: RoutingTarget, extras: Dict[str, Any]) 
             schema = dict(t.parameters)
             if schema.get("properties") or field == "parametersJsonSchema":
                 d[field] = clean_for_gemini(schema) if field == "parameters" else strip_meta(schema)
+            d.update(kept.get(t.name) or {})
             decls.append(d)
         tools.append({"functionDeclarations": decls})
     for position, server_tool in extras.pop(SERVER_TOOLS_KEY, None) or []:
