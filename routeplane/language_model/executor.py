@@ -130,7 +130,7 @@ class HttpExecutor(Executor):
                               allow_nan=False).encode("utf-8")
         except ValueError as exc:
             raise InvalidRequest("The request carries a number that is not finite.") from exc
-        headers = _with_auth(codec.request_headers(target, prompt), target)
+        headers = with_auth(codec.request_headers(target, prompt), target)
         headers.setdefault("User-Agent", self._user_agent)
         headers["X-Request-Id"] = ctx.request_id
         deadline = _Deadline(target.timeouts)
@@ -276,7 +276,7 @@ def native_custom_tools(codec: "ProviderCodec", target: RoutingTarget) -> bool:
     return codec.custom_tools if option is None else bool(option)
 
 
-def _with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]:
+def with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]:
     """Put the key in the provider's own credential header when the registry or config names one."""
     if not target.auth_header or not target.api_key:
         return headers

@@ -15,6 +15,7 @@ from ..protocols import anthropic_messages, gemini, openai_chat, openai_response
 from .anthropic import anthropic_model, anthropic_models_page
 from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
 from .gemini import gemini_model, gemini_models_page
+from .responses_tokens import add_routes as add_responses_token_routes
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -51,6 +52,8 @@ def make_blueprint(app: "App") -> Blueprint:
         except Exception:
             log.exception("request %s failed", rid)
             return error_response(InternalError(), openai_responses.CLIENT.error_body, rid)
+
+    add_responses_token_routes(bp, app)  # input_tokens and compact: before the stored-response catch-all
 
     @bp.route("/v1/responses/<path:response_id>", methods=["GET", "DELETE", "POST"])
     def stored_response(response_id: str) -> Response:

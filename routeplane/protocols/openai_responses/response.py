@@ -64,18 +64,30 @@ _BILLED_CALLS = {"web_search_call": "web_search", "file_search_call": "file_sear
                  "code_interpreter_call": "code_interpreter", "image_generation_call": "image_generation"}
 
 
-def tool_calls(output: Any) -> Tuple[Tuple[str, int], ...]:
-    """(("web_search", 2),) from a response's output items."""
+def tool_calls(output: Any, tools: Any = None) -> Tuple[Tuple[str, int], ...]:
+    """(("web_search", 2),) from a response's output items. `tools`: the response's own copy of the
+    request's tools; when they hold the older `web_search_preview` (or a dated variant), its searches
+    count as `web_search_preview`, billed apart from the GA `web_search` (per model: $25 per 1,000 on
+    gpt-4o and gpt-4.1, $10 on reasoning models). A `web_search_call` item does not say which tool made it,
+    so with both offered every search counts as the preview's (the dearer: a budget is not under-charged)."""
+    search = "web_search_preview" if _offers_search_preview(tools) else "web_search"
     counts: Dict[str, int] = {}
     for item in output if isinstance(output, list) else ():
         kind = _BILLED_CALLS.get(item.get("type")) if isinstance(item, dict) and isinstance(item.get("type"), str) else None
+        if kind == "web_search":
+            kind = search
         if kind is not None:
             counts[kind] = counts.get(kind, 0) + 1
     return tuple(sorted(counts.items()))
 
 
-def decode_usage(raw: Any, output: Any = None) -> Optional[Usage]:
-    """A response's usage, with the hosted-tool calls its `output` items record."""
+def _offers_search_preview(tools: Any) -> bool:
+    return any(isinstance(t, dict) and isinstance(t.get("type"), str) and t["type"].startswith("web_search_preview")
+               for t in (tools if isinstance(tools, list) else ()))
+
+
+def decode_usage(raw: Any, output: Any = None, tools: Any = None) -> Optional[Usage]:
+    """A response's usage, with the hosted-tool calls its `output` items record (`tools`: its tools)."""
     if not isinstance(raw, dict):
         return None
     inp, out = _int(raw.get("input_tokens")), _int(raw.get("output_tokens"))
@@ -91,7 +103,7 @@ def decode_usage(raw: Any, output: Any = None) -> Optional[Usage]:
         reasoning_tokens=reasoning,
         reported=True,
         raw=raw,
-        tool_calls=tool_calls(output),
+        tool_calls=tool_calls(output, tools),
     )
 
 
@@ -355,7 +367,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         model=str(body.get("model") or target.model),
         parts=tuple(parts),
         finish_reason=finish_of(status, body.get("incomplete_details"), parts),
-        usage=decode_usage(body.get("usage"), body.get("output")) or Usage(reported=False),
+        usage=decode_usage(body.get("usage"), body.get("output"), body.get("tools")) or Usage(reported=False),
         created=body["created_at"] if isinstance(body.get("created_at"), int) else int(time.time()),
         extras={LOGPROBS_TEXT_KEY: [t for t, _ in scored], LOGPROBS_KEY: [e for _, e in scored]} if scored else {},
         extras_protocol=PROTOCOL if scored else None,

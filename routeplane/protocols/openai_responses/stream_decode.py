@@ -65,6 +65,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._pending: Dict[Any, Dict[str, Any]] = {}  # hosted-tool item (_pending_key) → its added item, until done
         self._notes: Dict[int, int] = {}  # text block → annotations relayed
         self._hosted: List[Dict[str, Any]] = []  # the hosted-tool items sent on, for the billed calls
+        self._offered: Any = None  # response.created's copy of the request's tools (which web search it offered)
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done or not event.data.strip():
@@ -86,6 +87,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         if not self._started:
             self._started = True
             resp = data.get("response") if isinstance(data.get("response"), dict) else {}
+            self._offered = resp.get("tools")
             out.append(ResponseStart(str(resp.get("id") or ""), str(resp.get("model") or self._target.model),
                                      resp["created_at"] if isinstance(resp.get("created_at"), int) else 0))
         key = str(data.get("item_id") or f"#{data.get('output_index')}")
@@ -160,7 +162,8 @@ class ResponsesStreamDecoder(StreamDecoder):
             # The calls billed by the call, from the terminal response's items, or the streamed ones when a
             # compatible server lists none there.
             listed = resp.get("output") if isinstance(resp.get("output"), list) and resp.get("output") else None
-            usage = decode_usage(resp.get("usage"), listed if listed is not None else self._hosted)
+            usage = decode_usage(resp.get("usage"), listed if listed is not None else self._hosted,
+                                 resp["tools"] if isinstance(resp.get("tools"), list) else self._offered)
             if usage is not None:
                 out.append(UsageUpdate(usage))
             out.append(Finish(self._finish_reason(resp)))
