@@ -28,7 +28,7 @@ from ...language_model.types import (
 from ..base import EFFORT_BUDGET, OPAQUE_KEY, client_extras, described_schema, effort_for_budget, expect
 from ..carried import restore
 from .blocks import encode_messages, text_block
-from .server_blocks import USER_OPAQUE, citations, opaque_in_assistant
+from .server_blocks import USER_OPAQUE, citations, opaque_in_assistant, own_tool_use
 
 PROTOCOL = "anthropic_messages"
 
@@ -197,11 +197,11 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         elif kind == "image" and role == "user":
             parts.append(_decode_image(block, bpath))
         elif kind == "document" and role == "user":
-            parts.append(_decode_document(block, bpath))
+            parts.append(_decode_document(block, bpath, opaque))
             cite = block.get("citations")
             if isinstance(cite, dict) and cite.get("enabled") is True:
                 cited.append(f"{bpath}.citations")
-        elif kind == "tool_use" and role == "assistant":
+        elif kind == "tool_use" and role == "assistant" and not own_tool_use(block):
             parts.append(_decode_tool_use(block, bpath))
         elif kind == "thinking" and role == "assistant":
             text = expect(block.get("thinking"), str, f"{bpath}.thinking", required=True)
@@ -211,9 +211,10 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         elif kind == "redacted_thinking" and role == "assistant":
             parts.append(ReasoningPart(redacted=expect(block.get("data"), str, f"{bpath}.data", required=True),
                                        provider=PROTOCOL))
-        elif isinstance(kind, str) and (opaque_in_assistant(kind) if role == "assistant" else kind in USER_OPAQUE):
-            # Server-tool blocks (server_tool_use, web_search_tool_result, …), a user's search_result: sent
-            # back verbatim to an Anthropic upstream, a 400 for any other (protocols/wire_only.py).
+        elif isinstance(kind, str) and ((opaque_in_assistant(kind) or kind == "tool_use") if role == "assistant"
+                                        else kind in USER_OPAQUE):
+            # Server-tool blocks (server_tool_use, web_search_tool_result, …, an own_tool_use call), a user's
+            # search_result: sent back verbatim to an Anthropic upstream, a 400 for any other (wire_only.py).
             parts.append(OpaquePart(PROTOCOL, block, bpath))
             opaque.append(bpath)
         else:
@@ -258,9 +259,14 @@ def _decode_image(block: Dict[str, Any], path: str) -> ContentPart:
 _DOCUMENT_FIELDS = frozenset({"type", "source", "title", "cache_control"})
 
 
-def _decode_document(block: Dict[str, Any], path: str) -> FilePart:
+def _decode_document(block: Dict[str, Any], path: str, opaque: List[str]) -> ContentPart:
     source = expect(block.get("source"), dict, f"{path}.source", required=True)
     kind = source.get("type")
+    if kind == "content" and not _content_text(source, path)[1]:
+        # Images among a custom-content document's chunks have no document form elsewhere: kept
+        # verbatim for an Anthropic upstream, a 400 naming it for another (protocols/wire_only.py).
+        opaque.append(path)
+        return OpaquePart(PROTOCOL, block, path)
     cache = _cache(block, path)
     title = block.get("title") if isinstance(block.get("title"), str) else None
     # `citations: {enabled: true}`, `context`: what only Anthropic does with a document (cite it), kept for it.
@@ -278,7 +284,31 @@ def _decode_document(block: Dict[str, Any], path: str) -> FilePart:
     if kind == "file":
         return FilePart(file_id=expect(source.get("file_id"), str, f"{path}.source.file_id", required=True),
                         **fields)
+    if kind == "content":
+        # A custom-content document of text chunks: plain text for another wire; an Anthropic upstream gets
+        # the source itself (FilePart.part_fields), since its chunks are what citations point at.
+        text = _content_text(source, path)[0]
+        fields.update(part_fields={**(own or {}), "source": source}, part_fields_protocol=PROTOCOL)
+        return FilePart(data=base64.b64encode(text.encode("utf-8")).decode("ascii"), media_type="text/plain",
+                        **fields)
     raise InvalidRequest(f"Unsupported document source type {kind!r} at '{path}.source'.", param=f"{path}.source.type")
+
+
+def _content_text(source: Dict[str, Any], path: str) -> Tuple[str, bool]:
+    """A `content` document source's text, and whether that is all it holds (no image chunks)."""
+    raw = source.get("content")
+    if isinstance(raw, str):
+        return raw, True
+    chunks = expect(raw, list, f"{path}.source.content", required=True)
+    texts: List[str] = []
+    for k, chunk in enumerate(chunks):
+        cpath = f"{path}.source.content[{k}]"
+        kind = chunk.get("type") if isinstance(chunk, dict) else None
+        if kind == "text":
+            texts.append(expect(chunk.get("text"), str, f"{cpath}.text", required=True))
+        elif kind != "image":
+            raise InvalidRequest(f"'{cpath}' must be a text or image block.", param=cpath)
+    return "\n\n".join(texts), len(texts) == len(chunks)
 
 
 def _decode_tool_use(block: Dict[str, Any], path: str) -> ToolCallPart:
@@ -309,7 +339,7 @@ def _decode_tool_result(block: Dict[str, Any], path: str, opaque: List[str]) -> 
             elif item.get("type") == "image":
                 parts.append(_decode_image(item, ipath))
             elif item.get("type") == "document":
-                parts.append(_decode_document(item, ipath))
+                parts.append(_decode_document(item, ipath, opaque))
             elif item.get("type") == "search_result":
                 parts.append(OpaquePart(PROTOCOL, item, ipath))
                 opaque.append(ipath)

@@ -6,6 +6,7 @@ import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
+from ...ids import new_hex
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import (
     ContentPart,
@@ -20,7 +21,7 @@ from ...language_model.types import (
 )
 from ..base import bad_upstream, in_band_error, in_band_status
 from ..carried import carry
-from .server_blocks import cited_text, opaque_in_answer, own_block, with_citations
+from .server_blocks import cited_text, opaque_in_answer, own_block, own_tool_use, with_citations
 
 PROTOCOL = "anthropic_messages"
 
@@ -171,7 +172,11 @@ def _int(v: Any) -> int:
 
 
 def message_id(raw_id: str) -> str:
-    return raw_id if raw_id.startswith("msg_") else f"msg_{raw_id or 'routeplane'}"
+    """The answer's id; an upstream that gave none (a Gemini answer without responseId, a compatible
+    server) still gets a unique one, as on the OpenAI wires, so clients keying on it keep answers apart."""
+    if not raw_id:
+        return f"msg_{new_hex()}"
+    return raw_id if raw_id.startswith("msg_") else f"msg_{raw_id}"
 
 
 def wants_thinking(prompt: Prompt) -> bool:
@@ -294,15 +299,15 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
                                        provider=PROTOCOL))
         elif kind == "redacted_thinking":
             parts.append(ReasoningPart(redacted=str(block.get("data") or ""), provider=PROTOCOL))
-        elif kind == "tool_use":
+        elif kind == "tool_use" and not own_tool_use(block):
             tool_in = block.get("input")
             parts.append(ToolCallPart(
                 str(block.get("id") or ""), str(block.get("name") or ""),
                 json.dumps(tool_in if isinstance(tool_in, dict) else {}, separators=(",", ":"), ensure_ascii=False),
             ))
-        elif opaque_in_answer(kind):
-            # Server-tool blocks (server_tool_use, web_search_tool_result, mcp_tool_use, …) and types newer
-            # than this code: kept verbatim for a client of this wire, which sends them back next turn.
+        elif opaque_in_answer(kind) or kind == "tool_use":
+            # Server-tool blocks (server_tool_use, web_search_tool_result, mcp_tool_use, …), types newer than
+            # this code, and own_tool_use calls: kept verbatim for a client of this wire, which sends them back.
             parts.append(OpaquePart(PROTOCOL, block))
     raw_stop = body.get("stop_reason")
     finish = STOP_FROM_WIRE.get(str(raw_stop), FinishReason.OTHER if raw_stop else FinishReason.STOP)

@@ -32,6 +32,15 @@ def opaque_in_assistant(kind: Any) -> bool:
     return opaque_in_answer(kind) and kind not in _USER_BLOCKS
 
 
+def own_tool_use(block: Mapping[str, Any]) -> bool:
+    """A tool_use only this wire can express: called by a server tool (programmatic tool calling's `caller`,
+    other than the model's own `direct`) or a member of an Anthropic toolset (`toolset_name`). Anthropic
+    needs those fields back with the call, which the canonical tool call has no place for, so the block is
+    kept verbatim; the tools that make such calls are this wire's own (wire_only.py), so nothing else sees one."""
+    caller = block.get("caller")
+    return bool(block.get("toolset_name")) or (isinstance(caller, dict) and caller.get("type") != "direct")
+
+
 def citations(block: Mapping[str, Any]) -> Tuple[Mapping[str, Any], ...]:
     """A text block's non-empty `citations`, as annotations."""
     raw = block.get("citations")

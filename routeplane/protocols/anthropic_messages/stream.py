@@ -48,7 +48,7 @@ from .response import (
     wants_thinking,
     wire_stop_reason,
 )
-from .server_blocks import Gathered, block_events, citations, opaque_in_answer
+from .server_blocks import Gathered, block_events, citations, opaque_in_answer, own_tool_use
 
 log = logging.getLogger("routeplane.protocols.anthropic")
 
@@ -93,7 +93,7 @@ class MessagesStreamEncoder(StreamEncoder):
     def __init__(self, prompt: Prompt) -> None:
         self._model = prompt.model
         self._show_foreign_reasoning = wants_thinking(prompt)
-        self._id = "msg_routeplane"
+        self._id = message_id("")  # unique even when the upstream gives no id
         self._started = False
         self._input_usage: Optional[Usage] = None
         self._usage: Optional[Usage] = None
@@ -466,13 +466,14 @@ class MessagesStreamDecoder(StreamDecoder):
         elif kind == "redacted_thinking":
             self._kinds[index] = "thinking"
             out.append(ReasoningStart(index, PROTOCOL, redacted=str(block.get("data") or "")))
-        elif kind == "tool_use":
+        elif kind == "tool_use" and not own_tool_use(block):
             self._kinds[index] = "tool"
             self._start_input[index] = block.get("input")
             out.append(ToolCallStart(index, str(block.get("id") or ""), str(block.get("name") or "")))
-        elif opaque_in_answer(kind):
-            # A server-tool block (server_tool_use, web_search_tool_result, …): gathered, and sent on whole
-            # at its content_block_stop. Until then nothing leaves, so the first-content hold still stands.
+        elif opaque_in_answer(kind) or kind == "tool_use":
+            # A server-tool block (server_tool_use, web_search_tool_result, …, an own_tool_use call): gathered,
+            # and sent on whole at its content_block_stop. Until then nothing leaves, so the first-content hold
+            # still stands.
             self._kinds[index] = "opaque"
             self._gathering[index] = Gathered(block)
         return out
