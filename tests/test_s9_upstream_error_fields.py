@@ -59,3 +59,18 @@ def test_an_anthropic_client_gets_its_own_shape(up: Any) -> None:
     r = _gateway(up.url).request({"model": "m", "max_tokens": 8, "messages": HI}, wire="anthropic_messages")
     assert r.status == 400 and r.json == {"type": "error", "error": {"type": "invalid_request_error",
                                                                      "message": r.json["error"]["message"]}}
+
+
+def test_count_tokens_sends_the_key_in_the_providers_configured_header(up: Any) -> None:
+    """A provider whose key goes in its own header (`auth_header`, e.g. a proxy in front of Anthropic)
+    is counted with it, as its messages are; before, count_tokens sent the default x-api-key only."""
+    config = {"providers": {"an": {"protocol": "anthropic_messages", "base_url": up.url, "api_key": KEY,
+                                   "auth_header": "api-key", "auth_prefix": ""}},
+              "models": {"m": {"targets": [{"provider": "an", "model": "claude-x"}]}}}
+    up.enqueue(Reply.json({"input_tokens": 7}))
+    r = Gateway(config=config, executor=HttpExecutor()).request(
+        {"model": "m", "messages": HI}, path="/v1/messages/count_tokens")
+    assert r.status == 200 and r.json == {"input_tokens": 7}
+    [sent] = up.requests
+    assert sent.path == "/v1/messages/count_tokens" and sent.headers["api-key"] == KEY
+    assert "x-api-key" not in {k.lower() for k in sent.headers}

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 from ..errors import HookDenied, InternalError, NoTargetAvailable, RouteplaneError, UnsafeUpstreamURL, UpstreamError
 from ..hooks.language_model import DecisionKind
 from ..language_model.context import PipelineContext
+from ..language_model.executor import with_auth
 from ..language_model.routing import RoutingTarget
 from ..language_model.stream import estimate_tokens, prompt_text
 from ..language_model.url_safety import UnsafeURL, check_base_url
@@ -149,7 +150,7 @@ def _forward_count_tokens(target: RoutingTarget, body: Any, prompt: Any, rid: st
     provider = anthropic_messages.PROVIDER
     outbound = {k: v for k, v in body.items() if k not in _NOT_COUNTED}
     outbound["model"] = target.model
-    headers = provider.request_headers(target, prompt)
+    headers = with_auth(provider.request_headers(target, prompt), target)  # a configured auth_header, as calls
     headers["X-Request-Id"] = rid
     url = f"{anthropic_messages.base_url(target)}/v1/messages/count_tokens"
     try:
