@@ -41,7 +41,11 @@ FINISH_FROM_WIRE = {
     "tool_calls": FinishReason.TOOL_CALLS,
     "function_call": FinishReason.TOOL_CALLS,
     "content_filter": FinishReason.CONTENT_FILTER,
+    "model_length": FinishReason.LENGTH,  # Mistral: the context window ran out
 }
+# Mistral and OpenRouter end an answer that failed part way with finish_reason "error" (OpenRouter with
+# an `error` beside it): a failure, never an answer that looks complete.
+ERROR_FINISH = "error"
 _KEEP_EXTRAS = ("system_fingerprint", "service_tier")
 # Generation.extras: the choice's logprobs and the message's annotations (a search model's URL
 # citations, which index into the content), and the content they were computed for (a hook that
@@ -95,7 +99,9 @@ def decode_usage(raw: Any) -> Optional[Usage]:
     completion = _int(raw.get("completion_tokens"))
     pd = raw.get("prompt_tokens_details") if isinstance(raw.get("prompt_tokens_details"), dict) else {}
     cd = raw.get("completion_tokens_details") if isinstance(raw.get("completion_tokens_details"), dict) else {}
-    cached = _int(pd.get("cached_tokens"))
+    # Cache hits in OpenAI's spelling, else DeepSeek's (`prompt_cache_hit_tokens`) or Moonshot's (`cached_tokens`
+    # beside the counts): either is part of prompt_tokens, as OpenAI's is, and priced as a cache read.
+    cached = _int(pd.get("cached_tokens")) or _int(raw.get("prompt_cache_hit_tokens")) or _int(raw.get("cached_tokens"))
     written = _int(pd.get("cache_write_tokens"))
     reasoning = _int(cd.get("reasoning_tokens"))
     return Usage(
@@ -194,6 +200,12 @@ def error_in_body(err: Any, target: RoutingTarget, mid_stream: bool = False) -> 
                          code=code if isinstance(code, str) else etype)
 
 
+def finish_error(choice: Dict[str, Any], target: RoutingTarget, mid_stream: bool = False) -> UpstreamError:
+    """The error a choice that ended with finish_reason "error" stands for."""
+    return error_in_body(choice.get("error") or "the model's answer ended with finish_reason 'error'", target,
+                         mid_stream=mid_stream)
+
+
 def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if not isinstance(body, dict):
         raise bad_upstream(target, "the body is not a JSON object")
@@ -203,6 +215,8 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise bad_upstream(target, "no choices")
     choice = choices[0]
+    if choice.get("finish_reason") == ERROR_FINISH:
+        raise finish_error(choice, target)
     msg = choice.get("message")
     if not isinstance(msg, dict):
         raise bad_upstream(target, "choice without a message")

@@ -32,6 +32,7 @@ from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..scores import Scores
 from ..sse import SSEEvent, dumps
 from .response import (
+    ERROR_FINISH,
     FINISH_FROM_WIRE,
     FINISH_TO_WIRE,
     PROTOCOL,
@@ -39,6 +40,7 @@ from .response import (
     encode_usage,
     error_body,
     error_in_body,
+    finish_error,
     legacy_functions,
     synthetic_call_id,
     with_search_calls,
@@ -178,6 +180,16 @@ def _custom_fragment(frag: Dict[str, Any]) -> Tuple[Dict[str, Any], str]:
     return {}, "arguments"
 
 
+def _complete_json(text: str) -> bool:
+    """Are a call's arguments so far a whole JSON object (so that more text cannot belong to them)?"""
+    if not text.rstrip().endswith("}"):  # cheap: a server may repeat the name on every fragment
+        return False
+    try:
+        return isinstance(json.loads(text), dict)
+    except (ValueError, RecursionError):
+        return False
+
+
 def _logprobs(scores: Optional[Dict[str, Any]], key: str, index: int, text: str) -> List[StreamPart]:
     """A chunk's `logprobs.content` (or `.refusal`) entries for its text, as a TokenLogprobs."""
     entries = scores.get(key) if scores is not None else None
@@ -200,6 +212,7 @@ class ChatStreamDecoder(StreamDecoder):
         self._reasoning_block: Optional[int] = None
         self._tools: Dict[int, int] = {}  # OpenAI tool index → canonical block index
         self._tool_ids: Dict[int, str] = {}  # OpenAI tool index → the id its first fragment carried
+        self._tool_args: Dict[int, str] = {}  # OpenAI tool index → its call's arguments so far
         self._tool_blocks: List[int] = []  # every tool block opened, to close them all at the end
         self._finish: Optional[FinishReason] = None
         self._usage: Optional[Usage] = None
@@ -226,14 +239,15 @@ class ChatStreamDecoder(StreamDecoder):
             self._started = True
             out.append(ResponseStart(str(chunk.get("id") or ""), str(chunk.get("model") or self._target.model),
                                      chunk.get("created") if isinstance(chunk.get("created"), int) else 0))
-        usage = decode_usage(chunk.get("usage"))
+        choices = chunk.get("choices") if isinstance(chunk.get("choices"), list) else []
+        first = [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0]
+        # Moonshot (Kimi) sends its usage inside the last chunk's choice, not beside the choices.
+        usage = decode_usage(chunk.get("usage")) or next(
+            (u for u in (decode_usage(c.get("usage")) for c in first) if u is not None), None)
         if usage is not None:
             self._usage = with_search_calls(usage, chunk.get("model"), self._target.model)
-        choices = chunk.get("choices")
-        if isinstance(choices, list):
-            for choice in choices:
-                if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                    out.extend(self._choice(choice))
+        for choice in first:
+            out.extend(self._choice(choice))
         return out
 
     def _choice(self, choice: Dict[str, Any]) -> List[StreamPart]:
@@ -266,37 +280,48 @@ class ChatStreamDecoder(StreamDecoder):
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for frag in calls:
-                if not isinstance(frag, dict):
-                    raise bad_upstream(self._target, "malformed tool call fragment")
-                idx = frag.get("index")
-                if idx is None:  # some compatible servers leave it out (or null) on every fragment
-                    idx = 0
-                if not isinstance(idx, int) or isinstance(idx, bool):
-                    raise bad_upstream(self._target, "a tool call fragment without an integer index")
-                fn = frag.get("function")
-                key = "arguments"
-                if not isinstance(fn, dict):  # a custom tool call's fragment carries `custom: {name, input}`
-                    fn, key = _custom_fragment(frag)
-                call_id = frag.get("id") if isinstance(frag.get("id"), str) else ""
-                # Some OpenAI-compatible servers send every parallel call with index 0: a
-                # new id on a known index starts a new call instead of merging arguments.
-                seen_id = self._tool_ids.get(idx)
-                if idx not in self._tools or (call_id and seen_id and call_id != seen_id):
-                    out.extend(self._close_text() + self._close_refusal() + self._close_reasoning())
-                    self._tools[idx] = self._block()
-                    self._tool_blocks.append(self._tools[idx])
-                    if call_id:
-                        self._tool_ids[idx] = call_id
-                    out.append(ToolCallStart(self._tools[idx], call_id or synthetic_call_id(),
-                                             str(fn.get("name") or ""), custom=key == "input"))
-                args = fn.get(key)
-                if isinstance(args, (dict, list)) and key == "arguments":
-                    args = json.dumps(args)  # some compatible servers stream the arguments as an object
-                if isinstance(args, str) and args:
-                    out.append(ToolCallDelta(self._tools[idx], args))
+                out.extend(self._tool_fragment(frag))
         reason = choice.get("finish_reason")
+        if reason == ERROR_FINISH:
+            raise finish_error(choice, self._target, mid_stream=True)
         if isinstance(reason, str) and reason:
             self._finish = FINISH_FROM_WIRE.get(reason, FinishReason.STOP)
+        return out
+
+    def _tool_fragment(self, frag: Any) -> List[StreamPart]:
+        if not isinstance(frag, dict):
+            raise bad_upstream(self._target, "malformed tool call fragment")
+        idx = frag.get("index")
+        unindexed = idx is None  # some compatible servers leave it out (or null) on every fragment
+        idx = 0 if unindexed else idx
+        if not isinstance(idx, int) or isinstance(idx, bool):
+            raise bad_upstream(self._target, "a tool call fragment without an integer index")
+        fn = frag.get("function")
+        key = "arguments"
+        if not isinstance(fn, dict):  # a custom tool call's fragment carries `custom: {name, input}`
+            fn, key = _custom_fragment(frag)
+        call_id = frag.get("id") if isinstance(frag.get("id"), str) else ""
+        seen_id = self._tool_ids.get(idx, "")
+        out: List[StreamPart] = []
+        # Some OpenAI-compatible servers send every parallel call with index 0: a new id on a known
+        # index starts a new call instead of merging arguments. Others send each call whole, with no
+        # index and no id: a named fragment after arguments that are already complete JSON is the next call.
+        if (idx not in self._tools or (call_id and seen_id and call_id != seen_id)
+                or (unindexed and key == "arguments" and fn.get("name") and not (call_id and call_id == seen_id)
+                    and _complete_json(self._tool_args.get(idx, "")))):
+            out.extend(self._close_text() + self._close_refusal() + self._close_reasoning())
+            self._tools[idx] = self._block()
+            self._tool_blocks.append(self._tools[idx])
+            self._tool_ids[idx] = call_id
+            self._tool_args[idx] = ""
+            out.append(ToolCallStart(self._tools[idx], call_id or synthetic_call_id(),
+                                     str(fn.get("name") or ""), custom=key == "input"))
+        args = fn.get(key)
+        if isinstance(args, (dict, list)) and key == "arguments":
+            args = json.dumps(args)  # some compatible servers stream the arguments as an object
+        if isinstance(args, str) and args:
+            self._tool_args[idx] += args
+            out.append(ToolCallDelta(self._tools[idx], args))
         return out
 
     def _block(self) -> int:
