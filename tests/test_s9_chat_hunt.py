@@ -136,9 +136,8 @@ def test_mistral_model_length_is_length(oai, up):
     assert oai.chat.completions.create(model="via-openai_chat", messages=USER).choices[0].finish_reason == "length"
 
 
-@pytest.mark.xfail(strict=True, reason="outside openai_chat/: an Anthropic upstream's 'prompt is too long' 400 "
-                   "reaches a Chat client with code None, not OpenAI's context_length_exceeded")
 def test_anthropic_prompt_too_long_is_context_length_exceeded(oai, up):
+    """Anthropic has no code for a prompt over the context window: its words become OpenAI's code."""
     up.enqueue(Reply.json({"type": "error", "error": {"type": "invalid_request_error",
                                                       "message": "prompt is too long: 210000 tokens > 200000 maximum"}},
                           400))

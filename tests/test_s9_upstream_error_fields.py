@@ -74,3 +74,14 @@ def test_count_tokens_sends_the_key_in_the_providers_configured_header(up: Any) 
     [sent] = up.requests
     assert sent.path == "/v1/messages/count_tokens" and sent.headers["api-key"] == KEY
     assert "x-api-key" not in {k.lower() for k in sent.headers}
+
+
+def test_a_gemini_prompt_over_the_window_is_context_length_exceeded_for_an_openai_client(up: Any) -> None:
+    up.enqueue(Reply.json({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message":
+                                     "The input token count (1200000) exceeds the maximum number of tokens "
+                                     "allowed (1048576)."}}, status=400))
+    r = _gateway(up.url, protocol="gemini").request({"model": "m", "messages": HI})
+    assert r.status == 400 and r.json["error"]["code"] == "context_length_exceeded"
+    up.enqueue(Reply.json({"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "bad field"}}, status=400))
+    r = _gateway(up.url, protocol="gemini").request({"model": "m", "messages": HI})
+    assert r.status == 400 and r.json["error"]["code"] is None

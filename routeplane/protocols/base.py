@@ -191,7 +191,16 @@ def upstream_status_error(
     err = _classified(status, message, target, retry_after_seconds(headers), _error_code(body))
     if 400 <= err.status < 500:  # the request's fault, told in the upstream's words: its code and param too
         err.code, err.param = (scrub(v, target) if v else None for v in _own_fields(body))
+        if err.code is None and status == 400 and _TOO_LONG.search(raw):
+            err.code = "context_length_exceeded"  # OpenAI's word, which clients read to trim their history
     return err
+
+
+# A prompt over the model's context window in the words of the upstreams that have no code for it:
+# Anthropic ("prompt is too long: 210000 tokens > 200000 maximum"), Gemini ("The input token count
+# (1200000) exceeds the maximum number of tokens allowed (1048576)"), vLLM ("This model's maximum
+# context length is 8192 tokens").
+_TOO_LONG = re.compile(r"prompt is too long|exceeds the maximum number of tokens|maximum context length", re.I)
 
 
 def _own_fields(body: bytes) -> Tuple[Optional[str], Optional[str]]:
