@@ -111,8 +111,6 @@ def _parallel_calls_stream() -> Reply:
         openai_chunk(None, usage={"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10})])
 
 
-@pytest.mark.xfail(strict=True, reason="openai_chat encoder sends consecutive assistant messages as they are: "
-                                       "OpenAI refuses tool_calls not directly followed by their tool messages")
 def test_a_streamed_chat_with_parallel_calls_continues_on_openai_chat(gclient: genai.Client, up: FakeUpstream) -> None:
     """google-genai's streaming chat keeps each chunk's content as its own history entry, so two parallel
     calls come back as two consecutive model contents. They reach OpenAI Chat as two assistant messages, the

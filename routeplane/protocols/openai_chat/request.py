@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -481,11 +482,17 @@ def tool_call(p: ToolCallPart) -> Dict[str, Any]:
 
 def _merge_tool_turns(messages: Tuple[Message, ...]) -> List[Message]:
     """Adjacent tool messages as one: every tool message of a turn must directly follow the
-    assistant's tool_calls, before the user message that carries their attachments."""
+    assistant's tool_calls, before the user message that carries their attachments. For the same
+    reason an assistant message after one with tool calls joins it: a history that holds each call
+    of a parallel turn as its own model content (google-genai's streamed chat keeps every chunk)
+    would otherwise put tool_calls right before another assistant message, which OpenAI refuses."""
     out: List[Message] = []
     for m in messages:
         if m.role is Role.TOOL and out and out[-1].role is Role.TOOL:
             out[-1] = Message(Role.TOOL, out[-1].parts + m.parts)
+        elif (m.role is Role.ASSISTANT and out and out[-1].role is Role.ASSISTANT
+              and any(isinstance(p, ToolCallPart) for p in out[-1].parts)):
+            out[-1] = replace(out[-1], parts=out[-1].parts + m.parts)
         else:
             out.append(m)
     return out
