@@ -84,6 +84,13 @@ def explain(app: "App", wire: str, body: Any, headers: Mapping[str, str], creden
     later = {stage: [{"plugin": pid, "hook": _name(h)} for pid, h in getattr(hooks, stage)]
              for stage in ("execution", "stream", "settlement", "observe")}
     head_cost = worst_case_cost(ctx.prompt, chain[0]) if chain else None
+    note = "worst case of the head target: estimated input + max_tokens (4096 when unset) of output"
+    from .auth.budget import BudgetHook  # here: the auth package imports the app, which imports this module
+
+    budget = next((h.plugin for h in (getattr(h, "inner", h) for _pid, h in hooks.pre_request)  # unwrap stats
+                   if isinstance(h, BudgetHook)), None)
+    if budget is not None and chain:
+        head_cost, note = budget.worst_case(ctx), "what the budget plugin reserves: its worst case over the route"
     identity = ctx.identity
     return {
         "verdict": verdict,
@@ -97,7 +104,7 @@ def explain(app: "App", wire: str, body: Any, headers: Mapping[str, str], creden
             "account_id": identity.account_id,
             "limit_micro_usd": identity.budget_micro_usd,
             "would_reserve_micro_usd": head_cost,
-            "note": "worst case of the head target: estimated input + max_tokens (4096 when unset) of output",
+            "note": note,
         },
         "estimated_input_tokens": max(1, estimate_tokens(prompt_text(ctx.prompt))),
         "max_output_tokens": prompt.params.max_tokens or DEFAULT_WORST_CASE_OUTPUT,

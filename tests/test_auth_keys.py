@@ -466,3 +466,15 @@ def test_mid_stream_enforcement_stops_a_stream_at_the_budget_left(tmp_path: Any,
         assert budget - 4000 <= amount <= budget  # settled for what was delivered, within the budget
     else:
         assert "[DONE]" in data and amount > budget  # one reservation may overspend without it
+
+
+def test_explain_shows_what_the_budget_reserves(gw: Gateway) -> None:
+    """/admin/explain's would_reserve is the budget plugin's own worst case (dearest prices over the route),
+    not a simpler figure that disagreed with what admission then held."""
+    admin, caller = gw.key(scope="admin"), gw.key(budget_micro_usd=10 ** 9)
+    body = {"wire": "openai_chat", "request": dict(BODY), "headers": {"Authorization": f"Bearer {caller}"}}
+    r = gw.client.post("/admin/explain", json=body, headers={"Authorization": f"Bearer {admin}"})
+    assert r.status_code == 200, r.get_json()
+    budget = r.get_json()["budget"]
+    assert budget["would_reserve_micro_usd"] == RESERVE and "budget plugin" in budget["note"]
+    assert gw.ledger() == []

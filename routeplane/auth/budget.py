@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, List, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from ..app import Plugin, PluginId
 from ..errors import RouteplaneError
@@ -20,10 +20,21 @@ from ..hooks.language_model import (
     StreamInterest,
 )
 from ..language_model.context import Identity, PipelineContext
-from ..language_model.routing import Prices, StaticRoutingTable
-from ..language_model.settlement import Settlement, cost_micro_usd
+from ..language_model.routing import Prices, RoutingTarget, StaticRoutingTable
+from ..language_model.settlement import ONE_HOUR_CACHE_WRITE_FACTOR, Settlement, cost_micro_usd
 from ..language_model.stream import estimate_usage
-from ..language_model.types import ReasoningDelta, StreamPart, TextDelta, ToolCallDelta, Usage, UsageUpdate
+from ..language_model.types import (
+    GenerationParams,
+    ReasoningDelta,
+    StreamPart,
+    TextDelta,
+    ToolCallDelta,
+    Usage,
+    UsageUpdate,
+)
+from ..protocols.anthropic_messages.request import DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS
+from ..protocols.anthropic_messages.request import PROTOCOL as ANTHROPIC_PROTOCOL
+from ..protocols.base import EFFORT_BUDGET
 from .settings import BudgetSettings
 from .store import BudgetRule
 
@@ -138,25 +149,57 @@ class BudgetPlugin(Plugin):
     def worst_case(self, ctx: PipelineContext) -> int:
         """The most this request can cost on any target of its route: the prompt plus max_tokens of output.
 
-        A missing, zero or negative `max_tokens` reserves the default (a negative
-        one must not make room for other requests while it is in flight); a huge
+        A missing, zero or negative `max_tokens` reserves what the target may produce
+        without one (a negative one must not make room for other requests while it is
+        in flight); a huge
         one costs at most `cost_micro_usd`'s cap (MAX_COST_MICRO_USD), which
         exceeds every budget without overflowing the ledger.
         """
         prompt = ctx.prompt
-        max_out = prompt.params.max_tokens
-        if max_out is None or max_out <= 0:
-            max_out = self.settings.default_max_output_tokens
-        usage = Usage(input_tokens=estimate_usage(prompt, 0).input_tokens, output_tokens=max_out, reported=False)
+        input_tokens = estimate_usage(prompt, 0).input_tokens
         unknown = self.settings.unknown_price_reservation_micro_usd
         # The most expensive target, whichever the request ends on: an unpriced one (reserved at the
         # configured amount) must not hide a priced one that costs more.
         costs = [cost if cost is not None else unknown
-                 for cost in (cost_micro_usd(usage, prices) for prices in self._prices(prompt.model))]
+                 for cost in (_dearest_cost(t, input_tokens, self._output_bound(prompt.params, t))
+                              for t in self._table.targets_of(prompt.model))]
         return max(costs) if costs else unknown
 
-    def _prices(self, model: str) -> Sequence[Prices]:
-        return [t.prices for t in self._table.targets_of(model)]
+    def _output_bound(self, params: GenerationParams, target: RoutingTarget) -> int:
+        """The most output `target` may generate: the request's max_tokens, else the configured default, or
+        more where the gateway itself sends a larger bound. Anthropic requires max_tokens, so a request
+        without one gets the provider's `default_max_tokens` plus the thinking budget when reasoning
+        was asked for (protocols/anthropic_messages/request.py): up to 36864 tokens, not 4096."""
+        if params.max_tokens is not None and params.max_tokens > 0:
+            return params.max_tokens
+        bound = self.settings.default_max_output_tokens
+        if target.protocol == ANTHROPIC_PROTOCOL:
+            thinking = params.reasoning_budget
+            if thinking is None and params.reasoning_effort:
+                thinking = EFFORT_BUDGET.get(params.reasoning_effort)
+            sent = int(target.options.get("default_max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS))  # type: ignore[call-overload]
+            bound = max(bound, sent + (max(1024, thinking) if thinking else 0))
+        return bound
+
+
+def _dearest_cost(target: RoutingTarget, input_tokens: int, output_tokens: int) -> Optional[int]:
+    """The most this many tokens in and out can cost on `target` (None: unpriced).
+
+    The input at its dearest bucket: the upstream may bill all of it as a cache write, dearer than
+    plain input (a 5-minute write at `cache_write`; on Anthropic, a 1-hour write at twice the input
+    price). The output at the dearer of output and reasoning. Priced at plain input, a reservation
+    fell short of what a cached prompt costs, and parallel requests overspent by the difference.
+    """
+    prices = target.prices.for_input(input_tokens)
+    dear_input = None
+    if prices.input is not None:
+        one_hour = prices.input * ONE_HOUR_CACHE_WRITE_FACTOR if target.protocol == ANTHROPIC_PROTOCOL else None
+        dear_input = max(p for p in (prices.input, prices.cache_read, prices.cache_write, one_hour) if p is not None)
+    dear_output = prices.output
+    if dear_output is not None and prices.reasoning is not None:
+        dear_output = max(dear_output, prices.reasoning)
+    return cost_micro_usd(Usage(input_tokens=input_tokens, output_tokens=output_tokens, reported=False),
+                          Prices(input=dear_input, output=dear_output))
 
 
 def _rule(limit: int, scope: str, key: str, window: Any, now: float) -> BudgetRule:

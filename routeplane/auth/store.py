@@ -262,6 +262,12 @@ class AuthStore:
                     yield db
                 return
             with db.atomic():
+                if dialect == "postgresql":
+                    # The sums below must see every reservation committed while this one waited for
+                    # the lock. A database whose default isolation is REPEATABLE READ (or SERIALIZABLE)
+                    # would read them from a snapshot taken before the wait (admitting a whole queue of
+                    # requests against one request's room), or fail them as serialization errors.
+                    db.execute_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED").close()
                 # MySQL: not INSERT IGNORE, which takes a shared lock on an existing row; two admissions
                 # holding it both wanted it exclusive below, and InnoDB killed one as a deadlock.
                 # ON DUPLICATE KEY UPDATE locks the row exclusively at once.
