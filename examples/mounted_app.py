@@ -127,8 +127,8 @@ def create_host_app(config: Optional[Config] = None, secret_key: Optional[str] =
         user = g.host_user
         return jsonify({"app": "host", "user": user.user_id if user else None})
 
-    gateway = build_app(config or load_config(os.environ.get("ROUTEPLANE_CONFIG") or None),
-                        extra_plugins=[HostAuthPlugin(tokens, users)])
+    # load_config() reads $ROUTEPLANE_CONFIG: under routeplane's gunicorn settings, the checked copy the master migrated.
+    gateway = build_app(config or load_config(), extra_plugins=[HostAuthPlugin(tokens, users)])
     gateway.init_app(host, url_prefix="/llm")
     return host
 

@@ -85,8 +85,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 1
+    # The plugins that will run, the built-in ones included (auth, budget, spend_log): the config's
+    # `plugins:` section alone read "0 plugins" for a file that turns auth and budgets on.
+    installed = ", ".join(str(plugin.id) for plugin in app.plugins) or "none"
     print(f"{config.source}: OK ({len(config.providers)} providers, {len(config.routes)} routes, "
-          f"{len(config.plugins)} plugins)")
+          f"plugins: {installed})")
     return 0
 
 

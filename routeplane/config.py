@@ -16,6 +16,7 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .acp.settings import AgentSchema, agent_name_problems, typed_agents
+from .config_messages import leaves, problem_lines
 from .language_model.cooldown import CooldownPolicy, FallbackSettings
 from .language_model.routing import PROTOCOLS, STRATEGIES, Route, RoutingTarget
 from .mcp.settings import (
@@ -267,10 +268,10 @@ class ConfigSchema(_Strict):
     # lists a bad provider and a target naming an undeclared one in the same report.
     @validates_schema(skip_on_field_errors=False, pass_original=True)
     def _targets_known(self, data: Dict[str, Any], original: Any = None, **_kw: Any) -> None:
-        raw_providers = original.get("providers") if isinstance(original, dict) else None
-        providers = raw_providers if isinstance(raw_providers, dict) else (data.get("providers") or {})
+        providers = original.get("providers") if isinstance(original, dict) else None
         errors: Dict[str, Any] = {}
-        for name, route in (data.get("models") or {}).items():
+        # Without a providers mapping (missing, misspelt) that is the one problem: not every target too.
+        for name, route in (data.get("models") or {}).items() if isinstance(providers, dict) else ():
             for i, t in enumerate(route.get("targets", [])):
                 # Registry ids pass here; parse_config checks they are active (key env var set).
                 if (isinstance(t, dict) and "provider" in t and t["provider"] not in providers
@@ -363,6 +364,10 @@ class Config:
 
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
+# What is left of a value once its `${VAR}`s are taken out, and still reads as a reference meant to be
+# expanded: a shell form (`${KEY:?}`, `${KEY-x}`) or a whole value `$KEY`, which would reach the upstream
+# as the literal text `$KEY`. A value that must be that text can be written `${UNSET_VAR:-$KEY}`.
+_UNEXPANDED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}|^\s*\$([A-Za-z_][A-Za-z0-9_]*)\s*$")
 
 
 def interpolate(value: Any, env: Mapping[str, str], path: str = "", missing: Optional[List[str]] = None) -> Any:
@@ -378,38 +383,31 @@ def interpolate(value: Any, env: Mapping[str, str], path: str = "", missing: Opt
     if not isinstance(value, str):
         return value
 
+    def report(problem: str) -> None:
+        if missing is None:
+            raise ConfigError(problem)
+        missing.append(problem)
+
     def sub(m: "re.Match[str]") -> str:
         name, has_default, default = m.group(1), m.group(2), m.group(3)
         if name in env and (env[name] != "" or not has_default):
             return env[name]
         if has_default is not None:
             return default or ""
-        problem = f"{path}: environment variable {name} is not set (use ${{{name}:-default}} to make it optional)"
-        if missing is None:
-            raise ConfigError(problem)
-        missing.append(problem)
+        report(f"{path}: environment variable {name} is not set (use ${{{name}:-default}} to make it optional)")
         return m.group(0)
 
+    unexpanded = _UNEXPANDED.search(_VAR.sub("", value))
+    if unexpanded:
+        name = unexpanded.group(1) or unexpanded.group(2)
+        report(f"{path}: {unexpanded.group(0).strip()!r} is not expanded: write ${{{name}}} (required) or "
+               f"${{{name}:-default}}")
     return _VAR.sub(sub, value)
 
 
 def _flatten(messages: Any, prefix: str = "") -> List[str]:
-    out: List[str] = []
-    if isinstance(messages, dict):
-        for k, v in messages.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict) and "value" in v and isinstance(v["value"], (dict, list)):
-                v = v["value"]  # marshmallow's Dict field nests errors under "value"
-            out.extend(_flatten(v, key))
-    elif isinstance(messages, list):
-        for m in messages:
-            if isinstance(m, (dict, list)):
-                out.extend(_flatten(m, prefix))
-            else:
-                out.append(f"{prefix}: {m}")
-    else:
-        out.append(f"{prefix}: {messages}")
-    return out
+    """`key.path: message` lines under `prefix` (a plugin's options, whose schema app.py holds)."""
+    return [f"{'.'.join([prefix, *parts] if prefix else parts)}: {m}" for parts, m in leaves(messages, [])]
 
 
 def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, str]] = None,
@@ -431,7 +429,7 @@ def parse_config(raw: Any, source: str = "<dict>", env: Optional[Mapping[str, st
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     except ValidationError as exc:
-        lines = _flatten(exc.messages)
+        lines = problem_lines(exc.messages, interpolated, ConfigSchema())
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines)) from None
     providers, problems = _providers(data, os.environ if env is None else env)
     if problems:
@@ -486,10 +484,13 @@ def _providers(data: Mapping[str, Any], env: Mapping[str, str]) -> Tuple[Dict[st
 
 def load_config(path: Optional[str] = None, env: Optional[Mapping[str, str]] = None,
                 source: Optional[str] = None, unset_ok: bool = False) -> Config:
-    """Load a YAML file; with no path, `routeplane.yaml` in the working directory or the built-in default.
+    """Load a YAML file; with no path, `$ROUTEPLANE_CONFIG`, `routeplane.yaml` in the working directory or the
+    built-in default: the order `routeplane serve` follows, so a host app that mounts the gateway with
+    `load_config()` loads what the gunicorn master checked and migrated (its checked copy, in a worker).
 
     `source` is the name messages and `Config.source` give the file (default: `path`, or the
     operator's file for the gunicorn master's checked copy of it, see `source_name`)."""
+    path = path or os.environ.get("ROUTEPLANE_CONFIG") or None
     if path is None:
         if os.path.exists("routeplane.yaml"):
             path = "routeplane.yaml"
