@@ -198,6 +198,7 @@ class Catalog:
         """The one server listing `uri` (exactly, else by template). Two owners is an error, never a guess."""
         exact: List[str] = []
         templated: List[str] = []
+        unasked: List[str] = []  # servers whose lists could not be read
         for sid in servers:
             try:
                 if any(r.get("uri") == uri for r in self.items(sid, "resources/list")):
@@ -207,12 +208,20 @@ class Catalog:
                     templated.append(sid)
             except (UpstreamFailure, MCPError) as exc:
                 log.warning("resource lookup on MCP server %r failed: %s", sid, exc)
+                unasked.append(sid)
         owners = exact or templated
         if len(owners) > 1:
             raise MCPError(INVALID_PARAMS, f"Ambiguous resource {uri!r}: servers {owners} all provide it; read it "
                            "through /mcp/<server> instead.", 200, data={"uri": uri, "servers": owners})
         if not owners:
-            raise MCPError(RESOURCE_NOT_FOUND, "Resource not found", 200, data={"uri": uri})
+            data: Dict[str, Any] = {"uri": uri}
+            message = "Resource not found"
+            if unasked:
+                # It may be theirs: say so, as a listing notes the servers it left out (a bare "not found"
+                # for a server's outage reads as final).
+                data["unavailable"] = unasked
+                message += f" on the MCP servers that answered; {unasked} could not be asked"
+            raise MCPError(RESOURCE_NOT_FOUND, message, 200, data=data)
         return owners[0]
 
 

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
+from ..protocols.base import scrub
 from .jsonrpc import INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, MCPError
 from .settings import MCPServerConfig
 
 log = logging.getLogger("routeplane.mcp")
+
+_CREDENTIAL_NAME = re.compile(r"key|token|secret|passw|auth|cred|cookie", re.IGNORECASE)
 
 CLIENT_PROTOCOL_VERSION = "2025-11-25"
 CLIENT_INFO = {"name": "routeplane", "version": "1"}
@@ -58,6 +62,7 @@ class Upstream(ABC):
         self.protocol_version = CLIENT_PROTOCOL_VERSION
         self._progress: Dict[str, Callable[[Dict[str, Any]], None]] = {}
         self._progress_lock = threading.Lock()
+        self._secrets = _credential_values(config)
 
     @property
     def handshake_timeout(self) -> float:
@@ -79,10 +84,14 @@ class Upstream(ABC):
                 self._handshake()
 
     def _handshake(self) -> None:
+        # Until it succeeds the upstream is not initialized: a re-initialize that fails (the upstream
+        # restarted and is not answering yet) must be tried again by the next request, not leave this
+        # worker sending requests without a session for good.
+        self._initialized = False
         result = self._exchange({"jsonrpc": "2.0", "id": self.next_id(), "method": "initialize", "params": {
             "protocolVersion": CLIENT_PROTOCOL_VERSION, "capabilities": {}, "clientInfo": CLIENT_INFO}},
             self.handshake_timeout, initializing=True)
-        result = _result_of(self.server, result)
+        result = _result_of(self.server, result, self._secrets)
         capabilities, info, version = (result.get(k) for k in ("capabilities", "serverInfo", "protocolVersion"))
         capabilities = {} if capabilities is None else capabilities
         if not isinstance(capabilities, dict):
@@ -101,7 +110,7 @@ class Upstream(ABC):
         message: Dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id(), "method": method}
         if params is not None:
             message["params"] = params
-        return _result_of(self.server, self._exchange(message, timeout or self.config.timeout))
+        return _result_of(self.server, self._exchange(message, timeout or self.config.timeout), self._secrets)
 
     def listen_progress(self, token: str, listener: Optional[Callable[[Dict[str, Any]], None]]) -> None:
         """Route `notifications/progress` carrying `token` to `listener` (None: stop)."""
@@ -141,14 +150,40 @@ class Upstream(ABC):
     def close(self) -> None: ...
 
 
-def _result_of(server: str, response: Dict[str, Any]) -> Dict[str, Any]:
+def _credential_values(config: MCPServerConfig) -> Tuple[str, ...]:
+    """The gateway-held credentials an upstream could echo in an error: its header values (and the token
+    of `Bearer <token>`) and its credential-named env values, longest first."""
+    values = set()
+    for value in config.headers.values():
+        values.update((value, value.split(" ", 1)[-1]))
+    values.update(v for k, v in config.env.items() if _CREDENTIAL_NAME.search(k))
+    return tuple(sorted((v for v in values if len(v) >= 8), key=len, reverse=True))
+
+
+def _scrub(value: Any, secrets: Sequence[str], depth: int = 0) -> Any:
+    """`value` (an upstream's error message or data) without the gateway's own credentials in any string."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "[redacted]")
+        return scrub(value)
+    if depth > 32:  # deeper than any honest error's data: dropped rather than walked
+        return None
+    if isinstance(value, dict):
+        return {_scrub(str(k), secrets, depth + 1): _scrub(v, secrets, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v, secrets, depth + 1) for v in value]
+    return value
+
+
+def _result_of(server: str, response: Dict[str, Any], secrets: Sequence[str] = ()) -> Dict[str, Any]:
     if "error" in response:
         err = response.get("error")
         if not isinstance(err, dict) or not isinstance(err.get("code"), int):
             raise UpstreamFailure(server, "answered a malformed JSON-RPC error")
-        # The upstream's own JSON-RPC error is passed through (code and message), with the server named.
-        message = str(err.get("message") or "error")[:500]
-        data = err.get("data")
+        # The upstream's own JSON-RPC error is passed through (code, message, data), with the server
+        # named, but never the credentials the gateway sent it (an upstream may quote a rejected one).
+        message = _scrub(str(err.get("message") or "error"), secrets)[:500]
+        data = _scrub(err.get("data"), secrets)
         raise MCPError(err["code"], message, 200, data=data)
     result = response.get("result")
     if not isinstance(result, dict):

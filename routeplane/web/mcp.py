@@ -56,7 +56,7 @@ def make_blueprint(app: "App") -> Blueprint:
             identity = _authenticate(app)  # first: which server ids exist is not for anyone to probe
             if server is not None and server not in runtime.pipeline.servers:
                 raise MCPError(INVALID_REQUEST, f"Unknown MCP server {server!r}.", 404)
-            if request.method == "GET":
+            if request.method in ("GET", "HEAD"):  # Flask routes HEAD with GET
                 # No server-initiated messages are sent (change notifications only invalidate caches),
                 # so there is no standalone stream to open: the spec's 405 allowance.
                 raise MCPError(INVALID_REQUEST, "Method Not Allowed: this gateway opens no server-to-client "
@@ -68,8 +68,8 @@ def make_blueprint(app: "App") -> Blueprint:
                 return Response(status=204, headers={"x-request-id": rid})
             _check_accept()
             data = _parse(_read_body(limit))
+            message_id = _id_of(data)  # a refusal of the message still answers its id when it has a usable one
             message = classify(data)
-            message_id = message.id
             version = modern.requested_version(message.params) if message.kind == "request" else None
             if version is not None:  # 2026-07-28: stateless, no session
                 return _modern_request(runtime, message, version, identity, server, rid)
@@ -214,7 +214,8 @@ def _authenticate(app: "App") -> Any:
     if err is None:
         return identity
     status = getattr(err, "status", 401)
-    raise MCPError(DENY_CODES.get(status, -32000), str(getattr(err, "message", None) or err), status)
+    raise MCPError(DENY_CODES.get(status, -32000), str(getattr(err, "message", None) or err), status,
+                   retry_after=getattr(err, "retry_after", None))  # an auth hook's rate limit keeps its Retry-After
 
 
 def _check_accept() -> None:
@@ -249,6 +250,12 @@ def _read_body(limit: int) -> bytes:
     if len(raw) > limit:
         raise too_large
     return raw
+
+
+def _id_of(data: Any) -> Any:
+    """The message's id if it is a usable JSON-RPC id (string or integer), else None."""
+    value = data.get("id") if isinstance(data, dict) else None
+    return value if isinstance(value, (str, int)) and not isinstance(value, bool) else None
 
 
 def _session(runtime: Any, identity: Any, server: Optional[str], required: bool) -> Any:
