@@ -72,7 +72,13 @@ def _finite(value: Any) -> Any:
 
 
 def gateway_url(listen: str) -> str:
-    """`http://host:port` of the gateway for an agent on this machine (a wildcard listen means loopback)."""
+    """`http://host:port` of the gateway for an agent on this machine (a wildcard listen means loopback).
+
+    Raises ValueError for a `unix:` or `fd://` listen: no URL an agent's HTTP client can reach (it got
+    `http://unix:/run/rp.sock`, and each of its LLM calls failed on a host named "unix").
+    """
+    if listen.startswith(("unix:", "fd://")):
+        raise ValueError(f"server.listen is {listen!r}, not an HTTP address the agent can reach")
     host, _, port = listen.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     if host in ("0.0.0.0", "::", ""):
@@ -83,11 +89,16 @@ def gateway_url(listen: str) -> str:
 def agent_environment(agent: AgentConfig, listen: str, base: Mapping[str, str]) -> Dict[str, str]:
     """The agent's environment: routeplane's, plus the gateway's URLs and scoped token, plus `env` (wins).
 
-    Raises ValueError (no secret in the message) when `gateway.token_env` names an unset variable.
+    Raises ValueError (no secret in the message) when `gateway.token_env` names an unset variable, or
+    when no gateway URL can be derived (a `unix:`/`fd://` listen without `gateway.base_url`).
     """
     env = dict(base)
     if agent.gateway_enabled:
-        url = (agent.gateway_base_url or gateway_url(listen)).rstrip("/")
+        try:
+            url = (agent.gateway_base_url or gateway_url(listen)).rstrip("/")
+        except ValueError as exc:
+            raise ValueError(f"agents.{agent.name}.gateway.base_url is needed: {exc} "
+                             "(or set gateway.enabled: false)") from None
         env.update({"ROUTEPLANE_BASE_URL": url, "OPENAI_BASE_URL": url + "/v1", "ANTHROPIC_BASE_URL": url,
                     "GOOGLE_GEMINI_BASE_URL": url})
         if agent.gateway_token_env:

@@ -9,6 +9,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Dict, Mapping, Optional, Tuple
 
+from ..hooks.acp import ACPDecision
 from .agents import AgentProcess, LineWriter, agent_environment
 from .builder import ACPRuntime
 from .context import ACPRequestContext, ACPTarget, ACPTurnEvent
@@ -163,9 +164,9 @@ class ACPRelay:
         self._client_init = dict(params)
         if self.initial is None:
             # No agent yet (route hooks choose per session): answer for the gateway itself.
-            version = params.get("protocolVersion", 1)
+            # Version 1 is the only one (acp.md §3: answer the client's if supported, else our latest).
             self.out.send({"jsonrpc": "2.0", "id": cid, "result": {
-                "protocolVersion": version if version == 1 else 1, "agentCapabilities": {}, "authMethods": [],
+                "protocolVersion": 1, "agentCapabilities": {}, "authMethods": [],
                 "agentInfo": {"name": "routeplane", "version": _version()}}})
             return
         # The chosen agent's own answer (its capabilities), unchanged.
@@ -194,13 +195,19 @@ class ACPRelay:
             except Exception:
                 log.exception("ACP pre-request hook %s failed (request denied)", type(hook).__name__)
                 return _error(-32603, "The request could not be checked.")
-            if decision is not None and not decision.allowed:
+            if not isinstance(decision, ACPDecision):
+                # A hook falling off the end of check() (None) was read as allow: fail closed, as when it raises.
+                log.error("ACP pre-request hook %s returned %s, not an ACPDecision (request denied)",
+                          type(hook).__name__, type(decision).__name__)
+                return _error(-32603, "The request could not be checked.")
+            if not decision.allowed:
                 return _error(decision.code, decision.message, decision.data)
         return None
 
     def _forward(self, link: AgentProcess, cid: Any, method: str, params: Dict[str, Any],
                  ctx: ACPRequestContext) -> None:
-        if method == "session/load" and not (link.init_result or {}).get("agentCapabilities", {}).get("loadSession"):
+        capabilities = (link.init_result or {}).get("agentCapabilities")
+        if method == "session/load" and not (isinstance(capabilities, dict) and capabilities.get("loadSession")):
             return self._answer_error(cid, _error(-32601, f"Agent {link.name!r} does not support session/load."))
         started = time.monotonic()
         if method == "session/load" and ctx.session_id is not None:
@@ -216,7 +223,10 @@ class ACPRelay:
             else:
                 answer["result"] = self._rewrite_result(link, method, message.get("result"))
             if method == "session/prompt":
-                self._turn_ended(link, ctx, answer, time.monotonic() - started)
+                try:  # bookkeeping: whatever the agent answered, the editor still gets the answer
+                    self._turn_ended(link, ctx, answer, time.monotonic() - started)
+                except Exception:
+                    log.exception("recording a turn of agent %s failed", link.name)
             self.out.send(answer)
 
         link.request(method, params, reply)
@@ -237,8 +247,10 @@ class ACPRelay:
                     seconds: float) -> None:
         result = message.get("result") if isinstance(message.get("result"), dict) else {}
         error = message.get("error") if isinstance(message.get("error"), dict) else None
-        event = ACPTurnEvent(
-            agent=link.name, session_id=ctx.session_id or "", stop_reason=result.get("stopReason"),
+        stop_reason = result.get("stopReason")
+        event = ACPTurnEvent(  # a stopReason that is not a string (an object, a list) counts as "unknown"
+            agent=link.name, session_id=ctx.session_id or "",
+            stop_reason=stop_reason if isinstance(stop_reason, str) else None,
             latency_ms=round(seconds * 1000.0, 3), error=str(error.get("message")) if error else None,
             error_code=error.get("code") if error else None, usage=result.get("usage"))
         self.runtime.record_turn(event)
