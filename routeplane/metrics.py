@@ -446,6 +446,16 @@ def plugin_metrics(store: "Store") -> Dict[str, Any]:
             "workers": {"reported": int(w[0] or 0), "oldest_flush": w[1], "newest_flush": w[2]}}
 
 
+def is_store_error(exc: BaseException) -> bool:
+    """Whether `exc` means the store failed (down, refused, out of pooled connections), not the code reading it."""
+    import peewee
+    from playhouse.pool import MaxConnectionsExceeded
+
+    from .store import StoreError
+
+    return isinstance(exc, (peewee.PeeweeException, StoreError, MaxConnectionsExceeded))
+
+
 def metrics_document(app: "App", window: str) -> Dict[str, Any]:
     """The JSON of GET /admin/metrics (docs/operations.md, "Metrics")."""
     store = app.store

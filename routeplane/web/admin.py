@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, g, jsonify, request
 
@@ -11,10 +12,34 @@ from ..auth.guard import require_admin
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
 
+log = logging.getLogger("routeplane.web.admin")
+
 
 def make_blueprint(app: "App") -> Blueprint:
     bp = Blueprint("routeplane_admin", __name__)
     _install_stats_flush(app, bp)
+
+    @bp.errorhandler(Exception)
+    def _failed(exc: Exception) -> Any:
+        """A JSON API answers in JSON: a store outage is a 503 to retry, a bug a 500 (the traceback goes to the log)."""
+        from werkzeug.exceptions import HTTPException
+
+        from ..errors import RouteplaneError
+        from ..metrics import is_store_error
+        from ..protocols.openai_chat import CLIENT
+        from .common import error_response, request_id
+
+        if isinstance(exc, HTTPException):
+            return exc
+        if is_store_error(exc):
+            log.warning("%s failed: the store: %s: %s", request.path, type(exc).__name__,
+                        str(exc).splitlines()[0][:200] if str(exc) else "")
+            err = RouteplaneError("The store could not be read; try again shortly (the gateway's log says why).",
+                                  status=503, kind="internal", code="store_unavailable")
+        else:
+            log.exception("%s failed", request.path)
+            err = RouteplaneError("The admin endpoint failed; the gateway's log says why.", status=500)
+        return error_response(err, CLIENT.error_body, request_id())
 
     @bp.get("/admin/whoami")
     @require_admin(app)

@@ -6,6 +6,7 @@ import csv
 import functools
 import io
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +16,7 @@ from flask import Blueprint, Response, g, render_template, request
 from .. import dashboard_data as data
 from ..auth.guard import authenticate_request, credential_from_headers
 from ..breaker_view import app_view
-from ..metrics import NameBounds
+from ..metrics import NameBounds, is_store_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -44,7 +45,7 @@ def make_blueprint(app: "App") -> Blueprint:
 
         if isinstance(exc, HTTPException):
             return exc
-        if not _is_store_error(exc):  # a bug here, not an outage: say so (and log the traceback)
+        if not is_store_error(exc):  # a bug here, not an outage: say so (and log the traceback)
             log.exception("dashboard %s failed", request.path)
             return _error_page(500, "Internal error", "The dashboard failed to build this page; the gateway's logs "
                                "say why.")
@@ -320,16 +321,6 @@ def _filter_text(text: str) -> bool:
     return len(text) <= 255 and "\x00" not in text
 
 
-def _is_store_error(exc: BaseException) -> bool:
-    """Whether `exc` means the store failed (down, refused, out of pooled connections), not this code."""
-    import peewee
-    from playhouse.pool import MaxConnectionsExceeded
-
-    from ..store import StoreError
-
-    return isinstance(exc, (peewee.PeeweeException, StoreError, MaxConnectionsExceeded))
-
-
 def _window(value: Optional[str], default: str) -> Optional[str]:
     value = (value or default).strip()
     return value if value in data.WINDOWS else None
@@ -369,11 +360,13 @@ def _csv_cell(v: Any) -> str:
 # --- charts: geometry computed here, drawn as SVG by the templates -------------------------------------------------
 
 def _nice_max(v: float) -> float:
+    """The axis top: 1, 2, 2.5 or 5 times a power of ten, at least `v` (below 1 too: a chart of cents of spend
+    on a 0–1 USD axis is a flat line)."""
     if v <= 0:
         return 1.0
-    step = 10 ** (len(str(int(v))) - 1) if v >= 1 else 1.0
+    step = 10.0 ** math.floor(math.log10(v))
     for m in (1, 2, 2.5, 5, 10):
-        if v <= m * step:
+        if v <= m * step * (1 + 1e-12):  # an ulp of slack: 5 × 10.0 ** -6 is a hair below 5e-06
             return m * step
     return 10 * step  # pragma: no cover
 

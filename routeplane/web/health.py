@@ -42,7 +42,8 @@ def readiness(app: "App") -> Dict[str, Any]:
     if store_error:
         problems.append(store_error)
     if not usable:
-        problems.append("no usable provider (set an api_key, or a base_url for a keyless server)")
+        problems.append("no usable provider (set an api_key or a credential header, or a base_url for a "
+                        "keyless server)")
     return {
         "status": "not_ready" if problems else "ready",
         "config": app.config.source,
@@ -72,13 +73,18 @@ def store_problem(app: "App") -> Optional[str]:
 # Public APIs that refuse a call without a key; any other base URL may be a
 # keyless server (a local vLLM/Ollama, an internal gateway).
 KEY_REQUIRED_HOSTS = frozenset({"api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"})
+# Headers that carry a provider credential (`providers.<id>.headers` replace the api_key's header): OpenAI and
+# compatible servers, Anthropic, Gemini, Azure OpenAI.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
 
 
 def usable_providers(app: "App") -> List[str]:
-    """Providers that could answer: the mock always; others with a key, or a base URL that needs none."""
+    """Providers that could answer: the mock always; others with a key (api_key, or a credential header), or a
+    base URL that needs none."""
     out = []
     for pid, t in app.config.providers.items():
         host = (urlsplit(t.base_url).hostname or "") if t.base_url else ""
-        if t.protocol == "mock" or t.api_key or (host and host not in KEY_REQUIRED_HOSTS):
+        keyed = bool(t.api_key) or any(str(k).lower() in CREDENTIAL_HEADERS and v for k, v in t.headers.items())
+        if t.protocol == "mock" or keyed or (host and host not in KEY_REQUIRED_HOSTS):
             out.append(pid)
     return out
