@@ -82,8 +82,6 @@ def test_an_admin_metrics_bug_is_a_json_500(gateway: Tuple[Any, Any], monkeypatc
     assert resp.get_json()["error"]["type"] == "server_error" and "Traceback" not in resp.get_data(as_text=True)
 
 
-@pytest.mark.xfail(strict=True, reason="routeplane-observe prometheus.py renders without catching a store failure: "
-                   "Flask's HTML 500 instead of the 503 it answers without a store (observability.md)")
 def test_prometheus_metrics_answer_a_store_outage_with_a_503(gateway: Tuple[Any, Any],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     app, client = gateway
@@ -92,8 +90,6 @@ def test_prometheus_metrics_answer_a_store_outage_with_a_503(gateway: Tuple[Any,
     assert resp.status_code == 503 and resp.content_type.startswith("text/plain")
 
 
-@pytest.mark.xfail(strict=True, reason="routeplane-observe labels.py: a missing provider is labelled `none`, the "
-                   "name of a configured provider too, so a 404's row is counted under that provider")
 def test_a_provider_called_none_is_not_the_missing_provider(tmp_path: Any) -> None:
     app = in_process(tmp_path, providers={"none": {"protocol": "mock"}},
                      models={"nn": {"targets": [{"provider": "none", "model": "echo"}]}},

@@ -18,6 +18,8 @@ class Labels:
         # /admin/metrics says): a configured route must not be credited with strangers' requests.
         self._other = {dim: _other_label(known) for dim, known in
                        (("route", routes), ("provider", providers), ("model", models))}
+        # No provider or model (a request refused before routing): `none`, unless the config names one so.
+        self._none = {dim: _other_label(known, "none") for dim, known in (("provider", providers), ("model", models))}
 
     @classmethod
     def from_config(cls, config: Any) -> "Labels":
@@ -33,12 +35,12 @@ class Labels:
 
     def provider(self, value: Optional[str]) -> str:
         if value is None:
-            return "none"
+            return self._none["provider"]
         return value if value in self.providers else self._other["provider"]
 
     def model(self, value: Optional[str]) -> str:
         if value is None:
-            return "none"
+            return self._none["model"]
         return value if value in self.models else self._other["model"]
 
     @staticmethod
@@ -46,8 +48,7 @@ class Labels:
         return value if value in OUTCOMES else OTHER
 
 
-def _other_label(known: FrozenSet[str]) -> str:
-    label = OTHER
+def _other_label(known: FrozenSet[str], label: str = OTHER) -> str:
     while label in known:
         label = f"({label})"
     return label

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
@@ -11,6 +12,8 @@ from .labels import Labels
 
 if TYPE_CHECKING:  # pragma: no cover
     from routeplane.app import App
+
+log = logging.getLogger("routeplane.observe.prometheus")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Request duration buckets, seconds (LLM calls: tens of ms to minutes).
@@ -148,9 +151,18 @@ def make_blueprint(app: "App", labels: Labels, public: bool) -> Blueprint:
         if app.store is None:
             return Response("# /metrics needs the store (database.url): it renders from the shared spend log\n",
                             status=503, content_type=CONTENT_TYPE)
-        if app.stats_flusher is not None:
-            app.stats_flusher.flush_now()
-        return Response(render(app, labels), content_type=CONTENT_TYPE)
+        from routeplane.metrics import is_store_error
+
+        try:
+            if app.stats_flusher is not None:
+                app.stats_flusher.flush_now()
+            return Response(render(app, labels), content_type=CONTENT_TYPE)
+        except Exception as exc:
+            if not is_store_error(exc):
+                raise
+            log.warning("/metrics: the store is unavailable (%s)", type(exc).__name__)
+            return Response("# /metrics: the store is unavailable; try again\n", status=503,
+                            content_type=CONTENT_TYPE)
 
     view = metrics if public else require_admin(app)(metrics)
     bp.add_url_rule("/metrics", "metrics", view, methods=["GET"])
