@@ -131,8 +131,6 @@ class City(BaseModel):
     name: str
 
 
-@pytest.mark.xfail(strict=True, reason="a non-object root schema (google-genai's list[Model], enums) is sent to "
-                                       "OpenAI as is: OpenAI structured outputs need an object at the root")
 def test_a_list_response_schema_reaches_openai_chat_as_an_object_root(gclient: genai.Client, up: FakeUpstream) -> None:
     """`response_schema=list[Model]` is google-genai's own structured-output example; Gemini takes any root
     type, OpenAI (Chat and Responses) only an object ("schema must be a JSON Schema of 'type: \"object\"'")."""

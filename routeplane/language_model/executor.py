@@ -124,6 +124,9 @@ class HttpExecutor(Executor):
             from ..protocols.custom_tools import function_form
 
             prompt = function_form(prompt)  # OpenAI custom tools, as functions of one string
+        from ..protocols.schema_root import object_root
+
+        prompt = object_root(prompt, codec.protocol)  # a structured-output schema the wire takes only in an object
         try:
             # allow_nan=False: NaN/Infinity are not JSON; a provider would reject the whole body.
             body = json.dumps(codec.encode_request(prompt, target, stream), separators=(",", ":"),
@@ -188,7 +191,10 @@ class HttpExecutor(Executor):
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target, prompt))
         # From here `call.abort` (registered in _post) cuts the stream through `shutdown_response(resp)`.
-        parts = _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes)
+        from ..protocols.schema_root import unwrap_stream
+
+        parts = unwrap_stream(_iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes), prompt,
+                              codec.protocol)
         if native_custom_tools(codec, target):
             return parts
         from ..protocols.custom_tools import restore_stream
@@ -201,10 +207,11 @@ def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget, prompt: P
     """A provider's JSON body → Generation; anything that is not a valid answer is a 502."""
     from ..protocols.base import load_json
     from ..protocols.custom_tools import restore_calls
+    from ..protocols.schema_root import unwrap
 
     body = load_json(raw, target)
     try:
-        gen = codec.decode_response(body, target)
+        gen = unwrap(codec.decode_response(body, target), prompt, codec.protocol)
         # A wire without custom tools got them as functions: their calls go back as custom calls.
         return gen if native_custom_tools(codec, target) else restore_calls(gen, prompt)
     except RouteplaneError:
