@@ -19,8 +19,10 @@ def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
         config = load_config(config_path)
         sections = dict(config.plugins)
         enabled = {pid for pid, opts in sections.items() if plugin_enabled(opts) is not False}
+        database_url = config.database_url
     except ConfigError:
-        sections, enabled = {}, set()
+        sections, enabled, database_url = {}, set(), ""
+    store = _lazy_store(database_url)
     out: List[Dict[str, Any]] = []
     for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         row: Dict[str, Any] = {"id": ep.name, "target": ep.value, "enabled": ep.name in enabled,
@@ -31,7 +33,7 @@ def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
             plugin = make_plugin(factory, plugin_options(sections.get(ep.name)), ep.name, f"plugins.{ep.name}")
             if not isinstance(plugin, Plugin):
                 raise TypeError("not a routeplane Plugin")
-            builder = App.builder()
+            builder = App.builder().store(store)  # as the gateway installs it (no connection is opened)
             builder.plugin(plugin)
             hooks = builder.language_model_builder().hooks()
             row["hooks"] = {kind: [type(h).__name__ for _pid, h in items]
@@ -41,6 +43,18 @@ def describe_plugins(config_path: Any = None) -> List[Dict[str, Any]]:
             row["error"] = f"{type(exc).__name__}: {exc}"
         out.append(row)
     return out
+
+
+def _lazy_store(database_url: str) -> Any:
+    """The config's store, unopened: a plugin that keeps state reads `app.current_store` in `install`."""
+    if not database_url:
+        return None
+    from .store import Store, StoreError
+
+    try:
+        return Store.from_url(database_url)
+    except StoreError:
+        return None  # `routeplane check` says what is wrong with the URL; the listing carries on
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -68,7 +82,8 @@ def _print_rows(rows: List[Dict[str, Any]]) -> None:
         state = "enabled" if row["enabled"] else "installed"
         print(f"{row['id']}  [{state}]  {row['target']}")
         if "error" in row:
-            print(f"    error: {row['error']}")
+            error = row["error"].replace("\n", "\n    ")  # a multi-line message (invalid options) stays indented
+            print(f"    error: {error}")
             continue
         for kind, names in row["hooks"].items():
             print(f"    {kind}: {', '.join(names)}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -14,6 +14,17 @@ from .testing import Gateway
 def routeplane_upstream() -> MockExecutor:
     """A scripted upstream: `.push(Generation | [StreamPart, ...] | RouteplaneError | callable)`; `.calls` records."""
     return MockExecutor()
+
+
+@pytest.fixture
+def routeplane_store(tmp_path: Any) -> Iterator[Any]:
+    """A fresh SQLite store in the test's tmp_path, for a plugin with migrations:
+    `routeplane_gateway(plugins=[...], store=routeplane_store)` applies them to it."""
+    from .store import Store
+
+    store = Store.from_url(f"sqlite:///{tmp_path}/routeplane-test.db")
+    yield store
+    store.close()
 
 
 @pytest.fixture

@@ -41,6 +41,10 @@ install_requires =
 [options.packages.find]
 include = {pkg}, {pkg}.*
 
+[options.package_data]
+# PEP 561: type checkers read the package's annotations (routeplane ships its own py.typed).
+{pkg} = py.typed
+
 [options.entry_points]
 routeplane.plugins =
     {name} = {pkg}:{cls}
@@ -57,8 +61,9 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields
 
-from routeplane import Plugin, PluginId
+from routeplane import AppBuilder, Plugin, PluginId
 from routeplane.hooks.language_model import DenyReason, HookDecision, PreRequestHook
+from routeplane.language_model.context import PipelineContext
 
 
 class {cls}Options(Schema):
@@ -69,7 +74,7 @@ class BlockedWordHook(PreRequestHook):
     def __init__(self, word: str) -> None:
         self.word = word.lower()
 
-    def check(self, ctx) -> HookDecision:
+    def check(self, ctx: PipelineContext) -> HookDecision:
         last = ctx.prompt.messages[-1].text().lower() if ctx.prompt.messages else ""
         if self.word in last:
             return HookDecision.deny(DenyReason.bad_request(f"The word {{self.word!r}} is not allowed."))
@@ -83,9 +88,10 @@ class {cls}(Plugin):
     def __init__(self, blocked_word: str = "forbidden") -> None:
         self.blocked_word = blocked_word
 
-    def install(self, app) -> None:
+    def install(self, app: AppBuilder) -> None:
         app.language_model_builder().pre_request_hook(BlockedWordHook(self.blocked_word))
 ''',
+        f"{pkg}/py.typed": "",
         f"tests/test_{module}.py": f'''"""Tests of the `{name}` plugin with routeplane's kit: synchronous, in-process, no network."""
 
 from {pkg} import {cls}

@@ -13,7 +13,7 @@ import copy
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from werkzeug.datastructures import Headers
 
@@ -31,6 +31,20 @@ from .hooks.language_model import (
 from .language_model.context import CALLER, Identity
 from .language_model.executor import MockExecutor, Script
 from .language_model.settlement import Settlement
+from .language_model.types import (
+    Finish,
+    FinishReason,
+    ResponseStart,
+    StreamPart,
+    TextDelta,
+    TextEnd,
+    TextStart,
+    Usage,
+    UsageUpdate,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .store import Store
 
 # Each wire's endpoint. Gemini's is a template: its URL carries the model and the method
 # (`:streamGenerateContent?alt=sse` to stream); `wire_path()` fills it in.
@@ -209,6 +223,11 @@ class Gateway:
     (installed by entry point, options checked, before the `plugins=` objects; a section that
     names a plugin passed in `plugins=` is left to that object); `auth.mode` other than `none`
     is a ConfigError: run as a caller with `request(..., identity=...)`.
+
+    `store` (a `routeplane.store.Store`, or a database URL the gateway opens and `close()` closes;
+    default: the config's `database.url` when it names one) is what plugins get as
+    `app.current_store` in `install`. The core schema and every plugin's migrations are applied to it
+    when the gateway is built, as `routeplane migrate` would. Without either there is no store.
     """
 
     def __init__(
@@ -220,13 +239,22 @@ class Gateway:
         script: Iterable[Script] = (),
         per_provider: Optional[Dict[str, Iterable[Script]]] = None,
         executor: Any = None,
+        store: Union[None, str, "Store"] = None,
     ) -> None:
         parsed = parse_config(dict(config or DEFAULT_CONFIG), "<test config>")
         _refuse_auth(parsed)
+        if store is None and config is not None and (config.get("database") or {}).get("url"):
+            store = parsed.database_url
+        self._owned_store = isinstance(store, str)
+        if isinstance(store, str):
+            from .store import Store as _Store
+
+            store = _Store.from_url(store)
+        self.store: Optional["Store"] = store
         self.executor = executor if executor is not None else MockExecutor(script, per_provider=per_provider)
         self.settlements = CapturedSettlements()
         self.events = CapturedEvents()
-        builder = App.builder().config(parsed).inline_observers()
+        builder = App.builder().config(parsed).store(store).inline_observers()
         builder.language_model(lambda lm: lm.executor(self.executor))
         passed = {p.id for p in plugins}
         for plugin in [p for p in discover_plugins(parsed) if p.id not in passed] + list(plugins):
@@ -236,8 +264,23 @@ class Gateway:
             register_hook(lm, hook)
         lm.settlement_recorder(self.settlements).observe_hook(self.events)
         self.app: App = builder.build()
-        self.flask = self.app.flask_app()
+        try:
+            self.flask = self.app.flask_app()  # migrates the store, if any
+        except BaseException:
+            self.close()
+            raise
         self.client = self.flask.test_client()
+
+    def close(self) -> None:
+        """Close the store this gateway opened from a URL (a `Store` passed in stays the caller's)."""
+        if self._owned_store and self.store is not None:
+            self.store.close()
+
+    def __enter__(self) -> "Gateway":
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.close()
 
     def request(self, body: Any, *, wire: Optional[str] = None, path: Optional[str] = None,
                 headers: Optional[Mapping[str, str]] = None, identity: Optional[Identity] = None,
@@ -248,18 +291,21 @@ class Gateway:
         call's, count_tokens' dry run) starts with it in `ctx.identity`, before the first
         pre-request hook, as the auth plugin would set it (its model allowlist and budget are not
         applied). Not a hook of the kit's: the hook lists (dry runs, plugin statistics) stay
-        exactly the plugins' own. `model` and `stream` are for `wire="gemini"`, whose URL carries them.
+        exactly the plugins' own. `stream=True` streams the request on any wire: Gemini's URL
+        carries it (`:streamGenerateContent?alt=sse`), the other wires' bodies (`"stream": true`).
+        `model` is for `wire="gemini"`, whose URL carries it.
         """
         if identity is not None and not isinstance(identity, Identity):
             raise TypeError("identity= takes a routeplane.language_model.context.Identity")
         if wire is not None or path is None:
             wire = wire or "openai_chat"
-            if wire != "gemini" and (model is not None or stream is not None):
-                raise ValueError(f"model= and stream= choose the URL of wire='gemini'; a {wire} request "
-                                 "carries them in its body")
+            if wire != "gemini" and model is not None:
+                raise ValueError(f"model= chooses the URL of wire='gemini'; a {wire} request carries it in its body")
             url = path or wire_path(wire, model=model or "default", stream=bool(stream))
         else:
             url, wire = path, wire_of_path(path)
+        if stream is not None and wire != "gemini":
+            body = _with_stream(body, stream)
         before_s, before_e = len(self.settlements.items), len(self.events.items)
         options: Dict[str, Any] = {"headers": dict(headers or {})}
         caller = CALLER.set(identity) if identity is not None else None
@@ -281,6 +327,16 @@ class Gateway:
         if isinstance(messages, str):
             messages = [{"role": "user", "content": messages}]
         return self.request({"model": model, "messages": messages, **fields}, identity=identity, headers=headers)
+
+
+def _with_stream(body: Any, stream: bool) -> Dict[str, Any]:
+    """`body` with its `stream` field set; a body that already says otherwise is a ValueError."""
+    if not isinstance(body, Mapping):
+        raise ValueError("stream= sets the body's `stream` field: pass the body as a dict (or write the field "
+                         "into the bytes yourself)")
+    if body.get("stream", stream) != stream:
+        raise ValueError(f"stream={stream} contradicts the body's \"stream\": {body['stream']!r}")
+    return {**body, "stream": stream}
 
 
 def _refuse_auth(config: Any) -> None:
@@ -307,9 +363,21 @@ def register_hook(lm: Any, hook: Any) -> None:
 
 def run_request(body: Any, *, wire: Optional[str] = None, path: Optional[str] = None,
                 headers: Optional[Mapping[str, str]] = None, identity: Optional[Identity] = None,
-                **gateway_options: Any) -> Result:
+                model: Optional[str] = None, stream: Optional[bool] = None, **gateway_options: Any) -> Result:
     """Build a fresh gateway and run one request through it, synchronously."""
-    return Gateway(**gateway_options).request(body, wire=wire, path=path, headers=headers, identity=identity)
+    with Gateway(**gateway_options) as gw:
+        return gw.request(body, wire=wire, path=path, headers=headers, identity=identity, model=model, stream=stream)
+
+
+def text_stream(*chunks: str, model: str = "echo", usage: Optional[Usage] = None) -> List[StreamPart]:
+    """A scripted upstream stream whose text arrives in these chunks, one `TextDelta` each: what a
+    stream hook must handle when a word is split across deltas. `usage` is reported before the end."""
+    parts: List[StreamPart] = [ResponseStart("resp_scripted", model), TextStart(0)]
+    parts += [TextDelta(0, chunk) for chunk in chunks]
+    parts.append(TextEnd(0))
+    if usage is not None:
+        parts.append(UsageUpdate(usage))
+    return parts + [Finish(FinishReason.STOP)]
 
 
 # --- contract checks -----------------------------------------------------------
@@ -360,7 +428,7 @@ def _distinct(body: Mapping[str, Any], check: str) -> Dict[str, Any]:
 
 
 def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
-                 request: Optional[Mapping[str, Any]] = None) -> PluginReport:
+                 request: Optional[Mapping[str, Any]] = None, store: Union[None, str, "Store"] = None) -> PluginReport:
     """Run the contract every plugin must keep; raises AssertionError naming the broken rule.
 
     Checks: its hooks register on the language-model pipeline (a wrong hook is
@@ -368,13 +436,17 @@ def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
     request, a failing upstream and a client that disconnects mid-stream; each
     served request is settled exactly once; a deny is a 4xx in the wire's shape.
     Each check sends `request` (an OpenAI Chat body) with its own suffix on the
-    last message's text, so no two checks send the same prompt.
+    last message's text, so no two checks send the same prompt. `store` is as for `Gateway`.
     """
-    from .errors import UpstreamStatusError
-
     body = dict(request or {"model": "default", "messages": [{"role": "user", "content": "contract check"}]})
     upstream = _ContractUpstream()
-    gw = Gateway(plugins=[plugin], config=config, executor=upstream)
+    with Gateway(plugins=[plugin], config=config, executor=upstream, store=store) as gw:
+        return _run_checks(plugin, gw, upstream, body)
+
+
+def _run_checks(plugin: Plugin, gw: Gateway, upstream: _ContractUpstream, body: Dict[str, Any]) -> PluginReport:
+    from .errors import UpstreamStatusError
+
     counts = {kind: sum(1 for pid, _h in hooks if pid == str(plugin.id))
               for kind, hooks in gw.app.pipeline.hooks.__dict__.items()}
     report = PluginReport(str(plugin.id), counts)
