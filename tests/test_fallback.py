@@ -363,13 +363,13 @@ def test_config_rejects_unsafe_base_urls():
 
 
 def test_auth_header_swap_touches_only_the_credential_header():
-    from routeplane.language_model.executor import _with_auth
+    from routeplane.language_model.executor import with_auth
     from routeplane.language_model.routing import RoutingTarget
 
     t = RoutingTarget("p", "m", "openai_chat", api_key="x", auth_header="api-key")
-    out = _with_auth({"Authorization": "Bearer x", "Accept": "application/json, text/event-stream"}, t)
+    out = with_auth({"Authorization": "Bearer x", "Accept": "application/json, text/event-stream"}, t)
     assert out == {"Accept": "application/json, text/event-stream", "api-key": "x"}
-    assert _with_auth({"Authorization": "Bearer x"}, t.replace(auth_header=None)) == {"Authorization": "Bearer x"}
+    assert with_auth({"Authorization": "Bearer x"}, t.replace(auth_header=None)) == {"Authorization": "Bearer x"}
 
 
 def test_mid_stream_failures_feed_the_cooldown(ups, gateways):
