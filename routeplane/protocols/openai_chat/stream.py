@@ -239,11 +239,12 @@ class ChatStreamDecoder(StreamDecoder):
             self._started = True
             out.append(ResponseStart(str(chunk.get("id") or ""), str(chunk.get("model") or self._target.model),
                                      chunk.get("created") if isinstance(chunk.get("created"), int) else 0))
-        choices = chunk.get("choices") if isinstance(chunk.get("choices"), list) else []
-        first = [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0]
-        # Moonshot (Kimi) sends its usage inside the last chunk's choice, not beside the choices.
-        usage = decode_usage(chunk.get("usage")) or next(
-            (u for u in (decode_usage(c.get("usage")) for c in first) if u is not None), None)
+        choices = chunk.get("choices")
+        first = [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0] if isinstance(choices, list) else ()
+        raw_usage = chunk.get("usage")
+        if raw_usage is None and first and "usage" in first[0]:
+            raw_usage = first[0]["usage"]  # Moonshot (Kimi) sends it inside the last chunk's choice
+        usage = decode_usage(raw_usage) if raw_usage is not None else None
         if usage is not None:
             self._usage = with_search_calls(usage, chunk.get("model"), self._target.model)
         for choice in first:
