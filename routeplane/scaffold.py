@@ -116,7 +116,7 @@ def test_denies_the_blocked_word():
 
 def test_keeps_the_plugin_contract():
     report = check_plugin({cls}())
-    assert report.hooks["pre_request"] == 1
+    assert report.hooks["pre_request_hook"] == 1
 ''',
         "README.md": f"# routeplane-{name.replace('_', '-')}\n\nA routeplane plugin. Install it (`pip install -e .`) and "
                      f"enable it in `routeplane.yaml`:\n\n```yaml\nplugins:\n  {name}: {{blocked_word: forbidden}}\n```\n\n"

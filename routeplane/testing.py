@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -383,10 +384,41 @@ def text_stream(*chunks: str, model: str = "echo", usage: Optional[Usage] = None
 # --- contract checks -----------------------------------------------------------
 
 
+# The pipeline's name of each stage's hook list -> the builder method that registers those hooks, which
+# is what a report counts by (`report.hooks["pre_request_hook"]`): one vocabulary for registering and checking.
+_BUILDER_METHOD = {"pre_request": "pre_request_hook", "route": "route_hook", "execution": "execution_hook",
+                   "stream": "stream_hook", "settlement": "settlement_recorder", "observe": "observe_hook"}
+
+
+class HookCounts(Dict[str, int]):
+    """A plugin's hooks per builder method that registers them (`pre_request_hook`, ..., `settlement_recorder`).
+
+    The stage names earlier reports used (`pre_request`, `settlement`, ...) still read, with a
+    DeprecationWarning naming the new key."""
+
+    def __missing__(self, key: str) -> int:
+        return self._renamed(key, stacklevel=3)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        if key in self:
+            return dict.__getitem__(self, key)
+        return self._renamed(key, stacklevel=3) if key in _BUILDER_METHOD else default
+
+    def _renamed(self, key: str, stacklevel: int) -> int:
+        new = _BUILDER_METHOD.get(key)
+        if new is None:
+            raise KeyError(f"{key!r}: report.hooks counts hooks by the builder method that registered them, "
+                           f"one of {', '.join(self)}")
+        warnings.warn(f'report.hooks["{key}"] is deprecated: use report.hooks["{new}"], named after the builder '
+                      f"method that registers the hook (app.language_model_builder().{new}(...))",
+                      DeprecationWarning, stacklevel=stacklevel)
+        return dict.__getitem__(self, new)
+
+
 @dataclass
 class PluginReport:
     plugin: str
-    hooks: Dict[str, int]
+    hooks: HookCounts  # hooks of this plugin per builder method: report.hooks["stream_hook"]
     checks: List[str] = field(default_factory=list)
 
 
@@ -435,6 +467,8 @@ def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
     a TypeError at install); it survives a non-streaming and a streaming
     request, a failing upstream and a client that disconnects mid-stream; each
     served request is settled exactly once; a deny is a 4xx in the wire's shape.
+    `report.hooks` counts the plugin's hooks by the builder method that registered
+    them: `report.hooks["pre_request_hook"]`, ..., `["settlement_recorder"]`.
     Each check sends `request` (an OpenAI Chat body) with its own suffix on the
     last message's text, so no two checks send the same prompt. `store` is as for `Gateway`.
     """
@@ -447,8 +481,8 @@ def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
 def _run_checks(plugin: Plugin, gw: Gateway, upstream: _ContractUpstream, body: Dict[str, Any]) -> PluginReport:
     from .errors import UpstreamStatusError
 
-    counts = {kind: sum(1 for pid, _h in hooks if pid == str(plugin.id))
-              for kind, hooks in gw.app.pipeline.hooks.__dict__.items()}
+    counts = HookCounts((_BUILDER_METHOD[stage], sum(1 for pid, _h in hooks if pid == str(plugin.id)))
+                        for stage, hooks in gw.app.pipeline.hooks.__dict__.items())
     report = PluginReport(str(plugin.id), counts)
 
     def served_once(result: Result, what: str) -> None:

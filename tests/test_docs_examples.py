@@ -17,7 +17,6 @@ import pytest
 import routeplane.app
 from routeplane.config import ConfigError, parse_config
 from routeplane.hooks import language_model as contracts
-from routeplane.language_model.executor import MockExecutor
 from routeplane.testing import Gateway
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,12 +51,12 @@ def test_all_python_blocks_run(namespace):
     assert "BannedPhrasePlugin" in namespace and "BannedPhraseHook" in namespace
 
 
-def test_pytest_style_examples_pass(namespace):
-    fixtures = {"routeplane_gateway": lambda **kw: Gateway(**kw), "routeplane_upstream": MockExecutor()}
+def test_pytest_style_examples_pass(namespace, request):
+    """The guide's pytest tests, given the fixtures routeplane's pytest11 plugin really registers."""
     tests = [(name, fn) for name, fn in namespace.items() if name.startswith("test_") and callable(fn)]
     assert tests, "the guide shows at least one pytest test"
     for _name, fn in tests:
-        fn(**{p: fixtures[p] for p in inspect.signature(fn).parameters})
+        fn(**{p: request.getfixturevalue(p) for p in inspect.signature(fn).parameters})
 
 
 def test_banned_phrase_example_denies_with_400_in_every_form(namespace):
@@ -77,10 +76,14 @@ def test_banned_phrase_example_denies_with_400_in_every_form(namespace):
     assert streamed.status == 400, "a deny happens before the stream starts: a real status, not an error frame"
 
 
-def test_banned_phrase_plugin_loads_from_config_by_entry_point(namespace, tmp_path, monkeypatch):
-    """The guide's plugin, installed as a module with an entry point, configured under `plugins:`."""
-    blocks = python_blocks()
-    (tmp_path / "routeplane_banned_phrase.py").write_text(blocks[0])
+_BASE = {"providers": {"local": {"protocol": "mock"}},
+         "models": {"default": {"targets": [{"provider": "local", "model": "echo"}]}}}
+
+
+@pytest.fixture
+def installed_banned_phrase(tmp_path, monkeypatch):
+    """The guide's first block installed as the module `routeplane_banned_phrase`, with an entry point."""
+    (tmp_path / "routeplane_banned_phrase.py").write_text(python_blocks()[0])
     monkeypatch.syspath_prepend(str(tmp_path))
     ep = metadata.EntryPoint(name="banned-phrase", value="routeplane_banned_phrase:BannedPhrasePlugin",
                              group="routeplane.plugins")
@@ -92,19 +95,62 @@ def test_banned_phrase_plugin_loads_from_config_by_entry_point(namespace, tmp_pa
         return real(**kw)
 
     monkeypatch.setattr(routeplane.app.metadata, "entry_points", entry_points)
-    base = {"providers": {"local": {"protocol": "mock"}},
-            "models": {"default": {"targets": [{"provider": "local", "model": "echo"}]}}}
-    app = routeplane.app.build_app(parse_config({**base, "plugins": {"banned-phrase": {"phrase": "jailbreak"}}},
+    yield ep
+    sys.modules.pop("routeplane_banned_phrase", None)
+
+
+def test_banned_phrase_plugin_loads_from_config_by_entry_point(namespace, installed_banned_phrase):
+    """The guide's plugin, installed as a module with an entry point, configured under `plugins:`."""
+    app = routeplane.app.build_app(parse_config({**_BASE, "plugins": {"banned-phrase": {"phrase": "jailbreak"}}},
                                                 "routeplane.yaml"))
     with app.flask_app().test_client() as client:
         r = client.post("/v1/chat/completions", json={"model": "default", "messages": [
             {"role": "system", "content": "a JAILBREAK attempt"}, {"role": "user", "content": "x"}]})
         assert r.status_code == 400
     with pytest.raises(ConfigError) as info:
-        routeplane.app.build_app(parse_config({**base, "plugins": {"banned-phrase": {"phrse": "typo"}}},
+        routeplane.app.build_app(parse_config({**_BASE, "plugins": {"banned-phrase": {"phrse": "typo"}}},
                                               "routeplane.yaml"))
     assert "plugins.banned-phrase" in str(info.value)
-    sys.modules.pop("routeplane_banned_phrase", None)
+
+
+def _blocks(lang: str) -> List[str]:
+    return re.findall(rf"^```{lang}\n(.*?)^```", guide_text(), re.S | re.M)
+
+
+def test_yaml_blocks_configure_the_guides_plugin(installed_banned_phrase):
+    """Every `yaml` block of the guide is a config section that starts a gateway whose plugin denies the phrase."""
+    import yaml
+
+    blocks = _blocks("yaml")
+    assert len(blocks) >= 2
+    for block in blocks:
+        section = yaml.safe_load(block)
+        app = routeplane.app.build_app(parse_config({**_BASE, **section}, "routeplane.yaml"))
+        phrase = section["plugins"]["banned-phrase"]["phrase"]
+        with app.flask_app().test_client() as client:
+            r = client.post("/v1/chat/completions", json={"model": "default", "messages": [
+                {"role": "system", "content": phrase.upper()}, {"role": "user", "content": "x"}]})
+            assert r.status_code == 400, block
+
+
+def test_packaging_blocks_declare_the_entry_point_the_scaffold_writes():
+    """The `ini` and `toml` blocks parse, declare the same entry point, and it is what `routeplane plugin new
+    banned-phrase` writes (the guide says so)."""
+    import configparser
+
+    from routeplane.scaffold import _files
+
+    tomllib = pytest.importorskip("tomllib")
+    (ini,), (toml,) = _blocks("ini"), _blocks("toml")
+    cfg = configparser.ConfigParser()
+    cfg.read_string(ini)
+    from_ini = [line.strip() for line in cfg["options.entry_points"]["routeplane.plugins"].splitlines() if line.strip()]
+    from_toml = tomllib.loads(toml)["project"]["entry-points"]["routeplane.plugins"]
+    assert from_ini == [f"{name} = {value}" for name, value in from_toml.items()]
+    assert from_toml == {"banned-phrase": "routeplane_banned_phrase:BannedPhrasePlugin"}
+    scaffold = configparser.ConfigParser()
+    scaffold.read_string(_files("banned-phrase")["setup.cfg"])
+    assert scaffold["options.entry_points"]["routeplane.plugins"].strip() == from_ini[0]
 
 
 # --- meta-tests: the guide documents every contract ------------------------------------------

@@ -56,7 +56,7 @@ def test_the_kit_gives_a_plugin_a_migrated_store(tmp_path: Any) -> None:
         assert gw.chat("one").status == 200 and gw.chat("two", stream=True).status == 200
         assert _count(gw.store) == 2
     report = check_plugin(TablePlugin(), store=f"sqlite:///{tmp_path}/contract.db")
-    assert report.hooks["settlement"] == 1 and "client disconnect" in report.checks
+    assert report.hooks["settlement_recorder"] == 1 and "client disconnect" in report.checks
     assert run_request({"model": "default", "messages": [{"role": "user", "content": "x"}]},
                        plugins=[TablePlugin()], store=f"sqlite:///{tmp_path}/one.db").status == 200
 

@@ -71,7 +71,7 @@ def test_the_cache_itself_works():
 def test_check_plugin_passes_a_correct_response_cache():
     report = check_plugin(ResponseCache())
     assert report.checks == ["non-streaming request", "streaming request", "failing upstream", "client disconnect"]
-    assert report.hooks["pre_request"] == 1
+    assert report.hooks["pre_request_hook"] == 1
 
 
 def test_check_plugin_sends_a_distinct_prompt_per_check_also_for_a_given_request():

@@ -163,7 +163,7 @@ def test_plugin_keeps_the_plugin_contract(server: AttestationServer) -> None:
     report = check_plugin(AttestationPlugin(policy="enforce", providers={"tee": provider_section(server)}),
                           config=GATEWAY_CONFIG, request={"model": "only-tee",
                                                           "messages": [{"role": "user", "content": "x"}]})
-    assert report.hooks["route"] == 1
+    assert report.hooks["route_hook"] == 1
 
 
 # --- adding a verifier ------------------------------------------------------------------

@@ -11,7 +11,7 @@ def test_keeps_the_plugin_contract_with_an_unreachable_collector() -> None:
     # Port 9 on loopback answers nothing: exports fail, requests must not notice.
     plugin = ObservePlugin(otlp_endpoint="http://127.0.0.1:9", propagate=True)
     report = check_plugin(plugin)
-    assert report.hooks["route"] == 1 and report.hooks["observe"] == 1
+    assert report.hooks["route_hook"] == 1 and report.hooks["observe_hook"] == 1
     plugin.telemetry.shutdown()
 
 
