@@ -10,8 +10,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .fanout import FanOut
 from .jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, MCPError
 from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
@@ -33,6 +34,19 @@ KINDS = {
 }
 FAILURE_HOLD_SECONDS = 5.0  # listings skip a server this long after it failed (calls still try it)
 MAX_UPSTREAM_PAGES = 100  # bounds a misbehaving upstream that never stops paginating
+MAX_FETCH_THREADS = 32
+
+Items = List[Dict[str, Any]]
+Outcome = Union[Items, UpstreamFailure, MCPError]  # a server's items, or why it could not list them
+
+
+class _Fetch:
+    """One upstream list fetch in flight: every listing that needs that list waits on this one."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.outcome: Outcome = []
+        self.overdue: Optional[UpstreamFailure] = None  # set once a listing gave up waiting on it
 
 
 class Catalog:
@@ -44,16 +58,23 @@ class Catalog:
     """
 
     def __init__(self, servers: Mapping[str, MCPServerConfig], upstream: Callable[[str], Upstream], ttl: float,
-                 page_size: int, cursor_key: Callable[[], bytes]) -> None:
+                 page_size: int, cursor_key: Callable[[], bytes], deadline: float = 10.0) -> None:
         self.servers = servers
         self._upstream = upstream
         self.ttl = ttl
         self.page_size = page_size
+        self.deadline = deadline  # how long one listing waits for the upstreams, all asked at once
         self._cursor_key = cursor_key
-        self._cache: Dict[Tuple[str, str], Tuple[float, List[Dict[str, Any]]]] = {}
+        self._cache: Dict[Tuple[str, str], Tuple[float, Items]] = {}
         self._failed: Dict[str, Tuple[float, UpstreamFailure]] = {}
+        self._inflight: Dict[Tuple[str, str], _Fetch] = {}
         self._lock = threading.Lock()
+        # One fetch per (server, kind) at a time, so this many threads never leave a fetch queued.
+        self._pool = FanOut(min(MAX_FETCH_THREADS, max(1, len(servers) * len(KINDS))), "mcp-list")
         self.fetches = 0  # upstream list fetches (tests check the cache with it)
+
+    def close(self) -> None:
+        self._pool.close()
 
     def invalidate(self, server: str, kinds: Sequence[str]) -> None:
         with self._lock:
@@ -61,8 +82,58 @@ class Catalog:
             for kind in kinds:
                 self._cache.pop((server, kind + "/list"), None)
 
-    def items(self, server: str, method: str) -> List[Dict[str, Any]]:
-        """Every item the server lists for `method` (all upstream pages), from cache when fresh."""
+    def gather(self, wanted: Sequence[Tuple[str, str]]) -> Dict[Tuple[str, str], Outcome]:
+        """Each `(server, method)` list, asked of every server at once; the answers waited for `deadline`
+        seconds in all. A server not done by then counts as failed for this listing (and for the ones
+        that come while its fetch is still running); the fetch goes on and fills the cache."""
+        out: Dict[Tuple[str, str], Outcome] = {}
+        waiting: Dict[Tuple[str, str], _Fetch] = {}
+        for key in wanted:
+            try:
+                hit = self._fresh(*key)
+            except UpstreamFailure as exc:
+                out[key] = exc
+                continue
+            if hit is not None:
+                out[key] = hit
+                continue
+            fetch = self._start(*key)
+            if fetch.overdue is not None:
+                out[key] = fetch.overdue
+            else:
+                waiting[key] = fetch
+        end = time.monotonic() + self.deadline
+        for key, fetch in waiting.items():
+            if fetch.done.wait(max(0.0, end - time.monotonic())):
+                out[key] = fetch.outcome
+            else:
+                fetch.overdue = out[key] = UpstreamFailure(
+                    key[0], f"did not list within the {self.deadline:g}s listing deadline", timeout=True)
+        return out
+
+    def _start(self, server: str, method: str) -> _Fetch:
+        with self._lock:
+            fetch = self._inflight.get((server, method))
+            if fetch is None:
+                fetch = self._inflight[(server, method)] = _Fetch()
+                self._pool.submit(self._run_fetch, server, method, fetch)
+        return fetch
+
+    def _run_fetch(self, server: str, method: str, fetch: _Fetch) -> None:
+        try:
+            fetch.outcome = self.items(server, method)
+        except (UpstreamFailure, MCPError) as exc:
+            fetch.outcome = exc
+        except Exception:  # a bug here must still end the listings waiting on it, as a failed server
+            log.exception("listing %s from MCP server %r failed", method, server)
+            fetch.outcome = UpstreamFailure(server, "could not be listed (internal error)")
+        finally:
+            with self._lock:
+                self._inflight.pop((server, method), None)
+            fetch.done.set()
+
+    def _fresh(self, server: str, method: str) -> Optional[Items]:
+        """The cached list if fresh; raises the server's recent failure while it is held."""
         now = time.monotonic()
         with self._lock:
             hit = self._cache.get((server, method))
@@ -73,6 +144,13 @@ class Catalog:
             # A server that just failed is not asked again for a few seconds: a hung upstream
             # would otherwise cost every listing its full timeout.
             raise failed[1]
+        return None
+
+    def items(self, server: str, method: str) -> Items:
+        """Every item the server lists for `method` (all upstream pages), from cache when fresh."""
+        hit = self._fresh(server, method)
+        if hit is not None:
+            return hit
         try:
             return self._fetch(server, method)
         except UpstreamFailure as exc:
@@ -80,11 +158,11 @@ class Catalog:
                 self._failed[server] = (time.monotonic() + min(FAILURE_HOLD_SECONDS, self.ttl), exc)
             raise
 
-    def _fetch(self, server: str, method: str) -> List[Dict[str, Any]]:
+    def _fetch(self, server: str, method: str) -> Items:
         kind = KINDS[method]
         up = self._upstream(server)
         up.ensure_initialized()
-        items: List[Dict[str, Any]] = []
+        items: Items = []
         if kind.capability in up.capabilities:
             cursor: Optional[str] = None
             for _ in range(MAX_UPSTREAM_PAGES):
@@ -115,21 +193,16 @@ class Catalog:
         out: List[Dict[str, Any]] = []
         unavailable: List[Dict[str, str]] = []
         next_cursor: Optional[str] = None
-        begun = start_server is None
+        if start_server is not None:
+            servers = servers[list(servers).index(start_server):]
+        lists = self.gather([(sid, method) for sid in servers])
         for sid in servers:
-            if not begun:
-                if sid != start_server:
-                    continue
-                begun = True
-                index = start_index
-            else:
-                index = 0
-            try:
-                items = self.items(sid, method)
-            except (UpstreamFailure, MCPError) as exc:
-                # One failing upstream must not fail the listing: omit it, say so, log it.
-                log.warning("listing %s from MCP server %r failed: %s", method, sid, exc)
-                unavailable.append({"server": sid, "error": str(exc)})
+            index = start_index if sid == start_server else 0
+            items = lists[(sid, method)]
+            if not isinstance(items, list):
+                # One failing (or hung) upstream must not fail the listing: omit it, say so, log it.
+                log.warning("listing %s from MCP server %r failed: %s", method, sid, items)
+                unavailable.append({"server": sid, "error": str(items)})
                 continue
             while index < len(items):
                 if len(out) >= self.page_size:
@@ -199,15 +272,17 @@ class Catalog:
         exact: List[str] = []
         templated: List[str] = []
         unasked: List[str] = []  # servers whose lists could not be read
+        lists = self.gather([(sid, kind) for sid in servers for kind in ("resources/list", "resources/templates/list")])
         for sid in servers:
-            try:
-                if any(r.get("uri") == uri for r in self.items(sid, "resources/list")):
-                    exact.append(sid)
-                    continue
-                if any(_template_matches(t.get("uriTemplate"), uri) for t in self.items(sid, "resources/templates/list")):
+            resources, templates = lists[(sid, "resources/list")], lists[(sid, "resources/templates/list")]
+            if isinstance(resources, list) and any(r.get("uri") == uri for r in resources):
+                exact.append(sid)
+            elif isinstance(resources, list) and isinstance(templates, list):
+                if any(_template_matches(t.get("uriTemplate"), uri) for t in templates):
                     templated.append(sid)
-            except (UpstreamFailure, MCPError) as exc:
-                log.warning("resource lookup on MCP server %r failed: %s", sid, exc)
+            else:
+                failure = resources if not isinstance(resources, list) else templates
+                log.warning("resource lookup on MCP server %r failed: %s", sid, failure)
                 unasked.append(sid)
         owners = exact or templated
         if len(owners) > 1:

@@ -51,6 +51,27 @@ def tool_patterns(identity: Any) -> Optional[Tuple[str, ...]]:
     return tuple(value)
 
 
+def client_meta(meta: Any) -> Dict[str, Any]:
+    """The client's request `_meta` that may go upstream, `progressToken` included (the caller swaps it).
+
+    Left out: keys under a prefix the spec reserves for MCP (a label `modelcontextprotocol` or `mcp`, as
+    in `io.modelcontextprotocol/protocolVersion`): they describe the client's own connection to the
+    gateway (its era, capabilities, log level), while the gateway speaks to upstreams in its own
+    session; and `routeplane/…`, the gateway's own namespace.
+    """
+    if not isinstance(meta, dict):
+        return {}
+    return {k: v for k, v in meta.items() if isinstance(k, str) and not _gateway_meta_key(k)}
+
+
+def _gateway_meta_key(key: str) -> bool:
+    prefix, slash, _ = key.partition("/")
+    if not slash:
+        return False
+    labels = prefix.lower().split(".")
+    return labels[0] == "routeplane" or any(label in ("modelcontextprotocol", "mcp") for label in labels)
+
+
 class MCPPipeline:
     """One worker's MCP gateway: upstream connections (lazy), list caches, hooks and call counters."""
 
@@ -67,7 +88,7 @@ class MCPPipeline:
         self._upstreams: Dict[str, Upstream] = {}
         self._lock = threading.Lock()
         self.catalog = Catalog(self.servers, self.upstream, settings.list_cache_seconds, settings.page_size,
-                               cursor_key)
+                               cursor_key, settings.list_deadline_seconds)
         self._counts: "collections.Counter[Tuple[str, str, str]]" = collections.Counter()
         self._counts_lock = threading.Lock()
 
@@ -90,6 +111,7 @@ class MCPPipeline:
             self.catalog.invalidate(server, kinds)
 
     def close(self) -> None:
+        self.catalog.close()
         with self._lock:
             ups, self._upstreams = list(self._upstreams.values()), {}
         for up in ups:
@@ -223,19 +245,21 @@ class MCPPipeline:
                     raise MCPError(-32603, "Internal error: an MCP route hook chose no configured server.", 500)
             upstream_params = dict(params)
             upstream_params["uri" if method == "resources/read" else "name"] = target.name
-            meta = upstream_params.pop("_meta", None)
+            meta = client_meta(upstream_params.pop("_meta", None))
             up = self.upstream(target.server)
-            client_token = meta.get("progressToken") if isinstance(meta, dict) else None
+            client_token = meta.pop("progressToken", None)
             if on_progress is not None and isinstance(client_token, (str, int)):
                 # Our own token upstream: clients' tokens could collide on a shared upstream session.
                 token = f"rp-{uuid.uuid4().hex}"
-                upstream_params["_meta"] = {"progressToken": token}
+                upstream_params["_meta"] = {**meta, "progressToken": token}
                 up.listen_progress(token, lambda p: on_progress({**p, "progressToken": client_token}))
                 try:
                     result = up.request(method, upstream_params)
                 finally:
                     up.listen_progress(token, None)
             else:
+                if meta:  # a progressToken whose progress could not be relayed is not sent
+                    upstream_params["_meta"] = meta
                 result = up.request(method, upstream_params)
         except UpstreamFailure as exc:
             log.warning("%s %r: %s", method, exposed, exc)
@@ -245,6 +269,8 @@ class MCPPipeline:
             self._emit(ctx, target, exposed, "error", exc.code, exc.message)
             raise
         outcome = "tool_error" if method == "tools/call" and result.get("isError") else "ok"
+        if outcome == "tool_error":
+            result = up.redact_tool_error(result)
         self._emit(ctx, target, exposed, outcome, None, None)
         return result
 
@@ -262,4 +288,4 @@ class MCPPipeline:
         self.observers.emit("on_call_end", event)
 
 
-__all__ = ["MCPPipeline", "ToolAllowlistHook", "SUPPORTED_VERSIONS", "INVALID_REQUEST"]
+__all__ = ["MCPPipeline", "ToolAllowlistHook", "SUPPORTED_VERSIONS", "INVALID_REQUEST", "client_meta"]

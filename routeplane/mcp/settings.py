@@ -80,6 +80,8 @@ class MCPGatewaySchema(Schema):
     session_secret = fields.String(load_default=None, validate=lambda s: s == "" or validate.Length(min=16)(s))
     session_ttl_seconds = fields.Integer(load_default=86400, validate=validate.Range(min=60))
     list_cache_seconds = fields.Float(load_default=60.0, validate=validate.Range(min=0))
+    # How long a listing waits for the upstreams (asked in parallel); a server not done by then is left out.
+    list_deadline_seconds = fields.Float(load_default=10.0, validate=validate.Range(min=0.01, max=3600))
     page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=10000))
     allowed_origins = fields.List(fields.String(), load_default=list)
     prefer_sse = fields.Boolean(load_default=False)
@@ -110,6 +112,7 @@ class MCPGatewaySettings:
     session_secret: Optional[str] = None
     session_ttl_seconds: int = 86400
     list_cache_seconds: float = 60.0
+    list_deadline_seconds: float = 10.0
     page_size: int = 100
     allowed_origins: Tuple[str, ...] = ()
     prefer_sse: bool = False
@@ -157,5 +160,6 @@ def typed_servers(data: Mapping[str, Mapping[str, Any]]) -> Dict[str, MCPServerC
 def typed_settings(d: Mapping[str, Any]) -> MCPGatewaySettings:
     return MCPGatewaySettings(
         session_secret=d["session_secret"] or None, session_ttl_seconds=d["session_ttl_seconds"],
-        list_cache_seconds=d["list_cache_seconds"], page_size=d["page_size"],
+        list_cache_seconds=d["list_cache_seconds"], list_deadline_seconds=d["list_deadline_seconds"],
+        page_size=d["page_size"],
         allowed_origins=tuple(d["allowed_origins"]), prefer_sse=d["prefer_sse"])

@@ -112,6 +112,20 @@ class Upstream(ABC):
             message["params"] = params
         return _result_of(self.server, self._exchange(message, timeout or self.config.timeout), self._secrets)
 
+    def redact_tool_error(self, result: Dict[str, Any]) -> Dict[str, Any]:
+        """A `tools/call` result with `isError: true`, its text blocks and `structuredContent` scrubbed of the
+        credentials the gateway sent this server, as its JSON-RPC errors are (a successful result is the
+        tool's own and is never touched)."""
+        out = dict(result)
+        content = result.get("content")
+        if isinstance(content, list):
+            out["content"] = [{**block, "text": _scrub(block["text"], self._secrets)}
+                              if isinstance(block, dict) and isinstance(block.get("text"), str) else block
+                              for block in content]
+        if "structuredContent" in result:
+            out["structuredContent"] = _scrub(result["structuredContent"], self._secrets)
+        return out
+
     def listen_progress(self, token: str, listener: Optional[Callable[[Dict[str, Any]], None]]) -> None:
         """Route `notifications/progress` carrying `token` to `listener` (None: stop)."""
         with self._progress_lock:

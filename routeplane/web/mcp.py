@@ -27,7 +27,7 @@ from ..mcp.jsonrpc import (
     classify,
     result_body,
 )
-from ..mcp.pipeline import ROUTED, SUPPORTED_VERSIONS
+from ..mcp.pipeline import ROUTED, SUPPORTED_VERSIONS, client_meta
 from ..protocols.sse import dumps
 from .common import parse_json, request_id
 
@@ -162,10 +162,10 @@ def _modern_request(runtime: Any, message: Any, version: Any, identity: Any, ser
         elif message.method in modern.REMOVED:
             raise MCPError(METHOD_NOT_FOUND, f"Method not found: {message.method}", 404)
         else:
-            meta = message.params.get("_meta") or {}
             params = {k: val for k, val in message.params.items() if k != "_meta"}
-            if "progressToken" in meta:
-                params["_meta"] = {"progressToken": meta["progressToken"]}
+            meta = client_meta(message.params.get("_meta"))  # without this era's own keys
+            if meta:
+                params["_meta"] = meta
             ctx = MCPRequestContext(rid, message.method, params, identity, dict(request.headers), server, None)
             if _relays_progress(message.method, params):
                 runtime.pipeline.admit(message.method, params, ctx)
