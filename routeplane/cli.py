@@ -64,8 +64,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .store.database import StoreError
 
+    if args.config_file and args.config and args.config_file != args.config:
+        print("routeplane: check: give the config file once (FILE or --config)", file=sys.stderr)
+        return 2
+    # The file serve and migrate would load: FILE, else $ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in.
+    path = args.config_file or args.config or os.environ.get("ROUTEPLANE_CONFIG") or None
     try:
-        config = load_config(args.config_file)
+        config = load_config(path)
         from .app import build_app
 
         app = build_app(config)  # plugins load and validate their options too
@@ -120,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=_count(1, 4096), help="threads per worker, one per open stream (1-4096)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check", help="validate a config file (and load its plugins)")
-    check.add_argument("config_file")
+    check.add_argument("config_file", nargs="?", metavar="FILE",
+                       help="config file (default: $ROUTEPLANE_CONFIG, ./routeplane.yaml, built-in)")
+    check.add_argument("--config", help="the same, as serve and migrate take it")
     check.set_defaults(func=cmd_check)
     from .cli_plugins import add_commands as add_plugin_commands
 

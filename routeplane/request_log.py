@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 from marshmallow import Schema, fields, validate
 
@@ -12,6 +12,38 @@ from .app import AppBuilder, Plugin, PluginId
 from .hooks.language_model import ObserveHook
 
 log = logging.getLogger("routeplane.requests")
+
+# An attempt that got no HTTP answer to show, by its error class (an Attempt keeps the class name).
+_NO_ANSWER = {
+    "UpstreamTimeout": "timeout",
+    "UpstreamConnectionError": "connect",
+    "InvalidUpstreamResponse": "bad_response",
+    "UnsafeUpstreamURL": "unsafe_url",
+}
+
+
+def attempt_fields(attempt: Any) -> Dict[str, Any]:
+    """One upstream attempt as the log shows it: `status` is the upstream's HTTP status (None when it gave
+    none to show), `failure` what went wrong (None if it answered). Never the upstream's error message:
+    it may quote the prompt or echo a credential."""
+    failure: Optional[str] = None
+    status: Optional[int] = attempt.status
+    if not attempt.ok:
+        failure = _NO_ANSWER.get(attempt.error_type or "")
+        if failure is None:
+            failure = "http_status" if attempt.error_type == "UpstreamStatusError" else (attempt.error_type or "error")
+        else:
+            status = None  # the gateway's own 502/504 for it, not something the upstream said
+    return {"provider": attempt.provider, "model": attempt.model, "status": status, "failure": failure,
+            "latency_ms": round(attempt.latency_ms, 1)}
+
+
+def tried_text(attempts: List[Dict[str, Any]]) -> Optional[str]:
+    """`provider:<status or failure>` per attempt, in order, comma-separated: `oc-a:500,oc-b:timeout,oc-c:200`.
+    Provider names come from the config, never from a client, so they cannot forge an entry."""
+    if not attempts:
+        return None
+    return ",".join(f"{a['provider']}:{a['status'] if a['status'] is not None else a['failure']}" for a in attempts)
 
 
 def request_fields(event: Any) -> Dict[str, Any]:
@@ -39,6 +71,7 @@ def request_fields(event: Any) -> Dict[str, Any]:
         "usage_estimated": not u.reported,
         "cost_micro_usd": event.cost_micro_usd,
         "attempts": len(event.attempts),
+        "tried": [attempt_fields(a) for a in event.attempts],
     }
 
 
@@ -60,6 +93,7 @@ class RequestLogObserver(ObserveHook):
         if self.fmt == "json":
             log.info(json.dumps(data, separators=(",", ":")))
         else:
+            data["tried"] = tried_text(data["tried"])
             log.info(" ".join(f"{k}={_text_value(v)}" for k, v in data.items() if v is not None))
 
 

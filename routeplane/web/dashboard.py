@@ -521,11 +521,22 @@ def config_view(app: "App") -> Dict[str, Any]:
     mcp = [{"id": s.id, "type": s.type, "prefix": s.prefix, "enabled": s.enabled,
             "where": _safe_url(s.url) if s.url else (s.command or ""), "header_names": sorted(s.headers or {})}
            for s in sorted(cfg.mcp_servers.values(), key=lambda s: s.id)]
-    agents = [{"id": k, "kind": str(v.get("type") or v.get("protocol") or "") if isinstance(v, dict) else ""}
-              for k, v in sorted(cfg.agents.items())]
+    # An agent is a program started over stdio: its command says what it is. Never its args or env values,
+    # which may carry a credential (`--api-key …`); env names only, as header names above.
+    agents = [{"id": k, "command": a.command, "default": a.default, "description": a.description,
+               "env_names": sorted(a.env), "gateway": _agent_gateway(a)}
+              for k, a in sorted(cfg.agents.items())]
     return {"routes": routes, "providers": providers, "plugins": plugins, "stats_source": source,
             "mcp_servers": mcp, "agents": agents, "auth_mode": str(cfg.auth.get("mode", "none")),
             "config_source": cfg.source}
+
+
+def _agent_gateway(agent: Any) -> str:
+    """Where the agent's own LLM calls go: this gateway (and the env var its key comes from), or its own."""
+    if not agent.gateway_enabled:
+        return "its own providers"
+    where = _safe_url(agent.gateway_base_url) if agent.gateway_base_url else "this gateway"
+    return f"{where}, key from ${agent.gateway_token_env}" if agent.gateway_token_env else where
 
 
 def _flat(d: Any, prefix: str) -> List[Sequence[Any]]:
