@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ...errors import RouteplaneError, UpstreamError
@@ -163,6 +164,25 @@ def call_item_id(call: ToolCallPart) -> str:
     return f"ctc_{call.id}" if call.custom else f"fc_{call.id}"
 
 
+class CallIds:
+    """The `call_id`s of one response, made unique. Some upstreams give parallel calls one id (DeepSeek,
+    GLM and Kimi reuse it; a Chat server may send none): the SDK's stream accumulator then fails
+    ("conflicting output identities"), and a client could not tell the calls' outputs apart. A repeat
+    gets a suffix, `call_1_2`, the same streamed or not."""
+
+    def __init__(self) -> None:
+        self._used: set = set()
+
+    def unique(self, call_id: str) -> str:
+        base = call_id or new_id("call")
+        out, n = base, 1
+        while out in self._used:
+            n += 1
+            out = f"{base}_{n}"
+        self._used.add(out)
+        return out
+
+
 def reasoning_item(item_id: str, text: str, encrypted: Optional[str]) -> Dict[str, Any]:
     item: Dict[str, Any] = {"type": "reasoning", "id": item_id,
                             "summary": [{"type": "summary_text", "text": text}] if text else []}
@@ -189,6 +209,7 @@ def encode_output(parts: Tuple[ContentPart, ...], scored: Scored = ()) -> List[D
     texts: List[TextPart] = []
     logprobs: List[Sequence[Any]] = []
     k = 0  # output_text parts so far
+    call_ids = CallIds()
 
     def flush() -> None:
         if texts:
@@ -204,6 +225,7 @@ def encode_output(parts: Tuple[ContentPart, ...], scored: Scored = ()) -> List[D
             k += 0 if p.refusal else 1
         elif isinstance(p, ToolCallPart):
             flush()
+            p = replace(p, id=call_ids.unique(p.id))
             out.append((custom_call_item if p.custom else function_call_item)(call_item_id(p), p))
         elif isinstance(p, ReasoningPart):
             flush()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ...errors import RouteplaneError
 from ...language_model.stream import estimate_usage
@@ -38,6 +38,7 @@ from ..scores import Scores
 from ..sse import frame
 from .request import PROTOCOL
 from .response import (
+    CallIds,
     content_part,
     custom_call_item,
     failed_code,
@@ -69,6 +70,14 @@ class _Item:
     refusal: bool = False  # a message whose one content part is the model's refusal
     notes: List[Dict[str, Any]] = field(default_factory=list)  # a message's output_text annotations
     logprobs: List[Any] = field(default_factory=list)  # a message's output_text logprobs, as released
+    # A message continued by the next text block: its finished content parts (and their logprobs), and
+    # each block's content_index. The fields above are the part being written, at len(earlier).
+    earlier: List[Tuple[TextPart, List[Any]]] = field(default_factory=list)
+    positions: Dict[int, int] = field(default_factory=dict)
+
+    def part(self) -> TextPart:
+        return TextPart("".join(self.text), refusal=self.refusal, annotations=tuple(self.notes),
+                        annotations_protocol=PROTOCOL)
 
 
 class ResponsesStreamEncoder(StreamEncoder):
@@ -99,6 +108,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._finish: Optional[FinishReason] = None
         self._ended = False
         self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
+        self._call_ids = CallIds()
 
     # --- framing ---
 
@@ -133,8 +143,14 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._usage = part.usage
         elif isinstance(part, Finish):
             self._finish = part.reason
-        elif isinstance(part, (OpaqueBlock, TextAnnotation, TokenLogprobs)) and part.protocol != PROTOCOL:
-            pass  # another wire's server-tool block, citation or log probabilities: this wire has no form for it
+        elif isinstance(part, OpaqueBlock) and part.protocol != PROTOCOL:
+            # Another wire's server-tool block: this wire has no form for it, but it still ends the message
+            # (text after it is a message of its own), as in the non-streamed answer.
+            for other in list(self._open):
+                self._close(out, other)
+            self._release(out)
+        elif isinstance(part, (TextAnnotation, TokenLogprobs)) and part.protocol != PROTOCOL:
+            pass  # another wire's citation or log probabilities: this wire has no form for them
         elif isinstance(part, TokenLogprobs):
             # Kept by block, whatever item it is in now: released with the delta completing their text.
             self._scores.setdefault(part.index, Scores()).add(part.entries, part.text)
@@ -185,13 +201,13 @@ class ResponsesStreamEncoder(StreamEncoder):
                 item.text.append(part.text)
                 if item.refusal:
                     self._event(out, "response.refusal.delta", item_id=item.id, output_index=item.output_index,
-                                content_index=0, delta=part.text)
+                                content_index=len(item.earlier), delta=part.text)
                 else:
                     scores = self._scores.get(part.index)
                     entries = [dict(x) for x in scores.matched(part.text) or ()] if scores is not None else []
                     item.logprobs.extend(entries)
                     self._event(out, "response.output_text.delta", item_id=item.id, output_index=item.output_index,
-                                content_index=0, delta=part.text, logprobs=entries)
+                                content_index=len(item.earlier), delta=part.text, logprobs=entries)
         elif isinstance(part, TextAnnotation):
             self._annotate(out, part)
         elif isinstance(part, OpaqueBlock):
@@ -214,12 +230,13 @@ class ResponsesStreamEncoder(StreamEncoder):
                     if item.provider != PROTOCOL:
                         self._reasoning_delta(out, item, part.text)
         elif isinstance(part, ToolCallStart):
+            call_id = self._call_ids.unique(part.id)
             if part.custom:
-                item = _Item("custom_tool_call", call_id=part.id, name=part.name, id=f"ctc_{part.id}")
+                item = _Item("custom_tool_call", call_id=call_id, name=part.name, id=f"ctc_{call_id}")
                 added = {"type": "custom_tool_call", "id": item.id, "call_id": item.call_id, "name": item.name,
                          "input": "", "status": "in_progress"}
             else:
-                item = _Item("function_call", call_id=part.id, name=part.name, id=f"fc_{part.id}")
+                item = _Item("function_call", call_id=call_id, name=part.name, id=f"fc_{call_id}")
                 added = {"type": "function_call", "id": item.id, "call_id": item.call_id, "name": item.name,
                          "arguments": "", "status": "in_progress"}
             self._begin(out, part.index, item)
@@ -262,27 +279,55 @@ class ResponsesStreamEncoder(StreamEncoder):
             return item if item.kind == "message" else None
         late = self._closed.pop(index, None)  # late text for a closed block continues in a new message item
         refusal = refusal or (late is not None and late.refusal)
-        item = self._begin(out, index, _Item("message", id=new_id("msg"), refusal=refusal))
-        self._announce(out, item, {"type": "message", "id": item.id, "role": "assistant", "status": "in_progress",
-                                   "content": []})
+        for other in list(self._open):
+            self._close(out, other)
+        item = self._held_message()
+        if item is not None:
+            # Text right after text is the same message's next content part, as the non-streamed answer
+            # groups it (Anthropic's cited text comes as many blocks; a Responses message may have parts).
+            self._held = None
+            item.earlier.append((item.part(), item.logprobs))
+            item.text, item.notes, item.logprobs, item.refusal = [], [], [], refusal
+            self._open[index] = item
+        else:
+            item = self._begin(out, index, _Item("message", id=new_id("msg"), refusal=refusal))
+            self._announce(out, item, {"type": "message", "id": item.id, "role": "assistant",
+                                       "status": "in_progress", "content": []})
+        item.positions[index] = len(item.earlier)
         self._event(out, "response.content_part.added", item_id=item.id, output_index=item.output_index,
-                    content_index=0, part=content_part("", refusal))
+                    content_index=len(item.earlier), part=content_part("", refusal))
         return item
+
+    def _held_message(self) -> Optional[_Item]:
+        """The message whose `output_item.done` waits, if it is the answer's last item."""
+        if self._held is None:
+            return None
+        return next((i for i in self._closed.values() if i.kind == "message" and i.output_index == self._held), None)
 
     def _annotate(self, out: List[bytes], part: TextAnnotation) -> None:
         item = self._open.get(part.index)
         late = item is None and part.index in self._closed
         if item is None:
             item = self._closed[part.index] if late else self._text_item(out, part.index)
-        if item is None or item.kind != "message" or item.refusal:
-            return  # a refusal part has no annotations
+        if item is None or item.kind != "message":
+            return
         note = dict(part.annotation)
+        k = item.positions.get(part.index, len(item.earlier))
+        if k < len(item.earlier):  # a part the message has moved past: only the final item can carry it
+            done, scores = item.earlier[k]
+            if not done.refusal:
+                item.earlier[k] = (TextPart(done.text, annotations=done.annotations + (note,),
+                                            annotations_protocol=PROTOCOL), scores)
+                self._output[item.output_index] = self._message(item)
+            return
+        if item.refusal:
+            return  # a refusal part has no annotations
         item.notes.append(note)
-        if late:  # the item is done: only the terminal response can still carry it
+        if late and part.index not in self._open:  # the item is done: only the terminal response can carry it
             self._output[item.output_index] = self._message(item)
             return
         self._event(out, "response.output_text.annotation.added", item_id=item.id, output_index=item.output_index,
-                    content_index=0, annotation_index=len(item.notes) - 1, annotation=note)
+                    content_index=k, annotation_index=len(item.notes) - 1, annotation=note)
 
     def _opaque(self, out: List[bytes], part: OpaqueBlock) -> None:
         """A hosted tool's whole item: added (in progress, as OpenAI announces it) then done at once."""
@@ -296,9 +341,8 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._event(out, "response.output_item.done", output_index=item.output_index, item=done)
 
     def _message(self, item: _Item) -> Dict[str, Any]:
-        return message_item(item.id, [TextPart("".join(item.text), refusal=item.refusal,
-                                               annotations=tuple(item.notes), annotations_protocol=PROTOCOL)],
-                            logprobs=[item.logprobs])
+        parts = item.earlier + [(item.part(), item.logprobs)]
+        return message_item(item.id, [p for p, _ in parts], logprobs=[scores for _, scores in parts])
 
     def _reasoning_delta(self, out: List[bytes], item: _Item, text: str) -> None:
         if item.output_index < 0:
@@ -319,14 +363,15 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._closed[index] = item
         text = "".join(item.text)
         if item.kind == "message":
+            k = len(item.earlier)
             if item.refusal:
                 self._event(out, "response.refusal.done", item_id=item.id, output_index=item.output_index,
-                            content_index=0, refusal=text)
+                            content_index=k, refusal=text)
             else:
                 self._event(out, "response.output_text.done", item_id=item.id, output_index=item.output_index,
-                            content_index=0, text=text, logprobs=list(item.logprobs))
+                            content_index=k, text=text, logprobs=list(item.logprobs))
             self._event(out, "response.content_part.done", item_id=item.id, output_index=item.output_index,
-                        content_index=0, part=content_part(text, item.refusal, item.notes, item.logprobs))
+                        content_index=k, part=content_part(text, item.refusal, item.notes, item.logprobs))
             done = self._message(item)
         elif item.kind == "function_call":
             if not text.strip():
@@ -387,7 +432,9 @@ class ResponsesStreamEncoder(StreamEncoder):
         kind = "response.completed" if status == "completed" else "response.incomplete"
         self._ended = True
         # An upstream that reported no usage: the client still gets the gateway's estimate.
-        chars = sum(len(t) for item in list(self._closed.values()) for t in item.text)
+        items = {id(item): item for item in self._closed.values()}.values()  # a continued message: once
+        chars = sum(len(t) for item in items for t in item.text) + sum(
+            len(p.text) for item in items for p, _ in item.earlier)
         usage = self._usage or estimate_usage(self._prompt, chars)
         self._event(out, kind, response=self._response(status, usage=usage, incomplete=incomplete))
         return b"".join(out)

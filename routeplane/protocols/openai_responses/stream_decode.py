@@ -66,6 +66,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._notes: Dict[int, int] = {}  # text block → annotations relayed
         self._hosted: List[Dict[str, Any]] = []  # the hosted-tool items sent on, for the billed calls
         self._offered: Any = None  # response.created's copy of the request's tools (which web search it offered)
+        self._streamed: set = set()  # ids and "#<output_index>" of the items events carried
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done or not event.data.strip():
@@ -90,20 +91,13 @@ class ResponsesStreamDecoder(StreamDecoder):
             self._offered = resp.get("tools")
             out.append(ResponseStart(str(resp.get("id") or ""), str(resp.get("model") or self._target.model),
                                      resp["created_at"] if isinstance(resp.get("created_at"), int) else 0))
+        self._mark(data)
         key = str(data.get("item_id") or f"#{data.get('output_index')}")
         if kind == "response.output_item.added":
             item = data.get("item") if isinstance(data.get("item"), dict) else {}
             ikey = str(item.get("id") or f"#{data.get('output_index')}")
-            if item.get("type") in ("function_call", "custom_tool_call"):
-                block = self._open_block((ikey, 0), "tool", out)
-                self._tools = True
-                out.append(ToolCallStart(block, str(item.get("call_id") or item.get("id") or f"call_{block}"),
-                                         str(item.get("name") or ""), custom=item["type"] == "custom_tool_call"))
-                self._blocks[(f"#{data.get('output_index')}", 0)] = block
-            elif item.get("type") == "reasoning":
-                block = self._open_block((ikey, 0), "reasoning", out)
-                out.append(ReasoningStart(block, PROTOCOL))
-                self._blocks[(f"#{data.get('output_index')}", 0)] = block
+            if item.get("type") in ("function_call", "custom_tool_call", "reasoning"):
+                self._begin_item(item, ikey, data.get("output_index"), out)
             elif isinstance(item.get("type"), str) and item["type"] not in CANONICAL_ITEMS:
                 self._pending[_pending_key(data, ikey)] = item
         elif kind == "response.content_part.added":
@@ -159,6 +153,7 @@ class ResponsesStreamDecoder(StreamDecoder):
             out.extend(self._unfinished_items(resp))
             for block in list(self._open):
                 out.extend(self._end(block))
+            out.extend(self._unstreamed_items(resp))
             # The calls billed by the call, from the terminal response's items, or the streamed ones when a
             # compatible server lists none there.
             listed = resp.get("output") if isinstance(resp.get("output"), list) and resp.get("output") else None
@@ -184,6 +179,39 @@ class ResponsesStreamDecoder(StreamDecoder):
         if resp.get("status") == "incomplete":
             return incomplete_reason(resp.get("incomplete_details"))
         return FinishReason.TOOL_CALLS if self._tools else FinishReason.STOP
+
+    def _mark(self, data: Dict[str, Any]) -> None:
+        """Notes the item an event is about, by its id and its output_index (_unstreamed_items)."""
+        item = data.get("item") if isinstance(data.get("item"), dict) else {}
+        for iid in (data.get("item_id"), item.get("id")):
+            if isinstance(iid, str) and iid:
+                self._streamed.add(iid)
+        index = data.get("output_index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            self._streamed.add(f"#{index}")
+
+    def _unstreamed_items(self, resp: Dict[str, Any]) -> List[StreamPart]:
+        """The terminal response's items that no event carried (a compatible server that streams only
+        the terminal event, or skips some items): whole, as the non-streamed answer holds them."""
+        out: List[StreamPart] = []
+        for index, item in enumerate(as_list(resp.get("output"))):
+            if not isinstance(item, dict) or f"#{index}" in self._streamed or item.get("id") in self._streamed:
+                continue
+            out.extend(self._item_done({"output_index": index, "item": item}))
+        return out
+
+    def _begin_item(self, item: Dict[str, Any], ikey: str, output_index: Any, out: List[StreamPart]) -> int:
+        """A function, custom tool call or reasoning item's block, opened."""
+        if item["type"] == "reasoning":
+            block = self._open_block((ikey, 0), "reasoning", out)
+            out.append(ReasoningStart(block, PROTOCOL))
+        else:
+            block = self._open_block((ikey, 0), "tool", out)
+            self._tools = True
+            out.append(ToolCallStart(block, str(item.get("call_id") or item.get("id") or f"call_{block}"),
+                                     str(item.get("name") or ""), custom=item["type"] == "custom_tool_call"))
+        self._blocks[(f"#{output_index}", 0)] = block
+        return block
 
     def _open_block(self, key: Tuple[str, int], kind: str, out: List[StreamPart]) -> int:
         block = self._next_block
@@ -233,8 +261,8 @@ class ResponsesStreamDecoder(StreamDecoder):
                     out.extend(self._end(block))
         elif item.get("type") in ("function_call", "custom_tool_call", "reasoning"):
             block = self._blocks.get((ikey, 0))
-            if block is None:
-                return out
+            if block is None:  # done without an added event: the done item is the whole of it
+                block = self._begin_item(item, ikey, data.get("output_index"), out)
             if item["type"] != "reasoning":
                 payload = item.get("arguments" if item["type"] == "function_call" else "input")
                 if not self._seen.get(block) and isinstance(payload, str):
