@@ -104,7 +104,8 @@ def test_mid_stream_failure_is_an_error_event_after_200():
     assert r.status == 200 and r.headers["Content-Type"].startswith("text/event-stream")
     events = r.sse
     assert events[0]["type"] == "message_start"
-    assert events[-1] == {"type": "error", "error": {"type": "api_error", "message": "cut"}}
+    assert events[-1] == {"type": "error", "error": {"type": "api_error", "message": "cut"},
+                          "request_id": r.headers["request-id"]}
     assert b"event: error\n" in r.body and b"message_stop" not in r.body
 
 

@@ -58,7 +58,8 @@ def test_an_anthropic_client_gets_its_own_shape(up: Any) -> None:
     up.enqueue(Reply.json(TOO_LONG, status=400))
     r = _gateway(up.url).request({"model": "m", "max_tokens": 8, "messages": HI}, wire="anthropic_messages")
     assert r.status == 400 and r.json == {"type": "error", "error": {"type": "invalid_request_error",
-                                                                     "message": r.json["error"]["message"]}}
+                                                                     "message": r.json["error"]["message"]},
+                                          "request_id": r.headers["request-id"]}
 
 
 def test_count_tokens_sends_the_key_in_the_providers_configured_header(up: Any) -> None:

@@ -287,6 +287,11 @@ class ResponseStart:
     created: int = 0
     # Input usage known up front (Anthropic message_start); may be refined later.
     usage: Optional[Usage] = None
+    # Fields of the upstream wire for the answer as a whole that it sends from the start (an OpenAI Chat
+    # chunk's `service_tier`, `system_fingerprint`), as Generation.extras holds them: a client of `wire`
+    # gets them back on its stream too.
+    wire: Optional[str] = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

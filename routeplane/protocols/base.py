@@ -400,6 +400,19 @@ def described_schema(rf: ResponseFormat) -> Dict[str, Any]:
     return schema
 
 
+# The field that holds a client's conversation, by its wire: what a 400 about the conversation names.
+_CONVERSATION_FIELD = {"openai_responses": "input", "gemini": "contents"}
+
+
+def empty_conversation(prompt: Prompt, upstream: str) -> InvalidRequest:
+    """The 400 for a conversation of which nothing is left to send `upstream`, a wire that takes no empty
+    text (Anthropic, Gemini): every message holds only that, as a Responses `input: ""` does. Raised by its
+    encoder, before any call; an upstream would answer a 400 about a field the client never sent."""
+    param = _CONVERSATION_FIELD.get(prompt.extras_protocol or "", "messages")
+    return InvalidRequest(f"'{param}' holds no content that {upstream} accepts: it rejects empty text, and there "
+                          f"is nothing else to send. Put some text in '{param}'.", param=param)
+
+
 def expect(value: Any, types: Any, param: str, required: bool = False) -> Any:
     """Check a field's JSON type; the error names the parameter."""
     if value is None:

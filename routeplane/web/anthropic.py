@@ -34,7 +34,7 @@ def credential() -> Optional[str]:
 
 
 def anthropic_error(err: RouteplaneError, rid: str) -> Response:
-    codec = anthropic_messages.CLIENT
+    codec = anthropic_messages.CLIENT.with_headers({}, rid)  # the body names the request, as Anthropic's do
     resp = error_response(err, codec.error_body, rid)
     resp.status_code = codec.error_status(err)  # overload is 529 on this wire
     resp.headers["request-id"] = rid
@@ -50,7 +50,7 @@ def make_blueprint(app: "App") -> Blueprint:
         rid = request_id()
         try:
             body = read_json_body(limit)
-            codec = anthropic_messages.CLIENT.with_headers(request.headers)
+            codec = anthropic_messages.CLIENT.with_headers(request.headers, rid)
             resp = run_language_model(app, codec, body, rid, credential())
             resp.headers["request-id"] = rid  # Anthropic's own name for it
             return resp

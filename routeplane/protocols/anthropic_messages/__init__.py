@@ -15,15 +15,17 @@ PROTOCOL = "anthropic_messages"
 
 class MessagesClientCodec(ClientCodec):
     """Inbound codec. `with_headers()` binds the request's anthropic-version /
-    anthropic-beta, which are forwarded when the upstream is Anthropic too."""
+    anthropic-beta, which are forwarded when the upstream is Anthropic too, and the
+    gateway's id for the request, which its error bodies carry as Anthropic's do."""
 
     protocol = PROTOCOL
 
-    def __init__(self, headers: Optional[Mapping[str, str]] = None) -> None:
+    def __init__(self, headers: Optional[Mapping[str, str]] = None, request_id: Optional[str] = None) -> None:
         self._headers = dict(headers or {})
+        self._request_id = request_id
 
-    def with_headers(self, headers: Mapping[str, str]) -> "MessagesClientCodec":
-        return MessagesClientCodec(headers)
+    def with_headers(self, headers: Mapping[str, str], request_id: Optional[str] = None) -> "MessagesClientCodec":
+        return MessagesClientCodec(headers, request_id)
 
     def decode_request(self, body: Any) -> Prompt:
         return request.decode_request(body, self._headers)
@@ -36,10 +38,10 @@ class MessagesClientCodec(ClientCodec):
         return response.encode_response(gen, prompt)
 
     def stream_encoder(self, prompt: Prompt) -> StreamEncoder:
-        return stream.MessagesStreamEncoder(prompt)
+        return stream.MessagesStreamEncoder(prompt, self._request_id)
 
     def error_body(self, err: RouteplaneError) -> Dict[str, Any]:
-        return response.error_body(err)
+        return response.error_body(err, self._request_id)
 
     def error_status(self, err: RouteplaneError) -> int:
         return response.error_status(err)

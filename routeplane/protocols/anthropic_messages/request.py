@@ -25,7 +25,15 @@ from ...language_model.types import (
     ToolChoice,
     ToolResultPart,
 )
-from ..base import EFFORT_BUDGET, OPAQUE_KEY, client_extras, described_schema, effort_for_budget, expect
+from ..base import (
+    EFFORT_BUDGET,
+    OPAQUE_KEY,
+    client_extras,
+    described_schema,
+    effort_for_budget,
+    empty_conversation,
+    expect,
+)
 from ..carried import restore
 from .blocks import encode_messages, text_block
 from .server_blocks import USER_OPAQUE, citations, opaque_in_assistant, own_tool_use
@@ -426,6 +434,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         elif blocks:
             body["system"] = blocks
     body["messages"] = encode_messages(prompt.messages)
+    if not body["messages"]:
+        raise empty_conversation(prompt, "Anthropic")  # "messages: at least one message is required"
     if p.stop:
         body["stop_sequences"] = list(p.stop)
     if p.user:

@@ -93,9 +93,14 @@ def error_status(err: RouteplaneError) -> int:
     return {"overloaded": 529, "budget": 402}.get(err.kind, err.status)
 
 
-def error_body(err: RouteplaneError) -> Dict[str, Any]:
+def error_body(err: RouteplaneError, request_id: Optional[str] = None) -> Dict[str, Any]:
+    """Anthropic's error shape, over HTTP and as a stream's `error` event; with the request's id when known
+    (its own errors carry `request_id` beside `error`, as the `request-id` header)."""
     kind = ERROR_TYPES.get(err.kind, "invalid_request_error" if err.status < 500 else "api_error")
-    return {"type": "error", "error": {"type": kind, "message": err.message}}
+    body: Dict[str, Any] = {"type": "error", "error": {"type": kind, "message": err.message}}
+    if request_id:
+        body["request_id"] = request_id
+    return body
 
 
 # --- usage -----------------------------------------------------------------

@@ -90,7 +90,8 @@ class MessagesStreamEncoder(StreamEncoder):
     empty text blocks when a client sends the history back.
     """
 
-    def __init__(self, prompt: Prompt) -> None:
+    def __init__(self, prompt: Prompt, request_id: Optional[str] = None) -> None:
+        self._request_id = request_id  # for the `error` event's body
         self._model = prompt.model
         self._show_foreign_reasoning = wants_thinking(prompt)
         self._id = message_id("")  # unique even when the upstream gives no id
@@ -147,7 +148,7 @@ class MessagesStreamEncoder(StreamEncoder):
         return b"".join(out)
 
     def error(self, err: RouteplaneError) -> bytes:
-        return _event(error_body(err))
+        return _event(error_body(err, self._request_id))
 
     # --- block scheduling --------------------------------------------------
 

@@ -23,7 +23,7 @@ from ...language_model.types import (
     ToolCallPart,
     ToolResultPart,
 )
-from ..base import OPAQUE_KEY, client_extras, expect
+from ..base import OPAQUE_KEY, client_extras, empty_conversation, expect
 from ..carried import restore
 from .generation import camel_keys as _camel_keys
 from .generation import decode_generation, encode_generation, same_wire_generation
@@ -301,6 +301,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         else:
             contents.append({"role": role, "parts": parts})
         previous = m.role
+    if not contents:
+        raise empty_conversation(prompt, "Gemini")  # "contents is not specified"
     _pair_function_responses(contents)
     body: Dict[str, Any] = {"contents": contents}
     same_wire = prompt.extras_protocol == PROTOCOL

@@ -46,7 +46,8 @@ FINISH_FROM_WIRE = {
 # Mistral and OpenRouter end an answer that failed part way with finish_reason "error" (OpenRouter with
 # an `error` beside it): a failure, never an answer that looks complete.
 ERROR_FINISH = "error"
-_KEEP_EXTRAS = ("system_fingerprint", "service_tier")
+# The answer's own fields a same-wire client gets back, unstreamed or on every chunk of a stream.
+KEEP_EXTRAS = ("system_fingerprint", "service_tier")
 # Generation.extras: the choice's logprobs and the message's annotations (a search model's URL
 # citations, which index into the content), and the content they were computed for (a hook that
 # rewrites the text, e.g. a redaction, must not leave the original tokens showing in the logprobs,
@@ -174,7 +175,7 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
         "usage": encode_usage(gen.usage),
     }
     if gen.extras_protocol == PROTOCOL:
-        body.update({k: v for k, v in gen.extras.items() if k in _KEEP_EXTRAS})
+        body.update({k: v for k, v in gen.extras.items() if k in KEEP_EXTRAS})
     return body
 
 
@@ -247,7 +248,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         finish = FinishReason.TOOL_CALLS  # some compatible servers say "stop" after a tool call
     usage = with_search_calls(decode_usage(body.get("usage")) or Usage(reported=False), body.get("model"),
                               target.model)
-    extras = {k: body[k] for k in _KEEP_EXTRAS if k in body}
+    extras = {k: body[k] for k in KEEP_EXTRAS if k in body}
     if isinstance(choice.get("logprobs"), dict):
         extras[LOGPROBS_KEY] = choice["logprobs"]
     if isinstance(msg.get("annotations"), list) and msg["annotations"]:

@@ -35,6 +35,7 @@ from .response import (
     ERROR_FINISH,
     FINISH_FROM_WIRE,
     FINISH_TO_WIRE,
+    KEEP_EXTRAS,
     PROTOCOL,
     decode_usage,
     encode_usage,
@@ -69,6 +70,7 @@ class ChatStreamEncoder(StreamEncoder):
         self._legacy = legacy_functions(prompt)
         self._function_call: Optional[int] = None  # its canonical block index
         self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
+        self._extras: Dict[str, Any] = {}  # a Chat upstream's service_tier / system_fingerprint, for every chunk
 
     def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None, logprobs: Any = None) -> bytes:
         chunk = {
@@ -80,6 +82,8 @@ class ChatStreamEncoder(StreamEncoder):
         }
         if self._include_usage:
             chunk["usage"] = None
+        if self._extras:
+            chunk.update(self._extras)
         return b"data: " + dumps(chunk).encode() + b"\n\n"
 
     def _start(self, out: List[bytes]) -> None:
@@ -94,6 +98,8 @@ class ChatStreamEncoder(StreamEncoder):
                 self._id = part.id if part.id.startswith("chatcmpl") else f"chatcmpl-{part.id}"
             if part.created:
                 self._created = part.created
+            if part.wire == PROTOCOL and part.extras:
+                self._extras = {k: part.extras[k] for k in KEEP_EXTRAS if k in part.extras}
             self._start(out)
         elif isinstance(part, TextStart):
             if part.refusal:
@@ -162,6 +168,7 @@ class ChatStreamEncoder(StreamEncoder):
                 "model": self._model,
                 "choices": [],
                 "usage": encode_usage(self._usage or Usage(reported=False)),
+                **self._extras,
             }
             out.append(b"data: " + dumps(chunk).encode() + b"\n\n")
         out.append(_DONE)
@@ -235,12 +242,17 @@ class ChatStreamDecoder(StreamDecoder):
         if chunk.get("error"):
             raise error_in_body(chunk["error"], self._target, mid_stream=True)
         out: List[StreamPart] = []
-        if not self._started:
-            self._started = True
-            out.append(ResponseStart(str(chunk.get("id") or ""), str(chunk.get("model") or self._target.model),
-                                     chunk.get("created") if isinstance(chunk.get("created"), int) else 0))
         choices = chunk.get("choices")
         first = [c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0] if isinstance(choices, list) else ()
+        if not self._started and (first or chunk.get("id")):
+            # Started by the first chunk that says something of the answer: Azure opens with one that does
+            # not (no id, no choices, only its prompt_filter_results). The answer's own fields are read here,
+            # once: OpenAI repeats them on every chunk.
+            self._started = True
+            extras = {k: chunk[k] for k in KEEP_EXTRAS if k in chunk}
+            out.append(ResponseStart(str(chunk.get("id") or ""), str(chunk.get("model") or self._target.model),
+                                     chunk.get("created") if isinstance(chunk.get("created"), int) else 0,
+                                     wire=PROTOCOL if extras else None, extras=extras))
         raw_usage = chunk.get("usage")
         if raw_usage is None and first and "usage" in first[0]:
             raw_usage = first[0]["usage"]  # Moonshot (Kimi) sends it inside the last chunk's choice
