@@ -207,7 +207,8 @@ def merge_failures(errors: Sequence[UpstreamError]) -> UpstreamError:
     if len(errors) == 1:
         return errors[0]
     statuses = [e.status for e in errors]
-    summary = "; ".join(f"{e.provider or '?'}: {e.message}" for e in errors)
+    summary = "; ".join(e.message if e.provider and e.message.startswith(e.provider)
+                        else f"{e.provider or '?'}: {e.message}" for e in errors)  # named once
     message = f"All {len(errors)} upstream targets failed ({summary})"
     hints = [e.retry_after for e in errors if e.retry_after is not None]
     earliest = min(hints) if hints else None  # a client comes back when the first target frees up

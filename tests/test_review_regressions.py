@@ -102,6 +102,13 @@ def test_all_provider_timeouts_merge_to_504():
     assert merge_failures(errors).status == 504
 
 
+def test_a_merged_failure_names_each_provider_once():
+    errors = [UpstreamTimeout("openai: connection timed out", provider="openai"),
+              UpstreamStatusError("Upstream returned 500", provider="backup", upstream_status=500, status=502)]
+    assert merge_failures(errors).message == ("All 2 upstream targets failed (openai: connection timed out; "
+                                              "backup: Upstream returned 500)")
+
+
 def test_non_finite_numbers_are_refused_not_forwarded():
     gw = Gateway()
     r = gw.request(b'{"model": "default", "temperature": 1e400, "messages": [{"role": "user", "content": "x"}]}')
