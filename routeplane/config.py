@@ -210,12 +210,17 @@ class AuthBudgetSchema(_Strict):
     account_window = fields.Nested(BudgetWindowSchema, load_default=None)
     # Worst-case cost reserved at admission: max_tokens (or this default) of output plus the prompt.
     default_max_output_tokens = fields.Integer(load_default=4096, validate=validate.Range(min=1))
+    # Calls reserved for each per-call-priced server tool a request declares without a cap (max_uses, ...).
+    default_server_tool_calls = fields.Integer(load_default=5, validate=validate.Range(min=0, max=10000))
     unknown_price_reservation_micro_usd = fields.Integer(load_default=10000, validate=validate.Range(min=0))
     reservation_ttl_seconds = fields.Integer(load_default=900, validate=validate.Range(min=10))
     # A store error while checking a budget: true = 503 (fail closed), false = admit unchecked.
     fail_closed = fields.Boolean(load_default=True)
     # Stop a stream (402 error frame) once its running cost passes the budget left at admission.
     mid_stream = fields.Boolean(load_default=False)
+    # Settlements the store could not take wait in this file (default: beside a SQLite file, else
+    # routeplane-budget.spool in the working directory; "" = none, the spend is then lost to the budget).
+    spool = fields.String(load_default=None, allow_none=True)
 
 
 class AuthRevocationSchema(_Strict):

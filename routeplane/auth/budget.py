@@ -6,7 +6,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+
+import peewee
 
 from ..app import Plugin, PluginId
 from ..errors import RouteplaneError
@@ -21,8 +23,8 @@ from ..hooks.language_model import (
 )
 from ..language_model.context import Identity, PipelineContext
 from ..language_model.routing import Prices, RoutingTarget, StaticRoutingTable
-from ..language_model.settlement import ONE_HOUR_CACHE_WRITE_FACTOR, Settlement, cost_micro_usd
-from ..language_model.stream import estimate_usage
+from ..language_model.settlement import MAX_COST_MICRO_USD, ONE_HOUR_CACHE_WRITE_FACTOR, Settlement, cost_micro_usd
+from ..language_model.stream import estimate_tokens_upper, prompt_text, text_weight, tokens_of_weight
 from ..language_model.types import (
     GenerationParams,
     ReasoningDelta,
@@ -35,8 +37,10 @@ from ..language_model.types import (
 from ..protocols.anthropic_messages.request import DEFAULT_MAX_TOKENS as ANTHROPIC_DEFAULT_MAX_TOKENS
 from ..protocols.anthropic_messages.request import PROTOCOL as ANTHROPIC_PROTOCOL
 from ..protocols.base import EFFORT_BUDGET
+from ..store.spool import Spool
 from .settings import BudgetSettings
-from .store import BudgetRule
+from .store import SETTLED, UNKNOWN, BudgetRule
+from .tool_fees import fee_bound
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import AppBuilder
@@ -72,18 +76,26 @@ class BudgetHook(PreRequestHook):
                 return HookDecision.deny(DenyReason(UNAVAILABLE_KIND, "Budgets need a database; none is configured.",
                                                     503, code="budget_unavailable"))
             return HookDecision.allow()
+        dry_run = getattr(ctx, "dry_run", False)
         try:
             ttl = plugin.settings.reservation_ttl_seconds
-            if getattr(ctx, "dry_run", False):  # explain: decide, but reserve nothing
+            if dry_run:  # explain: decide, but reserve nothing
                 verdict = plugin.store().over_budget(rules, now, ttl)
             else:
+                plugin.replay_spool()  # spend kept while the store was down counts before this admission
                 verdict = plugin.store().admit(entry_id, identity.account_id, identity.session_id, amount, rules, now, ttl)
         except Exception:
             log.exception("budget check failed for request %s", ctx.request_id)
             if plugin.settings.fail_closed:
                 return HookDecision.deny(DenyReason(UNAVAILABLE_KIND, "The budget cannot be checked right now; "
                                                     "try again shortly.", 503, code="budget_unavailable"))
-            return HookDecision.allow()  # configured to fail open: admitted unchecked and unrecorded
+            if not dry_run:
+                # Configured to fail open: admitted unchecked, with no ledger row. The recorder writes
+                # the actual cost at settlement (or keeps it for later): spend made while the store was
+                # down still counts against the budget once it is back.
+                meta = ctx.plugin_metadata(BUDGET_ID)
+                meta.update(entry_id=entry_id, reserved_micro_usd=amount, unrecorded_at=now)
+            return HookDecision.allow()
         rule = verdict.denied_by
         if rule is not None:
             window = f" over {rule.label}" if rule.label else ""
@@ -93,10 +105,10 @@ class BudgetHook(PreRequestHook):
         # The settlement carries plugin metadata, so the recorder finds its ledger entry there.
         meta = ctx.plugin_metadata(BUDGET_ID)
         meta["reserved_micro_usd"] = amount
-        if not getattr(ctx, "dry_run", False):
+        if not dry_run:
             meta["entry_id"] = entry_id
         if plugin.settings.mid_stream and verdict.headroom is not None and ctx.prompt.stream:
-            ctx.extensions.put(_StreamBudget(verdict.headroom, estimate_usage(ctx.prompt, 0).input_tokens))
+            ctx.extensions.put(_StreamBudget(verdict.headroom, reserved_input_tokens(ctx.prompt)))
         return HookDecision.allow()
 
 
@@ -107,12 +119,36 @@ class BudgetRecorder(SettlementRecorder):
         self.plugin = plugin
 
     def record(self, settlement: Settlement) -> None:
-        entry = settlement.metadata.get(str(BUDGET_ID), {}).get("entry_id")
-        if entry:
-            cost = settlement.cost_micro_usd
-            if cost is None and settlement.provider is None:
-                cost = 0  # nothing was called
+        meta = settlement.metadata.get(str(BUDGET_ID), {})
+        entry = meta.get("entry_id")
+        if not entry:
+            return
+        cost = settlement.cost_micro_usd
+        if cost is None and settlement.provider is None:
+            cost = 0  # nothing was called
+        plugin = self.plugin
+        unrecorded_at = meta.get("unrecorded_at")
+        row = {"id": entry, "account_id": settlement.account_id, "session_id": settlement.session_id,
+               "amount": cost if cost is not None else int(meta.get("reserved_micro_usd") or 0),
+               "state": SETTLED if cost is not None else UNKNOWN,
+               "created_at": unrecorded_at if unrecorded_at is not None else settlement.started_at}
+        try:
+            try:
+                self._write(entry, cost, row, unrecorded_at is None)
+            except (peewee.OperationalError, peewee.InterfaceError):
+                # A pooled connection kept across a server restart fails on its first use; the pool
+                # discards it, so a second try gets a fresh one (as the spend log retries).
+                self._write(entry, cost, row, unrecorded_at is None)
+        except Exception as exc:  # noqa: BLE001 - the store is down: keep the spend, say so once
+            plugin.keep(row, settlement.request_id, exc)
+            return
+        plugin.replay_spool()
+
+    def _write(self, entry: str, cost: Optional[int], row: Dict[str, Any], reserved: bool) -> None:
+        if reserved:
             self.plugin.store().settle(entry, cost)
+        else:  # admitted during an outage: its row is written now
+            self.plugin.store().record_spent([row])
 
 
 class BudgetPlugin(Plugin):
@@ -127,9 +163,14 @@ class BudgetPlugin(Plugin):
         self.store = store
         self.clock = clock
         self._table = StaticRoutingTable(config.routes, config.providers)
+        self.spool: Optional[Spool] = None
 
     def install(self, app: "AppBuilder") -> None:
         self.store.bind(app.current_store)
+        path = self.settings.spool
+        if path is None and app.current_store is not None:
+            path = default_spool_path(app.current_store)
+        self.spool = Spool(path) if path else None
         lm = app.language_model_builder()
         lm.pre_request_hook(BudgetHook(self))
         lm.settlement_recorder(BudgetRecorder(self))
@@ -146,8 +187,41 @@ class BudgetPlugin(Plugin):
                              self.settings.account_window, now))
         return out
 
+    def keep(self, row: Dict[str, Any], request_id: str, exc: BaseException) -> None:
+        """A settlement the store could not take: into the spool, written once the store is back (by any
+        worker process of the host); without a spool, or if it fails too, the spend is lost to the budget.
+        Either way one log line with the amount (the exception's type only: its text may name the store's URL)."""
+        what = (f"{row['amount']} micro-USD" if row["state"] == SETTLED
+                else f"an unknown cost ({row['amount']} micro-USD reserved)")
+        if self.spool is not None:
+            try:
+                self.spool.append([row])
+            except Exception as spool_exc:  # noqa: BLE001 - reported just below
+                exc = spool_exc
+            else:
+                log.warning("budget: the store is unavailable (%s); %s spent by request %s (account %s) kept in "
+                            "%s until it is back", type(exc).__name__, what, request_id, row["account_id"],
+                            self.spool.path)
+                return
+        log.error("budget: the store is unavailable (%s); %s spent by request %s (account %s) is not in the "
+                  "budget ledger", type(exc).__name__, what, request_id, row["account_id"])
+
+    def replay_spool(self) -> None:
+        """Write the settlements the spool holds (a stat at most once a second while it is empty)."""
+        spool = self.spool
+        if spool is None or not spool.maybe_pending():
+            return
+        try:
+            n = spool.drain(self.store().record_spent)
+        except Exception as exc:  # noqa: BLE001 - the rows stay spooled for the next try
+            log.warning("budget: replaying %s failed (%s); its settlements stay there", spool.path, type(exc).__name__)
+        else:
+            if n:
+                log.warning("budget: %d settlement(s) kept while the store was unavailable written to the ledger", n)
+
     def worst_case(self, ctx: PipelineContext) -> int:
-        """The most this request can cost on any target of its route: the prompt plus max_tokens of output.
+        """The most this request can cost on any target of its route: the prompt plus max_tokens of output,
+        plus the per-call fees of the server tools it declares (tool_fees.py).
 
         A missing, zero or negative `max_tokens` reserves what the target may produce
         without one (a negative one must not make room for other requests while it is
@@ -156,13 +230,18 @@ class BudgetPlugin(Plugin):
         exceeds every budget without overflowing the ledger.
         """
         prompt = ctx.prompt
-        input_tokens = estimate_usage(prompt, 0).input_tokens
+        input_tokens = reserved_input_tokens(prompt)
         unknown = self.settings.unknown_price_reservation_micro_usd
         # The most expensive target, whichever the request ends on: an unpriced one (reserved at the
         # configured amount) must not hide a priced one that costs more.
-        costs = [cost if cost is not None else unknown
-                 for cost in (_dearest_cost(t, input_tokens, self._output_bound(prompt.params, t))
-                              for t in self._table.targets_of(prompt.model))]
+        costs = []
+        for target in self._table.targets_of(prompt.model):
+            cost = _dearest_cost(target, input_tokens, self._output_bound(prompt.params, target))
+            fees, unpriced = fee_bound(prompt, target, self.settings.default_server_tool_calls)
+            # A declared tool whose fee is unpriced (its settlement is then unknown, at the reservation)
+            # is reserved at the configured amount, as an unpriced target is.
+            extra = fees + (unknown if unpriced and cost is not None else 0)
+            costs.append(min((cost if cost is not None else unknown) + extra, MAX_COST_MICRO_USD))
         return max(costs) if costs else unknown
 
     def _output_bound(self, params: GenerationParams, target: RoutingTarget) -> int:
@@ -180,6 +259,20 @@ class BudgetPlugin(Plugin):
             sent = int(target.options.get("default_max_tokens", ANTHROPIC_DEFAULT_MAX_TOKENS))  # type: ignore[call-overload]
             bound = max(bound, sent + (max(1024, thinking) if thinking else 0))
         return bound
+
+
+def reserved_input_tokens(prompt: Any) -> int:
+    """The prompt's input tokens as a reservation counts them: an upper-ish bound for any script."""
+    return max(1, estimate_tokens_upper(prompt_text(prompt)))
+
+
+def default_spool_path(store: Any) -> Optional[str]:
+    """Beside a SQLite file (none for an in-memory one), else `routeplane-budget.spool` in the working
+    directory: where the spend log keeps its own spool (store/spend_log.py)."""
+    if store.dialect == "sqlite":
+        database = store.parsed.database
+        return None if database in (":memory:", "") else database + ".budget-spool"
+    return "routeplane-budget.spool"
 
 
 def _dearest_cost(target: RoutingTarget, input_tokens: int, output_tokens: int) -> Optional[int]:
@@ -216,7 +309,8 @@ class _StreamBudget:
     def __init__(self, headroom: int, input_tokens: int) -> None:
         self.headroom = headroom
         self.input_tokens = input_tokens
-        self.output_chars = 0
+        self.output_ascii = 0  # the output's weight as estimate_tokens_upper counts it
+        self.output_other_bytes = 0
         self.reported_output = 0
         self.tool_calls: Tuple[Tuple[str, int], ...] = ()  # server-side tool calls billed by the call, so far
 
@@ -225,8 +319,8 @@ class BudgetStreamHook(StreamHook):
     """Aborts a stream (the wire's error frame, 402) once its running cost passes the budget left at admission.
 
     The running cost is the larger of the upstream's reported output tokens and
-    an estimate from the characters delivered (4 a token); the request is then
-    settled for what was delivered.
+    an estimate from the text delivered (4 ASCII characters a token, other characters
+    by their UTF-8 bytes: estimate_tokens_upper); the request is then settled for what was delivered.
     """
 
     def interest(self) -> StreamInterest:
@@ -237,15 +331,15 @@ class BudgetStreamHook(StreamHook):
         target = ctx.target
         if state is None or target is None:
             return StreamAction.pass_()
-        if isinstance(part, (TextDelta, ReasoningDelta)):
-            state.output_chars += len(part.text)
-        elif isinstance(part, ToolCallDelta):
-            state.output_chars += len(part.arguments)
+        if isinstance(part, (TextDelta, ReasoningDelta, ToolCallDelta)):
+            ascii_chars, other_bytes = text_weight(part.arguments if isinstance(part, ToolCallDelta) else part.text)
+            state.output_ascii += ascii_chars
+            state.output_other_bytes += other_bytes
         elif isinstance(part, UsageUpdate):
             state.reported_output = max(state.reported_output, part.usage.total_output)
             state.tool_calls = part.usage.tool_calls or state.tool_calls
             return StreamAction.pass_()
-        output = max(state.reported_output, (state.output_chars + 3) // 4)
+        output = max(state.reported_output, tokens_of_weight(state.output_ascii, state.output_other_bytes))
         cost = cost_micro_usd(Usage(input_tokens=state.input_tokens, output_tokens=output, reported=False,
                                     tool_calls=state.tool_calls), target.prices)
         if cost is not None and cost > state.headroom:

@@ -24,10 +24,14 @@ class BudgetSettings:
     account_limit_micro_usd: Optional[int] = None
     account_window: Optional[BudgetWindow] = None
     default_max_output_tokens: int = 4096
+    # Calls reserved for each billed server tool a request declares without a cap (tool_fees.py).
+    default_server_tool_calls: int = 5
     unknown_price_reservation_micro_usd: int = 10000
     reservation_ttl_seconds: int = 900
     fail_closed: bool = True
     mid_stream: bool = False
+    # The file that keeps settlements the store could not take (None: the default path, "": none).
+    spool: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -82,10 +86,12 @@ class AuthSettings:
             account_limit_micro_usd=b.get("account_limit_micro_usd"),
             account_window=BudgetWindow(window.get("rounds"), window.get("seconds")) if window else None,
             default_max_output_tokens=int(b.get("default_max_output_tokens", 4096)),
+            default_server_tool_calls=int(b.get("default_server_tool_calls", 5)),
             unknown_price_reservation_micro_usd=int(b.get("unknown_price_reservation_micro_usd", 10000)),
             reservation_ttl_seconds=int(b.get("reservation_ttl_seconds", 900)),
             fail_closed=bool(b.get("fail_closed", True)),
             mid_stream=bool(b.get("mid_stream", False)),
+            spool=None if b.get("spool") is None else str(b["spool"]),
         )
         revocation = RevocationSettings(cache_seconds=float((auth.get("revocation") or {}).get("cache_seconds", 5.0)))
         return cls(mode=str(auth.get("mode", "none")), verifier=verifier, budget=budget, revocation=revocation)

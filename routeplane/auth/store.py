@@ -343,6 +343,18 @@ class AuthStore:
             params = (int(amount), SETTLED, entry_id, PENDING)
         self.store.execute(self._sql(sql), params)
 
+    def record_spent(self, rows: Sequence[Dict[str, Any]]) -> None:
+        """Settlements the store missed (`{id, account_id, session_id, amount, state, created_at}`), in one
+        transaction: a reservation still pending is settled; a request admitted while the store was down
+        (no row) gets its row. A second write of a row changes nothing, so a replay may repeat."""
+        update = self._sql(f"UPDATE {LEDGER} SET amount_micro_usd = ?, state = ? WHERE id = ? AND state = ?")
+        insert = self._insert_ignore(LEDGER, "id, account_id, session_id, amount_micro_usd, state, created_at", 6)
+        with self.store.connection() as db, db.atomic():
+            for r in rows:
+                db.execute_sql(update, (int(r["amount"]), r["state"], r["id"], PENDING)).close()
+                db.execute_sql(insert, (r["id"], r["account_id"], r["session_id"], int(r["amount"]), r["state"],
+                                        float(r["created_at"]))).close()
+
     def ledger_total(self, account_id: str) -> int:
         rows = self.store.execute(self._sql(f"SELECT COALESCE(SUM(amount_micro_usd), 0) FROM {LEDGER} "
                                             "WHERE account_id = ?"), (account_id,))
