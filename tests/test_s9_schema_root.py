@@ -117,14 +117,15 @@ def test_a_pretty_printed_wrapper_streamed_a_character_at_a_time(gclient: genai.
 
 @pytest.mark.parametrize("wire", OPENAI_WIRES)
 def test_an_enum_comes_back_as_the_bare_value(gclient: genai.Client, up: FakeUpstream, wire: str) -> None:
-    """google-genai's `text/x.enum`: the value, as a JSON string, which the SDK's `parsed` reads."""
+    """google-genai's `text/x.enum`: the bare value, as Gemini answers it (not a JSON string), which the SDK's
+    `parsed` reads."""
     up.enqueue(REPLY[wire](json.dumps({"response": "green"}), False, False))
     r = gclient.models.generate_content(model=f"via-{wire}", contents="color?", config=ENUM_CONFIG)
     inner = _sent_schema(wire, up.requests[-1].json)["properties"]["response"]
     assert inner["enum"] == ["red", "green"]
-    assert r.text == '"green"' and r.parsed == Color.GREEN
+    assert r.text == "green" and r.parsed == Color.GREEN
     up.enqueue(REPLY[wire](json.dumps({"response": "red"}), False, True))
-    assert _streamed_text(gclient, wire, ENUM_CONFIG) == '"red"'
+    assert _streamed_text(gclient, wire, ENUM_CONFIG) == "red"
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -198,22 +198,51 @@ def function_call_part(call_id: str, name: str, arguments: str, signature: Optio
 
 
 # What a Gemini upstream's answer holds beyond the canonical model, kept for a Gemini client.
-_KEEP_CANDIDATE = ("safetyRatings", "citationMetadata", "groundingMetadata", "urlContextMetadata", "avgLogprobs",
-                   "logprobsResult")
+KEEP_CANDIDATE = ("safetyRatings", "citationMetadata", "groundingMetadata", "urlContextMetadata", "avgLogprobs",
+                   "logprobsResult", "finishMessage")
 # Of those, what quotes or indexes the answer's text (tokens, grounded segments, cited spans): kept
 # only while the text is what the upstream sent, so a hook's rewrite (a redaction) cannot show
-# through. `_TEXT_KEY` in the extras holds that text.
+# through. `TEXT_KEY` in the extras holds that text.
 _ABOUT_TEXT = ("citationMetadata", "groundingMetadata", "avgLogprobs", "logprobsResult")
-_TEXT_KEY = "_text"
+TEXT_KEY = "_text"
 
 
 def _answer_text(parts: Any) -> str:
     return "".join(p.text for p in parts if isinstance(p, TextPart))
 
 
+def kept_candidate(extras: Mapping[str, Any], text: str) -> Dict[str, Any]:
+    """A Gemini upstream's candidate fields (extras["candidate"]) for a Gemini client whose answer text is
+    `text`: what quotes or indexes the text only while it is still the text the upstream sent."""
+    kept = extras.get("candidate")
+    if not isinstance(kept, Mapping):
+        return {}
+    unchanged = extras.get(TEXT_KEY) == text
+    return {k: v for k, v in kept.items() if k in KEEP_CANDIDATE and (unchanged or k not in _ABOUT_TEXT)}
+
+
+def answers_enum(prompt: Prompt) -> bool:
+    """The client asked for `text/x.enum`: Gemini answers with the bare value (`happy`), where the other
+    wires' structured output is JSON (`"happy"`)."""
+    gen = prompt.extras.get("generationConfig") if prompt.extras_protocol == PROTOCOL else None
+    return isinstance(gen, dict) and gen.get("responseMimeType") == "text/x.enum"
+
+
+def bare_enum(text: str) -> str:
+    """A JSON string's value (`"happy"` → `happy`); any other text as it is."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return text
+    return value if isinstance(value, str) else text
+
+
 def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
+    parts = gen.parts
+    if answers_enum(prompt) and gen.extras_protocol != PROTOCOL:
+        parts = tuple(replace(p, text=bare_enum(p.text)) if isinstance(p, TextPart) else p for p in parts)
     cand: Dict[str, Any] = {
-        "content": {"role": "model", "parts": encode_parts(gen.parts, shows_thoughts(prompt))},
+        "content": {"role": "model", "parts": encode_parts(parts, shows_thoughts(prompt))},
         "finishReason": FINISH_TO_WIRE[gen.finish_reason],
         "index": 0,
     }
@@ -224,10 +253,7 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
         raw = gen.extras.get("finishReason")
         if isinstance(raw, str) and finish_from_wire(raw, list(gen.parts)) is gen.finish_reason:
             cand["finishReason"] = raw
-        kept = gen.extras.get("candidate")
-        if isinstance(kept, dict):
-            unchanged = gen.extras.get(_TEXT_KEY) == _answer_text(gen.parts)
-            cand.update({k: v for k, v in kept.items() if k in _KEEP_CANDIDATE and (unchanged or k not in _ABOUT_TEXT)})
+        cand.update(kept_candidate(gen.extras, _answer_text(gen.parts)))
         feedback = gen.extras.get("promptFeedback")
         if isinstance(feedback, dict):
             body["promptFeedback"] = feedback
@@ -333,10 +359,10 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     parts = decode_parts(content.get("parts"), target)
     if isinstance(cand.get("finishReason"), str):
         extras["finishReason"] = cand["finishReason"]
-    kept = {k: cand[k] for k in _KEEP_CANDIDATE if cand.get(k) is not None}
+    kept = {k: cand[k] for k in KEEP_CANDIDATE if cand.get(k) is not None}
     if kept:
         extras["candidate"] = kept
-        extras[_TEXT_KEY] = _answer_text(parts)
+        extras[TEXT_KEY] = _answer_text(parts)
     return Generation(rid, model, tuple(parts), finish_from_wire(cand.get("finishReason"), parts), usage,
                       int(time.time()), extras=extras, extras_protocol=PROTOCOL)
 

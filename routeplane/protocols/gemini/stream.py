@@ -36,7 +36,11 @@ from ..sse import SSEEvent, dumps
 from .request import PROTOCOL, synthetic_id
 from .response import (
     FINISH_TO_WIRE,
+    KEEP_CANDIDATE,
+    TEXT_KEY,
     GroundingCalls,
+    answers_enum,
+    bare_enum,
     decode_usage,
     encode_usage,
     error_body,
@@ -44,6 +48,7 @@ from .response import (
     finish_from_wire,
     function_call_part,
     is_opaque,
+    kept_candidate,
     shows_thoughts,
 )
 
@@ -72,6 +77,12 @@ class GeminiStreamEncoder(StreamEncoder):
         self._prompt = prompt
         self._chars = 0
         self._show_thoughts = shows_thoughts(prompt)
+        self._answer: List[str] = []  # the answer's text as sent, for the kept fields that index it
+        self._kept: Mapping[str, Any] = {}  # a Gemini upstream's fields of the answer as a whole (Finish.extras)
+        self._same_wire = False
+        # A text/x.enum answer that came as a JSON string (another wire's structured output) is held
+        # whole, to go out bare as Gemini's own (`happy`, not `"happy"`); None: not held.
+        self._enum: Optional[List[str]] = [] if answers_enum(prompt) else None
 
     def _frame(self, obj: Dict[str, Any]) -> bytes:
         payload = dumps(obj).encode()
@@ -85,21 +96,26 @@ class GeminiStreamEncoder(StreamEncoder):
     def _chunk(self, parts: List[Dict[str, Any]], scores: Optional[Dict[str, Any]] = None) -> bytes:
         """Queue a chunk; out goes the one before it. The last content chunk is held
         so it can carry the finishReason: google-genai's chat drops a whole turn from
-        its history when any chunk has no parts."""
+        its history when any chunk has no parts. Calls in a row share one chunk, as
+        Gemini streams parallel calls: the chat keeps each chunk as a content of its own,
+        and only the first call of a content carries the turn's signature."""
+        if self._held and not scores and _calls(self._held) and _calls(parts):
+            self._held = self._held + parts
+            return b""
         out = self._flush() if self._held is not None else b""
         self._held, self._held_scores = parts, scores or {}
         return out
 
-    def _flush(self, finish: Optional[str] = None) -> bytes:
+    def _flush(self) -> bytes:
         parts, self._held = self._held, None
-        return self._frame(self._body(parts or [{"text": ""}], finish, self._held_scores))
+        return self._frame(self._body(parts or [{"text": ""}], None, self._held_scores))
 
     def _body(self, parts: List[Dict[str, Any]], finish: Optional[str] = None,
-              scores: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+              fields: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
         cand: Dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
         if finish:
             cand["finishReason"] = finish
-        cand.update(scores or {})
+        cand.update(fields or {})
         body: Dict[str, Any] = {"candidates": [cand]}
         if self._usage is not None:
             body["usageMetadata"] = encode_usage(self._usage)
@@ -116,6 +132,11 @@ class GeminiStreamEncoder(StreamEncoder):
         elif isinstance(part, TextDelta):
             if part.text:
                 self._chars += len(part.text)
+                if self._enum is not None and (self._enum or part.text.startswith('"')):
+                    self._enum.append(part.text)
+                    return b""
+                self._enum = None
+                self._answer.append(part.text)
                 scores = self._scores.get(part.index)
                 entries = scores.matched(part.text) if scores is not None else None
                 return self._chunk([{"text": part.text}], merged_scores(entries) if entries else None)
@@ -168,8 +189,13 @@ class GeminiStreamEncoder(StreamEncoder):
             self._usage = part.usage
         elif isinstance(part, Finish):
             self._finish = part.reason
-            if part.wire == PROTOCOL and part.wire_reason and part.reason is finish_from_wire(part.wire_reason, []):
-                self._wire_finish = part.wire_reason  # RECITATION stays RECITATION, not the canonical SAFETY
+            wire_reason = part.wire_reason or part.extras.get("finishReason")
+            if (part.wire == PROTOCOL and isinstance(wire_reason, str)
+                    and part.reason is finish_from_wire(wire_reason, [])):
+                self._wire_finish = wire_reason  # RECITATION stays RECITATION, not the canonical SAFETY
+            if part.wire == PROTOCOL:
+                self._same_wire = True
+                self._kept = part.extras
         return b""
 
     def _estimate(self) -> Usage:
@@ -180,15 +206,35 @@ class GeminiStreamEncoder(StreamEncoder):
     def _call_part(call: Dict[str, Any]) -> Dict[str, Any]:
         return function_call_part(call["id"], call["name"], "".join(call["args"]), call["sig"])
 
+    def _held_enum(self) -> bytes:
+        """The held text/x.enum answer as one chunk, bare when it is a JSON string."""
+        text, self._enum = "".join(self._enum or ()), None
+        if not text:
+            return b""
+        if not self._same_wire:  # a Gemini upstream's own answer is already bare
+            text = bare_enum(text)
+        self._answer.append(text)
+        return self._chunk([{"text": text}])
+
     def close(self) -> bytes:
-        out: List[bytes] = []
+        out: List[bytes] = [self._held_enum()]
         unfinished = [self._call_part(self._tools.pop(i)) for i in sorted(self._tools)]
         if unfinished:
             out.append(self._chunk(unfinished))
         reason = self._finish or FinishReason.STOP
         if self._usage is None:
             self._usage = self._estimate()
-        out.append(self._flush(self._wire_finish or FINISH_TO_WIRE[reason]))
+        kept = kept_candidate(self._kept, "".join(self._answer))
+        feedback = self._kept.get("promptFeedback")
+        body = self._body(self._held or [{"text": ""}], self._wire_finish or FINISH_TO_WIRE[reason],
+                          {**self._held_scores, **kept})
+        if isinstance(feedback, Mapping):
+            body["promptFeedback"] = feedback
+            if feedback.get("blockReason") and not self._emitted and not self._held \
+                    and reason is FinishReason.CONTENT_FILTER:
+                del body["candidates"]  # a blocked prompt: no candidates, as Gemini sends it
+        self._held = None
+        out.append(self._frame(body))
         if not self._sse:
             out.append(b"]")
         self._closed = True
@@ -196,13 +242,37 @@ class GeminiStreamEncoder(StreamEncoder):
 
     def error(self, err: RouteplaneError) -> bytes:
         # google-genai raises ClientError/ServerError on a chunk whose JSON is {"error": …}.
+        enum = "".join(self._enum or ())
+        self._enum = None
+        before = self._chunk([{"text": enum}]) if enum else b""  # what came of the answer, as it came
         held = self._frame(self._body(self._held, None, self._held_scores)) if self._held else b""
         self._held = None
-        frame = held + self._frame(error_body(err))
+        frame = before + held + self._frame(error_body(err))
         return frame + (b"]" if not self._sse and not self._closed else b"")
 
 
 _SCORES = ("logprobsResult", "avgLogprobs")
+# A Gemini upstream's candidate fields kept for a Gemini client, from a stream: the scores go with their chunk.
+_KEPT_STREAMED = tuple(k for k in KEEP_CANDIDATE if k not in _SCORES)
+
+
+def _calls(parts: List[Dict[str, Any]]) -> bool:
+    return bool(parts) and all("functionCall" in p for p in parts)
+
+
+def _keep(kept: Dict[str, Any], cand: Mapping[str, Any]) -> None:
+    """A chunk's candidate fields into `kept`: the latest of each, but a chunk's citations add to the
+    earlier chunks' (each cites its own stretch of the text)."""
+    for key in _KEPT_STREAMED:
+        value = cand.get(key)
+        if value is None:
+            continue
+        before = kept.get(key)
+        if key == "citationMetadata" and isinstance(value, dict) and isinstance(before, dict):
+            value = {**before, **value, **{k: before[k] + [c for c in v if c not in before[k]]
+                                           for k, v in value.items()
+                                           if isinstance(v, list) and isinstance(before.get(k), list)}}
+        kept[key] = value
 
 
 def merged_scores(entries: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -247,6 +317,12 @@ class GeminiStreamDecoder(StreamDecoder):
         self._usage_raw: Any = None
         self._grounding = GroundingCalls()  # over all chunks: the metadata often comes in the last ones
         self._tools = False
+        # For a Gemini client (Finish.extras, as an unstreamed answer's Generation.extras): the candidate's
+        # fields of the answer as a whole, the latest of each (they come on the last chunks), the
+        # answer's text they may index, and the prompt's feedback.
+        self._kept: Dict[str, Any] = {}
+        self._answer: List[str] = []
+        self._feedback: Optional[Dict[str, Any]] = None
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         data = event.data.strip()
@@ -279,8 +355,10 @@ class GeminiStreamDecoder(StreamDecoder):
                                      str(chunk.get("modelVersion") or self._target.model), usage=usage))
             usage = None
         feedback = chunk.get("promptFeedback")
-        if isinstance(feedback, dict) and feedback.get("blockReason"):
-            self._blocked = True
+        if isinstance(feedback, dict):
+            self._feedback = feedback
+            if feedback.get("blockReason"):
+                self._blocked = True
         candidates = chunk.get("candidates")
         if isinstance(candidates, list) and candidates and isinstance(candidates[0], dict):
             cand = candidates[0]
@@ -291,6 +369,7 @@ class GeminiStreamDecoder(StreamDecoder):
                 if isinstance(raw, dict):
                     out.extend(self._part(raw))
             _score(out, start, {k: cand[k] for k in _SCORES if cand.get(k) is not None})
+            _keep(self._kept, cand)
             if isinstance(cand.get("finishReason"), str):
                 self._finish = cand["finishReason"]
         if usage is not None:
@@ -348,6 +427,7 @@ class GeminiStreamDecoder(StreamDecoder):
                 self._text = self._block()
                 out.append(TextStart(self._text))
             out.append(TextDelta(self._text, text))
+            self._answer.append(text)
         if sig:
             # A signature on a text part: a signature-only reasoning block after it.
             out.extend(self._close_text())
@@ -391,7 +471,12 @@ class GeminiStreamDecoder(StreamDecoder):
             reason = finish_from_wire(self._finish, [])
             if self._tools and reason is FinishReason.STOP:
                 reason = FinishReason.TOOL_CALLS
-        out.append(Finish(reason, wire_reason=self._finish, wire=PROTOCOL))
+        extras: Dict[str, Any] = {}
+        if self._kept:
+            extras = {"candidate": dict(self._kept), TEXT_KEY: "".join(self._answer)}
+        if self._feedback is not None:
+            extras["promptFeedback"] = self._feedback
+        out.append(Finish(reason, wire_reason=self._finish, wire=PROTOCOL, extras=extras))
         return out
 
 
