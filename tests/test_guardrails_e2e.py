@@ -132,7 +132,9 @@ def test_anthropic_count_tokens_never_sends_what_the_guardrail_stops(
         claude.messages.create(model="claude", max_tokens=10, messages=blocked)
     with pytest.raises(anthropic.BadRequestError) as counted:
         claude.messages.count_tokens(model="claude", messages=blocked)
-    assert counted.value.body == sent.value.body and counted.value.body["error"]["type"] == "invalid_request_error"
+    assert counted.value.body["error"] == sent.value.body["error"]  # each names its own request_id beside it
+    assert counted.value.body["error"]["type"] == "invalid_request_error"
+    assert counted.value.body["request_id"] != sent.value.body["request_id"]
     assert "api_keys" in counted.value.message and KEY[:12] not in counted.value.message
     assert len(upstream.requests) == before  # neither reached the upstream
     upstream.enqueue(Reply.json({"input_tokens": 17}))

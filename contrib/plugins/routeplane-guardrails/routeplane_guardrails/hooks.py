@@ -44,7 +44,7 @@ from routeplane.language_model.types import (
 
 from .detectors import DOWNGOING, UPGOING
 from .jsontext import find_json, json_spans, looks_like_json
-from .offsets import Edit, shifted
+from .offsets import CHAT, CHAT_NOTES, Edit, chat_answer, shifted
 from .opaque import JSON, NAME, TEXT, kind, leaves, propagate, rebuild
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, candidates, find, redact
 from .stream import Blocked, ChannelScanner
@@ -249,12 +249,17 @@ class _Scan:
             self.blocked = (blocks, where)
         return new
 
-    def parts(self, parts: Tuple[ContentPart, ...], where: str) -> Tuple[ContentPart, ...]:
+    def parts(self, parts: Tuple[ContentPart, ...], where: str,
+              texts: Optional[List[Tuple[TextPart, List[Edit]]]] = None) -> Tuple[ContentPart, ...]:
+        """`texts`: gets each text part (as it came) with the replacements made in it, for annotations kept
+        apart from it (a Chat answer's)."""
         out: List[ContentPart] = []
         for p in parts:
             if isinstance(p, TextPart):
                 edits: List[Edit] = []
                 new = self.text(p.text, f"{where} text", secrets=self.secrets, edits=edits)
+                if texts is not None:
+                    texts.append((p, edits))
                 p = p if new == p.text else dataclasses.replace(p, text=new)
                 if p.annotations and self.wire in (None, p.annotations_protocol):
                     notes = tuple(shifted(self.opaque(n, f"{where} text annotation", quotes=True),
@@ -528,9 +533,12 @@ class DowngoingResponseCheck(ExecutionHook):
             return None  # a stream: the stream check sees its parts
         guard = RequestGuard.of(ctx, self.ruleset, self.stats)
         scan = _Scan(self.ruleset.downgoing, guard.reporter, wire=ctx.inbound_protocol)
-        parts = scan.parts(result.parts, "response")
+        texts: List[Tuple[TextPart, List[Edit]]] = []
+        parts = scan.parts(result.parts, "response", texts=texts)
         # The upstream wire's own fields reach a client of that wire only (Generation.extras).
         extras = _scan_extras(result.extras, scan) if result.extras_protocol == ctx.inbound_protocol else None
+        if result.extras_protocol == ctx.inbound_protocol == CHAT:  # its URL citations follow the text
+            extras = chat_answer(result.extras if extras is None else extras, result.parts, parts, texts) or extras
         guard.record(ctx)
         if scan.blocked is not None:
             findings, where = scan.blocked
@@ -546,14 +554,16 @@ def _scan_extras(extras: Mapping[str, Any], scan: _Scan) -> Optional[Dict[str, A
     every string scanned as in a provider's block (see `opaque`: ids, ciphertext and signatures pass
     unread, as the next turn sends them back): they quote the answer and the URLs it cites, so a secret the
     text lost must not leave there either (a wire drops what indexes the text once the text is rewritten,
-    but not, e.g., Gemini's retrieved URLs). None when nothing changed.
+    unless moved for it as Chat citations are, but not, e.g., Gemini's retrieved URLs). None when nothing
+    changed.
 
     A `_`-key holding text (Chat `_logprobs_text`, Gemini `_text`) is the wire's copy of the answer as it
     came, compared with the final text to tell whether a hook rewrote it: never scanned nor rewritten, or
     logprobs and grounding that quote the original would be kept.
     """
     keys = [k for k, v in extras.items() if not (k.startswith("_") and _is_text(v))]
-    values = [scan.opaque(extras[k], f"response {k.lstrip('_')}") for k in keys]
+    # Chat's citations are kept with the redacted text (see `offsets.chat_answer`): they lose its secrets too.
+    values = [scan.opaque(extras[k], f"response {k.lstrip('_')}", quotes=k == CHAT_NOTES) for k in keys]
     if all(new is extras[k] for k, new in zip(keys, values)):
         return None
     return {**extras, **dict(zip(keys, values))}

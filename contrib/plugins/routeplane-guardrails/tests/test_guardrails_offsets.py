@@ -91,3 +91,22 @@ def test_a_streams_ending_fields_are_scanned_for_a_client_of_their_wire(action: 
         assert ending[0]["delta"]["stop_details"]["explanation"] == f"held {RED}"
     else:
         assert ending[0]["type"] == "error" and "api_keys in response stop_details" in ending[0]["error"]["message"]
+
+
+CHAT = "openai_chat"
+CHAT_GUIDE = {"type": "url_citation", "url_citation": {k: v for k, v in GUIDE.items() if k != "type"}}
+
+
+def test_a_chat_streams_url_citation_follows_the_redacted_text() -> None:
+    """A Chat search model streams its citations in a `delta.annotations` after the text they cite; the
+    Chat codec does not relay them yet, so this reads the stream as the hooks leave it."""
+    script = frame([TextStart(0), TextDelta(0, TEXT[:12]), TextDelta(0, TEXT[12:]),
+                    TextAnnotation(0, CHAT, CHAT_GUIDE), TextEnd(0)])
+    gw = Gateway(plugins=[GuardrailsPlugin(**REDACT)], script=[script])
+    result = gw.request({"model": "default", "stream": True, "messages": [{"role": "user", "content": "go"}]},
+                        wire=CHAT)
+    (note,) = [e.part.annotation for e in gw.events.named("on_stream_part") if isinstance(e.part, TextAnnotation)]
+    assert result.text == f"Key {RED} is in the guide."
+    cited = note["url_citation"]
+    assert result.text[cited["start_index"]:cited["end_index"]] == "guide"
+    assert {k: v for k, v in cited.items() if "index" not in k} == {"url": GUIDE["url"], "title": "Guide"}
