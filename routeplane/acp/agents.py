@@ -1,4 +1,4 @@
-"""One configured agent's process: its environment, a reader thread on its stdout, a locked writer to its stdin."""
+"""One configured agent's process: its environment, a reader thread on its stdout, a writer thread on its stdin."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import logging
 import math
 import subprocess
 import threading
+from collections import deque
 from typing import IO, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from .settings import AgentConfig
@@ -38,6 +39,88 @@ class LineWriter:
                 return True
             except (OSError, ValueError):  # closed pipe: the peer is gone
                 return False
+
+
+class AgentInput:
+    """Newline-delimited JSON to one agent's stdin, written by a thread of its own.
+
+    `send` only queues. Written by the caller, one agent that stops reading its stdin (the pipe
+    buffer full) blocked the relay's single editor-reading thread in `write`: every other agent, and
+    the answers to the editor, waited on it. Past `max_bytes` queued the agent is `stalled`: sends
+    are refused (the caller answers the editor an error) instead of growing the queue without end.
+    """
+
+    def __init__(self, stream: IO[bytes], name: str, max_bytes: int) -> None:
+        self._stream = stream
+        self._max_bytes = max_bytes
+        self._lines: "deque[bytes]" = deque()
+        self._queued = 0  # bytes queued or being written
+        self._closed = False
+        self._broken = False
+        self._cond = threading.Condition()
+        self.stalled = False
+        self._thread = threading.Thread(target=self._write_lines, name=f"acp-agent-{name}-stdin", daemon=True)
+        self._thread.start()
+
+    def send(self, message: Mapping[str, Any]) -> bool:
+        try:
+            data = encode_line(message)
+        except (RecursionError, ValueError, TypeError):
+            log.warning("a message could not be encoded as one JSON line (dropped)")
+            return False
+        with self._cond:
+            if self._closed or self._broken:
+                return False
+            # One line larger than the bound still goes when nothing waits (a prompt with big images).
+            if self._queued and self._queued + len(data) > self._max_bytes:
+                self.stalled = True
+                return False
+            self.stalled = False
+            self._lines.append(data)
+            self._queued += len(data)
+            self._cond.notify()
+        return True
+
+    @property
+    def queued_bytes(self) -> int:
+        with self._cond:
+            return self._queued
+
+    def close(self, discard: bool = False) -> None:
+        """Close stdin once what is queued is written (or dropped, with `discard`); returns at once."""
+        with self._cond:
+            self._closed = True
+            if discard:
+                self._lines.clear()
+                self._queued = 0
+            self._cond.notify()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout=timeout)
+
+    def _write_lines(self) -> None:
+        while True:
+            with self._cond:
+                while not self._lines and not self._closed:
+                    self._cond.wait()
+                if not self._lines:
+                    break
+                data = self._lines.popleft()
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (OSError, ValueError):  # closed pipe: the agent is gone (its watcher reports the exit)
+                with self._cond:
+                    self._broken = True
+                    self._lines.clear()
+                    self._queued = 0
+                break
+            with self._cond:
+                self._queued = max(0, self._queued - len(data))
+        try:
+            self._stream.close()
+        except (OSError, ValueError):
+            pass
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:
@@ -86,14 +169,28 @@ def gateway_url(listen: str) -> str:
     return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
 
+# Provider credentials an editor may export, read by the SDKs whose base URLs point at the gateway.
+PROVIDER_KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "GEMINI_API_KEY",
+                          "GOOGLE_API_KEY")
+# Without `gateway.token_env`: not a secret; SDKs refuse to start with no key at all (auth.mode none ignores it).
+NO_KEY_PLACEHOLDER = "routeplane-no-key"
+
+
 def agent_environment(agent: AgentConfig, listen: str, base: Mapping[str, str]) -> Dict[str, str]:
     """The agent's environment: routeplane's, plus the gateway's URLs and scoped token, plus `env` (wins).
 
+    With the gateway on, the provider keys inherited from the editor are dropped: the agent's SDKs
+    would send them to the gateway (its base URLs point there), which never uses them upstream.
     Raises ValueError (no secret in the message) when `gateway.token_env` names an unset variable, or
     when no gateway URL can be derived (a `unix:`/`fd://` listen without `gateway.base_url`).
     """
     env = dict(base)
     if agent.gateway_enabled:
+        dropped = sorted(k for k in PROVIDER_KEY_VARIABLES if env.pop(k, None) and k not in agent.env)
+        if dropped:
+            log.info("agent %s: the provider keys %s of routeplane's environment are not passed on (they would "
+                     "go to the gateway); agents.%s.env can set them explicitly", agent.name, ", ".join(dropped),
+                     agent.name)
         try:
             url = (agent.gateway_base_url or gateway_url(listen)).rstrip("/")
         except ValueError as exc:
@@ -108,6 +205,8 @@ def agent_environment(agent: AgentConfig, listen: str, base: Mapping[str, str]) 
                                  f"{agent.gateway_token_env} is not set")
             env.update({"ROUTEPLANE_API_KEY": token, "OPENAI_API_KEY": token, "ANTHROPIC_API_KEY": token,
                         "GEMINI_API_KEY": token})
+        else:
+            env.update(dict.fromkeys(("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY"), NO_KEY_PLACEHOLDER))
     env.update(agent.env)
     return env
 
@@ -119,6 +218,8 @@ class AgentProcess:
     # read after it exited (a child of the agent may hold the pipe open: EOF may never come).
     EOF_GRACE_SECONDS = 5.0
     DRAIN_SECONDS = 0.5
+    # Lines waiting for an agent that does not read its stdin, before requests to it are refused.
+    MAX_QUEUED_BYTES = 64 * 1024 * 1024
 
     def __init__(self, agent: AgentConfig, env: Mapping[str, str], generation: int,
                  on_message: Callable[["AgentProcess", Dict[str, Any]], None],
@@ -134,7 +235,7 @@ class AgentProcess:
         self._watcher: Optional[threading.Thread] = None
         self._lock = threading.Lock()
         self.proc: Optional["subprocess.Popen[bytes]"] = None
-        self._writer: Optional[LineWriter] = None
+        self._writer: Optional[AgentInput] = None
         self.dead = False
         self.exit_code: Optional[int] = None
         self.failure: Optional[str] = None  # why routeplane stopped it, when it did
@@ -159,7 +260,7 @@ class AgentProcess:
         self.proc = subprocess.Popen([a.command, *a.args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      cwd=a.cwd, env=self._env)
         assert self.proc.stdin is not None
-        self._writer = LineWriter(self.proc.stdin)
+        self._writer = AgentInput(self.proc.stdin, self.name, self.MAX_QUEUED_BYTES)
         self._reader = threading.Thread(target=self._read, name=f"acp-agent-{self.name}", daemon=True)
         self._reader.start()
         self._watcher = threading.Thread(target=self._watch, name=f"acp-agent-{self.name}-exit", daemon=True)
@@ -182,7 +283,18 @@ class AgentProcess:
             with self._lock:
                 entry = self._pending.pop(rid, None)
             if entry is not None:  # else _died answered it meanwhile: one answer per request
-                reply({"error": self.death_error(method)})
+                reply({"error": self.unsent_error(method)})
+
+    def unsent_error(self, method: str) -> Dict[str, Any]:
+        """Why a request could not be written: the agent stopped reading its stdin, or it is gone."""
+        writer = self._writer
+        if not self.dead and isinstance(writer, AgentInput) and writer.stalled:
+            mib = writer.queued_bytes / (1024 * 1024)
+            log.warning("agent %s is not reading its stdin (%.1f MiB waiting): %s refused", self.name, mib, method)
+            return {"code": -32603, "message": f"Agent {self.name!r} is not reading its input ({mib:.1f} MiB "
+                                               f"waiting); {method} was not sent.",
+                    "data": {"agent": self.name}}
+        return self.death_error(method)
 
     def death_error(self, method: str) -> Dict[str, Any]:
         code = self.exit_code
@@ -248,6 +360,8 @@ class AgentProcess:
                 return
             self.dead, self.exit_code = True, code
             pending, self._pending = self._pending, {}
+        if isinstance(self._writer, AgentInput):
+            self._writer.close(discard=True)  # nothing more is for this process; ends its writer thread
         for method, reply in pending.values():
             reply({"error": self.death_error(method)})
         self._on_exit(self, code)
@@ -257,15 +371,13 @@ class AgentProcess:
             self.proc.kill()  # the watcher then sees the exit and fails what is pending
 
     def close(self, timeout: float = 2.0) -> None:
-        """Close stdin (the agent's cue to exit), then terminate, then kill; bounded."""
+        """Close stdin once what is queued is written (the agent's cue to exit), then terminate, then
+        kill; bounded. An agent that does not read keeps its writer blocked until it is stopped."""
         proc = self.proc
         if proc is None:
             return
-        try:
-            if proc.stdin is not None:
-                proc.stdin.close()
-        except OSError:
-            pass
+        if self._writer is not None:
+            self._writer.close()
         for stop in (None, proc.terminate, proc.kill):
             if stop is not None:
                 stop()
@@ -278,5 +390,7 @@ class AgentProcess:
             self._watcher.join(timeout=timeout)  # the exit is reported (and pending requests failed) first
         if self._reader is not None:
             self._reader.join(timeout=self.DRAIN_SECONDS)  # it saw EOF; closing its pipe under it would race
+        if self._writer is not None:
+            self._writer.join(timeout=self.DRAIN_SECONDS)  # the stopped process broke its pipe: it ends
         if proc.stdout is not None and (self._reader is None or not self._reader.is_alive()):
             proc.stdout.close()

@@ -46,7 +46,8 @@ def _valid_id(rid: Any) -> bool:
 
 
 class ACPRelay:
-    """Reads the editor on one thread, each agent on its own; one locked writer per pipe.
+    """Reads the editor on one thread, each agent on its own; writes to the editor under a lock, to each
+    agent through that agent's own writer thread (one agent not reading never holds up another).
 
     Ids: each direction has its own id space (acp.md §1). Client requests get
     a fresh id per agent connection (`AgentProcess.request`), agent requests a

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
@@ -131,12 +131,16 @@ class AgentConfig:
 
 
 def typed_agents(data: Mapping[str, Any]) -> Dict[str, AgentConfig]:
-    """Typed agents from the loaded section; raises ValueError naming the agent whose card does not verify."""
+    """Typed agents from the loaded section; raises ValueError naming the agent whose card does not verify.
+
+    A lone agent is the default (`default: true`, on its card too) before any signature is checked:
+    the card's signed bytes are those it is served with.
+    """
     from .cards import verify_card_signature
 
     out: Dict[str, AgentConfig] = {}
     for name, a in data.items():
-        agent = AgentConfig(
+        out[name] = AgentConfig(
             name=name, command=a["command"], args=tuple(a["args"]), env=dict(a["env"]), cwd=a["cwd"],
             description=a["description"], version=a["version"],
             skills=tuple(Skill(s["id"], s["name"], s["description"], tuple(s["tags"])) for s in a["skills"]),
@@ -145,12 +149,15 @@ def typed_agents(data: Mapping[str, Any]) -> Dict[str, AgentConfig]:
             gateway_base_url=a["gateway"]["base_url"], gateway_token_env=a["gateway"]["token_env"],
             startup_timeout_seconds=a["startup_timeout_seconds"],
         )
+    if len(out) == 1:
+        name, agent = next(iter(out.items()))
+        out[name] = replace(agent, default=True)
+    for name, agent in out.items():
         if agent.signature is not None:
             problem = verify_card_signature(agent)
             if problem:
                 raise ValueError(f"agents.{name}.signature: the agent card's signature does not verify "
                                  f"for {agent.address}: {problem}")
-        out[name] = agent
     return out
 
 
