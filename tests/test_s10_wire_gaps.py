@@ -137,6 +137,17 @@ def test_a_raw_error_has_the_same_id_in_body_and_headers(gateway: GatewayProcess
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize("method,path,status", [("GET", "/v1/messages", 405), ("POST", "/v1/messages/nope", 404)])
+def test_an_unrouted_anthropic_path_names_the_request_too(gateway: GatewayProcess, method: str, path: str,
+                                                          status: int) -> None:
+    r = requests.request(method, gateway.url + path, json={}, timeout=10,
+                         headers={"x-api-key": "client-key", "anthropic-version": "2023-06-01"})
+    assert r.status_code == status
+    body = r.json()
+    assert body["type"] == "error" and body["request_id"] == r.headers["x-request-id"]
+
+
+@pytest.mark.e2e
 def test_a_streams_error_event_names_the_request(claude: anthropic.Anthropic, up: Any) -> None:
     up.enqueue(Reply.sse([openai_chunk({"role": "assistant", "content": "Hel"}),
                           {"error": {"message": "the model crashed", "type": "server_error"}}], done=None))

@@ -101,6 +101,9 @@ class PipelineContext:
         # Set by abort() (another thread: the worker shutting down); executors check it
         # when a read fails, so a deliberately cut upstream is not blamed on the provider.
         self.aborted: Optional[Exception] = None
+        # True while the executor still holds parts of the last upstream read: the pipeline's next
+        # pull cannot wait on the network, so the web layer may batch writes (pipeline_stream.py).
+        self.upstream_buffered = False
         self._aborters: List[Callable[[], None]] = []
 
     @property

@@ -191,16 +191,20 @@ class HttpExecutor(Executor):
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target, prompt))
         # From here `call.abort` (registered in _post) cuts the stream through `shutdown_response(resp)`.
+        from ..protocols.custom_tools import restore_stream
         from ..protocols.schema_root import unwrap_stream
 
-        parts = unwrap_stream(_iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes), prompt,
-                              codec.protocol)
-        if native_custom_tools(codec, target):
-            return parts
-        from ..protocols.custom_tools import restore_stream
-
-        # The wire got custom tools as functions: their calls go back to the client as custom calls.
-        return restore_stream(parts, prompt)
+        marks = _Marks()
+        raw = _iter_stream(codec, resp, target, deadline, ctx, self._max_stream_bytes, marks)
+        parts = unwrap_stream(raw, prompt, codec.protocol)
+        if not native_custom_tools(codec, target):
+            # The wire got custom tools as functions: their calls go back to the client as custom calls.
+            parts = restore_stream(parts, prompt)
+        if parts is raw:
+            # Nothing between the upstream and the pipeline that could swallow a part and pull the
+            # next one: the pipeline may trust the marks to batch writes (pipeline_stream.py).
+            marks.ctx = ctx
+        return parts
 
 
 def _decode(codec: "ProviderCodec", raw: bytes, target: RoutingTarget, prompt: Prompt) -> Generation:
@@ -297,14 +301,25 @@ def with_auth(headers: Dict[str, str], target: RoutingTarget) -> Dict[str, str]:
 _CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "x-goog-api-key", "api-key"})
 
 
+class _Marks:
+    """Where `_iter_stream` marks `upstream_buffered`: the request's context once the executor knows
+    nothing rewrites the stream on its way to the pipeline, else nowhere."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self) -> None:
+        self.ctx: Optional["PipelineContext"] = None
+
+
 def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: RoutingTarget,
                  deadline: Optional[_Deadline] = None, ctx: Optional["PipelineContext"] = None,
-                 limit: Optional[int] = None) -> Iterator[StreamPart]:
+                 limit: Optional[int] = None, marks: Optional[_Marks] = None) -> Iterator[StreamPart]:
     from ..protocols.sse import SSEParser
 
     decoder = codec.stream_decoder(target)
     parser = SSEParser(provider=target.provider)  # its size-limit error names the provider
     left = limit if limit is not None else -1
+    mark = marks.ctx if marks is not None else None
     try:
         try:
             if deadline is not None:
@@ -315,8 +330,11 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
                     if left < 0:  # a runaway stream: end it rather than relay (and bill) without bound
                         raise InvalidUpstreamResponse(f"{target.provider} sent a stream over {limit} bytes",
                                                       provider=target.provider)
-                for event in parser.feed(chunk):
-                    yield from decoder.feed(event)
+                if mark is None:
+                    for event in parser.feed(chunk):
+                        yield from decoder.feed(event)
+                else:
+                    yield from _marked(parser.feed(chunk), decoder, mark)
                 if deadline is not None:
                     deadline.before_read(resp, target)
             _raise_if_aborted(ctx)  # the cut looked like a clean end: a half event must not be blamed on the provider
@@ -330,7 +348,24 @@ def _iter_stream(codec: "ProviderCodec", resp: requests.Response, target: Routin
             raise (deadline.translate(exc, target) if deadline else translate_exception(exc, target)) from exc
         yield from decoder.finish()
     finally:
+        if mark is not None:
+            mark.upstream_buffered = False
         resp.close()
+
+
+def _marked(events: Iterable[Any], decoder: Any, mark: "PipelineContext") -> Iterator[StreamPart]:
+    """The parts of one upstream read, with `mark.upstream_buffered` true while more of them follow."""
+    batch: List[StreamPart] = []
+    try:
+        for event in events:
+            batch.extend(decoder.feed(event))
+    except BaseException:
+        yield from batch  # what decoded before the failure still goes first, as it would unbatched
+        raise
+    last = len(batch) - 1
+    for i, part in enumerate(batch):
+        mark.upstream_buffered = i < last
+        yield part
 
 
 def _raise_if_aborted(ctx: Optional["PipelineContext"], cause: Optional[BaseException] = None) -> None:

@@ -36,6 +36,7 @@ from .cooldown import CooldownTracker, FallbackSettings
 from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent, error_class
 from .executor import Executor
 from .first_content import open_until_content
+from .pipeline_stream import FLUSH, PRIMED, PipelineStream, close_quietly, prepend, primed
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd, frozen
 from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
@@ -67,32 +68,6 @@ class _Run:
     error_class: Optional[str] = None  # events.error_class of the failure, for the end event
     # Usage of an upstream answer that an execution hook then rejected: the provider billed it.
     served_usage: Optional[Usage] = None
-
-
-class PipelineStream:
-    """The client-facing stream: canonical parts, settled exactly once on exhaustion or close()."""
-
-    def __init__(self, parts: Iterator[StreamPart], ctx: PipelineContext) -> None:
-        self._parts = parts
-        self.ctx = ctx
-
-    def __iter__(self) -> Iterator[StreamPart]:
-        return self._parts
-
-    def close(self, reason: Optional[RouteplaneError] = None) -> None:
-        """End the stream. With a `reason`, the gateway itself cut it (shutdown, an encoder
-        failure): it is settled as aborted with the reason's status, not as a client that left."""
-        if reason is not None and hasattr(self._parts, "throw"):
-            try:
-                self._parts.throw(reason if isinstance(reason, StreamAborted) else StreamAborted(
-                    reason.message, status=reason.status, kind=reason.kind, code=reason.code))
-            except (RouteplaneError, StopIteration):
-                pass
-            except RuntimeError:  # the generator is already running or finished
-                pass
-        close = getattr(self._parts, "close", None)
-        if close is not None:
-            close()
 
 
 class LanguageModelPipeline:
@@ -342,7 +317,7 @@ class LanguageModelPipeline:
                 # failure this early can still fall back, and an upstream 429 stays a 429.
                 first, rest = open_until_content(upstream, target.provider, ctx.inbound_protocol)
             except BaseException:
-                _close(upstream)
+                close_quietly(upstream)
                 raise
             opened.append(upstream)
             return first, rest
@@ -351,12 +326,12 @@ class LanguageModelPipeline:
         try:
             first, rest = self._attempt(run, chain, open_stream, streaming=True)
             self._phase(ctx, Phase.EXECUTE)
-            return PipelineStream(_primed(self._stream(run, first, rest, opened[-1])), ctx)
+            return PipelineStream(primed(self._stream(run, first, rest, opened[-1])), ctx)
         except BaseException:
             # An execution hook rejected an opened stream, or the stream could not
             # start: release its connection now.
             for it in opened:
-                _close(it)
+                close_quietly(it)
             raise
 
     def _stream(self, run: _Run, first: StreamPart, rest: Iterator[StreamPart], upstream: Iterator[StreamPart],
@@ -371,8 +346,8 @@ class LanguageModelPipeline:
         hooks: List[Tuple[StreamHook, StreamInterest]] = []
         try:
             hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
-            yield _PRIMED  # see _primed(): from here on, close() always reaches the finally below
-            for part in _prepend(first, rest):
+            yield PRIMED  # see primed(): from here on, close() always reaches the finally below
+            for part in prepend(first, rest):
                 for out in self._apply_stream_hooks(ctx, hooks, part):
                     acc.add(out)
                     if run.ttft_ms is None and is_content(out, ctx.inbound_protocol):
@@ -380,6 +355,8 @@ class LanguageModelPipeline:
                     if observing:
                         self.observers.emit("on_stream_part", StreamPartEvent(ctx.request_id, out, ctx.elapsed_ms()))
                     yield out
+                if not ctx.upstream_buffered:  # the next pull may wait on the network: write out what we have
+                    yield FLUSH
             if acc.usage is None and not answered_locally:
                 # The upstream reported no usage (some OpenAI-compatible servers): a client that
                 # asked for usage gets the same estimate settlement records, not nothing.
@@ -407,7 +384,7 @@ class LanguageModelPipeline:
             outcome, error = Outcome.ERROR, InternalError()
             raise error from exc
         finally:
-            _close(upstream)
+            close_quietly(upstream)
             if streamed_from is not None:
                 if outcome is Outcome.SUCCESS:
                     self.cooldown.record_success(streamed_from)
@@ -472,7 +449,7 @@ class LanguageModelPipeline:
         ctx.result = gen
         parts = generation_to_parts(gen)
         first = next(parts)
-        return PipelineStream(_primed(self._stream(run, first, parts, parts, answered_locally=True)), ctx)
+        return PipelineStream(primed(self._stream(run, first, parts, parts, answered_locally=True)), ctx)
 
     # --- settle and observe ------------------------------------------------
 
@@ -571,29 +548,3 @@ def _merged(errors: List[UpstreamError]) -> UpstreamError:
 
 def _error_type(err: Optional[RouteplaneError]) -> Optional[str]:
     return None if err is None else err.kind
-
-
-_PRIMED: Any = object()
-
-
-def _primed(parts: Iterator[StreamPart]) -> Iterator[StreamPart]:
-    """Advance `_stream` to its marker: a generator closed before it started never runs its
-    `finally`, so a client that went away before the first part would be neither settled nor
-    have its upstream connection closed."""
-    marker = next(parts)
-    assert marker is _PRIMED
-    return parts
-
-
-def _prepend(first: StreamPart, rest: Iterator[StreamPart]) -> Iterator[StreamPart]:
-    yield first
-    yield from rest
-
-
-def _close(it: Any) -> None:
-    close = getattr(it, "close", None)
-    if close is not None:
-        try:
-            close()
-        except Exception:
-            log.debug("closing an upstream stream failed", exc_info=True)

@@ -7,7 +7,7 @@ import json
 import logging
 import math
 import re
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional
 from urllib.parse import quote
 
 from flask import Response, current_app, request
@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..ids import new_hex
 from ..language_model.context import PipelineContext
-from ..language_model.pipeline import PipelineStream
+from ..language_model.pipeline_stream import FLUSH, PipelineStream
 from ..protocols.base import ClientCodec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -149,7 +149,12 @@ def bearer_token(headers: Mapping[str, str]) -> Optional[str]:
 
 
 def error_response(err: RouteplaneError, render: Callable[[RouteplaneError], Dict[str, Any]], rid: str) -> Response:
-    resp = Response(json.dumps(render(err)), status=err.status, mimetype="application/json")
+    body = render(err)
+    if body.get("type") == "error" and "request_id" not in body:
+        # Anthropic's shape (the only one with a top-level type) names the request beside the error,
+        # whichever path rendered it (an unrouted path, the auth guard, /v1/models).
+        body["request_id"] = rid
+    resp = Response(json.dumps(body), status=err.status, mimetype="application/json")
     resp.headers["x-request-id"] = rid
     if err.retry_after is not None and math.isfinite(err.retry_after):
         resp.headers["Retry-After"] = str(max(0, math.ceil(err.retry_after)))
@@ -268,26 +273,38 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
     encoder = codec.stream_encoder(ctx.prompt)
     closing = lifecycle.closing if lifecycle is not None else None
     cut: Optional[RouteplaneError] = None  # set when the gateway, not the client, ends the stream
+    # Encoded events wait here until the pipeline's FLUSH says its next part may be a network wait
+    # away: what arrived from the upstream in one read leaves in one write (pipeline_stream.py).
+    pending: List[bytes] = []
     try:
-        for part in stream:
-            if closing is not None and closing.is_set():
-                # The worker's graceful_timeout is nearly over: end this stream
-                # with an error event now (settled by stream.close()) rather
-                # than be cut without settlement by the master's SIGKILL.
-                cut = shutting_down()
-                yield encoder.error(cut)
-                return
-            data = encoder.encode(part)
-            if data:
-                yield data
-        tail = encoder.close()
+        try:
+            for part in stream.with_flushes():
+                if part is FLUSH:
+                    if pending:
+                        yield pending[0] if len(pending) == 1 else b"".join(pending)
+                        pending.clear()
+                    continue
+                if closing is not None and closing.is_set():
+                    # The worker's graceful_timeout is nearly over: end this stream
+                    # with an error event now (settled by stream.close()) rather
+                    # than be cut without settlement by the master's SIGKILL.
+                    cut = shutting_down()
+                    pending.append(encoder.error(cut))
+                    break
+                data = encoder.encode(part)
+                if data:
+                    pending.append(data)
+            end = encoder.close() if cut is None else None
+            if end:
+                pending.append(end)
+        except RouteplaneError as err:
+            pending.append(encoder.error(err))
+        except Exception:
+            log.exception("encoding the stream of request %s failed", ctx.request_id)
+            cut = InternalError()
+            pending.append(encoder.error(cut))
+        tail = b"".join(pending)
         if tail:
             yield tail
-    except RouteplaneError as err:
-        yield encoder.error(err)
-    except Exception:
-        log.exception("encoding the stream of request %s failed", ctx.request_id)
-        cut = InternalError()
-        yield encoder.error(cut)
     finally:
         stream.close(cut)
