@@ -19,7 +19,7 @@ from routeplane.protocols.openai_chat.request import decode_request
 from routeplane.protocols.openai_chat.stream import ChatStreamDecoder, ChatStreamEncoder
 from routeplane.protocols.sse import SSEEvent
 from tests.support.gateway import GatewayProcess
-from tests.support.upstream import Reply, openai_chunk
+from tests.support.upstream import Reply, openai_chunk, openai_completion
 from tests.support.wires import ALL_WIRES, via_wires_config
 
 USER = [{"role": "user", "content": "Say hello"}]
@@ -98,6 +98,18 @@ def test_the_openai_sdk_sees_them_on_every_chunk(oai: openai.OpenAI, up: Any) ->
     up.enqueue(Reply.sse(upstream_chunks()))
     chunks = list(oai.chat.completions.create(model="via-openai_chat", messages=USER, stream=True,  # type: ignore
                                               stream_options={"include_usage": True}))
+    assert chunks and all((c.service_tier, c.system_fingerprint) == ("default", "fp_3b9e1c") for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
+
+
+@pytest.mark.e2e
+def test_a_stream_answered_with_one_json_body_keeps_them_too(oai: openai.OpenAI, up: Any) -> None:
+    # Some OpenAI-compatible servers answer a stream request with one JSON body: the client's stream is
+    # made from that answer (generation_to_parts), and its chunks carry the fields as a real stream's do.
+    body = openai_completion("Hello")
+    body.update(service_tier="default", system_fingerprint="fp_3b9e1c")
+    up.enqueue(Reply.json(body))
+    chunks = list(oai.chat.completions.create(model="via-openai_chat", messages=USER, stream=True))  # type: ignore
     assert chunks and all((c.service_tier, c.system_fingerprint) == ("default", "fp_3b9e1c") for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
 

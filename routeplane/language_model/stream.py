@@ -167,7 +167,7 @@ class GenerationAccumulator:
 
 def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
     """Explode a complete Generation into the stream it would have been."""
-    yield ResponseStart(gen.id, gen.model, gen.created)
+    yield ResponseStart(gen.id, gen.model, gen.created, wire=gen.extras_protocol, extras=gen.extras)
     for i, p in enumerate(gen.parts):
         if isinstance(p, TextPart):
             yield TextStart(i, p.refusal)
