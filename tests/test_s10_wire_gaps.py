@@ -88,7 +88,10 @@ def test_another_wires_start_adds_nothing_and_a_stream_without_them_stays_as_it_
 
 @pytest.fixture(scope="module")
 def gateway(fake: Any) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(via_wires_config(fake.url, ALL_WIRES, timeouts={"connect": 2, "read": 5})).start()
+    config = via_wires_config(fake.url, ALL_WIRES, timeouts={"connect": 2, "read": 5})
+    config["models"]["anthropic-then-chat"] = {"targets": [{"provider": "up_anthropic_messages", "model": "a"},
+                                                          {"provider": "up_openai_chat", "model": "c"}]}
+    gw = GatewayProcess(config).start()
     yield gw
     gw.stop()
 
@@ -189,6 +192,17 @@ def test_an_empty_input_is_a_400_naming_input_before_any_upstream_call(oai: open
     assert isinstance(body, dict) and body["param"] == "input" and body["type"] == "invalid_request_error"
     assert "'input'" in body["message"] and "empty text" in body["message"]
     assert not up.requests
+
+
+@pytest.mark.e2e
+def test_an_empty_input_skips_to_a_fallback_that_takes_it(oai: openai.OpenAI, up: Any) -> None:
+    # Routing knows the Anthropic head cannot take an empty conversation: the OpenAI fallback answers,
+    # instead of the head's 400 ending the request.
+    before = len(up.requests)
+    answer = oai.responses.create(model="anthropic-then-chat", input="", instructions="Greet the user.")
+    assert answer.output_text
+    sent = up.requests[before:]
+    assert len(sent) == 1 and sent[0].json["model"] == "c"
 
 
 @pytest.mark.e2e

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Iterator, List, Optional, Tuple
 
 from ..errors import InvalidRequest
+from ..protocols.base import empty_conversation
 from ..protocols.wire_only import lost_field, lost_reason
 from .routing import RoutingTarget
-from .types import ContentPart, FilePart, ImagePart, Prompt, ToolResultPart
+from .types import ContentPart, FilePart, ImagePart, Prompt, TextPart, ToolResultPart
 
 # Wires that continue a trailing assistant message (a prefill); the built-in mock echoes whatever it gets.
 PREFILL_PROTOCOLS = frozenset({"anthropic_messages", "mock"})
@@ -25,6 +26,10 @@ _GEMINI_FILES = ("https://generativelanguage.googleapis.com/", "gs://")
 # only on Gemini. Sent anyway, they became a document or file the upstream refuses.
 _NO_INPUT = {"anthropic_messages": ("audio/", "video/"), "openai_responses": ("audio/", "video/"),
              "openai_chat": ("video/",)}
+
+
+# Wires whose encoders send no empty text, and whose APIs refuse an empty conversation.
+_NO_EMPTY_TEXT = frozenset({"anthropic_messages", "gemini"})
 
 
 def is_prefill(prompt: Prompt) -> bool:
@@ -95,7 +100,16 @@ def _problem(prompt: Prompt, target: RoutingTarget) -> Optional[Tuple[str, str]]
     if media is not None:
         return (f"{where} takes no {media} input. Route this model to an upstream that does "
                 "(Gemini takes any)."), "messages"
+    if target.protocol in _NO_EMPTY_TEXT and only_empty_text(prompt):
+        err = empty_conversation(prompt, where)  # the encoder's own 400, known before the call
+        return err.message, err.param or "messages"
     return None
+
+
+def only_empty_text(prompt: Prompt) -> bool:
+    """Every message holds only empty text (a Responses `input: ""`): nothing a wire that refuses empty
+    text could be sent."""
+    return all(isinstance(part, TextPart) and not part.text for m in prompt.messages for part in m.parts)
 
 
 def refuse(prompt: Prompt, target: RoutingTarget) -> None:
