@@ -7,7 +7,9 @@ import logging
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from flask import Blueprint, Response, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
+from werkzeug.routing import PathConverter
 
 from ..auth.guard import require_scope
 from ..errors import HookDenied, InternalError, NotFound, RouteplaneError
@@ -25,6 +27,19 @@ log = logging.getLogger("routeplane.web.gemini")
 _ACTIONS = {"generateContent": False, "streamGenerateContent": True, "countTokens": False}
 
 
+class ModelActionConverter(PathConverter):
+    """`{model}:generateContent` (or another method of `_ACTIONS`), as a path. Its weight, below the path
+    converter's, makes the action rules win over `GET /v1*/models/<path>` (a model's retrieval), so that a
+    wrong method on a method path is a 405, not "model `x:generateContent` is not a route"."""
+
+    regex = r"[^/].*?:(?:" + "|".join(_ACTIONS) + ")"
+    weight = 150
+
+
+# Every method a client may send but POST (HEAD comes with GET, OPTIONS stays Flask's own answer).
+_WRONG_METHODS = ["GET", "PUT", "PATCH", "DELETE"]
+
+
 def credential() -> Optional[str]:
     """google-genai sends `x-goog-api-key`; curl samples use `?key=`; Bearer works on every wire."""
     return request.headers.get("x-goog-api-key") or bearer_token(request.headers) or request.args.get("key") or None
@@ -37,6 +52,12 @@ def gemini_error(err: RouteplaneError, rid: str) -> Response:
 def make_blueprint(app: "App") -> Blueprint:
     bp = Blueprint("routeplane_gemini", __name__)
     limit = app.config.server.max_body_bytes
+
+    def add_converter(state: BlueprintSetupState) -> None:
+        # Before the rules below are bound: they name it (a host app mounting the gateway gets it too).
+        state.app.url_map.converters.setdefault("gemini_action", ModelActionConverter)
+
+    bp.record_once(add_converter)
 
     def generate(target: str) -> Response:
         rid = request_id()
@@ -70,6 +91,17 @@ def make_blueprint(app: "App") -> Blueprint:
     @bp.post("/v1/models/<path:target>")
     def generate_v1(target: str) -> Response:
         return generate(target)
+
+    @bp.route("/v1beta/models/<gemini_action:target>", methods=_WRONG_METHODS)
+    @bp.route("/v1/models/<gemini_action:target>", methods=_WRONG_METHODS)
+    def wrong_method(target: str) -> Response:
+        # Google's method paths take POST only; GET/HEAD here would otherwise read as a model's retrieval.
+        name = target[7:] if target.startswith("models/") else target
+        err = RouteplaneError(f"Method {request.method} is not allowed on models/{name}: use POST.", status=405,
+                              kind="invalid_request", code="method_not_allowed")
+        resp = gemini_error(err, request_id())
+        resp.headers["Allow"] = "POST"
+        return resp
 
     @bp.get("/v1beta/models")
     @require_scope(app, render=gemini.CLIENT.error_body, query_key=True)

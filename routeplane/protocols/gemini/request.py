@@ -39,6 +39,13 @@ SYNTHETIC_ID = "call_gx"
 SIGNATURE_PLACEHOLDER = "skip_thought_signature_validator"
 
 _KNOWN = frozenset({"model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig"})
+# functionResponse.response keys that wrap the function's output (Google's reference: "any keys of their
+# choice ... e.g. "output", "result""; google-genai's automatic function calling sends {"result": …}) or
+# its error: another wire gets the bare value as the tool result.
+_RESULT_KEYS = ("output", "result", "error")
+# The gateway's note (Prompt.extras, never sent) of the key each result came under, by call id, and
+# whether its value was JSON rather than a string: a Gemini upstream gets the object the client sent.
+RESULT_KEYS_NOTE = "_result_keys"
 _PART_FIELDS = frozenset({"videoMetadata", "mediaResolution"})  # kept on an image or file part
 # Parts the canonical model has no form for, kept whole for a Gemini upstream (OpaquePart) when a
 # client sends them back in its history: what Gemini's server-side tools did, and (in a model turn)
@@ -134,7 +141,7 @@ def _decode_contents(contents: List[Any], extras: Dict[str, Any]) -> List[Messag
                 messages.append(Message(Role.ASSISTANT, tuple(decoded)))
             _note_opaque(decoded, extras)
         elif role in ("user", "function"):
-            results, others = _user_parts(parts, path, pending)
+            results, others = _user_parts(parts, path, pending, extras)
             if results:
                 messages.append(Message(Role.TOOL, tuple(results)))
             if others:
@@ -203,7 +210,8 @@ def _note_opaque(parts: List[Any], extras: Dict[str, Any]) -> None:
             extras[OPAQUE_KEY] = first.path
 
 
-def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tuple[List[ToolResultPart], List[ContentPart]]:
+def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart],
+                extras: Dict[str, Any]) -> Tuple[List[ToolResultPart], List[ContentPart]]:
     results: List[ToolResultPart] = []
     others: List[ContentPart] = []
     unanswered = list(pending)
@@ -222,7 +230,9 @@ def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart]) -> Tup
             if call_id is None:
                 raise InvalidRequest(f"'{p}.functionResponse' answers no functionCall named {name!r} in the "
                                      "preceding model turn.", param=f"{p}.functionResponse")
-            text, is_error = result_text(resp.get("response"))
+            text, is_error, wrapper = result_text(resp.get("response"))
+            if wrapper is not None:
+                extras.setdefault(RESULT_KEYS_NOTE, {})[call_id] = wrapper
             # Multimodal function responses (functionResponse.parts: inlineData / fileData).
             media = [_media_in(m, f"{p}.functionResponse.parts[{j}]", True)
                      for j, m in enumerate(expect(resp.get("parts"), list, f"{p}.functionResponse.parts") or [])]
@@ -260,19 +270,19 @@ def _media_in(raw: Any, p: str, strict: bool = False) -> ContentPart:
     raise InvalidRequest(f"Unsupported part at '{p}'" + (" (expected inlineData or fileData)." if strict else "."), param=p)
 
 
-def result_text(response: Any) -> Tuple[str, bool]:
-    """functionResponse.response → (text, is_error): `output` is the result, `error`
-    an error, any other object the result as a whole (gemini.md §2)."""
-    if isinstance(response, dict):
-        if set(response) == {"output"}:
-            out = response["output"]
-            return (out if isinstance(out, str) else json.dumps(out, separators=(",", ":"))), False
-        if set(response) == {"error"}:
-            err = response["error"]
-            return (err if isinstance(err, str) else json.dumps(err, separators=(",", ":"))), True
+def result_text(response: Any) -> Tuple[str, bool, Optional[List[Any]]]:
+    """functionResponse.response → (text, is_error, [key, is JSON] when unwrapped): the value of a lone
+    `output` or `result` is the result, of a lone `error` an error; any other object is the result as
+    a whole (gemini.md §2). Non-ASCII text stays as it is: escaped, it costs the model tokens to read."""
+    if isinstance(response, dict) and len(response) == 1:
+        key, value = next(iter(response.items()))
+        if key in _RESULT_KEYS:
+            if isinstance(value, str):
+                return value, key == "error", [key, False]
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=False), key == "error", [key, True]
     if response is None:
-        return "", False
-    return json.dumps(response, separators=(",", ":")), False
+        return "", False, None
+    return json.dumps(response, separators=(",", ":"), ensure_ascii=False), False, None
 
 
 # --- provider side ---------------------------------------------------------
@@ -285,11 +295,12 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     option = target.options.get("thought_signature_placeholder", True)
     placeholder = "" if prompt.extras_protocol == PROTOCOL or option is False else (
         option if isinstance(option, str) and option else SIGNATURE_PLACEHOLDER)
+    wrappers = (prompt.extras.get(RESULT_KEYS_NOTE) or {}) if prompt.extras_protocol == PROTOCOL else {}
     contents: List[Dict[str, Any]] = []
     previous: Optional[Role] = None
     for m in prompt.messages:
         role = "model" if m.role is Role.ASSISTANT else "user"
-        parts = _encode_parts(m, names, placeholder)
+        parts = _encode_parts(m, names, placeholder, wrappers)
         if not parts:
             continue
         if previous is Role.TOOL and m.role in (Role.TOOL, Role.USER):
@@ -320,7 +331,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     return body
 
 
-def _encode_parts(m: Message, names: Dict[str, str], placeholder: str) -> List[Dict[str, Any]]:
+def _encode_parts(m: Message, names: Dict[str, str], placeholder: str,
+                  wrappers: Mapping[str, List[Any]]) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
     signed_call = False
     for p in m.parts:
@@ -356,7 +368,7 @@ def _encode_parts(m: Message, names: Dict[str, str], placeholder: str) -> List[D
             out.append(part)
         elif isinstance(p, ToolResultPart):
             resp: Dict[str, Any] = {"name": p.name or names.get(p.tool_call_id, "function"),
-                                    "response": result_object(p)}
+                                    "response": result_object(p, wrappers.get(p.tool_call_id))}
             if not is_synthetic(p.tool_call_id):
                 resp["id"] = p.tool_call_id
             out.append({"functionResponse": resp})
@@ -472,10 +484,17 @@ def parse_args(arguments: str) -> Dict[str, Any]:
     return value if isinstance(value, dict) else {"_raw": arguments}
 
 
-def result_object(r: ToolResultPart) -> Dict[str, Any]:
+def result_object(r: ToolResultPart, wrapper: Optional[List[Any]] = None) -> Dict[str, Any]:
     """functionResponse.response must be an object: JSON-object text passes as is,
-    anything else is wrapped as {"output": …} (or {"error": …})."""
+    anything else is wrapped as {"output": …} (or {"error": …}). A Gemini client's result
+    goes back under the key it came under (`wrapper`, RESULT_KEYS_NOTE)."""
     text = r.text()
+    if wrapper is not None and (wrapper[0] == "error") == r.is_error:
+        key, is_json = wrapper
+        try:
+            return {key: json.loads(text) if is_json else text}
+        except ValueError:  # a hook rewrote the JSON into plain text
+            return {key: text}
     if r.is_error:
         return {"error": text}
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
@@ -65,6 +65,8 @@ class GeminiStreamEncoder(StreamEncoder):
         self._sse = sse
         self._id = "routeplane"
         self._usage: Optional[Usage] = None
+        # usageMetadata goes on every chunk once known (as Gemini sends it): encoded once per report.
+        self._usage_meta: Tuple[Optional[Usage], Dict[str, Any]] = (None, {})
         self._finish: Optional[FinishReason] = None
         self._wire_finish: Optional[str] = None  # a Gemini upstream's own finishReason, when it maps to _finish
         self._tools: Dict[int, Dict[str, Any]] = {}
@@ -118,7 +120,9 @@ class GeminiStreamEncoder(StreamEncoder):
         cand.update(fields or {})
         body: Dict[str, Any] = {"candidates": [cand]}
         if self._usage is not None:
-            body["usageMetadata"] = encode_usage(self._usage)
+            if self._usage_meta[0] is not self._usage:
+                self._usage_meta = (self._usage, encode_usage(self._usage))
+            body["usageMetadata"] = self._usage_meta[1]
         body["modelVersion"] = self._model
         body["responseId"] = self._id
         return body
