@@ -343,7 +343,10 @@ class App:
             # Unknown paths and methods answer in their wire's error shape, never HTML.
             err = RouteplaneError(f"{exc.name}: no such endpoint or method on this gateway.", status=exc.code,
                                   kind="not_found" if exc.code == 404 else "invalid_request")
-            return error_response(err, error_renderer_for(request.path), request_id())
+            resp = error_response(err, error_renderer_for(request.path), request_id())
+            if getattr(exc, "valid_methods", None):
+                resp.headers["Allow"] = ", ".join(sorted(exc.valid_methods))
+            return resp
 
         return flask_app
 

@@ -161,3 +161,11 @@ def test_models_and_methods_still_answer_beside_the_405(gclient: genai.Client, g
     assert gclient.models.count_tokens(model="via-gemini", contents="Hi").total_tokens >= 1
     r = requests.get(f"{gateway.url}/v1beta/models/via-gemini:bogus", headers={"x-goog-api-key": "k"}, timeout=30)
     assert r.status_code == 404
+
+
+@pytest.mark.parametrize("method,path", [("PUT", "/v1beta/models/via-gemini"), ("DELETE", "/v1beta/models"),
+                                         ("PATCH", "/v1/chat/completions")])
+def test_every_405_names_the_methods_allowed(gateway: GatewayProcess, method: str, path: str) -> None:
+    r = requests.request(method, gateway.url + path, headers={"x-goog-api-key": "k"}, timeout=30)
+    assert r.status_code == 405
+    assert "GET" in r.headers.get("Allow", "") or "POST" in r.headers.get("Allow", "")

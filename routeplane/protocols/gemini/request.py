@@ -169,7 +169,7 @@ def _model_parts(parts: List[Any], path: str, turn: int) -> List[ContentPart]:
             args = call.get("args") if call.get("args") is not None else {}
             # A stable made-up id: the same history always maps to the same ids.
             call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"{SYNTHETIC_ID}{turn}_{k}"
-            out.append(ToolCallPart(call_id, name, json.dumps(args, separators=(",", ":")), sig,
+            out.append(ToolCallPart(call_id, name, json.dumps(args, separators=(",", ":"), ensure_ascii=False), sig,
                                     PROTOCOL if sig else None))
         elif isinstance(raw.get("text"), str):
             if raw.get("thought"):
