@@ -62,6 +62,8 @@ def _anthropic(extras: Mapping[str, Any]) -> Optional[Lost]:
         return "mcp_servers", "gives the model the tools of remote MCP servers"
     if extras.get("context_management"):
         return "context_management", "has Anthropic edit the conversation's context (clear old tool uses, thinking)"
+    if extras.get("thread") is not None:
+        return "thread", "has Anthropic hold the conversation between turns (a message thread)"
     if extras.get(CITED_DOCUMENT_KEY):
         return extras[CITED_DOCUMENT_KEY], "asks for citations of a document"
     return None

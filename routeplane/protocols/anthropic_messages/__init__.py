@@ -69,7 +69,7 @@ class MessagesProviderCodec(ProviderCodec):
         return stream.MessagesStreamDecoder(target)
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget) -> UpstreamError:
-        return response.provider_error(upstream_status_error(status, body, headers, target))
+        return response.provider_error(upstream_status_error(status, body, headers, target), body)
 
 
 def base_url(target: RoutingTarget) -> str:

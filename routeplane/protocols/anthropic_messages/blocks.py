@@ -48,8 +48,12 @@ def text_block(t: TextPart) -> Dict[str, Any]:
     return block
 
 
-def encode_messages(messages: Tuple[Message, ...]) -> List[Dict[str, Any]]:
-    """Canonical messages → Anthropic turns: same-role turns merged, tool results first, no empty blocks."""
+def encode_messages(messages: Tuple[Message, ...], held: bool = False) -> List[Dict[str, Any]]:
+    """Canonical messages → Anthropic turns: same-role turns merged, tool results first, no empty blocks.
+
+    `held`: the messages continue a conversation Anthropic holds (a `thread` continuation), so the tool
+    results of the first turn answer calls of the held history, not of these messages.
+    """
     turns: List[Tuple[str, List[Dict[str, Any]]]] = []
     for m in messages:
         role = "assistant" if m.role is Role.ASSISTANT else "user"
@@ -60,7 +64,7 @@ def encode_messages(messages: Tuple[Message, ...]) -> List[Dict[str, Any]]:
             turns[-1][1].extend(blocks)
         else:
             turns.append((role, blocks))
-    _pair_tool_results(turns)
+    _pair_tool_results(turns[1:] if held and turns and turns[0][0] == "user" else turns)
     out = []
     for role, blocks in turns:
         if role == "user":

@@ -433,7 +433,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
             body["system"] = blocks[0]["text"]
         elif blocks:
             body["system"] = blocks
-    body["messages"] = encode_messages(prompt.messages)
+    body["messages"] = encode_messages(prompt.messages, held=same_wire and continues_thread(prompt))
     if not body["messages"]:
         raise empty_conversation(prompt, "Anthropic")  # "messages: at least one message is required"
     if p.stop:
@@ -519,6 +519,13 @@ def _thinking(prompt: Prompt, body: Dict[str, Any], same_wire: bool) -> Optional
         if budget < 1024:
             return None
     return {"type": "enabled", "budget_tokens": budget}
+
+
+def continues_thread(prompt: Prompt) -> bool:
+    """Does the client continue a message thread (`thread: {"type": "continue", ...}`)? Its messages are then
+    only the new turn's: Anthropic holds the rest, the calls its first tool results answer among them."""
+    thread = prompt.extras.get("thread")
+    return isinstance(thread, dict) and thread.get("type") == "continue"
 
 
 def continues_unsigned_tool_turn(prompt: Prompt) -> bool:

@@ -80,12 +80,35 @@ def error_in_body(payload: Dict[str, Any], target: RoutingTarget, mid_stream: bo
     return provider_error(in_band_error(in_band_status(None, etype), message, target, mid_stream=mid_stream))
 
 
-def provider_error(err: UpstreamError) -> UpstreamError:
+# `error.details.error_code` values the SDK acts on. Its tool runner (SDK 2.12) sends `thread`: told
+# "thread_unsupported_request" (the gateway's 400 for a thread bound for another wire) it sends the whole
+# conversation again without one; told an Anthropic upstream lost the thread, it replays it under a new one.
+PARAM_ERROR_CODES = {"thread": "thread_unsupported_request"}
+RELAYED_ERROR_CODES = frozenset({"thread_not_found", "thread_already_continued", "thread_continue_in_flight",
+                                 "thread_unsupported_request", "thread_fingerprint_mismatch"})
+
+
+def provider_error(err: UpstreamError, body: bytes = b"") -> UpstreamError:
     """An Anthropic upstream's error, from its status or its error event alike: billing_error (402) is
-    this provider's account out of credit, and another target's may not be."""
+    this provider's account out of credit, and another target's may not be. A client error keeps the
+    `error.details.error_code` its client acts on (a lost message thread), rendered again by error_body."""
     if err.upstream_status == 402:
         err.kind, err.status, err.retriable = "budget", 402, True
+    code = _details_code(body)
+    if code in RELAYED_ERROR_CODES and 400 <= err.status < 500:
+        err.code = code
     return err
+
+
+def _details_code(body: bytes) -> Optional[str]:
+    try:
+        data = json.loads(body) if body else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    err = data.get("error") if isinstance(data, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    code = details.get("error_code") if isinstance(details, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def error_status(err: RouteplaneError) -> int:
@@ -93,11 +116,25 @@ def error_status(err: RouteplaneError) -> int:
     return {"overloaded": 529, "budget": 402}.get(err.kind, err.status)
 
 
+# The statuses Anthropic answers with one error `type` only (anthropic-messages.md §5): an error whose kind
+# names no such type (another wire's upstream 402, a hook's custom 429 or 529) gets the status's own.
+STATUS_TYPES = {
+    401: "authentication_error", 402: "billing_error", 403: "permission_error", 404: "not_found_error",
+    413: "request_too_large", 429: "rate_limit_error", 504: "timeout_error", 529: "overloaded_error",
+}
+
 def error_body(err: RouteplaneError, request_id: Optional[str] = None) -> Dict[str, Any]:
     """Anthropic's error shape, over HTTP and as a stream's `error` event; with the request's id when known
-    (its own errors carry `request_id` beside `error`, as the `request-id` header)."""
-    kind = ERROR_TYPES.get(err.kind, "invalid_request_error" if err.status < 500 else "api_error")
+    (its own errors carry `request_id` beside `error`, as the `request-id` header). The `type` agrees with
+    the status the client gets (error_status)."""
+    status = error_status(err)
+    kind = STATUS_TYPES.get(status) or ERROR_TYPES.get(err.kind, "invalid_request_error" if status < 500 else "api_error")
     body: Dict[str, Any] = {"type": "error", "error": {"type": kind, "message": err.message}}
+    code = PARAM_ERROR_CODES.get(err.param or "") if status == 400 else None
+    if code is None and err.code in RELAYED_ERROR_CODES:
+        code = err.code
+    if code is not None:
+        body["error"]["details"] = {"error_code": code}
     if request_id:
         body["request_id"] = request_id
     return body
