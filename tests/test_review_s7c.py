@@ -101,17 +101,17 @@ def test_guardrails_redact_the_json_schema_description_sent_upstream() -> None:
 
 def test_guardrails_see_a_chat_answers_citations() -> None:
     """Failed on 90ac772 (DowngoingResponseCheck scanned parts only); passes with the guardrails helper's
-    _scan_extras in contrib/plugins/routeplane-guardrails/routeplane_guardrails/hooks.py."""
-    from routeplane.protocols.openai_chat.response import ANNOTATIONS_KEY, LOGPROBS_TEXT_KEY
-
+    _scan_extras in contrib/plugins/routeplane-guardrails/routeplane_guardrails/hooks.py (the citations are on
+    the TextPart since session 10, scanned as any wire's annotations)."""
     text = "See the page."
     citation = {"type": "url_citation", "url_citation": {"start_index": 0, "end_index": 3,
                                                          "url": "https://x.example/p", "title": "mail bob@example.com"}}
-    gen = Generation(id="c1", model="gpt-5", parts=(TextPart(text),), finish_reason=FinishReason.STOP,
-                     usage=Usage(input_tokens=1, output_tokens=1),
-                     extras={ANNOTATIONS_KEY: [citation], LOGPROBS_TEXT_KEY: [text, ""]}, extras_protocol="openai_chat")
+    gen = Generation(id="c1", model="gpt-5", parts=(TextPart(text, annotations=(citation,),
+                                                             annotations_protocol="openai_chat"),),
+                     finish_reason=FinishReason.STOP, usage=Usage(input_tokens=1, output_tokens=1))
     gw = _guarded_gateway(downgoing={"pii_emails": "redact"})
     gw.executor.push(gen)
     r = gw.chat(USER)
     assert r.status == 200, r.body
     assert "bob@example.com" not in r.body.decode()
+    assert r.json["choices"][0]["message"]["annotations"][0]["url_citation"]["title"] == "mail [REDACTED:email]"

@@ -149,7 +149,7 @@ def test_allowed_tools_requiring_one_hosted_tool_forces_no_nameless_function(env
                             tool_choice={"type": "allowed_tools", "mode": "required",
                                          "tools": [{"type": "web_search"}]})
     sent = up.requests[0].json
-    assert sent["tool_choice"] == "required"
+    assert sent["tool_choice"] == {"type": "allowed_tools", "mode": "required", "tools": [{"type": "web_search"}]}
     assert {"type": "web_search"} in sent["tools"]
     assert all(t.get("name") for t in sent["tools"] if t["type"] == "function")
     assert json.dumps(sent).count('"name": null') == 0

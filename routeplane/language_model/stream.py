@@ -85,7 +85,8 @@ class GenerationAccumulator:
             if part.usage is not None:
                 self.usage = part.usage
         elif isinstance(part, TextStart):
-            self._open(part.index, {"kind": "text", "text": [], "refusal": part.refusal})
+            self._open(part.index, {"kind": "text", "text": [], "refusal": part.refusal,
+                                    "fields": part.part_fields, "fields_protocol": part.part_fields_protocol})
         elif isinstance(part, TextDelta):
             self._open(part.index, {"kind": "text", "text": []})["text"].append(part.text)
             self.output_chars += len(part.text)
@@ -134,7 +135,8 @@ class GenerationAccumulator:
             b = self._blocks[i]
             if b["kind"] == "text":
                 out.append(TextPart("".join(b["text"]), refusal=b.get("refusal", False),
-                                    annotations=tuple(b.get("notes", ())), annotations_protocol=b.get("notes_protocol")))
+                                    annotations=tuple(b.get("notes", ())), annotations_protocol=b.get("notes_protocol"),
+                                    part_fields=b.get("fields"), part_fields_protocol=b.get("fields_protocol")))
             elif b["kind"] == "reasoning":
                 out.append(
                     ReasoningPart("".join(b["text"]), b.get("signature"), b.get("redacted"), b.get("provider"))
@@ -170,7 +172,7 @@ def generation_to_parts(gen: Generation) -> Iterator[StreamPart]:
     yield ResponseStart(gen.id, gen.model, gen.created, wire=gen.extras_protocol, extras=gen.extras)
     for i, p in enumerate(gen.parts):
         if isinstance(p, TextPart):
-            yield TextStart(i, p.refusal)
+            yield TextStart(i, p.refusal, p.part_fields, p.part_fields_protocol)
             if p.text:
                 yield TextDelta(i, p.text)
             if p.annotations_protocol:

@@ -41,6 +41,10 @@ class TextPart:
     # Responses `annotations`), kept for a client of `annotations_protocol` and left out elsewhere.
     annotations: Tuple[Mapping[str, Any], ...] = ()
     annotations_protocol: Optional[str] = None
+    # Fields of the wire's item that holds this text (a Responses message's `phase`), sent back only to
+    # that wire, `part_fields_protocol`; text whose fields differ is another item there.
+    part_fields: Optional[Mapping[str, Any]] = None
+    part_fields_protocol: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +302,9 @@ class ResponseStart:
 class TextStart:
     index: int
     refusal: bool = False  # this block is the model's refusal (see TextPart.refusal)
+    # TextPart.part_fields of the text this block starts (a Responses message's `phase`).
+    part_fields: Optional[Mapping[str, Any]] = None
+    part_fields_protocol: Optional[str] = None
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from ...language_model.types import (
     Usage,
 )
 from ..base import as_list, bad_upstream, in_band_error, in_band_status
+from .citations import chat_citation
 from .request import LEGACY_FUNCTIONS_KEY, tool_call
 
 PROTOCOL = "openai_chat"
@@ -48,11 +49,11 @@ FINISH_FROM_WIRE = {
 ERROR_FINISH = "error"
 # The answer's own fields a same-wire client gets back, unstreamed or on every chunk of a stream.
 KEEP_EXTRAS = ("system_fingerprint", "service_tier")
-# Generation.extras: the choice's logprobs and the message's annotations (a search model's URL
-# citations, which index into the content), and the content they were computed for (a hook that
-# rewrites the text, e.g. a redaction, must not leave the original tokens showing in the logprobs,
-# nor leave citations pointing at the wrong characters).
-LOGPROBS_KEY, LOGPROBS_TEXT_KEY, ANNOTATIONS_KEY = "logprobs", "_logprobs_text", "_annotations"
+# Generation.extras: the choice's logprobs and the content they were computed for (a hook that rewrites
+# the text, e.g. a redaction, must not leave the original tokens showing). The message's annotations (a
+# search model's URL citations) are on its TextPart, like any wire's: a hook that rewrites the text moves
+# them with it, as the guardrails' redactions do.
+LOGPROBS_KEY, LOGPROBS_TEXT_KEY = "logprobs", "_logprobs_text"
 
 
 def synthetic_call_id() -> str:
@@ -146,7 +147,7 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
         "role": "assistant",
         "content": text if (text or not (calls or refusal)) else None,
         "refusal": refusal or None,
-        "annotations": [],
+        "annotations": citations(gen.parts),
     }
     if reasoning_field is not None:  # opted in (server.openai_chat_reasoning): any wire's reasoning text
         reasoning = "".join(p.text for p in gen.parts if isinstance(p, ReasoningPart))
@@ -163,7 +164,6 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
     logprobs = None
     if gen.extras_protocol == PROTOCOL and gen.extras.get(LOGPROBS_TEXT_KEY) == _scored_text(gen.parts):
         logprobs = gen.extras.get(LOGPROBS_KEY)
-        message["annotations"] = list(gen.extras.get(ANNOTATIONS_KEY) or [])
     body: Dict[str, Any] = {
         "id": gen.id or f"chatcmpl-{new_hex()}",
         "object": "chat.completion",
@@ -177,6 +177,21 @@ def encode_response(gen: Generation, prompt: Prompt, reasoning_field: Optional[s
     if gen.extras_protocol == PROTOCOL:
         body.update({k: v for k, v in gen.extras.items() if k in KEEP_EXTRAS})
     return body
+
+
+def citations(parts: Any) -> List[Dict[str, Any]]:
+    """`message.annotations`: a Chat upstream's as they came (they index the whole content), a Responses
+    upstream's URL citations moved to where their part starts in the content; others have no Chat form."""
+    out: List[Dict[str, Any]] = []
+    base = 0
+    for p in parts:
+        if isinstance(p, TextPart) and not p.refusal:
+            for note in p.annotations:
+                cited = chat_citation(note, p.annotations_protocol, base)
+                if cited is not None:
+                    out.append(cited)
+            base += len(p.text)
+    return out
 
 
 def _scored_text(parts: Any) -> List[str]:
@@ -226,10 +241,11 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if isinstance(reasoning, str) and reasoning:
         parts.append(ReasoningPart(reasoning, provider=PROTOCOL))
     content = msg.get("content")
+    if isinstance(content, list):  # a compatible server's text parts: one content, as the citations index it
+        content = "".join(c["text"] for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
     if isinstance(content, str) and content:
-        parts.append(TextPart(content))
-    elif isinstance(content, list):
-        parts.extend(TextPart(c["text"]) for c in content if isinstance(c, dict) and isinstance(c.get("text"), str))
+        notes = tuple(a for a in as_list(msg.get("annotations")) if isinstance(a, dict))
+        parts.append(TextPart(content, annotations=notes, annotations_protocol=PROTOCOL if notes else None))
     if isinstance(msg.get("refusal"), str) and msg["refusal"]:
         parts.append(TextPart(msg["refusal"], refusal=True))
     for call in as_list(msg.get("tool_calls")):
@@ -251,9 +267,6 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     extras = {k: body[k] for k in KEEP_EXTRAS if k in body}
     if isinstance(choice.get("logprobs"), dict):
         extras[LOGPROBS_KEY] = choice["logprobs"]
-    if isinstance(msg.get("annotations"), list) and msg["annotations"]:
-        extras[ANNOTATIONS_KEY] = msg["annotations"]
-    if LOGPROBS_KEY in extras or ANNOTATIONS_KEY in extras:
         extras[LOGPROBS_TEXT_KEY] = _scored_text(parts)
     return Generation(
         id=str(body.get("id") or ""),

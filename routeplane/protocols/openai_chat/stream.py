@@ -18,6 +18,7 @@ from ...language_model.types import (
     ReasoningStart,
     ResponseStart,
     StreamPart,
+    TextAnnotation,
     TextDelta,
     TextEnd,
     TextStart,
@@ -31,6 +32,7 @@ from ...language_model.types import (
 from ..base import StreamDecoder, StreamEncoder, bad_upstream
 from ..scores import Scores
 from ..sse import SSEEvent, dumps
+from .citations import chat_citation
 from .response import (
     ERROR_FINISH,
     FINISH_FROM_WIRE,
@@ -71,6 +73,10 @@ class ChatStreamEncoder(StreamEncoder):
         self._function_call: Optional[int] = None  # its canonical block index
         self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
         self._extras: Dict[str, Any] = {}  # a Chat upstream's service_tier / system_fingerprint, for every chunk
+        # Where each text block starts in `content`: a Responses citation indexes its own part, a Chat one the content.
+        self._content_chars = 0
+        self._bases: Dict[int, int] = {}
+        self._notes: List[Dict[str, Any]] = []  # citations, sent together before the finish chunk
 
     def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None, logprobs: Any = None) -> bytes:
         chunk = {
@@ -104,10 +110,16 @@ class ChatStreamEncoder(StreamEncoder):
         elif isinstance(part, TextStart):
             if part.refusal:
                 self._refusals.add(part.index)
+            else:
+                self._bases[part.index] = self._content_chars
         elif isinstance(part, TextDelta):
             self._start(out)
             if part.text:
-                key = "refusal" if part.index in self._refusals else "content"
+                if part.index in self._refusals:
+                    key = "refusal"
+                else:
+                    key = "content"
+                    self._content_chars += len(part.text)
                 scores = self._scores.get(part.index)
                 entries = scores.matched(part.text) if scores is not None else None
                 logprobs = None if entries is None else {"content": None, "refusal": None, key: entries}
@@ -115,6 +127,11 @@ class ChatStreamEncoder(StreamEncoder):
         elif isinstance(part, TokenLogprobs):
             if part.protocol == PROTOCOL:
                 self._scores.setdefault(part.index, Scores()).add(part.entries, part.text)
+        elif isinstance(part, TextAnnotation):
+            note = None if part.index in self._refusals else chat_citation(
+                part.annotation, part.protocol, self._bases.get(part.index, 0))
+            if note is not None:
+                self._notes.append(note)
         elif isinstance(part, ReasoningDelta):
             if self._reasoning_field is not None and part.text:
                 self._start(out)
@@ -149,6 +166,7 @@ class ChatStreamEncoder(StreamEncoder):
         elif isinstance(part, Finish):
             self._start(out)
             self._finished = True
+            self._send_notes(out)
             reason = FINISH_TO_WIRE[part.reason]
             if reason == "tool_calls" and self._function_call is not None:
                 reason = "function_call"
@@ -156,9 +174,17 @@ class ChatStreamEncoder(StreamEncoder):
         # Block markers have no Chat Completions form; reasoning is shown only when opted in.
         return b"".join(out)
 
+    def _send_notes(self, out: List[bytes]) -> None:
+        """The citations as OpenAI streams a search model's: one chunk of `delta.annotations` after the text.
+        One only: the OpenAI SDK's stream accumulator merges a second list by an `index` its entries lack."""
+        if self._notes:
+            out.append(self._chunk({"annotations": self._notes}))
+            self._notes = []
+
     def close(self) -> bytes:
         out: List[bytes] = []
         if not self._finished:
+            self._send_notes(out)
             out.append(self._chunk({}, "stop"))
         if self._include_usage:
             chunk = {
@@ -215,6 +241,7 @@ class ChatStreamDecoder(StreamDecoder):
         self._done = False
         self._next_block = 0
         self._text_block: Optional[int] = None
+        self._last_text: Optional[int] = None  # the text block opened last, open or not, for late annotations
         self._refusal_block: Optional[int] = None
         self._reasoning_block: Optional[int] = None
         self._tools: Dict[int, int] = {}  # OpenAI tool index → canonical block index
@@ -278,7 +305,7 @@ class ChatStreamDecoder(StreamDecoder):
         if isinstance(content, str) and content:
             if self._text_block is None:
                 out.extend(self._close_reasoning() + self._close_refusal())
-                self._text_block = self._block()
+                self._text_block = self._last_text = self._block()
                 out.append(TextStart(self._text_block))
             out.extend(_logprobs(scores, "content", self._text_block, content))
             out.append(TextDelta(self._text_block, content))
@@ -290,6 +317,9 @@ class ChatStreamDecoder(StreamDecoder):
                 out.append(TextStart(self._refusal_block, refusal=True))
             out.extend(_logprobs(scores, "refusal", self._refusal_block, refusal))
             out.append(TextDelta(self._refusal_block, refusal))
+        notes = delta.get("annotations")
+        if notes:
+            out.extend(self._notes(notes))
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
             for frag in calls:
@@ -336,6 +366,14 @@ class ChatStreamDecoder(StreamDecoder):
             self._tool_args[idx] += args
             out.append(ToolCallDelta(self._tools[idx], args))
         return out
+
+    def _notes(self, notes: Any) -> List[StreamPart]:
+        """A search model's `delta.annotations` (OpenAI sends them after the text, in a chunk without content):
+        on the text block open, else the last one. They index the whole content, as unstreamed."""
+        block = self._text_block if self._text_block is not None else self._last_text
+        if block is None or not isinstance(notes, list):
+            return []
+        return [TextAnnotation(block, PROTOCOL, n) for n in notes if isinstance(n, dict)]
 
     def _block(self) -> int:
         self._next_block += 1

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Set, Tuple
+from dataclasses import replace
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ...errors import InvalidRequest
 from ...language_model.routing import RoutingTarget
@@ -24,7 +25,16 @@ from ...language_model.types import (
 )
 from ..base import OPAQUE_KEY, client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
 from ..carried import restore
-from .tools import HOSTED_CHOICE_KEY, HOSTED_TOOLS_KEY, decode_tool_choice, decode_tools, encode_tools
+from .reasoning import JOIN, pack_reasoning_signature, split_summary, summary_texts, unpack_reasoning_signature
+from .tools import (
+    ALLOWED_KEY,
+    HOSTED_CHOICE_KEY,
+    HOSTED_TOOLS_KEY,
+    decode_tool_choice,
+    decode_tools,
+    encode_tools,
+    narrow_to_allowed,
+)
 
 PROTOCOL = "openai_responses"
 LOGPROBS_INCLUDE = "message.output_text.logprobs"
@@ -50,24 +60,11 @@ OPAQUE_ITEMS = frozenset({
 # Those the client itself sends (what its tool did, its approval): a user turn's, the others the model's.
 _CLIENT_ITEMS = frozenset({"computer_call_output", "local_shell_call_output", "shell_call_output",
                            "apply_patch_call_output", "mcp_approval_response", "compaction_trigger"})
+MESSAGE_FIELDS = ("phase",)  # a message item's fields kept for this wire (TextPart.part_fields)
 STATELESS = (
     "This gateway is stateless: it does not store responses, so '{param}' cannot be resolved. "
     "Send the full conversation in 'input' instead."
 )
-
-
-def pack_reasoning_signature(item_id: str, encrypted: Optional[str]) -> str:
-    """A Responses reasoning item needs both its id and its encrypted_content to
-    round-trip; the canonical ReasoningPart has one signature slot, so both go in
-    it (ids never contain a newline)."""
-    return f"{item_id}\n{encrypted or ''}"
-
-
-def unpack_reasoning_signature(signature: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
-    if not signature or "\n" not in signature:
-        return None, signature or None
-    item_id, _, encrypted = signature.partition("\n")
-    return item_id or None, encrypted or None
 
 
 def decode_request(body: Any) -> Prompt:
@@ -117,8 +114,7 @@ def decode_request(body: Any) -> Prompt:
     if tool_choice is not None and tool_choice.name is not None and tool_choice.name not in {t.name for t in tools}:
         raise InvalidRequest(f"Tool choice {tool_choice.name!r} is not among the function or custom tools in "
                              "'tools'.", param="tool_choice")
-    if tool_choice is not None and tool_choice.name is None and allowed is not None:
-        tools = tuple(t for t in tools if t.name in allowed)
+    tools, allowed_extra = narrow_to_allowed(body, tools, allowed, tool_choice)
     reasoning = expect(body.get("reasoning"), dict, "reasoning") or {}
     user = expect(body.get("user"), str, "user")
     safety_id = expect(body.get("safety_identifier"), str, "safety_identifier")
@@ -137,6 +133,8 @@ def decode_request(body: Any) -> Prompt:
         extras[HOSTED_TOOLS_KEY] = hosted  # OpenAI runs them: a Responses upstream only (tools.py)
     if hosted_choice is not None:
         extras[HOSTED_CHOICE_KEY] = hosted_choice
+    if allowed_extra is not None:
+        extras[ALLOWED_KEY] = allowed_extra
     if opaque:
         extras[OPAQUE_KEY] = opaque[0]  # only a Responses upstream can continue from it (wire_only.py)
     if user is None and safety_id is not None:
@@ -193,6 +191,10 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
             out.append(Message(Role.USER, tuple(parts)))
         elif role == "assistant":
             parts = [p for p in _parts(content, path, Role.ASSISTANT) if not isinstance(p, TextPart) or p.text]
+            fields = message_fields(item, path)
+            if fields:  # `phase`: OpenAI asks for it back on every assistant message; another wire drops it
+                parts = [replace(p, part_fields=fields, part_fields_protocol=PROTOCOL) if isinstance(p, TextPart)
+                         else p for p in parts]
             if parts and out and out[-1].role is Role.ASSISTANT and isinstance(out[-1].parts[-1], TextPart):
                 out.append(Message(Role.ASSISTANT, tuple(parts)))  # a second message item: a turn of its own
             else:
@@ -225,12 +227,13 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
                                  param=f"{path}.output")
         _append(out, Role.TOOL, ToolResultPart(call_id, content))
     elif kind == "reasoning":
-        summary = expect(item.get("summary"), list, f"{path}.summary") or []
-        text = "\n\n".join(s.get("text", "") for s in summary if isinstance(s, dict) and isinstance(s.get("text"), str))
+        expect(item.get("summary"), list, f"{path}.summary")
+        texts = summary_texts(item)
         item_id = expect(item.get("id"), str, f"{path}.id") or ""
         encrypted = expect(item.get("encrypted_content"), str, f"{path}.encrypted_content")
         # Another vendor's thinking the gateway carried in encrypted_content goes back as that vendor's.
-        part = restore(encrypted) or ReasoningPart(text, pack_reasoning_signature(item_id, encrypted), provider=PROTOCOL)
+        part = restore(encrypted) or ReasoningPart(JOIN.join(texts), pack_reasoning_signature(item_id, encrypted, texts),
+                                                   provider=PROTOCOL)
         _append(out, Role.ASSISTANT, part)
     elif isinstance(kind, str) and kind in OPAQUE_ITEMS:
         opaque.append(path)
@@ -243,6 +246,17 @@ def _decode_item(item: Any, path: str, system: List[TextPart], out: List[Message
                              "only messages, function and custom tool calls, their outputs, reasoning and the "
                              "items of OpenAI's hosted tools are.",
                              param=f"{path}.type", code="unsupported_value")
+
+
+def message_fields(item: Dict[str, Any], path: str) -> Optional[Dict[str, Any]]:
+    """A message item's own fields beyond its content (`phase`: commentary or final_answer), or None."""
+    fields = {k: expect(item.get(k), str, f"{path}.{k}") for k in MESSAGE_FIELDS if item.get(k) is not None}
+    return fields or None
+
+
+def own_fields(p: TextPart) -> Optional[Mapping[str, Any]]:
+    """The message fields a text came with, if this wire's (text with other fields is another message)."""
+    return p.part_fields if p.part_fields_protocol == PROTOCOL else None
 
 
 def _parts(content: Any, path: str, role: Role) -> List[ContentPart]:
@@ -332,6 +346,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     tool_fields = extras.pop(TOOL_FIELDS_KEY, None) or {}
     extras.pop(OPAQUE_KEY, None)  # the gateway's own note, not a field
     hosted, hosted_choice = extras.pop(HOSTED_TOOLS_KEY, None) or [], extras.pop(HOSTED_CHOICE_KEY, None)
+    allowed = extras.pop(ALLOWED_KEY, None)
     body.update({k: v for k, v in extras.items() if not k.startswith("_")})  # "_": the gateway's own notes
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
     body.setdefault("store", False)
@@ -359,27 +374,18 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     if prompt.tools:
         body["tools"] = [{**_encode_tool(t, same_wire), **(tool_fields.get(t.name, {}) if not t.custom else {})}
                          for t in prompt.tools]
-    has_tools = encode_tools(prompt, body, hosted, hosted_choice)
+    has_tools = encode_tools(prompt, body, hosted, hosted_choice, allowed)
     tc = prompt.tool_choice
     if tc is not None:
-        if tc.mode == "tool":
+        if tc.mode == "tool" and "tool_choice" not in body:  # else the client's own allowed_tools choice
             body["tool_choice"] = named_tool_choice(prompt, tc.name)
         elif "tool_choice" not in body and (has_tools or tc.mode == "none"):
             body["tool_choice"] = tc.mode
         if tc.parallel is not None and has_tools:
             body["parallel_tool_calls"] = tc.parallel
     text: Dict[str, Any] = {}
-    rf = prompt.response_format
-    if rf is not None:
-        if rf.type == "json_schema":
-            fmt: Dict[str, Any] = {"type": "json_schema", "name": rf.name or "response", "schema": dict(rf.schema or {})}
-            if rf.description is not None:
-                fmt["description"] = rf.description
-            if rf.strict is not None:
-                fmt["strict"] = rf.strict
-            text["format"] = fmt
-        else:
-            text["format"] = {"type": rf.type}
+    if prompt.response_format is not None:
+        text["format"] = encode_format(prompt.response_format)
     if verbosity is not None:
         text["verbosity"] = verbosity
     if text:
@@ -390,6 +396,18 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         body.pop("stream", None)
         body.pop("stream_options", None)
     return body
+
+
+def encode_format(rf: ResponseFormat) -> Dict[str, Any]:
+    """`text.format` (name and schema flat inside it, unlike Chat's response_format)."""
+    if rf.type != "json_schema":
+        return {"type": rf.type}
+    fmt: Dict[str, Any] = {"type": "json_schema", "name": rf.name or "response", "schema": dict(rf.schema or {})}
+    if rf.description is not None:
+        fmt["description"] = rf.description
+    if rf.strict is not None:
+        fmt["strict"] = rf.strict
+    return fmt
 
 
 def named_tool_choice(prompt: Prompt, name: Optional[str]) -> Dict[str, Any]:
@@ -448,6 +466,8 @@ def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
 
         for p in m.parts:
             if isinstance(p, TextPart):
+                if texts and own_fields(texts[-1]) != own_fields(p):
+                    flush()  # another phase: another message
                 texts.append(p)
             elif isinstance(p, OpaquePart):
                 flush()
@@ -464,7 +484,7 @@ def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
                 # Only OpenAI's own reasoning (with its id and encrypted content) can go back.
                 if item_id and encrypted:
                     flush()
-                    summary = [{"type": "summary_text", "text": p.text}] if p.text else []
+                    summary = [{"type": "summary_text", "text": t} for t in split_summary(p.text, p.signature)]
                     items.append({"type": "reasoning", "id": item_id, "summary": summary,
                                   "encrypted_content": encrypted})
         flush()
@@ -499,12 +519,13 @@ def _user_item(content: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def _assistant_text(texts: List[TextPart]) -> Dict[str, Any]:
     """Assistant text as one input message: plain, or as output_text parts when the texts carry this wire's
     annotations (the previous answer's citations go back with it)."""
+    fields = dict(own_fields(texts[0]) or {})
     if not any(t.annotations and t.annotations_protocol == PROTOCOL for t in texts):
-        return {"role": "assistant", "content": "".join(t.text for t in texts)}
+        return {"role": "assistant", "content": "".join(t.text for t in texts), **fields}
     return {"type": "message", "role": "assistant", "content": [
         {"type": "output_text", "text": t.text,
          "annotations": [dict(a) for a in t.annotations] if t.annotations_protocol == PROTOCOL else []}
-        for t in texts]}
+        for t in texts], **fields}
 
 
 def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:

@@ -22,8 +22,15 @@ from ...language_model.types import (
 )
 from ..base import as_list, bad_upstream, in_band_error, in_band_status
 from ..carried import carry
+from ..openai_chat.citations import responses_citation
 from ..openai_chat.response import error_body as chat_error_body
-from .request import PROTOCOL, custom_tool, named_tool_choice, pack_reasoning_signature, unpack_reasoning_signature
+from .echo import echoed, upstream_tier
+from .reasoning import JOIN, pack_reasoning_signature, split_summary, summary_texts, unpack_reasoning_signature
+from .request import (
+    MESSAGE_FIELDS,
+    PROTOCOL,
+    own_fields,
+)
 
 
 def new_id(prefix: str) -> str:
@@ -136,8 +143,11 @@ def content_part(text: str, refusal: bool = False, annotations: Any = (), logpro
 
 
 def own_annotations(p: TextPart) -> Tuple[Any, ...]:
-    """The part's annotations if this wire made them (another wire's citations have another shape)."""
-    return p.annotations if p.annotations_protocol == PROTOCOL else ()
+    """The part's annotations if this wire made them, or a Chat upstream's URL citations in this wire's shape
+    (the others' citations have no form here)."""
+    if p.annotations_protocol == PROTOCOL:
+        return p.annotations
+    return tuple(n for n in (responses_citation(a, p.annotations_protocol) for a in p.annotations) if n is not None)
 
 
 def message_item(item_id: str, parts: List[TextPart], status: str = "completed",
@@ -147,6 +157,7 @@ def message_item(item_id: str, parts: List[TextPart], status: str = "completed",
         "type": "message", "id": item_id, "role": "assistant", "status": status,
         "content": [content_part(p.text, p.refusal, own_annotations(p), logprobs[k] if k < len(logprobs) else ())
                     for k, p in enumerate(parts)],
+        **((own_fields(parts[0]) or {}) if parts else {}),  # its phase
     }
 
 
@@ -183,9 +194,9 @@ class CallIds:
         return out
 
 
-def reasoning_item(item_id: str, text: str, encrypted: Optional[str]) -> Dict[str, Any]:
+def reasoning_item(item_id: str, summary: List[str], encrypted: Optional[str]) -> Dict[str, Any]:
     item: Dict[str, Any] = {"type": "reasoning", "id": item_id,
-                            "summary": [{"type": "summary_text", "text": text}] if text else []}
+                            "summary": [{"type": "summary_text", "text": t} for t in summary]}
     if encrypted:
         item["encrypted_content"] = encrypted
     return item
@@ -200,6 +211,11 @@ def reasoning_identity(part: ReasoningPart) -> Tuple[str, Optional[str]]:
             return item_id, encrypted
         return new_id("rs"), None
     return new_id("rs"), carry(part)
+
+
+def reasoning_summary(part: ReasoningPart) -> List[str]:
+    """The reasoning's summary parts: an OpenAI upstream's as it sent them, else the text as one."""
+    return split_summary(part.text, part.signature if part.provider == PROTOCOL else None)
 
 
 def encode_output(parts: Tuple[ContentPart, ...], scored: Scored = ()) -> List[Dict[str, Any]]:
@@ -219,6 +235,8 @@ def encode_output(parts: Tuple[ContentPart, ...], scored: Scored = ()) -> List[D
 
     for p in parts:
         if isinstance(p, TextPart):
+            if texts and own_fields(texts[-1]) != own_fields(p):
+                flush()  # another phase: another message
             texts.append(p)
             own = scored[k] if not p.refusal and k < len(scored) else None
             logprobs.append(own[1] if own is not None and own[0] == p.text else ())
@@ -230,7 +248,7 @@ def encode_output(parts: Tuple[ContentPart, ...], scored: Scored = ()) -> List[D
         elif isinstance(p, ReasoningPart):
             flush()
             item_id, encrypted = reasoning_identity(p)
-            out.append(reasoning_item(item_id, p.text, encrypted))
+            out.append(reasoning_item(item_id, reasoning_summary(p), encrypted))
         elif isinstance(p, OpaquePart):
             flush()  # another wire's block is left out, but still ends a message, as it does streamed
             if p.protocol == PROTOCOL:
@@ -241,14 +259,9 @@ def encode_output(parts: Tuple[ContentPart, ...], scored: Scored = ()) -> List[D
 
 def response_object(rid: str, prompt: Prompt, created: int, status: str, output: List[Dict[str, Any]],
                     usage: Optional[Usage], incomplete: Optional[Dict[str, Any]] = None,
-                    error: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                    error: Optional[Dict[str, Any]] = None, served_tier: Optional[str] = None) -> Dict[str, Any]:
+    """`served_tier`: the service tier the upstream said it served the answer on."""
     tc = prompt.tool_choice
-    if tc is None or tc.mode == "auto":
-        tool_choice: Any = "auto"
-    elif tc.mode == "tool":
-        tool_choice = named_tool_choice(prompt, tc.name)
-    else:
-        tool_choice = tc.mode
     body: Dict[str, Any] = {
         "id": rid,
         "object": "response",
@@ -260,10 +273,7 @@ def response_object(rid: str, prompt: Prompt, created: int, status: str, output:
         "instructions": prompt.system_text() or None,
         "output": output,
         "parallel_tool_calls": tc.parallel if tc is not None and tc.parallel is not None else True,
-        "tool_choice": tool_choice,
-        "tools": [custom_tool(t) if t.custom else {"type": "function", "name": t.name, "description": t.description,
-                                                    "parameters": dict(t.parameters), "strict": bool(t.strict)}
-                  for t in prompt.tools],
+        **echoed(prompt, served_tier),
         "temperature": prompt.params.temperature,
         "top_p": prompt.params.top_p,
         "max_output_tokens": prompt.params.max_tokens,
@@ -282,17 +292,17 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     if output and is_cut(output[-1], incomplete):
         output[-1]["status"] = "incomplete"
     return response_object(response_id(gen.id), prompt, gen.created or int(time.time()), status, output,
-                           gen.usage, incomplete)
+                           gen.usage, incomplete, served_tier=upstream_tier(gen.extras_protocol, gen.extras))
 
 
 def is_cut(item: Dict[str, Any], incomplete: Optional[Dict[str, Any]]) -> bool:
     """Whether `item`, the answer's last, is what a max_output_tokens or content_filter stop cut off: OpenAI
     marks that message or call `incomplete` (a client must not run a call whose arguments were cut). A
     paused turn (no reason) cut nothing; a hosted tool's item keeps the status it came with."""
-    return bool(incomplete and incomplete.get("reason")) and item.get("type") in _CUTTABLE
+    return bool(incomplete and incomplete.get("reason")) and item.get("type") in CUTTABLE
 
 
-_CUTTABLE = frozenset({"message", "function_call", "custom_tool_call"})
+CUTTABLE = frozenset({"message", "function_call", "custom_tool_call"})
 
 
 def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
@@ -304,11 +314,13 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
             raise bad_upstream(target, "an output item is not an object")
         kind = item.get("type")
         if kind == "message":
+            fields = upstream_fields(item)
             for c in as_list(item.get("content")):
                 if isinstance(c, dict) and c.get("type") == "output_text" and isinstance(c.get("text"), str):
-                    parts.append(text_part(c["text"], c.get("annotations")))
+                    parts.append(text_part(c["text"], c.get("annotations"), fields))
                 elif isinstance(c, dict) and c.get("type") == "refusal" and isinstance(c.get("refusal"), str):
-                    parts.append(TextPart(c["refusal"], refusal=True))
+                    parts.append(TextPart(c["refusal"], refusal=True, part_fields=fields,
+                                          part_fields_protocol=PROTOCOL if fields else None))
         elif kind == "function_call":
             parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
                                       str(item.get("arguments") or "{}")))
@@ -316,26 +328,34 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
             parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
                                       item["input"] if isinstance(item.get("input"), str) else "", custom=True))
         elif kind == "reasoning":
-            parts.append(ReasoningPart(_reasoning_text(item),
-                                       pack_reasoning_signature(str(item.get("id") or ""), item.get("encrypted_content")),
-                                       provider=PROTOCOL))
+            texts = summary_texts(item)
+            parts.append(ReasoningPart(_reasoning_text(item), pack_reasoning_signature(
+                str(item.get("id") or ""), item.get("encrypted_content"), texts), provider=PROTOCOL))
         elif isinstance(kind, str):
             # A hosted tool's call or result: a Responses client gets it back as it is, another wire's skips it.
             parts.append(OpaquePart(PROTOCOL, item))
     return parts
 
 
-def text_part(text: str, annotations: Any) -> TextPart:
-    """An output_text's text and its citations (url_citation, file_citation, ...), kept for this wire."""
+def text_part(text: str, annotations: Any, fields: Optional[Dict[str, Any]] = None) -> TextPart:
+    """An output_text's text and its citations (url_citation, file_citation, ...), kept for this wire, with
+    its message's own fields (`phase`)."""
     notes = tuple(a for a in annotations if isinstance(a, dict)) if isinstance(annotations, list) else ()
-    return TextPart(text, annotations=notes, annotations_protocol=PROTOCOL if notes else None)
+    return TextPart(text, annotations=notes, annotations_protocol=PROTOCOL if notes else None,
+                    part_fields=fields, part_fields_protocol=PROTOCOL if fields else None)
+
+
+def upstream_fields(item: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """An upstream message item's own fields kept for a Responses client (`phase`), or None."""
+    fields = {k: item[k] for k in MESSAGE_FIELDS if isinstance(item.get(k), str)}
+    return fields or None
 
 
 def _reasoning_text(item: Dict[str, Any]) -> str:
-    texts = [s.get("text", "") for s in as_list(item.get("summary")) if isinstance(s, dict)]
+    texts = summary_texts(item)
     if not texts:
-        texts = [c.get("text", "") for c in as_list(item.get("content")) if isinstance(c, dict)]
-    return "\n\n".join(t for t in texts if isinstance(t, str))
+        texts = [c["text"] for c in as_list(item.get("content")) if isinstance(c, dict) and isinstance(c.get("text"), str)]
+    return JOIN.join(texts)
 
 
 def incomplete_reason(incomplete: Any) -> FinishReason:
@@ -384,6 +404,9 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         raise bad_upstream(target, f"the response is still {status} (background mode is not supported)")
     parts = decode_output(body.get("output"), target)
     scored = _scored(body["output"])
+    extras: Dict[str, Any] = {LOGPROBS_TEXT_KEY: [t for t, _ in scored], LOGPROBS_KEY: [e for _, e in scored]} if scored else {}
+    if isinstance(body.get("service_tier"), str):
+        extras["service_tier"] = body["service_tier"]  # the tier it was served on, for a Responses client
     return Generation(
         id=str(body.get("id") or ""),
         model=str(body.get("model") or target.model),
@@ -391,8 +414,8 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
         finish_reason=finish_of(status, body.get("incomplete_details"), parts),
         usage=decode_usage(body.get("usage"), body.get("output"), body.get("tools")) or Usage(reported=False),
         created=body["created_at"] if isinstance(body.get("created_at"), int) else int(time.time()),
-        extras={LOGPROBS_TEXT_KEY: [t for t, _ in scored], LOGPROBS_KEY: [e for _, e in scored]} if scored else {},
-        extras_protocol=PROTOCOL if scored else None,
+        extras=extras,
+        extras_protocol=PROTOCOL if extras else None,
     )
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import RouteplaneError
 from ...language_model.stream import estimate_usage
@@ -34,10 +34,13 @@ from ...language_model.types import (
     UsageUpdate,
 )
 from ..base import StreamEncoder
+from ..openai_chat.citations import CHAT, responses_citation
 from ..scores import Scores
 from ..sse import frame
+from .echo import upstream_tier
 from .request import PROTOCOL
 from .response import (
+    CUTTABLE,
     CallIds,
     content_part,
     custom_call_item,
@@ -48,6 +51,7 @@ from .response import (
     new_id,
     reasoning_identity,
     reasoning_item,
+    reasoning_summary,
     response_id,
     response_object,
     status_of,
@@ -74,10 +78,12 @@ class _Item:
     # each block's content_index. The fields above are the part being written, at len(earlier).
     earlier: List[Tuple[TextPart, List[Any]]] = field(default_factory=list)
     positions: Dict[int, int] = field(default_factory=dict)
+    fields: Optional[Mapping[str, Any]] = None  # a message's own fields (its phase: TextPart.part_fields)
 
     def part(self) -> TextPart:
         return TextPart("".join(self.text), refusal=self.refusal, annotations=tuple(self.notes),
-                        annotations_protocol=PROTOCOL)
+                        annotations_protocol=PROTOCOL, part_fields=self.fields,
+                        part_fields_protocol=PROTOCOL if self.fields else None)
 
 
 class ResponsesStreamEncoder(StreamEncoder):
@@ -109,6 +115,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._ended = False
         self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
         self._call_ids = CallIds()
+        self._tier: Optional[str] = None  # the service tier the upstream said it served on
 
     # --- framing ---
 
@@ -118,7 +125,8 @@ class ResponsesStreamEncoder(StreamEncoder):
 
     def _response(self, status: str, **kw: Any) -> Dict[str, Any]:
         output = [self._output[i] for i in sorted(self._output)]
-        return response_object(self._id, self._prompt, self._created, status, output, kw.pop("usage", None), **kw)
+        return response_object(self._id, self._prompt, self._created, status, output, kw.pop("usage", None), **kw,
+                               served_tier=self._tier)
 
     def _start(self, out: List[bytes]) -> None:
         if not self._started:
@@ -132,6 +140,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         out: List[bytes] = []
         if isinstance(part, ResponseStart):
             if not self._started:
+                self._tier = upstream_tier(part.wire, part.extras)  # an OpenAI Chat upstream's, from its start
                 if part.id:
                     self._id = response_id(part.id)
                 if part.created:
@@ -143,12 +152,17 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._usage = part.usage
         elif isinstance(part, Finish):
             self._finish = part.reason
+            self._tier = upstream_tier(part.wire, part.extras) or self._tier
         elif isinstance(part, OpaqueBlock) and part.protocol != PROTOCOL:
             # Another wire's server-tool block: this wire has no form for it, but it still ends the message
             # (text after it is a message of its own), as in the non-streamed answer.
             for other in list(self._open):
                 self._close(out, other)
             self._release(out)
+        elif isinstance(part, TextAnnotation) and part.protocol == CHAT:
+            note = responses_citation(part.annotation, part.protocol)  # a Chat URL citation, in this wire's shape
+            if note is not None:
+                self._route(replace(part, protocol=PROTOCOL, annotation=note), out)
         elif isinstance(part, (TextAnnotation, TokenLogprobs)) and part.protocol != PROTOCOL:
             pass  # another wire's citation or log probabilities: this wire has no form for them
         elif isinstance(part, TokenLogprobs):
@@ -194,7 +208,8 @@ class ResponsesStreamEncoder(StreamEncoder):
 
     def _apply(self, part: StreamPart, out: List[bytes]) -> None:
         if isinstance(part, TextStart):
-            self._text_item(out, part.index, part.refusal)
+            fields = part.part_fields if part.part_fields_protocol == PROTOCOL else None
+            self._text_item(out, part.index, part.refusal, fields)
         elif isinstance(part, TextDelta):
             item = self._text_item(out, part.index)
             if item is not None and part.text:
@@ -273,7 +288,8 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._next_index += 1
         self._event(out, "response.output_item.added", output_index=item.output_index, item=added)
 
-    def _text_item(self, out: List[bytes], index: int, refusal: bool = False) -> Optional[_Item]:
+    def _text_item(self, out: List[bytes], index: int, refusal: bool = False,
+                   fields: Optional[Mapping[str, Any]] = None) -> Optional[_Item]:
         item = self._open.get(index)
         if item is not None:
             return item if item.kind == "message" else None
@@ -282,7 +298,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         for other in list(self._open):
             self._close(out, other)
         item = self._held_message()
-        if item is not None:
+        if item is not None and item.fields == fields:
             # Text right after text is the same message's next content part, as the non-streamed answer
             # groups it (Anthropic's cited text comes as many blocks; a Responses message may have parts).
             self._held = None
@@ -290,9 +306,9 @@ class ResponsesStreamEncoder(StreamEncoder):
             item.text, item.notes, item.logprobs, item.refusal = [], [], [], refusal
             self._open[index] = item
         else:
-            item = self._begin(out, index, _Item("message", id=new_id("msg"), refusal=refusal))
+            item = self._begin(out, index, _Item("message", id=new_id("msg"), refusal=refusal, fields=fields))
             self._announce(out, item, {"type": "message", "id": item.id, "role": "assistant",
-                                       "status": "in_progress", "content": []})
+                                       "status": "in_progress", "content": [], **(fields or {})})
         item.positions[index] = len(item.earlier)
         self._event(out, "response.content_part.added", item_id=item.id, output_index=item.output_index,
                     content_index=len(item.earlier), part=content_part("", refusal))
@@ -316,8 +332,8 @@ class ResponsesStreamEncoder(StreamEncoder):
         if k < len(item.earlier):  # a part the message has moved past: only the final item can carry it
             done, scores = item.earlier[k]
             if not done.refusal:
-                item.earlier[k] = (TextPart(done.text, annotations=done.annotations + (note,),
-                                            annotations_protocol=PROTOCOL), scores)
+                item.earlier[k] = (replace(done, annotations=done.annotations + (note,),
+                                           annotations_protocol=PROTOCOL), scores)
                 self._output[item.output_index] = self._message(item)
             return
         if item.refusal:
@@ -356,6 +372,17 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._event(out, "response.reasoning_summary_text.delta", item_id=item.id, output_index=item.output_index,
                     summary_index=0, delta=text)
 
+    def _summary_part(self, out: List[bytes], item: _Item, k: int, text: str) -> None:
+        ids = {"item_id": item.id, "output_index": item.output_index, "summary_index": k}
+        self._event(out, "response.reasoning_summary_part.added", **ids, part={"type": "summary_text", "text": ""})
+        self._event(out, "response.reasoning_summary_text.delta", **ids, delta=text)
+        self._summary_part_done(out, item, k, text)
+
+    def _summary_part_done(self, out: List[bytes], item: _Item, k: int, text: str) -> None:
+        ids = {"item_id": item.id, "output_index": item.output_index, "summary_index": k}
+        self._event(out, "response.reasoning_summary_text.done", **ids, text=text)
+        self._event(out, "response.reasoning_summary_part.done", **ids, part={"type": "summary_text", "text": text})
+
     def _close(self, out: List[bytes], index: int) -> None:
         item = self._open.pop(index, None)
         if item is None:
@@ -388,22 +415,20 @@ class ResponsesStreamEncoder(StreamEncoder):
                         output_index=item.output_index, input=text)
             done = custom_call_item(item.id, ToolCallPart(item.call_id, item.name, text, custom=True))
         else:
-            item_id, encrypted = reasoning_identity(ReasoningPart(text, item.signature, item.redacted, item.provider))
-            if item.output_index < 0:
+            reasoning = ReasoningPart(text, item.signature, item.redacted, item.provider)
+            item_id, encrypted = reasoning_identity(reasoning)
+            summary = reasoning_summary(reasoning)
+            if item.output_index < 0:  # held to its end: its summary parts are known, each streams whole
                 if not text and not encrypted:
                     return  # nothing a Responses client could read or send back
                 item.id = item_id
-                if text:
-                    self._reasoning_delta(out, item, text)
-                else:
-                    self._announce(out, item, {"type": "reasoning", "id": item.id, "summary": []})
-            if item.part_open:
-                self._event(out, "response.reasoning_summary_text.done", item_id=item.id,
-                            output_index=item.output_index, summary_index=0, text=text)
-                self._event(out, "response.reasoning_summary_part.done", item_id=item.id,
-                            output_index=item.output_index, summary_index=0,
-                            part={"type": "summary_text", "text": text})
-            done = reasoning_item(item.id, text, encrypted)
+                self._announce(out, item, {"type": "reasoning", "id": item.id, "summary": []})
+                for k, piece in enumerate(summary):
+                    self._summary_part(out, item, k, piece)
+            elif item.part_open:
+                summary = [text]  # the one part its live deltas went to
+                self._summary_part_done(out, item, 0, text)
+            done = reasoning_item(item.id, summary, encrypted)
         self._output[item.output_index] = done
         self._release(out)
         self._held = item.output_index
@@ -439,9 +464,23 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._event(out, kind, response=self._response(status, usage=usage, incomplete=incomplete))
         return b"".join(out)
 
+    def _close_cut(self, out: List[bytes]) -> None:
+        """Before a failure, the items being written are closed (their done events, as OpenAI sends them)
+        and marked `incomplete`: the failed response holds what was streamed, and a client must not run a
+        call whose arguments were cut. Parts still queued were never announced: they are left out."""
+        for index in list(self._open):
+            item = self._open[index]
+            self._close(out, index)
+            done = self._output.get(item.output_index) if item.output_index >= 0 else None
+            if done is not None and done.get("type") in CUTTABLE:
+                self._output[item.output_index] = {**done, "status": "incomplete"}
+        self._queued.clear()
+
     def error(self, err: RouteplaneError) -> bytes:
         out: List[bytes] = []
         self._start(out)
+        if not self._ended:
+            self._close_cut(out)
         self._release(out)
         body = _error_body(err)["error"]
         # The code is the OpenAI error type ("server_error", "rate_limit_exceeded", ...).

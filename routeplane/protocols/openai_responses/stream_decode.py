@@ -27,8 +27,9 @@ from ...language_model.types import (
 )
 from ..base import StreamDecoder, as_list, bad_upstream
 from ..sse import SSEEvent
-from .request import PROTOCOL, pack_reasoning_signature
-from .response import CANONICAL_ITEMS, decode_usage, failed_error, failure, incomplete_reason
+from .reasoning import JOIN, pack_reasoning_signature, summary_texts
+from .request import PROTOCOL
+from .response import CANONICAL_ITEMS, decode_usage, failed_error, failure, incomplete_reason, upstream_fields
 
 
 def _pending_key(data: Dict[str, Any], ikey: str) -> Any:
@@ -67,6 +68,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._hosted: List[Dict[str, Any]] = []  # the hosted-tool items sent on, for the billed calls
         self._offered: Any = None  # response.created's copy of the request's tools (which web search it offered)
         self._streamed: set = set()  # ids and "#<output_index>" of the items events carried
+        self._fields: Dict[str, Dict[str, Any]] = {}  # a message's id and "#<output_index>" → its phase
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done or not event.data.strip():
@@ -98,6 +100,8 @@ class ResponsesStreamDecoder(StreamDecoder):
             ikey = str(item.get("id") or f"#{data.get('output_index')}")
             if item.get("type") in ("function_call", "custom_tool_call", "reasoning"):
                 self._begin_item(item, ikey, data.get("output_index"), out)
+            elif item.get("type") == "message" and upstream_fields(item):
+                self._fields[ikey] = self._fields[f"#{data.get('output_index')}"] = upstream_fields(item)
             elif isinstance(item.get("type"), str) and item["type"] not in CANONICAL_ITEMS:
                 self._pending[_pending_key(data, ikey)] = item
         elif kind == "response.content_part.added":
@@ -130,7 +134,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         elif kind == "response.reasoning_summary_part.added":
             block = self._blocks.get((key, 0))
             if block is not None and self._seen.get(block):
-                out.append(ReasoningDelta(block, "\n\n"))
+                out.append(ReasoningDelta(block, JOIN))
         elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
             block = self._blocks.get((key, 0))
             if block is not None and isinstance(data.get("delta"), str) and data["delta"]:
@@ -161,7 +165,9 @@ class ResponsesStreamDecoder(StreamDecoder):
                                  resp["tools"] if isinstance(resp.get("tools"), list) else self._offered)
             if usage is not None:
                 out.append(UsageUpdate(usage))
-            out.append(Finish(self._finish_reason(resp)))
+            tier = resp.get("service_tier")  # the tier it was served on: a Responses client gets it back
+            out.append(Finish(self._finish_reason(resp), wire=PROTOCOL if isinstance(tier, str) else None,
+                              extras={"service_tier": tier} if isinstance(tier, str) else {}))
             self._done = True
         elif kind == "response.custom_tool_call_input.delta":
             block = self._blocks.get((key, 0))
@@ -226,8 +232,12 @@ class ResponsesStreamDecoder(StreamDecoder):
         block = self._blocks.get((key, ci))
         if block is None:
             block = self._open_block((key, ci), "text", out)
-            out.append(TextStart(block, refusal))
+            out.append(self._text_start(block, refusal, self._fields.get(key)))
         return block
+
+    @staticmethod
+    def _text_start(block: int, refusal: bool, fields: Any) -> TextStart:
+        return TextStart(block, refusal, part_fields=fields, part_fields_protocol=PROTOCOL if fields else None)
 
     def _end(self, block: int) -> List[StreamPart]:
         if block not in self._open:
@@ -250,7 +260,7 @@ class ResponsesStreamDecoder(StreamDecoder):
                 text = c.get("text", c.get("refusal")) if isinstance(c, dict) else None
                 if block is None and isinstance(text, str) and text:
                     block = self._open_block((ikey, ci), "text", out)
-                    out.append(TextStart(block, c.get("type") == "refusal"))
+                    out.append(self._text_start(block, c.get("type") == "refusal", upstream_fields(item)))
                 if block is not None:
                     if not self._seen.get(block) and isinstance(text, str) and text:
                         self._seen[block] = True
@@ -270,14 +280,13 @@ class ResponsesStreamDecoder(StreamDecoder):
                     out.append(ToolCallDelta(block, payload))
                 out.extend(self._end(block))
             else:
-                if not self._seen.get(block):
-                    texts = [s.get("text", "") for s in as_list(item.get("summary")) if isinstance(s, dict)]
-                    if any(texts):
-                        out.append(ReasoningDelta(block, "\n\n".join(texts)))
+                texts = summary_texts(item)
+                if not self._seen.get(block) and any(texts):
+                    out.append(ReasoningDelta(block, JOIN.join(texts)))
                 if block in self._open:
                     self._open.remove(block)
                     out.append(ReasoningEnd(block, pack_reasoning_signature(str(item.get("id") or ""),
-                                                                            item.get("encrypted_content"))))
+                                                                            item.get("encrypted_content"), texts)))
         elif isinstance(item.get("type"), str) and item["type"] not in CANONICAL_ITEMS:
             self._settle_pending(_pending_key(data, ikey), item)
             out.append(self._opaque(item))

@@ -20,6 +20,10 @@ from ..custom_tools import decode_custom_tool
 
 HOSTED_TOOLS_KEY = "_responses_hosted_tools"  # [[position, tool], ...]: same wire only
 HOSTED_CHOICE_KEY = "_responses_hosted_tool_choice"  # a tool_choice naming a hosted tool: same wire only
+# An `allowed_tools` choice: {"tool_choice": as sent, "left_out": [[position, tool], ...], "as": [mode, name]}.
+# Another wire gets only the allowed tools; a Responses upstream gets them all and the choice as it is, so
+# the tools list stays the same turn after turn (what allowed_tools is for: prompt caching).
+ALLOWED_KEY = "_responses_allowed_tools"
 
 # A hosted tool chosen by `tool_choice` ({"type": "file_search"}, {"type": "mcp", "server_label": ...}).
 _CANONICAL_CHOICES = frozenset({"function", "custom", "allowed_tools"})
@@ -87,14 +91,46 @@ def decode_tool_choice(body: Dict[str, Any], allowed: Optional[set]) -> Tuple[Op
     raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
 
 
-def encode_tools(prompt: Prompt, body: Dict[str, Any], hosted: List[List[Any]], choice: Optional[Dict[str, Any]]) -> bool:
-    """Puts a same-wire client's hosted tools back in their places in `body["tools"]`, and its hosted
-    tool choice. Whether the body offers any tool."""
-    if hosted:
-        tools = list(body.get("tools") or [])
-        for position, tool in hosted:
-            tools.insert(min(position, len(tools)), tool)
-        body["tools"] = tools
+def narrow_to_allowed(body: Dict[str, Any], tools: Tuple[Tool, ...], allowed: Optional[set],
+                      choice: Optional[ToolChoice]) -> Tuple[Tuple[Tool, ...], Optional[Dict[str, Any]]]:
+    """The tools another wire is offered under an `allowed_tools` choice (only those it lists), and what a
+    Responses upstream needs to get the client's own tools and choice back (ALLOWED_KEY), or None."""
+    if allowed is None or choice is None:
+        return tools, None
+    left_out: List[List[Any]] = []
+    if choice.name is None:
+        left_out = [[i, raw] for i, raw in enumerate(body.get("tools") or [])
+                    if raw.get("type") in ("function", "custom") and raw.get("name") not in allowed]
+        tools = tuple(t for t in tools if t.name in allowed)
+    return tools, {"tool_choice": body["tool_choice"], "left_out": left_out, "as": [choice.mode, choice.name]}
+
+
+def allowed_choice(prompt: Prompt, allowed: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """ALLOWED_KEY, if the prompt's tool choice is still the one it was decoded to (no hook changed it)."""
+    tc = prompt.tool_choice
+    if allowed is None or tc is None or [tc.mode, tc.name] != list(allowed["as"]):
+        return None
+    return allowed
+
+
+def with_positions(tools: List[Any], extra: List[List[Any]]) -> List[Any]:
+    """`tools` with the [position, tool] entries of `extra` put back where the client had them."""
+    out = list(tools)
+    for position, tool in sorted(extra, key=lambda e: e[0]):
+        out.insert(min(position, len(out)), tool)
+    return out
+
+
+def encode_tools(prompt: Prompt, body: Dict[str, Any], hosted: List[List[Any]], choice: Optional[Dict[str, Any]],
+                 allowed: Optional[Dict[str, Any]] = None) -> bool:
+    """Puts a same-wire client's hosted tools (and those its allowed_tools choice left out) back in their
+    places in `body["tools"]`, and its hosted or allowed_tools choice. Whether the body offers any tool."""
+    allowed = allowed_choice(prompt, allowed)
+    extra = list(hosted) + (list(allowed["left_out"]) if allowed is not None else [])
+    if extra:
+        body["tools"] = with_positions(body.get("tools") or [], extra)
+    if allowed is not None:
+        choice = allowed["tool_choice"]
     if choice is not None:
         body["tool_choice"] = choice
-    return bool(prompt.tools or hosted)
+    return bool(prompt.tools or extra)

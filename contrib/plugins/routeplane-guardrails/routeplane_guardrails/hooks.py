@@ -41,10 +41,11 @@ from routeplane.language_model.types import (
     ToolCallStart,
     ToolResultPart,
 )
+from routeplane.protocols.openai_chat.citations import reaches
 
 from .detectors import DOWNGOING, UPGOING
 from .jsontext import find_json, json_spans, looks_like_json
-from .offsets import CHAT, CHAT_NOTES, Edit, chat_answer, shifted
+from .offsets import Edit, shifted
 from .opaque import JSON, NAME, TEXT, kind, leaves, propagate, rebuild
 from .rules import BLOCK, REDACT, DirectionRules, Finding, Reporter, RuleSet, Stats, candidates, find, redact
 from .stream import Blocked, ChannelScanner
@@ -64,7 +65,8 @@ class RequestGuard:
         self.ruleset = ruleset
         self.reporter = reporter
         # The client's wire: a provider's blocks and annotations of another wire never reach the client
-        # (its encoder leaves them out), so they keep their place in the stream but are not scanned.
+        # (its encoder leaves them out; the OpenAI wires relay each other's URL citations), so they keep
+        # their place in the stream but are not scanned.
         self.wire = wire
         self.channels: Dict[Channel, ChannelScanner] = {}
         self.custom_tools: Set[int] = set()  # tool calls whose arguments are free text, not JSON
@@ -130,7 +132,7 @@ class RequestGuard:
 
     def note(self, part: TextAnnotation) -> TextAnnotation:
         """An annotation scanned like the text, with the secrets the stream's text lost so far; raises Blocked."""
-        if part.protocol != self.wire:
+        if not reaches(part.protocol, self.wire):
             return part
         scan = _Scan(self.ruleset.downgoing, self.reporter)
         scan.secrets = [s for key, channel in self.channels.items() if key[0] == "text" for s in channel.secrets]
@@ -249,19 +251,14 @@ class _Scan:
             self.blocked = (blocks, where)
         return new
 
-    def parts(self, parts: Tuple[ContentPart, ...], where: str,
-              texts: Optional[List[Tuple[TextPart, List[Edit]]]] = None) -> Tuple[ContentPart, ...]:
-        """`texts`: gets each text part (as it came) with the replacements made in it, for annotations kept
-        apart from it (a Chat answer's)."""
+    def parts(self, parts: Tuple[ContentPart, ...], where: str) -> Tuple[ContentPart, ...]:
         out: List[ContentPart] = []
         for p in parts:
             if isinstance(p, TextPart):
                 edits: List[Edit] = []
                 new = self.text(p.text, f"{where} text", secrets=self.secrets, edits=edits)
-                if texts is not None:
-                    texts.append((p, edits))
                 p = p if new == p.text else dataclasses.replace(p, text=new)
-                if p.annotations and self.wire in (None, p.annotations_protocol):
+                if p.annotations and reaches(p.annotations_protocol, self.wire):
                     notes = tuple(shifted(self.opaque(n, f"{where} text annotation", quotes=True),
                                           p.annotations_protocol or "", edits) for n in p.annotations)
                     p = p if notes == p.annotations else dataclasses.replace(p, annotations=notes)
@@ -533,12 +530,9 @@ class DowngoingResponseCheck(ExecutionHook):
             return None  # a stream: the stream check sees its parts
         guard = RequestGuard.of(ctx, self.ruleset, self.stats)
         scan = _Scan(self.ruleset.downgoing, guard.reporter, wire=ctx.inbound_protocol)
-        texts: List[Tuple[TextPart, List[Edit]]] = []
-        parts = scan.parts(result.parts, "response", texts=texts)
+        parts = scan.parts(result.parts, "response")
         # The upstream wire's own fields reach a client of that wire only (Generation.extras).
         extras = _scan_extras(result.extras, scan) if result.extras_protocol == ctx.inbound_protocol else None
-        if result.extras_protocol == ctx.inbound_protocol == CHAT:  # its URL citations follow the text
-            extras = chat_answer(result.extras if extras is None else extras, result.parts, parts, texts) or extras
         guard.record(ctx)
         if scan.blocked is not None:
             findings, where = scan.blocked
@@ -562,8 +556,7 @@ def _scan_extras(extras: Mapping[str, Any], scan: _Scan) -> Optional[Dict[str, A
     logprobs and grounding that quote the original would be kept.
     """
     keys = [k for k, v in extras.items() if not (k.startswith("_") and _is_text(v))]
-    # Chat's citations are kept with the redacted text (see `offsets.chat_answer`): they lose its secrets too.
-    values = [scan.opaque(extras[k], f"response {k.lstrip('_')}", quotes=k == CHAT_NOTES) for k in keys]
+    values = [scan.opaque(extras[k], f"response {k.lstrip('_')}") for k in keys]
     if all(new is extras[k] for k, new in zip(keys, values)):
         return None
     return {**extras, **dict(zip(keys, values))}

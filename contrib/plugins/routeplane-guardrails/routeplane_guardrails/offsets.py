@@ -2,7 +2,8 @@
 
 A Responses `output_text` annotation indexes its part's text (a `url_citation`'s
 `start_index`/`end_index`, a `file_citation`'s `index`, the place to insert it), and so does a
-Chat message's `annotations[].url_citation` (a search model's citations, into `content`): once a
+Chat message's `annotations[].url_citation` (a search model's citations, into `content`, which the
+Chat codec keeps as one text part): once a
 placeholder of another length replaced a secret, every offset after it must move by the
 difference, or the client's link covers the wrong words. An offset inside a replaced span
 moves to the placeholder's edge so the cited span covers the whole placeholder (a start to
@@ -13,10 +14,8 @@ Anthropic citations index their source document, not the answer: they need nothi
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Mapping, Sequence, Tuple
 
-from routeplane.language_model.types import ContentPart, TextPart
-from routeplane.protocols.openai_chat.response import ANNOTATIONS_KEY, LOGPROBS_KEY, LOGPROBS_TEXT_KEY
 from routeplane.protocols.openai_chat.response import PROTOCOL as CHAT
 
 RESPONSES = "openai_responses"
@@ -29,7 +28,6 @@ _OFFSETS = {"url_citation": ("start_index", "end_index"),
             "file_citation": ("index",)}
 # A Chat annotation holds its offsets one level down: {"type": "url_citation", "url_citation": {...}}.
 _CHAT_OFFSETS = ("start_index", "end_index")
-CHAT_NOTES = ANNOTATIONS_KEY  # where a Chat answer's annotations are, in Generation.extras
 
 
 def moved(pos: int, edits: Sequence[Edit], start: bool) -> int:
@@ -65,36 +63,3 @@ def _fields(note: Mapping[str, Any], keys: Sequence[str], edits: Sequence[Edit])
         if isinstance(v, int) and not isinstance(v, bool):
             new[k] = moved(v, edits, start=k == "start_index")
     return note if new == note else new
-
-
-def chat_answer(extras: Mapping[str, Any], before: Sequence[ContentPart], after: Sequence[ContentPart],
-                texts: Sequence[Tuple[TextPart, Sequence[Edit]]]) -> Optional[Dict[str, Any]]:
-    """A Chat answer's extras once a redaction rewrote its text, or None if nothing needs changing.
-
-    The codec keeps the message's `annotations` and the choice's logprobs with the text they were
-    computed for, and drops both when the text it sends differs (openai_chat.response). The
-    citations are moved past the redactions of `content` (its text parts, joined) and marked as
-    computed for the redacted text; the logprobs score the original tokens, so they stay dropped.
-    Extras already stale (another hook rewrote the text first) are left to be dropped.
-    `texts`: each text part of `before` with the replacements made in it.
-    """
-    notes = extras.get(ANNOTATIONS_KEY)
-    old, new = _scored(before), _scored(after)
-    if not isinstance(notes, list) or not notes or old == new or extras.get(LOGPROBS_TEXT_KEY) != old:
-        return None
-    edits: List[Edit] = []
-    base = 0
-    for part, part_edits in texts:
-        if not part.refusal:
-            edits.extend((s + base, e + base, n) for s, e, n in part_edits)
-            base += len(part.text)
-    out = {k: v for k, v in extras.items() if k != LOGPROBS_KEY}
-    out[ANNOTATIONS_KEY] = [shifted(n, CHAT, edits) if isinstance(n, Mapping) else n for n in notes]
-    out[LOGPROBS_TEXT_KEY] = new
-    return out
-
-
-def _scored(parts: Sequence[ContentPart]) -> List[str]:
-    """The message's content and refusal, as the Chat codec keeps them beside the annotations."""
-    return ["".join(p.text for p in parts if isinstance(p, TextPart) and p.refusal == refusal)
-            for refusal in (False, True)]

@@ -99,7 +99,7 @@ CHAT_GUIDE = {"type": "url_citation", "url_citation": {k: v for k, v in GUIDE.it
 
 def test_a_chat_streams_url_citation_follows_the_redacted_text() -> None:
     """A Chat search model streams its citations in a `delta.annotations` after the text they cite; the
-    Chat codec does not relay them yet, so this reads the stream as the hooks leave it."""
+    hooks' output and the client's chunk agree."""
     script = frame([TextStart(0), TextDelta(0, TEXT[:12]), TextDelta(0, TEXT[12:]),
                     TextAnnotation(0, CHAT, CHAT_GUIDE), TextEnd(0)])
     gw = Gateway(plugins=[GuardrailsPlugin(**REDACT)], script=[script])
@@ -110,3 +110,6 @@ def test_a_chat_streams_url_citation_follows_the_redacted_text() -> None:
     cited = note["url_citation"]
     assert result.text[cited["start_index"]:cited["end_index"]] == "guide"
     assert {k: v for k, v in cited.items() if "index" not in k} == {"url": GUIDE["url"], "title": "Guide"}
+    chunks = [c for c in result.sse if isinstance(c, dict) and c.get("choices")]
+    (sent,) = [n for c in chunks for n in c["choices"][0]["delta"].get("annotations", [])]
+    assert sent == note
