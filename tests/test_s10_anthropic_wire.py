@@ -155,3 +155,23 @@ def test_a_thread_the_upstream_lost_is_replayed_by_the_sdk(up: FakeUpstream, cla
 def test_the_gateways_400s_name_no_thread_code_otherwise() -> None:
     body = error_body(RouteplaneError("bad", status=400, kind="invalid_request", param="messages"))
     assert "details" not in body["error"]
+
+
+def test_an_empty_thread_continuation_reaches_an_anthropic_upstream(up: FakeUpstream, gateway: GatewayProcess) -> None:
+    """After a `pause_turn` the tool runner continues the thread with no new message; only a continuation may
+    be empty, and it goes to the Anthropic upstream as sent."""
+    import requests
+
+    headers = {"x-api-key": "client-key", "anthropic-version": "2023-06-01"}
+    body = {"model": "via-anthropic_messages", "max_tokens": 64, "messages": [],
+            "thread": {"type": "continue", "previous_message_id": "msg_up"}}
+    up.enqueue(Reply.json({"id": "msg_up2", "type": "message", "role": "assistant", "model": "up",
+                           "content": [{"type": "text", "text": "Resumed."}], "stop_reason": "end_turn",
+                           "stop_sequence": None, "usage": {"input_tokens": 3, "output_tokens": 2}}))
+    r = requests.post(gateway.url + "/v1/messages", json=body, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"][0]["text"] == "Resumed."
+    sent = up.requests[-1].json
+    assert sent["messages"] == [] and sent["thread"] == body["thread"]
+    r = requests.post(gateway.url + "/v1/messages", json=dict(body, thread=None), headers=headers, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"

@@ -109,7 +109,9 @@ def _problem(prompt: Prompt, target: RoutingTarget) -> Optional[Tuple[str, str]]
 def only_empty_text(prompt: Prompt) -> bool:
     """Every message holds only empty text (a Responses `input: ""`): nothing a wire that refuses empty
     text could be sent."""
-    return all(isinstance(part, TextPart) and not part.text for m in prompt.messages for part in m.parts)
+    # No message at all is a thread's continuation (decoders refuse it otherwise); `thread` is a wire-only field.
+    return bool(prompt.messages) and all(isinstance(part, TextPart) and not part.text
+                                         for m in prompt.messages for part in m.parts)
 
 
 def refuse(prompt: Prompt, target: RoutingTarget) -> None:

@@ -79,7 +79,9 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
     if max_tokens is not None and max_tokens < 0:
         raise InvalidRequest("'max_tokens' must be at least 0.", param="max_tokens")
     raw_messages = expect(body.get("messages"), list, "messages", required=True)
-    if not raw_messages:
+    thread = body.get("thread")
+    if not raw_messages and not (isinstance(thread, dict) and thread.get("type") == "continue"):
+        # A thread's continuation may be empty (after a pause_turn, the upstream resumes on its own).
         raise InvalidRequest("'messages' must contain at least one message.", param="messages")
 
     extras: Dict[str, Any] = client_extras(body, _KNOWN)
@@ -434,7 +436,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         elif blocks:
             body["system"] = blocks
     body["messages"] = encode_messages(prompt.messages, held=same_wire and continues_thread(prompt))
-    if not body["messages"]:
+    if not body["messages"] and not (same_wire and continues_thread(prompt)):
         raise empty_conversation(prompt, "Anthropic")  # "messages: at least one message is required"
     if p.stop:
         body["stop_sequences"] = list(p.stop)
