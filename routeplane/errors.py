@@ -179,6 +179,16 @@ class AllTargetsFailed(UpstreamError):
         self.errors = tuple(errors)
 
 
+def retry_cannot_help(err: RouteplaneError) -> bool:
+    """A 5xx that the same request cannot fix (the gateway's provider key refused, a target URL the safety
+    policy forbids), on its own or on every target: clients are told not to retry it."""
+    if isinstance(err, AllTargetsFailed):
+        return bool(err.errors) and all(retry_cannot_help(e) for e in err.errors)
+    if isinstance(err, UnsafeUpstreamURL):
+        return True
+    return isinstance(err, UpstreamStatusError) and err.upstream_status in (401, 403)
+
+
 class NoTargetAvailable(RouteplaneError):
     status = 503
     kind = "overloaded"
@@ -212,6 +222,9 @@ def merge_failures(errors: Sequence[UpstreamError]) -> UpstreamError:
     message = f"All {len(errors)} upstream targets failed ({summary})"
     hints = [e.retry_after for e in errors if e.retry_after is not None]
     earliest = min(hints) if hints else None  # a client comes back when the first target frees up
+    if all(e.kind == "budget" for e in errors):  # every account is out of credit: waiting will not help
+        return AllTargetsFailed(message, errors=errors, status=statuses[0] if len(set(statuses)) == 1 else 402,
+                                kind="budget")
     if all(s == 429 for s in statuses):
         return AllTargetsFailed(message, errors=errors, status=429, kind="rate_limit", retry_after=earliest)
     if all(isinstance(e, UpstreamTimeout) or e.status == 504 or e.kind == "timeout" for e in errors):

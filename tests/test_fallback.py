@@ -384,3 +384,31 @@ def test_mid_stream_failures_feed_the_cooldown(ups, gateways):
     r = g.chat("hi", model="m", stream=True)
     assert text_of(r) == "from b" and providers_tried(r) == [("b", True)]  # a is cooling down: skipped
     assert len(a.requests) == 2
+
+
+def test_every_account_out_of_credit_merges_to_a_billing_error_not_a_rate_limit(ups, gateways):
+    """OpenAI's insufficient_quota shares 429 with rate limiting; merged from every target it was a
+    retryable 429 rate_limit_error, which the SDKs retry for nothing. It stays a billing error."""
+    a, b = ups
+    quota = {"error": {"message": "You exceeded your current quota.", "type": "insufficient_quota",
+                       "code": "insufficient_quota"}}
+    a.enqueue(Reply.json(quota, 429), Reply.json(quota, 429))
+    b.enqueue(Reply.json(quota, 429), Reply.json(quota, 429))
+    g = gateways(config(a.url, b.url))
+    r = g.chat("hi", model="m")
+    assert r.status == 429 and r.json["error"]["code"] == "insufficient_quota"
+    r = g.request({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+                  wire="anthropic_messages")
+    assert r.status == 402 and r.json["error"]["type"] == "billing_error"
+
+
+def test_a_retry_that_cannot_help_is_named_so_alone_or_merged():
+    from routeplane.errors import AllTargetsFailed, UnsafeUpstreamURL, UpstreamStatusError, retry_cannot_help
+
+    refused = UpstreamStatusError("a rejected the gateway's credentials", provider="a", upstream_status=401, status=502)
+    flaky = UpstreamStatusError("b failed", provider="b", upstream_status=500, status=502)
+    forbidden = UnsafeUpstreamURL("c's URL points at a cloud metadata endpoint", provider="c")
+    assert retry_cannot_help(refused) and retry_cannot_help(forbidden) and not retry_cannot_help(flaky)
+    assert retry_cannot_help(AllTargetsFailed("x", errors=[refused, forbidden], status=502))
+    assert not retry_cannot_help(AllTargetsFailed("x", errors=[flaky, refused], status=502))
+

@@ -113,15 +113,14 @@ class Upstream(ABC):
         return _result_of(self.server, self._exchange(message, timeout or self.config.timeout), self._secrets)
 
     def redact_tool_error(self, result: Dict[str, Any]) -> Dict[str, Any]:
-        """A `tools/call` result with `isError: true`, its text blocks and `structuredContent` scrubbed of the
+        """A `tools/call` result with `isError: true`, its content blocks (every string but base64 payloads:
+        text, an embedded resource's text and uri, a resource link) and `structuredContent` scrubbed of the
         credentials the gateway sent this server, as its JSON-RPC errors are (a successful result is the
         tool's own and is never touched)."""
         out = dict(result)
         content = result.get("content")
         if isinstance(content, list):
-            out["content"] = [{**block, "text": _scrub(block["text"], self._secrets)}
-                              if isinstance(block, dict) and isinstance(block.get("text"), str) else block
-                              for block in content]
+            out["content"] = [_scrub_block(block, self._secrets) for block in content]
         if "structuredContent" in result:
             out["structuredContent"] = _scrub(result["structuredContent"], self._secrets)
         return out
@@ -187,6 +186,19 @@ def _scrub(value: Any, secrets: Sequence[str], depth: int = 0) -> Any:
     if isinstance(value, list):
         return [_scrub(v, secrets, depth + 1) for v in value]
     return value
+
+
+# Base64 payloads of content blocks (image/audio `data`, an embedded resource's `blob`): no credential is
+# quoted in them, and rewriting a run of them would corrupt the file.
+_BINARY_FIELDS = frozenset({"data", "blob"})
+
+
+def _scrub_block(block: Any, secrets: Sequence[str]) -> Any:
+    """A content block (or an embedded resource) with every string scrubbed but its base64 payload."""
+    if not isinstance(block, dict):
+        return block
+    return {k: v if k in _BINARY_FIELDS else _scrub_block(v, secrets) if k == "resource" else _scrub(v, secrets)
+            for k, v in block.items()}
 
 
 def _result_of(server: str, response: Dict[str, Any], secrets: Sequence[str] = ()) -> Dict[str, Any]:

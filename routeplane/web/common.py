@@ -22,7 +22,7 @@ from ..errors import (
     RouteplaneError,
     StreamAborted,
     UnsupportedMediaType,
-    UpstreamStatusError,
+    retry_cannot_help,
 )
 from ..ids import new_hex
 from ..language_model.context import PipelineContext
@@ -158,9 +158,9 @@ def error_response(err: RouteplaneError, render: Callable[[RouteplaneError], Dic
     resp.headers["x-request-id"] = rid
     if err.retry_after is not None and math.isfinite(err.retry_after):
         resp.headers["Retry-After"] = str(max(0, math.ceil(err.retry_after)))
-    if err.status >= 500 and isinstance(err, UpstreamStatusError) and err.upstream_status in (401, 403):
-        # The gateway's own provider key was refused: the OpenAI and Anthropic SDKs retry
-        # every 5xx unless told not to, and a retry cannot fix a wrong key.
+    if err.status >= 500 and retry_cannot_help(err):
+        # The gateway's own provider key was refused, or a target URL is forbidden: the OpenAI and
+        # Anthropic SDKs retry every 5xx unless told not to, and a retry cannot fix either.
         resp.headers["x-should-retry"] = "false"
     return resp
 
