@@ -35,7 +35,8 @@ class PipelineStream:
     """The client-facing stream: canonical parts, settled exactly once on exhaustion or close().
 
     Iterating yields the parts; `with_flushes()` yields them with the `FLUSH` markers between
-    the batches (for a consumer that batches its writes)."""
+    the batches (for a consumer that batches its writes). Only `close()` ends and settles the
+    stream early: closing the iterator `iter()` returned does not."""
 
     def __init__(self, parts: Iterator[Union[StreamPart, Flush]], ctx: PipelineContext) -> None:
         self._parts = parts
