@@ -22,39 +22,33 @@ import pytest
 from routeplane.acp.relay import ACPRelay
 from routeplane.app import App
 from routeplane.config import parse_config
+from tests.support.acp_script import line_agent
 
-AGENT = textwrap.dedent("""
-    import json, os, subprocess, sys
+AGENT = line_agent(setup="""
+    import subprocess
     mode, scratch = sys.argv[1], sys.argv[2]
-
-    def send(message):
-        sys.stdout.write(json.dumps(message) + "\\n")
-        sys.stdout.flush()
-
-    for line in sys.stdin:
-        m = json.loads(line)
-        method, rid = m.get("method"), m.get("id")
-        if method is None:
-            continue
-        if method == "initialize":
-            if mode == "initerr":
-                send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "protocol 1 unsupported"}})
-            else:
-                send({"jsonrpc": "2.0", "id": rid, "result": {"protocolVersion": 1, "agentCapabilities": {}}})
-        elif method == "session/new":
-            send({"jsonrpc": "2.0", "id": rid, "result": {"sessionId": "s1"}})
-        elif method == "session/prompt":
-            if mode == "orphan":
-                # A tool process that inherits stdout (Python's default) outlives the agent's crash.
-                child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-                with open(os.path.join(scratch, "child.pid"), "w") as f:
-                    f.write(str(child.pid))
-                os._exit(3)
-            if mode == "badanswer":
-                send({"jsonrpc": "2.0", "id": rid, "error": "boom"})
-            elif mode == "nan":
-                sys.stdout.write('{"jsonrpc":"2.0","id":%d,"result":{"stopReason":"end_turn","cost":NaN}}\\n' % rid)
-                sys.stdout.flush()
+""", on_message="""
+    if method is None:
+        continue
+    if method == "initialize":
+        if mode == "initerr":
+            send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32602, "message": "protocol 1 unsupported"}})
+        else:
+            send({"jsonrpc": "2.0", "id": rid, "result": {"protocolVersion": 1, "agentCapabilities": {}}})
+    elif method == "session/new":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"sessionId": "s1"}})
+    elif method == "session/prompt":
+        if mode == "orphan":
+            # A tool process that inherits stdout (Python's default) outlives the agent's crash.
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            with open(os.path.join(scratch, "child.pid"), "w") as f:
+                f.write(str(child.pid))
+            os._exit(3)
+        if mode == "badanswer":
+            send({"jsonrpc": "2.0", "id": rid, "error": "boom"})
+        elif mode == "nan":
+            sys.stdout.write('{"jsonrpc":"2.0","id":%d,"result":{"stopReason":"end_turn","cost":NaN}}\\n' % rid)
+            sys.stdout.flush()
 """)
 
 

@@ -37,8 +37,8 @@ def app_operations(tmp_path: Any) -> Set[Tuple[str, str]]:
     flask_app = build_app(parse_config(config)).flask_app()
     ops = set()
     for rule in flask_app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.endswith(".wrong_method"):
+            continue  # a rule that only answers 405 (Gemini's method paths take POST alone) is no operation
         path = re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", rule.rule)
         ops |= {(path, m) for m in rule.methods - {"HEAD", "OPTIONS"}}
     return ops

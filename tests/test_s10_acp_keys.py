@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -19,6 +18,7 @@ import pytest
 
 from routeplane.acp.agents import NO_KEY_PLACEHOLDER, agent_environment
 from routeplane.acp.settings import AgentConfig
+from tests.support.acp_script import line_agent
 from tests.test_hunt_acp import Editor
 
 EDITOR_KEYS = {"OPENAI_API_KEY": "sk-editor-openai-secret", "ANTHROPIC_API_KEY": "sk-ant-editor-secret",
@@ -26,33 +26,25 @@ EDITOR_KEYS = {"OPENAI_API_KEY": "sk-editor-openai-secret", "ANTHROPIC_API_KEY":
                "GOOGLE_API_KEY": "editor-google-secret"}
 
 # On a prompt: one chat completion and one message, each SDK configured from the environment only.
-SDK_AGENT = textwrap.dedent("""
-    import json, sys
+SDK_AGENT = line_agent(setup="""
     import anthropic, openai
-
-    def send(message):
-        sys.stdout.write(json.dumps(message) + "\\n")
-        sys.stdout.flush()
-
-    for line in sys.stdin:
-        m = json.loads(line)
-        method, rid = m.get("method"), m.get("id")
-        if method == "initialize":
-            send({"jsonrpc": "2.0", "id": rid, "result": {"protocolVersion": 1, "agentCapabilities": {}}})
-        elif method == "session/new":
-            send({"jsonrpc": "2.0", "id": rid, "result": {"sessionId": "s1"}})
-        elif method == "session/prompt":
-            calls = []
-            for call in (lambda: openai.OpenAI(max_retries=0, timeout=10).chat.completions.create(
-                             model="m", messages=[{"role": "user", "content": "hi"}]),
-                         lambda: anthropic.Anthropic(max_retries=0, timeout=10).messages.create(
-                             model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])):
-                try:
-                    call()
-                    calls.append("ok")
-                except Exception as exc:  # the stand-in gateway answers 401: only the request matters
-                    calls.append(type(exc).__name__)
-            send({"jsonrpc": "2.0", "id": rid, "result": {"stopReason": "end_turn", "_meta": {"calls": calls}}})
+""", on_message="""
+    if method == "initialize":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"protocolVersion": 1, "agentCapabilities": {}}})
+    elif method == "session/new":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"sessionId": "s1"}})
+    elif method == "session/prompt":
+        calls = []
+        for call in (lambda: openai.OpenAI(max_retries=0, timeout=10).chat.completions.create(
+                         model="m", messages=[{"role": "user", "content": "hi"}]),
+                     lambda: anthropic.Anthropic(max_retries=0, timeout=10).messages.create(
+                         model="m", max_tokens=5, messages=[{"role": "user", "content": "hi"}])):
+            try:
+                call()
+                calls.append("ok")
+            except Exception as exc:  # the stand-in gateway answers 401: only the request matters
+                calls.append(type(exc).__name__)
+        send({"jsonrpc": "2.0", "id": rid, "result": {"stopReason": "end_turn", "_meta": {"calls": calls}}})
 """)
 
 

@@ -10,32 +10,22 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List, Tuple
 
-import httpx2
 import openai
 import pytest
 
-from routeplane.language_model.executor import HttpExecutor
-from routeplane.testing import Gateway
-from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
+from tests.support.sdk_env import OpenAIEnv as Env
+from tests.support.sdk_env import openai_env
+from tests.support.upstream import Reply, openai_chunk, openai_completion
 from tests.support.wires import responses_sse, via_wires_config
 
 TOOLS: Any = [{"type": "function", "name": "get_weather", "description": "Weather in a city",
                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 
-Env = Tuple[FakeUpstream, openai.OpenAI]
-
 
 @pytest.fixture
 def env() -> Iterator[Env]:
-    up = FakeUpstream().start()
-    gw = Gateway(config=via_wires_config(up.url), executor=HttpExecutor())
-    client = openai.OpenAI(base_url="http://gateway/v1", api_key="client-key", max_retries=0,
-                           http_client=httpx2.Client(transport=httpx2.WSGITransport(app=gw.flask)))
-    try:
-        yield up, client
-    finally:
-        client.close()
-        up.stop()
+    with openai_env(via_wires_config) as pair:
+        yield pair
 
 
 def _both(client: openai.OpenAI, model: str, **kw: Any) -> Tuple[Any, Any, List[Any]]:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, List, Tuple
 
-import httpx2
 import openai
 import pytest
 
-from routeplane.language_model.executor import HttpExecutor
 from routeplane.language_model.routing import RoutingTarget
 from routeplane.protocols.openai_responses.reasoning import (
     pack_reasoning_signature,
@@ -22,7 +20,8 @@ from routeplane.protocols.openai_responses.reasoning import (
     unpack_reasoning_signature,
 )
 from routeplane.protocols.openai_responses.response import decode_response
-from routeplane.testing import Gateway
+from tests.support.sdk_env import OpenAIEnv as Env
+from tests.support.sdk_env import openai_env
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk
 from tests.support.wires import responses_sse, via_wires_config
 
@@ -33,20 +32,11 @@ TIME: Dict[str, Any] = {"type": "function", "name": "get_time", "description": "
 USAGE = {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
          "output_tokens": 7, "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": 19}
 
-Env = Tuple[FakeUpstream, openai.OpenAI]
-
 
 @pytest.fixture
 def env() -> Iterator[Env]:
-    up = FakeUpstream().start()
-    gw = Gateway(config=via_wires_config(up.url), executor=HttpExecutor())
-    client = openai.OpenAI(base_url="http://gateway/v1", api_key="client-key", max_retries=0,
-                           http_client=httpx2.Client(transport=httpx2.WSGITransport(app=gw.flask)))
-    try:
-        yield up, client
-    finally:
-        client.close()
-        up.stop()
+    with openai_env(via_wires_config) as pair:
+        yield pair
 
 
 def _final(output: List[Dict[str, Any]], **kw: Any) -> Dict[str, Any]:

@@ -11,7 +11,6 @@ import json
 import os
 import queue
 import sys
-import textwrap
 import threading
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
@@ -22,30 +21,23 @@ from routeplane.acp.relay import ACPRelay
 from routeplane.app import App, Plugin, PluginId
 from routeplane.config import parse_config
 from routeplane.hooks.acp import ACPDecision, ACPPreRequestHook
+from tests.support.acp_script import line_agent
 
-AGENT = textwrap.dedent("""
-    import json, os, sys
+AGENT = line_agent(setup="""
     mode, scratch = sys.argv[1], sys.argv[2]
-
-    def send(message):
-        sys.stdout.write(json.dumps(message) + "\\n")
-        sys.stdout.flush()
-
-    for line in sys.stdin:
-        m = json.loads(line)
-        method, rid = m.get("method"), m.get("id")
-        if method is None:
-            continue
-        with open(os.path.join(scratch, "seen.log"), "a") as f:
-            f.write(method + "\\n")
-        if method == "initialize":
-            caps = None if mode == "nullcaps" else {"loadSession": True}
-            send({"jsonrpc": "2.0", "id": rid, "result": {"protocolVersion": 1, "agentCapabilities": caps}})
-        elif method == "session/new":
-            send({"jsonrpc": "2.0", "id": rid, "result": {"sessionId": "s1"}})
-        elif method == "session/prompt":
-            stop = {"reason": "end_turn"} if mode == "objectstop" else "end_turn"
-            send({"jsonrpc": "2.0", "id": rid, "result": {"stopReason": stop}})
+""", on_message="""
+    if method is None:
+        continue
+    with open(os.path.join(scratch, "seen.log"), "a") as f:
+        f.write(method + "\\n")
+    if method == "initialize":
+        caps = None if mode == "nullcaps" else {"loadSession": True}
+        send({"jsonrpc": "2.0", "id": rid, "result": {"protocolVersion": 1, "agentCapabilities": caps}})
+    elif method == "session/new":
+        send({"jsonrpc": "2.0", "id": rid, "result": {"sessionId": "s1"}})
+    elif method == "session/prompt":
+        stop = {"reason": "end_turn"} if mode == "objectstop" else "end_turn"
+        send({"jsonrpc": "2.0", "id": rid, "result": {"stopReason": stop}})
 """)
 
 NEW = {"cwd": "/x", "mcpServers": []}

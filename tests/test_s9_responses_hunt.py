@@ -9,38 +9,31 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List, Tuple
 
-import httpx2
 import openai
 import pytest
 
-from routeplane.language_model.executor import HttpExecutor
-from routeplane.testing import Gateway
-from tests.support.upstream import FakeUpstream, Reply, openai_chunk
+from tests.support.sdk_env import OpenAIEnv as Env
+from tests.support.sdk_env import openai_env
+from tests.support.upstream import Reply, openai_chunk
 
 TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather in a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}]
 
-Env = Tuple[FakeUpstream, openai.OpenAI]
+
+def _config(url: str) -> Dict[str, Any]:
+    base = {"oc": url + "/v1", "an": url, "or": url + "/v1"}
+    wires = {"oc": "openai_chat", "an": "anthropic_messages", "or": "openai_responses"}
+    return {
+        "providers": {name: {"protocol": wires[name], "base_url": u, "api_key": f"k-{name}"}
+                      for name, u in base.items()},
+        "models": {f"via-{name}": {"targets": [{"provider": name, "model": "up"}]} for name in base},
+    }
 
 
 @pytest.fixture
 def env() -> Iterator[Env]:
-    up = FakeUpstream().start()
-    base = {"oc": up.url + "/v1", "an": up.url, "or": up.url + "/v1"}
-    wires = {"oc": "openai_chat", "an": "anthropic_messages", "or": "openai_responses"}
-    config = {
-        "providers": {name: {"protocol": wires[name], "base_url": url, "api_key": f"k-{name}"}
-                      for name, url in base.items()},
-        "models": {f"via-{name}": {"targets": [{"provider": name, "model": "up"}]} for name in base},
-    }
-    gw = Gateway(config=config, executor=HttpExecutor())
-    client = openai.OpenAI(base_url="http://gateway/v1", api_key="client-key", max_retries=0,
-                           http_client=httpx2.Client(transport=httpx2.WSGITransport(app=gw.flask)))
-    try:
-        yield up, client
-    finally:
-        client.close()
-        up.stop()
+    with openai_env(_config) as pair:
+        yield pair
 
 
 # --- the item a max_output_tokens stop cut off is `incomplete` ----------------------------

@@ -26,11 +26,8 @@ class LineWriter:
         self._lock = threading.Lock()
 
     def send(self, message: Mapping[str, Any]) -> bool:
-        try:
-            data = encode_line(message)
-        except (RecursionError, ValueError, TypeError):
-            # Nested past what the encoder can recurse (it parsed, a few frames shallower): not relayed.
-            log.warning("a message could not be encoded as one JSON line (dropped)")
+        data = encode_or_drop(message)
+        if data is None:
             return False
         with self._lock:
             try:
@@ -63,10 +60,8 @@ class AgentInput:
         self._thread.start()
 
     def send(self, message: Mapping[str, Any]) -> bool:
-        try:
-            data = encode_line(message)
-        except (RecursionError, ValueError, TypeError):
-            log.warning("a message could not be encoded as one JSON line (dropped)")
+        data = encode_or_drop(message)
+        if data is None:
             return False
         with self._cond:
             if self._closed or self._broken:
@@ -93,6 +88,7 @@ class AgentInput:
             if discard:
                 self._lines.clear()
                 self._queued = 0
+                self.stalled = False
             self._cond.notify()
 
     def join(self, timeout: float) -> None:
@@ -111,7 +107,8 @@ class AgentInput:
                 self._stream.flush()
             except (OSError, ValueError):  # closed pipe: the agent is gone (its watcher reports the exit)
                 with self._cond:
-                    self._broken = True
+                    # Not stalled any more: a request refused now is refused for the exit, not the stall.
+                    self._broken, self.stalled = True, False
                     self._lines.clear()
                     self._queued = 0
                 break
@@ -121,6 +118,16 @@ class AgentInput:
             self._stream.close()
         except (OSError, ValueError):
             pass
+
+
+def encode_or_drop(message: Mapping[str, Any]) -> Optional[bytes]:
+    """`encode_line`, or None (with a warning) for a message nested past what the encoder can recurse
+    (it parsed, a few frames shallower): such a message is not relayed."""
+    try:
+        return encode_line(message)
+    except (RecursionError, ValueError, TypeError):
+        log.warning("a message could not be encoded as one JSON line (dropped)")
+        return None
 
 
 def encode_line(message: Mapping[str, Any]) -> bytes:
@@ -298,6 +305,9 @@ class AgentProcess:
 
     def death_error(self, method: str) -> Dict[str, Any]:
         code = self.exit_code
+        if code is None and self.proc is not None:
+            # Exited, its last answers still being drained before `_died`: the exit is already known.
+            code = self.proc.returncode
         if self.failure:
             how = self.failure
         elif code is None:
