@@ -21,7 +21,7 @@ from ...language_model.types import (
     ToolCallPart,
     Usage,
 )
-from ..base import as_list, bad_upstream, in_band_error, in_band_status
+from ..base import as_list, bad_upstream, in_band_error, in_band_status, scrub
 from .citations import chat_citation
 from .request import LEGACY_FUNCTIONS_KEY, tool_call
 
@@ -47,6 +47,10 @@ FINISH_FROM_WIRE = {
 # Mistral and OpenRouter end an answer that failed part way with finish_reason "error" (OpenRouter with
 # an `error` beside it): a failure, never an answer that looks complete.
 ERROR_FINISH = "error"
+# DeepSeek's "insufficient_system_resource": the generation was interrupted for want of inference resources.
+# A truncated answer, so an overload to retry (on the next target), not a complete "stop".
+RESOURCE_FINISH = "insufficient_system_resource"
+FAILED_FINISH = (ERROR_FINISH, RESOURCE_FINISH)
 # The answer's own fields a same-wire client gets back, unstreamed or on every chunk of a stream.
 KEEP_EXTRAS = ("system_fingerprint", "service_tier")
 # Generation.extras: the choice's logprobs and the content they were computed for (a hook that rewrites
@@ -113,6 +117,8 @@ def decode_usage(raw: Any) -> Optional[Usage]:
         output_tokens=max(0, completion - reasoning),
         reasoning_tokens=min(reasoning, completion) if completion else reasoning,
         reported=True,
+        # vLLM, Ollama and others give no breakdown even for a reasoning model: no count, not a count of 0.
+        reasoning_known=isinstance(cd.get("reasoning_tokens"), int),
         raw=raw,
     )
 
@@ -212,12 +218,21 @@ def error_in_body(err: Any, target: RoutingTarget, mid_stream: bool = False) -> 
     message = fields.get("message") if isinstance(fields.get("message"), str) else None
     message = message or (err if isinstance(err, str) else "error in stream")
     code, etype = fields.get("code"), fields.get("type")
-    return in_band_error(in_band_status(code, etype), message, target, mid_stream=mid_stream,
-                         code=code if isinstance(code, str) else etype)
+    out = in_band_error(in_band_status(code, etype), message, target, mid_stream=mid_stream,
+                        code=code if isinstance(code, str) else etype)
+    if 400 <= out.status < 500 and out.kind in ("invalid_request", "not_found", "request_too_large"):
+        # The request's fault, told in the upstream's words, as for an HTTP error: its `code` and `param`
+        # (context_length_exceeded, messages) are what an OpenAI client reads to react.
+        own = [fields.get(k) for k in ("code", "param")]
+        out.code, out.param = (scrub(v, target) if isinstance(v, str) and 0 < len(v) <= 128 else None for v in own)
+    return out
 
 
 def finish_error(choice: Dict[str, Any], target: RoutingTarget, mid_stream: bool = False) -> UpstreamError:
-    """The error a choice that ended with finish_reason "error" stands for."""
+    """The error a choice that ended with finish_reason "error" (or DeepSeek's resource shortage) stands for."""
+    if choice.get("finish_reason") == RESOURCE_FINISH:
+        return in_band_error(503, "the model's answer was cut short: the provider ran out of resources "
+                             f"(finish_reason {RESOURCE_FINISH!r})", target, mid_stream=mid_stream)
     return error_in_body(choice.get("error") or "the model's answer ended with finish_reason 'error'", target,
                          mid_stream=mid_stream)
 
@@ -231,7 +246,7 @@ def decode_response(body: Any, target: RoutingTarget) -> Generation:
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise bad_upstream(target, "no choices")
     choice = choices[0]
-    if choice.get("finish_reason") == ERROR_FINISH:
+    if choice.get("finish_reason") in FAILED_FINISH:
         raise finish_error(choice, target)
     msg = choice.get("message")
     if not isinstance(msg, dict):

@@ -34,7 +34,7 @@ from ..scores import Scores
 from ..sse import SSEEvent, dumps
 from .citations import chat_citation
 from .response import (
-    ERROR_FINISH,
+    FAILED_FINISH,
     FINISH_FROM_WIRE,
     FINISH_TO_WIRE,
     KEEP_EXTRAS,
@@ -77,6 +77,8 @@ class ChatStreamEncoder(StreamEncoder):
         self._content_chars = 0
         self._bases: Dict[int, int] = {}
         self._notes: List[Dict[str, Any]] = []  # citations, sent together before the finish chunk
+        self._said = False  # content (even ""), a refusal or a call went out: else the finish chunk sets ""
+        self._no_args: Set[int] = set()  # function calls (canonical index) whose arguments have not begun
 
     def _chunk(self, delta: Dict[str, Any], finish: Optional[str] = None, logprobs: Any = None) -> bytes:
         chunk = {
@@ -92,10 +94,15 @@ class ChatStreamEncoder(StreamEncoder):
             chunk.update(self._extras)
         return b"data: " + dumps(chunk).encode() + b"\n\n"
 
-    def _start(self, out: List[bytes]) -> None:
+    def _start(self, out: List[bytes], content: Optional[str]) -> None:
+        """The role chunk, sent with the first thing the client sees (the pipeline holds a stream's opening
+        until then anyway). Its `content` is "" before text, null before a call, a refusal or reasoning, as
+        OpenAI's (DeepSeek's) are: the SDK's stream accumulator keeps that first value, and a "" before calls
+        made their answer's content "" where the unstreamed one has null."""
         if not self._started:
             self._started = True
-            out.append(self._chunk({"role": "assistant", "content": "", "refusal": None}))
+            self._said = self._said or content is not None
+            out.append(self._chunk({"role": "assistant", "content": content, "refusal": None}))
 
     def encode(self, part: StreamPart) -> bytes:
         out: List[bytes] = []
@@ -106,23 +113,23 @@ class ChatStreamEncoder(StreamEncoder):
                 self._created = part.created
             if part.wire == PROTOCOL and part.extras:
                 self._extras = {k: part.extras[k] for k in KEEP_EXTRAS if k in part.extras}
-            self._start(out)
         elif isinstance(part, TextStart):
             if part.refusal:
                 self._refusals.add(part.index)
             else:
                 self._bases[part.index] = self._content_chars
         elif isinstance(part, TextDelta):
-            self._start(out)
             if part.text:
                 if part.index in self._refusals:
                     key = "refusal"
                 else:
                     key = "content"
                     self._content_chars += len(part.text)
+                self._start(out, "" if key == "content" else None)
                 scores = self._scores.get(part.index)
                 entries = scores.matched(part.text) if scores is not None else None
                 logprobs = None if entries is None else {"content": None, "refusal": None, key: entries}
+                self._said = True
                 out.append(self._chunk({key: part.text}, logprobs=logprobs))
         elif isinstance(part, TokenLogprobs):
             if part.protocol == PROTOCOL:
@@ -134,18 +141,21 @@ class ChatStreamEncoder(StreamEncoder):
                 self._notes.append(note)
         elif isinstance(part, ReasoningDelta):
             if self._reasoning_field is not None and part.text:
-                self._start(out)
+                self._start(out, None)
                 out.append(self._chunk({self._reasoning_field: part.text}))
         elif isinstance(part, ToolCallStart) and self._legacy and not part.custom:
-            self._start(out)
+            self._start(out, None)
             if self._function_call is None:  # one call a turn: later ones have no legacy form
                 self._function_call = part.index
+                self._said = True
+                self._no_args.add(part.index)
                 out.append(self._chunk({"function_call": {"name": part.name, "arguments": ""}}))
         elif isinstance(part, ToolCallDelta) and self._legacy and part.index == self._function_call:
             if part.arguments:
+                self._no_args.discard(part.index)
                 out.append(self._chunk({"function_call": {"arguments": part.arguments}}))
         elif isinstance(part, ToolCallStart):
-            self._start(out)
+            self._start(out, None)
             k = len(self._tool_index) + len(self._custom_index)
             if part.custom:
                 k = self._custom_index.setdefault(part.index, k)
@@ -153,26 +163,49 @@ class ChatStreamEncoder(StreamEncoder):
             else:
                 k = self._tool_index.setdefault(part.index, k)
                 call = {"index": k, "id": part.id, "type": "function", "function": {"name": part.name, "arguments": ""}}
+                self._no_args.add(part.index)
+            self._said = True
             out.append(self._chunk({"tool_calls": [call]}))
         elif isinstance(part, ToolCallDelta):
             k = self._tool_index.get(part.index)
             if k is not None and part.arguments:
+                self._no_args.discard(part.index)
                 out.append(self._chunk({"tool_calls": [{"index": k, "function": {"arguments": part.arguments}}]}))
             elif k is None and part.arguments and part.index in self._custom_index:
                 k = self._custom_index[part.index]
                 out.append(self._chunk({"tool_calls": [{"index": k, "custom": {"input": part.arguments}}]}))
+        elif isinstance(part, ToolCallEnd):
+            self._empty_arguments(out, part.index)
         elif isinstance(part, UsageUpdate):
             self._usage = part.usage
         elif isinstance(part, Finish):
-            self._start(out)
+            self._start(out, "")
             self._finished = True
+            self._empty_arguments(out)
             self._send_notes(out)
             reason = FINISH_TO_WIRE[part.reason]
             if reason == "tool_calls" and self._function_call is not None:
                 reason = "function_call"
-            out.append(self._chunk({}, reason))
+            out.append(self._last_chunk(reason))
         # Block markers have no Chat Completions form; reasoning is shown only when opted in.
         return b"".join(out)
+
+    def _empty_arguments(self, out: List[bytes], *indexes: int) -> None:
+        """A function call that ended without arguments (a call of a tool without parameters: Anthropic,
+        Responses and Chat upstreams stream none) gets "{}", as the unstreamed answer's does: the SDK
+        parses a strict tool's arguments as JSON, and "" is not."""
+        for i in indexes or sorted(self._no_args):
+            if i not in self._no_args:
+                continue
+            self._no_args.discard(i)
+            if i == self._function_call:
+                out.append(self._chunk({"function_call": {"arguments": "{}"}}))
+            elif i in self._tool_index:
+                out.append(self._chunk({"tool_calls": [{"index": self._tool_index[i], "function": {"arguments": "{}"}}]}))
+
+    def _last_chunk(self, reason: str) -> bytes:
+        """The finish chunk; for an answer of only (shown) reasoning, with the `content: ""` the unstreamed one has."""
+        return self._chunk({} if self._said else {"content": ""}, reason)
 
     def _send_notes(self, out: List[bytes]) -> None:
         """The citations as OpenAI streams a search model's: one chunk of `delta.annotations` after the text.
@@ -184,8 +217,10 @@ class ChatStreamEncoder(StreamEncoder):
     def close(self) -> bytes:
         out: List[bytes] = []
         if not self._finished:
+            self._start(out, "")
+            self._empty_arguments(out)
             self._send_notes(out)
-            out.append(self._chunk({}, "stop"))
+            out.append(self._last_chunk("stop"))
         if self._include_usage:
             chunk = {
                 "id": self._id,
@@ -250,6 +285,7 @@ class ChatStreamDecoder(StreamDecoder):
         self._tool_blocks: List[int] = []  # every tool block opened, to close them all at the end
         self._finish: Optional[FinishReason] = None
         self._usage: Optional[Usage] = None
+        self._sent_usage: Any = None  # the raw usage last passed on as a UsageUpdate
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done:
@@ -288,6 +324,12 @@ class ChatStreamDecoder(StreamDecoder):
             self._usage = with_search_calls(usage, chunk.get("model"), self._target.model)
         for choice in first:
             out.extend(self._choice(choice))
+        if usage is not None and self._started and raw_usage != self._sent_usage:
+            # Passed on as it comes, not held for [DONE]: a server that reports usage on every chunk (vLLM's
+            # continuous_usage_stats) has told the real counts by then, and a stream cut or left before its
+            # end is billed by them rather than by an estimate. Encoders keep the last one they are given.
+            self._sent_usage = raw_usage
+            out.append(UsageUpdate(self._usage))
         return out
 
     def _choice(self, choice: Dict[str, Any]) -> List[StreamPart]:
@@ -325,7 +367,7 @@ class ChatStreamDecoder(StreamDecoder):
             for frag in calls:
                 out.extend(self._tool_fragment(frag))
         reason = choice.get("finish_reason")
-        if reason == ERROR_FINISH:
+        if reason in FAILED_FINISH:
             raise finish_error(choice, self._target, mid_stream=True)
         if isinstance(reason, str) and reason:
             self._finish = FINISH_FROM_WIRE.get(reason, FinishReason.STOP)
@@ -407,7 +449,7 @@ class ChatStreamDecoder(StreamDecoder):
         if not self._started:
             self._started = True
             out.append(ResponseStart("", self._target.model))
-        if self._usage is not None:
+        if self._usage is not None and self._sent_usage is None:
             out.append(UsageUpdate(self._usage))
         reason = self._finish or FinishReason.STOP
         if self._tools and reason is FinishReason.STOP:
