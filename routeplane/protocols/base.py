@@ -265,7 +265,10 @@ def in_band_error(status: int, message: str, target: RoutingTarget, *, code: Any
     billed), a rate limit or overload stays retriable. `message` is the upstream's own text. `mid_stream`:
     it came inside the upstream's stream, worded so until `before_content` says the client saw none of it."""
     text = f"{target.provider} failed{_MID_STREAM if mid_stream else ''}: {scrub(message, target)}"
-    return _classified(status, text, target, retry_after, code if isinstance(code, str) else None)
+    err = _classified(status, text, target, retry_after, code if isinstance(code, str) else None)
+    if err.status == 400 and err.code is None and _TOO_LONG.search(message):
+        err.code = "context_length_exceeded"  # as for an HTTP 400 (upstream_status_error): clients trim on it
+    return err
 
 
 _MID_STREAM = " mid-stream"
@@ -306,6 +309,11 @@ def _classified(status: int, message: str, target: RoutingTarget, retry_after: O
     if status >= 500:
         return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
                                    status=502, kind="upstream")
+    if status == 402:
+        # This provider account is out of credit (DeepSeek's "insufficient balance", OpenRouter, an Anthropic
+        # billing_error): the request is fine, and another provider's account may not be.
+        return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=True,
+                                   status=402, kind="budget")
     kind = {404: "not_found", 413: "request_too_large"}.get(status, "invalid_request")
     return UpstreamStatusError(message, provider=target.provider, upstream_status=status, retriable=False,
                                status=status if 400 <= status < 500 else 502, kind=kind)

@@ -60,7 +60,9 @@ def render() -> str:
 NOTES = [
     "- **Finish reasons** collapse where a wire has no word for them: Anthropic `stop_sequence` and",
     "  `pause_turn` become OpenAI `stop`; `model_context_window_exceeded` becomes `length` (kept for an",
-    "  Anthropic client of a non-streaming Anthropic upstream).",
+    "  Anthropic client of a non-streaming Anthropic upstream). A compatible upstream's finish_reason `error`",
+    "  (Mistral, OpenRouter) or `insufficient_system_resource` (DeepSeek) is a failure, never a complete",
+    "  answer (the latter a retriable 503 that may fall back).",
     "- **Reasoning** reaches an Anthropic client as `thinking` only when it turned thinking on; its signature",
     "  is Anthropic's own or, for an OpenAI Responses reasoning item, the item carried opaquely. OpenAI Chat clients see no reasoning (no standard field)",
     "  unless `server.openai_chat_reasoning` names one (`reasoning_content` or `reasoning`); the matrix runs",

@@ -224,7 +224,8 @@ def error_in_body(err: Any, target: RoutingTarget, mid_stream: bool = False) -> 
         # The request's fault, told in the upstream's words, as for an HTTP error: its `code` and `param`
         # (context_length_exceeded, messages) are what an OpenAI client reads to react.
         own = [fields.get(k) for k in ("code", "param")]
-        out.code, out.param = (scrub(v, target) if isinstance(v, str) and 0 < len(v) <= 128 else None for v in own)
+        code_, out.param = (scrub(v, target) if isinstance(v, str) and 0 < len(v) <= 128 else None for v in own)
+        out.code = code_ or out.code  # a numeric code (OpenRouter) leaves in_band_error's context_length_exceeded
     return out
 
 
