@@ -145,6 +145,8 @@ _OPTION_CHECKS: Dict[str, Tuple[Callable[[Any], bool], str]] = {
     "thought_signature_placeholder": (lambda v: isinstance(v, (bool, str)), "must be true, false or a string"),
     "gemini_schema_field": (lambda v: v in ("parametersJsonSchema", "parameters"),
                             "must be parametersJsonSchema or parameters"),
+    "reasoning_summary": (lambda v: v is False or v in ("auto", "concise", "detailed"),
+                          "must be auto, concise, detailed or false"),
 }
 
 

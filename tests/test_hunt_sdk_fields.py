@@ -204,7 +204,7 @@ def test_adaptive_thinking_asks_other_wires_for_reasoning(claude: anthropic.Anth
         claude.messages.create(model=f"via-{wire}", max_tokens=4000, messages=USER, thinking={"type": "adaptive"})
     chat, responses, gemini = (r.json for r in up.requests)
     assert chat["reasoning_effort"] == "medium"
-    assert responses["reasoning"] == {"effort": "medium"}
+    assert responses["reasoning"] == {"effort": "medium", "summary": "auto"}  # the thinking is to be shown
     assert "reasoning.encrypted_content" in responses["include"]
     assert gemini["generationConfig"]["thinkingConfig"] == {"thinkingBudget": 8192, "includeThoughts": True}
     # An explicit effort still wins.
@@ -313,7 +313,7 @@ def test_gemini_include_thoughts_alone_asks_other_wires_for_reasoning(gclient: g
     by_path = {r.path: r.json for r in up.requests}
     assert by_path["/v1/messages"]["thinking"] == {"type": "enabled", "budget_tokens": 8192}
     assert by_path["/v1/chat/completions"]["reasoning_effort"] == "medium"
-    assert by_path["/v1/responses"]["reasoning"] == {"effort": "medium"}
+    assert by_path["/v1/responses"]["reasoning"] == {"effort": "medium", "summary": "auto"}
     gclient.models.generate_content(model="via-gemini", contents="hi", config=cfg)
     assert up.requests[-1].json["generationConfig"]["thinkingConfig"] == {"includeThoughts": True}, "as sent"
 

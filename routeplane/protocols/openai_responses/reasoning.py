@@ -5,9 +5,24 @@ from __future__ import annotations
 import re
 from typing import Any, List, Optional, Sequence, Tuple
 
+from ...language_model.types import Prompt, ReasoningDelta
+from ..anthropic_messages.response import wants_thinking
+from ..gemini.response import shows_thoughts
+
 # Summary parts reach other wires as one text, joined by this.
 JOIN = "\n\n"
 _LENGTHS = re.compile(r"\d+(,\d+)+")
+
+
+def reads_reasoning(prompt: Prompt) -> bool:
+    """Did another wire's client ask to see the model's reasoning? OpenAI sends a summary only when
+    asked (`reasoning.summary`): an Anthropic client's `thinking` (not `display: "omitted"`, which is
+    Anthropic's own way of asking for none), a Gemini client's `includeThoughts: true`. A Chat client
+    has no way to ask."""
+    thinking = prompt.extras.get("thinking")
+    if wants_thinking(prompt) and isinstance(thinking, dict):
+        return thinking.get("display") != "omitted"
+    return shows_thoughts(prompt)
 
 
 def summary_texts(item: Any) -> List[str]:
@@ -54,3 +69,25 @@ def split_summary(text: str, signature: Optional[str]) -> List[str]:
         if JOIN.join(parts) == text:
             return parts
     return [text] if text else []
+
+
+# A stream's reasoning reaches a Responses client as it arrives (stream.py), which needs two things the
+# canonical parts only hold at the item's end (its signature): the item's id, for the `output_item.added`
+# the SDK matches with the done item, and where each summary part begins. The decoder sends both as
+# ReasoningDeltas every other wire reads as usual: the id as a signature ahead of the text (the one at
+# the item's end replaces it; only an Anthropic or Gemini block's own signature is shown), and each join
+# between parts with an empty signature (no signature anywhere), so a model's own "\n\n" is not one.
+
+
+def item_identity(block: int, item_id: str) -> ReasoningDelta:
+    """The reasoning item's id, ahead of its text (stream_decode.py)."""
+    return ReasoningDelta(block, "", signature=pack_reasoning_signature(item_id, None))
+
+
+def summary_break(block: int) -> ReasoningDelta:
+    """The JOIN where the item's next summary part begins."""
+    return ReasoningDelta(block, JOIN, signature="")
+
+
+def is_summary_break(part: ReasoningDelta) -> bool:
+    return part.text == JOIN and part.signature == ""

@@ -25,7 +25,14 @@ from ...language_model.types import (
 )
 from ..base import OPAQUE_KEY, client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
 from ..carried import restore
-from .reasoning import JOIN, pack_reasoning_signature, split_summary, summary_texts, unpack_reasoning_signature
+from .reasoning import (
+    JOIN,
+    pack_reasoning_signature,
+    reads_reasoning,
+    split_summary,
+    summary_texts,
+    unpack_reasoning_signature,
+)
 from .tools import (
     ALLOWED_KEY,
     HOSTED_CHOICE_KEY,
@@ -362,6 +369,10 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         reasoning["effort"] = effort_for_target(p.reasoning_effort, target)
     elif p.reasoning_budget is not None:
         reasoning["effort"] = effort_for_target(effort_for_budget(p.reasoning_budget), target)
+    summary = target.options.get("reasoning_summary", "auto")  # false: an org OpenAI has not verified
+    if summary and reasoning.get("effort") not in (None, "none") and "summary" not in reasoning \
+            and reads_reasoning(prompt):
+        reasoning["summary"] = summary  # else the client's thinking blocks (or thoughts) come back empty
     if reasoning:
         body["reasoning"] = reasoning
     has_reasoning = any(isinstance(x, ReasoningPart) and x.provider == PROTOCOL for m in prompt.messages for x in m.parts)

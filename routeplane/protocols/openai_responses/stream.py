@@ -38,6 +38,7 @@ from ..openai_chat.citations import CHAT, responses_citation
 from ..scores import Scores
 from ..sse import frame
 from .echo import upstream_tier
+from .reasoning import is_summary_break, unpack_reasoning_signature
 from .request import PROTOCOL
 from .response import (
     CUTTABLE,
@@ -79,6 +80,7 @@ class _Item:
     earlier: List[Tuple[TextPart, List[Any]]] = field(default_factory=list)
     positions: Dict[int, int] = field(default_factory=dict)
     fields: Optional[Mapping[str, Any]] = None  # a message's own fields (its phase: TextPart.part_fields)
+    summary: List[str] = field(default_factory=list)  # reasoning streamed live: its parts, the last open if part_open
 
     def part(self) -> TextPart:
         return TextPart("".join(self.text), refusal=self.refusal, annotations=tuple(self.notes),
@@ -94,9 +96,10 @@ class ResponsesStreamEncoder(StreamEncoder):
     The last item's `output_item.done` waits for the next item or the end: only the
     end tells whether a max_output_tokens stop cut it, which makes it `incomplete`.
 
-    OpenAI reasoning is held until its end: the item id that must match between
-    `output_item.added`, `.done` and `response.completed` (the SDK checks it) is
-    only known from the signature at the end of the block."""
+    Reasoning streams as it arrives. OpenAI's own keeps its item id, which must match between
+    `output_item.added`, `.done` and `response.completed` (the SDK checks it): the upstream's stream gives
+    it ahead of the text, and where each summary part begins (reasoning.py). Without it (the upstream's
+    done item was its first word) the item is held to its end, whose signature holds both."""
 
     def __init__(self, prompt: Prompt) -> None:
         self._prompt = prompt
@@ -241,8 +244,11 @@ class ResponsesStreamEncoder(StreamEncoder):
                 if part.signature:
                     item.signature = (item.signature or "") + part.signature
                 if part.text:
+                    first = not item.text
                     item.text.append(part.text)
-                    if item.provider != PROTOCOL:
+                    if item.output_index >= 0 and is_summary_break(part):
+                        self._summary_break(out, item)
+                    elif item.output_index >= 0 or (first and self._live(item)):
                         self._reasoning_delta(out, item, part.text)
         elif isinstance(part, ToolCallStart):
             call_id = self._call_ids.unique(part.id)
@@ -360,17 +366,37 @@ class ResponsesStreamEncoder(StreamEncoder):
         parts = item.earlier + [(item.part(), item.logprobs)]
         return message_item(item.id, [p for p, _ in parts], logprobs=[scores for _, scores in parts])
 
+    @staticmethod
+    def _live(item: _Item) -> bool:
+        """Can the reasoning stream from its first text? Another vendor's gets an id of ours (when
+        announced); OpenAI's only once its own is known, which is then the item's."""
+        if item.provider != PROTOCOL:
+            return True
+        item.id = unpack_reasoning_signature(item.signature)[0] or ""
+        return bool(item.id)
+
     def _reasoning_delta(self, out: List[bytes], item: _Item, text: str) -> None:
         if item.output_index < 0:
             if not item.id:
                 item.id = new_id("rs")
             self._announce(out, item, {"type": "reasoning", "id": item.id, "summary": []})
         if not item.part_open:
-            item.part_open = True
-            self._event(out, "response.reasoning_summary_part.added", item_id=item.id,
-                        output_index=item.output_index, summary_index=0, part={"type": "summary_text", "text": ""})
+            self._summary_part_added(out, item)
+        item.summary[-1] += text
         self._event(out, "response.reasoning_summary_text.delta", item_id=item.id, output_index=item.output_index,
-                    summary_index=0, delta=text)
+                    summary_index=len(item.summary) - 1, delta=text)
+
+    def _summary_part_added(self, out: List[bytes], item: _Item) -> None:
+        item.part_open = True
+        item.summary.append("")
+        self._event(out, "response.reasoning_summary_part.added", item_id=item.id, output_index=item.output_index,
+                    summary_index=len(item.summary) - 1, part={"type": "summary_text", "text": ""})
+
+    def _summary_break(self, out: List[bytes], item: _Item) -> None:
+        """The upstream's next summary part begins: the one being written is done."""
+        if item.part_open:
+            self._summary_part_done(out, item, len(item.summary) - 1, item.summary[-1])
+        self._summary_part_added(out, item)
 
     def _summary_part(self, out: List[bytes], item: _Item, k: int, text: str) -> None:
         ids = {"item_id": item.id, "output_index": item.output_index, "summary_index": k}
@@ -425,9 +451,10 @@ class ResponsesStreamEncoder(StreamEncoder):
                 self._announce(out, item, {"type": "reasoning", "id": item.id, "summary": []})
                 for k, piece in enumerate(summary):
                     self._summary_part(out, item, k, piece)
-            elif item.part_open:
-                summary = [text]  # the one part its live deltas went to
-                self._summary_part_done(out, item, 0, text)
+            else:  # streamed live: the parts its deltas went to
+                if item.part_open:
+                    self._summary_part_done(out, item, len(item.summary) - 1, item.summary[-1])
+                summary = item.summary
             done = reasoning_item(item.id, summary, encrypted)
         self._output[item.output_index] = done
         self._release(out)

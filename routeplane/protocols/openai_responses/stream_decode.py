@@ -27,7 +27,7 @@ from ...language_model.types import (
 )
 from ..base import StreamDecoder, as_list, bad_upstream
 from ..sse import SSEEvent
-from .reasoning import JOIN, pack_reasoning_signature, summary_texts
+from .reasoning import JOIN, item_identity, pack_reasoning_signature, summary_break, summary_texts
 from .request import PROTOCOL
 from .response import CANONICAL_ITEMS, decode_usage, failed_error, failure, incomplete_reason, upstream_fields
 
@@ -69,6 +69,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._offered: Any = None  # response.created's copy of the request's tools (which web search it offered)
         self._streamed: set = set()  # ids and "#<output_index>" of the items events carried
         self._fields: Dict[str, Dict[str, Any]] = {}  # a message's id and "#<output_index>" → its phase
+        self._reasoning_ids: Dict[int, str] = {}  # reasoning block → its item's id, from output_item.added
 
     def feed(self, event: SSEEvent) -> List[StreamPart]:
         if self._done or not event.data.strip():
@@ -134,10 +135,14 @@ class ResponsesStreamDecoder(StreamDecoder):
         elif kind == "response.reasoning_summary_part.added":
             block = self._blocks.get((key, 0))
             if block is not None and self._seen.get(block):
-                out.append(ReasoningDelta(block, JOIN))
+                out.append(summary_break(block))
         elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            # Sent on as it comes: the encrypted content only comes with the done item (ReasoningEnd), the
+            # id ahead of the first text lets a Responses client's stream show it live too (reasoning.py).
             block = self._blocks.get((key, 0))
             if block is not None and isinstance(data.get("delta"), str) and data["delta"]:
+                if not self._seen.get(block) and block in self._reasoning_ids:
+                    out.append(item_identity(block, self._reasoning_ids[block]))
                 self._seen[block] = True
                 out.append(ReasoningDelta(block, data["delta"]))
         elif kind == "response.function_call_arguments.delta":
@@ -211,6 +216,8 @@ class ResponsesStreamDecoder(StreamDecoder):
         if item["type"] == "reasoning":
             block = self._open_block((ikey, 0), "reasoning", out)
             out.append(ReasoningStart(block, PROTOCOL))
+            if isinstance(item.get("id"), str) and item["id"]:
+                self._reasoning_ids[block] = item["id"]
         else:
             block = self._open_block((ikey, 0), "tool", out)
             self._tools = True
@@ -271,6 +278,9 @@ class ResponsesStreamDecoder(StreamDecoder):
                     out.extend(self._end(block))
         elif item.get("type") in ("function_call", "custom_tool_call", "reasoning"):
             block = self._blocks.get((ikey, 0))
+            index = data.get("output_index")
+            if block is None and isinstance(index, int) and not isinstance(index, bool):
+                block = self._blocks.get((f"#{index}", 0))  # added without the id the done item has
             if block is None:  # done without an added event: the done item is the whole of it
                 block = self._begin_item(item, ikey, data.get("output_index"), out)
             if item["type"] != "reasoning":
