@@ -193,3 +193,24 @@ def test_consecutive_text_streams_as_one_message_with_its_parts(env: Env, model:
     done = [e.item for e in events if e.type == "response.output_item.done"]
     assert done[0].id == message.id and [c.text for c in done[0].content] == ["One.", "Two."]
     assert [e.output_index for e in events if e.type == "response.output_item.added"] == list(range(len(plain.output)))
+
+
+def test_a_terminal_item_with_an_id_of_another_type_is_decoded_not_a_crash() -> None:
+    # `item.get("id") in set` raised TypeError (unhashable list): a 500 with a traceback, and no fallback.
+    from routeplane.language_model.routing import RoutingTarget
+    from routeplane.protocols.openai_responses.stream_decode import ResponsesStreamDecoder
+    from routeplane.protocols.sse import SSEEvent
+
+    decoder = ResponsesStreamDecoder(RoutingTarget(provider="up", model="m", protocol="openai_responses",
+                                                   base_url="http://127.0.0.1:9/v1"))
+    done = {"type": "response.completed", "response": {
+        "id": "resp_1", "status": "completed", "model": "m",
+        "output": [{"type": "message", "id": ["x"], "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": "Hi", "annotations": []}]}],
+        "usage": {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}}}
+    try:
+        decoder.feed(SSEEvent(json.dumps(done), "response.completed"))
+    except Exception as exc:  # a codec error (a 502) is fine; a TypeError is not
+        from routeplane.errors import UpstreamError
+
+        assert isinstance(exc, UpstreamError), exc

@@ -206,7 +206,10 @@ class ResponsesStreamDecoder(StreamDecoder):
         the terminal event, or skips some items): whole, as the non-streamed answer holds them."""
         out: List[StreamPart] = []
         for index, item in enumerate(as_list(resp.get("output"))):
-            if not isinstance(item, dict) or f"#{index}" in self._streamed or item.get("id") in self._streamed:
+            if not isinstance(item, dict) or f"#{index}" in self._streamed:
+                continue
+            iid = item.get("id")
+            if isinstance(iid, str) and iid in self._streamed:  # an id of another type (a list) is no id
                 continue
             out.extend(self._item_done({"output_index": index, "item": item}))
         return out
