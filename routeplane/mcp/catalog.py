@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -34,7 +35,9 @@ KINDS = {
 }
 FAILURE_HOLD_SECONDS = 5.0  # listings skip a server this long after it failed (calls still try it)
 MAX_UPSTREAM_PAGES = 100  # bounds a misbehaving upstream that never stops paginating
-MAX_FETCH_THREADS = 32
+# Only guards a runaway config: below it (256 servers) a fetch never queues behind hung ones.
+MAX_FETCH_THREADS = 1024
+MAX_REFETCHES = 3  # a fetch that every answer finds outdated (list_changed meanwhile) ends on its last one
 
 Items = List[Dict[str, Any]]
 Outcome = Union[Items, UpstreamFailure, MCPError]  # a server's items, or why it could not list them
@@ -47,6 +50,33 @@ class _Fetch:
         self.done = threading.Event()
         self.outcome: Outcome = []
         self.overdue: Optional[UpstreamFailure] = None  # set once a listing gave up waiting on it
+
+
+class PendingLists:
+    """The lists one listing needs: all asked for at once, each waited for only when the listing
+    reaches it, and all within one deadline from when the listing began."""
+
+    def __init__(self, known: Dict[Tuple[str, str], Outcome], pending: Dict[Tuple[str, str], _Fetch],
+                 deadline: float) -> None:
+        self._known = known
+        self._pending = pending
+        self._deadline = deadline
+        self._end = time.monotonic() + deadline
+
+    def ready(self, key: Tuple[str, str]) -> bool:
+        """Whether `key`'s outcome is known without waiting."""
+        fetch = self._pending.get(key)
+        return fetch is None or fetch.done.is_set()
+
+    def __getitem__(self, key: Tuple[str, str]) -> Outcome:
+        if key not in self._known:
+            fetch = self._pending.pop(key)
+            if fetch.done.wait(max(0.0, self._end - time.monotonic())):
+                self._known[key] = fetch.outcome
+            else:
+                fetch.overdue = self._known[key] = UpstreamFailure(
+                    key[0], f"did not list within the {self._deadline:g}s listing deadline", timeout=True)
+        return self._known[key]
 
 
 class Catalog:
@@ -68,8 +98,12 @@ class Catalog:
         self._cache: Dict[Tuple[str, str], Tuple[float, Items]] = {}
         self._failed: Dict[str, Tuple[float, UpstreamFailure]] = {}
         self._inflight: Dict[Tuple[str, str], _Fetch] = {}
+        self._generations: Dict[Tuple[str, str], int] = {}  # bumped by each list_changed for that list
         self._lock = threading.Lock()
-        # One fetch per (server, kind) at a time, so this many threads never leave a fetch queued.
+        # At most one fetch per (server, kind) runs at a time (a list_changed makes it ask again
+        # rather than start another), so a thread for each never leaves one queued behind hung
+        # servers, where its listing's deadline would pass before it ever started. Threads start
+        # only as fetches need them.
         self._pool = FanOut(min(MAX_FETCH_THREADS, max(1, len(servers) * len(KINDS))), "mcp-list")
         self.fetches = 0  # upstream list fetches (tests check the cache with it)
 
@@ -77,60 +111,74 @@ class Catalog:
         self._pool.close()
 
     def invalidate(self, server: str, kinds: Sequence[str]) -> None:
+        """A list_changed: drop the cached lists, and outdate the fetches of them already running."""
         with self._lock:
             self._failed.pop(server, None)
             for kind in kinds:
-                self._cache.pop((server, kind + "/list"), None)
+                key = (server, kind + "/list")
+                self._cache.pop(key, None)
+                self._generations[key] = self._generations.get(key, 0) + 1
 
-    def gather(self, wanted: Sequence[Tuple[str, str]]) -> Dict[Tuple[str, str], Outcome]:
-        """Each `(server, method)` list, asked of every server at once; the answers waited for `deadline`
-        seconds in all. A server not done by then counts as failed for this listing (and for the ones
-        that come while its fetch is still running); the fetch goes on and fills the cache."""
-        out: Dict[Tuple[str, str], Outcome] = {}
-        waiting: Dict[Tuple[str, str], _Fetch] = {}
+    def gather(self, wanted: Sequence[Tuple[str, str]]) -> PendingLists:
+        """Each `(server, method)` list, asked of every server at once and waited for `deadline` seconds
+        in all. A server not done by then counts as failed for this listing (and for the ones that
+        come while its fetch is still running); the fetch goes on and fills the cache."""
+        known: Dict[Tuple[str, str], Outcome] = {}
+        pending: Dict[Tuple[str, str], _Fetch] = {}
         for key in wanted:
             try:
                 hit = self._fresh(*key)
             except UpstreamFailure as exc:
-                out[key] = exc
+                known[key] = exc
                 continue
             if hit is not None:
-                out[key] = hit
+                known[key] = hit
                 continue
             fetch = self._start(*key)
             if fetch.overdue is not None:
-                out[key] = fetch.overdue
+                known[key] = fetch.overdue
             else:
-                waiting[key] = fetch
-        end = time.monotonic() + self.deadline
-        for key, fetch in waiting.items():
-            if fetch.done.wait(max(0.0, end - time.monotonic())):
-                out[key] = fetch.outcome
-            else:
-                fetch.overdue = out[key] = UpstreamFailure(
-                    key[0], f"did not list within the {self.deadline:g}s listing deadline", timeout=True)
-        return out
+                pending[key] = fetch
+        return PendingLists(known, pending, self.deadline)
 
     def _start(self, server: str, method: str) -> _Fetch:
         with self._lock:
             fetch = self._inflight.get((server, method))
             if fetch is None:
                 fetch = self._inflight[(server, method)] = _Fetch()
-                self._pool.submit(self._run_fetch, server, method, fetch)
+                self._pool.submit(self._run_fetch, server, method, fetch,
+                                  cancel=functools.partial(self._abandon, server, method, fetch))
         return fetch
 
+    def _abandon(self, server: str, method: str, fetch: _Fetch) -> None:
+        """A fetch the closing pool dropped before it started: its listings stop waiting, as on a failed server."""
+        self._finish(server, method, fetch, UpstreamFailure(server, "was not listed: the gateway is shutting down"))
+
     def _run_fetch(self, server: str, method: str, fetch: _Fetch) -> None:
+        outcome: Outcome = []
         try:
-            fetch.outcome = self.items(server, method)
-        except (UpstreamFailure, MCPError) as exc:
-            fetch.outcome = exc
+            for _ in range(1 + MAX_REFETCHES):
+                with self._lock:
+                    generation = self._generations.get((server, method), 0)
+                outcome = self._ask(server, method)
+                with self._lock:
+                    # A list_changed that came meanwhile may postdate what the upstream answered:
+                    # neither the cache nor the listings waiting here may have that answer.
+                    if self._generations.get((server, method), 0) == generation:
+                        self._settle(server, method, outcome)
+                        break
         except Exception:  # a bug here must still end the listings waiting on it, as a failed server
             log.exception("listing %s from MCP server %r failed", method, server)
-            fetch.outcome = UpstreamFailure(server, "could not be listed (internal error)")
+            outcome = UpstreamFailure(server, "could not be listed (internal error)")
         finally:
-            with self._lock:
-                self._inflight.pop((server, method), None)
-            fetch.done.set()
+            self._finish(server, method, fetch, outcome)
+
+    def _finish(self, server: str, method: str, fetch: _Fetch, outcome: Outcome) -> None:
+        fetch.outcome = outcome
+        with self._lock:
+            if self._inflight.get((server, method)) is fetch:
+                del self._inflight[(server, method)]
+        fetch.done.set()
 
     def _fresh(self, server: str, method: str) -> Optional[Items]:
         """The cached list if fresh; raises the server's recent failure while it is held."""
@@ -146,40 +194,38 @@ class Catalog:
             raise failed[1]
         return None
 
-    def items(self, server: str, method: str) -> Items:
-        """Every item the server lists for `method` (all upstream pages), from cache when fresh."""
-        hit = self._fresh(server, method)
-        if hit is not None:
-            return hit
-        try:
-            return self._fetch(server, method)
-        except UpstreamFailure as exc:
-            with self._lock:
-                self._failed[server] = (time.monotonic() + min(FAILURE_HOLD_SECONDS, self.ttl), exc)
-            raise
-
-    def _fetch(self, server: str, method: str) -> Items:
+    def _ask(self, server: str, method: str) -> Outcome:
+        """Every item the server lists for `method` (all upstream pages), or why it could not list them."""
         kind = KINDS[method]
-        up = self._upstream(server)
-        up.ensure_initialized()
-        items: Items = []
-        if kind.capability in up.capabilities:
-            cursor: Optional[str] = None
-            for _ in range(MAX_UPSTREAM_PAGES):
-                result = up.request(method, {"cursor": cursor} if cursor else {})
-                page = result.get(kind.key)
-                if not isinstance(page, list):
-                    raise UpstreamFailure(server, f"answered {method} without a {kind.key!r} list")
-                items.extend(i for i in page if isinstance(i, dict))
-                cursor = result.get("nextCursor")
-                if not cursor or not isinstance(cursor, str):
-                    break
+        try:
+            up = self._upstream(server)
+            up.ensure_initialized()
+            items: Items = []
+            if kind.capability in up.capabilities:
+                cursor: Optional[str] = None
+                for _ in range(MAX_UPSTREAM_PAGES):
+                    result = up.request(method, {"cursor": cursor} if cursor else {})
+                    page = result.get(kind.key)
+                    if not isinstance(page, list):
+                        raise UpstreamFailure(server, f"answered {method} without a {kind.key!r} list")
+                    items.extend(i for i in page if isinstance(i, dict))
+                    cursor = result.get("nextCursor")
+                    if not cursor or not isinstance(cursor, str):
+                        break
+        except (UpstreamFailure, MCPError) as exc:
+            return exc
         with self._lock:
-            self._failed.pop(server, None)
             self.fetches += 1
-            if self.ttl > 0:
-                self._cache[(server, method)] = (time.monotonic() + self.ttl, items)
         return items
+
+    def _settle(self, server: str, method: str, outcome: Outcome) -> None:
+        """Cache a list, or hold a failure; under the lock."""
+        if isinstance(outcome, list):
+            self._failed.pop(server, None)
+            if self.ttl > 0:
+                self._cache[(server, method)] = (time.monotonic() + self.ttl, outcome)
+        elif isinstance(outcome, UpstreamFailure):
+            self._failed[server] = (time.monotonic() + min(FAILURE_HOLD_SECONDS, self.ttl), outcome)
 
     # --- merged listings --------------------------------------------------------
 
@@ -198,6 +244,11 @@ class Catalog:
         lists = self.gather([(sid, method) for sid in servers])
         for sid in servers:
             index = start_index if sid == start_server else 0
+            if len(out) >= self.page_size and not lists.ready((sid, method)):
+                # The page is full: a server still being asked is the next page's to wait for (a hung
+                # one would hold this page its whole deadline for items it has no room for).
+                next_cursor = self._encode_cursor(method, endpoint, sid, index)
+                break
             items = lists[(sid, method)]
             if not isinstance(items, list):
                 # One failing (or hung) upstream must not fail the listing: omit it, say so, log it.
