@@ -43,16 +43,17 @@ def cost(inp: int = 0, read: int = 0, write: int = 0, out: int = 0, reasoning: i
 def test_one_hour_cache_writes_cost_twice_the_input_price() -> None:
     """Anthropic's `cache_creation` splits writes by TTL: a 1-hour write costs 2x input, not the 5-minute
     `cache_write` price (registry: "1-hour writes cost 2x input"); they were all billed as 5-minute writes."""
+    # (under 200K input tokens: past them Sonnet has its long-context prices)
     sonnet = load_registry().get("anthropic").model_prices["claude-sonnet-4-5"]  # type: ignore[union-attr]
-    raw = {"input_tokens": 40, "cache_creation_input_tokens": 300_000, "cache_read_input_tokens": 2000,
-           "cache_creation": {"ephemeral_5m_input_tokens": 100_000, "ephemeral_1h_input_tokens": 200_000},
+    raw = {"input_tokens": 40, "cache_creation_input_tokens": 30_000, "cache_read_input_tokens": 2000,
+           "cache_creation": {"ephemeral_5m_input_tokens": 10_000, "ephemeral_1h_input_tokens": 20_000},
            "output_tokens": 120}
-    usage = Usage(input_tokens=40, cache_read_tokens=2000, cache_write_tokens=300_000, output_tokens=120, raw=raw)
-    assert cost_micro_usd(usage, sonnet) == round(40 * 3.0 + 2000 * 0.3 + 100_000 * 3.75 + 200_000 * 6.0 + 120 * 15.0)
+    usage = Usage(input_tokens=40, cache_read_tokens=2000, cache_write_tokens=30_000, output_tokens=120, raw=raw)
+    assert cost_micro_usd(usage, sonnet) == round(40 * 3.0 + 2000 * 0.3 + 10_000 * 3.75 + 20_000 * 6.0 + 120 * 15.0)
     # Only 5-minute writes (or no breakdown): the cache_write price, as before.
-    five = dict(raw, cache_creation={"ephemeral_5m_input_tokens": 300_000, "ephemeral_1h_input_tokens": 0})
-    assert cost_micro_usd(Usage(cache_write_tokens=300_000, raw=five), sonnet) == 300_000 * 3.75
-    assert cost_micro_usd(Usage(cache_write_tokens=300_000), sonnet) == 300_000 * 3.75
+    five = dict(raw, cache_creation={"ephemeral_5m_input_tokens": 30_000, "ephemeral_1h_input_tokens": 0})
+    assert cost_micro_usd(Usage(cache_write_tokens=30_000, raw=five), sonnet) == 30_000 * 3.75
+    assert cost_micro_usd(Usage(cache_write_tokens=30_000), sonnet) == 30_000 * 3.75
     # A lying breakdown never bills more tokens than were written; an unknown input price stays unknown.
     liar = {"cache_creation": {"ephemeral_1h_input_tokens": 10 ** 9}}
     assert cost_micro_usd(Usage(cache_write_tokens=10, raw=liar), sonnet) == 10 * 6.0

@@ -227,6 +227,12 @@ def tokens_of_weight(ascii_chars: int, other_bytes: int) -> int:
     return (ascii_chars + 3) // 4 + (2 * other_bytes + 4) // 5
 
 
+def weighed_chars(ascii_chars: int, other_bytes: int) -> int:
+    """A text's length in ASCII characters' worth, 4 of them a token as `estimate_tokens_upper` counts
+    it: each other character weighs its UTF-8 bytes x 8/5 (2.5 bytes a token)."""
+    return ascii_chars + (8 * other_bytes + 4) // 5
+
+
 def prompt_text(prompt: Prompt) -> str:
     chunks: List[str] = [prompt.system_text()]
     for m in prompt.messages:
@@ -247,16 +253,16 @@ def prompt_text(prompt: Prompt) -> str:
 
 
 def output_chars(gen: Generation) -> int:
-    """Characters of visible output and reasoning, for a usage estimate."""
-    n = 0
+    """Visible output and reasoning, weighed for a usage estimate (`weighed_chars`)."""
+    texts: List[str] = []
     for p in gen.parts:
         if isinstance(p, (TextPart, ReasoningPart)):
-            n += len(p.text)
+            texts.append(p.text)
         elif isinstance(p, ToolCallPart):
-            n += len(p.name) + len(p.arguments)
+            texts.append(p.name + p.arguments)
         elif isinstance(p, OpaquePart):
-            n += len(opaque_text(p.block))
-    return n
+            texts.append(opaque_text(p.block))
+    return weighed_chars(*text_weight("".join(texts)))
 
 
 def opaque_text(block: Any) -> str:
@@ -279,8 +285,11 @@ def _without_media(value: Any) -> Any:
 
 
 def estimate_usage(prompt: Prompt, output_chars: int) -> Usage:
+    """The usage billed when the upstream reported none: the prompt as a budget reserves it (non-Latin
+    text by its bytes: at 4 characters a token a Chinese prompt was billed at a quarter of its tokens),
+    and `output_chars` (an answer's weighed by `output_chars()`) at 4 a token."""
     return Usage(
-        input_tokens=max(1, estimate_tokens(prompt_text(prompt))),
+        input_tokens=max(1, estimate_tokens_upper(prompt_text(prompt))),
         output_tokens=(output_chars + 3) // 4,
         reported=False,
     )
