@@ -360,7 +360,7 @@ class LanguageModelPipeline:
             if acc.usage is None and not answered_locally:
                 # The upstream reported no usage (some OpenAI-compatible servers): a client that
                 # asked for usage gets the same estimate settlement records, not nothing.
-                estimate = UsageUpdate(estimate_usage(ctx.prompt, acc.output_chars))
+                estimate = UsageUpdate(estimate_usage(ctx.prompt, acc.output_weight))
                 acc.add(estimate)
                 yield estimate
         except GeneratorExit:
@@ -402,7 +402,7 @@ class LanguageModelPipeline:
                 # exactly as when it is delivered without a stream.
                 usage = usage or Usage(reported=False)
             elif usage is None or (not usage.reported and usage.total_output == 0):
-                usage = replace(estimate_usage(ctx.prompt, acc.output_chars), tool_calls=usage and usage.tool_calls or ())
+                usage = replace(estimate_usage(ctx.prompt, acc.output_weight), tool_calls=usage and usage.tool_calls or ())
             elif outcome is not Outcome.SUCCESS and usage.total_output < (acc.output_chars + 3) // 4:
                 # Cut short before the upstream's final usage (often only the input was reported
                 # at the start): bill the output that was delivered, never a silent zero.

@@ -77,7 +77,9 @@ class GenerationAccumulator:
         self.finish: Optional[Finish] = None
         self._blocks: Dict[int, dict] = {}
         self._order: List[int] = []
-        self.output_chars = 0
+        self.output_chars = 0  # characters of output and reasoning, as they came
+        # The same, weighed as `output_chars()` weighs an answer (non-ASCII by its bytes), for an estimate.
+        self.output_weight = 0
 
     def add(self, part: StreamPart) -> None:
         if isinstance(part, ResponseStart):
@@ -89,7 +91,7 @@ class GenerationAccumulator:
                                     "fields": part.part_fields, "fields_protocol": part.part_fields_protocol})
         elif isinstance(part, TextDelta):
             self._open(part.index, {"kind": "text", "text": []})["text"].append(part.text)
-            self.output_chars += len(part.text)
+            self._count(part.text)
         elif isinstance(part, ReasoningStart):
             self._open(part.index, {"kind": "reasoning", "text": [], "provider": part.provider, "redacted": part.redacted})
         elif isinstance(part, ReasoningDelta):
@@ -97,19 +99,19 @@ class GenerationAccumulator:
             b["text"].append(part.text)
             if part.signature:
                 b["signature"] = b.get("signature", "") + part.signature
-            self.output_chars += len(part.text)
+            self._count(part.text)
         elif isinstance(part, ReasoningEnd):
             if part.signature and part.index in self._blocks:
                 self._blocks[part.index]["signature"] = part.signature
         elif isinstance(part, ToolCallStart):
             self._open(part.index, {"kind": "tool", "id": part.id, "name": part.name, "args": [],
                                     "signature": part.signature, "custom": part.custom})
-            self.output_chars += len(part.name)
+            self._count(part.name)
         elif isinstance(part, ToolCallDelta):
             b = self._blocks.get(part.index)
             if b is not None and b["kind"] == "tool":
                 b["args"].append(part.arguments)
-                self.output_chars += len(part.arguments)
+                self._count(part.arguments)
         elif isinstance(part, TextAnnotation):
             b = self._open(part.index, {"kind": "text", "text": []})
             if b["kind"] == "text":
@@ -117,11 +119,16 @@ class GenerationAccumulator:
                 b["notes_protocol"] = part.protocol
         elif isinstance(part, OpaqueBlock):
             self._open(part.index, {"kind": "opaque", "part": OpaquePart(part.protocol, part.block)})
-            self.output_chars += len(opaque_text(part.block))
+            self._count(opaque_text(part.block))
         elif isinstance(part, UsageUpdate):
             self.usage = part.usage
         elif isinstance(part, Finish):
             self.finish = part
+
+    def _count(self, text: str) -> None:
+        n = len(text)
+        self.output_chars += n
+        self.output_weight += n if text.isascii() else weighed_chars(*text_weight(text))
 
     def _open(self, index: int, block: dict) -> dict:
         if index not in self._blocks:
