@@ -13,6 +13,7 @@ import functools
 import ipaddress
 import logging
 from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 from ..errors import HookDenied, InternalError, RouteplaneError
 from ..language_model.context import ANONYMOUS, Identity, PipelineContext
@@ -31,12 +32,32 @@ GUARD_PROTOCOL = "guard"
 PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
 
+def header(headers: Mapping[str, str], name: str) -> Optional[str]:
+    """A header's value, its name matched case-insensitively also in a plain dict: `dict(request.headers)`
+    spells `X-Real-IP` as `X-Real-Ip`, and a proxy header this misses makes a proxied caller local."""
+    value = headers.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == wanted), None)
+    return value
+
+
 def credential_from_headers(headers: Mapping[str, str]) -> Optional[str]:
     """`Authorization: Bearer …` on every wire; `x-api-key` (Anthropic) and `x-goog-api-key` (Gemini) too."""
-    auth = headers.get("Authorization", "")
+    auth = header(headers, "Authorization") or ""
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
-    return (headers.get("x-api-key") or headers.get("x-goog-api-key") or "").strip() or None
+    return (header(headers, "x-api-key") or header(headers, "x-goog-api-key") or "").strip() or None
+
+
+def wire_credential(wire: str, headers: Mapping[str, str]) -> Optional[str]:
+    """The credential a model call on `wire` authenticates with (docs/auth.md, "Credentials on each wire"):
+    Anthropic's `x-api-key` and Gemini's `x-goog-api-key` come before a Bearer token; OpenAI takes only
+    Bearer. Header names are matched case-insensitively, whatever mapping `headers` is."""
+    own = {"anthropic_messages": "x-api-key", "gemini": "x-goog-api-key"}.get(wire)
+    auth = header(headers, "Authorization") or ""
+    bearer = (auth[7:].strip() or None) if auth[:7].lower() == "bearer " else None
+    return ((header(headers, own) or "").strip() if own else "") or bearer
 
 
 def _is_loopback(addr: Optional[str]) -> bool:
@@ -58,16 +79,39 @@ def is_local_caller(app: "App", headers: Mapping[str, str], remote_addr: Optiona
 def _not_local(headers: Mapping[str, str], remote_addr: Optional[str]) -> Optional[str]:
     """Why a standalone gateway's peer is not a local caller, or None when it is.
 
-    Local: a loopback address, or "" — gunicorn's REMOTE_ADDR for a peer on a Unix socket (`server.listen:
-    unix:PATH`), which only a process on this host can connect to. nginx proxying to that socket connects
+    Local: a loopback address with a Host that names this machine (not a rebindable domain), or "" —
+    gunicorn's REMOTE_ADDR for a peer on a Unix socket (`server.listen: unix:PATH`), which only a process on
+    this host can connect to. nginx proxying to that socket connects
     the same way for every remote client, so, as on loopback, the proxy headers it sets (the shipped
     deploy/nginx.conf sends X-Forwarded-For) make the request a proxied one."""
-    sent = next((h for h in PROXY_HEADERS if headers.get(h)), None)
+    sent = next((h for h in PROXY_HEADERS if header(headers, h)), None)
     if sent is not None:
         return f"for a request that came through a proxy (it carries {sent})"
-    if remote_addr != "" and not _is_loopback(remote_addr):
+    if remote_addr == "":
+        return None  # the Unix socket: no browser page can reach it, whatever Host it names
+    if not _is_loopback(remote_addr):
         return "when called from another host"
+    if not _names_this_machine(header(headers, "Host")):
+        return ("for a request whose Host header names a domain (a web page can make its own domain resolve to "
+                "this machine: DNS rebinding; call it as localhost or 127.0.0.1)")
     return None
+
+
+def _names_this_machine(host: Optional[str]) -> bool:
+    """A Host no web page can rebind: localhost or an IP literal (or none at all, which no browser sends).
+
+    Under DNS rebinding an attacker's page reaches a loopback port under the attacker's own domain, and its
+    requests name that domain in Host; the loopback peer address alone would make it the local admin.
+    """
+    if not host:
+        return True
+    try:
+        hostname = urlsplit(f"//{host.strip()}").hostname or ""
+        if hostname != "localhost":
+            ipaddress.ip_address(hostname)
+    except ValueError:  # a domain name, or a Host that is not one at all (`[::1`)
+        return False
+    return True
 
 
 def _auth_plugin(app: "App") -> Any:

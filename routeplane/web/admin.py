@@ -71,10 +71,12 @@ def make_blueprint(app: "App") -> Blueprint:
             headers = body.get("headers") or {}
             if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
                 raise InvalidRequest("'headers' must map names to strings.", param="headers")
-            from ..auth.guard import credential_from_headers
+            from ..auth.guard import wire_credential
 
-            report = explain(app, str(body.get("wire") or "openai_chat"), body["request"], headers,
-                             credential_from_headers(headers), rid)
+            wire = str(body.get("wire") or "openai_chat")
+            # Found as the wire's own view finds it on a real call: header names are case-insensitive
+            # (HTTP/2 sends them lower-case), and each wire has its own header before Bearer.
+            report = explain(app, wire, body["request"], headers, wire_credential(wire, headers), rid)
         except RouteplaneError as err:
             return error_response(err, CLIENT.error_body, rid)
         return jsonify(report)
