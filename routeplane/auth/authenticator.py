@@ -28,6 +28,18 @@ class AuthFailure(Exception):
 
 
 UNAVAILABLE = "Credentials cannot be checked right now; try again shortly."
+# Each wire's own credential header, read before `Authorization: Bearer` (auth.guard.wire_credential).
+WIRE_HEADERS = {"anthropic_messages": "x-api-key", "gemini": "x-goog-api-key"}
+
+
+def missing_credentials(wire: str = "") -> str:
+    """The 401 message for a request without a credential, naming the headers its wire reads (docs/auth.md)."""
+    own = WIRE_HEADERS.get(wire)
+    ways = ([f"'{own}: <credential>'"] if own else []) + ["'Authorization: Bearer <credential>'"]
+    if wire == "gemini":
+        ways.append("'?key=<credential>'")
+    how = ways[0] if len(ways) == 1 else ", ".join(ways[:-1]) + " or " + ways[-1]
+    return f"Missing credentials: send an API key or token as {how}."
 
 
 class Authenticator:
@@ -38,9 +50,10 @@ class Authenticator:
         self._clock = clock
         self.revocations = revocations
 
-    def authenticate(self, credential: Optional[str]) -> Identity:
+    def authenticate(self, credential: Optional[str], wire: str = "") -> Identity:
+        """`wire`: the inbound protocol, whose own header a missing credential's message names."""
         if not credential:
-            raise AuthFailure("Missing credentials: send an API key or token as 'Authorization: Bearer <credential>'.")
+            raise AuthFailure(missing_credentials(wire))
         if self.settings.api_keys and looks_like_api_key(credential):
             return self._api_key(credential)
         if self.settings.jwt and credential.count(".") == 2:

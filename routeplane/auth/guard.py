@@ -1,5 +1,5 @@
 """Auth for Flask views outside the pipeline (`/admin/*`, `/mcp`, `/v1/models`, count_tokens): `@require_admin(app)`,
-`authenticate_request` and `check_context`.
+`authenticate_request`, `check_context`, and `wire_credential`, the one place each wire's credential is found.
 
 Who may call is decided by the same checks as a model call: the built-in auth plugin (`auth.mode`) and every
 pre-request hook marked `authenticates = True` (a host app's login when routeplane is mounted, docs/mounting.md).
@@ -12,13 +12,13 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
-from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, List, Mapping, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from ..errors import HookDenied, InternalError, RouteplaneError
 from ..language_model.context import ANONYMOUS, Identity, PipelineContext
 from ..language_model.types import Prompt
-from .authenticator import AuthFailure
+from .authenticator import WIRE_HEADERS, AuthFailure
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -28,6 +28,7 @@ log = logging.getLogger("routeplane.auth")
 LOCAL_ADMIN = Identity(account_id="local", scope="admin", kind="anonymous")
 # ctx.inbound_protocol of the context an `authenticates` hook sees outside a model call (ctx.route is "" there).
 GUARD_PROTOCOL = "guard"
+GEMINI_WIRE = "gemini"  # the one wire that also takes `?key=`
 # A reverse proxy sets one of these: its loopback connection says nothing about the caller behind it.
 PROXY_HEADERS = ("Forwarded", "X-Forwarded-For", "X-Real-IP")
 
@@ -50,14 +51,18 @@ def credential_from_headers(headers: Mapping[str, str]) -> Optional[str]:
     return (header(headers, "x-api-key") or header(headers, "x-goog-api-key") or "").strip() or None
 
 
-def wire_credential(wire: str, headers: Mapping[str, str]) -> Optional[str]:
-    """The credential a model call on `wire` authenticates with (docs/auth.md, "Credentials on each wire"):
-    Anthropic's `x-api-key` and Gemini's `x-goog-api-key` come before a Bearer token; OpenAI takes only
+def wire_credential(wire: str, headers: Mapping[str, str], query: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """The credential every endpoint of `wire` (calls, listings, counts) authenticates with (docs/auth.md,
+    "Credentials on each wire"): Anthropic's `x-api-key` and Gemini's `x-goog-api-key` come before a Bearer
+    token, and Gemini's `?key=` (from `query`, the request's query string) after both; OpenAI takes only
     Bearer. Header names are matched case-insensitively, whatever mapping `headers` is."""
-    own = {"anthropic_messages": "x-api-key", "gemini": "x-goog-api-key"}.get(wire)
+    own = WIRE_HEADERS.get(wire)
     auth = header(headers, "Authorization") or ""
     bearer = (auth[7:].strip() or None) if auth[:7].lower() == "bearer " else None
-    return ((header(headers, own) or "").strip() if own else "") or bearer
+    found = ((header(headers, own) or "").strip() if own else "") or bearer
+    if found is None and wire == GEMINI_WIRE and query is not None:
+        found = (query.get("key") or "").strip() or None
+    return found
 
 
 def _is_loopback(addr: Optional[str]) -> bool:
@@ -154,16 +159,19 @@ def run_auth_hooks(hooks: List[Tuple[str, Any]], ctx: PipelineContext) -> Option
 
 
 def authenticate_request(app: "App", headers: Mapping[str, str], remote_addr: Optional[str],
-                         scope: str = "api") -> Tuple[Optional[Identity], Optional[RouteplaneError]]:
+                         scope: str = "api", wire: str = "", query: Optional[Mapping[str, str]] = None,
+                         ) -> Tuple[Optional[Identity], Optional[RouteplaneError]]:
     """(identity, None) or (None, error) for a request outside the pipeline, needing `scope` (`api` or `admin`).
 
-    The auth plugin authenticates the credential, then every `authenticates` hook runs on a context with
+    `wire`: the protocol of a wire's own view (a model listing, a count), whose credential is found as its
+    model calls find it (`wire_credential`, with `query` for Gemini's `?key=`); without it (admin, `/mcp`),
+    Bearer, then `x-api-key` or `x-goog-api-key`. The auth plugin authenticates the credential, then every `authenticates` hook runs on a context with
     that identity, the credential and the request headers (`ctx.route` is ""). With neither, a local
     caller (`is_local_caller`) is the local admin and anyone else may use `api` endpoints only.
     """
     plugin = _auth_plugin(app)
     hooks = auth_hooks(app)
-    credential = credential_from_headers(headers)
+    credential = wire_credential(wire, headers, query) if wire else credential_from_headers(headers)
     identity = ANONYMOUS
     if plugin is None and not hooks:
         if scope == "admin" and not is_local_caller(app, headers, remote_addr):
@@ -175,7 +183,7 @@ def authenticate_request(app: "App", headers: Mapping[str, str], remote_addr: Op
         return LOCAL_ADMIN, None
     if plugin is not None:
         try:
-            identity = plugin.authenticator.authenticate(credential)
+            identity = plugin.authenticator.authenticate(credential, wire)
         except AuthFailure as failure:
             if failure.status in (401, 403):
                 kind = "authentication" if failure.status == 401 else "permission"
@@ -231,13 +239,14 @@ def check_context(app: "App", ctx: Any) -> Any:
 
 
 def require_scope(app: "App", scope: str = "api", render: Optional[Callable[[RouteplaneError], Any]] = None,
-                  query_key: bool = False) -> Callable:
+                  wire: Union[str, Callable[[], str]] = "") -> Callable:
     """Decorator for a Flask view: 401 without valid credentials, 403 without the scope (`api` or `admin`).
 
     The identity is left in `flask.g.routeplane_identity`. Errors render in the
     OpenAI error shape unless `render` (an error-body function) is given.
-    `query_key`: a Gemini view, where `?key=` is a credential too when no header carries one
-    (as on generateContent); never for admin views, whose credentials stay out of URLs.
+    `wire`: the view belongs to that wire (or a function of the request names it, for `/v1/models`, which three
+    SDKs share), and takes the credential its model calls take (`wire_credential`: on Gemini, `?key=` too).
+    Never for admin views, whose credentials stay out of URLs.
     """
 
     def decorator(view: Callable) -> Callable:
@@ -248,10 +257,8 @@ def require_scope(app: "App", scope: str = "api", render: Optional[Callable[[Rou
             from ..protocols.openai_chat import CLIENT
             from ..web.common import error_response, request_id
 
-            headers: Mapping[str, str] = request.headers
-            if query_key and credential_from_headers(headers) is None and request.args.get("key"):
-                headers = {**dict(headers), "x-goog-api-key": request.args["key"]}
-            identity, err = authenticate_request(app, headers, request.remote_addr, scope=scope)
+            identity, err = authenticate_request(app, request.headers, request.remote_addr, scope=scope,
+                                                 wire=wire() if callable(wire) else wire, query=request.args)
             if err is not None:
                 return error_response(err, render or CLIENT.error_body, request_id())
             g.routeplane_identity = identity

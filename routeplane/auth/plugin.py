@@ -65,7 +65,7 @@ class AuthHook(PreRequestHook):
 
     def check(self, ctx: PipelineContext) -> HookDecision:
         try:
-            identity = self.authenticator.authenticate(ctx.credential)
+            identity = self.authenticator.authenticate(ctx.credential, ctx.inbound_protocol)
         except AuthFailure as failure:
             return _deny(failure)
         ctx.identity = identity

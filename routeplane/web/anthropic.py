@@ -11,6 +11,7 @@ import requests
 from flask import Blueprint, Response, request
 from werkzeug.exceptions import HTTPException
 
+from ..auth.guard import wire_credential
 from ..errors import HookDenied, InternalError, NoTargetAvailable, RouteplaneError, UnsafeUpstreamURL, UpstreamError
 from ..hooks.language_model import DecisionKind
 from ..language_model.context import PipelineContext
@@ -20,7 +21,7 @@ from ..language_model.stream import estimate_tokens, prompt_text
 from ..language_model.url_safety import UnsafeURL, check_base_url
 from ..protocols import anthropic_messages
 from ..protocols.base import scrub, upstream_status_error
-from .common import bearer_token, check_prompt_size, error_response, read_json_body, request_id, run_language_model
+from .common import check_prompt_size, error_response, read_json_body, request_id, run_language_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -29,8 +30,9 @@ log = logging.getLogger("routeplane.web.anthropic")
 
 
 def credential() -> Optional[str]:
-    """Anthropic clients send the key as x-api-key (SDK < 2) or as a Bearer token (SDK ≥ 2)."""
-    return request.headers.get("x-api-key") or bearer_token(request.headers)
+    """Anthropic clients send the key as x-api-key (SDK < 2) or as a Bearer token (SDK ≥ 2), Claude Code both
+    when ANTHROPIC_API_KEY and ANTHROPIC_AUTH_TOKEN are set: x-api-key wins, on every view of the wire."""
+    return wire_credential(anthropic_messages.PROTOCOL, request.headers)
 
 
 def anthropic_error(err: RouteplaneError, rid: str) -> Response:

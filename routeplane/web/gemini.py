@@ -11,13 +11,13 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import PathConverter
 
-from ..auth.guard import require_scope
+from ..auth.guard import require_scope, wire_credential
 from ..errors import HookDenied, InternalError, NotFound, RouteplaneError
 from ..hooks.language_model import DecisionKind
 from ..language_model.context import PipelineContext
 from ..language_model.stream import estimate_tokens, prompt_text
 from ..protocols import gemini
-from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
+from .common import error_response, read_json_body, request_id, run_language_model
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -41,8 +41,9 @@ _WRONG_METHODS = ["GET", "PUT", "PATCH", "DELETE"]
 
 
 def credential() -> Optional[str]:
-    """google-genai sends `x-goog-api-key`; curl samples use `?key=`; Bearer works on every wire."""
-    return request.headers.get("x-goog-api-key") or bearer_token(request.headers) or request.args.get("key") or None
+    """google-genai sends `x-goog-api-key`; curl samples use `?key=`; Bearer works on every wire. In that order,
+    on every view of the wire (listing and counting too); `x-api-key` is not Gemini's."""
+    return wire_credential(gemini.PROTOCOL, request.headers, request.args)
 
 
 def gemini_error(err: RouteplaneError, rid: str) -> Response:
@@ -104,14 +105,14 @@ def make_blueprint(app: "App") -> Blueprint:
         return resp
 
     @bp.get("/v1beta/models")
-    @require_scope(app, render=gemini.CLIENT.error_body, query_key=True)
+    @require_scope(app, render=gemini.CLIENT.error_body, wire=gemini.PROTOCOL)
     def list_models() -> Response:
         from .openai import allowed_models
 
         return jsonify(gemini_models_page(allowed_models(app)))
 
     @bp.get("/v1beta/models/<path:model_id>")
-    @require_scope(app, render=gemini.CLIENT.error_body, query_key=True)
+    @require_scope(app, render=gemini.CLIENT.error_body, wire=gemini.PROTOCOL)
     def get_model(model_id: str) -> Response:
         from .openai import allowed_model
 

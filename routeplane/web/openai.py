@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional
 from flask import Blueprint, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ..auth.guard import require_scope
+from ..auth.guard import require_scope, wire_credential
 from ..errors import InternalError, ModelNotFound, RouteplaneError
 from ..protocols import anthropic_messages, gemini, openai_chat, openai_responses
 from .anthropic import anthropic_model, anthropic_models_page
-from .common import bearer_token, error_response, read_json_body, request_id, run_language_model
+from .common import error_response, read_json_body, request_id, run_language_model
 from .gemini import gemini_model, gemini_models_page
 from .responses_tokens import add_routes as add_responses_token_routes
 
@@ -34,7 +34,7 @@ def make_blueprint(app: "App") -> Blueprint:
         rid = request_id()
         try:
             body = read_json_body(limit)
-            return run_language_model(app, codec, body, rid, bearer_token(request.headers))
+            return run_language_model(app, codec, body, rid, wire_credential(openai_chat.PROTOCOL, request.headers))
         except RouteplaneError as err:
             return error_response(err, codec.error_body, rid)
         except Exception:
@@ -46,7 +46,8 @@ def make_blueprint(app: "App") -> Blueprint:
         rid = request_id()
         try:
             body = read_json_body(limit)
-            return run_language_model(app, openai_responses.CLIENT, body, rid, bearer_token(request.headers))
+            credential = wire_credential(openai_responses.PROTOCOL, request.headers)
+            return run_language_model(app, openai_responses.CLIENT, body, rid, credential)
         except RouteplaneError as err:
             return error_response(err, openai_responses.CLIENT.error_body, rid)
         except Exception:
@@ -64,25 +65,27 @@ def make_blueprint(app: "App") -> Blueprint:
         return error_response(err, openai_responses.CLIENT.error_body, request_id())
 
     @bp.get("/v1/models")
-    @require_scope(app, render=_models_error_body)
+    @require_scope(app, render=_models_error_body, wire=models_wire)
     def list_models() -> Response:
-        if "anthropic-version" in request.headers:  # the anthropic SDK's models.list()
+        wire = models_wire()
+        if wire == anthropic_messages.PROTOCOL:
             return jsonify(anthropic_models_page(allowed_models(app), request.args))
-        if "x-goog-api-key" in request.headers:  # google-genai's models.list() (API version v1)
+        if wire == gemini.PROTOCOL:
             return jsonify(gemini_models_page(allowed_models(app)))
         return jsonify({"object": "list", "data": allowed_models(app)})
 
     @bp.get("/v1/models/<path:model_id>")
-    @require_scope(app, render=_models_error_body)
+    @require_scope(app, render=_models_error_body, wire=models_wire)
     def get_model(model_id: str) -> Response:
-        if "x-goog-api-key" in request.headers and model_id.startswith("models/"):
+        wire = models_wire()
+        if wire == gemini.PROTOCOL and model_id.startswith("models/"):
             model_id = model_id[7:]
         entry = allowed_model(app, model_id)
         if entry is None:
             return error_response(ModelNotFound(model_id), _models_error_body, request_id())
-        if "x-goog-api-key" in request.headers:
+        if wire == gemini.PROTOCOL:
             return jsonify(gemini_model(entry))
-        return jsonify(anthropic_model(entry) if "anthropic-version" in request.headers else entry)
+        return jsonify(anthropic_model(entry) if wire == anthropic_messages.PROTOCOL else entry)
 
     @bp.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -93,11 +96,23 @@ def make_blueprint(app: "App") -> Blueprint:
     return bp
 
 
+def models_wire() -> str:
+    """Whose `GET /v1/models` this is (three SDKs share the path): the anthropic SDK sends `anthropic-version`;
+    google-genai (API version v1) sends `x-goog-api-key`, Gemini's REST listing `?key=`; else an OpenAI client.
+    The listing, its errors and the credential it takes (`wire_credential`) are then that wire's."""
+    if "anthropic-version" in request.headers:
+        return anthropic_messages.PROTOCOL
+    if "x-goog-api-key" in request.headers or "key" in request.args:
+        return gemini.PROTOCOL
+    return openai_chat.PROTOCOL
+
+
 def _models_error_body(err: RouteplaneError) -> Any:
     """/v1/models is shared by three SDKs: an error answers in the shape of the one asking (as the listing does)."""
-    if "x-goog-api-key" in request.headers:  # google-genai
+    wire = models_wire()
+    if wire == gemini.PROTOCOL:
         return gemini.CLIENT.error_body(err)
-    if "anthropic-version" in request.headers:  # the anthropic SDK
+    if wire == anthropic_messages.PROTOCOL:
         return anthropic_messages.CLIENT.error_body(err)
     return openai_chat.CLIENT.error_body(err)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, Optional
 import requests
 from flask import Blueprint, Response, request
 
+from ..auth.guard import wire_credential
 from ..errors import InternalError, InvalidRequest, RouteplaneError, UnsafeUpstreamURL, UpstreamError
 from ..language_model.context import PipelineContext
 from ..language_model.executor import with_auth
@@ -20,7 +21,7 @@ from ..language_model.url_safety import UnsafeURL, check_base_url
 from ..protocols import openai_responses
 from ..protocols.base import scrub, upstream_status_error
 from .anthropic import preflight
-from .common import bearer_token, check_prompt_size, error_response, read_json_body, request_id
+from .common import check_prompt_size, error_response, read_json_body, request_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import App
@@ -71,7 +72,9 @@ def count_input_tokens(app: "App", body: Any, rid: str) -> Response:
         headers, body = intercept(headers, body)
     prompt = openai_responses.CLIENT.decode_request(body)
     check_prompt_size(prompt, app.config.limits)
-    ctx = PipelineContext(rid, openai_responses.PROTOCOL, prompt, headers, credential=bearer_token(headers))
+    # The credential /v1/responses takes, from the headers as the client sent them (before interceptors), as there.
+    credential = wire_credential(openai_responses.PROTOCOL, request.headers)
+    ctx = PipelineContext(rid, openai_responses.PROTOCOL, prompt, headers, credential=credential)
     ctx.dry_run = True
     chain = preflight(app, ctx)
     head = app.pipeline.first_callable(chain) if chain else None  # a head cooling down is skipped
