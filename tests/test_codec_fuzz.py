@@ -27,7 +27,8 @@ SCALARS = st.one_of(
     st.sampled_from(["", "user", "assistant", "system", "tool", "developer", "model", "function", "text",
                      "image_url", "tool_use", "tool_result", "input_text", "output_text", "function_call",
                      "auto", "none", "required", "any", "json_schema", "json_object", "stop", "length",
-                     "data:image/png;base64,AAAA", "data:,x", "https://x.invalid/a.png", "\ud7ff\U0001f600"]),
+                     "data:image/png;base64,AAAA", "data:,x", "https://x.invalid/a.png", "\ud7ff\U0001f600",
+                     "[" * 3000]),  # JSON text (arguments, a result) nested past the recursion limit
 )
 JSON = st.recursive(SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                      st.dictionaries(st.text(max_size=8), inner, max_size=4)),

@@ -161,7 +161,7 @@ def error_message(body: bytes) -> Optional[str]:
     """The human message from any of the four wires' error bodies."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         return None
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]  # Gemini sometimes wraps errors in a list
@@ -323,7 +323,7 @@ def _error_code(body: bytes) -> Optional[str]:
     """OpenAI's `error.code` (or `error.type`) from an error body, if any."""
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     err = data.get("error") if isinstance(data, dict) else None
     if not isinstance(err, dict):

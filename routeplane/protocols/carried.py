@@ -57,7 +57,7 @@ def restore(value: Optional[str]) -> Optional[ReasoningPart]:
         return None
     try:
         data = json.loads(raw[len(_MAGIC):].decode("utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("p") not in CARRIED_PROVIDERS:
         return None

@@ -110,7 +110,7 @@ def custom_input(arguments: str) -> str:
     string, if the model named it otherwise); arguments of another shape are kept as they are."""
     try:
         value = json.loads(arguments, strict=False) if arguments.strip() else {}
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return arguments
     if not isinstance(value, dict):
         return arguments

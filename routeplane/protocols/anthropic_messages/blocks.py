@@ -152,7 +152,7 @@ def parse_arguments(arguments: str, name: str) -> Dict[str, Any]:
         return {}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         raise InvalidRequest(
             f"The arguments of tool call {name!r} are not valid JSON; Anthropic needs a JSON object.",
             code="invalid_tool_arguments",

@@ -237,7 +237,7 @@ def tool_input(arguments: str) -> Dict[str, Any]:
         return {}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return {"_raw": arguments}
     return value if isinstance(value, dict) else {"_raw": arguments}
 

@@ -219,7 +219,7 @@ class MessagesStreamEncoder(StreamEncoder):
             return False
         try:
             return isinstance(json.loads(text), dict)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             return False
 
     def _go_live(self, index: int, out: List[bytes]) -> None:

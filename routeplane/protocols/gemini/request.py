@@ -479,7 +479,7 @@ def parse_args(arguments: str) -> Dict[str, Any]:
         return {}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         return {"_raw": arguments}
     return value if isinstance(value, dict) else {"_raw": arguments}
 
@@ -493,13 +493,13 @@ def result_object(r: ToolResultPart, wrapper: Optional[List[Any]] = None) -> Dic
         key, is_json = wrapper
         try:
             return {key: json.loads(text) if is_json else text}
-        except ValueError:  # a hook rewrote the JSON into plain text
+        except (ValueError, RecursionError):  # a hook rewrote the JSON into plain text
             return {key: text}
     if r.is_error:
         return {"error": text}
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if isinstance(value, dict):
         return value

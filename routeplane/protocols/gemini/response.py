@@ -385,7 +385,7 @@ def decode_error(status: int, body: bytes, headers: Mapping[str, str], target: R
     # gateway's credential, not the client's request (translation.md §10).
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: nested too deep
         data = None
     if isinstance(data, list) and data and isinstance(data[0], dict):
         data = data[0]

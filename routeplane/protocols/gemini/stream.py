@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
@@ -101,8 +101,9 @@ class GeminiStreamEncoder(StreamEncoder):
         its history when any chunk has no parts. Calls in a row share one chunk, as
         Gemini streams parallel calls: the chat keeps each chunk as a content of its own,
         and only the first call of a content carries the turn's signature."""
-        if self._held and not scores and _calls(self._held) and _calls(parts):
-            self._held = self._held + parts
+        # (A held list of calls only grows by calls: its last part tells, without a scan per call.)
+        if self._held and not scores and _calls(self._held[-1:]) and _calls(parts):
+            self._held.extend(parts)
             return b""
         out = self._flush() if self._held is not None else b""
         self._held, self._held_scores = parts, scores or {}
@@ -264,19 +265,42 @@ def _calls(parts: List[Dict[str, Any]]) -> bool:
     return bool(parts) and all("functionCall" in p for p in parts)
 
 
-def _keep(kept: Dict[str, Any], cand: Mapping[str, Any]) -> None:
+def _keep(kept: Dict[str, Any], cand: Mapping[str, Any], cited: Dict[str, Set[str]]) -> None:
     """A chunk's candidate fields into `kept`: the latest of each, but a chunk's citations add to the
-    earlier chunks' (each cites its own stretch of the text)."""
+    earlier chunks' (each cites its own stretch of the text). `cited`: the JSON of the citations kept so
+    far, by list: a chunk's are checked against it, not against the list (quadratic over a long stream)."""
     for key in _KEPT_STREAMED:
         value = cand.get(key)
         if value is None:
             continue
         before = kept.get(key)
         if key == "citationMetadata" and isinstance(value, dict) and isinstance(before, dict):
-            value = {**before, **value, **{k: before[k] + [c for c in v if c not in before[k]]
-                                           for k, v in value.items()
-                                           if isinstance(v, list) and isinstance(before.get(k), list)}}
+            merged = {}
+            for k, v in value.items():
+                if isinstance(v, list) and isinstance(before.get(k), list):
+                    if k not in cited:
+                        cited[k] = {_cite_key(c) for c in before[k]}
+                    merged[k] = _cited(before[k], v, cited[k])
+                else:
+                    cited.pop(k, None)  # replaced by this chunk's value
+            value = {**before, **value, **merged}
+        elif key == "citationMetadata":
+            cited.clear()
         kept[key] = value
+
+
+def _cited(before: List[Any], new: List[Any], seen: Set[str]) -> List[Any]:
+    """`before`, and the citations of `new` that are not in it (`seen`, their JSON), which `seen` then holds."""
+    added = [c for c in new if _cite_key(c) not in seen]
+    seen.update(_cite_key(c) for c in added)
+    return before + added
+
+
+def _cite_key(citation: Any) -> str:
+    try:
+        return json.dumps(citation, sort_keys=True)
+    except (RecursionError, ValueError):  # nested too deep to compare: one of its own
+        return f"#{id(citation)}"
 
 
 def merged_scores(entries: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
@@ -325,6 +349,7 @@ class GeminiStreamDecoder(StreamDecoder):
         # fields of the answer as a whole, the latest of each (they come on the last chunks), the
         # answer's text they may index, and the prompt's feedback.
         self._kept: Dict[str, Any] = {}
+        self._cited: Dict[str, Set[str]] = {}  # the JSON of the kept citations, by list (_keep)
         self._answer: List[str] = []
         self._feedback: Optional[Dict[str, Any]] = None
 
@@ -373,7 +398,7 @@ class GeminiStreamDecoder(StreamDecoder):
                 if isinstance(raw, dict):
                     out.extend(self._part(raw))
             _score(out, start, {k: cand[k] for k in _SCORES if cand.get(k) is not None})
-            _keep(self._kept, cand)
+            _keep(self._kept, cand, self._cited)
             if isinstance(cand.get("finishReason"), str):
                 self._finish = cand["finishReason"]
         if usage is not None:

@@ -183,14 +183,16 @@ class CallIds:
 
     def __init__(self) -> None:
         self._used: set = set()
+        self._suffix: Dict[str, int] = {}  # by id, the last suffix given: the next repeat starts above it
 
     def unique(self, call_id: str) -> str:
         base = call_id or new_id("call")
-        out, n = base, 1
+        out, n = base, self._suffix.get(base, 1)
         while out in self._used:
             n += 1
             out = f"{base}_{n}"
         self._used.add(out)
+        self._suffix[base] = n
         return out
 
 

@@ -197,7 +197,7 @@ class ResponsesStreamEncoder(StreamEncoder):
             if item.kind == "function_call":
                 try:
                     return isinstance(json.loads("".join(item.text) or "null"), dict)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested too deep
                     return False
             if item.kind == "custom_tool_call":
                 return False  # free text is never visibly complete: the call's end closes it
