@@ -17,6 +17,7 @@ from routeplane.config import DEFAULT_CONFIG
 from routeplane.store import Store
 from routeplane.store.spend_log import spend_rows
 from tests.support.gateway import GatewayProcess
+from tests.support.responses_script import final_response, reasoning_events
 from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
 
 pytestmark = pytest.mark.e2e
@@ -195,38 +196,11 @@ def test_a_402_attempt_of_a_stream_costs_nothing(gateway: GatewayProcess, upstre
 
 R_USAGE = {"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 800},
            "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 20}, "total_tokens": 1030}
-PARTS = ["**Plan**\n\nLook it up.", "**Answer**\n\nIt is mild."]
-REASONING = {"type": "reasoning", "id": "rs_up", "encrypted_content": "gAAAA-ENC",
-             "summary": [{"type": "summary_text", "text": t} for t in PARTS]}
-MESSAGE = {"type": "message", "id": "msg_up", "role": "assistant", "status": "completed",
-           "content": [{"type": "output_text", "text": "Mild.", "annotations": []}]}
-FINAL = {"id": "resp_up", "object": "response", "created_at": 1763800000, "status": "completed", "model": "orr-model",
-         "output": [REASONING, MESSAGE], "usage": R_USAGE}
+FINAL = final_response("orr-model", R_USAGE)
 
 
 def responses_events(final: Dict[str, Any] = FINAL) -> List[Dict[str, Any]]:
-    shell = {**final, "status": "in_progress", "output": [], "usage": None}
-    events: List[Any] = [{"type": "response.created", "response": shell},
-                         {"type": "response.in_progress", "response": shell},
-                         {"type": "response.output_item.added", "output_index": 0,
-                          "item": {**REASONING, "summary": [], "encrypted_content": None}}]
-    for k, text in enumerate(PARTS):
-        ids = {"item_id": "rs_up", "output_index": 0, "summary_index": k}
-        events += [{"type": "response.reasoning_summary_part.added", **ids, "part": {"type": "summary_text", "text": ""}},
-                   {"type": "response.reasoning_summary_text.delta", **ids, "delta": text},
-                   {"type": "response.reasoning_summary_text.done", **ids, "text": text},
-                   {"type": "response.reasoning_summary_part.done", **ids, "part": {"type": "summary_text", "text": text}}]
-    ids = {"item_id": "msg_up", "output_index": 1, "content_index": 0}
-    events += [{"type": "response.output_item.done", "output_index": 0, "item": REASONING},
-               {"type": "response.output_item.added", "output_index": 1,
-                "item": {**MESSAGE, "status": "in_progress", "content": []}},
-               {"type": "response.content_part.added", **ids, "part": {"type": "output_text", "text": "", "annotations": []}},
-               {"type": "response.output_text.delta", **ids, "delta": "Mild."},
-               {"type": "response.output_text.done", **ids, "text": "Mild."},
-               {"type": "response.content_part.done", **ids, "part": MESSAGE["content"][0]},
-               {"type": "response.output_item.done", "output_index": 1, "item": MESSAGE},
-               {"type": "response.completed", "response": final}]
-    return [dict(e, sequence_number=i) for i, e in enumerate(events)]
+    return [dict(e, sequence_number=i) for i, e in enumerate(reasoning_events(final))]
 
 
 @pytest.mark.parametrize("client", ["responses", "chat", "anthropic", "responses-plain"])

@@ -12,56 +12,26 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any, Dict, Iterator, List
+from typing import Any, Iterator, List
 
 import anthropic
 import openai
 import pytest
 
 from tests.support.gateway import GatewayProcess
+from tests.support.responses_script import PARTS, final_response, reasoning_events
 from tests.support.upstream import FakeUpstream, RecordedRequest, Reply
 
 WAIT = 15.0  # seconds the upstream waits for the test to see the first delta
 
 USAGE = {"input_tokens": 9, "input_tokens_details": {"cached_tokens": 0},
          "output_tokens": 30, "output_tokens_details": {"reasoning_tokens": 20}, "total_tokens": 39}
-PARTS = ["**Plan**\n\nLook it up.", "**Answer**\n\nIt is mild."]
-REASONING = {"type": "reasoning", "id": "rs_up", "encrypted_content": "gAAAA-ENC",
-             "summary": [{"type": "summary_text", "text": t} for t in PARTS]}
-MESSAGE = {"type": "message", "id": "msg_up", "role": "assistant", "status": "completed",
-           "content": [{"type": "output_text", "text": "Mild.", "annotations": []}]}
-FINAL = {"id": "resp_up", "object": "response", "created_at": 1763800000, "status": "completed", "model": "up",
-         "output": [REASONING, MESSAGE], "usage": USAGE}
+FINAL = final_response("up", USAGE)
 
 
-def _events() -> List[Dict[str, Any]]:
+def _events() -> List[Any]:
     """OpenAI's stream for FINAL, each summary part in two deltas; None marks where the upstream pauses."""
-    shell = {**FINAL, "status": "in_progress", "output": [], "usage": None}
-    events: List[Any] = [{"type": "response.created", "response": shell},
-                         {"type": "response.in_progress", "response": shell},
-                         {"type": "response.output_item.added", "output_index": 0,
-                          "item": {**REASONING, "summary": [], "encrypted_content": None}}]
-    for k, text in enumerate(PARTS):
-        ids = {"item_id": "rs_up", "output_index": 0, "summary_index": k}
-        head, tail = text.split("\n\n", 1)
-        events += [{"type": "response.reasoning_summary_part.added", **ids, "part": {"type": "summary_text", "text": ""}},
-                   {"type": "response.reasoning_summary_text.delta", **ids, "delta": head}]
-        if k == 0:
-            events.append(None)
-        events += [{"type": "response.reasoning_summary_text.delta", **ids, "delta": "\n\n" + tail},
-                   {"type": "response.reasoning_summary_text.done", **ids, "text": text},
-                   {"type": "response.reasoning_summary_part.done", **ids, "part": {"type": "summary_text", "text": text}}]
-    ids = {"item_id": "msg_up", "output_index": 1, "content_index": 0}
-    events += [{"type": "response.output_item.done", "output_index": 0, "item": REASONING},
-               {"type": "response.output_item.added", "output_index": 1,
-                "item": {**MESSAGE, "status": "in_progress", "content": []}},
-               {"type": "response.content_part.added", **ids, "part": {"type": "output_text", "text": "", "annotations": []}},
-               {"type": "response.output_text.delta", **ids, "delta": "Mild."},
-               {"type": "response.output_text.done", **ids, "text": "Mild."},
-               {"type": "response.content_part.done", **ids, "part": MESSAGE["content"][0]},
-               {"type": "response.output_item.done", "output_index": 1, "item": MESSAGE},
-               {"type": "response.completed", "response": FINAL}]
-    return events
+    return reasoning_events(FINAL, split=True)
 
 
 class Gate:
