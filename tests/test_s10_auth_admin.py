@@ -9,12 +9,10 @@ from typing import Any, Dict, Iterator
 import pytest
 import requests
 
-from routeplane.app import build_app
 from routeplane.auth.keys import create_key
-from routeplane.auth.store import AuthStore
-from routeplane.config import DEFAULT_CONFIG, parse_config
-from routeplane.store import migrate
+from routeplane.config import DEFAULT_CONFIG
 from tests.support.gateway import GatewayProcess
+from tests.support.keyed import keyed_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -32,18 +30,11 @@ def open_gateway() -> Iterator[GatewayProcess]:
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: Any) -> Iterator[Dict[str, Any]]:
     """auth.mode api_keys on SQLite: an admin key, a key for every model and a key for none."""
-    c = copy.deepcopy(DEFAULT_CONFIG)
-    c["database"] = {"url": f"sqlite:///{tmp_path_factory.mktemp('s10auth')}/rp.db"}
-    c["auth"] = {"mode": "api_keys"}
-    app = build_app(parse_config(c))
-    migrate(app.store, app.plugins)
-    store = AuthStore(app.store)
-    keys = {"admin": create_key(store, scope="admin")[1], "every": create_key(store)[1],
-            "none": create_key(store, models=[])[1]}
-    app.store.close()
-    gw = GatewayProcess(c, workers=1, threads=4).start()
-    yield {"gw": gw, **keys}
-    gw.stop()
+    env = keyed_gateway(tmp_path_factory.mktemp("s10auth"), lambda store: {
+        "admin": create_key(store, scope="admin")[1], "every": create_key(store)[1],
+        "none": create_key(store, models=[])[1]})
+    yield env
+    env["gw"].stop()
 
 
 # --- the local admin and DNS rebinding ---------------------------------------------------------------------------

@@ -7,18 +7,14 @@ and the call could authenticate different keys."""
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 import pytest
 import requests
 
-from routeplane.app import build_app
 from routeplane.auth.keys import create_key
 from routeplane.auth.store import AuthStore
-from routeplane.config import DEFAULT_CONFIG, parse_config
-from routeplane.store import migrate
-from tests.support.gateway import GatewayProcess
+from tests.support.keyed import keyed_gateway
 
 pytestmark = pytest.mark.e2e
 
@@ -30,19 +26,15 @@ AV = {"anthropic-version": "2023-06-01"}
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: Any) -> Iterator[Dict[str, Any]]:
     """auth.mode api_keys on SQLite: one valid key and one revoked key."""
-    c = copy.deepcopy(DEFAULT_CONFIG)
-    c["database"] = {"url": f"sqlite:///{tmp_path_factory.mktemp('s10wires')}/rp.db"}
-    c["auth"] = {"mode": "api_keys"}
-    app = build_app(parse_config(c))
-    migrate(app.store, app.plugins)
-    store = AuthStore(app.store)
-    good = create_key(store, name="good")[1]
-    row, bad = create_key(store, name="revoked")
-    assert store.revoke_key(row.id)
-    app.store.close()
-    gw = GatewayProcess(c, workers=1, threads=4).start()
-    yield {"gw": gw, "good": good, "bad": bad}
-    gw.stop()
+    def mint(store: AuthStore) -> Dict[str, str]:
+        good = create_key(store, name="good")[1]
+        row, bad = create_key(store, name="revoked")
+        assert store.revoke_key(row.id)
+        return {"good": good, "bad": bad}
+
+    env = keyed_gateway(tmp_path_factory.mktemp("s10wires"), mint)
+    yield env
+    env["gw"].stop()
 
 
 Endpoint = Tuple[str, str, Any]  # method, path, JSON body (None for GET)
