@@ -26,7 +26,7 @@ from routeplane.store import Store
 from routeplane.store.spend_log import spend_rows
 from tests.support.gateway import GatewayProcess
 from tests.support.spend import spend_row
-from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
+from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion, running_upstream
 
 # USD per million tokens = micro-USD per token: every bucket has its own price, so a token in the
 # wrong bucket changes the cost.
@@ -111,11 +111,7 @@ def test_an_unpriced_target_does_not_hide_a_pricier_one(tmp_path: Any) -> None:
 # --- e2e under gunicorn ------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
+upstream = pytest.fixture(scope="module", name="upstream")(running_upstream)
 
 
 @pytest.fixture(scope="module")

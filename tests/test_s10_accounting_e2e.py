@@ -18,7 +18,7 @@ from routeplane.store import Store
 from routeplane.store.spend_log import spend_rows
 from tests.support.gateway import GatewayProcess
 from tests.support.responses_script import final_response, reasoning_events
-from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion
+from tests.support.upstream import FakeUpstream, Reply, openai_chunk, openai_completion, running_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +35,7 @@ def cost(inp: int = 0, read: int = 0, write: int = 0, out: int = 0, reasoning: i
     return round(f * (inp * 1.0 + read * 0.1 + write * 1.25 + reasoning * 20.0) + out * (15.0 if long else 10.0))
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
+upstream = pytest.fixture(scope="module", name="upstream")(running_upstream)
 
 
 @pytest.fixture(scope="module")

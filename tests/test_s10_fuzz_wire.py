@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -16,7 +16,7 @@ from routeplane.app import build_app
 from routeplane.config import parse_config
 from routeplane.protocols.sse import SSEParser
 from routeplane.testing import wire_path
-from tests.support.upstream import FakeUpstream, Reply
+from tests.support.upstream import FakeUpstream, Reply, running_upstream
 from tests.support.wires import ALL_WIRES, via_wires_config
 from tests.test_s10_fuzz import RESPONSE_SEEDS, STREAM_SEEDS
 
@@ -155,11 +155,7 @@ CLIENT_BODIES: Dict[str, Dict[str, Any]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
+upstream = pytest.fixture(scope="module", name="upstream")(running_upstream)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import openai
 import pytest
@@ -14,7 +14,7 @@ import pytest
 from routeplane.app import build_app
 from routeplane.config import parse_config
 from tests.support.gateway import GatewayProcess, free_port
-from tests.support.upstream import FakeUpstream, Reply, openai_completion
+from tests.support.upstream import FakeUpstream, Reply, openai_completion, running_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -22,11 +22,7 @@ KEY = "sk-s10-upstream-secret-0123456789"
 FAST = {"connect": 1.0, "read": 2.0}
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
+upstream = pytest.fixture(scope="module", name="upstream")(running_upstream)
 
 
 def _config(url: str, fmt: str) -> Dict[str, Any]:

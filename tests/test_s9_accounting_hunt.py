@@ -24,7 +24,7 @@ from routeplane.auth.store import AuthStore
 from routeplane.config import DEFAULT_CONFIG
 from routeplane.store import Store
 from tests.support.gateway import GatewayProcess
-from tests.support.upstream import FakeUpstream, RecordedRequest, Reply
+from tests.support.upstream import FakeUpstream, RecordedRequest, Reply, running_upstream
 
 pytestmark = pytest.mark.e2e
 
@@ -44,11 +44,7 @@ def gateway_config(db_url: str, upstream_url: str) -> Dict[str, Any]:
     return c
 
 
-@pytest.fixture(scope="module")
-def upstream() -> Iterator[FakeUpstream]:
-    up = FakeUpstream().start()
-    yield up
-    up.stop()
+upstream = pytest.fixture(scope="module", name="upstream")(running_upstream)
 
 
 @pytest.fixture(scope="module")

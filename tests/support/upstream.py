@@ -200,6 +200,14 @@ class FakeUpstream:
             self._server = None
 
 
+def running_upstream() -> Iterator[FakeUpstream]:
+    """A started FakeUpstream, stopped afterwards: the body of a module-scoped `upstream` fixture, as
+    `upstream = pytest.fixture(scope="module", name="upstream")(running_upstream)`."""
+    up = FakeUpstream().start()
+    yield up
+    up.stop()
+
+
 def openai_chunk(delta: Dict[str, Any], finish: Optional[str] = None, *, id: str = "chatcmpl-up",
                  model: str = "up-model", usage: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """One OpenAI chat.completion.chunk (usage chunks: pass delta=None for `choices: []`)."""
