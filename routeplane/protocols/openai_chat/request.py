@@ -33,6 +33,8 @@ PROTOCOL = "openai_chat"
 MAX_TOKENS_FIELD_KEY = "_openai_chat_max_tokens_field"  # the client sent the legacy max_tokens
 USER_FROM_SAFETY_ID_KEY = "_openai_chat_user_is_safety_identifier"  # canonical user came from safety_identifier
 LEGACY_FUNCTIONS_KEY = "_openai_chat_legacy_functions"  # the client offered `functions`: answer with function_call
+# Where the client's system/developer messages stood, for a same-wire upstream (see _system_layout).
+SYSTEM_LAYOUT_KEY = "_openai_chat_system_layout"
 # A media type as an input_audio `format` (OpenAI takes wav and mp3).
 _AUDIO_FORMAT = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav", "audio/x-wav": "wav",
                  "audio/wave": "wav", "audio/vnd.wave": "wav"}
@@ -62,8 +64,12 @@ def decode_request(body: Any) -> Prompt:
 
     system: List[TextPart] = []
     messages: List[Message] = []
+    layout: List[Tuple[int, str, int, bool]] = []
     for i, raw in enumerate(raw_messages):
+        held = len(system)
         _decode_message(raw, f"messages[{i}]", system, messages)
+        if len(system) > held:
+            layout.append((len(messages), raw["role"], len(system) - held, isinstance(raw.get("content"), list)))
 
     tools = _decode_tools(body)
     tool_choice, allowed = _decode_tool_choice(body)
@@ -109,6 +115,8 @@ def decode_request(body: Any) -> Prompt:
         hints[USER_FROM_SAFETY_ID_KEY] = True  # same wire: safety_identifier goes as itself, no `user` invented
     if body.get("functions") is not None and body.get("tools") is None:
         hints[LEGACY_FUNCTIONS_KEY] = True
+    if any(position or role != "system" for position, role, _, _ in layout):
+        hints[SYSTEM_LAYOUT_KEY] = (len(messages), tuple(layout))
     return Prompt(
         model=model,
         messages=tuple(messages),
@@ -383,11 +391,11 @@ def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
 
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
-    messages: List[Dict[str, Any]] = []
-    if prompt.system:
-        messages.append({"role": "system", "content": prompt.system_text()})
-    for m in _merge_tool_turns(prompt.messages):
-        messages.extend(_encode_message(m))
+    messages = _system_layout(prompt)
+    if messages is None:
+        messages = [{"role": "system", "content": prompt.system_text()}] if prompt.system else []
+        for m in _merge_tool_turns(prompt.messages):
+            messages.extend(_encode_message(m))
     body: Dict[str, Any] = {"model": target.model, "messages": messages}
     if prompt.extras_protocol == PROTOCOL:
         body.update({k: v for k, v in prompt.extras.items() if not k.startswith("_")})
@@ -437,6 +445,33 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         body.pop("stream", None)
         body.pop("stream_options", None)
     return body
+
+
+def _system_layout(prompt: Prompt) -> Optional[List[Dict[str, Any]]]:
+    """The messages of a same-wire client whose system or developer messages did not all lead: each
+    goes back where it stood, with its role, so a Chat upstream reads the conversation as sent (other
+    wires have one system slot: translation.md). The layout holds positions and counts, never text:
+    the text is the prompt's own, after every pre-request hook. A hook that changed how many messages
+    or system parts there are makes the layout stale; then the system prompt leads, as for other wires."""
+    hint = prompt.extras.get(SYSTEM_LAYOUT_KEY) if prompt.extras_protocol == PROTOCOL else None
+    if hint is None:
+        return None
+    count, layout = hint
+    if count != len(prompt.messages) or sum(n for _, _, n, _ in layout) != len(prompt.system):
+        return None
+    out: List[Dict[str, Any]] = []
+    start = taken = 0
+    for position, role, n, as_list in layout:
+        for m in _merge_tool_turns(prompt.messages[start:position]):
+            out.extend(_encode_message(m))
+        parts = prompt.system[taken:taken + n]
+        content: Any = ([{"type": "text", "text": p.text} for p in parts] if as_list
+                        else "\n\n".join(p.text for p in parts))
+        out.append({"role": role, "content": content})
+        start, taken = position, taken + n
+    for m in _merge_tool_turns(prompt.messages[start:]):
+        out.extend(_encode_message(m))
+    return out
 
 
 def _openai_itself(target: RoutingTarget) -> bool:
