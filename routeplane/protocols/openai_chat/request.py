@@ -19,13 +19,11 @@ from ...language_model.types import (
     ResponseFormat,
     Role,
     TextPart,
-    Tool,
     ToolCallPart,
-    ToolChoice,
     ToolResultPart,
 )
 from ..base import client_extras, effort_for_target, expect, parse_data_url
-from ..custom_tools import decode_custom_tool
+from .tools import decode_tool_call, decode_tool_choice, decode_tools, encode_tool, tool_call
 
 PROTOCOL = "openai_chat"
 # Prompt.extras keys starting with "_" are the codec's own hints, never body fields (a client cannot
@@ -71,8 +69,8 @@ def decode_request(body: Any) -> Prompt:
         if len(system) > held:
             layout.append((len(messages), raw["role"], len(system) - held, isinstance(raw.get("content"), list)))
 
-    tools = _decode_tools(body)
-    tool_choice, allowed = _decode_tool_choice(body)
+    tools = decode_tools(body)
+    tool_choice, allowed = decode_tool_choice(body)
     if allowed is not None:
         # allowed_tools narrows the offer without changing `tools` (a prompt-cache nicety on
         # OpenAI); the canonical form is the narrowed list, as for Gemini's allowedFunctionNames.
@@ -177,7 +175,7 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
         if isinstance(refusal, str) and refusal:
             parts_a.append(TextPart(refusal))
         for j, call in enumerate(expect(raw.get("tool_calls"), list, f"{path}.tool_calls") or []):
-            parts_a.append(_decode_tool_call(call, f"{path}.tool_calls[{j}]"))
+            parts_a.append(decode_tool_call(call, f"{path}.tool_calls[{j}]"))
         legacy = raw.get("function_call")
         if isinstance(legacy, dict):
             # Numbered by turn: the same function called in two turns must not share an id (Anthropic rejects it).
@@ -273,106 +271,6 @@ def _user_parts(content: Any, path: str) -> List[ContentPart]:
     return parts
 
 
-def _decode_tool_call(call: Any, path: str) -> ToolCallPart:
-    if not isinstance(call, dict):
-        raise InvalidRequest(f"'{path}' must be an object.", param=path)
-    if call.get("type") == "custom":
-        custom = expect(call.get("custom"), dict, f"{path}.custom", required=True)
-        return ToolCallPart(
-            id=expect(call.get("id"), str, f"{path}.id", required=True),
-            name=expect(custom.get("name"), str, f"{path}.custom.name", required=True),
-            arguments=expect(custom.get("input"), str, f"{path}.custom.input", required=True),
-            custom=True,
-        )
-    fn = expect(call.get("function"), dict, f"{path}.function", required=True)
-    return ToolCallPart(
-        id=expect(call.get("id"), str, f"{path}.id", required=True),
-        name=expect(fn.get("name"), str, f"{path}.function.name", required=True),
-        arguments=expect(fn.get("arguments"), str, f"{path}.function.arguments") or "{}",
-    )
-
-
-def _decode_tools(body: Dict[str, Any]) -> Tuple[Tool, ...]:
-    tools: List[Tool] = []
-    for i, raw in enumerate(expect(body.get("tools"), list, "tools") or []):
-        path = f"tools[{i}]"
-        if isinstance(raw, dict) and raw.get("type") == "custom":
-            tools.append(decode_custom_tool(expect(raw.get("custom"), dict, f"{path}.custom", required=True),
-                                            f"{path}.custom", canonical_format))
-            continue
-        if not isinstance(raw, dict) or raw.get("type") != "function":
-            raise InvalidRequest(f"'{path}' must be a function or custom tool ({{\"type\": \"function\", ...}}).",
-                                 param=path)
-        fn = expect(raw.get("function"), dict, f"{path}.function", required=True)
-        tools.append(_tool(fn, f"{path}.function"))
-    for i, fn in enumerate(expect(body.get("functions"), list, "functions") or []):
-        tools.append(_tool(fn, f"functions[{i}]"))
-    return tuple(tools)
-
-
-def _tool(fn: Any, path: str) -> Tool:
-    if not isinstance(fn, dict):
-        raise InvalidRequest(f"'{path}' must be an object.", param=path)
-    params = expect(fn.get("parameters"), dict, f"{path}.parameters")
-    return Tool(
-        name=expect(fn.get("name"), str, f"{path}.name", required=True),
-        description=expect(fn.get("description"), str, f"{path}.description"),
-        parameters=params if params is not None else {"type": "object", "properties": {}},
-        strict=expect(fn.get("strict"), bool, f"{path}.strict"),
-    )
-
-
-def canonical_format(fmt: Dict[str, Any]) -> Dict[str, Any]:
-    """A Chat custom tool format in the canonical (Responses) spelling: Chat nests a grammar's
-    `syntax`/`definition` under `grammar`, Responses has them flat beside `type`."""
-    grammar = fmt.get("grammar")
-    if fmt.get("type") == "grammar" and isinstance(grammar, dict):
-        return {**{k: v for k, v in fmt.items() if k != "grammar"}, **grammar}
-    return dict(fmt)
-
-
-def chat_format(fmt: Any) -> Dict[str, Any]:
-    """The canonical format as Chat spells it (the inverse of canonical_format)."""
-    if fmt.get("type") == "grammar" and "grammar" not in fmt:
-        return {"type": "grammar", "grammar": {k: v for k, v in fmt.items() if k != "type"}}
-    return dict(fmt)
-
-
-def _decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Optional[List[str]]]:
-    """The choice, and for `allowed_tools` the names the offer is narrowed to."""
-    # (A legacy `functions` client takes one function_call a turn: the answer carries the first call.
-    # Nothing is added upstream for it: some models and servers refuse `parallel_tool_calls`.)
-    parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
-    raw = body.get("tool_choice", body.get("function_call"))
-    if raw is None:
-        return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), None
-    if isinstance(raw, str):
-        if raw not in ("auto", "none", "required"):
-            raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
-        return ToolChoice(raw, parallel=parallel), None
-    if isinstance(raw, dict) and raw.get("type") == "allowed_tools":
-        spec = expect(raw.get("allowed_tools"), dict, "tool_choice.allowed_tools", required=True)
-        mode = spec.get("mode")
-        if mode not in ("auto", "required"):
-            raise InvalidRequest("Invalid value for 'tool_choice.allowed_tools.mode': use 'auto' or 'required'.",
-                                 param="tool_choice.allowed_tools.mode")
-        names: List[str] = []
-        for i, t in enumerate(expect(spec.get("tools"), list, "tool_choice.allowed_tools.tools", required=True)):
-            fn = t
-            if isinstance(t, dict) and t.get("type") in ("function", "custom") and isinstance(t.get(t["type"]), dict):
-                fn = t[t["type"]]  # {"type": "function", "function": {"name"}}, same for "custom"
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise InvalidRequest(f"'tool_choice.allowed_tools.tools[{i}]' must name a function.",
-                                     param=f"tool_choice.allowed_tools.tools[{i}]")
-            names.append(fn["name"])
-        return ToolChoice(mode, parallel=parallel), names
-    if isinstance(raw, dict):
-        fn = raw.get(raw["type"]) if raw.get("type") in ("function", "custom") else raw
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            return ToolChoice("tool", fn["name"], parallel=parallel), None
-    raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
-
-
 def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
     if raw is None:
         return None
@@ -416,7 +314,7 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     if p.stop:
         body["stop"] = list(p.stop)
     if prompt.tools:
-        body["tools"] = [_encode_tool(t) for t in prompt.tools]
+        body["tools"] = [encode_tool(t) for t in prompt.tools]
     tc = prompt.tool_choice
     if tc is not None:
         if tc.mode == "tool":
@@ -490,29 +388,6 @@ def _user(prompt: Prompt) -> Optional[str]:
             and user == prompt.extras.get("safety_identifier")):
         return None
     return user
-
-
-def _encode_tool(t: Tool) -> Dict[str, Any]:
-    if t.custom:
-        custom: Dict[str, Any] = {"name": t.name}
-        if t.description is not None:
-            custom["description"] = t.description
-        if t.format is not None:
-            custom["format"] = chat_format(t.format)
-        return {"type": "custom", "custom": custom}
-    fn: Dict[str, Any] = {"name": t.name, "parameters": dict(t.parameters)}
-    if t.description is not None:
-        fn["description"] = t.description
-    if t.strict is not None:
-        fn["strict"] = t.strict
-    return {"type": "function", "function": fn}
-
-
-def tool_call(p: ToolCallPart) -> Dict[str, Any]:
-    """An assistant message's `tool_calls` entry."""
-    if p.custom:
-        return {"id": p.id, "type": "custom", "custom": {"name": p.name, "input": p.arguments}}
-    return {"id": p.id, "type": "function", "function": {"name": p.name, "arguments": p.arguments}}
 
 
 def _merge_tool_turns(messages: Tuple[Message, ...]) -> List[Message]:

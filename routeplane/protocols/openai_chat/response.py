@@ -23,7 +23,8 @@ from ...language_model.types import (
 )
 from ..base import as_list, bad_upstream, in_band_error, in_band_status, scrub
 from .citations import chat_citation
-from .request import LEGACY_FUNCTIONS_KEY, tool_call
+from .request import LEGACY_FUNCTIONS_KEY
+from .tools import tool_call
 
 PROTOCOL = "openai_chat"
 
