@@ -78,8 +78,10 @@ class GenerationAccumulator:
         self._blocks: Dict[int, dict] = {}
         self._order: List[int] = []
         self.output_chars = 0  # characters of output and reasoning, as they came
-        # The same, weighed as `output_chars()` weighs an answer (non-ASCII by its bytes), for an estimate.
-        self.output_weight = 0
+        # Their `text_weight`, summed: weighed once at the end, as `output_chars()` weighs a whole answer
+        # (rounding each delta would make a streamed estimate exceed the unstreamed one).
+        self._ascii_chars = 0
+        self._other_bytes = 0
 
     def add(self, part: StreamPart) -> None:
         if isinstance(part, ResponseStart):
@@ -126,9 +128,15 @@ class GenerationAccumulator:
             self.finish = part
 
     def _count(self, text: str) -> None:
-        n = len(text)
-        self.output_chars += n
-        self.output_weight += n if text.isascii() else weighed_chars(*text_weight(text))
+        self.output_chars += len(text)
+        ascii_chars, other_bytes = text_weight(text)
+        self._ascii_chars += ascii_chars
+        self._other_bytes += other_bytes
+
+    @property
+    def output_weight(self) -> int:
+        """Output and reasoning weighed for a usage estimate, as `output_chars()` weighs an answer."""
+        return weighed_chars(self._ascii_chars, self._other_bytes)
 
     def _open(self, index: int, block: dict) -> dict:
         if index not in self._blocks:

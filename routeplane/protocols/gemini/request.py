@@ -166,7 +166,9 @@ def _model_parts(parts: List[Any], path: str, turn: int) -> List[ContentPart]:
         call = get(raw, "functionCall")
         if isinstance(call, dict):
             name = expect(call.get("name"), str, f"{p}.functionCall.name", required=True)
-            args = call.get("args") if call.get("args") is not None else {}
+            # A Struct on this wire: Google refuses any other value, and another wire would get a JSON
+            # string or array as a call's arguments.
+            args = expect(call.get("args"), dict, f"{p}.functionCall.args") or {}
             # A stable made-up id: the same history always maps to the same ids.
             call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"{SYNTHETIC_ID}{turn}_{k}"
             out.append(ToolCallPart(call_id, name, json.dumps(args, separators=(",", ":"), ensure_ascii=False), sig,
@@ -230,7 +232,9 @@ def _user_parts(parts: List[Any], path: str, pending: List[ToolCallPart],
             if call_id is None:
                 raise InvalidRequest(f"'{p}.functionResponse' answers no functionCall named {name!r} in the "
                                      "preceding model turn.", param=f"{p}.functionResponse")
-            text, is_error, wrapper = result_text(resp.get("response"))
+            # A Struct too (gemini.md §2): a bare string would reach every upstream quoted, as JSON text.
+            response = expect(resp.get("response"), dict, f"{p}.functionResponse.response")
+            text, is_error, wrapper = result_text(response)
             if wrapper is not None:
                 extras.setdefault(RESULT_KEYS_NOTE, {})[call_id] = wrapper
             # Multimodal function responses (functionResponse.parts: inlineData / fileData).

@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Tuple
 
 from ...errors import RouteplaneError
 from ...language_model.routing import RoutingTarget
-from ...language_model.stream import estimate_usage
+from ...language_model.stream import estimate_usage, opaque_text, text_weight, weighed_chars
 from ...language_model.types import (
     Finish,
     FinishReason,
@@ -77,7 +77,9 @@ class GeminiStreamEncoder(StreamEncoder):
         self._held_scores: Dict[str, Any] = {}  # the held chunk's logprobsResult and avgLogprobs
         self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
         self._prompt = prompt
-        self._chars = 0
+        # Output and reasoning as `output_chars()` weighs an unstreamed answer: (ASCII characters, other
+        # UTF-8 bytes), summed over the deltas and weighed once, so both estimates agree.
+        self._weight = (0, 0)
         self._show_thoughts = shows_thoughts(prompt)
         self._answer: List[str] = []  # the answer's text as sent, for the kept fields that index it
         self._kept: Mapping[str, Any] = {}  # a Gemini upstream's fields of the answer as a whole (Finish.extras)
@@ -136,7 +138,7 @@ class GeminiStreamEncoder(StreamEncoder):
                 self._usage = part.usage
         elif isinstance(part, TextDelta):
             if part.text:
-                self._chars += len(part.text)
+                self._count(part.text)
                 if self._enum is not None and (self._enum or part.text.startswith('"')):
                     self._enum.append(part.text)
                     return b""
@@ -158,7 +160,7 @@ class GeminiStreamEncoder(StreamEncoder):
                 r["sig"] += part.signature
             if part.text:
                 r["all"].append(part.text)
-                self._chars += len(part.text)
+                self._count(part.text)
                 if self._show_thoughts or r["provider"] == PROTOCOL:
                     r["text"] = True
                     return self._chunk([{"text": part.text, "thought": True}])
@@ -179,15 +181,17 @@ class GeminiStreamEncoder(StreamEncoder):
                         return self._chunk([{"text": "", "thought": True, "thoughtSignature": carried}])
         elif isinstance(part, ToolCallStart):
             self._tools[part.index] = {"id": part.id, "name": part.name, "args": [], "sig": part.signature}
+            self._count(part.name)
         elif isinstance(part, ToolCallDelta):
             if part.index in self._tools:
                 self._tools[part.index]["args"].append(part.arguments)
-                self._chars += len(part.arguments)
+                self._count(part.arguments)
         elif isinstance(part, ToolCallEnd):
             call = self._tools.pop(part.index, None)
             if call is not None:
                 return self._chunk([self._call_part(call)])
         elif isinstance(part, OpaqueBlock):
+            self._count(opaque_text(part.block))  # billed whichever wire it is kept for, as unstreamed
             if part.protocol == PROTOCOL:  # another wire's server-side blocks mean nothing here
                 return self._chunk([dict(part.block)])
         elif isinstance(part, UsageUpdate):
@@ -203,9 +207,14 @@ class GeminiStreamEncoder(StreamEncoder):
                 self._kept = part.extras
         return b""
 
+    def _count(self, text: str) -> None:
+        ascii_chars, other_bytes = text_weight(text)
+        self._weight = (self._weight[0] + ascii_chars, self._weight[1] + other_bytes)
+
     def _estimate(self) -> Usage:
-        # An upstream that reported no usage: the client still gets the gateway's estimate.
-        return estimate_usage(self._prompt, self._chars)
+        # An upstream that reported no usage: the client still gets the gateway's estimate, non-Latin
+        # text weighed by its bytes as for the same answer unstreamed (pipeline `_with_usage`).
+        return estimate_usage(self._prompt, weighed_chars(*self._weight))
 
     @staticmethod
     def _call_part(call: Dict[str, Any]) -> Dict[str, Any]:
