@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple
 
+from .logs import redact
 from .metrics import PERCENTILES, NameBounds, exact, grouped_percentiles, grouping, nearest_rank
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -31,6 +32,15 @@ _AGG = (
     " SUM(cost_micro_usd),"
     " SUM(CASE WHEN cost_micro_usd IS NULL THEN 1 ELSE 0 END)"
 )
+
+
+def shown(value: Any) -> Any:
+    """A client-chosen name as the dashboard may show it: an API key or a JWT in it is `[redacted]`.
+
+    A client that sends its key as the model name (the two settings swapped) leaves it in the spend log's
+    route; every admin reading the pages or the CSV could then spend as that client.
+    """
+    return redact(value) if isinstance(value, str) else value
 
 
 def _agg(row: Sequence[Any]) -> Dict[str, Any]:
@@ -88,7 +98,7 @@ def grouped(store: "Store", columns: Sequence[str], since: float, with_latency: 
     for row in rows:
         key = tuple(row[:len(columns)])
         d = _agg(row[len(columns):])
-        d["key"] = key
+        d["key"] = tuple(shown(v) for v in key)
         d["names"] = int(row[-1] or 0) if other is not None and key[0] == other else 0
         if with_latency:
             d["latency_ms"] = latency.get(key, {name: None for name, _q in PERCENTILES})
@@ -173,7 +183,7 @@ def recent(store: "Store", limit: int = 50, status: str = "", route: str = "", a
             " output_tokens + reasoning_tokens, cost_micro_usd, attempts")
     sql = (f"SELECT {cols} FROM {_SPEND}" + (" WHERE " + " AND ".join(where) if where else "")
            + f" ORDER BY started_at DESC LIMIT {limit}")
-    return [dict(zip(RECENT_COLUMNS, row)) for row in store.execute(sql, tuple(params))]
+    return [{name: shown(v) for name, v in zip(RECENT_COLUMNS, row)} for row in store.execute(sql, tuple(params))]
 
 
 def filter_choices(store: "Store", since: float) -> Dict[str, List[Any]]:
@@ -181,6 +191,6 @@ def filter_choices(store: "Store", since: float) -> Dict[str, List[Any]]:
     p = store.param
     statuses = [int(r[0]) for r in store.execute(
         f"SELECT DISTINCT status FROM {_SPEND} WHERE started_at >= {p} ORDER BY status LIMIT 50", (since,))]
-    routes = [r[0] for r in store.execute(
+    routes = [shown(r[0]) for r in store.execute(
         f"SELECT DISTINCT route FROM {_SPEND} WHERE started_at >= {p} ORDER BY route LIMIT 200", (since,))]
     return {"statuses": statuses, "routes": routes}

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ..config import ConfigError, load_config
 from .caip10 import BASE_MAINNET, SOLANA_MAINNET, parse_chain
 from .crypto import Wallet
-from .window import parse_window_cli
+from .window import MAX_BUDGET, parse_window_cli, valid_budget
 
 
 def _models(text: Optional[str]) -> Optional[List[str]]:
@@ -79,6 +79,8 @@ def cmd_token_mint(args: argparse.Namespace) -> int:
 
     if args.exp < 0:  # it minted a token without `exp`, one that never expires
         return _fail(f"--exp {args.exp}: give the seconds until the token expires (> 0), or 0 for never")
+    if args.budget is not None and not valid_budget(args.budget):  # every request would refuse the token
+        return _fail(f"--budget {args.budget}: give a whole number of micro-USD from 0 to {MAX_BUDGET}")
     try:
         wallet = _wallet(args.key, create=True)
         iss = _issuer(wallet, args.chain)

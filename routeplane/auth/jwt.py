@@ -18,12 +18,11 @@ from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tupl
 from .caip10 import ALG_FOR_NAMESPACE, Caip10, CaipError, parse_caip10
 from .crypto import Wallet, b64url, ed25519_verify, eip191_recover
 from .globs import valid_patterns
-from .window import BudgetWindow, parse_window
+from .window import BudgetWindow, parse_window, valid_budget
 
 ALGORITHMS = frozenset(ALG_FOR_NAMESPACE.values())
 SCOPES = ("api", "admin")
 BUDGET_SCOPES = ("session", "account")
-MAX_BUDGET = 10 ** 15  # a billion USD in micro-USD: anything bigger is a mistake
 _SEGMENT = re.compile(r"[A-Za-z0-9_-]+")  # fullmatch: `$` would allow a final newline
 
 MALFORMED = "The bearer token is malformed."
@@ -226,7 +225,7 @@ def _claims(claims: Mapping[str, Any], issuer: Caip10, alg: str, iat: Optional[f
     if "models" in claims and (not isinstance(models, list) or len(models) > 256 or not valid_patterns(models)):
         raise TokenError("The token's models claim must be a list of model-name patterns.")
     budget = claims.get("budget")
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or not 0 <= budget <= MAX_BUDGET):
+    if budget is not None and not valid_budget(budget):
         raise TokenError("The token's budget claim must be a non-negative integer of micro-USD.")
     budget_scope = claims.get("budget_scope", "account")
     if budget_scope not in BUDGET_SCOPES:

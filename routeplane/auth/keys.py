@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple
 
 from .globs import valid_patterns
 from .store import ApiKeyRow, AuthStore
-from .window import BudgetWindow
+from .window import MAX_BUDGET, BudgetWindow, valid_budget
 
 PREFIX = "rpk_"
 _KEY = re.compile(r"rpk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")  # fullmatch: `$` allows a final newline
@@ -68,8 +68,8 @@ def create_key(store: AuthStore, *, name: str = "", account_id: Optional[str] = 
         raise ValueError("an account id is 1 to 128 characters")
     if len(name) > 200:
         raise ValueError("a key name is at most 200 characters")
-    if budget_micro_usd is not None and budget_micro_usd < 0:
-        raise ValueError("a budget is a non-negative number of micro-USD")
+    if budget_micro_usd is not None and not valid_budget(budget_micro_usd):
+        raise ValueError(f"a budget is a whole number of micro-USD from 0 to {MAX_BUDGET}")
     key_id, key = new_key()
     row = ApiKeyRow(
         id=key_id, key_hash=hash_secret(key), name=name, account_id=account_id or default_account(key_id),

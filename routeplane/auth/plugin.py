@@ -139,6 +139,10 @@ def auth_plugins(config: "Config") -> Tuple[List[Plugin], List[Plugin]]:
     """
     settings = AuthSettings.from_config(config.auth)
     if settings.mode == "none":
+        if (config.auth.get("budget") or {}).get("account_limit_micro_usd") is not None:
+            # Budgets are the `budget` plugin's, installed with auth only: the limit looked enforced and was not.
+            _warn("auth.budget.account_limit_micro_usd is set but auth.mode is none: no budget is enforced "
+                  "(budgets need auth.mode api_keys, jwt or api_keys+jwt; docs/auth.md)")
         return [], []
     if settings.jwt:
         from .crypto import require_libraries

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 MAX_WINDOW = 10 ** 9
+MAX_BUDGET = 10 ** 15  # a billion USD in micro-USD: anything bigger is a mistake
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,13 @@ class BudgetWindow:
 
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_WINDOW
+
+
+def valid_budget(value: Any) -> bool:
+    """A budget in micro-USD: a whole number from 0 to MAX_BUDGET (a bool is not one). The one bound for a key's
+    budget and a token's `budget` claim: a key's was unbounded, and past a BIGINT the store's own error was the
+    answer (`Python int too large to convert to SQLite INTEGER`, PostgreSQL's `bigint out of range`)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_BUDGET
 
 
 def parse_window(value: Any) -> Optional[BudgetWindow]:

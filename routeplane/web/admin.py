@@ -68,7 +68,10 @@ def make_blueprint(app: "App") -> Blueprint:
             body = read_json_body(app.config.server.max_body_bytes)
             if not isinstance(body, dict) or not isinstance(body.get("request"), dict):
                 raise InvalidRequest("Send {\"wire\": ..., \"request\": {...}, \"headers\": {...}}.", param="request")
-            headers = body.get("headers") or {}
+            # Absent or null: no headers. Any other non-object (`[]`, `""`) is a mistake, not "no credential":
+            # explained as unauthenticated, it answered a question the admin did not ask.
+            headers = body.get("headers")
+            headers = {} if headers is None else headers
             if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
                 raise InvalidRequest("'headers' must map names to strings.", param="headers")
             from ..auth.guard import wire_credential
