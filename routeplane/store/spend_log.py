@@ -15,6 +15,7 @@ from ..app import AppBuilder, MigrationItem, Plugin, PluginId
 from ..hooks.language_model import SettlementRecorder
 from ..ids import new_hex
 from ..language_model.settlement import Settlement
+from ..logs import redact
 from ..metrics import grouping
 from .database import Store
 from .spool import Spool
@@ -79,7 +80,7 @@ def spend_row(s: Settlement, now: Optional[float] = None,
               metadata_plugins: Tuple[str, ...] = DEFAULT_METADATA_PLUGINS) -> Dict[str, Any]:
     """The row for one settlement. Carries no prompt text and no secret: attempts keep
     their provider, model, status and error type, never the upstream's error message
-    (which may quote the prompt)."""
+    (which may quote the prompt); a credential in the route or model name is redacted."""
     u = s.usage
     attempts = [
         {"provider": a.provider, "model": a.model, "protocol": a.protocol, "ok": a.ok, "latency_ms": a.latency_ms,
@@ -93,9 +94,10 @@ def spend_row(s: Settlement, now: Optional[float] = None,
         "recorded_at": time.time() if now is None else now,
         "account_id": _cut(s.account_id),
         "session_id": _cut(s.session_id),
-        "route": _cut(s.route) or "",
+        # What the client named as the model: a client that swapped its settings sends its key there.
+        "route": _cut(redact(s.route or "")),
         "provider": _cut(s.provider),
-        "model": _cut(s.model),
+        "model": _cut(redact(s.model)) if s.model is not None else None,
         "inbound_protocol": _cut(s.inbound_protocol, 64),
         "streamed": bool(s.streamed),
         "input_tokens": _tokens(u.input_tokens),
