@@ -190,6 +190,13 @@ class HttpExecutor(Executor):
                 call.done = True
                 resp.close()
             return generation_to_parts(_decode(codec, raw, target, prompt))
+        if "html" in ctype.lower():
+            # A proxy's or portal's page with a success status: say so, rather than blame the stream's
+            # missing terminator. (Other types pass: some servers label a real event stream oddly.)
+            call.done = True
+            resp.close()
+            raise InvalidUpstreamResponse(f"{target.provider} answered the stream request with an HTML page "
+                                          f"(HTTP {resp.status_code}), not an event stream", provider=target.provider)
         # From here `call.abort` (registered in _post) cuts the stream through `shutdown_response(resp)`.
         from ..protocols.custom_tools import restore_stream
         from ..protocols.schema_root import unwrap_stream

@@ -36,7 +36,7 @@ from .cooldown import CooldownTracker, FallbackSettings
 from .events import HopEvent, PhaseEvent, RequestEndEvent, RequestStartEvent, StreamPartEvent, error_class
 from .executor import Executor
 from .first_content import open_until_content
-from .pipeline_stream import FLUSH, PRIMED, PipelineStream, close_quietly, prepend, primed
+from .pipeline_stream import END, FLUSH, PRIMED, PipelineStream, close_quietly, prepend, primed
 from .routing import RoutingTable, RoutingTarget
 from .settlement import Attempt, Settlement, cost_micro_usd, frozen
 from .stream import GenerationAccumulator, estimate_usage, generation_to_parts, interest_of, is_content, output_chars
@@ -341,6 +341,7 @@ class LanguageModelPipeline:
         acc = GenerationAccumulator()
         outcome = Outcome.SUCCESS
         error: Optional[RouteplaneError] = None
+        complete = False  # the upstream's answer ended well: its verdict and its bill, whatever the client does
         observing = self.observers.active
         streamed_from = ctx.target.breaker_key if ctx.target is not None else None  # breaker verdict owed at the end
         hooks: List[Tuple[StreamHook, StreamInterest]] = []
@@ -363,6 +364,10 @@ class LanguageModelPipeline:
                 estimate = UsageUpdate(estimate_usage(ctx.prompt, acc.output_weight))
                 acc.add(estimate)
                 yield estimate
+            complete = True
+            # Settled at the next pull: a consumer that writes the end frames first pulls only once they
+            # were written, and a client gone during that write closes the stream here instead.
+            yield END
         except GeneratorExit:
             outcome = Outcome.CLIENT_DISCONNECTED
             raise
@@ -386,7 +391,7 @@ class LanguageModelPipeline:
         finally:
             close_quietly(upstream)
             if streamed_from is not None:
-                if outcome is Outcome.SUCCESS:
+                if outcome is Outcome.SUCCESS or complete:
                     self.cooldown.record_success(streamed_from)
                 else:  # the client left or a policy stopped it: no verdict on the upstream
                     self.cooldown.release(streamed_from)
@@ -403,7 +408,7 @@ class LanguageModelPipeline:
                 usage = usage or Usage(reported=False)
             elif usage is None or (not usage.reported and usage.total_output == 0):
                 usage = replace(estimate_usage(ctx.prompt, acc.output_weight), tool_calls=usage and usage.tool_calls or ())
-            elif outcome is not Outcome.SUCCESS and usage.total_output < (acc.output_chars + 3) // 4:
+            elif not complete and usage.total_output < (acc.output_chars + 3) // 4:
                 # Cut short before the upstream's final usage (often only the input was reported
                 # at the start): bill the output that was delivered, never a silent zero.
                 delivered = (acc.output_chars + 3) // 4 - usage.reasoning_tokens

@@ -5,6 +5,11 @@ one upstream read (`PipelineContext.upstream_buffered`), and the pipeline puts a
 in the stream wherever its next pull could wait on the network. A web layer that reads
 `with_flushes()` writes everything between two markers in one write; parts that arrived in one
 read leave in one write, and nothing already encoded waits for the upstream.
+
+The last marker is `END`: the answer is complete and the next pull settles it. Such a consumer
+writes out the rest, its wire's end frames included, before pulling again, so a client that
+leaves during that last write is settled as gone (the server closes the stream instead of
+pulling), not as served.
 """
 
 from __future__ import annotations
@@ -22,28 +27,32 @@ log = logging.getLogger("routeplane.pipeline")
 class Flush:
     """The marker type: write out what is buffered; the next part may be a network wait away."""
 
-    __slots__ = ()
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def __repr__(self) -> str:
-        return "FLUSH"
+        return self.name
 
 
-FLUSH = Flush()
+FLUSH = Flush("FLUSH")
+END = Flush("END")  # the answer is complete: write out the rest and the end frames, then pull to settle
 
 
 class PipelineStream:
     """The client-facing stream: canonical parts, settled exactly once on exhaustion or close().
 
     Iterating yields the parts; `with_flushes()` yields them with the `FLUSH` markers between
-    the batches (for a consumer that batches its writes). Only `close()` ends and settles the
-    stream early: closing the iterator `iter()` returned does not."""
+    the batches and `END` after the last part (for a consumer that batches its writes). Only
+    `close()` ends and settles the stream early: closing the iterator `iter()` returned does not."""
 
     def __init__(self, parts: Iterator[Union[StreamPart, Flush]], ctx: PipelineContext) -> None:
         self._parts = parts
         self.ctx = ctx
 
     def __iter__(self) -> Iterator[StreamPart]:
-        return (p for p in self._parts if p is not FLUSH)  # type: ignore[misc]
+        return (p for p in self._parts if not isinstance(p, Flush))  # type: ignore[misc]
 
     def with_flushes(self) -> Iterator[Union[StreamPart, Flush]]:
         return self._parts

@@ -26,7 +26,7 @@ from ..errors import (
 )
 from ..ids import new_hex
 from ..language_model.context import PipelineContext
-from ..language_model.pipeline_stream import FLUSH, PipelineStream
+from ..language_model.pipeline_stream import END, FLUSH, PipelineStream
 from ..protocols.base import ClientCodec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -275,11 +275,17 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
     cut: Optional[RouteplaneError] = None  # set when the gateway, not the client, ends the stream
     # Encoded events wait here until the pipeline's FLUSH says its next part may be a network wait
     # away: what arrived from the upstream in one read leaves in one write (pipeline_stream.py).
+    # At END the end frames join them, and the pipeline settles only when the server pulls again
+    # after that write; if the write fails, gunicorn closes this generator at its yield instead,
+    # and the close settles the request as a client that left.
     pending: List[bytes] = []
     try:
         try:
             for part in stream.with_flushes():
-                if part is FLUSH:
+                if part is FLUSH or part is END:
+                    end = encoder.close() if part is END else b""
+                    if end:
+                        pending.append(end)
                     if pending:
                         yield pending[0] if len(pending) == 1 else b"".join(pending)
                         pending.clear()
@@ -294,9 +300,6 @@ def _sse_body(codec: ClientCodec, ctx: PipelineContext, stream: PipelineStream,
                 data = encoder.encode(part)
                 if data:
                     pending.append(data)
-            end = encoder.close() if cut is None else None
-            if end:
-                pending.append(end)
         except RouteplaneError as err:
             pending.append(encoder.error(err))
         except Exception:
