@@ -293,8 +293,10 @@ def translate_exception(exc: BaseException, target: RoutingTarget) -> UpstreamEr
         return UpstreamTimeout(f"{name}: no data within the read timeout", provider=name)
     if isinstance(exc, requests.exceptions.Timeout):
         return UpstreamTimeout(f"{name}: timed out", provider=name)
-    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
-                        requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+    if isinstance(exc, (requests.exceptions.ContentDecodingError, urllib3.exceptions.DecodeError)):
+        return InvalidUpstreamResponse(f"{name}: the response body could not be decoded as its Content-Encoding "
+                                       "says", provider=name)
+    if isinstance(exc, (requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError)):
         return InvalidUpstreamResponse(f"{name}: the connection broke while reading the response", provider=name)
     if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError, OSError, urllib3.exceptions.SSLError)):
         return UpstreamConnectionError(f"{name}: could not connect or the connection was reset", provider=name)
