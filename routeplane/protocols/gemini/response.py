@@ -271,6 +271,9 @@ def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
     for raw in parts or []:
         if not isinstance(raw, dict):
             raise bad_upstream(target, "a part is not an object")
+        wrong = mistyped_part(raw)
+        if wrong:
+            raise bad_upstream(target, wrong)
         sig = raw.get("thoughtSignature") if isinstance(raw.get("thoughtSignature"), str) else None
         call = raw.get("functionCall")
         if isinstance(call, dict):
@@ -295,6 +298,17 @@ def decode_parts(parts: Any, target: RoutingTarget) -> List[ContentPart]:
 
 # Keys of a part that qualify its data rather than being it.
 _QUALIFIERS = frozenset({"thought", "thoughtSignature", "thought_signature", "partMetadata", "part_metadata"})
+
+
+def mistyped_part(raw: Mapping[str, Any]) -> Optional[str]:
+    """What is wrong with a part whose `text` or `functionCall` has the wrong JSON type, or None. Such a
+    part is no kind this gateway does not know (is_opaque would keep it whole): relayed to a Gemini
+    client, the SDK fails validating it instead of reporting an error."""
+    if raw.get("text") is not None and not isinstance(raw["text"], str):
+        return "a part's text is not a string"
+    if raw.get("functionCall") is not None and not isinstance(raw["functionCall"], dict):
+        return "a part's functionCall is not an object"
+    return None
 
 
 def is_opaque(raw: Mapping[str, Any]) -> bool:

@@ -49,6 +49,7 @@ from .response import (
     function_call_part,
     is_opaque,
     kept_candidate,
+    mistyped_part,
     shows_thoughts,
 )
 
@@ -419,6 +420,9 @@ class GeminiStreamDecoder(StreamDecoder):
         return self._next_block - 1
 
     def _part(self, raw: Dict[str, Any]) -> List[StreamPart]:
+        wrong = mistyped_part(raw)
+        if wrong:
+            raise bad_upstream(self._target, wrong)
         out: List[StreamPart] = []
         sig = raw.get("thoughtSignature") if isinstance(raw.get("thoughtSignature"), str) else None
         call = raw.get("functionCall")
