@@ -172,15 +172,24 @@ def _forward_count_tokens(target: RoutingTarget, body: Any, prompt: Any, rid: st
                             provider=target.provider) from exc
     if status >= 400:
         raise upstream_status_error(status, raw, up_headers, target)
-    try:
-        data = json.loads(raw)
-        tokens = int(data["input_tokens"])
-    except (ValueError, KeyError, TypeError):
+    tokens = _counted(raw)
+    if tokens is None:
         raise UpstreamError(scrub(f"{target.provider} sent an invalid count_tokens answer", target),
-                            provider=target.provider) from None
+                            provider=target.provider)
     resp = Response(json.dumps({"input_tokens": tokens}), mimetype="application/json")
     resp.headers["x-request-id"] = rid
     return resp
+
+
+def _counted(raw: bytes) -> Optional[int]:
+    """The count in an upstream's count_tokens answer, None unless it is one (a non-negative integer): a body
+    nested past the parser's depth or a count of 1e400 is the upstream's fault (502), not the gateway's."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
+        return None
+    tokens = data.get("input_tokens") if isinstance(data, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens >= 0 else None
 
 
 def anthropic_model(entry: Dict[str, Any]) -> Dict[str, Any]:

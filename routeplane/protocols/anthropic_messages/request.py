@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from ...errors import InvalidRequest
 from ...language_model.routing import RoutingTarget
@@ -44,6 +44,7 @@ PROTOCOL = "anthropic_messages"
 # the documented default, overridable per provider with options.default_max_tokens.
 DEFAULT_MAX_TOKENS = 4096
 DEFAULT_VERSION = "2023-06-01"
+MIN_THINKING_BUDGET = 1024  # anthropic-messages.md §2
 
 # Prompt.extras keys starting with "_" are gateway-internal hints, never body fields.
 HEADERS_KEY = "_anthropic_headers"  # the client's anthropic-version / anthropic-beta
@@ -111,6 +112,10 @@ def decode_request(body: Any, headers: Optional[Mapping[str, str]] = None, requi
     budget = None
     if thinking and thinking.get("type") == "enabled":
         budget = expect(thinking.get("budget_tokens"), int, "thinking.budget_tokens", required=True)
+        if budget < MIN_THINKING_BUDGET:
+            # As Anthropic answers it; another wire would turn -5 into "no reasoning", Gemini refuse it.
+            raise InvalidRequest(f"'thinking.budget_tokens' must be at least {MIN_THINKING_BUDGET}.",
+                                 param="thinking.budget_tokens")
     output_config = expect(body.get("output_config"), dict, "output_config") or {}
     effort = output_config.get("effort") if isinstance(output_config.get("effort"), str) else None
     if effort is None and budget is not None:
@@ -375,6 +380,7 @@ def _decode_tools(raw: Any) -> Tuple[Tuple[Tool, ...], List[List[Any]], Dict[str
     tools: List[Tool] = []
     server: List[List[Any]] = []
     fields: Dict[str, Dict[str, Any]] = {}
+    seen: Set[str] = set()
     for i, t in enumerate(expect(raw, list, "tools") or []):
         path = f"tools[{i}]"
         if not isinstance(t, dict):
@@ -386,8 +392,14 @@ def _decode_tools(raw: Any) -> Tuple[Tuple[Tool, ...], List[List[Any]], Dict[str
         if extra and isinstance(t.get("name"), str):
             fields[t["name"]] = extra
         schema = expect(t.get("input_schema"), dict, f"{path}.input_schema", required=True)
+        name = expect(t.get("name"), str, f"{path}.name", required=True)
+        if not name or name in seen:
+            # As Anthropic answers it; another wire would be sent two functions of one name (or none).
+            raise InvalidRequest(f"'{path}.name' must be a non-empty name no other tool has (got {name!r}).",
+                                 param=f"{path}.name")
+        seen.add(name)
         tools.append(Tool(
-            name=expect(t.get("name"), str, f"{path}.name", required=True),
+            name=name,
             description=expect(t.get("description"), str, f"{path}.description"),
             parameters=schema,
             strict=expect(t.get("strict"), bool, f"{path}.strict"),

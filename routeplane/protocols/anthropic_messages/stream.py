@@ -1,9 +1,20 @@
-"""Anthropic Messages SSE: canonical parts → named events (client), events → parts (provider)."""
+"""Anthropic Messages SSE: canonical parts → named events (client), events → parts (provider).
+
+Tool input from another wire's upstream is held and sent as one `input_json_delta` when its block ends,
+as `response.tool_input` settles it: a JSON object as such, anything else (a custom tool's free text, an
+array, arguments cut off by the end of the stream or broken, `{"a": 1`) as {"_raw": "<text>"}, all-blank
+as nothing (`{}`). The SDK parses the concatenated fragments after every delta, so fragments streamed as
+they came could not be taken back: a cut object would end as its partial parse, broken JSON would make the
+SDK raise. The client so gets the input a non-streamed answer has; Anthropic's own API (without its
+fine-grained tool streaming) also sends tool input only in validated chunks. The held text is the call's
+arguments, which the encoder keeps anyway. An Anthropic upstream's fragments stream as they come.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
@@ -45,12 +56,16 @@ from .response import (
     kept_usage,
     message_id,
     own_stop_reason,
+    tool_input,
     wants_thinking,
     wire_stop_reason,
 )
 from .server_blocks import Gathered, block_events, citations, opaque_in_answer, own_tool_use
 
 log = logging.getLogger("routeplane.protocols.anthropic")
+# While another wire's tool input is held, a `ping` at most this often (as Anthropic's API sends them): a
+# long call (a whole file for a Write tool) must not look like a dead connection to a proxy or client.
+HELD_PING_SECONDS = 10.0
 
 # OpaqueBlock is a whole block: it starts (and ends) one, in sequence with the others.
 _START_TYPES = (TextStart, ReasoningStart, ToolCallStart, OpaqueBlock)
@@ -73,7 +88,7 @@ class _Block:
     wire_index: Optional[int] = None  # set once content_block_start went out
     args: List[str] = field(default_factory=list)
     signature_sent: Optional[str] = None
-    raw_args: Optional[bool] = None  # tool input that is not a JSON object, streamed as {"_raw": "..."}
+    raw_args: Optional[bool] = None  # an Anthropic upstream's input that is not a JSON object, as {"_raw": "..."}
     thought: List[str] = field(default_factory=list)  # another vendor's reasoning text (carried with its signature)
 
 
@@ -104,6 +119,8 @@ class MessagesStreamEncoder(StreamEncoder):
         self._queue: List[int] = []  # canonical indices waiting for the live block to end
         self._next_wire = 0
         self._refused = False  # a refusal text block went out (see response.wire_stop_reason)
+        self._live_args = False  # an Anthropic upstream: tool input streams as it comes (module docstring)
+        self._pinged = time.monotonic()  # the last ping while tool input was held
 
     # --- public ------------------------------------------------------------
 
@@ -113,6 +130,7 @@ class MessagesStreamEncoder(StreamEncoder):
             if part.id:
                 self._id = message_id(part.id)
             self._input_usage = part.usage
+            self._live_args = part.wire == PROTOCOL
             self._ensure_started(out)
         elif isinstance(part, UsageUpdate):
             self._usage = part.usage
@@ -317,14 +335,19 @@ class MessagesStreamEncoder(StreamEncoder):
                 self._tool_fragment(block, part.arguments, out)
 
     def _tool_fragment(self, block: _Block, fragment: str, out: List[bytes]) -> None:
-        """Arguments as `input_json_delta`s the SDK can parse.
+        """An Anthropic upstream's arguments as `input_json_delta`s the SDK can parse; another wire's
+        are held in `block.args` until the block ends (_settle_args).
 
         The SDK partial-parses the concatenated fragments after every delta and raises on text
-        that cannot become JSON. Anthropic's own tool input is always a JSON object; another
-        wire's model can emit anything (free text of a custom tool, an array, broken JSON). Input
-        that does not start as an object is streamed wrapped as {"_raw": "<text>"}, the same
-        value a non-streaming answer gets (response.tool_input).
+        that cannot become JSON. Input that does not start as an object is streamed wrapped as
+        {"_raw": "<text>"}, the same value a non-streaming answer gets (response.tool_input).
         """
+        if not self._live_args:
+            now = time.monotonic()
+            if now - self._pinged >= HELD_PING_SECONDS:
+                self._pinged = now
+                out.append(_event({"type": "ping"}))
+            return
         if block.raw_args is None:
             held = "".join(block.args)
             if not held.strip():
@@ -336,6 +359,13 @@ class MessagesStreamEncoder(StreamEncoder):
         elif block.raw_args:
             fragment = _json_chars(fragment)
         self._delta(block, {"type": "input_json_delta", "partial_json": fragment}, out)
+
+    def _settle_args(self, block: _Block, out: List[bytes]) -> None:
+        """Another wire's whole tool input as one delta: the object a non-streamed answer has."""
+        text = "".join(block.args)
+        if text.strip():
+            settled = json.dumps(tool_input(text), separators=(",", ":"), ensure_ascii=False)
+            self._delta(block, {"type": "input_json_delta", "partial_json": _scrub_surrogates(settled)}, out)
 
     def _carry(self, block: _Block, signature: str, out: List[bytes]) -> None:
         """Another vendor's signature at the end of its reasoning, carried opaquely (protocols/carried.py):
@@ -366,7 +396,9 @@ class MessagesStreamEncoder(StreamEncoder):
         block = self._blocks[self._live]
         block.ended = True
         if block.wire_index is not None:
-            if block.raw_args:
+            if block.kind == "tool" and not self._live_args:
+                self._settle_args(block, out)
+            elif block.raw_args:
                 self._delta(block, {"type": "input_json_delta", "partial_json": '"}'}, out)
             out.append(_event({"type": "content_block_stop", "index": block.wire_index}))
         self._live = None
@@ -375,6 +407,12 @@ class MessagesStreamEncoder(StreamEncoder):
 def _json_chars(text: str) -> str:
     """`text` escaped for the inside of a JSON string."""
     return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def _scrub_surrogates(text: str) -> str:
+    """`text` with lone UTF-16 surrogates (a `\\ud800` in the upstream's JSON) as U+FFFD: the SDK encodes
+    each fragment as UTF-8, which they make it raise. A pair split across fragments is joined."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _foreign_thinking(block: _Block) -> bool:
@@ -436,13 +474,14 @@ class MessagesStreamDecoder(StreamDecoder):
         self._usage = decode_usage(msg.get("usage"))
         self._ending.update(kept_extras(msg))
         self._started = True
-        return [ResponseStart(str(msg.get("id") or ""), str(msg.get("model") or self._target.model), usage=self._usage)]
+        return [ResponseStart(str(msg.get("id") or ""), str(msg.get("model") or self._target.model), usage=self._usage,
+                              wire=PROTOCOL)]
 
     def _preamble(self) -> List[StreamPart]:
         if self._started:
             return []
         self._started = True
-        return [ResponseStart("", self._target.model)]
+        return [ResponseStart("", self._target.model, wire=PROTOCOL)]
 
     def _on_content_block_start(self, payload: Dict[str, Any]) -> List[StreamPart]:
         out = self._preamble()
