@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from ...errors import InvalidRequest
@@ -33,6 +33,21 @@ USER_FROM_SAFETY_ID_KEY = "_openai_chat_user_is_safety_identifier"  # canonical 
 LEGACY_FUNCTIONS_KEY = "_openai_chat_legacy_functions"  # the client offered `functions`: answer with function_call
 # Where the client's system/developer messages stood, for a same-wire upstream (see _system_layout).
 SYSTEM_LAYOUT_KEY = "_openai_chat_system_layout"
+# A content part's fields kept for a Chat upstream (TextPart/ImagePart/FilePart.part_fields): OpenAI's explicit
+# prompt-cache breakpoint (with `prompt_cache_options.mode: "explicit"` a request whose breakpoints were dropped
+# is not cached at all), and the Anthropic-style `cache_control` that clients of OpenRouter and LiteLLM put on
+# Chat parts, which is also the part's canonical marker: an Anthropic upstream caches where the client marked.
+_PART_FIELDS = ("prompt_cache_breakpoint", "cache_control")
+# Fields the gateway only relays, by JSON type: checked all the same, so a wrong type is the client's 400
+# naming the field (as OpenAI answers), not a 200 from an upstream of another wire that never saw it.
+_RELAYED_TYPES = {
+    "logit_bias": dict, "top_logprobs": int, "metadata": dict, "store": bool, "service_tier": str,
+    "prompt_cache_key": str, "prompt_cache_retention": str, "prompt_cache_options": dict, "prediction": dict,
+    "web_search_options": dict, "verbosity": str, "moderation": dict,
+}
+# A Responses client's fields that mean the same on OpenAI's Chat wire and bill there: the service tier
+# (flex costs half, priority more) and the prompt-cache settings. Sent to OpenAI itself only (_openai_itself).
+_SHARED_WITH_RESPONSES = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options")
 # A media type as an input_audio `format` (OpenAI takes wav and mp3).
 _AUDIO_FORMAT = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav", "audio/x-wav": "wav",
                  "audio/wave": "wav", "audio/vnd.wave": "wav"}
@@ -79,6 +94,7 @@ def decode_request(body: Any) -> Prompt:
     _refuse_unrelayed(body)
     stream_options = expect(body.get("stream_options"), dict, "stream_options") or {}
     include_usage = bool(expect(stream_options.get("include_usage"), bool, "stream_options.include_usage"))
+    expect(stream_options.get("include_obfuscation"), bool, "stream_options.include_obfuscation")
 
     max_tokens = expect(body.get("max_completion_tokens"), int, "max_completion_tokens")
     if max_tokens is None:
@@ -143,6 +159,8 @@ def _refuse_unrelayed(body: Dict[str, Any]) -> None:
         raise InvalidRequest("Audio output is not supported by this gateway (its answers are text): omit 'audio'.",
                              param="audio", code="unsupported_value")
     expect(body.get("logprobs"), bool, "logprobs")
+    for key, kind in _RELAYED_TYPES.items():
+        expect(body.get(key), kind, key)
 
 
 def _number(body: Dict[str, Any], key: str) -> Optional[float]:
@@ -171,13 +189,13 @@ def _decode_message(raw: Any, path: str, system: List[TextPart], out: List[Messa
             parts_a.append(ReasoningPart(reasoning, provider=PROTOCOL))
         if content is not None:
             parts_a.extend(p for p in _text_parts(content, path, allow_refusal=True) if p.text)
-        refusal = raw.get("refusal")
-        if isinstance(refusal, str) and refusal:
+        refusal = expect(raw.get("refusal"), str, f"{path}.refusal")
+        if refusal:
             parts_a.append(TextPart(refusal))
         for j, call in enumerate(expect(raw.get("tool_calls"), list, f"{path}.tool_calls") or []):
             parts_a.append(decode_tool_call(call, f"{path}.tool_calls[{j}]"))
-        legacy = raw.get("function_call")
-        if isinstance(legacy, dict):
+        legacy = expect(raw.get("function_call"), dict, f"{path}.function_call")
+        if legacy is not None:
             # Numbered by turn: the same function called in two turns must not share an id (Anthropic rejects it).
             parts_a.append(ToolCallPart(f"call_{legacy.get('name', 'fn')}_{len(out)}", str(legacy.get("name", "")),
                                         str(legacy.get("arguments") or "{}")))
@@ -221,7 +239,8 @@ def _text_parts(content: Any, path: str, allow_refusal: bool = False) -> List[Te
             raise InvalidRequest(f"'{path}.content[{k}]' must be an object.", param=f"{path}.content[{k}]")
         kind = item.get("type")
         if kind == "text":
-            parts.append(TextPart(expect(item.get("text"), str, f"{path}.content[{k}].text", required=True)))
+            parts.append(TextPart(expect(item.get("text"), str, f"{path}.content[{k}].text", required=True),
+                                  **_part_fields(item, f"{path}.content[{k}]")))
         elif kind == "refusal" and allow_refusal:
             parts.append(TextPart(str(item.get("refusal") or "")))
         else:
@@ -242,33 +261,47 @@ def _user_parts(content: Any, path: str) -> List[ContentPart]:
         if not isinstance(item, dict):
             raise InvalidRequest(f"'{p}' must be an object.", param=p)
         kind = item.get("type")
+        fields = _part_fields(item, p)
         if kind == "text":
-            parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True)))
+            parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True), **fields))
         elif kind == "image_url":
             image = expect(item.get("image_url"), dict, f"{p}.image_url", required=True)
             url = expect(image.get("url"), str, f"{p}.image_url.url", required=True)
-            detail = image.get("detail")
+            detail = expect(image.get("detail"), str, f"{p}.image_url.detail")
             parsed = parse_data_url(url, f"{p}.image_url.url", "invalid_image_url")
             if parsed:
-                parts.append(ImagePart(data=parsed[1], media_type=parsed[0], detail=detail))
+                parts.append(ImagePart(data=parsed[1], media_type=parsed[0], detail=detail, **fields))
             else:
-                parts.append(ImagePart(url=url, detail=detail))
+                parts.append(ImagePart(url=url, detail=detail, **fields))
         elif kind == "input_audio":
             audio = expect(item.get("input_audio"), dict, f"{p}.input_audio", required=True)
             data = expect(audio.get("data"), str, f"{p}.input_audio.data", required=True)
             fmt = expect(audio.get("format"), str, f"{p}.input_audio.format") or "wav"
-            parts.append(FilePart(data=data, media_type=f"audio/{fmt}"))
+            parts.append(FilePart(data=data, media_type=f"audio/{fmt}", **fields))
         elif kind == "file":
             f = expect(item.get("file"), dict, f"{p}.file", required=True)
-            data = f.get("file_data")
+            data = expect(f.get("file_data"), str, f"{p}.file.file_data")
             media_type = None
-            if isinstance(data, str) and data.startswith("data:"):
+            if data is not None and data.startswith("data:"):
                 media_type, data = parse_data_url(data, f"{p}.file.file_data")  # type: ignore[misc]
-            parts.append(FilePart(file_id=f.get("file_id"), data=data, media_type=media_type,
-                                  filename=f.get("filename")))
+            parts.append(FilePart(file_id=expect(f.get("file_id"), str, f"{p}.file.file_id"), data=data,
+                                  media_type=media_type, filename=expect(f.get("filename"), str, f"{p}.file.filename"),
+                                  **fields))
         else:
             raise InvalidRequest(f"Unsupported content part type {kind!r} at '{p}'.", param=f"{p}.type")
     return parts
+
+
+def _part_fields(item: Dict[str, Any], path: str) -> Dict[str, Any]:
+    """A content part's _PART_FIELDS, as the canonical part's `part_fields` for a Chat upstream."""
+    own = {}
+    for key in _PART_FIELDS:
+        if item.get(key) is not None:
+            own[key] = expect(item[key], dict, f"{path}.{key}")
+    fields: Dict[str, Any] = {"part_fields": own, "part_fields_protocol": PROTOCOL} if own else {}
+    if "cache_control" in own:
+        fields["cache_control"] = own["cache_control"]
+    return fields
 
 
 def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
@@ -291,15 +324,16 @@ def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
     messages = _system_layout(prompt)
     if messages is None:
-        messages = [{"role": "system", "content": prompt.system_text()}] if prompt.system else []
+        messages = [{"role": "system", "content": _text_content(prompt.system, "\n\n")}] if prompt.system else []
         for m in _merge_tool_turns(prompt.messages):
             messages.extend(_encode_message(m))
     body: Dict[str, Any] = {"model": target.model, "messages": messages}
     if prompt.extras_protocol == PROTOCOL:
         body.update({k: v for k, v in prompt.extras.items() if not k.startswith("_")})
-    elif (prompt.extras_protocol == "openai_responses" and prompt.extras.get("_text_verbosity") is not None
-          and _openai_itself(target)):
-        body["verbosity"] = prompt.extras["_text_verbosity"]  # Responses text.verbosity: one setting on both wires
+    elif prompt.extras_protocol == "openai_responses" and _openai_itself(target):
+        body.update({k: prompt.extras[k] for k in _SHARED_WITH_RESPONSES if prompt.extras.get(k) is not None})
+        if prompt.extras.get("_text_verbosity") is not None:
+            body["verbosity"] = prompt.extras["_text_verbosity"]  # Responses text.verbosity: one setting on both wires
     p = prompt.params
     if p.max_tokens is not None:
         field = prompt.extras.get(MAX_TOKENS_FIELD_KEY) if prompt.extras_protocol == PROTOCOL else None
@@ -363,8 +397,7 @@ def _system_layout(prompt: Prompt) -> Optional[List[Dict[str, Any]]]:
         for m in _merge_tool_turns(prompt.messages[start:position]):
             out.extend(_encode_message(m))
         parts = prompt.system[taken:taken + n]
-        content: Any = ([{"type": "text", "text": p.text} for p in parts] if as_list
-                        else "\n\n".join(p.text for p in parts))
+        content: Any = _text_parts_out(parts) if as_list else _text_content(parts, "\n\n")
         out.append({"role": role, "content": content})
         start, taken = position, taken + n
     for m in _merge_tool_turns(prompt.messages[start:]):
@@ -373,10 +406,10 @@ def _system_layout(prompt: Prompt) -> Optional[List[Dict[str, Any]]]:
 
 
 def _openai_itself(target: RoutingTarget) -> bool:
-    """Is the Chat upstream OpenAI's own API? Only there is a Responses client's `text.verbosity` sent on
-    (openai-chat.md: "pass through only to OpenAI"): Codex sends one by default, and an OpenAI-compatible
-    server refuses the unknown field (Groq: "property 'verbosity' is unsupported"), where leaving the hint
-    out only changes the answer's length."""
+    """Is the Chat upstream OpenAI's own API? Only there are a Responses client's `text.verbosity` and
+    _SHARED_WITH_RESPONSES sent on (openai-chat.md: "pass through only to OpenAI"): Codex sends a verbosity
+    by default, and an OpenAI-compatible server refuses the unknown field (Groq: "property 'verbosity' is
+    unsupported"), where leaving the hint out only changes the answer's length."""
     return urlsplit(target.base_url or "https://api.openai.com/v1").hostname == "api.openai.com"
 
 
@@ -412,7 +445,7 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
     if m.role is Role.TOOL:
         results = [r for r in m.parts if isinstance(r, ToolResultPart)]
         out_t: List[Dict[str, Any]] = [
-            {"role": "tool", "tool_call_id": r.tool_call_id, "content": _result_text(r)} for r in results]
+            {"role": "tool", "tool_call_id": r.tool_call_id, "content": _result_content(r)} for r in results]
         # A tool message holds text only: images and files of the results follow in one user
         # message, each after a line naming its call (translation.md §4).
         attached: List[Dict[str, Any]] = []
@@ -425,17 +458,19 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
             out_t.append({"role": "user", "content": attached})
         return out_t
     if m.role is Role.ASSISTANT:
-        text = "".join(p.text for p in m.parts if isinstance(p, TextPart))
+        texts = [p for p in m.parts if isinstance(p, TextPart)]
         calls = [tool_call(p) for p in m.parts if isinstance(p, ToolCallPart)]
-        out: Dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
+        content = _text_content(texts)
+        out: Dict[str, Any] = {"role": "assistant", "content": content if content or not calls else None}
         if calls:
             out["tool_calls"] = calls
         if m.name:
             out["name"] = m.name
         return [out]
     # user: plain string when it is only text (the most compatible form)
-    if all(isinstance(p, TextPart) for p in m.parts):
-        msg: Dict[str, Any] = {"role": "user", "content": m.text()}
+    texts = [p for p in m.parts if isinstance(p, TextPart)]
+    if len(texts) == len(m.parts):
+        msg: Dict[str, Any] = {"role": "user", "content": _text_content(texts)}
     else:
         msg = {"role": "user", "content": [c for c in (_encode_user_part(p) for p in m.parts) if c]}
     if m.name:
@@ -446,7 +481,30 @@ def _encode_message(m: Message) -> List[Dict[str, Any]]:
     return [msg]
 
 
+def _own_fields(p: ContentPart) -> Dict[str, Any]:
+    """The part's fields a Chat client sent with it (_PART_FIELDS), for a Chat upstream only."""
+    fields = getattr(p, "part_fields", None)
+    return dict(fields) if fields and getattr(p, "part_fields_protocol", None) == PROTOCOL else {}
+
+
+def _text_parts_out(parts: Sequence[TextPart]) -> List[Dict[str, Any]]:
+    return [{"type": "text", "text": p.text, **_own_fields(p)} for p in parts]
+
+
+def _text_content(parts: Sequence[TextPart], joiner: str = "") -> Any:
+    """Text as one string (the most compatible form), or as text parts when one carries a field of its
+    own: a prompt-cache breakpoint marks the end of its part, which a joined string cannot say."""
+    if any(_own_fields(p) for p in parts):
+        return _text_parts_out(parts)
+    return joiner.join(p.text for p in parts)
+
+
 def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
+    out = _user_part_body(p)
+    return None if out is None else {**out, **_own_fields(p)}
+
+
+def _user_part_body(p: ContentPart) -> Optional[Dict[str, Any]]:
     if isinstance(p, TextPart):
         return {"type": "text", "text": p.text}
     if isinstance(p, ImagePart):
@@ -476,6 +534,17 @@ def _attachments(r: ToolResultPart) -> List[Dict[str, Any]]:
     """A result's images and files as Chat user-message parts (documents by URL have no Chat form)."""
     return [c for c in (_encode_user_part(p) for p in r.content if not isinstance(p, TextPart))
             if c is not None and c["type"] != "text"]
+
+
+def _result_content(r: ToolResultPart) -> Any:
+    """A tool message's content: text, or its text parts when one carries a field of its own."""
+    texts = [p for p in r.content if isinstance(p, TextPart)]
+    if not any(_own_fields(p) for p in texts):
+        return _result_text(r)
+    out = _text_parts_out(texts)
+    if r.is_error and not out[0]["text"].startswith("Error"):
+        out[0]["text"] = f"Error: {out[0]['text']}"
+    return out
 
 
 def _result_text(r: ToolResultPart) -> str:

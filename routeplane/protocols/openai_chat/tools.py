@@ -80,12 +80,14 @@ def decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Opti
     # (A legacy `functions` client takes one function_call a turn: the answer carries the first call.
     # Nothing is added upstream for it: some models and servers refuse `parallel_tool_calls`.)
     parallel = expect(body.get("parallel_tool_calls"), bool, "parallel_tool_calls")
-    raw = body.get("tool_choice", body.get("function_call"))
+    # A legacy client's choice is its `function_call`: its errors name that field.
+    key = "function_call" if body.get("tool_choice") is None and body.get("function_call") is not None else "tool_choice"
+    raw = body.get(key)
     if raw is None:
         return (ToolChoice("auto", parallel=parallel) if parallel is not None else None), None
     if isinstance(raw, str):
         if raw not in ("auto", "none", "required"):
-            raise InvalidRequest(f"Invalid value for 'tool_choice': {raw!r}.", param="tool_choice")
+            raise InvalidRequest(f"Invalid value for '{key}': {raw!r}.", param=key)
         return ToolChoice(raw, parallel=parallel), None
     if isinstance(raw, dict) and raw.get("type") == "allowed_tools":
         spec = expect(raw.get("allowed_tools"), dict, "tool_choice.allowed_tools", required=True)
@@ -107,7 +109,7 @@ def decode_tool_choice(body: Dict[str, Any]) -> Tuple[Optional[ToolChoice], Opti
         fn = raw.get(raw["type"]) if raw.get("type") in ("function", "custom") else raw
         if isinstance(fn, dict) and isinstance(fn.get("name"), str):
             return ToolChoice("tool", fn["name"], parallel=parallel), None
-    raise InvalidRequest("Invalid value for 'tool_choice'.", param="tool_choice")
+    raise InvalidRequest(f"Invalid value for '{key}'.", param=key)
 
 
 def encode_tool(t: Tool) -> Dict[str, Any]:
