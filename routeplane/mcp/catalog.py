@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import functools
-import hashlib
-import hmac
-import json
+import itertools
 import re
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .cursors import CursorCodec, Walk, item_key, resume_index
 from .fanout import FanOut
 from .jsonrpc import INVALID_PARAMS, RESOURCE_NOT_FOUND, MCPError
 from .settings import MCPServerConfig
@@ -25,13 +23,15 @@ class ListKind:
     key: str  # result key holding the items
     capability: str  # server capability that must be declared
     name_field: Optional[str]  # the field that is prefixed on /mcp (None: URIs pass through unchanged)
+    key_field: str  # what tells one item from another (a cursor resumes after one)
 
 
 KINDS = {
-    "tools/list": ListKind("tools/list", "tools", "tools", "name"),
-    "prompts/list": ListKind("prompts/list", "prompts", "prompts", "name"),
-    "resources/list": ListKind("resources/list", "resources", "resources", None),
-    "resources/templates/list": ListKind("resources/templates/list", "resourceTemplates", "resources", None),
+    "tools/list": ListKind("tools/list", "tools", "tools", "name", "name"),
+    "prompts/list": ListKind("prompts/list", "prompts", "prompts", "name", "name"),
+    "resources/list": ListKind("resources/list", "resources", "resources", None, "uri"),
+    "resources/templates/list": ListKind("resources/templates/list", "resourceTemplates", "resources", None,
+                                         "uriTemplate"),
 }
 FAILURE_HOLD_SECONDS = 5.0  # listings skip a server this long after it failed (calls still try it)
 MAX_UPSTREAM_PAGES = 100  # bounds a misbehaving upstream that never stops paginating
@@ -57,25 +57,50 @@ class PendingLists:
     reaches it, and all within one deadline from when the listing began."""
 
     def __init__(self, known: Dict[Tuple[str, str], Outcome], pending: Dict[Tuple[str, str], _Fetch],
-                 deadline: float) -> None:
+                 deadline: float, finished: threading.Condition) -> None:
         self._known = known
         self._pending = pending
         self._deadline = deadline
         self._end = time.monotonic() + deadline
+        self._finished = finished  # notified whenever any fetch ends
 
     def ready(self, key: Tuple[str, str]) -> bool:
         """Whether `key`'s outcome is known without waiting."""
         fetch = self._pending.get(key)
         return fetch is None or fetch.done.is_set()
 
+    def waitable(self, key: Tuple[str, str]) -> bool:
+        """Whether this listing may still wait for `key`: its deadline has not passed, and no listing
+        before it outwaited the deadline on the same fetch (a hung server costs one deadline, not one
+        per listing that comes while its fetch runs). Once the deadline passes, the fetch is overdue."""
+        fetch = self._pending.get(key)
+        if fetch is None or fetch.done.is_set():
+            return True
+        if fetch.overdue is None and time.monotonic() >= self._end:
+            fetch.overdue = self.late(key[0])
+        return fetch.overdue is None
+
+    def wait_any(self, keys: Sequence[Tuple[str, str]]) -> None:
+        """Until one of `keys` is ready, or the deadline."""
+        with self._finished:
+            self._finished.wait_for(lambda: any(self.ready(k) for k in keys), max(0.0, self._end - time.monotonic()))
+
+    def late(self, server: str) -> UpstreamFailure:
+        """Why a server that has not answered in time is left out."""
+        return UpstreamFailure(server, f"did not list within the {self._deadline:g}s listing deadline", timeout=True)
+
     def __getitem__(self, key: Tuple[str, str]) -> Outcome:
+        """`key`'s outcome, waited for while `waitable`; a failure if not known by then."""
         if key not in self._known:
-            fetch = self._pending.pop(key)
-            if fetch.done.wait(max(0.0, self._end - time.monotonic())):
+            fetch = self._pending[key]
+            if self.waitable(key):
+                fetch.done.wait(max(0.0, self._end - time.monotonic()))
+            if fetch.done.is_set():
                 self._known[key] = fetch.outcome
             else:
-                fetch.overdue = self._known[key] = UpstreamFailure(
-                    key[0], f"did not list within the {self._deadline:g}s listing deadline", timeout=True)
+                self.waitable(key)  # marks it overdue
+                self._known[key] = fetch.overdue or self.late(key[0])
+            del self._pending[key]
         return self._known[key]
 
 
@@ -94,12 +119,13 @@ class Catalog:
         self.ttl = ttl
         self.page_size = page_size
         self.deadline = deadline  # how long one listing waits for the upstreams, all asked at once
-        self._cursor_key = cursor_key
+        self._cursors = CursorCodec(cursor_key)
         self._cache: Dict[Tuple[str, str], Tuple[float, Items]] = {}
         self._failed: Dict[str, Tuple[float, UpstreamFailure]] = {}
         self._inflight: Dict[Tuple[str, str], _Fetch] = {}
         self._generations: Dict[Tuple[str, str], int] = {}  # bumped by each list_changed for that list
         self._lock = threading.Lock()
+        self._finished = threading.Condition()  # notified as each fetch ends (listings wait for the first of several)
         # At most one fetch per (server, kind) runs at a time (a list_changed makes it ask again
         # rather than start another), so a thread for each never leaves one queued behind hung
         # servers, where its listing's deadline would pass before it ever started. Threads start
@@ -121,8 +147,8 @@ class Catalog:
 
     def gather(self, wanted: Sequence[Tuple[str, str]]) -> PendingLists:
         """Each `(server, method)` list, asked of every server at once and waited for `deadline` seconds
-        in all. A server not done by then counts as failed for this listing (and for the ones that
-        come while its fetch is still running); the fetch goes on and fills the cache."""
+        in all. A server not done by then counts as late for this listing (and is not waited for by the
+        ones that come while its fetch is still running); the fetch goes on and fills the cache."""
         known: Dict[Tuple[str, str], Outcome] = {}
         pending: Dict[Tuple[str, str], _Fetch] = {}
         for key in wanted:
@@ -134,12 +160,8 @@ class Catalog:
             if hit is not None:
                 known[key] = hit
                 continue
-            fetch = self._start(*key)
-            if fetch.overdue is not None:
-                known[key] = fetch.overdue
-            else:
-                pending[key] = fetch
-        return PendingLists(known, pending, self.deadline)
+            pending[key] = self._start(*key)
+        return PendingLists(known, pending, self.deadline, self._finished)
 
     def _start(self, server: str, method: str) -> _Fetch:
         with self._lock:
@@ -178,7 +200,9 @@ class Catalog:
         with self._lock:
             if self._inflight.get((server, method)) is fetch:
                 del self._inflight[(server, method)]
-        fetch.done.set()
+        with self._finished:
+            fetch.done.set()
+            self._finished.notify_all()
 
     def _fresh(self, server: str, method: str) -> Optional[Items]:
         """The cached list if fresh; raises the server's recent failure while it is held."""
@@ -231,45 +255,84 @@ class Catalog:
 
     def listing(self, method: str, servers: Sequence[str], prefixed: bool, cursor: Optional[str],
                 visible: Callable[[str], bool], endpoint: str) -> Dict[str, Any]:
-        """One page of the merged list; the cursor is (server, index) signed, so it spans servers."""
+        """One page of the merged list.
+
+        The page takes servers in order as they answer. One that has not answered is waited for (one
+        deadline in all) only while the page has room that the servers which have answered cannot fill:
+        a hung server never holds a page healthy ones can fill, and is carried to a later page instead.
+        The cursor carries what is left (the servers, a position in the first, which ones are late), so
+        a client walking the pages sees each item once whichever order the servers answer in, and gets
+        no cursor once the gateway knows nothing is left.
+        """
         kind = KINDS[method]
-        start_server, start_index = self._decode_cursor(cursor, method, endpoint) if cursor else (None, 0)
-        if start_server is not None and start_server not in servers:
-            raise MCPError(INVALID_PARAMS, "Invalid params: the cursor does not belong to this listing.", 200)
-        out: List[Dict[str, Any]] = []
-        unavailable: List[Dict[str, str]] = []
-        next_cursor: Optional[str] = None
-        if start_server is not None:
-            servers = servers[list(servers).index(start_server):]
-        lists = self.gather([(sid, method) for sid in servers])
-        for sid in servers:
-            index = start_index if sid == start_server else 0
-            if len(out) >= self.page_size and not lists.ready((sid, method)):
-                # The page is full: a server still being asked is the next page's to wait for (a hung
-                # one would hold this page its whole deadline for items it has no room for).
-                next_cursor = self._encode_cursor(method, endpoint, sid, index)
-                break
-            items = lists[(sid, method)]
-            if not isinstance(items, list):
-                # One failing (or hung) upstream must not fail the listing: omit it, say so, log it.
-                log.warning("listing %s from MCP server %r failed: %s", method, sid, items)
-                unavailable.append({"server": sid, "error": str(items)})
-                continue
-            while index < len(items):
-                if len(out) >= self.page_size:
-                    next_cursor = self._encode_cursor(method, endpoint, sid, index)
-                    break
-                item = self._expose(items[index], kind, self.servers[sid].prefix if prefixed else "")
-                index += 1
+        walk = self._cursors.decode(cursor, method, endpoint, servers) if cursor else Walk(list(servers))
+        lists = self.gather([(sid, method) for sid in walk.servers])
+        out: Items = []
+        failed: List[Tuple[str, Exception]] = []
+        cut: Optional[Tuple[str, int, str]] = None  # (server, index, key before it) where the page filled
+
+        def shown(sid: str, outcome: Items) -> Iterator[Tuple[int, Dict[str, Any]]]:
+            """`sid`'s items the client sees, from where the walk stands in its list."""
+            start = resume_index(outcome, walk.index, walk.after, kind.key_field) if sid == walk.servers[0] else 0
+            for index in range(start, len(outcome)):
+                item = self._expose(outcome[index], kind, self.servers[sid].prefix if prefixed else "")
                 if item is not None and visible(item.get(kind.name_field or "", "")):
-                    out.append(item)
-            if next_cursor:
-                break
+                    yield index, item
+
+        def show(sid: str) -> None:
+            nonlocal cut
+            outcome = lists[(sid, method)]
+            if not isinstance(outcome, list):
+                failed.append((sid, outcome))
+                return
+            for index, item in shown(sid, outcome):
+                if len(out) >= self.page_size:
+                    cut = (sid, index, item_key(outcome[index - 1], kind.key_field) if index else "")
+                    return
+                out.append(item)
+
+        def can_fill(ready: List[str]) -> bool:
+            room = self.page_size - len(out)
+            for sid in ready:
+                outcome = lists[(sid, method)]
+                room -= sum(1 for _ in itertools.islice(shown(sid, outcome), room)) if isinstance(outcome, list) else 0
+                if room <= 0:
+                    return True
+            return False
+
+        queue = list(walk.servers)
+        aside: List[str] = []  # not answered yet, and not to be waited for by this page
+        while cut is None and queue:
+            sid = queue[0]
+            if lists.ready((sid, method)):
+                show(queue.pop(0))
+            elif len(out) >= self.page_size:
+                break  # full: whether it has more, only a later page can tell
+            elif sid in walk.late or not lists.waitable((sid, method)):
+                walk.late.add(sid)
+                aside.append(queue.pop(0))
+            else:
+                ready = [s for s in queue if lists.ready((s, method))]
+                if can_fill(ready):
+                    queue.remove(ready[0])
+                    show(ready[0])
+                else:
+                    lists.wait_any([(s, method) for s in queue if s not in walk.late and not lists.ready((s, method))])
+        if cut is None and len(out) < self.page_size:
+            # Room left, so every server still not answered had its deadline: the walk ends without them.
+            failed.extend((sid, lists.late(sid)) for sid in aside)
+            aside = []
         result: Dict[str, Any] = {kind.key: out}
-        if next_cursor:
-            result["nextCursor"] = next_cursor
-        if unavailable:
-            result["_meta"] = {"routeplane/unavailable": unavailable}
+        left = set(queue + aside)
+        if cut is not None or left:
+            rest = [s for s in walk.servers if s in left]
+            result["nextCursor"] = self._cursors.encode(method, endpoint, servers, Walk(
+                ([cut[0]] if cut else []) + rest, cut[1] if cut else 0, cut[2] if cut else "", walk.late & left))
+        if failed:
+            # One failing (or hung) upstream must not fail the listing: omit it, say so, log it.
+            for sid, why in failed:
+                log.warning("listing %s from MCP server %r failed: %s", method, sid, why)
+            result["_meta"] = {"routeplane/unavailable": [{"server": sid, "error": str(why)} for sid, why in failed]}
         return result
 
     @staticmethod
@@ -280,29 +343,6 @@ class Catalog:
         if not isinstance(name, str):
             return None
         return {**item, kind.name_field: prefix + name}
-
-    def _encode_cursor(self, method: str, endpoint: str, server: str, index: int) -> str:
-        body = base64.urlsafe_b64encode(json.dumps([method, endpoint, server, index]).encode()).rstrip(b"=")
-        mac = hmac.new(self._cursor_key(), b"cursor." + body, hashlib.sha256).digest()[:12]
-        return body.decode("ascii") + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
-
-    def _decode_cursor(self, cursor: Any, method: str, endpoint: str) -> Tuple[str, int]:
-        bad = MCPError(INVALID_PARAMS, "Invalid params: unknown or expired cursor.", 200)
-        if not isinstance(cursor, str) or cursor.count(".") != 1 or len(cursor) > 1024:
-            raise bad
-        body, mac = cursor.split(".")
-        expect = base64.urlsafe_b64encode(
-            hmac.new(self._cursor_key(), b"cursor." + body.encode("ascii", "replace"), hashlib.sha256).digest()[:12]
-        ).rstrip(b"=").decode("ascii")
-        if not hmac.compare_digest(expect, mac):
-            raise bad
-        try:
-            m, e, server, index = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
-        except (ValueError, TypeError):
-            raise bad from None
-        if m != method or e != endpoint or not isinstance(index, int) or index < 0:
-            raise bad
-        return str(server), index
 
     # --- routing ------------------------------------------------------------------
 

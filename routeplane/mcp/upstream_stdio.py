@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import threading
 import time
@@ -14,6 +15,8 @@ from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
 STARTUP_TIMEOUT = 30.0
+MAX_LINE_BYTES = 64 * 1024 * 1024  # one message from the child, as one HTTP upstream answer (upstream_http)
+_LEADING_ID = re.compile(rb'^\s*\{\s*(?:"jsonrpc"\s*:\s*"2\.0"\s*,\s*)?"id"\s*:\s*(\d{1,18})\s*,')
 INHERITED_ENV = frozenset({"HOME", "LOGNAME", "PATH", "SHELL", "TERM", "USER", "LANG", "LC_ALL", "LC_CTYPE",
                            "TMPDIR", "TZ", "SYSTEMROOT"})
 
@@ -123,7 +126,14 @@ class StdioUpstream(Upstream):
     def _reader(self, proc: subprocess.Popen, generation: int) -> None:
         stdout: IO[bytes] = proc.stdout  # type: ignore[assignment]
         try:
-            for line in iter(stdout.readline, b""):
+            for line in iter(lambda: stdout.readline(MAX_LINE_BYTES + 1), b""):
+                if len(line) > MAX_LINE_BYTES:
+                    # Never held whole (a runaway child must not exhaust the worker): skipped to its end,
+                    # and the request it answers, when its start says which, fails now rather than at its timeout.
+                    self._oversized(line[:200])
+                    while line and not line.endswith(b"\n"):
+                        line = stdout.readline(1 << 20)
+                    continue
                 try:
                     self._line(line)
                 except Exception:  # one bad line must not stop the reader (that fails every request)
@@ -138,6 +148,16 @@ class StdioUpstream(Upstream):
                     del self._pending[key]
             for _key, pending in dead:
                 pending.failure = "exited while handling the request"
+                pending.event.set()
+
+    def _oversized(self, head: bytes) -> None:
+        log.warning("stdio MCP server %r wrote a message over %d bytes; skipped", self.server, MAX_LINE_BYTES)
+        match = _LEADING_ID.match(head)
+        if match:
+            with self._pending_lock:
+                pending = self._pending.pop(int(match.group(1)), None)
+            if pending is not None:
+                pending.failure = f"answered more than {MAX_LINE_BYTES} bytes"
                 pending.event.set()
 
     def _line(self, line: bytes) -> None:
