@@ -101,6 +101,12 @@ def read_json_body(limit: int) -> Any:
         raise UnsupportedMediaType(
             f"Content-Type must be application/json (got {request.mimetype or 'none'}).", code="unsupported_media_type"
         )
+    encoding = request.headers.get("Content-Encoding")
+    if encoding and encoding.strip().lower() != "identity":
+        # Read as is, a compressed body was "not valid UTF-8"; inflating it would let a small body
+        # expand past every limit. No SDK of the four wires compresses its requests.
+        raise UnsupportedMediaType(f"Content-Encoding {encoding.strip()!r} is not supported: send the body "
+                                   "uncompressed.", code="unsupported_media_type")
     length = request.content_length
     if length is not None and length > limit:
         raise PayloadTooLarge(f"The request body is {length} bytes; the limit is {limit}.", code="request_too_large")
