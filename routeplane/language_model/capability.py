@@ -30,6 +30,11 @@ _NO_INPUT = {"anthropic_messages": ("audio/", "video/"), "openai_responses": ("a
 
 # Wires whose encoders send no empty text, and whose APIs refuse an empty conversation.
 _NO_EMPTY_TEXT = frozenset({"anthropic_messages", "gemini"})
+# Wires without stop sequences: sent there, the answer would run past them, and be billed for it.
+_NO_STOP = frozenset({"openai_responses"})
+# The client's name for its stop sequences, by client wire.
+_STOP_PARAM = {"openai_chat": "stop", "anthropic_messages": "stop_sequences",
+               "gemini": "generationConfig.stopSequences"}
 
 
 def is_prefill(prompt: Prompt) -> bool:
@@ -100,6 +105,10 @@ def _problem(prompt: Prompt, target: RoutingTarget) -> Optional[Tuple[str, str]]
     if media is not None:
         return (f"{where} takes no {media} input. Route this model to an upstream that does "
                 "(Gemini takes any)."), "messages"
+    if prompt.params.stop and target.protocol in _NO_STOP:
+        param = _STOP_PARAM.get(prompt.extras_protocol or "", "stop")
+        return (f"{where} has no stop sequences: the answer would run past them. Leave '{param}' out, or "
+                "route this model to an upstream that takes them."), param
     if target.protocol in _NO_EMPTY_TEXT and only_empty_text(prompt):
         err = empty_conversation(prompt, where)  # the encoder's own 400, known before the call
         return err.message, err.param or "messages"

@@ -39,6 +39,8 @@ def _chat(extras: Mapping[str, Any]) -> Optional[Lost]:
         return ("logprobs" if extras.get("logprobs") is True else "top_logprobs"), "asks for log probabilities"
     if extras.get("web_search_options") is not None:
         return "web_search_options", "lets the model search the web"
+    if extras.get("moderation") is not None:
+        return "moderation", "has OpenAI moderate the input and output (scores, or a block)"
     return None
 
 
