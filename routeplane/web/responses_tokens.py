@@ -15,7 +15,7 @@ from ..errors import InternalError, InvalidRequest, RouteplaneError, UnsafeUpstr
 from ..language_model.context import PipelineContext
 from ..language_model.executor import with_auth
 from ..language_model.routing import RoutingTarget
-from ..language_model.stream import estimate_tokens, prompt_text
+from ..language_model.stream import estimate_usage
 from ..language_model.types import Prompt
 from ..language_model.url_safety import UnsafeURL, check_base_url
 from ..protocols import openai_responses
@@ -65,8 +65,10 @@ def count_input_tokens(app: "App", body: Any, rid: str) -> Response:
     pre-request hooks (auth, guardrails) and route hooks decide first, as a dry run (nothing reserved or
     charged), and a denial is the same error. Forwarded to the upstream's own `/responses/input_tokens`
     when the head of the resulting chain speaks the Responses wire (the prompt a hook rewrote is what is
-    sent); otherwise, or when a hook answered the request itself, a local estimate of about 4 characters
-    a token over the prompt's text, marked `x-routeplane-estimate: true`."""
+    sent); otherwise, or when a hook answered the request itself, a local estimate marked
+    `x-routeplane-estimate: true`: the input the gateway bills for this prompt when an upstream reports no
+    usage (about 4 characters a token, non-Latin text by its bytes; at 4 characters a token a Chinese
+    prompt was counted at a quarter of that)."""
     headers = dict(request.headers)
     for intercept in app.transport_interceptors:  # as for /v1/responses: they see the raw body first
         headers, body = intercept(headers, body)
@@ -81,7 +83,7 @@ def count_input_tokens(app: "App", body: Any, rid: str) -> Response:
     if head is not None and head.protocol == openai_responses.PROTOCOL:
         outbound = dict(body) if ctx.prompt is prompt else _encode(ctx.prompt, head)
         return _answer(_forward(head, outbound, ctx.prompt, rid), rid)
-    resp = _answer(max(1, estimate_tokens(prompt_text(ctx.prompt))), rid)
+    resp = _answer(estimate_usage(ctx.prompt, 0).input_tokens, rid)
     resp.headers["x-routeplane-estimate"] = "true"
     return resp
 

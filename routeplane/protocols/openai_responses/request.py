@@ -328,7 +328,8 @@ def _decode_format(raw: Any) -> Optional[ResponseFormat]:
     if raw["type"] != "json_schema":
         return ResponseFormat(raw["type"])
     schema = expect(raw.get("schema"), dict, "text.format.schema", required=True)
-    return ResponseFormat("json_schema", raw.get("name"), schema, raw.get("strict"),
+    return ResponseFormat("json_schema", expect(raw.get("name"), str, "text.format.name"), schema,
+                          expect(raw.get("strict"), bool, "text.format.strict"),
                           expect(raw.get("description"), str, "text.format.description"))
 
 

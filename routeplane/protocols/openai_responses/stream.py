@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ...errors import RouteplaneError
-from ...language_model.stream import estimate_usage
+from ...language_model.stream import estimate_usage, opaque_text, text_weight, weighed_chars
 from ...language_model.types import (
     Finish,
     FinishReason,
@@ -78,6 +78,7 @@ class _Item:
     # A message continued by the next text block: its finished content parts (and their logprobs), and
     # each block's content_index. The fields above are the part being written, at len(earlier).
     earlier: List[Tuple[TextPart, List[Any]]] = field(default_factory=list)
+    earlier_notes: Dict[int, List[Dict[str, Any]]] = field(default_factory=dict)  # late ones, by content_index
     positions: Dict[int, int] = field(default_factory=dict)
     fields: Optional[Mapping[str, Any]] = None  # a message's own fields (its phase: TextPart.part_fields)
     summary: List[str] = field(default_factory=list)  # reasoning streamed live: its parts, the last open if part_open
@@ -86,6 +87,15 @@ class _Item:
         return TextPart("".join(self.text), refusal=self.refusal, annotations=tuple(self.notes),
                         annotations_protocol=PROTOCOL, part_fields=self.fields,
                         part_fields_protocol=PROTOCOL if self.fields else None)
+
+
+def _ends_an_object(fragments: List[str]) -> bool:
+    """Can the text these fragments make be a JSON object, which ends with `}`?"""
+    for piece in reversed(fragments):
+        tail = piece.rstrip()
+        if tail:
+            return tail.endswith("}")
+    return False
 
 
 class ResponsesStreamEncoder(StreamEncoder):
@@ -111,6 +121,9 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._closed: Dict[int, _Item] = {}
         self._queued: Dict[int, List[StreamPart]] = {}
         self._output: Dict[int, Dict[str, Any]] = {}
+        # Done items that late parts changed (a message's annotations, a call's arguments): their final item is
+        # rebuilt once, when next read (rebuilding it for each part cost quadratic time on thousands of citations).
+        self._stale: Dict[int, _Item] = {}
         self._next_index = 0
         self._held: Optional[int] = None  # the output_index whose output_item.done waits (_release)
         self._usage: Optional[Usage] = None
@@ -119,6 +132,9 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._scores: Dict[int, Scores] = {}  # text block index → its pending log probabilities
         self._call_ids = CallIds()
         self._tier: Optional[str] = None  # the service tier the upstream said it served on
+        # The output as `output_chars()` weighs an unstreamed answer, for an estimate when no usage comes:
+        # (ASCII characters, UTF-8 bytes of the others), summed over the parts and weighed once.
+        self._weight = (0, 0)
 
     # --- framing ---
 
@@ -127,6 +143,7 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._seq += 1
 
     def _response(self, status: str, **kw: Any) -> Dict[str, Any]:
+        self._refresh()
         output = [self._output[i] for i in sorted(self._output)]
         return response_object(self._id, self._prompt, self._created, status, output, kw.pop("usage", None), **kw,
                                served_tier=self._tier)
@@ -151,6 +168,7 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._start(out)
             return b"".join(out)
         self._start(out)
+        self._count(part)
         if isinstance(part, UsageUpdate):
             self._usage = part.usage
         elif isinstance(part, Finish):
@@ -175,6 +193,21 @@ class ResponsesStreamEncoder(StreamEncoder):
             self._route(part, out)
         return b"".join(out)
 
+    def _count(self, part: StreamPart) -> None:
+        """Adds what the part carries to the output's weight (`_weight`), as the pipeline's accumulator counts it."""
+        if isinstance(part, (TextDelta, ReasoningDelta)):
+            text = part.text
+        elif isinstance(part, ToolCallStart):
+            text = part.name
+        elif isinstance(part, ToolCallDelta):
+            text = part.arguments
+        elif isinstance(part, OpaqueBlock):
+            text = opaque_text(part.block)  # billed whichever wire it is kept for, as unstreamed
+        else:
+            return
+        ascii_chars, other_bytes = text_weight(text)
+        self._weight = (self._weight[0] + ascii_chars, self._weight[1] + other_bytes)
+
     # A block that starts while a function call is still taking arguments waits
     # in a queue (Chat upstreams may interleave fragments of parallel calls):
     # the live call ends first, so its item is complete when it is closed.
@@ -195,6 +228,8 @@ class ResponsesStreamEncoder(StreamEncoder):
     def _live_closable(self) -> bool:
         for item in self._open.values():
             if item.kind == "function_call":
+                if not _ends_an_object(item.text):  # parsing all of them at each fragment was quadratic
+                    return False
                 try:
                     return isinstance(json.loads("".join(item.text) or "null"), dict)
                 except (ValueError, RecursionError):  # RecursionError: nested too deep
@@ -270,16 +305,14 @@ class ResponsesStreamEncoder(StreamEncoder):
                     self._event(out, "response.function_call_arguments.delta", item_id=item.id,
                                 output_index=item.output_index, delta=part.arguments)
                 else:  # a late fragment of a closed call (legal in Chat, rare): fix the final item only
-                    self._output[item.output_index] = function_call_item(
-                        item.id, ToolCallPart(item.call_id, item.name, "".join(item.text)))
+                    self._stale[item.output_index] = item
             elif item is not None and item.kind == "custom_tool_call" and part.arguments:
                 item.text.append(part.arguments)
                 if part.index in self._open:
                     self._event(out, "response.custom_tool_call_input.delta", item_id=item.id,
                                 output_index=item.output_index, delta=part.arguments)
                 else:
-                    self._output[item.output_index] = custom_call_item(
-                        item.id, ToolCallPart(item.call_id, item.name, "".join(item.text), custom=True))
+                    self._stale[item.output_index] = item
 
     def _begin(self, out: List[bytes], index: int, item: _Item) -> _Item:
         for other in list(self._open):
@@ -336,17 +369,15 @@ class ResponsesStreamEncoder(StreamEncoder):
         note = dict(part.annotation)
         k = item.positions.get(part.index, len(item.earlier))
         if k < len(item.earlier):  # a part the message has moved past: only the final item can carry it
-            done, scores = item.earlier[k]
-            if not done.refusal:
-                item.earlier[k] = (replace(done, annotations=done.annotations + (note,),
-                                           annotations_protocol=PROTOCOL), scores)
-                self._output[item.output_index] = self._message(item)
+            if not item.earlier[k][0].refusal:
+                item.earlier_notes.setdefault(k, []).append(note)
+                self._stale[item.output_index] = item
             return
         if item.refusal:
             return  # a refusal part has no annotations
         item.notes.append(note)
         if late and part.index not in self._open:  # the item is done: only the terminal response can carry it
-            self._output[item.output_index] = self._message(item)
+            self._stale[item.output_index] = item
             return
         self._event(out, "response.output_text.annotation.added", item_id=item.id, output_index=item.output_index,
                     content_index=k, annotation_index=len(item.notes) - 1, annotation=note)
@@ -364,7 +395,19 @@ class ResponsesStreamEncoder(StreamEncoder):
 
     def _message(self, item: _Item) -> Dict[str, Any]:
         parts = item.earlier + [(item.part(), item.logprobs)]
-        return message_item(item.id, [p for p, _ in parts], logprobs=[scores for _, scores in parts])
+        texts = [replace(p, annotations=p.annotations + tuple(item.earlier_notes[k]), annotations_protocol=PROTOCOL)
+                 if k in item.earlier_notes else p for k, (p, _) in enumerate(parts)]
+        return message_item(item.id, texts, logprobs=[scores for _, scores in parts])
+
+    def _refresh(self) -> None:
+        """The final items late parts changed (`_stale`), rebuilt."""
+        for index, item in self._stale.items():
+            if item.kind == "message":
+                self._output[index] = self._message(item)
+            else:
+                call = ToolCallPart(item.call_id, item.name, "".join(item.text), custom=item.kind == "custom_tool_call")
+                self._output[index] = (custom_call_item if call.custom else function_call_item)(item.id, call)
+        self._stale.clear()
 
     @staticmethod
     def _live(item: _Item) -> bool:
@@ -457,12 +500,14 @@ class ResponsesStreamEncoder(StreamEncoder):
                 summary = item.summary
             done = reasoning_item(item.id, summary, encrypted)
         self._output[item.output_index] = done
+        self._stale.pop(item.output_index, None)
         self._release(out)
         self._held = item.output_index
 
     def _release(self, out: List[bytes]) -> None:
         """The held item's `output_item.done`, as the terminal response will hold it."""
         if self._held is not None:
+            self._refresh()
             index, self._held = self._held, None
             self._event(out, "response.output_item.done", output_index=index, item=self._output[index])
 
@@ -478,16 +523,15 @@ class ResponsesStreamEncoder(StreamEncoder):
             for open_index in list(self._open):
                 self._close(out, open_index)
         status, incomplete = status_of(self._finish or FinishReason.STOP)
+        self._refresh()
         if self._held is not None and is_cut(self._output[self._held], incomplete):
             self._output[self._held] = {**self._output[self._held], "status": "incomplete"}
         self._release(out)
         kind = "response.completed" if status == "completed" else "response.incomplete"
         self._ended = True
-        # An upstream that reported no usage: the client still gets the gateway's estimate.
-        items = {id(item): item for item in self._closed.values()}.values()  # a continued message: once
-        chars = sum(len(t) for item in items for t in item.text) + sum(
-            len(p.text) for item in items for p, _ in item.earlier)
-        usage = self._usage or estimate_usage(self._prompt, chars)
+        # An upstream that reported no usage: the client still gets the gateway's estimate, non-Latin text
+        # weighed by its bytes as for the same answer unstreamed (pipeline `_with_usage`).
+        usage = self._usage or estimate_usage(self._prompt, weighed_chars(*self._weight))
         self._event(out, kind, response=self._response(status, usage=usage, incomplete=incomplete))
         return b"".join(out)
 

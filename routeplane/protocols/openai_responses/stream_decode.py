@@ -65,6 +65,7 @@ class ResponsesStreamDecoder(StreamDecoder):
         self._tools = False
         self._pending: Dict[Any, Dict[str, Any]] = {}  # hosted-tool item (_pending_key) → its added item, until done
         self._notes: Dict[int, int] = {}  # text block → annotations relayed
+        self._listed: Dict[int, int] = {}  # text block → annotations a done event listed (_late_notes)
         self._hosted: List[Dict[str, Any]] = []  # the hosted-tool items sent on, for the billed calls
         self._offered: Any = None  # response.created's copy of the request's tools (which web search it offered)
         self._streamed: set = set()  # ids and "#<output_index>" of the items events carried
@@ -123,7 +124,10 @@ class ResponsesStreamDecoder(StreamDecoder):
                 out.append(TextDelta(block, full))
         elif kind == "response.output_text.annotation.added":
             block = self._text_block(key, data, out)
-            if isinstance(data.get("annotation"), dict):
+            at = data.get("annotation_index")
+            # One a done event already listed (its `annotation.added` came after it) is not relayed twice.
+            relisted = isinstance(at, int) and not isinstance(at, bool) and 0 <= at < self._listed.get(block, 0)
+            if isinstance(data.get("annotation"), dict) and not relisted:
                 self._notes[block] = self._notes.get(block, 0) + 1
                 out.append(TextAnnotation(block, PROTOCOL, data["annotation"]))
         elif kind == "response.content_part.done":
@@ -340,6 +344,7 @@ class ResponsesStreamDecoder(StreamDecoder):
             if isinstance(note, dict):
                 out.append(TextAnnotation(block, PROTOCOL, note))
         self._notes[block] = max(seen, len(annotations))
+        self._listed[block] = max(self._listed.get(block, 0), len(annotations))
 
     def finish(self) -> List[StreamPart]:
         if not self._done:
