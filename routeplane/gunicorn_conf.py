@@ -278,6 +278,10 @@ def close_margin(graceful: float) -> float:
 def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn hook signature
     """Chain the worker's SIGTERM handler: start draining (/ready → 503) and schedule closing open streams."""
     app = _routeplane_app(worker)
+    if _private_dir:  # started by this file's on_starting (not a bare import of the settings)
+        worker.on_recycle = announce_recycle if RECYCLE_SIGNAL else None
+        if app is not None:
+            app.lifecycle.server_stopping = _server_stopping
     if app is None:
         return
     previous = signal.getsignal(signal.SIGTERM)
@@ -290,6 +294,73 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn hook signature
 
     signal.signal(signal.SIGTERM, on_sigterm)
     signal.siginterrupt(signal.SIGTERM, False)
+
+
+# Recycling (max_requests) without a gap: the retiring worker leaves a marker in the private
+# directory and signals the master, which starts its replacement now instead of after the exit
+# (routeplane/gunicorn_worker.py). The marker, not the signal, is the record: the master counts
+# a marker once (renaming it) and child_exit undoes exactly what was counted, whichever comes first.
+# No real-time signals (macOS): recycling is gunicorn's own, the replacement starting after the exit.
+RECYCLE_SIGNAL = getattr(signal, "SIGRTMIN", None) and signal.SIGRTMIN + 5
+_RECYCLING, _COUNTED = "recycling-", ".counted"
+
+# Written by the master when SIGTERM stops the whole server: a worker drained by a HUP (replaced,
+# the server keeps running) finds none, and its /ready keeps saying ready (routeplane/lifecycle.py).
+STOPPING = "stopping"
+
+
+def when_ready(server) -> None:  # noqa: ANN001 - gunicorn hook signature (master, after its own signal handlers)
+    if RECYCLE_SIGNAL:
+        signal.signal(RECYCLE_SIGNAL, lambda _sig, _frame: _start_replacements(server))
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(sig: int, frame: Any) -> None:
+        os.close(os.open(_snapshot_path(STOPPING), os.O_WRONLY | os.O_CREAT, 0o600))
+        if callable(previous):
+            previous(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def _server_stopping() -> bool:
+    """In a worker: whether the master is stopping (or gone), not merely replacing this worker."""
+    return os.path.exists(_snapshot_path(STOPPING)) or not os.path.isdir(_snapshot_path(""))
+
+
+def announce_recycle(worker: Any) -> None:
+    """In a worker that max_requests retires: ask the master for its replacement now."""
+    fd = os.open(_snapshot_path(f"{_RECYCLING}{worker.pid}"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.close(fd)
+    os.kill(worker.ppid, RECYCLE_SIGNAL)
+
+
+def _start_replacements(server) -> None:  # noqa: ANN001
+    """In the master: one more worker per retiring worker not counted yet; spawned at the next loop."""
+    folder = _snapshot_path("")
+    for name in os.listdir(folder):
+        if name.startswith(_RECYCLING) and not name.endswith(_COUNTED):
+            try:
+                os.rename(os.path.join(folder, name), os.path.join(folder, name + _COUNTED))
+            except OSError:  # child_exit took it first: that worker is gone already
+                continue
+            server.num_workers += 1
+    server.wakeup()
+
+
+def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signature (master)
+    """A retired worker has exited: give back the extra slot its replacement took, if it was counted."""
+    marker = _snapshot_path(f"{_RECYCLING}{worker.pid}")
+    try:
+        os.unlink(marker)  # never counted: nothing to give back, and the master no longer will count it
+        return
+    except FileNotFoundError:
+        pass
+    try:
+        os.unlink(marker + _COUNTED)
+    except FileNotFoundError:
+        return
+    if server.num_workers > server.cfg.workers:  # a HUP meanwhile reset the count to the setting
+        server.num_workers -= 1
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signature

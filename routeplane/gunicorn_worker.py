@@ -22,6 +22,12 @@ while (gunicorn 27: 2 s), so a request racing the stop is answered with
 "Connection: close" instead of dropped; `$ROUTEPLANE_STOP_KEEPALIVE_LINGER`
 (seconds) shortens that wait, never lengthens it.
 
+When `max_requests` retires it, the worker tells the master at once
+(`on_recycle`, set by routeplane/gunicorn_conf.py), so a replacement starts
+accepting while this one drains: gunicorn alone spawns it only once the old
+worker has exited, and with one worker (or two draining together) new
+requests waited in the accept queue for the longest open stream.
+
 Everything else (parsing, keep-alive timeouts, graceful stop, max_requests)
 is gthread's own. On gunicorn versions whose `handle` does not return a plain
 keep-alive flag, the worker behaves exactly like gthread.
@@ -33,7 +39,7 @@ import json
 import os
 import select
 import socket
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from gunicorn import util
 from gunicorn.workers import gthread
@@ -47,6 +53,24 @@ LINGER_SECONDS = 0.02
 
 
 class ThreadWorker(_GThreadWorker):
+    on_recycle: Optional[Callable[["ThreadWorker"], None]] = None  # called once when max_requests retires it
+
+    @property
+    def alive(self) -> bool:
+        return self._alive
+
+    @alive.setter
+    def alive(self, value: bool) -> None:
+        # gthread turns `alive` off in the request that reaches max_requests, before the app runs it
+        # (a stream may then last minutes): the moment to ask for a replacement.
+        recycled = not value and getattr(self, "_alive", False) and getattr(self, "nr", 0) >= self.max_requests
+        self._alive = value
+        if recycled and self.on_recycle is not None:
+            try:
+                self.on_recycle(self)
+            except Exception:  # noqa: BLE001 - the replacement then starts after the exit, as in stock gunicorn
+                self.log.exception("routeplane: asking the master for a replacement worker failed")
+
     def init_process(self) -> None:
         util.write_error = write_json_error  # gunicorn's own refusals (limits, bad framing) in JSON
         for logger in (self.log.error_log, self.log.access_log):  # a refused request line may hold `?key=`

@@ -19,9 +19,14 @@ class Lifecycle:
     answer: every request registers an abort callback (`register`) that
     `close_streams()` calls, which interrupts its blocked upstream call so it
     still ends with a shutting_down error, settled.
+
+    A worker also drains when it is replaced while the server keeps running (HUP): `server_stopping`
+    tells the two apart, so /ready says 503 only when the whole server is going away, not when a
+    load balancer's poll lands on a replaced worker's last kept-alive connection.
     """
 
     def __init__(self) -> None:
+        self.server_stopping: Callable[[], bool] = lambda: True  # without gunicorn_conf.py: every drain is a stop
         self.draining = threading.Event()
         self.closing = threading.Event()
         self._lock = threading.Lock()
@@ -84,6 +89,11 @@ class Lifecycle:
     def stream_closed(self) -> None:
         with self._lock:
             self._open -= 1
+
+    @property
+    def stopping(self) -> bool:
+        """Draining because the server stops (not because this worker alone is being replaced)."""
+        return self.draining.is_set() and self.server_stopping()
 
     @property
     def open_streams(self) -> int:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+import os
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, jsonify
@@ -32,13 +33,13 @@ def make_blueprint(app: "App") -> Blueprint:
 
 
 def readiness(app: "App") -> Dict[str, Any]:
-    """Ready when no drain is under way, the store (if any) answers, and at least one provider is usable."""
+    """Ready when the server is not stopping, the store (if any) answers, and at least one provider is usable."""
     usable = usable_providers(app)
     problems: List[str] = []
     lifecycle = getattr(app, "lifecycle", None)
-    if lifecycle is not None and lifecycle.draining.is_set():
+    if lifecycle is not None and lifecycle.stopping:
         problems.append("draining: the worker is shutting down")
-    store_error = store_problem(app)
+    store_state, store_error = store_status(app)
     if store_error:
         problems.append(store_error)
     if not usable:
@@ -48,25 +49,51 @@ def readiness(app: "App") -> Dict[str, Any]:
         "status": "not_ready" if problems else "ready",
         "config": app.config.source,
         "providers": usable,
-        "store": "none" if getattr(app, "store", None) is None else ("unreachable" if store_error else "ok"),
+        "store": store_state,
         "problems": problems,
     }
 
 
-def store_problem(app: "App") -> Optional[str]:
-    """None when there is no store or it answers a trivial query; else a message without the URL (it may hold a password)."""
+def store_status(app: "App") -> Tuple[str, Optional[str]]:
+    """The store's state for /ready (none, ok, unreachable, read_only) and the problem to list, if any; the
+    message never holds the URL (it may hold a password)."""
     store = getattr(app, "store", None)
     if store is None:
-        return None
+        return "none", None
     try:
         ping = getattr(store, "ping", None)
         if callable(ping):
             ping()
         else:
             store.database.execute_sql("SELECT 1").close()
+        read_only = read_only_problem(store)
     except Exception as exc:
         log.warning("readiness: the store is unreachable: %s", type(exc).__name__)
-        return f"store unreachable ({type(exc).__name__})"
+        return "unreachable", f"store unreachable ({type(exc).__name__})"
+    if read_only:
+        log.warning("readiness: %s", read_only)
+        return "read_only", read_only
+    return "ok", None
+
+
+def read_only_problem(store: Any) -> Optional[str]:
+    """Why a store that answers reads would refuse every write, or None.
+
+    `SELECT 1` passes on a SQLite file the service user cannot write (root created it) and on a
+    PostgreSQL standby left behind by a failover; every spend row then waits in the spool while
+    /ready said "ok". SQLite needs the file and its directory writable (its journal files live there).
+    """
+    dialect = getattr(store, "dialect", None)
+    if dialect == "sqlite":
+        path = store.parsed.database
+        if path in ("", ":memory:") or not os.path.exists(path):
+            return None
+        if not (os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)):
+            return "store is read-only (this process cannot write the SQLite file or its directory)"
+    elif dialect == "postgresql":
+        rows = store.execute("SHOW transaction_read_only")
+        if rows and str(rows[0][0]).lower() == "on":
+            return "store is read-only (PostgreSQL transaction_read_only is on: a standby?)"
     return None
 
 
