@@ -12,6 +12,9 @@ import re
 _QUERY_SECRET = re.compile(r"([?&;](?:key|api[_-]?key|access[_-]?token|token)=)[^&;#\s'\"\\]+", re.IGNORECASE)
 # Wherever else a client put one: an API key's secret part (its id is public) and a compact JWT.
 _API_KEY_SECRET = re.compile(r"(rpk_[0-9a-f]{16}_)[A-Za-z0-9_-]{43}")
+# An upstream provider's key, whole: OpenAI's and Anthropic's `sk-…` (sk-proj-, sk-ant-api03-, …) and Google's
+# `AIza…`. A client that swapped its settings sends the one it uses upstream as the model name.
+_UPSTREAM_KEY = re.compile(r"(?<![A-Za-z0-9_-])(?:sk-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})")
 # Only where a run of base64url characters begins: tried at every `eyJ` inside a run ("eyJeyJeyJ…", up to a
 # refused request line's 8 KB), each try scanned the rest of the run, quadratic (5 ms at 4 KB, 3.5 s at 100 KB).
 _JWT = re.compile(r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -19,9 +22,10 @@ REDACTED = "[redacted]"
 
 
 def redact(text: str) -> str:
-    """`text` with credential query parameters, API-key secrets and JWTs replaced by `[redacted]`."""
+    """`text` with credential query parameters, API-key secrets, upstream keys and JWTs replaced by `[redacted]`."""
     text = _QUERY_SECRET.sub(r"\1" + REDACTED, text)
-    return _JWT.sub(REDACTED, _API_KEY_SECRET.sub(r"\1" + REDACTED, text))
+    text = _UPSTREAM_KEY.sub(REDACTED, _API_KEY_SECRET.sub(r"\1" + REDACTED, text))
+    return _JWT.sub(REDACTED, text)
 
 
 class RedactingFilter(logging.Filter):

@@ -332,7 +332,7 @@ class StatsFlusher:
 
     def _flush_stats(self, worker: str, store: "Store", only_if_changed: bool) -> bool:
         snapshot = self.app.plugin_stats.snapshot()
-        plugin_values = plugin_counters(self.app)
+        plugin_values = plugin_counters(self.app) + observer_counters(self.app)
         key = (tuple(tuple(sorted(s.items())) for s in snapshot), tuple(plugin_values))
         if only_if_changed and key == self._last:
             return True
@@ -402,6 +402,20 @@ def plugin_counters(app: "App") -> List[Tuple[str, str, int]]:
         for name, value in _flatten(data, ""):
             out.append((str(plugin.id), name, value))
     return out
+
+
+CORE_COUNTERS = "routeplane"  # the plugin id the gateway's own counters are stored under
+
+
+def observer_counters(app: "App") -> List[Tuple[str, str, int]]:
+    """This worker's observer dispatchers (delivered, errors, dropped per pipeline), stored beside the plugins'
+    counters so /admin/metrics and /metrics sum them over every worker: a full queue drops events in one worker
+    while the next scrape may be answered by another."""
+    dispatchers = (("language_model", app.pipeline.observers),
+                   ("mcp", getattr(getattr(app.mcp, "pipeline", None), "observers", None)),
+                   ("acp", getattr(app.acp, "observers", None)))
+    return [(CORE_COUNTERS, f"observers.{pipeline}.{name}", int(getattr(d, name)))
+            for pipeline, d in dispatchers if d is not None and d.active for name in ("delivered", "errors", "dropped")]
 
 
 def _flatten(data: Any, prefix: str) -> List[Tuple[str, int]]:

@@ -10,6 +10,7 @@ from marshmallow import Schema, fields, validate
 
 from .app import AppBuilder, Plugin, PluginId
 from .hooks.language_model import ObserveHook
+from .logs import redact
 
 log = logging.getLogger("routeplane.requests")
 
@@ -34,7 +35,7 @@ def attempt_fields(attempt: Any) -> Dict[str, Any]:
             failure = "http_status" if attempt.error_type == "UpstreamStatusError" else (attempt.error_type or "error")
         else:
             status = None  # the gateway's own 502/504 for it, not something the upstream said
-    return {"provider": attempt.provider, "model": attempt.model, "status": status, "failure": failure,
+    return {"provider": attempt.provider, "model": _shown(attempt.model), "status": status, "failure": failure,
             "latency_ms": round(attempt.latency_ms, 1)}
 
 
@@ -50,11 +51,11 @@ def request_fields(event: Any) -> Dict[str, Any]:
     """What a request's log line says: never prompt text, never a credential."""
     u = event.usage
     return {
-        "request_id": event.request_id,
+        "request_id": _shown(event.request_id),  # a client's x-request-id when it looks sane
         "wire": event.inbound_protocol,
-        "route": event.route,
+        "route": _shown(event.route),
         "provider": event.provider,
-        "model": event.model,
+        "model": _shown(event.model),
         "account": event.account_id,
         "stream": event.streamed,
         "status": event.status,
@@ -73,6 +74,12 @@ def request_fields(event: Any) -> Dict[str, Any]:
         "attempts": len(event.attempts),
         "tried": [attempt_fields(a) for a in event.attempts],
     }
+
+
+def _shown(name: Optional[str]) -> Optional[str]:
+    """A client-chosen string (route, model, request id) as the log may print it: a client that swapped its settings sends
+    its key there, and the log line goes to handlers the gateway does not own (a mounting app's, say)."""
+    return redact(name) if isinstance(name, str) else name
 
 
 def _text_value(value: Any) -> str:

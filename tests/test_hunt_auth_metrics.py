@@ -226,6 +226,7 @@ def _render(rows: List[Tuple[Any, ...]], labels: Any) -> str:
 
     class _Store:
         dialect = "postgresql"
+        param = "%s"
 
         def execute(self, sql: str, params: Any = ()) -> List[Tuple[Any, ...]]:
             return list(rows) if "GROUP BY route, provider, model, outcome" in sql else []

@@ -20,6 +20,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from routeplane.hooks.language_model import ObserveHook
+from routeplane.logs import redact
 
 from .labels import Labels
 from .tracecontext import META, new_span_id, new_trace_id
@@ -163,7 +164,7 @@ class Telemetry:
         self._ensure()
         self.stats.add("events")
         if self._spans is not None:
-            spans = request_spans(event, self.resource)
+            spans = request_spans(event, self.resource, self.labels)
             for span in spans:
                 self._spans.on_end(span)
         if self._meters is not None:
@@ -191,12 +192,15 @@ class Telemetry:
             ins["cost"].add(event.cost_micro_usd / 1_000_000, attrs)
 
 
-def request_spans(event: Any, resource: Resource) -> List[ReadableSpan]:
+def request_spans(event: Any, resource: Resource, labels: Labels) -> List[ReadableSpan]:
     """A SERVER span for the request and a CLIENT span (its child) per upstream attempt, after the fact.
 
     Ids come from the request's metadata when the traceparent route hook ran
     (so upstreams saw the same trace), else are drawn here. An unsampled
-    inbound parent means no spans.
+    inbound parent means no spans. Client-chosen strings (route, model,
+    request id) are redacted: a client that swapped its settings sends its key
+    as the model name. Span names use the bounded labels (`labels`), since
+    tracing backends group and index by span name.
     """
     meta = dict((getattr(event, "metadata", None) or {}).get(META) or {})
     if meta and not meta.get("sampled", True):
@@ -214,11 +218,11 @@ def request_spans(event: Any, resource: Resource) -> List[ReadableSpan]:
     u = event.usage
     attrs: Dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.request.model": event.route,
+        "gen_ai.request.model": redact(event.route or ""),
         "gen_ai.usage.input_tokens": u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
         "gen_ai.usage.output_tokens": u.output_tokens + u.reasoning_tokens,
         "http.response.status_code": event.status,
-        "routeplane.request_id": event.request_id,
+        "routeplane.request_id": redact(event.request_id),
         "routeplane.wire": event.inbound_protocol,
         "routeplane.streamed": event.streamed,
         "routeplane.outcome": event.outcome,
@@ -232,7 +236,7 @@ def request_spans(event: Any, resource: Resource) -> List[ReadableSpan]:
         attrs["gen_ai.provider.name"] = event.provider
         attrs["gen_ai.system"] = event.provider  # the older name of the same attribute
     if event.model:
-        attrs["gen_ai.response.model"] = event.model
+        attrs["gen_ai.response.model"] = redact(event.model)
     if event.account_id:
         attrs["routeplane.account_id"] = event.account_id
     if event.ttft_ms is not None:
@@ -245,7 +249,7 @@ def request_spans(event: Any, resource: Resource) -> List[ReadableSpan]:
         if getattr(event, "error_class", None):
             attrs["routeplane.error_class"] = event.error_class
         status = Status(StatusCode.ERROR, event.outcome)
-    spans = [ReadableSpan(f"chat {event.route}", context=server_ctx, parent=parent_ctx, resource=resource,
+    spans = [ReadableSpan(f"chat {labels.route(event.route)}", context=server_ctx, parent=parent_ctx, resource=resource,
                           attributes=attrs, kind=SpanKind.SERVER, status=status, start_time=start, end_time=end,
                           instrumentation_scope=SCOPE)]
     used: set = set()
@@ -260,7 +264,7 @@ def request_spans(event: Any, resource: Resource) -> List[ReadableSpan]:
             a_end = max(a_end, end)  # the attempt's latency stops at the first part; the stream ran to the end
         a_attrs: Dict[str, Any] = {
             "gen_ai.operation.name": "chat", "gen_ai.provider.name": a.provider, "gen_ai.system": a.provider,
-            "gen_ai.request.model": a.model, "routeplane.attempt": i, "routeplane.wire": a.protocol,
+            "gen_ai.request.model": redact(a.model), "routeplane.attempt": i, "routeplane.wire": a.protocol,
         }
         if a.status is not None:
             a_attrs["http.response.status_code"] = a.status
@@ -269,7 +273,7 @@ def request_spans(event: Any, resource: Resource) -> List[ReadableSpan]:
             a_attrs["error.type"] = a.error_type or "other"
             a_status = Status(StatusCode.ERROR, a.error_type or "failed")
         ctx = SpanContext(tid, int(span_id or new_span_id(), 16), is_remote=False, trace_flags=flags)
-        spans.append(ReadableSpan(f"chat {a.model}", context=ctx, parent=server_ctx, resource=resource,
+        spans.append(ReadableSpan(f"chat {labels.model(a.model)}", context=ctx, parent=server_ctx, resource=resource,
                                   attributes=a_attrs, kind=SpanKind.CLIENT, status=a_status, start_time=a_start,
                                   end_time=a_end, instrumentation_scope=SCOPE))
     return spans

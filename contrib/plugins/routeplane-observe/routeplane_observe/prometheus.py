@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from flask import Blueprint, Response
 
+from routeplane.metrics import grouping
+
 from .labels import Labels
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,10 +45,12 @@ def render(app: "App", labels: Labels) -> str:
     # Integer micro-USD, divided once: a float sum would depend on the order the database groups rows in,
     # and a scrape reading 1 ulp less than the one before is a counter reset to Prometheus.
     micro_usd: Dict[Key, int] = {}
+    source, params = _folded(store, labels, ("route", "provider", "model"))
+    keys, group = grouping(store, ("route", "provider", "model", "outcome"))
     for route, provider, model, outcome, n, tin, tout, micro in store.execute(
-            "SELECT route, provider, model, outcome, COUNT(*),"
+            f"SELECT {keys}, COUNT(*),"
             " SUM(input_tokens + cache_read_tokens + cache_write_tokens), SUM(output_tokens + reasoning_tokens),"
-            " SUM(cost_micro_usd) FROM spend_log GROUP BY route, provider, model, outcome"):
+            f" SUM(cost_micro_usd) FROM ({source}) s GROUP BY {group}", params):
         key = (labels.route(route), labels.provider(provider), labels.model(model))
         okey = key + (labels.outcome(outcome),)
         requests[okey] = requests.get(okey, 0) + int(n)
@@ -71,11 +75,37 @@ def render(app: "App", labels: Labels) -> str:
     return "\n".join(out) + "\n"
 
 
+def _folded(store: Any, labels: Labels, columns: Tuple[str, ...]) -> Tuple[str, Tuple[Any, ...]]:
+    """A SELECT of the spend log with `columns` as their bounded names, folded by the database.
+
+    Clients choose route and model names: grouping by the raw ones would hand
+    every scrape a row per name ever sent (a million 404s, a million rows),
+    though the labels fold them into `other` afterwards anyway.
+    """
+    from routeplane.metrics import NameBounds
+
+    bounds = NameBounds(labels.routes, labels.providers, labels.models)
+    exprs: List[str] = []
+    params: Tuple[Any, ...] = ()
+    for column in columns:
+        sql, ps = bounds.label(store, column)
+        exprs.append(f"{sql} AS {column}")
+        params += ps
+    return f"SELECT {', '.join(exprs)}, {_ROW_COLUMNS} FROM spend_log", params
+
+
+_ROW_COLUMNS = ("outcome, input_tokens, cache_read_tokens, cache_write_tokens, output_tokens, reasoning_tokens,"
+                " cost_micro_usd, latency_ms")
+
+
 def _duration(store: Any, labels: Labels) -> List[str]:
     cases = ", ".join(f"SUM(CASE WHEN latency_ms <= {b * 1000.0!r} THEN 1 ELSE 0 END)" for b in BUCKETS)
     hist: Dict[str, List[int]] = {}
     latency_ms: Dict[str, List[float]] = {}  # per label, the groups' sums: fsum'd, so the row order cannot matter
-    for row in store.execute(f"SELECT route, {cases}, COUNT(*), SUM(latency_ms) FROM spend_log GROUP BY route"):
+    source, params = _folded(store, labels, ("route",))
+    keys, group = grouping(store, ("route",))
+    for row in store.execute(f"SELECT {keys}, {cases}, COUNT(*), SUM(latency_ms) FROM ({source}) s GROUP BY {group}",
+                             params):
         route = labels.route(row[0])
         acc = hist.setdefault(route, [0] * (len(BUCKETS) + 1))
         for i, v in enumerate(row[1:len(BUCKETS) + 2]):
@@ -97,10 +127,11 @@ def _plugins(store: Any) -> List[str]:
     from routeplane.metrics import plugin_metrics
 
     try:
-        hooks = plugin_metrics(store)["hooks"]
+        merged = plugin_metrics(store)
     except Exception:  # the plugin stats table comes with core migration 0002; absent on an old schema
         return []
-    out: List[str] = []
+    hooks = merged["hooks"]
+    out = _observers(merged["counters"])
     for name, field, help_ in (("invocations", "invocations", "Hook calls"), ("errors", "errors", "Hook errors"),
                                ("denies", "denies", "Hook denies/blocks"), ("timeouts", "timeouts", "Hook timeouts")):
         metric = f"routeplane_plugin_hook_{name}_total"
@@ -113,6 +144,23 @@ def _plugins(store: Any) -> List[str]:
     for h in hooks:
         out.append(f"routeplane_plugin_hook_seconds_total{_labels(plugin=h['plugin'], stage=h['stage'], hook=h['hook'])}"
                    f" {h['total_ms'] / 1000.0!r}")
+    return out
+
+
+def _observers(counters: Dict[str, Any]) -> List[str]:
+    """The observer dispatchers' counters, summed over workers (routeplane.metrics.observer_counters)."""
+    from routeplane.metrics import CORE_COUNTERS
+
+    per_pipeline = (counters.get(CORE_COUNTERS) or {}).get("observers") or {}
+    out: List[str] = []
+    for metric, name, help_ in (
+            ("routeplane_observer_events_delivered_total", "delivered", "Events handed to the observers"),
+            ("routeplane_observer_errors_total", "errors", "Observer calls that raised"),
+            ("routeplane_observer_events_dropped_total", "dropped", "Events dropped on a full observer queue")):
+        out += [f"# HELP {metric} {help_}, summed over workers (lags by their flush interval).",
+                f"# TYPE {metric} counter"]
+        for pipeline, values in sorted(per_pipeline.items()):
+            out.append(f"{metric}{_labels(pipeline=pipeline)} {int(values.get(name, 0))}")
     return out
 
 
