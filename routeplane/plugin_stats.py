@@ -243,6 +243,23 @@ class _Observe(ObserveHook):
         self.stats.add(_ms(t0))
 
 
+def _policy(hook: Any, pid: str, policies: Mapping[str, HookPolicy]) -> HookPolicy:
+    """The plugin's budget (its class or its config section), else one the hook's own class declares.
+
+    Authors write `timeout_ms` on the hook class as readily as on the plugin; a budget there must not
+    be silently ignored, and it is the only one a hook registered without a plugin
+    (`Gateway(hooks=[...])`, an app assembled in code) can have.
+    """
+    policy = policies.get(pid, HookPolicy())
+    timeout_ms = getattr(hook, "timeout_ms", None)
+    if policy.timeout_ms or timeout_ms is None:
+        return policy
+    if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool) or timeout_ms <= 0:
+        raise TypeError(f"{type(hook).__name__} (plugin {pid!r}): timeout_ms must be a positive number of "
+                        f"milliseconds, got {timeout_ms!r}")
+    return HookPolicy(float(timeout_ms), bool(getattr(hook, "fail_open", policy.fail_open)))
+
+
 def instrument(hooks: LanguageModelHooks, stats: PluginStats,
                policies: Mapping[str, HookPolicy]) -> LanguageModelHooks:
     """Wrap every hook with its counters (and pre-request time budgets from `policies` by plugin id)."""
@@ -252,7 +269,7 @@ def instrument(hooks: LanguageModelHooks, stats: PluginStats,
 
     return LanguageModelHooks(
         pre_request=wrap("pre_request", hooks.pre_request,
-                         lambda h, s, pid: _PreRequest(h, s, policies.get(pid, HookPolicy()))),
+                         lambda h, s, pid: _PreRequest(h, s, _policy(h, pid, policies))),
         route=wrap("route", hooks.route, lambda h, s, pid: _Route(h, s)),
         execution=wrap("execution", hooks.execution, lambda h, s, pid: _Execution(h, s)),
         stream=wrap("stream", hooks.stream, lambda h, s, pid: _Stream(h, s)),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, List
 
 import pytest
 
@@ -28,16 +28,22 @@ def routeplane_store(tmp_path: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def routeplane_gateway(routeplane_upstream: MockExecutor) -> Callable[..., Gateway]:
+def routeplane_gateway(routeplane_upstream: MockExecutor) -> Iterator[Callable[..., Gateway]]:
     """Factory for a fresh in-process gateway: `routeplane_gateway(plugins=[...], hooks=[...], config={...})`.
 
     It uses the `routeplane_upstream` fixture as its upstream unless `executor=` or `script=` is given;
-    observers run inline, and `.settlements.items` / `.events.items` capture what happened.
+    observers run inline, and `.settlements.items` / `.events.items` capture what happened. A store the
+    gateway opened from a URL (`store="sqlite:///..."`, or the config's `database.url`) is closed after the test.
     """
+    made: List[Gateway] = []
 
     def make(**options: Any) -> Gateway:
         if "executor" not in options and "script" not in options and "per_provider" not in options:
             options["executor"] = routeplane_upstream
-        return Gateway(**options)
+        gateway = Gateway(**options)
+        made.append(gateway)
+        return gateway
 
-    return make
+    yield make
+    for gateway in made:
+        gateway.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -466,7 +467,8 @@ def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
     Checks: its hooks register on the language-model pipeline (a wrong hook is
     a TypeError at install); it survives a non-streaming and a streaming
     request, a failing upstream and a client that disconnects mid-stream; each
-    served request is settled exactly once; a deny is a 4xx in the wire's shape.
+    served request is settled exactly once; a deny is a 4xx in the wire's shape; none of
+    its hooks raises (a `RouteplaneError` an execution hook raises to block is not a failure).
     `report.hooks` counts the plugin's hooks by the builder method that registered
     them: `report.hooks["pre_request_hook"]`, ..., `["settlement_recorder"]`.
     Each check sends `request` (an OpenAI Chat body) with its own suffix on the
@@ -478,14 +480,58 @@ def check_plugin(plugin: Plugin, *, config: Optional[Mapping[str, Any]] = None,
         return _run_checks(plugin, gw, upstream, body)
 
 
+class _LoggedErrors(logging.Handler):
+    """The exceptions routeplane logs while a check runs: what a hook that raised said."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.errors: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info and record.exc_info[1] is not None:
+            self.errors.append(f"{type(record.exc_info[1]).__name__}: {record.exc_info[1]}")
+
+
+def _hook_errors(gw: Gateway, plugin_id: str) -> Dict[str, int]:
+    """Errors counted so far per hook of the plugin, as `stream_hook MyHook`."""
+    return {f"{_BUILDER_METHOD.get(s.stage, s.stage)} {s.hook}": s.errors
+            for s in gw.app.plugin_stats.items if s.plugin == plugin_id}
+
+
 def _run_checks(plugin: Plugin, gw: Gateway, upstream: _ContractUpstream, body: Dict[str, Any]) -> PluginReport:
+    logged = _LoggedErrors()
+    logger = logging.getLogger("routeplane")
+    logger.addHandler(logged)
+    try:
+        return _checks(plugin, gw, upstream, body, logged)
+    finally:
+        logger.removeHandler(logged)
+
+
+def _checks(plugin: Plugin, gw: Gateway, upstream: _ContractUpstream, body: Dict[str, Any],
+            logged: _LoggedErrors) -> PluginReport:
     from .errors import UpstreamStatusError
 
     counts = HookCounts((_BUILDER_METHOD[stage], sum(1 for pid, _h in hooks if pid == str(plugin.id)))
                         for stage, hooks in gw.app.pipeline.hooks.__dict__.items())
     report = PluginReport(str(plugin.id), counts)
+    errors_before = _hook_errors(gw, report.plugin)
+
+    def no_hook_raised(what: str) -> None:
+        # A hook that raises is logged and counted (or turned into a 500 / an error frame), so the
+        # settlement counts alone could pass it: the plugin's own error counters say it raised. A
+        # RouteplaneError (an execution hook's deliberate block) is counted but not logged as a failure.
+        nonlocal errors_before
+        now = _hook_errors(gw, report.plugin)
+        raised = [hook for hook, n in now.items() if n > errors_before.get(hook, 0)]
+        errors_before, said = now, list(logged.errors)
+        logged.errors.clear()
+        assert not (raised and said), (f"{what}: the plugin's {', '.join(raised)} raised ({said[0]}); a hook "
+                                       "must not raise on an ordinary request (return a decision, or catch its "
+                                       "own errors)")
 
     def served_once(result: Result, what: str) -> None:
+        no_hook_raised(what)
         if result.status < 400 or result.status >= 500:
             assert len(result.settlements) == 1, f"{what}: expected exactly one settlement, got {len(result.settlements)}"
         if 400 <= result.status < 500 and result.settlements:
@@ -514,6 +560,7 @@ def _run_checks(plugin: Plugin, gw: Gateway, upstream: _ContractUpstream, body: 
         next(iter(resp.response), None)  # read one frame, then hang up
     resp.close()
     settled = len(gw.settlements.items) - before
+    no_hook_raised("client disconnect")
     assert settled <= 1, f"client disconnect: settled {settled} times"
     if resp.status_code == 200:
         assert settled == 1, "client disconnect: the stream was not settled"
