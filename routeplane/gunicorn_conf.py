@@ -24,6 +24,8 @@ from routeplane.config import (
     parse_config_bytes,
     read_config_file,
 )
+from routeplane.worker_memory import DEFAULT_MB as MEMORY_DEFAULT_MB
+from routeplane.worker_memory import ENV as MEMORY_ENV
 
 
 def _config_file() -> Optional[str]:
@@ -101,6 +103,9 @@ keepalive = 5
 # together. A recycled worker drains like a SIGTERM'd one. 0 turns it off.
 max_requests = _env_int("ROUTEPLANE_MAX_REQUESTS", 20000, 0, 10**9)
 max_requests_jitter = max(1, max_requests // 10) if max_requests else 0
+# And recycle a worker whose resident memory passes this many MB (0 = off; routeplane/worker_memory.py):
+# validated here, read by each worker.
+_env_int(MEMORY_ENV, MEMORY_DEFAULT_MB, 0, 10**6)
 # Not preloaded: HUP then re-reads the config and plugins in fresh workers.
 preload_app = False
 wsgi_app = "routeplane.app:create_app()"

@@ -22,7 +22,10 @@ while (gunicorn 27: 2 s), so a request racing the stop is answered with
 "Connection: close" instead of dropped; `$ROUTEPLANE_STOP_KEEPALIVE_LINGER`
 (seconds) shortens that wait, never lengthens it.
 
-When `max_requests` retires it, the worker tells the master at once
+A worker past its memory budget (`$ROUTEPLANE_MAX_WORKER_RSS_MB`, routeplane/worker_memory.py,
+checked from the heartbeat) retires itself the same way as after `max_requests`.
+
+When `max_requests` or the memory budget retires it, the worker tells the master at once
 (`on_recycle`, set by routeplane/gunicorn_conf.py), so a replacement starts
 accepting while this one drains: gunicorn alone spawns it only once the old
 worker has exited, and with one worker (or two draining together) new
@@ -46,6 +49,8 @@ from gunicorn.workers import gthread
 from gunicorn.workers.gthread import ThreadWorker as _GThreadWorker
 
 from .logs import redact, redact_logger
+from .worker_memory import ENV as MEMORY_ENV
+from .worker_memory import MemoryBudget, limit_from_env
 
 # Long enough for a client's next request on a busy connection (tens of µs to
 # a few ms), short enough that a thread is soon back for other connections.
@@ -53,7 +58,8 @@ LINGER_SECONDS = 0.02
 
 
 class ThreadWorker(_GThreadWorker):
-    on_recycle: Optional[Callable[["ThreadWorker"], None]] = None  # called once when max_requests retires it
+    on_recycle: Optional[Callable[["ThreadWorker"], None]] = None  # called once when it retires itself
+    _over_memory = False
 
     @property
     def alive(self) -> bool:
@@ -63,7 +69,8 @@ class ThreadWorker(_GThreadWorker):
     def alive(self, value: bool) -> None:
         # gthread turns `alive` off in the request that reaches max_requests, before the app runs it
         # (a stream may then last minutes): the moment to ask for a replacement.
-        recycled = not value and getattr(self, "_alive", False) and getattr(self, "nr", 0) >= self.max_requests
+        recycled = not value and getattr(self, "_alive", False) and (
+            self._over_memory or getattr(self, "nr", 0) >= self.max_requests)
         self._alive = value
         if recycled and self.on_recycle is not None:
             try:
@@ -78,7 +85,21 @@ class ThreadWorker(_GThreadWorker):
         linger = stop_keepalive_linger()
         if linger is not None and hasattr(gthread, "STOP_KEEPALIVE_LINGER"):  # gunicorn >= 27
             gthread.STOP_KEEPALIVE_LINGER = min(gthread.STOP_KEEPALIVE_LINGER, linger)
+        self._memory = MemoryBudget(limit_from_env())
         super().init_process()
+
+    def notify(self) -> None:
+        """The heartbeat (at least once a second from the main loop), and the memory budget's check."""
+        super().notify()
+        memory = getattr(self, "_memory", None)
+        if memory is None or not self.alive:
+            return
+        rss = memory.exceeded()
+        if rss is not None:
+            self.log.warning("routeplane: worker %s holds %.0f MB, over %s=%d: recycling it once its open "
+                             "requests end", self.pid, rss, MEMORY_ENV, memory.limit_mb)
+            self._over_memory = True
+            self.alive = False
 
     def handle(self, conn: Any) -> Any:
         if not getattr(conn, "initialized", True) and getattr(conn, "data_ready", None) is False:
