@@ -27,6 +27,7 @@ from ..errors import (
 from ..ids import new_hex
 from ..language_model.context import PipelineContext
 from ..language_model.pipeline_stream import END, FLUSH, PipelineStream
+from ..logs import redact
 from ..protocols.base import ClientCodec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -40,9 +41,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def request_id() -> str:
-    """An inbound `x-request-id` is honoured when it is sane; otherwise a new one."""
+    """An inbound `x-request-id` is honoured when it is sane and no credential (a client that put its key
+    there would find it in the spend log, the request log and every error); otherwise a new one."""
     rid = request.headers.get("x-request-id", "")
-    return rid if _REQUEST_ID.match(rid) else "req_" + new_hex()
+    return rid if _REQUEST_ID.match(rid) and redact(rid) == rid else "req_" + new_hex()
 
 
 def _reject_constant(name: str) -> Any:
