@@ -17,7 +17,7 @@ from ..hooks.language_model import DecisionKind
 from ..language_model.context import PipelineContext
 from ..language_model.executor import with_auth
 from ..language_model.routing import RoutingTarget
-from ..language_model.stream import estimate_tokens, prompt_text
+from ..language_model.stream import estimate_usage
 from ..language_model.url_safety import UnsafeURL, check_base_url
 from ..protocols import anthropic_messages
 from ..protocols.base import scrub, upstream_status_error
@@ -104,7 +104,8 @@ def _count_tokens(app: "App", body: Any, rid: str) -> Response:
     if head is not None and head.protocol == anthropic_messages.PROTOCOL:
         outbound = body if ctx.prompt is prompt else _encode_count_tokens(ctx.prompt, head)
         return _forward_count_tokens(head, outbound, ctx.prompt, rid)
-    resp = Response(json.dumps({"input_tokens": max(1, estimate_tokens(prompt_text(ctx.prompt)))}),
+    # What the gateway bills for this input when an upstream reports no usage (non-Latin text by its bytes).
+    resp = Response(json.dumps({"input_tokens": max(1, estimate_usage(ctx.prompt, 0).input_tokens)}),
                     mimetype="application/json")
     resp.headers["x-request-id"] = rid
     resp.headers["x-routeplane-estimate"] = "true"

@@ -58,6 +58,12 @@ def make_blueprint(app: "App") -> Blueprint:
 
     @bp.route("/v1/responses/<path:response_id>", methods=["GET", "DELETE", "POST"])
     def stored_response(response_id: str) -> Response:
+        if response_id in _RESPONSES_ACTIONS:  # POST-only actions asked with another method: not a stored id
+            wrong = RouteplaneError(f"Method {request.method} is not allowed for /v1/responses/{response_id}: use "
+                                    "POST.", status=405, kind="invalid_request", code="method_not_allowed")
+            resp = error_response(wrong, openai_responses.CLIENT.error_body, request_id())
+            resp.headers["Allow"] = "POST"
+            return resp
         # retrieve / delete / cancel / input_items need a response store; say so plainly.
         err = RouteplaneError("This gateway is stateless: it does not store responses, so "
                               f"{response_id.split('/')[0]!r} cannot be retrieved, deleted or cancelled.",
@@ -94,6 +100,10 @@ def make_blueprint(app: "App") -> Blueprint:
         return error_response(err, codec.error_body, request_id())
 
     return bp
+
+
+# /v1/responses/<action> paths served by POST (responses_tokens.py), not stored response ids.
+_RESPONSES_ACTIONS = frozenset({"input_tokens", "compact"})
 
 
 def models_wire() -> str:
