@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from typing import Dict, Optional, Tuple, Union
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 # Cloud instance-metadata endpoints: a request there can leak the host's cloud
 # credentials (the classic SSRF target), so no flag unlocks them.
@@ -78,39 +78,50 @@ def check_base_url(url: Optional[str], policy: URLPolicy = URLPolicy()) -> None:
     _checked[(url, policy)] = True
 
 
+def _shown(url: str) -> str:
+    """The URL as an error may show it: no user info, no query, no fragment (a `?key=` is a credential),
+    since the message reaches `routeplane check`, the logs and, for a URL a hook chose, the client."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+    netloc = ("***@" if "@" in parts.netloc else "") + parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "…" if parts.query else "", ""))
+
+
 def _check(url: str, policy: URLPolicy) -> None:
+    shown = _shown(url)
     try:
         parts = urlsplit(url)
         host = (parts.hostname or "").lower().rstrip(".")
         parts.port  # noqa: B018 - raises ValueError on a malformed port
     except ValueError as exc:
-        raise UnsafeURL(f"{url!r} is not a valid URL ({exc})") from None
+        raise UnsafeURL(f"{shown!r} is not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https"):
-        raise UnsafeURL(f"{url!r}: only http and https URLs are allowed")
+        raise UnsafeURL(f"{shown!r}: only http and https URLs are allowed")
     if not host:
-        raise UnsafeURL(f"{url!r} has no host")
+        raise UnsafeURL(f"{shown!r} has no host")
     if parts.username or parts.password:
-        shown = url.replace(parts.netloc, "***@" + parts.netloc.rpartition("@")[2])  # never echo the secret
         raise UnsafeURL(f"{shown!r}: credentials in the URL are not allowed (use api_key or headers)")
     if host in METADATA_HOSTS:
-        raise UnsafeURL(f"{url!r} points at a cloud metadata endpoint")
+        raise UnsafeURL(f"{shown!r} points at a cloud metadata endpoint")
     addr = _ip(host)
     if addr is not None:
         if addr.is_link_local:
-            raise UnsafeURL(f"{url!r} points at a link-local address")
+            raise UnsafeURL(f"{shown!r} points at a link-local address")
         if addr.is_unspecified or addr.is_multicast or (addr.is_reserved and not addr.is_loopback):
-            raise UnsafeURL(f"{url!r} points at an address that is not a unicast host")
+            raise UnsafeURL(f"{shown!r} points at an address that is not a unicast host")
     loopback = is_loopback_host(host)
     if parts.scheme == "http" and not loopback and not policy.allow_insecure_http:
         raise UnsafeURL(
-            f"{url!r}: plain http is only allowed to loopback; use https or set allow_insecure_http: true"
+            f"{shown!r}: plain http is only allowed to loopback; use https or set allow_insecure_http: true"
         )
     private = (addr is not None and not loopback and (addr.is_private or addr in _CGNAT)) or (
         addr is None and host.endswith((".internal", ".local", ".lan", ".home.arpa"))
     )
     if private and not policy.allow_private_network:
         raise UnsafeURL(
-            f"{url!r} points at a private network address; set allow_private_network: true if that is intended"
+            f"{shown!r} points at a private network address; set allow_private_network: true if that is intended"
         )
 
 
