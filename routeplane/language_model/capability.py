@@ -12,6 +12,7 @@ from typing import Iterator, List, Optional, Tuple
 
 from ..errors import InvalidRequest
 from ..protocols.base import empty_conversation
+from ..protocols.limits import client_field, limit_refusal
 from ..protocols.wire_only import lost_field, lost_reason
 from .routing import RoutingTarget
 from .types import ContentPart, FilePart, ImagePart, Prompt, TextPart, ToolResultPart
@@ -32,9 +33,6 @@ _NO_INPUT = {"anthropic_messages": ("audio/", "video/"), "openai_responses": ("a
 _NO_EMPTY_TEXT = frozenset({"anthropic_messages", "gemini"})
 # Wires without stop sequences: sent there, the answer would run past them, and be billed for it.
 _NO_STOP = frozenset({"openai_responses"})
-# The client's name for its stop sequences, by client wire.
-_STOP_PARAM = {"openai_chat": "stop", "anthropic_messages": "stop_sequences",
-               "gemini": "generationConfig.stopSequences"}
 
 
 def is_prefill(prompt: Prompt) -> bool:
@@ -106,9 +104,12 @@ def _problem(prompt: Prompt, target: RoutingTarget) -> Optional[Tuple[str, str]]
         return (f"{where} takes no {media} input. Route this model to an upstream that does "
                 "(Gemini takes any)."), "messages"
     if prompt.params.stop and target.protocol in _NO_STOP:
-        param = _STOP_PARAM.get(prompt.extras_protocol or "", "stop")
+        param = client_field(prompt, "stop")
         return (f"{where} has no stop sequences: the answer would run past them. Leave '{param}' out, or "
                 "route this model to an upstream that takes them."), param
+    limit = limit_refusal(prompt, target.protocol)  # stop sequences or an output bound the wire cannot take
+    if limit is not None:
+        return limit.message, limit.param or "messages"
     if target.protocol in _NO_EMPTY_TEXT and only_empty_text(prompt):
         err = empty_conversation(prompt, where)  # the encoder's own 400, known before the call
         return err.message, err.param or "messages"

@@ -35,6 +35,7 @@ from ..base import (
     expect,
 )
 from ..carried import restore
+from ..limits import limit_refusal
 from .blocks import encode_messages, text_block
 from .server_blocks import USER_OPAQUE, citations, opaque_in_assistant, own_tool_use
 
@@ -436,6 +437,9 @@ def _decode_format(raw: Any) -> Optional[ResponseFormat]:
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
     same_wire = prompt.extras_protocol == PROTOCOL
+    refusal = limit_refusal(prompt, PROTOCOL)  # another wire's 0 would pre-warm the cache, with no answer
+    if refusal is not None:
+        raise refusal
     p = prompt.params
     default_max = int(target.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))  # type: ignore[call-overload]
     max_tokens = p.max_tokens if p.max_tokens is not None else default_max

@@ -9,6 +9,7 @@ from ...language_model.types import GenerationParams, Prompt, ResponseFormat
 from ..base import EFFORT_BUDGET, described_schema, effort_for_budget, expect
 from .schema import from_gemini_schema, strip_meta
 
+_INT32 = (-(2**31), 2**31 - 1)
 # google-genai's ThinkingLevel values.
 _LEVELS = frozenset({"THINKING_LEVEL_UNSPECIFIED", "MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH"})
 
@@ -90,13 +91,18 @@ def same_wire_generation(gen: Dict[str, Any]) -> Dict[str, Any]:
 
 def integer(value: Any, param: str) -> Optional[int]:
     """An integer field as Gemini's JSON mapping reads it: `4` and `4.0` alike (google-genai
-    types `top_k` as a float, so its clients send `4.0`); `4.5` is refused."""
+    types `top_k` as a float, so its clients send `4.0`); `4.5` is refused, and so is a number
+    past int32, the fields' proto type (`1e300` would go on as a 300-digit integer)."""
     if isinstance(value, float) and not isinstance(value, bool):
         if not value.is_integer():
             raise InvalidRequest(f"Invalid value for '{param}': expected an integer, got {value!r}.", param=param,
                                  code="invalid_type")
-        return int(value)
-    return expect(value, int, param)
+        value = int(value)
+    number = expect(value, int, param)
+    if number is not None and not _INT32[0] <= number <= _INT32[1]:
+        raise InvalidRequest(f"Invalid value for '{param}': out of range for a 32-bit integer "
+                             f"({_INT32[0]} to {_INT32[1]}).", param=param, code="invalid_value")
+    return number
 
 
 def _number(gen: Dict[str, Any], key: str) -> Optional[float]:
@@ -113,7 +119,7 @@ def encode_generation(prompt: Prompt, gen_extra: Dict[str, Any]) -> Dict[str, An
         if value is not None:
             gen[key] = value
     if p.stop:
-        gen["stopSequences"] = list(p.stop)[:5]
+        gen["stopSequences"] = list(p.stop)  # all of them: past Gemini's 5 is the client's 400 (limit_refusal)
     rf = prompt.response_format
     if rf is not None and rf.type != "text":
         gen["responseMimeType"] = "application/json"

@@ -25,6 +25,7 @@ from ...language_model.types import (
 )
 from ..base import OPAQUE_KEY, client_extras, empty_conversation, expect
 from ..carried import restore
+from ..limits import limit_refusal
 from .generation import camel_keys as _camel_keys
 from .generation import decode_generation, encode_generation, same_wire_generation
 from .tools import decode_tool_config, decode_tools, encode_tools, get
@@ -95,6 +96,12 @@ def decode_request(body: Any, model: Optional[str] = None, stream: bool = False)
     messages = _decode_contents(contents, extras)
     tools = decode_tools(body.get("tools"), extras)
     tool_choice, allowed = decode_tool_config(body.get("toolConfig"), extras)
+    declared = {t.name for t in tools}
+    undeclared = [name for name in allowed or () if name not in declared]
+    if undeclared:
+        # Another wire would be sent a tool_choice for a tool it was never offered: its 400, naming its field.
+        raise InvalidRequest(f"'allowedFunctionNames' names {undeclared[0]!r}, which no functionDeclarations "
+                             "entry declares.", param="toolConfig.functionCallingConfig.allowedFunctionNames")
     if allowed and (len(allowed) > 1 or tool_choice is None or tool_choice.mode != "tool"):
         tools = tuple(t for t in tools if t.name in allowed)  # the offer narrowed to the names allowed
     gen = _camel_keys(expect(body.get("generationConfig"), dict, "generationConfig") or {})
@@ -318,6 +325,9 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
         previous = m.role
     if not contents:
         raise empty_conversation(prompt, "Gemini")  # "contents is not specified"
+    refusal = limit_refusal(prompt, PROTOCOL)
+    if refusal is not None:
+        raise refusal
     _pair_function_responses(contents)
     body: Dict[str, Any] = {"contents": contents}
     same_wire = prompt.extras_protocol == PROTOCOL

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
@@ -51,6 +53,7 @@ _SHARED_WITH_RESPONSES = ("service_tier", "prompt_cache_key", "prompt_cache_rete
 # A media type as an input_audio `format` (OpenAI takes wav and mp3).
 _AUDIO_FORMAT = {"audio/mpeg": "mp3", "audio/mp3": "mp3", "audio/wav": "wav", "audio/x-wav": "wav",
                  "audio/wave": "wav", "audio/vnd.wave": "wav"}
+
 
 # Request fields the canonical model carries; everything else is a same-wire extra.
 _KNOWN = frozenset(
@@ -519,6 +522,9 @@ def _user_part_body(p: ContentPart) -> Optional[Dict[str, Any]]:
             return {"type": "input_audio", "input_audio": {"data": p.data, "format": fmt}}
         if p.url and not (p.file_id or p.data):
             return {"type": "text", "text": f"(a document at {p.url})"}  # Chat files need an id or the bytes
+        text = _document_text(p)
+        if text is not None:
+            return {"type": "text", "text": text}
         f: Dict[str, Any] = {}
         if p.file_id:
             f["file_id"] = p.file_id
@@ -528,6 +534,18 @@ def _user_part_body(p: ContentPart) -> Optional[Dict[str, Any]]:
             f["filename"] = p.filename
         return {"type": "file", "file": f}
     return None
+
+
+def _document_text(p: FilePart) -> Optional[str]:
+    """A plain-text document (an Anthropic `text` or `content` source) as text, headed by its title:
+    Chat `file` parts take PDFs only, so a text/plain file_data would be OpenAI's 400."""
+    if not (p.data and (p.media_type or "").split(";")[0].strip().lower() == "text/plain"):
+        return None
+    try:
+        text = base64.b64decode(p.data, validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("A text/plain document is not valid base64 UTF-8.") from None
+    return f"{p.filename}\n\n{text}" if p.filename else text
 
 
 def _attachments(r: ToolResultPart) -> List[Dict[str, Any]]:
@@ -552,6 +570,8 @@ def _result_text(r: ToolResultPart) -> str:
     for p in r.content:
         if isinstance(p, FilePart) and p.url and not (p.file_id or p.data):
             text += f"{chr(10) if text else ''}(a document at {p.url})"  # Chat cannot attach it: name it
+        elif isinstance(p, FilePart) and _document_text(p) is not None:  # a text document: the result's text
+            text += f"{chr(10) if text else ''}{_document_text(p)}"
     if not text and _attachments(r):
         text = "(the result is in the attachments that follow)"
     # OpenAI has no error flag on tool results: say it in the text.
