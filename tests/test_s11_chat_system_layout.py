@@ -16,8 +16,10 @@ from routeplane.protocols.openai_chat.request import decode_request, encode_requ
 from tests.support.gateway import GatewayProcess
 from tests.support.wires import ALL_WIRES, via_wires_config
 
-TARGET = RoutingTarget(provider="up", model="gpt-up", protocol="openai_chat", base_url="http://127.0.0.1:9/v1",
-                       api_key="sk-secret-upstream-key")
+TARGET = RoutingTarget(provider="openai", model="gpt-up", protocol="openai_chat",
+                       base_url="https://api.openai.com/v1", api_key="sk-secret-upstream-key")
+COMPATIBLE = RoutingTarget(provider="vllm", model="llama", protocol="openai_chat", base_url="http://127.0.0.1:9/v1",
+                           api_key="sk-secret-upstream-key")
 AN_TARGET = RoutingTarget(provider="an", model="claude-up", protocol="anthropic_messages",
                           base_url="http://127.0.0.1:9", api_key="sk-secret-upstream-key")
 
@@ -90,6 +92,13 @@ def test_a_hook_that_drops_a_message_gets_the_leading_system_prompt() -> None:
     assert sent[0]["role"] == "system" and [m["role"] for m in sent[1:]] == ["assistant", "user"]
 
 
+def test_an_openai_compatible_server_gets_one_leading_system_message() -> None:
+    """vLLM's and Mistral's chat templates refuse `developer` and a system message after the first turn."""
+    sent = roundtrip(MID_CONVERSATION, COMPATIBLE)
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[0]["content"] == "Answer in French.\n\nThe user uploaded a.txt.\n\nIt is 3 lines long."
+
+
 def test_another_wire_gets_one_system_prompt() -> None:
     prompt = decode_request({"model": "m", "messages": copy.deepcopy(MID_CONVERSATION)})
     assert prompt.messages[0].role is Role.USER
@@ -113,14 +122,16 @@ def gateway(fake: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gat
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("stream", [False, True])
-def test_the_sdk_conversation_reaches_a_chat_upstream_as_sent(oai: openai.OpenAI, up: Any, stream: bool) -> None:
+def test_the_sdk_conversation_reaches_a_compatible_chat_upstream_with_the_system_prompt_first(
+        oai: openai.OpenAI, up: Any, stream: bool) -> None:
     messages = copy.deepcopy(MID_CONVERSATION)
     if stream:
         with oai.chat.completions.stream(model="via-openai_chat", messages=messages) as s:
             s.get_final_completion()
     else:
         oai.chat.completions.create(model="via-openai_chat", messages=messages)
-    assert up.requests[-1].json["messages"] == MID_CONVERSATION
+    sent = up.requests[-1].json["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
 
 
 @pytest.mark.e2e

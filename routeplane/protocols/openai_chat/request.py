@@ -325,7 +325,9 @@ def _decode_response_format(raw: Any) -> Optional[ResponseFormat]:
 
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
-    messages = _system_layout(prompt)
+    # OpenAI itself reads developer and mid-conversation system messages; other servers' chat templates
+    # often refuse both (translation.md: "use developer only if the target requires it").
+    messages = _system_layout(prompt) if _openai_itself(target) else None
     if messages is None:
         messages = [{"role": "system", "content": _text_content(prompt.system, "\n\n")}] if prompt.system else []
         for m in _merge_tool_turns(prompt.messages):
@@ -384,8 +386,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
 
 def _system_layout(prompt: Prompt) -> Optional[List[Dict[str, Any]]]:
     """The messages of a same-wire client whose system or developer messages did not all lead: each
-    goes back where it stood, with its role, so a Chat upstream reads the conversation as sent (other
-    wires have one system slot: translation.md). The layout holds positions and counts, never text:
+    goes back where it stood, with its role, so OpenAI reads the conversation as sent (other wires, and
+    OpenAI-compatible servers, get one leading system message: translation.md). The layout holds positions and counts, never text:
     the text is the prompt's own, after every pre-request hook. A hook that changed how many messages
     or system parts there are makes the layout stale; then the system prompt leads, as for other wires."""
     hint = prompt.extras.get(SYSTEM_LAYOUT_KEY) if prompt.extras_protocol == PROTOCOL else None
