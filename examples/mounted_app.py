@@ -5,7 +5,9 @@ session from /login, or one of its API tokens as a bearer token) and keeps
 the result in `flask.g.host_user`. A routeplane pre-request hook turns that
 into `ctx.identity`, so spend, budgets and model allow-lists follow the
 host's accounts. A client cannot forge `flask.g`: it exists only in the
-server, unlike a header.
+server, unlike a header. Budgets (a user's `budget_micro_usd`) are enforced
+when the gateway config has `plugins: {budget: {}}`; without it a user with
+a budget is refused (503), never served unchecked.
 
     # from the repository root; gunicorn listens on the config's server.listen (127.0.0.1:4356 by default)
     ROUTEPLANE_CONFIG=routeplane.yaml gunicorn -c python:routeplane.gunicorn_conf 'examples.mounted_app:create_host_app()'
@@ -39,6 +41,8 @@ class HostUser:
     plan: str
     models: Tuple[str, ...] = ("*",)  # model-name patterns (`mock-*`), as Identity.models; () allows none
     admin: bool = False  # may use the gateway's /llm/admin/* (dashboard, metrics, explain)
+    # Spend limit in micro-USD (None: none); enforced with `plugins: {budget: {}}` in the gateway config.
+    budget_micro_usd: Optional[int] = None
 
 
 # The host's own user table and API tokens (a database in a real app).
@@ -80,7 +84,7 @@ class HostIdentityHook(PreRequestHook):
             return HookDecision.deny(DenyReason("permission", f"Your plan ({user.plan}) does not include the model "
                                                 f"{ctx.route!r}.", 403, code="model_not_allowed"))
         ctx.identity = Identity(account_id=user.user_id, models=user.models, claims={"plan": user.plan},
-                                scope="admin" if user.admin else "api")
+                                scope="admin" if user.admin else "api", budget_micro_usd=user.budget_micro_usd)
         return HookDecision.allow()
 
     def _user_for_token(self, token: str) -> Optional[HostUser]:

@@ -143,9 +143,11 @@ def _with_identity_allowlist(hooks: List[Tuple[str, Any]]) -> Tuple[Tuple[str, A
                default=None)
     if last is None:
         return tuple(hooks)
+    from .auth.budget import BudgetHook
     from .auth.plugin import IdentityAllowlistHook
 
-    return (*hooks[:last + 1], ("routeplane", IdentityAllowlistHook()), *hooks[last + 1:])
+    budgets = any(isinstance(hook, BudgetHook) for _pid, hook in hooks)
+    return (*hooks[:last + 1], ("routeplane", IdentityAllowlistHook(budgets)), *hooks[last + 1:])
 
 
 _ARITY = {
@@ -388,51 +390,73 @@ class App:
 
 
 def discover_plugins(config: Config) -> List[Plugin]:
-    """Load the plugins named under `plugins:` through the `routeplane.plugins` entry point."""
+    """Load the plugins named under `plugins:` through the `routeplane.plugins` entry point.
+
+    Every plugin's problems are reported together (`routeplane check` showed only the first one)."""
     if not config.plugins:
         return []
     available = {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
     plugins: List[Plugin] = []
+    problems: List[str] = []
     for pid, section in config.plugins.items():
-        path = f"{config.source}: plugins.{pid}"
         if plugin_enabled(section) is False:
             continue
-        # A time budget for the plugin's pre-request hooks; the plugin's own `fail_open` decides what a
-        # timeout means (skip the hook, or deny with 503).
-        timeout_ms = (section or {}).get("timeout_ms")
-        options = plugin_options(section)
-        # A built-in id is never an installed package's: one claiming `spend_log` would replace the
-        # spend log (no rows, and a migration history shared with the real one).
-        ep = _BUILTIN_PLUGINS.get(pid) or available.get(pid)
-        if ep is None:
-            raise ConfigError(f"{path}: no installed plugin has this id (installed: {sorted(available) or 'none'})")
         try:
-            factory = ep.load()
-        except Exception as exc:
-            raise ConfigError(f"{path}: the plugin failed to import: {exc}") from exc
-        plugin = make_plugin(factory, options, pid, path)
-        if timeout_ms is not None:
-            if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool) or timeout_ms <= 0:
-                raise ConfigError(f"{path}.timeout_ms: must be a positive number of milliseconds")
-            plugin.timeout_ms = float(timeout_ms)
-        plugins.append(plugin)
+            plugin = _configured_plugin(config, pid, section, available)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        if plugin is not None:
+            plugins.append(plugin)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return plugins
 
 
-def make_plugin(factory: Any, options: Dict[str, Any], pid: str, path: str) -> Plugin:
-    """A plugin from its factory and its config section's options (checked by its `options_schema`)."""
-    schema_cls = getattr(factory, "options_schema", None)
-    if schema_cls is not None:
-        try:
-            options = schema_cls().load(options)
-        except ValidationError as exc:
-            from .config import _flatten
-
-            lines = _flatten(exc.messages, f"plugins.{pid}")  # key paths as in the file
-            raise ConfigError(f"{path}: invalid options:\n  " + "\n  ".join(lines)) from None
+def _configured_plugin(config: Config, pid: str, section: Any, available: Mapping[str, Any]) -> Optional[Plugin]:
+    """The plugin of one `plugins.<id>` section (None: one `build_app` installs itself, as `budget`)."""
+    path = f"{config.source}: plugins.{pid}"
+    # A time budget for the plugin's pre-request hooks; the plugin's own `fail_open` decides what a
+    # timeout means (skip the hook, or deny with 503).
+    timeout_ms = (section or {}).get("timeout_ms")
+    options = plugin_options(section)
+    if pid == "budget":  # auth/plugin.py installs it: with auth.mode none, for a host's identities
+        if options:
+            raise ConfigError(f"{path}: takes no options; the budget settings are under auth.budget")
+        return None
+    # A built-in id is never an installed package's: one claiming `spend_log` would replace the
+    # spend log (no rows, and a migration history shared with the real one).
+    ep = _BUILTIN_PLUGINS.get(pid) or available.get(pid)
+    if ep is None:
+        raise ConfigError(f"{path}: no installed plugin has this id (installed: {sorted(available) or 'none'})")
     try:
+        factory = ep.load()
+    except Exception as exc:
+        raise ConfigError(f"{path}: the plugin failed to import: {exc}") from exc
+    plugin = make_plugin(factory, options, pid, path)
+    if timeout_ms is not None:
+        if not isinstance(timeout_ms, (int, float)) or isinstance(timeout_ms, bool) or timeout_ms <= 0:
+            raise ConfigError(f"{path}.timeout_ms: must be a positive number of milliseconds")
+        plugin.timeout_ms = float(timeout_ms)
+    return plugin
+
+
+def make_plugin(factory: Any, options: Dict[str, Any], pid: str, path: str) -> Plugin:
+    """A plugin from its factory and its config section's options (checked by its `options_schema`).
+
+    Options a constructor refuses (TypeError, ValueError, or a marshmallow ValidationError it
+    raises itself) are a ConfigError naming the section, not a traceback."""
+    schema_cls = getattr(factory, "options_schema", None)
+    try:
+        if schema_cls is not None:
+            options = schema_cls().load(options)
         return factory.from_options(options) if hasattr(factory, "from_options") else factory(**options)
-    except TypeError as exc:
+    except ValidationError as exc:
+        from .config import _flatten
+
+        lines = _flatten(exc.messages, f"plugins.{pid}")  # key paths as in the file
+        raise ConfigError(f"{path}: invalid options:\n  " + "\n  ".join(lines)) from None
+    except (TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: invalid options: {exc}") from None
 
 
@@ -483,13 +507,26 @@ def build_app(config: Config, extra_plugins: Sequence[Plugin] = (), store: Optio
         plugins.append(RequestLogPlugin())
     from .auth.plugin import auth_plugins
 
-    try:  # auth.mode != none: authentication runs first, budget admission last
+    try:  # authentication runs first, budget admission last (also with auth.mode none: `plugins: {budget: {}}`)
         first, last = auth_plugins(config)
     except (ValueError, RuntimeError) as exc:
         raise ConfigError(f"{config.source}: {exc}") from None
     for plugin in first + plugins + list(extra_plugins) + last:
-        builder.plugin(plugin)
+        _install(builder, plugin, config.source)
     return builder.build()
+
+
+def _install(builder: AppBuilder, plugin: Plugin, source: str) -> None:
+    """`builder.plugin(plugin)`, with a plugin that fails to install (a hook of another pipeline, a bug)
+    reported as a ConfigError naming it: one line from `routeplane check` and `serve`, not a traceback."""
+    try:
+        builder.plugin(plugin)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        pid = getattr(plugin, "id", type(plugin).__name__)
+        raise ConfigError(f"{source}: plugins.{pid}: the plugin failed to install: "
+                          f"{type(exc).__name__}: {exc}") from exc
 
 
 def create_app(config_path: Optional[str] = None) -> "Flask":

@@ -31,6 +31,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     args.config = args.config or os.environ.get("ROUTEPLANE_CONFIG") or None
     try:
         config = load_config(args.config)
+        from .app import build_app
+
+        # Plugins load and install here first: one that cannot (bad options, a hook of another pipeline)
+        # stops serve with its message, instead of every gunicorn worker failing to boot with a traceback.
+        build_app(config)
     except ConfigError as exc:
         print(f"routeplane: {exc}", file=sys.stderr)
         return 2

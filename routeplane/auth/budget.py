@@ -64,7 +64,9 @@ class BudgetHook(PreRequestHook):
 
     def check(self, ctx: PipelineContext) -> HookDecision:
         identity = ctx.identity
-        if identity.kind == "anonymous" or identity.account_id is None:
+        # Any identity with an account, whoever set it: a mounted host's login (docs/mounting.md) sets
+        # `Identity(account_id=...)` of kind "anonymous", and its budget must hold as an API key's does.
+        if identity.account_id is None:
             return HookDecision.allow()
         plugin = self.plugin
         now = plugin.clock()

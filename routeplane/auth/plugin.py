@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, List, Optional, Tuple
 
 from ..app import MigrationItem, Plugin, PluginId
-from ..config import ConfigError
+from ..config import ConfigError, plugin_enabled
 from ..hooks.language_model import DenyReason, HookDecision, PreRequestHook
 from ..language_model.context import PipelineContext
 from .authenticator import Authenticator, AuthFailure
@@ -90,9 +90,24 @@ def identity_allowlist(ctx: PipelineContext) -> HookDecision:
 
 
 class IdentityAllowlistHook(PreRequestHook):
-    """`identity_allowlist` as a pre-request hook, placed right after the last `authenticates` hook."""
+    """`identity_allowlist` as a pre-request hook, placed right after the last `authenticates` hook.
+
+    Without the budget plugin (auth.mode none, no `plugins: {budget: {}}`) an identity that carries a
+    budget is refused (503 budget_unavailable), as a budget without a database is: a host hook's
+    `Identity(budget_micro_usd=0)` was answered 200, its budget silently not enforced."""
+
+    def __init__(self, budgets_enforced: bool = True) -> None:
+        self.budgets_enforced = budgets_enforced
+        self._warned = False
 
     def check(self, ctx: PipelineContext) -> HookDecision:
+        if not self.budgets_enforced and ctx.identity.budget_micro_usd is not None:
+            if not self._warned:
+                self._warned = True
+                log.error("an identity with a budget reached a gateway without budgets: refused with 503; add "
+                          "`plugins: {budget: {}}` to the config (docs/mounting.md)")
+            return HookDecision.deny(DenyReason("internal", "Budgets are not enabled on this gateway; the "
+                                                "caller's budget cannot be enforced.", 503, code="budget_unavailable"))
         return identity_allowlist(ctx)
 
 
@@ -121,6 +136,30 @@ class AuthPlugin(Plugin):
         app.blueprint(make_blueprint)  # /admin/token-revocations
 
 
+def host_budgets(config: "Config") -> bool:
+    """Whether `plugins: {budget: {}}` asks for budgets with auth.mode none, on the identities a mounted
+    host's `authenticates` hook sets (with auth on, the budget plugin is always installed)."""
+    return "budget" in config.plugins and plugin_enabled(config.plugins["budget"]) is not False
+
+
+class AuthTablesPlugin(Plugin):
+    """The auth plugin's tables without its hooks: the budget ledger, for budgets on a host's identities.
+
+    It has the auth plugin's id and migrations, so switching to `auth.mode: api_keys` later finds them
+    applied, not a second owner of the same tables."""
+
+    id = AUTH_ID
+
+    def __init__(self, store: StoreHandle) -> None:
+        self.store = store
+
+    def migrations(self) -> List[MigrationItem]:
+        return list(MIGRATIONS)
+
+    def install(self, app: "AppBuilder") -> None:
+        self.store.bind(app.current_store)
+
+
 def _warn(message: str) -> None:
     """Into the gateway's log when logging is set up (gunicorn workers, a host app); else, in `routeplane
     check` and the other commands, one `routeplane: warning: …` line as the commands write their messages
@@ -139,10 +178,18 @@ def auth_plugins(config: "Config") -> Tuple[List[Plugin], List[Plugin]]:
     """
     settings = AuthSettings.from_config(config.auth)
     if settings.mode == "none":
+        from .budget import BudgetPlugin
+
+        if host_budgets(config):
+            # A mounted host's identity hook sets the identities (docs/mounting.md); the budget plugin and its
+            # ledger tables come from the config, so `routeplane migrate` and the gunicorn master create them.
+            handle = StoreHandle()
+            return [AuthTablesPlugin(handle)], [BudgetPlugin(settings.budget, handle, config)]
         if (config.auth.get("budget") or {}).get("account_limit_micro_usd") is not None:
-            # Budgets are the `budget` plugin's, installed with auth only: the limit looked enforced and was not.
+            # Budgets are the `budget` plugin's: without it the limit looked enforced and was not.
             _warn("auth.budget.account_limit_micro_usd is set but auth.mode is none: no budget is enforced "
-                  "(budgets need auth.mode api_keys, jwt or api_keys+jwt; docs/auth.md)")
+                  "(budgets need auth.mode api_keys, jwt or api_keys+jwt, or, mounted in a host app whose "
+                  "hook sets the identities, `plugins: {budget: {}}`; docs/auth.md, docs/mounting.md)")
         return [], []
     if settings.jwt:
         from .crypto import require_libraries

@@ -131,8 +131,9 @@ class LanguageModelPipeline:
 
     def _pre_request(self, run: _Run) -> Optional[Generation]:
         ctx = run.ctx
+        plugin_id, hook = "", None  # the hook running, named in the log if it fails
         try:
-            for _plugin_id, hook in self.hooks.pre_request:
+            for plugin_id, hook in self.hooks.pre_request:  # noqa: B007 - the failing one is logged below
                 decision = hook.check(ctx)
                 if decision.kind is DecisionKind.DENY:
                     reason = decision.reason
@@ -153,7 +154,8 @@ class LanguageModelPipeline:
             raise
         except Exception as exc:
             # Fail closed: a pre-request hook that crashes may have been an auth check.
-            log.exception("pre-request hook failed for request %s", ctx.request_id)
+            log.exception("pre-request hook %s of plugin %r failed for request %s", _hook_name(hook), plugin_id,
+                          ctx.request_id)
             err = InternalError()
             run.error_class = error_class(err)
             self._end_event(run, None, Usage(reported=False), None, Outcome.ERROR, err.kind, err.status)
@@ -344,9 +346,9 @@ class LanguageModelPipeline:
         complete = False  # the upstream's answer ended well: its verdict and its bill, whatever the client does
         observing = self.observers.active
         streamed_from = ctx.target.breaker_key if ctx.target is not None else None  # breaker verdict owed at the end
-        hooks: List[Tuple[StreamHook, StreamInterest]] = []
+        hooks: List[Tuple[str, StreamHook, StreamInterest]] = []
         try:
-            hooks = [(h, h.interest()) for _pid, h in self.hooks.stream]
+            hooks = [(pid, h, h.interest()) for pid, h in self.hooks.stream]
             yield PRIMED  # see primed(): from here on, close() always reaches the finally below
             for part in prepend(first, rest):
                 for out in self._apply_stream_hooks(ctx, hooks, part):
@@ -385,7 +387,9 @@ class LanguageModelPipeline:
                 streamed_from = None
             raise
         except Exception as exc:
-            log.exception("stream of request %s failed", ctx.request_id)
+            # A stream hook that raised left a note naming itself (_apply_stream_hooks).
+            where = [n for n in getattr(exc, "__notes__", ()) if n.startswith("in stream hook ")]
+            log.exception("stream of request %s failed%s", ctx.request_id, f" ({where[-1]})" if where else "")
             outcome, error = Outcome.ERROR, InternalError()
             raise error from exc
         finally:
@@ -396,11 +400,12 @@ class LanguageModelPipeline:
                 else:  # the client left or a policy stopped it: no verdict on the upstream
                     self.cooldown.release(streamed_from)
             ctx.result = acc.generation()
-            for _h, _i in hooks:
+            for pid, h, _i in hooks:
                 try:
-                    _h.on_stream_end(ctx, outcome)
+                    h.on_stream_end(ctx, outcome)
                 except Exception:
-                    log.exception("stream hook on_stream_end failed for request %s", ctx.request_id)
+                    log.exception("stream hook %s of plugin %r: on_stream_end failed for request %s", _hook_name(h),
+                                  pid, ctx.request_id)
             usage = acc.usage
             if answered_locally:
                 # A pre-request hook's answer: its usage is what it says (a cache hit costs nothing),
@@ -420,13 +425,17 @@ class LanguageModelPipeline:
 
     def _apply_stream_hooks(self, ctx: PipelineContext, hooks: list, part: StreamPart) -> List[StreamPart]:
         parts = [part]
-        for hook, interest in hooks:
+        for pid, hook, interest in hooks:
             nxt: List[StreamPart] = []
             for p in parts:
                 if not (interest & interest_of(p)):
                     nxt.append(p)
                     continue
-                action = hook.on_part(ctx, p)
+                try:
+                    action = hook.on_part(ctx, p)
+                except Exception as exc:
+                    exc.add_note(f"in stream hook {_hook_name(hook)} of plugin {pid!r}")  # for the log line
+                    raise
                 if action.kind is StreamActionKind.PASS:
                     nxt.append(p)
                 elif action.kind is StreamActionKind.REPLACE:
@@ -553,3 +562,8 @@ def _merged(errors: List[UpstreamError]) -> UpstreamError:
 
 def _error_type(err: Optional[RouteplaneError]) -> Optional[str]:
     return None if err is None else err.kind
+
+
+def _hook_name(hook: Any) -> str:
+    """A hook's class for the log, under the plugin_stats wrapper that counts its calls."""
+    return type(getattr(hook, "inner", hook)).__name__
