@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Set, Tuple
+from urllib.parse import urlsplit
 
 from ...errors import InvalidRequest
 from ...language_model.routing import RoutingTarget
@@ -25,6 +26,8 @@ from ...language_model.types import (
 )
 from ..base import OPAQUE_KEY, client_extras, effort_for_budget, effort_for_target, expect, parse_data_url
 from ..carried import restore
+from .layout import SYSTEM_LAYOUT_KEY, Entry, laid_out, layout_hint
+from .parts import PART_FIELDS, cache_fields, encode_user_part, user_item
 from .reasoning import (
     JOIN,
     pack_reasoning_signature,
@@ -68,6 +71,10 @@ OPAQUE_ITEMS = frozenset({
 _CLIENT_ITEMS = frozenset({"computer_call_output", "local_shell_call_output", "shell_call_output",
                            "apply_patch_call_output", "mcp_approval_response", "compaction_trigger"})
 MESSAGE_FIELDS = ("phase",)  # a message item's fields kept for this wire (TextPart.part_fields)
+_INPUT_PARTS = frozenset({"input_text", "input_image", "input_file"})  # the parts that take PART_FIELDS
+# A Chat client's fields that mean the same on OpenAI's Responses wire and bill there: the service tier (flex
+# costs half, priority more) and the prompt-cache settings. Sent to OpenAI itself only (_openai_itself).
+_SHARED_WITH_CHAT = ("service_tier", "prompt_cache_key", "prompt_cache_retention", "prompt_cache_options")
 STATELESS = (
     "This gateway is stateless: it does not store responses, so '{param}' cannot be resolved. "
     "Send the full conversation in 'input' instead."
@@ -102,13 +109,18 @@ def decode_request(body: Any) -> Prompt:
     instructions = expect(body.get("instructions"), str, "instructions")
     if instructions:
         system.append(TextPart(instructions))
+    lead = len(system)
     messages: List[Message] = []
     opaque: List[str] = []  # paths of the hosted-tool items kept
+    entries: List[Entry] = []  # where each system or developer item stood (layout.py)
     if isinstance(raw_input, str):
         messages.append(Message(Role.USER, (TextPart(raw_input),)))
     elif isinstance(raw_input, list):
         for i, item in enumerate(raw_input):
+            held, at = len(system), (len(messages), len(messages[-1].parts) if messages else 0)
             _decode_item(item, f"input[{i}]", system, messages, opaque)
+            if len(system) > held:
+                entries.append((*at, item["role"], len(system) - held, isinstance(item.get("content"), list)))
     else:
         raise InvalidRequest("Invalid type for 'input': expected a string or an array of items.", param="input")
     if not messages:
@@ -134,6 +146,9 @@ def decode_request(body: Any) -> Prompt:
         user=user if user is not None else safety_id,
     )
     extras = client_extras(body, _KNOWN)
+    layout = layout_hint(messages, lead, system, entries)
+    if layout is not None:
+        extras[SYSTEM_LAYOUT_KEY] = layout
     if tool_fields:
         extras[TOOL_FIELDS_KEY] = tool_fields  # output_schema, allowed_callers, ...: a Responses upstream's
     if hosted:
@@ -288,18 +303,20 @@ def _parts(content: Any, path: str, role: Role) -> List[ContentPart]:
             parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True),
                                   annotations=tuple(notes), annotations_protocol=PROTOCOL))
         elif kind in ("input_text", "output_text", "text"):
-            parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True)))
+            parts.append(TextPart(expect(item.get("text"), str, f"{p}.text", required=True),
+                                  **_part_fields(item, p, role)))
         elif kind == "refusal":
             parts.append(TextPart(expect(item.get("refusal"), str, f"{p}.refusal", required=True)))
         elif kind == "input_image" and role is Role.USER:
             url = expect(item.get("image_url"), str, f"{p}.image_url")
             detail = item.get("detail")
+            fields = _part_fields(item, p, role)
             if url:
                 parsed = parse_data_url(url)
-                parts.append(ImagePart(data=parsed[1], media_type=parsed[0], detail=detail) if parsed
-                             else ImagePart(url=url, detail=detail))
+                parts.append(ImagePart(data=parsed[1], media_type=parsed[0], detail=detail, **fields) if parsed
+                             else ImagePart(url=url, detail=detail, **fields))
             elif isinstance(item.get("file_id"), str):
-                parts.append(FilePart(file_id=item["file_id"], media_type="image/*"))
+                parts.append(FilePart(file_id=item["file_id"], media_type="image/*", **fields))
             else:
                 raise InvalidRequest(f"'{p}' needs an image_url or a file_id.", param=p)
         elif kind == "input_file" and role is Role.USER:
@@ -314,10 +331,19 @@ def _parts(content: Any, path: str, role: Role) -> List[ContentPart]:
                     raise InvalidRequest(f"'{p}.file_data' must be a base64 data URL "
                                          "(data:<media type>;base64,<data>).", param=f"{p}.file_data") from None
             parts.append(FilePart(file_id=file_id, url=url, data=data, media_type=media_type,
-                                  filename=expect(item.get("filename"), str, f"{p}.filename")))
+                                  filename=expect(item.get("filename"), str, f"{p}.filename"),
+                                  **_part_fields(item, p, role)))
         else:
             raise InvalidRequest(f"Unsupported content part type {kind!r} at '{p}'.", param=f"{p}.type")
     return parts
+
+
+def _part_fields(item: Dict[str, Any], path: str, role: Role) -> Dict[str, Any]:
+    """An input part's PART_FIELDS, as the canonical part's `part_fields` for a Responses upstream."""
+    if role is not Role.USER or item.get("type") not in _INPUT_PARTS:
+        return {}
+    own = {k: expect(item[k], dict, f"{path}.{k}") for k in PART_FIELDS if item.get(k) is not None}
+    return {"part_fields": own, "part_fields_protocol": PROTOCOL} if own else {}
 
 
 def _decode_format(raw: Any) -> Optional[ResponseFormat]:
@@ -337,15 +363,29 @@ def _decode_format(raw: Any) -> Optional[ResponseFormat]:
 
 
 def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[str, Any]:
-    items: List[Dict[str, Any]] = []
     # A custom tool call's result is a custom_tool_call_output item: found by its call's id.
     custom_calls = {p.id for m in prompt.messages if m.role is Role.ASSISTANT for p in m.parts
                     if isinstance(p, ToolCallPart) and p.custom}
-    for m in prompt.messages:
-        items.extend(_encode_message(m, custom_calls))
-    body: Dict[str, Any] = {"model": target.model, "input": items}
     same_wire = prompt.extras_protocol == PROTOCOL
+    # A Chat client's prompt-cache breakpoints mean the same to OpenAI's Responses wire (_SHARED_WITH_CHAT).
+    cache_wires = frozenset({PROTOCOL, "openai_chat"} if _openai_itself(target) else {PROTOCOL})
+
+    def encode(m: Message) -> List[Dict[str, Any]]:
+        return _encode_message(m, custom_calls, cache_wires)
+
+    # In place for OpenAI itself; an OpenAI-compatible server's chat template often refuses a developer or
+    # late system message (as on the Chat wire), so there they join `instructions`.
+    hint = prompt.extras.get(SYSTEM_LAYOUT_KEY) if same_wire and _openai_itself(target) else None
+    layout = None if hint is None else laid_out(prompt, hint, encode, lambda p: encode_user_part(p, cache_wires))
+    if layout is None:
+        instructions = prompt.system_text() if prompt.system else None
+        items = [item for m in prompt.messages for item in encode(m)]
+    else:
+        instructions, items = layout
+    body: Dict[str, Any] = {"model": target.model, "input": items}
     extras = dict(prompt.extras) if same_wire else {}
+    if prompt.extras_protocol == "openai_chat" and _openai_itself(target):
+        body.update({k: prompt.extras[k] for k in _SHARED_WITH_CHAT if prompt.extras.get(k) is not None})
     verbosity = extras.pop(VERBOSITY_KEY, None)
     if prompt.extras_protocol == "openai_chat":
         verbosity = prompt.extras.get("verbosity")  # one setting on both OpenAI wires
@@ -358,8 +398,8 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     body.update({k: v for k, v in extras.items() if not k.startswith("_")})  # "_": the gateway's own notes
     # Stateless by default: nothing kept upstream unless a same-wire client asked for it.
     body.setdefault("store", False)
-    if prompt.system:
-        body["instructions"] = prompt.system_text()
+    if instructions is not None:
+        body["instructions"] = instructions
     p = prompt.params
     for key, value in (("max_output_tokens", p.max_tokens), ("temperature", p.temperature), ("top_p", p.top_p),
                        ("user", None if user_is_safety_id else p.user)):
@@ -410,6 +450,12 @@ def encode_request(prompt: Prompt, target: RoutingTarget, stream: bool) -> Dict[
     return body
 
 
+def _openai_itself(target: RoutingTarget) -> bool:
+    """Is the Responses upstream OpenAI's own API? Only there are a Chat client's _SHARED_WITH_CHAT and
+    prompt-cache breakpoints sent on: an OpenAI-compatible server may refuse fields it does not know."""
+    return urlsplit(target.base_url or "https://api.openai.com/v1").hostname == "api.openai.com"
+
+
 def encode_format(rf: ResponseFormat) -> Dict[str, Any]:
     """`text.format` (name and schema flat inside it, unlike Chat's response_format)."""
     if rf.type != "json_schema":
@@ -451,7 +497,7 @@ def _encode_tool(t: Tool, same_wire: bool) -> Dict[str, Any]:
     return out
 
 
-def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
+def _encode_message(m: Message, custom_calls: Set[str], cache_wires: FrozenSet[str]) -> List[Dict[str, Any]]:
     if m.role is Role.TOOL:
         out = []
         for r in m.parts:
@@ -460,10 +506,19 @@ def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
                 if r.is_error and not text.startswith("Error"):
                     text = f"Error: {text}"  # Responses has no error flag on outputs
                 output: Any = text
-                if any(not isinstance(p, TextPart) for p in r.content):
+                if any(cache_fields(p, cache_wires) for p in r.content):
+                    # A part that marks a cache breakpoint: each part as its own, the breakpoint on it.
+                    output = [c for c in (encode_user_part(p, cache_wires) for p in r.content) if c]
+                    if text != r.text():  # the error note, on the first text
+                        if output and output[0]["type"] == "input_text":
+                            output[0] = {**output[0], "text": f"Error: {output[0]['text']}"}
+                        else:
+                            output.insert(0, {"type": "input_text", "text": "Error:"})
+                elif any(not isinstance(p, TextPart) for p in r.content):
                     # Images and files: the array form (input_text / input_image / input_file) keeps them.
                     output = ([{"type": "input_text", "text": text}] if text else []) + [
-                        c for c in (_encode_user_part(p) for p in r.content if not isinstance(p, TextPart)) if c]
+                        c for c in (encode_user_part(p, cache_wires) for p in r.content
+                                    if not isinstance(p, TextPart)) if c]
                 kind = "custom_tool_call_output" if r.tool_call_id in custom_calls else "function_call_output"
                 out.append({"type": kind, "call_id": r.tool_call_id, "output": output})
         return out
@@ -504,28 +559,20 @@ def _encode_message(m: Message, custom_calls: Set[str]) -> List[Dict[str, Any]]:
     out_u: List[Dict[str, Any]] = []
     results = [p for p in m.parts if isinstance(p, ToolResultPart)]
     if results:  # defensive: results belong in tool messages
-        out_u.extend(_encode_message(Message(Role.TOOL, tuple(results)), custom_calls))
+        out_u.extend(_encode_message(Message(Role.TOOL, tuple(results)), custom_calls, cache_wires))
     content: List[Dict[str, Any]] = []
     for p in m.parts:
         if isinstance(p, OpaquePart):  # a hosted tool's item the client sent (an approval): in its place
-            out_u.extend(_user_item(content))
+            out_u.extend(user_item(content))
             content = []
             if p.protocol == PROTOCOL:
                 out_u.append(dict(p.block))
         else:
-            c = _encode_user_part(p)
+            c = encode_user_part(p, cache_wires)
             if c:
                 content.append(c)
-    out_u.extend(_user_item(content))
+    out_u.extend(user_item(content))
     return out_u
-
-
-def _user_item(content: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    if not content:
-        return []
-    if all(c["type"] == "input_text" for c in content):
-        return [{"role": "user", "content": "".join(c["text"] for c in content)}]  # the plain form, as clients send it
-    return [{"role": "user", "content": content}]
 
 
 def _assistant_text(texts: List[TextPart]) -> Dict[str, Any]:
@@ -538,25 +585,3 @@ def _assistant_text(texts: List[TextPart]) -> Dict[str, Any]:
         {"type": "output_text", "text": t.text,
          "annotations": [dict(a) for a in t.annotations] if t.annotations_protocol == PROTOCOL else []}
         for t in texts], **fields}
-
-
-def _encode_user_part(p: ContentPart) -> Optional[Dict[str, Any]]:
-    if isinstance(p, TextPart):
-        return {"type": "input_text", "text": p.text}
-    if isinstance(p, ImagePart):
-        url = p.url if p.url else f"data:{p.media_type or 'image/png'};base64,{p.data}"
-        return {"type": "input_image", "image_url": url, "detail": p.detail or "auto"}
-    if isinstance(p, FilePart):
-        if p.file_id and (p.media_type or "").startswith("image/"):
-            return {"type": "input_image", "file_id": p.file_id, "detail": "auto"}
-        f: Dict[str, Any] = {"type": "input_file"}
-        if p.file_id:
-            f["file_id"] = p.file_id
-        if p.url:
-            f["file_url"] = p.url
-        if p.data:
-            f["file_data"] = f"data:{p.media_type or 'application/pdf'};base64,{p.data}"
-        if p.filename:
-            f["filename"] = p.filename
-        return f
-    return None

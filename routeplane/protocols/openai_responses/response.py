@@ -25,6 +25,7 @@ from ..carried import carry
 from ..openai_chat.citations import responses_citation
 from ..openai_chat.response import error_body as chat_error_body
 from .echo import echoed, upstream_tier
+from .layout import echoed_instructions
 from .reasoning import JOIN, pack_reasoning_signature, split_summary, summary_texts, unpack_reasoning_signature
 from .request import (
     MESSAGE_FIELDS,
@@ -272,7 +273,7 @@ def response_object(rid: str, prompt: Prompt, created: int, status: str, output:
         "model": prompt.model,
         "error": error,
         "incomplete_details": incomplete,
-        "instructions": prompt.system_text() or None,
+        "instructions": echoed_instructions(prompt),
         "output": output,
         "parallel_tool_calls": tc.parallel if tc is not None and tc.parallel is not None else True,
         **echoed(prompt, served_tier),
@@ -293,6 +294,10 @@ def encode_response(gen: Generation, prompt: Prompt) -> Dict[str, Any]:
     output = encode_output(gen.parts, scored)
     if output and is_cut(output[-1], incomplete):
         output[-1]["status"] = "incomplete"
+    for item in output:
+        if item.get("type") == "function_call" and not str(item.get("arguments")).strip() \
+                and item.get("status") != "incomplete":
+            item["arguments"] = "{}"  # a whole call without arguments; a cut one keeps what it had (stream.py)
     return response_object(response_id(gen.id), prompt, gen.created or int(time.time()), status, output,
                            gen.usage, incomplete, served_tier=upstream_tier(gen.extras_protocol, gen.extras))
 
@@ -324,8 +329,11 @@ def decode_output(items: Any, target: RoutingTarget) -> List[ContentPart]:
                     parts.append(TextPart(c["refusal"], refusal=True, part_fields=fields,
                                           part_fields_protocol=PROTOCOL if fields else None))
         elif kind == "function_call":
+            # A call the end cut keeps what it had, possibly nothing: "{}" would be a call to run.
+            arguments = item.get("arguments")
+            cut = item.get("status") == "incomplete" and isinstance(arguments, str)
             parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
-                                      str(item.get("arguments") or "{}")))
+                                      arguments if cut else str(arguments or "{}")))
         elif kind == "custom_tool_call":
             parts.append(ToolCallPart(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""),
                                       item["input"] if isinstance(item.get("input"), str) else "", custom=True))

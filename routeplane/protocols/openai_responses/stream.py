@@ -126,6 +126,8 @@ class ResponsesStreamEncoder(StreamEncoder):
         self._stale: Dict[int, _Item] = {}
         self._next_index = 0
         self._held: Optional[int] = None  # the output_index whose output_item.done waits (_release)
+        # A call closed without arguments, and the blank text it streamed: its `.done` waits too (_bare_done).
+        self._bare: Optional[Tuple[int, str]] = None
         self._usage: Optional[Usage] = None
         self._finish: Optional[FinishReason] = None
         self._ended = False
@@ -470,14 +472,11 @@ class ResponsesStreamEncoder(StreamEncoder):
                         content_index=k, part=content_part(text, item.refusal, item.notes, item.logprobs))
             done = self._message(item)
         elif item.kind == "function_call":
-            if not text.strip():
-                # A call without arguments (Anthropic's empty input, a Chat call with no fragments):
-                # Responses always carries a JSON object, as the non-streamed answer does.
-                text = "{}"
-                self._event(out, "response.function_call_arguments.delta", item_id=item.id,
-                            output_index=item.output_index, delta=text)
-            self._event(out, "response.function_call_arguments.done", item_id=item.id,
-                        output_index=item.output_index, arguments=text)
+            if text.strip():
+                self._event(out, "response.function_call_arguments.done", item_id=item.id,
+                            output_index=item.output_index, arguments=text)
+            else:
+                self._bare = (item.output_index, text)
             done = function_call_item(item.id, ToolCallPart(item.call_id, item.name, text))
         elif item.kind == "custom_tool_call":
             self._event(out, "response.custom_tool_call_input.done", item_id=item.id,
@@ -509,7 +508,26 @@ class ResponsesStreamEncoder(StreamEncoder):
         if self._held is not None:
             self._refresh()
             index, self._held = self._held, None
+            if self._bare is not None and self._bare[0] == index:
+                self._bare_done(out, index, self._bare[1])
             self._event(out, "response.output_item.done", output_index=index, item=self._output[index])
+
+    def _bare_done(self, out: List[bytes], index: int, streamed: str) -> None:
+        """The arguments of a call closed without any: "{}" for a whole call (Anthropic's empty input, a Chat
+        call with no fragments), as the non-streamed answer has it. A call the end cut (`incomplete`) keeps
+        what it had, as OpenAI's does: "{}" would read as a call a client may run with no arguments."""
+        self._bare = None
+        done = self._output[index]
+        arguments = done["arguments"]  # late fragments included (_refresh)
+        delta = arguments[len(streamed):]
+        if not arguments.strip() and done["status"] != "incomplete":
+            arguments = delta = "{}"
+        if delta:
+            self._event(out, "response.function_call_arguments.delta", item_id=done["id"], output_index=index,
+                        delta=delta)
+        self._event(out, "response.function_call_arguments.done", item_id=done["id"], output_index=index,
+                    arguments=arguments)
+        self._output[index] = {**done, "arguments": arguments}
 
     def close(self) -> bytes:
         out: List[bytes] = []
