@@ -14,6 +14,7 @@ from ..hooks.mcp import MCPDecision, MCPDenial, MCPPreRequestHook, MCPRouteHook
 from ..observers import ObserverDispatcher
 from .catalog import KINDS, Catalog
 from .context import MCPCallEvent, MCPRequestContext, MCPTarget
+from .inflight import Flight, Flights
 from .jsonrpc import INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND, MCPError
 from .settings import MCPGatewaySettings, MCPServerConfig
 from .upstream import LIST_CHANGED, Upstream, UpstreamFailure, make_upstream
@@ -91,6 +92,7 @@ class MCPPipeline:
                                cursor_key, settings.list_deadline_seconds)
         self._counts: "collections.Counter[Tuple[str, str, str]]" = collections.Counter()
         self._counts_lock = threading.Lock()
+        self.flights = Flights()
 
     # --- upstreams --------------------------------------------------------------
 
@@ -159,14 +161,16 @@ class MCPPipeline:
         return result, version
 
     def handle(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
-               on_progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+               on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+               flight: Optional[Flight] = None) -> Dict[str, Any]:
         """Answer one request (not initialize): the JSON-RPC result, or raise MCPError.
 
         With `on_progress`, a routed call's upstream `notifications/progress` are handed to it
-        (params with the client's own progressToken) while the call runs.
+        (params with the client's own progressToken) while the call runs. With `flight`, the
+        client may cancel a routed call (see `flights`).
         """
         self.admit(method, params, ctx)
-        return self.dispatch(method, params, ctx, on_progress)
+        return self.dispatch(method, params, ctx, on_progress, flight)
 
     def admit(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext) -> None:
         """Validate the request's name/arguments and run the pre-request hooks (raise MCPError to refuse)."""
@@ -175,7 +179,8 @@ class MCPPipeline:
         self._check(ctx)
 
     def dispatch(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
-                 on_progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+                 on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+                 flight: Optional[Flight] = None) -> Dict[str, Any]:
         """Answer an admitted request."""
         servers = self.servers_for(ctx.endpoint)
         if method == "ping":
@@ -197,7 +202,7 @@ class MCPPipeline:
 
             return self.catalog.listing(method, servers, prefixed, cursor, visible, ctx.endpoint or "")
         if method in ROUTED:
-            return self._routed(method, params, ctx, servers, on_progress)
+            return self._routed(method, params, ctx, servers, on_progress, flight)
         raise MCPError(METHOD_NOT_FOUND, f"Method not found: {method}", 200)
 
     def _prepare_name(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
@@ -228,7 +233,8 @@ class MCPPipeline:
                 raise MCPError(d.code, d.message, d.status, retry_after=d.retry_after)
 
     def _routed(self, method: str, params: Dict[str, Any], ctx: MCPRequestContext, servers: List[str],
-                on_progress: Optional[Callable[[Dict[str, Any]], None]] = None) -> Dict[str, Any]:
+                on_progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+                flight: Optional[Flight] = None) -> Dict[str, Any]:
         exposed = params["uri" if method == "resources/read" else "name"]
         target: Optional[MCPTarget] = None
         try:
@@ -254,13 +260,13 @@ class MCPPipeline:
                 upstream_params["_meta"] = {**meta, "progressToken": token}
                 up.listen_progress(token, lambda p: on_progress({**p, "progressToken": client_token}))
                 try:
-                    result = up.request(method, upstream_params)
+                    result = up.request(method, upstream_params, flight=flight)
                 finally:
                     up.listen_progress(token, None)
             else:
                 if meta:  # a progressToken whose progress could not be relayed is not sent
                     upstream_params["_meta"] = meta
-                result = up.request(method, upstream_params)
+                result = up.request(method, upstream_params, flight=flight)
         except UpstreamFailure as exc:
             log.warning("%s %r: %s", method, exposed, exc)
             self._emit(ctx, target, exposed, "error", None, str(exc))

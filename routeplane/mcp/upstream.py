@@ -10,7 +10,8 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ..protocols.base import scrub
-from .jsonrpc import INTERNAL_ERROR, UPSTREAM_UNAVAILABLE, MCPError
+from .inflight import Flight, Runners, cancelled_error
+from .jsonrpc import INTERNAL_ERROR, INVALID_PARAMS, UPSTREAM_UNAVAILABLE, MCPError
 from .settings import MCPServerConfig
 
 log = logging.getLogger("routeplane.mcp")
@@ -46,7 +47,8 @@ class Upstream(ABC):
     """One upstream MCP server as seen by this worker: a lazily initialized client connection.
 
     `request()` returns the JSON-RPC result, raises MCPError for a JSON-RPC
-    error the upstream answered (passed through), UpstreamFailure otherwise.
+    error the upstream answered (passed through, a code that is not a JSON-RPC
+    error code made one), UpstreamFailure otherwise.
     Safe to call from many threads.
     """
 
@@ -63,6 +65,7 @@ class Upstream(ABC):
         self._progress: Dict[str, Callable[[Dict[str, Any]], None]] = {}
         self._progress_lock = threading.Lock()
         self._secrets = _credential_values(config)
+        self._runners = Runners(f"mcp-call-{self.server}")
 
     @property
     def handshake_timeout(self) -> float:
@@ -72,9 +75,10 @@ class Upstream(ABC):
         return next(self._ids)
 
     def request(self, method: str, params: Optional[Dict[str, Any]] = None,
-                timeout: Optional[float] = None) -> Dict[str, Any]:
+                timeout: Optional[float] = None, flight: Optional[Flight] = None) -> Dict[str, Any]:
+        """The call's result; with `flight`, a client's cancel forwards to this upstream and ends the wait."""
         self.ensure_initialized()
-        return self._call(method, params, timeout)
+        return self._call(method, params, timeout, flight)
 
     def ensure_initialized(self) -> None:
         if self._initialized:
@@ -106,11 +110,61 @@ class Upstream(ABC):
         """Forget the upstream session: the next request initializes again."""
         self._initialized = False
 
-    def _call(self, method: str, params: Optional[Dict[str, Any]], timeout: Optional[float]) -> Dict[str, Any]:
+    def _call(self, method: str, params: Optional[Dict[str, Any]], timeout: Optional[float],
+              flight: Optional[Flight] = None) -> Dict[str, Any]:
         message: Dict[str, Any] = {"jsonrpc": "2.0", "id": self.next_id(), "method": method}
         if params is not None:
             message["params"] = params
-        return _result_of(self.server, self._exchange(message, timeout or self.config.timeout), self._secrets)
+        timeout = timeout or self.config.timeout
+        if flight is None:
+            return _result_of(self.server, self._exchange(message, timeout), self._secrets)
+        if not flight.bind(self, message["id"]):
+            raise cancelled_error()  # cancelled before it was sent: never sent
+        try:
+            response = self._exchange_cancellable(message, timeout, flight)
+        except (UpstreamFailure, MCPError):
+            if flight.cancelled:
+                raise cancelled_error() from None
+            raise
+        finally:
+            flight.unbind()
+        if flight.cancelled:  # spec: a cancelled request's late answer is not sent on
+            raise cancelled_error()
+        return _result_of(self.server, response, self._secrets)
+
+    def _exchange_cancellable(self, message: Dict[str, Any], timeout: float, flight: Flight) -> Dict[str, Any]:
+        """`_exchange`, returning (with an UpstreamFailure) as soon as the client cancels the call.
+
+        The exchange runs on a pooled thread, so the request's own thread can stop
+        waiting while the upstream finishes (or times out) on its own.
+        """
+        outcome: Dict[str, Any] = {}
+
+        def exchange() -> None:
+            try:
+                outcome["response"] = self._exchange(message, timeout)
+            except BaseException as exc:  # handed to the waiting thread, which raises it
+                outcome["error"] = exc
+            finally:
+                flight.wake.set()
+
+        self._runners.run(exchange)
+        flight.wake.wait()
+        if "error" in outcome:
+            raise outcome["error"]
+        if "response" not in outcome:
+            raise UpstreamFailure(self.server, "was not waited for: the client cancelled the call")
+        return outcome["response"]
+
+    def cancel(self, upstream_id: Any, reason: Optional[str]) -> None:
+        """Forward a client's cancel of the request this upstream knows as `upstream_id` (mcp.md §11)."""
+        params: Dict[str, Any] = {"requestId": upstream_id}
+        if reason:
+            params["reason"] = reason
+        try:
+            self._send_notification("notifications/cancelled", params)
+        except UpstreamFailure as exc:  # best effort: the call has stopped being waited for either way
+            log.info("forwarding a cancel to %s failed: %s", self.server, exc)
 
     def redact_tool_error(self, result: Dict[str, Any]) -> Dict[str, Any]:
         """A `tools/call` result with `isError: true`, its content blocks (every string but base64 payloads:
@@ -204,17 +258,33 @@ def _scrub_block(block: Any, secrets: Sequence[str]) -> Any:
 def _result_of(server: str, response: Dict[str, Any], secrets: Sequence[str] = ()) -> Dict[str, Any]:
     if "error" in response:
         err = response.get("error")
-        if not isinstance(err, dict) or not isinstance(err.get("code"), int):
+        if not isinstance(err, dict):
             raise UpstreamFailure(server, "answered a malformed JSON-RPC error")
         # The upstream's own JSON-RPC error is passed through (code, message, data), with the server
         # named, but never the credentials the gateway sent it (an upstream may quote a rejected one).
         message = _scrub(str(err.get("message") or "error"), secrets)[:500]
         data = _scrub(err.get("data"), secrets)
-        raise MCPError(err["code"], message, 200, data=data)
+        raise MCPError(_error_code(err.get("code"), message), message, 200, data=data)
     result = response.get("result")
     if not isinstance(result, dict):
         raise UpstreamFailure(server, "answered without a result object")
     return result
+
+
+_SAYS_INVALID_PARAMS = re.compile(r"invalid (param|argument)|missing (required )?argument|required argument"
+                                  r"|unknown (tool|prompt)", re.IGNORECASE)
+
+
+def _error_code(code: Any, message: str) -> int:
+    """The upstream's error code, or one a client can act on when it is not a JSON-RPC error code.
+
+    The Python SDK's servers answer `code: 0` for any exception a handler raises
+    (a prompt's missing argument, an unknown prompt), which SDK clients cannot tell
+    from success codes; the spec gives those -32602 (mcp.md §6), the rest is -32603.
+    """
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        return code
+    return INVALID_PARAMS if _SAYS_INVALID_PARAMS.search(message) else INTERNAL_ERROR
 
 
 def internal(message: str) -> MCPError:

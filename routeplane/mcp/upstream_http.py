@@ -214,6 +214,7 @@ class HttpUpstream(Upstream):
             log.debug("reply to %s failed: %s", self.server, exc)
 
     def close(self) -> None:
+        self._runners.close()
         if self.session_id:
             try:  # end our upstream session (spec: clients SHOULD DELETE when done)
                 self._http().delete(self.url, headers=self._headers(False), timeout=2,

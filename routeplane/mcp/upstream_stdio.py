@@ -11,6 +11,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Dict, Optional, Tuple
 
+from .inflight import Flight
 from .settings import MCPServerConfig
 from .upstream import Upstream, UpstreamFailure, log
 
@@ -200,12 +201,17 @@ class StdioUpstream(Upstream):
         if line.failed:
             raise UpstreamFailure(self.server, "exited (its stdin is closed)")
 
-    def _exchange(self, message: Dict[str, Any], timeout: float, initializing: bool = False) -> Dict[str, Any]:
+    def _exchange(self, message: Dict[str, Any], timeout: float, initializing: bool = False,
+                  flight: Optional[Flight] = None) -> Dict[str, Any]:
         pending = _Pending(self._generation)
         with self._pending_lock:
             if pending.generation <= self._ended:
                 raise UpstreamFailure(self.server, "exited")
             self._pending[message["id"]] = pending
+        if flight is not None and flight.cancelled:  # cancelled before its slot existed for cancel() to end
+            with self._pending_lock:
+                self._pending.pop(message["id"], None)
+            raise UpstreamFailure(self.server, "was not sent: the client cancelled the call")
         deadline = time.monotonic() + timeout
         try:
             self._write(message, wait=timeout)
@@ -225,10 +231,24 @@ class StdioUpstream(Upstream):
         assert pending.response is not None
         return pending.response
 
-    def _cancel(self, request_id: int) -> None:
+    def _exchange_cancellable(self, message: Dict[str, Any], timeout: float, flight: Flight) -> Dict[str, Any]:
+        return self._exchange(message, timeout, flight=flight)  # cancel() ends the wait: no thread needed
+
+    def cancel(self, upstream_id: Any, reason: Optional[str]) -> None:
+        """Forward the client's cancel and fail the waiting request at once (its late answer is dropped)."""
+        with self._pending_lock:
+            pending = self._pending.pop(upstream_id, None)
+        self._cancel(upstream_id, reason)
+        if pending is not None:
+            pending.failure = "was not waited for: the client cancelled the call"
+            pending.event.set()
+
+    def _cancel(self, request_id: int, reason: Optional[str] = "timeout") -> None:
+        params: Dict[str, Any] = {"requestId": request_id}
+        if reason:
+            params["reason"] = reason
         try:  # let the server stop working on it (mcp.md §8); a late answer is dropped
-            self._write({"jsonrpc": "2.0", "method": "notifications/cancelled",
-                         "params": {"requestId": request_id, "reason": "timeout"}}, wait=None)
+            self._write({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": params}, wait=None)
         except UpstreamFailure:
             pass
 

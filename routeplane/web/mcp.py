@@ -18,6 +18,7 @@ from ..errors import InvalidRequest
 from ..hooks.mcp import DENY_CODES
 from ..mcp import modern
 from ..mcp.context import MCPRequestContext
+from ..mcp.inflight import Flight
 from ..mcp.jsonrpc import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
@@ -82,16 +83,27 @@ def make_blueprint(app: "App") -> Blueprint:
                 return _answer(result_body(message.id, result), rid, runtime,
                                {SESSION_HEADER: sid})  # type: ignore[arg-type]
             session = _session(runtime, identity, server, required=True)
+            assert session is not None
             if message.kind != "request":
                 # Notifications (initialized, cancelled, roots/list_changed) and responses: accepted.
+                if message.method == "notifications/cancelled":
+                    runtime.pipeline.flights.cancel(session.key, message.params)
                 return Response(status=202, headers={"x-request-id": rid})
             ctx = MCPRequestContext(rid, message.method, message.params, identity, dict(request.headers), server,
-                                    session.key if session else None)
+                                    session.key)
             params = dict(message.params)
-            if _relays_progress(message.method, params):
-                runtime.pipeline.admit(message.method, params, ctx)  # refusals keep their HTTP status
-                return _progress_stream(runtime, message.id, message.method, params, ctx, rid)
-            result = runtime.pipeline.handle(message.method, params, ctx)
+            flights = runtime.pipeline.flights
+            flight = flights.open(session.key, message.id) if message.method in ROUTED else None
+            try:
+                if _relays_progress(message.method, params):
+                    runtime.pipeline.admit(message.method, params, ctx)  # refusals keep their HTTP status
+                    stream = _progress_stream(runtime, message.id, message.method, params, ctx, rid, flight=flight)
+                    flight = None  # the stream's work closes it
+                    return stream
+                result = runtime.pipeline.handle(message.method, params, ctx, flight=flight)
+            finally:
+                if flight is not None:
+                    flights.close(session.key, message.id, flight)
             return _answer(result_body(message.id, result), rid, runtime)  # type: ignore[arg-type]
         except MCPError as err:
             return _error(err, message_id, rid, runtime)
@@ -111,8 +123,11 @@ def _relays_progress(method: str, params: Dict[str, Any]) -> bool:
 
 def _progress_stream(runtime: Any, message_id: Any, method: str, params: Dict[str, Any], ctx: MCPRequestContext,
                      rid: str, finish: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None,
-                     on_error: Optional[Callable[[MCPError], MCPError]] = None) -> Response:
-    """SSE answer: upstream progress notifications as they come, then the response (mcp.md §2)."""
+                     on_error: Optional[Callable[[MCPError], MCPError]] = None,
+                     flight: Optional[Flight] = None) -> Response:
+    """SSE answer: upstream progress notifications as they come, then the response (mcp.md §2).
+
+    A `flight` (the client may cancel the call) is closed when the call ends."""
     events: "queue.Queue[Optional[bytes]]" = queue.Queue()
 
     def frame(body: Dict[str, Any]) -> bytes:
@@ -123,7 +138,7 @@ def _progress_stream(runtime: Any, message_id: Any, method: str, params: Dict[st
 
     def work() -> None:
         try:
-            result = runtime.pipeline.dispatch(method, params, ctx, on_progress)
+            result = runtime.pipeline.dispatch(method, params, ctx, on_progress, flight)
             events.put(frame(result_body(message_id, finish(result) if finish else result)))
         except MCPError as err:
             events.put(frame((on_error(err) if on_error else err).body(message_id)))
@@ -131,6 +146,8 @@ def _progress_stream(runtime: Any, message_id: Any, method: str, params: Dict[st
             log.exception("MCP request %s failed", rid)
             events.put(frame(MCPError(INTERNAL_ERROR, "Internal error.", 500).body(message_id)))
         finally:
+            if flight is not None and ctx.session_key is not None:
+                runtime.pipeline.flights.close(ctx.session_key, message_id, flight)
             events.put(None)
 
     threading.Thread(target=work, name=f"mcp-{rid}", daemon=True).start()
