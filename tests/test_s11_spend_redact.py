@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from routeplane.language_model.settlement import Settlement
+from routeplane.language_model.settlement import Attempt, Settlement
 from routeplane.store.spend_log import spend_row
 
 KEY = "rpk_0123456789abcdef_" + "A" * 43
@@ -31,3 +31,10 @@ def test_plain_names_are_unchanged() -> None:
     r = row("gpt-4o-mini", model="gpt-4o-mini-2024-07-18")
     assert (r["route"], r["model"]) == ("gpt-4o-mini", "gpt-4o-mini-2024-07-18")
     assert spend_row(Settlement("r1", time.time(), "openai_chat", "x", False, "error"))["model"] is None
+
+
+def test_a_key_in_an_attempts_model_is_redacted() -> None:
+    attempt = Attempt("openai", KEY, "openai_chat", False, 1.0, status=404)
+    r = spend_row(Settlement("r1", time.time(), "openai_chat", "openai:" + KEY, False, "error", model=KEY,
+                             attempts=(attempt,), status=404))
+    assert "A" * 43 not in r["attempts_json"] and "[redacted]" in r["attempts_json"]

@@ -83,8 +83,8 @@ def spend_row(s: Settlement, now: Optional[float] = None,
     (which may quote the prompt); a credential in the route or model name is redacted."""
     u = s.usage
     attempts = [
-        {"provider": a.provider, "model": a.model, "protocol": a.protocol, "ok": a.ok, "latency_ms": a.latency_ms,
-         "status": a.status, "error_type": a.error_type}
+        {"provider": a.provider, "model": redact(a.model), "protocol": a.protocol, "ok": a.ok,
+         "latency_ms": a.latency_ms, "status": a.status, "error_type": a.error_type}
         for a in s.attempts
     ]
     return {
