@@ -260,7 +260,7 @@ class Catalog:
         The page takes servers in order as they answer. One that has not answered is waited for (one
         deadline in all) only while the page has room that the servers which have answered cannot fill:
         a hung server never holds a page healthy ones can fill, and is carried to a later page instead.
-        The cursor carries what is left (the servers, a position in the first, which ones are late), so
+        The cursor carries what is left (the servers, a position in each partly shown, which are late), so
         a client walking the pages sees each item once whichever order the servers answer in, and gets
         no cursor once the gateway knows nothing is left.
         """
@@ -273,7 +273,7 @@ class Catalog:
 
         def shown(sid: str, outcome: Items) -> Iterator[Tuple[int, Dict[str, Any]]]:
             """`sid`'s items the client sees, from where the walk stands in its list."""
-            start = resume_index(outcome, walk.index, walk.after, kind.key_field) if sid == walk.servers[0] else 0
+            start = resume_index(outcome, *walk.position(sid), kind.key_field)
             for index in range(start, len(outcome)):
                 item = self._expose(outcome[index], kind, self.servers[sid].prefix if prefixed else "")
                 if item is not None and visible(item.get(kind.name_field or "", "")):
@@ -326,8 +326,11 @@ class Catalog:
         left = set(queue + aside)
         if cut is not None or left:
             rest = [s for s in walk.servers if s in left]
+            # A server this page passed over keeps its place: shown from its first item again, it would repeat.
+            held = {s: walk.position(s) for s in rest if walk.position(s) != (0, "")}
+            index, after = cut[1:] if cut else held.pop(rest[0], (0, ""))
             result["nextCursor"] = self._cursors.encode(method, endpoint, servers, Walk(
-                ([cut[0]] if cut else []) + rest, cut[1] if cut else 0, cut[2] if cut else "", walk.late & left))
+                ([cut[0]] if cut else []) + rest, index, after, walk.late & left, held))
         if failed:
             # One failing (or hung) upstream must not fail the listing: omit it, say so, log it.
             for sid, why in failed:

@@ -7,26 +7,38 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Sequence, Set
+from typing import Any, Callable, Dict, List, Sequence, Set, Tuple
 
 from .jsonrpc import INVALID_PARAMS, MCPError
 
-# A cursor names the servers a walk has left, and the late ones among them, by their place in the
-# configuration (at most eight characters each, encoded): its size follows the configuration.
+# A cursor names the servers a walk has left, the late ones among them, and where it stands in the ones
+# partly shown, by their place in the configuration (at most 60 characters a server, encoded): its size
+# follows the configuration.
 CURSOR_BASE_CHARS = 1024
-CURSOR_CHARS_PER_SERVER = 16
+CURSOR_CHARS_PER_SERVER = 64
+
+Position = Tuple[int, str]  # (index, key of the item just before it) in one server's list
 
 
 @dataclass
 class Walk:
     """The servers a walk still has to show, in order; the first from `index`, just after the item whose
     key hashes to `after` (found again if that server's list changed meanwhile). `late` ones already
-    outran a listing's deadline: a page shows them once they have answered, but never waits for them."""
+    outran a listing's deadline: a page shows them once they have answered, but never waits for them.
+    `held` are the positions of later servers already partly shown: a page that showed others ahead of
+    one (it had not answered yet) must not start it from its first item again."""
 
     servers: List[str]
     index: int = 0
     after: str = ""
     late: Set[str] = field(default_factory=set)
+    held: Dict[str, Position] = field(default_factory=dict)
+
+    def position(self, server: str) -> Position:
+        """Where the walk stands in `server`'s list ((0, "") if none of it was shown yet)."""
+        if self.servers and server == self.servers[0]:
+            return self.index, self.after
+        return self.held.get(server, (0, ""))
 
 
 def item_key(item: Any, field_name: str) -> str:
@@ -58,7 +70,8 @@ class CursorCodec:
     def encode(self, method: str, endpoint: str, servers: Sequence[str], walk: Walk) -> str:
         order = {sid: i for i, sid in enumerate(servers)}
         state = [method, endpoint, _digest(servers), [order[s] for s in walk.servers], walk.index, walk.after,
-                 sorted(order[s] for s in walk.late if s in order)]
+                 sorted(order[s] for s in walk.late if s in order),
+                 sorted([order[s], index, after] for s, (index, after) in walk.held.items())]
         body = base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).rstrip(b"=")
         return body.decode("ascii") + "." + self._mac(body)
 
@@ -71,15 +84,17 @@ class CursorCodec:
         if not hmac.compare_digest(self._mac(body.encode("ascii", "replace")).encode(), mac.encode("ascii", "replace")):
             raise bad
         try:
-            m, e, digest, walked, index, after, late = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            m, e, digest, walked, index, after, late, held = json.loads(
+                base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
         except (ValueError, TypeError):
             raise bad from None
         # Signed by us, but perhaps under another configuration (the digest) or for another listing.
         if (m, e, digest) != (method, endpoint, _digest(servers)) or not _indices(walked, len(servers)) \
                 or not _indices(late, len(servers)) or not set(late) <= set(walked) \
-                or not isinstance(index, int) or isinstance(index, bool) or index < 0 or not isinstance(after, str):
+                or not _position(index, after) or not _held(held, walked):
             raise bad
-        return Walk([servers[i] for i in walked], index, after, {servers[i] for i in late})
+        return Walk([servers[i] for i in walked], index, after, {servers[i] for i in late},
+                    {servers[i]: (at, key) for i, at, key in held})
 
     def _mac(self, body: bytes) -> str:
         mac = hmac.new(self._key(), b"cursor." + body, hashlib.sha256).digest()[:12]
@@ -88,6 +103,18 @@ class CursorCodec:
 
 def _digest(servers: Sequence[str]) -> str:
     return hashlib.sha256("\x00".join(servers).encode()).hexdigest()[:12]
+
+
+def _position(index: Any, after: Any) -> bool:
+    return isinstance(index, int) and not isinstance(index, bool) and index >= 0 and isinstance(after, str)
+
+
+def _held(value: Any, walked: List[int]) -> bool:
+    """Positions of distinct servers the walk has left, its first excepted (that one's is the cursor's own)."""
+    later = set(walked[1:])
+    return isinstance(value, list) and all(
+        isinstance(p, list) and len(p) == 3 and type(p[0]) is int and p[0] in later and _position(p[1], p[2])
+        for p in value) and len({p[0] for p in value}) == len(value)
 
 
 def _indices(value: Any, size: int) -> bool:
