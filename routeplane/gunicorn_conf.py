@@ -8,9 +8,10 @@ per worker is cheap: see docs/deploy.md for measured numbers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 
 import yaml
 
@@ -131,6 +132,7 @@ def on_starting(server) -> None:  # noqa: ANN001 - gunicorn hook signature
 
 
 def on_reload(server) -> None:  # noqa: ANN001 - gunicorn hook signature
+    _replacements.new_generation(server)
     # A plugin installed since start-up (`pip install -e` adds a .pth file): the new
     # workers are forked from this process, so it must be importable here first.
     try:
@@ -303,11 +305,12 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn hook signature
 
 # Recycling (max_requests) without a gap: the retiring worker leaves a marker in the private
 # directory and signals the master, which starts its replacement now instead of after the exit
-# (routeplane/gunicorn_worker.py). The marker, not the signal, is the record: the master counts
-# a marker once (renaming it) and child_exit undoes exactly what was counted, whichever comes first.
+# (routeplane/gunicorn_worker.py). The marker, not the signal, is the message; the master's
+# _Replacements is the record: a marker is counted once, and child_exit undoes exactly what was
+# counted, whichever comes first.
 # No real-time signals (macOS): recycling is gunicorn's own, the replacement starting after the exit.
 RECYCLE_SIGNAL = getattr(signal, "SIGRTMIN", None) and signal.SIGRTMIN + 5
-_RECYCLING, _COUNTED = "recycling-", ".counted"
+_RECYCLING = "recycling-"
 
 # Written by the master when SIGTERM stops the whole server: a worker drained by a HUP (replaced,
 # the server keeps running) finds none, and its /ready keeps saying ready (routeplane/lifecycle.py).
@@ -315,14 +318,20 @@ STOPPING = "stopping"
 
 
 def when_ready(server) -> None:  # noqa: ANN001 - gunicorn hook signature (master, after its own signal handlers)
+    # An exception escaping a master signal handler reaches gunicorn's main loop, which stops
+    # the server at once: these handlers log an OSError (/tmp cleaned under us) and go on.
     if RECYCLE_SIGNAL:
         signal.signal(RECYCLE_SIGNAL, lambda _sig, _frame: _start_replacements(server))
     previous = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(sig: int, frame: Any) -> None:
-        os.close(os.open(_snapshot_path(STOPPING), os.O_WRONLY | os.O_CREAT, 0o600))
-        if callable(previous):
-            previous(sig, frame)
+        try:
+            os.close(os.open(_snapshot_path(STOPPING), os.O_WRONLY | os.O_CREAT, 0o600))
+        except OSError as exc:  # the workers' /ready then keeps saying ready while they drain
+            server.log.error("routeplane: cannot mark the server as stopping: %s", exc)
+        finally:
+            if callable(previous):
+                previous(sig, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 
@@ -339,33 +348,79 @@ def announce_recycle(worker: Any) -> None:
     os.kill(worker.ppid, RECYCLE_SIGNAL)
 
 
-def _start_replacements(server) -> None:  # noqa: ANN001
-    """In the master: one more worker per retiring worker not counted yet; spawned at the next loop."""
-    folder = _snapshot_path("")
-    for name in os.listdir(folder):
-        if name.startswith(_RECYCLING) and not name.endswith(_COUNTED):
-            try:
-                os.rename(os.path.join(folder, name), os.path.join(folder, name + _COUNTED))
-            except OSError:  # child_exit took it first: that worker is gone already
-                continue
+class _Replacements:
+    """The master's record of the retiring workers it added a slot for: pid → generation (one per HUP).
+
+    A HUP (gunicorn's setup()) resets num_workers to the setting, dropping every slot added
+    before it; so child_exit gives a slot back only for a worker counted in the current
+    generation, whatever TTIN/TTOU did to the count meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+        self.counted: Dict[int, int] = {}
+
+    def count(self, server: Any, pid: int) -> None:
+        if pid not in self.counted:
+            self.counted[pid] = self.generation
             server.num_workers += 1
+
+    def settle(self, server: Any, pid: int) -> None:
+        if self.counted.pop(pid, None) == self.generation:
+            server.num_workers = max(1, server.num_workers - 1)  # as TTOU: never below one worker
+
+    def new_generation(self, server: Any) -> None:
+        """On HUP (on_reload runs after setup() reset the count): what was counted before is dropped.
+
+        A recycle counted between that reset and this hook is in the count already: the
+        excess over the setting is those last counts, and they stay current.
+        """
+        with _recycle_signal_held():
+            excess = max(0, server.num_workers - server.cfg.workers)
+            kept = list(self.counted)[-excess:] if excess else []
+            self.generation += 1
+            for pid in kept:
+                self.counted[pid] = self.generation
+
+
+_replacements = _Replacements()
+
+
+@contextlib.contextmanager
+def _recycle_signal_held() -> Iterator[None]:
+    """The recycle handler (which adds to num_workers) waits while the main loop changes the count:
+    an increment landing inside `num_workers -= 1` would be lost."""
+    if not RECYCLE_SIGNAL:
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {RECYCLE_SIGNAL})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def _start_replacements(server) -> None:  # noqa: ANN001
+    """In the master (the recycle signal's handler): one more worker per retiring worker not counted yet."""
+    try:
+        names = os.listdir(_snapshot_path(""))
+    except OSError as exc:  # the private directory is gone (/tmp cleaned): replaced after their exit
+        server.log.error("routeplane: cannot read the recycle markers: %s", exc)
+        names = []
+    for name in names:
+        if name.startswith(_RECYCLING) and name[len(_RECYCLING):].isdigit():
+            _replacements.count(server, int(name[len(_RECYCLING):]))
     server.wakeup()
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signature (master)
     """A retired worker has exited: give back the extra slot its replacement took, if it was counted."""
-    marker = _snapshot_path(f"{_RECYCLING}{worker.pid}")
-    try:
-        os.unlink(marker)  # never counted: nothing to give back, and the master no longer will count it
-        return
-    except FileNotFoundError:
-        pass
-    try:
-        os.unlink(marker + _COUNTED)
-    except FileNotFoundError:
-        return
-    if server.num_workers > server.cfg.workers:  # a HUP meanwhile reset the count to the setting
-        server.num_workers -= 1
+    with _recycle_signal_held():
+        try:
+            os.unlink(_snapshot_path(f"{_RECYCLING}{worker.pid}"))  # the master will not count it any more
+        except OSError:
+            pass
+        _replacements.settle(server, worker.pid)
 
 
 def worker_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn hook signature

@@ -42,6 +42,7 @@ import json
 import os
 import select
 import socket
+import threading
 from typing import Any, Callable, Optional
 
 from gunicorn import util
@@ -60,6 +61,13 @@ LINGER_SECONDS = 0.02
 class ThreadWorker(_GThreadWorker):
     on_recycle: Optional[Callable[["ThreadWorker"], None]] = None  # called once when it retires itself
     _over_memory = False
+    # Set by SIGTERM/SIGQUIT: the master is stopping this worker (HUP, TTOU, stop) and wants no replacement.
+    _stopping = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Reentrant: a signal handler (handle_exit) may set `alive` in the main thread while it holds the lock.
+        self._alive_lock = threading.RLock()
+        super().__init__(*args, **kwargs)
 
     @property
     def alive(self) -> bool:
@@ -68,15 +76,27 @@ class ThreadWorker(_GThreadWorker):
     @alive.setter
     def alive(self, value: bool) -> None:
         # gthread turns `alive` off in the request that reaches max_requests, before the app runs it
-        # (a stream may then last minutes): the moment to ask for a replacement.
-        recycled = not value and getattr(self, "_alive", False) and (
-            self._over_memory or getattr(self, "nr", 0) >= self.max_requests)
-        self._alive = value
-        if recycled and self.on_recycle is not None:
+        # (a stream may then last minutes): the moment to ask for a replacement. Under the lock, so two
+        # pool threads reaching max_requests together ask once.
+        with self._alive_lock:
+            recycled = not value and getattr(self, "_alive", False) and not self._stopping and (
+                self._over_memory or getattr(self, "nr", 0) >= self.max_requests)
+            self._alive = value
+        if recycled and not self._stopping and self.on_recycle is not None:  # a SIGTERM may land meanwhile
             try:
                 self.on_recycle(self)
             except Exception:  # noqa: BLE001 - the replacement then starts after the exit, as in stock gunicorn
                 self.log.exception("routeplane: asking the master for a replacement worker failed")
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        """SIGTERM: the master stops this worker; a request reaching max_requests now must not ask for a
+        replacement (the master would spawn one more worker than it wants, undoing a TTOU)."""
+        self._stopping = True
+        super().handle_exit(sig, frame)
+
+    def handle_quit(self, sig: int, frame: Any) -> None:
+        self._stopping = True
+        super().handle_quit(sig, frame)
 
     def init_process(self) -> None:
         util.write_error = write_json_error  # gunicorn's own refusals (limits, bad framing) in JSON

@@ -16,6 +16,7 @@ gunicorn_conf.py refuses anything but a whole number at start-up.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Callable, Optional
@@ -23,6 +24,8 @@ from typing import Callable, Optional
 ENV = "ROUTEPLANE_MAX_WORKER_RSS_MB"
 DEFAULT_MB = 1024
 CHECK_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
 
 try:
     _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -40,9 +43,23 @@ def rss_mb() -> Optional[float]:
 
 
 def limit_from_env() -> int:
-    """The limit in MB from the environment (0 = off); gunicorn_conf.py has validated it."""
+    """The limit in MB from the environment (0 = off).
+
+    gunicorn_conf.py refuses a bad value at start-up; a worker class used without it (`gunicorn -k`)
+    must still boot, so here a bad value means the default, with a warning (a ValueError at boot
+    would make gunicorn halt the whole server).
+    """
     raw = os.environ.get(ENV)
-    return int(raw) if raw else DEFAULT_MB
+    if not raw:
+        return DEFAULT_MB
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        log.warning("%s must be a whole number of MB >= 0, not %r: using %d", ENV, raw, DEFAULT_MB)
+        return DEFAULT_MB
+    return value
 
 
 class MemoryBudget:

@@ -114,6 +114,7 @@ def test_a_reload_during_the_drain_keeps_the_configured_count(conf: Any) -> None
     conf.announce_recycle(worker)
     conf._start_replacements(master)
     master.num_workers = 2  # HUP: gunicorn's setup() resets the count to the setting
+    conf._replacements.new_generation(master)  # what on_reload does
     conf.child_exit(master, worker)
     assert master.num_workers == 2
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
@@ -22,9 +23,11 @@ def make_blueprint(app: "App") -> Blueprint:
     def health() -> Response:
         return jsonify({"status": "ok"})
 
+    store_log = StoreProblemLog()
+
     @bp.get("/ready")
     def ready() -> Response:
-        body = readiness(app)
+        body = readiness(app, store_log)
         resp = jsonify(body)
         resp.status_code = 200 if body["status"] == "ready" else 503
         return resp
@@ -32,7 +35,25 @@ def make_blueprint(app: "App") -> Blueprint:
     return bp
 
 
-def readiness(app: "App") -> Dict[str, Any]:
+class StoreProblemLog:
+    """Logs the store's problem when it changes, not on every /ready poll (a load balancer polls each second)."""
+
+    def __init__(self) -> None:
+        self._last: Optional[str] = None
+        self._lock = threading.Lock()  # /ready runs in many request threads
+
+    def report(self, problem: Optional[str]) -> None:
+        with self._lock:
+            previous, self._last = self._last, problem
+        if problem == previous:
+            return
+        if problem:
+            log.warning("readiness: %s", problem)
+        else:
+            log.info("readiness: the store is usable again (was: %s)", previous)
+
+
+def readiness(app: "App", store_log: Optional[StoreProblemLog] = None) -> Dict[str, Any]:
     """Ready when the server is not stopping, the store (if any) answers, and at least one provider is usable."""
     usable = usable_providers(app)
     problems: List[str] = []
@@ -40,6 +61,8 @@ def readiness(app: "App") -> Dict[str, Any]:
     if lifecycle is not None and lifecycle.stopping:
         problems.append("draining: the worker is shutting down")
     store_state, store_error = store_status(app)
+    if store_log is not None:
+        store_log.report(store_error)
     if store_error:
         problems.append(store_error)
     if not usable:
@@ -68,10 +91,8 @@ def store_status(app: "App") -> Tuple[str, Optional[str]]:
             store.database.execute_sql("SELECT 1").close()
         read_only = read_only_problem(store)
     except Exception as exc:
-        log.warning("readiness: the store is unreachable: %s", type(exc).__name__)
         return "unreachable", f"store unreachable ({type(exc).__name__})"
     if read_only:
-        log.warning("readiness: %s", read_only)
         return "read_only", read_only
     return "ok", None
 
