@@ -120,7 +120,7 @@ def test_a_server_tool_input_nested_too_deep_is_the_upstreams_fault() -> None:
     import pytest
 
     from routeplane.errors import InvalidUpstreamResponse
-    from routeplane.protocols.anthropic_messages.stream import MessagesStreamDecoder
+    from routeplane.protocols.anthropic_messages.stream_decode import MessagesStreamDecoder
 
     target = RoutingTarget("up", "claude-x", "anthropic_messages", base_url="http://x", api_key="k")
     dec = MessagesStreamDecoder(target)
@@ -141,7 +141,7 @@ def test_a_stream_event_nested_too_deep_is_the_upstreams_fault() -> None:
     import pytest
 
     from routeplane.errors import InvalidUpstreamResponse
-    from routeplane.protocols.anthropic_messages.stream import MessagesStreamDecoder
+    from routeplane.protocols.anthropic_messages.stream_decode import MessagesStreamDecoder
     from routeplane.protocols.gemini.stream import GeminiStreamDecoder
     from routeplane.protocols.openai_chat.stream import ChatStreamDecoder
 

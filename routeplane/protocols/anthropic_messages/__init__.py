@@ -8,7 +8,7 @@ from ...errors import RouteplaneError, UpstreamError
 from ...language_model.routing import RoutingTarget
 from ...language_model.types import Generation, Prompt
 from ..base import ClientCodec, ProviderCodec, StreamDecoder, StreamEncoder, upstream_status_error
-from . import request, response, stream
+from . import request, response, stream, stream_decode
 
 PROTOCOL = "anthropic_messages"
 
@@ -66,7 +66,7 @@ class MessagesProviderCodec(ProviderCodec):
         return response.decode_response(body, target)
 
     def stream_decoder(self, target: RoutingTarget) -> StreamDecoder:
-        return stream.MessagesStreamDecoder(target)
+        return stream_decode.MessagesStreamDecoder(target)
 
     def decode_error(self, status: int, body: bytes, headers: Mapping[str, str], target: RoutingTarget) -> UpstreamError:
         return response.provider_error(upstream_status_error(status, body, headers, target), body)
