@@ -26,6 +26,7 @@ from routeplane.config import DEFAULT_CONFIG
 from routeplane.mcp.settings import MCPServerConfig
 from routeplane.mcp.upstream_http import HttpUpstream
 from tests.support.gateway import GatewayProcess, free_port
+from tests.support.mcp_client import session_run
 from tests.support.mcp_upstream import MCPUpstreamProcess
 
 pytestmark = pytest.mark.e2e
@@ -152,18 +153,6 @@ def _wait_up(proc: "subprocess.Popen[bytes]", url: str, timeout: float = 20.0) -
     raise RuntimeError("the vault MCP server did not start")
 
 
-def session_run(gw: GatewayProcess, body: Any, path: str = "/mcp") -> Any:
-    async def run() -> Any:
-        async with streamable_http_client(gw.url + path, http_client=create_mcp_http_client()) as (read, write):
-            async with ClientSession(read, write) as s:
-                await s.initialize()
-                with anyio.fail_after(60):
-                    return await body(s)
-
-    try:
-        return anyio.run(run)
-    finally:
-        gc.collect()
 
 
 # --- 1. tool-error results ---------------------------------------------------------------

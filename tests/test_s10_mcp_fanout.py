@@ -6,18 +6,14 @@ MCP server and scripted ones (hung, or changing their list mid-fetch)."""
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-import anyio
 import pytest
 from mcp import ClientSession, types
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from routeplane.config import DEFAULT_CONFIG
 from routeplane.mcp import catalog as catalog_module
@@ -26,6 +22,7 @@ from routeplane.mcp.fanout import FanOut
 from routeplane.mcp.settings import MCPServerConfig
 from routeplane.mcp.upstream import UpstreamFailure
 from tests.support.gateway import GatewayProcess
+from tests.support.mcp_client import session_run
 from tests.support.mcp_upstream import MCPUpstreamProcess
 
 pytestmark = pytest.mark.e2e
@@ -138,18 +135,6 @@ def gateway(tmp_path: Any, upstreams: Dict[str, str]) -> Iterator[Callable[..., 
             gw.stop()
 
 
-def session_run(gw: GatewayProcess, body: Callable[[ClientSession], Any]) -> Any:
-    async def run() -> Any:
-        async with streamable_http_client(gw.url + "/mcp", http_client=create_mcp_http_client()) as (read, write):
-            async with ClientSession(read, write) as s:
-                await s.initialize()
-                with anyio.fail_after(90):
-                    return await body(s)
-
-    try:
-        return anyio.run(run)
-    finally:
-        gc.collect()
 
 
 def unavailable(result: Any) -> List[str]:

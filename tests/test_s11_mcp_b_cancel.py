@@ -6,7 +6,6 @@ routeplane under gunicorn, fronting real SDK MCP servers."""
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import subprocess
 import sys
@@ -19,8 +18,6 @@ import anyio
 import pytest
 import requests
 from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 from mcp.shared.exceptions import MCPError as SDKError
 
 from routeplane.config import DEFAULT_CONFIG
@@ -28,6 +25,7 @@ from routeplane.mcp.inflight import Flights
 from routeplane.mcp.jsonrpc import MCPError
 from routeplane.mcp.upstream import _result_of
 from tests.support.gateway import GatewayProcess, free_port
+from tests.support.mcp_client import session_run
 
 pytestmark = pytest.mark.e2e
 
@@ -258,18 +256,6 @@ def test_another_session_cannot_cancel_a_call(gw: GatewayProcess) -> None:
 # --- the official SDK client ----------------------------------------------------------------------
 
 
-def session_run(gw: GatewayProcess, body: Any) -> Any:
-    async def run() -> Any:
-        async with streamable_http_client(gw.url + "/mcp", http_client=create_mcp_http_client()) as (read, write):
-            async with ClientSession(read, write) as s:
-                await s.initialize()
-                with anyio.fail_after(60):
-                    return await body(s)
-
-    try:
-        return anyio.run(run)
-    finally:
-        gc.collect()
 
 
 @pytest.mark.parametrize("server", SERVERS)

@@ -6,7 +6,6 @@ MCP servers, plus the catalog called directly for what an allowlist hides."""
 from __future__ import annotations
 
 import copy
-import gc
 import json
 import threading
 import time
@@ -16,8 +15,6 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import anyio
 import pytest
 from mcp import ClientSession, types
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
 from routeplane.config import DEFAULT_CONFIG
 from routeplane.mcp.catalog import Catalog
@@ -25,6 +22,7 @@ from routeplane.mcp.cursors import Walk
 from routeplane.mcp.jsonrpc import MCPError
 from routeplane.mcp.settings import MCPServerConfig
 from tests.support.gateway import GatewayProcess
+from tests.support.mcp_client import session_run
 
 pytestmark = pytest.mark.e2e
 
@@ -127,18 +125,6 @@ def gateway(tmp_path: Any, base: str) -> Iterator[Callable[..., GatewayProcess]]
             gw.stop()
 
 
-def session_run(gw: GatewayProcess, body: Callable[[ClientSession], Any]) -> Any:
-    async def run() -> Any:
-        async with streamable_http_client(gw.url + "/mcp", http_client=create_mcp_http_client()) as (read, write):
-            async with ClientSession(read, write) as s:
-                await s.initialize()
-                with anyio.fail_after(90):
-                    return await body(s)
-
-    try:
-        return anyio.run(run)
-    finally:
-        gc.collect()
 
 
 async def walk(s: ClientSession, pause: float = 0.0, first: Optional[types.ListToolsResult] = None
