@@ -9,7 +9,6 @@ import copy
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import pytest
@@ -23,6 +22,7 @@ from routeplane.mcp.settings import MCPServerConfig
 from routeplane.mcp.upstream import UpstreamFailure
 from tests.support.gateway import GatewayProcess
 from tests.support.mcp_client import session_run
+from tests.support.mcp_scripted import JsonRpcHandler, QuietServer
 from tests.support.mcp_upstream import MCPUpstreamProcess
 
 pytestmark = pytest.mark.e2e
@@ -33,20 +33,16 @@ LIST_KEYS = {"tools/list": "tools", "prompts/list": "prompts", "resources/list":
              "resources/templates/list": "resourceTemplates"}
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(JsonRpcHandler):
     """Scripted streamable-HTTP MCP servers, by path: `/hang/mcp` initializes and then answers nothing for
     HANG_SECONDS; `/change/mcp` lists `tools` (its first tools/list held until `release`, with the answer it
     read on arrival), and its tool `bump` changes that list and says so with a list_changed."""
 
-    protocol_version = "HTTP/1.1"
     release = threading.Event()  # ends every held answer
     first_list_arrived = threading.Event()
     tools: List[str] = ["bump", "old"]
     lists_asked = 0
     lock = threading.Lock()
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
         msg = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
@@ -76,23 +72,6 @@ class Scripted(BaseHTTPRequestHandler):
             return self._send(200, b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events),
                               "text/event-stream")
         return self._answer(msg, {LIST_KEYS.get(msg["method"], "items"): []})
-
-    def _answer(self, msg: Dict[str, Any], result: Dict[str, Any]) -> None:
-        self._send(200, json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}).encode())
-
-    def _send(self, status: int, raw: bytes, ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the gateway hanging up on a hung request is expected here
 
 
 @pytest.fixture(scope="module")

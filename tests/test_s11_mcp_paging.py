@@ -9,7 +9,6 @@ import copy
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import anyio
@@ -23,24 +22,21 @@ from routeplane.mcp.jsonrpc import MCPError
 from routeplane.mcp.settings import MCPServerConfig
 from tests.support.gateway import GatewayProcess
 from tests.support.mcp_client import session_run
+from tests.support.mcp_scripted import JsonRpcHandler, QuietServer
 
 pytestmark = pytest.mark.e2e
 
 HANG_SECONDS = 60.0
 
 
-class Scripted(BaseHTTPRequestHandler):
+class Scripted(JsonRpcHandler):
     """Streamable-HTTP MCP servers by path: `/many/N/mcp` lists tools t0…tN-1; `/slow/S/N/mcp` the same
     after S seconds; `/hang/mcp` never lists (until `release`); `/grow/mcp` lists `grown` and its tool
     `grow` puts a new tool first and says so with a list_changed; `/tail/mcp` lists four tools and
     then one whose name is not a string."""
 
-    protocol_version = "HTTP/1.1"
     release = threading.Event()
     grown: List[str] = []
-
-    def log_message(self, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
         msg = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
@@ -71,23 +67,6 @@ class Scripted(BaseHTTPRequestHandler):
         elif parts[0] == "tail":
             names = ["t0", "t1", "t2", "t3", 7]
         self._answer(msg, {"tools": [{"name": n, "inputSchema": {"type": "object"}} for n in names]})
-
-    def _answer(self, msg: Dict[str, Any], result: Dict[str, Any]) -> None:
-        self._send(200, json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": result}).encode())
-
-    def _send(self, status: int, raw: bytes, ctype: str = "application/json") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
-
-
-class QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the gateway hanging up on a hung request is expected here
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,10 @@ from routeplane.hooks.language_model import Outcome, StreamAction, StreamHook
 from routeplane.language_model.pipeline_stream import END, FLUSH
 from routeplane.language_model.types import StreamPart
 from tests.support.gateway import GatewayProcess
+from tests.support.raw_upstream import RawUpstream
 from tests.support.spend import spend_row
-from tests.support.upstream import RecordedRequest
-from tests.support.wires import ALL_WIRES, INPUT, OUTPUT, via_wires_config, weather_upstream
+from tests.support.upstream import Reply
+from tests.support.wires import ALL_WIRES, INPUT, OUTPUT, via_wires_config
 from tests.test_pipeline import Harness, text_parts
 
 pytestmark = pytest.mark.e2e
@@ -30,43 +31,20 @@ pytestmark = pytest.mark.e2e
 WAIT = 10.0
 
 
-class HeldEndUpstream:
+class HeldEndUpstream(RawUpstream):
     """Every answer (weather_upstream's, streamed) in one chunked write; the end of the body only
     once `release` is set (or after WAIT seconds)."""
 
     def __init__(self) -> None:
         self.release = threading.Event()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                buf += conn.recv(65536)
-            head, body = buf.split(b"\r\n\r\n", 1)
-            lines = head.decode().split("\r\n")
-            headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-            while len(body) < int(headers.get("content-length", 0)):
-                body += conn.recv(65536)
-            reply = weather_upstream(RecordedRequest("POST", lines[0].split()[1], headers, body))
-            answer = b"".join(reply.chunks or [reply.body])
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
-                         b"Connection: close\r\n\r\n" + b"%x\r\n%s\r\n" % (len(answer), answer))
-            self.release.wait(WAIT)
-            try:
-                conn.sendall(b"0\r\n\r\n")
-            except OSError:
-                pass
+    def answer(self, conn: socket.socket, reply: Reply) -> None:
+        answer = b"".join(reply.chunks or [reply.body])
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+                     b"Connection: close\r\n\r\n" + b"%x\r\n%s\r\n" % (len(answer), answer))
+        self.release.wait(WAIT)
+        conn.sendall(b"0\r\n\r\n")
 
 
 @pytest.fixture(scope="module")

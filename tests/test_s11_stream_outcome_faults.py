@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 import time
 import zlib
 from collections import deque
@@ -24,8 +23,9 @@ from google.genai import types as genai_types
 from routeplane.store import Store
 from routeplane.store.spend_log import spend_rows
 from tests.support.gateway import GatewayProcess
-from tests.support.upstream import RecordedRequest
-from tests.support.wires import ALL_WIRES, via_wires_config, weather_upstream
+from tests.support.raw_upstream import RawUpstream
+from tests.support.upstream import Reply
+from tests.support.wires import ALL_WIRES, via_wires_config
 
 pytestmark = pytest.mark.e2e
 
@@ -56,38 +56,15 @@ def reset(conn: socket.socket) -> None:
     conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-class ScriptedUpstream:
+class ScriptedUpstream(RawUpstream):
     """A raw-socket upstream that plays the next script on each connection."""
 
     def __init__(self) -> None:
         self.scripts: Deque[Script] = deque()
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                buf += conn.recv(65536)
-            head, body = buf.split(b"\r\n\r\n", 1)
-            lines = head.decode().split("\r\n")
-            headers = {k.lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:])}
-            while len(body) < int(headers.get("content-length", 0)):
-                body += conn.recv(65536)
-            reply = weather_upstream(RecordedRequest("POST", lines[0].split()[1], headers, body))
-            try:
-                self.scripts.popleft()(conn, list(reply.chunks or []))
-            except OSError:
-                pass
+    def answer(self, conn: socket.socket, reply: Reply) -> None:
+        self.scripts.popleft()(conn, list(reply.chunks or []))
 
 
 def cut_mid_event(how: str) -> Script:
